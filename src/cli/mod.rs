@@ -1,0 +1,252 @@
+//! The command line: `run`, `sync --once`, `status`, `reset`, `check-config`, `migrate`.
+//! Each command loads what it needs and calls into the library; nothing here knows SQL or
+//! a provider's fields.
+
+mod progress;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::store::{Store, StoreSettings};
+use crate::sync::{CycleOptions, CycleOutcome, Engine};
+use crate::telemetry::{self, LogFormat};
+use crate::time::Timestamp;
+
+/// convsync keeps a local SQL mirror of the conversations held by contact-center and
+/// messaging platforms (Dynamics 365 Contact Center, Spruce Health, Sinch, HighLevel).
+///
+/// Start with `convsync check-config --config convsync.toml`, then `convsync sync --once`
+/// for a first backfill, then `convsync run` as a service. `convsync status` shows where
+/// each source stands.
+#[derive(Debug, Parser)]
+#[command(name = "convsync", version, about, long_about)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: $CONVSYNC_CONFIG, else ./convsync.toml.
+    #[arg(long, short, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log line format on stderr. Verbosity follows RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "CONVSYNC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: poll every enabled source forever; stop gracefully on SIGINT/SIGTERM.
+    Run,
+    /// Run one sync of each source (or one source) until it is caught up, then exit.
+    /// Exits non-zero if any source failed.
+    Sync {
+        /// Required: one pass, then exit (use `convsync run` for the daemon).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Only this source.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Also run every sweep (closures, deletions) now, even if not due.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Show each source's watermark, lag, last run and row counts.
+    Status,
+    /// Move a source's watermarks back so the next cycle re-reads from there (or from the
+    /// beginning without --since). Rows are kept; re-read rows are updated in place.
+    Reset {
+        /// The source to reset.
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// Re-sync from this instant (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+    },
+    /// Validate the configuration (and that every secret can be read), then exit.
+    CheckConfig,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+}
+
+/// Parses the command line and runs the command: the whole of `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("convsync: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = config::resolve_path(cli.config.clone());
+    match cli.command {
+        Command::CheckConfig => {
+            let config = load_config(&config_path)?;
+            println!(
+                "{}: OK — {} source(s) enabled{}",
+                config_path.display(),
+                config.sources.len(),
+                if config.disabled_sources.is_empty() {
+                    String::new()
+                } else {
+                    format!(", disabled: {}", config.disabled_sources.join(", "))
+                }
+            );
+            for s in &config.sources {
+                println!(
+                    "  {:<24} {:<10} account {:<28} every {}",
+                    s.name,
+                    s.setup.provider.kind(),
+                    s.setup.provider.account(),
+                    humantime::format_duration(s.schedule.poll_interval)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let file = Config::load_file(&config_path)?;
+            let settings = StoreSettings {
+                url: file.database.url.clone(),
+                busy_timeout: file.database.busy_timeout,
+                max_connections: 1,
+            };
+            Store::open(&settings)
+                .await
+                .with_context(|| format!("opening {}", settings.url))?;
+            println!("{}: schema up to date", settings.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let config = load_config(&config_path)?;
+            let engine = build_engine(&config).await?;
+            let shutdown = shutdown_on_signals();
+            tracing::info!(sources = engine.sources().len(), "convsync running");
+            engine.run(shutdown).await?;
+            tracing::info!("convsync stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { once: _, source, full } => {
+            let config = load_config(&config_path)?;
+            if let Some(name) = &source {
+                if !config.sources.iter().any(|s| &s.name == name) {
+                    anyhow::bail!(
+                        "no enabled source named {name:?} (configured: {})",
+                        config.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            let engine = build_engine(&config).await?;
+            let shutdown = shutdown_on_signals();
+            let display = progress::ProgressDisplay::start(&engine);
+            let results = engine
+                .sync_once(source.as_deref(), CycleOptions { force_sweep: full }, shutdown)
+                .await?;
+            display.finish().await;
+            let mut failed = false;
+            for r in &results {
+                let verdict = match &r.outcome {
+                    CycleOutcome::CaughtUp => "caught up".to_owned(),
+                    CycleOutcome::MoreToDo => "more to do".to_owned(),
+                    CycleOutcome::Stopped => "stopped by signal".to_owned(),
+                    CycleOutcome::RateLimited { wait } => format!("rate limited (retry in {})", humantime::format_duration(*wait)),
+                    CycleOutcome::Failed(e) => {
+                        failed = true;
+                        format!("FAILED: {}", crate::http::error_chain(e))
+                    }
+                };
+                eprintln!("{:<24} {verdict}", r.source);
+            }
+            engine.store().close().await;
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Status => {
+            let config = load_config(&config_path)?;
+            let store = Store::open(&config.store).await.with_context(|| format!("opening {}", config.store.url))?;
+            let text = status::render(&store, &config, Timestamp::now()).await?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reset { source, since } => {
+            let config = load_config(&config_path)?;
+            if !config.sources.iter().any(|s| s.name == source) && !config.disabled_sources.contains(&source) {
+                anyhow::bail!("no source named {source:?} in {}", config_path.display());
+            }
+            let since = since
+                .map(|s| Timestamp::parse_rfc3339(&s).with_context(|| "--since must be RFC 3339, e.g. 2026-01-31T00:00:00Z"))
+                .transpose()?;
+            let store = Store::open(&config.store).await?;
+            let walks = store.reset_source(&source, since).await?;
+            match since {
+                Some(t) => println!("{source}: {walks} walk(s) will re-read from {t}"),
+                None => println!("{source}: {walks} walk(s) reset; the next cycle re-reads everything"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
+    let store = Store::open(&config.store)
+        .await
+        .with_context(|| format!("opening the mirror database {}", config.store.url))?;
+    Engine::new(store, &config.http, &config.sources).context("building the HTTP client")
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM. A second signal exits at once.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing the page in flight");
+        trigger.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting immediately");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,593 @@
+//! Configuration: built-in defaults, then the TOML file, then `CONVSYNC_*` environment
+//! variables (`__` for nesting, e.g. `CONVSYNC_DATABASE__URL`). Everything is validated and
+//! turned into runtime settings here, once, so that a mistake fails the start with the
+//! offending key's name instead of failing the first poll.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::http::{HttpSettings, RateQuota, RetryPolicy};
+use crate::provider::{self, ProviderKind, ProviderSetup};
+use crate::store::{MassChangeGuard, StoreSettings};
+
+/// A configuration mistake, naming the key and what is expected.
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the key (`sources[0].poll_interval`).
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the mirror lives.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// The shared HTTP client.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The health and metrics endpoint.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// The provider accounts to mirror. Not overridable from the environment.
+    #[serde(default, skip_serializing)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db`; the file is created (mode 0600) if missing.
+    pub url: String,
+    /// How long a write waits for another writer (a report tool, a backup) to release the
+    /// lock before the page is retried.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        let s = StoreSettings::default();
+        DatabaseConfig {
+            url: s.url,
+            busy_timeout: s.busy_timeout,
+            max_connections: s.max_connections,
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Whole-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Retries of a transient failure (connection error, timeout, 408, 429, 5xx).
+    pub max_retries: usize,
+    /// First backoff delay (jittered, doubling).
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
+    /// Longest backoff delay.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Rate-limit pauses longer than this end the cycle (resumed later) instead of waiting.
+    #[serde(with = "humantime_serde")]
+    pub max_inline_pause: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let h = HttpSettings::default();
+        HttpConfig {
+            timeout: h.timeout,
+            connect_timeout: h.connect_timeout,
+            max_retries: h.retry.max_retries,
+            min_backoff: h.retry.min_delay,
+            max_backoff: h.retry.max_delay,
+            max_inline_pause: h.max_inline_pause,
+        }
+    }
+}
+
+/// `[health]`: the HTTP endpoint for `/healthz`, `/readyz` and `/metrics`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Serve the endpoint at all.
+    pub enabled: bool,
+    /// Listen address (`127.0.0.1:9477`; `0.0.0.0:9477` in containers).
+    pub listen: String,
+    /// A source is "late" (not ready) when its last successful cycle is older than this
+    /// many poll intervals.
+    pub ready_after_intervals: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            listen: "127.0.0.1:9477".into(),
+            ready_after_intervals: 3.0,
+        }
+    }
+}
+
+/// `[[sources]]`: one provider account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name; used in the mirror's `source` column, logs and metrics.
+    pub name: String,
+    /// `d365`, `spruce`, `sinch` or `highlevel`.
+    pub provider: String,
+    /// Set to false to keep the config but not poll.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Time between cycles (provider default when absent: 60 s; D365 at least 60 s).
+    #[serde(default, with = "humantime_serde")]
+    pub poll_interval: Option<Duration>,
+    /// Random share (0–0.5) added to or taken from each interval so that sources do not
+    /// poll in lockstep.
+    #[serde(default = "default_jitter")]
+    pub poll_jitter: f64,
+    /// How far before the watermark each delta starts again, so that listings that are
+    /// eventually consistent or share timestamps at page boundaries lose nothing.
+    #[serde(default, with = "humantime_serde")]
+    pub lookback: Option<Duration>,
+    /// Time between full sweeps that detect closures, deletions and changes the deltas
+    /// cannot see.
+    #[serde(default, with = "humantime_serde")]
+    pub sweep_interval: Option<Duration>,
+    /// Request quota for this credential (provider's documented default when absent).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Guard against endless pagination: a cycle stops (resumable) after this many pages.
+    #[serde(default = "default_max_pages")]
+    pub max_pages_per_cycle: u32,
+    /// A cycle with no completed page for this long is abandoned.
+    #[serde(default = "default_stall", with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Provider timestamps further in the future than this do not move the watermark.
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// A sweep that would close or delete more than this share of rows applies nothing.
+    #[serde(default = "default_share")]
+    pub mass_change_max_share: f64,
+    /// Absences up to this count are always applied (small mirrors).
+    #[serde(default = "default_floor")]
+    pub mass_change_floor: u64,
+    /// Follow-up requests (messages, items) per cycle at most.
+    #[serde(default = "default_follow_ups")]
+    pub max_follow_ups_per_cycle: u32,
+    /// Dynamics 365 settings (`provider = "d365"`).
+    #[serde(default)]
+    pub d365: Option<provider::d365::D365Config>,
+    /// Spruce settings (`provider = "spruce"`).
+    #[serde(default)]
+    pub spruce: Option<provider::spruce::SpruceConfig>,
+    /// Sinch settings (`provider = "sinch"`).
+    #[serde(default)]
+    pub sinch: Option<provider::sinch::SinchConfig>,
+    /// HighLevel settings (`provider = "highlevel"`).
+    #[serde(default)]
+    pub highlevel: Option<provider::highlevel::HighLevelConfig>,
+}
+
+/// `rate_limit = { requests = 100, per = "10s" }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per window.
+    pub requests: u32,
+    /// The window.
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+    /// Back-to-back requests allowed (default 1: evenly spaced).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_max_pages() -> u32 {
+    100_000
+}
+fn default_stall() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_skew() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_share() -> f64 {
+    0.5
+}
+fn default_floor() -> u64 {
+    5
+}
+fn default_follow_ups() -> u32 {
+    500
+}
+fn default_burst() -> u32 {
+    1
+}
+
+/// Scheduling of one source's cycles.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Time between cycles.
+    pub poll_interval: Duration,
+    /// Random share of the interval.
+    pub poll_jitter: f64,
+    /// Delta overlap.
+    pub lookback: Duration,
+    /// Time between sweeps.
+    pub sweep_interval: Duration,
+    /// Page cap per cycle.
+    pub max_pages_per_cycle: u32,
+    /// Stall timeout.
+    pub stall_timeout: Duration,
+    /// Future guard.
+    pub max_clock_skew: Duration,
+    /// Follow-ups per cycle.
+    pub max_follow_ups_per_cycle: u32,
+}
+
+/// A validated source, ready to be turned into a running task.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Unique name.
+    pub name: String,
+    /// The provider adapter and its authentication.
+    pub setup: ProviderSetup,
+    /// When to poll.
+    pub schedule: Schedule,
+    /// Sweep guard.
+    pub guard: MassChangeGuard,
+    /// Request quota (explicit or the provider's default).
+    pub quota: Option<RateQuota>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Database settings.
+    pub store: StoreSettings,
+    /// HTTP settings.
+    pub http: HttpSettings,
+    /// Health endpoint settings.
+    pub health: HealthConfig,
+    /// Enabled sources.
+    pub sources: Vec<SourceSettings>,
+    /// Names of sources present but disabled.
+    pub disabled_sources: Vec<String>,
+}
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "CONVSYNC_CONFIG";
+
+impl Config {
+    /// Loads, merges and validates the configuration from `path` (the file must exist) and
+    /// the environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = Self::load_file(path)?;
+        Self::validate(file)
+    }
+
+    /// Loads and merges without validating sources (for `migrate`, which needs only the
+    /// database).
+    pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::new(
+                "--config",
+                format!(
+                    "file {} does not exist (copy config/convsync.example.toml and edit it)",
+                    path.display()
+                ),
+            ));
+        }
+        Figment::from(Serialized::defaults(FileConfig::default()))
+            .merge(Toml::file_exact(path))
+            .merge(environment())
+            .extract::<FileConfig>()
+            .map_err(figment_error)
+    }
+
+    /// Validates a parsed file and resolves secrets.
+    pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
+        if !file.database.url.starts_with("sqlite:") {
+            return Err(ConfigError::new(
+                "database.url",
+                format!(
+                    "{:?} is not supported: expected sqlite://PATH (PostgreSQL is planned)",
+                    file.database.url
+                ),
+            ));
+        }
+        if file.http.timeout.is_zero() {
+            return Err(ConfigError::new("http.timeout", "must be greater than zero"));
+        }
+        let mut names = HashSet::new();
+        let mut sources = Vec::new();
+        let mut disabled = Vec::new();
+        for (index, source) in file.sources.iter().enumerate() {
+            let key = format!("sources[{index}]");
+            if !names.insert(source.name.clone()) {
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    format!("duplicate source name {:?}: names must be unique", source.name),
+                ));
+            }
+            if !source.enabled {
+                disabled.push(source.name.clone());
+                continue;
+            }
+            sources.extend(validate_source(&key, source)?);
+        }
+        if sources.is_empty() && disabled.is_empty() {
+            return Err(ConfigError::new(
+                "sources",
+                "no [[sources]] configured: add at least one provider account",
+            ));
+        }
+        Ok(Config {
+            store: StoreSettings {
+                url: file.database.url,
+                busy_timeout: file.database.busy_timeout,
+                max_connections: file.database.max_connections,
+            },
+            http: HttpSettings {
+                timeout: file.http.timeout,
+                connect_timeout: file.http.connect_timeout,
+                retry: RetryPolicy {
+                    max_retries: file.http.max_retries,
+                    min_delay: file.http.min_backoff,
+                    max_delay: file.http.max_backoff,
+                },
+                max_inline_pause: file.http.max_inline_pause,
+            },
+            health: file.health,
+            sources,
+            disabled_sources: disabled,
+        })
+    }
+}
+
+/// `CONVSYNC_*` variables for the `database`, `http` and `health` sections only, so that
+/// unrelated variables (secrets named `CONVSYNC_...`, `CONVSYNC_CONFIG`) are never read as
+/// config keys.
+fn environment() -> Env {
+    Env::prefixed("CONVSYNC_")
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            ["database__", "http__", "health__"]
+                .iter()
+                .any(|section| key.starts_with(section))
+        })
+        .split("__")
+}
+
+fn figment_error(err: figment::Error) -> ConfigError {
+    let mut messages = Vec::new();
+    let mut first_key = None;
+    for e in err {
+        let key = display_path(&e.path);
+        first_key.get_or_insert_with(|| key.clone());
+        let origin = e
+            .metadata
+            .as_ref()
+            .map(|m| format!(" (from {})", m.name))
+            .unwrap_or_default();
+        messages.push(format!("{}{origin}", e.kind));
+    }
+    ConfigError::new(
+        first_key.unwrap_or_else(|| "(file)".into()),
+        messages.join("; "),
+    )
+}
+
+/// `["sources", "0", "poll_interval"]` → `sources[0].poll_interval`.
+fn display_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    if out.is_empty() { "(root)".into() } else { out }
+}
+
+fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSettings>, ConfigError> {
+    if source.name.trim().is_empty() || source.name.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            format!("{key}.name"),
+            "must be a non-empty name without spaces",
+        ));
+    }
+    let key = format!("sources[{}]", source.name);
+    let kind: ProviderKind = match source.provider.as_str() {
+        "d365" => ProviderKind::D365,
+        "spruce" => ProviderKind::Spruce,
+        "sinch" => ProviderKind::Sinch,
+        "highlevel" => ProviderKind::Highlevel,
+        other => {
+            return Err(ConfigError::new(
+                format!("{key}.provider"),
+                format!("unknown provider {other:?}: expected one of d365, spruce, sinch, highlevel"),
+            ));
+        }
+    };
+    let blocks = [
+        ("d365", source.d365.is_some()),
+        ("spruce", source.spruce.is_some()),
+        ("sinch", source.sinch.is_some()),
+        ("highlevel", source.highlevel.is_some()),
+    ];
+    for (block, present) in blocks {
+        if present && block != kind.as_str() {
+            return Err(ConfigError::new(
+                format!("{key}.{block}"),
+                format!("a [sources.{block}] table does not belong to a {kind} source"),
+            ));
+        }
+    }
+    let missing = || {
+        ConfigError::new(
+            format!("{key}.{kind}"),
+            format!("missing: a {kind} source needs a [sources.{kind}] table with its account settings"),
+        )
+    };
+    let ctx = provider::SetupContext { key: &key };
+    let setups = match kind {
+        ProviderKind::D365 => provider::d365::setup(source.d365.as_ref().ok_or_else(missing)?, &ctx)?,
+        ProviderKind::Spruce => {
+            provider::spruce::setup(source.spruce.as_ref().ok_or_else(missing)?, &ctx)?
+        }
+        ProviderKind::Sinch => provider::sinch::setup(source.sinch.as_ref().ok_or_else(missing)?, &ctx)?,
+        ProviderKind::Highlevel => {
+            provider::highlevel::setup(source.highlevel.as_ref().ok_or_else(missing)?, &ctx)?
+        }
+    };
+    if !(0.0..=0.5).contains(&source.poll_jitter) {
+        return Err(ConfigError::new(format!("{key}.poll_jitter"), "must be between 0 and 0.5"));
+    }
+    if !(0.0..=1.0).contains(&source.mass_change_max_share) {
+        return Err(ConfigError::new(
+            format!("{key}.mass_change_max_share"),
+            "must be a share between 0.0 and 1.0 (0.5 = 50 %)",
+        ));
+    }
+    if source.max_pages_per_cycle == 0 {
+        return Err(ConfigError::new(format!("{key}.max_pages_per_cycle"), "must be at least 1"));
+    }
+    let quota = match source.rate_limit {
+        Some(r) => Some(validate_quota(&format!("{key}.rate_limit"), r)?),
+        None => None,
+    };
+    let mut out = Vec::new();
+    let multiple = setups.len() > 1;
+    for setup in setups {
+        let poll_interval = source.poll_interval.unwrap_or(setup.defaults.poll_interval);
+        if poll_interval < setup.defaults.min_poll_interval {
+            return Err(ConfigError::new(
+                format!("{key}.poll_interval"),
+                format!(
+                    "{} is below the minimum of {} for {kind} ({})",
+                    humantime::format_duration(poll_interval),
+                    humantime::format_duration(setup.defaults.min_poll_interval),
+                    setup.defaults.min_poll_reason
+                ),
+            ));
+        }
+        let name = match (&setup.name_suffix, multiple) {
+            (Some(suffix), true) => format!("{}/{suffix}", source.name),
+            _ => source.name.clone(),
+        };
+        out.push(SourceSettings {
+            name,
+            schedule: Schedule {
+                poll_interval,
+                poll_jitter: source.poll_jitter,
+                lookback: source.lookback.unwrap_or(setup.defaults.lookback),
+                sweep_interval: source.sweep_interval.unwrap_or(setup.defaults.sweep_interval),
+                max_pages_per_cycle: source.max_pages_per_cycle,
+                stall_timeout: source.stall_timeout,
+                max_clock_skew: source.max_clock_skew,
+                max_follow_ups_per_cycle: source.max_follow_ups_per_cycle,
+            },
+            guard: MassChangeGuard {
+                max_share: source.mass_change_max_share,
+                floor: source.mass_change_floor,
+            },
+            quota: quota.or(setup.defaults.quota),
+            setup,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_quota(key: &str, r: RateLimitConfig) -> Result<RateQuota, ConfigError> {
+    let requests = std::num::NonZeroU32::new(r.requests)
+        .ok_or_else(|| ConfigError::new(format!("{key}.requests"), "must be at least 1"))?;
+    let burst = std::num::NonZeroU32::new(r.burst)
+        .ok_or_else(|| ConfigError::new(format!("{key}.burst"), "must be at least 1"))?;
+    if r.per.is_zero() {
+        return Err(ConfigError::new(format!("{key}.per"), "must be a positive duration like \"10s\""));
+    }
+    Ok(RateQuota {
+        requests,
+        per: r.per,
+        burst,
+    })
+}
+
+/// Checks a provider base URL: https, or http only on a loopback address (the simulator,
+/// tests). TLS verification cannot be turned off, so a non-loopback URL is always verified.
+pub fn validate_base_url(key: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| ConfigError::new(key, format!("{value:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(ConfigError::new(
+            key,
+            format!("{value:?} must use https (plain http is allowed only for loopback addresses)"),
+        )),
+        other => Err(ConfigError::new(
+            key,
+            format!("{value:?} has unsupported scheme {other:?}: expected https"),
+        )),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Where to look for the config file: `--config`, then `$CONVSYNC_CONFIG`, then
+/// `./convsync.toml`.
+pub fn resolve_path(cli: Option<PathBuf>) -> PathBuf {
+    cli.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("convsync.toml"))
+}

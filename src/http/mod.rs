@@ -1,0 +1,400 @@
+//! The HTTP layer shared by all providers: one reqwest client with timeouts, a request
+//! budget per credential, retries with jittered exponential backoff that honour
+//! `Retry-After` exactly, and access tokens refreshed once on 401.
+//!
+//! Providers never see reqwest: they describe a [`RequestSpec`] and read an
+//! [`HttpResponse`]; this module decides whether and when to send it again.
+
+pub mod auth;
+pub mod limiter;
+pub mod request;
+pub mod retry;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::Retryable;
+use reqwest::StatusCode;
+use reqwest::header::AUTHORIZATION;
+
+pub use auth::{AuthError, AuthScheme, Authenticator};
+pub use limiter::{RateQuota, RequestBudget};
+pub use request::{HttpResponse, RequestSpec};
+pub use retry::RetryPolicy;
+
+use crate::provider::Provider;
+
+/// Timeouts and retry settings for the shared client.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Retry policy for transient failures.
+    pub retry: RetryPolicy,
+    /// Pauses longer than this end the cycle as rate-limited instead of waiting in line, so
+    /// a day-long budget reset does not look like a hung cycle.
+    pub max_inline_pause: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            max_inline_pause: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Builds the process-wide reqwest client. TLS verification is always on.
+pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        .user_agent(concat!("convsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Why a request did not produce a usable response. Messages never contain credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Connection refused/reset, timeout, unreadable body.
+    #[error("{endpoint}: transport error: {message}")]
+    Transport {
+        /// Endpoint label.
+        endpoint: &'static str,
+        /// The error and its causes.
+        message: String,
+    },
+    /// 408 or 5xx.
+    #[error("{endpoint}: server error {status}: {message}")]
+    Server {
+        /// Endpoint label.
+        endpoint: &'static str,
+        /// HTTP status.
+        status: StatusCode,
+        /// Provider's error text.
+        message: String,
+    },
+    /// 429 (retried while the backoff allows).
+    #[error("{endpoint}: rate limited{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    RateLimited {
+        /// Endpoint label.
+        endpoint: &'static str,
+        /// How long the provider asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// The request budget is paused for longer than is worth waiting in line (a daily
+    /// budget ran out, a long `Retry-After`): the cycle ends and resumes after `wait`.
+    #[error("{endpoint}: request budget paused for {wait:?} ({reason})")]
+    Paused {
+        /// Endpoint label.
+        endpoint: &'static str,
+        /// How long until the budget resets.
+        wait: Duration,
+        /// Which budget.
+        reason: &'static str,
+    },
+    /// 401 after one token refresh.
+    #[error("{endpoint}: credentials rejected (401): {message}")]
+    Unauthorized {
+        /// Endpoint label.
+        endpoint: &'static str,
+        /// Provider's error text.
+        message: String,
+    },
+    /// 403.
+    #[error("{endpoint}: access forbidden (403): {message}")]
+    Forbidden {
+        /// Endpoint label.
+        endpoint: &'static str,
+        /// Provider's error text.
+        message: String,
+    },
+    /// Any other non-success status (400, 404, 422, ...): not retried.
+    #[error("{endpoint}: request rejected ({status}): {message}")]
+    Rejected {
+        /// Endpoint label.
+        endpoint: &'static str,
+        /// HTTP status.
+        status: StatusCode,
+        /// Provider's error text.
+        message: String,
+        /// The raw body, for providers that recognise specific errors.
+        body: bytes::Bytes,
+    },
+    /// The token endpoint failed.
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthError),
+}
+
+impl HttpError {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HttpError::Transport { .. } | HttpError::Server { .. } => true,
+            HttpError::RateLimited { .. } => true,
+            HttpError::Auth(e) => e.is_retryable(),
+            HttpError::Paused { .. }
+            | HttpError::Unauthorized { .. }
+            | HttpError::Forbidden { .. }
+            | HttpError::Rejected { .. } => false,
+        }
+    }
+
+    /// The credential itself was refused: retrying later will not help until an operator
+    /// fixes it.
+    pub fn is_credential_rejected(&self) -> bool {
+        match self {
+            HttpError::Unauthorized { .. } | HttpError::Forbidden { .. } => true,
+            HttpError::Auth(AuthError::Rejected { status, .. }) => {
+                matches!(status, 400 | 401 | 403)
+            }
+            _ => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HttpError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Request counters of one source, read by status output and metrics.
+#[derive(Debug, Default)]
+pub struct RequestTally {
+    /// Requests sent (every attempt).
+    pub requests: AtomicU64,
+    /// Attempts that were retries.
+    pub retries: AtomicU64,
+    /// Milliseconds spent waiting on rate limits and pauses.
+    pub rate_limit_wait_ms: AtomicU64,
+    by_status: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl RequestTally {
+    fn count_status(&self, status: u16) {
+        *self
+            .by_status
+            .lock()
+            .expect("tally lock poisoned")
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// Responses by HTTP status (0 = no response: connection error or timeout).
+    pub fn by_status(&self) -> BTreeMap<u16, u64> {
+        self.by_status.lock().expect("tally lock poisoned").clone()
+    }
+}
+
+/// What one source uses to talk to its provider.
+#[derive(Clone)]
+pub struct ApiClient {
+    client: reqwest::Client,
+    auth: Arc<Authenticator>,
+    budget: Arc<RequestBudget>,
+    settings: HttpSettings,
+    tally: Arc<RequestTally>,
+}
+
+impl ApiClient {
+    /// A client for one source. `auth` and `budget` may be shared with other sources that
+    /// use the same credential.
+    pub fn new(
+        client: reqwest::Client,
+        auth: Arc<Authenticator>,
+        budget: Arc<RequestBudget>,
+        settings: HttpSettings,
+        tally: Arc<RequestTally>,
+    ) -> Self {
+        ApiClient {
+            client,
+            auth,
+            budget,
+            settings,
+            tally,
+        }
+    }
+
+    /// This source's request counters.
+    pub fn tally(&self) -> &Arc<RequestTally> {
+        &self.tally
+    }
+
+    /// Sends `spec`, retrying transient failures, and returns the fully read response.
+    pub async fn send(
+        &self,
+        spec: &RequestSpec,
+        provider: &dyn Provider,
+    ) -> Result<HttpResponse, HttpError> {
+        let attempt = || self.attempt(spec, provider);
+        attempt
+            .retry(self.settings.retry.backoff())
+            .when(HttpError::is_retryable)
+            // `Retry-After` replaces the jittered delay exactly: never shorter.
+            .adjust(|err: &HttpError, delay| delay.map(|d| err.retry_after().unwrap_or(d)))
+            .notify(|err: &HttpError, delay: Duration| {
+                self.tally.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(endpoint = spec.endpoint, error = %err, retry_in = ?delay, "request failed, retrying");
+            })
+            .await
+    }
+
+    async fn attempt(
+        &self,
+        spec: &RequestSpec,
+        provider: &dyn Provider,
+    ) -> Result<HttpResponse, HttpError> {
+        let mut refreshed = false;
+        loop {
+            if let Some((wait, reason)) = self.budget.pause_remaining() {
+                if wait > self.settings.max_inline_pause {
+                    tracing::info!(reason, wait = ?wait, "request budget paused; ending cycle until it resets");
+                    return Err(HttpError::Paused {
+                        endpoint: spec.endpoint,
+                        wait,
+                        reason,
+                    });
+                }
+            }
+            let waited = self.budget.acquire().await;
+            self.tally
+                .rate_limit_wait_ms
+                .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
+
+            let authorization = self.auth.authorization(&self.client).await?;
+            let response = self.execute(spec, authorization.as_ref()).await;
+            self.tally.requests.fetch_add(1, Ordering::Relaxed);
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => {
+                    self.tally.count_status(0);
+                    return Err(e);
+                }
+            };
+            self.tally.count_status(response.status.as_u16());
+            let status = response.status;
+
+            if status.is_success() || (status == StatusCode::NOT_FOUND && spec.allow_not_found) {
+                if let Some(pause) = provider.pacing(&response.headers) {
+                    tracing::debug!(reason = pause.reason, wait = ?pause.wait, "pacing on rate-limit headers");
+                    self.budget.pause_for(pause.wait, pause.reason);
+                }
+                return Ok(response);
+            }
+            if status == StatusCode::UNAUTHORIZED && !refreshed && self.auth.invalidate().await {
+                tracing::info!(endpoint = spec.endpoint, "401: refreshing the access token once");
+                refreshed = true;
+                continue;
+            }
+            return Err(self.classify(spec, provider, response));
+        }
+    }
+
+    async fn execute(
+        &self,
+        spec: &RequestSpec,
+        authorization: Option<&crate::secret::Secret>,
+    ) -> Result<HttpResponse, HttpError> {
+        let mut request = self.client.request(spec.method.clone(), spec.url.clone());
+        for (name, value) in &spec.headers {
+            request = request.header(*name, value);
+        }
+        if let Some(auth) = authorization {
+            let mut value = reqwest::header::HeaderValue::from_str(auth.expose()).map_err(|_| {
+                HttpError::Transport {
+                    endpoint: spec.endpoint,
+                    message: "access token contains characters not allowed in a header".into(),
+                }
+            })?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        let transport = |e: reqwest::Error| HttpError::Transport {
+            endpoint: spec.endpoint,
+            message: error_chain(&e),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport)?;
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn classify(
+        &self,
+        spec: &RequestSpec,
+        provider: &dyn Provider,
+        response: HttpResponse,
+    ) -> HttpError {
+        let status = response.status;
+        let mut message = provider.describe_error(status, &response.body);
+        for name in provider.correlation_headers() {
+            if let Some(v) = response.header(name) {
+                message.push_str(&format!(" [{name}: {v}]"));
+            }
+        }
+        let endpoint = spec.endpoint;
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry_after = retry::parse_retry_after(&response.headers);
+                if let Some(wait) = retry_after {
+                    // Everyone sharing this budget waits, not just this request.
+                    self.budget.pause_for(wait, "retry-after");
+                    if wait > self.settings.max_inline_pause {
+                        return HttpError::Paused {
+                            endpoint,
+                            wait,
+                            reason: "retry-after",
+                        };
+                    }
+                }
+                HttpError::RateLimited {
+                    endpoint,
+                    retry_after,
+                }
+            }
+            StatusCode::UNAUTHORIZED => HttpError::Unauthorized { endpoint, message },
+            StatusCode::FORBIDDEN => HttpError::Forbidden { endpoint, message },
+            s if retry::is_retryable_status(s) => HttpError::Server {
+                endpoint,
+                status,
+                message,
+            },
+            _ => HttpError::Rejected {
+                endpoint,
+                status,
+                message,
+                body: response.body,
+            },
+        }
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

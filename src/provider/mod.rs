@@ -1,0 +1,337 @@
+//! The seam between the sync engine and the platforms.
+//!
+//! A provider adapter is pure translation: it turns cursor state into the next HTTP
+//! request and a response into mirror records plus the next cursor state. It never talks
+//! to the database, never sleeps and never retries; the engine in [`crate::sync`] owns
+//! scheduling, rate limits, retries, checkpoints, metrics and shutdown, and never knows a
+//! provider's field names.
+//!
+//! To add a provider, implement [`Provider`]:
+//! - [`Provider::walks`]: the paged listings it runs. A *delta* walk fetches what changed
+//!   since its watermark; a *sweep* walks everything and lets the engine mark the rows it did
+//!   not see as closed or deleted.
+//! - [`Provider::build_request`] / [`Provider::parse_page`]: one page of a walk.
+//! - optionally [`Provider::build_detail_request`] / [`Provider::parse_detail`]: per-conversation
+//!   follow-up requests (messages, items) queued by pages.
+//! - optionally error description, page-token rejection and rate-limit header pacing.
+
+pub mod d365;
+pub mod highlevel;
+pub mod record;
+pub mod sinch;
+pub mod spruce;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+pub use record::{ActivityPatch, ConversationRecord, Direction, RejectedRecord};
+
+use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec};
+use crate::time::Timestamp;
+
+/// The platforms convsync mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Dynamics 365 Contact Center, custom-channel messaging API.
+    D365,
+    /// Spruce Health public API.
+    Spruce,
+    /// Sinch Conversation API.
+    Sinch,
+    /// HighLevel (LeadConnector) conversations search.
+    Highlevel,
+}
+
+impl ProviderKind {
+    /// The name used in config files and in the mirror's `provider` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::D365 => "d365",
+            ProviderKind::Spruce => "spruce",
+            ProviderKind::Sinch => "sinch",
+            ProviderKind::Highlevel => "highlevel",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Passed to a provider's `setup` so its errors name the right config key.
+#[derive(Debug, Clone, Copy)]
+pub struct SetupContext<'a> {
+    /// The source's key prefix, e.g. `sources[support-sms]`.
+    pub key: &'a str,
+}
+
+impl SetupContext<'_> {
+    /// The full key of a provider setting, e.g. `sources[support-sms].sinch.app_id`.
+    pub fn key(&self, provider: ProviderKind, field: &str) -> String {
+        format!("{}.{}.{}", self.key, provider.as_str(), field)
+    }
+}
+
+/// A provider's defaults for the source settings a user may leave out.
+#[derive(Debug, Clone)]
+pub struct ProviderDefaults {
+    /// Default time between cycles.
+    pub poll_interval: Duration,
+    /// The shortest interval accepted, with the reason shown when a config asks for less.
+    pub min_poll_interval: Duration,
+    /// Why the minimum exists.
+    pub min_poll_reason: &'static str,
+    /// Default delta overlap.
+    pub lookback: Duration,
+    /// Default time between sweeps.
+    pub sweep_interval: Duration,
+    /// The provider's documented request quota, if any.
+    pub quota: Option<RateQuota>,
+}
+
+/// What a provider's `setup` produces for one source (or one of several, e.g. one per
+/// HighLevel location): the adapter, how to authenticate, and which sources share a
+/// credential.
+#[derive(Clone)]
+pub struct ProviderSetup {
+    /// The adapter.
+    pub provider: Arc<dyn Provider>,
+    /// Authentication for its requests.
+    pub auth: AuthScheme,
+    /// Sources with equal keys share one token cache (same credential). Must not contain
+    /// a secret (use [`crate::secret::Secret::fingerprint`]).
+    pub credential_key: String,
+    /// Sources with equal keys share one request budget (the provider's rate-limit scope).
+    pub budget_key: String,
+    /// Appended to the source name (`name/suffix`) when one config entry yields several
+    /// sources.
+    pub name_suffix: Option<String>,
+    /// Defaults for this provider.
+    pub defaults: ProviderDefaults,
+}
+
+impl std::fmt::Debug for ProviderSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSetup")
+            .field("provider", &self.provider.kind())
+            .field("account", &self.provider.account())
+            .field("auth", &self.auth)
+            .field("name_suffix", &self.name_suffix)
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happens to mirrored conversations that a complete sweep did not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    /// They are closed (`active = false`, `closed_at` set): D365 lists active ones only.
+    Closed,
+    /// They no longer exist at the provider (`deleted_at` set).
+    Deleted,
+}
+
+/// When a delta walk's watermark may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatermarkAdvance {
+    /// After every committed page: the listing is ascending in the watermark's order, so
+    /// everything before the page's highest value has been seen.
+    PerPage,
+    /// Only when the walk completes: the listing is newest-first or its order is not
+    /// documented. The walk's position is still checkpointed after every page.
+    AtWalkEnd,
+}
+
+/// The role a walk plays in a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkKind {
+    /// Runs every cycle from `watermark − lookback`, or from the start when there is no
+    /// watermark yet.
+    Delta(WatermarkAdvance),
+    /// Runs every `sweep_interval`, lists everything, and applies [`Absence`] to rows it did
+    /// not see once it completes (subject to the mass-change guard).
+    Sweep {
+        /// What absence from a complete sweep means.
+        absence: Absence,
+        /// Whether the first sweep runs in the first cycle.
+        initial: InitialSweep,
+    },
+}
+
+/// When a source's first sweep runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialSweep {
+    /// In the first cycle: the deltas alone do not list everything (e.g. Sinch's inactive
+    /// conversations).
+    Immediately,
+    /// One sweep interval after the first cycle: a first delta without a watermark already
+    /// lists everything the sweep would.
+    AfterInterval,
+}
+
+/// One paged listing a provider offers. `name` keys its cursor in the database, so it must
+/// stay stable across releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkSpec {
+    /// Stable name (`delta`, `created`, `sweep`, ...).
+    pub name: &'static str,
+    /// Delta or sweep.
+    pub kind: WalkKind,
+}
+
+/// Everything a provider needs to build or read one page of a walk.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkContext<'a> {
+    /// Which walk.
+    pub walk: &'a WalkSpec,
+    /// Lower bound for a delta walk (`watermark − lookback`); `None` for a full walk.
+    pub since: Option<Timestamp>,
+    /// Where the walk stands: `None` for its first page, else what the previous page
+    /// returned as [`Page::next`].
+    pub position: Option<&'a Value>,
+}
+
+/// A per-conversation follow-up request (messages, items, a fresh copy), queued in the
+/// database in the same transaction as the page that asked for it, so that none is lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetailRequest {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Which kind of follow-up (provider-defined, e.g. `items`, `fetch`).
+    pub kind: String,
+    /// Only messages after this instant matter (the previous activity time), when known.
+    pub since: Option<Timestamp>,
+    /// Position within a multi-page follow-up.
+    pub position: Option<Value>,
+}
+
+/// One parsed page of a walk.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Conversations to upsert.
+    pub records: Vec<ConversationRecord>,
+    /// Items that could not be read as conversations.
+    pub rejected: Vec<RejectedRecord>,
+    /// Follow-ups to queue unconditionally (e.g. conversations named by a messages list).
+    pub follow_ups: Vec<DetailRequest>,
+    /// The greatest watermark value on this page (creation or activity time, per walk).
+    pub high_water: Option<Timestamp>,
+    /// Where the next page starts; `None` when the walk is complete.
+    pub next: Option<Value>,
+    /// Things an operator should know (e.g. "app is in DISPATCH mode"), logged and kept in
+    /// the run's record.
+    pub notes: Vec<String>,
+}
+
+/// The result of one follow-up request.
+#[derive(Debug, Default)]
+pub struct DetailPage {
+    /// A fresh copy of the conversation, to upsert.
+    pub record: Option<ConversationRecord>,
+    /// Who-spoke-last facts to merge into the row.
+    pub patch: Option<ActivityPatch>,
+    /// The conversation no longer exists or is closed (the provider answered 404).
+    pub gone: Option<Absence>,
+    /// More pages of this follow-up are needed from this position.
+    pub next: Option<Value>,
+}
+
+/// A provider's response or request could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The page is not what the API documents (malformed JSON, missing required keys).
+    #[error("malformed response: {0}")]
+    Malformed(String),
+    /// The cursor state cannot be turned into a request.
+    #[error("invalid cursor state: {0}")]
+    BadCursor(String),
+    /// The provider does not implement this follow-up kind.
+    #[error("unsupported follow-up kind {0:?}")]
+    UnsupportedDetail(String),
+}
+
+/// A pause the provider's rate-limit headers ask for before the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    /// How long to wait.
+    pub wait: Duration,
+    /// Which budget ran out, for logs and metrics.
+    pub reason: &'static str,
+}
+
+/// A platform adapter. See the module documentation.
+pub trait Provider: Send + Sync + 'static {
+    /// Which platform.
+    fn kind(&self) -> ProviderKind;
+
+    /// The provider account this adapter reads (org, app, location id), for the mirror's
+    /// `account` column.
+    fn account(&self) -> &str;
+
+    /// The walks this provider runs; deltas run in this order every cycle.
+    fn walks(&self) -> &[WalkSpec];
+
+    /// The request for the page of `ctx.walk` at `ctx.position`.
+    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError>;
+
+    /// Reads one page of `ctx.walk`.
+    fn parse_page(
+        &self,
+        ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError>;
+
+    /// The request for a queued follow-up.
+    fn build_detail_request(&self, detail: &DetailRequest) -> Result<RequestSpec, ProviderError> {
+        Err(ProviderError::UnsupportedDetail(detail.kind.clone()))
+    }
+
+    /// Reads a follow-up's response (404 responses reach this method when the request
+    /// allowed them).
+    fn parse_detail(
+        &self,
+        detail: &DetailRequest,
+        response: &HttpResponse,
+    ) -> Result<DetailPage, ProviderError> {
+        let _ = response;
+        Err(ProviderError::UnsupportedDetail(detail.kind.clone()))
+    }
+
+    /// Whether a rejected request means "your page token is no longer valid", so that the
+    /// engine restarts the walk from its watermark instead of failing the cycle.
+    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
+        let _ = (status, body);
+        false
+    }
+
+    /// A one-line human description of an error body (RFC 7807, Google-RPC, ...). The
+    /// default shows the body as text.
+    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
+        let _ = status;
+        String::from_utf8_lossy(body).chars().take(2000).collect()
+    }
+
+    /// Header names worth logging with an error (request or correlation ids).
+    fn correlation_headers(&self) -> &[&'static str] {
+        &[]
+    }
+
+    /// A pause requested by rate-limit headers on a successful response.
+    fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
+        let _ = headers;
+        None
+    }
+
+    /// Share of the request budget that follow-ups may use in one cycle (0.0–1.0 of the
+    /// requests the walks used, at least a small floor); see the engine.
+    fn follow_up_share(&self) -> f64 {
+        0.5
+    }
+}

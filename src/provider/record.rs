@@ -1,0 +1,139 @@
+//! What a provider hands the engine: conversations in the mirror's vocabulary.
+
+use serde_json::value::RawValue;
+
+use crate::time::Timestamp;
+
+/// Who sent the most recent message in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the customer/patient/contact to the organisation.
+    Inbound,
+    /// From the organisation (agent, bot, automation) to the contact.
+    Outbound,
+}
+
+impl Direction {
+    /// The mirror's text value (`inbound` / `outbound`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// One conversation as listed by a provider, mapped onto the mirror's common columns.
+///
+/// Fields a provider does not supply stay `None` and are stored as NULL; the provider's own
+/// JSON is kept whole in `raw` so that nothing is lost for reports that need more.
+#[derive(Debug, Clone)]
+pub struct ConversationRecord {
+    /// The provider's conversation id (unique within the source).
+    pub id: String,
+    /// When the conversation was created.
+    pub created_at: Option<Timestamp>,
+    /// When the last message (or activity the provider reports) happened.
+    pub last_activity_at: Option<Timestamp>,
+    /// Open/active (`true`) or closed/archived/inactive (`false`); `None` when unknown.
+    pub active: Option<bool>,
+    /// The provider's own status word (e.g. `archived`, `unread`), for reports.
+    pub status: Option<String>,
+    /// Channel or conversation type (`sms`, `WHATSAPP`, `TYPE_PHONE`, ...).
+    pub channel: Option<String>,
+    /// The provider's contact id.
+    pub contact_id: Option<String>,
+    /// The contact's display name.
+    pub contact_name: Option<String>,
+    /// The contact's phone number (E.164 where the provider gives it).
+    pub contact_phone: Option<String>,
+    /// The contact's e-mail address.
+    pub contact_email: Option<String>,
+    /// The conversation's title or subject.
+    pub title: Option<String>,
+    /// Who the conversation is assigned to (provider user/member id).
+    pub assignee: Option<String>,
+    /// Unread message count, where the provider reports one.
+    pub unread_count: Option<i64>,
+    /// Direction of the last message, where the listing tells it.
+    pub last_message_direction: Option<Direction>,
+    /// The provider's JSON for this conversation, exactly as received.
+    pub raw: Box<RawValue>,
+    /// A follow-up request kind to queue when this conversation is new or its
+    /// `last_activity_at` moved (e.g. Spruce's items, to learn who spoke last).
+    pub detail_on_activity: Option<&'static str>,
+}
+
+impl ConversationRecord {
+    /// A record with only an id and its raw JSON; the provider fills in what it knows.
+    pub fn new(id: impl Into<String>, raw: Box<RawValue>) -> Self {
+        ConversationRecord {
+            id: id.into(),
+            created_at: None,
+            last_activity_at: None,
+            active: None,
+            status: None,
+            channel: None,
+            contact_id: None,
+            contact_name: None,
+            contact_phone: None,
+            contact_email: None,
+            title: None,
+            assignee: None,
+            unread_count: None,
+            last_message_direction: None,
+            raw,
+            detail_on_activity: None,
+        }
+    }
+
+    /// A hash of everything this record would write, so that an unchanged conversation
+    /// costs no write when a page is read again.
+    pub fn content_hash(&self) -> [u8; 16] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(self.raw.get().as_bytes());
+        // `active` can be implied by the listing (D365 lists only active conversations)
+        // rather than carried in the JSON, so it is part of the content.
+        hasher.update(&[match self.active {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        }]);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        out
+    }
+}
+
+/// Facts learned from a conversation's messages rather than from the listing: who spoke
+/// last and whether the contact is waiting for a reply. `None` fields are left as stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActivityPatch {
+    /// Newest activity seen in the messages.
+    pub last_activity_at: Option<Timestamp>,
+    /// Newest inbound message.
+    pub last_inbound_at: Option<Timestamp>,
+    /// Newest outbound message.
+    pub last_outbound_at: Option<Timestamp>,
+    /// Direction of the newest message that counts (internal notes do not).
+    pub last_message_direction: Option<Direction>,
+    /// The newest message that counts is inbound: someone is waiting for a reply.
+    pub awaiting_reply: Option<bool>,
+}
+
+impl ActivityPatch {
+    /// True when the patch would change nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == ActivityPatch::default()
+    }
+}
+
+/// A record the mirror cannot hold (no id, unreadable), kept with its JSON and the reason
+/// so nothing is silently dropped.
+#[derive(Debug, Clone)]
+pub struct RejectedRecord {
+    /// Why it was rejected.
+    pub reason: String,
+    /// The JSON as received (possibly truncated by the store).
+    pub raw: String,
+}

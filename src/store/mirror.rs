@@ -1,0 +1,685 @@
+//! Writing pages into the mirror: upserts that skip unchanged rows, sweep absences behind a
+//! mass-change guard, and follow-up results — each atomic with the cursor it advances.
+
+use std::collections::HashMap;
+
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
+
+use super::cursor::write_cursor;
+use super::{Store, StoreError, WalkCursor};
+use crate::provider::{
+    Absence, ActivityPatch, ConversationRecord, DetailRequest, RejectedRecord,
+};
+use crate::time::Timestamp;
+
+/// Everything one page changes, written in one transaction.
+#[derive(Debug)]
+pub struct PageWrite<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// Provider name for the `provider` column.
+    pub provider: &'a str,
+    /// Provider account for the `account` column.
+    pub account: &'a str,
+    /// The walk the page belongs to.
+    pub walk: &'a str,
+    /// The run writing it.
+    pub run_id: i64,
+    /// Conversations to upsert.
+    pub records: &'a [ConversationRecord],
+    /// Items that could not be read.
+    pub rejected: &'a [RejectedRecord],
+    /// Follow-ups to queue.
+    pub follow_ups: &'a [DetailRequest],
+    /// Refresh `last_seen_at` of unchanged rows too (sweeps need it to detect absence).
+    pub touch_unchanged: bool,
+    /// New rows whose activity lies before this instant are counted as late: the delta's
+    /// lookback did not cover how long the listing took to show them.
+    pub late_before: Option<Timestamp>,
+    /// The walk's new cursor.
+    pub cursor: &'a WalkCursor,
+}
+
+/// A follow-up's result, written in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct DetailWrite<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// Provider name for new rows.
+    pub provider: &'a str,
+    /// Provider account for new rows.
+    pub account: &'a str,
+    /// The run writing it.
+    pub run_id: i64,
+    /// The follow-up being answered.
+    pub detail: &'a DetailRequest,
+    /// A fresh copy of the conversation.
+    pub record: Option<&'a ConversationRecord>,
+    /// Who-spoke-last facts.
+    pub patch: Option<&'a ActivityPatch>,
+    /// The conversation is gone.
+    pub gone: Option<Absence>,
+    /// Where the follow-up continues, if it needs more pages.
+    pub next: Option<&'a serde_json::Value>,
+}
+
+/// What a page did to the mirror.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    /// New rows.
+    pub inserted: u64,
+    /// Rows whose content changed.
+    pub updated: u64,
+    /// Rows read again with no change (no write, unless a sweep touched `last_seen_at`).
+    pub unchanged: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// New rows whose activity was older than the delta's lower bound: a listing showed
+    /// them later than the lookback allows for.
+    pub late: u64,
+}
+
+impl std::ops::AddAssign for PageCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.rejected += o.rejected;
+        self.late += o.late;
+    }
+}
+
+/// Refuses to apply a sweep's absences when they would close or delete too much at once:
+/// an empty or truncated listing during an outage must not wipe the mirror.
+#[derive(Debug, Clone, Copy)]
+pub struct MassChangeGuard {
+    /// Largest share (0.0–1.0) of the candidate rows one sweep may close or delete.
+    pub max_share: f64,
+    /// Absences up to this count are always applied (small mirrors).
+    pub floor: u64,
+}
+
+/// A sweep that listed everything, ready to apply what it did not see.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepCompletion<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// The sweep's walk name.
+    pub walk: &'a str,
+    /// The run applying it.
+    pub run_id: i64,
+    /// What absence means for this provider.
+    pub absence: Absence,
+    /// When the sweep started: rows not seen since then were not listed.
+    pub sweep_started_at: Timestamp,
+    /// The mass-change guard.
+    pub guard: MassChangeGuard,
+    /// The walk's final cursor.
+    pub cursor: &'a WalkCursor,
+}
+
+/// The result of applying a completed sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbsenceOutcome {
+    /// `count` rows were closed or deleted.
+    Applied {
+        /// Rows changed.
+        count: u64,
+    },
+    /// The guard refused: `missing` of `candidates` rows were absent.
+    Refused {
+        /// Rows the sweep did not see.
+        missing: u64,
+        /// Rows that could have been affected.
+        candidates: u64,
+    },
+}
+
+#[derive(sqlx::FromRow)]
+struct ExistingRow {
+    conversation_id: String,
+    payload_hash: Vec<u8>,
+    last_activity_at: Option<String>,
+    closed: bool,
+    deleted: bool,
+}
+
+struct Existing {
+    hash: Vec<u8>,
+    last_activity_at: Option<String>,
+    closed: bool,
+    deleted: bool,
+}
+
+const SELECT_CHUNK: usize = 400;
+
+impl Store {
+    /// Applies one page and its cursor atomically.
+    pub async fn apply_page(&self, page: &PageWrite<'_>) -> Result<PageCounts, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = Timestamp::now().to_mirror_text();
+        let mut counts =
+            upsert_records(&mut tx, page.source, page.provider, page.account, page.run_id, page.records, page.touch_unchanged, page.late_before, &now).await?;
+        for rejected in page.rejected {
+            insert_rejected(&mut tx, page.source, page.run_id, page.walk, rejected, &now).await?;
+            counts.rejected += 1;
+        }
+        for follow_up in page.follow_ups {
+            queue_follow_up(&mut tx, page.source, follow_up, &now).await?;
+        }
+        write_cursor(&mut tx, page.source, page.walk, page.cursor).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    /// Completes a sweep: closes or deletes rows not seen since it started, unless the guard
+    /// refuses, and stores the walk's cursor, in one transaction.
+    pub async fn apply_absence(&self, sweep: &SweepCompletion<'_>) -> Result<AbsenceOutcome, StoreError> {
+        let SweepCompletion { source, walk, run_id, absence, sweep_started_at, guard, cursor } = *sweep;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let candidate_filter = match absence {
+            Absence::Closed => "source = ? AND deleted_at IS NULL AND closed_at IS NULL",
+            Absence::Deleted => "source = ? AND deleted_at IS NULL",
+        };
+        let started = sweep_started_at.to_mirror_text();
+        let candidates: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM conversations WHERE {candidate_filter}"
+        )))
+        .bind(source)
+        .fetch_one(&mut *tx)
+        .await?;
+        let missing: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM conversations WHERE {candidate_filter} AND last_seen_at < ?"
+        )))
+        .bind(source)
+        .bind(&started)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (candidates, missing) = (candidates as u64, missing as u64);
+        let too_many = missing > guard.floor
+            && candidates > 0
+            && (missing as f64 / candidates as f64) > guard.max_share;
+        let outcome = if too_many {
+            AbsenceOutcome::Refused {
+                missing,
+                candidates,
+            }
+        } else if missing == 0 {
+            AbsenceOutcome::Applied { count: 0 }
+        } else {
+            let now = Timestamp::now().to_mirror_text();
+            let set = match absence {
+                Absence::Closed => "active = 0, closed_at = ?, last_changed_at = ?, run_id = ?",
+                Absence::Deleted => "deleted_at = ?, last_changed_at = ?, run_id = ?",
+            };
+            let done = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE conversations SET {set} WHERE {candidate_filter} AND last_seen_at < ?"
+            )))
+            .bind(&now)
+            .bind(&now)
+            .bind(run_id)
+            .bind(source)
+            .bind(&started)
+            .execute(&mut *tx)
+            .await?;
+            AbsenceOutcome::Applied {
+                count: done.rows_affected(),
+            }
+        };
+        write_cursor(&mut tx, source, walk, cursor).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Up to `limit` queued follow-ups of `source`, oldest first.
+    pub async fn pending_follow_ups(
+        &self,
+        source: &str,
+        limit: u32,
+    ) -> Result<Vec<DetailRequest>, StoreError> {
+        let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT conversation_id, kind, since, position FROM follow_ups
+             WHERE source = ? ORDER BY attempts, queued_at LIMIT ?",
+        )
+        .bind(source)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(conversation_id, kind, since, position)| {
+                Ok(DetailRequest {
+                    conversation_id,
+                    kind,
+                    since: since
+                        .map(|s| Timestamp::parse_rfc3339(&s))
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    position: position
+                        .map(|p| serde_json::from_str(&p))
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Number of follow-ups waiting for `source`.
+    pub async fn count_follow_ups(&self, source: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE source = ?")
+            .bind(source)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    /// Counts a failed attempt so that a follow-up that keeps failing yields to others.
+    pub async fn defer_follow_up(
+        &self,
+        source: &str,
+        detail: &DetailRequest,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE follow_ups SET attempts = attempts + 1
+             WHERE source = ? AND conversation_id = ? AND kind = ?",
+        )
+        .bind(source)
+        .bind(&detail.conversation_id)
+        .bind(&detail.kind)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a follow-up's result and dequeues it (or stores its next position), in one
+    /// transaction.
+    pub async fn apply_detail(&self, write: &DetailWrite<'_>) -> Result<PageCounts, StoreError> {
+        let DetailWrite { source, provider, account, run_id, detail, record, patch, gone, next } = *write;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = Timestamp::now().to_mirror_text();
+        let mut counts = match record {
+            Some(r) => {
+                upsert_records(&mut tx, source, provider, account, run_id, std::slice::from_ref(r), false, None, &now)
+                    .await?
+            }
+            None => PageCounts::default(),
+        };
+        if let Some(patch) = patch.filter(|p| !p.is_empty()) {
+            if apply_patch(&mut tx, source, &detail.conversation_id, patch, run_id, &now).await? {
+                counts.updated += 1;
+            }
+        }
+        if let Some(absence) = gone {
+            let set = match absence {
+                Absence::Closed => "active = 0, closed_at = COALESCE(closed_at, ?)",
+                Absence::Deleted => "deleted_at = COALESCE(deleted_at, ?)",
+            };
+            let done = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE conversations SET {set}, last_changed_at = ?, run_id = ?
+                 WHERE source = ? AND conversation_id = ? AND deleted_at IS NULL
+                   AND (closed_at IS NULL OR ? = 'deleted')"
+            )))
+            .bind(&now)
+            .bind(&now)
+            .bind(run_id)
+            .bind(source)
+            .bind(&detail.conversation_id)
+            .bind(match absence {
+                Absence::Closed => "closed",
+                Absence::Deleted => "deleted",
+            })
+            .execute(&mut *tx)
+            .await?;
+            counts.updated += done.rows_affected();
+        }
+        match next {
+            Some(position) => {
+                sqlx::query(
+                    "UPDATE follow_ups SET position = ? WHERE source = ? AND conversation_id = ? AND kind = ?",
+                )
+                .bind(position.to_string())
+                .bind(source)
+                .bind(&detail.conversation_id)
+                .bind(&detail.kind)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "DELETE FROM follow_ups WHERE source = ? AND conversation_id = ? AND kind = ?",
+                )
+                .bind(source)
+                .bind(&detail.conversation_id)
+                .bind(&detail.kind)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upsert_records(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    provider: &str,
+    account: &str,
+    run_id: i64,
+    records: &[ConversationRecord],
+    touch_unchanged: bool,
+    lower_bound: Option<Timestamp>,
+    now: &str,
+) -> Result<PageCounts, StoreError> {
+    let mut counts = PageCounts::default();
+    let mut existing = load_existing(tx, source, records).await?;
+    for record in records {
+        let hash = record.content_hash();
+        let previous = existing.get(&record.id);
+        match previous {
+            None => {
+                insert_record(tx, source, provider, account, run_id, record, &hash, now).await?;
+                counts.inserted += 1;
+                if let (Some(bound), Some(activity)) = (lower_bound, record.last_activity_at.or(record.created_at)) {
+                    if activity < bound {
+                        counts.late += 1;
+                    }
+                }
+                if let Some(kind) = record.detail_on_activity {
+                    queue_follow_up(tx, source, &DetailRequest { conversation_id: record.id.clone(), kind: kind.to_owned(), since: None, position: None }, now).await?;
+                }
+            }
+            Some(prev) if prev.hash == hash && !prev.deleted && !(prev.closed && record.active == Some(true)) => {
+                counts.unchanged += 1;
+                if touch_unchanged {
+                    sqlx::query("UPDATE conversations SET last_seen_at = ? WHERE source = ? AND conversation_id = ?")
+                        .bind(now)
+                        .bind(source)
+                        .bind(&record.id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                continue;
+            }
+            Some(prev) => {
+                let activity_moved = record.last_activity_at.map(|t| t.to_mirror_text()) != prev.last_activity_at
+                    && record.last_activity_at.is_some();
+                let previous_activity = prev.last_activity_at.as_deref().and_then(|s| Timestamp::parse_rfc3339(s).ok());
+                update_record(tx, source, run_id, record, &hash, now).await?;
+                counts.updated += 1;
+                if let (Some(kind), true) = (record.detail_on_activity, activity_moved) {
+                    queue_follow_up(tx, source, &DetailRequest { conversation_id: record.id.clone(), kind: kind.to_owned(), since: previous_activity, position: None }, now).await?;
+                }
+            }
+        }
+        // A page may list the same id twice (tie clusters); the second copy compares
+        // against what was just written.
+        existing.insert(
+            record.id.clone(),
+            Existing {
+                hash: hash.to_vec(),
+                last_activity_at: record.last_activity_at.map(|t| t.to_mirror_text()),
+                closed: record.active == Some(false),
+                deleted: false,
+            },
+        );
+    }
+    Ok(counts)
+}
+
+async fn load_existing(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    records: &[ConversationRecord],
+) -> Result<HashMap<String, Existing>, StoreError> {
+    let mut found = HashMap::with_capacity(records.len());
+    for chunk in records.chunks(SELECT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT conversation_id, payload_hash, last_activity_at,
+                    closed_at IS NOT NULL AS closed, deleted_at IS NOT NULL AS deleted
+             FROM conversations WHERE source = ",
+        );
+        q.push_bind(source);
+        q.push(" AND conversation_id IN (");
+        let mut separated = q.separated(", ");
+        for r in chunk {
+            separated.push_bind(&r.id);
+        }
+        q.push(")");
+        let rows: Vec<ExistingRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for row in rows {
+            found.insert(
+                row.conversation_id,
+                Existing {
+                    hash: row.payload_hash,
+                    last_activity_at: row.last_activity_at,
+                    closed: row.closed,
+                    deleted: row.deleted,
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_record(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    provider: &str,
+    account: &str,
+    run_id: i64,
+    r: &ConversationRecord,
+    hash: &[u8; 16],
+    now: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO conversations (
+            source, conversation_id, provider, account, created_at, last_activity_at, active,
+            status, channel, contact_id, contact_name, contact_phone, contact_email, title,
+            assignee, unread_count, last_message_direction, raw, payload_hash,
+            first_seen_at, last_seen_at, last_changed_at, run_id, closed_at, deleted_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+    )
+    .bind(source)
+    .bind(&r.id)
+    .bind(provider)
+    .bind(account)
+    .bind(r.created_at.map(|t| t.to_mirror_text()))
+    .bind(r.last_activity_at.map(|t| t.to_mirror_text()))
+    .bind(r.active)
+    .bind(&r.status)
+    .bind(&r.channel)
+    .bind(&r.contact_id)
+    .bind(&r.contact_name)
+    .bind(&r.contact_phone)
+    .bind(&r.contact_email)
+    .bind(&r.title)
+    .bind(&r.assignee)
+    .bind(r.unread_count)
+    .bind(r.last_message_direction.map(|d| d.as_str()))
+    .bind(r.raw.get())
+    .bind(&hash[..])
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .bind(run_id)
+    .bind((r.active == Some(false)).then_some(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_record(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    run_id: i64,
+    r: &ConversationRecord,
+    hash: &[u8; 16],
+    now: &str,
+) -> Result<(), StoreError> {
+    // Listing fields a provider does not report (None) keep what follow-ups learned.
+    sqlx::query(
+        "UPDATE conversations SET
+            created_at = COALESCE(?, created_at),
+            last_activity_at = COALESCE(?, last_activity_at),
+            active = COALESCE(?, active),
+            status = ?, channel = ?, contact_id = ?, contact_name = ?, contact_phone = ?,
+            contact_email = ?, title = ?, assignee = ?, unread_count = ?,
+            last_message_direction = COALESCE(?, last_message_direction),
+            raw = ?, payload_hash = ?, last_seen_at = ?, last_changed_at = ?, run_id = ?,
+            closed_at = CASE WHEN ? = 0 THEN COALESCE(closed_at, ?)
+                             WHEN ? = 1 THEN NULL ELSE closed_at END,
+            deleted_at = NULL
+         WHERE source = ? AND conversation_id = ?",
+    )
+    .bind(r.created_at.map(|t| t.to_mirror_text()))
+    .bind(r.last_activity_at.map(|t| t.to_mirror_text()))
+    .bind(r.active)
+    .bind(&r.status)
+    .bind(&r.channel)
+    .bind(&r.contact_id)
+    .bind(&r.contact_name)
+    .bind(&r.contact_phone)
+    .bind(&r.contact_email)
+    .bind(&r.title)
+    .bind(&r.assignee)
+    .bind(r.unread_count)
+    .bind(r.last_message_direction.map(|d| d.as_str()))
+    .bind(r.raw.get())
+    .bind(&hash[..])
+    .bind(now)
+    .bind(now)
+    .bind(run_id)
+    .bind(r.active)
+    .bind(now)
+    .bind(r.active)
+    .bind(source)
+    .bind(&r.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn apply_patch(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    conversation_id: &str,
+    patch: &ActivityPatch,
+    run_id: i64,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let text = |t: Option<Timestamp>| t.map(|t| t.to_mirror_text());
+    let fields: [(&str, Option<String>); 5] = [
+        ("last_activity_at", text(patch.last_activity_at)),
+        ("last_inbound_at", text(patch.last_inbound_at)),
+        ("last_outbound_at", text(patch.last_outbound_at)),
+        ("last_message_direction", patch.last_message_direction.map(|d| d.as_str().to_owned())),
+        ("awaiting_reply", patch.awaiting_reply.map(|b| if b { "1" } else { "0" }.to_owned())),
+    ];
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE conversations SET ");
+    let mut changed_if: Vec<(&str, String)> = Vec::new();
+    for (column, value) in fields.iter() {
+        if let Some(value) = value {
+            // Timestamps only move forward: an older message list never rewinds them.
+            if column.ends_with("_at") {
+                q.push(format!("{column} = CASE WHEN {column} IS NULL OR {column} < "));
+                q.push_bind(value.clone());
+                q.push(" THEN ");
+                q.push_bind(value.clone());
+                q.push(format!(" ELSE {column} END, "));
+            } else if *column == "awaiting_reply" {
+                q.push(format!("{column} = "));
+                q.push_bind(value.parse::<i64>().unwrap_or(0));
+                q.push(", ");
+            } else {
+                q.push(format!("{column} = "));
+                q.push_bind(value.clone());
+                q.push(", ");
+            }
+            changed_if.push((column, value.clone()));
+        }
+    }
+    q.push("last_changed_at = ");
+    q.push_bind(now.to_owned());
+    q.push(", run_id = ");
+    q.push_bind(run_id);
+    q.push(" WHERE source = ");
+    q.push_bind(source.to_owned());
+    q.push(" AND conversation_id = ");
+    q.push_bind(conversation_id.to_owned());
+    q.push(" AND (");
+    for (i, (column, value)) in changed_if.iter().enumerate() {
+        if i > 0 {
+            q.push(" OR ");
+        }
+        if column.ends_with("_at") {
+            q.push(format!("{column} IS NULL OR {column} < "));
+            q.push_bind(value.clone());
+        } else if *column == "awaiting_reply" {
+            q.push(format!("{column} IS NOT "));
+            q.push_bind(value.parse::<i64>().unwrap_or(0));
+        } else {
+            q.push(format!("{column} IS NOT "));
+            q.push_bind(value.clone());
+        }
+    }
+    q.push(")");
+    let done = q.build().execute(&mut **tx).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+async fn insert_rejected(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    run_id: i64,
+    walk: &str,
+    rejected: &RejectedRecord,
+    now: &str,
+) -> Result<(), StoreError> {
+    const MAX_RAW: usize = 64 * 1024;
+    let raw: String = if rejected.raw.len() > MAX_RAW {
+        rejected.raw.chars().take(MAX_RAW).collect()
+    } else {
+        rejected.raw.clone()
+    };
+    sqlx::query(
+        "INSERT INTO rejected_records (source, run_id, walk, reason, raw, rejected_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(source)
+    .bind(run_id)
+    .bind(walk)
+    .bind(&rejected.reason)
+    .bind(raw)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn queue_follow_up(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    detail: &DetailRequest,
+    now: &str,
+) -> Result<(), StoreError> {
+    // A follow-up queued twice keeps the earlier `since`, so no message is skipped.
+    sqlx::query(
+        "INSERT INTO follow_ups (source, conversation_id, kind, since, position, queued_at)
+         VALUES (?, ?, ?, ?, NULL, ?)
+         ON CONFLICT (source, conversation_id, kind) DO UPDATE SET
+            since = CASE WHEN follow_ups.since IS NULL OR excluded.since IS NULL THEN NULL
+                         WHEN excluded.since < follow_ups.since THEN excluded.since
+                         ELSE follow_ups.since END,
+            position = NULL",
+    )
+    .bind(source)
+    .bind(&detail.conversation_id)
+    .bind(&detail.kind)
+    .bind(detail.since.map(|t| t.to_rfc3339_nanos()))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

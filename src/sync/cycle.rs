@@ -1,0 +1,637 @@
+//! One cycle of one source: run its delta walks, the sweeps that are due and the queued
+//! follow-ups, committing every page atomically with the cursor it advances.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::progress::SourceProgress;
+use crate::config::Schedule;
+use crate::http::{ApiClient, HttpError};
+use crate::provider::{
+    InitialSweep, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec,
+    WatermarkAdvance,
+};
+use crate::store::{
+    AbsenceOutcome, DetailWrite, MassChangeGuard, PageWrite, RunOutcome, RunReport, Store,
+    StoreError, SweepCompletion, WalkCursor,
+};
+use crate::time::Timestamp;
+
+/// A malformed page is fetched again this many times before the cycle fails.
+const MALFORMED_RETRIES: u32 = 2;
+
+/// A configured source, ready to run cycles.
+pub struct Source {
+    /// Unique name.
+    pub name: String,
+    /// The platform adapter.
+    pub provider: Arc<dyn Provider>,
+    /// HTTP client with this source's credential and budget.
+    pub client: ApiClient,
+    /// Scheduling settings.
+    pub schedule: Schedule,
+    /// Sweep guard.
+    pub guard: MassChangeGuard,
+    /// Live figures.
+    pub progress: Arc<SourceProgress>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("provider", &self.provider.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a cycle achieved; the source loop picks its sleep from it.
+#[derive(Debug)]
+pub enum CycleOutcome {
+    /// Every walk reached the present.
+    CaughtUp,
+    /// Stopped early (page cap, follow-up budget) with its position saved: run again soon.
+    MoreToDo,
+    /// The provider's rate limit stopped the cycle; resume after `wait`.
+    RateLimited {
+        /// How long until the budget allows requests again.
+        wait: Duration,
+    },
+    /// The cycle failed; nothing of the failed page was applied.
+    Failed(SyncError),
+    /// Shutdown was requested; the last page was committed.
+    Stopped,
+}
+
+impl CycleOutcome {
+    fn run_outcome(&self) -> RunOutcome {
+        match self {
+            CycleOutcome::CaughtUp => RunOutcome::CaughtUp,
+            CycleOutcome::MoreToDo | CycleOutcome::Stopped => RunOutcome::MoreToDo,
+            CycleOutcome::RateLimited { .. } => RunOutcome::RateLimited,
+            CycleOutcome::Failed(_) => RunOutcome::Failed,
+        }
+    }
+}
+
+/// Why a cycle failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The provider could not be reached or refused the request.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The provider's response could not be read.
+    #[error("walk {walk}: {source}")]
+    Provider {
+        /// The walk.
+        walk: &'static str,
+        /// The cause.
+        source: ProviderError,
+    },
+    /// The mirror database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The provider handed back a page position it had already given in this cycle.
+    #[error(
+        "walk {walk}: the provider returned page position {position} twice; stopping this walk to avoid an endless loop"
+    )]
+    RepeatedPosition {
+        /// The walk.
+        walk: &'static str,
+        /// The repeated position.
+        position: String,
+    },
+    /// No page completed in the stall timeout.
+    #[error("walk {walk}: no page completed within {timeout:?}")]
+    Stalled {
+        /// The walk.
+        walk: &'static str,
+        /// The configured stall timeout.
+        timeout: Duration,
+    },
+    /// The provider refused a saved page position (expired token).
+    #[error("walk {walk}: the provider rejected the saved page position: {message}")]
+    PositionRejected {
+        /// The walk.
+        walk: &'static str,
+        /// The provider's message.
+        message: String,
+    },
+}
+
+impl SyncError {
+    /// The credential was refused: retrying without an operator's fix is pointless, so the
+    /// source stops (other sources keep running).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SyncError::Http(e) if e.is_credential_rejected())
+    }
+}
+
+/// Options for one cycle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CycleOptions {
+    /// Run every sweep now, whether due or not.
+    pub force_sweep: bool,
+}
+
+enum WalkEnd {
+    Complete,
+    PageCap,
+    Cancelled,
+}
+
+struct Cycle<'a> {
+    source: &'a Source,
+    store: &'a Store,
+    cancel: &'a CancellationToken,
+    run_id: i64,
+    report: RunReport,
+    pages_this_cycle: u32,
+}
+
+/// Runs one cycle of `source`, records it in `sync_runs`, and says what happened.
+pub async fn run_cycle(
+    source: &Source,
+    store: &Store,
+    options: CycleOptions,
+    cancel: &CancellationToken,
+) -> CycleOutcome {
+    let run_id = match store.begin_run(&source.name).await {
+        Ok(id) => id,
+        Err(e) => return CycleOutcome::Failed(e.into()),
+    };
+    let span = tracing::info_span!("cycle", run_id, pages = tracing::field::Empty, changed = tracing::field::Empty);
+    async move {
+        let requests_before = source.client.tally().requests.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        source.progress.update(|s| s.current_walk = None);
+        let mut cycle = Cycle {
+            source,
+            store,
+            cancel,
+            run_id,
+            report: RunReport::default(),
+            pages_this_cycle: 0,
+        };
+        let outcome = cycle.run(options).await;
+        let mut report = cycle.report;
+        report.requests = source.client.tally().requests.load(Ordering::Relaxed) - requests_before;
+        if let CycleOutcome::Failed(e) = &outcome {
+            report.error = Some(crate::http::error_chain(e));
+        }
+        let span = tracing::Span::current();
+        span.record("pages", report.pages);
+        span.record("changed", report.inserted + report.updated);
+        if let Err(e) = store.finish_run(run_id, outcome.run_outcome(), &report).await {
+            tracing::error!(error = %e, "could not record the end of the cycle");
+        }
+        let now = Timestamp::now();
+        source.progress.cycles.fetch_add(1, Ordering::Relaxed);
+        source.progress.update(|s| {
+            s.current_walk = None;
+            s.last_outcome = Some(outcome.run_outcome());
+            s.last_cycle_at = Some(now);
+            s.last_cycle_seconds = Some(started.elapsed().as_secs_f64());
+            match &outcome {
+                CycleOutcome::Failed(e) => s.last_error = Some(e.to_string()),
+                CycleOutcome::CaughtUp | CycleOutcome::MoreToDo | CycleOutcome::Stopped => {
+                    s.last_error = None;
+                    s.last_success_at = Some(now);
+                }
+                CycleOutcome::RateLimited { .. } => {}
+            }
+        });
+        match &outcome {
+            CycleOutcome::Failed(e) => tracing::error!(error = %crate::http::error_chain(e), requests = report.requests, "cycle failed"),
+            other => tracing::info!(
+                outcome = other.run_outcome().as_str(),
+                pages = report.pages,
+                requests = report.requests,
+                inserted = report.inserted,
+                updated = report.updated,
+                unchanged = report.unchanged,
+                closed = report.closed,
+                deleted = report.deleted,
+                rejected = report.rejected,
+                "cycle finished"
+            ),
+        }
+        outcome
+    }
+    .instrument(span)
+    .await
+}
+
+impl Cycle<'_> {
+    async fn run(&mut self, options: CycleOptions) -> CycleOutcome {
+        match self.run_walks(options).await {
+            Ok(Some(outcome)) => return outcome,
+            Ok(None) => {}
+            Err(e) => return self.failure(e),
+        }
+        match self.run_follow_ups().await {
+            Ok(outcome) => outcome,
+            Err(e) => self.failure(e),
+        }
+    }
+
+    fn failure(&self, error: SyncError) -> CycleOutcome {
+        match &error {
+            SyncError::Http(HttpError::RateLimited { retry_after, .. }) => {
+                CycleOutcome::RateLimited {
+                    wait: retry_after
+                        .unwrap_or(self.source.schedule.poll_interval.min(Duration::from_secs(60))),
+                }
+            }
+            SyncError::Http(HttpError::Paused { wait, .. }) => CycleOutcome::RateLimited { wait: *wait },
+            _ => CycleOutcome::Failed(error),
+        }
+    }
+
+    /// Runs the walks; `Some(outcome)` when the cycle must end before follow-ups.
+    async fn run_walks(&mut self, options: CycleOptions) -> Result<Option<CycleOutcome>, SyncError> {
+        let provider = self.source.provider.clone();
+        let mut cursors = self.store.load_cursors(&self.source.name).await?;
+        let late_before = provider
+            .walks()
+            .iter()
+            .filter(|w| matches!(w.kind, WalkKind::Delta(_)))
+            .filter_map(|w| cursors.get(w.name).and_then(|c| c.watermark))
+            .min()
+            .map(|w| w.saturating_sub(self.source.schedule.lookback));
+        for walk in provider.walks() {
+            let cursor = cursors.remove(walk.name).unwrap_or_default();
+            if let WalkKind::Sweep { initial, .. } = walk.kind {
+                if !self.sweep_due(walk, &cursor, initial, options).await? {
+                    continue;
+                }
+            }
+            let late = match walk.kind {
+                WalkKind::Delta(_) => cursor.walk_since.or_else(|| cursor.watermark.map(|w| w.saturating_sub(self.source.schedule.lookback))),
+                WalkKind::Sweep { .. } => late_before,
+            };
+            match self.run_walk(walk, cursor, late).await? {
+                WalkEnd::Complete => {}
+                WalkEnd::PageCap => {
+                    tracing::info!(walk = walk.name, "page cap reached; the walk resumes next cycle");
+                    return Ok(Some(CycleOutcome::MoreToDo));
+                }
+                WalkEnd::Cancelled => return Ok(Some(CycleOutcome::Stopped)),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn sweep_due(
+        &self,
+        walk: &WalkSpec,
+        cursor: &WalkCursor,
+        initial: InitialSweep,
+        options: CycleOptions,
+    ) -> Result<bool, SyncError> {
+        if options.force_sweep || cursor.in_progress() {
+            return Ok(true);
+        }
+        let now = Timestamp::now();
+        match (cursor.last_completed_at, initial) {
+            (Some(last), _) => Ok(last.saturating_add(self.source.schedule.sweep_interval) <= now),
+            (None, InitialSweep::Immediately) => Ok(true),
+            (None, InitialSweep::AfterInterval) => {
+                // The first delta lists everything; schedule the first sweep one interval on.
+                let scheduled = WalkCursor {
+                    last_completed_at: Some(now),
+                    ..cursor.clone()
+                };
+                self.store
+                    .save_cursor(&self.source.name, walk.name, &scheduled)
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn run_walk(
+        &mut self,
+        walk: &WalkSpec,
+        mut cursor: WalkCursor,
+        late_before: Option<Timestamp>,
+    ) -> Result<WalkEnd, SyncError> {
+        let schedule = &self.source.schedule;
+        let provider = self.source.provider.clone();
+        if !cursor.in_progress() {
+            cursor.walk_started_at = Some(Timestamp::now());
+            cursor.walk_since = match walk.kind {
+                WalkKind::Delta(_) => cursor.watermark.map(|w| w.saturating_sub(schedule.lookback)),
+                WalkKind::Sweep { .. } => None,
+            };
+            cursor.position = None;
+            cursor.pending_high_water = None;
+        } else {
+            tracing::info!(walk = walk.name, "resuming an unfinished walk from its saved position");
+        }
+        self.source.progress.update(|s| {
+            s.current_walk = Some(walk.name.to_owned());
+            if matches!(walk.kind, WalkKind::Delta(_)) {
+                s.watermark = cursor.watermark.max(s.watermark);
+            }
+        });
+        let mut restarted = false;
+        let mut seen_positions = HashSet::new();
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(WalkEnd::Cancelled);
+            }
+            if self.pages_this_cycle >= schedule.max_pages_per_cycle {
+                return Ok(WalkEnd::PageCap);
+            }
+            let ctx = WalkContext {
+                walk,
+                since: cursor.walk_since,
+                position: cursor.position.as_ref(),
+            };
+            let page = match self.fetch_page(&ctx).await {
+                Ok(page) => page,
+                Err(SyncError::PositionRejected { message, .. }) if !restarted => {
+                    tracing::warn!(walk = walk.name, %message, "saved page position rejected; restarting the walk from its watermark");
+                    self.report.notes.push(format!("{}: page position rejected, walk restarted", walk.name));
+                    restarted = true;
+                    seen_positions.clear();
+                    cursor.position = None;
+                    cursor.pending_high_water = None;
+                    cursor.walk_started_at = Some(Timestamp::now());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(next) = &page.next {
+                if !seen_positions.insert(next.to_string()) || Some(next) == cursor.position.as_ref() {
+                    return Err(SyncError::RepeatedPosition {
+                        walk: walk.name,
+                        position: next.to_string(),
+                    });
+                }
+            }
+            for note in &page.notes {
+                tracing::warn!(walk = walk.name, note = %note, "provider note");
+                if !self.report.notes.contains(note) {
+                    self.report.notes.push(note.clone());
+                }
+            }
+            let new_cursor = self.advance(walk, &cursor, &page);
+            let complete = page.next.is_none();
+            let sweep_absence = match walk.kind {
+                WalkKind::Sweep { absence, .. } if complete => Some(absence),
+                _ => None,
+            };
+            // A completed sweep commits its last page with the cursor still on that page,
+            // then applies absences with the final cursor: a crash in between re-reads the
+            // page instead of losing the absences.
+            let page_cursor = if sweep_absence.is_some() { &cursor } else { &new_cursor };
+            let counts = self
+                .store
+                .apply_page(&PageWrite {
+                    source: &self.source.name,
+                    provider: provider.kind().as_str(),
+                    account: provider.account(),
+                    walk: walk.name,
+                    run_id: self.run_id,
+                    records: &page.records,
+                    rejected: &page.rejected,
+                    follow_ups: &page.follow_ups,
+                    touch_unchanged: matches!(walk.kind, WalkKind::Sweep { .. }),
+                    late_before,
+                    cursor: page_cursor,
+                })
+                .await?;
+            self.pages_this_cycle += 1;
+            self.report.pages += 1;
+            self.report.inserted += counts.inserted;
+            self.report.updated += counts.updated;
+            self.report.unchanged += counts.unchanged;
+            self.report.rejected += counts.rejected;
+            self.source.progress.record_page(&counts);
+            if counts.rejected > 0 {
+                tracing::warn!(walk = walk.name, rejected = counts.rejected, "records rejected (kept in rejected_records)");
+            }
+            if counts.late > 0 {
+                let note = format!(
+                    "{}: {} conversation(s) appeared later than the lookback allows for; the sweep repaired them (consider a longer lookback)",
+                    walk.name, counts.late
+                );
+                tracing::warn!(walk = walk.name, late = counts.late, "records arrived later than the lookback window");
+                self.report.notes.push(note);
+            }
+            if let Some(absence) = sweep_absence {
+                let started = cursor.walk_started_at.unwrap_or_else(Timestamp::now);
+                let outcome = self
+                    .store
+                    .apply_absence(&SweepCompletion {
+                        source: &self.source.name,
+                        walk: walk.name,
+                        run_id: self.run_id,
+                        absence,
+                        sweep_started_at: started,
+                        guard: self.source.guard,
+                        cursor: &new_cursor,
+                    })
+                    .await?;
+                self.record_absence(walk, absence, outcome);
+            }
+            if matches!(walk.kind, WalkKind::Delta(_)) {
+                self.source.progress.update(|s| s.watermark = new_cursor.watermark.max(s.watermark));
+            }
+            cursor = new_cursor;
+            if complete {
+                return Ok(WalkEnd::Complete);
+            }
+        }
+    }
+
+    /// The cursor after `page`: watermark rules, future guard, position.
+    fn advance(&mut self, walk: &WalkSpec, cursor: &WalkCursor, page: &Page) -> WalkCursor {
+        let now = Timestamp::now();
+        let ceiling = now.saturating_add(self.source.schedule.max_clock_skew);
+        let high_water = page.high_water.map(|hw| {
+            if hw > ceiling {
+                let note = format!("{}: provider timestamp {hw} lies in the future; watermark held at {ceiling}", walk.name);
+                if !self.report.notes.contains(&note) {
+                    tracing::warn!(walk = walk.name, timestamp = %hw, "provider timestamp in the future; not moving the watermark past now");
+                    self.report.notes.push(note);
+                }
+            }
+            hw.min(ceiling)
+        });
+        let mut next = cursor.clone();
+        match walk.kind {
+            WalkKind::Delta(WatermarkAdvance::PerPage) => {
+                next.watermark = next.watermark.max(high_water);
+            }
+            WalkKind::Delta(WatermarkAdvance::AtWalkEnd) => {
+                next.pending_high_water = next.pending_high_water.max(high_water);
+            }
+            WalkKind::Sweep { .. } => {}
+        }
+        if page.next.is_none() {
+            if matches!(walk.kind, WalkKind::Delta(_)) {
+                next.watermark = next.watermark.max(next.pending_high_water);
+            }
+            next.position = None;
+            next.walk_started_at = None;
+            next.walk_since = None;
+            next.pending_high_water = None;
+            next.last_completed_at = Some(now);
+        } else {
+            next.position = page.next.clone();
+        }
+        next
+    }
+
+    fn record_absence(&mut self, walk: &WalkSpec, absence: crate::provider::Absence, outcome: AbsenceOutcome) {
+        use crate::provider::Absence;
+        match outcome {
+            AbsenceOutcome::Applied { count } => {
+                match absence {
+                    Absence::Closed => {
+                        self.report.closed += count;
+                        self.source.progress.closed.fetch_add(count, Ordering::Relaxed);
+                    }
+                    Absence::Deleted => {
+                        self.report.deleted += count;
+                        self.source.progress.deleted.fetch_add(count, Ordering::Relaxed);
+                    }
+                }
+                if count > 0 {
+                    tracing::info!(walk = walk.name, count, ?absence, "sweep applied absences");
+                }
+            }
+            AbsenceOutcome::Refused { missing, candidates } => {
+                let note = format!(
+                    "{}: sweep REFUSED to mark {missing} of {candidates} conversations {:?}: more than {:.0} % at once looks like a listing outage; nothing was changed (raise mass_change_max_share if this is real)",
+                    walk.name,
+                    absence,
+                    self.source.guard.max_share * 100.0
+                );
+                tracing::error!(walk = walk.name, missing, candidates, "mass-change guard refused a sweep's absences");
+                self.report.notes.push(note);
+            }
+        }
+    }
+
+    async fn fetch_page(&self, ctx: &WalkContext<'_>) -> Result<Page, SyncError> {
+        let provider = &*self.source.provider;
+        let walk = ctx.walk.name;
+        let spec = provider
+            .build_request(ctx)
+            .map_err(|source| SyncError::Provider { walk, source })?;
+        let mut attempt = 0;
+        loop {
+            let timeout = self.source.schedule.stall_timeout;
+            let sent = tokio::time::timeout(timeout, self.source.client.send(&spec, provider))
+                .await
+                .map_err(|_| SyncError::Stalled { walk, timeout })?;
+            let response = match sent {
+                Ok(r) => r,
+                Err(HttpError::Rejected { status, body, message, .. })
+                    if ctx.position.is_some() && provider.is_position_rejected(status, &body) =>
+                {
+                    return Err(SyncError::PositionRejected { walk, message });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match provider.parse_page(ctx, &response) {
+                Ok(page) => return Ok(page),
+                Err(ProviderError::Malformed(message)) if attempt < MALFORMED_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(walk, %message, attempt, "malformed page; fetching it again");
+                    let delay = Duration::from_millis(200 * 2u64.pow(attempt));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.cancel.cancelled() => {}
+                    }
+                }
+                Err(source) => return Err(SyncError::Provider { walk, source }),
+            }
+        }
+    }
+
+    async fn run_follow_ups(&mut self) -> Result<CycleOutcome, SyncError> {
+        let source = self.source;
+        let provider = &*source.provider;
+        let budget = source.schedule.max_follow_ups_per_cycle;
+        if budget == 0 {
+            return Ok(CycleOutcome::CaughtUp);
+        }
+        let pending = self.store.pending_follow_ups(&source.name, budget).await?;
+        if pending.is_empty() {
+            return Ok(CycleOutcome::CaughtUp);
+        }
+        source.progress.update(|s| s.current_walk = Some("follow-ups".into()));
+        let full_batch = pending.len() as u32 >= budget;
+        let mut failed = 0u64;
+        for detail in &pending {
+            if self.cancel.is_cancelled() {
+                return Ok(CycleOutcome::Stopped);
+            }
+            let spec = match provider.build_detail_request(detail) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::warn!(conversation = %detail.conversation_id, kind = %detail.kind, error = %e, "follow-up cannot be built; deferred");
+                    self.store.defer_follow_up(&source.name, detail).await?;
+                    failed += 1;
+                    continue;
+                }
+            };
+            let response = match source.client.send(&spec, provider).await {
+                Ok(r) => r,
+                Err(e) if e.is_credential_rejected() || matches!(e, HttpError::RateLimited { .. } | HttpError::Paused { .. }) => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::warn!(conversation = %detail.conversation_id, kind = %detail.kind, error = %e, "follow-up failed; deferred");
+                    self.store.defer_follow_up(&source.name, detail).await?;
+                    failed += 1;
+                    continue;
+                }
+            };
+            let parsed = match provider.parse_detail(detail, &response) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(conversation = %detail.conversation_id, kind = %detail.kind, error = %e, "follow-up response unreadable; deferred");
+                    self.store.defer_follow_up(&source.name, detail).await?;
+                    failed += 1;
+                    continue;
+                }
+            };
+            let counts = self
+                .store
+                .apply_detail(&DetailWrite {
+                    source: &source.name,
+                    provider: provider.kind().as_str(),
+                    account: provider.account(),
+                    run_id: self.run_id,
+                    detail,
+                    record: parsed.record.as_ref(),
+                    patch: parsed.patch.as_ref(),
+                    gone: parsed.gone,
+                    next: parsed.next.as_ref(),
+                })
+                .await?;
+            self.report.inserted += counts.inserted;
+            self.report.updated += counts.updated;
+            self.report.unchanged += counts.unchanged;
+            source.progress.add_counts(&counts);
+        }
+        if failed > 0 {
+            self.report.notes.push(format!("{failed} follow-up request(s) failed and were deferred"));
+        }
+        // More work waits, but a batch that mostly failed waits for the next poll instead of
+        // hammering the provider.
+        let mostly_failed = failed * 2 >= pending.len() as u64;
+        Ok(if full_batch && !mostly_failed { CycleOutcome::MoreToDo } else { CycleOutcome::CaughtUp })
+    }
+}

@@ -1,0 +1,97 @@
+//! Configuration errors name the offending key and say what is expected.
+
+use std::io::Write;
+
+use convsync::config::Config;
+
+fn load(text: &str) -> Result<Config, String> {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    Config::load(file.path()).map_err(|e| e.to_string())
+}
+
+fn assert_error(text: &str, key: &str, fragment: &str) {
+    let err = load(text).expect_err("config should be rejected");
+    assert!(err.contains(key), "error should name {key:?}: {err}");
+    assert!(err.contains(fragment), "error should say {fragment:?}: {err}");
+}
+
+/// Unknown provider names are rejected with the list of valid ones.
+#[test]
+fn unknown_provider_is_named() {
+    assert_error(
+        "[[sources]]\nname = \"a\"\nprovider = \"whatsapp\"\n",
+        "sources[a].provider",
+        "expected one of d365, spruce, sinch, highlevel",
+    );
+}
+
+/// A bad duration names its key.
+#[test]
+fn bad_duration_is_named() {
+    assert_error(
+        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\npoll_interval = \"5 parsecs\"\n",
+        "sources[0].poll_interval",
+        "",
+    );
+}
+
+/// Duplicate source names are refused.
+#[test]
+fn duplicate_source_names_are_refused() {
+    let block = "[[sources]]\nname = \"dup\"\nprovider = \"spruce\"\nenabled = false\n";
+    assert_error(&format!("{block}{block}"), "sources[1].name", "duplicate source name");
+}
+
+/// Unknown keys are errors, not silently ignored typos.
+#[test]
+fn unknown_keys_are_refused() {
+    assert_error("[database]\nurl = \"sqlite://x.db\"\nbusy_timout = \"5s\"\n", "database", "busy_timout");
+}
+
+/// A provider source without its provider table says which table is missing.
+#[test]
+fn missing_provider_table_is_named() {
+    assert_error("[[sources]]\nname = \"a\"\nprovider = \"spruce\"\n", "sources[a].spruce", "missing");
+}
+
+/// Malformed TOML is an error naming the file position, not a panic.
+#[test]
+fn malformed_toml_is_an_error() {
+    let err = load("[[sources]\nname = ").unwrap_err();
+    assert!(!err.is_empty());
+}
+
+/// A database URL that is not SQLite is refused.
+#[test]
+fn unsupported_database_is_named() {
+    assert_error("[database]\nurl = \"mysql://x\"\n", "database.url", "sqlite://");
+}
+
+/// Out-of-range shares are refused.
+#[test]
+fn out_of_range_share_is_named() {
+    assert_error(
+        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\nmass_change_max_share = 1.5\n[sources.spruce]\n",
+        "sources[a]",
+        "",
+    );
+}
+
+/// A missing config file says how to create one.
+#[test]
+fn missing_file_says_what_to_do() {
+    let err = Config::load(std::path::Path::new("/nonexistent/convsync.toml")).unwrap_err().to_string();
+    assert!(err.contains("convsync.example.toml"), "{err}");
+}
+
+/// Plain-http base URLs are refused unless they point at loopback.
+#[test]
+fn plain_http_is_only_allowed_on_loopback() {
+    use convsync::config::validate_base_url;
+    assert!(validate_base_url("k", "http://127.0.0.1:8080").is_ok());
+    assert!(validate_base_url("k", "http://localhost:8080").is_ok());
+    assert!(validate_base_url("k", "https://api.sprucehealth.com").is_ok());
+    let err = validate_base_url("sources[a].spruce.base_url", "http://api.example.com").unwrap_err().to_string();
+    assert!(err.contains("sources[a].spruce.base_url") && err.contains("https"), "{err}");
+}
