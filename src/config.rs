@@ -336,7 +336,27 @@ impl Config {
             ));
         }
         if file.http.timeout.is_zero() {
-            return Err(ConfigError::new("http.timeout", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "http.timeout",
+                "must be greater than zero",
+            ));
+        }
+        let listen = file.health.listen.trim();
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "health.listen",
+                format!(
+                    "{:?} is not an address: expected IP:PORT such as 127.0.0.1:9477 (0.0.0.0:9477 in a container)",
+                    file.health.listen
+                ),
+            ));
+        }
+        let intervals = file.health.ready_after_intervals;
+        if !(intervals.is_finite() && intervals > 0.0) {
+            return Err(ConfigError::new(
+                "health.ready_after_intervals",
+                "must be a number of poll intervals greater than 0, such as 3.0",
+            ));
         }
         let mut names = HashSet::new();
         let mut sources = Vec::new();
@@ -346,7 +366,10 @@ impl Config {
             if !names.insert(source.name.clone()) {
                 return Err(ConfigError::new(
                     format!("{key}.name"),
-                    format!("duplicate source name {:?}: names must be unique", source.name),
+                    format!(
+                        "duplicate source name {:?}: names must be unique",
+                        source.name
+                    ),
                 ));
             }
             if !source.enabled {
@@ -449,7 +472,9 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
         other => {
             return Err(ConfigError::new(
                 format!("{key}.provider"),
-                format!("unknown provider {other:?}: expected one of d365, spruce, sinch, highlevel"),
+                format!(
+                    "unknown provider {other:?}: expected one of d365, spruce, sinch, highlevel"
+                ),
             ));
         }
     };
@@ -470,22 +495,16 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
     let missing = || {
         ConfigError::new(
             format!("{key}.{kind}"),
-            format!("missing: a {kind} source needs a [sources.{kind}] table with its account settings"),
+            format!(
+                "missing: a {kind} source needs a [sources.{kind}] table with its account settings"
+            ),
         )
     };
-    let ctx = provider::SetupContext { key: &key };
-    let setups = match kind {
-        ProviderKind::D365 => provider::d365::setup(source.d365.as_ref().ok_or_else(missing)?, &ctx)?,
-        ProviderKind::Spruce => {
-            provider::spruce::setup(source.spruce.as_ref().ok_or_else(missing)?, &ctx)?
-        }
-        ProviderKind::Sinch => provider::sinch::setup(source.sinch.as_ref().ok_or_else(missing)?, &ctx)?,
-        ProviderKind::Highlevel => {
-            provider::highlevel::setup(source.highlevel.as_ref().ok_or_else(missing)?, &ctx)?
-        }
-    };
     if !(0.0..=0.5).contains(&source.poll_jitter) {
-        return Err(ConfigError::new(format!("{key}.poll_jitter"), "must be between 0 and 0.5"));
+        return Err(ConfigError::new(
+            format!("{key}.poll_jitter"),
+            "must be between 0 and 0.5",
+        ));
     }
     if !(0.0..=1.0).contains(&source.mass_change_max_share) {
         return Err(ConfigError::new(
@@ -494,8 +513,26 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
         ));
     }
     if source.max_pages_per_cycle == 0 {
-        return Err(ConfigError::new(format!("{key}.max_pages_per_cycle"), "must be at least 1"));
+        return Err(ConfigError::new(
+            format!("{key}.max_pages_per_cycle"),
+            "must be at least 1",
+        ));
     }
+    let ctx = provider::SetupContext { key: &key };
+    let setups = match kind {
+        ProviderKind::D365 => {
+            provider::d365::setup(source.d365.as_ref().ok_or_else(missing)?, &ctx)?
+        }
+        ProviderKind::Spruce => {
+            provider::spruce::setup(source.spruce.as_ref().ok_or_else(missing)?, &ctx)?
+        }
+        ProviderKind::Sinch => {
+            provider::sinch::setup(source.sinch.as_ref().ok_or_else(missing)?, &ctx)?
+        }
+        ProviderKind::Highlevel => {
+            provider::highlevel::setup(source.highlevel.as_ref().ok_or_else(missing)?, &ctx)?
+        }
+    };
     let quota = match source.rate_limit {
         Some(r) => Some(validate_quota(&format!("{key}.rate_limit"), r)?),
         None => None,
@@ -525,7 +562,9 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 poll_interval,
                 poll_jitter: source.poll_jitter,
                 lookback: source.lookback.unwrap_or(setup.defaults.lookback),
-                sweep_interval: source.sweep_interval.unwrap_or(setup.defaults.sweep_interval),
+                sweep_interval: source
+                    .sweep_interval
+                    .unwrap_or(setup.defaults.sweep_interval),
                 max_pages_per_cycle: source.max_pages_per_cycle,
                 stall_timeout: source.stall_timeout,
                 max_clock_skew: source.max_clock_skew,
@@ -548,7 +587,10 @@ fn validate_quota(key: &str, r: RateLimitConfig) -> Result<RateQuota, ConfigErro
     let burst = std::num::NonZeroU32::new(r.burst)
         .ok_or_else(|| ConfigError::new(format!("{key}.burst"), "must be at least 1"))?;
     if r.per.is_zero() {
-        return Err(ConfigError::new(format!("{key}.per"), "must be a positive duration like \"10s\""));
+        return Err(ConfigError::new(
+            format!("{key}.per"),
+            "must be a positive duration like \"10s\"",
+        ));
     }
     Ok(RateQuota {
         requests,

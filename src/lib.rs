@@ -9,9 +9,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod provider;
 pub mod secret;
+pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

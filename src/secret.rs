@@ -57,7 +57,9 @@ pub enum SecretError {
     #[error("secret file {0} is empty")]
     EmptyFile(PathBuf),
     /// `{ credential = ... }` used outside systemd.
-    #[error("credential {0:?} requested but $CREDENTIALS_DIRECTORY is not set (not running under systemd with LoadCredential=?)")]
+    #[error(
+        "credential {0:?} requested but $CREDENTIALS_DIRECTORY is not set (not running under systemd with LoadCredential=?)"
+    )]
     NoCredentialsDirectory(String),
 }
 

@@ -81,11 +81,7 @@ impl Timestamp {
     /// RFC 3339 with exactly 7 fractional digits (.NET ticks), as Dynamics 365 writes them.
     pub fn to_rfc3339_ticks(self) -> String {
         let nanos = self.0.timestamp_subsec_nanos();
-        format!(
-            "{}.{:07}Z",
-            self.0.format("%Y-%m-%dT%H:%M:%S"),
-            nanos / 100
-        )
+        format!("{}.{:07}Z", self.0.format("%Y-%m-%dT%H:%M:%S"), nanos / 100)
     }
 
     /// RFC 3339 with whole seconds only.

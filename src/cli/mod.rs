@@ -2,6 +2,7 @@
 //! Each command loads what it needs and calls into the library; nothing here knows SQL or
 //! a provider's fields.
 
+mod demo;
 mod progress;
 mod status;
 
@@ -72,13 +73,33 @@ pub enum Command {
     CheckConfig,
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Serve the bundled provider simulator (all four APIs on 127.0.0.1) until Ctrl-C.
+    /// Prints the URLs and a ready-to-paste convsync configuration.
+    Simulate(crate::sim::SimOptions),
+    /// Start the simulator and the daemon together, sync all four providers into a local
+    /// SQLite file with live progress, then print a summary and a sample report.
+    Demo(demo::DemoArgs),
+    /// Ask a running `convsync run` whether it is ready (`/readyz`: database writable,
+    /// every source synced recently) or, with --live, alive (`/healthz`). Exits 0 when it
+    /// is, 1 when not; prints the endpoint's JSON verdict. Used by container health checks.
+    Health {
+        /// Ask only whether the process and its supervisor are alive.
+        #[arg(long)]
+        live: bool,
+        /// Base URL of the endpoint (default: from `[health] listen` in the configuration).
+        #[arg(long, value_name = "URL")]
+        url: Option<url::Url>,
+    },
 }
 
 /// Parses the command line and runs the command: the whole of `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("convsync: cannot start the async runtime: {e}");
@@ -121,6 +142,43 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Health { live, url } => {
+            let base = match url {
+                Some(url) => url,
+                None => {
+                    let health = if config_path.exists() {
+                        Config::load_file(&config_path)?.health
+                    } else {
+                        config::HealthConfig::default()
+                    };
+                    let listen = crate::health::listen_address(&health.listen)?;
+                    crate::health::probe::local_base_url(listen)
+                }
+            };
+            let check = if live {
+                crate::health::probe::Check::Live
+            } else {
+                crate::health::probe::Check::Ready
+            };
+            let answer = crate::health::probe::probe(&base, check).await?;
+            println!("{}", answer.body);
+            if !answer.healthy {
+                eprintln!("{}: HTTP {}", answer.url, answer.status);
+            }
+            Ok(if answer.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Simulate(options) => {
+            crate::sim::run_simulator(options, shutdown_on_signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            demo::run(args, shutdown_on_signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate => {
             let file = Config::load_file(&config_path)?;
             let settings = StoreSettings {
@@ -138,18 +196,38 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&config_path)?;
             let engine = build_engine(&config).await?;
             let shutdown = shutdown_on_signals();
+            // Configuration validated and database migrated: bind /healthz, start the
+            // watchdog supervisor and send READY=1.
+            let service = crate::health::Service::start(
+                &config.health,
+                &engine,
+                crate::health::Notifier::from_env(),
+                shutdown.clone(),
+            )
+            .await
+            .context("starting the health endpoint")?;
             tracing::info!(sources = engine.sources().len(), "convsync running");
             engine.run(shutdown).await?;
+            service.stop().await;
             tracing::info!("convsync stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { once: _, source, full } => {
+        Command::Sync {
+            once: _,
+            source,
+            full,
+        } => {
             let config = load_config(&config_path)?;
             if let Some(name) = &source {
                 if !config.sources.iter().any(|s| &s.name == name) {
                     anyhow::bail!(
                         "no enabled source named {name:?} (configured: {})",
-                        config.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        config
+                            .sources
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                 }
             }
@@ -157,7 +235,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let shutdown = shutdown_on_signals();
             let display = progress::ProgressDisplay::start(&engine);
             let results = engine
-                .sync_once(source.as_deref(), CycleOptions { force_sweep: full }, shutdown)
+                .sync_once(
+                    source.as_deref(),
+                    CycleOptions { force_sweep: full },
+                    shutdown,
+                )
                 .await?;
             display.finish().await;
             let mut failed = false;
@@ -166,7 +248,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     CycleOutcome::CaughtUp => "caught up".to_owned(),
                     CycleOutcome::MoreToDo => "more to do".to_owned(),
                     CycleOutcome::Stopped => "stopped by signal".to_owned(),
-                    CycleOutcome::RateLimited { wait } => format!("rate limited (retry in {})", humantime::format_duration(*wait)),
+                    CycleOutcome::RateLimited { wait } => format!(
+                        "rate limited (retry in {})",
+                        humantime::format_duration(*wait)
+                    ),
                     CycleOutcome::Failed(e) => {
                         failed = true;
                         format!("FAILED: {}", crate::http::error_chain(e))
@@ -175,28 +260,41 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{:<24} {verdict}", r.source);
             }
             engine.store().close().await;
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Status => {
             let config = load_config(&config_path)?;
-            let store = Store::open(&config.store).await.with_context(|| format!("opening {}", config.store.url))?;
+            let store = Store::open(&config.store)
+                .await
+                .with_context(|| format!("opening {}", config.store.url))?;
             let text = status::render(&store, &config, Timestamp::now()).await?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Reset { source, since } => {
             let config = load_config(&config_path)?;
-            if !config.sources.iter().any(|s| s.name == source) && !config.disabled_sources.contains(&source) {
+            if !config.sources.iter().any(|s| s.name == source)
+                && !config.disabled_sources.contains(&source)
+            {
                 anyhow::bail!("no source named {source:?} in {}", config_path.display());
             }
             let since = since
-                .map(|s| Timestamp::parse_rfc3339(&s).with_context(|| "--since must be RFC 3339, e.g. 2026-01-31T00:00:00Z"))
+                .map(|s| {
+                    Timestamp::parse_rfc3339(&s)
+                        .with_context(|| "--since must be RFC 3339, e.g. 2026-01-31T00:00:00Z")
+                })
                 .transpose()?;
             let store = Store::open(&config.store).await?;
             let walks = store.reset_source(&source, since).await?;
             match since {
                 Some(t) => println!("{source}: {walks} walk(s) will re-read from {t}"),
-                None => println!("{source}: {walks} walk(s) reset; the next cycle re-reads everything"),
+                None => {
+                    println!("{source}: {walks} walk(s) reset; the next cycle re-reads everything")
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

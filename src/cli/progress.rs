@@ -41,7 +41,9 @@ impl ProgressDisplay {
 
 fn summary(source: &Source, elapsed: Duration) -> String {
     let p = &source.progress;
-    let rows = p.inserted.load(Ordering::Relaxed) + p.updated.load(Ordering::Relaxed) + p.unchanged.load(Ordering::Relaxed);
+    let rows = p.inserted.load(Ordering::Relaxed)
+        + p.updated.load(Ordering::Relaxed)
+        + p.unchanged.load(Ordering::Relaxed);
     let rate = rows as f64 / elapsed.as_secs_f64().max(0.001);
     let state = p.state();
     format!(
@@ -53,13 +55,17 @@ fn summary(source: &Source, elapsed: Duration) -> String {
         rate,
         source.client.tally().requests.load(Ordering::Relaxed),
         state.current_walk.as_deref().unwrap_or("-"),
-        state.watermark.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+        state
+            .watermark
+            .map(|w| w.to_string())
+            .unwrap_or_else(|| "-".into()),
     )
 }
 
 async fn draw_bars(sources: Vec<Arc<Source>>, stop: CancellationToken) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{spinner} {prefix:<20} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let style = ProgressStyle::with_template("{spinner} {prefix:<20} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let bars: Vec<ProgressBar> = sources
         .iter()
         .map(|s| {

@@ -16,20 +16,36 @@ pub async fn render(store: &Store, config: &Config, now: Timestamp) -> Result<St
         .chain(config.disabled_sources.iter().map(|n| (n.as_str(), None)));
     for (name, settings) in names {
         let status = store.source_status(name).await?;
-        let kind = settings.map(|s| s.setup.provider.kind().as_str()).unwrap_or("disabled");
+        let kind = settings
+            .map(|s| s.setup.provider.kind().as_str())
+            .unwrap_or("disabled");
         let _ = writeln!(out, "{name} ({kind})");
-        let _ = writeln!(out, "  rows: {} ({} open), follow-ups queued: {}", status.rows, status.active_rows, status.pending_follow_ups);
+        let _ = writeln!(
+            out,
+            "  rows: {} ({} open), follow-ups queued: {}",
+            status.rows, status.active_rows, status.pending_follow_ups
+        );
         for (walk, cursor) in &status.cursors {
             let watermark = match cursor.watermark {
-                Some(w) => format!("{w} (lag {})", humantime::format_duration(round_secs(w.elapsed_until(now)))),
+                Some(w) => format!(
+                    "{w} (lag {})",
+                    humantime::format_duration(round_secs(w.elapsed_until(now)))
+                ),
                 None => "-".into(),
             };
-            let state = if cursor.in_progress() { ", walk in progress" } else { "" };
+            let state = if cursor.in_progress() {
+                ", walk in progress"
+            } else {
+                ""
+            };
             let completed = cursor
                 .last_completed_at
                 .map(|t| format!(", last completed {t}"))
                 .unwrap_or_default();
-            let _ = writeln!(out, "  walk {walk:<10} watermark {watermark}{completed}{state}");
+            let _ = writeln!(
+                out,
+                "  walk {walk:<10} watermark {watermark}{completed}{state}"
+            );
         }
         match &status.last_run {
             Some(run) => {
@@ -41,7 +57,10 @@ pub async fn render(store: &Store, config: &Config, now: Timestamp) -> Result<St
                     run.started_at,
                     run.finished_at.as_deref().unwrap_or("-"),
                     run.rows_changed,
-                    run.error.as_deref().map(|e| format!("\n    error: {e}")).unwrap_or_default()
+                    run.error
+                        .as_deref()
+                        .map(|e| format!("\n    error: {e}"))
+                        .unwrap_or_default()
                 );
             }
             None => {
@@ -50,7 +69,15 @@ pub async fn render(store: &Store, config: &Config, now: Timestamp) -> Result<St
         }
         if let (Some(settings), Some(last)) = (settings, status.last_success_at) {
             let next = last.saturating_add(settings.schedule.poll_interval);
-            let _ = writeln!(out, "  next poll due: {}", if next <= now { "now".to_owned() } else { next.to_string() });
+            let _ = writeln!(
+                out,
+                "  next poll due: {}",
+                if next <= now {
+                    "now".to_owned()
+                } else {
+                    next.to_string()
+                }
+            );
         }
     }
     Ok(out)

@@ -162,7 +162,9 @@ impl std::fmt::Debug for Authenticator {
             AuthScheme::ClientCredentials(_) => "client_credentials",
             AuthScheme::RotatingRefresh(_) => "refresh_token",
         };
-        f.debug_struct("Authenticator").field("scheme", &kind).finish()
+        f.debug_struct("Authenticator")
+            .field("scheme", &kind)
+            .finish()
     }
 }
 

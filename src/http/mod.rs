@@ -230,6 +230,11 @@ impl ApiClient {
         &self.tally
     }
 
+    /// Pauses longer than this end a cycle instead of being waited out in line.
+    pub fn max_inline_pause(&self) -> Duration {
+        self.settings.max_inline_pause
+    }
+
     /// Sends `spec`, retrying transient failures, and returns the fully read response.
     pub async fn send(
         &self,
@@ -292,7 +297,10 @@ impl ApiClient {
                 return Ok(response);
             }
             if status == StatusCode::UNAUTHORIZED && !refreshed && self.auth.invalidate().await {
-                tracing::info!(endpoint = spec.endpoint, "401: refreshing the access token once");
+                tracing::info!(
+                    endpoint = spec.endpoint,
+                    "401: refreshing the access token once"
+                );
                 refreshed = true;
                 continue;
             }
@@ -310,12 +318,13 @@ impl ApiClient {
             request = request.header(*name, value);
         }
         if let Some(auth) = authorization {
-            let mut value = reqwest::header::HeaderValue::from_str(auth.expose()).map_err(|_| {
-                HttpError::Transport {
-                    endpoint: spec.endpoint,
-                    message: "access token contains characters not allowed in a header".into(),
-                }
-            })?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(auth.expose()).map_err(|_| {
+                    HttpError::Transport {
+                        endpoint: spec.endpoint,
+                        message: "access token contains characters not allowed in a header".into(),
+                    }
+                })?;
             value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
         }
@@ -350,6 +359,18 @@ impl ApiClient {
         let endpoint = spec.endpoint;
         match status {
             StatusCode::TOO_MANY_REQUESTS => {
+                // The provider's rate-limit headers (a daily budget spent by another
+                // integration, say) pause the whole budget, as on a success.
+                if let Some(pause) = provider.pacing(&response.headers) {
+                    self.budget.pause_for(pause.wait, pause.reason);
+                    if pause.wait > self.settings.max_inline_pause {
+                        return HttpError::Paused {
+                            endpoint,
+                            wait: pause.wait,
+                            reason: pause.reason,
+                        };
+                    }
+                }
                 let retry_after = retry::parse_retry_after(&response.headers);
                 if let Some(wait) = retry_after {
                     // Everyone sharing this budget waits, not just this request.

@@ -78,10 +78,16 @@ mod tests {
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
-        assert_eq!(parse_retry_after(&headers("2")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(&headers("2")),
+            Some(Duration::from_secs(2))
+        );
         let future = SystemTime::now() + Duration::from_secs(120);
         let d = parse_retry_after(&headers(&httpdate::fmt_http_date(future))).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         assert_eq!(
             parse_retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
             Some(Duration::ZERO)
@@ -96,7 +102,10 @@ mod tests {
             assert!(is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
         for s in [400, 401, 403, 404, 422] {
-            assert!(!is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+            assert!(
+                !is_retryable_status(StatusCode::from_u16(s).unwrap()),
+                "{s}"
+            );
         }
     }
 }

@@ -329,9 +329,10 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
-    /// Share of the request budget that follow-ups may use in one cycle (0.0–1.0 of the
-    /// requests the walks used, at least a small floor); see the engine.
+    /// Share (0.0–1.0) of the source's `max_follow_ups_per_cycle` that this provider's
+    /// follow-ups may use in one cycle: providers whose follow-ups are optional enrichment
+    /// (D365 messages) keep them to a small share of the request budget.
     fn follow_up_share(&self) -> f64 {
-        0.5
+        1.0
     }
 }

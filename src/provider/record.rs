@@ -57,6 +57,14 @@ pub struct ConversationRecord {
     pub unread_count: Option<i64>,
     /// Direction of the last message, where the listing tells it.
     pub last_message_direction: Option<Direction>,
+    /// Newest inbound message, where the listing tells it (e.g. the last message is
+    /// inbound). Only ever moves forward in the mirror.
+    pub last_inbound_at: Option<Timestamp>,
+    /// Newest outbound message, where the listing tells it. Only ever moves forward.
+    pub last_outbound_at: Option<Timestamp>,
+    /// The contact waits for a reply (the newest message that counts is inbound), where
+    /// the listing tells it.
+    pub awaiting_reply: Option<bool>,
     /// The provider's JSON for this conversation, exactly as received.
     pub raw: Box<RawValue>,
     /// A follow-up request kind to queue when this conversation is new or its
@@ -82,9 +90,23 @@ impl ConversationRecord {
             assignee: None,
             unread_count: None,
             last_message_direction: None,
+            last_inbound_at: None,
+            last_outbound_at: None,
+            awaiting_reply: None,
             raw,
             detail_on_activity: None,
         }
+    }
+
+    /// Fills the reply facts from the newest message's direction and time, for listings
+    /// that report them (the newest message is by definition the one that counts).
+    pub fn set_last_message(&mut self, direction: Direction, at: Option<Timestamp>) {
+        self.last_message_direction = Some(direction);
+        match direction {
+            Direction::Inbound => self.last_inbound_at = at.or(self.last_inbound_at),
+            Direction::Outbound => self.last_outbound_at = at.or(self.last_outbound_at),
+        }
+        self.awaiting_reply = Some(direction == Direction::Inbound);
     }
 
     /// A hash of everything this record would write, so that an unchanged conversation

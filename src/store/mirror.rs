@@ -7,9 +7,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
 use super::cursor::write_cursor;
 use super::{Store, StoreError, WalkCursor};
-use crate::provider::{
-    Absence, ActivityPatch, ConversationRecord, DetailRequest, RejectedRecord,
-};
+use crate::provider::{Absence, ActivityPatch, ConversationRecord, DetailRequest, RejectedRecord};
 use crate::time::Timestamp;
 
 /// Everything one page changes, written in one transaction.
@@ -33,8 +31,9 @@ pub struct PageWrite<'a> {
     pub follow_ups: &'a [DetailRequest],
     /// Refresh `last_seen_at` of unchanged rows too (sweeps need it to detect absence).
     pub touch_unchanged: bool,
-    /// New rows whose activity lies before this instant are counted as late: the delta's
-    /// lookback did not cover how long the listing took to show them.
+    /// New rows, and rows whose activity moved, with an activity before this instant are
+    /// counted as late: the delta's lookback did not cover how long the listing took to
+    /// show them.
     pub late_before: Option<Timestamp>,
     /// The walk's new cursor.
     pub cursor: &'a WalkCursor,
@@ -74,8 +73,8 @@ pub struct PageCounts {
     pub unchanged: u64,
     /// Records rejected.
     pub rejected: u64,
-    /// New rows whose activity was older than the delta's lower bound: a listing showed
-    /// them later than the lookback allows for.
+    /// New or moved rows whose activity was older than the delta's lower bound: a listing
+    /// showed them later than the lookback allows for.
     pub late: u64,
 }
 
@@ -142,6 +141,10 @@ struct ExistingRow {
     last_activity_at: Option<String>,
     closed: bool,
     deleted: bool,
+    last_message_direction: Option<String>,
+    last_inbound_at: Option<String>,
+    last_outbound_at: Option<String>,
+    awaiting_reply: Option<bool>,
 }
 
 struct Existing {
@@ -149,6 +152,42 @@ struct Existing {
     last_activity_at: Option<String>,
     closed: bool,
     deleted: bool,
+    reply: ReplyFacts,
+}
+
+/// The who-spoke-last columns as stored. A listing may carry them outside the record's raw
+/// JSON (Sinch's recent listing reads them from the last message), so an equal payload
+/// hash does not prove they are unchanged.
+#[derive(Debug, Clone, PartialEq)]
+struct ReplyFacts {
+    direction: Option<String>,
+    inbound: Option<String>,
+    outbound: Option<String>,
+    awaiting: Option<bool>,
+}
+
+impl ReplyFacts {
+    /// The stored facts once `r` is written, by `update_record`'s rules: a fact the record
+    /// does not carry is kept, and message times only move forward.
+    fn merged(&self, r: &ConversationRecord) -> ReplyFacts {
+        let later = |stored: &Option<String>, new: Option<Timestamp>| match (
+            stored,
+            new.map(|t| t.to_mirror_text()),
+        ) {
+            (Some(s), Some(n)) if n > *s => Some(n),
+            (None, n) => n,
+            (s, _) => s.clone(),
+        };
+        ReplyFacts {
+            direction: r
+                .last_message_direction
+                .map(|d| d.as_str().to_owned())
+                .or_else(|| self.direction.clone()),
+            inbound: later(&self.inbound, r.last_inbound_at),
+            outbound: later(&self.outbound, r.last_outbound_at),
+            awaiting: r.awaiting_reply.or(self.awaiting),
+        }
+    }
 }
 
 const SELECT_CHUNK: usize = 400;
@@ -158,14 +197,42 @@ impl Store {
     pub async fn apply_page(&self, page: &PageWrite<'_>) -> Result<PageCounts, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = Timestamp::now().to_mirror_text();
-        let mut counts =
-            upsert_records(&mut tx, page.source, page.provider, page.account, page.run_id, page.records, page.touch_unchanged, page.late_before, &now).await?;
+        let mut counts = upsert_records(
+            &mut tx,
+            page.source,
+            page.provider,
+            page.account,
+            page.run_id,
+            page.records,
+            page.touch_unchanged,
+            page.late_before,
+            &now,
+        )
+        .await?;
         for rejected in page.rejected {
             insert_rejected(&mut tx, page.source, page.run_id, page.walk, rejected, &now).await?;
             counts.rejected += 1;
         }
         for follow_up in page.follow_ups {
-            queue_follow_up(&mut tx, page.source, follow_up, &now).await?;
+            if follow_up.since.is_some() {
+                queue_follow_up(&mut tx, page.source, follow_up, &now).await?;
+                continue;
+            }
+            // Only messages after the activity already mirrored matter.
+            let known: Option<String> = sqlx::query_scalar(
+                "SELECT last_activity_at FROM conversations WHERE source = ? AND conversation_id = ?",
+            )
+            .bind(page.source)
+            .bind(&follow_up.conversation_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+            let since = known.and_then(|t| Timestamp::parse_rfc3339(&t).ok());
+            let with_since = DetailRequest {
+                since,
+                ..follow_up.clone()
+            };
+            queue_follow_up(&mut tx, page.source, &with_since, &now).await?;
         }
         write_cursor(&mut tx, page.source, page.walk, page.cursor).await?;
         tx.commit().await?;
@@ -174,8 +241,19 @@ impl Store {
 
     /// Completes a sweep: closes or deletes rows not seen since it started, unless the guard
     /// refuses, and stores the walk's cursor, in one transaction.
-    pub async fn apply_absence(&self, sweep: &SweepCompletion<'_>) -> Result<AbsenceOutcome, StoreError> {
-        let SweepCompletion { source, walk, run_id, absence, sweep_started_at, guard, cursor } = *sweep;
+    pub async fn apply_absence(
+        &self,
+        sweep: &SweepCompletion<'_>,
+    ) -> Result<AbsenceOutcome, StoreError> {
+        let SweepCompletion {
+            source,
+            walk,
+            run_id,
+            absence,
+            sweep_started_at,
+            guard,
+            cursor,
+        } = *sweep;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let candidate_filter = match absence {
             Absence::Closed => "source = ? AND deleted_at IS NULL AND closed_at IS NULL",
@@ -290,21 +368,68 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a follow-up's page position (the provider refused it), so it starts again.
+    pub async fn restart_follow_up(
+        &self,
+        source: &str,
+        detail: &DetailRequest,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE follow_ups SET position = NULL, attempts = attempts + 1
+             WHERE source = ? AND conversation_id = ? AND kind = ?",
+        )
+        .bind(source)
+        .bind(&detail.conversation_id)
+        .bind(&detail.kind)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Applies a follow-up's result and dequeues it (or stores its next position), in one
     /// transaction.
     pub async fn apply_detail(&self, write: &DetailWrite<'_>) -> Result<PageCounts, StoreError> {
-        let DetailWrite { source, provider, account, run_id, detail, record, patch, gone, next } = *write;
+        let DetailWrite {
+            source,
+            provider,
+            account,
+            run_id,
+            detail,
+            record,
+            patch,
+            gone,
+            next,
+        } = *write;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = Timestamp::now().to_mirror_text();
         let mut counts = match record {
             Some(r) => {
-                upsert_records(&mut tx, source, provider, account, run_id, std::slice::from_ref(r), false, None, &now)
-                    .await?
+                upsert_records(
+                    &mut tx,
+                    source,
+                    provider,
+                    account,
+                    run_id,
+                    std::slice::from_ref(r),
+                    false,
+                    None,
+                    &now,
+                )
+                .await?
             }
             None => PageCounts::default(),
         };
         if let Some(patch) = patch.filter(|p| !p.is_empty()) {
-            if apply_patch(&mut tx, source, &detail.conversation_id, patch, run_id, &now).await? {
+            if apply_patch(
+                &mut tx,
+                source,
+                &detail.conversation_id,
+                patch,
+                run_id,
+                &now,
+            )
+            .await?
+            {
                 counts.updated += 1;
             }
         }
@@ -380,16 +505,34 @@ async fn upsert_records(
             None => {
                 insert_record(tx, source, provider, account, run_id, record, &hash, now).await?;
                 counts.inserted += 1;
-                if let (Some(bound), Some(activity)) = (lower_bound, record.last_activity_at.or(record.created_at)) {
+                if let (Some(bound), Some(activity)) =
+                    (lower_bound, record.last_activity_at.or(record.created_at))
+                {
                     if activity < bound {
                         counts.late += 1;
                     }
                 }
                 if let Some(kind) = record.detail_on_activity {
-                    queue_follow_up(tx, source, &DetailRequest { conversation_id: record.id.clone(), kind: kind.to_owned(), since: None, position: None }, now).await?;
+                    queue_follow_up(
+                        tx,
+                        source,
+                        &DetailRequest {
+                            conversation_id: record.id.clone(),
+                            kind: kind.to_owned(),
+                            since: None,
+                            position: None,
+                        },
+                        now,
+                    )
+                    .await?;
                 }
             }
-            Some(prev) if prev.hash == hash && !prev.deleted && !(prev.closed && record.active == Some(true)) => {
+            Some(prev)
+                if prev.hash == hash
+                    && !prev.deleted
+                    && !(prev.closed && record.active == Some(true))
+                    && prev.reply.merged(record) == prev.reply =>
+            {
                 counts.unchanged += 1;
                 if touch_unchanged {
                     sqlx::query("UPDATE conversations SET last_seen_at = ? WHERE source = ? AND conversation_id = ?")
@@ -402,18 +545,51 @@ async fn upsert_records(
                 continue;
             }
             Some(prev) => {
-                let activity_moved = record.last_activity_at.map(|t| t.to_mirror_text()) != prev.last_activity_at
+                let activity_moved = record.last_activity_at.map(|t| t.to_mirror_text())
+                    != prev.last_activity_at
                     && record.last_activity_at.is_some();
-                let previous_activity = prev.last_activity_at.as_deref().and_then(|s| Timestamp::parse_rfc3339(s).ok());
+                let previous_activity = prev
+                    .last_activity_at
+                    .as_deref()
+                    .and_then(|s| Timestamp::parse_rfc3339(s).ok());
                 update_record(tx, source, run_id, record, &hash, now).await?;
                 counts.updated += 1;
+                // Activity that moved to a time before the delta's lower bound reached the
+                // listing later than the lookback allows for (a sweep found it).
+                if let (true, Some(bound), Some(activity)) =
+                    (activity_moved, lower_bound, record.last_activity_at)
+                {
+                    if activity < bound {
+                        counts.late += 1;
+                    }
+                }
                 if let (Some(kind), true) = (record.detail_on_activity, activity_moved) {
-                    queue_follow_up(tx, source, &DetailRequest { conversation_id: record.id.clone(), kind: kind.to_owned(), since: previous_activity, position: None }, now).await?;
+                    queue_follow_up(
+                        tx,
+                        source,
+                        &DetailRequest {
+                            conversation_id: record.id.clone(),
+                            kind: kind.to_owned(),
+                            since: previous_activity,
+                            position: None,
+                        },
+                        now,
+                    )
+                    .await?;
                 }
             }
         }
         // A page may list the same id twice (tie clusters); the second copy compares
         // against what was just written.
+        let reply = match existing.get(&record.id) {
+            Some(prev) => prev.reply.merged(record),
+            None => ReplyFacts {
+                direction: record.last_message_direction.map(|d| d.as_str().to_owned()),
+                inbound: record.last_inbound_at.map(|t| t.to_mirror_text()),
+                outbound: record.last_outbound_at.map(|t| t.to_mirror_text()),
+                awaiting: record.awaiting_reply,
+            },
+        };
         existing.insert(
             record.id.clone(),
             Existing {
@@ -421,6 +597,7 @@ async fn upsert_records(
                 last_activity_at: record.last_activity_at.map(|t| t.to_mirror_text()),
                 closed: record.active == Some(false),
                 deleted: false,
+                reply,
             },
         );
     }
@@ -436,7 +613,8 @@ async fn load_existing(
     for chunk in records.chunks(SELECT_CHUNK) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT conversation_id, payload_hash, last_activity_at,
-                    closed_at IS NOT NULL AS closed, deleted_at IS NOT NULL AS deleted
+                    closed_at IS NOT NULL AS closed, deleted_at IS NOT NULL AS deleted,
+                    last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply
              FROM conversations WHERE source = ",
         );
         q.push_bind(source);
@@ -455,6 +633,12 @@ async fn load_existing(
                     last_activity_at: row.last_activity_at,
                     closed: row.closed,
                     deleted: row.deleted,
+                    reply: ReplyFacts {
+                        direction: row.last_message_direction,
+                        inbound: row.last_inbound_at,
+                        outbound: row.last_outbound_at,
+                        awaiting: row.awaiting_reply,
+                    },
                 },
             );
         }
@@ -477,9 +661,10 @@ async fn insert_record(
         "INSERT INTO conversations (
             source, conversation_id, provider, account, created_at, last_activity_at, active,
             status, channel, contact_id, contact_name, contact_phone, contact_email, title,
-            assignee, unread_count, last_message_direction, raw, payload_hash,
+            assignee, unread_count, last_message_direction, last_inbound_at, last_outbound_at,
+            awaiting_reply, raw, payload_hash,
             first_seen_at, last_seen_at, last_changed_at, run_id, closed_at, deleted_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
     )
     .bind(source)
     .bind(&r.id)
@@ -498,6 +683,9 @@ async fn insert_record(
     .bind(&r.assignee)
     .bind(r.unread_count)
     .bind(r.last_message_direction.map(|d| d.as_str()))
+    .bind(r.last_inbound_at.map(|t| t.to_mirror_text()))
+    .bind(r.last_outbound_at.map(|t| t.to_mirror_text()))
+    .bind(r.awaiting_reply)
     .bind(r.raw.get())
     .bind(&hash[..])
     .bind(now)
@@ -519,6 +707,8 @@ async fn update_record(
     now: &str,
 ) -> Result<(), StoreError> {
     // Listing fields a provider does not report (None) keep what follow-ups learned.
+    let inbound = r.last_inbound_at.map(|t| t.to_mirror_text());
+    let outbound = r.last_outbound_at.map(|t| t.to_mirror_text());
     sqlx::query(
         "UPDATE conversations SET
             created_at = COALESCE(?, created_at),
@@ -527,6 +717,11 @@ async fn update_record(
             status = ?, channel = ?, contact_id = ?, contact_name = ?, contact_phone = ?,
             contact_email = ?, title = ?, assignee = ?, unread_count = ?,
             last_message_direction = COALESCE(?, last_message_direction),
+            last_inbound_at = CASE WHEN last_inbound_at IS NULL OR ? > last_inbound_at
+                                   THEN COALESCE(?, last_inbound_at) ELSE last_inbound_at END,
+            last_outbound_at = CASE WHEN last_outbound_at IS NULL OR ? > last_outbound_at
+                                    THEN COALESCE(?, last_outbound_at) ELSE last_outbound_at END,
+            awaiting_reply = COALESCE(?, awaiting_reply),
             raw = ?, payload_hash = ?, last_seen_at = ?, last_changed_at = ?, run_id = ?,
             closed_at = CASE WHEN ? = 0 THEN COALESCE(closed_at, ?)
                              WHEN ? = 1 THEN NULL ELSE closed_at END,
@@ -546,6 +741,11 @@ async fn update_record(
     .bind(&r.assignee)
     .bind(r.unread_count)
     .bind(r.last_message_direction.map(|d| d.as_str()))
+    .bind(&inbound)
+    .bind(&inbound)
+    .bind(&outbound)
+    .bind(&outbound)
+    .bind(r.awaiting_reply)
     .bind(r.raw.get())
     .bind(&hash[..])
     .bind(now)
@@ -574,8 +774,16 @@ async fn apply_patch(
         ("last_activity_at", text(patch.last_activity_at)),
         ("last_inbound_at", text(patch.last_inbound_at)),
         ("last_outbound_at", text(patch.last_outbound_at)),
-        ("last_message_direction", patch.last_message_direction.map(|d| d.as_str().to_owned())),
-        ("awaiting_reply", patch.awaiting_reply.map(|b| if b { "1" } else { "0" }.to_owned())),
+        (
+            "last_message_direction",
+            patch.last_message_direction.map(|d| d.as_str().to_owned()),
+        ),
+        (
+            "awaiting_reply",
+            patch
+                .awaiting_reply
+                .map(|b| if b { "1" } else { "0" }.to_owned()),
+        ),
     ];
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE conversations SET ");
     let mut changed_if: Vec<(&str, String)> = Vec::new();
@@ -583,7 +791,9 @@ async fn apply_patch(
         if let Some(value) = value {
             // Timestamps only move forward: an older message list never rewinds them.
             if column.ends_with("_at") {
-                q.push(format!("{column} = CASE WHEN {column} IS NULL OR {column} < "));
+                q.push(format!(
+                    "{column} = CASE WHEN {column} IS NULL OR {column} < "
+                ));
                 q.push_bind(value.clone());
                 q.push(" THEN ");
                 q.push_bind(value.clone());

@@ -159,13 +159,13 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         let last_run: Option<LastRun> = sqlx::query_as(
-                "SELECT id, started_at, finished_at, outcome,
+            "SELECT id, started_at, finished_at, outcome,
                         rows_inserted + rows_updated AS rows_changed, error
                  FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
-            )
-            .bind(source)
-            .fetch_optional(&self.pool)
-            .await?;
+        )
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
         let last_success: Option<String> = sqlx::query_scalar(
             "SELECT MAX(finished_at) FROM sync_runs
              WHERE source = ? AND outcome IN ('caught_up', 'more_to_do')",

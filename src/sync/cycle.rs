@@ -13,8 +13,7 @@ use super::progress::SourceProgress;
 use crate::config::Schedule;
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{
-    InitialSweep, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec,
-    WatermarkAdvance,
+    InitialSweep, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
 use crate::store::{
     AbsenceOutcome, DetailWrite, MassChangeGuard, PageWrite, RunOutcome, RunReport, Store,
@@ -24,6 +23,12 @@ use crate::time::Timestamp;
 
 /// A malformed page is fetched again this many times before the cycle fails.
 const MALFORMED_RETRIES: u32 = 2;
+
+/// First wait after a write found the database locked beyond its busy timeout (doubling).
+const FIRST_BUSY_DELAY: Duration = Duration::from_millis(250);
+
+/// Longest wait between two attempts at a locked database.
+const MAX_BUSY_DELAY: Duration = Duration::from_secs(10);
 
 /// A configured source, ready to run cycles.
 pub struct Source {
@@ -152,6 +157,9 @@ struct Cycle<'a> {
     run_id: i64,
     report: RunReport,
     pages_this_cycle: u32,
+    /// A walk resumed from an earlier cycle's position: it cannot see what changed above
+    /// that position since it started, so a fresh walk must follow.
+    resumed: bool,
 }
 
 /// Runs one cycle of `source`, records it in `sync_runs`, and says what happened.
@@ -161,11 +169,23 @@ pub async fn run_cycle(
     options: CycleOptions,
     cancel: &CancellationToken,
 ) -> CycleOutcome {
-    let run_id = match store.begin_run(&source.name).await {
+    let mut busy = BusyWait::new(source.schedule.stall_timeout);
+    let begun = loop {
+        match store.begin_run(&source.name).await {
+            Err(e) if busy.wait(&e, cancel, "recording the cycle's start").await => {}
+            other => break other,
+        }
+    };
+    let run_id = match begun {
         Ok(id) => id,
         Err(e) => return CycleOutcome::Failed(e.into()),
     };
-    let span = tracing::info_span!("cycle", run_id, pages = tracing::field::Empty, changed = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "cycle",
+        run_id,
+        pages = tracing::field::Empty,
+        changed = tracing::field::Empty
+    );
     async move {
         let requests_before = source.client.tally().requests.load(Ordering::Relaxed);
         let started = std::time::Instant::now();
@@ -177,6 +197,7 @@ pub async fn run_cycle(
             run_id,
             report: RunReport::default(),
             pages_this_cycle: 0,
+            resumed: false,
         };
         let outcome = cycle.run(options).await;
         let mut report = cycle.report;
@@ -187,11 +208,19 @@ pub async fn run_cycle(
         let span = tracing::Span::current();
         span.record("pages", report.pages);
         span.record("changed", report.inserted + report.updated);
-        if let Err(e) = store.finish_run(run_id, outcome.run_outcome(), &report).await {
+        let mut busy = BusyWait::new(source.schedule.stall_timeout);
+        let recorded = loop {
+            match store.finish_run(run_id, outcome.run_outcome(), &report).await {
+                Err(e) if busy.wait(&e, cancel, "recording the cycle's end").await => {}
+                other => break other,
+            }
+        };
+        if let Err(e) = recorded {
             tracing::error!(error = %e, "could not record the end of the cycle");
         }
         let now = Timestamp::now();
         source.progress.cycles.fetch_add(1, Ordering::Relaxed);
+        source.progress.cycle_durations.observe(started.elapsed());
         source.progress.update(|s| {
             s.current_walk = None;
             s.last_outcome = Some(outcome.run_outcome());
@@ -234,27 +263,43 @@ impl Cycle<'_> {
             Ok(None) => {}
             Err(e) => return self.failure(e),
         }
-        match self.run_follow_ups().await {
+        let outcome = match self.run_follow_ups().await {
             Ok(outcome) => outcome,
-            Err(e) => self.failure(e),
+            Err(e) => return self.failure(e),
+        };
+        if self.resumed && matches!(outcome, CycleOutcome::CaughtUp) {
+            tracing::info!(
+                "a walk resumed from an earlier cycle completed; a fresh walk follows to read what changed meanwhile"
+            );
+            return CycleOutcome::MoreToDo;
         }
+        outcome
     }
 
     fn failure(&self, error: SyncError) -> CycleOutcome {
         match &error {
             SyncError::Http(HttpError::RateLimited { retry_after, .. }) => {
                 CycleOutcome::RateLimited {
-                    wait: retry_after
-                        .unwrap_or(self.source.schedule.poll_interval.min(Duration::from_secs(60))),
+                    wait: retry_after.unwrap_or(
+                        self.source
+                            .schedule
+                            .poll_interval
+                            .min(Duration::from_secs(60)),
+                    ),
                 }
             }
-            SyncError::Http(HttpError::Paused { wait, .. }) => CycleOutcome::RateLimited { wait: *wait },
+            SyncError::Http(HttpError::Paused { wait, .. }) => {
+                CycleOutcome::RateLimited { wait: *wait }
+            }
             _ => CycleOutcome::Failed(error),
         }
     }
 
     /// Runs the walks; `Some(outcome)` when the cycle must end before follow-ups.
-    async fn run_walks(&mut self, options: CycleOptions) -> Result<Option<CycleOutcome>, SyncError> {
+    async fn run_walks(
+        &mut self,
+        options: CycleOptions,
+    ) -> Result<Option<CycleOutcome>, SyncError> {
         let provider = self.source.provider.clone();
         let mut cursors = self.store.load_cursors(&self.source.name).await?;
         let late_before = provider
@@ -272,13 +317,20 @@ impl Cycle<'_> {
                 }
             }
             let late = match walk.kind {
-                WalkKind::Delta(_) => cursor.walk_since.or_else(|| cursor.watermark.map(|w| w.saturating_sub(self.source.schedule.lookback))),
+                WalkKind::Delta(_) => cursor.walk_since.or_else(|| {
+                    cursor
+                        .watermark
+                        .map(|w| w.saturating_sub(self.source.schedule.lookback))
+                }),
                 WalkKind::Sweep { .. } => late_before,
             };
             match self.run_walk(walk, cursor, late).await? {
                 WalkEnd::Complete => {}
                 WalkEnd::PageCap => {
-                    tracing::info!(walk = walk.name, "page cap reached; the walk resumes next cycle");
+                    tracing::info!(
+                        walk = walk.name,
+                        "page cap reached; the walk resumes next cycle"
+                    );
                     return Ok(Some(CycleOutcome::MoreToDo));
                 }
                 WalkEnd::Cancelled => return Ok(Some(CycleOutcome::Stopped)),
@@ -326,13 +378,19 @@ impl Cycle<'_> {
         if !cursor.in_progress() {
             cursor.walk_started_at = Some(Timestamp::now());
             cursor.walk_since = match walk.kind {
-                WalkKind::Delta(_) => cursor.watermark.map(|w| w.saturating_sub(schedule.lookback)),
+                WalkKind::Delta(_) => cursor
+                    .watermark
+                    .map(|w| w.saturating_sub(schedule.lookback)),
                 WalkKind::Sweep { .. } => None,
             };
             cursor.position = None;
             cursor.pending_high_water = None;
         } else {
-            tracing::info!(walk = walk.name, "resuming an unfinished walk from its saved position");
+            tracing::info!(
+                walk = walk.name,
+                "resuming an unfinished walk from its saved position"
+            );
+            self.resumed = true;
         }
         self.source.progress.update(|s| {
             s.current_walk = Some(walk.name.to_owned());
@@ -358,7 +416,10 @@ impl Cycle<'_> {
                 Ok(page) => page,
                 Err(SyncError::PositionRejected { message, .. }) if !restarted => {
                     tracing::warn!(walk = walk.name, %message, "saved page position rejected; restarting the walk from its watermark");
-                    self.report.notes.push(format!("{}: page position rejected, walk restarted", walk.name));
+                    self.report.notes.push(format!(
+                        "{}: page position rejected, walk restarted",
+                        walk.name
+                    ));
                     restarted = true;
                     seen_positions.clear();
                     cursor.position = None;
@@ -369,7 +430,9 @@ impl Cycle<'_> {
                 Err(e) => return Err(e),
             };
             if let Some(next) = &page.next {
-                if !seen_positions.insert(next.to_string()) || Some(next) == cursor.position.as_ref() {
+                if !seen_positions.insert(next.to_string())
+                    || Some(next) == cursor.position.as_ref()
+                {
                     return Err(SyncError::RepeatedPosition {
                         walk: walk.name,
                         position: next.to_string(),
@@ -391,23 +454,31 @@ impl Cycle<'_> {
             // A completed sweep commits its last page with the cursor still on that page,
             // then applies absences with the final cursor: a crash in between re-reads the
             // page instead of losing the absences.
-            let page_cursor = if sweep_absence.is_some() { &cursor } else { &new_cursor };
-            let counts = self
-                .store
-                .apply_page(&PageWrite {
-                    source: &self.source.name,
-                    provider: provider.kind().as_str(),
-                    account: provider.account(),
-                    walk: walk.name,
-                    run_id: self.run_id,
-                    records: &page.records,
-                    rejected: &page.rejected,
-                    follow_ups: &page.follow_ups,
-                    touch_unchanged: matches!(walk.kind, WalkKind::Sweep { .. }),
-                    late_before,
-                    cursor: page_cursor,
-                })
-                .await?;
+            let page_cursor = if sweep_absence.is_some() {
+                &cursor
+            } else {
+                &new_cursor
+            };
+            let write = PageWrite {
+                source: &self.source.name,
+                provider: provider.kind().as_str(),
+                account: provider.account(),
+                walk: walk.name,
+                run_id: self.run_id,
+                records: &page.records,
+                rejected: &page.rejected,
+                follow_ups: &page.follow_ups,
+                touch_unchanged: matches!(walk.kind, WalkKind::Sweep { .. }),
+                late_before,
+                cursor: page_cursor,
+            };
+            let mut busy = BusyWait::new(schedule.stall_timeout);
+            let counts = loop {
+                match self.store.apply_page(&write).await {
+                    Err(e) if busy.wait(&e, self.cancel, "applying a page").await => {}
+                    other => break other,
+                }
+            }?;
             self.pages_this_cycle += 1;
             self.report.pages += 1;
             self.report.inserted += counts.inserted;
@@ -416,34 +487,51 @@ impl Cycle<'_> {
             self.report.rejected += counts.rejected;
             self.source.progress.record_page(&counts);
             if counts.rejected > 0 {
-                tracing::warn!(walk = walk.name, rejected = counts.rejected, "records rejected (kept in rejected_records)");
+                tracing::warn!(
+                    walk = walk.name,
+                    rejected = counts.rejected,
+                    "records rejected (kept in rejected_records)"
+                );
             }
             if counts.late > 0 {
                 let note = format!(
                     "{}: {} conversation(s) appeared later than the lookback allows for; the sweep repaired them (consider a longer lookback)",
                     walk.name, counts.late
                 );
-                tracing::warn!(walk = walk.name, late = counts.late, "records arrived later than the lookback window");
+                tracing::warn!(
+                    walk = walk.name,
+                    late = counts.late,
+                    "records arrived later than the lookback window"
+                );
                 self.report.notes.push(note);
             }
             if let Some(absence) = sweep_absence {
                 let started = cursor.walk_started_at.unwrap_or_else(Timestamp::now);
-                let outcome = self
-                    .store
-                    .apply_absence(&SweepCompletion {
-                        source: &self.source.name,
-                        walk: walk.name,
-                        run_id: self.run_id,
-                        absence,
-                        sweep_started_at: started,
-                        guard: self.source.guard,
-                        cursor: &new_cursor,
-                    })
-                    .await?;
+                let completion = SweepCompletion {
+                    source: &self.source.name,
+                    walk: walk.name,
+                    run_id: self.run_id,
+                    absence,
+                    sweep_started_at: started,
+                    guard: self.source.guard,
+                    cursor: &new_cursor,
+                };
+                let mut busy = BusyWait::new(schedule.stall_timeout);
+                let outcome = loop {
+                    match self.store.apply_absence(&completion).await {
+                        Err(e)
+                            if busy
+                                .wait(&e, self.cancel, "applying a sweep's absences")
+                                .await => {}
+                        other => break other,
+                    }
+                }?;
                 self.record_absence(walk, absence, outcome);
             }
             if matches!(walk.kind, WalkKind::Delta(_)) {
-                self.source.progress.update(|s| s.watermark = new_cursor.watermark.max(s.watermark));
+                self.source
+                    .progress
+                    .update(|s| s.watermark = new_cursor.watermark.max(s.watermark));
             }
             cursor = new_cursor;
             if complete {
@@ -491,32 +579,51 @@ impl Cycle<'_> {
         next
     }
 
-    fn record_absence(&mut self, walk: &WalkSpec, absence: crate::provider::Absence, outcome: AbsenceOutcome) {
+    fn record_absence(
+        &mut self,
+        walk: &WalkSpec,
+        absence: crate::provider::Absence,
+        outcome: AbsenceOutcome,
+    ) {
         use crate::provider::Absence;
         match outcome {
             AbsenceOutcome::Applied { count } => {
                 match absence {
                     Absence::Closed => {
                         self.report.closed += count;
-                        self.source.progress.closed.fetch_add(count, Ordering::Relaxed);
+                        self.source
+                            .progress
+                            .closed
+                            .fetch_add(count, Ordering::Relaxed);
                     }
                     Absence::Deleted => {
                         self.report.deleted += count;
-                        self.source.progress.deleted.fetch_add(count, Ordering::Relaxed);
+                        self.source
+                            .progress
+                            .deleted
+                            .fetch_add(count, Ordering::Relaxed);
                     }
                 }
                 if count > 0 {
                     tracing::info!(walk = walk.name, count, ?absence, "sweep applied absences");
                 }
             }
-            AbsenceOutcome::Refused { missing, candidates } => {
+            AbsenceOutcome::Refused {
+                missing,
+                candidates,
+            } => {
                 let note = format!(
                     "{}: sweep REFUSED to mark {missing} of {candidates} conversations {:?}: more than {:.0} % at once looks like a listing outage; nothing was changed (raise mass_change_max_share if this is real)",
                     walk.name,
                     absence,
                     self.source.guard.max_share * 100.0
                 );
-                tracing::error!(walk = walk.name, missing, candidates, "mass-change guard refused a sweep's absences");
+                tracing::error!(
+                    walk = walk.name,
+                    missing,
+                    candidates,
+                    "mass-change guard refused a sweep's absences"
+                );
                 self.report.notes.push(note);
             }
         }
@@ -536,9 +643,12 @@ impl Cycle<'_> {
                 .map_err(|_| SyncError::Stalled { walk, timeout })?;
             let response = match sent {
                 Ok(r) => r,
-                Err(HttpError::Rejected { status, body, message, .. })
-                    if ctx.position.is_some() && provider.is_position_rejected(status, &body) =>
-                {
+                Err(HttpError::Rejected {
+                    status,
+                    body,
+                    message,
+                    ..
+                }) if ctx.position.is_some() && provider.is_position_rejected(status, &body) => {
                     return Err(SyncError::PositionRejected { walk, message });
                 }
                 Err(e) => return Err(e.into()),
@@ -562,7 +672,8 @@ impl Cycle<'_> {
     async fn run_follow_ups(&mut self) -> Result<CycleOutcome, SyncError> {
         let source = self.source;
         let provider = &*source.provider;
-        let budget = source.schedule.max_follow_ups_per_cycle;
+        let share = provider.follow_up_share().clamp(0.0, 1.0);
+        let budget = (f64::from(source.schedule.max_follow_ups_per_cycle) * share).ceil() as u32;
         if budget == 0 {
             return Ok(CycleOutcome::CaughtUp);
         }
@@ -570,7 +681,9 @@ impl Cycle<'_> {
         if pending.is_empty() {
             return Ok(CycleOutcome::CaughtUp);
         }
-        source.progress.update(|s| s.current_walk = Some("follow-ups".into()));
+        source
+            .progress
+            .update(|s| s.current_walk = Some("follow-ups".into()));
         let full_batch = pending.len() as u32 >= budget;
         let mut failed = 0u64;
         for detail in &pending {
@@ -588,7 +701,21 @@ impl Cycle<'_> {
             };
             let response = match source.client.send(&spec, provider).await {
                 Ok(r) => r,
-                Err(e) if e.is_credential_rejected() || matches!(e, HttpError::RateLimited { .. } | HttpError::Paused { .. }) => {
+                Err(HttpError::Rejected { status, body, .. })
+                    if detail.position.is_some()
+                        && provider.is_position_rejected(status, &body) =>
+                {
+                    tracing::info!(conversation = %detail.conversation_id, kind = %detail.kind, "follow-up page position rejected; it restarts from its first page");
+                    self.store.restart_follow_up(&source.name, detail).await?;
+                    continue;
+                }
+                Err(e)
+                    if e.is_credential_rejected()
+                        || matches!(
+                            e,
+                            HttpError::RateLimited { .. } | HttpError::Paused { .. }
+                        ) =>
+                {
                     return Err(e.into());
                 }
                 Err(e) => {
@@ -607,31 +734,78 @@ impl Cycle<'_> {
                     continue;
                 }
             };
-            let counts = self
-                .store
-                .apply_detail(&DetailWrite {
-                    source: &source.name,
-                    provider: provider.kind().as_str(),
-                    account: provider.account(),
-                    run_id: self.run_id,
-                    detail,
-                    record: parsed.record.as_ref(),
-                    patch: parsed.patch.as_ref(),
-                    gone: parsed.gone,
-                    next: parsed.next.as_ref(),
-                })
-                .await?;
+            let write = DetailWrite {
+                source: &source.name,
+                provider: provider.kind().as_str(),
+                account: provider.account(),
+                run_id: self.run_id,
+                detail,
+                record: parsed.record.as_ref(),
+                patch: parsed.patch.as_ref(),
+                gone: parsed.gone,
+                next: parsed.next.as_ref(),
+            };
+            let mut busy = BusyWait::new(source.schedule.stall_timeout);
+            let counts = loop {
+                match self.store.apply_detail(&write).await {
+                    Err(e) if busy.wait(&e, self.cancel, "applying a follow-up").await => {}
+                    other => break other,
+                }
+            }?;
             self.report.inserted += counts.inserted;
             self.report.updated += counts.updated;
             self.report.unchanged += counts.unchanged;
             source.progress.add_counts(&counts);
         }
         if failed > 0 {
-            self.report.notes.push(format!("{failed} follow-up request(s) failed and were deferred"));
+            self.report.notes.push(format!(
+                "{failed} follow-up request(s) failed and were deferred"
+            ));
         }
         // More work waits, but a batch that mostly failed waits for the next poll instead of
         // hammering the provider.
         let mostly_failed = failed * 2 >= pending.len() as u64;
-        Ok(if full_batch && !mostly_failed { CycleOutcome::MoreToDo } else { CycleOutcome::CaughtUp })
+        Ok(if full_batch && !mostly_failed {
+            CycleOutcome::MoreToDo
+        } else {
+            CycleOutcome::CaughtUp
+        })
+    }
+}
+
+/// Waiting out another process's write lock. A write that still finds the database busy
+/// after its busy timeout applied nothing; it is tried again after a doubling pause until
+/// it succeeds, `limit` has passed or shutdown is requested. Other errors, a full disk
+/// included, end the cycle at once.
+struct BusyWait {
+    started: std::time::Instant,
+    limit: Duration,
+    delay: Duration,
+}
+
+impl BusyWait {
+    fn new(limit: Duration) -> Self {
+        BusyWait {
+            started: std::time::Instant::now(),
+            limit,
+            delay: FIRST_BUSY_DELAY,
+        }
+    }
+
+    /// Whether to try `what` again after `error`, having waited if so.
+    async fn wait(&mut self, error: &StoreError, cancel: &CancellationToken, what: &str) -> bool {
+        let StoreError::Busy(message) = error else {
+            return false;
+        };
+        if cancel.is_cancelled() || self.started.elapsed() >= self.limit {
+            return false;
+        }
+        tracing::warn!(%message, retry_in = ?self.delay, "the database is locked by another process; {what} waits and tries again");
+        tokio::select! {
+            _ = tokio::time::sleep(self.delay) => {}
+            _ = cancel.cancelled() => {}
+        }
+        self.delay = (self.delay * 2).min(MAX_BUSY_DELAY);
+        true
     }
 }

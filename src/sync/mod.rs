@@ -63,7 +63,9 @@ impl Engine {
             let setup = &settings.setup;
             let auth = authenticators
                 .entry(setup.credential_key.clone())
-                .or_insert_with(|| Arc::new(Authenticator::new(setup.auth.clone(), Some(store.clone()))))
+                .or_insert_with(|| {
+                    Arc::new(Authenticator::new(setup.auth.clone(), Some(store.clone())))
+                })
                 .clone();
             let budget = budgets
                 .entry(setup.budget_key.clone())
@@ -106,7 +108,10 @@ impl Engine {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), crate::store::StoreError> {
         let interrupted = self.store.mark_interrupted_runs().await?;
         if interrupted > 0 {
-            tracing::warn!(interrupted, "previous process stopped mid-cycle; those runs are marked interrupted and resume from their checkpoints");
+            tracing::warn!(
+                interrupted,
+                "previous process stopped mid-cycle; those runs are marked interrupted and resume from their checkpoints"
+            );
         }
         let mut tasks = JoinSet::new();
         for source in &self.sources {
@@ -114,7 +119,18 @@ impl Engine {
             let store = self.store.clone();
             let shutdown = shutdown.clone();
             let span = tracing::info_span!("source", source = %source.name, provider = %source.provider.kind());
-            tasks.spawn(source_loop(source, store, shutdown).instrument(span));
+            // Driven under the source's pulse: the watchdog supervisor (crate::health) pings
+            // systemd only while every running source task is being polled.
+            let progress = source.progress.clone();
+            tasks.spawn(
+                async move {
+                    progress
+                        .pulse
+                        .drive(source_loop(source, store, shutdown))
+                        .await
+                }
+                .instrument(span),
+            );
         }
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -135,7 +151,11 @@ impl Engine {
     ) -> Result<Vec<OnceResult>, crate::store::StoreError> {
         self.store.mark_interrupted_runs().await?;
         let mut tasks = JoinSet::new();
-        for source in self.sources.iter().filter(|s| only.is_none_or(|n| n == s.name)) {
+        for source in self
+            .sources
+            .iter()
+            .filter(|s| only.is_none_or(|n| n == s.name))
+        {
             let source = source.clone();
             let store = self.store.clone();
             let shutdown = shutdown.clone();
@@ -143,12 +163,17 @@ impl Engine {
             tasks.spawn(
                 async move {
                     let mut cycles = 0;
+                    let mut options = options;
                     loop {
                         cycles += 1;
                         let outcome = run_cycle(&source, &store, options, &shutdown).await;
+                        // A forced sweep starts once; later cycles only resume it.
+                        options.force_sweep = false;
                         let wait = match &outcome {
                             CycleOutcome::MoreToDo => Duration::ZERO,
-                            CycleOutcome::RateLimited { wait } => *wait,
+                            // A short pause is waited out; a long one (a daily budget) ends
+                            // the one-shot sync instead of blocking for hours.
+                            CycleOutcome::RateLimited { wait } if *wait <= source.client.max_inline_pause() => *wait,
                             _ => {
                                 return OnceResult { source: source.name.clone(), outcome, cycles };
                             }
@@ -193,7 +218,10 @@ async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationTo
             CycleOutcome::Failed(_) => {
                 consecutive_failures += 1;
                 let backoff = FIRST_FAILURE_DELAY.saturating_mul(1 << consecutive_failures.min(16));
-                jittered(backoff.min(source.schedule.poll_interval), source.schedule.poll_jitter)
+                jittered(
+                    backoff.min(source.schedule.poll_interval),
+                    source.schedule.poll_jitter,
+                )
             }
             CycleOutcome::RateLimited { wait } => {
                 consecutive_failures = 0;
@@ -208,7 +236,9 @@ async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationTo
                 jittered(source.schedule.poll_interval, source.schedule.poll_jitter)
             }
         };
-        source.progress.update(|s| s.next_cycle_at = Some(Timestamp::now().saturating_add(wait)));
+        source
+            .progress
+            .update(|s| s.next_cycle_at = Some(Timestamp::now().saturating_add(wait)));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => break,

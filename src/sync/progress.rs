@@ -1,8 +1,12 @@
 //! Live figures of each source, shared by the engine (which writes them), the progress
 //! display of `sync --once`, `status` and the metrics endpoint (which read them).
 
+use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::store::{PageCounts, RunOutcome};
 use crate::time::Timestamp;
@@ -28,6 +32,10 @@ pub struct SourceProgress {
     pub late: AtomicU64,
     /// Completed cycles.
     pub cycles: AtomicU64,
+    /// How long cycles took, for the metrics endpoint's histogram.
+    pub cycle_durations: CycleDurations,
+    /// Proof that the source's task is being polled, read by the watchdog supervisor.
+    pub pulse: TaskPulse,
     state: Mutex<ProgressState>,
 }
 
@@ -65,7 +73,8 @@ impl SourceProgress {
     pub fn add_counts(&self, counts: &PageCounts) {
         self.inserted.fetch_add(counts.inserted, Ordering::Relaxed);
         self.updated.fetch_add(counts.updated, Ordering::Relaxed);
-        self.unchanged.fetch_add(counts.unchanged, Ordering::Relaxed);
+        self.unchanged
+            .fetch_add(counts.unchanged, Ordering::Relaxed);
         self.rejected.fetch_add(counts.rejected, Ordering::Relaxed);
         self.late.fetch_add(counts.late, Ordering::Relaxed);
     }
@@ -78,5 +87,113 @@ impl SourceProgress {
     /// Changes the state.
     pub fn update(&self, f: impl FnOnce(&mut ProgressState)) {
         f(&mut self.state.lock().expect("progress lock poisoned"));
+    }
+}
+
+/// Distribution of cycle durations. A histogram rather than the last value alone, so that
+/// a scrape every minute still sees every cycle (sources may cycle every few seconds).
+#[derive(Debug, Clone)]
+pub struct CycleDurations(Histogram);
+
+impl Default for CycleDurations {
+    /// Buckets from 50 ms to about 14 min, doubling: a caught-up delta takes well under a
+    /// second, a first backfill capped by `max_pages_per_cycle` many minutes.
+    fn default() -> Self {
+        CycleDurations(Histogram::new(exponential_buckets(0.05, 2.0, 15)))
+    }
+}
+
+impl CycleDurations {
+    /// Records one finished cycle.
+    pub fn observe(&self, took: Duration) {
+        self.0.observe(took.as_secs_f64());
+    }
+
+    /// The histogram, for encoding.
+    pub fn histogram(&self) -> &Histogram {
+        &self.0
+    }
+}
+
+/// Lifecycle of a source's task as seen by its pulse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Not spawned yet (the engine is starting, or only `sync --once` runs).
+    NotStarted,
+    /// Being driven; its beats prove it is polled.
+    Running,
+    /// Returned on its own (shutdown, or the source stopped after a fatal error).
+    Finished,
+    /// Dropped before returning: it panicked or was aborted.
+    Abandoned,
+}
+
+/// A heartbeat that only a polled task can produce.
+///
+/// [`TaskPulse::drive`] runs the source's future and a short ticker in the *same* task, so
+/// the beat counter advances only while the runtime polls that task. A source stuck in a
+/// blocking call, or a runtime whose workers are all blocked, stops beating; the watchdog
+/// supervisor then withholds systemd's `WATCHDOG=1` pings. A source merely waiting on
+/// the network keeps beating: slow I/O is bounded by the HTTP and stall timeouts instead.
+#[derive(Debug, Default)]
+pub struct TaskPulse {
+    beats: AtomicU64,
+    state: AtomicU8,
+}
+
+impl TaskPulse {
+    /// Time between beats of a polled task.
+    pub const PERIOD: Duration = Duration::from_millis(250);
+
+    const NOT_STARTED: u8 = 0;
+    const RUNNING: u8 = 1;
+    const FINISHED: u8 = 2;
+    const ABANDONED: u8 = 3;
+
+    /// Runs `work` to completion, beating every [`TaskPulse::PERIOD`] while it is polled.
+    pub async fn drive<F: Future>(&self, work: F) -> F::Output {
+        /// Marks the task abandoned if `drive` is dropped before `work` returns.
+        struct EndGuard<'a>(&'a TaskPulse);
+        impl Drop for EndGuard<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.state.compare_exchange(
+                    TaskPulse::RUNNING,
+                    TaskPulse::ABANDONED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+        }
+        self.state.store(Self::RUNNING, Ordering::Release);
+        let _guard = EndGuard(self);
+        let mut ticker = tokio::time::interval(Self::PERIOD);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut work = std::pin::pin!(work);
+        let output = loop {
+            tokio::select! {
+                biased;
+                output = &mut work => break output,
+                _ = ticker.tick() => {
+                    self.beats.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        };
+        self.state.store(Self::FINISHED, Ordering::Release);
+        output
+    }
+
+    /// Beats so far.
+    pub fn beats(&self) -> u64 {
+        self.beats.load(Ordering::Relaxed)
+    }
+
+    /// Where the task is in its life.
+    pub fn task_state(&self) -> TaskState {
+        match self.state.load(Ordering::Acquire) {
+            Self::NOT_STARTED => TaskState::NotStarted,
+            Self::RUNNING => TaskState::Running,
+            Self::FINISHED => TaskState::Finished,
+            _ => TaskState::Abandoned,
+        }
     }
 }

@@ -13,7 +13,10 @@ fn load(text: &str) -> Result<Config, String> {
 fn assert_error(text: &str, key: &str, fragment: &str) {
     let err = load(text).expect_err("config should be rejected");
     assert!(err.contains(key), "error should name {key:?}: {err}");
-    assert!(err.contains(fragment), "error should say {fragment:?}: {err}");
+    assert!(
+        err.contains(fragment),
+        "error should say {fragment:?}: {err}"
+    );
 }
 
 /// Unknown provider names are rejected with the list of valid ones.
@@ -40,19 +43,31 @@ fn bad_duration_is_named() {
 #[test]
 fn duplicate_source_names_are_refused() {
     let block = "[[sources]]\nname = \"dup\"\nprovider = \"spruce\"\nenabled = false\n";
-    assert_error(&format!("{block}{block}"), "sources[1].name", "duplicate source name");
+    assert_error(
+        &format!("{block}{block}"),
+        "sources[1].name",
+        "duplicate source name",
+    );
 }
 
 /// Unknown keys are errors, not silently ignored typos.
 #[test]
 fn unknown_keys_are_refused() {
-    assert_error("[database]\nurl = \"sqlite://x.db\"\nbusy_timout = \"5s\"\n", "database", "busy_timout");
+    assert_error(
+        "[database]\nurl = \"sqlite://x.db\"\nbusy_timout = \"5s\"\n",
+        "database",
+        "busy_timout",
+    );
 }
 
 /// A provider source without its provider table says which table is missing.
 #[test]
 fn missing_provider_table_is_named() {
-    assert_error("[[sources]]\nname = \"a\"\nprovider = \"spruce\"\n", "sources[a].spruce", "missing");
+    assert_error(
+        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\n",
+        "sources[a].spruce",
+        "missing",
+    );
 }
 
 /// Malformed TOML is an error naming the file position, not a panic.
@@ -65,7 +80,11 @@ fn malformed_toml_is_an_error() {
 /// A database URL that is not SQLite is refused.
 #[test]
 fn unsupported_database_is_named() {
-    assert_error("[database]\nurl = \"mysql://x\"\n", "database.url", "sqlite://");
+    assert_error(
+        "[database]\nurl = \"mysql://x\"\n",
+        "database.url",
+        "sqlite://",
+    );
 }
 
 /// Out-of-range shares are refused.
@@ -81,7 +100,9 @@ fn out_of_range_share_is_named() {
 /// A missing config file says how to create one.
 #[test]
 fn missing_file_says_what_to_do() {
-    let err = Config::load(std::path::Path::new("/nonexistent/convsync.toml")).unwrap_err().to_string();
+    let err = Config::load(std::path::Path::new("/nonexistent/convsync.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("convsync.example.toml"), "{err}");
 }
 
@@ -92,6 +113,52 @@ fn plain_http_is_only_allowed_on_loopback() {
     assert!(validate_base_url("k", "http://127.0.0.1:8080").is_ok());
     assert!(validate_base_url("k", "http://localhost:8080").is_ok());
     assert!(validate_base_url("k", "https://api.sprucehealth.com").is_ok());
-    let err = validate_base_url("sources[a].spruce.base_url", "http://api.example.com").unwrap_err().to_string();
-    assert!(err.contains("sources[a].spruce.base_url") && err.contains("https"), "{err}");
+    let err = validate_base_url("sources[a].spruce.base_url", "http://api.example.com")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources[a].spruce.base_url") && err.contains("https"),
+        "{err}"
+    );
+}
+
+/// The shipped example configuration is valid once its secrets exist.
+#[test]
+fn example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let refresh = dir.path().join("hl-main.refresh");
+    std::fs::write(&refresh, "rt-example\n").unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/convsync.example.toml"
+    ))
+    .unwrap()
+    .replace("/etc/convsync/hl-main.refresh", refresh.to_str().unwrap())
+    .replace("D365_CLIENT_SECRET", "EXAMPLE_TEST_D365")
+    .replace("SPRUCE_API_TOKEN", "EXAMPLE_TEST_SPRUCE")
+    .replace("SINCH_KEY_SECRET", "EXAMPLE_TEST_SINCH")
+    .replace("HL_CLIENT_SECRET", "EXAMPLE_TEST_HL_CLIENT")
+    .replace("HL_PIT_BRANCH", "EXAMPLE_TEST_HL_PIT");
+    // SAFETY: test-only variables with names no other test reads.
+    for var in [
+        "EXAMPLE_TEST_D365",
+        "EXAMPLE_TEST_SPRUCE",
+        "EXAMPLE_TEST_SINCH",
+        "EXAMPLE_TEST_HL_CLIENT",
+        "EXAMPLE_TEST_HL_PIT",
+    ] {
+        unsafe { std::env::set_var(var, "example-secret-value") };
+    }
+    let config = load(&text).unwrap_or_else(|e| panic!("example config rejected: {e}"));
+    let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "contact-center",
+            "clinic",
+            "whatsapp-support",
+            "hl/ve9EPM428kjkvShlRW1KT",
+            "hl/l1C08ntBrFjLS0elLIYU"
+        ]
+    );
 }

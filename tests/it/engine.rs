@@ -24,19 +24,37 @@ fn conv(id: usize, at: Timestamp) -> Conv {
 fn history(n: usize) -> Vec<Conv> {
     let end = Timestamp::now().saturating_sub(Duration::from_secs(600));
     (0..n)
-        .map(|i| conv(i, end.saturating_sub(Duration::from_secs(60 * (n - i) as u64))))
+        .map(|i| {
+            conv(
+                i,
+                end.saturating_sub(Duration::from_secs(60 * (n - i) as u64)),
+            )
+        })
         .collect()
 }
 
 async fn engine(double: &Double, db: &TestDb, page_size: usize, with_sweep: bool) -> Engine {
-    let provider = Arc::new(DoubleProvider::new(double.base_url.clone(), page_size, with_sweep));
+    let provider = Arc::new(DoubleProvider::new(
+        double.base_url.clone(),
+        page_size,
+        with_sweep,
+    ));
     let store = db.open().await;
-    Engine::new(store, &quick_http(), &[source("double", provider, AuthScheme::None, schedule())]).unwrap()
+    Engine::new(
+        store,
+        &quick_http(),
+        &[source("double", provider, AuthScheme::None, schedule())],
+    )
+    .unwrap()
 }
 
 async fn assert_mirror_equals_truth(engine: &Engine, double: &Double) {
     let rows = mirror_rows(engine.store(), "double").await;
-    let live: Vec<_> = rows.iter().filter(|r| !r.3).map(|r| (r.0.clone(), r.1.clone(), r.2.clone())).collect();
+    let live: Vec<_> = rows
+        .iter()
+        .filter(|r| !r.3)
+        .map(|r| (r.0.clone(), r.1.clone(), r.2.clone()))
+        .collect();
     let truth: Vec<_> = double
         .truth()
         .into_iter()
@@ -53,7 +71,10 @@ async fn delta_after_initial_sync_requests_only_changes() {
     let db = TestDb::new();
     let engine = engine(&double, &db, 100, false).await;
 
-    assert!(matches!(sync_once(&engine, false).await, CycleOutcome::CaughtUp));
+    assert!(matches!(
+        sync_once(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
     assert_eq!(double.list_requests().len(), 3, "250 rows at 100 per page");
     assert_mirror_equals_truth(&engine, &double).await;
 
@@ -67,7 +88,16 @@ async fn delta_after_initial_sync_requests_only_changes() {
 
     // Five conversations change: still one page, five writes.
     let now = Timestamp::now();
-    let changed: Vec<Conv> = double.truth().into_iter().take(5).map(|mut c| { c.updated_at = now; c.name.push_str(" (edited)"); c }).collect();
+    let changed: Vec<Conv> = double
+        .truth()
+        .into_iter()
+        .take(5)
+        .map(|mut c| {
+            c.updated_at = now;
+            c.name.push_str(" (edited)");
+            c
+        })
+        .collect();
     double.upsert(changed);
     double.clear_requests();
     sync_once(&engine, false).await;
@@ -87,14 +117,20 @@ async fn unchanged_rows_in_the_overlap_are_not_rewritten() {
     let db = TestDb::new();
     let engine = engine(&double, &db, 50, false).await;
     sync_once(&engine, false).await;
-    let before: Vec<String> = sqlx::query_scalar("SELECT last_changed_at FROM conversations ORDER BY conversation_id")
-        .fetch_all(engine.store().pool()).await.unwrap();
+    let before: Vec<String> =
+        sqlx::query_scalar("SELECT last_changed_at FROM conversations ORDER BY conversation_id")
+            .fetch_all(engine.store().pool())
+            .await
+            .unwrap();
 
     sync_once(&engine, false).await;
     let (_, _, inserted, updated, unchanged, _) = last_run(engine.store(), "double").await;
     assert_eq!((inserted, updated, unchanged), (0, 0, 30));
-    let after: Vec<String> = sqlx::query_scalar("SELECT last_changed_at FROM conversations ORDER BY conversation_id")
-        .fetch_all(engine.store().pool()).await.unwrap();
+    let after: Vec<String> =
+        sqlx::query_scalar("SELECT last_changed_at FROM conversations ORDER BY conversation_id")
+            .fetch_all(engine.store().pool())
+            .await
+            .unwrap();
     assert_eq!(before, after);
 }
 
@@ -107,34 +143,66 @@ async fn abort_between_pages_then_restart_loses_nothing() {
     let db = TestDb::new();
 
     // Five pages are served, then the sixth request hangs: the abort lands mid-walk.
-    double.push_faults([Fault::Pass, Fault::Pass, Fault::Pass, Fault::Pass, Fault::Pass, Fault::Hang]);
+    double.push_faults([
+        Fault::Pass,
+        Fault::Pass,
+        Fault::Pass,
+        Fault::Pass,
+        Fault::Pass,
+        Fault::Hang,
+    ]);
     let first = engine(&double, &db, 20, false).await;
     let task = {
         let first = first.clone();
-        tokio::spawn(async move { first.sync_once(None, CycleOptions::default(), CancellationToken::new()).await })
+        tokio::spawn(async move {
+            first
+                .sync_once(None, CycleOptions::default(), CancellationToken::new())
+                .await
+        })
     };
     while double.list_requests().len() < 6 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     task.abort();
     let _ = task.await;
-    let partial: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations").fetch_one(first.store().pool()).await.unwrap();
-    assert_eq!(partial, 100, "five pages of twenty were committed before the abort");
-    let cursor: String = sqlx::query_scalar("SELECT state FROM cursors WHERE source = 'double'").fetch_one(first.store().pool()).await.unwrap();
-    assert!(cursor.contains("position"), "the walk position is checkpointed: {cursor}");
+    let partial: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
+        .fetch_one(first.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        partial, 100,
+        "five pages of twenty were committed before the abort"
+    );
+    let cursor: String = sqlx::query_scalar("SELECT state FROM cursors WHERE source = 'double'")
+        .fetch_one(first.store().pool())
+        .await
+        .unwrap();
+    assert!(
+        cursor.contains("position"),
+        "the walk position is checkpointed: {cursor}"
+    );
     first.store().close().await;
 
     // Meanwhile the source changes: a new conversation and an edit.
     double.upsert([conv(9999, Timestamp::now())]);
 
     let second = engine(&double, &db, 20, false).await;
-    assert!(matches!(sync_once(&second, false).await, CycleOutcome::CaughtUp));
+    assert!(matches!(
+        sync_once(&second, false).await,
+        CycleOutcome::CaughtUp
+    ));
     assert_mirror_equals_truth(&second, &double).await;
-    let duplicates: i64 = sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT conversation_id) FROM conversations")
-        .fetch_one(second.store().pool()).await.unwrap();
+    let duplicates: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT conversation_id) FROM conversations")
+            .fetch_one(second.store().pool())
+            .await
+            .unwrap();
     assert_eq!(duplicates, 0);
-    let interrupted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'interrupted'")
-        .fetch_one(second.store().pool()).await.unwrap();
+    let interrupted: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'interrupted'")
+            .fetch_one(second.store().pool())
+            .await
+            .unwrap();
     assert_eq!(interrupted, 1, "the aborted run is recorded as interrupted");
 }
 
@@ -150,10 +218,21 @@ async fn server_errors_and_resets_are_retried() {
     ]);
     let db = TestDb::new();
     let engine = engine(&double, &db, 100, false).await;
-    assert!(matches!(sync_once(&engine, false).await, CycleOutcome::CaughtUp));
-    assert_eq!(double.list_requests().len(), 4, "three failures, then success");
+    assert!(matches!(
+        sync_once(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    assert_eq!(
+        double.list_requests().len(),
+        4,
+        "three failures, then success"
+    );
     assert_mirror_equals_truth(&engine, &double).await;
-    let retries = engine.sources()[0].client.tally().retries.load(std::sync::atomic::Ordering::Relaxed);
+    let retries = engine.sources()[0]
+        .client
+        .tally()
+        .retries
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(retries, 3);
 }
 
@@ -162,12 +241,23 @@ async fn server_errors_and_resets_are_retried() {
 async fn retry_after_is_honoured() {
     let double = Double::start().await;
     double.upsert(history(3));
-    double.push_faults([Fault::Status(429, r#"{"error":"slow down"}"#.into(), vec![("Retry-After".into(), "2".into())])]);
+    double.push_faults([Fault::Status(
+        429,
+        r#"{"error":"slow down"}"#.into(),
+        vec![("Retry-After".into(), "2".into())],
+    )]);
     let db = TestDb::new();
     let engine = engine(&double, &db, 100, false).await;
     let started = Instant::now();
-    assert!(matches!(sync_once(&engine, false).await, CycleOutcome::CaughtUp));
-    assert!(started.elapsed() >= Duration::from_secs(2), "waited only {:?}", started.elapsed());
+    assert!(matches!(
+        sync_once(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited only {:?}",
+        started.elapsed()
+    );
     assert_eq!(double.list_requests().len(), 2);
     assert_mirror_equals_truth(&engine, &double).await;
 }
@@ -177,16 +267,29 @@ async fn retry_after_is_honoured() {
 async fn bad_request_is_not_retried_and_is_reported() {
     let double = Double::start().await;
     double.upsert(history(3));
-    double.push_faults([Fault::Status(400, r#"{"error":"StartTimeStamp is not valid"}"#.into(), vec![])]);
+    double.push_faults([Fault::Status(
+        400,
+        r#"{"error":"StartTimeStamp is not valid"}"#.into(),
+        vec![],
+    )]);
     let db = TestDb::new();
     let engine = engine(&double, &db, 100, false).await;
     let outcome = sync_once(&engine, false).await;
-    let CycleOutcome::Failed(error) = outcome else { panic!("expected failure, got {outcome:?}") };
-    assert!(error.to_string().contains("StartTimeStamp is not valid"), "{error}");
+    let CycleOutcome::Failed(error) = outcome else {
+        panic!("expected failure, got {outcome:?}")
+    };
+    assert!(
+        error.to_string().contains("StartTimeStamp is not valid"),
+        "{error}"
+    );
     assert_eq!(double.list_requests().len(), 1, "no retry");
     let (outcome, _, inserted, _, _, stored_error) = last_run(engine.store(), "double").await;
     assert_eq!((outcome.as_str(), inserted), ("failed", 0));
-    assert!(stored_error.unwrap().contains("StartTimeStamp is not valid"));
+    assert!(
+        stored_error
+            .unwrap()
+            .contains("StartTimeStamp is not valid")
+    );
     assert!(mirror_rows(engine.store(), "double").await.is_empty());
 }
 
@@ -206,7 +309,10 @@ async fn ties_across_pages_and_late_rows_within_lookback_are_not_lost() {
     assert_mirror_equals_truth(&engine, &double).await;
 
     // A row written 30 s ago becomes visible only now, after the watermark passed it.
-    let mut late = conv(500, Timestamp::now().saturating_sub(Duration::from_secs(30)));
+    let mut late = conv(
+        500,
+        Timestamp::now().saturating_sub(Duration::from_secs(30)),
+    );
     late.hidden = true;
     double.upsert([late, conv(501, Timestamp::now())]);
     sync_once(&engine, false).await;
@@ -227,8 +333,12 @@ async fn sweep_marks_vanished_rows_and_guards_against_mass_deletion() {
     double.remove("c00003");
     double.remove("c00007");
     sync_once(&engine, true).await;
-    let deleted: Vec<String> = sqlx::query_scalar("SELECT conversation_id FROM conversations WHERE deleted_at IS NOT NULL ORDER BY 1")
-        .fetch_all(engine.store().pool()).await.unwrap();
+    let deleted: Vec<String> = sqlx::query_scalar(
+        "SELECT conversation_id FROM conversations WHERE deleted_at IS NOT NULL ORDER BY 1",
+    )
+    .fetch_all(engine.store().pool())
+    .await
+    .unwrap();
     assert_eq!(deleted, ["c00003", "c00007"]);
 
     // The listing suddenly returns almost nothing: the guard applies nothing.
@@ -236,11 +346,16 @@ async fn sweep_marks_vanished_rows_and_guards_against_mass_deletion() {
         double.remove(&c.id);
     }
     sync_once(&engine, true).await;
-    let deleted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE deleted_at IS NOT NULL")
-        .fetch_one(engine.store().pool()).await.unwrap();
+    let deleted: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE deleted_at IS NOT NULL")
+            .fetch_one(engine.store().pool())
+            .await
+            .unwrap();
     assert_eq!(deleted, 2, "guard must refuse deleting 16 of 18");
     let notes: String = sqlx::query_scalar("SELECT notes FROM sync_runs ORDER BY id DESC LIMIT 1")
-        .fetch_one(engine.store().pool()).await.unwrap();
+        .fetch_one(engine.store().pool())
+        .await
+        .unwrap();
     assert!(notes.contains("REFUSED"), "{notes}");
 }
 
@@ -252,8 +367,14 @@ async fn rejected_page_token_restarts_the_walk() {
     let db = TestDb::new();
     let engine = engine(&double, &db, 20, false).await;
     // The first page is served; the token it hands out is then rejected once.
-    double.push_faults([Fault::Pass, Fault::Status(400, r#"{"error":"invalid page_token"}"#.into(), vec![])]);
-    assert!(matches!(sync_once(&engine, false).await, CycleOutcome::CaughtUp));
+    double.push_faults([
+        Fault::Pass,
+        Fault::Status(400, r#"{"error":"invalid page_token"}"#.into(), vec![]),
+    ]);
+    assert!(matches!(
+        sync_once(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
     assert_mirror_equals_truth(&engine, &double).await;
 }
 
@@ -262,7 +383,10 @@ async fn rejected_page_token_restarts_the_walk() {
 #[tokio::test]
 async fn future_timestamps_do_not_move_the_watermark_ahead() {
     let double = Double::start().await;
-    let mut future = conv(1, Timestamp::now().saturating_add(Duration::from_secs(86_400)));
+    let mut future = conv(
+        1,
+        Timestamp::now().saturating_add(Duration::from_secs(86_400)),
+    );
     future.name = "from the future".into();
     double.upsert([future]);
     let db = TestDb::new();
@@ -270,5 +394,8 @@ async fn future_timestamps_do_not_move_the_watermark_ahead() {
     sync_once(&engine, false).await;
     let cursors = engine.store().load_cursors("double").await.unwrap();
     let watermark = cursors["delta"].watermark.unwrap();
-    assert!(watermark <= Timestamp::now().saturating_add(Duration::from_secs(121)), "{watermark}");
+    assert!(
+        watermark <= Timestamp::now().saturating_add(Duration::from_secs(121)),
+        "{watermark}"
+    );
 }

@@ -3,5 +3,21 @@
 
 mod common;
 mod config;
+mod deploy_container;
+mod deploy_docker_api;
+mod deploy_files;
+mod deploy_notify;
+mod deploy_support;
 mod engine;
+mod health_endpoints;
+mod provider_d365;
+mod provider_highlevel;
+mod provider_sinch;
+mod provider_spruce;
 mod secrets;
+mod sim_core;
+mod sim_d365;
+mod sim_highlevel;
+mod sim_sinch;
+mod sim_spruce;
+mod sim_support;

@@ -35,12 +35,22 @@ async fn engine_with_client_credentials(double: &Double, db: &TestDb) -> Engine 
         scope: Some("https://example.invalid/.default".into()),
         placement: CredentialPlacement::FormFields,
     });
-    Engine::new(db.open().await, &quick_http(), &[source("double", provider, auth, schedule())]).unwrap()
+    Engine::new(
+        db.open().await,
+        &quick_http(),
+        &[source("double", provider, auth, schedule())],
+    )
+    .unwrap()
 }
 
 fn seed(double: &Double) {
     let at = Timestamp::now().saturating_sub(Duration::from_secs(600));
-    double.upsert((0..5).map(|i| Conv { id: format!("c{i}"), updated_at: at, name: format!("n{i}"), hidden: false }));
+    double.upsert((0..5).map(|i| Conv {
+        id: format!("c{i}"),
+        updated_at: at,
+        name: format!("n{i}"),
+        hidden: false,
+    }));
 }
 
 /// With RUST_LOG=trace, neither the client secret nor the access token appears in any log
@@ -60,17 +70,42 @@ async fn secrets_never_reach_trace_logs() {
 
     let double = Double::start().await;
     seed(&double);
-    double.push_faults([Fault::Status(401, r#"{"error":"token expired"}"#.into(), vec![])]);
+    double.push_faults([Fault::Status(
+        401,
+        r#"{"error":"token expired"}"#.into(),
+        vec![],
+    )]);
     let db = TestDb::new();
     let engine = engine_with_client_credentials(&double, &db).await;
-    assert!(matches!(sync_once(&engine, false).await, CycleOutcome::CaughtUp));
+    assert!(matches!(
+        sync_once(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "trace logging must be active for this test to mean anything");
-    assert!(logs.len() > 1000, "expected plenty of log output, got {} bytes", logs.len());
-    assert!(!logs.contains(&double.client_secret()), "client secret leaked into logs");
-    assert!(!logs.contains("double-access-token"), "access token leaked into logs");
-    assert!(format!("{engine:?}").find(&double.client_secret()).is_none(), "secret in Debug output");
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "trace logging must be active for this test to mean anything"
+    );
+    assert!(
+        logs.len() > 1000,
+        "expected plenty of log output, got {} bytes",
+        logs.len()
+    );
+    assert!(
+        !logs.contains(&double.client_secret()),
+        "client secret leaked into logs"
+    );
+    assert!(
+        !logs.contains("double-access-token"),
+        "access token leaked into logs"
+    );
+    assert!(
+        format!("{engine:?}")
+            .find(&double.client_secret())
+            .is_none(),
+        "secret in Debug output"
+    );
 }
 
 /// A 401 on a data call refreshes the access token once and retries; the token is
@@ -85,8 +120,15 @@ async fn access_token_is_cached_and_refreshed_once_on_401() {
     sync_once(&engine, false).await;
     assert_eq!(double.token_requests(), 1, "one token for two cycles");
 
-    double.push_faults([Fault::Status(401, r#"{"error":"token expired"}"#.into(), vec![])]);
-    assert!(matches!(sync_once(&engine, false).await, CycleOutcome::CaughtUp));
+    double.push_faults([Fault::Status(
+        401,
+        r#"{"error":"token expired"}"#.into(),
+        vec![],
+    )]);
+    assert!(matches!(
+        sync_once(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
     assert_eq!(double.token_requests(), 2, "refreshed once after the 401");
 }
 
@@ -101,7 +143,9 @@ async fn persistent_401_fails_as_rejected_credentials() {
     let reject = || Fault::Status(401, r#"{"error":"channel not authorized"}"#.into(), vec![]);
     double.push_faults([reject(), reject()]);
     let outcome = sync_once(&engine, false).await;
-    let CycleOutcome::Failed(e) = outcome else { panic!("expected failure, got {outcome:?}") };
+    let CycleOutcome::Failed(e) = outcome else {
+        panic!("expected failure, got {outcome:?}")
+    };
     assert!(e.is_fatal(), "{e}");
     assert!(e.to_string().contains("channel not authorized"), "{e}");
 }

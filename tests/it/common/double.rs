@@ -69,7 +69,9 @@ impl Double {
         let served = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let state = served.clone();
                 tokio::spawn(async move {
                     let _ = serve(stream, state).await;
@@ -100,7 +102,11 @@ impl Double {
 
     /// Removes a conversation.
     pub fn remove(&self, id: &str) {
-        self.state.lock().unwrap().conversations.retain(|c| c.id != id);
+        self.state
+            .lock()
+            .unwrap()
+            .conversations
+            .retain(|c| c.id != id);
     }
 
     /// Makes hidden conversations visible.
@@ -155,7 +161,11 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
     let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
     let content_length = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
         .unwrap_or(0);
     while buf.len() < header_end + content_length {
         let n = stream.read(&mut chunk).await?;
@@ -166,7 +176,11 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
     }
     let body = String::from_utf8_lossy(&buf[header_end..]).to_string();
     let request_line = head.lines().next().unwrap_or_default().to_owned();
-    let target = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let target = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
     let url = Url::parse(&format!("http://double{target}")).unwrap();
     let (status, payload, headers) = match url.path() {
         "/token" => token(&state, &body),
@@ -193,7 +207,9 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
     };
     let mut response = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-        StatusCode::from_u16(status).map(|s| s.canonical_reason().unwrap_or("")).unwrap_or(""),
+        StatusCode::from_u16(status)
+            .map(|s| s.canonical_reason().unwrap_or(""))
+            .unwrap_or(""),
         payload.len()
     );
     for (k, v) in headers {
@@ -208,10 +224,21 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
 fn token(state: &Arc<Mutex<State>>, body: &str) -> (u16, String, Vec<(String, String)>) {
     let mut s = state.lock().unwrap();
     s.token_requests += 1;
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
-    let secret_ok = form.iter().any(|(k, v)| k == "client_secret" && *v == s.client_secret);
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let secret_ok = form
+        .iter()
+        .any(|(k, v)| k == "client_secret" && *v == s.client_secret);
     if secret_ok {
-        (200, format!(r#"{{"access_token":"double-access-token-{}","token_type":"Bearer","expires_in":3600}}"#, s.token_requests), vec![])
+        (
+            200,
+            format!(
+                r#"{{"access_token":"double-access-token-{}","token_type":"Bearer","expires_in":3600}}"#,
+                s.token_requests
+            ),
+            vec![],
+        )
     } else {
         (401, r#"{"error":"invalid_client"}"#.into(), vec![])
     }
@@ -219,7 +246,10 @@ fn token(state: &Arc<Mutex<State>>, body: &str) -> (u16, String, Vec<(String, St
 
 fn list(state: &Arc<Mutex<State>>, url: &Url, head: &str) -> (u16, String, Vec<(String, String)>) {
     let s = state.lock().unwrap();
-    let needs_token = !s.client_secret.is_empty() && head.to_ascii_lowercase().contains("authorization: bearer double-access-token");
+    let needs_token = !s.client_secret.is_empty()
+        && head
+            .to_ascii_lowercase()
+            .contains("authorization: bearer double-access-token");
     let has_any_auth = head.to_ascii_lowercase().contains("authorization:");
     if has_any_auth && !needs_token {
         return (401, r#"{"error":"bad token"}"#.into(), vec![]);
@@ -227,12 +257,24 @@ fn list(state: &Arc<Mutex<State>>, url: &Url, head: &str) -> (u16, String, Vec<(
     let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
     let page_size: usize = match q.get("page_size").map(|v| v.parse()) {
         Some(Ok(n)) if (1..=100).contains(&n) => n,
-        _ => return (400, r#"{"error":"page_size must be between 1 and 100"}"#.into(), vec![]),
+        _ => {
+            return (
+                400,
+                r#"{"error":"page_size must be between 1 and 100"}"#.into(),
+                vec![],
+            );
+        }
     };
     let since = match q.get("updated_since") {
         Some(v) => match Timestamp::parse_rfc3339(v) {
             Ok(t) => Some(t),
-            Err(_) => return (400, r#"{"error":"updated_since is not RFC 3339"}"#.into(), vec![]),
+            Err(_) => {
+                return (
+                    400,
+                    r#"{"error":"updated_since is not RFC 3339"}"#.into(),
+                    vec![],
+                );
+            }
         },
         None => None,
     };
@@ -256,7 +298,11 @@ fn list(state: &Arc<Mutex<State>>, url: &Url, head: &str) -> (u16, String, Vec<(
         .map(|c| serde_json::json!({"id": c.id, "updated_at": c.updated_at.to_rfc3339_nanos(), "name": c.name}))
         .collect();
     let next = (offset + page_size < rows.len()).then(|| format!("off-{}", offset + page_size));
-    (200, serde_json::json!({"items": page, "next_page_token": next}).to_string(), vec![])
+    (
+        200,
+        serde_json::json!({"items": page, "next_page_token": next}).to_string(),
+        vec![],
+    )
 }
 
 /// The adapter for the double: an ascending "updated since" delta and, optionally, a
@@ -269,14 +315,24 @@ pub struct DoubleProvider {
 
 impl DoubleProvider {
     pub fn new(base_url: Url, page_size: usize, with_sweep: bool) -> Self {
-        let mut walks = vec![WalkSpec { name: "delta", kind: WalkKind::Delta(WatermarkAdvance::PerPage) }];
+        let mut walks = vec![WalkSpec {
+            name: "delta",
+            kind: WalkKind::Delta(WatermarkAdvance::PerPage),
+        }];
         if with_sweep {
             walks.push(WalkSpec {
                 name: "sweep",
-                kind: WalkKind::Sweep { absence: Absence::Deleted, initial: InitialSweep::AfterInterval },
+                kind: WalkKind::Sweep {
+                    absence: Absence::Deleted,
+                    initial: InitialSweep::AfterInterval,
+                },
             });
         }
-        DoubleProvider { base_url, page_size, walks }
+        DoubleProvider {
+            base_url,
+            page_size,
+            walks,
+        }
     }
 }
 
@@ -316,23 +372,35 @@ impl Provider for DoubleProvider {
                 q.append_pair("updated_since", &since.to_rfc3339_nanos());
             }
             if let Some(pos) = ctx.position {
-                let token = pos.as_str().ok_or_else(|| ProviderError::BadCursor("token is not a string".into()))?;
+                let token = pos
+                    .as_str()
+                    .ok_or_else(|| ProviderError::BadCursor("token is not a string".into()))?;
                 q.append_pair("page_token", token);
             }
         }
         Ok(RequestSpec::get(url, "list"))
     }
 
-    fn parse_page(&self, _ctx: &WalkContext<'_>, response: &HttpResponse) -> Result<Page, ProviderError> {
-        let body: ListBody = serde_json::from_slice(&response.body).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+    fn parse_page(
+        &self,
+        _ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        let body: ListBody = serde_json::from_slice(&response.body)
+            .map_err(|e| ProviderError::Malformed(e.to_string()))?;
         let mut page = Page::default();
         for raw in body.items {
-            let item: Item = serde_json::from_str(raw.get()).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+            let item: Item = serde_json::from_str(raw.get())
+                .map_err(|e| ProviderError::Malformed(e.to_string()))?;
             let Some(id) = item.id else {
-                page.rejected.push(convsync::provider::RejectedRecord { reason: "no id".into(), raw: raw.get().to_owned() });
+                page.rejected.push(convsync::provider::RejectedRecord {
+                    reason: "no id".into(),
+                    raw: raw.get().to_owned(),
+                });
                 continue;
             };
-            let updated = Timestamp::parse_rfc3339(&item.updated_at).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+            let updated = Timestamp::parse_rfc3339(&item.updated_at)
+                .map_err(|e| ProviderError::Malformed(e.to_string()))?;
             let mut record = ConversationRecord::new(id, raw.to_owned());
             record.last_activity_at = Some(updated);
             record.title = item.name;
@@ -351,6 +419,7 @@ impl Provider for DoubleProvider {
     }
 
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
-        status == StatusCode::BAD_REQUEST && String::from_utf8_lossy(body).contains("invalid page_token")
+        status == StatusCode::BAD_REQUEST
+            && String::from_utf8_lossy(body).contains("invalid page_token")
     }
 }

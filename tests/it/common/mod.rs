@@ -67,7 +67,12 @@ pub fn schedule() -> Schedule {
 }
 
 /// A source over `provider`.
-pub fn source(name: &str, provider: Arc<dyn Provider>, auth: AuthScheme, schedule: Schedule) -> SourceSettings {
+pub fn source(
+    name: &str,
+    provider: Arc<dyn Provider>,
+    auth: AuthScheme,
+    schedule: Schedule,
+) -> SourceSettings {
     SourceSettings {
         name: name.into(),
         setup: ProviderSetup {
@@ -86,7 +91,10 @@ pub fn source(name: &str, provider: Arc<dyn Provider>, auth: AuthScheme, schedul
             },
         },
         schedule,
-        guard: MassChangeGuard { max_share: 0.5, floor: 2 },
+        guard: MassChangeGuard {
+            max_share: 0.5,
+            floor: 2,
+        },
         quota: None,
     }
 }
@@ -102,7 +110,10 @@ pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
 }
 
 /// A mirror row's essentials: (id, title, last_activity_at, deleted).
-pub async fn mirror_rows(store: &Store, source: &str) -> Vec<(String, Option<String>, Option<String>, bool)> {
+pub async fn mirror_rows(
+    store: &Store,
+    source: &str,
+) -> Vec<(String, Option<String>, Option<String>, bool)> {
     sqlx::query_as(
         "SELECT conversation_id, title, last_activity_at, deleted_at IS NOT NULL
          FROM conversations WHERE source = ? ORDER BY conversation_id",

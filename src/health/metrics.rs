@@ -1,0 +1,309 @@
+//! `/metrics`: the engine's live figures in Prometheus (OpenMetrics) text format.
+//!
+//! Nothing is copied into metric objects as the engine runs: a [`Collector`] reads each
+//! source's [`SourceProgress`](crate::sync::SourceProgress) and request tally at scrape
+//! time, so gauges such as the watermark lag are computed against the scrape's own
+//! clock. Every series is named `convsync_*` and labelled by `source` and `provider`.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::readiness::{ReadinessRule, SourceState, assess};
+use crate::sync::Source;
+use crate::time::Timestamp;
+
+/// The `Content-Type` of the body [`encode`] produces.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Builds the registry served at `/metrics`.
+pub fn registry(
+    sources: Vec<Arc<Source>>,
+    ready_after_intervals: f64,
+    started_at: Timestamp,
+) -> Registry {
+    let mut registry = Registry::with_prefix("convsync");
+    registry.register(
+        "build",
+        "Version of the running convsync binary",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register_collector(Box::new(SourceCollector {
+        sources,
+        ready_after_intervals,
+        started_at,
+    }));
+    registry
+}
+
+/// Renders the registry as OpenMetrics text.
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, registry)?;
+    Ok(body)
+}
+
+/// Reads every source's figures on each scrape.
+#[derive(Debug)]
+struct SourceCollector {
+    sources: Vec<Arc<Source>>,
+    ready_after_intervals: f64,
+    started_at: Timestamp,
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+fn labels(source: &Source) -> Labels<'_> {
+    vec![
+        ("source", source.name.as_str()),
+        ("provider", source.provider.kind().as_str()),
+    ]
+}
+
+/// One metric family: a descriptor, then one sample per label set.
+struct Family<'e, 'w> {
+    encoder: &'e mut DescriptorEncoder<'w>,
+}
+
+impl<'w> Family<'_, 'w> {
+    fn counters<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        samples: impl IntoIterator<Item = (Labels<'a>, u64)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = self
+            .encoder
+            .encode_descriptor(name, help, unit, MetricType::Counter)?;
+        for (labels, value) in samples {
+            ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn float_counters<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        samples: impl IntoIterator<Item = (Labels<'a>, f64)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = self
+            .encoder
+            .encode_descriptor(name, help, unit, MetricType::Counter)?;
+        for (labels, value) in samples {
+            ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn gauge(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        value: f64,
+    ) -> Result<(), std::fmt::Error> {
+        let metric = self
+            .encoder
+            .encode_descriptor(name, help, unit, MetricType::Gauge)?;
+        ConstGauge::new(value).encode(metric)
+    }
+
+    fn gauges<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        samples: impl IntoIterator<Item = (Labels<'a>, f64)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = self
+            .encoder
+            .encode_descriptor(name, help, unit, MetricType::Gauge)?;
+        for (labels, value) in samples {
+            ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn epoch_seconds(t: Timestamp) -> f64 {
+    t.epoch_millis() as f64 / 1000.0
+}
+
+impl Collector for SourceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Timestamp::now();
+        let states: Vec<_> = self.sources.iter().map(|s| s.progress.state()).collect();
+        let each = |f: &dyn Fn(&Source) -> u64| -> Vec<(Labels<'_>, u64)> {
+            self.sources.iter().map(|s| (labels(s), f(s))).collect()
+        };
+        let mut family = Family {
+            encoder: &mut encoder,
+        };
+
+        family.gauge(
+            "start_time",
+            "When this convsync process started (Unix time)",
+            Some(&Unit::Seconds),
+            epoch_seconds(self.started_at),
+        )?;
+        family.gauges(
+            "watermark_lag",
+            "Now minus the newest delta watermark: how far behind the provider the mirror may be",
+            Some(&Unit::Seconds),
+            self.sources
+                .iter()
+                .zip(&states)
+                .filter_map(|(s, st)| st.watermark.map(|w| (labels(s), signed_seconds(w, now)))),
+        )?;
+        family.gauges(
+            "last_success_timestamp",
+            "When the source last completed a cycle (Unix time)",
+            Some(&Unit::Seconds),
+            self.sources
+                .iter()
+                .zip(&states)
+                .filter_map(|(s, st)| st.last_success_at.map(|t| (labels(s), epoch_seconds(t)))),
+        )?;
+        family.gauges(
+            "source_ready",
+            "1 when the source completed a cycle within ready_after_intervals poll intervals",
+            None,
+            self.sources.iter().zip(&states).map(|(s, st)| {
+                let rule = ReadinessRule {
+                    poll_interval: s.schedule.poll_interval,
+                    ready_after_intervals: self.ready_after_intervals,
+                    started_at: self.started_at,
+                };
+                let ready = assess(st, rule, now).0 == SourceState::Ok;
+                (labels(s), if ready { 1.0 } else { 0.0 })
+            }),
+        )?;
+        family.counters(
+            "cycles",
+            "Cycles completed",
+            None,
+            each(&|s| s.progress.cycles.load(Relaxed)),
+        )?;
+        family.counters(
+            "pages",
+            "Pages applied to the mirror",
+            None,
+            each(&|s| s.progress.pages.load(Relaxed)),
+        )?;
+        let mut rows = Vec::new();
+        for s in &self.sources {
+            let p = &s.progress;
+            for (change, value) in [
+                ("inserted", p.inserted.load(Relaxed)),
+                ("updated", p.updated.load(Relaxed)),
+                ("unchanged", p.unchanged.load(Relaxed)),
+            ] {
+                let mut l = labels(s);
+                l.push(("change", change));
+                rows.push((l, value));
+            }
+        }
+        family.counters(
+            "rows",
+            "Rows read from providers, by what happened to the mirror row (inserted, updated, unchanged)",
+            None,
+            rows,
+        )?;
+        family.counters(
+            "rows_closed",
+            "Mirror rows marked closed by sweeps and follow-ups",
+            None,
+            each(&|s| s.progress.closed.load(Relaxed)),
+        )?;
+        family.counters(
+            "rows_deleted",
+            "Mirror rows marked deleted by sweeps",
+            None,
+            each(&|s| s.progress.deleted.load(Relaxed)),
+        )?;
+        family.counters(
+            "records_rejected",
+            "Provider records rejected as unreadable (kept out of the mirror)",
+            None,
+            each(&|s| s.progress.rejected.load(Relaxed)),
+        )?;
+        family.counters(
+            "records_late",
+            "Records that appeared later than the lookback window allows for",
+            None,
+            each(&|s| s.progress.late.load(Relaxed)),
+        )?;
+        let tallies: Vec<_> = self
+            .sources
+            .iter()
+            .map(|s| (s, s.client.tally().by_status()))
+            .collect();
+        let mut statuses: Vec<(&Source, String, u64)> = Vec::new();
+        for (s, by_status) in &tallies {
+            for (status, count) in by_status {
+                let status = if *status == 0 {
+                    "none".to_owned()
+                } else {
+                    status.to_string()
+                };
+                statuses.push((s, status, *count));
+            }
+        }
+        family.counters(
+            "requests",
+            "HTTP responses from providers by status code (status=\"none\": connection error or timeout)",
+            None,
+            statuses.iter().map(|(s, status, count)| {
+                let mut l = labels(s);
+                l.push(("status", status.as_str()));
+                (l, *count)
+            }),
+        )?;
+        family.counters(
+            "request_retries",
+            "Requests sent again after a transient failure",
+            None,
+            each(&|s| s.client.tally().retries.load(Relaxed)),
+        )?;
+        family.float_counters(
+            "rate_limit_wait",
+            "Time spent waiting for the request budget or a provider's Retry-After",
+            Some(&Unit::Seconds),
+            self.sources.iter().map(|s| {
+                (
+                    labels(s),
+                    s.client.tally().rate_limit_wait_ms.load(Relaxed) as f64 / 1000.0,
+                )
+            }),
+        )?;
+        let mut metric = encoder.encode_descriptor(
+            "cycle_duration",
+            "How long cycles took",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for s in &self.sources {
+            s.progress
+                .cycle_durations
+                .histogram()
+                .encode(metric.encode_family(&labels(s))?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `now − then` in seconds, negative when `then` is in the future (a provider clock ahead
+/// of ours), so the gauge never hides skew.
+fn signed_seconds(then: Timestamp, now: Timestamp) -> f64 {
+    (now.epoch_millis() - then.epoch_millis()) as f64 / 1000.0
+}

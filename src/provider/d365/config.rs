@@ -1,0 +1,456 @@
+//! `[sources.d365]`: what a user configures for one custom messaging channel, and the
+//! validation that turns it into an adapter plus its Entra client-credentials scheme.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::D365;
+use crate::config::{ConfigError, validate_base_url};
+use crate::http::auth::{ClientCredentials, CredentialPlacement};
+use crate::http::{AuthScheme, RateQuota};
+use crate::provider::{ProviderDefaults, ProviderKind, ProviderSetup, SetupContext};
+use crate::secret::SecretRef;
+
+/// Entra's public-cloud authority, where client-credentials tokens come from.
+const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
+
+/// The Dataverse zone of North-American organizations (`crm.dynamics.com`).
+const DEFAULT_ZONE: &str = "crm";
+
+/// The largest page the list endpoint accepts (error 30007 above it).
+pub(super) const MAX_PAGE_SIZE: u32 = 250;
+
+/// Share of the cycle's requests that message follow-ups may use by default.
+const DEFAULT_MESSAGES_SHARE: f64 = 0.1;
+
+/// Why D365 refuses short poll intervals; shown when a config asks for less.
+const MIN_POLL_REASON: &str = "Microsoft asks integrators not to use the conversations endpoint as a \
+     polling mechanism (updates are meant to reach the channel's webhook); convsync polls it only \
+     to reconcile, and sparsely";
+
+/// `[sources.d365]` settings of one custom messaging channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct D365Config {
+    /// The Messaging API host, `https://m-{org_id}.{geo}.omnichannelengagementhub.com`. The
+    /// `{geo}` part is tenant-specific and cannot be derived, so it is configured whole.
+    pub base_url: String,
+    /// The Dataverse organization id (GUID), sent as the `organization-id` header and used to
+    /// derive the token scope.
+    pub organization_id: String,
+    /// The custom channel id (`msdyn_occustommessagingchannel` record id, GUID), sent as the
+    /// `channel-id` header. The listing only shows this channel's conversations, so it is
+    /// also the mirror's `account`.
+    pub channel_id: String,
+    /// The Entra tenant (directory) id or verified domain of the app registration.
+    pub tenant_id: String,
+    /// The app registration's client (application) id.
+    pub client_id: String,
+    /// The app registration's client secret, as a reference (`{ env = ".." }`,
+    /// `{ file = ".." }` or `{ credential = ".." }`).
+    pub client_secret: SecretRef,
+    /// The Dataverse zone of the organization's datacenter (`crm` North America, `crm4`
+    /// EMEA, `crm11` UK, ...): the token scope is
+    /// `https://{organization_id without dashes}-c.{zone}.dynamics.com/.default`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The whole token scope, overriding the one derived from `organization_id` and `zone`.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The Entra authority host (sovereign clouds, tests); the token endpoint is
+    /// `{login_url}/{tenant_id}/oauth2/v2.0/token`.
+    #[serde(default)]
+    pub login_url: Option<String>,
+    /// Conversations per page (1–250; default 250, the maximum, to spend the fewest requests).
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    /// Read each active conversation's messages to fill last-activity time, last message
+    /// direction and reply state (off by default: one extra request per conversation).
+    #[serde(default)]
+    pub messages: bool,
+    /// Share (0.0–1.0) of a cycle's requests that message follow-ups may use.
+    #[serde(default)]
+    pub messages_share: Option<f64>,
+}
+
+/// Everything the adapter needs once the settings are valid.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    /// The API host (and any path prefix), ending in `/`.
+    pub base_url: Url,
+    /// `organization-id` header.
+    pub organization_id: String,
+    /// `channel-id` header and mirror account.
+    pub channel_id: String,
+    /// `PageSize` of the list calls.
+    pub page_size: u32,
+    /// Whether message follow-ups run.
+    pub messages: bool,
+    /// Share of the request budget for follow-ups.
+    pub messages_share: f64,
+}
+
+/// Validates the settings, resolves the client secret and builds the adapter.
+pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSetup>, ConfigError> {
+    let key = |field: &str| ctx.key(ProviderKind::D365, field);
+
+    let organization_id = guid(&key("organization_id"), &cfg.organization_id)?;
+    let channel_id = guid(&key("channel_id"), &cfg.channel_id)?;
+    let client_id = required(&key("client_id"), &cfg.client_id)?;
+    let tenant_id = tenant(&key("tenant_id"), &cfg.tenant_id)?;
+    let base_url = api_base(&key("base_url"), &cfg.base_url, &organization_id)?;
+    let scope = match &cfg.scope {
+        Some(scope) => required(&key("scope"), scope)?,
+        None => {
+            let zone = zone(&key("zone"), cfg.zone.as_deref().unwrap_or(DEFAULT_ZONE))?;
+            default_scope(&organization_id, &zone)
+        }
+    };
+    let login_url = validate_base_url(
+        &key("login_url"),
+        cfg.login_url.as_deref().unwrap_or(DEFAULT_LOGIN_URL),
+    )?;
+    let token_url = token_url(&key("login_url"), &login_url, &tenant_id)?;
+    let page_size = cfg.page_size.unwrap_or(MAX_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+        return Err(ConfigError::new(
+            key("page_size"),
+            format!("{page_size} is out of range: the list endpoint accepts 1 to {MAX_PAGE_SIZE}"),
+        ));
+    }
+    let messages_share = cfg.messages_share.unwrap_or(DEFAULT_MESSAGES_SHARE);
+    if !(0.0..=1.0).contains(&messages_share) {
+        return Err(ConfigError::new(
+            key("messages_share"),
+            "must be a share between 0.0 and 1.0 (0.1 = 10 % of a cycle's requests)",
+        ));
+    }
+    let client_secret = cfg.client_secret.resolve().map_err(|e| {
+        ConfigError::new(
+            key("client_secret"),
+            format!("cannot read {}: {e}", cfg.client_secret.describe()),
+        )
+    })?;
+
+    let credential_key = format!(
+        "d365:{}:{}:{}:{}",
+        token_url,
+        client_id.to_ascii_lowercase(),
+        client_secret.fingerprint(),
+        scope
+    );
+    let budget_key = format!("d365:{}:{}", base_url, organization_id);
+    let settings = Settings {
+        base_url,
+        organization_id,
+        channel_id,
+        page_size,
+        messages: cfg.messages,
+        messages_share,
+    };
+    Ok(vec![ProviderSetup {
+        provider: Arc::new(D365::new(settings)),
+        auth: AuthScheme::ClientCredentials(ClientCredentials {
+            token_url,
+            client_id,
+            client_secret,
+            scope: Some(scope),
+            placement: CredentialPlacement::FormFields,
+        }),
+        credential_key,
+        budget_key,
+        name_suffix: None,
+        defaults: defaults(),
+    }])
+}
+
+/// The defaults a D365 source starts from: sparse polling, as Microsoft asks.
+pub(super) fn defaults() -> ProviderDefaults {
+    ProviderDefaults {
+        poll_interval: Duration::from_secs(300),
+        min_poll_interval: Duration::from_secs(60),
+        min_poll_reason: MIN_POLL_REASON,
+        // "Created after" is exclusive and the service is assumed eventually consistent:
+        // re-list the last five minutes of creations every cycle.
+        lookback: Duration::from_secs(300),
+        sweep_interval: Duration::from_secs(30 * 60),
+        // Microsoft publishes no numbers; stay well below anything plausible and let 429 +
+        // Retry-After do the rest.
+        quota: Some(RateQuota {
+            requests: NonZeroU32::new(300).expect("nonzero"),
+            per: Duration::from_secs(60),
+            burst: NonZeroU32::new(10).expect("nonzero"),
+        }),
+    }
+}
+
+/// `https://{org without dashes}-c.{zone}.dynamics.com/.default`, the documented scope.
+fn default_scope(organization_id: &str, zone: &str) -> String {
+    format!(
+        "https://{}-c.{zone}.dynamics.com/.default",
+        organization_id.replace('-', "")
+    )
+}
+
+fn required(key: &str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ConfigError::new(key, "must not be empty"));
+    }
+    Ok(value.to_owned())
+}
+
+/// A GUID in its usual 8-4-4-4-12 form (braces tolerated), lower-cased.
+fn guid(key: &str, value: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim().trim_start_matches('{').trim_end_matches('}');
+    let groups: Vec<&str> = trimmed.split('-').collect();
+    let lengths_ok = groups.len() == 5
+        && groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
+    if !lengths_ok {
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?} is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+        ));
+    }
+    Ok(trimmed.to_ascii_lowercase())
+}
+
+/// A tenant is a GUID or a verified domain; either becomes a path segment of the token URL.
+fn tenant(key: &str, value: &str) -> Result<String, ConfigError> {
+    let value = required(key, value)?;
+    let valid = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !valid {
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?} is not a tenant id or domain (letters, digits, '-', '.', '_')"),
+        ));
+    }
+    Ok(value)
+}
+
+fn zone(key: &str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim().to_ascii_lowercase();
+    if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?} is not a Dataverse zone such as \"crm\", \"crm4\" or \"crm11\""),
+        ));
+    }
+    Ok(value)
+}
+
+/// The API base with a trailing slash, so that endpoint paths join below any prefix.
+fn api_base(key: &str, value: &str, organization_id: &str) -> Result<Url, ConfigError> {
+    let mut url = validate_base_url(key, value.trim())?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            key,
+            "must not carry a query string or fragment",
+        ));
+    }
+    let path = url.path().trim_end_matches('/').to_ascii_lowercase();
+    if path.ends_with("/api/v1.0/consumer") || path.contains("/api/v1.0/consumer/") {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{value:?} includes the API path: give only the host, \
+                 https://m-{{org_id}}.{{geo}}.omnichannelengagementhub.com"
+            ),
+        ));
+    }
+    if let Some(host) = url.host_str() {
+        let host = host.to_ascii_lowercase();
+        if host.ends_with(".omnichannelengagementhub.com") {
+            let expected = format!("m-{organization_id}.");
+            if !host.starts_with(&expected) {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "host {host} does not belong to organization {organization_id} \
+                         (expected m-{organization_id}.{{geo}}.omnichannelengagementhub.com)"
+                    ),
+                ));
+            }
+        }
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn token_url(key: &str, login_url: &Url, tenant_id: &str) -> Result<Url, ConfigError> {
+    let base = login_url.as_str().trim_end_matches('/');
+    Url::parse(&format!("{base}/{tenant_id}/oauth2/v2.0/token"))
+        .map_err(|e| ConfigError::new(key, format!("cannot build the token URL: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORG: &str = "0b9a3c2e-5d1f-4c7a-9e21-7f3b8d6a1c44";
+    const CHANNEL: &str = "6f0e7d12-8a4b-4b3e-b0c9-2d5e9a7c3f10";
+
+    /// A config whose client secret is a file in `dir` (when `secret` is given).
+    fn config(dir: &tempfile::TempDir, secret: Option<&str>) -> D365Config {
+        let path = dir.path().join("client-secret");
+        if let Some(secret) = secret {
+            std::fs::write(&path, secret).unwrap();
+        }
+        D365Config {
+            base_url: format!("https://m-{ORG}.us.omnichannelengagementhub.com"),
+            organization_id: ORG.to_uppercase(),
+            channel_id: CHANNEL.into(),
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "3f2b1a90-7c6d-4e5f-8a9b-0c1d2e3f4a5b".into(),
+            client_secret: SecretRef::File { file: path },
+            zone: None,
+            scope: None,
+            login_url: None,
+            page_size: None,
+            messages: false,
+            messages_share: None,
+        }
+    }
+
+    fn ctx() -> SetupContext<'static> {
+        SetupContext { key: "sources[cc]" }
+    }
+
+    /// A complete config yields Entra client credentials with the documented scope and URL.
+    #[test]
+    fn derives_scope_and_token_url_from_org_and_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&dir, Some("s3cr3t-value\n"));
+        cfg.zone = Some("CRM4".into());
+        let setups = setup(&cfg, &ctx()).unwrap();
+        let AuthScheme::ClientCredentials(cc) = &setups[0].auth else {
+            panic!("expected client credentials");
+        };
+        assert_eq!(
+            cc.scope.as_deref(),
+            Some("https://0b9a3c2e5d1f4c7a9e217f3b8d6a1c44-c.crm4.dynamics.com/.default")
+        );
+        assert_eq!(
+            cc.token_url.as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(cc.placement, CredentialPlacement::FormFields);
+        assert_eq!(cc.client_secret.expose(), "s3cr3t-value");
+        assert_eq!(setups[0].provider.account(), CHANNEL);
+        assert!(!setups[0].credential_key.contains("s3cr3t"));
+        assert!(!format!("{:?}", setups[0]).contains("s3cr3t"));
+    }
+
+    /// The default zone is `crm` and an explicit scope wins over the derived one.
+    #[test]
+    fn scope_defaults_to_crm_and_can_be_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        let derived = setup(&config(&dir, Some("x")), &ctx()).unwrap();
+        let AuthScheme::ClientCredentials(cc) = &derived[0].auth else {
+            panic!("expected client credentials");
+        };
+        assert!(
+            cc.scope
+                .as_deref()
+                .unwrap()
+                .ends_with("-c.crm.dynamics.com/.default")
+        );
+        let mut cfg = config(&dir, Some("x"));
+        cfg.scope = Some("https://custom/.default".into());
+        let explicit = setup(&cfg, &ctx()).unwrap();
+        let AuthScheme::ClientCredentials(cc) = &explicit[0].auth else {
+            panic!("expected client credentials");
+        };
+        assert_eq!(cc.scope.as_deref(), Some("https://custom/.default"));
+    }
+
+    /// A missing secret fails the start and names the full key.
+    #[test]
+    fn missing_secret_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = setup(&config(&dir, None), &ctx()).unwrap_err();
+        assert_eq!(err.key, "sources[cc].d365.client_secret");
+        assert!(err.message.contains("client-secret"), "{}", err.message);
+    }
+
+    /// Mistakes are reported against the key that holds them.
+    #[test]
+    fn invalid_values_name_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        type Mutation = Box<dyn Fn(&mut D365Config)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|c| c.organization_id = "not-a-guid".into()),
+                "organization_id",
+            ),
+            (Box::new(|c| c.channel_id = String::new()), "channel_id"),
+            (Box::new(|c| c.client_id = "  ".into()), "client_id"),
+            (Box::new(|c| c.tenant_id = "a/b".into()), "tenant_id"),
+            (Box::new(|c| c.zone = Some("crm 4".into())), "zone"),
+            (Box::new(|c| c.page_size = Some(251)), "page_size"),
+            (Box::new(|c| c.page_size = Some(0)), "page_size"),
+            (Box::new(|c| c.messages_share = Some(1.5)), "messages_share"),
+            (
+                Box::new(|c| c.base_url = "http://example.com".into()),
+                "base_url",
+            ),
+            (
+                Box::new(|c| {
+                    c.base_url = format!(
+                        "https://m-{ORG}.us.omnichannelengagementhub.com/api/v1.0/consumer/"
+                    )
+                }),
+                "base_url",
+            ),
+            (
+                Box::new(|c| {
+                    c.base_url = "https://m-11111111-2222-3333-4444-555555555555.eu.omnichannelengagementhub.com".into()
+                }),
+                "base_url",
+            ),
+            (
+                Box::new(|c| c.login_url = Some("ftp://login".into())),
+                "login_url",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let mut cfg = config(&dir, Some("x"));
+            mutate(&mut cfg);
+            let err = setup(&cfg, &ctx()).unwrap_err();
+            assert_eq!(
+                err.key,
+                format!("sources[cc].d365.{field}"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    /// Loopback URLs (the simulator) are accepted over plain http and get a trailing slash.
+    #[test]
+    fn loopback_base_url_is_accepted() {
+        let url = api_base("k", "http://127.0.0.1:8080/prefix", ORG).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/prefix/");
+    }
+
+    /// The defaults keep polling sparse, as Microsoft asks.
+    #[test]
+    fn defaults_poll_sparsely() {
+        let d = defaults();
+        assert!(d.min_poll_interval >= Duration::from_secs(60));
+        assert!(d.poll_interval >= d.min_poll_interval);
+        assert!(d.min_poll_reason.contains("webhook"));
+    }
+}

@@ -1,0 +1,443 @@
+//! Dynamics 365 Contact Center, custom-channel Messaging API.
+//!
+//! The list endpoint shows only the *active* conversations of one custom channel, each as an
+//! id and a creation time; closed and wrapped-up conversations vanish from it. So:
+//! - **delta** (every cycle): conversations created after `watermark − lookback`
+//!   (`StartTimeStamp`, sent one tick early because the filter is exclusive), 250 per page,
+//!   following `continuationtoken` with identical parameters. The order of the listing is
+//!   not documented, so the watermark (the highest creation time) moves only when the walk
+//!   completes.
+//! - **sweep** (every `sweep_interval`): the whole listing; active rows a *complete* sweep
+//!   did not return are marked closed by the engine, behind its mass-change guard. A row
+//!   listed again is reopened.
+//! - **messages** (optional follow-up): `/conversation/{id}/messages` fills last activity
+//!   and who spoke last; a 404 there is a second closure signal.
+//!
+//! Microsoft asks integrators not to poll these endpoints hard (updates are meant to reach
+//! the channel's webhook), hence the sparse defaults in [`config`].
+
+mod config;
+mod json;
+mod listing;
+mod messages;
+mod problem;
+
+use reqwest::StatusCode;
+
+pub use config::{D365Config, setup};
+
+use crate::http::{HttpResponse, RequestSpec};
+use crate::provider::{
+    Absence, DetailPage, DetailRequest, InitialSweep, Page, Provider, ProviderError, ProviderKind,
+    WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
+};
+use config::Settings;
+use listing::ListPosition;
+use messages::MessagesPosition;
+use problem::Problem;
+
+/// The follow-up kind that reads a conversation's messages.
+const MESSAGES: &str = "messages";
+
+/// The walks: a delta by creation time every cycle, and a full sweep for closures. The
+/// first delta (no watermark yet) lists everything, so the first sweep waits an interval.
+const WALKS: [WalkSpec; 2] = [
+    WalkSpec {
+        name: "delta",
+        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
+    },
+    WalkSpec {
+        name: "sweep",
+        kind: WalkKind::Sweep {
+            absence: Absence::Closed,
+            initial: InitialSweep::AfterInterval,
+        },
+    },
+];
+
+/// Headers that identify a failed request to Microsoft support; the documented one is
+/// `x-ms-correlation-id`, the others are common across Microsoft services.
+const CORRELATION_HEADERS: &[&str] = &[
+    "x-ms-correlation-id",
+    "x-ms-correlation-request-id",
+    "x-ms-request-id",
+    "x-ms-client-request-id",
+    "x-ms-service-request-id",
+    "x-correlation-id",
+    "request-id",
+    "ms-cv",
+];
+
+/// The adapter for one custom messaging channel.
+#[derive(Debug)]
+pub struct D365 {
+    settings: Settings,
+}
+
+impl D365 {
+    fn new(settings: Settings) -> Self {
+        D365 { settings }
+    }
+
+    /// Adds the two headers every Messaging API call carries besides `Authorization`.
+    fn with_channel_headers(&self, spec: RequestSpec) -> RequestSpec {
+        spec.header("channel-id", self.settings.channel_id.clone())
+            .header("organization-id", self.settings.organization_id.clone())
+    }
+}
+
+impl Provider for D365 {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::D365
+    }
+
+    fn account(&self) -> &str {
+        &self.settings.channel_id
+    }
+
+    fn walks(&self) -> &[WalkSpec] {
+        &WALKS
+    }
+
+    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        let token = match ctx.position {
+            Some(value) => Some(ListPosition::from_value(value)?.continuationtoken),
+            None => None,
+        };
+        let url = listing::list_url(
+            &self.settings.base_url,
+            walk_start(ctx)?.as_deref(),
+            self.settings.page_size,
+            token.as_deref(),
+        )?;
+        Ok(self.with_channel_headers(RequestSpec::get(url, "conversations")))
+    }
+
+    fn parse_page(
+        &self,
+        ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        // The StartTimeStamp this request carried, to be repeated on the next page.
+        let start = walk_start(ctx)?;
+        let mut page =
+            listing::parse_list(&response.body, start.as_deref(), self.settings.messages)?;
+        if self.settings.messages && matches!(ctx.walk.kind, WalkKind::Sweep { .. }) {
+            // The listing cannot tell which conversations saw new messages: a sweep re-reads
+            // every active one, within the follow-up budget.
+            page.follow_ups = page
+                .records
+                .iter()
+                .map(|r| DetailRequest {
+                    conversation_id: r.id.clone(),
+                    kind: MESSAGES.to_owned(),
+                    since: None,
+                    position: None,
+                })
+                .collect();
+        }
+        Ok(page)
+    }
+
+    fn build_detail_request(&self, detail: &DetailRequest) -> Result<RequestSpec, ProviderError> {
+        if detail.kind != MESSAGES {
+            return Err(ProviderError::UnsupportedDetail(detail.kind.clone()));
+        }
+        let (start, token) = match &detail.position {
+            Some(value) => {
+                let position = MessagesPosition::from_value(value)?;
+                (position.starttimestamp, Some(position.continuationtoken))
+            }
+            None => (detail.since.map(json::tick_before), None),
+        };
+        let url = messages::messages_url(
+            &self.settings.base_url,
+            &detail.conversation_id,
+            start.as_deref(),
+            token.as_deref(),
+        )?;
+        Ok(self
+            .with_channel_headers(RequestSpec::get(url, "messages"))
+            .allow_not_found())
+    }
+
+    fn parse_detail(
+        &self,
+        detail: &DetailRequest,
+        response: &HttpResponse,
+    ) -> Result<DetailPage, ProviderError> {
+        if detail.kind != MESSAGES {
+            return Err(ProviderError::UnsupportedDetail(detail.kind.clone()));
+        }
+        let (position, start) = match &detail.position {
+            Some(value) => {
+                let position = MessagesPosition::from_value(value)?;
+                let start = position.starttimestamp.clone();
+                (position, start)
+            }
+            None => (
+                MessagesPosition::default(),
+                detail.since.map(json::tick_before),
+            ),
+        };
+        messages::parse_messages(response.status, &response.body, &position, start.as_deref())
+    }
+
+    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
+        if status != StatusCode::BAD_REQUEST {
+            return false;
+        }
+        let problem = Problem::parse(body);
+        match problem.code {
+            Some(code) => code == problem::BAD_CONTINUATION_TOKEN,
+            // No code: recognise the documented message ("continuation token is invalid").
+            None => [&problem.title, &problem.detail, &problem.text]
+                .into_iter()
+                .flatten()
+                .any(|t| t.to_ascii_lowercase().contains("continuation")),
+        }
+    }
+
+    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
+        Problem::parse(body).describe(status)
+    }
+
+    fn correlation_headers(&self) -> &[&'static str] {
+        CORRELATION_HEADERS
+    }
+
+    fn follow_up_share(&self) -> f64 {
+        self.settings.messages_share
+    }
+}
+
+/// The `StartTimeStamp` a walk's requests carry: on a continued walk, exactly the text its
+/// first page sent (a token used with other parameters is refused, error 30009); on a
+/// first delta page, one tick before `since`; never on a sweep.
+fn walk_start(ctx: &WalkContext<'_>) -> Result<Option<String>, ProviderError> {
+    Ok(match ctx.position {
+        Some(value) => ListPosition::from_value(value)?.starttimestamp,
+        None => match ctx.walk.kind {
+            WalkKind::Delta(_) => ctx.since.map(json::tick_before),
+            WalkKind::Sweep { .. } => None,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Timestamp;
+    use bytes::Bytes;
+    use reqwest::header::HeaderMap;
+    use serde_json::json;
+
+    fn adapter(messages: bool) -> D365 {
+        D365::new(Settings {
+            base_url: url::Url::parse("https://m-org.us.omnichannelengagementhub.com/").unwrap(),
+            organization_id: "0b9a3c2e-5d1f-4c7a-9e21-7f3b8d6a1c44".into(),
+            channel_id: "6f0e7d12-8a4b-4b3e-b0c9-2d5e9a7c3f10".into(),
+            page_size: 250,
+            messages,
+            messages_share: 0.1,
+        })
+    }
+
+    fn ok(body: &str) -> HttpResponse {
+        HttpResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn header<'a>(spec: &'a RequestSpec, name: &str) -> Option<&'a str> {
+        spec.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first delta page asks from one tick before `since`, with the channel headers.
+    #[test]
+    fn delta_starts_one_tick_before_since() {
+        let d = adapter(false);
+        let since = Timestamp::parse_rfc3339("2026-03-02T09:10:03.1234567Z").unwrap();
+        let ctx = WalkContext {
+            walk: &WALKS[0],
+            since: Some(since),
+            position: None,
+        };
+        let spec = d.build_request(&ctx).unwrap();
+        assert_eq!(
+            spec.url.as_str(),
+            "https://m-org.us.omnichannelengagementhub.com/api/v1.0/consumer/conversations?StartTimeStamp=2026-03-02T09%3A10%3A03.1234566Z&PageSize=250"
+        );
+        assert_eq!(
+            header(&spec, "channel-id"),
+            Some("6f0e7d12-8a4b-4b3e-b0c9-2d5e9a7c3f10")
+        );
+        assert_eq!(
+            header(&spec, "organization-id"),
+            Some("0b9a3c2e-5d1f-4c7a-9e21-7f3b8d6a1c44")
+        );
+        assert!(!spec.allow_not_found);
+    }
+
+    /// A continued walk repeats the first page's `StartTimeStamp` and page size exactly and
+    /// adds the token.
+    #[test]
+    fn next_pages_repeat_the_parameters() {
+        let d = adapter(false);
+        let since = Timestamp::parse_rfc3339("2026-03-02T09:10:03.1234567Z").unwrap();
+        let first = WalkContext {
+            walk: &WALKS[0],
+            since: Some(since),
+            position: None,
+        };
+        let page = d
+            .parse_page(
+                &first,
+                &ok(r#"{"conversations":[],"continuationtoken":"tok-1"}"#),
+            )
+            .unwrap();
+        let next = page.next.unwrap();
+        let ctx = WalkContext {
+            walk: &WALKS[0],
+            // Even if the engine's bound moved, the walk keeps its own.
+            since: Some(Timestamp::now()),
+            position: Some(&next),
+        };
+        let spec = d.build_request(&ctx).unwrap();
+        assert_eq!(
+            spec.url.query(),
+            Some(
+                "StartTimeStamp=2026-03-02T09%3A10%3A03.1234566Z&PageSize=250&ContinuationToken=tok-1"
+            )
+        );
+        let again = d
+            .parse_page(
+                &ctx,
+                &ok(r#"{"conversations":[],"continuationtoken":"tok-2"}"#),
+            )
+            .unwrap();
+        assert_eq!(
+            again.next,
+            Some(
+                json!({"continuationtoken": "tok-2", "starttimestamp": "2026-03-02T09:10:03.1234566Z"})
+            )
+        );
+    }
+
+    /// Sweeps and first deltas list everything: no `StartTimeStamp`.
+    #[test]
+    fn sweeps_list_everything() {
+        let d = adapter(false);
+        for (walk, since) in [(&WALKS[1], Some(Timestamp::now())), (&WALKS[0], None)] {
+            let ctx = WalkContext {
+                walk,
+                since,
+                position: None,
+            };
+            assert_eq!(
+                d.build_request(&ctx).unwrap().url.query(),
+                Some("PageSize=250")
+            );
+        }
+    }
+
+    /// With messages on, new rows ask for a follow-up and sweeps re-read every active one.
+    #[test]
+    fn messages_follow_ups_are_queued() {
+        let body = r#"{"conversations":[{"conversationid":"a","timestamp":"2026-03-02T09:15:03.1234567Z"}]}"#;
+        let sweep = WalkContext {
+            walk: &WALKS[1],
+            since: None,
+            position: None,
+        };
+        let delta = WalkContext {
+            walk: &WALKS[0],
+            since: None,
+            position: None,
+        };
+        let on = adapter(true);
+        let page = on.parse_page(&sweep, &ok(body)).unwrap();
+        assert_eq!(page.follow_ups.len(), 1);
+        assert_eq!(page.follow_ups[0].kind, "messages");
+        assert_eq!(page.records[0].detail_on_activity, Some("messages"));
+        assert!(
+            on.parse_page(&delta, &ok(body))
+                .unwrap()
+                .follow_ups
+                .is_empty()
+        );
+        let off = adapter(false);
+        let page = off.parse_page(&sweep, &ok(body)).unwrap();
+        assert!(page.follow_ups.is_empty() && page.records[0].detail_on_activity.is_none());
+    }
+
+    /// The messages request starts one tick before the known activity and lets 404 through.
+    #[test]
+    fn messages_request_uses_since_and_allows_404() {
+        let d = adapter(true);
+        let detail = DetailRequest {
+            conversation_id: "0b9a3c2e".into(),
+            kind: "messages".into(),
+            since: Some(Timestamp::parse_rfc3339("2025-04-15T12:38:00Z").unwrap()),
+            position: None,
+        };
+        let spec = d.build_detail_request(&detail).unwrap();
+        assert_eq!(
+            spec.url.path(),
+            "/api/v1.0/consumer/conversation/0b9a3c2e/messages"
+        );
+        assert_eq!(
+            spec.url.query(),
+            Some("StartTimeStamp=2025-04-15T12%3A37%3A59.9999999Z&PageSize=100")
+        );
+        assert!(spec.allow_not_found);
+        assert_eq!(
+            header(&spec, "channel-id"),
+            Some("6f0e7d12-8a4b-4b3e-b0c9-2d5e9a7c3f10")
+        );
+        let other = DetailRequest {
+            kind: "items".into(),
+            ..detail
+        };
+        assert!(matches!(
+            d.build_detail_request(&other),
+            Err(ProviderError::UnsupportedDetail(_))
+        ));
+    }
+
+    /// Only a 400 about the continuation token restarts the walk.
+    #[test]
+    fn position_rejection_is_error_30009() {
+        let d = adapter(false);
+        assert!(d.is_position_rejected(
+            StatusCode::BAD_REQUEST,
+            br#"{"title":"Bad Request","errorCode":30009}"#
+        ));
+        assert!(d.is_position_rejected(
+            StatusCode::BAD_REQUEST,
+            br#"{"title":"Bad Request","detail":"The provided continuation token is invalid."}"#
+        ));
+        assert!(!d.is_position_rejected(StatusCode::BAD_REQUEST, br#"{"errorCode":30006}"#));
+        assert!(!d.is_position_rejected(StatusCode::NOT_FOUND, br#"{"errorCode":30009}"#));
+    }
+
+    /// Error descriptions read problem details and name the documented code.
+    #[test]
+    fn errors_are_described_from_problem_details() {
+        let d = adapter(false);
+        let line = d.describe_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"title":"Bad Request","status":400,"detail":"PageSize must be between 1 and 250","errorCode":30007}"#,
+        );
+        assert_eq!(
+            line,
+            "Bad Request: PageSize must be between 1 and 250: error 30007: the conversation page size must be null or between 1 and 250"
+        );
+        assert!(d.correlation_headers().contains(&"x-ms-correlation-id"));
+    }
+}

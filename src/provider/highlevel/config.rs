@@ -1,0 +1,527 @@
+//! `[sources.highlevel]`: which locations to mirror and how to authenticate to each.
+//!
+//! HighLevel scopes everything by location (sub-account): the search needs a `locationId`,
+//! rate limits apply per app per location, and both kinds of credential belong to one
+//! location — a Private Integration Token is created inside a sub-account, and an OAuth
+//! refresh token comes from installing an app into one. A source therefore lists its
+//! locations, each with its own credential or sharing the source-level one, and becomes
+//! one running source per location (`name/locationId` when there are several), each with
+//! its own cursor and its own request budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::HighLevel;
+use crate::config::{ConfigError, validate_base_url};
+use crate::http::auth::RotatingRefresh;
+use crate::http::{AuthScheme, RateQuota};
+use crate::provider::{ProviderDefaults, ProviderKind, ProviderSetup, SetupContext};
+use crate::secret::{Secret, SecretRef};
+
+/// The production API host.
+pub const DEFAULT_BASE_URL: &str = "https://services.leadconnectorhq.com";
+/// Rows per page unless configured.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest `page_size` accepted; HighLevel documents no maximum and is known to honour
+/// 100, so anything larger is only a request that the server may clamp.
+const MAX_PAGE_SIZE: u32 = 1000;
+
+/// `[sources.highlevel]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HighLevelConfig {
+    /// API base URL; default `https://services.leadconnectorhq.com`. The token endpoint is
+    /// `<base_url>/oauth/token`. Plain http is accepted only for loopback addresses.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Conversations per search request (`limit`), 1–1000, default 100. Larger pages mean
+    /// fewer requests per sweep; a server that clamps the value is detected.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// The location (sub-account) id, for a source that mirrors one location. Use either
+    /// this or `locations`.
+    #[serde(default)]
+    pub location_id: Option<String>,
+    /// Several locations mirrored by this source, each becoming its own source
+    /// `name/locationId` with its own cursor and rate-limit budget.
+    #[serde(default)]
+    pub locations: Vec<LocationConfig>,
+    /// Private Integration Token used by every location that has no credential of its own.
+    #[serde(default)]
+    pub private_integration_token: Option<SecretRef>,
+    /// OAuth refresh token of the app's installation in the location, when the source has
+    /// exactly one location. Used only until the database holds a newer one: HighLevel
+    /// returns a new refresh token on every refresh and invalidates the old one.
+    #[serde(default)]
+    pub refresh_token: Option<SecretRef>,
+    /// OAuth app (marketplace) client id; required when any location uses a refresh token.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// OAuth app client secret; required when any location uses a refresh token.
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+}
+
+/// One entry of `locations`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationConfig {
+    /// The location (sub-account) id.
+    pub id: String,
+    /// This location's Private Integration Token (overrides the source-level credential).
+    #[serde(default)]
+    pub private_integration_token: Option<SecretRef>,
+    /// The OAuth refresh token of the app's installation in this location (overrides the
+    /// source-level credential; needs `client_id` and `client_secret`).
+    #[serde(default)]
+    pub refresh_token: Option<SecretRef>,
+}
+
+fn default_page_size() -> u32 {
+    DEFAULT_PAGE_SIZE
+}
+
+/// The documented defaults: HighLevel's burst limit of 100 requests per 10 s, evenly
+/// spaced, which never exceeds a fixed window.
+fn defaults() -> ProviderDefaults {
+    ProviderDefaults {
+        poll_interval: Duration::from_secs(60),
+        min_poll_interval: Duration::from_secs(10),
+        min_poll_reason: "every cycle costs at least one search request per location, from a \
+                          burst budget of 100 requests per 10 s that the app shares with its \
+                          other uses",
+        lookback: Duration::from_secs(5 * 60),
+        sweep_interval: Duration::from_secs(30 * 60),
+        quota: Some(RateQuota {
+            requests: std::num::NonZeroU32::new(100).unwrap_or(std::num::NonZeroU32::MIN),
+            per: Duration::from_secs(10),
+            burst: std::num::NonZeroU32::MIN,
+        }),
+    }
+}
+
+/// A credential, resolved.
+enum Credential {
+    PrivateIntegrationToken(Secret),
+    RefreshToken(Secret),
+}
+
+/// Validates the settings, resolves the secrets and builds one adapter per location.
+pub fn setup(
+    cfg: &HighLevelConfig,
+    ctx: &SetupContext<'_>,
+) -> Result<Vec<ProviderSetup>, ConfigError> {
+    let key = |field: &str| ctx.key(ProviderKind::Highlevel, field);
+    let base_url = validate_base_url(
+        &key("base_url"),
+        cfg.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
+    )?;
+    let search_url = join(&base_url, "conversations/search", &key("base_url"))?;
+    let token_url = join(&base_url, "oauth/token", &key("base_url"))?;
+    if !(1..=MAX_PAGE_SIZE).contains(&cfg.page_size) {
+        return Err(ConfigError::new(
+            key("page_size"),
+            format!(
+                "{} is out of range: expected 1 to {MAX_PAGE_SIZE} (100 is known to work)",
+                cfg.page_size
+            ),
+        ));
+    }
+    let locations = locations(cfg, &key)?;
+    let shared_pit = resolve(
+        &cfg.private_integration_token,
+        &key("private_integration_token"),
+    )?;
+    let shared_refresh = resolve(&cfg.refresh_token, &key("refresh_token"))?;
+    if shared_pit.is_some() && shared_refresh.is_some() {
+        return Err(ConfigError::new(
+            key("refresh_token"),
+            "set either private_integration_token or refresh_token, not both",
+        ));
+    }
+    if shared_refresh.is_some() && locations.len() > 1 {
+        return Err(ConfigError::new(
+            key("refresh_token"),
+            "a refresh token belongs to one location's app installation: give each entry of \
+             `locations` its own refresh_token",
+        ));
+    }
+    let mut oauth_app: Option<(String, Secret)> = None;
+    let mut setups = Vec::with_capacity(locations.len());
+    for (location, entry_key, own) in locations {
+        let own_pit = resolve(&own.0, &format!("{entry_key}.private_integration_token"))?;
+        let own_refresh = resolve(&own.1, &format!("{entry_key}.refresh_token"))?;
+        let credential = match (own_pit, own_refresh) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{entry_key}.refresh_token"),
+                    "set either private_integration_token or refresh_token, not both",
+                ));
+            }
+            (Some(pit), None) => Credential::PrivateIntegrationToken(pit),
+            (None, Some(refresh)) => Credential::RefreshToken(refresh),
+            (None, None) => match (&shared_pit, &shared_refresh) {
+                (Some(pit), _) => Credential::PrivateIntegrationToken(pit.clone()),
+                (None, Some(refresh)) => Credential::RefreshToken(refresh.clone()),
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        key("private_integration_token"),
+                        format!(
+                            "location {location} has no credential: set private_integration_token \
+                             (a Private Integration Token of the sub-account) or refresh_token \
+                             with client_id and client_secret (an OAuth app installed in it)"
+                        ),
+                    ));
+                }
+            },
+        };
+        let (auth, credential_key, budget_key) = match credential {
+            Credential::PrivateIntegrationToken(token) => {
+                let fingerprint = token.fingerprint();
+                (
+                    AuthScheme::Bearer(token),
+                    format!("highlevel/pit/{fingerprint}"),
+                    format!("highlevel/pit/{fingerprint}/{location}"),
+                )
+            }
+            Credential::RefreshToken(refresh) => {
+                let (client_id, client_secret) = match &oauth_app {
+                    Some(app) => app.clone(),
+                    None => {
+                        let app = oauth_client(cfg, &key)?;
+                        oauth_app = Some(app.clone());
+                        app
+                    }
+                };
+                // The initial token's fingerprint is part of the key: a new refresh token
+                // in the config (after a re-install) starts a new chain instead of being
+                // ignored in favour of the stored, dead one.
+                let vault_key = format!(
+                    "highlevel/oauth/{client_id}/{location}/{}",
+                    refresh.fingerprint()
+                );
+                (
+                    AuthScheme::RotatingRefresh(RotatingRefresh {
+                        token_url: token_url.clone(),
+                        client_id: client_id.clone(),
+                        client_secret,
+                        initial_refresh_token: refresh,
+                        extra_form: vec![("user_type".to_owned(), "Location".to_owned())],
+                        vault_key: vault_key.clone(),
+                    }),
+                    vault_key,
+                    format!("highlevel/app/{client_id}/{location}"),
+                )
+            }
+        };
+        setups.push(ProviderSetup {
+            provider: Arc::new(HighLevel::new(
+                location.clone(),
+                search_url.clone(),
+                cfg.page_size,
+            )),
+            auth,
+            credential_key,
+            budget_key,
+            name_suffix: Some(location),
+            defaults: defaults(),
+        });
+    }
+    Ok(setups)
+}
+
+/// A location id, the key its errors are reported under, and its own credential refs.
+type LocationEntry = (String, String, (Option<SecretRef>, Option<SecretRef>));
+
+/// The configured locations, checked: one of `location_id` / `locations`, ids non-empty,
+/// without spaces, and unique.
+fn locations(
+    cfg: &HighLevelConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<LocationEntry>, ConfigError> {
+    let entries: Vec<LocationEntry> = match (&cfg.location_id, cfg.locations.is_empty()) {
+        (Some(_), false) => {
+            return Err(ConfigError::new(
+                key("locations"),
+                "set either location_id (one location) or locations (several), not both",
+            ));
+        }
+        (None, true) => {
+            return Err(ConfigError::new(
+                key("location_id"),
+                "missing: set location_id (the sub-account id) or a locations list",
+            ));
+        }
+        (Some(id), true) => vec![(id.clone(), key("location_id"), (None, None))],
+        (None, false) => cfg
+            .locations
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                (
+                    l.id.clone(),
+                    key(&format!("locations[{i}]")),
+                    (l.private_integration_token.clone(), l.refresh_token.clone()),
+                )
+            })
+            .collect(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (id, entry_key, _) in &entries {
+        if id.trim().is_empty() || id.contains(char::is_whitespace) || id.contains('/') {
+            return Err(ConfigError::new(
+                entry_key.clone(),
+                format!(
+                    "{id:?} is not a location id (expected the sub-account id, e.g. ve9EPM428kjkvShlRW1KT)"
+                ),
+            ));
+        }
+        if !seen.insert(id.clone()) {
+            return Err(ConfigError::new(
+                entry_key.clone(),
+                format!("location {id} is listed twice"),
+            ));
+        }
+    }
+    Ok(entries)
+}
+
+fn oauth_client(
+    cfg: &HighLevelConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(String, Secret), ConfigError> {
+    let client_id = cfg
+        .client_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                key("client_id"),
+                "missing: a refresh token needs the OAuth app's client_id",
+            )
+        })?;
+    let secret_key = key("client_secret");
+    let client_secret = resolve(&cfg.client_secret, &secret_key)?.ok_or_else(|| {
+        ConfigError::new(
+            secret_key,
+            "missing: a refresh token needs the OAuth app's client_secret",
+        )
+    })?;
+    Ok((client_id.to_owned(), client_secret))
+}
+
+fn resolve(reference: &Option<SecretRef>, key: &str) -> Result<Option<Secret>, ConfigError> {
+    reference
+        .as_ref()
+        .map(|r| {
+            r.resolve()
+                .map_err(|e| ConfigError::new(key, e.to_string()))
+        })
+        .transpose()
+}
+
+/// `base` + `path`, keeping any path prefix of the base URL (a proxy, the simulator).
+fn join(base: &Url, path: &str, key: &str) -> Result<Url, ConfigError> {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let with_slash = format!("{}/", base.path());
+        base.set_path(&with_slash);
+    }
+    base.set_query(None);
+    base.join(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot build the {path} URL: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> SetupContext<'static> {
+        SetupContext { key: "sources[hl]" }
+    }
+
+    fn parse(toml_text: &str) -> HighLevelConfig {
+        use figment::providers::{Format, Toml};
+        figment::Figment::from(Toml::string(toml_text))
+            .extract()
+            .unwrap()
+    }
+
+    /// Secret files for one test, referenced as `{ file = "..." }`.
+    struct SecretFiles(tempfile::TempDir);
+
+    impl SecretFiles {
+        fn new() -> Self {
+            SecretFiles(tempfile::tempdir().unwrap())
+        }
+
+        fn add(&self, name: &str, value: &str) -> String {
+            let path = self.0.path().join(name);
+            std::fs::write(&path, value).unwrap();
+            format!("{{ file = \"{}\" }}", path.display())
+        }
+    }
+
+    fn err(cfg: &HighLevelConfig) -> ConfigError {
+        match setup(cfg, &ctx()) {
+            Ok(_) => panic!("expected a config error"),
+            Err(e) => e,
+        }
+    }
+
+    /// One location with a Private Integration Token: a static bearer, the production
+    /// URL, its own budget.
+    #[test]
+    fn single_location_with_a_private_integration_token() {
+        let files = SecretFiles::new();
+        let pit = files.add("pit", "pit-123");
+        let cfg = parse(&format!(
+            "location_id = \"locA\"\nprivate_integration_token = {pit}"
+        ));
+        let setups = setup(&cfg, &ctx()).unwrap();
+        assert_eq!(setups.len(), 1);
+        let s = &setups[0];
+        assert!(matches!(&s.auth, AuthScheme::Bearer(t) if t.expose() == "pit-123"));
+        assert_eq!(s.provider.account(), "locA");
+        assert_eq!(s.name_suffix.as_deref(), Some("locA"));
+        assert!(s.budget_key.ends_with("/locA"));
+        assert!(!s.credential_key.contains("pit-123") && !s.budget_key.contains("pit-123"));
+        assert_eq!(s.defaults.quota.unwrap().requests.get(), 100);
+    }
+
+    /// Several locations with their own credentials get separate budgets; an OAuth one
+    /// rotates through the token endpoint under the base URL, as a Location token.
+    #[test]
+    fn several_locations_with_mixed_credentials() {
+        let files = SecretFiles::new();
+        let pit = files.add("pit", "pit-a");
+        let refresh = files.add("refresh", "rt-b");
+        let secret = files.add("secret", "shh");
+        let cfg = parse(&format!(
+            "base_url = \"http://127.0.0.1:4000/api\"\nclient_id = \"app-1\"\nclient_secret = {secret}\n\
+             [[locations]]\nid = \"locA\"\nprivate_integration_token = {pit}\n\
+             [[locations]]\nid = \"locB\"\nrefresh_token = {refresh}\n"
+        ));
+        let setups = setup(&cfg, &ctx()).unwrap();
+        assert_eq!(setups.len(), 2);
+        assert_ne!(setups[0].budget_key, setups[1].budget_key);
+        match &setups[1].auth {
+            AuthScheme::RotatingRefresh(rr) => {
+                assert_eq!(
+                    rr.token_url.as_str(),
+                    "http://127.0.0.1:4000/api/oauth/token"
+                );
+                assert_eq!(rr.client_id, "app-1");
+                assert_eq!(rr.initial_refresh_token.expose(), "rt-b");
+                assert_eq!(
+                    rr.extra_form,
+                    vec![("user_type".to_owned(), "Location".to_owned())]
+                );
+                assert!(rr.vault_key.contains("locB") && !rr.vault_key.contains("rt-b"));
+            }
+            other => panic!("expected OAuth, got {other:?}"),
+        }
+    }
+
+    /// Mistakes fail at start naming the offending key.
+    #[test]
+    fn mistakes_name_the_key() {
+        let files = SecretFiles::new();
+        let pit = files.add("pit", "pit");
+        let refresh = files.add("refresh", "rt");
+        let cases = [
+            (format!("private_integration_token = {pit}"), "sources[hl].highlevel.location_id"),
+            ("location_id = \"locA\"".to_owned(), "sources[hl].highlevel.private_integration_token"),
+            (format!("location_id = \"locA\"\nrefresh_token = {refresh}"), "sources[hl].highlevel.client_id"),
+            (
+                format!("refresh_token = {refresh}\nclient_id = \"a\"\nclient_secret = {pit}\nlocations = [{{ id = \"a\" }}, {{ id = \"b\" }}]"),
+                "sources[hl].highlevel.refresh_token",
+            ),
+            (
+                format!("private_integration_token = {pit}\nlocations = [{{ id = \"a\" }}, {{ id = \"a\" }}]"),
+                "sources[hl].highlevel.locations[1]",
+            ),
+            (format!("location_id = \"a b\"\nprivate_integration_token = {pit}"), "sources[hl].highlevel.location_id"),
+            (format!("location_id = \"a\"\npage_size = 0\nprivate_integration_token = {pit}"), "sources[hl].highlevel.page_size"),
+            (
+                format!("location_id = \"a\"\nbase_url = \"http://example.com\"\nprivate_integration_token = {pit}"),
+                "sources[hl].highlevel.base_url",
+            ),
+            (
+                "location_id = \"a\"\nprivate_integration_token = { env = \"HL_TEST_UNSET_VARIABLE\" }".to_owned(),
+                "sources[hl].highlevel.private_integration_token",
+            ),
+        ];
+        for (text, expected_key) in cases {
+            let e = err(&parse(&text));
+            assert_eq!(e.key, expected_key, "{text}: {e}");
+        }
+    }
+
+    /// Secrets never reach a setup's Debug output.
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let files = SecretFiles::new();
+        let refresh = files.add("refresh", "rt-very-secret");
+        let secret = files.add("secret", "client-very-secret");
+        let cfg = parse(&format!(
+            "location_id = \"locA\"\nrefresh_token = {refresh}\nclient_id = \"app\"\nclient_secret = {secret}"
+        ));
+        let text = format!("{:?}", setup(&cfg, &ctx()).unwrap());
+        assert!(!text.contains("very-secret"), "{text}");
+    }
+
+    /// The documented multi-location file loads through the real config path into one
+    /// source per location, named `NAME/<locationId>`, with HighLevel's defaults.
+    #[test]
+    fn documented_multi_location_file_loads() {
+        let files = SecretFiles::new();
+        let secret = files.add("secret", "client-secret");
+        let refresh = files.add("refresh", "rt-1");
+        let pit = files.add("pit", "pit-2");
+        let path = files.0.path().join("convsync.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[sources]]\nname = \"hl\"\nprovider = \"highlevel\"\n\n\
+                 [sources.highlevel]\nclient_id = \"app-1\"\nclient_secret = {secret}\n\n\
+                 [[sources.highlevel.locations]]\nid = \"ve9EPM428kjkvShlRW1KT\"\nrefresh_token = {refresh}\n\n\
+                 [[sources.highlevel.locations]]\nid = \"l1C08ntBrFjLS0elLIYU\"\nprivate_integration_token = {pit}\n"
+            ),
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        let names: Vec<_> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["hl/ve9EPM428kjkvShlRW1KT", "hl/l1C08ntBrFjLS0elLIYU"]
+        );
+        let first = &config.sources[0];
+        assert_eq!(first.schedule.sweep_interval, Duration::from_secs(1800));
+        assert_eq!(first.quota.unwrap().per, Duration::from_secs(10));
+        assert!(matches!(first.setup.auth, AuthScheme::RotatingRefresh(_)));
+        assert!(matches!(
+            config.sources[1].setup.auth,
+            AuthScheme::Bearer(_)
+        ));
+    }
+
+    /// The URLs keep a base path and drop a trailing slash or query.
+    #[test]
+    fn urls_are_joined_under_the_base() {
+        let base = Url::parse("https://services.leadconnectorhq.com").unwrap();
+        assert_eq!(
+            join(&base, "conversations/search", "k").unwrap().as_str(),
+            "https://services.leadconnectorhq.com/conversations/search"
+        );
+        let base = Url::parse("http://127.0.0.1:9/prefix/?x=1").unwrap();
+        assert_eq!(
+            join(&base, "oauth/token", "k").unwrap().as_str(),
+            "http://127.0.0.1:9/prefix/oauth/token"
+        );
+    }
+}

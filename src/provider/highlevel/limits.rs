@@ -1,0 +1,138 @@
+//! HighLevel's rate-limit headers, turned into pauses of the location's request budget.
+//!
+//! HighLevel limits each app per location to a burst window (100 requests per 10 s) and a
+//! daily quota (200,000), and reports both on every response. The engine already spaces
+//! requests by the configured quota; these headers add what it cannot know: other
+//! integrations of the same app spending the same budget, and the daily quota.
+
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Days, Utc};
+use reqwest::header::{DATE, HeaderMap};
+
+use crate::provider::Pause;
+
+/// Requests left in the current burst window.
+const BURST_REMAINING: &str = "x-ratelimit-remaining";
+/// Length of the burst window in milliseconds.
+const BURST_INTERVAL_MS: &str = "x-ratelimit-interval-milliseconds";
+/// Requests left today.
+const DAILY_REMAINING: &str = "x-ratelimit-daily-remaining";
+
+/// The burst window when the response does not state it.
+const DEFAULT_BURST_WINDOW: Duration = Duration::from_secs(10);
+/// Shortest pause for an exhausted daily quota, so a reset estimated a moment away does
+/// not turn into a burst of refused requests.
+const MIN_DAILY_PAUSE: Duration = Duration::from_secs(60);
+
+/// The pause the headers of a successful response ask for, if any.
+///
+/// An exhausted daily quota pauses the location until the next midnight UTC
+/// (**ASSUMPTION**: HighLevel does not document when the day resets), measured on the
+/// server's `Date` header when present so that local clock skew does not matter. An
+/// exhausted burst window pauses for the window's length.
+pub(super) fn pacing(headers: &HeaderMap) -> Option<Pause> {
+    if number(headers, DAILY_REMAINING) == Some(0) {
+        let now = server_time(headers).unwrap_or_else(Utc::now);
+        return Some(Pause {
+            wait: until_next_utc_midnight(now).max(MIN_DAILY_PAUSE),
+            reason: "highlevel daily quota exhausted",
+        });
+    }
+    if number(headers, BURST_REMAINING) == Some(0) {
+        let wait = number(headers, BURST_INTERVAL_MS)
+            .filter(|ms| *ms > 0)
+            .map_or(DEFAULT_BURST_WINDOW, Duration::from_millis);
+        return Some(Pause {
+            wait,
+            reason: "highlevel burst window exhausted",
+        });
+    }
+    None
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn server_time(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let text = headers.get(DATE)?.to_str().ok()?;
+    let at: SystemTime = httpdate::parse_http_date(text).ok()?;
+    Some(DateTime::<Utc>::from(at))
+}
+
+fn until_next_utc_midnight(now: DateTime<Utc>) -> Duration {
+    let next = now
+        .date_naive()
+        .checked_add_days(Days::new(1))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc());
+    next.and_then(|n| (n - now).to_std().ok())
+        .unwrap_or(Duration::from_secs(24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    /// Budget left in both windows: no pause.
+    #[test]
+    fn remaining_budget_means_no_pause() {
+        let h = headers(&[
+            ("X-RateLimit-Remaining", "57"),
+            ("X-RateLimit-Interval-Milliseconds", "10000"),
+            ("X-RateLimit-Daily-Remaining", "199000"),
+        ]);
+        assert_eq!(pacing(&h), None);
+        assert_eq!(pacing(&HeaderMap::new()), None);
+    }
+
+    /// An exhausted burst window pauses for the window the headers state.
+    #[test]
+    fn exhausted_burst_window_pauses_for_its_interval() {
+        let h = headers(&[
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Interval-Milliseconds", "2500"),
+        ]);
+        assert_eq!(pacing(&h).unwrap().wait, Duration::from_millis(2500));
+        let h = headers(&[("X-RateLimit-Remaining", "0")]);
+        assert_eq!(pacing(&h).unwrap().wait, DEFAULT_BURST_WINDOW);
+    }
+
+    /// An exhausted daily quota pauses until midnight UTC by the server's clock.
+    #[test]
+    fn exhausted_daily_quota_pauses_until_server_midnight() {
+        let h = headers(&[
+            ("X-RateLimit-Daily-Remaining", "0"),
+            ("X-RateLimit-Remaining", "0"),
+            ("Date", "Mon, 02 Mar 2026 21:00:00 GMT"),
+        ]);
+        let pause = pacing(&h).unwrap();
+        assert_eq!(pause.wait, Duration::from_secs(3 * 3600));
+        assert!(pause.reason.contains("daily"));
+        let h = headers(&[
+            ("X-RateLimit-Daily-Remaining", "0"),
+            ("Date", "Mon, 02 Mar 2026 23:59:59 GMT"),
+        ]);
+        assert_eq!(pacing(&h).unwrap().wait, MIN_DAILY_PAUSE);
+    }
+
+    /// Unreadable header values are ignored, never a panic.
+    #[test]
+    fn garbage_headers_are_ignored() {
+        let h = headers(&[
+            ("X-RateLimit-Remaining", "none"),
+            ("X-RateLimit-Daily-Remaining", "-1"),
+        ]);
+        assert_eq!(pacing(&h), None);
+    }
+}

@@ -1,0 +1,440 @@
+//! HighLevel (LeadConnector) API v2: mirrors the conversations of one location
+//! (sub-account) through `GET /conversations/search`.
+//!
+//! The search has one useful order, `sortBy=last_message_date` newest first, one cursor,
+//! `startAfterDate` (the sort value to continue after, epoch ms), and no "updated since"
+//! filter. Two walks share it:
+//!
+//! - **delta**, every cycle: newest first down to `watermark − lookback`, where the
+//!   watermark is the greatest `lastMessageDate` of a completed walk. It sees every new
+//!   message, because a message moves its conversation to the top.
+//! - **sweep**, every `sweep_interval`: the whole listing, then a second look at the top
+//!   (see [`keyset`]). Read/unread, starring, reassignment and contact edits do not move
+//!   `lastMessageDate`, so only the sweep refreshes them; conversations it does not list
+//!   are marked deleted, behind the engine's mass-change guard.
+//!
+//! How ties on `lastMessageDate` across page boundaries are kept is described in
+//! [`keyset`]. Every request carries `Version: 2021-04-15`; authentication (a Private
+//! Integration Token or OAuth with rotating refresh tokens) is configured in [`config`].
+
+mod config;
+mod conversation;
+mod errors;
+mod keyset;
+mod limits;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use url::Url;
+
+pub use config::{DEFAULT_BASE_URL, HighLevelConfig, LocationConfig, setup};
+
+use self::conversation::DateField;
+use self::keyset::{PageShape, Position, Role};
+use crate::http::{HttpResponse, RequestSpec};
+use crate::provider::{
+    Absence, InitialSweep, Page, Pause, Provider, ProviderError, ProviderKind, WalkContext,
+    WalkKind, WalkSpec, WatermarkAdvance,
+};
+use crate::time::Timestamp;
+
+/// The API version every request must name (the spec's only allowed value).
+pub const API_VERSION: &str = "2021-04-15";
+
+/// The walks: the delta first (cheap, every cycle), then the sweep when it is due.
+const WALKS: [WalkSpec; 2] = [
+    WalkSpec {
+        name: "delta",
+        // Newest first: everything below the page's oldest row is unseen until the walk
+        // ends, so the watermark moves only then.
+        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
+    },
+    WalkSpec {
+        name: "sweep",
+        kind: WalkKind::Sweep {
+            absence: Absence::Deleted,
+            // The first delta, without a watermark, already lists everything.
+            initial: InitialSweep::AfterInterval,
+        },
+    },
+];
+
+/// The adapter for one location.
+#[derive(Debug)]
+pub struct HighLevel {
+    location_id: String,
+    search_url: Url,
+    page_size: u32,
+}
+
+impl HighLevel {
+    /// An adapter reading `location_id` through `search_url` (`…/conversations/search`),
+    /// `page_size` conversations per request.
+    pub fn new(location_id: String, search_url: Url, page_size: u32) -> Self {
+        HighLevel {
+            location_id,
+            search_url,
+            page_size,
+        }
+    }
+}
+
+/// `SendConversationResponseDto`: the items are kept raw so each record holds its JSON as
+/// received.
+#[derive(Deserialize)]
+struct SearchResponse<'a> {
+    #[serde(borrow)]
+    conversations: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    total: Option<Value>,
+}
+
+fn role(ctx: &WalkContext<'_>) -> Role {
+    match ctx.walk.kind {
+        WalkKind::Delta(_) => Role::Delta {
+            since_ms: ctx.since.map(Timestamp::epoch_millis),
+        },
+        WalkKind::Sweep { .. } => Role::Sweep,
+    }
+}
+
+fn total_of(value: Option<&Value>) -> Option<u64> {
+    match value? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+impl Provider for HighLevel {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Highlevel
+    }
+
+    fn account(&self) -> &str {
+        &self.location_id
+    }
+
+    fn walks(&self) -> &[WalkSpec] {
+        &WALKS
+    }
+
+    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        let position = Position::from_cursor(ctx.position)?;
+        let mut url = self.search_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("locationId", &self.location_id)
+                .append_pair("sortBy", "last_message_date")
+                .append_pair("sort", "desc")
+                .append_pair("status", "all")
+                .append_pair("limit", &self.page_size.to_string());
+            if let Some(after) = position.after {
+                query.append_pair("startAfterDate", &after.to_string());
+            }
+        }
+        Ok(RequestSpec::get(url, "search")
+            .header("Version", API_VERSION)
+            .header("Accept", "application/json"))
+    }
+
+    fn parse_page(
+        &self,
+        ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        let position = Position::from_cursor(ctx.position)?;
+        let body: SearchResponse<'_> = serde_json::from_slice(&response.body)
+            .map_err(|e| ProviderError::Malformed(format!("search response: {e}")))?;
+        let Some(items) = body.conversations else {
+            // `null` is read as empty; a missing key is not a search response at all.
+            let has_key = serde_json::from_slice::<serde_json::Map<String, Value>>(&response.body)
+                .is_ok_and(|m| m.contains_key("conversations"));
+            if has_key {
+                return self.finish(ctx, &position, Page::default(), PageShape::default());
+            }
+            return Err(ProviderError::Malformed(
+                "search response without a `conversations` array".into(),
+            ));
+        };
+        let mut page = Page::default();
+        let mut shape = PageShape {
+            rows: items.len(),
+            dates: Vec::with_capacity(items.len()),
+            total: total_of(body.total.as_ref()),
+        };
+        let mut unreadable_dates = 0usize;
+        for item in items {
+            match conversation::read(item) {
+                Ok(result) => {
+                    shape.dates.extend(result.last_message.millis());
+                    if result.last_message == DateField::Unreadable {
+                        unreadable_dates += 1;
+                    }
+                    if let Some(record) = result.record {
+                        page.records.push(record);
+                    }
+                }
+                Err(rejected) => page.rejected.push(rejected),
+            }
+        }
+        if unreadable_dates > 0 {
+            page.notes.push(format!(
+                "{}: {unreadable_dates} conversation(s) with an unreadable lastMessageDate were \
+                 stored without an activity time",
+                ctx.walk.name
+            ));
+        }
+        page.high_water = page.records.iter().filter_map(|r| r.last_activity_at).max();
+        self.finish(ctx, &position, page, shape)
+    }
+
+    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
+        errors::describe(status, body, &self.location_id)
+    }
+
+    fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
+        limits::pacing(headers)
+    }
+}
+
+impl HighLevel {
+    /// Adds the next position (and the keyset's notes) to a parsed page.
+    fn finish(
+        &self,
+        ctx: &WalkContext<'_>,
+        position: &Position,
+        mut page: Page,
+        shape: PageShape,
+    ) -> Result<Page, ProviderError> {
+        let step = keyset::step(role(ctx), position, self.page_size, &shape)?;
+        page.next = step.next.map(|p| p.to_value());
+        page.notes.extend(
+            step.notes
+                .into_iter()
+                .map(|n| format!("{}: {n}", ctx.walk.name)),
+        );
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn adapter(page_size: u32) -> HighLevel {
+        HighLevel::new(
+            "ve9EPM428kjkvShlRW1KT".into(),
+            Url::parse("https://services.leadconnectorhq.com/conversations/search").unwrap(),
+            page_size,
+        )
+    }
+
+    fn ok(body: &str) -> HttpResponse {
+        HttpResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn ctx<'a>(
+        walk: &'a WalkSpec,
+        since: Option<Timestamp>,
+        position: Option<&'a Value>,
+    ) -> WalkContext<'a> {
+        WalkContext {
+            walk,
+            since,
+            position,
+        }
+    }
+
+    fn item(id: &str, last: i64) -> String {
+        format!(
+            r#"{{"id":"{id}","type":"TYPE_PHONE","unreadCount":0,"lastMessageDate":{last},"dateAdded":1770000000000}}"#
+        )
+    }
+
+    fn body(items: &[String], total: u64) -> String {
+        format!(
+            r#"{{"conversations":[{}],"total":{total},"traceId":"t-1"}}"#,
+            items.join(",")
+        )
+    }
+
+    /// The first page asks for the newest conversations of the location with the version
+    /// header; later pages continue with `startAfterDate`.
+    #[test]
+    fn requests_name_location_order_version_and_cursor() {
+        let hl = adapter(100);
+        let first = hl.build_request(&ctx(&WALKS[0], None, None)).unwrap();
+        assert_eq!(
+            first.url.as_str(),
+            "https://services.leadconnectorhq.com/conversations/search?locationId=ve9EPM428kjkvShlRW1KT&sortBy=last_message_date&sort=desc&status=all&limit=100"
+        );
+        assert!(
+            first
+                .headers
+                .contains(&("Version", "2021-04-15".to_owned()))
+        );
+        assert_eq!(first.method, reqwest::Method::GET);
+        let position = serde_json::json!({"after": 1772443200124_i64, "page_size": 100});
+        let next = hl
+            .build_request(&ctx(&WALKS[0], None, Some(&position)))
+            .unwrap();
+        assert!(
+            next.url
+                .as_str()
+                .ends_with("&limit=100&startAfterDate=1772443200124"),
+            "{}",
+            next.url
+        );
+    }
+
+    /// The reference's example response: one record, the watermark at its
+    /// `lastMessageDate`, and a short page that completes the walk.
+    #[test]
+    fn reference_example_response() {
+        let json = r#"{"conversations":[{"id":"tDtDnQdgm2LXpyiqYvZ6","locationId":"ve9EPM428kjkvShlRW1KT","contactId":"9VEmS0si86GW6gXWU89b","type":"TYPE_PHONE","lastMessageType":"TYPE_SMS","lastMessageBody":"See you at 3pm","lastMessageDirection":"inbound","lastMessageDate":1772443200123,"dateAdded":1770000000000,"dateUpdated":1772443200456,"unreadCount":1,"fullName":"John Doe","contactName":"John Doe","email":"john@example.com","phone":"+15550001234","assignedTo":"ABCHkzuJQ8ZMd4Te84GK","starred":false,"inbox":true}],"total":1}"#;
+        let page = adapter(100)
+            .parse_page(&ctx(&WALKS[0], None, None), &ok(json))
+            .unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.high_water.unwrap().epoch_millis(), 1_772_443_200_123);
+        assert!(page.next.is_none());
+        assert!(page.rejected.is_empty() && page.notes.is_empty());
+    }
+
+    /// Across a page boundary inside a tie cluster, the next request starts one millisecond
+    /// above the shared date, so the cluster's remaining rows are listed.
+    #[test]
+    fn tie_cluster_at_a_page_boundary_is_listed_again() {
+        let hl = adapter(3);
+        let page = hl
+            .parse_page(
+                &ctx(&WALKS[0], None, None),
+                &ok(&body(&[item("a", 900), item("b", 800), item("c", 800)], 10)),
+            )
+            .unwrap();
+        let next = page.next.unwrap();
+        let request = hl
+            .build_request(&ctx(&WALKS[0], None, Some(&next)))
+            .unwrap();
+        assert!(
+            request.url.as_str().ends_with("startAfterDate=801"),
+            "{}",
+            request.url
+        );
+    }
+
+    /// A delta with a watermark stops at the first page that reaches below it.
+    #[test]
+    fn delta_stops_at_its_lower_bound() {
+        let since = Timestamp::from_epoch_millis(850).unwrap();
+        let page = adapter(3)
+            .parse_page(
+                &ctx(&WALKS[0], Some(since), None),
+                &ok(&body(&[item("a", 900), item("b", 860), item("c", 800)], 10)),
+            )
+            .unwrap();
+        assert!(page.next.is_none());
+        assert_eq!(page.records.len(), 3);
+    }
+
+    /// A sweep of several pages is not complete after its last listing page: it catches
+    /// up on the top first.
+    #[test]
+    fn sweep_ends_with_a_catch_up_phase() {
+        let hl = adapter(2);
+        let first = hl
+            .parse_page(
+                &ctx(&WALKS[1], None, None),
+                &ok(&body(&[item("a", 900), item("b", 800)], 3)),
+            )
+            .unwrap();
+        let second_at = first.next.unwrap();
+        let last = hl
+            .parse_page(
+                &ctx(&WALKS[1], None, Some(&second_at)),
+                &ok(&body(&[item("c", 700)], 3)),
+            )
+            .unwrap();
+        let catch_up = last.next.expect("a catch-up phase");
+        let request = hl
+            .build_request(&ctx(&WALKS[1], None, Some(&catch_up)))
+            .unwrap();
+        assert!(
+            !request.url.as_str().contains("startAfterDate"),
+            "{}",
+            request.url
+        );
+    }
+
+    /// Items without an id are rejected while the rest of the page is kept.
+    #[test]
+    fn rejected_items_do_not_stop_the_page() {
+        let page = adapter(100)
+            .parse_page(
+                &ctx(&WALKS[0], None, None),
+                &ok(&body(
+                    &[item("a", 900), r#"{"contactId":"x"}"#.to_owned()],
+                    2,
+                )),
+            )
+            .unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.rejected.len(), 1);
+    }
+
+    /// Bodies that are not a search response are malformed; `null` conversations are an
+    /// empty page; an unreadable stored position is a cursor error.
+    #[test]
+    fn malformed_bodies_and_cursors() {
+        let hl = adapter(100);
+        let walk = &WALKS[0];
+        for bad in [
+            r#"{"conversations":[{"id":"a""#,
+            r#"{"statusCode":200}"#,
+            "[]",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    hl.parse_page(&ctx(walk, None, None), &ok(bad)),
+                    Err(ProviderError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        let empty = hl
+            .parse_page(
+                &ctx(walk, None, None),
+                &ok(r#"{"conversations":null,"total":0}"#),
+            )
+            .unwrap();
+        assert!(empty.records.is_empty() && empty.next.is_none());
+        let garbage = serde_json::json!("page-2");
+        assert!(matches!(
+            hl.build_request(&ctx(walk, None, Some(&garbage))),
+            Err(ProviderError::BadCursor(_))
+        ));
+    }
+
+    /// Unreadable dates are stored without an activity time and reported.
+    #[test]
+    fn unreadable_dates_are_noted() {
+        let json = r#"{"conversations":[{"id":"a","lastMessageDate":"soon"}],"total":1}"#;
+        let page = adapter(100)
+            .parse_page(&ctx(&WALKS[0], None, None), &ok(json))
+            .unwrap();
+        assert_eq!(page.records[0].last_activity_at, None);
+        assert_eq!(page.notes.len(), 1);
+        assert!(page.high_water.is_none());
+    }
+}

@@ -1,0 +1,575 @@
+//! Spruce Health public API v1: conversations of one organization, and who spoke last.
+//!
+//! Three walks over `GET /v1/conversations` (`orderBy` is always sent: the spec requires
+//! it), each a `startFrom` or no bound on the first page and then `paginationToken` alone
+//! (never both) while `hasMore`:
+//!
+//! - `activity` (delta): `orderBy=last_message&startFrom=<watermark − lookback>`; its
+//!   watermark is the greatest `lastMessageAt` committed.
+//! - `created` (delta): `orderBy=created&startFrom=<watermark − lookback>`; catches new
+//!   conversations without messages, which have no `lastMessageAt` and may be left out of
+//!   the `last_message` order.
+//! - `sweep`: every conversation by `created`, every `sweep_interval`, so that archive,
+//!   assignment, tag and title changes (which do not move `lastMessageAt`) are refreshed;
+//!   conversations a complete sweep did not list are marked deleted (Spruce publishes no
+//!   tombstones), behind the engine's mass-change guard.
+//!
+//! The listing's order is documented only indirectly (ascending is implied), so the deltas'
+//! watermarks move only when a walk completes, using the greatest value seen rather than
+//! the last row: correct in either order.
+//!
+//! Who spoke last: every conversation that is new or whose `lastMessageAt` moved queues an
+//! `items` follow-up (see [`items`]), one request each, run by the engine after the walks so
+//! that it never starves the deltas.
+
+mod config;
+mod conversation;
+mod items;
+mod limits;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use config::{SpruceConfig, setup};
+
+use self::conversation::ITEMS_FOLLOW_UP;
+use crate::http::{HttpResponse, RequestSpec};
+use crate::provider::{
+    Absence, DetailPage, DetailRequest, InitialSweep, Page, Pause, Provider, ProviderError,
+    ProviderKind, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
+};
+use crate::time::Timestamp;
+
+/// Walk names key the cursors in the database: never rename them.
+const ACTIVITY_WALK: &str = "activity";
+const CREATED_WALK: &str = "created";
+const SWEEP_WALK: &str = "sweep";
+
+const WALKS: [WalkSpec; 3] = [
+    WalkSpec {
+        name: ACTIVITY_WALK,
+        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
+    },
+    WalkSpec {
+        name: CREATED_WALK,
+        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
+    },
+    WalkSpec {
+        name: SWEEP_WALK,
+        kind: WalkKind::Sweep {
+            absence: Absence::Deleted,
+            // The first deltas (without a watermark) already list everything.
+            initial: InitialSweep::AfterInterval,
+        },
+    },
+];
+
+/// The listing order a walk asks for (`orderBy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OrderBy {
+    /// `created`: by creation time; every conversation has one.
+    Created,
+    /// `last_message`: by `lastMessageAt`.
+    LastMessage,
+}
+
+impl OrderBy {
+    fn of(walk: &WalkSpec) -> Result<Self, ProviderError> {
+        match walk.name {
+            ACTIVITY_WALK => Ok(OrderBy::LastMessage),
+            CREATED_WALK | SWEEP_WALK => Ok(OrderBy::Created),
+            other => Err(ProviderError::BadCursor(format!(
+                "spruce has no walk named {other:?}"
+            ))),
+        }
+    }
+
+    fn as_param(self) -> &'static str {
+        match self {
+            OrderBy::Created => "created",
+            OrderBy::LastMessage => "last_message",
+        }
+    }
+}
+
+/// A walk's position between pages: the page token Spruce handed out.
+#[derive(Debug, Serialize, Deserialize)]
+struct ListPosition {
+    #[serde(rename = "paginationToken")]
+    pagination_token: String,
+}
+
+/// The adapter for one Spruce organization.
+#[derive(Debug, Clone)]
+pub struct SpruceProvider {
+    /// Organization entity id, for the mirror's `account` column.
+    organization_id: String,
+    /// The URL `v1/…` is appended to.
+    api_root: Url,
+    /// `pageSize` of every request (1–200).
+    page_size: u32,
+    /// Whether conversations whose activity moved queue an `items` follow-up.
+    track_reply_state: bool,
+}
+
+impl SpruceProvider {
+    /// An adapter reading `organization_id` through `api_root` (already validated).
+    pub fn new(
+        organization_id: String,
+        api_root: Url,
+        page_size: u32,
+        track_reply_state: bool,
+    ) -> Self {
+        SpruceProvider {
+            organization_id,
+            api_root,
+            page_size,
+            track_reply_state,
+        }
+    }
+
+    /// `api_root` + `v1/<segments…>`, each segment percent-encoded (ids cannot alter the
+    /// path).
+    fn endpoint(&self, segments: &[&str]) -> Result<Url, ProviderError> {
+        let mut url = self.api_root.clone();
+        url.path_segments_mut()
+            .map_err(|()| {
+                ProviderError::BadCursor(format!("{} cannot take a path", self.api_root))
+            })?
+            .pop_if_empty()
+            .push("v1")
+            .extend(segments);
+        Ok(url)
+    }
+}
+
+/// `startFrom` as Spruce writes timestamps: milliseconds and `Z`. Truncating to the
+/// millisecond can only move the bound earlier, and `startFrom` is inclusive.
+fn start_from(t: Timestamp) -> String {
+    t.as_datetime()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Provider for SpruceProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Spruce
+    }
+
+    fn account(&self) -> &str {
+        &self.organization_id
+    }
+
+    fn walks(&self) -> &[WalkSpec] {
+        &WALKS
+    }
+
+    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        let order = OrderBy::of(ctx.walk)?;
+        let mut url = self.endpoint(&["conversations"])?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("orderBy", order.as_param())
+                .append_pair("pageSize", &self.page_size.to_string());
+            match ctx.position {
+                // The token encodes the start point: `startFrom` must not come with it.
+                Some(position) => {
+                    let position: ListPosition =
+                        serde_json::from_value(position.clone()).map_err(|e| {
+                            ProviderError::BadCursor(format!("spruce page position: {e}"))
+                        })?;
+                    query.append_pair("paginationToken", &position.pagination_token);
+                }
+                None => {
+                    let bounded = matches!(ctx.walk.kind, WalkKind::Delta(_));
+                    if let Some(since) = ctx.since.filter(|_| bounded) {
+                        query.append_pair("startFrom", &start_from(since));
+                    }
+                }
+            }
+        }
+        Ok(RequestSpec::get(url, "conversations"))
+    }
+
+    fn parse_page(
+        &self,
+        ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        let order = OrderBy::of(ctx.walk)?;
+        let follow_up = self.track_reply_state.then_some(ITEMS_FOLLOW_UP);
+        let list = conversation::parse_list_page(&response.body, follow_up)?;
+        let high_water = match (ctx.walk.kind, order) {
+            (WalkKind::Sweep { .. }, _) => None,
+            (WalkKind::Delta(_), OrderBy::LastMessage) => {
+                list.records.iter().filter_map(|r| r.last_activity_at).max()
+            }
+            (WalkKind::Delta(_), OrderBy::Created) => {
+                list.records.iter().filter_map(|r| r.created_at).max()
+            }
+        };
+        let next = list
+            .next_token
+            .map(|pagination_token| {
+                serde_json::to_value(ListPosition { pagination_token })
+                    .map_err(|e| ProviderError::Malformed(format!("page token: {e}")))
+            })
+            .transpose()?;
+        Ok(Page {
+            records: list.records,
+            rejected: list.rejected,
+            follow_ups: Vec::new(),
+            high_water,
+            next,
+            notes: list.notes,
+        })
+    }
+
+    fn build_detail_request(&self, detail: &DetailRequest) -> Result<RequestSpec, ProviderError> {
+        if detail.kind != ITEMS_FOLLOW_UP {
+            return Err(ProviderError::UnsupportedDetail(detail.kind.clone()));
+        }
+        let mut url = self.endpoint(&["conversations", &detail.conversation_id, "items"])?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("order", "newest_first")
+                .append_pair("pageSize", &self.page_size.to_string());
+            if let Some(since) = detail.since {
+                query.append_pair("startFrom", &start_from(since));
+            }
+        }
+        // A deleted conversation answers 404: that is news, not a failure.
+        Ok(RequestSpec::get(url, "items").allow_not_found())
+    }
+
+    fn parse_detail(
+        &self,
+        detail: &DetailRequest,
+        response: &HttpResponse,
+    ) -> Result<DetailPage, ProviderError> {
+        if detail.kind != ITEMS_FOLLOW_UP {
+            return Err(ProviderError::UnsupportedDetail(detail.kind.clone()));
+        }
+        if response.status == StatusCode::NOT_FOUND {
+            // Only Spruce's own error body proves the conversation is gone; a 404 page from a
+            // proxy or a wrong base URL must not delete rows.
+            if limits::is_spruce_error(&response.body) {
+                return Ok(DetailPage {
+                    gone: Some(Absence::Deleted),
+                    ..DetailPage::default()
+                });
+            }
+            return Err(ProviderError::Malformed(
+                "404 without a Spruce error body; not treating the conversation as deleted".into(),
+            ));
+        }
+        let patch = items::parse_items_page(&response.body, detail.since)?;
+        Ok(DetailPage {
+            patch: Some(patch),
+            ..DetailPage::default()
+        })
+    }
+
+    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
+        limits::is_position_rejected(status, body)
+    }
+
+    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
+        limits::describe_error(status, body)
+    }
+
+    fn correlation_headers(&self) -> &[&'static str] {
+        &[limits::REQUEST_ID]
+    }
+
+    fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
+        limits::pacing(headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    fn provider(track_reply_state: bool) -> SpruceProvider {
+        SpruceProvider::new(
+            "entity_ORG".into(),
+            Url::parse("https://api.sprucehealth.com").unwrap(),
+            200,
+            track_reply_state,
+        )
+    }
+
+    fn walk(name: &str) -> &'static WalkSpec {
+        WALKS.iter().find(|w| w.name == name).unwrap()
+    }
+
+    fn ts(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    fn response(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn query(spec: &RequestSpec) -> Vec<(String, String)> {
+        spec.url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    /// The activity delta's first page: `orderBy=last_message`, page size, `startFrom`.
+    #[test]
+    fn activity_delta_starts_from_the_bound() {
+        let p = provider(true);
+        let since = ts("2026-03-01T08:39:52.123456Z");
+        let spec = p
+            .build_request(&WalkContext {
+                walk: walk(ACTIVITY_WALK),
+                since: Some(since),
+                position: None,
+            })
+            .unwrap();
+        assert_eq!(spec.url.path(), "/v1/conversations");
+        assert_eq!(
+            query(&spec),
+            [
+                ("orderBy".to_owned(), "last_message".to_owned()),
+                ("pageSize".to_owned(), "200".to_owned()),
+                (
+                    "startFrom".to_owned(),
+                    "2026-03-01T08:39:52.123Z".to_owned()
+                ),
+            ]
+        );
+    }
+
+    /// Later pages carry the token alone: never together with `startFrom`.
+    #[test]
+    fn later_pages_send_the_token_without_start_from() {
+        let p = provider(true);
+        let position = json!({ "paginationToken": "a+b/c=" });
+        let spec = p
+            .build_request(&WalkContext {
+                walk: walk(CREATED_WALK),
+                since: Some(ts("2026-03-01T00:00:00Z")),
+                position: Some(&position),
+            })
+            .unwrap();
+        let q = query(&spec);
+        assert!(q.contains(&("orderBy".into(), "created".into())));
+        assert!(q.contains(&("paginationToken".into(), "a+b/c=".into())));
+        assert!(!q.iter().any(|(k, _)| k == "startFrom"));
+        // `+` is encoded, not sent as a space.
+        assert!(spec.url.as_str().contains("a%2Bb%2Fc%3D"), "{}", spec.url);
+    }
+
+    /// The sweep lists everything by creation time, unbounded.
+    #[test]
+    fn the_sweep_is_unbounded_and_ordered_by_creation() {
+        let p = provider(true);
+        let spec = p
+            .build_request(&WalkContext {
+                walk: walk(SWEEP_WALK),
+                since: Some(ts("2026-03-01T00:00:00Z")),
+                position: None,
+            })
+            .unwrap();
+        assert_eq!(
+            query(&spec),
+            [
+                ("orderBy".to_owned(), "created".to_owned()),
+                ("pageSize".to_owned(), "200".to_owned())
+            ]
+        );
+    }
+
+    /// A first run without a watermark lists from the beginning.
+    #[test]
+    fn a_delta_without_watermark_lists_everything() {
+        let spec = provider(true)
+            .build_request(&WalkContext {
+                walk: walk(ACTIVITY_WALK),
+                since: None,
+                position: None,
+            })
+            .unwrap();
+        assert!(!query(&spec).iter().any(|(k, _)| k == "startFrom"));
+    }
+
+    /// A position that is not ours is a cursor error, not a panic.
+    #[test]
+    fn a_foreign_position_is_a_bad_cursor() {
+        let position = json!({ "page": 3 });
+        let err = provider(true)
+            .build_request(&WalkContext {
+                walk: walk(ACTIVITY_WALK),
+                since: None,
+                position: Some(&position),
+            })
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::BadCursor(_)));
+    }
+
+    /// Each delta's watermark is its own field's maximum, whatever the order on the page.
+    #[test]
+    fn high_water_is_the_maximum_of_the_walks_field() {
+        let body = r#"{"conversations":[
+            {"id":"t_2","createdAt":"2026-01-05T00:00:00Z","lastMessageAt":"2026-03-01T00:00:00Z"},
+            {"id":"t_1","createdAt":"2026-01-09T00:00:00Z","lastMessageAt":"2026-02-01T00:00:00Z"},
+            {"id":"t_3","createdAt":"2026-01-01T00:00:00Z"}
+        ],"hasMore":true,"paginationToken":"next","totalCount":3}"#;
+        let p = provider(true);
+        let parse = |name| {
+            p.parse_page(
+                &WalkContext {
+                    walk: walk(name),
+                    since: None,
+                    position: None,
+                },
+                &response(200, body),
+            )
+            .unwrap()
+        };
+        let activity = parse(ACTIVITY_WALK);
+        assert_eq!(activity.high_water, Some(ts("2026-03-01T00:00:00Z")));
+        assert_eq!(activity.next, Some(json!({ "paginationToken": "next" })));
+        assert_eq!(activity.records.len(), 3);
+        assert!(
+            activity
+                .records
+                .iter()
+                .all(|r| r.detail_on_activity == Some(ITEMS_FOLLOW_UP))
+        );
+        assert_eq!(
+            parse(CREATED_WALK).high_water,
+            Some(ts("2026-01-09T00:00:00Z"))
+        );
+        assert_eq!(parse(SWEEP_WALK).high_water, None);
+    }
+
+    /// With reply state off, no follow-ups are queued.
+    #[test]
+    fn reply_state_off_queues_no_follow_ups() {
+        let body = r#"{"conversations":[{"id":"t_1","lastMessageAt":"2026-03-01T00:00:00Z"}],"hasMore":false,"totalCount":1}"#;
+        let page = provider(false)
+            .parse_page(
+                &WalkContext {
+                    walk: walk(ACTIVITY_WALK),
+                    since: None,
+                    position: None,
+                },
+                &response(200, body),
+            )
+            .unwrap();
+        assert_eq!(page.records[0].detail_on_activity, None);
+        assert_eq!(page.next, None);
+    }
+
+    /// Items are read newest first from the previous activity time, 404 allowed.
+    #[test]
+    fn items_follow_up_reads_newest_first_since_the_previous_activity() {
+        let detail = DetailRequest {
+            conversation_id: "t_0E5/QDGJC03000".into(),
+            kind: ITEMS_FOLLOW_UP.into(),
+            since: Some(ts("2026-03-01T08:44:52Z")),
+            position: None,
+        };
+        let spec = provider(true).build_detail_request(&detail).unwrap();
+        // The id is one path segment even with a slash in it.
+        assert_eq!(
+            spec.url.path(),
+            "/v1/conversations/t_0E5%2FQDGJC03000/items"
+        );
+        assert_eq!(
+            query(&spec),
+            [
+                ("order".to_owned(), "newest_first".to_owned()),
+                ("pageSize".to_owned(), "200".to_owned()),
+                (
+                    "startFrom".to_owned(),
+                    "2026-03-01T08:44:52.000Z".to_owned()
+                ),
+            ]
+        );
+        assert!(spec.allow_not_found);
+        let first = DetailRequest {
+            since: None,
+            ..detail
+        };
+        let spec = provider(true).build_detail_request(&first).unwrap();
+        assert!(!query(&spec).iter().any(|(k, _)| k == "startFrom"));
+    }
+
+    /// An items page becomes a reply-state patch in one request (no continuation).
+    #[test]
+    fn items_page_becomes_a_patch() {
+        let detail = DetailRequest {
+            conversation_id: "t_1".into(),
+            kind: ITEMS_FOLLOW_UP.into(),
+            since: None,
+            position: None,
+        };
+        let body = r#"{"conversationItems":[
+            {"id":"ti_1","createdAt":"2026-03-01T00:00:00Z","direction":"inbound","isInternalNote":false}
+        ],"hasMore":false,"totalCount":1}"#;
+        let page = provider(true)
+            .parse_detail(&detail, &response(200, body))
+            .unwrap();
+        let patch = page.patch.unwrap();
+        assert_eq!(patch.awaiting_reply, Some(true));
+        assert_eq!(page.next, None);
+        assert_eq!(page.gone, None);
+    }
+
+    /// Spruce's 404 marks the conversation deleted; a foreign 404 does not.
+    #[test]
+    fn only_a_spruce_404_means_deleted() {
+        let detail = DetailRequest {
+            conversation_id: "t_1".into(),
+            kind: ITEMS_FOLLOW_UP.into(),
+            since: None,
+            position: None,
+        };
+        let p = provider(true);
+        let gone = p
+            .parse_detail(&detail, &response(404, r#"{"statusCode":404,"type":"NOT_FOUND","message":"Conversation t_1 not found"}"#))
+            .unwrap();
+        assert_eq!(gone.gone, Some(Absence::Deleted));
+        assert!(
+            p.parse_detail(&detail, &response(404, "<html>nginx</html>"))
+                .is_err()
+        );
+    }
+
+    /// Follow-up kinds other than `items` are refused.
+    #[test]
+    fn unknown_follow_up_kinds_are_unsupported() {
+        let detail = DetailRequest {
+            conversation_id: "t_1".into(),
+            kind: "messages".into(),
+            since: None,
+            position: None,
+        };
+        assert!(matches!(
+            provider(true).build_detail_request(&detail),
+            Err(ProviderError::UnsupportedDetail(_))
+        ));
+    }
+
+    /// The request id is logged with errors.
+    #[test]
+    fn the_request_id_is_a_correlation_header() {
+        assert_eq!(provider(true).correlation_headers(), &["s-request-id"]);
+    }
+}

@@ -1,0 +1,149 @@
+//! Per provider / endpoint / status / auth-scheme request counters.
+//!
+//! Tests use them to assert how a client behaved: how many pages it fetched, that it
+//! backed off after a 429, that it never used Sinch Basic auth for data calls.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+use super::provider::Provider;
+
+/// How a request authenticated itself (from the `Authorization` header's scheme).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthScheme {
+    /// No `Authorization` header.
+    None,
+    /// `Authorization: Bearer …`.
+    Bearer,
+    /// `Authorization: Basic …`.
+    Basic,
+    /// Any other scheme.
+    Other,
+}
+
+impl AuthScheme {
+    /// Classify a request by its headers.
+    pub(crate) fn of(headers: &HeaderMap) -> AuthScheme {
+        let Some(value) = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return AuthScheme::None;
+        };
+        let scheme = value.split_whitespace().next().unwrap_or("");
+        if scheme.eq_ignore_ascii_case("bearer") {
+            AuthScheme::Bearer
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            AuthScheme::Basic
+        } else {
+            AuthScheme::Other
+        }
+    }
+}
+
+/// One counter row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCount {
+    /// Which simulated provider answered.
+    pub provider: Provider,
+    /// Method and route template, e.g. `GET /v1/conversations`; `unmatched` for 404s
+    /// on unknown paths.
+    pub endpoint: String,
+    /// HTTP status sent; `None` when the connection was dropped (reset fault).
+    pub status: Option<u16>,
+    /// Authentication scheme the request used.
+    pub auth: AuthScheme,
+    /// Number of such requests since start or the last reset.
+    pub count: u64,
+}
+
+/// Snapshot of all counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    /// Rows sorted by provider, endpoint, status, auth.
+    pub entries: Vec<RequestCount>,
+}
+
+impl RequestCounts {
+    /// Requests to `provider` whose endpoint contains `endpoint_part` (any status).
+    pub fn total(&self, provider: Provider, endpoint_part: &str) -> u64 {
+        self.matching(provider, endpoint_part)
+            .map(|e| e.count)
+            .sum()
+    }
+
+    /// Requests to `provider` whose endpoint contains `endpoint_part` and that were
+    /// answered with `status` (`None` = dropped connection).
+    pub fn with_status(&self, provider: Provider, endpoint_part: &str, status: Option<u16>) -> u64 {
+        self.matching(provider, endpoint_part)
+            .filter(|e| e.status == status)
+            .map(|e| e.count)
+            .sum()
+    }
+
+    /// Requests to `provider` that used `auth`, excluding its token endpoint.
+    pub fn data_requests_with_auth(&self, provider: Provider, auth: AuthScheme) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| e.provider == provider && e.auth == auth && !e.endpoint.contains("token"))
+            .map(|e| e.count)
+            .sum()
+    }
+
+    fn matching<'a>(
+        &'a self,
+        provider: Provider,
+        endpoint_part: &'a str,
+    ) -> impl Iterator<Item = &'a RequestCount> + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| e.provider == provider && e.endpoint.contains(endpoint_part))
+    }
+}
+
+type CounterKey = (Provider, String, Option<u16>, AuthScheme);
+
+/// Thread-safe counter table shared by all provider listeners.
+#[derive(Debug, Default)]
+pub(crate) struct RequestCounters {
+    table: Mutex<BTreeMap<CounterKey, u64>>,
+}
+
+impl RequestCounters {
+    pub(crate) fn record(
+        &self,
+        provider: Provider,
+        endpoint: &str,
+        status: Option<u16>,
+        auth: AuthScheme,
+    ) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        *table
+            .entry((provider, endpoint.to_owned(), status, auth))
+            .or_insert(0) += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> RequestCounts {
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        RequestCounts {
+            entries: table
+                .iter()
+                .map(|((provider, endpoint, status, auth), count)| RequestCount {
+                    provider: *provider,
+                    endpoint: endpoint.clone(),
+                    status: *status,
+                    auth: *auth,
+                    count: *count,
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}

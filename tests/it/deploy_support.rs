@@ -1,0 +1,276 @@
+//! Helpers for the deployment tests: a Spruce account on the simulator with a
+//! configuration file pointing at it, a systemd-style notify socket the test owns, and a
+//! Prometheus scrape parsed by a real parser.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use convsync::sim::{Provider, SimHandle, SimOptions, Simulator};
+
+/// Hang guard for waits in these tests: generous, never a performance threshold.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A simulator serving one Spruce organization, and the files a convsync configuration
+/// for it needs.
+pub struct SpruceSite {
+    pub sim: SimHandle,
+    pub account: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl SpruceSite {
+    /// Starts the simulator on the real clock (so watermark lag is real) with no
+    /// background activity: the mirror changes only when a test says so.
+    pub async fn start(conversations: u32) -> SpruceSite {
+        SpruceSite::start_on(conversations, std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Like [`SpruceSite::start`], binding the simulator to `bind`.
+    pub async fn start_on(conversations: u32, bind: std::net::IpAddr) -> SpruceSite {
+        let sim = Simulator::start(SimOptions {
+            seed: 8,
+            bind,
+            conversations,
+            activity_rate: 0.0,
+            spruce_accounts: 1,
+            d365_accounts: 0,
+            sinch_accounts: 0,
+            highlevel_locations: 0,
+            ..SimOptions::default()
+        })
+        .await
+        .expect("simulator starts");
+        let account = sim.accounts().spruce[0].account.clone();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("spruce-token"),
+            &sim.accounts().spruce[0].api_token,
+        )
+        .unwrap();
+        SpruceSite { sim, account, dir }
+    }
+
+    /// The token file on the host.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.path().join("spruce-token")
+    }
+
+    /// A configuration for source `clinic` reading this organization, with the database
+    /// at `database_url`, the health endpoint on `listen` and the token read from
+    /// `token_file` (paths as the convsync process will see them).
+    pub fn config_text(&self, database_url: &str, listen: &str, token_file: &Path) -> String {
+        let organization = &self.sim.accounts().spruce[0].organization_id;
+        format!(
+            r#"[database]
+url = "{database_url}"
+
+[health]
+listen = "{listen}"
+ready_after_intervals = 3.0
+
+[[sources]]
+name = "clinic"
+provider = "spruce"
+poll_interval = "10s"
+
+[sources.spruce]
+base_url = "{base}"
+organization_id = "{organization}"
+api_token = {{ file = "{token}" }}
+track_reply_state = false
+"#,
+            base = self.sim.spruce_base_url(),
+            token = token_file.display(),
+        )
+    }
+
+    /// Writes [`SpruceSite::config_text`] for a process on this host, with the database
+    /// in this site's directory, and returns the file's path.
+    pub fn write_local_config(&self, listen: &str) -> PathBuf {
+        let db = self.database_path();
+        let text = self.config_text(
+            &format!("sqlite://{}", db.display()),
+            listen,
+            &self.token_file(),
+        );
+        let path = self.dir.path().join("convsync.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The database a local configuration uses.
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.path().join("mirror.db")
+    }
+
+    /// Visible conversations of the organization as (id, last activity in mirror text).
+    pub async fn visible_truth(&self) -> Vec<(String, Option<String>)> {
+        let mut rows: Vec<(String, Option<String>)> = self
+            .sim
+            .truth(Provider::Spruce, &self.account)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| !c.deleted)
+            .map(|c| {
+                (
+                    c.id,
+                    c.last_activity_at
+                        .map(|t| convsync::time::Timestamp::from(t).to_mirror_text()),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+}
+
+/// Live conversations of source `clinic` in the mirror at `path`, as (id, last activity).
+pub async fn mirrored(path: &Path) -> Vec<(String, Option<String>)> {
+    use sqlx::sqlite::SqliteConnectOptions;
+    let options = SqliteConnectOptions::new().filename(path).read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let rows = sqlx::query_as(
+        "SELECT conversation_id, last_activity_at FROM conversations
+         WHERE source = 'clinic' AND deleted_at IS NULL ORDER BY conversation_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// A notify socket like systemd's: every datagram received, in order, collected by a
+/// thread of its own so that a wedged runtime cannot delay the reading.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    messages: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    pub fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        NotifySocket {
+            path,
+            messages,
+            _dir: dir,
+        }
+    }
+
+    /// Every message sent before this call, once the reader has caught up with them:
+    /// a marker datagram queues behind them and is waited for.
+    pub async fn drain(&self) -> Vec<String> {
+        let marker = format!("X_TEST_MARKER={}", self.messages().len());
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(marker.as_bytes(), &self.path)
+            .unwrap();
+        let mut messages = self.wait_for("the marker", |m| m.contains(&marker)).await;
+        messages.retain(|m| !m.starts_with("X_TEST_MARKER="));
+        messages
+    }
+
+    /// Every message so far.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the messages so far; returns them.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let messages = self.messages();
+            if done(&messages) {
+                return messages;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up waiting for {what}; notifications so far: {messages:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Position of the first message at or after `from` that contains `needle`.
+pub fn position(messages: &[String], from: usize, needle: &str) -> Option<usize> {
+    messages
+        .iter()
+        .skip(from)
+        .position(|m| m.contains(needle))
+        .map(|i| i + from)
+}
+
+/// One scrape of `/metrics`, parsed.
+pub struct Scrape {
+    pub samples: Vec<prometheus_parse::Sample>,
+}
+
+impl Scrape {
+    /// Fetches and parses `base/metrics`, failing on any line the parser does not
+    /// recognise (besides OpenMetrics' `# EOF` and `# UNIT`).
+    pub async fn fetch(base: &str) -> Scrape {
+        let response = reqwest::get(format!("{base}metrics")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        let body = response.text().await.unwrap();
+        for line in body.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            assert_ne!(
+                prometheus_parse::LineInfo::parse(line),
+                prometheus_parse::LineInfo::Ignored,
+                "not Prometheus text: {line:?}"
+            );
+        }
+        let scrape =
+            prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        Scrape {
+            samples: scrape.samples,
+        }
+    }
+
+    /// The sample of `metric` whose labels include all of `labels`.
+    pub fn sample(
+        &self,
+        metric: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<&prometheus_parse::Sample> {
+        self.samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+    }
+
+    /// The plain value (gauge, counter or untyped) of `metric` with `labels`.
+    pub fn value(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        use prometheus_parse::Value;
+        match &self.sample(metric, labels)?.value {
+            Value::Gauge(v) | Value::Counter(v) | Value::Untyped(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
