@@ -209,6 +209,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(sources = engine.sources().len(), "convsync running");
             engine.run(shutdown).await?;
             service.stop().await;
+            // Checkpoints the WAL so a stopped service leaves one self-contained file.
+            engine.store().close().await;
             tracing::info!("convsync stopped");
             Ok(ExitCode::SUCCESS)
         }

@@ -58,6 +58,9 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, reqwest:
         .timeout(settings.timeout)
         .connect_timeout(settings.connect_timeout)
         .user_agent(concat!("convsync/", env!("CARGO_PKG_VERSION")))
+        // The APIs convsync reads do not redirect; following one could downgrade to
+        // plain http or leave the configured host, so a redirect is an error instead.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
 }
 

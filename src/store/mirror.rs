@@ -31,10 +31,12 @@ pub struct PageWrite<'a> {
     pub follow_ups: &'a [DetailRequest],
     /// Refresh `last_seen_at` of unchanged rows too (sweeps need it to detect absence).
     pub touch_unchanged: bool,
-    /// New rows, and rows whose activity moved, with an activity before this instant are
-    /// counted as late: the delta's lookback did not cover how long the listing took to
-    /// show them.
+    /// New rows whose activity lies before this instant are counted as late: the delta's
+    /// lookback did not cover how long the listing took to show them.
     pub late_before: Option<Timestamp>,
+    /// Rows whose activity moved to a time before this instant are counted as late too
+    /// (the newest delta watermark minus the lookback: some delta should have seen it).
+    pub moved_late_before: Option<Timestamp>,
     /// The walk's new cursor.
     pub cursor: &'a WalkCursor,
 }
@@ -205,7 +207,7 @@ impl Store {
             page.run_id,
             page.records,
             page.touch_unchanged,
-            page.late_before,
+            (page.late_before, page.moved_late_before),
             &now,
         )
         .await?;
@@ -412,7 +414,7 @@ impl Store {
                     run_id,
                     std::slice::from_ref(r),
                     false,
-                    None,
+                    (None, None),
                     &now,
                 )
                 .await?
@@ -493,17 +495,21 @@ async fn upsert_records(
     run_id: i64,
     records: &[ConversationRecord],
     touch_unchanged: bool,
-    lower_bound: Option<Timestamp>,
+    (lower_bound, moved_bound): (Option<Timestamp>, Option<Timestamp>),
     now: &str,
 ) -> Result<PageCounts, StoreError> {
     let mut counts = PageCounts::default();
     let mut existing = load_existing(tx, source, records).await?;
+    // New rows (with the follow-ups they queue) and re-listed unchanged rows are written in
+    // batches: a statement per row costs a round trip to sqlx's SQLite worker thread, which
+    // dominated a backfill (see BENCHMARKS.md).
+    let mut new_rows = NewRows::default();
+    let mut touched: Vec<&str> = Vec::new();
     for record in records {
         let hash = record.content_hash();
         let previous = existing.get(&record.id);
         match previous {
             None => {
-                insert_record(tx, source, provider, account, run_id, record, &hash, now).await?;
                 counts.inserted += 1;
                 if let (Some(bound), Some(activity)) =
                     (lower_bound, record.last_activity_at.or(record.created_at))
@@ -512,20 +518,7 @@ async fn upsert_records(
                         counts.late += 1;
                     }
                 }
-                if let Some(kind) = record.detail_on_activity {
-                    queue_follow_up(
-                        tx,
-                        source,
-                        &DetailRequest {
-                            conversation_id: record.id.clone(),
-                            kind: kind.to_owned(),
-                            since: None,
-                            position: None,
-                        },
-                        now,
-                    )
-                    .await?;
-                }
+                new_rows.push(record, hash);
             }
             Some(prev)
                 if prev.hash == hash
@@ -535,12 +528,7 @@ async fn upsert_records(
             {
                 counts.unchanged += 1;
                 if touch_unchanged {
-                    sqlx::query("UPDATE conversations SET last_seen_at = ? WHERE source = ? AND conversation_id = ?")
-                        .bind(now)
-                        .bind(source)
-                        .bind(&record.id)
-                        .execute(&mut **tx)
-                        .await?;
+                    touched.push(&record.id);
                 }
                 continue;
             }
@@ -552,12 +540,16 @@ async fn upsert_records(
                     .last_activity_at
                     .as_deref()
                     .and_then(|s| Timestamp::parse_rfc3339(s).ok());
+                // The row may be one of this page's new rows listed twice: insert those first.
+                new_rows
+                    .flush(tx, source, provider, account, run_id, now)
+                    .await?;
                 update_record(tx, source, run_id, record, &hash, now).await?;
                 counts.updated += 1;
                 // Activity that moved to a time before the delta's lower bound reached the
                 // listing later than the lookback allows for (a sweep found it).
                 if let (true, Some(bound), Some(activity)) =
-                    (activity_moved, lower_bound, record.last_activity_at)
+                    (activity_moved, moved_bound, record.last_activity_at)
                 {
                     if activity < bound {
                         counts.late += 1;
@@ -601,6 +593,10 @@ async fn upsert_records(
             },
         );
     }
+    new_rows
+        .flush(tx, source, provider, account, run_id, now)
+        .await?;
+    touch_rows(tx, source, &touched, now).await?;
     Ok(counts)
 }
 
@@ -646,55 +642,162 @@ async fn load_existing(
     Ok(found)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert_record(
+/// Rows per multi-row `INSERT`: 28 parameters each, far below SQLite's limit of 32766.
+const INSERT_BATCH: usize = 128;
+
+/// A page's new rows, waiting to be inserted together with the follow-ups they queue.
+#[derive(Default)]
+struct NewRows<'r> {
+    rows: Vec<(&'r ConversationRecord, [u8; 16])>,
+}
+
+impl<'r> NewRows<'r> {
+    fn push(&mut self, record: &'r ConversationRecord, hash: [u8; 16]) {
+        self.rows.push((record, hash));
+    }
+
+    /// Inserts the buffered rows, then queues their follow-ups (new rows read their
+    /// details from the start: no `since`).
+    async fn flush(
+        &mut self,
+        tx: &mut Transaction<'static, Sqlite>,
+        source: &str,
+        provider: &str,
+        account: &str,
+        run_id: i64,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let mut rest = &self.rows[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(batch_len(rest.len()));
+            insert_records(tx, source, provider, account, run_id, chunk, now).await?;
+            rest = tail;
+        }
+        let follow_ups: Vec<(&str, &str)> = self
+            .rows
+            .iter()
+            .filter_map(|(r, _)| r.detail_on_activity.map(|kind| (r.id.as_str(), kind)))
+            .collect();
+        let mut rest = &follow_ups[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(batch_len(rest.len()));
+            queue_new_follow_ups(tx, source, chunk, now).await?;
+            rest = tail;
+        }
+        self.rows.clear();
+        Ok(())
+    }
+}
+
+/// The largest power of two not above `remaining` (capped at [`INSERT_BATCH`]): pages of
+/// any size then use at most eight distinct statement texts, all kept prepared in sqlx's
+/// statement cache.
+fn batch_len(remaining: usize) -> usize {
+    INSERT_BATCH.min(1 << remaining.ilog2())
+}
+
+async fn insert_records(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
     provider: &str,
     account: &str,
     run_id: i64,
-    r: &ConversationRecord,
-    hash: &[u8; 16],
+    rows: &[(&ConversationRecord, [u8; 16])],
     now: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT INTO conversations (
             source, conversation_id, provider, account, created_at, last_activity_at, active,
             status, channel, contact_id, contact_name, contact_phone, contact_email, title,
             assignee, unread_count, last_message_direction, last_inbound_at, last_outbound_at,
             awaiting_reply, raw, payload_hash,
-            first_seen_at, last_seen_at, last_changed_at, run_id, closed_at, deleted_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-    )
-    .bind(source)
-    .bind(&r.id)
-    .bind(provider)
-    .bind(account)
-    .bind(r.created_at.map(|t| t.to_mirror_text()))
-    .bind(r.last_activity_at.map(|t| t.to_mirror_text()))
-    .bind(r.active)
-    .bind(&r.status)
-    .bind(&r.channel)
-    .bind(&r.contact_id)
-    .bind(&r.contact_name)
-    .bind(&r.contact_phone)
-    .bind(&r.contact_email)
-    .bind(&r.title)
-    .bind(&r.assignee)
-    .bind(r.unread_count)
-    .bind(r.last_message_direction.map(|d| d.as_str()))
-    .bind(r.last_inbound_at.map(|t| t.to_mirror_text()))
-    .bind(r.last_outbound_at.map(|t| t.to_mirror_text()))
-    .bind(r.awaiting_reply)
-    .bind(r.raw.get())
-    .bind(&hash[..])
-    .bind(now)
-    .bind(now)
-    .bind(now)
-    .bind(run_id)
-    .bind((r.active == Some(false)).then_some(now))
-    .execute(&mut **tx)
-    .await?;
+            first_seen_at, last_seen_at, last_changed_at, run_id, closed_at, deleted_at) ",
+    );
+    q.push_values(rows, |mut b, (r, hash)| {
+        b.push_bind(source)
+            .push_bind(&r.id)
+            .push_bind(provider)
+            .push_bind(account)
+            .push_bind(r.created_at.map(|t| t.to_mirror_text()))
+            .push_bind(r.last_activity_at.map(|t| t.to_mirror_text()))
+            .push_bind(r.active)
+            .push_bind(&r.status)
+            .push_bind(&r.channel)
+            .push_bind(&r.contact_id)
+            .push_bind(&r.contact_name)
+            .push_bind(&r.contact_phone)
+            .push_bind(&r.contact_email)
+            .push_bind(&r.title)
+            .push_bind(&r.assignee)
+            .push_bind(r.unread_count)
+            .push_bind(r.last_message_direction.map(|d| d.as_str()))
+            .push_bind(r.last_inbound_at.map(|t| t.to_mirror_text()))
+            .push_bind(r.last_outbound_at.map(|t| t.to_mirror_text()))
+            .push_bind(r.awaiting_reply)
+            .push_bind(r.raw.get())
+            .push_bind(&hash[..])
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(run_id)
+            .push_bind((r.active == Some(false)).then_some(now))
+            .push_bind(None::<&str>);
+    });
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Queues a follow-up for each new row in one statement (same conflict rule as
+/// [`queue_follow_up`]).
+async fn queue_new_follow_ups(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    follow_ups: &[(&str, &str)],
+    now: &str,
+) -> Result<(), StoreError> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT INTO follow_ups (source, conversation_id, kind, since, position, queued_at) ",
+    );
+    q.push_values(follow_ups, |mut b, (id, kind)| {
+        b.push_bind(source)
+            .push_bind(*id)
+            .push_bind(*kind)
+            .push_bind(None::<&str>)
+            .push_bind(None::<&str>)
+            .push_bind(now);
+    });
+    q.push(
+        " ON CONFLICT (source, conversation_id, kind) DO UPDATE SET
+            since = CASE WHEN follow_ups.since IS NULL OR excluded.since IS NULL THEN NULL
+                         WHEN excluded.since < follow_ups.since THEN excluded.since
+                         ELSE follow_ups.since END,
+            position = NULL",
+    );
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Refreshes `last_seen_at` of rows a sweep listed unchanged, a chunk of ids at a time.
+async fn touch_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    ids: &[&str],
+    now: &str,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(SELECT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE conversations SET last_seen_at = ");
+        q.push_bind(now);
+        q.push(" WHERE source = ");
+        q.push_bind(source);
+        q.push(" AND conversation_id IN (");
+        let mut separated = q.separated(", ");
+        for id in chunk {
+            separated.push_bind(*id);
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

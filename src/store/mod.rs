@@ -135,6 +135,13 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.max(1))
+            // When SQLite ends a transaction itself (a full disk rolls it back), sqlx's
+            // ROLLBACK on drop fails and leaves the connection marked "in a transaction":
+            // every later BEGIN on it would fail, and the daemon could not write again
+            // after space returns. Such a connection is closed instead of handed out.
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options)
             .await?;
         Ok(Store { pool })

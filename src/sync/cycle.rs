@@ -119,6 +119,9 @@ pub enum SyncError {
         /// The configured stall timeout.
         timeout: Duration,
     },
+    /// Shutdown was requested while a request was in flight.
+    #[error("shutdown requested")]
+    Interrupted,
     /// The provider refused a saved page position (expired token).
     #[error("walk {walk}: the provider rejected the saved page position: {message}")]
     PositionRejected {
@@ -157,9 +160,6 @@ struct Cycle<'a> {
     run_id: i64,
     report: RunReport,
     pages_this_cycle: u32,
-    /// A walk resumed from an earlier cycle's position: it cannot see what changed above
-    /// that position since it started, so a fresh walk must follow.
-    resumed: bool,
 }
 
 /// Runs one cycle of `source`, records it in `sync_runs`, and says what happened.
@@ -197,7 +197,6 @@ pub async fn run_cycle(
             run_id,
             report: RunReport::default(),
             pages_this_cycle: 0,
-            resumed: false,
         };
         let outcome = cycle.run(options).await;
         let mut report = cycle.report;
@@ -263,17 +262,10 @@ impl Cycle<'_> {
             Ok(None) => {}
             Err(e) => return self.failure(e),
         }
-        let outcome = match self.run_follow_ups().await {
+        match self.run_follow_ups().await {
             Ok(outcome) => outcome,
-            Err(e) => return self.failure(e),
-        };
-        if self.resumed && matches!(outcome, CycleOutcome::CaughtUp) {
-            tracing::info!(
-                "a walk resumed from an earlier cycle completed; a fresh walk follows to read what changed meanwhile"
-            );
-            return CycleOutcome::MoreToDo;
+            Err(e) => self.failure(e),
         }
-        outcome
     }
 
     fn failure(&self, error: SyncError) -> CycleOutcome {
@@ -291,6 +283,7 @@ impl Cycle<'_> {
             SyncError::Http(HttpError::Paused { wait, .. }) => {
                 CycleOutcome::RateLimited { wait: *wait }
             }
+            SyncError::Interrupted => CycleOutcome::Stopped,
             _ => CycleOutcome::Failed(error),
         }
     }
@@ -309,6 +302,13 @@ impl Cycle<'_> {
             .filter_map(|w| cursors.get(w.name).and_then(|c| c.watermark))
             .min()
             .map(|w| w.saturating_sub(self.source.schedule.lookback));
+        let moved_late_before = provider
+            .walks()
+            .iter()
+            .filter(|w| matches!(w.kind, WalkKind::Delta(_)))
+            .filter_map(|w| cursors.get(w.name).and_then(|c| c.watermark))
+            .max()
+            .map(|w| w.saturating_sub(self.source.schedule.lookback));
         for walk in provider.walks() {
             let cursor = cursors.remove(walk.name).unwrap_or_default();
             if let WalkKind::Sweep { initial, .. } = walk.kind {
@@ -324,7 +324,13 @@ impl Cycle<'_> {
                 }),
                 WalkKind::Sweep { .. } => late_before,
             };
-            match self.run_walk(walk, cursor, late).await? {
+            // Deltas list what moved after their own bound: only a sweep can find activity
+            // that moved below every delta's reach.
+            let moved_late = match walk.kind {
+                WalkKind::Delta(_) => None,
+                WalkKind::Sweep { .. } => moved_late_before,
+            };
+            match self.run_walk(walk, cursor, (late, moved_late)).await? {
                 WalkEnd::Complete => {}
                 WalkEnd::PageCap => {
                     tracing::info!(
@@ -371,7 +377,7 @@ impl Cycle<'_> {
         &mut self,
         walk: &WalkSpec,
         mut cursor: WalkCursor,
-        late_before: Option<Timestamp>,
+        (late_before, moved_late_before): (Option<Timestamp>, Option<Timestamp>),
     ) -> Result<WalkEnd, SyncError> {
         let schedule = &self.source.schedule;
         let provider = self.source.provider.clone();
@@ -390,7 +396,6 @@ impl Cycle<'_> {
                 walk = walk.name,
                 "resuming an unfinished walk from its saved position"
             );
-            self.resumed = true;
         }
         self.source.progress.update(|s| {
             s.current_walk = Some(walk.name.to_owned());
@@ -470,6 +475,7 @@ impl Cycle<'_> {
                 follow_ups: &page.follow_ups,
                 touch_unchanged: matches!(walk.kind, WalkKind::Sweep { .. }),
                 late_before,
+                moved_late_before,
                 cursor: page_cursor,
             };
             let mut busy = BusyWait::new(schedule.stall_timeout);
@@ -638,9 +644,13 @@ impl Cycle<'_> {
         let mut attempt = 0;
         loop {
             let timeout = self.source.schedule.stall_timeout;
-            let sent = tokio::time::timeout(timeout, self.source.client.send(&spec, provider))
-                .await
-                .map_err(|_| SyncError::Stalled { walk, timeout })?;
+            let request = tokio::time::timeout(timeout, self.source.client.send(&spec, provider));
+            // Shutdown abandons a request in flight (and its retries): nothing of it has
+            // been written, so the walk resumes from the same position next time.
+            let sent = tokio::select! {
+                sent = request => sent.map_err(|_| SyncError::Stalled { walk, timeout })?,
+                _ = self.cancel.cancelled() => return Err(SyncError::Interrupted),
+            };
             let response = match sent {
                 Ok(r) => r,
                 Err(HttpError::Rejected {
@@ -699,7 +709,11 @@ impl Cycle<'_> {
                     continue;
                 }
             };
-            let response = match source.client.send(&spec, provider).await {
+            let sent = tokio::select! {
+                sent = source.client.send(&spec, provider) => sent,
+                _ = self.cancel.cancelled() => return Ok(CycleOutcome::Stopped),
+            };
+            let response = match sent {
                 Ok(r) => r,
                 Err(HttpError::Rejected { status, body, .. })
                     if detail.position.is_some()

@@ -164,13 +164,28 @@ impl Engine {
                 async move {
                     let mut cycles = 0;
                     let mut options = options;
+                    let force_sweep = options.force_sweep;
+                    let mut reread_after_resume = false;
                     loop {
                         cycles += 1;
+                        let resuming = store
+                            .load_cursors(&source.name)
+                            .await
+                            .is_ok_and(|c| c.values().any(crate::store::WalkCursor::in_progress));
                         let outcome = run_cycle(&source, &store, options, &shutdown).await;
                         // A forced sweep starts once; later cycles only resume it.
                         options.force_sweep = false;
                         let wait = match &outcome {
                             CycleOutcome::MoreToDo => Duration::ZERO,
+                            // A walk resumed from a saved position read nothing above that
+                            // position since it began (before a crash or a page cap): one
+                            // more cycle, with a forced sweep starting afresh, reads what
+                            // changed meanwhile.
+                            CycleOutcome::CaughtUp if resuming && !reread_after_resume => {
+                                reread_after_resume = true;
+                                options.force_sweep = force_sweep;
+                                Duration::ZERO
+                            }
                             // A short pause is waited out; a long one (a daily budget) ends
                             // the one-shot sync instead of blocking for hours.
                             CycleOutcome::RateLimited { wait } if *wait <= source.client.max_inline_pause() => *wait,

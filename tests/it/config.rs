@@ -91,9 +91,10 @@ fn unsupported_database_is_named() {
 #[test]
 fn out_of_range_share_is_named() {
     assert_error(
-        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\nmass_change_max_share = 1.5\n[sources.spruce]\n",
-        "sources[a]",
-        "",
+        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\nmass_change_max_share = 1.5\n\
+         [sources.spruce]\norganization_id = \"entity_1\"\napi_token = { env = \"UNSET_FOR_THIS_TEST\" }\n",
+        "sources[a].mass_change_max_share",
+        "between 0.0 and 1.0",
     );
 }
 
