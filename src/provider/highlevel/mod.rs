@@ -68,6 +68,8 @@ pub struct HighLevel {
     location_id: String,
     search_url: Url,
     page_size: u32,
+    /// The location's burst window, read from its responses' rate-limit headers.
+    burst: limits::BurstWindow,
 }
 
 impl HighLevel {
@@ -78,6 +80,7 @@ impl HighLevel {
             location_id,
             search_url,
             page_size,
+            burst: limits::BurstWindow::default(),
         }
     }
 }
@@ -198,7 +201,7 @@ impl Provider for HighLevel {
     }
 
     fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
-        limits::pacing(headers)
+        self.burst.pacing(headers)
     }
 }
 

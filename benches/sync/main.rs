@@ -1,0 +1,874 @@
+//! `cargo bench --bench sync`: convsync's performance against the limits, per provider.
+//!
+//! The simulator runs as its own process (`convsync simulate`, loopback, no background
+//! activity) and the measured sync is the real `convsync sync --once` binary, so CPU time
+//! and peak RSS are the sync process's alone (read from the kernel with `wait4`).
+//!
+//! 1. **Backfill** of N conversations into a fresh mirror, several runs, against the
+//!    write limit and the fetch+parse limit measured in the same run (`limits`).
+//! 2. **Delta**: after the backfill, K conversations change; one more `sync --once`;
+//!    requests by kind (listing, follow-up, token) against the minimum, rows written.
+//! 3. **Rate limit**: the simulator enforces a limit, convsync is configured to it; the
+//!    requests per second achieved as a share of the limit, and the 429s received.
+//!
+//! `-- --smoke` runs a small version of everything in seconds (CI). BENCHMARKS.md has the
+//! figures and how to read them.
+
+mod limits;
+mod process;
+mod simproc;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use convsync::sim::{MessageKind, Mutation, Provider, RequestCounts};
+use convsync::store::{Store, StoreSettings};
+
+use crate::limits::{FetchLimit, WriteLimit};
+use crate::process::ProcessStats;
+use crate::simproc::{Budget, SimProcess};
+
+/// Benchmarks of convsync against the limits (see BENCHMARKS.md).
+#[derive(Debug, Parser)]
+struct Args {
+    /// A small version of every scenario that runs in seconds (for CI): one size of 2000,
+    /// one run, K = 0 and 10, a 4-second rate-limit check on HighLevel only.
+    #[arg(long)]
+    smoke: bool,
+    /// Conversations per account for the backfills.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    sizes: Vec<u32>,
+    /// Providers to measure (d365, spruce, sinch, highlevel).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "d365,spruce,sinch,highlevel"
+    )]
+    providers: Vec<Provider>,
+    /// Backfill runs per provider and size (the tables show medians).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// Changed conversations per delta cycle.
+    #[arg(long, value_delimiter = ',', default_value = "0,10,1000")]
+    delta: Vec<u32>,
+    /// Length of each rate-limit measurement.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    rate_duration: Duration,
+    /// Skip the rate-limit measurements.
+    #[arg(long)]
+    no_rate: bool,
+    /// Skip the backfill and delta measurements (rate limits only).
+    #[arg(long)]
+    no_backfill: bool,
+    /// Skip the backfill limits (write, fetch+parse): end-to-end figures only.
+    #[arg(long)]
+    no_limits: bool,
+    /// Keep the work directory (databases, configs, logs) for inspection.
+    #[arg(long)]
+    keep: bool,
+    /// `cargo bench` passes `--bench` to every bench target; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.sizes = vec![2000];
+        args.runs = 1;
+        args.delta = vec![0, 10];
+        args.rate_duration = Duration::from_secs(4);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("bench: some checks failed (see above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything the run needs to find.
+struct Env {
+    bin: PathBuf,
+    work: PathBuf,
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let env = Env {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_convsync")),
+        work: Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("bench-sync-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&env.work)?;
+    let started = Instant::now();
+    println!(
+        "# convsync sync benchmark{}",
+        if args.smoke { " (smoke)" } else { "" }
+    );
+    println!("{}", machine());
+    println!("work directory: {}\n", env.work.display());
+
+    let mut backfills = Vec::new();
+    let mut deltas = Vec::new();
+    let mut checks = Checks::default();
+    let sizes = if args.no_backfill {
+        &[][..]
+    } else {
+        &args.sizes[..]
+    };
+    for &provider in &args.providers {
+        for &size in sizes {
+            measure_size(
+                &env,
+                &args,
+                provider,
+                size,
+                &mut backfills,
+                &mut deltas,
+                &mut checks,
+            )
+            .await
+            .with_context(|| format!("{provider} with {size} conversations"))?;
+        }
+    }
+    let mut rates = Vec::new();
+    if !args.no_rate {
+        for case in rate_cases(&args) {
+            let sample = measure_rate(&env, &args, &case)
+                .await
+                .with_context(|| format!("rate limit of {}", case.provider))?;
+            checks.expect(
+                sample.status_429 == 0 || !args.smoke,
+                format!("{}: {} responses 429", case.provider, sample.status_429),
+            );
+            rates.push(sample);
+        }
+    }
+
+    println!("\n## Results (load average now: {})\n", load_average());
+    print_backfills(&backfills);
+    print_deltas(&deltas);
+    print_rates(&rates);
+    println!(
+        "\ntotal bench time: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if args.keep {
+        println!("kept {}", env.work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&env.work);
+    }
+    for failure in &checks.failures {
+        eprintln!("CHECK FAILED: {failure}");
+    }
+    Ok(checks.failures.is_empty())
+}
+
+/// Invariants that make a figure meaningless when broken; the bench exits non-zero.
+#[derive(Default)]
+struct Checks {
+    failures: Vec<String>,
+}
+
+impl Checks {
+    fn expect(&mut self, ok: bool, what: String) {
+        if !ok {
+            eprintln!("check failed: {what}");
+            self.failures.push(what);
+        }
+    }
+}
+
+/// One backfill run.
+struct Backfill {
+    provider: Provider,
+    size: u32,
+    sync: ProcessStats,
+    rows: u64,
+    requests: u64,
+    write: Option<WriteLimit>,
+    /// The same raw write, committed every page (diagnostic).
+    paged: Option<WriteLimit>,
+    fetch: Option<FetchLimit>,
+}
+
+impl Backfill {
+    fn rate(&self) -> f64 {
+        self.rows as f64 / self.sync.wall.as_secs_f64()
+    }
+    fn write_rate(&self) -> Option<f64> {
+        self.write.map(|w| w.rows as f64 / w.took.as_secs_f64())
+    }
+    fn paged_rate(&self) -> Option<f64> {
+        self.paged.map(|w| w.rows as f64 / w.took.as_secs_f64())
+    }
+    fn fetch_rate(&self) -> Option<f64> {
+        self.fetch
+            .map(|f| f.conversations as f64 / f.took.as_secs_f64())
+    }
+    fn ratio(&self) -> Option<f64> {
+        Some(self.rate() / self.write_rate()?.min(self.fetch_rate()?))
+    }
+}
+
+/// One delta cycle after a backfill.
+struct Delta {
+    provider: Provider,
+    size: u32,
+    changed: u32,
+    listing: u64,
+    follow_ups: u64,
+    tokens: u64,
+    minimum: u64,
+    rows_written: u64,
+    reread_unchanged: u64,
+}
+
+/// Backfills `size` conversations `args.runs` times, then runs the delta cycles on the
+/// last mirror.
+async fn measure_size(
+    env: &Env,
+    args: &Args,
+    provider: Provider,
+    size: u32,
+    backfills: &mut Vec<Backfill>,
+    deltas: &mut Vec<Delta>,
+    checks: &mut Checks,
+) -> anyhow::Result<()> {
+    let dir = env.work.join(format!("{provider}-{size}"));
+    std::fs::create_dir_all(&dir)?;
+    let generation = Instant::now();
+    let sim = SimProcess::start(
+        &env.bin,
+        provider,
+        size,
+        &simproc::unlimited_flags(),
+        &dir.join("simulator.log"),
+    )
+    .await?;
+    eprintln!(
+        "[{provider} N={size}] simulator ready in {:.1} s",
+        generation.elapsed().as_secs_f64()
+    );
+    let mut last_run = None;
+    for run in 0..args.runs {
+        let run_dir = dir.join(format!("run-{run}"));
+        std::fs::create_dir_all(&run_dir)?;
+        let db = run_dir.join("mirror.db");
+        let config = sim.write_config(&run_dir, &db, Budget::Unlimited)?;
+        sim.client.reset_requests().await?;
+        let sync = process::sync_once(&env.bin, &config, &run_dir.join("sync.log")).await?;
+        let requests = data_requests(&sim.client.requests().await?, provider).0;
+        let rows = count_rows(&db).await?;
+        checks.expect(
+            sync.success,
+            format!(
+                "{provider} N={size}: sync --once failed (see {})",
+                run_dir.join("sync.log").display()
+            ),
+        );
+        checks.expect(
+            rows > 0,
+            format!("{provider} N={size}: the mirror is empty"),
+        );
+        let (write, paged, fetch) = if args.no_limits {
+            (None, None, None)
+        } else {
+            let write = limits::write_limit(&db, &run_dir.join("write-limit.db"), None).await?;
+            remove_database(&run_dir.join("write-limit.db"));
+            let paged = limits::write_limit(
+                &db,
+                &run_dir.join("write-paged.db"),
+                Some(max_page_size(provider) as usize),
+            )
+            .await?;
+            remove_database(&run_dir.join("write-paged.db"));
+            let fetch = limits::fetch_limit(&config, &run_dir.join("fetch-scratch.db")).await?;
+            (Some(write), Some(paged), Some(fetch))
+        };
+        let sample = Backfill {
+            provider,
+            size,
+            sync,
+            rows,
+            requests,
+            write,
+            paged,
+            fetch,
+        };
+        eprintln!(
+            "[{provider} N={size} run {run}] sync {:.2} s ({:.0} conv/s, CPU {:.2} s, peak RSS {:.1} MiB, {} requests); write limit {} (committing per page: {}); fetch+parse limit {}",
+            sync.wall.as_secs_f64(),
+            sample.rate(),
+            sync.cpu.as_secs_f64(),
+            sync.peak_rss_mib,
+            requests,
+            sample
+                .write_rate()
+                .map_or("-".into(), |r| format!("{r:.0} conv/s")),
+            sample
+                .paged_rate()
+                .map_or("-".into(), |r| format!("{r:.0} conv/s")),
+            sample.fetch.map_or("-".into(), |f| format!(
+                "{:.0} conv/s ({} requests)",
+                f.conversations as f64 / f.took.as_secs_f64(),
+                f.requests
+            )),
+        );
+        backfills.push(sample);
+        if let Some(previous) = last_run.replace(run_dir) {
+            let _ = std::fs::remove_dir_all(previous);
+        }
+    }
+    if let Some(run_dir) = last_run {
+        let db = run_dir.join("mirror.db");
+        let config = run_dir.join("convsync.toml");
+        let mut offset = 0;
+        for &changed in &args.delta {
+            let delta =
+                measure_delta(env, &sim, &run_dir, &db, &config, size, changed, offset).await?;
+            offset += changed;
+            if changed == 0 {
+                checks.expect(
+                    delta.rows_written == 0,
+                    format!(
+                        "{provider} N={size}: {} rows rewritten although nothing changed",
+                        delta.rows_written
+                    ),
+                );
+            }
+            deltas.push(delta);
+        }
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+    }
+    sim.stop().await;
+    Ok(())
+}
+
+/// Changes `changed` conversations (D365 lists by creation time, so there they are new
+/// conversations; elsewhere an inbound message on existing open ones, since a closed Sinch
+/// conversation cannot receive one), runs one `sync --once`
+/// and counts what it cost.
+#[allow(clippy::too_many_arguments)]
+async fn measure_delta(
+    env: &Env,
+    sim: &SimProcess,
+    run_dir: &Path,
+    db: &Path,
+    config: &Path,
+    size: u32,
+    changed: u32,
+    offset: u32,
+) -> anyhow::Result<Delta> {
+    let provider = sim.provider;
+    let store = open_mirror(db).await?;
+    let account = account_key(sim).await?;
+    if changed > 0 {
+        if provider == Provider::D365 {
+            sim.client
+                .mutate(
+                    provider,
+                    &account,
+                    Mutation::CreateConversations { count: changed },
+                )
+                .await?;
+        } else {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT conversation_id FROM conversations
+                 WHERE active IS NOT 0 AND deleted_at IS NULL
+                 ORDER BY conversation_id LIMIT ? OFFSET ?",
+            )
+            .bind(i64::from(changed))
+            .bind(i64::from(offset))
+            .fetch_all(store.pool())
+            .await?;
+            for id in ids {
+                sim.client
+                    .mutate(
+                        provider,
+                        &account,
+                        Mutation::AddMessage {
+                            id,
+                            message: MessageKind::Inbound,
+                        },
+                    )
+                    .await?;
+            }
+        }
+    }
+    let last_run: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM sync_runs")
+        .fetch_one(store.pool())
+        .await?;
+    store.close().await;
+    sim.client.reset_requests().await?;
+    let stats = process::sync_once(&env.bin, config, &run_dir.join("delta.log")).await?;
+    anyhow::ensure!(
+        stats.success,
+        "delta sync failed (see {})",
+        run_dir.join("delta.log").display()
+    );
+    let (_, listing, follow_ups, tokens) = data_requests(&sim.client.requests().await?, provider);
+    let store = open_mirror(db).await?;
+    let rows_written: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE run_id > ?")
+            .bind(last_run)
+            .fetch_one(store.pool())
+            .await?;
+    let reread_unchanged: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(rows_unchanged), 0) FROM sync_runs WHERE id > ?")
+            .bind(last_run)
+            .fetch_one(store.pool())
+            .await?;
+    store.close().await;
+    let delta = Delta {
+        provider,
+        size,
+        changed,
+        listing,
+        follow_ups,
+        tokens,
+        minimum: u64::from(changed).div_ceil(max_page_size(provider)) + 1,
+        rows_written: rows_written as u64,
+        reread_unchanged: reread_unchanged as u64,
+    };
+    eprintln!(
+        "[{provider} N={size} K={changed}] listing requests {} (minimum {}), follow-ups {}, token {}, rows written {}, re-read unchanged {}",
+        delta.listing,
+        delta.minimum,
+        delta.follow_ups,
+        delta.tokens,
+        delta.rows_written,
+        delta.reread_unchanged
+    );
+    Ok(delta)
+}
+
+/// The largest page each provider's listing allows (what convsync asks for by default).
+fn max_page_size(provider: Provider) -> u64 {
+    match provider {
+        Provider::D365 => 250,
+        Provider::Spruce => 200,
+        // conversations:recent; the inventory sweep lists 20 per page.
+        Provider::Sinch => 50,
+        Provider::HighLevel => 100,
+    }
+}
+
+/// The simulator's key of the one account it serves.
+async fn account_key(sim: &SimProcess) -> anyhow::Result<String> {
+    let accounts = sim.client.accounts().await?;
+    let key = match sim.provider {
+        Provider::D365 => accounts.d365.first().map(|a| a.account.clone()),
+        Provider::Spruce => accounts.spruce.first().map(|a| a.account.clone()),
+        Provider::Sinch => accounts.sinch.first().map(|a| a.account.clone()),
+        Provider::HighLevel => accounts.highlevel.first().map(|a| a.account.clone()),
+    };
+    key.context("the simulator has no account")
+}
+
+/// (all data requests, listing requests, follow-up requests, token requests) to
+/// `provider`. Follow-ups are the per-conversation routes (`{id}` in the route template).
+fn data_requests(counts: &RequestCounts, provider: Provider) -> (u64, u64, u64, u64) {
+    let (mut listing, mut follow_ups, mut tokens) = (0, 0, 0);
+    for e in counts.entries.iter().filter(|e| e.provider == provider) {
+        if e.endpoint.contains("token") {
+            tokens += e.count;
+        } else if e.endpoint.contains("{id}") {
+            follow_ups += e.count;
+        } else {
+            listing += e.count;
+        }
+    }
+    (listing + follow_ups, listing, follow_ups, tokens)
+}
+
+/// Deletes a scratch database and its WAL files.
+fn remove_database(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+async fn open_mirror(db: &Path) -> anyhow::Result<Store> {
+    Ok(Store::connect(&StoreSettings {
+        url: format!("sqlite://{}", db.display()),
+        max_connections: 1,
+        ..StoreSettings::default()
+    })
+    .await?)
+}
+
+async fn count_rows(db: &Path) -> anyhow::Result<u64> {
+    let store = open_mirror(db).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
+        .fetch_one(store.pool())
+        .await?;
+    store.close().await;
+    Ok(rows as u64)
+}
+
+/// A rate-limit measurement: what the simulator enforces and how convsync is configured.
+struct RateCase {
+    provider: Provider,
+    conversations: u32,
+    sim_flags: Vec<String>,
+    budget: Budget,
+    budget_text: &'static str,
+    limit: u32,
+    window: Duration,
+}
+
+fn rate_cases(args: &Args) -> Vec<RateCase> {
+    let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    if args.smoke {
+        return vec![RateCase {
+            provider: Provider::HighLevel,
+            conversations: 20_000,
+            sim_flags: flags(&[
+                "--highlevel-burst-limit",
+                "20",
+                "--highlevel-burst-window",
+                "1s",
+            ]),
+            budget: Budget::Explicit {
+                requests: 20,
+                per_ms: 1000,
+            },
+            budget_text: "20 per 1 s",
+            limit: 20,
+            window: Duration::from_secs(1),
+        }];
+    }
+    let all = vec![
+        RateCase {
+            provider: Provider::D365,
+            conversations: 200_000,
+            sim_flags: flags(&[
+                "--fault-providers",
+                "d365",
+                "--fault-rate-limit",
+                "300",
+                "--fault-rate-window",
+                "60s",
+            ]),
+            budget: Budget::ProductDefault,
+            budget_text: "default: 300 per min, burst 10",
+            limit: 300,
+            window: Duration::from_secs(60),
+        },
+        RateCase {
+            provider: Provider::Spruce,
+            conversations: 20_000,
+            sim_flags: flags(&["--spruce-rate-limit", "1000"]),
+            budget: Budget::Explicit {
+                requests: 1000,
+                per_ms: 60_000,
+            },
+            budget_text: "rate_limit = 1000 per 60 s",
+            limit: 1000,
+            window: Duration::from_secs(60),
+        },
+        RateCase {
+            provider: Provider::Sinch,
+            conversations: 200_000,
+            sim_flags: flags(&[
+                "--fault-providers",
+                "sinch",
+                "--fault-rate-limit",
+                "200",
+                "--fault-rate-window",
+                "1s",
+            ]),
+            budget: Budget::ProductDefault,
+            budget_text: "default: 200 per s",
+            limit: 200,
+            window: Duration::from_secs(1),
+        },
+        RateCase {
+            provider: Provider::HighLevel,
+            conversations: 200_000,
+            sim_flags: Vec::new(),
+            budget: Budget::ProductDefault,
+            budget_text: "default: 100 per 10 s",
+            limit: 100,
+            window: Duration::from_secs(10),
+        },
+    ];
+    all.into_iter()
+        .filter(|c| args.providers.contains(&c.provider))
+        .collect()
+}
+
+/// One rate-limit measurement.
+struct Rate {
+    provider: Provider,
+    limit: u32,
+    window: Duration,
+    budget_text: &'static str,
+    measured: Duration,
+    answered: u64,
+    status_429: u64,
+}
+
+impl Rate {
+    fn per_second(&self) -> f64 {
+        self.answered as f64 / self.measured.as_secs_f64()
+    }
+    fn utilisation(&self) -> f64 {
+        self.per_second() / (f64::from(self.limit) / self.window.as_secs_f64())
+    }
+}
+
+/// Runs a backfill against an enforced limit for `args.rate_duration` after the first
+/// request, then stops convsync with SIGTERM.
+async fn measure_rate(env: &Env, args: &Args, case: &RateCase) -> anyhow::Result<Rate> {
+    let provider = case.provider;
+    let dir = env.work.join(format!("rate-{provider}"));
+    std::fs::create_dir_all(&dir)?;
+    let sim = SimProcess::start(
+        &env.bin,
+        provider,
+        case.conversations,
+        &case.sim_flags,
+        &dir.join("simulator.log"),
+    )
+    .await?;
+    let config = sim.write_config(&dir, &dir.join("mirror.db"), case.budget)?;
+    sim.client.reset_requests().await?;
+    let running = process::spawn(
+        &env.bin,
+        &config,
+        &["sync", "--once"],
+        &dir.join("sync.log"),
+    )?;
+    let poll = Duration::from_millis(100);
+    let deadline = Instant::now() + args.rate_duration + Duration::from_secs(60);
+    let mut first: Option<(Instant, u64)> = None;
+    // (time of the last new request, requests answered then, 429s then)
+    let mut last = (Instant::now(), 0u64, 0u64);
+    loop {
+        tokio::time::sleep(poll).await;
+        let counts = sim.client.requests().await?;
+        let answered = answered_ok(&counts, provider);
+        let now = Instant::now();
+        if answered > last.1 {
+            last = (now, answered, status_count(&counts, provider, 429));
+        }
+        if answered > 0 && first.is_none() {
+            first = Some((now, answered));
+        }
+        let measured_enough =
+            first.is_some_and(|(t, _)| now.duration_since(t) >= args.rate_duration);
+        // The world ran out (or convsync stopped): what was measured stands. A pause of a
+        // whole window is part of what is measured, so the wait is longer than that.
+        let stalled =
+            first.is_some() && now.duration_since(last.0) > case.window + Duration::from_secs(15);
+        if measured_enough || stalled || now > deadline {
+            break;
+        }
+    }
+    running.terminate();
+    let _ = tokio::task::spawn_blocking(move || running.wait()).await?;
+    sim.stop().await;
+    let (start, at_start) = first.context("convsync sent no request")?;
+    let rate = Rate {
+        provider,
+        limit: case.limit,
+        window: case.window,
+        budget_text: case.budget_text,
+        measured: last.0.duration_since(start),
+        answered: last.1 - at_start,
+        status_429: last.2,
+    };
+    eprintln!(
+        "[{provider} rate] {:.2} requests/s over {:.1} s = {:.1} % of {} per {:?}; {} responses 429",
+        rate.per_second(),
+        rate.measured.as_secs_f64(),
+        rate.utilisation() * 100.0,
+        rate.limit,
+        rate.window,
+        rate.status_429
+    );
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(rate)
+}
+
+/// Successful data requests (2xx, token endpoints excluded) to `provider`.
+fn answered_ok(counts: &RequestCounts, provider: Provider) -> u64 {
+    counts
+        .entries
+        .iter()
+        .filter(|e| {
+            e.provider == provider
+                && !e.endpoint.contains("token")
+                && e.status.is_some_and(|s| (200..300).contains(&s))
+        })
+        .map(|e| e.count)
+        .sum()
+}
+
+fn status_count(counts: &RequestCounts, provider: Provider, status: u16) -> u64 {
+    counts
+        .entries
+        .iter()
+        .filter(|e| e.provider == provider && e.status == Some(status))
+        .map(|e| e.count)
+        .sum()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn print_backfills(samples: &[Backfill]) {
+    if samples.is_empty() {
+        return;
+    }
+    println!("### Backfill (medians)\n");
+    println!(
+        "| provider | N | runs | sync conv/s | write limit conv/s | fetch+parse limit conv/s | ratio to tighter limit | raw write committed per page conv/s | sync wall s | sync CPU s | peak RSS MiB | requests |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut keys: Vec<(Provider, u32)> = samples.iter().map(|s| (s.provider, s.size)).collect();
+    keys.dedup();
+    for (provider, size) in keys {
+        let runs: Vec<&Backfill> = samples
+            .iter()
+            .filter(|s| s.provider == provider && s.size == size)
+            .collect();
+        let m = |f: &dyn Fn(&Backfill) -> Option<f64>| {
+            let v: Vec<f64> = runs.iter().filter_map(|s| f(s)).collect();
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", median(v))
+            }
+        };
+        let ratio: Vec<f64> = runs.iter().filter_map(|s| s.ratio()).collect();
+        println!(
+            "| {provider} | {size} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} |",
+            runs.len(),
+            m(&|s| Some(s.rate())),
+            m(&|s| s.write_rate()),
+            m(&|s| s.fetch_rate()),
+            if ratio.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0} %", median(ratio) * 100.0)
+            },
+            m(&|s| s.paged_rate()),
+            median(runs.iter().map(|s| s.sync.wall.as_secs_f64()).collect()),
+            median(runs.iter().map(|s| s.sync.cpu.as_secs_f64()).collect()),
+            median(runs.iter().map(|s| s.sync.peak_rss_mib).collect()),
+            m(&|s| Some(s.requests as f64)),
+        );
+    }
+    println!();
+}
+
+fn print_deltas(samples: &[Delta]) {
+    if samples.is_empty() {
+        return;
+    }
+    println!("### Delta cycle after the backfill\n");
+    println!(
+        "| provider | N | K changed | listing requests | minimum ⌈K/page⌉+1 | follow-up requests | token requests | rows written | rows re-read unchanged |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for d in samples {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            d.provider,
+            d.size,
+            d.changed,
+            d.listing,
+            d.minimum,
+            d.follow_ups,
+            d.tokens,
+            d.rows_written,
+            d.reread_unchanged
+        );
+    }
+    println!();
+}
+
+fn print_rates(samples: &[Rate]) {
+    if samples.is_empty() {
+        return;
+    }
+    println!("### Rate-limit utilisation\n");
+    println!(
+        "| provider | enforced limit | convsync budget | measured s | requests/s | utilisation | 429s |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|");
+    for r in samples {
+        println!(
+            "| {} | {} per {} | {} | {:.1} | {:.2} | {:.1} % | {} |",
+            r.provider,
+            r.limit,
+            humantime::format_duration(r.window),
+            r.budget_text,
+            r.measured.as_secs_f64(),
+            r.per_second(),
+            r.utilisation() * 100.0,
+            r.status_429
+        );
+    }
+    println!();
+}
+
+/// Cores, memory and CPU model, for the record.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or("?".into(), |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0));
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("?", str::trim)
+        .to_owned();
+    format!(
+        "machine: {cores} cores ({model}), {memory} memory; load average at start: {}",
+        load_average()
+    )
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
