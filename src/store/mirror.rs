@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
 use super::cursor::write_cursor;
+use super::follow_ups::queue_follow_up;
 use super::{Store, StoreError, WalkCursor};
-use crate::provider::{Absence, ActivityPatch, ConversationRecord, DetailRequest, RejectedRecord};
+use crate::provider::{Absence, ConversationRecord, DetailRequest, RejectedRecord};
 use crate::time::Timestamp;
 
 /// Everything one page changes, written in one transaction.
@@ -39,29 +40,6 @@ pub struct PageWrite<'a> {
     pub moved_late_before: Option<Timestamp>,
     /// The walk's new cursor.
     pub cursor: &'a WalkCursor,
-}
-
-/// A follow-up's result, written in one transaction.
-#[derive(Debug, Clone, Copy)]
-pub struct DetailWrite<'a> {
-    /// The source.
-    pub source: &'a str,
-    /// Provider name for new rows.
-    pub provider: &'a str,
-    /// Provider account for new rows.
-    pub account: &'a str,
-    /// The run writing it.
-    pub run_id: i64,
-    /// The follow-up being answered.
-    pub detail: &'a DetailRequest,
-    /// A fresh copy of the conversation.
-    pub record: Option<&'a ConversationRecord>,
-    /// Who-spoke-last facts.
-    pub patch: Option<&'a ActivityPatch>,
-    /// The conversation is gone.
-    pub gone: Option<Absence>,
-    /// Where the follow-up continues, if it needs more pages.
-    pub next: Option<&'a serde_json::Value>,
 }
 
 /// What a page did to the mirror.
@@ -310,184 +288,10 @@ impl Store {
         tx.commit().await?;
         Ok(outcome)
     }
-
-    /// Up to `limit` queued follow-ups of `source`, oldest first.
-    pub async fn pending_follow_ups(
-        &self,
-        source: &str,
-        limit: u32,
-    ) -> Result<Vec<DetailRequest>, StoreError> {
-        let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT conversation_id, kind, since, position FROM follow_ups
-             WHERE source = ? ORDER BY attempts, queued_at LIMIT ?",
-        )
-        .bind(source)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(conversation_id, kind, since, position)| {
-                Ok(DetailRequest {
-                    conversation_id,
-                    kind,
-                    since: since
-                        .map(|s| Timestamp::parse_rfc3339(&s))
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    position: position
-                        .map(|p| serde_json::from_str(&p))
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                })
-            })
-            .collect()
-    }
-
-    /// Number of follow-ups waiting for `source`.
-    pub async fn count_follow_ups(&self, source: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE source = ?")
-            .bind(source)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n as u64)
-    }
-
-    /// Counts a failed attempt so that a follow-up that keeps failing yields to others.
-    pub async fn defer_follow_up(
-        &self,
-        source: &str,
-        detail: &DetailRequest,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE follow_ups SET attempts = attempts + 1
-             WHERE source = ? AND conversation_id = ? AND kind = ?",
-        )
-        .bind(source)
-        .bind(&detail.conversation_id)
-        .bind(&detail.kind)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Forgets a follow-up's page position (the provider refused it), so it starts again.
-    pub async fn restart_follow_up(
-        &self,
-        source: &str,
-        detail: &DetailRequest,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE follow_ups SET position = NULL, attempts = attempts + 1
-             WHERE source = ? AND conversation_id = ? AND kind = ?",
-        )
-        .bind(source)
-        .bind(&detail.conversation_id)
-        .bind(&detail.kind)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Applies a follow-up's result and dequeues it (or stores its next position), in one
-    /// transaction.
-    pub async fn apply_detail(&self, write: &DetailWrite<'_>) -> Result<PageCounts, StoreError> {
-        let DetailWrite {
-            source,
-            provider,
-            account,
-            run_id,
-            detail,
-            record,
-            patch,
-            gone,
-            next,
-        } = *write;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let now = Timestamp::now().to_mirror_text();
-        let mut counts = match record {
-            Some(r) => {
-                upsert_records(
-                    &mut tx,
-                    source,
-                    provider,
-                    account,
-                    run_id,
-                    std::slice::from_ref(r),
-                    false,
-                    (None, None),
-                    &now,
-                )
-                .await?
-            }
-            None => PageCounts::default(),
-        };
-        if let Some(patch) = patch.filter(|p| !p.is_empty()) {
-            if apply_patch(
-                &mut tx,
-                source,
-                &detail.conversation_id,
-                patch,
-                run_id,
-                &now,
-            )
-            .await?
-            {
-                counts.updated += 1;
-            }
-        }
-        if let Some(absence) = gone {
-            let set = match absence {
-                Absence::Closed => "active = 0, closed_at = COALESCE(closed_at, ?)",
-                Absence::Deleted => "deleted_at = COALESCE(deleted_at, ?)",
-            };
-            let done = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE conversations SET {set}, last_changed_at = ?, run_id = ?
-                 WHERE source = ? AND conversation_id = ? AND deleted_at IS NULL
-                   AND (closed_at IS NULL OR ? = 'deleted')"
-            )))
-            .bind(&now)
-            .bind(&now)
-            .bind(run_id)
-            .bind(source)
-            .bind(&detail.conversation_id)
-            .bind(match absence {
-                Absence::Closed => "closed",
-                Absence::Deleted => "deleted",
-            })
-            .execute(&mut *tx)
-            .await?;
-            counts.updated += done.rows_affected();
-        }
-        match next {
-            Some(position) => {
-                sqlx::query(
-                    "UPDATE follow_ups SET position = ? WHERE source = ? AND conversation_id = ? AND kind = ?",
-                )
-                .bind(position.to_string())
-                .bind(source)
-                .bind(&detail.conversation_id)
-                .bind(&detail.kind)
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                sqlx::query(
-                    "DELETE FROM follow_ups WHERE source = ? AND conversation_id = ? AND kind = ?",
-                )
-                .bind(source)
-                .bind(&detail.conversation_id)
-                .bind(&detail.kind)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(counts)
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn upsert_records(
+pub(super) async fn upsert_records(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
     provider: &str,
@@ -864,84 +668,6 @@ async fn update_record(
     Ok(())
 }
 
-async fn apply_patch(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    conversation_id: &str,
-    patch: &ActivityPatch,
-    run_id: i64,
-    now: &str,
-) -> Result<bool, StoreError> {
-    let text = |t: Option<Timestamp>| t.map(|t| t.to_mirror_text());
-    let fields: [(&str, Option<String>); 5] = [
-        ("last_activity_at", text(patch.last_activity_at)),
-        ("last_inbound_at", text(patch.last_inbound_at)),
-        ("last_outbound_at", text(patch.last_outbound_at)),
-        (
-            "last_message_direction",
-            patch.last_message_direction.map(|d| d.as_str().to_owned()),
-        ),
-        (
-            "awaiting_reply",
-            patch
-                .awaiting_reply
-                .map(|b| if b { "1" } else { "0" }.to_owned()),
-        ),
-    ];
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE conversations SET ");
-    let mut changed_if: Vec<(&str, String)> = Vec::new();
-    for (column, value) in fields.iter() {
-        if let Some(value) = value {
-            // Timestamps only move forward: an older message list never rewinds them.
-            if column.ends_with("_at") {
-                q.push(format!(
-                    "{column} = CASE WHEN {column} IS NULL OR {column} < "
-                ));
-                q.push_bind(value.clone());
-                q.push(" THEN ");
-                q.push_bind(value.clone());
-                q.push(format!(" ELSE {column} END, "));
-            } else if *column == "awaiting_reply" {
-                q.push(format!("{column} = "));
-                q.push_bind(value.parse::<i64>().unwrap_or(0));
-                q.push(", ");
-            } else {
-                q.push(format!("{column} = "));
-                q.push_bind(value.clone());
-                q.push(", ");
-            }
-            changed_if.push((column, value.clone()));
-        }
-    }
-    q.push("last_changed_at = ");
-    q.push_bind(now.to_owned());
-    q.push(", run_id = ");
-    q.push_bind(run_id);
-    q.push(" WHERE source = ");
-    q.push_bind(source.to_owned());
-    q.push(" AND conversation_id = ");
-    q.push_bind(conversation_id.to_owned());
-    q.push(" AND (");
-    for (i, (column, value)) in changed_if.iter().enumerate() {
-        if i > 0 {
-            q.push(" OR ");
-        }
-        if column.ends_with("_at") {
-            q.push(format!("{column} IS NULL OR {column} < "));
-            q.push_bind(value.clone());
-        } else if *column == "awaiting_reply" {
-            q.push(format!("{column} IS NOT "));
-            q.push_bind(value.parse::<i64>().unwrap_or(0));
-        } else {
-            q.push(format!("{column} IS NOT "));
-            q.push_bind(value.clone());
-        }
-    }
-    q.push(")");
-    let done = q.build().execute(&mut **tx).await?;
-    Ok(done.rows_affected() > 0)
-}
-
 async fn insert_rejected(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
@@ -965,32 +691,6 @@ async fn insert_rejected(
     .bind(walk)
     .bind(&rejected.reason)
     .bind(raw)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn queue_follow_up(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    detail: &DetailRequest,
-    now: &str,
-) -> Result<(), StoreError> {
-    // A follow-up queued twice keeps the earlier `since`, so no message is skipped.
-    sqlx::query(
-        "INSERT INTO follow_ups (source, conversation_id, kind, since, position, queued_at)
-         VALUES (?, ?, ?, ?, NULL, ?)
-         ON CONFLICT (source, conversation_id, kind) DO UPDATE SET
-            since = CASE WHEN follow_ups.since IS NULL OR excluded.since IS NULL THEN NULL
-                         WHEN excluded.since < follow_ups.since THEN excluded.since
-                         ELSE follow_ups.since END,
-            position = NULL",
-    )
-    .bind(source)
-    .bind(&detail.conversation_id)
-    .bind(&detail.kind)
-    .bind(detail.since.map(|t| t.to_rfc3339_nanos()))
     .bind(now)
     .execute(&mut **tx)
     .await?;

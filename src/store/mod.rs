@@ -6,6 +6,7 @@
 //! added beside it with its own migrations folder.
 
 mod cursor;
+mod follow_ups;
 mod mirror;
 mod runs;
 mod vault;
@@ -19,9 +20,8 @@ use sqlx::sqlite::{
 };
 
 pub use cursor::WalkCursor;
-pub use mirror::{
-    AbsenceOutcome, DetailWrite, MassChangeGuard, PageCounts, PageWrite, SweepCompletion,
-};
+pub use follow_ups::DetailWrite;
+pub use mirror::{AbsenceOutcome, MassChangeGuard, PageCounts, PageWrite, SweepCompletion};
 pub use runs::{RunOutcome, RunReport, SourceStatus};
 
 /// Errors from the mirror database.
