@@ -175,48 +175,35 @@ const SELECT_CHUNK: usize = 400;
 impl Store {
     /// Applies one page and its cursor atomically.
     pub async fn apply_page(&self, page: &PageWrite<'_>) -> Result<PageCounts, StoreError> {
+        let counts = self.apply_pages(std::slice::from_ref(page)).await?;
+        Ok(counts[0])
+    }
+
+    /// Applies consecutive pages of one walk in one transaction, with the cursor of the
+    /// last: one commit for many pages when they arrive faster than commits take. Returns
+    /// each page's counts, in order.
+    pub async fn apply_pages(
+        &self,
+        pages: &[PageWrite<'_>],
+    ) -> Result<Vec<PageCounts>, StoreError> {
+        let Some(last) = pages.last() else {
+            return Ok(Vec::new());
+        };
+        debug_assert!(
+            pages
+                .iter()
+                .all(|p| p.source == last.source && p.walk == last.walk),
+            "a batch holds pages of one walk"
+        );
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = Timestamp::now().to_mirror_text();
-        let mut counts = upsert_records(
-            &mut tx,
-            page.source,
-            page.provider,
-            page.account,
-            page.run_id,
-            page.records,
-            page.touch_unchanged,
-            (page.late_before, page.moved_late_before),
-            &now,
-        )
-        .await?;
-        for rejected in page.rejected {
-            insert_rejected(&mut tx, page.source, page.run_id, page.walk, rejected, &now).await?;
-            counts.rejected += 1;
+        let mut all_counts = Vec::with_capacity(pages.len());
+        for page in pages {
+            all_counts.push(write_page(&mut tx, page, &now).await?);
         }
-        for follow_up in page.follow_ups {
-            if follow_up.since.is_some() {
-                queue_follow_up(&mut tx, page.source, follow_up, &now).await?;
-                continue;
-            }
-            // Only messages after the activity already mirrored matter.
-            let known: Option<String> = sqlx::query_scalar(
-                "SELECT last_activity_at FROM conversations WHERE source = ? AND conversation_id = ?",
-            )
-            .bind(page.source)
-            .bind(&follow_up.conversation_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
-            let since = known.and_then(|t| Timestamp::parse_rfc3339(&t).ok());
-            let with_since = DetailRequest {
-                since,
-                ..follow_up.clone()
-            };
-            queue_follow_up(&mut tx, page.source, &with_since, &now).await?;
-        }
-        write_cursor(&mut tx, page.source, page.walk, page.cursor).await?;
+        write_cursor(&mut tx, last.source, last.walk, last.cursor).await?;
         tx.commit().await?;
-        Ok(counts)
+        Ok(all_counts)
     }
 
     /// Completes a sweep: closes or deletes rows not seen since it started, unless the guard
@@ -288,6 +275,52 @@ impl Store {
         tx.commit().await?;
         Ok(outcome)
     }
+}
+
+/// Writes one page's rows, rejected records and follow-ups (not its cursor).
+async fn write_page(
+    tx: &mut Transaction<'static, Sqlite>,
+    page: &PageWrite<'_>,
+    now: &str,
+) -> Result<PageCounts, StoreError> {
+    let mut counts = upsert_records(
+        tx,
+        page.source,
+        page.provider,
+        page.account,
+        page.run_id,
+        page.records,
+        page.touch_unchanged,
+        (page.late_before, page.moved_late_before),
+        now,
+    )
+    .await?;
+    for rejected in page.rejected {
+        insert_rejected(tx, page.source, page.run_id, page.walk, rejected, now).await?;
+        counts.rejected += 1;
+    }
+    for follow_up in page.follow_ups {
+        if follow_up.since.is_some() {
+            queue_follow_up(tx, page.source, follow_up, now).await?;
+            continue;
+        }
+        // Only messages after the activity already mirrored matter.
+        let known: Option<String> = sqlx::query_scalar(
+            "SELECT last_activity_at FROM conversations WHERE source = ? AND conversation_id = ?",
+        )
+        .bind(page.source)
+        .bind(&follow_up.conversation_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .flatten();
+        let since = known.and_then(|t| Timestamp::parse_rfc3339(&t).ok());
+        let with_since = DetailRequest {
+            since,
+            ..follow_up.clone()
+        };
+        queue_follow_up(tx, page.source, &with_since, now).await?;
+    }
+    Ok(counts)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,7 +1,6 @@
 //! One cycle of one source: run its delta walks, the sweeps that are due and the queued
 //! follow-ups, committing every page atomically with the cursor it advances.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,16 +9,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod follow_ups;
+mod walk;
 
 use super::progress::SourceProgress;
 use crate::config::Schedule;
 use crate::http::{ApiClient, HttpError};
-use crate::provider::{
-    InitialSweep, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
-};
+use crate::provider::{InitialSweep, Provider, ProviderError, WalkKind, WalkSpec};
 use crate::store::{
-    AbsenceOutcome, MassChangeGuard, PageWrite, RunOutcome, RunReport, Store, StoreError,
-    SweepCompletion, WalkCursor,
+    AbsenceOutcome, MassChangeGuard, RunOutcome, RunReport, Store, StoreError, WalkCursor,
 };
 use crate::time::Timestamp;
 
@@ -375,218 +372,6 @@ impl Cycle<'_> {
         }
     }
 
-    async fn run_walk(
-        &mut self,
-        walk: &WalkSpec,
-        mut cursor: WalkCursor,
-        (late_before, moved_late_before): (Option<Timestamp>, Option<Timestamp>),
-    ) -> Result<WalkEnd, SyncError> {
-        let schedule = &self.source.schedule;
-        let provider = self.source.provider.clone();
-        if !cursor.in_progress() {
-            cursor.walk_started_at = Some(Timestamp::now());
-            cursor.walk_since = match walk.kind {
-                WalkKind::Delta(_) => cursor
-                    .watermark
-                    .map(|w| w.saturating_sub(schedule.lookback)),
-                WalkKind::Sweep { .. } => None,
-            };
-            cursor.position = None;
-            cursor.pending_high_water = None;
-        } else {
-            tracing::info!(
-                walk = walk.name,
-                "resuming an unfinished walk from its saved position"
-            );
-        }
-        self.source.progress.update(|s| {
-            s.current_walk = Some(walk.name.to_owned());
-            if matches!(walk.kind, WalkKind::Delta(_)) {
-                s.watermark = cursor.watermark.max(s.watermark);
-            }
-        });
-        let mut restarted = false;
-        let mut seen_positions = HashSet::new();
-        loop {
-            if self.cancel.is_cancelled() {
-                return Ok(WalkEnd::Cancelled);
-            }
-            if self.pages_this_cycle >= schedule.max_pages_per_cycle {
-                return Ok(WalkEnd::PageCap);
-            }
-            let ctx = WalkContext {
-                walk,
-                since: cursor.walk_since,
-                position: cursor.position.as_ref(),
-            };
-            let page = match self.fetch_page(&ctx).await {
-                Ok(page) => page,
-                Err(SyncError::PositionRejected { message, .. }) if !restarted => {
-                    tracing::warn!(walk = walk.name, %message, "saved page position rejected; restarting the walk from its watermark");
-                    self.report.notes.push(format!(
-                        "{}: page position rejected, walk restarted",
-                        walk.name
-                    ));
-                    restarted = true;
-                    seen_positions.clear();
-                    cursor.position = None;
-                    cursor.pending_high_water = None;
-                    cursor.walk_started_at = Some(Timestamp::now());
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(next) = &page.next {
-                if !seen_positions.insert(next.to_string())
-                    || Some(next) == cursor.position.as_ref()
-                {
-                    return Err(SyncError::RepeatedPosition {
-                        walk: walk.name,
-                        position: next.to_string(),
-                    });
-                }
-            }
-            for note in &page.notes {
-                tracing::warn!(walk = walk.name, note = %note, "provider note");
-                if !self.report.notes.contains(note) {
-                    self.report.notes.push(note.clone());
-                }
-            }
-            let new_cursor = self.advance(walk, &cursor, &page);
-            let complete = page.next.is_none();
-            let sweep_absence = match walk.kind {
-                WalkKind::Sweep { absence, .. } if complete => Some(absence),
-                _ => None,
-            };
-            // A completed sweep commits its last page with the cursor still on that page,
-            // then applies absences with the final cursor: a crash in between re-reads the
-            // page instead of losing the absences.
-            let page_cursor = if sweep_absence.is_some() {
-                &cursor
-            } else {
-                &new_cursor
-            };
-            let write = PageWrite {
-                source: &self.source.name,
-                provider: provider.kind().as_str(),
-                account: provider.account(),
-                walk: walk.name,
-                run_id: self.run_id,
-                records: &page.records,
-                rejected: &page.rejected,
-                follow_ups: &page.follow_ups,
-                touch_unchanged: matches!(walk.kind, WalkKind::Sweep { .. }),
-                late_before,
-                moved_late_before,
-                cursor: page_cursor,
-            };
-            let mut busy = BusyWait::new(schedule.stall_timeout);
-            let counts = loop {
-                match self.store.apply_page(&write).await {
-                    Err(e) if busy.wait(&e, self.cancel, "applying a page").await => {}
-                    other => break other,
-                }
-            }?;
-            self.pages_this_cycle += 1;
-            self.report.pages += 1;
-            self.report.inserted += counts.inserted;
-            self.report.updated += counts.updated;
-            self.report.unchanged += counts.unchanged;
-            self.report.rejected += counts.rejected;
-            self.source.progress.record_page(&counts);
-            if counts.rejected > 0 {
-                tracing::warn!(
-                    walk = walk.name,
-                    rejected = counts.rejected,
-                    "records rejected (kept in rejected_records)"
-                );
-            }
-            if counts.late > 0 {
-                let note = format!(
-                    "{}: {} conversation(s) appeared later than the lookback allows for; the sweep repaired them (consider a longer lookback)",
-                    walk.name, counts.late
-                );
-                tracing::warn!(
-                    walk = walk.name,
-                    late = counts.late,
-                    "records arrived later than the lookback window"
-                );
-                self.report.notes.push(note);
-            }
-            if let Some(absence) = sweep_absence {
-                let started = cursor.walk_started_at.unwrap_or_else(Timestamp::now);
-                let completion = SweepCompletion {
-                    source: &self.source.name,
-                    walk: walk.name,
-                    run_id: self.run_id,
-                    absence,
-                    sweep_started_at: started,
-                    guard: self.source.guard,
-                    cursor: &new_cursor,
-                };
-                let mut busy = BusyWait::new(schedule.stall_timeout);
-                let outcome = loop {
-                    match self.store.apply_absence(&completion).await {
-                        Err(e)
-                            if busy
-                                .wait(&e, self.cancel, "applying a sweep's absences")
-                                .await => {}
-                        other => break other,
-                    }
-                }?;
-                self.record_absence(walk, absence, outcome);
-            }
-            if matches!(walk.kind, WalkKind::Delta(_)) {
-                self.source
-                    .progress
-                    .update(|s| s.watermark = new_cursor.watermark.max(s.watermark));
-            }
-            cursor = new_cursor;
-            if complete {
-                return Ok(WalkEnd::Complete);
-            }
-        }
-    }
-
-    /// The cursor after `page`: watermark rules, future guard, position.
-    fn advance(&mut self, walk: &WalkSpec, cursor: &WalkCursor, page: &Page) -> WalkCursor {
-        let now = Timestamp::now();
-        let ceiling = now.saturating_add(self.source.schedule.max_clock_skew);
-        let high_water = page.high_water.map(|hw| {
-            if hw > ceiling {
-                let note = format!("{}: provider timestamp {hw} lies in the future; watermark held at {ceiling}", walk.name);
-                if !self.report.notes.contains(&note) {
-                    tracing::warn!(walk = walk.name, timestamp = %hw, "provider timestamp in the future; not moving the watermark past now");
-                    self.report.notes.push(note);
-                }
-            }
-            hw.min(ceiling)
-        });
-        let mut next = cursor.clone();
-        match walk.kind {
-            WalkKind::Delta(WatermarkAdvance::PerPage) => {
-                next.watermark = next.watermark.max(high_water);
-            }
-            WalkKind::Delta(WatermarkAdvance::AtWalkEnd) => {
-                next.pending_high_water = next.pending_high_water.max(high_water);
-            }
-            WalkKind::Sweep { .. } => {}
-        }
-        if page.next.is_none() {
-            if matches!(walk.kind, WalkKind::Delta(_)) {
-                next.watermark = next.watermark.max(next.pending_high_water);
-            }
-            next.position = None;
-            next.walk_started_at = None;
-            next.walk_since = None;
-            next.pending_high_water = None;
-            next.last_completed_at = Some(now);
-        } else {
-            next.position = page.next.clone();
-        }
-        next
-    }
-
     fn record_absence(
         &mut self,
         walk: &WalkSpec,
@@ -633,50 +418,6 @@ impl Cycle<'_> {
                     "mass-change guard refused a sweep's absences"
                 );
                 self.report.notes.push(note);
-            }
-        }
-    }
-
-    async fn fetch_page(&self, ctx: &WalkContext<'_>) -> Result<Page, SyncError> {
-        let provider = &*self.source.provider;
-        let walk = ctx.walk.name;
-        let spec = provider
-            .build_request(ctx)
-            .map_err(|source| SyncError::Provider { walk, source })?;
-        let mut attempt = 0;
-        loop {
-            let timeout = self.source.schedule.stall_timeout;
-            let request = tokio::time::timeout(timeout, self.source.client.send(&spec, provider));
-            // Shutdown abandons a request in flight (and its retries): nothing of it has
-            // been written, so the walk resumes from the same position next time.
-            let sent = tokio::select! {
-                sent = request => sent.map_err(|_| SyncError::Stalled { walk, timeout })?,
-                _ = self.cancel.cancelled() => return Err(SyncError::Interrupted),
-            };
-            let response = match sent {
-                Ok(r) => r,
-                Err(HttpError::Rejected {
-                    status,
-                    body,
-                    message,
-                    ..
-                }) if ctx.position.is_some() && provider.is_position_rejected(status, &body) => {
-                    return Err(SyncError::PositionRejected { walk, message });
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match provider.parse_page(ctx, &response) {
-                Ok(page) => return Ok(page),
-                Err(ProviderError::Malformed(message)) if attempt < MALFORMED_RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(walk, %message, attempt, "malformed page; fetching it again");
-                    let delay = Duration::from_millis(200 * 2u64.pow(attempt));
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.cancel.cancelled() => {}
-                    }
-                }
-                Err(source) => return Err(SyncError::Provider { walk, source }),
             }
         }
     }

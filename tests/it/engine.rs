@@ -163,15 +163,24 @@ async fn abort_between_pages_then_restart_loses_nothing() {
     while double.list_requests().len() < 6 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The writer commits the pages received while the next fetch hangs; a sixth page can
+    // never arrive, so the count settles at five pages.
+    let committed = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM conversations")
+            .fetch_one(first.store().pool())
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while committed().await < 100 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     task.abort();
     let _ = task.await;
-    let partial: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
-        .fetch_one(first.store().pool())
-        .await
-        .unwrap();
     assert_eq!(
-        partial, 100,
-        "five pages of twenty were committed before the abort"
+        committed().await,
+        100,
+        "the five pages received were committed before the abort, and nothing more"
     );
     let cursor: String = sqlx::query_scalar("SELECT state FROM cursors WHERE source = 'double'")
         .fetch_one(first.store().pool())

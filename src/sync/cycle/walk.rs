@@ -1,0 +1,454 @@
+//! One walk of a cycle, as a two-stage pipeline: a fetcher requests pages one after the
+//! other (each page names the next) while the writer commits the pages already received.
+//!
+//! The writer takes every page that is waiting when it is free and commits them in one
+//! transaction, with the cursor that follows the last of them. So a walk whose fetches are
+//! slower than its writes commits page by page, exactly as before; a backfill whose pages
+//! arrive faster than SQLite commits them pays one commit per batch instead of one per page,
+//! and the next fetch overlaps the current write. A crash loses at most the uncommitted
+//! batch, whose cursor was not committed either: it is fetched again, never skipped.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{BusyWait, Cycle, MALFORMED_RETRIES, Source, SyncError, WalkEnd};
+use crate::http::HttpError;
+use crate::provider::{
+    Absence, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
+};
+use crate::store::{PageWrite, SweepCompletion, WalkCursor};
+use crate::time::Timestamp;
+
+/// Pages the fetcher may run ahead of the writer. It bounds memory (pages are streamed,
+/// never accumulated) and the size of one commit: at most this many pages plus one.
+const PIPELINE_PAGES: usize = 8;
+
+/// What the fetcher hands the writer, in walk order.
+enum Fetched {
+    /// The next page.
+    Page(Page),
+    /// The provider refused the saved position; the pages that follow start the walk
+    /// again from its watermark.
+    Restarted {
+        /// The provider's message.
+        message: String,
+    },
+    /// Nothing follows: the page cap was reached, shutdown was requested or a fetch failed.
+    /// (A walk that completes ends with a page whose `next` is `None` instead.)
+    Stop(Result<WalkEnd, SyncError>),
+}
+
+/// Pages received and not yet committed, with the cursor that follows the last of them.
+struct Batch {
+    pages: Vec<Page>,
+    cursor: Option<WalkCursor>,
+}
+
+impl Cycle<'_> {
+    pub(super) async fn run_walk(
+        &mut self,
+        walk: &WalkSpec,
+        mut cursor: WalkCursor,
+        bounds: (Option<Timestamp>, Option<Timestamp>),
+    ) -> Result<WalkEnd, SyncError> {
+        let schedule = &self.source.schedule;
+        if !cursor.in_progress() {
+            cursor.walk_started_at = Some(Timestamp::now());
+            cursor.walk_since = match walk.kind {
+                WalkKind::Delta(_) => cursor
+                    .watermark
+                    .map(|w| w.saturating_sub(schedule.lookback)),
+                WalkKind::Sweep { .. } => None,
+            };
+            cursor.position = None;
+            cursor.pending_high_water = None;
+        } else {
+            tracing::info!(
+                walk = walk.name,
+                "resuming an unfinished walk from its saved position"
+            );
+        }
+        self.source.progress.update(|s| {
+            s.current_walk = Some(walk.name.to_owned());
+            if matches!(walk.kind, WalkKind::Delta(_)) {
+                s.watermark = cursor.watermark.max(s.watermark);
+            }
+        });
+        let fetcher = Fetcher {
+            source: self.source,
+            walk,
+            since: cursor.walk_since,
+            // The writer ending early (a database error) stops the fetcher too.
+            stop: self.cancel.child_token(),
+        };
+        let page_budget = schedule
+            .max_pages_per_cycle
+            .saturating_sub(self.pages_this_cycle);
+        let (sender, receiver) = mpsc::channel(PIPELINE_PAGES);
+        let start = cursor.position.clone();
+        let stop_fetching = fetcher.stop.clone().drop_guard();
+        let (_, ended) = tokio::join!(fetcher.run(start, page_budget, sender), async {
+            let ended = self.write_pages(walk, cursor, bounds, receiver).await;
+            drop(stop_fetching);
+            ended
+        });
+        ended
+    }
+
+    /// The writer: receives pages in walk order and commits each batch of waiting pages
+    /// with the cursor they advance to.
+    async fn write_pages(
+        &mut self,
+        walk: &WalkSpec,
+        mut cursor: WalkCursor,
+        bounds: (Option<Timestamp>, Option<Timestamp>),
+        mut receiver: mpsc::Receiver<Fetched>,
+    ) -> Result<WalkEnd, SyncError> {
+        let mut batch = Batch {
+            pages: Vec::with_capacity(PIPELINE_PAGES + 1),
+            cursor: None,
+        };
+        loop {
+            let fetched = match receiver.try_recv() {
+                Ok(fetched) => fetched,
+                Err(_) => {
+                    // Nothing else is waiting: commit what is, then wait for more.
+                    self.commit(walk, &mut batch, bounds).await?;
+                    receiver
+                        .recv()
+                        .await
+                        .unwrap_or(Fetched::Stop(Ok(WalkEnd::Cancelled)))
+                }
+            };
+            match fetched {
+                Fetched::Page(page) => {
+                    for note in &page.notes {
+                        tracing::warn!(walk = walk.name, note = %note, "provider note");
+                        if !self.report.notes.contains(note) {
+                            self.report.notes.push(note.clone());
+                        }
+                    }
+                    let next = self.advance(walk, &cursor, &page);
+                    let complete = page.next.is_none();
+                    let absence = match walk.kind {
+                        WalkKind::Sweep { absence, .. } if complete => Some(absence),
+                        _ => None,
+                    };
+                    match absence {
+                        // A completed sweep commits its last page with the cursor still on
+                        // that page, then applies absences with the final cursor: a crash in
+                        // between re-reads the page instead of losing the absences.
+                        Some(absence) => {
+                            batch.pages.push(page);
+                            batch.cursor = Some(cursor.clone());
+                            self.commit(walk, &mut batch, bounds).await?;
+                            self.complete_sweep(walk, absence, &cursor, &next).await?;
+                        }
+                        None => {
+                            batch.pages.push(page);
+                            batch.cursor = Some(next.clone());
+                            if complete || batch.pages.len() > PIPELINE_PAGES {
+                                self.commit(walk, &mut batch, bounds).await?;
+                            }
+                        }
+                    }
+                    cursor = next;
+                    if complete {
+                        return Ok(WalkEnd::Complete);
+                    }
+                }
+                Fetched::Restarted { message } => {
+                    self.commit(walk, &mut batch, bounds).await?;
+                    tracing::warn!(walk = walk.name, %message, "saved page position rejected; restarting the walk from its watermark");
+                    self.report.notes.push(format!(
+                        "{}: page position rejected, walk restarted",
+                        walk.name
+                    ));
+                    cursor.position = None;
+                    cursor.pending_high_water = None;
+                    cursor.walk_started_at = Some(Timestamp::now());
+                }
+                Fetched::Stop(end) => {
+                    self.commit(walk, &mut batch, bounds).await?;
+                    return end;
+                }
+            }
+        }
+    }
+
+    /// Commits the batch's pages and cursor in one transaction (waiting out another
+    /// process's lock), then counts them.
+    async fn commit(
+        &mut self,
+        walk: &WalkSpec,
+        batch: &mut Batch,
+        (late_before, moved_late_before): (Option<Timestamp>, Option<Timestamp>),
+    ) -> Result<(), SyncError> {
+        let Some(cursor) = batch.cursor.take() else {
+            return Ok(());
+        };
+        let provider = &*self.source.provider;
+        let writes: Vec<PageWrite<'_>> = batch
+            .pages
+            .iter()
+            .map(|page| PageWrite {
+                source: &self.source.name,
+                provider: provider.kind().as_str(),
+                account: provider.account(),
+                walk: walk.name,
+                run_id: self.run_id,
+                records: &page.records,
+                rejected: &page.rejected,
+                follow_ups: &page.follow_ups,
+                touch_unchanged: matches!(walk.kind, WalkKind::Sweep { .. }),
+                late_before,
+                moved_late_before,
+                cursor: &cursor,
+            })
+            .collect();
+        let mut busy = BusyWait::new(self.source.schedule.stall_timeout);
+        let counts = loop {
+            match self.store.apply_pages(&writes).await {
+                Err(e) if busy.wait(&e, self.cancel, "applying pages").await => {}
+                other => break other,
+            }
+        }?;
+        drop(writes);
+        batch.pages.clear();
+        let mut late = 0;
+        let mut rejected = 0;
+        for page in &counts {
+            self.pages_this_cycle += 1;
+            self.report.pages += 1;
+            self.report.inserted += page.inserted;
+            self.report.updated += page.updated;
+            self.report.unchanged += page.unchanged;
+            self.report.rejected += page.rejected;
+            self.source.progress.record_page(page);
+            late += page.late;
+            rejected += page.rejected;
+        }
+        if rejected > 0 {
+            tracing::warn!(
+                walk = walk.name,
+                rejected,
+                "records rejected (kept in rejected_records)"
+            );
+        }
+        if late > 0 {
+            tracing::warn!(
+                walk = walk.name,
+                late,
+                "records arrived later than the lookback window"
+            );
+            self.report.notes.push(format!(
+                "{}: {late} conversation(s) appeared later than the lookback allows for; the sweep repaired them (consider a longer lookback)",
+                walk.name
+            ));
+        }
+        if matches!(walk.kind, WalkKind::Delta(_)) {
+            self.source
+                .progress
+                .update(|s| s.watermark = cursor.watermark.max(s.watermark));
+        }
+        Ok(())
+    }
+
+    /// Applies a completed sweep's absences with the walk's final cursor.
+    async fn complete_sweep(
+        &mut self,
+        walk: &WalkSpec,
+        absence: Absence,
+        last_page_cursor: &WalkCursor,
+        final_cursor: &WalkCursor,
+    ) -> Result<(), SyncError> {
+        let completion = SweepCompletion {
+            source: &self.source.name,
+            walk: walk.name,
+            run_id: self.run_id,
+            absence,
+            sweep_started_at: last_page_cursor
+                .walk_started_at
+                .unwrap_or_else(Timestamp::now),
+            guard: self.source.guard,
+            cursor: final_cursor,
+        };
+        let mut busy = BusyWait::new(self.source.schedule.stall_timeout);
+        let outcome = loop {
+            match self.store.apply_absence(&completion).await {
+                Err(e)
+                    if busy
+                        .wait(&e, self.cancel, "applying a sweep's absences")
+                        .await => {}
+                other => break other,
+            }
+        }?;
+        self.record_absence(walk, absence, outcome);
+        Ok(())
+    }
+
+    /// The cursor after `page`: watermark rules, future guard, position.
+    fn advance(&mut self, walk: &WalkSpec, cursor: &WalkCursor, page: &Page) -> WalkCursor {
+        let now = Timestamp::now();
+        let ceiling = now.saturating_add(self.source.schedule.max_clock_skew);
+        let high_water = page.high_water.map(|hw| {
+            if hw > ceiling {
+                let note = format!(
+                    "{}: provider timestamp {hw} lies in the future; watermark held at {ceiling}",
+                    walk.name
+                );
+                if !self.report.notes.contains(&note) {
+                    tracing::warn!(walk = walk.name, timestamp = %hw, "provider timestamp in the future; not moving the watermark past now");
+                    self.report.notes.push(note);
+                }
+            }
+            hw.min(ceiling)
+        });
+        let mut next = cursor.clone();
+        match walk.kind {
+            WalkKind::Delta(WatermarkAdvance::PerPage) => {
+                next.watermark = next.watermark.max(high_water);
+            }
+            WalkKind::Delta(WatermarkAdvance::AtWalkEnd) => {
+                next.pending_high_water = next.pending_high_water.max(high_water);
+            }
+            WalkKind::Sweep { .. } => {}
+        }
+        if page.next.is_none() {
+            if matches!(walk.kind, WalkKind::Delta(_)) {
+                next.watermark = next.watermark.max(next.pending_high_water);
+            }
+            next.position = None;
+            next.walk_started_at = None;
+            next.walk_since = None;
+            next.pending_high_water = None;
+            next.last_completed_at = Some(now);
+        } else {
+            next.position = page.next.clone();
+        }
+        next
+    }
+}
+
+/// The fetching stage of a walk: requests pages in order and hands them to the writer.
+struct Fetcher<'a> {
+    source: &'a Source,
+    walk: &'a WalkSpec,
+    since: Option<Timestamp>,
+    /// Shutdown, or the writer has ended.
+    stop: CancellationToken,
+}
+
+impl Fetcher<'_> {
+    /// Fetches from `position` until the walk completes, `page_budget` pages were fetched,
+    /// a fetch fails or the writer stops listening.
+    async fn run(
+        &self,
+        mut position: Option<serde_json::Value>,
+        page_budget: u32,
+        pages: mpsc::Sender<Fetched>,
+    ) {
+        let walk = self.walk.name;
+        let mut restarted = false;
+        let mut seen_positions = HashSet::new();
+        let mut fetched = 0u32;
+        loop {
+            if self.stop.is_cancelled() {
+                let _ = pages.send(Fetched::Stop(Ok(WalkEnd::Cancelled))).await;
+                return;
+            }
+            if fetched >= page_budget {
+                let _ = pages.send(Fetched::Stop(Ok(WalkEnd::PageCap))).await;
+                return;
+            }
+            let ctx = WalkContext {
+                walk: self.walk,
+                since: self.since,
+                position: position.as_ref(),
+            };
+            let page = match self.fetch_page(&ctx).await {
+                Ok(page) => page,
+                Err(SyncError::PositionRejected { message, .. }) if !restarted => {
+                    restarted = true;
+                    seen_positions.clear();
+                    position = None;
+                    if pages.send(Fetched::Restarted { message }).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    let _ = pages.send(Fetched::Stop(Err(e))).await;
+                    return;
+                }
+            };
+            if let Some(next) = &page.next {
+                if !seen_positions.insert(next.to_string()) || Some(next) == position.as_ref() {
+                    let repeated = SyncError::RepeatedPosition {
+                        walk,
+                        position: next.to_string(),
+                    };
+                    let _ = pages.send(Fetched::Stop(Err(repeated))).await;
+                    return;
+                }
+            }
+            fetched += 1;
+            let next = page.next.clone();
+            if pages.send(Fetched::Page(page)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(next) => position = Some(next),
+                None => return,
+            }
+        }
+    }
+
+    /// One page: the request, retried by the HTTP layer; a malformed answer fetched again.
+    async fn fetch_page(&self, ctx: &WalkContext<'_>) -> Result<Page, SyncError> {
+        let provider: &dyn Provider = &*self.source.provider;
+        let walk = ctx.walk.name;
+        let spec = provider
+            .build_request(ctx)
+            .map_err(|source| SyncError::Provider { walk, source })?;
+        let mut attempt = 0;
+        loop {
+            let timeout = self.source.schedule.stall_timeout;
+            let request = tokio::time::timeout(timeout, self.source.client.send(&spec, provider));
+            // Shutdown abandons a request in flight (and its retries): nothing of it has
+            // been written, so the walk resumes from the same position next time.
+            let sent = tokio::select! {
+                sent = request => sent.map_err(|_| SyncError::Stalled { walk, timeout })?,
+                _ = self.stop.cancelled() => return Err(SyncError::Interrupted),
+            };
+            let response = match sent {
+                Ok(r) => r,
+                Err(HttpError::Rejected {
+                    status,
+                    body,
+                    message,
+                    ..
+                }) if ctx.position.is_some() && provider.is_position_rejected(status, &body) => {
+                    return Err(SyncError::PositionRejected { walk, message });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match provider.parse_page(ctx, &response) {
+                Ok(page) => return Ok(page),
+                Err(ProviderError::Malformed(message)) if attempt < MALFORMED_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(walk, %message, attempt, "malformed page; fetching it again");
+                    let delay = Duration::from_millis(200 * 2u64.pow(attempt));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.cancelled() => {}
+                    }
+                }
+                Err(source) => return Err(SyncError::Provider { walk, source }),
+            }
+        }
+    }
+}
