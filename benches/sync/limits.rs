@@ -72,6 +72,9 @@ fn copy_rows(
     let to = Db::open(dest, ffi::SQLITE_OPEN_READWRITE)?;
     // The pragmas convsync's store uses.
     to.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")?;
+    for (name, value) in convsync::store::TUNING_PRAGMAS {
+        to.exec(&format!("PRAGMA {name} = {value}"))?;
+    }
     let read = from
         .prepare("SELECT rowid, * FROM conversations WHERE rowid > ?1 ORDER BY rowid LIMIT ?2")?;
     let columns = read.column_count() - 1;

@@ -108,6 +108,21 @@ impl Default for StoreSettings {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Connection pragmas beyond journal mode, synchronous and foreign keys, each with its
+/// reason. Public so that the benchmark's raw write limit runs with the same settings.
+pub const TUNING_PRAGMAS: &[(&str, &str)] = &[
+    // A multi-row INSERT that could fail half-way keeps a statement journal; on disk (the
+    // default) its writes were a fifth of a backfill's CPU time (BENCHMARKS.md). It holds
+    // only the pages one statement touches, so memory is the right place for it.
+    ("temp_store", "MEMORY"),
+    // Checkpoint the WAL every 8192 pages (32 MiB) instead of every 1000: a backfill
+    // rewrites the same index pages in many commits, and each checkpoint copies a page
+    // once however often it changed since the last one (a tenth of a backfill's CPU time
+    // went to checkpoints at the default). Readers are not slowed; the WAL file on disk
+    // stays at up to that size between checkpoints.
+    ("wal_autocheckpoint", "8192"),
+];
+
 /// Handle to the mirror database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -133,6 +148,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(settings.busy_timeout)
             .foreign_keys(true);
+        let options = TUNING_PRAGMAS
+            .iter()
+            .fold(options, |options, (name, value)| {
+                options.pragma(*name, *value)
+            });
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             // When SQLite ends a transaction itself (a full disk rolls it back), sqlx's
