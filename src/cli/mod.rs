@@ -239,7 +239,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let results = engine
                 .sync_once(
                     source.as_deref(),
-                    CycleOptions { force_sweep: full },
+                    CycleOptions {
+                        force_sweep: full,
+                        ..CycleOptions::default()
+                    },
                     shutdown,
                 )
                 .await?;

@@ -1,14 +1,18 @@
 //! Request budgets shared by every source that uses the same credential.
 //!
-//! Two mechanisms combine: a governor quota (the documented limit, configured) paces
-//! requests up front, and pauses learned from the provider's own rate-limit headers or from
-//! `Retry-After` stop all users of the budget until the provider's window resets.
+//! Three mechanisms combine: a governor quota (the documented limit, configured) paces
+//! requests up front; pauses learned from the provider's own rate-limit headers or from
+//! `Retry-After` stop all users of the budget until the provider's window resets; and the
+//! count of requests the headers say are left is a credit that requests sent concurrently
+//! spend, so that several requests in flight never overrun a window that the next
+//! response would only report as exhausted after the fact.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// A documented request quota: `requests` per `per`, with bursts of up to `burst`.
@@ -27,6 +31,42 @@ pub struct RateQuota {
 pub struct RequestBudget {
     limiter: Option<DefaultDirectRateLimiter>,
     paused_until: Mutex<Option<(Instant, &'static str)>>,
+    credit: Mutex<Credit>,
+    /// Signalled whenever a request in flight ends: a sender waiting for credit looks again.
+    request_ended: Notify,
+}
+
+/// What the provider's headers say is left, less what was sent since.
+#[derive(Debug, Default)]
+struct Credit {
+    /// Requests left in the provider's tightest window by its latest answer, less the
+    /// requests in flight or sent since; `None` while no header has said.
+    left: Option<u64>,
+    /// Requests sent and not yet answered.
+    in_flight: u64,
+}
+
+/// One request's claim on a budget, from sending until it is dropped. Dropping it ends
+/// the request and hands the budget the count the answer reported, if any: drop it only
+/// after any pause the answer calls for is in force, so that waiting senders see both.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    budget: &'a RequestBudget,
+    remaining: Option<u64>,
+}
+
+impl Permit<'_> {
+    /// Records the count of requests the provider's answer says are left (`None` when it
+    /// did not say).
+    pub fn report(&mut self, remaining: Option<u64>) {
+        self.remaining = remaining;
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.budget.end_request(self.remaining);
+    }
 }
 
 impl std::fmt::Debug for RequestBudget {
@@ -50,6 +90,8 @@ impl RequestBudget {
         RequestBudget {
             limiter,
             paused_until: Mutex::new(None),
+            credit: Mutex::new(Credit::default()),
+            request_ended: Notify::new(),
         }
     }
 
@@ -71,22 +113,142 @@ impl RequestBudget {
         }
     }
 
-    /// Waits for the quota to allow one request. Returns how long it waited.
-    pub async fn acquire(&self) -> Duration {
+    /// Waits until a pause has passed, the provider's reported count has a request left
+    /// (or requests in flight have answered with a fresh count) and the quota allows one.
+    /// Returns the permit to hold until the answer, and how long it waited; or, without
+    /// waiting, a pause in force that is longer than `max_pause`, and its reason.
+    pub async fn acquire(
+        &self,
+        max_pause: Duration,
+    ) -> Result<(Permit<'_>, Duration), (Duration, &'static str)> {
         let start = Instant::now();
-        if let Some((wait, _)) = self.pause_remaining() {
-            tokio::time::sleep(wait).await;
+        loop {
+            if let Some((wait, reason)) = self.pause_remaining() {
+                if wait > max_pause {
+                    return Err((wait, reason));
+                }
+                tokio::time::sleep(wait).await;
+            }
+            // Registered before the credit is read, so an answer in between is not missed.
+            let ended = self.request_ended.notified();
+            {
+                let mut credit = self.credit.lock().expect("budget lock poisoned");
+                match credit.left {
+                    // Nothing left by the provider's count, but answers are on their way:
+                    // wait for them rather than risk a refusal.
+                    Some(0) if credit.in_flight > 0 => {}
+                    left => {
+                        credit.left = left.map(|n| n.saturating_sub(1));
+                        credit.in_flight += 1;
+                        break;
+                    }
+                }
+            }
+            ended.await;
         }
+        let permit = Permit {
+            budget: self,
+            remaining: None,
+        };
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
-        start.elapsed()
+        Ok((permit, start.elapsed()))
+    }
+
+    fn end_request(&self, remaining: Option<u64>) {
+        {
+            let mut credit = self.credit.lock().expect("budget lock poisoned");
+            credit.in_flight = credit.in_flight.saturating_sub(1);
+            if let Some(remaining) = remaining {
+                // The other requests in flight may each spend one of what is left.
+                credit.left = Some(remaining.saturating_sub(credit.in_flight));
+            }
+        }
+        self.request_ended.notify_waiters();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lets every other task run until each waits for something.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Requests in flight spend the count the provider reported: the one that would
+    /// exceed it waits until an answer brings a fresh count.
+    #[tokio::test]
+    async fn reported_count_holds_back_requests_beyond_it() {
+        let budget = std::sync::Arc::new(RequestBudget::new(None));
+        let (mut first, _) = budget.acquire(Duration::MAX).await.unwrap();
+        first.report(Some(2));
+        drop(first);
+        let (mut a, _) = budget.acquire(Duration::MAX).await.unwrap();
+        let (mut b, _) = budget.acquire(Duration::MAX).await.unwrap();
+        let third = tokio::spawn({
+            let budget = std::sync::Arc::clone(&budget);
+            async move {
+                let (mut permit, _) = budget.acquire(Duration::MAX).await.unwrap();
+                permit.report(Some(7));
+            }
+        });
+        settle().await;
+        assert!(
+            !third.is_finished(),
+            "a third request would exceed the 2 left"
+        );
+        a.report(Some(1));
+        drop(a);
+        settle().await;
+        assert!(
+            !third.is_finished(),
+            "one left by the provider's count, and the request still in flight may spend it"
+        );
+        b.report(Some(4));
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("a fresh count lets the waiting request go")
+            .unwrap();
+    }
+
+    /// A provider that says nothing leaves the budget to the quota alone, and a request
+    /// that fails before any answer gives its place back.
+    #[tokio::test]
+    async fn no_count_means_no_hold_back() {
+        let budget = RequestBudget::new(None);
+        let permits: Vec<_> =
+            futures::future::join_all((0..20).map(|_| budget.acquire(Duration::MAX)))
+                .await
+                .into_iter()
+                .map(|acquired| acquired.unwrap().0)
+                .collect();
+        drop(permits);
+        let (mut last, _) = budget.acquire(Duration::MAX).await.unwrap();
+        last.report(Some(0));
+        drop(last);
+        // Nothing left and nothing in flight: one request goes, to learn the new count.
+        let (next, _) = tokio::time::timeout(Duration::from_secs(1), budget.acquire(Duration::MAX))
+            .await
+            .expect("nothing in flight: the request goes")
+            .unwrap();
+        drop(next);
+    }
+
+    /// A pause longer than the caller will wait is reported at once, with its reason.
+    #[tokio::test]
+    async fn long_pause_is_reported_not_waited() {
+        let budget = RequestBudget::new(None);
+        budget.pause_for(Duration::from_secs(600), "daily");
+        let (wait, reason) = budget.acquire(Duration::from_secs(30)).await.unwrap_err();
+        assert!(wait > Duration::from_secs(30));
+        assert_eq!(reason, "daily");
+    }
 
     #[tokio::test]
     async fn pauses_only_ever_grow() {

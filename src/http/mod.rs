@@ -264,8 +264,13 @@ impl ApiClient {
     ) -> Result<HttpResponse, HttpError> {
         let mut refreshed = false;
         loop {
-            if let Some((wait, reason)) = self.budget.pause_remaining() {
-                if wait > self.settings.max_inline_pause {
+            let (mut permit, waited) = match self
+                .budget
+                .acquire(self.settings.max_inline_pause)
+                .await
+            {
+                Ok(acquired) => acquired,
+                Err((wait, reason)) => {
                     tracing::info!(reason, wait = ?wait, "request budget paused; ending cycle until it resets");
                     return Err(HttpError::Paused {
                         endpoint: spec.endpoint,
@@ -273,8 +278,7 @@ impl ApiClient {
                         reason,
                     });
                 }
-            }
-            let waited = self.budget.acquire().await;
+            };
             self.tally
                 .rate_limit_wait_ms
                 .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
@@ -289,6 +293,8 @@ impl ApiClient {
                     return Err(e);
                 }
             };
+            // The permit ends when this attempt does, after any pause the answer calls for.
+            permit.report(provider.remaining_requests(&response.headers));
             self.tally.count_status(response.status.as_u16());
             let status = response.status;
 

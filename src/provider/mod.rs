@@ -329,6 +329,14 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// How many requests the rate-limit headers of a response say are left in the
+    /// provider's tightest window (`None`: not said). Requests sent concurrently spend this
+    /// count, so that they stop at zero instead of overrunning the window.
+    fn remaining_requests(&self, headers: &HeaderMap) -> Option<u64> {
+        let _ = headers;
+        None
+    }
+
     /// Share (0.0–1.0) of the source's `max_follow_ups_per_cycle` that this provider's
     /// follow-ups may use in one cycle: providers whose follow-ups are optional enrichment
     /// (D365 messages) keep them to a small share of the request budget.

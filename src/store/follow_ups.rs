@@ -1,5 +1,5 @@
 //! The follow-up queue: per-conversation detail requests (messages, items) that pages
-//! queue, and their results, each applied in one transaction with its dequeue.
+//! queue, and their results, applied in one transaction with their dequeues.
 
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
@@ -109,102 +109,113 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a follow-up's result and dequeues it (or stores its next position), in one
-    /// transaction.
-    pub async fn apply_detail(&self, write: &DetailWrite<'_>) -> Result<PageCounts, StoreError> {
-        let DetailWrite {
-            source,
-            provider,
-            account,
-            run_id,
-            detail,
-            record,
-            patch,
-            gone,
-            next,
-        } = *write;
+    /// Applies follow-up results and dequeues them (or stores their next positions), all in
+    /// one transaction: a backfill answers thousands of follow-ups, and one commit per
+    /// answer would cost more than the answers themselves. Returns the summed counts.
+    pub async fn apply_details(
+        &self,
+        writes: &[DetailWrite<'_>],
+    ) -> Result<PageCounts, StoreError> {
+        let mut counts = PageCounts::default();
+        if writes.is_empty() {
+            return Ok(counts);
+        }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = Timestamp::now().to_mirror_text();
-        let mut counts = match record {
-            Some(r) => {
-                upsert_records(
-                    &mut tx,
-                    source,
-                    provider,
-                    account,
-                    run_id,
-                    std::slice::from_ref(r),
-                    false,
-                    (None, None),
-                    &now,
-                )
-                .await?
-            }
-            None => PageCounts::default(),
-        };
-        if let Some(patch) = patch.filter(|p| !p.is_empty()) {
-            if apply_patch(
-                &mut tx,
-                source,
-                &detail.conversation_id,
-                patch,
-                run_id,
-                &now,
-            )
-            .await?
-            {
-                counts.updated += 1;
-            }
-        }
-        if let Some(absence) = gone {
-            let set = match absence {
-                Absence::Closed => "active = 0, closed_at = COALESCE(closed_at, ?)",
-                Absence::Deleted => "deleted_at = COALESCE(deleted_at, ?)",
-            };
-            let done = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE conversations SET {set}, last_changed_at = ?, run_id = ?
-                 WHERE source = ? AND conversation_id = ? AND deleted_at IS NULL
-                   AND (closed_at IS NULL OR ? = 'deleted')"
-            )))
-            .bind(&now)
-            .bind(&now)
-            .bind(run_id)
-            .bind(source)
-            .bind(&detail.conversation_id)
-            .bind(match absence {
-                Absence::Closed => "closed",
-                Absence::Deleted => "deleted",
-            })
-            .execute(&mut *tx)
-            .await?;
-            counts.updated += done.rows_affected();
-        }
-        match next {
-            Some(position) => {
-                sqlx::query(
-                    "UPDATE follow_ups SET position = ? WHERE source = ? AND conversation_id = ? AND kind = ?",
-                )
-                .bind(position.to_string())
-                .bind(source)
-                .bind(&detail.conversation_id)
-                .bind(&detail.kind)
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                sqlx::query(
-                    "DELETE FROM follow_ups WHERE source = ? AND conversation_id = ? AND kind = ?",
-                )
-                .bind(source)
-                .bind(&detail.conversation_id)
-                .bind(&detail.kind)
-                .execute(&mut *tx)
-                .await?;
-            }
+        for write in writes {
+            counts += write_detail(&mut tx, write, &now).await?;
         }
         tx.commit().await?;
         Ok(counts)
     }
+}
+
+/// Writes one follow-up's result and its dequeue (or next position).
+async fn write_detail(
+    tx: &mut Transaction<'static, Sqlite>,
+    write: &DetailWrite<'_>,
+    now: &str,
+) -> Result<PageCounts, StoreError> {
+    let DetailWrite {
+        source,
+        provider,
+        account,
+        run_id,
+        detail,
+        record,
+        patch,
+        gone,
+        next,
+    } = *write;
+    let mut counts = match record {
+        Some(r) => {
+            upsert_records(
+                tx,
+                source,
+                provider,
+                account,
+                run_id,
+                std::slice::from_ref(r),
+                false,
+                (None, None),
+                now,
+            )
+            .await?
+        }
+        None => PageCounts::default(),
+    };
+    if let Some(patch) = patch.filter(|p| !p.is_empty()) {
+        if apply_patch(tx, source, &detail.conversation_id, patch, run_id, now).await? {
+            counts.updated += 1;
+        }
+    }
+    if let Some(absence) = gone {
+        let set = match absence {
+            Absence::Closed => "active = 0, closed_at = COALESCE(closed_at, ?)",
+            Absence::Deleted => "deleted_at = COALESCE(deleted_at, ?)",
+        };
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE conversations SET {set}, last_changed_at = ?, run_id = ?
+             WHERE source = ? AND conversation_id = ? AND deleted_at IS NULL
+               AND (closed_at IS NULL OR ? = 'deleted')"
+        )))
+        .bind(now)
+        .bind(now)
+        .bind(run_id)
+        .bind(source)
+        .bind(&detail.conversation_id)
+        .bind(match absence {
+            Absence::Closed => "closed",
+            Absence::Deleted => "deleted",
+        })
+        .execute(&mut **tx)
+        .await?;
+        counts.updated += done.rows_affected();
+    }
+    match next {
+        Some(position) => {
+            sqlx::query(
+                "UPDATE follow_ups SET position = ? WHERE source = ? AND conversation_id = ? AND kind = ?",
+            )
+            .bind(position.to_string())
+            .bind(source)
+            .bind(&detail.conversation_id)
+            .bind(&detail.kind)
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "DELETE FROM follow_ups WHERE source = ? AND conversation_id = ? AND kind = ?",
+            )
+            .bind(source)
+            .bind(&detail.conversation_id)
+            .bind(&detail.kind)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(counts)
 }
 
 async fn apply_patch(

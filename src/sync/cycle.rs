@@ -144,6 +144,10 @@ impl SyncError {
 pub struct CycleOptions {
     /// Run every sweep now, whether due or not.
     pub force_sweep: bool,
+    /// The cycle runs early only to send more of the queued follow-ups: delta walks that
+    /// completed less than a poll interval ago wait for their turn instead of listing the
+    /// same lookback window again (set by the source loops, never by users).
+    pub drain_follow_ups: bool,
 }
 
 enum WalkEnd {
@@ -168,13 +172,11 @@ pub async fn run_cycle(
     options: CycleOptions,
     cancel: &CancellationToken,
 ) -> CycleOutcome {
-    let mut busy = BusyWait::new(source.schedule.stall_timeout);
-    let begun = loop {
-        match store.begin_run(&source.name).await {
-            Err(e) if busy.wait(&e, cancel, "recording the cycle's start").await => {}
-            other => break other,
-        }
-    };
+    let limit = source.schedule.stall_timeout;
+    let begun = while_busy(limit, cancel, "recording the cycle's start", || {
+        store.begin_run(&source.name)
+    })
+    .await;
     let run_id = match begun {
         Ok(id) => id,
         Err(e) => return CycleOutcome::Failed(e.into()),
@@ -206,13 +208,10 @@ pub async fn run_cycle(
         let span = tracing::Span::current();
         span.record("pages", report.pages);
         span.record("changed", report.inserted + report.updated);
-        let mut busy = BusyWait::new(source.schedule.stall_timeout);
-        let recorded = loop {
-            match store.finish_run(run_id, outcome.run_outcome(), &report).await {
-                Err(e) if busy.wait(&e, cancel, "recording the cycle's end").await => {}
-                other => break other,
-            }
-        };
+        let recorded = while_busy(limit, cancel, "recording the cycle's end", || {
+            store.finish_run(run_id, outcome.run_outcome(), &report)
+        })
+        .await;
         if let Err(e) = recorded {
             tracing::error!(error = %e, "could not record the end of the cycle");
         }
@@ -315,6 +314,12 @@ impl Cycle<'_> {
                     continue;
                 }
             }
+            if matches!(walk.kind, WalkKind::Delta(_))
+                && options.drain_follow_ups
+                && self.completed_within_poll_interval(&cursor)
+            {
+                continue;
+            }
             let late = match walk.kind {
                 WalkKind::Delta(_) => cursor.walk_since.or_else(|| {
                     cursor
@@ -342,6 +347,15 @@ impl Cycle<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Whether a walk that is not in progress completed less than a poll interval ago.
+    fn completed_within_poll_interval(&self, cursor: &WalkCursor) -> bool {
+        let poll_interval = self.source.schedule.poll_interval;
+        !cursor.in_progress()
+            && cursor
+                .last_completed_at
+                .is_some_and(|done| done.saturating_add(poll_interval) > Timestamp::now())
     }
 
     async fn sweep_due(
@@ -419,6 +433,27 @@ impl Cycle<'_> {
                 );
                 self.report.notes.push(note);
             }
+        }
+    }
+}
+
+/// Runs `write` until it succeeds or fails for another reason than another process's
+/// write lock, waiting out that lock as [`BusyWait`] says.
+async fn while_busy<T, F, Fut>(
+    limit: Duration,
+    cancel: &CancellationToken,
+    what: &str,
+    mut write: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut busy = BusyWait::new(limit);
+    loop {
+        match write().await {
+            Err(e) if busy.wait(&e, cancel, what).await => {}
+            other => return other,
         }
     }
 }

@@ -175,8 +175,12 @@ impl Engine {
                         let outcome = run_cycle(&source, &store, options, &shutdown).await;
                         // A forced sweep starts once; later cycles only resume it.
                         options.force_sweep = false;
+                        options.drain_follow_ups = false;
                         let wait = match &outcome {
-                            CycleOutcome::MoreToDo => Duration::ZERO,
+                            CycleOutcome::MoreToDo => {
+                                options.drain_follow_ups = only_follow_ups_wait(&store, &source).await;
+                                Duration::ZERO
+                            }
                             // A walk resumed from a saved position read nothing above that
                             // position since it began (before a crash or a page cap): one
                             // more cycle, with a forced sweep starting afresh, reads what
@@ -221,8 +225,10 @@ impl Engine {
 async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationToken) {
     let mut consecutive_failures = 0u32;
     tracing::info!(poll_interval = ?source.schedule.poll_interval, "source started");
+    let mut options = CycleOptions::default();
     loop {
-        let outcome = run_cycle(&source, &store, CycleOptions::default(), &shutdown).await;
+        let outcome = run_cycle(&source, &store, options, &shutdown).await;
+        options.drain_follow_ups = false;
         let wait = match &outcome {
             CycleOutcome::Stopped => break,
             CycleOutcome::Failed(e) if e.is_fatal() => {
@@ -244,6 +250,7 @@ async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationTo
             }
             CycleOutcome::MoreToDo => {
                 consecutive_failures = 0;
+                options.drain_follow_ups = only_follow_ups_wait(&store, &source).await;
                 Duration::ZERO
             }
             CycleOutcome::CaughtUp => {
@@ -260,6 +267,15 @@ async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationTo
         }
     }
     tracing::info!("source stopped");
+}
+
+/// Whether a cycle that ended with more to do left only follow-ups waiting (every walk
+/// completed): the next cycle then drains them without re-running fresh deltas.
+async fn only_follow_ups_wait(store: &Store, source: &Source) -> bool {
+    store
+        .load_cursors(&source.name)
+        .await
+        .is_ok_and(|cursors| !cursors.values().any(crate::store::WalkCursor::in_progress))
 }
 
 /// `base` ± `share`, so that sources do not poll in lockstep.

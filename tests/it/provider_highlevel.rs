@@ -206,7 +206,14 @@ fn source_name(location: &str) -> String {
 /// `sync --once` over every source; each must catch up.
 async fn sync_all_caught_up(engine: &Engine, force_sweep: bool) {
     let results = engine
-        .sync_once(None, CycleOptions { force_sweep }, CancellationToken::new())
+        .sync_once(
+            None,
+            CycleOptions {
+                force_sweep,
+                ..CycleOptions::default()
+            },
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     for r in &results {

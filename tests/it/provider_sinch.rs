@@ -266,7 +266,10 @@ async fn cycle(engine: &Engine, force_sweep: bool) -> CycleOutcome {
     run_cycle(
         &engine.sources()[0],
         engine.store(),
-        CycleOptions { force_sweep },
+        CycleOptions {
+            force_sweep,
+            ..CycleOptions::default()
+        },
         &CancellationToken::new(),
     )
     .await

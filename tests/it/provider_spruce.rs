@@ -141,7 +141,14 @@ impl SpruceBed {
 /// `sync --once` for the single source, forcing the sweep or not.
 async fn sync(engine: &Engine, force_sweep: bool) -> CycleOutcome {
     let mut results = engine
-        .sync_once(None, CycleOptions { force_sweep }, CancellationToken::new())
+        .sync_once(
+            None,
+            CycleOptions {
+                force_sweep,
+                ..CycleOptions::default()
+            },
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     results.remove(0).outcome
@@ -822,5 +829,43 @@ async fn expired_page_token_restarts_the_walk() {
             .any(|n| n.contains("page position rejected")),
         "{notes:?}"
     );
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// A backlog of follow-ups larger than a cycle's share is drained by extra cycles that do
+/// not list again what the deltas listed moments before: the listing costs its minimum
+/// (one page per delta walk) however many cycles the items take.
+#[tokio::test]
+async fn draining_follow_ups_does_not_repeat_fresh_deltas() {
+    let bed = SpruceBed::start(40, |_| {}).await;
+    let engine = bed
+        .engine_with(
+            200,
+            Schedule {
+                max_follow_ups_per_cycle: 7,
+                ..schedule()
+            },
+        )
+        .await;
+    sync_caught_up(&engine, false).await;
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs")
+        .fetch_one(engine.store().pool())
+        .await
+        .unwrap();
+    assert!(
+        runs >= 6,
+        "40 follow-ups, 7 per cycle, take several cycles ({runs})"
+    );
+    assert_eq!(
+        bed.item_requests(),
+        40,
+        "every conversation's items were read once"
+    );
+    assert_eq!(
+        bed.list_requests(),
+        2,
+        "each delta walk listed its one page once, in the first cycle"
+    );
+    assert_eq!(engine.store().count_follow_ups("clinic").await.unwrap(), 0);
     assert_mirror_matches_truth(&bed, engine.store()).await;
 }

@@ -90,6 +90,14 @@ impl BurstWindow {
     }
 }
 
+/// Requests left in the tighter of the burst and daily windows, as far as the headers say.
+pub(super) fn remaining_requests(headers: &HeaderMap) -> Option<u64> {
+    [BURST_REMAINING, DAILY_REMAINING]
+        .into_iter()
+        .filter_map(|name| number(headers, name))
+        .min()
+}
+
 fn number(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
@@ -117,6 +125,17 @@ mod tests {
 
     fn pacing(headers: &HeaderMap) -> Option<Pause> {
         BurstWindow::default().pacing(headers)
+    }
+
+    /// The tighter of the burst and daily counts is what is left.
+    #[test]
+    fn remaining_requests_is_the_tighter_window() {
+        let h = headers(&[
+            ("X-RateLimit-Remaining", "57"),
+            ("X-RateLimit-Daily-Remaining", "3"),
+        ]);
+        assert_eq!(remaining_requests(&h), Some(3));
+        assert_eq!(remaining_requests(&HeaderMap::new()), None);
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

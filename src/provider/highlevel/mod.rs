@@ -203,6 +203,10 @@ impl Provider for HighLevel {
     fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
         self.burst.pacing(headers)
     }
+
+    fn remaining_requests(&self, headers: &HeaderMap) -> Option<u64> {
+        limits::remaining_requests(headers)
+    }
 }
 
 impl HighLevel {

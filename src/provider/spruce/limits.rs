@@ -47,6 +47,14 @@ pub(super) fn pacing(headers: &HeaderMap) -> Option<Pause> {
     None
 }
 
+/// Requests left in the tighter of the two windows, as far as the headers say.
+pub(super) fn remaining_requests(headers: &HeaderMap) -> Option<u64> {
+    [MINUTE_REMAINING, DAILY_REMAINING]
+        .into_iter()
+        .filter_map(|name| remaining(headers, name))
+        .min()
+}
+
 /// A `…-remaining` header as a count; absent or unreadable means "not limited".
 fn remaining(headers: &HeaderMap, name: &str) -> Option<u64> {
     let text = headers.get(name)?.to_str().ok()?.trim();
@@ -146,6 +154,16 @@ mod tests {
             h.insert(*name, HeaderValue::from_str(value).unwrap());
         }
         h
+    }
+
+    /// The tighter window's count is what is left; no header, no count.
+    #[test]
+    fn remaining_requests_is_the_tighter_window() {
+        let both = headers(&[(MINUTE_REMAINING, "40"), (DAILY_REMAINING, "7")]);
+        assert_eq!(remaining_requests(&both), Some(7));
+        let minute = headers(&[(MINUTE_REMAINING, "40")]);
+        assert_eq!(remaining_requests(&minute), Some(40));
+        assert_eq!(remaining_requests(&HeaderMap::new()), None);
     }
 
     /// Budget left: no pause; the last request of the minute pauses a full window.

@@ -288,6 +288,10 @@ impl Provider for SpruceProvider {
     fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
         limits::pacing(headers)
     }
+
+    fn remaining_requests(&self, headers: &HeaderMap) -> Option<u64> {
+        limits::remaining_requests(headers)
+    }
 }
 
 #[cfg(test)]

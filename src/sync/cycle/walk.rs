@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{BusyWait, Cycle, MALFORMED_RETRIES, Source, SyncError, WalkEnd};
+use super::{Cycle, MALFORMED_RETRIES, Source, SyncError, WalkEnd, while_busy};
 use crate::http::HttpError;
 use crate::provider::{
     Absence, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
@@ -24,7 +24,7 @@ use crate::time::Timestamp;
 
 /// Pages the fetcher may run ahead of the writer. It bounds memory (pages are streamed,
 /// never accumulated) and the size of one commit: at most this many pages plus one.
-const PIPELINE_PAGES: usize = 8;
+const PIPELINE_PAGES: usize = 16;
 
 /// What the fetcher hands the writer, in walk order.
 enum Fetched {
@@ -209,13 +209,12 @@ impl Cycle<'_> {
                 cursor: &cursor,
             })
             .collect();
-        let mut busy = BusyWait::new(self.source.schedule.stall_timeout);
-        let counts = loop {
-            match self.store.apply_pages(&writes).await {
-                Err(e) if busy.wait(&e, self.cancel, "applying pages").await => {}
-                other => break other,
-            }
-        }?;
+        let store = self.store;
+        let limit = self.source.schedule.stall_timeout;
+        let counts = while_busy(limit, self.cancel, "applying pages", || {
+            store.apply_pages(&writes)
+        })
+        .await?;
         drop(writes);
         batch.pages.clear();
         let mut late = 0;
@@ -276,16 +275,12 @@ impl Cycle<'_> {
             guard: self.source.guard,
             cursor: final_cursor,
         };
-        let mut busy = BusyWait::new(self.source.schedule.stall_timeout);
-        let outcome = loop {
-            match self.store.apply_absence(&completion).await {
-                Err(e)
-                    if busy
-                        .wait(&e, self.cancel, "applying a sweep's absences")
-                        .await => {}
-                other => break other,
-            }
-        }?;
+        let store = self.store;
+        let limit = self.source.schedule.stall_timeout;
+        let outcome = while_busy(limit, self.cancel, "applying a sweep's absences", || {
+            store.apply_absence(&completion)
+        })
+        .await?;
         self.record_absence(walk, absence, outcome);
         Ok(())
     }

@@ -102,7 +102,14 @@ pub fn source(
 /// Runs `sync --once` over `engine` and returns the single source's outcome.
 pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
     let mut results = engine
-        .sync_once(None, CycleOptions { force_sweep }, CancellationToken::new())
+        .sync_once(
+            None,
+            CycleOptions {
+                force_sweep,
+                ..CycleOptions::default()
+            },
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(results.len(), 1);
