@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -72,28 +72,13 @@ struct Family<'e, 'w> {
 }
 
 impl<'w> Family<'_, 'w> {
-    fn counters<'a>(
+    /// Counters of any value type Prometheus counts in (whole requests, seconds).
+    fn counters<'a, V: EncodeCounterValue>(
         &mut self,
         name: &str,
         help: &str,
         unit: Option<&Unit>,
-        samples: impl IntoIterator<Item = (Labels<'a>, u64)>,
-    ) -> Result<(), std::fmt::Error> {
-        let mut metric = self
-            .encoder
-            .encode_descriptor(name, help, unit, MetricType::Counter)?;
-        for (labels, value) in samples {
-            ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-
-    fn float_counters<'a>(
-        &mut self,
-        name: &str,
-        help: &str,
-        unit: Option<&Unit>,
-        samples: impl IntoIterator<Item = (Labels<'a>, f64)>,
+        samples: impl IntoIterator<Item = (Labels<'a>, V)>,
     ) -> Result<(), std::fmt::Error> {
         let mut metric = self
             .encoder
@@ -275,7 +260,7 @@ impl Collector for SourceCollector {
             None,
             each(&|s| s.client.tally().retries.load(Relaxed)),
         )?;
-        family.float_counters(
+        family.counters(
             "rate_limit_wait",
             "Time spent waiting for the request budget or a provider's Retry-After",
             Some(&Unit::Seconds),
