@@ -166,21 +166,21 @@ impl Engine {
                     let mut options = options;
                     let force_sweep = options.force_sweep;
                     let mut reread_after_resume = false;
+                    let mut more_to_do = false;
                     loop {
                         cycles += 1;
                         let resuming = store
                             .load_cursors(&source.name)
                             .await
                             .is_ok_and(|c| c.values().any(crate::store::WalkCursor::in_progress));
+                        // More to do with every walk complete: only follow-ups wait.
+                        options.drain_follow_ups = more_to_do && !resuming;
                         let outcome = run_cycle(&source, &store, options, &shutdown).await;
                         // A forced sweep starts once; later cycles only resume it.
                         options.force_sweep = false;
-                        options.drain_follow_ups = false;
+                        more_to_do = matches!(outcome, CycleOutcome::MoreToDo);
                         let wait = match &outcome {
-                            CycleOutcome::MoreToDo => {
-                                options.drain_follow_ups = only_follow_ups_wait(&store, &source).await;
-                                Duration::ZERO
-                            }
+                            CycleOutcome::MoreToDo => Duration::ZERO,
                             // A walk resumed from a saved position read nothing above that
                             // position since it began (before a crash or a page cap): one
                             // more cycle, with a forced sweep starting afresh, reads what

@@ -27,7 +27,7 @@ use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestDb, quick_http, schedule};
+use crate::common::{TestDb, quick_http, schedule, sync_all};
 
 const HL: SimProvider = SimProvider::HighLevel;
 const SEARCH: &str = "GET /conversations/search";
@@ -205,17 +205,7 @@ fn source_name(location: &str) -> String {
 
 /// `sync --once` over every source; each must catch up.
 async fn sync_all_caught_up(engine: &Engine, force_sweep: bool) {
-    let results = engine
-        .sync_once(
-            None,
-            CycleOptions {
-                force_sweep,
-                ..CycleOptions::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let results = sync_all(engine, force_sweep).await;
     for r in &results {
         assert!(
             matches!(r.outcome, CycleOutcome::CaughtUp),

@@ -140,18 +140,7 @@ impl SpruceBed {
 
 /// `sync --once` for the single source, forcing the sweep or not.
 async fn sync(engine: &Engine, force_sweep: bool) -> CycleOutcome {
-    let mut results = engine
-        .sync_once(
-            None,
-            CycleOptions {
-                force_sweep,
-                ..CycleOptions::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    results.remove(0).outcome
+    crate::common::sync_once(engine, force_sweep).await
 }
 
 async fn sync_caught_up(engine: &Engine, force_sweep: bool) {

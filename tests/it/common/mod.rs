@@ -10,7 +10,7 @@ use convsync::config::{Schedule, SourceSettings};
 use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
 use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
 use convsync::store::{MassChangeGuard, Store, StoreSettings};
-use convsync::sync::{CycleOptions, CycleOutcome, Engine};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, OnceResult};
 use tokio_util::sync::CancellationToken;
 
 /// A mirror database in a temporary directory, removed on drop.
@@ -99,9 +99,9 @@ pub fn source(
     }
 }
 
-/// Runs `sync --once` over `engine` and returns the single source's outcome.
-pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
-    let mut results = engine
+/// Runs `sync --once` over every source of `engine`, forcing the sweeps or not.
+pub async fn sync_all(engine: &Engine, force_sweep: bool) -> Vec<OnceResult> {
+    engine
         .sync_once(
             None,
             CycleOptions {
@@ -111,7 +111,12 @@ pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
             CancellationToken::new(),
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `sync --once` over `engine` and returns the single source's outcome.
+pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
+    let mut results = sync_all(engine, force_sweep).await;
     assert_eq!(results.len(), 1);
     results.remove(0).outcome
 }
