@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::systemd::Notifier;
 use crate::sync::Source;
-use crate::sync::progress::TaskState;
+use crate::sync::progress::{TaskPulse, TaskState};
 
 /// Ticks without a beat after which a running source counts as not serviced. Two, so a
 /// tick that lands just before a beat is never mistaken for a stall.
@@ -63,14 +63,47 @@ pub fn tick_for(watchdog: Option<Duration>) -> Duration {
 /// Per-source memory between ticks.
 struct Watch {
     source: Arc<Source>,
+    /// The source's own task.
+    task: PulseWatch,
+    /// The task fetching the pages of the walk in progress, beside the source's task.
+    fetcher: PulseWatch,
+}
+
+impl Watch {
+    fn new(source: Arc<Source>) -> Watch {
+        Watch {
+            task: PulseWatch::new(&source.progress.pulse),
+            fetcher: PulseWatch::new(&source.progress.fetch_pulse),
+            source,
+        }
+    }
+
+    /// Why this source is not being serviced, or `None` when it is fine.
+    fn check(&mut self, tick: Duration) -> Option<String> {
+        let progress = &self.source.progress;
+        let task = self.task.check(&progress.pulse, tick);
+        let fetcher = self.fetcher.check(&progress.fetch_pulse, tick);
+        task.map(|why| format!("its task {why}"))
+            .or_else(|| fetcher.map(|why| format!("its page-fetching task {why}")))
+    }
+}
+
+/// One task's beats as of the previous tick.
+struct PulseWatch {
     last_beats: u64,
     ticks_without_beat: u32,
 }
 
-impl Watch {
-    /// Why this source is not being serviced, or `None` when it is fine.
-    fn check(&mut self, tick: Duration) -> Option<String> {
-        let pulse = &self.source.progress.pulse;
+impl PulseWatch {
+    fn new(pulse: &TaskPulse) -> PulseWatch {
+        PulseWatch {
+            last_beats: pulse.beats(),
+            ticks_without_beat: 0,
+        }
+    }
+
+    /// What is wrong with the task behind `pulse`, or `None` when it is fine.
+    fn check(&mut self, pulse: &TaskPulse, tick: Duration) -> Option<String> {
         let beats = pulse.beats();
         let progressed = beats != self.last_beats;
         self.last_beats = beats;
@@ -79,7 +112,7 @@ impl Watch {
                 self.ticks_without_beat = 0;
                 None
             }
-            TaskState::Abandoned => Some("its task ended without returning (panicked)".to_owned()),
+            TaskState::Abandoned => Some("ended without returning (panicked)".to_owned()),
             TaskState::Running if progressed => {
                 self.ticks_without_beat = 0;
                 None
@@ -88,7 +121,7 @@ impl Watch {
                 self.ticks_without_beat += 1;
                 (self.ticks_without_beat >= STALE_TICKS).then(|| {
                     format!(
-                        "its task has not been polled for {:.1} s (blocked in a synchronous call?)",
+                        "has not been polled for {:.1} s (blocked in a synchronous call?)",
                         (tick * self.ticks_without_beat).as_secs_f64()
                     )
                 })
@@ -109,14 +142,7 @@ pub async fn supervise(
     done: CancellationToken,
 ) {
     let tick = tick_for(notifier.watchdog_timeout());
-    let mut watches: Vec<Watch> = sources
-        .into_iter()
-        .map(|source| Watch {
-            last_beats: source.progress.pulse.beats(),
-            source,
-            ticks_without_beat: 0,
-        })
-        .collect();
+    let mut watches: Vec<Watch> = sources.into_iter().map(Watch::new).collect();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping_sent = false;

@@ -156,7 +156,7 @@ async fn write_detail(
                 account,
                 run_id,
                 std::slice::from_ref(r),
-                false,
+                None,
                 (None, None),
                 now,
             )

@@ -7,6 +7,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
 use super::cursor::write_cursor;
 use super::follow_ups::queue_follow_up;
+use super::prepared::{NewRowContext, insert_new_rows};
 use super::{Store, StoreError, WalkCursor};
 use crate::provider::{Absence, ConversationRecord, DetailRequest, RejectedRecord};
 use crate::time::Timestamp;
@@ -30,8 +31,11 @@ pub struct PageWrite<'a> {
     pub rejected: &'a [RejectedRecord],
     /// Follow-ups to queue.
     pub follow_ups: &'a [DetailRequest],
-    /// Refresh `last_seen_at` of unchanged rows too (sweeps need it to detect absence).
-    pub touch_unchanged: bool,
+    /// A sweep's window start: unchanged rows last seen before it get `last_seen_at`
+    /// refreshed, which is how the sweep's completion tells them from absent ones. Rows
+    /// seen since (by a delta of the same cycle, or twice in one sweep) need no write.
+    /// `None` for deltas: re-reading an unchanged row writes nothing.
+    pub touch_seen_before: Option<Timestamp>,
     /// New rows whose activity lies before this instant are counted as late: the delta's
     /// lookback did not cover how long the listing took to show them.
     pub late_before: Option<Timestamp>,
@@ -119,6 +123,7 @@ struct ExistingRow {
     conversation_id: String,
     payload_hash: Vec<u8>,
     last_activity_at: Option<String>,
+    last_seen_at: String,
     closed: bool,
     deleted: bool,
     last_message_direction: Option<String>,
@@ -130,6 +135,7 @@ struct ExistingRow {
 struct Existing {
     hash: Vec<u8>,
     last_activity_at: Option<String>,
+    last_seen_at: String,
     closed: bool,
     deleted: bool,
     reply: ReplyFacts,
@@ -290,7 +296,7 @@ async fn write_page(
         page.account,
         page.run_id,
         page.records,
-        page.touch_unchanged,
+        page.touch_seen_before,
         (page.late_before, page.moved_late_before),
         now,
     )
@@ -331,12 +337,13 @@ pub(super) async fn upsert_records(
     account: &str,
     run_id: i64,
     records: &[ConversationRecord],
-    touch_unchanged: bool,
+    touch_seen_before: Option<Timestamp>,
     (lower_bound, moved_bound): (Option<Timestamp>, Option<Timestamp>),
     now: &str,
 ) -> Result<PageCounts, StoreError> {
     let mut counts = PageCounts::default();
     let mut existing = load_existing(tx, source, records).await?;
+    let touch_before = touch_seen_before.map(|t| t.to_mirror_text());
     // New rows (with the follow-ups they queue) and re-listed unchanged rows are written in
     // batches: a statement per row costs a round trip to sqlx's SQLite worker thread, which
     // dominated a backfill (see BENCHMARKS.md).
@@ -364,7 +371,10 @@ pub(super) async fn upsert_records(
                     && prev.reply.merged(record) == prev.reply =>
             {
                 counts.unchanged += 1;
-                if touch_unchanged {
+                if touch_before
+                    .as_ref()
+                    .is_some_and(|before| prev.last_seen_at < *before)
+                {
                     touched.push(&record.id);
                 }
                 continue;
@@ -424,6 +434,7 @@ pub(super) async fn upsert_records(
             Existing {
                 hash: hash.to_vec(),
                 last_activity_at: record.last_activity_at.map(|t| t.to_mirror_text()),
+                last_seen_at: now.to_owned(),
                 closed: record.active == Some(false),
                 deleted: false,
                 reply,
@@ -445,7 +456,7 @@ async fn load_existing(
     let mut found = HashMap::with_capacity(records.len());
     for chunk in records.chunks(SELECT_CHUNK) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT conversation_id, payload_hash, last_activity_at,
+            "SELECT conversation_id, payload_hash, last_activity_at, last_seen_at,
                     closed_at IS NOT NULL AS closed, deleted_at IS NOT NULL AS deleted,
                     last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply
              FROM conversations WHERE source = ",
@@ -464,6 +475,7 @@ async fn load_existing(
                 Existing {
                     hash: row.payload_hash,
                     last_activity_at: row.last_activity_at,
+                    last_seen_at: row.last_seen_at,
                     closed: row.closed,
                     deleted: row.deleted,
                     reply: ReplyFacts {
@@ -478,9 +490,6 @@ async fn load_existing(
     }
     Ok(found)
 }
-
-/// Rows per multi-row `INSERT`: 28 parameters each, far below SQLite's limit of 32766.
-const INSERT_BATCH: usize = 128;
 
 /// A page's new rows, waiting to be inserted together with the follow-ups they queue.
 #[derive(Default)]
@@ -504,114 +513,17 @@ impl<'r> NewRows<'r> {
         run_id: i64,
         now: &str,
     ) -> Result<(), StoreError> {
-        let mut rest = &self.rows[..];
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(batch_len(rest.len()));
-            insert_records(tx, source, provider, account, run_id, chunk, now).await?;
-            rest = tail;
-        }
-        let follow_ups: Vec<(&str, &str)> = self
-            .rows
-            .iter()
-            .filter_map(|(r, _)| r.detail_on_activity.map(|kind| (r.id.as_str(), kind)))
-            .collect();
-        let mut rest = &follow_ups[..];
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(batch_len(rest.len()));
-            queue_new_follow_ups(tx, source, chunk, now).await?;
-            rest = tail;
-        }
+        let context = NewRowContext {
+            source,
+            provider,
+            account,
+            run_id,
+            now,
+        };
+        insert_new_rows(tx, context, &self.rows).await?;
         self.rows.clear();
         Ok(())
     }
-}
-
-/// The largest power of two not above `remaining` (capped at [`INSERT_BATCH`]): pages of
-/// any size then use at most eight distinct statement texts, all kept prepared in sqlx's
-/// statement cache.
-fn batch_len(remaining: usize) -> usize {
-    INSERT_BATCH.min(1 << remaining.ilog2())
-}
-
-async fn insert_records(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    provider: &str,
-    account: &str,
-    run_id: i64,
-    rows: &[(&ConversationRecord, [u8; 16])],
-    now: &str,
-) -> Result<(), StoreError> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "INSERT INTO conversations (
-            source, conversation_id, provider, account, created_at, last_activity_at, active,
-            status, channel, contact_id, contact_name, contact_phone, contact_email, title,
-            assignee, unread_count, last_message_direction, last_inbound_at, last_outbound_at,
-            awaiting_reply, raw, payload_hash,
-            first_seen_at, last_seen_at, last_changed_at, run_id, closed_at, deleted_at) ",
-    );
-    q.push_values(rows, |mut b, (r, hash)| {
-        b.push_bind(source)
-            .push_bind(&r.id)
-            .push_bind(provider)
-            .push_bind(account)
-            .push_bind(r.created_at.map(|t| t.to_mirror_text()))
-            .push_bind(r.last_activity_at.map(|t| t.to_mirror_text()))
-            .push_bind(r.active)
-            .push_bind(&r.status)
-            .push_bind(&r.channel)
-            .push_bind(&r.contact_id)
-            .push_bind(&r.contact_name)
-            .push_bind(&r.contact_phone)
-            .push_bind(&r.contact_email)
-            .push_bind(&r.title)
-            .push_bind(&r.assignee)
-            .push_bind(r.unread_count)
-            .push_bind(r.last_message_direction.map(|d| d.as_str()))
-            .push_bind(r.last_inbound_at.map(|t| t.to_mirror_text()))
-            .push_bind(r.last_outbound_at.map(|t| t.to_mirror_text()))
-            .push_bind(r.awaiting_reply)
-            .push_bind(r.raw.get())
-            .push_bind(&hash[..])
-            .push_bind(now)
-            .push_bind(now)
-            .push_bind(now)
-            .push_bind(run_id)
-            .push_bind((r.active == Some(false)).then_some(now))
-            .push_bind(None::<&str>);
-    });
-    q.build().execute(&mut **tx).await?;
-    Ok(())
-}
-
-/// Queues a follow-up for each new row in one statement (same conflict rule as
-/// [`queue_follow_up`]).
-async fn queue_new_follow_ups(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    follow_ups: &[(&str, &str)],
-    now: &str,
-) -> Result<(), StoreError> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "INSERT INTO follow_ups (source, conversation_id, kind, since, position, queued_at) ",
-    );
-    q.push_values(follow_ups, |mut b, (id, kind)| {
-        b.push_bind(source)
-            .push_bind(*id)
-            .push_bind(*kind)
-            .push_bind(None::<&str>)
-            .push_bind(None::<&str>)
-            .push_bind(now);
-    });
-    q.push(
-        " ON CONFLICT (source, conversation_id, kind) DO UPDATE SET
-            since = CASE WHEN follow_ups.since IS NULL OR excluded.since IS NULL THEN NULL
-                         WHEN excluded.since < follow_ups.since THEN excluded.since
-                         ELSE follow_ups.since END,
-            position = NULL",
-    );
-    q.build().execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// Refreshes `last_seen_at` of rows a sweep listed unchanged, a chunk of ids at a time.

@@ -8,6 +8,7 @@
 mod cursor;
 mod follow_ups;
 mod mirror;
+mod prepared;
 mod runs;
 mod vault;
 
@@ -60,6 +61,23 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Sql(sqlx::Error),
+    /// Any other error of a statement run on the connection's own handle
+    /// (`store::prepared`).
+    #[error("database error: {0}")]
+    Statement(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match err.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(err.to_string())
+            }
+            Some(ErrorCode::DiskFull) => StoreError::Full(err.to_string()),
+            _ => StoreError::Statement(err),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

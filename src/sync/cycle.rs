@@ -161,6 +161,8 @@ struct Cycle<'a> {
     store: &'a Store,
     cancel: &'a CancellationToken,
     run_id: i64,
+    /// When the cycle began: a sweep that starts in it counts rows seen since as listed.
+    started_at: Timestamp,
     report: RunReport,
     pages_this_cycle: u32,
 }
@@ -173,6 +175,7 @@ pub async fn run_cycle(
     cancel: &CancellationToken,
 ) -> CycleOutcome {
     let limit = source.schedule.stall_timeout;
+    let cycle_started_at = Timestamp::now();
     let begun = while_busy(limit, cancel, "recording the cycle's start", || {
         store.begin_run(&source.name)
     })
@@ -196,6 +199,7 @@ pub async fn run_cycle(
             store,
             cancel,
             run_id,
+            started_at: cycle_started_at,
             report: RunReport::default(),
             pages_this_cycle: 0,
         };

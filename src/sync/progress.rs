@@ -36,6 +36,9 @@ pub struct SourceProgress {
     pub cycle_durations: CycleDurations,
     /// Proof that the source's task is being polled, read by the watchdog supervisor.
     pub pulse: TaskPulse,
+    /// The same for the task that fetches and parses the pages of the walk in progress
+    /// (it runs beside the source's task, so that parsing overlaps writing).
+    pub fetch_pulse: TaskPulse,
     state: Mutex<ProgressState>,
 }
 

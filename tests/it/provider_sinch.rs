@@ -325,6 +325,52 @@ async fn initial_sync_mirrors_active_and_inactive_conversations() {
     );
 }
 
+/// The first cycle's inventory sweep lists every conversation its recent walk has just
+/// written: those rows were seen inside the sweep's window (it opens with the cycle), so
+/// the sweep writes nothing to them. A sweep in a later cycle refreshes `last_seen_at` of
+/// everything it lists, which is how it tells present rows from absent ones.
+#[tokio::test]
+async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote() {
+    let t = SinchTest::start(60, |_| {}).await;
+    let engine = t.engine().await;
+    let seen = |store: Store| async move {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT conversation_id, first_seen_at, last_seen_at FROM conversations
+             WHERE source = ?",
+        )
+        .bind(SOURCE)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        rows
+    };
+
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    let (list, _) = t.list_and_recent_requests();
+    assert!(list > 0, "the first cycle ran the inventory sweep");
+    let first = seen(engine.store().clone()).await;
+    assert_eq!(first.len(), t.truth().await.len());
+    let rewritten: Vec<_> = first.iter().filter(|(_, a, b)| a != b).collect();
+    assert!(rewritten.is_empty(), "the sweep rewrote {rewritten:?}");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
+    let second = seen(engine.store().clone()).await;
+    let refreshed = second
+        .iter()
+        .filter(|(id, _, last)| first.iter().any(|(i, _, l)| i == id && last > l))
+        .count();
+    assert_eq!(
+        refreshed,
+        first.len(),
+        "a later sweep refreshes every row it lists"
+    );
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
 /// A delta cycle costs one recent page per 50 changed conversations, lists nothing else and
 /// rewrites only the conversations that changed.
 #[tokio::test]

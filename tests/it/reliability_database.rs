@@ -276,7 +276,7 @@ async fn reply_facts_outside_the_raw_json_are_not_skipped() {
                     records: &records,
                     rejected: &[],
                     follow_ups: &[],
-                    touch_unchanged: false,
+                    touch_seen_before: None,
                     late_before: None,
                     moved_late_before: None,
                     cursor: &cursor,

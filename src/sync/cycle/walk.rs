@@ -9,13 +9,15 @@
 //! batch, whose cursor was not committed either: it is fetched again, never skipped.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use super::{Cycle, MALFORMED_RETRIES, Source, SyncError, WalkEnd, while_busy};
-use crate::http::HttpError;
+use super::{Cycle, MALFORMED_RETRIES, SyncError, WalkEnd, while_busy};
+use crate::http::{ApiClient, HttpError};
 use crate::provider::{
     Absence, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
@@ -56,7 +58,13 @@ impl Cycle<'_> {
     ) -> Result<WalkEnd, SyncError> {
         let schedule = &self.source.schedule;
         if !cursor.in_progress() {
-            cursor.walk_started_at = Some(Timestamp::now());
+            // A sweep's window opens with the cycle: rows this cycle's deltas just listed
+            // were seen inside it and need no second write (only their absence would be
+            // noticed one sweep later, like any conversation removed while a sweep runs).
+            cursor.walk_started_at = Some(match walk.kind {
+                WalkKind::Sweep { .. } => self.started_at,
+                WalkKind::Delta(_) => Timestamp::now(),
+            });
             cursor.walk_since = match walk.kind {
                 WalkKind::Delta(_) => cursor
                     .watermark
@@ -78,8 +86,10 @@ impl Cycle<'_> {
             }
         });
         let fetcher = Fetcher {
-            source: self.source,
-            walk,
+            provider: self.source.provider.clone(),
+            client: self.source.client.clone(),
+            stall_timeout: schedule.stall_timeout,
+            walk: *walk,
             since: cursor.walk_since,
             // The writer ending early (a database error) stops the fetcher too.
             stop: self.cancel.child_token(),
@@ -90,11 +100,25 @@ impl Cycle<'_> {
         let (sender, receiver) = mpsc::channel(PIPELINE_PAGES);
         let start = cursor.position.clone();
         let stop_fetching = fetcher.stop.clone().drop_guard();
-        let (_, ended) = tokio::join!(fetcher.run(start, page_budget, sender), async {
-            let ended = self.write_pages(walk, cursor, bounds, receiver).await;
-            drop(stop_fetching);
-            ended
-        });
+        // Its own task, so that reading and parsing the next pages runs on another core
+        // while this one prepares statements for the SQLite thread.
+        let progress = self.source.progress.clone();
+        let fetching = tokio::spawn(
+            async move {
+                let fetch = fetcher.run(start, page_budget, sender);
+                progress.fetch_pulse.drive(fetch).await;
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let ended = self.write_pages(walk, cursor, bounds, receiver).await;
+        drop(stop_fetching);
+        // The fetcher ends as soon as it sees the stop or its channel closed; waiting for
+        // it means no request of this walk outlives the walk.
+        if let Err(e) = fetching.await {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
         ended
     }
 
@@ -203,7 +227,10 @@ impl Cycle<'_> {
                 records: &page.records,
                 rejected: &page.rejected,
                 follow_ups: &page.follow_ups,
-                touch_unchanged: matches!(walk.kind, WalkKind::Sweep { .. }),
+                touch_seen_before: match walk.kind {
+                    WalkKind::Sweep { .. } => cursor.walk_started_at,
+                    WalkKind::Delta(_) => None,
+                },
                 late_before,
                 moved_late_before,
                 cursor: &cursor,
@@ -329,19 +356,22 @@ impl Cycle<'_> {
 }
 
 /// The fetching stage of a walk: requests pages in order and hands them to the writer.
-struct Fetcher<'a> {
-    source: &'a Source,
-    walk: &'a WalkSpec,
+struct Fetcher {
+    provider: Arc<dyn Provider>,
+    client: ApiClient,
+    /// A request (with its retries) that takes longer fails the walk.
+    stall_timeout: Duration,
+    walk: WalkSpec,
     since: Option<Timestamp>,
     /// Shutdown, or the writer has ended.
     stop: CancellationToken,
 }
 
-impl Fetcher<'_> {
+impl Fetcher {
     /// Fetches from `position` until the walk completes, `page_budget` pages were fetched,
     /// a fetch fails or the writer stops listening.
     async fn run(
-        &self,
+        self,
         mut position: Option<serde_json::Value>,
         page_budget: u32,
         pages: mpsc::Sender<Fetched>,
@@ -360,7 +390,7 @@ impl Fetcher<'_> {
                 return;
             }
             let ctx = WalkContext {
-                walk: self.walk,
+                walk: &self.walk,
                 since: self.since,
                 position: position.as_ref(),
             };
@@ -404,15 +434,15 @@ impl Fetcher<'_> {
 
     /// One page: the request, retried by the HTTP layer; a malformed answer fetched again.
     async fn fetch_page(&self, ctx: &WalkContext<'_>) -> Result<Page, SyncError> {
-        let provider: &dyn Provider = &*self.source.provider;
+        let provider: &dyn Provider = &*self.provider;
         let walk = ctx.walk.name;
         let spec = provider
             .build_request(ctx)
             .map_err(|source| SyncError::Provider { walk, source })?;
         let mut attempt = 0;
         loop {
-            let timeout = self.source.schedule.stall_timeout;
-            let request = tokio::time::timeout(timeout, self.source.client.send(&spec, provider));
+            let timeout = self.stall_timeout;
+            let request = tokio::time::timeout(timeout, self.client.send(&spec, provider));
             // Shutdown abandons a request in flight (and its retries): nothing of it has
             // been written, so the walk resumes from the same position next time.
             let sent = tokio::select! {

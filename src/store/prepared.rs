@@ -1,0 +1,133 @@
+//! New rows through prepared statements on the SQLite handle of the connection that holds
+//! the transaction.
+//!
+//! sqlx runs every statement on its connection's worker thread and hands it a copy of every
+//! argument, one round trip per statement. A backfill inserts tens of thousands of rows a
+//! second through the same two statements, and those round trips and copies cost more than
+//! SQLite's own work (BENCHMARKS.md). So new rows, and the follow-ups they queue, are
+//! written here: one synchronous call per batch, each row bound in place to a statement
+//! prepared once per batch. The transaction stays sqlx's: it began and commits there.
+
+use rusqlite::{Connection, params};
+use sqlx::{Sqlite, Transaction};
+
+use super::StoreError;
+use crate::provider::ConversationRecord;
+
+/// What a batch of new rows is written with.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NewRowContext<'a> {
+    pub source: &'a str,
+    pub provider: &'a str,
+    pub account: &'a str,
+    pub run_id: i64,
+    /// The transaction's timestamp: first seen, last seen, last changed (and closed, for
+    /// rows listed as closed).
+    pub now: &'a str,
+}
+
+const INSERT_CONVERSATION: &str = "INSERT INTO conversations (
+    source, conversation_id, provider, account, created_at, last_activity_at, active,
+    status, channel, contact_id, contact_name, contact_phone, contact_email, title,
+    assignee, unread_count, last_message_direction, last_inbound_at, last_outbound_at,
+    awaiting_reply, raw, payload_hash,
+    first_seen_at, last_seen_at, last_changed_at, run_id, closed_at, deleted_at)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+         ?19, ?20, ?21, ?22, ?23, ?23, ?23, ?24, ?25, NULL)";
+
+/// New rows read their details from the start (no `since`); a follow-up already queued
+/// for the same conversation keeps the earliest `since` (none), so no message is skipped.
+const QUEUE_FOLLOW_UP: &str = "INSERT INTO follow_ups
+    (source, conversation_id, kind, since, position, queued_at)
+ VALUES (?1, ?2, ?3, NULL, NULL, ?4)
+ ON CONFLICT (source, conversation_id, kind) DO UPDATE SET since = NULL, position = NULL";
+
+/// Inserts `rows` (none of which is in the mirror yet), then queues the follow-ups they
+/// ask for, inside `tx`.
+pub(super) async fn insert_new_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    context: NewRowContext<'_>,
+    rows: &[(&ConversationRecord, [u8; 16])],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    with_handle(tx, |conn| write_new_rows(conn, context, rows)).await
+}
+
+fn write_new_rows(
+    conn: &Connection,
+    c: NewRowContext<'_>,
+    rows: &[(&ConversationRecord, [u8; 16])],
+) -> rusqlite::Result<()> {
+    let mut insert = conn.prepare(INSERT_CONVERSATION)?;
+    for (r, hash) in rows {
+        let text = |t: Option<crate::time::Timestamp>| t.map(|t| t.to_mirror_text());
+        insert.execute(params![
+            c.source,
+            r.id,
+            c.provider,
+            c.account,
+            text(r.created_at),
+            text(r.last_activity_at),
+            r.active,
+            r.status,
+            r.channel,
+            r.contact_id,
+            r.contact_name,
+            r.contact_phone,
+            r.contact_email,
+            r.title,
+            r.assignee,
+            r.unread_count,
+            r.last_message_direction.map(|d| d.as_str()),
+            text(r.last_inbound_at),
+            text(r.last_outbound_at),
+            r.awaiting_reply,
+            r.raw.get(),
+            &hash[..],
+            c.now,
+            c.run_id,
+            (r.active == Some(false)).then_some(c.now),
+        ])?;
+    }
+    let mut queue = None;
+    for (r, _) in rows {
+        if let Some(kind) = r.detail_on_activity {
+            let queue = match &mut queue {
+                Some(statement) => statement,
+                None => queue.insert(conn.prepare(QUEUE_FOLLOW_UP)?),
+            };
+            queue.execute(params![c.source, r.id, kind, c.now])?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `write` on the SQLite handle of `tx`'s connection. sqlx's worker thread makes no
+/// call on the handle while it is locked, and the rusqlite view of it neither closes it nor
+/// outlives the lock.
+async fn with_handle<R>(
+    tx: &mut Transaction<'static, Sqlite>,
+    write: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> Result<R, StoreError> {
+    let mut locked = tx.lock_handle().await?;
+    let raw = locked.as_raw_handle().as_ptr();
+    // SAFETY: `raw` is the open handle of a live connection, locked for this thread until
+    // `locked` drops; `from_handle` does not take ownership (it never closes it), and the
+    // connection is dropped (finalizing its statements) before the lock is released.
+    let conn = unsafe { Connection::from_handle(raw) }?;
+    let result = on_this_thread(|| write(&conn));
+    drop(conn);
+    drop(locked);
+    Ok(result?)
+}
+
+/// Runs blocking SQLite work on the current thread, telling a multi-threaded tokio runtime
+/// to move its other tasks elsewhere meanwhile (a current-thread runtime has nowhere else).
+fn on_this_thread<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
