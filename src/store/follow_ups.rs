@@ -157,6 +157,7 @@ async fn write_detail(
                 run_id,
                 std::slice::from_ref(r),
                 None,
+                &[],
                 (None, None),
                 now,
             )

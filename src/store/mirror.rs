@@ -36,6 +36,11 @@ pub struct PageWrite<'a> {
     /// seen since (by a delta of the same cycle, or twice in one sweep) need no write.
     /// `None` for deltas: re-reading an unchanged row writes nothing.
     pub touch_seen_before: Option<Timestamp>,
+    /// Insert each record straight away and look up only those already mirrored: right
+    /// for a delta, whose pages during a backfill are all new (a lookup first would probe
+    /// the primary key twice per row). A sweep re-reads mirrored rows: it looks up first.
+    /// Pages applied together must agree.
+    pub insert_first: bool,
     /// New rows whose activity lies before this instant are counted as late: the delta's
     /// lookback did not cover how long the listing took to show them.
     pub late_before: Option<Timestamp>,
@@ -195,21 +200,21 @@ impl Store {
         let Some(last) = pages.last() else {
             return Ok(Vec::new());
         };
-        debug_assert!(
-            pages
-                .iter()
-                .all(|p| p.source == last.source && p.walk == last.walk),
-            "a batch holds pages of one walk"
-        );
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let now = Timestamp::now().to_mirror_text();
-        let mut all_counts = Vec::with_capacity(pages.len());
-        for page in pages {
-            all_counts.push(write_page(&mut tx, page, &now).await?);
-        }
-        write_cursor(&mut tx, last.source, last.walk, last.cursor).await?;
-        tx.commit().await?;
-        Ok(all_counts)
+        let mut open = self.begin_pages().await?;
+        let counts = open.apply(pages).await?;
+        open.commit(last.source, last.walk, last.cursor).await?;
+        Ok(counts)
+    }
+
+    /// Starts a write transaction that pages can be applied to in several calls before
+    /// it commits: a backfill's writer applies pages as they arrive and commits every few
+    /// thousand rows, so that commits are rare without holding many pages in memory.
+    pub async fn begin_pages(&self) -> Result<PageTransaction, StoreError> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(PageTransaction {
+            tx,
+            now: Timestamp::now().to_mirror_text(),
+        })
     }
 
     /// Completes a sweep: closes or deletes rows not seen since it started, unless the guard
@@ -283,10 +288,81 @@ impl Store {
     }
 }
 
-/// Writes one page's rows, rejected records and follow-ups (not its cursor).
+/// An open write transaction of page writes (see [`Store::begin_pages`]). Dropping it
+/// without [`PageTransaction::commit`] rolls everything back, cursor included: the walk
+/// resumes from its last committed page.
+#[derive(Debug)]
+pub struct PageTransaction {
+    tx: Transaction<'static, Sqlite>,
+    /// The transaction's time: first seen, last seen and last changed of what it writes.
+    now: String,
+}
+
+impl PageTransaction {
+    /// Applies consecutive pages of one walk (not their cursor). Returns each page's
+    /// counts, in order.
+    pub async fn apply(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageCounts>, StoreError> {
+        let Some(last) = pages.last() else {
+            return Ok(Vec::new());
+        };
+        debug_assert!(
+            pages.iter().all(|p| p.source == last.source
+                && p.walk == last.walk
+                && p.insert_first == last.insert_first),
+            "a batch holds pages of one walk"
+        );
+        let tx = &mut self.tx;
+        let now = &self.now;
+        // Insert-first pages try all their rows in one go; each page then looks up only the
+        // rows that were already there. (Rows are distinct per id, so trying a later page's
+        // insert before an earlier page's update changes nothing: an id listed on both
+        // fails the later insert and is compared, in page order, like any mirrored row.)
+        let inserted = if last.insert_first {
+            let context = NewRowContext {
+                source: last.source,
+                provider: last.provider,
+                account: last.account,
+                run_id: last.run_id,
+                now,
+            };
+            let rows: Vec<(&ConversationRecord, [u8; 16])> = pages
+                .iter()
+                .flat_map(|p| p.records.iter().map(|r| (r, r.content_hash())))
+                .collect();
+            insert_new_rows(tx, context, &rows).await?
+        } else {
+            Vec::new()
+        };
+        let mut all_counts = Vec::with_capacity(pages.len());
+        let mut offset = 0;
+        for page in pages {
+            let end = (offset + page.records.len()).min(inserted.len());
+            let page_inserted = inserted.get(offset..end).unwrap_or_default();
+            offset += page.records.len();
+            all_counts.push(write_page(tx, page, page_inserted, now).await?);
+        }
+        Ok(all_counts)
+    }
+
+    /// Stores `cursor` as the walk's position and commits everything applied.
+    pub async fn commit(
+        mut self,
+        source: &str,
+        walk: &str,
+        cursor: &WalkCursor,
+    ) -> Result<(), StoreError> {
+        write_cursor(&mut self.tx, source, walk, cursor).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Writes one page's rows (of which `inserted` says which were already inserted), rejected
+/// records and follow-ups (not its cursor).
 async fn write_page(
     tx: &mut Transaction<'static, Sqlite>,
     page: &PageWrite<'_>,
+    inserted: &[bool],
     now: &str,
 ) -> Result<PageCounts, StoreError> {
     let mut counts = upsert_records(
@@ -297,6 +373,7 @@ async fn write_page(
         page.run_id,
         page.records,
         page.touch_seen_before,
+        inserted,
         (page.late_before, page.moved_late_before),
         now,
     )
@@ -338,30 +415,47 @@ pub(super) async fn upsert_records(
     run_id: i64,
     records: &[ConversationRecord],
     touch_seen_before: Option<Timestamp>,
+    inserted: &[bool],
     (lower_bound, moved_bound): (Option<Timestamp>, Option<Timestamp>),
     now: &str,
 ) -> Result<PageCounts, StoreError> {
     let mut counts = PageCounts::default();
-    let mut existing = load_existing(tx, source, records).await?;
+    let context = NewRowContext {
+        source,
+        provider,
+        account,
+        run_id,
+        now,
+    };
+    let is_late = |record: &ConversationRecord| {
+        matches!(
+            (lower_bound, record.last_activity_at.or(record.created_at)),
+            (Some(bound), Some(activity)) if activity < bound
+        )
+    };
+    // Rows an insert-first pass wrote are done; the others are compared with the mirror.
+    let mut to_look_up = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        if inserted.get(i).copied().unwrap_or(false) {
+            counts.inserted += 1;
+            counts.late += u64::from(is_late(record));
+        } else {
+            to_look_up.push((record, record.content_hash()));
+        }
+    }
+    let mut existing = load_existing(tx, source, &to_look_up).await?;
     let touch_before = touch_seen_before.map(|t| t.to_mirror_text());
     // New rows (with the follow-ups they queue) and re-listed unchanged rows are written in
     // batches: a statement per row costs a round trip to sqlx's SQLite worker thread, which
     // dominated a backfill (see BENCHMARKS.md).
     let mut new_rows = NewRows::default();
     let mut touched: Vec<&str> = Vec::new();
-    for record in records {
-        let hash = record.content_hash();
+    for &(record, hash) in &to_look_up {
         let previous = existing.get(&record.id);
         match previous {
             None => {
                 counts.inserted += 1;
-                if let (Some(bound), Some(activity)) =
-                    (lower_bound, record.last_activity_at.or(record.created_at))
-                {
-                    if activity < bound {
-                        counts.late += 1;
-                    }
-                }
+                counts.late += u64::from(is_late(record));
                 new_rows.push(record, hash);
             }
             Some(prev)
@@ -388,9 +482,7 @@ pub(super) async fn upsert_records(
                     .as_deref()
                     .and_then(|s| Timestamp::parse_rfc3339(s).ok());
                 // The row may be one of this page's new rows listed twice: insert those first.
-                new_rows
-                    .flush(tx, source, provider, account, run_id, now)
-                    .await?;
+                new_rows.flush(tx, context).await?;
                 update_record(tx, source, run_id, record, &hash, now).await?;
                 counts.updated += 1;
                 // Activity that moved to a time before the delta's lower bound reached the
@@ -441,9 +533,7 @@ pub(super) async fn upsert_records(
             },
         );
     }
-    new_rows
-        .flush(tx, source, provider, account, run_id, now)
-        .await?;
+    new_rows.flush(tx, context).await?;
     touch_rows(tx, source, &touched, now).await?;
     Ok(counts)
 }
@@ -451,7 +541,7 @@ pub(super) async fn upsert_records(
 async fn load_existing(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
-    records: &[ConversationRecord],
+    records: &[(&ConversationRecord, [u8; 16])],
 ) -> Result<HashMap<String, Existing>, StoreError> {
     let mut found = HashMap::with_capacity(records.len());
     for chunk in records.chunks(SELECT_CHUNK) {
@@ -464,7 +554,7 @@ async fn load_existing(
         q.push_bind(source);
         q.push(" AND conversation_id IN (");
         let mut separated = q.separated(", ");
-        for r in chunk {
+        for (r, _) in chunk {
             separated.push_bind(&r.id);
         }
         q.push(")");
@@ -507,20 +597,10 @@ impl<'r> NewRows<'r> {
     async fn flush(
         &mut self,
         tx: &mut Transaction<'static, Sqlite>,
-        source: &str,
-        provider: &str,
-        account: &str,
-        run_id: i64,
-        now: &str,
+        context: NewRowContext<'_>,
     ) -> Result<(), StoreError> {
-        let context = NewRowContext {
-            source,
-            provider,
-            account,
-            run_id,
-            now,
-        };
-        insert_new_rows(tx, context, &self.rows).await?;
+        let inserted = insert_new_rows(tx, context, &self.rows).await?;
+        debug_assert!(inserted.iter().all(|new| *new), "looked up as absent");
         self.rows.clear();
         Ok(())
     }

@@ -22,7 +22,9 @@ use sqlx::sqlite::{
 
 pub use cursor::WalkCursor;
 pub use follow_ups::DetailWrite;
-pub use mirror::{AbsenceOutcome, MassChangeGuard, PageCounts, PageWrite, SweepCompletion};
+pub use mirror::{
+    AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
+};
 pub use runs::{RunOutcome, RunReport, SourceStatus};
 
 /// Errors from the mirror database.

@@ -33,7 +33,8 @@ const INSERT_CONVERSATION: &str = "INSERT INTO conversations (
     awaiting_reply, raw, payload_hash,
     first_seen_at, last_seen_at, last_changed_at, run_id, closed_at, deleted_at)
  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-         ?19, ?20, ?21, ?22, ?23, ?23, ?23, ?24, ?25, NULL)";
+         ?19, ?20, ?21, ?22, ?23, ?23, ?23, ?24, ?25, NULL)
+ ON CONFLICT (source, conversation_id) DO NOTHING";
 
 /// New rows read their details from the start (no `since`); a follow-up already queued
 /// for the same conversation keeps the earliest `since` (none), so no message is skipped.
@@ -42,15 +43,16 @@ const QUEUE_FOLLOW_UP: &str = "INSERT INTO follow_ups
  VALUES (?1, ?2, ?3, NULL, NULL, ?4)
  ON CONFLICT (source, conversation_id, kind) DO UPDATE SET since = NULL, position = NULL";
 
-/// Inserts `rows` (none of which is in the mirror yet), then queues the follow-ups they
-/// ask for, inside `tx`.
+/// Inserts those of `rows` the mirror does not hold yet and queues the follow-ups they ask
+/// for, inside `tx`. Says, row by row, which were inserted (the others are left as they
+/// are, for the caller to compare and update).
 pub(super) async fn insert_new_rows(
     tx: &mut Transaction<'static, Sqlite>,
     context: NewRowContext<'_>,
     rows: &[(&ConversationRecord, [u8; 16])],
-) -> Result<(), StoreError> {
+) -> Result<Vec<bool>, StoreError> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     with_handle(tx, |conn| write_new_rows(conn, context, rows)).await
 }
@@ -59,11 +61,12 @@ fn write_new_rows(
     conn: &Connection,
     c: NewRowContext<'_>,
     rows: &[(&ConversationRecord, [u8; 16])],
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<bool>> {
     let mut insert = conn.prepare(INSERT_CONVERSATION)?;
+    let mut inserted = Vec::with_capacity(rows.len());
     for (r, hash) in rows {
         let text = |t: Option<crate::time::Timestamp>| t.map(|t| t.to_mirror_text());
-        insert.execute(params![
+        let changed = insert.execute(params![
             c.source,
             r.id,
             c.provider,
@@ -90,9 +93,10 @@ fn write_new_rows(
             c.run_id,
             (r.active == Some(false)).then_some(c.now),
         ])?;
+        inserted.push(changed == 1);
     }
     let mut queue = None;
-    for (r, _) in rows {
+    for ((r, _), _) in rows.iter().zip(&inserted).filter(|(_, new)| **new) {
         if let Some(kind) = r.detail_on_activity {
             let queue = match &mut queue {
                 Some(statement) => statement,
@@ -101,7 +105,7 @@ fn write_new_rows(
             queue.execute(params![c.source, r.id, kind, c.now])?;
         }
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Runs `write` on the SQLite handle of `tx`'s connection. sqlx's worker thread makes no

@@ -267,20 +267,7 @@ async fn reply_facts_outside_the_raw_json_are_not_skipped() {
         let cursor = cursor.clone();
         async move {
             store
-                .apply_page(&PageWrite {
-                    source: "s",
-                    provider: "sinch",
-                    account: "a",
-                    walk: "recent",
-                    run_id: run,
-                    records: &records,
-                    rejected: &[],
-                    follow_ups: &[],
-                    touch_seen_before: None,
-                    late_before: None,
-                    moved_late_before: None,
-                    cursor: &cursor,
-                })
+                .apply_page(&delta_page(run, &records, &cursor))
                 .await
                 .unwrap()
         }
@@ -298,4 +285,72 @@ async fn reply_facts_outside_the_raw_json_are_not_skipped() {
     .await
     .unwrap();
     assert_eq!((direction.as_str(), awaiting), ("outbound", false));
+}
+
+/// A delta's pages applied in one transaction insert their new rows in one pass and
+/// compare the rest with the mirror in page order: a row mirrored before is updated or
+/// left alone, and a row that is new on one page and listed again, changed, on a later
+/// page ends with the later content.
+#[tokio::test]
+async fn pages_applied_together_insert_first_then_compare_in_page_order() {
+    let db = TestDb::new();
+    let store = db.open().await;
+    let run = store.begin_run("s").await.unwrap();
+    let record = |id: &str, content: &str| {
+        let raw = format!(r#"{{"id":"{id}","v":"{content}"}}"#);
+        ConversationRecord::new(id, serde_json::value::RawValue::from_string(raw).unwrap())
+    };
+    let cursor = WalkCursor::default();
+    let page = |records: &'static [ConversationRecord]| delta_page(run, records, &cursor);
+    let before: &'static [ConversationRecord] = Vec::leak(vec![record("b", "1"), record("c", "1")]);
+    store.apply_page(&page(before)).await.unwrap();
+
+    let first: &'static [ConversationRecord] =
+        Vec::leak(vec![record("a", "1"), record("b", "2"), record("c", "1")]);
+    let second: &'static [ConversationRecord] = Vec::leak(vec![record("a", "2"), record("d", "1")]);
+    let counts = store
+        .apply_pages(&[page(first), page(second)])
+        .await
+        .unwrap();
+
+    let summary: Vec<(u64, u64, u64)> = counts
+        .iter()
+        .map(|c| (c.inserted, c.updated, c.unchanged))
+        .collect();
+    assert_eq!(summary, [(1, 1, 1), (1, 1, 0)]);
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conversation_id, raw ->> '$.v' FROM conversations ORDER BY conversation_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let expected = [("a", "2"), ("b", "2"), ("c", "1"), ("d", "1")];
+    assert_eq!(
+        rows,
+        expected.map(|(id, v)| (id.to_owned(), v.to_owned())),
+        "one row per conversation, with its latest content"
+    );
+}
+
+/// A page of source `s`'s delta walk `recent`, written by run `run_id`.
+fn delta_page<'a>(
+    run_id: i64,
+    records: &'a [ConversationRecord],
+    cursor: &'a WalkCursor,
+) -> PageWrite<'a> {
+    PageWrite {
+        source: "s",
+        provider: "sinch",
+        account: "a",
+        walk: "recent",
+        run_id,
+        records,
+        rejected: &[],
+        follow_ups: &[],
+        touch_seen_before: None,
+        insert_first: true,
+        late_before: None,
+        moved_late_before: None,
+        cursor,
+    }
 }

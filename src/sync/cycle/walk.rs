@@ -1,12 +1,14 @@
-//! One walk of a cycle, as a two-stage pipeline: a fetcher requests pages one after the
-//! other (each page names the next) while the writer commits the pages already received.
+//! One walk of a cycle, as a two-stage pipeline: a fetcher task requests pages one after
+//! the other (each page names the next) while the writer commits the pages already received.
 //!
-//! The writer takes every page that is waiting when it is free and commits them in one
-//! transaction, with the cursor that follows the last of them. So a walk whose fetches are
-//! slower than its writes commits page by page, exactly as before; a backfill whose pages
-//! arrive faster than SQLite commits them pays one commit per batch instead of one per page,
-//! and the next fetch overlaps the current write. A crash loses at most the uncommitted
-//! batch, whose cursor was not committed either: it is fetched again, never skipped.
+//! The writer takes every page that is waiting when it is free and writes them into one
+//! transaction; it commits, with the cursor that follows the last page written, once no
+//! page has come for [`COMMIT_GRACE`] or the transaction holds [`COMMIT_ROWS`] rows. So a
+//! walk whose fetches are slower than that commits page by page; a backfill whose pages arrive
+//! faster than SQLite writes them pays one commit per few thousand rows, holds no more than
+//! [`PIPELINE_PAGES`] pages in memory, and fetches the next pages while it writes. A crash
+//! loses at most the uncommitted pages, whose cursor was not committed either: they are
+//! fetched again, never skipped.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use crate::http::{ApiClient, HttpError};
 use crate::provider::{
     Absence, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
-use crate::store::{PageWrite, SweepCompletion, WalkCursor};
+use crate::store::{PageCounts, PageTransaction, PageWrite, SweepCompletion, WalkCursor};
 use crate::time::Timestamp;
 
 /// Pages the fetcher may run ahead of the writer. It bounds memory (pages are streamed,
@@ -43,10 +45,28 @@ enum Fetched {
     Stop(Result<WalkEnd, SyncError>),
 }
 
-/// Pages received and not yet committed, with the cursor that follows the last of them.
+/// Rows a transaction takes before it commits even though more pages are waiting: few
+/// commits during a backfill (each rewrites the index pages it touched), yet a bounded
+/// amount of work to redo after a crash and a bounded time holding the write lock.
+const COMMIT_ROWS: usize = 10_000;
+
+/// How long an open transaction waits for the next page before it commits what it holds.
+/// Short next to any real fetch, long next to the gap between a backfill's pages.
+const COMMIT_GRACE: Duration = Duration::from_millis(10);
+
+/// Pages received and not yet committed: those still to apply and those applied to the
+/// open transaction, with the cursor that follows the last of them.
 struct Batch {
+    /// Received, not applied yet.
     pages: Vec<Page>,
+    /// The cursor after the last page received.
     cursor: Option<WalkCursor>,
+    /// The transaction holding the pages applied so far.
+    open: Option<PageTransaction>,
+    /// What the applied pages did, counted once they commit.
+    applied: Vec<PageCounts>,
+    /// Rows of the applied pages.
+    applied_rows: usize,
 }
 
 impl Cycle<'_> {
@@ -134,17 +154,34 @@ impl Cycle<'_> {
         let mut batch = Batch {
             pages: Vec::with_capacity(PIPELINE_PAGES + 1),
             cursor: None,
+            open: None,
+            applied: Vec::new(),
+            applied_rows: 0,
         };
         loop {
             let fetched = match receiver.try_recv() {
                 Ok(fetched) => fetched,
                 Err(_) => {
-                    // Nothing else is waiting: commit what is, then wait for more.
-                    self.commit(walk, &mut batch, bounds).await?;
-                    receiver
-                        .recv()
-                        .await
-                        .unwrap_or(Fetched::Stop(Ok(WalkEnd::Cancelled)))
+                    // Nothing else is waiting. Write what came; while the transaction is
+                    // small, give the fetcher a moment before committing (during a
+                    // backfill the next page is a millisecond or two away), then commit
+                    // and wait as long as the next page takes.
+                    self.apply(walk, &mut batch, bounds).await?;
+                    let next = if batch.open.is_some() && batch.applied_rows < COMMIT_ROWS {
+                        tokio::time::timeout(COMMIT_GRACE, receiver.recv())
+                            .await
+                            .ok()
+                    } else {
+                        None
+                    };
+                    match next {
+                        Some(next) => next,
+                        None => {
+                            self.commit(walk, &mut batch, bounds).await?;
+                            receiver.recv().await
+                        }
+                    }
+                    .unwrap_or(Fetched::Stop(Ok(WalkEnd::Cancelled)))
                 }
             };
             match fetched {
@@ -174,8 +211,15 @@ impl Cycle<'_> {
                         None => {
                             batch.pages.push(page);
                             batch.cursor = Some(next.clone());
-                            if complete || batch.pages.len() > PIPELINE_PAGES {
+                            if complete {
                                 self.commit(walk, &mut batch, bounds).await?;
+                            } else if batch.pages.len() > PIPELINE_PAGES {
+                                // More pages are coming: write these, and commit only
+                                // once the transaction holds enough rows.
+                                self.apply(walk, &mut batch, bounds).await?;
+                                if batch.applied_rows >= COMMIT_ROWS {
+                                    self.commit(walk, &mut batch, bounds).await?;
+                                }
                             }
                         }
                     }
@@ -203,16 +247,31 @@ impl Cycle<'_> {
         }
     }
 
-    /// Commits the batch's pages and cursor in one transaction (waiting out another
-    /// process's lock), then counts them.
-    async fn commit(
+    /// Applies the pages waiting in the batch to its open transaction, beginning one
+    /// (waiting out another process's lock) if none is open.
+    async fn apply(
         &mut self,
         walk: &WalkSpec,
         batch: &mut Batch,
         (late_before, moved_late_before): (Option<Timestamp>, Option<Timestamp>),
     ) -> Result<(), SyncError> {
-        let Some(cursor) = batch.cursor.take() else {
+        let Some(cursor) = &batch.cursor else {
             return Ok(());
+        };
+        if batch.pages.is_empty() {
+            return Ok(());
+        }
+        let open = match &mut batch.open {
+            Some(open) => open,
+            None => {
+                let store = self.store;
+                let limit = self.source.schedule.stall_timeout;
+                let open = while_busy(limit, self.cancel, "starting a write", || {
+                    store.begin_pages()
+                })
+                .await?;
+                batch.open.insert(open)
+            }
         };
         let provider = &*self.source.provider;
         let writes: Vec<PageWrite<'_>> = batch
@@ -231,19 +290,39 @@ impl Cycle<'_> {
                     WalkKind::Sweep { .. } => cursor.walk_started_at,
                     WalkKind::Delta(_) => None,
                 },
+                insert_first: matches!(walk.kind, WalkKind::Delta(_)),
                 late_before,
                 moved_late_before,
-                cursor: &cursor,
+                cursor,
             })
             .collect();
-        let store = self.store;
-        let limit = self.source.schedule.stall_timeout;
-        let counts = while_busy(limit, self.cancel, "applying pages", || {
-            store.apply_pages(&writes)
-        })
-        .await?;
+        let counts = open.apply(&writes).await?;
         drop(writes);
+        batch.applied_rows += batch.pages.iter().map(|p| p.records.len()).sum::<usize>();
+        batch.applied.extend(counts);
         batch.pages.clear();
+        Ok(())
+    }
+
+    /// Applies what waits, commits the open transaction with the cursor after the last
+    /// page received, then counts the pages it held.
+    async fn commit(
+        &mut self,
+        walk: &WalkSpec,
+        batch: &mut Batch,
+        bounds: (Option<Timestamp>, Option<Timestamp>),
+    ) -> Result<(), SyncError> {
+        self.apply(walk, batch, bounds).await?;
+        let Some(open) = batch.open.take() else {
+            return Ok(());
+        };
+        let cursor = batch
+            .cursor
+            .take()
+            .expect("a transaction is open only once a page (and the cursor after it) came");
+        open.commit(&self.source.name, walk.name, &cursor).await?;
+        let counts = std::mem::take(&mut batch.applied);
+        batch.applied_rows = 0;
         let mut late = 0;
         let mut rejected = 0;
         for page in &counts {
