@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use convsync::sim::{MessageKind, Mutation, Provider, RequestCounts};
 use convsync::store::{Store, StoreSettings};
+use convsync::time::Timestamp;
 
 use crate::limits::{FetchLimit, WriteLimit};
 use crate::process::ProcessStats;
@@ -202,6 +203,8 @@ struct Backfill {
     provider: Provider,
     size: u32,
     sync: ProcessStats,
+    /// The sync's cycles alone (see [`cycles_span`]).
+    cycles: Duration,
     rows: u64,
     requests: u64,
     write: Option<WriteLimit>,
@@ -213,6 +216,9 @@ struct Backfill {
 impl Backfill {
     fn rate(&self) -> f64 {
         self.rows as f64 / self.sync.wall.as_secs_f64()
+    }
+    fn cycles_rate(&self) -> f64 {
+        self.rows as f64 / self.cycles.as_secs_f64()
     }
     fn write_rate(&self) -> Option<f64> {
         self.write.map(|w| w.rows as f64 / w.took.as_secs_f64())
@@ -226,6 +232,9 @@ impl Backfill {
     }
     fn ratio(&self) -> Option<f64> {
         Some(self.rate() / self.write_rate()?.min(self.fetch_rate()?))
+    }
+    fn cycles_ratio(&self) -> Option<f64> {
+        Some(self.cycles_rate() / self.write_rate()?.min(self.fetch_rate()?))
     }
 }
 
@@ -278,6 +287,7 @@ async fn measure_size(
         let sync = process::sync_once(&env.bin, &config, &run_dir.join("sync.log")).await?;
         let requests = data_requests(&sim.client.requests().await?, provider).0;
         let rows = count_rows(&db).await?;
+        let cycles = cycles_span(&db).await?;
         checks.expect(
             sync.success,
             format!(
@@ -308,6 +318,7 @@ async fn measure_size(
             provider,
             size,
             sync,
+            cycles,
             rows,
             requests,
             write,
@@ -315,9 +326,11 @@ async fn measure_size(
             fetch,
         };
         eprintln!(
-            "[{provider} N={size} run {run}] sync {:.2} s ({:.0} conv/s, CPU {:.2} s, peak RSS {:.1} MiB, {} requests); write limit {} (committing per page: {}); fetch+parse limit {}",
+            "[{provider} N={size} run {run}] sync {:.2} s ({:.0} conv/s; cycles {:.2} s, {:.0} conv/s; CPU {:.2} s, peak RSS {:.1} MiB, {} requests); write limit {} (committing per page: {}); fetch+parse limit {}",
             sync.wall.as_secs_f64(),
             sample.rate(),
+            cycles.as_secs_f64(),
+            sample.cycles_rate(),
             sync.cpu.as_secs_f64(),
             sync.peak_rss_mib,
             requests,
@@ -525,6 +538,21 @@ async fn count_rows(db: &Path) -> anyhow::Result<u64> {
         .await?;
     store.close().await;
     Ok(rows as u64)
+}
+
+/// From the start of the sync's first cycle to the end of its last, as `sync_runs`
+/// recorded them: the part of the process the limits compare with (they do not time
+/// opening files, migrating or building clients either).
+async fn cycles_span(db: &Path) -> anyhow::Result<Duration> {
+    let store = open_mirror(db).await?;
+    let (first, last): (String, String) =
+        sqlx::query_as("SELECT MIN(started_at), MAX(finished_at) FROM sync_runs")
+            .fetch_one(store.pool())
+            .await?;
+    store.close().await;
+    let first = Timestamp::parse_rfc3339(&first)?;
+    let last = Timestamp::parse_rfc3339(&last)?;
+    Ok(first.elapsed_until(last))
 }
 
 /// A rate-limit measurement: what the simulator enforces and how convsync is configured.
@@ -753,9 +781,9 @@ fn print_backfills(samples: &[Backfill]) {
     }
     println!("### Backfill (medians)\n");
     println!(
-        "| provider | N | runs | sync conv/s | write limit conv/s | fetch+parse limit conv/s | ratio to tighter limit | raw write committed per page conv/s | sync wall s | sync CPU s | peak RSS MiB | requests |"
+        "| provider | N | runs | sync conv/s | write limit conv/s | fetch+parse limit conv/s | ratio to tighter limit | cycles conv/s | cycles ratio | raw write committed per page conv/s | sync wall s | sync CPU s | peak RSS MiB | requests |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut keys: Vec<(Provider, u32)> = samples.iter().map(|s| (s.provider, s.size)).collect();
     keys.dedup();
     for (provider, size) in keys {
@@ -771,18 +799,23 @@ fn print_backfills(samples: &[Backfill]) {
                 format!("{:.0}", median(v))
             }
         };
-        let ratio: Vec<f64> = runs.iter().filter_map(|s| s.ratio()).collect();
+        let percent = |f: &dyn Fn(&Backfill) -> Option<f64>| {
+            let v: Vec<f64> = runs.iter().filter_map(|s| f(s)).collect();
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0} %", median(v) * 100.0)
+            }
+        };
         println!(
-            "| {provider} | {size} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} |",
+            "| {provider} | {size} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} |",
             runs.len(),
             m(&|s| Some(s.rate())),
             m(&|s| s.write_rate()),
             m(&|s| s.fetch_rate()),
-            if ratio.is_empty() {
-                "-".to_owned()
-            } else {
-                format!("{:.0} %", median(ratio) * 100.0)
-            },
+            percent(&|s| s.ratio()),
+            m(&|s| Some(s.cycles_rate())),
+            percent(&|s| s.cycles_ratio()),
             m(&|s| s.paged_rate()),
             median(runs.iter().map(|s| s.sync.wall.as_secs_f64()).collect()),
             median(runs.iter().map(|s| s.sync.cpu.as_secs_f64()).collect()),

@@ -131,9 +131,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// Connection pragmas beyond journal mode, synchronous and foreign keys, each with its
 /// reason. Public so that the benchmark's raw write limit runs with the same settings.
 pub const TUNING_PRAGMAS: &[(&str, &str)] = &[
-    // A multi-row INSERT that could fail half-way keeps a statement journal; on disk (the
-    // default) its writes were a fifth of a backfill's CPU time (BENCHMARKS.md). It holds
-    // only the pages one statement touches, so memory is the right place for it.
+    // A statement that changes several rows and could fail half-way (a sweep's touch of
+    // last_seen_at, an absence update) keeps a statement journal; on disk (the default)
+    // its writes were a fifth of a backfill's CPU time when new rows still went in through
+    // multi-row INSERTs (BENCHMARKS.md). It holds only the pages one statement touches, so
+    // memory is the right place for it.
     ("temp_store", "MEMORY"),
     // Checkpoint the WAL every 8192 pages (32 MiB) instead of every 1000: a backfill
     // rewrites the same index pages in many commits, and each checkpoint copies a page
