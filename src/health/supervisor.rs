@@ -51,7 +51,7 @@ impl Liveness {
 }
 
 /// The time between supervision ticks for a watchdog timeout: half of it (as
-/// `sd_watchdog_enabled(3)` recommends) capped at [`MAX_TICK`], and never shorter than
+/// `sd_watchdog_enabled(3)` recommends) capped at `MAX_TICK`, and never shorter than
 /// two pulse periods so that a healthy source beats at least once per tick.
 pub fn tick_for(watchdog: Option<Duration>) -> Duration {
     let floor = crate::sync::progress::TaskPulse::PERIOD * 2;

@@ -13,7 +13,7 @@ use super::SimHandle;
 #[derive(Debug, Clone)]
 pub enum SecretPlacement {
     /// `{ env = "SIM_..." }`; the caller exports the variables listed in
-    /// [`GeneratedConfig::env`].
+    /// [`GeneratedConfig::secrets`] (see [`GeneratedConfig::env_exports`]).
     Env,
     /// `{ file = "DIR/NAME" }`; the files are written (mode 0600) by
     /// [`GeneratedConfig::write_secret_files`].

@@ -47,7 +47,8 @@ pub struct PageWrite<'a> {
     /// Rows whose activity moved to a time before this instant are counted as late too
     /// (the newest delta watermark minus the lookback: some delta should have seen it).
     pub moved_late_before: Option<Timestamp>,
-    /// The walk's new cursor.
+    /// The walk's new cursor, stored by [`Store::apply_pages`] with the last page (a
+    /// [`PageTransaction`] takes its cursor at commit instead).
     pub cursor: &'a WalkCursor,
 }
 

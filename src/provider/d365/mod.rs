@@ -14,7 +14,7 @@
 //!   and who spoke last; a 404 there is a second closure signal.
 //!
 //! Microsoft asks integrators not to poll these endpoints hard (updates are meant to reach
-//! the channel's webhook), hence the sparse defaults in [`config`].
+//! the channel's webhook), hence the sparse defaults in `config`.
 
 mod config;
 mod json;

@@ -9,13 +9,13 @@
 //!   watermark is the greatest `lastMessageDate` of a completed walk. It sees every new
 //!   message, because a message moves its conversation to the top.
 //! - **sweep**, every `sweep_interval`: the whole listing, then a second look at the top
-//!   (see [`keyset`]). Read/unread, starring, reassignment and contact edits do not move
+//!   (see `keyset`). Read/unread, starring, reassignment and contact edits do not move
 //!   `lastMessageDate`, so only the sweep refreshes them; conversations it does not list
 //!   are marked deleted, behind the engine's mass-change guard.
 //!
 //! How ties on `lastMessageDate` across page boundaries are kept is described in
-//! [`keyset`]. Every request carries `Version: 2021-04-15`; authentication (a Private
-//! Integration Token or OAuth with rotating refresh tokens) is configured in [`config`].
+//! `keyset`. Every request carries `Version: 2021-04-15`; authentication (a Private
+//! Integration Token or OAuth with rotating refresh tokens) is configured in `config`.
 
 mod config;
 mod conversation;

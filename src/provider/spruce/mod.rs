@@ -19,7 +19,7 @@
 //! the last row: correct in either order.
 //!
 //! Who spoke last: every conversation that is new or whose `lastMessageAt` moved queues an
-//! `items` follow-up (see [`items`]), one request each, run by the engine after the walks so
+//! `items` follow-up (see `items`), one request each, run by the engine after the walks so
 //! that it never starves the deltas.
 
 mod config;
