@@ -97,7 +97,7 @@ fn copy_rows(
         let started = Instant::now();
         for (i, (_, values)) in batch.iter().enumerate() {
             insert.insert(values)?;
-            if commit_every.is_some_and(|n| (rows as usize + i + 1) % n == 0) {
+            if commit_every.is_some_and(|n| (rows as usize + i + 1).is_multiple_of(n)) {
                 to.exec("COMMIT; BEGIN IMMEDIATE")?;
             }
         }
@@ -326,15 +326,15 @@ pub async fn fetch_limit(config: &Path, scratch: &Path) -> anyhow::Result<FetchL
                 let page = provider.parse_page(&ctx, &response)?;
                 for record in &page.records {
                     // The engine queues a follow-up when a row is inserted: once per id.
-                    if seen.insert(record.id.clone()) {
-                        if let Some(kind) = record.detail_on_activity {
-                            follow_ups.push(DetailRequest {
-                                conversation_id: record.id.clone(),
-                                kind: kind.to_owned(),
-                                since: None,
-                                position: None,
-                            });
-                        }
+                    if seen.insert(record.id.clone())
+                        && let Some(kind) = record.detail_on_activity
+                    {
+                        follow_ups.push(DetailRequest {
+                            conversation_id: record.id.clone(),
+                            kind: kind.to_owned(),
+                            since: None,
+                            position: None,
+                        });
                     }
                 }
                 follow_ups.extend(page.follow_ups);

@@ -220,18 +220,18 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             full,
         } => {
             let config = load_config(&config_path)?;
-            if let Some(name) = &source {
-                if !config.sources.iter().any(|s| &s.name == name) {
-                    anyhow::bail!(
-                        "no enabled source named {name:?} (configured: {})",
-                        config
-                            .sources
-                            .iter()
-                            .map(|s| s.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
+            if let Some(name) = &source
+                && !config.sources.iter().any(|s| &s.name == name)
+            {
+                anyhow::bail!(
+                    "no enabled source named {name:?} (configured: {})",
+                    config
+                        .sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             let engine = build_engine(&config).await?;
             let shutdown = shutdown_on_signals();

@@ -104,10 +104,10 @@ pub fn assess(
             )),
         );
     }
-    if let Some(last) = state.last_success_at {
-        if last.elapsed_until(now) <= window {
-            return (SourceState::Ok, None);
-        }
+    if let Some(last) = state.last_success_at
+        && last.elapsed_until(now) <= window
+    {
+        return (SourceState::Ok, None);
     }
     if state.last_outcome == Some(RunOutcome::Failed) {
         let cause = state.last_error.as_deref().unwrap_or("unknown error");

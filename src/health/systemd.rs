@@ -131,10 +131,10 @@ impl Notifier {
             return;
         };
         let message: String = states.iter().map(|s| format!("{s}\n")).collect();
-        if let Err(e) = send_to(socket, address, message.as_bytes()) {
-            if !self.warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(error = %e, ?address, "cannot notify the service manager");
-            }
+        if let Err(e) = send_to(socket, address, message.as_bytes())
+            && !self.warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(error = %e, ?address, "cannot notify the service manager");
         }
     }
 }

@@ -188,10 +188,10 @@ impl Authenticator {
             AuthScheme::Bearer(token) => Ok(Some(bearer(token.expose()))),
             AuthScheme::ClientCredentials(_) | AuthScheme::RotatingRefresh(_) => {
                 let mut cache = self.cache.lock().await;
-                if let Some(token) = cache.as_ref() {
-                    if Instant::now() < token.refresh_at {
-                        return Ok(Some(bearer(token.value.expose())));
-                    }
+                if let Some(token) = cache.as_ref()
+                    && Instant::now() < token.refresh_at
+                {
+                    return Ok(Some(bearer(token.value.expose())));
                 }
                 let fresh = self.fetch(client).await?;
                 let header = bearer(fresh.value.expose());

@@ -307,7 +307,7 @@ fn render(
     seq: u32,
     conv: &Conv,
 ) -> Conversation {
-    let with_metadata = hash_all(&[world.key, u64::from(seq), 0x3E7A]) % 4 == 0;
+    let with_metadata = hash_all(&[world.key, u64::from(seq), 0x3E7A]).is_multiple_of(4);
     Conversation {
         id: naming::conversation_id(world, seq),
         app_id: shared.accounts.sinch[account].app_id.clone(),

@@ -165,10 +165,10 @@ async fn write_detail(
         }
         None => PageCounts::default(),
     };
-    if let Some(patch) = patch.filter(|p| !p.is_empty()) {
-        if apply_patch(tx, source, &detail.conversation_id, patch, run_id, now).await? {
-            counts.updated += 1;
-        }
+    if let Some(patch) = patch.filter(|p| !p.is_empty())
+        && apply_patch(tx, source, &detail.conversation_id, patch, run_id, now).await?
+    {
+        counts.updated += 1;
     }
     if let Some(absence) = gone {
         let set = match absence {

@@ -490,10 +490,9 @@ pub(super) async fn upsert_records(
                 // listing later than the lookback allows for (a sweep found it).
                 if let (true, Some(bound), Some(activity)) =
                     (activity_moved, moved_bound, record.last_activity_at)
+                    && activity < bound
                 {
-                    if activity < bound {
-                        counts.late += 1;
-                    }
+                    counts.late += 1;
                 }
                 if let (Some(kind), true) = (record.detail_on_activity, activity_moved) {
                     queue_follow_up(

@@ -313,10 +313,10 @@ impl Cycle<'_> {
             .map(|w| w.saturating_sub(self.source.schedule.lookback));
         for walk in provider.walks() {
             let cursor = cursors.remove(walk.name).unwrap_or_default();
-            if let WalkKind::Sweep { initial, .. } = walk.kind {
-                if !self.sweep_due(walk, &cursor, initial, options).await? {
-                    continue;
-                }
+            if let WalkKind::Sweep { initial, .. } = walk.kind
+                && !self.sweep_due(walk, &cursor, initial, options).await?
+            {
+                continue;
             }
             if matches!(walk.kind, WalkKind::Delta(_))
                 && options.drain_follow_ups

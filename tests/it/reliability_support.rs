@@ -242,10 +242,10 @@ impl Site {
         let url = format!("http://{}/metrics", self.health);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return r.text().await.unwrap();
-                }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return r.text().await.unwrap();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

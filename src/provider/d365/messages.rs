@@ -122,10 +122,10 @@ pub(super) fn parse_messages(
 /// nothing (they cannot move the last activity).
 fn read_message(item: &RawValue) -> Option<Message> {
     let object = Object::from_raw(item)?;
-    if let Some(kind) = object.text("type") {
-        if !kind.eq_ignore_ascii_case("message") {
-            return None;
-        }
+    if let Some(kind) = object.text("type")
+        && !kind.eq_ignore_ascii_case("message")
+    {
+        return None;
     }
     let at = object
         .value("timestamp")

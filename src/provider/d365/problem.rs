@@ -184,14 +184,13 @@ fn code_in_text(text: &str) -> Option<u32> {
             while i < bytes.len() && bytes[i].is_ascii_digit() {
                 i += 1;
             }
-            if i - start == 5 {
-                if let Some(n) = text[start..i]
+            if i - start == 5
+                && let Some(n) = text[start..i]
                     .parse::<u64>()
                     .ok()
                     .filter(|n| is_d365_code(*n))
-                {
-                    return u32::try_from(n).ok();
-                }
+            {
+                return u32::try_from(n).ok();
             }
         } else {
             i += 1;

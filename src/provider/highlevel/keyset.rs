@@ -224,13 +224,13 @@ fn after_phase(role: Role, at: &Position, page_size: u32) -> Option<Position> {
 /// page that is not newest first. Either means the server ignores `sort` or
 /// `startAfterDate`, and continuing would skip conversations silently.
 fn check_order(at: &Position, page: &PageShape) -> Result<(), ProviderError> {
-    if let (Some(after), Some(newest)) = (at.after, page.newest()) {
-        if newest > after {
-            return Err(ProviderError::Malformed(format!(
-                "a page requested with startAfterDate={after} lists a conversation with the \
+    if let (Some(after), Some(newest)) = (at.after, page.newest())
+        && newest > after
+    {
+        return Err(ProviderError::Malformed(format!(
+            "a page requested with startAfterDate={after} lists a conversation with the \
                  newer lastMessageDate {newest}: the server does not honour startAfterDate"
-            )));
-        }
+        )));
     }
     if let Some(pair) = page.dates.windows(2).find(|w| w[1] > w[0]) {
         return Err(ProviderError::Malformed(format!(

@@ -198,11 +198,11 @@ pub(super) fn describe_error(body: &[u8]) -> String {
             parts.push(text);
         }
     }
-    if let Some(Value::Array(details)) = object.get("details") {
-        if !details.is_empty() {
-            let json = Value::Array(details.clone()).to_string();
-            parts.push(format!("details: {}", shorten(&json, 500)));
-        }
+    if let Some(Value::Array(details)) = object.get("details")
+        && !details.is_empty()
+    {
+        let json = Value::Array(details.clone()).to_string();
+        parts.push(format!("details: {}", shorten(&json, 500)));
     }
     if parts.is_empty() {
         return shorten(String::from_utf8_lossy(body).trim(), 2000);

@@ -134,10 +134,10 @@ impl Cycle<'_> {
         drop(stop_fetching);
         // The fetcher ends as soon as it sees the stop or its channel closed; waiting for
         // it means no request of this walk outlives the walk.
-        if let Err(e) = fetching.await {
-            if e.is_panic() {
-                std::panic::resume_unwind(e.into_panic());
-            }
+        if let Err(e) = fetching.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
         }
         ended
     }
@@ -489,15 +489,15 @@ impl Fetcher {
                     return;
                 }
             };
-            if let Some(next) = &page.next {
-                if !seen_positions.insert(next.to_string()) || Some(next) == position.as_ref() {
-                    let repeated = SyncError::RepeatedPosition {
-                        walk,
-                        position: next.to_string(),
-                    };
-                    let _ = pages.send(Fetched::Stop(Err(repeated))).await;
-                    return;
-                }
+            if let Some(next) = &page.next
+                && (!seen_positions.insert(next.to_string()) || Some(next) == position.as_ref())
+            {
+                let repeated = SyncError::RepeatedPosition {
+                    walk,
+                    position: next.to_string(),
+                };
+                let _ = pages.send(Fetched::Stop(Err(repeated))).await;
+                return;
             }
             fetched += 1;
             let next = page.next.clone();
