@@ -155,7 +155,7 @@ async fn write_detail(
                 provider,
                 account,
                 run_id,
-                std::slice::from_ref(r),
+                &[(r, r.content_hash())],
                 None,
                 &[],
                 (None, None),

@@ -52,6 +52,9 @@ pub struct PageWrite<'a> {
     pub cursor: &'a WalkCursor,
 }
 
+/// A record with its [`ConversationRecord::content_hash`], computed once per write.
+pub(super) type Hashed<'r> = (&'r ConversationRecord, [u8; 16]);
+
 /// What a page did to the mirror.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PageCounts {
@@ -314,6 +317,10 @@ impl PageTransaction {
         );
         let tx = &mut self.tx;
         let now = &self.now;
+        let rows: Vec<Hashed<'_>> = pages
+            .iter()
+            .flat_map(|p| p.records.iter().map(|r| (r, r.content_hash())))
+            .collect();
         // Insert-first pages try all their rows in one go; each page then looks up only the
         // rows that were already there. (Rows are distinct per id, so trying a later page's
         // insert before an earlier page's update changes nothing: an id listed on both
@@ -326,21 +333,17 @@ impl PageTransaction {
                 run_id: last.run_id,
                 now,
             };
-            let rows: Vec<(&ConversationRecord, [u8; 16])> = pages
-                .iter()
-                .flat_map(|p| p.records.iter().map(|r| (r, r.content_hash())))
-                .collect();
             insert_new_rows(tx, context, &rows).await?
         } else {
-            Vec::new()
+            vec![false; rows.len()]
         };
         let mut all_counts = Vec::with_capacity(pages.len());
         let mut offset = 0;
         for page in pages {
-            let end = (offset + page.records.len()).min(inserted.len());
-            let page_inserted = inserted.get(offset..end).unwrap_or_default();
-            offset += page.records.len();
-            all_counts.push(write_page(tx, page, page_inserted, now).await?);
+            let range = offset..offset + page.records.len();
+            offset = range.end;
+            let (page_rows, page_inserted) = (&rows[range.clone()], &inserted[range]);
+            all_counts.push(write_page(tx, page, page_rows, page_inserted, now).await?);
         }
         Ok(all_counts)
     }
@@ -358,11 +361,12 @@ impl PageTransaction {
     }
 }
 
-/// Writes one page's rows (of which `inserted` says which were already inserted), rejected
-/// records and follow-ups (not its cursor).
+/// Writes one page's rows (`rows`, of which `inserted` says which were already inserted),
+/// rejected records and follow-ups (not its cursor).
 async fn write_page(
     tx: &mut Transaction<'static, Sqlite>,
     page: &PageWrite<'_>,
+    rows: &[Hashed<'_>],
     inserted: &[bool],
     now: &str,
 ) -> Result<PageCounts, StoreError> {
@@ -372,7 +376,7 @@ async fn write_page(
         page.provider,
         page.account,
         page.run_id,
-        page.records,
+        rows,
         page.touch_seen_before,
         inserted,
         (page.late_before, page.moved_late_before),
@@ -414,7 +418,7 @@ pub(super) async fn upsert_records(
     provider: &str,
     account: &str,
     run_id: i64,
-    records: &[ConversationRecord],
+    records: &[Hashed<'_>],
     touch_seen_before: Option<Timestamp>,
     inserted: &[bool],
     (lower_bound, moved_bound): (Option<Timestamp>, Option<Timestamp>),
@@ -436,19 +440,19 @@ pub(super) async fn upsert_records(
     };
     // Rows an insert-first pass wrote are done; the others are compared with the mirror.
     let mut to_look_up = Vec::with_capacity(records.len());
-    for (i, record) in records.iter().enumerate() {
+    for (i, &(record, hash)) in records.iter().enumerate() {
         if inserted.get(i).copied().unwrap_or(false) {
             counts.inserted += 1;
             counts.late += u64::from(is_late(record));
         } else {
-            to_look_up.push((record, record.content_hash()));
+            to_look_up.push((record, hash));
         }
     }
     let mut existing = load_existing(tx, source, &to_look_up).await?;
     let touch_before = touch_seen_before.map(|t| t.to_mirror_text());
-    // New rows (with the follow-ups they queue) and re-listed unchanged rows are written in
-    // batches: a statement per row costs a round trip to sqlx's SQLite worker thread, which
-    // dominated a backfill (see BENCHMARKS.md).
+    // New rows (with the follow-ups they queue) go in together through `store::prepared`,
+    // and re-listed unchanged rows are touched a chunk at a time: a statement per row
+    // through sqlx costs a round trip to its worker thread (see BENCHMARKS.md).
     let mut new_rows = NewRows::default();
     let mut touched: Vec<&str> = Vec::new();
     for &(record, hash) in &to_look_up {
@@ -541,7 +545,7 @@ pub(super) async fn upsert_records(
 async fn load_existing(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
-    records: &[(&ConversationRecord, [u8; 16])],
+    records: &[Hashed<'_>],
 ) -> Result<HashMap<String, Existing>, StoreError> {
     let mut found = HashMap::with_capacity(records.len());
     for chunk in records.chunks(SELECT_CHUNK) {
@@ -584,7 +588,7 @@ async fn load_existing(
 /// A page's new rows, waiting to be inserted together with the follow-ups they queue.
 #[derive(Default)]
 struct NewRows<'r> {
-    rows: Vec<(&'r ConversationRecord, [u8; 16])>,
+    rows: Vec<Hashed<'r>>,
 }
 
 impl<'r> NewRows<'r> {

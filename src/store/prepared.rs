@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 use sqlx::{Sqlite, Transaction};
 
 use super::StoreError;
-use crate::provider::ConversationRecord;
+use super::mirror::Hashed;
 
 /// What a batch of new rows is written with.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +49,7 @@ const QUEUE_FOLLOW_UP: &str = "INSERT INTO follow_ups
 pub(super) async fn insert_new_rows(
     tx: &mut Transaction<'static, Sqlite>,
     context: NewRowContext<'_>,
-    rows: &[(&ConversationRecord, [u8; 16])],
+    rows: &[Hashed<'_>],
 ) -> Result<Vec<bool>, StoreError> {
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -60,7 +60,7 @@ pub(super) async fn insert_new_rows(
 fn write_new_rows(
     conn: &Connection,
     c: NewRowContext<'_>,
-    rows: &[(&ConversationRecord, [u8; 16])],
+    rows: &[Hashed<'_>],
 ) -> rusqlite::Result<Vec<bool>> {
     let mut insert = conn.prepare(INSERT_CONVERSATION)?;
     let mut inserted = Vec::with_capacity(rows.len());
