@@ -215,6 +215,13 @@ pub struct SimOptions {
     /// HighLevel: largest `limit` honoured (larger values are clamped silently).
     #[arg(long, default_value_t = 100)]
     pub highlevel_max_limit: u32,
+    /// HighLevel: search results without their `sort` array (as in older recordings).
+    #[arg(long)]
+    pub highlevel_no_sort_array: bool,
+    /// HighLevel: search results without `lastMessageDate` (the `sort` array still carries
+    /// each row's position), to show which of the two a client pages by.
+    #[arg(long)]
+    pub highlevel_no_last_message_date: bool,
 
     /// Providers the `--fault-*` flags below apply to (default: all).
     #[arg(long, value_delimiter = ',')]
