@@ -1,7 +1,10 @@
 //! Per provider / endpoint / status / auth-scheme request counters.
 //!
 //! Tests use them to assert how a client behaved: how many pages it fetched, that it
-//! backed off after a 429, that it never used Sinch Basic auth for data calls.
+//! backed off after a 429, that it never used Sinch Basic auth for data calls. Beside the
+//! counts, *sightings* record request details a handler found worth noting (which
+//! generation of D365 auth headers, which HighLevel `Version`), so that tests can see
+//! what a client actually sent.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -61,11 +64,25 @@ pub struct RequestCount {
     pub count: u64,
 }
 
+/// How often a provider saw one request detail (see [`RequestCounters::saw`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// Which simulated provider saw it.
+    pub provider: Provider,
+    /// The detail, e.g. `auth headers: x-ms-channel-id` or `Version: 2021-07-28`.
+    pub detail: String,
+    /// Number of requests that carried it since start or the last reset.
+    pub count: u64,
+}
+
 /// Snapshot of all counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     /// Rows sorted by provider, endpoint, status, auth.
     pub entries: Vec<RequestCount>,
+    /// Request details seen, sorted by provider and detail.
+    #[serde(default)]
+    pub sightings: Vec<Sighting>,
 }
 
 impl RequestCounts {
@@ -94,6 +111,15 @@ impl RequestCounts {
             .sum()
     }
 
+    /// Requests to `provider` that carried `detail` (see [`RequestCounters::saw`]).
+    pub fn seen(&self, provider: Provider, detail: &str) -> u64 {
+        self.sightings
+            .iter()
+            .filter(|s| s.provider == provider && s.detail == detail)
+            .map(|s| s.count)
+            .sum()
+    }
+
     fn matching<'a>(
         &'a self,
         provider: Provider,
@@ -111,6 +137,7 @@ type CounterKey = (Provider, String, Option<u16>, AuthScheme);
 #[derive(Debug, Default)]
 pub(crate) struct RequestCounters {
     table: Mutex<BTreeMap<CounterKey, u64>>,
+    sightings: Mutex<BTreeMap<(Provider, String), u64>>,
 }
 
 impl RequestCounters {
@@ -127,9 +154,28 @@ impl RequestCounters {
             .or_insert(0) += 1;
     }
 
+    /// Notes that a request to `provider` carried `detail` (a header generation, a version
+    /// value): what the simulator accepts leniently, tests still want to see.
+    pub(crate) fn saw(&self, provider: Provider, detail: &str) {
+        let mut sightings = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
+        *sightings.entry((provider, detail.to_owned())).or_insert(0) += 1;
+    }
+
     pub(crate) fn snapshot(&self) -> RequestCounts {
+        let sightings = self
+            .sightings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((provider, detail), count)| Sighting {
+                provider: *provider,
+                detail: detail.clone(),
+                count: *count,
+            })
+            .collect();
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         RequestCounts {
+            sightings,
             entries: table
                 .iter()
                 .map(|((provider, endpoint, status, auth), count)| RequestCount {
@@ -145,5 +191,9 @@ impl RequestCounters {
 
     pub(crate) fn reset(&self) {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.sightings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

@@ -9,6 +9,10 @@
 //! * `GET /api/v1.0/consumer/conversation/{id}/messages` — Bot-Framework activities,
 //!   `PageSize` 1–100, `ContinuationToken` is a DateTimeOffset, key `continuationToken`.
 //!
+//! Data requests carry a bearer token and the channel/organization headers under either
+//! documented name (`channel-id` or `x-ms-channel-id`; `--d365-header-names` narrows it);
+//! each pair a request carried is recorded as a sighting.
+//!
 //! Errors are RFC 7807 problem documents; the documented 300xx code is in `errorCode`.
 //! Query-parameter names match case-insensitively (ASP.NET behaviour, an ASSUMPTION).
 
@@ -28,7 +32,7 @@ use super::cursors::{Cursor, CursorRejection};
 use super::fake::{self, Person};
 use super::ids::guid;
 use super::naming;
-use super::options::D365Order;
+use super::options::{D365HeaderNames, D365Order};
 use super::server::fault_gate;
 use super::state::{ProviderState, Shared};
 use super::tokens::TokenRejection;
@@ -230,8 +234,21 @@ impl IntoResponse for D365Refusal {
     }
 }
 
-/// Resolve the account of a data request: valid bearer token, and `channel-id` /
-/// `organization-id` headers naming that token's channel.
+/// The two generations of the channel/organization header names: `channel-id` /
+/// `organization-id` (2025-09 docs) and `x-ms-channel-id` / `x-ms-organization-id`
+/// (2025-04 docs).
+const HEADER_PAIRS: [(&str, &str, D365HeaderNames); 2] = [
+    ("channel-id", "organization-id", D365HeaderNames::Plain),
+    (
+        "x-ms-channel-id",
+        "x-ms-organization-id",
+        D365HeaderNames::XMs,
+    ),
+];
+
+/// Resolve the account of a data request: valid bearer token, and a channel/organization
+/// header pair the tenant accepts (`--d365-header-names`) naming that token's channel.
+/// Every pair a request carries is recorded as a sighting (`auth headers: <channel header>`).
 fn authenticate(
     shared: &Shared,
     state: &ProviderState,
@@ -254,13 +271,25 @@ fn authenticate(
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .trim()
-            .to_owned()
+            .map(|v| v.trim().to_owned())
     };
-    if !header("channel-id").eq_ignore_ascii_case(&credentials.channel_id)
-        || !header("organization-id").eq_ignore_ascii_case(&credentials.organization_id)
-    {
+    let accepted = shared.options.d365_header_names;
+    let mut authorized = false;
+    for (channel_header, organization_header, generation) in HEADER_PAIRS {
+        let (channel, organization) = (header(channel_header), header(organization_header));
+        if channel.is_none() && organization.is_none() {
+            continue;
+        }
+        shared
+            .counters
+            .saw(shared.provider, &format!("auth headers: {channel_header}"));
+        let names_this_channel = channel
+            .is_some_and(|c| c.eq_ignore_ascii_case(&credentials.channel_id))
+            && organization.is_some_and(|o| o.eq_ignore_ascii_case(&credentials.organization_id));
+        let understood = accepted == D365HeaderNames::Either || accepted == generation;
+        authorized |= names_this_channel && understood;
+    }
+    if !authorized {
         return Err(D365Refusal::Unauthorized(
             "The channel is not authorized for this organization",
         ));

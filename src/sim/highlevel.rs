@@ -4,11 +4,16 @@
 //! * `POST /oauth/token` — `grant_type=refresh_token` returns a new access token **and a
 //!   new refresh token**; the old refresh token is spent (single use). Each location also
 //!   has a static Private Integration Token.
-//! * `GET /conversations/search` — `Version: 2021-04-15` header required, `locationId`
+//! * `GET /conversations/search` — `Version` header required: the spec's only value
+//!   `2021-04-15`, or `2021-07-28`, which clients in the field send successfully (each
+//!   value seen is recorded as a sighting `Version: <value>`); `locationId`
 //!   required, keyset pagination on the sort value through `startAfterDate` (strictly
 //!   after by default, so rows tied at a page boundary are skipped as the real API
 //!   reportedly does; `--highlevel-start-after inclusive` switches), `limit` default 20,
-//!   silently clamped at 100. Timestamps are epoch-millisecond numbers.
+//!   silently clamped at 100. Timestamps are epoch-millisecond numbers. Each result
+//!   carries `sort: [<lastMessageDate>]`, its keyset position
+//!   (`--highlevel-no-sort-array` and `--highlevel-no-last-message-date` drop one of the
+//!   two, to show which a client pages by).
 //!
 //! Every authenticated search response carries the five `X-RateLimit-*` headers of the
 //! per-location burst (100 / 10 s) and daily (200,000) quotas; exhaustion is a 429.
@@ -38,8 +43,12 @@ use super::tokens::TokenRejection;
 use super::wire::{self, Params};
 use super::world::{AccountWorld, Conv, Direction, IndexKind, MessageKind, NO_TS};
 
-/// The only API version the search endpoint accepts.
-const API_VERSION: &str = "2021-04-15";
+/// The `Version` values the search endpoint accepts: the spec's enum names only the first;
+/// the second is what well-kept integrations send, successfully.
+const API_VERSIONS: [&str; 2] = ["2021-04-15", "2021-07-28"];
+
+/// Longest `Version` value recorded as a sighting (the header comes from a client).
+const MAX_SIGHTED_VERSION: usize = 40;
 
 /// Build the HighLevel router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -270,10 +279,16 @@ fn admit(
                 Refusal::Unauthorized("Invalid token: access token is invalid")
             }
         })?;
-    match headers.get("version").and_then(|v| v.to_str().ok()) {
-        None => return Err(Refusal::BadVersion("Version header was not found")),
-        Some(API_VERSION) => {}
-        Some(_) => return Err(Refusal::BadVersion("Version header is invalid")),
+    let Some(version) = headers.get("version") else {
+        return Err(Refusal::BadVersion("Version header was not found"));
+    };
+    let version = String::from_utf8_lossy(version.as_bytes());
+    let sighted: String = version.chars().take(MAX_SIGHTED_VERSION).collect();
+    shared
+        .counters
+        .saw(shared.provider, &format!("Version: {sighted}"));
+    if !API_VERSIONS.contains(&version.as_ref()) {
+        return Err(Refusal::BadVersion("Version header is invalid"));
     }
     let Some(location) = params.get("locationId").filter(|l| !l.is_empty()) else {
         return Err(Refusal::MissingLocation);
@@ -329,7 +344,10 @@ struct Conversation {
     deleted: bool,
     followers: Vec<String>,
     tags: Vec<String>,
-    sort: Vec<i64>,
+    /// The row's sort values, `[lastMessageDate]` (the index's key; a message-less
+    /// conversation gets the index's "missing" marker, a huge negative number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sort: Option<Vec<i64>>,
 }
 
 fn last_message_type(channel: &str) -> &'static str {
@@ -381,7 +399,8 @@ fn render(
         contact_name: person.full_name(),
         email: fake::email(&person, conv.contact),
         phone: fake::phone_e164(world.key, conv.contact),
-        last_message_date: opt_ms(conv.last_activity_us),
+        last_message_date: opt_ms(conv.last_activity_us)
+            .filter(|_| !shared.options.highlevel_no_last_message_date),
         last_manual_message_date: opt_ms(conv.last_manual_us),
         date_added: wire::epoch_ms(conv.created_us),
         date_updated: wire::epoch_ms(conv.changed_us),
@@ -397,7 +416,7 @@ fn render(
         deleted: false,
         followers: Vec::new(),
         tags: Vec::new(),
-        sort: vec![wire::epoch_ms(sort_key)],
+        sort: (!shared.options.highlevel_no_sort_array).then(|| vec![wire::epoch_ms(sort_key)]),
     }
 }
 

@@ -52,7 +52,7 @@ pub use self::accounts::{
 pub use self::activity::{Affected, EditField, Mutation, SimError};
 pub use self::client::SimClient;
 pub use self::control::{ActivityCommand, ActivityOutcome, ClockReading, SimUrls};
-pub use self::counters::{AuthScheme, RequestCount, RequestCounts};
+pub use self::counters::{AuthScheme, RequestCount, RequestCounts, Sighting};
 pub use self::faults::{Faults, LatencyFault, RateLimitFault, RetryAfter};
 pub use self::options::SimOptions;
 pub use self::provider::{Provider, ProviderSelector, UnknownProvider};

@@ -20,6 +20,22 @@ pub enum D365Order {
     Shuffled,
 }
 
+/// Which names of the D365 auth headers a simulated tenant accepts. Microsoft's docs name
+/// them `x-ms-channel-id` / `x-ms-organization-id` in the 2025-04 version and
+/// `channel-id` / `organization-id` in the 2025-09 one; which builds accept which is not
+/// documented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum D365HeaderNames {
+    /// Either pair (a request carrying both is fine too).
+    #[default]
+    Either,
+    /// Only `channel-id` / `organization-id` (the 2025-09 docs).
+    Plain,
+    /// Only `x-ms-channel-id` / `x-ms-organization-id` (the 2025-04 docs).
+    #[value(name = "x-ms")]
+    XMs,
+}
+
 /// Where Spruce puts conversations without `lastMessageAt` when ordering by `last_message`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum MessagelessOrder {
@@ -150,6 +166,9 @@ pub struct SimOptions {
     /// D365: treat `StartTimeStamp` as "created at or after" instead of strictly after.
     #[arg(long)]
     pub d365_start_inclusive: bool,
+    /// D365: which names of the channel/organization headers the tenant accepts.
+    #[arg(long, value_enum, default_value_t = D365HeaderNames::Either)]
+    pub d365_header_names: D365HeaderNames,
 
     /// Spruce: send `"lastMessageAt": null` instead of omitting it for empty conversations.
     #[arg(long)]
@@ -196,6 +215,13 @@ pub struct SimOptions {
     /// HighLevel: largest `limit` honoured (larger values are clamped silently).
     #[arg(long, default_value_t = 100)]
     pub highlevel_max_limit: u32,
+    /// HighLevel: search results without their `sort` array (as in older recordings).
+    #[arg(long)]
+    pub highlevel_no_sort_array: bool,
+    /// HighLevel: search results without `lastMessageDate` (the `sort` array still carries
+    /// each row's position), to show which of the two a client pages by.
+    #[arg(long)]
+    pub highlevel_no_last_message_date: bool,
 
     /// Providers the `--fault-*` flags below apply to (default: all).
     #[arg(long, value_delimiter = ',')]

@@ -28,6 +28,8 @@ struct Knobs {
     max_share: f64,
     max_pages: u32,
     max_follow_ups: u32,
+    /// `header_names`, when the test sets it.
+    header_names: Option<&'static str>,
 }
 
 impl Default for Knobs {
@@ -38,6 +40,7 @@ impl Default for Knobs {
             max_share: 0.5,
             max_pages: 10_000,
             max_follow_ups: 500,
+            header_names: None,
         }
     }
 }
@@ -121,6 +124,7 @@ client_secret = {{ file = "{secret}" }}
 login_url = "{login}"
 page_size = {page_size}
 messages = {messages}
+{header_names}
 "#,
         db = db.settings.url,
         max_share = knobs.max_share,
@@ -135,6 +139,10 @@ messages = {messages}
         login = sim.d365_login_url(),
         page_size = knobs.page_size,
         messages = knobs.messages,
+        header_names = knobs
+            .header_names
+            .map(|names| format!("header_names = \"{names}\""))
+            .unwrap_or_default(),
     );
     let path = files.path().join("convsync.toml");
     std::fs::write(&path, toml).unwrap();
@@ -804,5 +812,104 @@ async fn messages_404_closes_the_conversation() {
     assert_eq!(row.active, Some(false));
     assert!(row.closed_at.is_some());
     assert_mirror_equals_truth(&engine, &sim, true).await;
+    sim.shutdown().await;
+}
+
+/// Sightings of each generation of the channel/organization header names.
+fn header_sightings(sim: &SimHandle) -> (u64, u64) {
+    let counts = sim.request_counts();
+    (
+        counts.seen(Provider::D365, "auth headers: channel-id"),
+        counts.seen(Provider::D365, "auth headers: x-ms-channel-id"),
+    )
+}
+
+/// By default every request carries both generations of the header names, so tenants
+/// whose build knows only `x-ms-channel-id` (2025-04 docs) or only `channel-id` (2025-09
+/// docs) both sync completely; `header_names` narrows it to one pair.
+#[tokio::test]
+async fn both_generations_of_header_names_are_sent_by_default() {
+    use convsync::sim::options::D365HeaderNames;
+    for tenant in [
+        D365HeaderNames::XMs,
+        D365HeaderNames::Plain,
+        D365HeaderNames::Either,
+    ] {
+        let sim = simulator_with(SimOptions {
+            conversations: 120,
+            d365_header_names: tenant,
+            ..SimOptions::default()
+        })
+        .await;
+        let db = TestDb::new();
+        let engine = engine(&sim, &db, Knobs::default()).await;
+        assert!(
+            matches!(sync_once(&engine, true).await, CycleOutcome::CaughtUp),
+            "{tenant:?}"
+        );
+        assert_mirror_equals_truth(&engine, &sim, false).await;
+        let data_requests = list_requests(&sim);
+        assert_eq!(
+            header_sightings(&sim),
+            (data_requests, data_requests),
+            "{tenant:?}"
+        );
+        sim.shutdown().await;
+    }
+
+    let sim = simulator_with(SimOptions {
+        conversations: 120,
+        d365_header_names: D365HeaderNames::XMs,
+        ..SimOptions::default()
+    })
+    .await;
+    let db = TestDb::new();
+    let legacy = Knobs {
+        header_names: Some("x-ms"),
+        ..Knobs::default()
+    };
+    let engine = engine(&sim, &db, legacy).await;
+    assert!(matches!(
+        sync_once(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    assert_eq!(header_sightings(&sim), (0, list_requests(&sim)));
+    assert_mirror_equals_truth(&engine, &sim, false).await;
+    sim.shutdown().await;
+}
+
+/// A D365 error names Microsoft's `x-ms-correlation-id` (the id support asks for) in the
+/// run's recorded error.
+#[tokio::test]
+async fn errors_carry_the_correlation_id() {
+    let sim = simulator(30, Duration::from_secs(3600)).await;
+    sim.set_faults(
+        Provider::D365,
+        Faults {
+            error_5xx_ratio: 1.0,
+            ..Faults::default()
+        },
+    );
+    let db = TestDb::new();
+    let engine = engine(&sim, &db, Knobs::default()).await;
+
+    let outcome = sync_once(&engine, false).await;
+    assert!(
+        !matches!(outcome, CycleOutcome::CaughtUp),
+        "every request fails: {outcome:?}"
+    );
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT error FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1")
+            .bind(SOURCE)
+            .fetch_one(engine.store().pool())
+            .await
+            .unwrap();
+    let error = error.expect("the run records its error");
+    let id = error
+        .split("[x-ms-correlation-id: ")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no correlation id in {error:?}"));
+    assert_eq!(id.len(), 36, "a GUID: {id}");
     sim.shutdown().await;
 }

@@ -122,6 +122,7 @@ impl HighLevelBed {
             refresh_token: None,
             client_id: Some(accounts[0].client_id.clone()),
             client_secret: Some(self.secret_file("client-secret", &accounts[0].client_secret)),
+            api_version: None,
         }
     }
 
@@ -905,5 +906,83 @@ async fn a_refused_token_stops_only_its_location() {
         1,
         "a static token is not retried"
     );
+    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+}
+
+/// `Version` is the spec's `2021-04-15` unless the source configures another value, such
+/// as the `2021-07-28` that clients in the field send: that one is sent on every request,
+/// and the sync completes.
+#[tokio::test]
+async fn the_version_header_is_configurable_per_source() {
+    let bed = HighLevelBed::start(1, 30, |_| {}).await;
+    let a = bed.location(0);
+    let seen = |version: &str| {
+        bed.sim
+            .request_counts()
+            .seen(HL, &format!("Version: {version}"))
+    };
+    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
+    sync_all_caught_up(&engine, false).await;
+    assert_eq!(seen("2021-04-15"), bed.searches());
+    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+
+    bed.sim.reset_counts();
+    let mut config = bed.config(&[Credential::PrivateIntegrationToken], 10);
+    config.api_version = Some("2021-07-28".into());
+    let engine = bed.engine_with(&config, &schedule(), &quick_http()).await;
+    sync_all_caught_up(&engine, true).await;
+    assert!(bed.searches() > 0);
+    assert_eq!(
+        (seen("2021-07-28"), seen("2021-04-15")),
+        (bed.searches(), 0)
+    );
+    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+}
+
+/// Results whose `lastMessageDate` is missing are still paged through by their `sort`
+/// values: the delta and the sweep list every conversation, and the sweep deletes none.
+#[tokio::test]
+async fn pages_follow_the_sort_array() {
+    let bed = HighLevelBed::start(1, 60, |o| o.highlevel_no_last_message_date = true).await;
+    let a = bed.location(0);
+    let live: std::collections::BTreeSet<String> = bed
+        .truth(&a)
+        .await
+        .into_iter()
+        .filter(|t| !t.deleted)
+        .map(|t| t.id)
+        .collect();
+    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
+
+    sync_all_caught_up(&engine, false).await;
+    let mirrored = |rows: BTreeMap<String, Row>| {
+        rows.into_iter()
+            .filter(|(_, r)| !r.deleted)
+            .map(|(id, _)| id)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(mirrored(mirror(engine.store(), &a).await), live);
+    assert!(bed.searches() >= 6, "pages of 10, not one page");
+
+    sync_all_caught_up(&engine, true).await;
+    assert_eq!(last_run(engine.store(), &a).await.4, 0, "nothing deleted");
+    assert_eq!(mirrored(mirror(engine.store(), &a).await), live);
+}
+
+/// Without `sort` arrays (older recordings of the API), the walk pages by
+/// `lastMessageDate` and still keeps tie clusters across page boundaries.
+#[tokio::test]
+async fn pages_fall_back_to_last_message_date_without_sort() {
+    let bed = HighLevelBed::start(1, 130, |o| {
+        o.tie_cluster_size = 6;
+        o.highlevel_no_sort_array = true;
+    })
+    .await;
+    let a = bed.location(0);
+    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
+    sync_all_caught_up(&engine, false).await;
+    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    sync_all_caught_up(&engine, true).await;
+    assert_eq!(last_run(engine.store(), &a).await.4, 0, "nothing deleted");
     assert_mirror_matches_truth(&bed, engine.store(), &a).await;
 }

@@ -419,3 +419,65 @@ async fn messages_endpoint_validates_and_pages() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_problem(&body, 404, 30013);
 }
+
+/// Data requests authenticate with either documented pair of header names, each pair a
+/// request carries is recorded, and a tenant that knows only one pair refuses the other.
+#[tokio::test]
+async fn either_generation_of_header_names_is_accepted_and_recorded() {
+    use convsync::sim::options::D365HeaderNames;
+    const PLAIN: (&str, &str) = ("channel-id", "organization-id");
+    const X_MS: (&str, &str) = ("x-ms-channel-id", "x-ms-organization-id");
+    for (tenant, accepted, refused) in [
+        (D365HeaderNames::Either, vec![PLAIN, X_MS], vec![]),
+        (D365HeaderNames::Plain, vec![PLAIN], vec![X_MS]),
+        (D365HeaderNames::XMs, vec![X_MS], vec![PLAIN]),
+    ] {
+        let sim = start(|o| o.d365_header_names = tenant).await;
+        let token = d365_token(&sim, 0).await;
+        let account = sim.accounts().d365[0].clone();
+        let url = sim.d365_base_url().join(LIST).expect("url");
+        let send = |(channel, organization): (&str, &str)| {
+            http()
+                .get(url.clone())
+                .bearer_auth(&token)
+                .header(channel, &account.channel_id)
+                .header(organization, &account.organization_id)
+                .send()
+        };
+        for pair in &accepted {
+            let (status, body) = read(send(*pair).await.expect("request")).await;
+            assert_eq!(status, StatusCode::OK, "{tenant:?} {pair:?}: {body}");
+        }
+        for pair in &refused {
+            let (status, _) = read(send(*pair).await.expect("request")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{tenant:?} {pair:?}");
+        }
+        // The wrong channel under an accepted name is still refused.
+        let (status, _) = read(
+            http()
+                .get(url.clone())
+                .bearer_auth(&token)
+                .header(accepted[0].0, "00000000-0000-0000-0000-000000000000")
+                .header(accepted[0].1, &account.organization_id)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{tenant:?}");
+        let counts = sim.request_counts();
+        let sent = |name: &str| {
+            let pairs = accepted.iter().chain(&refused);
+            pairs.filter(|(channel, _)| *channel == name).count() as u64
+                + u64::from(accepted[0].0 == name)
+        };
+        for name in ["channel-id", "x-ms-channel-id"] {
+            assert_eq!(
+                counts.seen(Provider::D365, &format!("auth headers: {name}")),
+                sent(name),
+                "{tenant:?} {name}"
+            );
+        }
+        sim.shutdown().await;
+    }
+}

@@ -343,3 +343,83 @@ async fn ties_at_page_boundaries_are_skipped_unless_inclusive() {
         all_ids(&inclusive).await
     );
 }
+
+/// `Version: 2021-07-28`, which clients in the field send, is accepted beside the spec's
+/// `2021-04-15`; an unknown version is a 400; every value sent is recorded.
+#[tokio::test]
+async fn field_version_is_accepted_and_recorded() {
+    let sim = start(|_| {}).await;
+    let url = sim
+        .highlevel_base_url()
+        .join("conversations/search")
+        .expect("url");
+    for (version, expected) in [
+        ("2021-04-15", StatusCode::OK),
+        ("2021-07-28", StatusCode::OK),
+        ("2020-01-01", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, body) = read(
+            http()
+                .get(url.clone())
+                .bearer_auth(pit(&sim, 0))
+                .header("Version", version)
+                .query(&[("locationId", location(&sim, 0))])
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, expected, "{version}: {body}");
+        assert_eq!(
+            sim.request_counts()
+                .seen(Provider::HighLevel, &format!("Version: {version}")),
+            1
+        );
+    }
+}
+
+/// Each result carries `sort: [<lastMessageDate>]`; the two knobs drop one or the other.
+#[tokio::test]
+async fn results_carry_their_sort_value() {
+    for (no_sort, no_date) in [(false, false), (true, false), (false, true)] {
+        let sim = start(|o| {
+            o.highlevel_no_sort_array = no_sort;
+            o.highlevel_no_last_message_date = no_date;
+        })
+        .await;
+        let (status, body) = read(
+            search(&sim, &pit(&sim, 0))
+                .query(&[
+                    ("locationId", location(&sim, 0).as_str()),
+                    ("sortBy", "last_message_date"),
+                    ("sort", "desc"),
+                    ("limit", "5"),
+                ])
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let rows = body["conversations"].as_array().expect("array");
+        assert_eq!(rows.len(), 5);
+        let truth = sim
+            .truth(Provider::HighLevel, &location(&sim, 0))
+            .await
+            .expect("truth");
+        for row in rows {
+            let id = row["id"].as_str().expect("id");
+            let last = truth
+                .iter()
+                .find(|t| t.id == id)
+                .and_then(|t| t.last_activity_at)
+                .expect("a dated conversation")
+                .timestamp_millis();
+            let sort = row.get("sort").map(|s| s[0].as_i64().expect("number"));
+            assert_eq!(sort, (!no_sort).then_some(last), "{row}");
+            let date = row.get("lastMessageDate").map(|d| d.as_i64().expect("ms"));
+            assert_eq!(date, (!no_date).then_some(last), "{row}");
+        }
+        sim.shutdown().await;
+    }
+}

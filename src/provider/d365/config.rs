@@ -39,11 +39,11 @@ pub struct D365Config {
     /// The Messaging API host, `https://m-{org_id}.{geo}.omnichannelengagementhub.com`. The
     /// `{geo}` part is tenant-specific and cannot be derived, so it is configured whole.
     pub base_url: String,
-    /// The Dataverse organization id (GUID), sent as the `organization-id` header and used to
-    /// derive the token scope.
+    /// The Dataverse organization id (GUID), sent as the organization header (see
+    /// `header_names`) and used to derive the token scope.
     pub organization_id: String,
     /// The custom channel id (`msdyn_occustommessagingchannel` record id, GUID), sent as the
-    /// `channel-id` header. The listing only shows this channel's conversations, so it is
+    /// channel header (see `header_names`). The listing only shows this channel's conversations, so it is
     /// also the mirror's `account`.
     pub channel_id: String,
     /// The Entra tenant (directory) id or verified domain of the app registration.
@@ -75,6 +75,54 @@ pub struct D365Config {
     /// Share (0.0–1.0) of a cycle's requests that message follow-ups may use.
     #[serde(default)]
     pub messages_share: Option<f64>,
+    /// Which names the channel and organization headers go under. Microsoft renamed them
+    /// between versions of its docs, and which builds accept which is not documented:
+    /// `"both"` (default) sends `channel-id`/`organization-id` *and*
+    /// `x-ms-channel-id`/`x-ms-organization-id`, which works with either generation;
+    /// `"plain"` sends only the first pair (2025-09 docs), `"x-ms"` only the second
+    /// (2025-04 docs), for a gateway that refuses unknown headers.
+    #[serde(default)]
+    pub header_names: Option<String>,
+}
+
+/// The names the channel and organization headers are sent under (`header_names`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HeaderNames {
+    /// Both generations' pairs.
+    Both,
+    /// `channel-id` / `organization-id` (Microsoft's 2025-09 docs).
+    Plain,
+    /// `x-ms-channel-id` / `x-ms-organization-id` (Microsoft's 2025-04 docs).
+    XMs,
+}
+
+impl HeaderNames {
+    /// `(channel header, organization header)` pairs to send.
+    pub(super) fn pairs(self) -> &'static [(&'static str, &'static str)] {
+        const PLAIN: (&str, &str) = ("channel-id", "organization-id");
+        const X_MS: (&str, &str) = ("x-ms-channel-id", "x-ms-organization-id");
+        match self {
+            HeaderNames::Both => &[PLAIN, X_MS],
+            HeaderNames::Plain => &[PLAIN],
+            HeaderNames::XMs => &[X_MS],
+        }
+    }
+
+    fn parse(key: &str, value: Option<&str>) -> Result<HeaderNames, ConfigError> {
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("both") => Ok(HeaderNames::Both),
+            Some("plain") => Ok(HeaderNames::Plain),
+            Some("x-ms") => Ok(HeaderNames::XMs),
+            Some(other) => Err(ConfigError::new(
+                key,
+                format!(
+                    "{other:?} is not one of \"both\" (default: channel-id and x-ms-channel-id \
+                     pairs), \"plain\" (channel-id / organization-id) or \"x-ms\" \
+                     (x-ms-channel-id / x-ms-organization-id)"
+                ),
+            )),
+        }
+    }
 }
 
 /// Everything the adapter needs once the settings are valid.
@@ -82,10 +130,12 @@ pub struct D365Config {
 pub(super) struct Settings {
     /// The API host (and any path prefix), ending in `/`.
     pub base_url: Url,
-    /// `organization-id` header.
+    /// Organization header value.
     pub organization_id: String,
-    /// `channel-id` header and mirror account.
+    /// Channel header value and mirror account.
     pub channel_id: String,
+    /// The names those two headers are sent under.
+    pub header_names: HeaderNames,
     /// `PageSize` of the list calls.
     pub page_size: u32,
     /// Whether message follow-ups run.
@@ -129,6 +179,7 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
             "must be a share between 0.0 and 1.0 (0.1 = 10 % of a cycle's requests)",
         ));
     }
+    let header_names = HeaderNames::parse(&key("header_names"), cfg.header_names.as_deref())?;
     let client_secret = cfg.client_secret.resolve().map_err(|e| {
         ConfigError::new(
             key("client_secret"),
@@ -148,6 +199,7 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
         base_url,
         organization_id,
         channel_id,
+        header_names,
         page_size,
         messages: cfg.messages,
         messages_share,
@@ -321,6 +373,7 @@ mod tests {
             page_size: None,
             messages: false,
             messages_share: None,
+            header_names: None,
         }
     }
 
@@ -402,6 +455,10 @@ mod tests {
             (Box::new(|c| c.page_size = Some(251)), "page_size"),
             (Box::new(|c| c.page_size = Some(0)), "page_size"),
             (Box::new(|c| c.messages_share = Some(1.5)), "messages_share"),
+            (
+                Box::new(|c| c.header_names = Some("x_ms".into())),
+                "header_names",
+            ),
             (
                 Box::new(|c| c.base_url = "http://example.com".into()),
                 "base_url",

@@ -79,10 +79,17 @@ impl D365 {
         D365 { settings }
     }
 
-    /// Adds the two headers every Messaging API call carries besides `Authorization`.
+    /// Adds the channel and organization headers every Messaging API call carries besides
+    /// `Authorization`, under each configured generation of their names (see `config`).
     fn with_channel_headers(&self, spec: RequestSpec) -> RequestSpec {
-        spec.header("channel-id", self.settings.channel_id.clone())
-            .header("organization-id", self.settings.organization_id.clone())
+        self.settings
+            .header_names
+            .pairs()
+            .iter()
+            .fold(spec, |spec, &(channel, organization)| {
+                spec.header(channel, self.settings.channel_id.clone())
+                    .header(organization, self.settings.organization_id.clone())
+            })
     }
 }
 
@@ -229,6 +236,7 @@ mod tests {
     use super::*;
     use crate::time::Timestamp;
     use bytes::Bytes;
+    use config::HeaderNames;
     use reqwest::header::HeaderMap;
     use serde_json::json;
 
@@ -237,6 +245,7 @@ mod tests {
             base_url: url::Url::parse("https://m-org.us.omnichannelengagementhub.com/").unwrap(),
             organization_id: "0b9a3c2e-5d1f-4c7a-9e21-7f3b8d6a1c44".into(),
             channel_id: "6f0e7d12-8a4b-4b3e-b0c9-2d5e9a7c3f10".into(),
+            header_names: HeaderNames::Both,
             page_size: 250,
             messages,
             messages_share: 0.1,
@@ -439,5 +448,69 @@ mod tests {
             "Bad Request: PageSize must be between 1 and 250: error 30007: the conversation page size must be null or between 1 and 250"
         );
         assert!(d.correlation_headers().contains(&"x-ms-correlation-id"));
+    }
+
+    /// Error 30016 (a message activity without text or attachments, Microsoft's 2025-09
+    /// error list) is named with its meaning.
+    #[test]
+    fn error_30016_is_explained() {
+        let line = adapter(false).describe_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"title":"Bad Request","status":400,"errorCode":30016}"#,
+        );
+        assert_eq!(
+            line,
+            "Bad Request: error 30016: the message activity has no text or attachments"
+        );
+    }
+
+    /// Both generations of the header names are sent by default, so that tenants on the
+    /// older (`x-ms-*`, 2025-04 docs) and newer (2025-09 docs) builds both accept the
+    /// request; `header_names` narrows it to one pair.
+    #[test]
+    fn channel_headers_follow_header_names() {
+        const NAMES: [&str; 4] = [
+            "channel-id",
+            "organization-id",
+            "x-ms-channel-id",
+            "x-ms-organization-id",
+        ];
+        let ctx = WalkContext {
+            walk: &WALKS[1],
+            since: None,
+            position: None,
+        };
+        for (names, expected) in [
+            (HeaderNames::Both, &NAMES[..]),
+            (HeaderNames::Plain, &NAMES[..2]),
+            (HeaderNames::XMs, &NAMES[2..]),
+        ] {
+            let mut d = adapter(true);
+            d.settings.header_names = names;
+            let detail = DetailRequest {
+                conversation_id: "a".into(),
+                kind: "messages".into(),
+                since: None,
+                position: None,
+            };
+            for spec in [
+                d.build_request(&ctx).unwrap(),
+                d.build_detail_request(&detail).unwrap(),
+            ] {
+                let sent: Vec<&str> = spec.headers.iter().map(|(n, _)| *n).collect();
+                assert_eq!(sent, expected, "{names:?}");
+                for name in expected {
+                    let value = header(&spec, name).unwrap();
+                    assert_eq!(
+                        value,
+                        if name.ends_with("channel-id") {
+                            &d.settings.channel_id
+                        } else {
+                            &d.settings.organization_id
+                        }
+                    );
+                }
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::HighLevel;
+use super::{API_VERSION, HighLevel};
 use crate::config::{ConfigError, validate_base_url};
 use crate::http::auth::RotatingRefresh;
 use crate::http::{AuthScheme, RateQuota};
@@ -41,6 +41,11 @@ pub struct HighLevelConfig {
     /// fewer requests per sweep; a server that clamps the value is detected.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// The `Version` header sent with every request; default `2021-04-15`, the only value
+    /// the spec's enum lists. Clients in the field send `2021-07-28` successfully, so any
+    /// other value HighLevel may require is accepted as given.
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// The location (sub-account) id, for a source that mirrors one location. Use either
     /// this or `locations`.
     #[serde(default)]
@@ -130,6 +135,7 @@ pub fn setup(
             ),
         ));
     }
+    let api_version = api_version(cfg.api_version.as_deref(), &key("api_version"))?;
     let locations = locations(cfg, &key)?;
     let shared_pit = resolve(
         &cfg.private_integration_token,
@@ -222,6 +228,7 @@ pub fn setup(
                 location.clone(),
                 search_url.clone(),
                 cfg.page_size,
+                api_version.clone(),
             )),
             auth,
             credential_key,
@@ -231,6 +238,26 @@ pub fn setup(
         });
     }
     Ok(setups)
+}
+
+/// The `Version` header value: the spec's by default, otherwise whatever is configured,
+/// as long as it can be sent as a header (HighLevel's versions are dates, but which ones
+/// the server accepts is not published, so no list is enforced here).
+fn api_version(value: Option<&str>, key: &str) -> Result<String, ConfigError> {
+    let Some(value) = value else {
+        return Ok(API_VERSION.to_owned());
+    };
+    let value = value.trim();
+    if value.is_empty() || value.len() > 64 || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{value:?} cannot be sent as the Version header: expected a version such as \
+                 {API_VERSION} (the default) or 2021-07-28, without spaces"
+            ),
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 /// A location id, the key its errors are reported under, and its own credential refs.
@@ -447,6 +474,8 @@ mod tests {
             ),
             (format!("location_id = \"a b\"\nprivate_integration_token = {pit}"), "sources[hl].highlevel.location_id"),
             (format!("location_id = \"a\"\npage_size = 0\nprivate_integration_token = {pit}"), "sources[hl].highlevel.page_size"),
+            (format!("location_id = \"a\"\napi_version = \"2021 07 28\"\nprivate_integration_token = {pit}"), "sources[hl].highlevel.api_version"),
+            (format!("location_id = \"a\"\napi_version = \" \"\nprivate_integration_token = {pit}"), "sources[hl].highlevel.api_version"),
             (
                 format!("location_id = \"a\"\nbase_url = \"http://example.com\"\nprivate_integration_token = {pit}"),
                 "sources[hl].highlevel.base_url",
@@ -459,6 +488,37 @@ mod tests {
         for (text, expected_key) in cases {
             let e = err(&parse(&text));
             assert_eq!(e.key, expected_key, "{text}: {e}");
+        }
+    }
+
+    /// `Version` is the spec's value unless `api_version` names another, which is sent as
+    /// given: the spec's enum is not what the server enforces.
+    #[test]
+    fn api_version_defaults_to_the_spec_and_any_other_is_sent() {
+        let files = SecretFiles::new();
+        let pit = files.add("pit", "pit");
+        for (line, expected) in [
+            ("", API_VERSION),
+            ("api_version = \"2021-07-28\"", "2021-07-28"),
+            ("api_version = \" 2030-01-01 \"", "2030-01-01"),
+        ] {
+            let cfg = parse(&format!(
+                "location_id = \"a\"\nprivate_integration_token = {pit}\n{line}"
+            ));
+            let setups = setup(&cfg, &ctx()).unwrap();
+            let provider = &setups[0].provider;
+            let request = provider
+                .build_request(&crate::provider::WalkContext {
+                    walk: &provider.walks()[0],
+                    since: None,
+                    position: None,
+                })
+                .unwrap();
+            assert!(
+                request.headers.contains(&("Version", expected.to_owned())),
+                "{line}: {:?}",
+                request.headers
+            );
         }
     }
 

@@ -88,14 +88,48 @@ impl DateField {
     }
 }
 
+/// The earliest sort value taken at face value: 2000-01-01 (HighLevel dates from 2018).
+const EARLIEST_SORT_MS: i64 = 946_684_800_000;
+/// The latest sort value taken at face value: 2100-01-01. A value far in the future would
+/// make the next `startAfterDate` step down from it one millisecond per page.
+const LATEST_SORT_MS: i64 = 4_102_444_800_000;
+
 /// One search result, read.
 #[derive(Debug)]
 pub(super) struct SearchResult {
     /// The record to upsert; `None` for a conversation flagged `deleted` (moved to the
     /// trash), which a sweep must not count as present.
     pub record: Option<ConversationRecord>,
-    /// `lastMessageDate`, the listing's sort key.
+    /// `lastMessageDate`, the conversation's last activity.
     pub last_message: DateField,
+    /// The row's position in the listing (epoch ms), the value `startAfterDate` continues
+    /// after: `sort[0]` as the search returns it, or `lastMessageDate` when there is no
+    /// sane `sort` (see [`sort_value`]).
+    pub sort_key: Option<i64>,
+}
+
+/// The search's own sort value of a row: the first element of its `sort` array, the value
+/// the API expects back as `startAfterDate` (the array exists for compound sorts; ours
+/// has one key). It is provider input like any other: only an epoch-ms number (or digit
+/// string) between 2000 and 2100 is used; anything else (a search index's
+/// "missing" marker such as `-9223372036854775808`, text, floats out of range) is `None`,
+/// and the caller falls back to `lastMessageDate`.
+pub(super) fn sort_value(sort: Option<&Value>) -> Option<i64> {
+    let Value::Array(values) = sort? else {
+        return None;
+    };
+    let first = values.first()?;
+    let is_number = match first {
+        Value::Number(_) => true,
+        Value::String(s) => !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()),
+        _ => false,
+    };
+    if !is_number {
+        return None;
+    }
+    DateField::read(Some(first))
+        .millis()
+        .filter(|ms| (EARLIEST_SORT_MS..=LATEST_SORT_MS).contains(ms))
 }
 
 /// Reads one item of the `conversations` array, keeping its JSON as received.
@@ -112,10 +146,12 @@ pub(super) fn read(raw: &RawValue) -> Result<SearchResult, RejectedRecord> {
         .or_else(|| fields.text("_id"))
         .ok_or_else(|| reject("no conversation id"))?;
     let last_message = DateField::read(fields.get("lastMessageDate"));
+    let sort_key = sort_value(fields.get("sort")).or(last_message.millis());
     if fields.get("deleted") == Some(&Value::Bool(true)) {
         return Ok(SearchResult {
             record: None,
             last_message,
+            sort_key,
         });
     }
     let unread_count = fields.count("unreadCount");
@@ -150,6 +186,7 @@ pub(super) fn read(raw: &RawValue) -> Result<SearchResult, RejectedRecord> {
     Ok(SearchResult {
         record: Some(record),
         last_message,
+        sort_key,
     })
 }
 
@@ -368,5 +405,58 @@ mod tests {
         let read = read(&raw(r#"{"id":"c1","deleted":true,"lastMessageDate":5}"#)).unwrap();
         assert!(read.record.is_none());
         assert_eq!(read.last_message.millis(), Some(5));
+    }
+
+    /// The row's `sort` value is its listing position when it is a sane epoch-ms number;
+    /// `lastMessageDate` stands in when `sort` is absent.
+    #[test]
+    fn sort_array_is_the_listing_position() {
+        let with_sort = read(&raw(
+            r#"{"id":"c1","lastMessageDate":1772443200123,"sort":[1772443200999]}"#,
+        ))
+        .unwrap();
+        assert_eq!(with_sort.sort_key, Some(1_772_443_200_999));
+        assert_eq!(with_sort.last_message.millis(), Some(1_772_443_200_123));
+        let digits = read(&raw(r#"{"id":"c1","sort":["1772443200999", "x"]}"#)).unwrap();
+        assert_eq!(digits.sort_key, Some(1_772_443_200_999));
+        let without = read(&raw(r#"{"id":"c1","lastMessageDate":1772443200123}"#)).unwrap();
+        assert_eq!(without.sort_key, Some(1_772_443_200_123));
+        let trashed = read(&raw(r#"{"id":"c1","deleted":true,"sort":[1772443200999]}"#)).unwrap();
+        assert_eq!(trashed.sort_key, Some(1_772_443_200_999));
+    }
+
+    /// A `sort` value that is not a sane epoch-ms number is ignored, never trusted: the
+    /// row falls back to `lastMessageDate` (or has no position at all).
+    #[test]
+    fn insane_sort_values_fall_back_to_last_message_date() {
+        for sort in [
+            "[-9223372036854775808]",
+            "[9223372036854775807]",
+            "[-1]",
+            "[0]",
+            "[1e300]",
+            "[99999999999999999999999]",
+            "[4102444800001]",
+            "[946684799999]",
+            "[\"soon\"]",
+            "[\"2026-03-02T09:10:03Z\"]",
+            "[null]",
+            "[[1772443200999]]",
+            "[{\"v\":1772443200999}]",
+            "[]",
+            "1772443200999",
+            "\"1772443200999\"",
+            "{}",
+            "null",
+        ] {
+            let item = format!(r#"{{"id":"c1","lastMessageDate":1772443200123,"sort":{sort}}}"#);
+            assert_eq!(
+                read(&raw(&item)).unwrap().sort_key,
+                Some(1_772_443_200_123),
+                "{sort}"
+            );
+            let undated = format!(r#"{{"id":"c1","sort":{sort}}}"#);
+            assert_eq!(read(&raw(&undated)).unwrap().sort_key, None, "{sort}");
+        }
     }
 }

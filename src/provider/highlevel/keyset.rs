@@ -1,8 +1,10 @@
 //! Paging `/conversations/search` by its only cursor, `startAfterDate`.
 //!
-//! HighLevel has no page token and no offset: a page starts "after" a sort value, here the
-//! `lastMessageDate` (epoch ms) of a conversation, newest first. Three things the docs leave
-//! open decide how the next value is chosen:
+//! HighLevel has no page token and no offset: a page starts "after" a sort value, newest
+//! first. Each search result carries its own, `sort: [<lastMessageDate>]`, the value the
+//! API expects back as `startAfterDate`; rows without a sane one are placed by their
+//! `lastMessageDate` (see `conversation::sort_value`). "Date" below means that value. Three
+//! things the docs leave open decide how the next value is chosen:
 //!
 //! - **Ties.** Whether the server compares strictly ("older than") or inclusively is not
 //!   documented, and live reports say strict, which skips rows sharing the boundary
@@ -21,7 +23,17 @@
 //! A sweep adds a catch-up phase: a conversation that receives a message while the sweep
 //! pages downwards jumps above the sweep's position and would be missed, and then wrongly
 //! marked deleted. After the last page the sweep lists the top again, down to just below
-//! the newest `lastMessageDate` it saw when it began.
+//! the newest date it saw when it began.
+//!
+//! **Why newest first, not ascending.** A third-party integration pages `sort=asc` from
+//! `startAfterDate = sort[0]` of the last row, which is resumable page by page. So is this
+//! walk: the engine stores its `Position` with every page, in the page's transaction, and a
+//! restarted walk continues there; only the watermark waits for the walk's end. Ascending
+//! would let a delta advance its watermark per page, but it buys nothing else and costs
+//! guarantees: a delta newest first reads only the new top (one page when little changed)
+//! and ends by itself; `asc` semantics of `startAfterDate` (strict or not, ties) are known
+//! only from that one third-party fixture; and positions stored by running installations
+//! would no longer mean anything. The walk therefore stays newest first.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,7 +67,7 @@ pub(super) struct Position {
     /// Rows in a full page as the server actually returns them (see the module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
-    /// The newest `lastMessageDate` on a sweep's first page.
+    /// The newest date on a sweep's first page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top: Option<i64>,
     /// Catch-up phase: rows older than this end the phase.
@@ -91,7 +103,7 @@ pub(super) enum Role {
     Sweep,
 }
 
-/// The `lastMessageDate` values of one page, in listing order, and its `total`.
+/// The dates (sort values) of one page, in listing order, and its `total`.
 #[derive(Debug, Clone, Default)]
 pub(super) struct PageShape {
     /// Rows returned, dated or not.
@@ -141,13 +153,14 @@ pub(super) fn step(
     if !phase_done && oldest.is_none() {
         if at.phase == Phase::List && role == Role::Sweep {
             return Err(ProviderError::Malformed(format!(
-                "a full page of {} conversations without any lastMessageDate: the listing cannot \
-                 be paged further, and ending the sweep here would mark the rest deleted",
+                "a full page of {} conversations without any sort value or lastMessageDate: the \
+                 listing cannot be paged further, and ending the sweep here would mark the rest deleted",
                 page.rows
             )));
         }
         notes.push(format!(
-            "a full page of {} conversations had no lastMessageDate; the walk ended there",
+            "a full page of {} conversations had no sort value or lastMessageDate; the walk \
+             ended there",
             page.rows
         ));
         phase_done = true;
@@ -167,7 +180,7 @@ pub(super) fn step(
             let below_previous = previous.saturating_sub(1);
             if overlap > below_previous {
                 notes.push(format!(
-                    "a whole page of {} conversations shares lastMessageDate {oldest}: the \
+                    "a whole page of {} conversations shares the sort value {oldest}: the \
                      listing cannot page through such a tie, so some of them may have been \
                      skipped (a larger page_size avoids this)",
                     page.rows
@@ -229,12 +242,12 @@ fn check_order(at: &Position, page: &PageShape) -> Result<(), ProviderError> {
     {
         return Err(ProviderError::Malformed(format!(
             "a page requested with startAfterDate={after} lists a conversation with the \
-                 newer lastMessageDate {newest}: the server does not honour startAfterDate"
+                 newer sort value {newest}: the server does not honour startAfterDate"
         )));
     }
     if let Some(pair) = page.dates.windows(2).find(|w| w[1] > w[0]) {
         return Err(ProviderError::Malformed(format!(
-            "the page is not sorted newest first (lastMessageDate {} before {}): the server \
+            "the page is not sorted newest first (sort value {} before {}): the server \
              does not honour sort=desc",
             pair[0], pair[1]
         )));

@@ -2,7 +2,8 @@
 //! (sub-account) through `GET /conversations/search`.
 //!
 //! The search has one useful order, `sortBy=last_message_date` newest first, one cursor,
-//! `startAfterDate` (the sort value to continue after, epoch ms), and no "updated since"
+//! `startAfterDate` (the sort value to continue after, epoch ms: each row's `sort[0]`,
+//! or its `lastMessageDate` where `sort` is missing or not sane), and no "updated since"
 //! filter. Two walks share it:
 //!
 //! - **delta**, every cycle: newest first down to `watermark − lookback`, where the
@@ -14,7 +15,8 @@
 //!   are marked deleted, behind the engine's mass-change guard.
 //!
 //! How ties on `lastMessageDate` across page boundaries are kept is described in
-//! `keyset`. Every request carries `Version: 2021-04-15`; authentication (a Private
+//! `keyset`. Every request carries the `Version` header (`2021-04-15` unless configured);
+//! authentication (a Private
 //! Integration Token or OAuth with rotating refresh tokens) is configured in `config`.
 
 mod config;
@@ -41,7 +43,8 @@ use crate::provider::{
 };
 use crate::time::Timestamp;
 
-/// The API version every request must name (the spec's only allowed value).
+/// The API version requests name unless `api_version` says otherwise: the only value the
+/// spec's enum allows (the server does not enforce the enum; `2021-07-28` works too).
 pub const API_VERSION: &str = "2021-04-15";
 
 /// The walks: the delta first (cheap, every cycle), then the sweep when it is due.
@@ -68,18 +71,21 @@ pub struct HighLevel {
     location_id: String,
     search_url: Url,
     page_size: u32,
+    /// The `Version` header value.
+    api_version: String,
     /// The location's burst window, read from its responses' rate-limit headers.
     burst: limits::BurstWindow,
 }
 
 impl HighLevel {
     /// An adapter reading `location_id` through `search_url` (`…/conversations/search`),
-    /// `page_size` conversations per request.
-    pub fn new(location_id: String, search_url: Url, page_size: u32) -> Self {
+    /// `page_size` conversations per request, naming `api_version` in every request.
+    pub fn new(location_id: String, search_url: Url, page_size: u32, api_version: String) -> Self {
         HighLevel {
             location_id,
             search_url,
             page_size,
+            api_version,
             burst: limits::BurstWindow::default(),
         }
     }
@@ -141,7 +147,7 @@ impl Provider for HighLevel {
             }
         }
         Ok(RequestSpec::get(url, "search")
-            .header("Version", API_VERSION)
+            .header("Version", self.api_version.clone())
             .header("Accept", "application/json"))
     }
 
@@ -174,7 +180,7 @@ impl Provider for HighLevel {
         for item in items {
             match conversation::read(item) {
                 Ok(result) => {
-                    shape.dates.extend(result.last_message.millis());
+                    shape.dates.extend(result.sort_key);
                     if result.last_message == DateField::Unreadable {
                         unreadable_dates += 1;
                     }
@@ -239,6 +245,7 @@ mod tests {
             "ve9EPM428kjkvShlRW1KT".into(),
             Url::parse("https://services.leadconnectorhq.com/conversations/search").unwrap(),
             page_size,
+            API_VERSION.to_owned(),
         )
     }
 
@@ -443,5 +450,73 @@ mod tests {
         assert_eq!(page.records[0].last_activity_at, None);
         assert_eq!(page.notes.len(), 1);
         assert!(page.high_water.is_none());
+    }
+
+    fn sorted_item(id: &str, last: i64, sort: &str) -> String {
+        format!(r#"{{"id":"{id}","lastMessageDate":{last},"sort":{sort}}}"#)
+    }
+
+    fn next_start_after(hl: &HighLevel, page: &Page) -> Option<String> {
+        let next = page.next.as_ref()?;
+        let request = hl.build_request(&ctx(&WALKS[0], None, Some(next))).unwrap();
+        request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "startAfterDate")
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The next page continues after the rows' own `sort` values, which are what the API
+    /// expects back as `startAfterDate`, even where they differ from `lastMessageDate`.
+    #[test]
+    fn start_after_date_comes_from_the_sort_array() {
+        let hl = adapter(3);
+        let page = hl
+            .parse_page(
+                &ctx(&WALKS[0], None, None),
+                &ok(&body(
+                    &[
+                        sorted_item("a", 900, "[1772443200900]"),
+                        sorted_item("b", 800, "[1772443200800]"),
+                        sorted_item("c", 700, "[1772443200700]"),
+                    ],
+                    10,
+                )),
+            )
+            .unwrap();
+        assert_eq!(
+            next_start_after(&hl, &page).as_deref(),
+            Some("1772443200701")
+        );
+        // The record still reports the conversation's own activity time.
+        assert_eq!(page.high_water.unwrap().epoch_millis(), 900);
+    }
+
+    /// Without `sort`, and where a row's `sort` is not a sane epoch-ms number, the walk
+    /// pages by `lastMessageDate`: no panic, and the cursor still moves down.
+    #[test]
+    fn start_after_date_falls_back_to_last_message_date() {
+        let hl = adapter(3);
+        for items in [
+            [
+                item("a", 1_772_443_200_900),
+                item("b", 1_772_443_200_800),
+                item("c", 1_772_443_200_700),
+            ],
+            [
+                sorted_item("a", 1_772_443_200_900, "[-9223372036854775808]"),
+                sorted_item("b", 1_772_443_200_800, "[\"later\"]"),
+                sorted_item("c", 1_772_443_200_700, "[9223372036854775807]"),
+            ],
+        ] {
+            let page = hl
+                .parse_page(&ctx(&WALKS[0], None, None), &ok(&body(&items, 10)))
+                .unwrap();
+            assert_eq!(
+                next_start_after(&hl, &page).as_deref(),
+                Some("1772443200701"),
+                "{items:?}"
+            );
+        }
     }
 }
