@@ -3,9 +3,14 @@
 //! Nothing is copied into metric objects as the engine runs: a [`Collector`] reads each
 //! source's [`SourceProgress`](crate::sync::SourceProgress) and request tally at scrape
 //! time, so gauges such as the watermark lag are computed against the scrape's own
-//! clock. Every series is named `convsync_*` and labelled by `source` and `provider`.
+//! clock. Figures that live in the database (follow-up backlog, database size) are read
+//! by the `/metrics` handler just before encoding ([`StoreFigures::refresh`]), because a
+//! collector cannot wait for a query. Every series is named `convsync_*` and labelled by
+//! `source` and `provider`, besides the standard `process_*` family
+//! ([`ProcessCollector`](super::process::ProcessCollector)).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeMetric};
@@ -15,7 +20,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::process::ProcessCollector;
 use super::readiness::{ReadinessRule, SourceState, assess};
+use crate::store::Store;
 use crate::sync::Source;
 use crate::time::Timestamp;
 
@@ -27,8 +34,11 @@ pub fn registry(
     sources: Vec<Arc<Source>>,
     ready_after_intervals: f64,
     started_at: Timestamp,
+    store_figures: Arc<StoreFigures>,
 ) -> Registry {
-    let mut registry = Registry::with_prefix("convsync");
+    let mut root = Registry::default();
+    root.register_collector(Box::new(ProcessCollector));
+    let registry = root.sub_registry_with_prefix("convsync");
     registry.register(
         "build",
         "Version of the running convsync binary",
@@ -38,8 +48,44 @@ pub fn registry(
         sources,
         ready_after_intervals,
         started_at,
+        store_figures,
     }));
-    registry
+    root
+}
+
+/// The figures `/metrics` reads from the database, as of the last scrape.
+#[derive(Debug, Default)]
+pub struct StoreFigures(Mutex<StoreSnapshot>);
+
+/// One reading of [`StoreFigures`]; `None`/absent where the query failed.
+#[derive(Debug, Default, Clone)]
+struct StoreSnapshot {
+    database_bytes: Option<u64>,
+    follow_ups: Option<BTreeMap<String, u64>>,
+}
+
+impl StoreFigures {
+    /// Reads the figures again. A failed query leaves its series out of this scrape (an
+    /// absent series is what alerting on "no data" expects) and is logged at debug.
+    pub async fn refresh(&self, store: &Store) {
+        let database_bytes = store.database_size_bytes().await;
+        let follow_ups = store.follow_up_backlog().await;
+        if let Err(e) = database_bytes
+            .as_ref()
+            .map(|_| ())
+            .and(follow_ups.as_ref().map(|_| ()))
+        {
+            tracing::debug!(error = %e, "metrics: could not read the database's figures");
+        }
+        *self.0.lock().expect("store figures lock poisoned") = StoreSnapshot {
+            database_bytes: database_bytes.ok(),
+            follow_ups: follow_ups.ok().map(|rows| rows.into_iter().collect()),
+        };
+    }
+
+    fn snapshot(&self) -> StoreSnapshot {
+        self.0.lock().expect("store figures lock poisoned").clone()
+    }
 }
 
 /// Renders the registry as OpenMetrics text.
@@ -55,6 +101,7 @@ struct SourceCollector {
     sources: Vec<Arc<Source>>,
     ready_after_intervals: f64,
     started_at: Timestamp,
+    store_figures: Arc<StoreFigures>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -160,6 +207,24 @@ impl Collector for SourceCollector {
                 .filter_map(|(s, st)| st.last_success_at.map(|t| (labels(s), epoch_seconds(t)))),
         )?;
         family.gauges(
+            "last_success_age",
+            "Now minus when the source last completed a cycle: how stale the mirror can be; \
+             compare with poll_interval_seconds",
+            Some(&Unit::Seconds),
+            self.sources.iter().zip(&states).filter_map(|(s, st)| {
+                st.last_success_at
+                    .map(|t| (labels(s), signed_seconds(t, now)))
+            }),
+        )?;
+        family.gauges(
+            "poll_interval",
+            "The source's configured poll_interval",
+            Some(&Unit::Seconds),
+            self.sources
+                .iter()
+                .map(|s| (labels(s), s.schedule.poll_interval.as_secs_f64())),
+        )?;
+        family.gauges(
             "source_ready",
             "1 when the source completed a cycle within ready_after_intervals poll intervals",
             None,
@@ -179,6 +244,40 @@ impl Collector for SourceCollector {
             None,
             each(&|s| s.progress.cycles.load(Relaxed)),
         )?;
+        let mut outcomes = Vec::new();
+        for s in &self.sources {
+            for (outcome, count) in s.progress.outcomes.snapshot() {
+                let mut l = labels(s);
+                l.push(("outcome", outcome));
+                outcomes.push((l, count));
+            }
+        }
+        family.counters(
+            "cycle_outcomes",
+            "Cycles completed, by outcome (caught_up, more_to_do, rate_limited, failed, ...)",
+            None,
+            outcomes,
+        )?;
+        let figures = self.store_figures.snapshot();
+        if let Some(backlog) = &figures.follow_ups {
+            family.gauges(
+                "follow_ups_queued",
+                "Per-conversation follow-up requests waiting in the queue",
+                None,
+                self.sources.iter().map(|s| {
+                    let queued = backlog.get(&s.name).copied().unwrap_or(0);
+                    (labels(s), queued as f64)
+                }),
+            )?;
+        }
+        if let Some(bytes) = figures.database_bytes {
+            family.gauge(
+                "database_size",
+                "Bytes the mirror database's pages take (the WAL excluded)",
+                Some(&Unit::Bytes),
+                bytes as f64,
+            )?;
+        }
         family.counters(
             "pages",
             "Pages applied to the mirror",

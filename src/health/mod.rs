@@ -15,6 +15,7 @@
 
 pub mod metrics;
 pub mod probe;
+pub mod process;
 pub mod readiness;
 pub mod supervisor;
 pub mod systemd;
@@ -85,6 +86,7 @@ pub struct HealthApp {
     started_at: Timestamp,
     liveness: Arc<Liveness>,
     registry: Arc<Registry>,
+    store_figures: Arc<metrics::StoreFigures>,
 }
 
 impl HealthApp {
@@ -93,12 +95,15 @@ impl HealthApp {
     pub fn new(engine: &Engine, ready_after_intervals: f64, liveness: Arc<Liveness>) -> HealthApp {
         let started_at = Timestamp::now();
         let sources = engine.sources().to_vec();
+        let store_figures = Arc::new(metrics::StoreFigures::default());
         HealthApp {
             registry: Arc::new(metrics::registry(
                 sources.clone(),
                 ready_after_intervals,
                 started_at,
+                store_figures.clone(),
             )),
+            store_figures,
             sources,
             store: engine.store().clone(),
             ready_after_intervals,
@@ -229,6 +234,12 @@ async fn readyz(State(app): State<HealthApp>) -> Response {
 }
 
 async fn metrics_text(State(app): State<HealthApp>) -> Response {
+    // Bounded like the readiness check: a scrape answers even if the database stalls.
+    let _ = tokio::time::timeout(
+        readiness::DATABASE_CHECK_TIMEOUT,
+        app.store_figures.refresh(&app.store),
+    )
+    .await;
     match metrics::encode(&app.registry) {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
         Err(_) => (

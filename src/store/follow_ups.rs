@@ -73,6 +73,18 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Number of follow-ups waiting, per source that has any.
+    pub async fn follow_up_backlog(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT source, COUNT(*) FROM follow_ups GROUP BY source")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(source, n)| (source, n.max(0) as u64))
+            .collect())
+    }
+
     /// Counts a failed attempt so that a follow-up that keeps failing yields to others.
     pub async fn defer_follow_up(
         &self,

@@ -246,6 +246,17 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes the database's pages take (the main file; the WAL comes and goes with
+    /// checkpoints), for the size gauge on `/metrics`.
+    pub async fn database_size_bytes(&self) -> Result<u64, StoreError> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(bytes.max(0) as u64)
+    }
+
     /// The underlying pool, for read-only report queries in tests and tools.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -221,6 +221,7 @@ pub async fn run_cycle(
         }
         let now = Timestamp::now();
         source.progress.cycles.fetch_add(1, Ordering::Relaxed);
+        source.progress.outcomes.count(outcome.run_outcome());
         source.progress.cycle_durations.observe(started.elapsed());
         source.progress.update(|s| {
             s.current_walk = None;

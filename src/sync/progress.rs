@@ -32,6 +32,9 @@ pub struct SourceProgress {
     pub late: AtomicU64,
     /// Completed cycles.
     pub cycles: AtomicU64,
+    /// Completed cycles by how they ended, so that an alert can tell a failing source
+    /// from a quiet one.
+    pub outcomes: OutcomeCounts,
     /// How long cycles took, for the metrics endpoint's histogram.
     pub cycle_durations: CycleDurations,
     /// Proof that the source's task is being polled, read by the watchdog supervisor.
@@ -90,6 +93,28 @@ impl SourceProgress {
     /// Changes the state.
     pub fn update(&self, f: impl FnOnce(&mut ProgressState)) {
         f(&mut self.state.lock().expect("progress lock poisoned"));
+    }
+}
+
+/// How many cycles ended with each outcome (`sync_runs.outcome` values).
+#[derive(Debug, Default)]
+pub struct OutcomeCounts(Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+impl OutcomeCounts {
+    /// Counts one cycle that ended with `outcome`.
+    pub fn count(&self, outcome: RunOutcome) {
+        *self
+            .0
+            .lock()
+            .expect("outcome counts lock poisoned")
+            .entry(outcome.as_str())
+            .or_default() += 1;
+    }
+
+    /// Every outcome seen so far with its count, in name order.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let counts = self.0.lock().expect("outcome counts lock poisoned");
+        counts.iter().map(|(k, v)| (*k, *v)).collect()
     }
 }
 

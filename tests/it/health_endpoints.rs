@@ -13,15 +13,15 @@ use tokio_util::sync::CancellationToken;
 use crate::deploy_support::{Scrape, SpruceSite};
 
 /// An engine over the simulator with its health endpoint on a free loopback port.
-struct Served {
+pub(crate) struct Served {
     site: SpruceSite,
     engine: Engine,
-    service: Service,
-    base: String,
+    pub(crate) service: Service,
+    pub(crate) base: String,
 }
 
 impl Served {
-    async fn start() -> Served {
+    pub(crate) async fn start() -> Served {
         let site = SpruceSite::start(30).await;
         let config = Config::load(&site.write_local_config("127.0.0.1:0")).unwrap();
         let store = Store::open(&config.store).await.unwrap();
@@ -43,7 +43,11 @@ impl Served {
         }
     }
 
-    async fn sync(&self) {
+    pub(crate) fn store(&self) -> &Store {
+        self.engine.store()
+    }
+
+    pub(crate) async fn sync(&self) {
         let results = self
             .engine
             .sync_once(None, CycleOptions::default(), CancellationToken::new())
