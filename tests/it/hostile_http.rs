@@ -16,7 +16,11 @@ use std::time::Duration;
 use convsync::config::Schedule;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::http::{AuthError, AuthScheme, HttpError, HttpSettings};
+use convsync::http::{HttpResponse, RequestSpec};
 use convsync::provider::record::RAW_OMITTED_KEY;
+use convsync::provider::{
+    Page, Pause, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec,
+};
 use convsync::secret::Secret;
 use convsync::sync::{CycleOutcome, Engine, SyncError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -298,6 +302,89 @@ async fn huge_retry_after_is_clamped_to_the_provider_wait_cap() {
         );
         assert_eq!(mirror_rows(engine.store(), "hostile").await, before);
     }
+}
+
+/// The double's adapter, plus rate-limit headers: `x-pause-seconds` asks for a pause of
+/// that many seconds, as a provider's window length or reset time would.
+struct PacedDouble(DoubleProvider);
+
+impl Provider for PacedDouble {
+    fn kind(&self) -> ProviderKind {
+        self.0.kind()
+    }
+
+    fn account(&self) -> &str {
+        self.0.account()
+    }
+
+    fn walks(&self) -> &[WalkSpec] {
+        self.0.walks()
+    }
+
+    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        self.0.build_request(ctx)
+    }
+
+    fn parse_page(
+        &self,
+        ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        self.0.parse_page(ctx, response)
+    }
+
+    fn pacing(&self, headers: &reqwest::header::HeaderMap) -> Option<Pause> {
+        let seconds = headers
+            .get("x-pause-seconds")?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(Pause {
+            wait: Duration::from_secs(seconds),
+            reason: "test window exhausted",
+        })
+    }
+}
+
+/// A rate-limit header asking for a pause no clock can hold is clamped to
+/// `http.max_provider_wait` like a `Retry-After`: the page is applied, and the next cycle
+/// ends rate-limited for at most the cap instead of panicking.
+#[tokio::test]
+async fn huge_rate_limit_pause_is_clamped_to_the_provider_wait_cap() {
+    let hostile = Hostile::start().await;
+    let page = format!(
+        r#"{{"items":[{}],"next_page_token":null}}"#,
+        item("c1", "first", "")
+    );
+    hostile.script([Answer::Status(
+        200,
+        vec![("x-pause-seconds", u64::MAX.to_string())],
+        page,
+    )]);
+    let db = TestDb::new();
+    let http = hostile_http();
+    let provider = Arc::new(PacedDouble(DoubleProvider::new(
+        hostile.base_url.clone(),
+        50,
+        false,
+    )));
+    let settings = source("hostile", provider, AuthScheme::None, schedule());
+    let engine = Engine::new(db.open().await, &http, &[settings]).unwrap();
+
+    let first = sync_once(&engine, false).await;
+    let second = sync_once(&engine, false).await;
+
+    assert!(matches!(first, CycleOutcome::CaughtUp), "{first:?}");
+    assert_eq!(mirror_rows(engine.store(), "hostile").await.len(), 1);
+    match second {
+        CycleOutcome::RateLimited { wait } => assert!(
+            wait <= http.max_provider_wait && wait > http.max_inline_pause,
+            "{wait:?}"
+        ),
+        other => panic!("expected rate limited, got {other:?}"),
+    }
+    assert_eq!(hostile.list_requests(), 1, "nothing sent while paused");
 }
 
 /// Negative, not-a-number and infinite `Retry-After` values are treated as absent: the
