@@ -151,6 +151,8 @@ pub enum HttpError {
     TooLarge {
         /// Endpoint label.
         endpoint: &'static str,
+        /// The status the oversized answer came with.
+        status: StatusCode,
         /// The cap in bytes.
         limit: u64,
     },
@@ -312,7 +314,11 @@ impl ApiClient {
             let response = match response {
                 Ok(r) => r,
                 Err(e) => {
-                    self.tally.count_status(0);
+                    // An answer refused for its size still had a status; others had none.
+                    self.tally.count_status(match &e {
+                        HttpError::TooLarge { status, .. } => status.as_u16(),
+                        _ => 0,
+                    });
                     return Err(e);
                 }
             };
@@ -373,6 +379,7 @@ impl ApiClient {
             .map_err(|e| match e {
                 body::BodyError::TooLarge { limit } => HttpError::TooLarge {
                     endpoint: spec.endpoint,
+                    status,
                     limit,
                 },
                 body::BodyError::Read(message) => HttpError::Transport {

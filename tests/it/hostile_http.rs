@@ -432,6 +432,7 @@ async fn oversized_bodies_fail_at_the_cap_without_retries() {
                 error,
                 SyncError::Http(HttpError::TooLarge {
                     endpoint: "list",
+                    status: reqwest::StatusCode::OK,
                     limit: CAP
                 })
             ),
@@ -442,6 +443,12 @@ async fn oversized_bodies_fail_at_the_cap_without_retries() {
         assert!(message.contains("http.max_response_bytes"), "{message}");
         assert!(message.contains(&CAP.to_string()), "{message}");
         assert_eq!(hostile.list_requests(), 2, "{framing:?}: not retried");
+        let by_status = engine.sources()[0].client.tally().by_status();
+        assert_eq!(
+            by_status.into_iter().collect::<Vec<_>>(),
+            [(200, 2)],
+            "{framing:?}: the oversized answer is counted with its status"
+        );
         let run = last_run(engine.store(), "hostile").await;
         assert_eq!(run.0, "failed");
         assert!(
