@@ -101,6 +101,13 @@ pub struct HttpConfig {
     /// Rate-limit pauses longer than this end the cycle (resumed later) instead of waiting.
     #[serde(with = "humantime_serde")]
     pub max_inline_pause: Duration,
+    /// The longest wait a provider may impose through `Retry-After` or its rate-limit
+    /// headers; a longer one is clamped to this, with a warning.
+    #[serde(with = "humantime_serde")]
+    pub max_provider_wait: Duration,
+    /// The largest response body, in bytes, read from a provider or token endpoint; a
+    /// larger answer fails its request (not retried) with an error naming this key.
+    pub max_response_bytes: u64,
 }
 
 impl Default for HttpConfig {
@@ -113,6 +120,8 @@ impl Default for HttpConfig {
             min_backoff: h.retry.min_delay,
             max_backoff: h.retry.max_delay,
             max_inline_pause: h.max_inline_pause,
+            max_provider_wait: h.max_provider_wait,
+            max_response_bytes: h.max_response_bytes,
         }
     }
 }
@@ -187,6 +196,11 @@ pub struct SourceConfig {
     /// Follow-up requests (messages, items) per cycle at most.
     #[serde(default = "default_follow_ups")]
     pub max_follow_ups_per_cycle: u32,
+    /// The largest provider JSON, in bytes, kept in a conversation's `raw` column; a
+    /// conversation whose JSON is larger is stored with all its columns but a small
+    /// stand-in for `raw` (docs/schema.md).
+    #[serde(default = "default_max_raw_bytes")]
+    pub max_raw_bytes: usize,
     /// Dynamics 365 settings (`provider = "d365"`).
     #[serde(default)]
     pub d365: Option<provider::d365::D365Config>,
@@ -242,6 +256,9 @@ fn default_follow_ups() -> u32 {
 fn default_burst() -> u32 {
     1
 }
+fn default_max_raw_bytes() -> usize {
+    1024 * 1024
+}
 
 /// Scheduling of one source's cycles.
 #[derive(Debug, Clone)]
@@ -262,6 +279,8 @@ pub struct Schedule {
     pub max_clock_skew: Duration,
     /// Follow-ups per cycle.
     pub max_follow_ups_per_cycle: u32,
+    /// Largest `raw` JSON stored per conversation.
+    pub max_raw_bytes: usize,
 }
 
 /// A validated source, ready to be turned into a running task.
@@ -293,6 +312,14 @@ pub struct Config {
     /// Names of sources present but disabled.
     pub disabled_sources: Vec<String>,
 }
+
+/// The smallest `http.max_response_bytes` accepted: below this even a token answer or an
+/// error body would not fit.
+const MIN_RESPONSE_BYTES: u64 = 4096;
+
+/// The smallest `max_raw_bytes` accepted: below this most ordinary conversations would lose
+/// their raw JSON.
+const MIN_RAW_BYTES: usize = 1024;
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "CONVSYNC_CONFIG";
@@ -339,6 +366,21 @@ impl Config {
             return Err(ConfigError::new(
                 "http.timeout",
                 "must be greater than zero",
+            ));
+        }
+        if file.http.max_provider_wait.is_zero() {
+            return Err(ConfigError::new(
+                "http.max_provider_wait",
+                "must be greater than zero, such as \"1h\" (a provider's longer waits are clamped to it)",
+            ));
+        }
+        if file.http.max_response_bytes < MIN_RESPONSE_BYTES {
+            return Err(ConfigError::new(
+                "http.max_response_bytes",
+                format!(
+                    "{} is too small for a provider's page: expected at least {MIN_RESPONSE_BYTES} bytes (default 16777216, 16 MiB)",
+                    file.http.max_response_bytes
+                ),
             ));
         }
         let listen = file.health.listen.trim();
@@ -399,6 +441,8 @@ impl Config {
                     max_delay: file.http.max_backoff,
                 },
                 max_inline_pause: file.http.max_inline_pause,
+                max_provider_wait: file.http.max_provider_wait,
+                max_response_bytes: file.http.max_response_bytes,
             },
             health: file.health,
             sources,
@@ -512,6 +556,15 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             "must be a share between 0.0 and 1.0 (0.5 = 50 %)",
         ));
     }
+    if source.max_raw_bytes < MIN_RAW_BYTES {
+        return Err(ConfigError::new(
+            format!("{key}.max_raw_bytes"),
+            format!(
+                "{} is too small for a conversation's JSON: expected at least {MIN_RAW_BYTES} bytes (default 1048576, 1 MiB)",
+                source.max_raw_bytes
+            ),
+        ));
+    }
     if source.max_pages_per_cycle == 0 {
         return Err(ConfigError::new(
             format!("{key}.max_pages_per_cycle"),
@@ -569,6 +622,7 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 stall_timeout: source.stall_timeout,
                 max_clock_skew: source.max_clock_skew,
                 max_follow_ups_per_cycle: source.max_follow_ups_per_cycle,
+                max_raw_bytes: source.max_raw_bytes,
             },
             guard: MassChangeGuard {
                 max_share: source.mass_change_max_share,

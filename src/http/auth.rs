@@ -20,6 +20,13 @@ use crate::store::Store;
 /// dies in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(120);
 
+/// The longest a token is cached, whatever `expires_in` claims: a day is longer than any
+/// of the four providers grants, and a refresh a day costs nothing.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// `expires_in` when the answer does not say (the common OAuth2 default).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// How the client credentials reach the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialPlacement {
@@ -58,6 +65,16 @@ pub enum AuthError {
         /// Parse error.
         message: String,
     },
+    /// The endpoint's answer was larger than `http.max_response_bytes`. Not retried.
+    #[error(
+        "token endpoint {url} answered with more than {limit} bytes; the answer was not used (raise http.max_response_bytes if it is really that large)"
+    )]
+    TooLarge {
+        /// The token URL.
+        url: String,
+        /// The cap in bytes.
+        limit: u64,
+    },
     /// The rotating refresh token could not be stored; the new token is not used.
     #[error("could not persist the rotated refresh token: {0}")]
     Persist(String),
@@ -69,7 +86,9 @@ impl AuthError {
         match self {
             AuthError::Unreachable { .. } => true,
             AuthError::Rejected { status, .. } => *status == 429 || *status >= 500,
-            AuthError::Malformed { .. } | AuthError::Persist(_) => false,
+            AuthError::Malformed { .. } | AuthError::TooLarge { .. } | AuthError::Persist(_) => {
+                false
+            }
         }
     }
 }
@@ -84,14 +103,17 @@ struct TokenResponse {
 }
 
 impl TokenResponse {
+    /// How long the token may be cached: `expires_in` (a number, or a string of digits as
+    /// some servers send it) capped at [`MAX_TOKEN_LIFETIME`]; unreadable, negative or
+    /// fractional values mean the default hour.
     fn lifetime(&self) -> Duration {
-        // Entra sends expires_in as a number; some servers send it as a string.
         let secs = match &self.expires_in {
             Some(serde_json::Value::Number(n)) => n.as_u64(),
-            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
             _ => None,
         };
-        Duration::from_secs(secs.unwrap_or(3600))
+        secs.map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs)
+            .min(MAX_TOKEN_LIFETIME)
     }
 }
 
@@ -152,6 +174,8 @@ pub struct Authenticator {
     scheme: AuthScheme,
     cache: Mutex<Option<CachedToken>>,
     store: Option<Store>,
+    /// Token answers larger than this are refused unread (`http.max_response_bytes`).
+    max_response_bytes: u64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -175,7 +199,14 @@ impl Authenticator {
             scheme,
             cache: Mutex::new(None),
             store,
+            max_response_bytes: crate::http::HttpSettings::default().max_response_bytes,
         }
+    }
+
+    /// Caps the token endpoint's answers at `limit` bytes (`http.max_response_bytes`).
+    pub fn with_max_response_bytes(mut self, limit: u64) -> Self {
+        self.max_response_bytes = limit;
+        self
     }
 
     /// The `Authorization` header value for the next request, fetching a token if needed.
@@ -231,7 +262,8 @@ impl Authenticator {
                 if let Some(scope) = &cc.scope {
                     form.push(("scope", scope.clone()));
                 }
-                let response = post_form(request, &form, &cc.token_url).await?;
+                let response =
+                    post_form(request, &form, &cc.token_url, self.max_response_bytes).await?;
                 Ok(cache_entry(&response))
             }
             AuthScheme::RotatingRefresh(rr) => self.rotate(client, rr).await,
@@ -264,7 +296,13 @@ impl Authenticator {
         for (k, v) in &rr.extra_form {
             form.push((k.as_str(), v.clone()));
         }
-        let response = post_form(client.post(rr.token_url.clone()), &form, &rr.token_url).await?;
+        let response = post_form(
+            client.post(rr.token_url.clone()),
+            &form,
+            &rr.token_url,
+            self.max_response_bytes,
+        )
+        .await?;
         if let Some(new_refresh) = &response.refresh_token {
             // Commit the rotated refresh token before its access token is ever used: the
             // old one is already spent at the provider.
@@ -285,9 +323,12 @@ fn cache_entry(response: &TokenResponse) -> CachedToken {
     let lifetime = response.lifetime();
     // Refresh at the margin before expiry, or halfway through very short lifetimes.
     let early = REFRESH_MARGIN.min(lifetime / 2);
+    let now = Instant::now();
     CachedToken {
         value: Secret::new(response.access_token.clone()),
-        refresh_at: Instant::now() + lifetime.saturating_sub(early),
+        refresh_at: now
+            .checked_add(lifetime.saturating_sub(early))
+            .unwrap_or(now),
     }
 }
 
@@ -295,6 +336,7 @@ async fn post_form(
     request: reqwest::RequestBuilder,
     form: &[(&str, String)],
     url: &Url,
+    max_response_bytes: u64,
 ) -> Result<TokenResponse, AuthError> {
     let shown_url = url.as_str().to_owned();
     let response = request
@@ -306,10 +348,18 @@ async fn post_form(
             message: e.without_url().to_string(),
         })?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| AuthError::Unreachable {
-        url: shown_url.clone(),
-        message: e.without_url().to_string(),
-    })?;
+    let body = super::body::read_capped(response, max_response_bytes)
+        .await
+        .map_err(|e| match e {
+            super::body::BodyError::TooLarge { limit } => AuthError::TooLarge {
+                url: shown_url.clone(),
+                limit,
+            },
+            super::body::BodyError::Read(message) => AuthError::Unreachable {
+                url: shown_url.clone(),
+                message,
+            },
+        })?;
     if !status.is_success() {
         return Err(AuthError::Rejected {
             url: shown_url,
@@ -321,4 +371,55 @@ async fn post_form(
         url: shown_url,
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(expires_in: serde_json::Value) -> TokenResponse {
+        TokenResponse {
+            access_token: "t".into(),
+            expires_in: Some(expires_in),
+            refresh_token: None,
+        }
+    }
+
+    /// A lifetime no clock can hold is capped at a day instead of panicking.
+    #[test]
+    fn huge_expires_in_is_capped_at_a_day() {
+        for huge in [
+            serde_json::json!(u64::MAX),
+            serde_json::json!("18446744073709551615"),
+            serde_json::json!(1e300),
+        ] {
+            let lifetime = answer(huge.clone()).lifetime();
+            assert!(lifetime <= MAX_TOKEN_LIFETIME, "{huge}: {lifetime:?}");
+            let entry = cache_entry(&answer(huge));
+            assert!(entry.refresh_at <= Instant::now() + MAX_TOKEN_LIFETIME);
+        }
+        assert_eq!(
+            answer(serde_json::json!(3599)).lifetime(),
+            Duration::from_secs(3599)
+        );
+    }
+
+    /// Negative, fractional and unreadable lifetimes mean the default hour.
+    #[test]
+    fn unreadable_expires_in_means_an_hour() {
+        for odd in [
+            serde_json::json!(-5),
+            serde_json::json!("-5"),
+            serde_json::json!("nan"),
+            serde_json::json!("99999999999999999999"),
+            serde_json::json!(null),
+            serde_json::json!([1]),
+        ] {
+            assert_eq!(
+                answer(odd.clone()).lifetime(),
+                DEFAULT_TOKEN_LIFETIME,
+                "{odd}"
+            );
+        }
+    }
 }

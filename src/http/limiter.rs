@@ -15,6 +15,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// The longest pause a budget can hold (about 30 years, as tokio's own "far future").
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// A documented request quota: `requests` per `per`, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateQuota {
@@ -103,9 +106,12 @@ impl RequestBudget {
         (until > now).then(|| (until - now, reason))
     }
 
-    /// Stops every user of the budget for `wait` (extends, never shortens, a pause).
+    /// Stops every user of the budget for `wait` (extends, never shortens, a pause). A wait
+    /// beyond what the clock can represent pauses until the far future instead of
+    /// panicking; the HTTP layer clamps provider-given waits long before that.
     pub fn pause_for(&self, wait: Duration, reason: &'static str) {
-        let until = Instant::now() + wait;
+        let now = Instant::now();
+        let until = now.checked_add(wait).unwrap_or_else(|| now + FAR_FUTURE);
         let mut guard = self.paused_until.lock().expect("budget lock poisoned");
         match *guard {
             Some((existing, _)) if existing >= until => {}
@@ -248,6 +254,16 @@ mod tests {
         let (wait, reason) = budget.acquire(Duration::from_secs(30)).await.unwrap_err();
         assert!(wait > Duration::from_secs(30));
         assert_eq!(reason, "daily");
+    }
+
+    /// A wait no clock can represent pauses the budget instead of panicking.
+    #[tokio::test]
+    async fn endless_pause_does_not_panic() {
+        let budget = RequestBudget::new(None);
+        budget.pause_for(Duration::MAX, "retry-after");
+        let (wait, reason) = budget.acquire(Duration::from_secs(90)).await.unwrap_err();
+        assert!(wait > Duration::from_secs(86_400 * 365), "{wait:?}");
+        assert_eq!(reason, "retry-after");
     }
 
     #[tokio::test]

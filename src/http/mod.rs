@@ -1,11 +1,13 @@
 //! The HTTP layer shared by all providers: one reqwest client with timeouts, a request
 //! budget per credential, retries with jittered exponential backoff that honour
-//! `Retry-After` exactly, and access tokens refreshed once on 401.
+//! `Retry-After` exactly (up to `http.max_provider_wait`), access tokens refreshed once on
+//! 401, and response bodies read up to `http.max_response_bytes` and no further.
 //!
 //! Providers never see reqwest: they describe a [`RequestSpec`] and read an
 //! [`HttpResponse`]; this module decides whether and when to send it again.
 
 pub mod auth;
+pub mod body;
 pub mod limiter;
 pub mod request;
 pub mod retry;
@@ -39,6 +41,13 @@ pub struct HttpSettings {
     /// Pauses longer than this end the cycle as rate-limited instead of waiting in line, so
     /// a day-long budget reset does not look like a hung cycle.
     pub max_inline_pause: Duration,
+    /// The longest wait a provider may impose (`Retry-After`, rate-limit headers): a longer
+    /// one is clamped to this with a warning, so that one odd header cannot silence a
+    /// source for days.
+    pub max_provider_wait: Duration,
+    /// The largest response body read from a provider or token endpoint; a larger one
+    /// fails its request instead of filling memory.
+    pub max_response_bytes: u64,
 }
 
 impl Default for HttpSettings {
@@ -48,6 +57,8 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             max_inline_pause: Duration::from_secs(90),
+            max_provider_wait: Duration::from_secs(3600),
+            max_response_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -132,6 +143,19 @@ pub enum HttpError {
         /// The raw body, for providers that recognise specific errors.
         body: bytes::Bytes,
     },
+    /// The response body was larger than `http.max_response_bytes`. Not retried: the same
+    /// request would bring the same answer.
+    #[error(
+        "{endpoint}: the response is larger than {limit} bytes and was not used; raise http.max_response_bytes if this provider's answers are really that large"
+    )]
+    TooLarge {
+        /// Endpoint label.
+        endpoint: &'static str,
+        /// The status the oversized answer came with.
+        status: StatusCode,
+        /// The cap in bytes.
+        limit: u64,
+    },
     /// The token endpoint failed.
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
@@ -147,7 +171,8 @@ impl HttpError {
             HttpError::Paused { .. }
             | HttpError::Unauthorized { .. }
             | HttpError::Forbidden { .. }
-            | HttpError::Rejected { .. } => false,
+            | HttpError::Rejected { .. }
+            | HttpError::TooLarge { .. } => false,
         }
     }
 
@@ -289,7 +314,11 @@ impl ApiClient {
             let response = match response {
                 Ok(r) => r,
                 Err(e) => {
-                    self.tally.count_status(0);
+                    // An answer refused for its size still had a status; others had none.
+                    self.tally.count_status(match &e {
+                        HttpError::TooLarge { status, .. } => status.as_u16(),
+                        _ => 0,
+                    });
                     return Err(e);
                 }
             };
@@ -300,8 +329,9 @@ impl ApiClient {
 
             if status.is_success() || (status == StatusCode::NOT_FOUND && spec.allow_not_found) {
                 if let Some(pause) = provider.pacing(&response.headers) {
-                    tracing::debug!(reason = pause.reason, wait = ?pause.wait, "pacing on rate-limit headers");
-                    self.budget.pause_for(pause.wait, pause.reason);
+                    let wait = self.provider_wait(spec, pause.wait, pause.reason);
+                    tracing::debug!(reason = pause.reason, wait = ?wait, "pacing on rate-limit headers");
+                    self.budget.pause_for(wait, pause.reason);
                 }
                 return Ok(response);
             }
@@ -344,12 +374,41 @@ impl ApiClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(transport)?;
+        let body = body::read_capped(response, self.settings.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                body::BodyError::TooLarge { limit } => HttpError::TooLarge {
+                    endpoint: spec.endpoint,
+                    status,
+                    limit,
+                },
+                body::BodyError::Read(message) => HttpError::Transport {
+                    endpoint: spec.endpoint,
+                    message,
+                },
+            })?;
         Ok(HttpResponse {
             status,
             headers,
             body,
         })
+    }
+
+    /// A wait the provider asked for, clamped to `http.max_provider_wait` (with a warning
+    /// when it asked for more): this is the wait the budget, the retries and the engine see.
+    fn provider_wait(&self, spec: &RequestSpec, asked: Duration, reason: &'static str) -> Duration {
+        let cap = self.settings.max_provider_wait;
+        if asked <= cap {
+            return asked;
+        }
+        tracing::warn!(
+            endpoint = spec.endpoint,
+            reason,
+            asked = ?asked,
+            waiting = ?cap,
+            "the provider asked for a wait longer than http.max_provider_wait; waiting that long instead"
+        );
+        cap
     }
 
     fn classify(
@@ -371,16 +430,18 @@ impl ApiClient {
                 // The provider's rate-limit headers (a daily budget spent by another
                 // integration, say) pause the whole budget, as on a success.
                 if let Some(pause) = provider.pacing(&response.headers) {
-                    self.budget.pause_for(pause.wait, pause.reason);
-                    if pause.wait > self.settings.max_inline_pause {
+                    let wait = self.provider_wait(spec, pause.wait, pause.reason);
+                    self.budget.pause_for(wait, pause.reason);
+                    if wait > self.settings.max_inline_pause {
                         return HttpError::Paused {
                             endpoint,
-                            wait: pause.wait,
+                            wait,
                             reason: pause.reason,
                         };
                     }
                 }
-                let retry_after = retry::parse_retry_after(&response.headers);
+                let retry_after = retry::parse_retry_after(&response.headers)
+                    .map(|wait| self.provider_wait(spec, wait, "retry-after"));
                 if let Some(wait) = retry_after {
                     // Everyone sharing this budget waits, not just this request.
                     self.budget.pause_for(wait, "retry-after");

@@ -48,22 +48,36 @@ pub fn is_retryable_status(status: StatusCode) -> bool {
 
 /// Reads `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3). A date in the
 /// past means "now".
+///
+/// The value comes from the provider, so nothing about it is trusted: a number too large
+/// for a [`Duration`] (`99999999999999999999`, `1e300`) saturates at [`Duration::MAX`]
+/// instead of panicking, for the caller to clamp to `http.max_provider_wait`; negative
+/// numbers, `nan`, `inf` and other garbage are treated as absent (the backoff applies).
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    parse_delay_seconds(value).or_else(|| {
+        let when = httpdate::parse_http_date(value).ok()?;
+        Some(
+            when.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    })
+}
+
+/// A provider-given count of seconds (digits, or a finite non-negative decimal), saturating
+/// at [`Duration::MAX`]; `None` for anything else.
+pub fn parse_delay_seconds(value: &str) -> Option<Duration> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still a (very long) number of seconds.
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(Duration::MAX, Duration::from_secs),
+        );
     }
-    if let Ok(seconds) = value.parse::<f64>()
-        && seconds.is_finite()
-        && seconds >= 0.0
-    {
-        return Some(Duration::from_secs_f64(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let seconds = value.parse::<f64>().ok()?;
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
 }
 
 #[cfg(test)]
@@ -95,6 +109,43 @@ mod tests {
         );
         assert_eq!(parse_retry_after(&headers("soon")), None);
         assert_eq!(parse_retry_after(&HeaderMap::new()), None);
+    }
+
+    /// Numbers too large for a `Duration` saturate (the HTTP layer clamps them to
+    /// `http.max_provider_wait`) instead of panicking.
+    #[test]
+    fn huge_retry_after_saturates_instead_of_panicking() {
+        for huge in [
+            "1e300",
+            "18446744073709551615",
+            "99999999999999999999",
+            "184467440737095516150000000000",
+            "1.9e19",
+        ] {
+            let wait = parse_retry_after(&headers(huge)).unwrap();
+            assert!(wait >= Duration::from_secs(u64::MAX), "{huge}: {wait:?}");
+        }
+        assert_eq!(
+            parse_retry_after(&headers("999999")),
+            Some(Duration::from_secs(999_999))
+        );
+        assert_eq!(
+            parse_retry_after(&headers("1.5")),
+            Some(Duration::from_millis(1500))
+        );
+        let far = parse_retry_after(&headers("Fri, 31 Dec 9999 23:59:59 GMT")).unwrap();
+        assert!(far > Duration::from_secs(7000 * 365 * 86_400), "{far:?}");
+    }
+
+    /// Negative, not-a-number and infinite values are treated as absent.
+    #[test]
+    fn garbage_retry_after_is_absent() {
+        for garbage in [
+            "-1", "-0.5", "-1e300", "nan", "NaN", "inf", "-inf", "infinity", "+inf", "1e", "",
+            "0x10", "5 s",
+        ] {
+            assert_eq!(parse_retry_after(&headers(garbage)), None, "{garbage:?}");
+        }
     }
 
     #[test]

@@ -230,6 +230,22 @@ pub struct Page {
     pub notes: Vec<String>,
 }
 
+impl Page {
+    /// Applies [`ConversationRecord::omit_oversized_raw`] to every record and, when any
+    /// raw was replaced, adds a note saying so (logged and kept in `sync_runs.notes`).
+    pub fn omit_oversized_raw(&mut self, walk: &str, max_bytes: usize) {
+        let mut omitted = false;
+        for record in &mut self.records {
+            omitted |= record.omit_oversized_raw(max_bytes);
+        }
+        if omitted {
+            self.notes.push(format!(
+                "{walk}: conversation(s) stored without their raw JSON, which was larger than max_raw_bytes ({max_bytes} bytes); raise the source's max_raw_bytes to keep it"
+            ));
+        }
+    }
+}
+
 /// The result of one follow-up request.
 #[derive(Debug, Default)]
 pub struct DetailPage {

@@ -4,6 +4,10 @@ use serde_json::value::RawValue;
 
 use crate::time::Timestamp;
 
+/// The key of the stand-in stored in `raw` when the provider's JSON for a conversation is
+/// larger than the source's `max_raw_bytes` (see [`ConversationRecord::omit_oversized_raw`]).
+pub const RAW_OMITTED_KEY: &str = "convsync_raw_omitted";
+
 /// Who sent the most recent message in a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -109,6 +113,34 @@ impl ConversationRecord {
         self.awaiting_reply = Some(direction == Direction::Inbound);
     }
 
+    /// Replaces a `raw` longer than `max_bytes` with a small stand-in, so that one huge
+    /// conversation cannot bloat the mirror: the record keeps every mapped column (the
+    /// conversation stays visible and current in reports), and the stand-in says how large
+    /// the original was and carries its hash, so that a change to it is still a change.
+    /// Returns whether the raw was replaced.
+    pub fn omit_oversized_raw(&mut self, max_bytes: usize) -> bool {
+        let size = self.raw.get().len();
+        if size <= max_bytes {
+            return false;
+        }
+        let stand_in = serde_json::json!({
+            RAW_OMITTED_KEY: {
+                "bytes": size,
+                "max_raw_bytes": max_bytes,
+                "blake3": blake3::hash(self.raw.get().as_bytes()).to_hex().as_str(),
+            }
+        });
+        match serde_json::value::to_raw_value(&stand_in) {
+            Ok(raw) => {
+                self.raw = raw;
+                true
+            }
+            // Serialising a map of numbers and a string cannot fail; keep the original if
+            // it ever did rather than lose the record.
+            Err(_) => false,
+        }
+    }
+
     /// A hash of everything this record would write, so that an unchanged conversation
     /// costs no write when a page is read again.
     pub fn content_hash(&self) -> [u8; 16] {
@@ -158,4 +190,42 @@ pub struct RejectedRecord {
     pub reason: String,
     /// The JSON as received (possibly truncated by the store).
     pub raw: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(raw: &str) -> ConversationRecord {
+        ConversationRecord::new("c1", RawValue::from_string(raw.to_owned()).unwrap())
+    }
+
+    /// A raw at or under the cap is kept exactly as received.
+    #[test]
+    fn raw_within_the_cap_is_kept() {
+        let raw = r#"{"id":"c1","title":"hello"}"#;
+        let mut r = record(raw);
+        assert!(!r.omit_oversized_raw(raw.len()));
+        assert_eq!(r.raw.get(), raw);
+    }
+
+    /// A raw over the cap becomes a small stand-in naming its size; the mapped columns stay,
+    /// and a different oversized raw still hashes differently.
+    #[test]
+    fn raw_over_the_cap_is_replaced_by_a_stand_in() {
+        let big = format!(r#"{{"id":"c1","blob":"{}"}}"#, "x".repeat(10_000));
+        let mut r = record(&big);
+        r.title = Some("kept".into());
+        assert!(r.omit_oversized_raw(1024));
+        assert!(r.raw.get().len() < 300, "{}", r.raw.get());
+        let stand_in: serde_json::Value = serde_json::from_str(r.raw.get()).unwrap();
+        assert_eq!(stand_in[RAW_OMITTED_KEY]["bytes"], big.len());
+        assert_eq!(stand_in[RAW_OMITTED_KEY]["max_raw_bytes"], 1024);
+        assert_eq!(r.title.as_deref(), Some("kept"));
+
+        let other = big.replace("xxxx", "xxxy");
+        let mut r2 = record(&other);
+        assert!(r2.omit_oversized_raw(1024));
+        assert_ne!(r.content_hash(), r2.content_hash());
+    }
 }

@@ -64,7 +64,10 @@ impl Engine {
             let auth = authenticators
                 .entry(setup.credential_key.clone())
                 .or_insert_with(|| {
-                    Arc::new(Authenticator::new(setup.auth.clone(), Some(store.clone())))
+                    Arc::new(
+                        Authenticator::new(setup.auth.clone(), Some(store.clone()))
+                            .with_max_response_bytes(http.max_response_bytes),
+                    )
                 })
                 .clone();
             let budget = budgets

@@ -163,3 +163,24 @@ fn example_config_is_valid() {
         ]
     );
 }
+
+/// Caps on what a provider may send refuse values that would break every request or lose
+/// every conversation's JSON, naming the key.
+#[test]
+fn provider_answer_caps_are_validated() {
+    assert_error(
+        "[http]\nmax_response_bytes = 10\n",
+        "http.max_response_bytes",
+        "at least 4096 bytes",
+    );
+    assert_error(
+        "[http]\nmax_provider_wait = \"0s\"\n",
+        "http.max_provider_wait",
+        "greater than zero",
+    );
+    assert_error(
+        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\nmax_raw_bytes = 10\n",
+        "sources[a].max_raw_bytes",
+        "at least 1024 bytes",
+    );
+}

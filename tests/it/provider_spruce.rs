@@ -721,18 +721,18 @@ async fn forbidden_token_stops_only_its_source() {
     assert_mirror_matches_truth(&bed, engine.store()).await;
 }
 
-/// When `s-ratelimit-remaining` reaches 0 the source stops sending until the window has
-/// renewed, so Spruce never has to refuse a request; the work resumes from its checkpoint.
-#[tokio::test]
-async fn pacing_on_rate_limit_headers_avoids_refusals() {
-    let bed = SpruceBed::start(10, |o| o.spruce_rate_limit = 6).await;
-    let schedule = Schedule {
-        max_clock_skew: Duration::from_secs(3600),
-        ..schedule()
-    };
-
-    // Each engine's budget pause lasts a full real minute; a fresh engine after the
-    // simulated minute has passed stands for that pause having elapsed.
+/// Syncs window by window until caught up: each cycle runs on a fresh engine, standing for
+/// the previous engine's budget pause (a real minute, or up to an hour) having elapsed, and
+/// every rate-limited cycle moves the simulator's clock on by `window`. Checks that no
+/// window carried more than `per_window` requests and that every pause was longer than
+/// `min_pause`; returns the windows used.
+async fn sync_window_by_window(
+    bed: &SpruceBed,
+    schedule: &Schedule,
+    per_window: u64,
+    window: Duration,
+    min_pause: Duration,
+) -> u64 {
     let mut windows = 0;
     loop {
         windows += 1;
@@ -748,26 +748,69 @@ async fn pacing_on_rate_limit_headers_avoids_refusals() {
         .await;
         let sent = bed.sim.request_counts().total(SPRUCE, "/v1/");
         assert!(
-            sent <= 6 * windows,
+            sent <= per_window * windows,
             "at most a window's worth per window ({sent})"
         );
         match outcome {
-            CycleOutcome::CaughtUp => break,
+            CycleOutcome::CaughtUp => return windows,
             CycleOutcome::RateLimited { wait } => {
-                assert!(
-                    wait > Duration::from_secs(30),
-                    "paused for the window ({wait:?})"
-                );
-                bed.sim.advance_clock(Duration::from_secs(60));
+                assert!(wait > min_pause, "paused for the window ({wait:?})");
+                bed.sim.advance_clock(window);
             }
             other => panic!("unexpected outcome {other:?}"),
         }
     }
+}
+
+/// When `s-ratelimit-remaining` reaches 0 the source stops sending until the window has
+/// renewed, so Spruce never has to refuse a request; the work resumes from its checkpoint.
+#[tokio::test]
+async fn pacing_on_rate_limit_headers_avoids_refusals() {
+    let bed = SpruceBed::start(10, |o| o.spruce_rate_limit = 6).await;
+    let schedule = Schedule {
+        max_clock_skew: Duration::from_secs(3600),
+        ..schedule()
+    };
+
+    let minute = Duration::from_secs(60);
+    let windows = sync_window_by_window(&bed, &schedule, 6, minute, minute / 2).await;
+
     assert!(windows >= 2, "the budget ran out at least once");
     assert_eq!(
         bed.throttled(),
         0,
         "pacing kept every request within the budget"
+    );
+    assert_mirror_matches_truth(&bed, &bed.db.open().await).await;
+}
+
+/// When `s-ratelimit-daily-remaining` reaches 0 the source stops sending for the day, even
+/// with the minute window far from spent: Spruce never has to refuse a request, and the
+/// work resumes from its checkpoint once the day has renewed.
+#[tokio::test]
+async fn pacing_on_the_daily_window_avoids_refusals() {
+    let bed = SpruceBed::start(10, |o| {
+        o.spruce_rate_limit = 1000;
+        o.spruce_daily_limit = Some(5);
+    })
+    .await;
+    let schedule = Schedule {
+        max_clock_skew: Duration::from_secs(10 * 86_400),
+        ..schedule()
+    };
+
+    let day = Duration::from_secs(86_400);
+    // The daily pause is an hour, or less just before midnight UTC: any pause will do.
+    let days = sync_window_by_window(&bed, &schedule, 5, day, Duration::ZERO).await;
+
+    assert!(
+        days >= 3,
+        "ten conversations' items and the listings take several days of 5 ({days})"
+    );
+    assert_eq!(
+        bed.throttled(),
+        0,
+        "pacing kept every request within the daily budget"
     );
     assert_mirror_matches_truth(&bed, &bed.db.open().await).await;
 }

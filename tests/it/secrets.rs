@@ -66,6 +66,10 @@ async fn secrets_never_reach_trace_logs() {
         })
         .with_ansi(false)
         .finish();
+    // While a single dispatcher is registered, tracing-core asks only the current thread's
+    // one about a callsite hit for the first time: a test on another thread would switch
+    // off, for good, callsites this test needs. A second, idle dispatcher prevents that.
+    let _idle = tracing::Dispatch::new(tracing_subscriber::registry());
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let double = Double::start().await;

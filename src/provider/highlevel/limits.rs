@@ -78,9 +78,14 @@ impl BurstWindow {
         if remaining > 0 {
             return None;
         }
-        // Never seen the window begin (first response already at 0): a whole interval.
-        let wait = match state.started {
-            Some(started) if started != now => (started + interval).saturating_duration_since(now),
+        // Never seen the window begin (first response already at 0): a whole interval. The
+        // interval is the provider's number: a window end no clock can hold means a whole
+        // interval too (the HTTP layer clamps it to `http.max_provider_wait`).
+        let wait = match state
+            .started
+            .and_then(|started| started.checked_add(interval))
+        {
+            Some(end) if state.started != Some(now) => end.saturating_duration_since(now),
             _ => interval,
         };
         (!wait.is_zero()).then_some(Pause {
@@ -208,6 +213,27 @@ mod tests {
         assert_eq!(window.pacing_at(&burst("99"), at(10_050)), None);
         let pause = window.pacing_at(&burst("0"), at(12_050)).unwrap();
         assert_eq!(pause.wait, Duration::from_millis(8_000));
+    }
+
+    /// A window length of u64::MAX milliseconds pauses (for the HTTP layer to clamp)
+    /// instead of panicking.
+    #[test]
+    fn huge_window_length_does_not_panic() {
+        let window = BurstWindow::default();
+        let start = Instant::now();
+        let burst = |remaining: &str| {
+            headers(&[
+                ("X-RateLimit-Remaining", remaining),
+                ("X-RateLimit-Interval-Milliseconds", "18446744073709551615"),
+            ])
+        };
+        assert_eq!(window.pacing_at(&burst("5"), start), None);
+        let later = start + Duration::from_millis(10);
+        let pause = window.pacing_at(&burst("0"), later).unwrap();
+        assert!(
+            pause.wait >= Duration::from_millis(u64::MAX / 2),
+            "{pause:?}"
+        );
     }
 
     #[test]

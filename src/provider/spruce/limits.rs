@@ -55,13 +55,16 @@ pub(super) fn remaining_requests(headers: &HeaderMap) -> Option<u64> {
         .min()
 }
 
-/// A `…-remaining` header as a count; absent or unreadable means "not limited".
+/// A `…-remaining` header as a count; absent or unreadable (`nan`, `inf`) means "not
+/// limited".
 fn remaining(headers: &HeaderMap, name: &str) -> Option<u64> {
     let text = headers.get(name)?.to_str().ok()?.trim();
-    text.parse::<u64>()
-        .ok()
-        // Tolerate "0.0"-style numbers; negative values mean nothing is left.
-        .or_else(|| text.parse::<f64>().ok().map(|f| f.max(0.0) as u64))
+    text.parse::<u64>().ok().or_else(|| {
+        // Tolerate "0.0"-style numbers; negative values mean nothing is left; a count too
+        // large for a u64 is plenty.
+        let count = text.parse::<f64>().ok().filter(|f| f.is_finite())?;
+        Some(count.max(0.0) as u64)
+    })
 }
 
 /// An hour, or less when midnight UTC (a plausible fixed-window reset) comes first.
@@ -180,6 +183,14 @@ mod tests {
     fn absent_or_garbled_headers_do_not_pause() {
         assert_eq!(pacing(&HeaderMap::new()), None);
         assert_eq!(pacing(&headers(&[(MINUTE_REMAINING, "lots")])), None);
+        for garbage in ["nan", "NaN", "inf", "-inf"] {
+            let h = headers(&[(MINUTE_REMAINING, garbage), (DAILY_REMAINING, garbage)]);
+            assert_eq!(pacing(&h), None, "{garbage}");
+            assert_eq!(remaining_requests(&h), None, "{garbage}");
+        }
+        let huge = headers(&[(DAILY_REMAINING, "1e300"), (MINUTE_REMAINING, "2.0")]);
+        assert_eq!(pacing(&huge), None);
+        assert_eq!(remaining_requests(&huge), Some(2));
     }
 
     /// An exhausted daily budget pauses longer than a minute, and at most an hour.

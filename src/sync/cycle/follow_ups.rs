@@ -234,7 +234,15 @@ async fn answer(source: &Source, detail: &DetailRequest) -> Answer {
         Err(e) => return Answer::Failed(e.to_string()),
     };
     match provider.parse_detail(detail, &response) {
-        Ok(page) => Answer::Read(Box::new(page)),
+        Ok(mut page) => {
+            let max_raw_bytes = source.schedule.max_raw_bytes;
+            if let Some(record) = &mut page.record
+                && record.omit_oversized_raw(max_raw_bytes)
+            {
+                tracing::warn!(conversation = %detail.conversation_id, kind = %detail.kind, max_raw_bytes, "conversation stored without its raw JSON, which was larger than max_raw_bytes");
+            }
+            Answer::Read(Box::new(page))
+        }
         Err(e) => Answer::Failed(format!("response unreadable: {e}")),
     }
 }

@@ -109,6 +109,7 @@ impl Cycle<'_> {
             provider: self.source.provider.clone(),
             client: self.source.client.clone(),
             stall_timeout: schedule.stall_timeout,
+            max_raw_bytes: schedule.max_raw_bytes,
             walk: *walk,
             since: cursor.walk_since,
             // The writer ending early (a database error) stops the fetcher too.
@@ -440,6 +441,8 @@ struct Fetcher {
     client: ApiClient,
     /// A request (with its retries) that takes longer fails the walk.
     stall_timeout: Duration,
+    /// Larger `raw` JSON is replaced by a stand-in before the page reaches the writer.
+    max_raw_bytes: usize,
     walk: WalkSpec,
     since: Option<Timestamp>,
     /// Shutdown, or the writer has ended.
@@ -541,7 +544,10 @@ impl Fetcher {
                 Err(e) => return Err(e.into()),
             };
             match provider.parse_page(ctx, &response) {
-                Ok(page) => return Ok(page),
+                Ok(mut page) => {
+                    page.omit_oversized_raw(walk, self.max_raw_bytes);
+                    return Ok(page);
+                }
                 Err(ProviderError::Malformed(message)) if attempt < MALFORMED_RETRIES => {
                     attempt += 1;
                     tracing::warn!(walk, %message, attempt, "malformed page; fetching it again");

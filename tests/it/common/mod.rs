@@ -49,6 +49,8 @@ pub fn quick_http() -> HttpSettings {
             max_delay: Duration::from_millis(200),
         },
         max_inline_pause: Duration::from_secs(30),
+        max_provider_wait: Duration::from_secs(3600),
+        max_response_bytes: 16 * 1024 * 1024,
     }
 }
 
@@ -63,6 +65,7 @@ pub fn schedule() -> Schedule {
         stall_timeout: Duration::from_secs(60),
         max_clock_skew: Duration::from_secs(120),
         max_follow_ups_per_cycle: 100,
+        max_raw_bytes: 1024 * 1024,
     }
 }
 
