@@ -187,6 +187,15 @@ pub struct SourceConfig {
     /// Follow-up requests (messages, items) per cycle at most.
     #[serde(default = "default_follow_ups")]
     pub max_follow_ups_per_cycle: u32,
+    /// A walk that gets this many pages in a row with no conversations, each naming a
+    /// next page, is stopped as broken (the cycle ends `stalled`; the other walks run).
+    #[serde(default = "default_max_empty_pages")]
+    pub max_empty_pages: u32,
+    /// In `sync --once`, the longest total time this source waits out the provider's rate
+    /// limits before it gives up and reports `rate_limited` (non-zero exit). The daemon
+    /// waits as long as the provider asks.
+    #[serde(default = "default_once_max_rate_limit_wait", with = "humantime_serde")]
+    pub once_max_rate_limit_wait: Duration,
     /// Dynamics 365 settings (`provider = "d365"`).
     #[serde(default)]
     pub d365: Option<provider::d365::D365Config>,
@@ -242,6 +251,12 @@ fn default_follow_ups() -> u32 {
 fn default_burst() -> u32 {
     1
 }
+fn default_max_empty_pages() -> u32 {
+    10
+}
+fn default_once_max_rate_limit_wait() -> Duration {
+    Duration::from_secs(5 * 60)
+}
 
 /// Scheduling of one source's cycles.
 #[derive(Debug, Clone)]
@@ -262,6 +277,10 @@ pub struct Schedule {
     pub max_clock_skew: Duration,
     /// Follow-ups per cycle.
     pub max_follow_ups_per_cycle: u32,
+    /// Empty pages in a row that mark a walk as broken.
+    pub max_empty_pages: u32,
+    /// Total rate-limit wait after which `sync --once` gives up on the source.
+    pub once_max_rate_limit_wait: Duration,
 }
 
 /// A validated source, ready to be turned into a running task.
@@ -293,6 +312,9 @@ pub struct Config {
     /// Names of sources present but disabled.
     pub disabled_sources: Vec<String>,
 }
+
+/// `once_max_rate_limit_wait` at most: a one-shot sync always ends within a day.
+const MAX_ONCE_RATE_LIMIT_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "CONVSYNC_CONFIG";
@@ -518,6 +540,21 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             "must be at least 1",
         ));
     }
+    if source.max_empty_pages == 0 {
+        return Err(ConfigError::new(
+            format!("{key}.max_empty_pages"),
+            "must be at least 1 (10 is a good value)",
+        ));
+    }
+    if source.once_max_rate_limit_wait > MAX_ONCE_RATE_LIMIT_WAIT {
+        return Err(ConfigError::new(
+            format!("{key}.once_max_rate_limit_wait"),
+            format!(
+                "{} is more than a day: `sync --once` must end; leave long waits to `convsync run`",
+                humantime::format_duration(source.once_max_rate_limit_wait)
+            ),
+        ));
+    }
     let ctx = provider::SetupContext { key: &key };
     let setups = match kind {
         ProviderKind::D365 => {
@@ -552,6 +589,17 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 ),
             ));
         }
+        let lookback = source.lookback.unwrap_or(setup.defaults.lookback);
+        if source.max_clock_skew > lookback {
+            return Err(ConfigError::new(
+                format!("{key}.max_clock_skew"),
+                format!(
+                    "{} is larger than {key}.lookback ({}): a record dated that far ahead moves the watermark past real activity that the next delta, starting one lookback before it, would then skip; set max_clock_skew to at most lookback",
+                    humantime::format_duration(source.max_clock_skew),
+                    humantime::format_duration(lookback),
+                ),
+            ));
+        }
         let name = match (&setup.name_suffix, multiple) {
             (Some(suffix), true) => format!("{}/{suffix}", source.name),
             _ => source.name.clone(),
@@ -561,7 +609,7 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             schedule: Schedule {
                 poll_interval,
                 poll_jitter: source.poll_jitter,
-                lookback: source.lookback.unwrap_or(setup.defaults.lookback),
+                lookback,
                 sweep_interval: source
                     .sweep_interval
                     .unwrap_or(setup.defaults.sweep_interval),
@@ -569,6 +617,8 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 stall_timeout: source.stall_timeout,
                 max_clock_skew: source.max_clock_skew,
                 max_follow_ups_per_cycle: source.max_follow_ups_per_cycle,
+                max_empty_pages: source.max_empty_pages,
+                once_max_rate_limit_wait: source.once_max_rate_limit_wait,
             },
             guard: MassChangeGuard {
                 max_share: source.mass_change_max_share,

@@ -180,6 +180,12 @@ impl Collector for SourceCollector {
             each(&|s| s.progress.cycles.load(Relaxed)),
         )?;
         family.counters(
+            "cycle_panics",
+            "Cycles that ended in a panic (a bug): recorded as failed and retried",
+            None,
+            each(&|s| s.progress.panics.load(Relaxed)),
+        )?;
+        family.counters(
             "pages",
             "Pages applied to the mirror",
             None,

@@ -63,6 +63,8 @@ pub fn schedule() -> Schedule {
         stall_timeout: Duration::from_secs(60),
         max_clock_skew: Duration::from_secs(120),
         max_follow_ups_per_cycle: 100,
+        max_empty_pages: 10,
+        once_max_rate_limit_wait: Duration::from_secs(300),
     }
 }
 
