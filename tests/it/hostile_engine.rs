@@ -426,3 +426,30 @@ fn engine_bounds_are_validated_by_name() {
     .unwrap_err();
     assert!(err.contains("sources[a].once_max_rate_limit_wait"), "{err}");
 }
+
+/// The real binary: `convsync run` whose only source has its credentials rejected exits
+/// non-zero and says which source stopped and why (systemd's `Restart=on-failure` sees it).
+#[tokio::test]
+async fn the_run_command_exits_non_zero_once_every_source_is_dead() {
+    let site = crate::deploy_support::SpruceSite::start(3).await;
+    let config = site.write_local_config("127.0.0.1:0");
+    std::fs::write(site.token_file(), "a-token-spruce-refuses").unwrap();
+
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_convsync"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(crate::deploy_support::PATIENCE, run)
+        .await
+        .expect("convsync run ended on its own")
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no source is left running: clinic: credentials rejected"),
+        "{stderr}"
+    );
+}
