@@ -176,8 +176,10 @@ pub struct SourceConfig {
     #[serde(default = "default_stall", with = "humantime_serde")]
     pub stall_timeout: Duration,
     /// Provider timestamps further in the future than this do not move the watermark.
-    #[serde(default = "default_skew", with = "humantime_serde")]
-    pub max_clock_skew: Duration,
+    /// At most `lookback` (refused otherwise); when absent, 2 minutes or the lookback if
+    /// that is shorter.
+    #[serde(default, with = "humantime_serde")]
+    pub max_clock_skew: Option<Duration>,
     /// A sweep that would close or delete more than this share of rows applies nothing.
     #[serde(default = "default_share")]
     pub mass_change_max_share: f64,
@@ -235,9 +237,6 @@ fn default_max_pages() -> u32 {
 }
 fn default_stall() -> Duration {
     Duration::from_secs(300)
-}
-fn default_skew() -> Duration {
-    Duration::from_secs(120)
 }
 fn default_share() -> f64 {
     0.5
@@ -312,6 +311,9 @@ pub struct Config {
     /// Names of sources present but disabled.
     pub disabled_sources: Vec<String>,
 }
+
+/// `max_clock_skew` when the file does not set it (capped at the source's lookback).
+const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(120);
 
 /// `once_max_rate_limit_wait` at most: a one-shot sync always ends within a day.
 const MAX_ONCE_RATE_LIMIT_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -590,16 +592,23 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             ));
         }
         let lookback = source.lookback.unwrap_or(setup.defaults.lookback);
-        if source.max_clock_skew > lookback {
-            return Err(ConfigError::new(
-                format!("{key}.max_clock_skew"),
-                format!(
-                    "{} is larger than {key}.lookback ({}): a record dated that far ahead moves the watermark past real activity that the next delta, starting one lookback before it, would then skip; set max_clock_skew to at most lookback",
-                    humantime::format_duration(source.max_clock_skew),
-                    humantime::format_duration(lookback),
-                ),
-            ));
-        }
+        let max_clock_skew = match source.max_clock_skew {
+            // A future-dated record may move the watermark up to now + max_clock_skew;
+            // the next delta starts one lookback before that, so a wider guard would
+            // start it in the future and skip real activity.
+            Some(skew) if skew > lookback => {
+                return Err(ConfigError::new(
+                    format!("{key}.max_clock_skew"),
+                    format!(
+                        "{} is larger than {key}.lookback ({}): a record dated that far ahead moves the watermark past real activity that the next delta, starting one lookback before it, would then skip; set max_clock_skew to at most lookback",
+                        humantime::format_duration(skew),
+                        humantime::format_duration(lookback),
+                    ),
+                ));
+            }
+            Some(skew) => skew,
+            None => DEFAULT_MAX_CLOCK_SKEW.min(lookback),
+        };
         let name = match (&setup.name_suffix, multiple) {
             (Some(suffix), true) => format!("{}/{suffix}", source.name),
             _ => source.name.clone(),
@@ -615,7 +624,7 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                     .unwrap_or(setup.defaults.sweep_interval),
                 max_pages_per_cycle: source.max_pages_per_cycle,
                 stall_timeout: source.stall_timeout,
-                max_clock_skew: source.max_clock_skew,
+                max_clock_skew,
                 max_follow_ups_per_cycle: source.max_follow_ups_per_cycle,
                 max_empty_pages: source.max_empty_pages,
                 once_max_rate_limit_wait: source.once_max_rate_limit_wait,

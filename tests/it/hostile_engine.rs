@@ -407,6 +407,12 @@ fn max_clock_skew_beyond_lookback_is_refused_naming_both_keys() {
     ))
     .expect_err("skew > default lookback is refused");
     assert!(err.contains("lookback (5m)"), "{err}");
+    // Unset, the guard follows a short lookback instead of refusing it.
+    let config = validate(&format!("{SPRUCE}lookback = \"1s\"\n{SPRUCE_ACCOUNT}")).unwrap();
+    assert_eq!(
+        config.sources[0].schedule.max_clock_skew,
+        Duration::from_secs(1)
+    );
 }
 
 /// The new engine bounds are validated with their key's name; their defaults load.
