@@ -185,8 +185,10 @@ pub struct SourceConfig {
     #[serde(default = "default_stall", with = "humantime_serde")]
     pub stall_timeout: Duration,
     /// Provider timestamps further in the future than this do not move the watermark.
-    #[serde(default = "default_skew", with = "humantime_serde")]
-    pub max_clock_skew: Duration,
+    /// At most `lookback` (refused otherwise); when absent, 2 minutes or the lookback if
+    /// that is shorter.
+    #[serde(default, with = "humantime_serde")]
+    pub max_clock_skew: Option<Duration>,
     /// A sweep that would close or delete more than this share of rows applies nothing.
     #[serde(default = "default_share")]
     pub mass_change_max_share: f64,
@@ -201,6 +203,15 @@ pub struct SourceConfig {
     /// stand-in for `raw` (docs/schema.md).
     #[serde(default = "default_max_raw_bytes")]
     pub max_raw_bytes: usize,
+    /// A walk that gets this many pages in a row with no conversations, each naming a
+    /// next page, is stopped as broken (the cycle ends `stalled`; the other walks run).
+    #[serde(default = "default_max_empty_pages")]
+    pub max_empty_pages: u32,
+    /// In `sync --once`, the longest total time this source waits out the provider's rate
+    /// limits before it gives up and reports `rate_limited` (non-zero exit). The daemon
+    /// waits as long as the provider asks.
+    #[serde(default = "default_once_max_rate_limit_wait", with = "humantime_serde")]
+    pub once_max_rate_limit_wait: Duration,
     /// Dynamics 365 settings (`provider = "d365"`).
     #[serde(default)]
     pub d365: Option<provider::d365::D365Config>,
@@ -241,9 +252,6 @@ fn default_max_pages() -> u32 {
 fn default_stall() -> Duration {
     Duration::from_secs(300)
 }
-fn default_skew() -> Duration {
-    Duration::from_secs(120)
-}
 fn default_share() -> f64 {
     0.5
 }
@@ -258,6 +266,12 @@ fn default_burst() -> u32 {
 }
 fn default_max_raw_bytes() -> usize {
     1024 * 1024
+}
+fn default_max_empty_pages() -> u32 {
+    10
+}
+fn default_once_max_rate_limit_wait() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 /// Scheduling of one source's cycles.
@@ -281,6 +295,10 @@ pub struct Schedule {
     pub max_follow_ups_per_cycle: u32,
     /// Largest `raw` JSON stored per conversation.
     pub max_raw_bytes: usize,
+    /// Empty pages in a row that mark a walk as broken.
+    pub max_empty_pages: u32,
+    /// Total rate-limit wait after which `sync --once` gives up on the source.
+    pub once_max_rate_limit_wait: Duration,
 }
 
 /// A validated source, ready to be turned into a running task.
@@ -320,6 +338,11 @@ const MIN_RESPONSE_BYTES: u64 = 4096;
 /// The smallest `max_raw_bytes` accepted: below this most ordinary conversations would lose
 /// their raw JSON.
 const MIN_RAW_BYTES: usize = 1024;
+/// `max_clock_skew` when the file does not set it (capped at the source's lookback).
+const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(120);
+
+/// `once_max_rate_limit_wait` at most: a one-shot sync always ends within a day.
+const MAX_ONCE_RATE_LIMIT_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "CONVSYNC_CONFIG";
@@ -571,6 +594,21 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             "must be at least 1",
         ));
     }
+    if source.max_empty_pages == 0 {
+        return Err(ConfigError::new(
+            format!("{key}.max_empty_pages"),
+            "must be at least 1 (10 is a good value)",
+        ));
+    }
+    if source.once_max_rate_limit_wait > MAX_ONCE_RATE_LIMIT_WAIT {
+        return Err(ConfigError::new(
+            format!("{key}.once_max_rate_limit_wait"),
+            format!(
+                "{} is more than a day: `sync --once` must end; leave long waits to `convsync run`",
+                humantime::format_duration(source.once_max_rate_limit_wait)
+            ),
+        ));
+    }
     let ctx = provider::SetupContext { key: &key };
     let setups = match kind {
         ProviderKind::D365 => {
@@ -605,6 +643,24 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 ),
             ));
         }
+        let lookback = source.lookback.unwrap_or(setup.defaults.lookback);
+        let max_clock_skew = match source.max_clock_skew {
+            // A future-dated record may move the watermark up to now + max_clock_skew;
+            // the next delta starts one lookback before that, so a wider guard would
+            // start it in the future and skip real activity.
+            Some(skew) if skew > lookback => {
+                return Err(ConfigError::new(
+                    format!("{key}.max_clock_skew"),
+                    format!(
+                        "{} is larger than {key}.lookback ({}): a record dated that far ahead moves the watermark past real activity that the next delta, starting one lookback before it, would then skip; set max_clock_skew to at most lookback",
+                        humantime::format_duration(skew),
+                        humantime::format_duration(lookback),
+                    ),
+                ));
+            }
+            Some(skew) => skew,
+            None => DEFAULT_MAX_CLOCK_SKEW.min(lookback),
+        };
         let name = match (&setup.name_suffix, multiple) {
             (Some(suffix), true) => format!("{}/{suffix}", source.name),
             _ => source.name.clone(),
@@ -614,15 +670,17 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             schedule: Schedule {
                 poll_interval,
                 poll_jitter: source.poll_jitter,
-                lookback: source.lookback.unwrap_or(setup.defaults.lookback),
+                lookback,
                 sweep_interval: source
                     .sweep_interval
                     .unwrap_or(setup.defaults.sweep_interval),
                 max_pages_per_cycle: source.max_pages_per_cycle,
                 stall_timeout: source.stall_timeout,
-                max_clock_skew: source.max_clock_skew,
+                max_clock_skew,
                 max_follow_ups_per_cycle: source.max_follow_ups_per_cycle,
                 max_raw_bytes: source.max_raw_bytes,
+                max_empty_pages: source.max_empty_pages,
+                once_max_rate_limit_wait: source.once_max_rate_limit_wait,
             },
             guard: MassChangeGuard {
                 max_share: source.mass_change_max_share,

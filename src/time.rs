@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 /// An instant in UTC with nanosecond precision.
@@ -33,10 +33,12 @@ impl Timestamp {
     /// The Unix epoch, used by some providers as "never" (see [`Timestamp::unless_epoch`]).
     pub const UNIX_EPOCH: Timestamp = Timestamp(DateTime::UNIX_EPOCH);
 
-    /// Parses RFC 3339 with any number of fractional digits and any offset.
+    /// Parses RFC 3339 with any number of fractional digits and any offset. A leap second
+    /// (`23:59:60`) becomes the last nanosecond before the next minute (see
+    /// [`Timestamp::from`]).
     pub fn parse_rfc3339(value: &str) -> Result<Self, TimestampError> {
         DateTime::parse_from_rfc3339(value.trim())
-            .map(|t| Timestamp(t.with_timezone(&Utc)))
+            .map(|t| Timestamp::from(t.with_timezone(&Utc)))
             .map_err(|e| TimestampError {
                 value: value.to_owned(),
                 reason: e.to_string(),
@@ -119,7 +121,16 @@ impl Timestamp {
 }
 
 impl From<DateTime<Utc>> for Timestamp {
+    /// Folds a leap second into the second before it (`23:59:60.5` becomes
+    /// `23:59:59.999999999`): chrono would write it back as `:60`, which SQLite's date
+    /// functions reject, and the fold keeps it after everything earlier and before the
+    /// next minute, so order and watermarks stay right.
     fn from(value: DateTime<Utc>) -> Self {
+        if value.nanosecond() >= 1_000_000_000 {
+            // A leap second's nanoseconds run on past one billion; 999_999_999 is valid
+            // for every instant, so this never fails.
+            return Timestamp(value.with_nanosecond(999_999_999).unwrap_or(value));
+        }
         Timestamp(value)
     }
 }
@@ -163,6 +174,18 @@ mod tests {
         let epoch = Timestamp::parse_rfc3339("1970-01-01T00:00:00Z").unwrap();
         assert_eq!(epoch.unless_epoch(), None);
         assert_eq!(t.unless_epoch(), Some(t));
+    }
+
+    #[test]
+    fn a_leap_second_is_stored_in_a_form_sqlite_reads_and_keeps_its_order() {
+        let before = Timestamp::parse_rfc3339("2016-12-31T23:59:59.5Z").unwrap();
+        let leap = Timestamp::parse_rfc3339("2016-12-31T23:59:60Z").unwrap();
+        let after = Timestamp::parse_rfc3339("2017-01-01T00:00:00Z").unwrap();
+        assert_eq!(leap.to_mirror_text(), "2016-12-31T23:59:59.999999Z");
+        assert_eq!(leap.to_rfc3339_nanos(), "2016-12-31T23:59:59.999999999Z");
+        assert!(before < leap && leap < after);
+        let offset = Timestamp::parse_rfc3339("2017-01-01T00:59:60.25+01:00").unwrap();
+        assert_eq!(offset, leap);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
 use crate::store::{Store, StoreSettings};
-use crate::sync::{CycleOptions, CycleOutcome, Engine};
+use crate::sync::{CycleOptions, Engine};
 use crate::telemetry::{self, LogFormat};
 use crate::time::Timestamp;
 
@@ -207,10 +207,13 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .context("starting the health endpoint")?;
             tracing::info!(sources = engine.sources().len(), "convsync running");
-            engine.run(shutdown).await?;
+            let ended = engine.run(shutdown).await;
             service.stop().await;
             // Checkpoints the WAL so a stopped service leaves one self-contained file.
             engine.store().close().await;
+            // Every source stopped on its own: exit non-zero, saying why, so that
+            // systemd's Restart=on-failure (or an operator) notices.
+            ended?;
             tracing::info!("convsync stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -249,20 +252,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             display.finish().await;
             let mut failed = false;
             for r in &results {
-                let verdict = match &r.outcome {
-                    CycleOutcome::CaughtUp => "caught up".to_owned(),
-                    CycleOutcome::MoreToDo => "more to do".to_owned(),
-                    CycleOutcome::Stopped => "stopped by signal".to_owned(),
-                    CycleOutcome::RateLimited { wait } => format!(
-                        "rate limited (retry in {})",
-                        humantime::format_duration(*wait)
-                    ),
-                    CycleOutcome::Failed(e) => {
-                        failed = true;
-                        format!("FAILED: {}", crate::http::error_chain(e))
-                    }
-                };
-                eprintln!("{:<24} {verdict}", r.source);
+                failed |= !r.succeeded();
+                eprintln!("{:<24} {}", r.source, r.verdict());
             }
             engine.store().close().await;
             Ok(if failed {

@@ -254,7 +254,7 @@ impl Collector for SourceCollector {
         }
         family.counters(
             "cycle_outcomes",
-            "Cycles completed, by outcome (caught_up, more_to_do, rate_limited, failed, ...)",
+            "Cycles completed, by outcome (caught_up, more_to_do, rate_limited, stalled, failed)",
             None,
             outcomes,
         )?;
@@ -278,6 +278,12 @@ impl Collector for SourceCollector {
                 bytes as f64,
             )?;
         }
+        family.counters(
+            "cycle_panics",
+            "Cycles that ended in a panic (a bug): recorded as failed and retried",
+            None,
+            each(&|s| s.progress.panics.load(Relaxed)),
+        )?;
         family.counters(
             "pages",
             "Pages applied to the mirror",

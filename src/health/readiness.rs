@@ -43,7 +43,7 @@ pub enum SourceState {
     /// No cycle completed within the window (first cycle still running, rate limited, or
     /// cycles taking longer than the interval).
     Late,
-    /// No cycle completed within the window and the last one failed.
+    /// No cycle completed within the window and the last one failed (or stalled).
     Failed,
     /// Stopped for good (credentials rejected) until the configuration is fixed.
     Stopped,
@@ -109,7 +109,10 @@ pub fn assess(
     {
         return (SourceState::Ok, None);
     }
-    if state.last_outcome == Some(RunOutcome::Failed) {
+    if matches!(
+        state.last_outcome,
+        Some(RunOutcome::Failed | RunOutcome::Stalled)
+    ) {
         let cause = state.last_error.as_deref().unwrap_or("unknown error");
         return (
             SourceState::Failed,
@@ -184,20 +187,22 @@ mod tests {
     }
 
     #[test]
-    fn past_the_window_a_failed_source_says_why() {
-        let state = ProgressState {
-            last_success_at: Some(at("2026-01-01T00:00:00Z")),
-            last_outcome: Some(RunOutcome::Failed),
-            last_error: Some("HTTP 503".into()),
-            ..ProgressState::default()
-        };
-        let (verdict, reason) = assess(
-            &state,
-            rule(at("2026-01-01T00:00:00Z")),
-            at("2026-01-01T00:03:01Z"),
-        );
-        assert_eq!(verdict, SourceState::Failed);
-        assert!(reason.unwrap().contains("HTTP 503"));
+    fn past_the_window_a_failed_or_stalled_source_says_why() {
+        for outcome in [RunOutcome::Failed, RunOutcome::Stalled] {
+            let state = ProgressState {
+                last_success_at: Some(at("2026-01-01T00:00:00Z")),
+                last_outcome: Some(outcome),
+                last_error: Some("HTTP 503".into()),
+                ..ProgressState::default()
+            };
+            let (verdict, reason) = assess(
+                &state,
+                rule(at("2026-01-01T00:00:00Z")),
+                at("2026-01-01T00:03:01Z"),
+            );
+            assert_eq!(verdict, SourceState::Failed, "{outcome:?}");
+            assert!(reason.unwrap().contains("HTTP 503"));
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum RunOutcome {
     RateLimited,
     /// Failed; nothing of the failed page was applied.
     Failed,
+    /// A walk was stopped as broken (endless empty pages); the other walks ran.
+    Stalled,
 }
 
 impl RunOutcome {
@@ -24,6 +26,7 @@ impl RunOutcome {
             RunOutcome::MoreToDo => "more_to_do",
             RunOutcome::RateLimited => "rate_limited",
             RunOutcome::Failed => "failed",
+            RunOutcome::Stalled => "stalled",
         }
     }
 }

@@ -1,10 +1,12 @@
 //! One cycle of one source: run its delta walks, the sweeps that are due and the queued
 //! follow-ups, committing every page atomically with the cursor it advances.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -68,6 +70,13 @@ pub enum CycleOutcome {
     },
     /// The cycle failed; nothing of the failed page was applied.
     Failed(SyncError),
+    /// A walk was stopped as broken (the provider kept saying "more" without giving
+    /// anything); the other walks ran. What was read is kept; the broken walk starts
+    /// again from its watermark next cycle.
+    Stalled {
+        /// What went wrong, for the operator.
+        reason: String,
+    },
     /// Shutdown was requested; the last page was committed.
     Stopped,
 }
@@ -79,6 +88,7 @@ impl CycleOutcome {
             CycleOutcome::MoreToDo | CycleOutcome::Stopped => RunOutcome::MoreToDo,
             CycleOutcome::RateLimited { .. } => RunOutcome::RateLimited,
             CycleOutcome::Failed(_) => RunOutcome::Failed,
+            CycleOutcome::Stalled { .. } => RunOutcome::Stalled,
         }
     }
 }
@@ -121,6 +131,15 @@ pub enum SyncError {
     /// Shutdown was requested while a request was in flight.
     #[error("shutdown requested")]
     Interrupted,
+    /// The code handling this source panicked: a bug in convsync (or in a dependency)
+    /// met an input it did not expect. The cycle is recorded as failed with the message.
+    #[error(
+        "internal error (panic): {message}; nothing of the page being read was applied. This is a bug in convsync: please report it with this message"
+    )]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
     /// The provider refused a saved page position (expired token).
     #[error("walk {walk}: the provider rejected the saved page position: {message}")]
     PositionRejected {
@@ -154,6 +173,8 @@ enum WalkEnd {
     Complete,
     PageCap,
     Cancelled,
+    /// The provider kept paging without giving anything; the reason says how.
+    Broken(String),
 }
 
 struct Cycle<'a> {
@@ -165,6 +186,8 @@ struct Cycle<'a> {
     started_at: Timestamp,
     report: RunReport,
     pages_this_cycle: u32,
+    /// Why walks of this cycle were stopped as broken; the cycle then ends `Stalled`.
+    broken_walks: Vec<String>,
 }
 
 /// Runs one cycle of `source`, records it in `sync_runs`, and says what happened.
@@ -202,12 +225,26 @@ pub async fn run_cycle(
             started_at: cycle_started_at,
             report: RunReport::default(),
             pages_this_cycle: 0,
+            broken_walks: Vec::new(),
         };
-        let outcome = cycle.run(options).await;
+        // A panic anywhere in the cycle (a parser meeting bytes it did not expect, a
+        // fetcher task's panic resumed by its walk) fails this cycle like any error, so
+        // that its run row is closed, `sync --once` reports it and `run` retries it.
+        let outcome = match AssertUnwindSafe(cycle.run(options)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                source.progress.panics.fetch_add(1, Ordering::Relaxed);
+                CycleOutcome::Failed(SyncError::Panicked {
+                    message: panic_message(panic.as_ref()),
+                })
+            }
+        };
         let mut report = cycle.report;
         report.requests = source.client.tally().requests.load(Ordering::Relaxed) - requests_before;
-        if let CycleOutcome::Failed(e) = &outcome {
-            report.error = Some(crate::http::error_chain(e));
+        match &outcome {
+            CycleOutcome::Failed(e) => report.error = Some(crate::http::error_chain(e)),
+            CycleOutcome::Stalled { reason } => report.error = Some(reason.clone()),
+            _ => {}
         }
         let span = tracing::Span::current();
         span.record("pages", report.pages);
@@ -230,6 +267,7 @@ pub async fn run_cycle(
             s.last_cycle_seconds = Some(started.elapsed().as_secs_f64());
             match &outcome {
                 CycleOutcome::Failed(e) => s.last_error = Some(e.to_string()),
+                CycleOutcome::Stalled { reason } => s.last_error = Some(reason.clone()),
                 CycleOutcome::CaughtUp | CycleOutcome::MoreToDo | CycleOutcome::Stopped => {
                     s.last_error = None;
                     s.last_success_at = Some(now);
@@ -239,6 +277,7 @@ pub async fn run_cycle(
         });
         match &outcome {
             CycleOutcome::Failed(e) => tracing::error!(error = %crate::http::error_chain(e), requests = report.requests, "cycle failed"),
+            CycleOutcome::Stalled { reason } => tracing::error!(%reason, pages = report.pages, requests = report.requests, "cycle stalled: a walk was stopped as broken"),
             other => tracing::info!(
                 outcome = other.run_outcome().as_str(),
                 pages = report.pages,
@@ -260,14 +299,21 @@ pub async fn run_cycle(
 
 impl Cycle<'_> {
     async fn run(&mut self, options: CycleOptions) -> CycleOutcome {
-        match self.run_walks(options).await {
-            Ok(Some(outcome)) => return outcome,
-            Ok(None) => {}
-            Err(e) => return self.failure(e),
-        }
-        match self.run_follow_ups().await {
-            Ok(outcome) => outcome,
+        let outcome = match self.run_walks(options).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => match self.run_follow_ups().await {
+                Ok(outcome) => outcome,
+                Err(e) => self.failure(e),
+            },
             Err(e) => self.failure(e),
+        };
+        match outcome {
+            CycleOutcome::CaughtUp | CycleOutcome::MoreToDo if !self.broken_walks.is_empty() => {
+                CycleOutcome::Stalled {
+                    reason: self.broken_walks.join("; "),
+                }
+            }
+            other => other,
         }
     }
 
@@ -349,6 +395,11 @@ impl Cycle<'_> {
                     return Ok(Some(CycleOutcome::MoreToDo));
                 }
                 WalkEnd::Cancelled => return Ok(Some(CycleOutcome::Stopped)),
+                // The other walks still run: one broken listing must not starve them.
+                WalkEnd::Broken(reason) => {
+                    self.report.notes.push(reason.clone());
+                    self.broken_walks.push(reason);
+                }
             }
         }
         Ok(None)
@@ -440,6 +491,15 @@ impl Cycle<'_> {
             }
         }
     }
+}
+
+/// The text of a panic's payload (`panic!` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Runs `write` until it succeeds or fails for another reason than another process's

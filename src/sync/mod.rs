@@ -47,6 +47,32 @@ pub struct OnceResult {
     pub cycles: u32,
 }
 
+impl OnceResult {
+    /// Whether the source did its part: caught up, or stopped with its position saved.
+    /// A failed, stalled or still rate-limited source makes `sync --once` exit non-zero.
+    pub fn succeeded(&self) -> bool {
+        matches!(
+            self.outcome,
+            CycleOutcome::CaughtUp | CycleOutcome::MoreToDo | CycleOutcome::Stopped
+        )
+    }
+
+    /// The verdict line's text for this source.
+    pub fn verdict(&self) -> String {
+        match &self.outcome {
+            CycleOutcome::CaughtUp => "caught up".to_owned(),
+            CycleOutcome::MoreToDo => "more to do".to_owned(),
+            CycleOutcome::Stopped => "stopped by signal".to_owned(),
+            CycleOutcome::RateLimited { wait } => format!(
+                "RATE LIMITED: the provider still refuses requests (next retry in {}); run again later",
+                humantime::format_duration(*wait)
+            ),
+            CycleOutcome::Stalled { reason } => format!("STALLED: {reason}"),
+            CycleOutcome::Failed(e) => format!("FAILED: {}", crate::http::error_chain(e)),
+        }
+    }
+}
+
 impl Engine {
     /// Builds runtime sources: one HTTP client for the process, one token cache per
     /// credential and one request budget per rate-limit scope, shared between sources.
@@ -107,8 +133,11 @@ impl Engine {
     }
 
     /// Runs every source until `shutdown` is cancelled. A page transaction in flight
-    /// finishes first; then each task ends and this returns.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), crate::store::StoreError> {
+    /// finishes first; then each task ends and this returns. If every source stops on its
+    /// own before that (credentials rejected, a task that died), nothing is left to keep
+    /// current: this returns [`EngineError::NoSourceLeft`] saying why, so that the
+    /// process exits non-zero and a supervisor (systemd's `Restart=on-failure`) notices.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
         let interrupted = self.store.mark_interrupted_runs().await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -117,6 +146,7 @@ impl Engine {
             );
         }
         let mut tasks = JoinSet::new();
+        let mut names = HashMap::new();
         for source in &self.sources {
             let source = source.clone();
             let store = self.store.clone();
@@ -125,7 +155,8 @@ impl Engine {
             // Driven under the source's pulse: the watchdog supervisor (crate::health) pings
             // systemd only while every running source task is being polled.
             let progress = source.progress.clone();
-            tasks.spawn(
+            let name = source.name.clone();
+            let task = tasks.spawn(
                 async move {
                     progress
                         .pulse
@@ -134,18 +165,39 @@ impl Engine {
                 }
                 .instrument(span),
             );
+            names.insert(task.id(), name);
         }
-        while let Some(done) = tasks.join_next().await {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "a source task panicked");
+        let mut stopped = Vec::new();
+        while let Some(done) = tasks.join_next_with_id().await {
+            match done {
+                Ok((_, SourceEnd::Shutdown)) => {}
+                Ok((id, SourceEnd::Stopped(why))) => stopped.push((names[&id].clone(), why)),
+                Err(e) => {
+                    let (id, why) = task_death(e);
+                    let name = &names[&id];
+                    tracing::error!(source = %name, error = %why, "a source task died; it is not restarted until convsync is");
+                    if let Some(source) = self.sources.iter().find(|s| &s.name == name) {
+                        source.progress.update(|s| {
+                            s.stopped = true;
+                            s.last_error = Some(why.clone());
+                        });
+                    }
+                    stopped.push((name.clone(), why));
+                }
             }
         }
-        Ok(())
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        stopped.sort();
+        Err(EngineError::NoSourceLeft { stopped })
     }
 
     /// Runs sources (all, or the one named) until each is caught up, has failed, or
     /// `shutdown` is cancelled: cycles repeat while a backfill hits the page cap or waits
-    /// briefly on a rate limit.
+    /// briefly on a rate limit. Every loop here ends: rate-limit waits are capped in total
+    /// by `once_max_rate_limit_wait`, cycles that end "more to do" without reading
+    /// anything by [`MAX_IDLE_CYCLES`], and a source whose task dies is reported failed.
     pub async fn sync_once(
         &self,
         only: Option<&str>,
@@ -154,68 +206,35 @@ impl Engine {
     ) -> Result<Vec<OnceResult>, crate::store::StoreError> {
         self.store.mark_interrupted_runs().await?;
         let mut tasks = JoinSet::new();
+        let mut names = HashMap::new();
         for source in self
             .sources
             .iter()
             .filter(|s| only.is_none_or(|n| n == s.name))
         {
-            let source = source.clone();
-            let store = self.store.clone();
-            let shutdown = shutdown.clone();
             let span = tracing::info_span!("source", source = %source.name, provider = %source.provider.kind());
-            tasks.spawn(
-                async move {
-                    let mut cycles = 0;
-                    let mut options = options;
-                    let force_sweep = options.force_sweep;
-                    let mut reread_after_resume = false;
-                    let mut more_to_do = false;
-                    loop {
-                        cycles += 1;
-                        let resuming = store
-                            .load_cursors(&source.name)
-                            .await
-                            .is_ok_and(|c| c.values().any(crate::store::WalkCursor::in_progress));
-                        // More to do with every walk complete: only follow-ups wait.
-                        options.drain_follow_ups = more_to_do && !resuming;
-                        let outcome = run_cycle(&source, &store, options, &shutdown).await;
-                        // A forced sweep starts once; later cycles only resume it.
-                        options.force_sweep = false;
-                        more_to_do = matches!(outcome, CycleOutcome::MoreToDo);
-                        let wait = match &outcome {
-                            CycleOutcome::MoreToDo => Duration::ZERO,
-                            // A walk resumed from a saved position read nothing above that
-                            // position since it began (before a crash or a page cap): one
-                            // more cycle, with a forced sweep starting afresh, reads what
-                            // changed meanwhile.
-                            CycleOutcome::CaughtUp if resuming && !reread_after_resume => {
-                                reread_after_resume = true;
-                                options.force_sweep = force_sweep;
-                                Duration::ZERO
-                            }
-                            // A short pause is waited out; a long one (a daily budget) ends
-                            // the one-shot sync instead of blocking for hours.
-                            CycleOutcome::RateLimited { wait } if *wait <= source.client.max_inline_pause() => *wait,
-                            _ => {
-                                return OnceResult { source: source.name.clone(), outcome, cycles };
-                            }
-                        };
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = shutdown.cancelled() => {
-                                return OnceResult { source: source.name.clone(), outcome: CycleOutcome::Stopped, cycles };
-                            }
-                        }
-                    }
-                }
-                .instrument(span),
+            let once = sync_source_once(
+                source.clone(),
+                self.store.clone(),
+                options,
+                shutdown.clone(),
             );
+            let task = tasks.spawn(once.instrument(span));
+            names.insert(task.id(), source.name.clone());
         }
         let mut results = Vec::new();
-        while let Some(done) = tasks.join_next().await {
+        while let Some(done) = tasks.join_next_with_id().await {
             match done {
-                Ok(r) => results.push(r),
-                Err(e) => tracing::error!(error = %e, "a source task panicked"),
+                Ok((_, r)) => results.push(r),
+                Err(e) => {
+                    let (id, why) = task_death(e);
+                    tracing::error!(source = %names[&id], error = %why, "a source task died");
+                    results.push(OnceResult {
+                        source: names[&id].clone(),
+                        outcome: CycleOutcome::Failed(SyncError::Panicked { message: why }),
+                        cycles: 0,
+                    });
+                }
             }
         }
         results.sort_by(|a, b| a.source.cmp(&b.source));
@@ -223,9 +242,148 @@ impl Engine {
     }
 }
 
+/// Why the engine stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The mirror database failed before any source started.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Every source stopped: nothing is being kept current any more.
+    #[error("no source is left running{}", describe_stopped(stopped))]
+    NoSourceLeft {
+        /// Each stopped source with the reason it stopped.
+        stopped: Vec<(String, String)>,
+    },
+}
+
+fn describe_stopped(stopped: &[(String, String)]) -> String {
+    if stopped.is_empty() {
+        return " (no source is enabled)".to_owned();
+    }
+    let each: Vec<String> = stopped
+        .iter()
+        .map(|(name, why)| format!("{name}: {why}"))
+        .collect();
+    format!(": {}", each.join("; "))
+}
+
+/// Which source task did not return, and why: its panic's message, or that it was
+/// cancelled.
+fn task_death(error: tokio::task::JoinError) -> (tokio::task::Id, String) {
+    let id = error.id();
+    let why = match error.try_into_panic() {
+        Ok(payload) => format!(
+            "its task panicked: {}",
+            cycle::panic_message(payload.as_ref())
+        ),
+        Err(_) => "its task was cancelled".to_owned(),
+    };
+    (id, why)
+}
+
+/// Cycles in a row that may end "more to do" without reading a row before `sync --once`
+/// stops repeating them: such a source would otherwise keep the one-shot command alive.
+pub const MAX_IDLE_CYCLES: u32 = 3;
+
+/// A rate-limited cycle that asks for no wait still counts this much towards
+/// `once_max_rate_limit_wait` (and is waited), so that a provider answering 429 with
+/// `Retry-After: 0` neither escapes the bound nor gets hammered.
+const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// `sync --once` for one source: cycles until it is caught up, failed or given up on.
+async fn sync_source_once(
+    source: Arc<Source>,
+    store: Store,
+    mut options: CycleOptions,
+    shutdown: CancellationToken,
+) -> OnceResult {
+    let end = |outcome, cycles| OnceResult {
+        source: source.name.clone(),
+        outcome,
+        cycles,
+    };
+    let mut cycles = 0;
+    let force_sweep = options.force_sweep;
+    let mut reread_after_resume = false;
+    let mut more_to_do = false;
+    let mut idle_cycles = 0u32;
+    let mut rate_limited_for = Duration::ZERO;
+    loop {
+        cycles += 1;
+        let resuming = store
+            .load_cursors(&source.name)
+            .await
+            .is_ok_and(|c| c.values().any(crate::store::WalkCursor::in_progress));
+        // More to do with every walk complete: only follow-ups wait.
+        options.drain_follow_ups = more_to_do && !resuming;
+        let rows_before = source.progress.rows_seen();
+        let outcome = run_cycle(&source, &store, options, &shutdown).await;
+        // A forced sweep starts once; later cycles only resume it.
+        options.force_sweep = false;
+        more_to_do = matches!(outcome, CycleOutcome::MoreToDo);
+        let wait = match &outcome {
+            CycleOutcome::MoreToDo if source.progress.rows_seen() == rows_before => {
+                idle_cycles += 1;
+                if idle_cycles >= MAX_IDLE_CYCLES {
+                    let reason = format!(
+                        "{idle_cycles} cycles in a row ended with more to do without reading a single row; giving up for this run"
+                    );
+                    tracing::error!(cycles, "{reason}");
+                    return end(CycleOutcome::Stalled { reason }, cycles);
+                }
+                Duration::ZERO
+            }
+            CycleOutcome::MoreToDo => {
+                idle_cycles = 0;
+                Duration::ZERO
+            }
+            // A walk resumed from a saved position read nothing above that
+            // position since it began (before a crash or a page cap): one
+            // more cycle, with a forced sweep starting afresh, reads what
+            // changed meanwhile.
+            CycleOutcome::CaughtUp if resuming && !reread_after_resume => {
+                reread_after_resume = true;
+                options.force_sweep = force_sweep;
+                Duration::ZERO
+            }
+            // A short pause is waited out, as long as the waits of this run stay within
+            // the source's bound; a long one (a daily budget) ends the one-shot sync
+            // instead of blocking for hours.
+            CycleOutcome::RateLimited { wait } if *wait <= source.client.max_inline_pause() => {
+                let wait = (*wait).max(MIN_RATE_LIMIT_WAIT);
+                rate_limited_for = rate_limited_for.saturating_add(wait);
+                let bound = source.schedule.once_max_rate_limit_wait;
+                if rate_limited_for > bound {
+                    tracing::error!(
+                        cycles,
+                        bound = %humantime::format_duration(bound),
+                        "still rate limited after waiting the configured bound (once_max_rate_limit_wait); giving up for this run"
+                    );
+                    return end(outcome, cycles);
+                }
+                wait
+            }
+            _ => return end(outcome, cycles),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return end(CycleOutcome::Stopped, cycles),
+        }
+    }
+}
+
+/// How a source's loop ended.
+enum SourceEnd {
+    /// Shutdown was requested.
+    Shutdown,
+    /// The source stopped on its own, for this reason.
+    Stopped(String),
+}
+
 /// One source's life: cycle, sleep as the outcome says, repeat until shutdown or until its
-/// credential is refused.
-async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationToken) {
+/// credential is refused. A failed cycle (a panicked one included) is retried after a
+/// backoff; a stalled one too.
+async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationToken) -> SourceEnd {
     let mut consecutive_failures = 0u32;
     tracing::info!(poll_interval = ?source.schedule.poll_interval, "source started");
     let mut options = CycleOptions::default();
@@ -237,9 +395,9 @@ async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationTo
             CycleOutcome::Failed(e) if e.is_fatal() => {
                 tracing::error!(error = %e, "credentials rejected: this source stops until the configuration is fixed and convsync restarted; other sources keep running");
                 source.progress.update(|s| s.stopped = true);
-                return;
+                return SourceEnd::Stopped(format!("credentials rejected ({e})"));
             }
-            CycleOutcome::Failed(_) => {
+            CycleOutcome::Failed(_) | CycleOutcome::Stalled { .. } => {
                 consecutive_failures += 1;
                 let backoff = FIRST_FAILURE_DELAY.saturating_mul(1 << consecutive_failures.min(16));
                 jittered(
@@ -270,6 +428,7 @@ async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationTo
         }
     }
     tracing::info!("source stopped");
+    SourceEnd::Shutdown
 }
 
 /// Whether a cycle that ended with more to do left only follow-ups waiting (every walk

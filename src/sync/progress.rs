@@ -35,6 +35,8 @@ pub struct SourceProgress {
     /// Completed cycles by how they ended, so that an alert can tell a failing source
     /// from a quiet one.
     pub outcomes: OutcomeCounts,
+    /// Cycles that ended in a panic (recorded as failed, then retried).
+    pub panics: AtomicU64,
     /// How long cycles took, for the metrics endpoint's histogram.
     pub cycle_durations: CycleDurations,
     /// Proof that the source's task is being polled, read by the watchdog supervisor.
@@ -64,7 +66,7 @@ pub struct ProgressState {
     pub last_cycle_seconds: Option<f64>,
     /// When the next cycle is due.
     pub next_cycle_at: Option<Timestamp>,
-    /// The source stopped for good (credentials rejected).
+    /// The source stopped for good (credentials rejected, or its task died).
     pub stopped: bool,
 }
 
@@ -83,6 +85,22 @@ impl SourceProgress {
             .fetch_add(counts.unchanged, Ordering::Relaxed);
         self.rejected.fetch_add(counts.rejected, Ordering::Relaxed);
         self.late.fetch_add(counts.late, Ordering::Relaxed);
+    }
+
+    /// Rows read so far, whatever became of them: what tells a cycle that read something
+    /// from one that only went round.
+    pub fn rows_seen(&self) -> u64 {
+        [
+            &self.inserted,
+            &self.updated,
+            &self.unchanged,
+            &self.closed,
+            &self.deleted,
+            &self.rejected,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .fold(0, u64::saturating_add)
     }
 
     /// A copy of the state.

@@ -13,6 +13,7 @@ mod deploy_support;
 mod engine;
 mod fuzz_parsers;
 mod health_endpoints;
+mod hostile_engine;
 mod hostile_http;
 mod provider_d365;
 mod provider_highlevel;

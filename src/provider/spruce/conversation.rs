@@ -2,8 +2,9 @@
 //! columns.
 //!
 //! Every field is read leniently: a conversation is rejected only when it has no id. A
-//! field of an unexpected type or an unreadable timestamp leaves its column NULL (with a
-//! page note) instead of failing the page, because one odd record must not stop a source.
+//! field of an unexpected type or an unreadable timestamp (a number included) leaves its
+//! column NULL instead of failing the page, because one odd record must not stop a source;
+//! unreadable timestamps are counted in a page note.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -63,11 +64,12 @@ pub(super) fn parse_list_page(
         next_token,
         ..ListPage::default()
     };
+    let mut unreadable = Vec::new();
     for raw in wire.conversations {
         match map_conversation(raw) {
-            Ok((mut record, notes)) => {
+            Ok((mut record, problems)) => {
                 record.detail_on_activity = detail_on_activity;
-                page.notes.extend(notes);
+                unreadable.extend(problems);
                 page.records.push(record);
             }
             Err(reason) => page.rejected.push(RejectedRecord {
@@ -76,8 +78,25 @@ pub(super) fn parse_list_page(
             }),
         }
     }
+    if !unreadable.is_empty() {
+        // One note per page with the count and a few examples: a provider that changed a
+        // field's format would otherwise write one note per conversation into the run.
+        let examples: Vec<&str> = unreadable
+            .iter()
+            .take(UNREADABLE_EXAMPLES)
+            .map(String::as_str)
+            .collect();
+        page.notes.push(format!(
+            "{} unreadable timestamp(s) left empty on a conversations page, e.g. {}",
+            unreadable.len(),
+            examples.join("; ")
+        ));
+    }
     Ok(page)
 }
+
+/// Examples of unreadable timestamps a page's note quotes.
+const UNREADABLE_EXAMPLES: usize = 3;
 
 /// The fields of a `conversation` the mirror uses; the whole object is kept in `raw`.
 #[derive(Deserialize)]
@@ -92,11 +111,13 @@ struct WireConversation {
     kind: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     archived: Option<bool>,
+    /// Kept as any JSON value, so that a number where text is documented is noted
+    /// rather than silently read as absent.
     #[serde(rename = "createdAt", default, deserialize_with = "lenient")]
-    created_at: Option<String>,
+    created_at: Option<Value>,
     /// Absent or `null` for conversations without messages (both are accepted).
     #[serde(rename = "lastMessageAt", default, deserialize_with = "lenient")]
-    last_message_at: Option<String>,
+    last_message_at: Option<Value>,
     #[serde(rename = "assignedToMemberId", default, deserialize_with = "lenient")]
     assigned_to_member_id: Option<String>,
     #[serde(rename = "associatedContactIds", default, deserialize_with = "lenient")]
@@ -178,17 +199,19 @@ fn map_conversation(raw: &RawValue) -> Result<(ConversationRecord, Vec<String>),
         .filter(|id| !id.trim().is_empty())
         .ok_or_else(|| "conversation has no id".to_owned())?;
     let mut notes = Vec::new();
-    let mut timestamp = |field: &str, value: Option<String>| -> Option<Timestamp> {
-        let text = value?;
-        match Timestamp::parse_rfc3339(&text) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                notes.push(format!(
-                    "conversation {id}: unreadable {field} ({e}); left empty"
-                ));
-                None
-            }
-        }
+    let mut timestamp = |field: &str, value: Option<Value>| -> Option<Timestamp> {
+        let problem = match value? {
+            Value::Null => return None,
+            Value::String(text) => match Timestamp::parse_rfc3339(&text) {
+                Ok(t) => return Some(t),
+                Err(e) => e.to_string(),
+            },
+            // Epoch seconds or milliseconds? The API documents text, so guessing could
+            // store a wrong date: the column stays empty and the note says why.
+            other => format!("{other} is not the RFC 3339 text the API documents"),
+        };
+        notes.push(format!("conversation {id}: {field}: {problem}"));
+        None
     };
     let created_at = timestamp("createdAt", wire.created_at);
     let last_activity_at = timestamp("lastMessageAt", wire.last_message_at);
@@ -459,6 +482,28 @@ mod tests {
         );
         assert_eq!(page.notes.len(), 1, "{:?}", page.notes);
         assert!(page.notes[0].contains("createdAt"));
+    }
+
+    /// A number where RFC 3339 text is documented is not silently dropped: it is counted
+    /// and quoted in the page's note (the column stays empty), as is unreadable text.
+    #[test]
+    fn numeric_and_unreadable_timestamps_are_counted_in_a_note() {
+        let numeric =
+            r#"{"id":"t_num","createdAt":"2026-01-01T00:00:00Z","lastMessageAt":1772443200123}"#;
+        let text = r#"{"id":"t_txt","createdAt":"yesterday"}"#;
+        let fine = r#"{"id":"t_ok","createdAt":"2026-01-01T00:00:00Z"}"#;
+        let page =
+            parse_list_page(page_of(&[numeric, text, fine], false).as_bytes(), None).unwrap();
+        assert_eq!(page.records.len(), 3);
+        assert_eq!(page.records[0].last_activity_at, None);
+        assert_eq!(page.notes.len(), 1, "{:?}", page.notes);
+        let note = &page.notes[0];
+        assert!(note.starts_with("2 unreadable timestamp(s)"), "{note}");
+        assert!(
+            note.contains("conversation t_num: lastMessageAt: 1772443200123"),
+            "{note}"
+        );
+        assert!(note.contains("conversation t_txt: createdAt"), "{note}");
     }
 
     /// Timestamps with offsets and fractions are normalised to UTC instants.

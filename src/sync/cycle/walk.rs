@@ -110,6 +110,7 @@ impl Cycle<'_> {
             client: self.source.client.clone(),
             stall_timeout: schedule.stall_timeout,
             max_raw_bytes: schedule.max_raw_bytes,
+            max_empty_pages: schedule.max_empty_pages,
             walk: *walk,
             since: cursor.walk_since,
             // The writer ending early (a database error) stops the fetcher too.
@@ -242,6 +243,9 @@ impl Cycle<'_> {
                 }
                 Fetched::Stop(end) => {
                     self.commit(walk, &mut batch, bounds).await?;
+                    if let Ok(WalkEnd::Broken(_)) = &end {
+                        self.restart_next_cycle(walk, &cursor).await?;
+                    }
                     return end;
                 }
             }
@@ -363,6 +367,31 @@ impl Cycle<'_> {
         Ok(())
     }
 
+    /// Forgets a broken walk's page position, so that the next cycle starts it again from
+    /// its watermark instead of following the provider's endless tokens further. What was
+    /// read stays; a delta's watermark only ever moved with pages that carried records.
+    async fn restart_next_cycle(
+        &mut self,
+        walk: &WalkSpec,
+        cursor: &WalkCursor,
+    ) -> Result<(), SyncError> {
+        let restart = WalkCursor {
+            position: None,
+            walk_started_at: None,
+            walk_since: None,
+            pending_high_water: None,
+            ..cursor.clone()
+        };
+        let store = self.store;
+        let source = &self.source.name;
+        let limit = self.source.schedule.stall_timeout;
+        while_busy(limit, self.cancel, "saving a broken walk's restart", || {
+            store.save_cursor(source, walk.name, &restart)
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Applies a completed sweep's absences with the walk's final cursor.
     async fn complete_sweep(
         &mut self,
@@ -443,6 +472,9 @@ struct Fetcher {
     stall_timeout: Duration,
     /// Larger `raw` JSON is replaced by a stand-in before the page reaches the writer.
     max_raw_bytes: usize,
+    /// Pages in a row that may carry nothing yet name a next page before the walk is
+    /// stopped as broken.
+    max_empty_pages: u32,
     walk: WalkSpec,
     since: Option<Timestamp>,
     /// Shutdown, or the writer has ended.
@@ -462,6 +494,7 @@ impl Fetcher {
         let mut restarted = false;
         let mut seen_positions = HashSet::new();
         let mut fetched = 0u32;
+        let mut empty_in_a_row = 0u32;
         loop {
             if self.stop.is_cancelled() {
                 let _ = pages.send(Fetched::Stop(Ok(WalkEnd::Cancelled))).await;
@@ -500,6 +533,27 @@ impl Fetcher {
                     position: next.to_string(),
                 };
                 let _ = pages.send(Fetched::Stop(Err(repeated))).await;
+                return;
+            }
+            // Fresh tokens on pages that carry nothing pass the check above forever: a
+            // listing that only ever says "more" is broken, however new its tokens look.
+            let carries_nothing =
+                page.records.is_empty() && page.rejected.is_empty() && page.follow_ups.is_empty();
+            if carries_nothing && page.next.is_some() {
+                empty_in_a_row = empty_in_a_row.saturating_add(1);
+            } else {
+                empty_in_a_row = 0;
+            }
+            if empty_in_a_row >= self.max_empty_pages {
+                let reason = format!(
+                    "{walk}: the provider answered {empty_in_a_row} pages in a row with no conversations yet said more follow; the walk was stopped as broken and starts again from its watermark next cycle (raise max_empty_pages if this provider really pages through empty results)"
+                );
+                tracing::error!(
+                    walk,
+                    empty_pages = empty_in_a_row,
+                    "endless empty pages; stopping the walk"
+                );
+                let _ = pages.send(Fetched::Stop(Ok(WalkEnd::Broken(reason)))).await;
                 return;
             }
             fetched += 1;

@@ -66,6 +66,8 @@ pub fn schedule() -> Schedule {
         max_clock_skew: Duration::from_secs(120),
         max_follow_ups_per_cycle: 100,
         max_raw_bytes: 1024 * 1024,
+        max_empty_pages: 10,
+        once_max_rate_limit_wait: Duration::from_secs(300),
     }
 }
 
