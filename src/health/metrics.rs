@@ -160,6 +160,17 @@ impl Collector for SourceCollector {
                 .filter_map(|(s, st)| st.last_success_at.map(|t| (labels(s), epoch_seconds(t)))),
         )?;
         family.gauges(
+            "refresh_token_expiry_timestamp",
+            "When the source's rotating OAuth refresh token dies if unused (Unix time); alert \
+             well before it (convsync rotates it at least monthly while it runs)",
+            Some(&Unit::Seconds),
+            self.sources.iter().filter_map(|s| {
+                s.client
+                    .refresh_token_expires_at()
+                    .map(|t| (labels(s), epoch_seconds(t)))
+            }),
+        )?;
+        family.gauges(
             "source_ready",
             "1 when the source completed a cycle within ready_after_intervals poll intervals",
             None,

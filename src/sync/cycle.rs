@@ -15,6 +15,7 @@ use super::progress::SourceProgress;
 use crate::config::Schedule;
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{InitialSweep, Provider, ProviderError, WalkKind, WalkSpec};
+use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{
     AbsenceOutcome, MassChangeGuard, RunOutcome, RunReport, Store, StoreError, WalkCursor,
 };
@@ -206,9 +207,13 @@ pub async fn run_cycle(
         let outcome = cycle.run(options).await;
         let mut report = cycle.report;
         report.requests = source.client.tally().requests.load(Ordering::Relaxed) - requests_before;
-        if let CycleOutcome::Failed(e) = &outcome {
-            report.error = Some(crate::http::error_chain(e));
-        }
+        // What the failure says, scrubbed and bounded once for the run record, the status
+        // and the log line: a provider's page may carry secrets or a megabyte-long id.
+        let error_text = match &outcome {
+            CycleOutcome::Failed(e) => Some(redact(&crate::http::error_chain(e), ERROR_TEXT_CAP)),
+            _ => None,
+        };
+        report.error = error_text.clone();
         let span = tracing::Span::current();
         span.record("pages", report.pages);
         span.record("changed", report.inserted + report.updated);
@@ -228,7 +233,7 @@ pub async fn run_cycle(
             s.last_cycle_at = Some(now);
             s.last_cycle_seconds = Some(started.elapsed().as_secs_f64());
             match &outcome {
-                CycleOutcome::Failed(e) => s.last_error = Some(e.to_string()),
+                CycleOutcome::Failed(_) => s.last_error = error_text.clone(),
                 CycleOutcome::CaughtUp | CycleOutcome::MoreToDo | CycleOutcome::Stopped => {
                     s.last_error = None;
                     s.last_success_at = Some(now);
@@ -237,7 +242,11 @@ pub async fn run_cycle(
             }
         });
         match &outcome {
-            CycleOutcome::Failed(e) => tracing::error!(error = %crate::http::error_chain(e), requests = report.requests, "cycle failed"),
+            CycleOutcome::Failed(_) => tracing::error!(
+                error = error_text.as_deref().unwrap_or_default(),
+                requests = report.requests,
+                "cycle failed"
+            ),
             other => tracing::info!(
                 outcome = other.run_outcome().as_str(),
                 pages = report.pages,
