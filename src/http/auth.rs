@@ -452,6 +452,19 @@ impl Authenticator {
             }
             Err(Unanswered::Lost(message)) => return Err(AuthError::AnswerLost { url, message }),
         };
+        if matches!(status.as_u16(), 400 | 401 | 403) && !names_invalid_grant(&body) {
+            // The app's credentials or the request were refused, not the refresh token: it
+            // was not spent, and stays usable once the configuration is fixed.
+            store
+                .mark_refresh_unspent(&rr.vault_key, &current)
+                .await
+                .map_err(persist)?;
+            return Err(AuthError::Rejected {
+                url,
+                status: status.as_u16(),
+                body: provider_text(&String::from_utf8_lossy(&body)),
+            });
+        }
         if matches!(status.as_u16(), 400 | 401 | 403) {
             store
                 .mark_refresh_refused(&rr.vault_key, &current, lost_answer_at.is_some())
@@ -509,6 +522,13 @@ impl Authenticator {
         entry.refresh_at = entry.refresh_at.min(Instant::now() + use_for);
         Ok(entry)
     }
+}
+
+/// Whether a refusal is about the refresh token itself (OAuth's `invalid_grant`; HighLevel
+/// says "Invalid grant: refresh token is invalid"), rather than the app's credentials.
+fn names_invalid_grant(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    text.contains("invalid_grant") || text.contains("invalid grant")
 }
 
 /// The `refresh_token` of a token answer, read on its own so that it survives the rest of
@@ -655,5 +675,17 @@ mod tests {
         );
         assert_eq!(new_refresh_token(br#"{"access_token":"a"}"#), None);
         assert_eq!(new_refresh_token(br#"{"refresh_tok"#), None);
+    }
+
+    /// Only a refusal of the grant condemns the refresh token.
+    #[test]
+    fn invalid_grant_is_told_apart_from_invalid_client() {
+        assert!(names_invalid_grant(br#"{"error":"invalid_grant"}"#));
+        assert!(names_invalid_grant(
+            br#"{"message":"Invalid grant: refresh token is invalid"}"#
+        ));
+        assert!(!names_invalid_grant(
+            br#"{"message":"Invalid client: client credentials are invalid"}"#
+        ));
     }
 }

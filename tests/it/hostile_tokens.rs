@@ -285,6 +285,46 @@ async fn a_refresh_that_never_left_is_retried_with_the_same_token() {
     assert!(expires > Timestamp::now().saturating_add(Duration::from_secs(364 * 24 * 3600)));
 }
 
+/// A wrong app secret is refused as the app's credentials, not the refresh token's: the
+/// token is not condemned, and once the secret is fixed the same token works.
+#[tokio::test]
+async fn a_refused_client_secret_does_not_condemn_the_refresh_token() {
+    let bed = Bed::start().await;
+    let mut sources = bed.sources(&schedule());
+    if let AuthScheme::RotatingRefresh(rr) = &mut sources[0].setup.auth {
+        rr.client_secret = Secret::new("not-the-app-secret".into());
+    }
+    {
+        let engine = Engine::new(bed.db.open().await, &quick_http(), &sources[..1]).unwrap();
+        let results = sync_all(&engine, false).await;
+        match outcome(&results, &bed.oauth_source()) {
+            CycleOutcome::Failed(e) => assert!(e.is_fatal(), "{e}"),
+            other => panic!("expected a fatal failure, got {other:?}"),
+        }
+        let stored = engine
+            .store()
+            .load_refresh_token(&bed.vault_key())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.refused.is_none() && stored.sent_at.is_none());
+        engine.store().close().await;
+    }
+    let engine = bed.engine().await;
+    let results = sync_all(&engine, false).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r.outcome, CycleOutcome::CaughtUp)),
+        "{results:?}"
+    );
+    let initial = bed.initial_refresh_token();
+    assert_eq!(
+        bed.proxy.refresh_tokens_sent(),
+        vec![initial.clone(), initial]
+    );
+}
+
 /// Writes the configuration a user would for the bed, with the mirror in `db`.
 fn write_config(bed: &Bed, dir: &std::path::Path) -> std::path::PathBuf {
     let accounts = &bed.sim.accounts().highlevel;
