@@ -14,7 +14,7 @@ use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
 use convsync::sim::{SimHandle, SimOptions, Simulator};
-use convsync::store::MassChangeGuard;
+use convsync::store::{MassChangeGuard, StoredRefreshToken};
 use convsync::sync::{CycleOutcome, Engine, OnceResult};
 use convsync::time::Timestamp;
 
@@ -141,6 +141,27 @@ impl Bed {
     }
 }
 
+/// The OAuth location's vault entry.
+async fn stored(bed: &Bed, engine: &Engine) -> StoredRefreshToken {
+    engine
+        .store()
+        .load_refresh_token(&bed.vault_key())
+        .await
+        .unwrap()
+        .expect("the token is in the vault once a refresh was tried")
+}
+
+/// One `sync --once` in which every source catches up.
+async fn sync_all_caught_up(engine: &Engine) {
+    let results = sync_all(engine, false).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r.outcome, CycleOutcome::CaughtUp)),
+        "{results:?}"
+    );
+}
+
 fn outcome<'a>(results: &'a [OnceResult], source: &str) -> &'a CycleOutcome {
     &results
         .iter()
@@ -204,12 +225,7 @@ async fn lost_answer_is_reported_and_never_resent_after_restart(fault: Fault) {
         2,
         "a restart never sends a refused refresh token"
     );
-    let stored = engine
-        .store()
-        .load_refresh_token(&bed.vault_key())
-        .await
-        .unwrap()
-        .expect("the token is in the vault");
+    let stored = stored(&bed, &engine).await;
     let refusal = stored.refused.expect("the refusal is recorded");
     assert!(refusal.after_lost_answer);
 }
@@ -251,23 +267,12 @@ async fn a_refresh_that_never_left_is_retried_with_the_same_token() {
         CycleOutcome::Failed(e) => assert!(!e.is_fatal(), "{e}"),
         other => panic!("expected a failure, got {other:?}"),
     }
-    let stored = engine
-        .store()
-        .load_refresh_token(&bed.vault_key())
-        .await
-        .unwrap()
-        .expect("the configured token is in the vault once a refresh was tried");
+    let stored = stored(&bed, &engine).await;
     assert!(stored.sent_at.is_none() && stored.refused.is_none());
     engine.store().close().await;
 
     let engine = bed.engine().await;
-    let results = sync_all(&engine, false).await;
-    assert!(
-        results
-            .iter()
-            .all(|r| matches!(r.outcome, CycleOutcome::CaughtUp)),
-        "{results:?}"
-    );
+    sync_all_caught_up(&engine).await;
     assert_eq!(
         bed.proxy.refresh_tokens_sent(),
         vec![bed.initial_refresh_token()]
@@ -301,23 +306,12 @@ async fn a_refused_client_secret_does_not_condemn_the_refresh_token() {
             CycleOutcome::Failed(e) => assert!(e.is_fatal(), "{e}"),
             other => panic!("expected a fatal failure, got {other:?}"),
         }
-        let stored = engine
-            .store()
-            .load_refresh_token(&bed.vault_key())
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = stored(&bed, &engine).await;
         assert!(stored.refused.is_none() && stored.sent_at.is_none());
         engine.store().close().await;
     }
     let engine = bed.engine().await;
-    let results = sync_all(&engine, false).await;
-    assert!(
-        results
-            .iter()
-            .all(|r| matches!(r.outcome, CycleOutcome::CaughtUp)),
-        "{results:?}"
-    );
+    sync_all_caught_up(&engine).await;
     let initial = bed.initial_refresh_token();
     assert_eq!(
         bed.proxy.refresh_tokens_sent(),
