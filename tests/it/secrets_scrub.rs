@@ -143,12 +143,18 @@ struct Failed {
     _secrets: tempfile::TempDir,
 }
 
-async fn fail_highlevel_once(oauth: bool, path: &'static str, fault: Fault) -> Failed {
+async fn fail_highlevel_once(
+    oauth: bool,
+    path: &'static str,
+    faults: impl IntoIterator<Item = Fault>,
+) -> Failed {
     let sim = highlevel_sim().await;
     let proxy = HostileProxy::start(sim.highlevel_base_url()).await;
     let secrets = tempfile::tempdir().unwrap();
     let db = TestDb::new();
-    proxy.push(path, fault);
+    for fault in faults {
+        proxy.push(path, fault);
+    }
     let sources = highlevel_engine_sources(&sim, &proxy, secrets.path(), oauth);
     let engine = Engine::new(db.open().await, &quick_http(), &sources).unwrap();
     let results = sync_all(&engine, false).await;
@@ -168,8 +174,12 @@ async fn fail_highlevel_once(oauth: bool, path: &'static str, fault: Fault) -> F
 #[tokio::test(flavor = "current_thread")]
 async fn an_echoed_bearer_token_is_scrubbed_everywhere() {
     let (capture, _guard) = trace_capture();
-    let failed =
-        fail_highlevel_once(false, "conversations/search", Fault::EchoAuthorization(401)).await;
+    let failed = fail_highlevel_once(
+        false,
+        "conversations/search",
+        [Fault::EchoAuthorization(401)],
+    )
+    .await;
     let shown = everything_shown(&failed.engine, &capture).await;
     assert!(shown.contains("Invalid token"), "{shown}");
     let account = &failed.sim.accounts().highlevel[0];
@@ -184,7 +194,7 @@ async fn an_echoed_bearer_token_is_scrubbed_everywhere() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_echoed_refresh_form_is_scrubbed_everywhere() {
     let (capture, _guard) = trace_capture();
-    let failed = fail_highlevel_once(true, "oauth/token", Fault::EchoForm(400)).await;
+    let failed = fail_highlevel_once(true, "oauth/token", [Fault::EchoForm(400)]).await;
     let shown = everything_shown(&failed.engine, &capture).await;
     assert!(shown.contains("grant_type=refresh_token"), "{shown}");
     let account = &failed.sim.accounts().highlevel[0];
@@ -272,7 +282,8 @@ async fn a_megabyte_of_provider_text_is_cut() {
     let (capture, _guard) = trace_capture();
     let huge = "x".repeat(1_000_000);
     let body = format!("{{\"statusCode\":422,\"message\":\"bad id {huge}\"}}");
-    let failed = fail_highlevel_once(false, "conversations/search", Fault::Status(422, body)).await;
+    let failed =
+        fail_highlevel_once(false, "conversations/search", [Fault::Status(422, body)]).await;
     let engine = &failed.engine;
     let errors: Vec<String> =
         sqlx::query_scalar("SELECT error FROM sync_runs WHERE error IS NOT NULL")
@@ -285,4 +296,31 @@ async fn a_megabyte_of_provider_text_is_cut() {
     let logs = capture.text();
     let longest = logs.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 4000, "a log line of {longest} bytes");
+}
+
+/// A page whose JSON quotes a megabyte of text where a list belongs: the parse error that
+/// quotes it is cut before the "malformed page" warnings, the stored error and the final
+/// log line.
+#[tokio::test(flavor = "current_thread")]
+async fn a_megabyte_in_a_malformed_page_is_cut_in_every_log_line() {
+    let (capture, _guard) = trace_capture();
+    let huge = "y".repeat(1_000_000);
+    let body = format!("{{\"conversations\":\"{huge}\",\"total\":1}}");
+    // Every fetch of the page, including the engine's re-fetches of a malformed one.
+    let failed = fail_highlevel_once(
+        false,
+        "conversations/search",
+        (0..10).map(|_| Fault::Status(200, body.clone())),
+    )
+    .await;
+    let logs = capture.text();
+    assert!(logs.contains("malformed page"), "the page was refused");
+    let longest = logs.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4000, "a log line of {longest} bytes");
+    let errors: Vec<String> =
+        sqlx::query_scalar("SELECT error FROM sync_runs WHERE error IS NOT NULL")
+            .fetch_all(failed.engine.store().pool())
+            .await
+            .unwrap();
+    assert!(errors[0].len() < 1000, "{} bytes", errors[0].len());
 }

@@ -235,6 +235,6 @@ async fn answer(source: &Source, detail: &DetailRequest) -> Answer {
     };
     match provider.parse_detail(detail, &response) {
         Ok(page) => Answer::Read(Box::new(page)),
-        Err(e) => Answer::Failed(format!("response unreadable: {e}")),
+        Err(e) => Answer::Failed(format!("response unreadable: {}", e.redacted())),
     }
 }
