@@ -665,6 +665,8 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             (Some(suffix), true) => format!("{}/{suffix}", source.name),
             _ => source.name.clone(),
         };
+        let mut setup = setup;
+        setup.auth.name_source(&name);
         out.push(SourceSettings {
             name,
             schedule: Schedule {

@@ -2,6 +2,7 @@
 //! Each command loads what it needs and calls into the library; nothing here knows SQL or
 //! a provider's fields.
 
+mod credentials;
 mod demo;
 mod progress;
 mod status;
@@ -73,6 +74,12 @@ pub enum Command {
     CheckConfig,
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Manage stored credentials (`credentials set-refresh-token --source NAME`).
+    Credentials {
+        /// What to do.
+        #[command(subcommand)]
+        action: credentials::CredentialsCommand,
+    },
     /// Serve the bundled provider simulator (all four APIs on 127.0.0.1) until Ctrl-C.
     /// Prints the URLs and a ready-to-paste convsync configuration.
     Simulate(crate::sim::SimOptions),
@@ -223,18 +230,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             full,
         } => {
             let config = load_config(&config_path)?;
-            if let Some(name) = &source
-                && !config.sources.iter().any(|s| &s.name == name)
-            {
-                anyhow::bail!(
-                    "no enabled source named {name:?} (configured: {})",
-                    config
-                        .sources
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+            if let Some(name) = &source {
+                enabled_source(&config, name)?;
             }
             let engine = build_engine(&config).await?;
             let shutdown = shutdown_on_signals();
@@ -271,6 +268,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Credentials { action } => {
+            let config = load_config(&config_path)?;
+            credentials::run(action, &config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reset { source, since } => {
             let config = load_config(&config_path)?;
             if !config.sources.iter().any(|s| s.name == source)
@@ -295,6 +297,28 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The enabled source called `name`, or an error listing the configured ones.
+fn enabled_source<'a>(
+    config: &'a Config,
+    name: &str,
+) -> anyhow::Result<&'a crate::config::SourceSettings> {
+    config
+        .sources
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no enabled source named {name:?} (configured: {})",
+                config
+                    .sources
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {

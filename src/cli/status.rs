@@ -67,6 +67,10 @@ pub async fn render(store: &Store, config: &Config, now: Timestamp) -> Result<St
                 let _ = writeln!(out, "  never synced");
             }
         }
+        if let Some(crate::http::AuthScheme::RotatingRefresh(rr)) = settings.map(|s| &s.setup.auth)
+        {
+            let _ = writeln!(out, "{}", refresh_token_line(store, rr, name, now).await?);
+        }
         if let (Some(settings), Some(last)) = (settings, status.last_success_at) {
             let next = last.saturating_add(settings.schedule.poll_interval);
             let _ = writeln!(
@@ -81,6 +85,57 @@ pub async fn render(store: &Store, config: &Config, now: Timestamp) -> Result<St
         }
     }
     Ok(out)
+}
+
+/// Where the source's rotating refresh token stands: when it expires unused, and whether
+/// an operator must act.
+async fn refresh_token_line(
+    store: &Store,
+    rr: &crate::http::auth::RotatingRefresh,
+    name: &str,
+    now: Timestamp,
+) -> Result<String, StoreError> {
+    let Some(stored) = store.load_refresh_token(&rr.vault_key).await? else {
+        return Ok("  refresh token: the configured one, not used yet".into());
+    };
+    let recover = format!(
+        "re-authorise the app, then `convsync credentials set-refresh-token --source {name}`"
+    );
+    if let Some(refusal) = stored.refused {
+        return Ok(format!(
+            "  refresh token: REFUSED at {}{}; {recover}",
+            refusal.at,
+            if refusal.after_lost_answer {
+                " after the answer to a refresh was lost"
+            } else {
+                ""
+            }
+        ));
+    }
+    let expires_at = rr.expires_at(stored.issued_at);
+    let mut line = format!(
+        "  refresh token: issued {}, expires unused at {expires_at}",
+        stored.issued_at
+    );
+    if let Some(sent_at) = stored.sent_at {
+        let _ = write!(
+            line,
+            "; the answer to the refresh sent at {sent_at} was lost"
+        );
+    }
+    if rr.expiry_is_near(stored.issued_at, now) {
+        let _ = write!(
+            line,
+            "\n    WARNING: it expires in {} days unless convsync refreshes it: start convsync, or \
+             {recover}",
+            if expires_at > now {
+                now.elapsed_until(expires_at).as_secs() / (24 * 3600)
+            } else {
+                0
+            }
+        );
+    }
+    Ok(line)
 }
 
 fn round_secs(d: std::time::Duration) -> std::time::Duration {

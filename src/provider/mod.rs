@@ -273,6 +273,21 @@ pub enum ProviderError {
     UnsupportedDetail(String),
 }
 
+impl ProviderError {
+    /// The same error with the provider text it quotes scrubbed of secrets and cut to a
+    /// bounded length (a malformed page may quote a megabyte-long id).
+    pub fn redacted(self) -> Self {
+        use crate::secret::redact::provider_text;
+        match self {
+            ProviderError::Malformed(text) => ProviderError::Malformed(provider_text(&text)),
+            ProviderError::BadCursor(text) => ProviderError::BadCursor(provider_text(&text)),
+            ProviderError::UnsupportedDetail(text) => {
+                ProviderError::UnsupportedDetail(provider_text(&text))
+            }
+        }
+    }
+}
+
 /// A pause the provider's rate-limit headers ask for before the next request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pause {

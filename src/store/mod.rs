@@ -26,6 +26,7 @@ pub use mirror::{
     AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
 };
 pub use runs::{RunOutcome, RunReport, SourceStatus};
+pub use vault::{RefreshRefusal, RefreshTokenAge, StoredRefreshToken};
 
 /// Errors from the mirror database.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@ use super::progress::SourceProgress;
 use crate::config::Schedule;
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{InitialSweep, Provider, ProviderError, WalkKind, WalkSpec};
+use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{
     AbsenceOutcome, MassChangeGuard, RunOutcome, RunReport, Store, StoreError, WalkCursor,
 };
@@ -241,11 +242,14 @@ pub async fn run_cycle(
         };
         let mut report = cycle.report;
         report.requests = source.client.tally().requests.load(Ordering::Relaxed) - requests_before;
-        match &outcome {
-            CycleOutcome::Failed(e) => report.error = Some(crate::http::error_chain(e)),
-            CycleOutcome::Stalled { reason } => report.error = Some(reason.clone()),
-            _ => {}
-        }
+        // What the failure says, scrubbed and bounded once for the run record, the status
+        // and the log line: a provider's page may carry secrets or a megabyte-long id.
+        let error_text = match &outcome {
+            CycleOutcome::Failed(e) => Some(redact(&crate::http::error_chain(e), ERROR_TEXT_CAP)),
+            CycleOutcome::Stalled { reason } => Some(redact(reason, ERROR_TEXT_CAP)),
+            _ => None,
+        };
+        report.error = error_text.clone();
         let span = tracing::Span::current();
         span.record("pages", report.pages);
         span.record("changed", report.inserted + report.updated);
@@ -266,8 +270,9 @@ pub async fn run_cycle(
             s.last_cycle_at = Some(now);
             s.last_cycle_seconds = Some(started.elapsed().as_secs_f64());
             match &outcome {
-                CycleOutcome::Failed(e) => s.last_error = Some(e.to_string()),
-                CycleOutcome::Stalled { reason } => s.last_error = Some(reason.clone()),
+                CycleOutcome::Failed(_) | CycleOutcome::Stalled { .. } => {
+                    s.last_error = error_text.clone()
+                }
                 CycleOutcome::CaughtUp | CycleOutcome::MoreToDo | CycleOutcome::Stopped => {
                     s.last_error = None;
                     s.last_success_at = Some(now);
@@ -276,8 +281,17 @@ pub async fn run_cycle(
             }
         });
         match &outcome {
-            CycleOutcome::Failed(e) => tracing::error!(error = %crate::http::error_chain(e), requests = report.requests, "cycle failed"),
-            CycleOutcome::Stalled { reason } => tracing::error!(%reason, pages = report.pages, requests = report.requests, "cycle stalled: a walk was stopped as broken"),
+            CycleOutcome::Failed(_) => tracing::error!(
+                error = error_text.as_deref().unwrap_or_default(),
+                requests = report.requests,
+                "cycle failed"
+            ),
+            CycleOutcome::Stalled { .. } => tracing::error!(
+                reason = error_text.as_deref().unwrap_or_default(),
+                pages = report.pages,
+                requests = report.requests,
+                "cycle stalled: a walk was stopped as broken"
+            ),
             other => tracing::info!(
                 outcome = other.run_outcome().as_str(),
                 pages = report.pages,

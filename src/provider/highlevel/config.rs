@@ -108,6 +108,13 @@ fn defaults() -> ProviderDefaults {
     }
 }
 
+/// HighLevel's refresh tokens die after a year unused (later-findings: "valid for a year
+/// unless used").
+const REFRESH_TOKEN_UNUSED_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Rotate at least monthly, so that even an idle location's refresh token stays young.
+const ROTATE_REFRESH_TOKEN_EVERY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A credential, resolved.
 enum Credential {
     PrivateIntegrationToken(Secret),
@@ -217,6 +224,10 @@ pub fn setup(
                         initial_refresh_token: refresh,
                         extra_form: vec![("user_type".to_owned(), "Location".to_owned())],
                         vault_key: vault_key.clone(),
+                        // Named by `config` once the source's name is known.
+                        source: location.clone(),
+                        rotate_every: ROTATE_REFRESH_TOKEN_EVERY,
+                        expires_unused_after: REFRESH_TOKEN_UNUSED_LIFETIME,
                     }),
                     vault_key,
                     format!("highlevel/app/{client_id}/{location}"),

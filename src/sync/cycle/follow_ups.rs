@@ -243,6 +243,6 @@ async fn answer(source: &Source, detail: &DetailRequest) -> Answer {
             }
             Answer::Read(Box::new(page))
         }
-        Err(e) => Answer::Failed(format!("response unreadable: {e}")),
+        Err(e) => Answer::Failed(format!("response unreadable: {}", e.redacted())),
     }
 }
