@@ -16,6 +16,7 @@
 pub mod metrics;
 pub mod probe;
 pub mod readiness;
+mod server;
 pub mod supervisor;
 pub mod systemd;
 
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use self::server::ConnectionLimits;
 pub use self::supervisor::Liveness;
 pub use self::systemd::{Notifier, NotifyAddress};
 
@@ -118,7 +120,7 @@ impl HealthApp {
 
     /// The readiness verdict now (what `/readyz` answers).
     pub async fn readiness(&self) -> Readiness {
-        let database = match tokio::time::timeout(
+        let probe = match tokio::time::timeout(
             readiness::DATABASE_CHECK_TIMEOUT,
             self.store.check_writable(),
         )
@@ -140,6 +142,7 @@ impl HealthApp {
                 )),
             },
         };
+        let database = readiness::database_check(probe, self.store.last_write_failure());
         let now = Timestamp::now();
         let sources: Vec<SourceReadiness> = self
             .sources
@@ -239,15 +242,14 @@ async fn metrics_text(State(app): State<HealthApp>) -> Response {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled.
+/// Serves `app` on `listener` within `limits` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     app: HealthApp,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+) {
+    server::serve_bounded(listener, app.router(), limits, shutdown).await
 }
 
 /// The running health endpoint and watchdog supervisor of `convsync run`.
@@ -283,11 +285,11 @@ impl Service {
             local_addr = Some(addr);
             let app = HealthApp::new(engine, config.ready_after_intervals, liveness.clone());
             let stop = done.clone();
-            tasks.spawn(async move {
-                if let Err(e) = serve(listener, app, stop).await {
-                    tracing::error!(error = %e, "the health endpoint stopped");
-                }
-            });
+            let limits = ConnectionLimits {
+                read_timeout: config.read_timeout,
+                max_connections: config.max_connections,
+            };
+            tasks.spawn(serve(listener, app, limits, stop));
             tracing::info!(%addr, "health endpoint listening (/healthz, /readyz, /metrics)");
         }
         // READY=1 before the supervisor's first WATCHDOG=1.

@@ -103,10 +103,28 @@ impl Engine {
         &self.store
     }
 
+    /// The start-up write, waiting out another process's write lock like every page
+    /// write does (for up to the longest `stall_timeout` of the sources).
+    async fn mark_interrupted_runs(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<u64, crate::store::StoreError> {
+        let limit = self
+            .sources
+            .iter()
+            .map(|s| s.schedule.stall_timeout)
+            .max()
+            .unwrap_or_default();
+        crate::store::while_busy(limit, shutdown, "marking interrupted runs", || {
+            self.store.mark_interrupted_runs()
+        })
+        .await
+    }
+
     /// Runs every source until `shutdown` is cancelled. A page transaction in flight
     /// finishes first; then each task ends and this returns.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), crate::store::StoreError> {
-        let interrupted = self.store.mark_interrupted_runs().await?;
+        let interrupted = self.mark_interrupted_runs(&shutdown).await?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
@@ -149,7 +167,7 @@ impl Engine {
         options: CycleOptions,
         shutdown: CancellationToken,
     ) -> Result<Vec<OnceResult>, crate::store::StoreError> {
-        self.store.mark_interrupted_runs().await?;
+        self.mark_interrupted_runs(&shutdown).await?;
         let mut tasks = JoinSet::new();
         for source in self
             .sources

@@ -12,6 +12,7 @@ mod deploy_support;
 mod engine;
 mod fuzz_parsers;
 mod health_endpoints;
+mod hostile_host;
 mod provider_d365;
 mod provider_highlevel;
 mod provider_sinch;
