@@ -297,7 +297,20 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
                 .transpose()?;
             let store = Store::open(&config.store).await?;
-            let walks = store.reset_source(&source, since).await?;
+            // A one-shot write waits out another writer's lock like the daemon's writes.
+            let limit = config
+                .sources
+                .iter()
+                .map(|s| s.schedule.stall_timeout)
+                .max()
+                .unwrap_or(config.store.busy_timeout);
+            let walks = crate::store::while_busy(
+                limit,
+                &shutdown_on_signals(),
+                "resetting the source",
+                || store.reset_source(&source, since),
+            )
+            .await?;
             match since {
                 Some(t) => println!("{source}: {walks} walk(s) will re-read from {t}"),
                 None => {

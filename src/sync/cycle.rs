@@ -377,9 +377,11 @@ impl Cycle<'_> {
                     last_completed_at: Some(now),
                     ..cursor.clone()
                 };
-                self.store
-                    .save_cursor(&self.source.name, walk.name, &scheduled)
-                    .await?;
+                let (store, limit) = (self.store, self.source.schedule.stall_timeout);
+                while_busy(limit, self.cancel, "scheduling the first sweep", || {
+                    store.save_cursor(&self.source.name, walk.name, &scheduled)
+                })
+                .await?;
                 Ok(false)
             }
         }

@@ -232,8 +232,8 @@ async fn a_refused_foreign_file_keeps_every_byte() {
     }
 }
 
-/// Another process holding the write lock when `sync --once` starts is waited out (logged)
-/// instead of failing the start after the busy timeout.
+/// Another process holding the write lock when `sync --once` or `reset` starts is waited
+/// out (logged) instead of failing the start after the busy timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_lock_held_at_start_up_is_waited_out() {
     let site = Site::start(
@@ -245,42 +245,52 @@ async fn a_write_lock_held_at_start_up_is_waited_out() {
     )
     .await;
     assert!(site.run(&["migrate"]).await.status.success());
+    let source = Config::load(&site.config).unwrap().sources[0].name.clone();
     let pool = site.pool().await;
-    let mut writer = pool.acquire().await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *writer)
-        .await
-        .unwrap();
-    let log = site.dir.path().join("logs").join("locked-sync.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut sync = site
-        .command(&["sync", "--once"])
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
+    for command in [&["sync", "--once"][..], &["reset", "--source", &source]] {
+        let mut writer = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        let log = site
+            .dir
+            .path()
+            .join("logs")
+            .join(format!("locked-{}.log", command[0]));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut child = site
+            .command(command)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
 
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let output = std::fs::read_to_string(&log).unwrap();
+            if output.contains("the database is locked by another process") {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{command:?} ended ({status}) instead of waiting:\n{output}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{command:?}: no wait logged"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sqlx::query("COMMIT").execute(&mut *writer).await.unwrap();
+        drop(writer);
+
+        let status = tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .expect("the command finishes")
+            .unwrap();
         let output = std::fs::read_to_string(&log).unwrap();
-        if output.contains("the database is locked by another process") {
-            break;
-        }
-        if let Some(status) = sync.try_wait().unwrap() {
-            panic!("sync --once ended ({status}) instead of waiting:\n{output}");
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no wait logged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(status.success(), "{command:?}: {output}");
     }
-    sqlx::query("COMMIT").execute(&mut *writer).await.unwrap();
-    drop(writer);
-
-    let status = tokio::time::timeout(PATIENCE, sync.wait())
-        .await
-        .expect("sync --once finishes")
-        .unwrap();
-    let output = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "{output}");
     pool.close().await;
 }
 
