@@ -3,9 +3,12 @@
 //!
 //! - `/healthz` — liveness: the process answers and its supervisor finds every source
 //!   task being polled ([`supervisor`]).
-//! - `/readyz` — readiness: the database accepts writes and every enabled source has
-//!   completed a cycle recently ([`readiness`]); the JSON body says which source is not
-//!   and why.
+//! - `/readyz` — readiness: the database accepts writes (its write lock can be taken and
+//!   the last write of mirror data did not fail) and every enabled source has completed a
+//!   cycle recently ([`readiness`]); the JSON body says which source is not and why.
+//!
+//! The endpoint bounds its clients (read timeout, connection cap): the port may be
+//! reachable by more than its prober, and its sockets must not starve the providers'.
 //! - `/metrics` — Prometheus text ([`metrics`]).
 //!
 //! [`Service::start`] wires it all for `convsync run`: it binds the endpoint, starts the
