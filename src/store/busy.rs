@@ -20,7 +20,7 @@ const FIRST_BUSY_DELAY: Duration = Duration::from_millis(250);
 const MAX_BUSY_DELAY: Duration = Duration::from_secs(10);
 
 /// Runs `write` until it succeeds or fails for another reason than another process's
-/// write lock, waiting out that lock as [`BusyWait`] says.
+/// write lock, waiting out that lock as `BusyWait` says.
 pub async fn while_busy<T, F, Fut>(
     limit: Duration,
     cancel: &CancellationToken,
