@@ -67,6 +67,10 @@ pub struct DatabaseConfig {
     pub busy_timeout: Duration,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// How long an item in `rejected_records` is kept after it was last seen (an item a
+    /// provider still sends is kept, with its count; one fixed at the source ages out).
+    #[serde(with = "humantime_serde")]
+    pub rejected_records_retention: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -76,6 +80,7 @@ impl Default for DatabaseConfig {
             url: s.url,
             busy_timeout: s.busy_timeout,
             max_connections: s.max_connections,
+            rejected_records_retention: s.rejected_records_retention,
         }
     }
 }
@@ -126,6 +131,9 @@ impl Default for HttpConfig {
     }
 }
 
+/// Most connections `[health] max_connections` may allow: each takes a file descriptor.
+const MAX_HEALTH_CONNECTIONS: usize = 1024;
+
 /// `[health]`: the HTTP endpoint for `/healthz`, `/readyz` and `/metrics`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -137,6 +145,13 @@ pub struct HealthConfig {
     /// A source is "late" (not ready) when its last successful cycle is older than this
     /// many poll intervals.
     pub ready_after_intervals: f64,
+    /// A connection that has not sent a whole request within this time (an idle or slow
+    /// client) is closed, so that idle sockets cannot pile up.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen queue. Bounds the
+    /// file descriptors the endpoint can take from the providers' connections.
+    pub max_connections: usize,
 }
 
 impl Default for HealthConfig {
@@ -145,6 +160,8 @@ impl Default for HealthConfig {
             enabled: true,
             listen: "127.0.0.1:9477".into(),
             ready_after_intervals: 3.0,
+            read_timeout: Duration::from_secs(10),
+            max_connections: 64,
         }
     }
 }
@@ -423,6 +440,24 @@ impl Config {
                 "must be a number of poll intervals greater than 0, such as 3.0",
             ));
         }
+        if file.health.read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "health.read_timeout",
+                "must be greater than zero, such as \"10s\"",
+            ));
+        }
+        if !(1..=MAX_HEALTH_CONNECTIONS).contains(&file.health.max_connections) {
+            return Err(ConfigError::new(
+                "health.max_connections",
+                format!("must be between 1 and {MAX_HEALTH_CONNECTIONS}, such as 64"),
+            ));
+        }
+        if file.database.rejected_records_retention.is_zero() {
+            return Err(ConfigError::new(
+                "database.rejected_records_retention",
+                "must be greater than zero, such as \"30d\"",
+            ));
+        }
         let mut names = HashSet::new();
         let mut sources = Vec::new();
         let mut disabled = Vec::new();
@@ -454,6 +489,7 @@ impl Config {
                 url: file.database.url,
                 busy_timeout: file.database.busy_timeout,
                 max_connections: file.database.max_connections,
+                rejected_records_retention: file.database.rejected_records_retention,
             },
             http: HttpSettings {
                 timeout: file.http.timeout,

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::store::{Store, StoreSettings};
+use crate::store::{DaemonLock, Store, StoreSettings};
 use crate::sync::{CycleOptions, Engine};
 use crate::telemetry::{self, LogFormat};
 use crate::time::Timestamp;
@@ -192,6 +192,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 url: file.database.url.clone(),
                 busy_timeout: file.database.busy_timeout,
                 max_connections: 1,
+                rejected_records_retention: file.database.rejected_records_retention,
             };
             Store::open(&settings)
                 .await
@@ -201,6 +202,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => {
             let config = load_config(&config_path)?;
+            let _lock = lock_database(&config)?;
             let engine = build_engine(&config).await?;
             let shutdown = shutdown_on_signals();
             // Configuration validated and database migrated: bind /healthz, start the
@@ -233,6 +235,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(name) = &source {
                 enabled_source(&config, name)?;
             }
+            let _lock = lock_database(&config)?;
             let engine = build_engine(&config).await?;
             let shutdown = shutdown_on_signals();
             let display = progress::ProgressDisplay::start(&engine);
@@ -287,7 +290,20 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
                 .transpose()?;
             let store = Store::open(&config.store).await?;
-            let walks = store.reset_source(&source, since).await?;
+            // A one-shot write waits out another writer's lock like the daemon's writes.
+            let limit = config
+                .sources
+                .iter()
+                .map(|s| s.schedule.stall_timeout)
+                .max()
+                .unwrap_or(config.store.busy_timeout);
+            let walks = crate::store::while_busy(
+                limit,
+                &shutdown_on_signals(),
+                "resetting the source",
+                || store.reset_source(&source, since),
+            )
+            .await?;
             match since {
                 Some(t) => println!("{source}: {walks} walk(s) will re-read from {t}"),
                 None => {
@@ -323,6 +339,13 @@ fn enabled_source<'a>(
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+/// One syncing process per database (`run` and `sync --once`): a second would double
+/// every provider's request budget and race on single-use refresh tokens.
+fn lock_database(config: &Config) -> anyhow::Result<DaemonLock> {
+    let db = crate::store::sqlite_path(&config.store.url);
+    Ok(DaemonLock::acquire(db.as_deref())?)
 }
 
 async fn build_engine(config: &Config) -> anyhow::Result<Engine> {

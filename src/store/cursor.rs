@@ -69,10 +69,15 @@ impl Store {
         walk: &str,
         cursor: &WalkCursor,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        write_cursor(&mut tx, source, walk, cursor).await?;
-        tx.commit().await?;
-        Ok(())
+        let result = async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            write_cursor(&mut tx, source, walk, cursor).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        self.last_write.note(source, &result);
+        result
     }
 
     /// Moves the watermarks of `source` back to `since` (or forgets them, for a full

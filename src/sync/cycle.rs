@@ -20,17 +20,12 @@ use crate::provider::{InitialSweep, Provider, ProviderError, WalkKind, WalkSpec}
 use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{
     AbsenceOutcome, MassChangeGuard, RunOutcome, RunReport, Store, StoreError, WalkCursor,
+    while_busy,
 };
 use crate::time::Timestamp;
 
 /// A malformed page is fetched again this many times before the cycle fails.
 const MALFORMED_RETRIES: u32 = 2;
-
-/// First wait after a write found the database locked beyond its busy timeout (doubling).
-const FIRST_BUSY_DELAY: Duration = Duration::from_millis(250);
-
-/// Longest wait between two attempts at a locked database.
-const MAX_BUSY_DELAY: Duration = Duration::from_secs(10);
 
 /// A configured source, ready to run cycles.
 pub struct Source {
@@ -448,9 +443,11 @@ impl Cycle<'_> {
                     last_completed_at: Some(now),
                     ..cursor.clone()
                 };
-                self.store
-                    .save_cursor(&self.source.name, walk.name, &scheduled)
-                    .await?;
+                let (store, limit) = (self.store, self.source.schedule.stall_timeout);
+                while_busy(limit, self.cancel, "scheduling the first sweep", || {
+                    store.save_cursor(&self.source.name, walk.name, &scheduled)
+                })
+                .await?;
                 Ok(false)
             }
         }
@@ -514,62 +511,4 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-/// Runs `write` until it succeeds or fails for another reason than another process's
-/// write lock, waiting out that lock as [`BusyWait`] says.
-async fn while_busy<T, F, Fut>(
-    limit: Duration,
-    cancel: &CancellationToken,
-    what: &str,
-    mut write: F,
-) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut busy = BusyWait::new(limit);
-    loop {
-        match write().await {
-            Err(e) if busy.wait(&e, cancel, what).await => {}
-            other => return other,
-        }
-    }
-}
-
-/// Waiting out another process's write lock. A write that still finds the database busy
-/// after its busy timeout applied nothing; it is tried again after a doubling pause until
-/// it succeeds, `limit` has passed or shutdown is requested. Other errors, a full disk
-/// included, end the cycle at once.
-struct BusyWait {
-    started: std::time::Instant,
-    limit: Duration,
-    delay: Duration,
-}
-
-impl BusyWait {
-    fn new(limit: Duration) -> Self {
-        BusyWait {
-            started: std::time::Instant::now(),
-            limit,
-            delay: FIRST_BUSY_DELAY,
-        }
-    }
-
-    /// Whether to try `what` again after `error`, having waited if so.
-    async fn wait(&mut self, error: &StoreError, cancel: &CancellationToken, what: &str) -> bool {
-        let StoreError::Busy(message) = error else {
-            return false;
-        };
-        if cancel.is_cancelled() || self.started.elapsed() >= self.limit {
-            return false;
-        }
-        tracing::warn!(%message, retry_in = ?self.delay, "the database is locked by another process; {what} waits and tries again");
-        tokio::select! {
-            _ = tokio::time::sleep(self.delay) => {}
-            _ = cancel.cancelled() => {}
-        }
-        self.delay = (self.delay * 2).min(MAX_BUSY_DELAY);
-        true
-    }
 }

@@ -132,13 +132,31 @@ impl Engine {
         &self.store
     }
 
+    /// The start-up write, waiting out another process's write lock like every page
+    /// write does (for up to the longest `stall_timeout` of the sources).
+    async fn mark_interrupted_runs(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<u64, crate::store::StoreError> {
+        let limit = self
+            .sources
+            .iter()
+            .map(|s| s.schedule.stall_timeout)
+            .max()
+            .unwrap_or_default();
+        crate::store::while_busy(limit, shutdown, "marking interrupted runs", || {
+            self.store.mark_interrupted_runs()
+        })
+        .await
+    }
+
     /// Runs every source until `shutdown` is cancelled. A page transaction in flight
     /// finishes first; then each task ends and this returns. If every source stops on its
     /// own before that (credentials rejected, a task that died), nothing is left to keep
     /// current: this returns [`EngineError::NoSourceLeft`] saying why, so that the
     /// process exits non-zero and a supervisor (systemd's `Restart=on-failure`) notices.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
-        let interrupted = self.store.mark_interrupted_runs().await?;
+        let interrupted = self.mark_interrupted_runs(&shutdown).await?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
@@ -204,7 +222,7 @@ impl Engine {
         options: CycleOptions,
         shutdown: CancellationToken,
     ) -> Result<Vec<OnceResult>, crate::store::StoreError> {
-        self.store.mark_interrupted_runs().await?;
+        self.mark_interrupted_runs(&shutdown).await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in self

@@ -473,6 +473,7 @@ async fn status_warns_before_a_refresh_tokens_year_ends_and_a_sync_renews_it() {
         url: format!("sqlite://{}", dir.path().join("mirror.db").display()),
         busy_timeout: Duration::from_secs(5),
         max_connections: 1,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -14,6 +14,7 @@ mod engine;
 mod fuzz_parsers;
 mod health_endpoints;
 mod hostile_engine;
+mod hostile_host;
 mod hostile_http;
 mod hostile_tokens;
 mod provider_d365;

@@ -30,6 +30,7 @@ impl TestDb {
                 url: format!("sqlite://{}", path.display()),
                 busy_timeout: Duration::from_secs(5),
                 max_connections: 2,
+                ..StoreSettings::default()
             },
             _dir: dir,
         }
