@@ -292,6 +292,9 @@ pub struct Config {
     pub sources: Vec<SourceSettings>,
     /// Names of sources present but disabled.
     pub disabled_sources: Vec<String>,
+    /// Every source name the file yields, enabled or not (to tell which of the
+    /// database's sources are no longer configured).
+    pub configured: Vec<ConfiguredSource>,
 }
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -324,10 +327,18 @@ impl Config {
             .map_err(figment_error)
     }
 
-    /// Validates a parsed file and resolves secrets.
+    /// Validates a parsed file and resolves secrets; the first mistake is the error.
     pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
+        Self::validate_all(file).map_err(|mut mistakes| mistakes.swap_remove(0))
+    }
+
+    /// Validates a parsed file and resolves secrets, reporting every mistake found (at
+    /// least one on `Err`; within one source, its first), so `check-config` can list them
+    /// all in one go.
+    pub fn validate_all(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
+        let mut mistakes = Vec::new();
         if !file.database.url.starts_with("sqlite:") {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "database.url",
                 format!(
                     "{:?} is not supported: expected sqlite://PATH (PostgreSQL is planned)",
@@ -336,14 +347,14 @@ impl Config {
             ));
         }
         if file.http.timeout.is_zero() {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "http.timeout",
                 "must be greater than zero",
             ));
         }
         let listen = file.health.listen.trim();
         if listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "health.listen",
                 format!(
                     "{:?} is not an address: expected IP:PORT such as 127.0.0.1:9477 (0.0.0.0:9477 in a container)",
@@ -353,7 +364,7 @@ impl Config {
         }
         let intervals = file.health.ready_after_intervals;
         if !(intervals.is_finite() && intervals > 0.0) {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "health.ready_after_intervals",
                 "must be a number of poll intervals greater than 0, such as 3.0",
             ));
@@ -364,26 +375,34 @@ impl Config {
         for (index, source) in file.sources.iter().enumerate() {
             let key = format!("sources[{index}]");
             if !names.insert(source.name.clone()) {
-                return Err(ConfigError::new(
+                mistakes.push(ConfigError::new(
                     format!("{key}.name"),
                     format!(
                         "duplicate source name {:?}: names must be unique",
                         source.name
                     ),
                 ));
+                continue;
             }
             if !source.enabled {
                 disabled.push(source.name.clone());
                 continue;
             }
-            sources.extend(validate_source(&key, source)?);
+            match validate_source(&key, source) {
+                Ok(expanded) => sources.extend(expanded),
+                Err(e) => mistakes.push(e),
+            }
         }
-        if sources.is_empty() && disabled.is_empty() {
-            return Err(ConfigError::new(
+        if file.sources.is_empty() {
+            mistakes.push(ConfigError::new(
                 "sources",
                 "no [[sources]] configured: add at least one provider account",
             ));
         }
+        if !mistakes.is_empty() {
+            return Err(mistakes);
+        }
+        let configured = file.configured_sources();
         Ok(Config {
             store: StoreSettings {
                 url: file.database.url,
@@ -403,6 +422,7 @@ impl Config {
             health: file.health,
             sources,
             disabled_sources: disabled,
+            configured,
         })
     }
 }
@@ -538,7 +558,6 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
         None => None,
     };
     let mut out = Vec::new();
-    let multiple = setups.len() > 1;
     for setup in setups {
         let poll_interval = source.poll_interval.unwrap_or(setup.defaults.poll_interval);
         if poll_interval < setup.defaults.min_poll_interval {
@@ -552,12 +571,8 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 ),
             ));
         }
-        let name = match (&setup.name_suffix, multiple) {
-            (Some(suffix), true) => format!("{}/{suffix}", source.name),
-            _ => source.name.clone(),
-        };
         out.push(SourceSettings {
-            name,
+            name: expanded_name(&source.name, setup.name_suffix.as_deref()),
             schedule: Schedule {
                 poll_interval,
                 poll_jitter: source.poll_jitter,
@@ -632,4 +647,80 @@ fn is_loopback(url: &Url) -> bool {
 pub fn resolve_path(cli: Option<PathBuf>) -> PathBuf {
     cli.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("convsync.toml"))
+}
+
+/// The name of one of the sources a `[[sources]]` entry yields: `name/suffix` for
+/// providers whose entry lists accounts (HighLevel locations, Sinch apps), whatever their
+/// number, so that adding a second location never renames the first one's rows.
+pub fn expanded_name(base: &str, suffix: Option<&str>) -> String {
+    match suffix {
+        Some(suffix) => format!("{base}/{suffix}"),
+        None => base.to_owned(),
+    }
+}
+
+/// One source as the database-only commands (`status`, `reset`, `state`, `sources`) see
+/// it: read from the file without resolving any secret, so they work outside the service
+/// (where systemd credentials or secret files are not readable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredSource {
+    /// The source name, as in the mirror's `source` column.
+    pub name: String,
+    /// The `[[sources]]` entry's name it comes from.
+    pub entry: String,
+    /// `d365`, `spruce`, `sinch` or `highlevel` (as written in the file).
+    pub provider: String,
+    /// Whether it is polled.
+    pub enabled: bool,
+    /// Time between cycles: the configured one, else the provider's default (`None` for
+    /// an unknown provider).
+    pub poll_interval: Option<Duration>,
+}
+
+impl FileConfig {
+    /// Every source the file names, enabled or not, without resolving secrets or
+    /// validating provider settings (`check-config` does that).
+    pub fn configured_sources(&self) -> Vec<ConfiguredSource> {
+        let mut out = Vec::new();
+        for source in &self.sources {
+            let suffixes: Vec<Option<&str>> = match (&source.highlevel, &source.sinch) {
+                (Some(hl), _) if source.provider == "highlevel" => hl
+                    .location_id
+                    .iter()
+                    .map(|id| id.trim())
+                    .chain(hl.locations.iter().map(|l| l.id.trim()))
+                    .map(Some)
+                    .collect(),
+                (_, Some(sinch)) if source.provider == "sinch" => sinch
+                    .app_id
+                    .ids()
+                    .iter()
+                    .map(|id| Some(id.trim()))
+                    .collect(),
+                _ => vec![None],
+            };
+            for suffix in suffixes {
+                out.push(ConfiguredSource {
+                    name: expanded_name(&source.name, suffix),
+                    entry: source.name.clone(),
+                    provider: source.provider.clone(),
+                    enabled: source.enabled,
+                    poll_interval: source.poll_interval.or_else(|| {
+                        ProviderKind::from_config_name(&source.provider)
+                            .map(|kind| kind.defaults().poll_interval)
+                    }),
+                });
+            }
+        }
+        out
+    }
+
+    /// The database settings alone (for commands that only read or edit the mirror).
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            url: self.database.url.clone(),
+            busy_timeout: self.database.busy_timeout,
+            max_connections: self.database.max_connections,
+        }
+    }
 }

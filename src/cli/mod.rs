@@ -1,10 +1,15 @@
-//! The command line: `run`, `sync --once`, `status`, `reset`, `check-config`, `migrate`.
+//! The command line: `run`, `sync --once`, `status`, `reset`, `check-config`, `migrate`,
+//! `sources`, `state`.
 //! Each command loads what it needs and calls into the library; nothing here knows SQL or
 //! a provider's fields.
 
+mod database;
 mod demo;
 mod progress;
+mod sources;
+mod state;
 mod status;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,22 +62,40 @@ pub enum Command {
         #[arg(long)]
         full: bool,
     },
-    /// Show each source's watermark, lag, last run and row counts.
-    Status,
+    /// Show each source's watermark, lag, last run and row counts, including sources the
+    /// database holds rows for that are no longer configured. Reads the database only
+    /// (no secret is read); exits non-zero if the database does not exist.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move a source's watermarks back so the next cycle re-reads from there (or from the
-    /// beginning without --since). Rows are kept; re-read rows are updated in place.
+    /// beginning without --since). Rows are kept; re-read rows are updated in place. Reads
+    /// the database only (no secret is read).
     Reset {
         /// The source to reset.
         #[arg(long, value_name = "NAME")]
         source: String,
-        /// Re-sync from this instant (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+        /// Re-sync from this instant in the past (RFC 3339, e.g. 2026-01-31T00:00:00Z).
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Validate the configuration (and that every secret can be read), then exit.
+    /// Validate the configuration (and that every secret can be read), report every
+    /// mistake found, then exit (non-zero if there was any).
     CheckConfig,
-    /// Create or upgrade the database schema, then exit.
+    /// Create or upgrade the database schema, say which migrations were applied, then exit.
     Migrate,
+    /// List the sources the configuration names and the database holds; rename or forget
+    /// the rows of a source.
+    #[command(subcommand)]
+    Sources(sources::SourcesCommand),
+    /// Show or set each walk's watermark and page position of a source.
+    #[command(subcommand)]
+    State(state::StateCommand),
     /// Serve the bundled provider simulator (all four APIs on 127.0.0.1) until Ctrl-C.
     /// Prints the URLs and a ready-to-paste convsync configuration.
     Simulate(crate::sim::SimOptions),
@@ -120,7 +143,18 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = config::resolve_path(cli.config.clone());
     match cli.command {
         Command::CheckConfig => {
-            let config = load_config(&config_path)?;
+            let file = Config::load_file(&config_path)
+                .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
+            let config = match Config::validate_all(file) {
+                Ok(config) => config,
+                Err(mistakes) => {
+                    eprintln!("{}: {} mistake(s):", config_path.display(), mistakes.len());
+                    for mistake in &mistakes {
+                        eprintln!("  {mistake}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             println!(
                 "{}: OK — {} source(s) enabled{}",
                 config_path.display(),
@@ -131,15 +165,16 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!(", disabled: {}", config.disabled_sources.join(", "))
                 }
             );
+            let mut table = table::plain(["source", "provider", "account", "every"]);
             for s in &config.sources {
-                println!(
-                    "  {:<24} {:<10} account {:<28} every {}",
-                    s.name,
-                    s.setup.provider.kind(),
-                    s.setup.provider.account(),
-                    humantime::format_duration(s.schedule.poll_interval)
-                );
+                table.add_row([
+                    s.name.clone(),
+                    s.setup.provider.kind().to_string(),
+                    s.setup.provider.account().to_owned(),
+                    humantime::format_duration(s.schedule.poll_interval).to_string(),
+                ]);
             }
+            println!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Health { live, url } => {
@@ -186,10 +221,33 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 busy_timeout: file.database.busy_timeout,
                 max_connections: 1,
             };
-            Store::open(&settings)
+            let store = Store::connect(&settings)
                 .await
                 .with_context(|| format!("opening {}", settings.url))?;
-            println!("{}: schema up to date", settings.url);
+            let before = store.applied_migrations().await?;
+            store.migrate(&settings.url).await?;
+            let after = store.applied_migrations().await?;
+            store.close().await;
+            let applied: Vec<String> = after
+                .iter()
+                .filter(|v| !before.contains(v))
+                .map(i64::to_string)
+                .collect();
+            let version = after.last().copied().unwrap_or(0);
+            if before.is_empty() {
+                println!("{}: created the schema (version {version})", settings.url);
+            } else if applied.is_empty() {
+                println!(
+                    "{}: schema already up to date (version {version}); nothing changed",
+                    settings.url
+                );
+            } else {
+                println!(
+                    "{}: upgraded the schema to version {version} (applied migration(s) {})",
+                    settings.url,
+                    applied.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
@@ -271,37 +329,63 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Status => {
-            let config = load_config(&config_path)?;
-            let store = Store::open(&config.store)
-                .await
-                .with_context(|| format!("opening {}", config.store.url))?;
-            let text = status::render(&store, &config, Timestamp::now()).await?;
-            print!("{text}");
+        Command::Status { json } => {
+            let mirror = database::Mirror::open(&config_path).await?;
+            let report = status::collect(&mirror.store, &mirror.sources, Timestamp::now()).await?;
+            mirror.store.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", status::render(&report));
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reset { source, since } => {
-            let config = load_config(&config_path)?;
-            if !config.sources.iter().any(|s| s.name == source)
-                && !config.disabled_sources.contains(&source)
-            {
-                anyhow::bail!("no source named {source:?} in {}", config_path.display());
-            }
+        Command::Reset {
+            source,
+            since,
+            dry_run,
+        } => {
             let since = since
                 .map(|s| {
                     Timestamp::parse_rfc3339(&s)
                         .with_context(|| "--since must be RFC 3339, e.g. 2026-01-31T00:00:00Z")
                 })
                 .transpose()?;
-            let store = Store::open(&config.store).await?;
-            let walks = store.reset_source(&source, since).await?;
-            match since {
-                Some(t) => println!("{source}: {walks} walk(s) will re-read from {t}"),
-                None => {
-                    println!("{source}: {walks} walk(s) reset; the next cycle re-reads everything")
-                }
+            if let Some(t) = since.filter(|t| *t > Timestamp::now()) {
+                anyhow::bail!(
+                    "--since {t} is in the future: a reset can only move watermarks back (nothing changed)"
+                );
+            }
+            let mirror = database::Mirror::open(&config_path).await?;
+            sources::ensure_known(&mirror, &source).await?;
+            let resets = mirror.store.reset_source(&source, since, !dry_run).await?;
+            mirror.store.close().await;
+            let verb = if dry_run { "would re-read" } else { "re-reads" };
+            for r in &resets {
+                let from = r
+                    .after
+                    .map_or_else(|| "the beginning".to_owned(), |t| t.to_string());
+                let before = r.before.map_or_else(|| "-".to_owned(), |t| t.to_string());
+                println!(
+                    "{source}: walk {} {verb} from {from} (watermark was {before})",
+                    r.walk
+                );
+            }
+            match (resets.is_empty(), dry_run) {
+                (true, _) => println!("{source}: no walk has run yet; nothing to reset"),
+                (false, true) => println!("dry run: nothing changed"),
+                (false, false) => println!(
+                    "{source}: {} walk(s) reset; the next cycle re-reads from there",
+                    resets.len()
+                ),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Sources(command) => {
+            sources::run(command, database::Mirror::open(&config_path).await?).await
+        }
+        Command::State(command) => {
+            state::run(command, database::Mirror::open(&config_path).await?).await
         }
     }
 }
@@ -314,6 +398,9 @@ async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
     let store = Store::open(&config.store)
         .await
         .with_context(|| format!("opening the mirror database {}", config.store.url))?;
+    sources::adopt_and_warn(&store, &config.configured)
+        .await
+        .context("checking the database's source names against the configuration")?;
     Engine::new(store, &config.http, &config.sources).context("building the HTTP client")
 }
 

@@ -5,6 +5,7 @@
 //! the mirror's writes, text timestamps, explicit upserts) so that a PostgreSQL store can be
 //! added beside it with its own migrations folder.
 
+mod admin;
 mod cursor;
 mod follow_ups;
 mod mirror;
@@ -20,12 +21,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use cursor::WalkCursor;
+pub use admin::{RenameOutcome, StoredSource};
+pub use cursor::{WalkCursor, WalkReset};
 pub use follow_ups::DetailWrite;
 pub use mirror::{
     AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
 };
-pub use runs::{RunOutcome, RunReport, SourceStatus};
+pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
 
 /// Errors from the mirror database.
 #[derive(Debug, thiserror::Error)]
