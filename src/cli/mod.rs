@@ -5,6 +5,7 @@
 
 mod database;
 mod demo;
+mod maintenance;
 mod progress;
 mod sources;
 mod state;
@@ -221,33 +222,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 busy_timeout: file.database.busy_timeout,
                 max_connections: 1,
             };
-            let store = Store::connect(&settings)
-                .await
-                .with_context(|| format!("opening {}", settings.url))?;
-            let before = store.applied_migrations().await?;
-            store.migrate(&settings.url).await?;
-            let after = store.applied_migrations().await?;
-            store.close().await;
-            let applied: Vec<String> = after
-                .iter()
-                .filter(|v| !before.contains(v))
-                .map(i64::to_string)
-                .collect();
-            let version = after.last().copied().unwrap_or(0);
-            if before.is_empty() {
-                println!("{}: created the schema (version {version})", settings.url);
-            } else if applied.is_empty() {
-                println!(
-                    "{}: schema already up to date (version {version}); nothing changed",
-                    settings.url
-                );
-            } else {
-                println!(
-                    "{}: upgraded the schema to version {version} (applied migration(s) {})",
-                    settings.url,
-                    applied.join(", ")
-                );
-            }
+            println!("{}", maintenance::migrate(&settings).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
@@ -345,40 +320,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             dry_run,
         } => {
-            let since = since
-                .map(|s| {
-                    Timestamp::parse_rfc3339(&s)
-                        .with_context(|| "--since must be RFC 3339, e.g. 2026-01-31T00:00:00Z")
-                })
-                .transpose()?;
-            if let Some(t) = since.filter(|t| *t > Timestamp::now()) {
-                anyhow::bail!(
-                    "--since {t} is in the future: a reset can only move watermarks back (nothing changed)"
-                );
-            }
-            let mirror = database::Mirror::open(&config_path).await?;
-            sources::ensure_known(&mirror, &source).await?;
-            let resets = mirror.store.reset_source(&source, since, !dry_run).await?;
-            mirror.store.close().await;
-            let verb = if dry_run { "would re-read" } else { "re-reads" };
-            for r in &resets {
-                let from = r
-                    .after
-                    .map_or_else(|| "the beginning".to_owned(), |t| t.to_string());
-                let before = r.before.map_or_else(|| "-".to_owned(), |t| t.to_string());
-                println!(
-                    "{source}: walk {} {verb} from {from} (watermark was {before})",
-                    r.walk
-                );
-            }
-            match (resets.is_empty(), dry_run) {
-                (true, _) => println!("{source}: no walk has run yet; nothing to reset"),
-                (false, true) => println!("dry run: nothing changed"),
-                (false, false) => println!(
-                    "{source}: {} walk(s) reset; the next cycle re-reads from there",
-                    resets.len()
-                ),
-            }
+            maintenance::reset(&config_path, &source, since.as_deref(), dry_run).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sources(command) => {
