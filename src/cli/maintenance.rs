@@ -66,14 +66,19 @@ pub async fn reset(
     mirror.store.close().await;
     let verb = if dry_run { "would re-read" } else { "re-reads" };
     for r in &resets {
-        let from = r
-            .after
-            .map_or_else(|| "the beginning".to_owned(), |t| t.to_string());
-        let before = r.before.map_or_else(|| "-".to_owned(), |t| t.to_string());
-        println!(
-            "{source}: walk {} {verb} from {from} (watermark was {before})",
-            r.walk
-        );
+        match (r.before, r.after) {
+            // Sweeps keep no watermark: only a sweep in progress is abandoned.
+            (None, None) => println!(
+                "{source}: walk {} has no watermark; a walk in progress starts over",
+                r.walk
+            ),
+            (before, after) => println!(
+                "{source}: walk {} {verb} from {} (watermark was {})",
+                r.walk,
+                after.map_or_else(|| "the beginning".to_owned(), |t| t.to_string()),
+                before.map_or_else(|| "-".to_owned(), |t| t.to_string())
+            ),
+        }
     }
     match (resets.is_empty(), dry_run) {
         (true, _) => println!("{source}: no walk has run yet; nothing to reset"),
