@@ -263,9 +263,19 @@ async fn sources_rename_keeps_rows_and_forget_asks_for_yes() {
     // Forgetting a configured source is refused; an unconfigured one goes with --yes.
     let refused = convsync(&config, &["sources", "forget", &new, "--yes"]);
     assert!(!refused.status.success(), "{}", text(&refused));
+    // Every start warns about rows no configured source owns.
     let config = bed.configure("other", 1);
+    let synced = convsync(&config, &["sync", "--once"]);
+    assert!(synced.status.success(), "{}", text(&synced));
+    let warning = String::from_utf8_lossy(&synced.stderr)
+        .lines()
+        .any(|l| l.contains("not configured") && l.contains(&new));
+    assert!(warning, "no warning about {new}: {}", text(&synced));
     ok(&config, &["sources", "forget", &new, "--yes"]);
-    assert_eq!(bed.rows().await, []);
+    assert_eq!(
+        bed.rows().await,
+        [(format!("other/{}", bed.location(0)), truth0)]
+    );
 }
 
 /// `status`, `reset`, `state` and `sources` read no secret: they work with a
