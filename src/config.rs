@@ -393,6 +393,16 @@ impl Config {
                 Err(e) => mistakes.push(e),
             }
         }
+        let mut expanded = HashSet::new();
+        for source in &sources {
+            if !expanded.insert(source.name.as_str()) {
+                mistakes.push(ConfigError::new(
+                    format!("sources[{}].name", source.name),
+                    "two [[sources]] entries yield this source name (an entry named like \
+                     `name/<locationId>` or `name/<appId>` of another): rename one",
+                ));
+            }
+        }
         if file.sources.is_empty() {
             mistakes.push(ConfigError::new(
                 "sources",

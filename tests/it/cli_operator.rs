@@ -490,3 +490,32 @@ async fn the_demo_config_polls_d365_at_its_minimum() {
     }
     sim.shutdown().await;
 }
+
+/// An entry named like another entry's expanded source (`sms/APP1`) would share its rows:
+/// `check-config` refuses it and names the source.
+#[test]
+fn colliding_source_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("convsync.toml");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[[sources]]\nname = \"sms/APP1\"\nprovider = \"spruce\"\n\
+             [sources.spruce]\norganization_id = \"entity_1\"\napi_token = {{ file = \"{s}\" }}\n\n\
+             [[sources]]\nname = \"sms\"\nprovider = \"sinch\"\n\
+             [sources.sinch]\nregion = \"eu\"\nproject_id = \"p1\"\napp_id = \"APP1\"\n\
+             key_id = \"k1\"\nkey_secret = {{ file = \"{s}\" }}\n",
+            s = secret.display()
+        ),
+    )
+    .unwrap();
+    let output = convsync(&config, &["check-config"]);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("sources[sms/APP1].name"),
+        "{}",
+        text(&output)
+    );
+}
