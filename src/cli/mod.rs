@@ -1,11 +1,17 @@
-//! The command line: `run`, `sync --once`, `status`, `reset`, `check-config`, `migrate`.
+//! The command line: `run`, `sync --once`, `status`, `reset`, `check-config`, `migrate`,
+//! `sources`, `state`.
 //! Each command loads what it needs and calls into the library; nothing here knows SQL or
 //! a provider's fields.
 
 mod credentials;
+mod database;
 mod demo;
+mod maintenance;
 mod progress;
+mod sources;
+mod state;
 mod status;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,21 +64,32 @@ pub enum Command {
         #[arg(long)]
         full: bool,
     },
-    /// Show each source's watermark, lag, last run and row counts.
-    Status,
+    /// Show each source's watermark, lag, last run and row counts, including sources the
+    /// database holds rows for that are no longer configured. Reads the database only
+    /// (no secret is read); exits non-zero if the database does not exist.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move a source's watermarks back so the next cycle re-reads from there (or from the
-    /// beginning without --since). Rows are kept; re-read rows are updated in place.
+    /// beginning without --since). Rows are kept; re-read rows are updated in place. Reads
+    /// the database only (no secret is read).
     Reset {
         /// The source to reset.
         #[arg(long, value_name = "NAME")]
         source: String,
-        /// Re-sync from this instant (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+        /// Re-sync from this instant in the past (RFC 3339, e.g. 2026-01-31T00:00:00Z).
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Validate the configuration (and that every secret can be read), then exit.
+    /// Validate the configuration (and that every secret can be read), report every
+    /// mistake found, then exit (non-zero if there was any).
     CheckConfig,
-    /// Create or upgrade the database schema, then exit.
+    /// Create or upgrade the database schema, say which migrations were applied, then exit.
     Migrate,
     /// Manage stored credentials (`credentials set-refresh-token --source NAME`).
     Credentials {
@@ -80,6 +97,13 @@ pub enum Command {
         #[command(subcommand)]
         action: credentials::CredentialsCommand,
     },
+    /// List the sources the configuration names and the database holds; rename or forget
+    /// the rows of a source.
+    #[command(subcommand)]
+    Sources(sources::SourcesCommand),
+    /// Show or set each walk's watermark and page position of a source.
+    #[command(subcommand)]
+    State(state::StateCommand),
     /// Serve the bundled provider simulator (all four APIs on 127.0.0.1) until Ctrl-C.
     /// Prints the URLs and a ready-to-paste convsync configuration.
     Simulate(crate::sim::SimOptions),
@@ -127,7 +151,18 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = config::resolve_path(cli.config.clone());
     match cli.command {
         Command::CheckConfig => {
-            let config = load_config(&config_path)?;
+            let file = Config::load_file(&config_path)
+                .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
+            let config = match Config::validate_all(file) {
+                Ok(config) => config,
+                Err(mistakes) => {
+                    eprintln!("{}: {} mistake(s):", config_path.display(), mistakes.len());
+                    for mistake in &mistakes {
+                        eprintln!("  {mistake}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             println!(
                 "{}: OK — {} source(s) enabled{}",
                 config_path.display(),
@@ -138,15 +173,16 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!(", disabled: {}", config.disabled_sources.join(", "))
                 }
             );
+            let mut table = table::plain(["source", "provider", "account", "every"]);
             for s in &config.sources {
-                println!(
-                    "  {:<24} {:<10} account {:<28} every {}",
-                    s.name,
-                    s.setup.provider.kind(),
-                    s.setup.provider.account(),
-                    humantime::format_duration(s.schedule.poll_interval)
-                );
+                table.add_row([
+                    s.name.clone(),
+                    s.setup.provider.kind().to_string(),
+                    s.setup.provider.account().to_owned(),
+                    humantime::format_duration(s.schedule.poll_interval).to_string(),
+                ]);
             }
+            println!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Health { live, url } => {
@@ -194,17 +230,16 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_connections: 1,
                 rejected_records_retention: file.database.rejected_records_retention,
             };
-            Store::open(&settings)
-                .await
-                .with_context(|| format!("opening {}", settings.url))?;
-            println!("{}: schema up to date", settings.url);
+            println!("{}", maintenance::migrate(&settings).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
             let config = load_config(&config_path)?;
+            // Signals first: a SIGTERM while the database is opened and migrated still
+            // means a clean stop (exit 0), not death by the default signal action.
+            let shutdown = shutdown_on_signals();
             let _lock = lock_database(&config)?;
             let engine = build_engine(&config).await?;
-            let shutdown = shutdown_on_signals();
             // Configuration validated and database migrated: bind /healthz, start the
             // watchdog supervisor and send READY=1.
             let service = crate::health::Service::start(
@@ -235,9 +270,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(name) = &source {
                 enabled_source(&config, name)?;
             }
+            let shutdown = shutdown_on_signals();
             let _lock = lock_database(&config)?;
             let engine = build_engine(&config).await?;
-            let shutdown = shutdown_on_signals();
             let display = progress::ProgressDisplay::start(&engine);
             let results = engine
                 .sync_once(
@@ -262,13 +297,25 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Status => {
-            let config = load_config(&config_path)?;
-            let store = Store::open(&config.store)
-                .await
-                .with_context(|| format!("opening {}", config.store.url))?;
-            let text = status::render(&store, &config, Timestamp::now()).await?;
-            print!("{text}");
+        Command::Status { json } => {
+            let mirror = database::Mirror::open(&config_path).await?;
+            // The refresh-token lines need the configured tokens' fingerprints, so only
+            // where the secrets are readable here; everything else comes from the database.
+            let refresh = match Config::load(&config_path) {
+                Ok(config) => credentials::rotating_refresh_by_source(&config),
+                Err(e) => {
+                    tracing::debug!(error = %e, "status: secrets unreadable, refresh tokens not shown");
+                    Default::default()
+                }
+            };
+            let report =
+                status::collect(&mirror.store, &mirror.sources, &refresh, Timestamp::now()).await?;
+            mirror.store.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", status::render(&report));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Credentials { action } => {
@@ -276,41 +323,19 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             credentials::run(action, &config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reset { source, since } => {
-            let config = load_config(&config_path)?;
-            if !config.sources.iter().any(|s| s.name == source)
-                && !config.disabled_sources.contains(&source)
-            {
-                anyhow::bail!("no source named {source:?} in {}", config_path.display());
-            }
-            let since = since
-                .map(|s| {
-                    Timestamp::parse_rfc3339(&s)
-                        .with_context(|| "--since must be RFC 3339, e.g. 2026-01-31T00:00:00Z")
-                })
-                .transpose()?;
-            let store = Store::open(&config.store).await?;
-            // A one-shot write waits out another writer's lock like the daemon's writes.
-            let limit = config
-                .sources
-                .iter()
-                .map(|s| s.schedule.stall_timeout)
-                .max()
-                .unwrap_or(config.store.busy_timeout);
-            let walks = crate::store::while_busy(
-                limit,
-                &shutdown_on_signals(),
-                "resetting the source",
-                || store.reset_source(&source, since),
-            )
-            .await?;
-            match since {
-                Some(t) => println!("{source}: {walks} walk(s) will re-read from {t}"),
-                None => {
-                    println!("{source}: {walks} walk(s) reset; the next cycle re-reads everything")
-                }
-            }
+        Command::Reset {
+            source,
+            since,
+            dry_run,
+        } => {
+            maintenance::reset(&config_path, &source, since.as_deref(), dry_run).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Sources(command) => {
+            sources::run(command, database::Mirror::open(&config_path).await?).await
+        }
+        Command::State(command) => {
+            state::run(command, database::Mirror::open(&config_path).await?).await
         }
     }
 }
@@ -352,6 +377,9 @@ async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
     let store = Store::open(&config.store)
         .await
         .with_context(|| format!("opening the mirror database {}", config.store.url))?;
+    sources::adopt_and_warn(&store, &config.configured)
+        .await
+        .context("checking the database's source names against the configuration")?;
     Engine::new(store, &config.http, &config.sources).context("building the HTTP client")
 }
 

@@ -57,6 +57,29 @@ impl ProviderKind {
             ProviderKind::Highlevel => "highlevel",
         }
     }
+
+    /// The kind named `name` in a config file (`d365`, `spruce`, `sinch`, `highlevel`).
+    pub fn from_config_name(name: &str) -> Option<ProviderKind> {
+        [
+            ProviderKind::D365,
+            ProviderKind::Spruce,
+            ProviderKind::Sinch,
+            ProviderKind::Highlevel,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
+    }
+
+    /// The provider's defaults, without any account settings (for commands that read the
+    /// database only and must not resolve secrets).
+    pub fn defaults(self) -> ProviderDefaults {
+        match self {
+            ProviderKind::D365 => d365::defaults(),
+            ProviderKind::Spruce => spruce::defaults(),
+            ProviderKind::Sinch => sinch::defaults(),
+            ProviderKind::Highlevel => highlevel::defaults(),
+        }
+    }
 }
 
 impl std::fmt::Display for ProviderKind {
@@ -110,8 +133,8 @@ pub struct ProviderSetup {
     pub credential_key: String,
     /// Sources with equal keys share one request budget (the provider's rate-limit scope).
     pub budget_key: String,
-    /// Appended to the source name (`name/suffix`) when one config entry yields several
-    /// sources.
+    /// Appended to the source name (`name/suffix`) whenever present, so that a source's name
+    /// does not change when the entry gains a second account.
     pub name_suffix: Option<String>,
     /// Defaults for this provider.
     pub defaults: ProviderDefaults,

@@ -5,6 +5,7 @@
 //! the mirror's writes, text timestamps, explicit upserts) so that a PostgreSQL store can be
 //! added beside it with its own migrations folder.
 
+mod admin;
 mod busy;
 mod cursor;
 mod daemon_lock;
@@ -26,15 +27,16 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use admin::{RenameOutcome, StoredSource};
 pub use busy::while_busy;
-pub use cursor::WalkCursor;
+pub use cursor::{WalkCursor, WalkReset};
 pub use daemon_lock::DaemonLock;
 pub use follow_ups::DetailWrite;
 pub use last_write::WriteFailure;
 pub use mirror::{
     AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
 };
-pub use runs::{RunOutcome, RunReport, SourceStatus};
+pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
 pub use vault::{RefreshRefusal, RefreshTokenAge, StoredRefreshToken};
 
 /// Errors from the mirror database.

@@ -76,7 +76,7 @@ pub struct SourceStatus {
 }
 
 /// The newest `sync_runs` row of a source.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct LastRun {
     /// Run id.
     pub id: i64,

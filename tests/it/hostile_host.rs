@@ -331,7 +331,13 @@ async fn a_second_daemon_on_the_same_database_is_refused() {
         let done = site.run(command).await;
         assert!(done.status.success(), "{command:?}: {}", done.tail());
     }
-    assert!(daemon.sigterm().await.success());
+    let log = daemon.log_path();
+    let stopped = daemon.sigterm().await;
+    assert!(
+        stopped.success(),
+        "{stopped:?}: {}",
+        String::from_utf8_lossy(&std::fs::read(log).unwrap())
+    );
     site.sync_full().await;
 }
 

@@ -440,6 +440,11 @@ impl Daemon {
     }
 
     /// Its output so far.
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.log.clone()
+    }
+
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap()).into_owned()
     }
@@ -648,20 +653,15 @@ impl TruthCheck {
         }
         for (i, x) in a.sinch.iter().enumerate() {
             sources.push(SiteSource {
-                name: format!("sinch-{i}"),
+                name: format!("sinch-{i}/{}", x.app_id),
                 provider: Provider::Sinch,
                 account: x.account.clone(),
                 mirror_account: x.app_id.clone(),
             });
         }
         for x in &a.highlevel {
-            let name = if a.highlevel.len() > 1 {
-                format!("highlevel/{}", x.location_id)
-            } else {
-                "highlevel".to_owned()
-            };
             sources.push(SiteSource {
-                name,
+                name: format!("highlevel/{}", x.location_id),
                 provider: Provider::HighLevel,
                 account: x.account.clone(),
                 mirror_account: x.location_id.clone(),

@@ -5,7 +5,7 @@
 //! location — a Private Integration Token is created inside a sub-account, and an OAuth
 //! refresh token comes from installing an app into one. A source therefore lists its
 //! locations, each with its own credential or sharing the source-level one, and becomes
-//! one running source per location (`name/locationId` when there are several), each with
+//! one running source per location (`name/locationId`, also when there is only one), each with
 //! its own cursor and its own request budget.
 
 use std::sync::Arc;
@@ -91,7 +91,7 @@ fn default_page_size() -> u32 {
 
 /// The documented defaults: HighLevel's burst limit of 100 requests per 10 s, evenly
 /// spaced, which never exceeds a fixed window.
-fn defaults() -> ProviderDefaults {
+pub(crate) fn defaults() -> ProviderDefaults {
     ProviderDefaults {
         poll_interval: Duration::from_secs(60),
         min_poll_interval: Duration::from_secs(10),
