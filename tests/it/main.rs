@@ -8,6 +8,7 @@ mod deploy_container;
 mod deploy_docker_api;
 mod deploy_files;
 mod deploy_notify;
+mod deploy_permissions;
 mod deploy_support;
 mod engine;
 mod fuzz_parsers;
