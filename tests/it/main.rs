@@ -11,6 +11,7 @@ mod deploy_files;
 mod deploy_notify;
 mod deploy_permissions;
 mod deploy_support;
+mod deploy_systemd;
 mod engine;
 mod fuzz_parsers;
 mod health_endpoints;
