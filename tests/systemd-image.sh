@@ -10,8 +10,10 @@
 set -euo pipefail
 
 codename="$(. /etc/os-release && echo "${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}")"
-# sudo: the documented commands are run as written; dbus: systemctl's usual path.
-packages="systemd,systemd-sysv,dbus,sudo"
+# sudo: the documented commands run as written; dbus: systemctl's usual path;
+# ca-certificates: a dependency of the package, present on practically every host;
+# sqlite3: reading the mirror as docs/deploy.md shows.
+packages="systemd,systemd-sysv,dbus,sudo,ca-certificates,sqlite3"
 key="$( { echo "$codename $packages"; cat "$0"; } | sha256sum | cut -c1-16)"
 tag="convsync-systemd-test:$key"
 
