@@ -378,13 +378,15 @@ impl Config {
     /// Loads and merges without validating sources (for `migrate`, which needs only the
     /// database).
     pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-        if !path.exists() {
+        // Opened rather than tested with `exists()`, which calls an unreadable file missing.
+        if let Err(error) = std::fs::File::open(path) {
+            let hint = match error.kind() {
+                std::io::ErrorKind::NotFound => " (copy config/convsync.example.toml and edit it)",
+                _ => "",
+            };
             return Err(ConfigError::new(
                 "--config",
-                format!(
-                    "file {} does not exist (copy config/convsync.example.toml and edit it)",
-                    path.display()
-                ),
+                format!("file {}{hint}", crate::file_access::describe(path, &error)),
             ));
         }
         Figment::from(Serialized::defaults(FileConfig::default()))

@@ -51,7 +51,7 @@ pub enum SecretError {
     #[error("environment variable {0} is not set or empty")]
     MissingEnv(String),
     /// The file cannot be read.
-    #[error("cannot read secret file {path}: {source}")]
+    #[error("cannot read secret file: {}", crate::file_access::describe(.path, .source))]
     Unreadable {
         /// The file.
         path: PathBuf,

@@ -1,11 +1,12 @@
 //! The command line: `run`, `sync --once`, `status`, `reset`, `check-config`, `migrate`,
-//! `sources`, `state`.
+//! `sources`, `state`, `credentials`, and the files a package installs (`completions`, `man`).
 //! Each command loads what it needs and calls into the library; nothing here knows SQL or
 //! a provider's fields.
 
 mod credentials;
 mod database;
 mod demo;
+mod install_files;
 mod maintenance;
 mod progress;
 mod sources;
@@ -121,6 +122,20 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<url::Url>,
     },
+    /// Print a shell completion script on stdout, e.g. `source <(convsync completions bash)`.
+    /// The Debian package installs them for bash, zsh and fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (`convsync.1` and one per subcommand, `convsync-run.1`, ...) into a
+    /// directory. The Debian package installs them.
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Parses the command line and runs the command: the whole of `main`.
@@ -213,6 +228,16 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Completions { shell } => {
+            install_files::write_completions(shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => {
+            for page in install_files::write_man_pages(&out)? {
+                println!("{}", out.join(page).display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(options) => {
             crate::sim::run_simulator(options, shutdown_on_signals()).await?;

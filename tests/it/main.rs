@@ -1,6 +1,7 @@
 //! convsync's integration tests: one binary, one module per area. Every test talks real
 //! HTTP on loopback and writes a real SQLite file.
 
+mod cli_install_files;
 mod cli_operator;
 mod common;
 mod config;
@@ -10,7 +11,9 @@ mod deploy_container;
 mod deploy_docker_api;
 mod deploy_files;
 mod deploy_notify;
+mod deploy_permissions;
 mod deploy_support;
+mod deploy_systemd;
 mod engine;
 mod fuzz_parsers;
 mod health_endpoints;
