@@ -201,6 +201,13 @@ pub struct SourceConfig {
     /// stand-in for `raw` (docs/schema.md).
     #[serde(default = "default_max_raw_bytes")]
     pub max_raw_bytes: usize,
+    /// Who spoke last (a per-conversation request, e.g. Spruce's items) is read only for
+    /// open conversations whose last activity lies within this span before now; older or
+    /// closed ones keep it unknown (NULL) until they see new activity. Keeps a first sync,
+    /// or the catch-up after long downtime, from spending hours of the provider's budget on
+    /// conversations nobody is waiting on.
+    #[serde(default = "default_reply_state_horizon", with = "humantime_serde")]
+    pub reply_state_horizon: Duration,
     /// Dynamics 365 settings (`provider = "d365"`).
     #[serde(default)]
     pub d365: Option<provider::d365::D365Config>,
@@ -259,6 +266,9 @@ fn default_burst() -> u32 {
 fn default_max_raw_bytes() -> usize {
     1024 * 1024
 }
+fn default_reply_state_horizon() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
 
 /// Scheduling of one source's cycles.
 #[derive(Debug, Clone)]
@@ -281,6 +291,8 @@ pub struct Schedule {
     pub max_follow_ups_per_cycle: u32,
     /// Largest `raw` JSON stored per conversation.
     pub max_raw_bytes: usize,
+    /// Reply state is read only for open conversations active within this span.
+    pub reply_state_horizon: Duration,
 }
 
 /// A validated source, ready to be turned into a running task.
@@ -565,6 +577,12 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             ),
         ));
     }
+    if source.reply_state_horizon.is_zero() {
+        return Err(ConfigError::new(
+            format!("{key}.reply_state_horizon"),
+            "must be a positive duration like \"30days\" (default 30 days); to read no reply state at all, turn it off in the provider's settings (e.g. spruce.track_reply_state = false)",
+        ));
+    }
     if source.max_pages_per_cycle == 0 {
         return Err(ConfigError::new(
             format!("{key}.max_pages_per_cycle"),
@@ -623,6 +641,7 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 max_clock_skew: source.max_clock_skew,
                 max_follow_ups_per_cycle: source.max_follow_ups_per_cycle,
                 max_raw_bytes: source.max_raw_bytes,
+                reply_state_horizon: source.reply_state_horizon,
             },
             guard: MassChangeGuard {
                 max_share: source.mass_change_max_share,

@@ -23,6 +23,7 @@ mod reliability_database;
 mod reliability_faults;
 mod reliability_input;
 mod reliability_support;
+mod request_costs;
 mod secrets;
 mod sim_core;
 mod sim_d365;

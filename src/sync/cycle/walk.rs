@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::reply_horizon::keep_follow_ups_within;
 use super::{Cycle, MALFORMED_RETRIES, SyncError, WalkEnd, while_busy};
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{
@@ -110,6 +111,7 @@ impl Cycle<'_> {
             client: self.source.client.clone(),
             stall_timeout: schedule.stall_timeout,
             max_raw_bytes: schedule.max_raw_bytes,
+            reply_state_horizon: schedule.reply_state_horizon,
             walk: *walk,
             since: cursor.walk_since,
             // The writer ending early (a database error) stops the fetcher too.
@@ -443,6 +445,8 @@ struct Fetcher {
     stall_timeout: Duration,
     /// Larger `raw` JSON is replaced by a stand-in before the page reaches the writer.
     max_raw_bytes: usize,
+    /// Reply-state follow-ups are queued only for open conversations active within this.
+    reply_state_horizon: Duration,
     walk: WalkSpec,
     since: Option<Timestamp>,
     /// Shutdown, or the writer has ended.
@@ -546,6 +550,15 @@ impl Fetcher {
             match provider.parse_page(ctx, &response) {
                 Ok(mut page) => {
                     page.omit_oversized_raw(walk, self.max_raw_bytes);
+                    let horizon_start = Timestamp::now().saturating_sub(self.reply_state_horizon);
+                    let skipped = keep_follow_ups_within(&mut page, horizon_start);
+                    if skipped > 0 {
+                        tracing::debug!(
+                            walk,
+                            skipped,
+                            "reply state left unknown for closed or dormant conversations (reply_state_horizon)"
+                        );
+                    }
                     return Ok(page);
                 }
                 Err(ProviderError::Malformed(message)) if attempt < MALFORMED_RETRIES => {

@@ -66,6 +66,9 @@ pub fn schedule() -> Schedule {
         max_clock_skew: Duration::from_secs(120),
         max_follow_ups_per_cycle: 100,
         max_raw_bytes: 1024 * 1024,
+        // The simulator's history spans 30 days: every open conversation's reply state is
+        // read, except in the tests that study the horizon.
+        reply_state_horizon: Duration::from_secs(365 * 86_400),
     }
 }
 
