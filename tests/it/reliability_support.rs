@@ -726,10 +726,12 @@ fn direction(t: &TruthConversation) -> Option<Option<String>> {
     }
 }
 
-/// Whether a Spruce row may keep its reply state unknown: its items are read only for
-/// open conversations active within `reply_state_horizon` (default 30 days, the
+/// Whether a Spruce row's reply state may differ from the truth: its items are read only
+/// for open conversations active within `reply_state_horizon` (default 30 days, the
 /// simulator's whole history; a day less here, so that a conversation on the edge when the
-/// sync ran counts either way). An unread row has all four reply columns NULL.
+/// sync ran counts either way). An archived conversation's reply state is never read (what
+/// it holds is what was read while it was open, or nothing); a dormant one's was never
+/// read when all four reply columns are NULL.
 fn spruce_reply_state_may_be_unknown(t: &TruthConversation, row: &MirrorRow) -> bool {
     let unread = [
         "last_message_direction",
@@ -741,7 +743,7 @@ fn spruce_reply_state_may_be_unknown(t: &TruthConversation, row: &MirrorRow) -> 
     .all(|c| row.get(c).is_none_or(Option::is_none));
     let edge = chrono::Utc::now() - chrono::Duration::days(29);
     let dormant = t.last_activity_at.unwrap_or(t.created_at) < edge;
-    unread && (t.state == ConversationState::Archived || dormant)
+    t.state == ConversationState::Archived || (unread && dormant)
 }
 
 /// What is wrong with `row` as the mirror of `t`, if anything.

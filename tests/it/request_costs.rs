@@ -264,3 +264,128 @@ async fn a_due_delta_runs_before_the_items_backlog() {
     );
     assert_eq!(bed.throttled(), 0);
 }
+
+/// Who spoke last, as the mirror holds it: (direction, awaiting_reply).
+async fn reply_state(store: &Store, id: &str) -> (Option<String>, Option<i64>) {
+    sqlx::query_as(
+        "SELECT last_message_direction, awaiting_reply FROM conversations
+         WHERE source = 'clinic' AND conversation_id = ?",
+    )
+    .bind(id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// After long downtime, a conversation whose activity moved while it lay outside the
+/// horizon costs no items request, and the who-spoke-last the mirror held (which described
+/// an older message) becomes unknown instead of staying wrong.
+#[tokio::test]
+async fn activity_outside_the_horizon_makes_reply_state_unknown() {
+    let bed = SpruceBed::start(30, |o| {
+        o.clock_start = Some(chrono::Utc::now() - chrono::Duration::days(10));
+    })
+    .await;
+    // The organization's clock runs ten days behind: a skew and lookback that wide keep
+    // its messages within the deltas' reach (the horizon is measured on convsync's clock).
+    let wide = Schedule {
+        max_clock_skew: Duration::from_secs(20 * 86_400),
+        lookback: Duration::from_secs(20 * 86_400),
+        ..schedule()
+    };
+    let engine = bed.engine_with(200, wide.clone()).await;
+    sync_caught_up(&engine, false).await;
+    let mut known = None;
+    for id in with_messages(&bed).await {
+        let state = reply_state(engine.store(), &id).await;
+        if state.0.is_some() && state.1.is_some() {
+            known = Some(id);
+            break;
+        }
+    }
+    let id = known.expect("an open conversation whose reply state was read");
+    drop(engine);
+
+    bed.message(&id, MessageKind::Inbound);
+    let engine = bed
+        .engine_with(
+            200,
+            Schedule {
+                reply_state_horizon: Duration::from_secs(5 * 86_400),
+                ..wide
+            },
+        )
+        .await;
+    bed.sim.reset_counts();
+    sync_caught_up(&engine, false).await;
+
+    assert_eq!(
+        bed.item_requests(),
+        0,
+        "ten-day-old activity is outside a 5-day horizon"
+    );
+    assert_eq!(reply_state(engine.store(), &id).await, (None, None));
+    let truth = bed.truth().await;
+    let t = truth.iter().find(|t| t.id == id).unwrap();
+    let at: Option<String> =
+        sqlx::query_scalar("SELECT last_activity_at FROM conversations WHERE conversation_id = ?")
+            .bind(&id)
+            .fetch_one(engine.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        at,
+        t.last_activity_at
+            .map(|a| Timestamp::from(a).to_mirror_text())
+    );
+}
+
+/// A conversation archived when first listed has its items skipped; when a patient's
+/// message reopens it, its items are read from the start, not only after the activity the
+/// listing showed, so its older outbound message is known too.
+#[tokio::test]
+async fn a_reopened_conversation_reads_its_reply_state_from_the_start() {
+    let bed = SpruceBed::start(60, |_| {}).await;
+    let engine = bed.engine(200).await;
+    sync_caught_up(&engine, false).await;
+    let truth = bed.truth().await;
+    let archived = truth
+        .iter()
+        .find(|t| {
+            t.state == ConversationState::Archived
+                && !t.deleted
+                && t.last_outbound_at.is_some()
+                && t.last_outbound_at < t.last_activity_at
+        })
+        .expect("an archived conversation the care team answered before its last message");
+    assert_eq!(
+        reply_state(engine.store(), &archived.id).await,
+        (None, None)
+    );
+
+    bed.message(&archived.id, MessageKind::Inbound);
+    sync_caught_up(&engine, false).await;
+
+    let truth = bed.truth().await;
+    let now = truth.iter().find(|t| t.id == archived.id).unwrap();
+    assert_eq!(
+        now.state,
+        ConversationState::Active,
+        "the message reopened it"
+    );
+    let outbound: Option<String> =
+        sqlx::query_scalar("SELECT last_outbound_at FROM conversations WHERE conversation_id = ?")
+            .bind(&archived.id)
+            .fetch_one(engine.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        outbound,
+        now.last_outbound_at
+            .map(|a| Timestamp::from(a).to_mirror_text())
+    );
+    assert_eq!(
+        reply_state(engine.store(), &archived.id).await,
+        (Some("inbound".to_owned()), Some(1))
+    );
+}

@@ -7,7 +7,9 @@
 //! it, before the mirror is complete. So a listed conversation queues its reply-state
 //! follow-up only when it is open and its last activity (its creation, if it has none)
 //! lies within the source's `reply_state_horizon`; the others keep their reply state
-//! unknown (NULL for a new row) until new activity brings them back within it.
+//! unknown until new activity brings them back within it: NULL for a new row, and a row
+//! whose activity moved while outside the horizon (after long downtime) has its direction
+//! and `awaiting_reply` cleared, since they described an older message.
 
 use crate::provider::Page;
 use crate::time::Timestamp;
@@ -27,6 +29,7 @@ pub(super) fn keep_follow_ups_within(page: &mut Page, horizon_start: Timestamp) 
             .is_some_and(|at| at >= horizon_start);
         if !(open && recent) {
             record.detail_on_activity = None;
+            record.reply_state_unknown = true;
             dropped += 1;
         }
     }
@@ -117,5 +120,11 @@ mod tests {
             ]
         );
         assert_eq!(dropped, 3);
+        // Those dropped are marked, so that a moved row's stale reply state is cleared.
+        assert!(
+            page.records
+                .iter()
+                .all(|r| r.reply_state_unknown == r.detail_on_activity.is_none())
+        );
     }
 }
