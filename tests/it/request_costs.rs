@@ -277,6 +277,22 @@ async fn reply_state(store: &Store, id: &str) -> (Option<String>, Option<i64>) {
     .unwrap()
 }
 
+/// (last_activity_at, last_outbound_at), as the mirror holds them.
+async fn activity_times(store: &Store, id: &str) -> (Option<String>, Option<String>) {
+    sqlx::query_as(
+        "SELECT last_activity_at, last_outbound_at FROM conversations
+         WHERE source = 'clinic' AND conversation_id = ?",
+    )
+    .bind(id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+fn mirror_text(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    t.map(|t| Timestamp::from(t).to_mirror_text())
+}
+
 /// After long downtime, a conversation whose activity moved while it lay outside the
 /// horizon costs no items request, and the who-spoke-last the mirror held (which described
 /// an older message) becomes unknown instead of staying wrong.
@@ -327,17 +343,8 @@ async fn activity_outside_the_horizon_makes_reply_state_unknown() {
     assert_eq!(reply_state(engine.store(), &id).await, (None, None));
     let truth = bed.truth().await;
     let t = truth.iter().find(|t| t.id == id).unwrap();
-    let at: Option<String> =
-        sqlx::query_scalar("SELECT last_activity_at FROM conversations WHERE conversation_id = ?")
-            .bind(&id)
-            .fetch_one(engine.store().pool())
-            .await
-            .unwrap();
-    assert_eq!(
-        at,
-        t.last_activity_at
-            .map(|a| Timestamp::from(a).to_mirror_text())
-    );
+    let (activity, _) = activity_times(engine.store(), &id).await;
+    assert_eq!(activity, mirror_text(t.last_activity_at));
 }
 
 /// A conversation archived when first listed has its items skipped; when a patient's
@@ -373,17 +380,8 @@ async fn a_reopened_conversation_reads_its_reply_state_from_the_start() {
         ConversationState::Active,
         "the message reopened it"
     );
-    let outbound: Option<String> =
-        sqlx::query_scalar("SELECT last_outbound_at FROM conversations WHERE conversation_id = ?")
-            .bind(&archived.id)
-            .fetch_one(engine.store().pool())
-            .await
-            .unwrap();
-    assert_eq!(
-        outbound,
-        now.last_outbound_at
-            .map(|a| Timestamp::from(a).to_mirror_text())
-    );
+    let (_, outbound) = activity_times(engine.store(), &archived.id).await;
+    assert_eq!(outbound, mirror_text(now.last_outbound_at));
     assert_eq!(
         reply_state(engine.store(), &archived.id).await,
         (Some("inbound".to_owned()), Some(1))
