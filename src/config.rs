@@ -229,6 +229,13 @@ pub struct SourceConfig {
     /// waits as long as the provider asks.
     #[serde(default = "default_once_max_rate_limit_wait", with = "humantime_serde")]
     pub once_max_rate_limit_wait: Duration,
+    /// Who spoke last (a per-conversation request, e.g. Spruce's items) is read only for
+    /// open conversations whose last activity lies within this span before now; older or
+    /// closed ones keep it unknown (NULL) until they see new activity. Keeps a first sync,
+    /// or the catch-up after long downtime, from spending hours of the provider's budget on
+    /// conversations nobody is waiting on.
+    #[serde(default = "default_reply_state_horizon", with = "humantime_serde")]
+    pub reply_state_horizon: Duration,
     /// Dynamics 365 settings (`provider = "d365"`).
     #[serde(default)]
     pub d365: Option<provider::d365::D365Config>,
@@ -290,6 +297,9 @@ fn default_max_empty_pages() -> u32 {
 fn default_once_max_rate_limit_wait() -> Duration {
     Duration::from_secs(5 * 60)
 }
+fn default_reply_state_horizon() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
 
 /// Scheduling of one source's cycles.
 #[derive(Debug, Clone)]
@@ -316,6 +326,8 @@ pub struct Schedule {
     pub max_empty_pages: u32,
     /// Total rate-limit wait after which `sync --once` gives up on the source.
     pub once_max_rate_limit_wait: Duration,
+    /// Reply state is read only for open conversations active within this span.
+    pub reply_state_horizon: Duration,
 }
 
 /// A validated source, ready to be turned into a running task.
@@ -656,6 +668,12 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             ),
         ));
     }
+    if source.reply_state_horizon.is_zero() {
+        return Err(ConfigError::new(
+            format!("{key}.reply_state_horizon"),
+            "must be a positive duration like \"30days\" (default 30 days); to read no reply state at all, turn it off in the provider's settings (e.g. spruce.track_reply_state = false)",
+        ));
+    }
     if source.max_pages_per_cycle == 0 {
         return Err(ConfigError::new(
             format!("{key}.max_pages_per_cycle"),
@@ -747,6 +765,7 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 max_raw_bytes: source.max_raw_bytes,
                 max_empty_pages: source.max_empty_pages,
                 once_max_rate_limit_wait: source.once_max_rate_limit_wait,
+                reply_state_horizon: source.reply_state_horizon,
             },
             guard: MassChangeGuard {
                 max_share: source.mass_change_max_share,

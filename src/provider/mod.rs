@@ -391,6 +391,15 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// The later delta walks that a first, unbounded listing of `walk` makes unnecessary:
+    /// it lists every conversation with the fields they watch, so they start from the
+    /// listing's start instead of listing everything once more (see
+    /// `sync::cycle::first_sync`). None by default.
+    fn covered_by_first_listing(&self, walk: &WalkSpec) -> &[&'static str] {
+        let _ = walk;
+        &[]
+    }
+
     /// Share (0.0–1.0) of the source's `max_follow_ups_per_cycle` that this provider's
     /// follow-ups may use in one cycle: providers whose follow-ups are optional enrichment
     /// (D365 messages) keep them to a small share of the request budget.

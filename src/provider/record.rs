@@ -74,6 +74,11 @@ pub struct ConversationRecord {
     /// A follow-up request kind to queue when this conversation is new or its
     /// `last_activity_at` moved (e.g. Spruce's items, to learn who spoke last).
     pub detail_on_activity: Option<&'static str>,
+    /// Set by the engine when this conversation's activity lies outside the source's
+    /// `reply_state_horizon` (or it is closed), so that its on-activity follow-up is not
+    /// read: if its activity moved, the stored direction and `awaiting_reply` describe an
+    /// older message and become unknown (NULL).
+    pub reply_state_unknown: bool,
 }
 
 impl ConversationRecord {
@@ -99,6 +104,7 @@ impl ConversationRecord {
             awaiting_reply: None,
             raw,
             detail_on_activity: None,
+            reply_state_unknown: false,
         }
     }
 

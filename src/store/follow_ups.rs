@@ -32,15 +32,22 @@ pub struct DetailWrite<'a> {
 }
 
 impl Store {
-    /// Up to `limit` queued follow-ups of `source`, oldest first.
+    /// Up to `limit` queued follow-ups of `source`: those that failed least often first,
+    /// then the conversations with the newest activity (the ones most likely to be waiting
+    /// for a reply), then the oldest queued.
     pub async fn pending_follow_ups(
         &self,
         source: &str,
         limit: u32,
     ) -> Result<Vec<DetailRequest>, StoreError> {
         let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT conversation_id, kind, since, position FROM follow_ups
-             WHERE source = ? ORDER BY attempts, queued_at LIMIT ?",
+            "SELECT f.conversation_id, f.kind, f.since, f.position FROM follow_ups f
+             LEFT JOIN conversations c
+               ON c.source = f.source AND c.conversation_id = f.conversation_id
+             WHERE f.source = ?
+             ORDER BY f.attempts, c.last_activity_at IS NULL, c.last_activity_at DESC,
+                      f.queued_at
+             LIMIT ?",
         )
         .bind(source)
         .bind(limit)

@@ -511,10 +511,19 @@ pub(super) async fn upsert_records(
                 let activity_moved = record.last_activity_at.map(|t| t.to_mirror_text())
                     != prev.last_activity_at
                     && record.last_activity_at.is_some();
+                // Only messages after the activity already mirrored matter, unless who spoke
+                // last was never read (e.g. the row was archived or dormant when first
+                // listed, outside the reply-state horizon): then the follow-up reads from
+                // the start.
+                let reply_never_read = prev.reply.direction.is_none()
+                    && prev.reply.inbound.is_none()
+                    && prev.reply.outbound.is_none()
+                    && prev.reply.awaiting.is_none();
                 let previous_activity = prev
                     .last_activity_at
                     .as_deref()
-                    .and_then(|s| Timestamp::parse_rfc3339(s).ok());
+                    .and_then(|s| Timestamp::parse_rfc3339(s).ok())
+                    .filter(|_| !reply_never_read);
                 // The row may be one of this page's new rows listed twice: insert those first.
                 new_rows.flush(tx, context).await?;
                 update_record(tx, source, run_id, record, &hash, now).await?;
@@ -540,6 +549,13 @@ pub(super) async fn upsert_records(
                         now,
                     )
                     .await?;
+                }
+                if activity_moved && record.reply_state_unknown {
+                    forget_reply_state(tx, source, &record.id).await?;
+                    if let Some(stored) = existing.get_mut(&record.id) {
+                        stored.reply.direction = None;
+                        stored.reply.awaiting = None;
+                    }
                 }
             }
         }
@@ -569,6 +585,26 @@ pub(super) async fn upsert_records(
     new_rows.flush(tx, context).await?;
     touch_rows(tx, source, &touched, now).await?;
     Ok(counts)
+}
+
+/// Clears who spoke last of a row whose activity moved without its reply state being read
+/// (outside the source's `reply_state_horizon`): the stored direction and `awaiting_reply`
+/// described an older message. The newest inbound and outbound times stay: they are still
+/// true, and only ever move forward.
+async fn forget_reply_state(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    conversation_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE conversations SET last_message_direction = NULL, awaiting_reply = NULL
+         WHERE source = ? AND conversation_id = ?",
+    )
+    .bind(source)
+    .bind(conversation_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn load_existing(

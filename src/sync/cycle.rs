@@ -10,7 +10,10 @@ use futures::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod first_sync;
 mod follow_ups;
+mod priority;
+mod reply_horizon;
 mod walk;
 
 use super::progress::SourceProgress;
@@ -394,6 +397,7 @@ impl Cycle<'_> {
                 WalkKind::Delta(_) => None,
                 WalkKind::Sweep { .. } => moved_late_before,
             };
+            self.seed_covered_walks(walk, &cursor, &mut cursors).await?;
             match self.run_walk(walk, cursor, (late, moved_late)).await? {
                 WalkEnd::Complete => {}
                 WalkEnd::PageCap => {

@@ -184,3 +184,14 @@ fn provider_answer_caps_are_validated() {
         "at least 1024 bytes",
     );
 }
+
+/// A zero `reply_state_horizon` would silently read no reply state at all: it is refused,
+/// naming the key and the switch that does that on purpose.
+#[test]
+fn zero_reply_state_horizon_is_named() {
+    assert_error(
+        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\nreply_state_horizon = \"0s\"\n",
+        "sources[a].reply_state_horizon",
+        "track_reply_state = false",
+    );
+}

@@ -30,6 +30,7 @@ mod reliability_database;
 mod reliability_faults;
 mod reliability_input;
 mod reliability_support;
+mod request_costs;
 mod secrets;
 mod secrets_scrub;
 mod sim_core;

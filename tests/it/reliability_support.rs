@@ -751,6 +751,26 @@ fn direction(t: &TruthConversation) -> Option<Option<String>> {
     }
 }
 
+/// Whether a Spruce row's reply state may differ from the truth: its items are read only
+/// for open conversations active within `reply_state_horizon` (default 30 days, the
+/// simulator's whole history; a day less here, so that a conversation on the edge when the
+/// sync ran counts either way). An archived conversation's reply state is never read (what
+/// it holds is what was read while it was open, or nothing); a dormant one's was never
+/// read when all four reply columns are NULL.
+fn spruce_reply_state_may_be_unknown(t: &TruthConversation, row: &MirrorRow) -> bool {
+    let unread = [
+        "last_message_direction",
+        "last_inbound_at",
+        "last_outbound_at",
+        "awaiting_reply",
+    ]
+    .iter()
+    .all(|c| row.get(c).is_none_or(Option::is_none));
+    let edge = chrono::Utc::now() - chrono::Duration::days(29);
+    let dormant = t.last_activity_at.unwrap_or(t.created_at) < edge;
+    t.state == ConversationState::Archived || (unread && dormant)
+}
+
 /// What is wrong with `row` as the mirror of `t`, if anything.
 fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) -> Option<String> {
     let live = !t.deleted;
@@ -798,12 +818,16 @@ fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) 
                 ),
                 ("title", Some(t.title.clone())),
                 ("assignee", t.assignee.clone()),
-                ("last_inbound_at", text(t.last_inbound_at)),
-                ("last_outbound_at", text(t.last_outbound_at)),
-                ("awaiting_reply", flag(t.awaiting_reply)),
             ]);
-            if let Some(d) = direction(t) {
-                want.push(("last_message_direction", d));
+            if !spruce_reply_state_may_be_unknown(t, row) {
+                want.extend([
+                    ("last_inbound_at", text(t.last_inbound_at)),
+                    ("last_outbound_at", text(t.last_outbound_at)),
+                    ("awaiting_reply", flag(t.awaiting_reply)),
+                ]);
+                if let Some(d) = direction(t) {
+                    want.push(("last_message_direction", d));
+                }
             }
         }
         Provider::Sinch => {

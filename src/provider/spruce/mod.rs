@@ -4,11 +4,14 @@
 //! it), each a `startFrom` or no bound on the first page and then `paginationToken` alone
 //! (never both) while `hasMore`:
 //!
-//! - `activity` (delta): `orderBy=last_message&startFrom=<watermark − lookback>`; its
-//!   watermark is the greatest `lastMessageAt` committed.
 //! - `created` (delta): `orderBy=created&startFrom=<watermark − lookback>`; catches new
 //!   conversations without messages, which have no `lastMessageAt` and may be left out of
-//!   the `last_message` order.
+//!   the `last_message` order. Its first, unbounded listing is the first sync: it lists
+//!   every conversation with its `lastMessageAt`.
+//! - `activity` (delta): `orderBy=last_message&startFrom=<watermark − lookback>`; its
+//!   watermark is the greatest `lastMessageAt` committed. It never lists everything: it
+//!   starts from when the first `created` listing began, so that messages sent while that
+//!   listing ran are still caught.
 //! - `sweep`: every conversation by `created`, every `sweep_interval`, so that archive,
 //!   assignment, tag and title changes (which do not move `lastMessageAt`) are refreshed;
 //!   conversations a complete sweep did not list are marked deleted (Spruce publishes no
@@ -48,13 +51,15 @@ const ACTIVITY_WALK: &str = "activity";
 const CREATED_WALK: &str = "created";
 const SWEEP_WALK: &str = "sweep";
 
+/// `created` runs first: its first listing is the first sync, and `activity` starts from
+/// where it began (see [`Provider::covered_by_first_listing`]).
 const WALKS: [WalkSpec; 3] = [
     WalkSpec {
-        name: ACTIVITY_WALK,
+        name: CREATED_WALK,
         kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
     },
     WalkSpec {
-        name: CREATED_WALK,
+        name: ACTIVITY_WALK,
         kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
     },
     WalkSpec {
@@ -272,6 +277,15 @@ impl Provider for SpruceProvider {
             patch: Some(patch),
             ..DetailPage::default()
         })
+    }
+
+    /// The first `created` listing holds every conversation with its `lastMessageAt`: the
+    /// `activity` delta need not list them all again.
+    fn covered_by_first_listing(&self, walk: &WalkSpec) -> &[&'static str] {
+        match walk.name {
+            CREATED_WALK => &[ACTIVITY_WALK],
+            _ => &[],
+        }
     }
 
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {

@@ -10,6 +10,7 @@
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cycle, CycleOutcome, Source, SyncError, while_busy};
@@ -54,11 +55,13 @@ impl Cycle<'_> {
             .progress
             .update(|s| s.current_walk = Some("follow-ups".into()));
         let full_batch = pending.len() as u32 >= budget;
+        let yield_at = self.follow_ups_yield_at().await?;
         // The writer ending early (a database error, a fatal answer) stops the fetcher.
         let stop = self.cancel.child_token();
         let stop_fetching = stop.clone().drop_guard();
         let (sender, receiver) = mpsc::channel(FOLLOW_UPS_IN_FLIGHT);
-        let (_, written) = tokio::join!(fetch_follow_ups(source, &pending, stop, sender), async {
+        let fetch = fetch_follow_ups(source, &pending, yield_at, stop, sender);
+        let (fetched, written) = tokio::join!(fetch, async {
             let written = self.write_answers(receiver).await;
             drop(stop_fetching);
             written
@@ -71,6 +74,10 @@ impl Cycle<'_> {
             self.report.notes.push(format!(
                 "{failed} follow-up request(s) failed and were deferred"
             ));
+        }
+        if fetched == Fetched::YieldedToDeltas {
+            tracing::info!("a delta walk is due; the remaining follow-ups wait until it has run");
+            return Ok(CycleOutcome::MoreToDo);
         }
         // More work waits, but a batch that mostly failed waits for the next poll instead of
         // hammering the provider.
@@ -177,19 +184,38 @@ impl Cycle<'_> {
     }
 }
 
+/// How the fetcher ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Fetched {
+    /// Every follow-up was asked, or the phase was stopped (fatal answer, shutdown, the
+    /// writer gone).
+    Done,
+    /// A delta walk came due first; the follow-ups not asked stay queued
+    /// ([`super::priority`]).
+    YieldedToDeltas,
+}
+
 /// The fetcher: asks every pending follow-up, [`FOLLOW_UPS_IN_FLIGHT`] at a time, and hands
-/// each answer to the writer. Stops at the first fatal answer, on `stop`, or when the
-/// writer stops listening; requests still open then are dropped unanswered (their
-/// follow-ups stay queued).
+/// each answer to the writer. Stops at the first fatal answer, on `stop`, when the
+/// writer stops listening, or at `yield_at`; requests still open then are dropped
+/// unanswered (their follow-ups stay queued).
 async fn fetch_follow_ups<'d>(
     source: &Source,
     pending: &'d [DetailRequest],
+    yield_at: Instant,
     stop: CancellationToken,
     answers: mpsc::Sender<(&'d DetailRequest, Answer)>,
-) {
-    let mut queue = pending.iter();
+) -> Fetched {
+    let mut queue = pending.iter().peekable();
     let mut in_flight = FuturesUnordered::new();
     loop {
+        if Instant::now() >= yield_at {
+            return if queue.peek().is_some() || !in_flight.is_empty() {
+                Fetched::YieldedToDeltas
+            } else {
+                Fetched::Done
+            };
+        }
         while in_flight.len() < FOLLOW_UPS_IN_FLIGHT {
             match queue.next() {
                 Some(detail) => in_flight.push(ask(source, detail)),
@@ -198,14 +224,16 @@ async fn fetch_follow_ups<'d>(
         }
         let next = tokio::select! {
             next = in_flight.next() => next,
-            _ = stop.cancelled() => return,
+            // Requests still waiting for the budget give way to the due delta.
+            _ = tokio::time::sleep_until(yield_at) => continue,
+            _ = stop.cancelled() => return Fetched::Done,
         };
         let Some((detail, answer)) = next else {
-            return;
+            return Fetched::Done;
         };
         let fatal = matches!(answer, Answer::Fatal(_));
         if answers.send((detail, answer)).await.is_err() || fatal {
-            return;
+            return Fetched::Done;
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::reply_horizon::keep_follow_ups_within;
 use super::{Cycle, MALFORMED_RETRIES, SyncError, WalkEnd, while_busy};
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{
@@ -112,6 +113,7 @@ impl Cycle<'_> {
             stall_timeout: schedule.stall_timeout,
             max_raw_bytes: schedule.max_raw_bytes,
             max_empty_pages: schedule.max_empty_pages,
+            reply_state_horizon: schedule.reply_state_horizon,
             walk: *walk,
             since: cursor.walk_since,
             // The writer ending early (a database error) stops the fetcher too.
@@ -476,6 +478,8 @@ struct Fetcher {
     /// Pages in a row that may carry nothing yet name a next page before the walk is
     /// stopped as broken.
     max_empty_pages: u32,
+    /// Reply-state follow-ups are queued only for open conversations active within this.
+    reply_state_horizon: Duration,
     walk: WalkSpec,
     since: Option<Timestamp>,
     /// Shutdown, or the writer has ended.
@@ -607,6 +611,15 @@ impl Fetcher {
                     page.omit_oversized_raw(walk, self.max_raw_bytes);
                     for note in &mut page.notes {
                         *note = redact(note, ERROR_TEXT_CAP);
+                    }
+                    let horizon_start = Timestamp::now().saturating_sub(self.reply_state_horizon);
+                    let skipped = keep_follow_ups_within(&mut page, horizon_start);
+                    if skipped > 0 {
+                        tracing::debug!(
+                            walk,
+                            skipped,
+                            "reply state left unknown for closed or dormant conversations (reply_state_horizon)"
+                        );
                     }
                     return Ok(page);
                 }

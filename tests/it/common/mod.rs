@@ -71,6 +71,9 @@ pub fn schedule() -> Schedule {
         max_raw_bytes: 1024 * 1024,
         max_empty_pages: 10,
         once_max_rate_limit_wait: Duration::from_secs(300),
+        // The simulator's history spans 30 days: every open conversation's reply state is
+        // read, except in the tests that study the horizon.
+        reply_state_horizon: Duration::from_secs(365 * 86_400),
     }
 }
 
