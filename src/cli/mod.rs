@@ -2,6 +2,7 @@
 //! Each command loads what it needs and calls into the library; nothing here knows SQL or
 //! a provider's fields.
 
+mod backup;
 mod credentials;
 mod demo;
 mod progress;
@@ -74,6 +75,20 @@ pub enum Command {
     CheckConfig,
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Write a consistent copy of the mirror database to FILE (mode 0600) while the
+    /// daemon keeps running. Never overwrites FILE. (Copying the live file is not a backup.)
+    Backup {
+        /// The new file to write.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Replace the mirror database with a backup, after checking it. Stop the daemon
+    /// first; the current database is moved aside, not deleted.
+    Restore {
+        /// The backup written by `convsync backup`.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
     /// Manage stored credentials (`credentials set-refresh-token --source NAME`).
     Credentials {
         /// What to do.
@@ -266,6 +281,14 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("opening {}", config.store.url))?;
             let text = status::render(&store, &config, Timestamp::now()).await?;
             print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { to } => {
+            backup::backup(&config_path, &to).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { from } => {
+            backup::restore(&config_path, &from).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Credentials { action } => {

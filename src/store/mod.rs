@@ -5,6 +5,7 @@
 //! the mirror's writes, text timestamps, explicit upserts) so that a PostgreSQL store can be
 //! added beside it with its own migrations folder.
 
+mod backup;
 mod cursor;
 mod follow_ups;
 mod mirror;
@@ -20,6 +21,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use backup::{BackupError, BackupSummary, restore};
 pub use cursor::WalkCursor;
 pub use follow_ups::DetailWrite;
 pub use mirror::{

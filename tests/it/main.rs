@@ -16,6 +16,7 @@ mod health_endpoints;
 mod hostile_engine;
 mod hostile_http;
 mod hostile_tokens;
+mod ops_backup;
 mod provider_d365;
 mod provider_highlevel;
 mod provider_sinch;
