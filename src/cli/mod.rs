@@ -6,6 +6,7 @@ mod backup;
 mod credentials;
 mod demo;
 mod progress;
+mod purge;
 mod status;
 
 use std::path::PathBuf;
@@ -88,6 +89,16 @@ pub enum Command {
         /// The backup written by `convsync backup`.
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
+    },
+    /// Apply `[retention]` now: redact or delete conversations that ended long ago and
+    /// trim `rejected_records` and `sync_runs`. Runs beside the daemon.
+    Purge {
+        /// Only print what would be purged.
+        #[arg(long, required_unless_present = "apply", conflicts_with = "apply")]
+        dry_run: bool,
+        /// Purge, and record the counts in `retention_purges`.
+        #[arg(long)]
+        apply: bool,
     },
     /// Manage stored credentials (`credentials set-refresh-token --source NAME`).
     Credentials {
@@ -229,7 +240,14 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .context("starting the health endpoint")?;
             tracing::info!(sources = engine.sources().len(), "convsync running");
-            let ended = engine.run(shutdown).await;
+            let retention = tokio::spawn(crate::sync::run_retention(
+                engine.store().clone(),
+                config.retention,
+                shutdown.clone(),
+            ));
+            let ended = engine.run(shutdown.clone()).await;
+            shutdown.cancel();
+            let _ = retention.await;
             service.stop().await;
             // Checkpoints the WAL so a stopped service leaves one self-contained file.
             engine.store().close().await;
@@ -289,6 +307,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Restore { from } => {
             backup::restore(&config_path, &from).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Purge { dry_run: _, apply } => {
+            purge::run(&config_path, apply).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Credentials { action } => {

@@ -10,6 +10,7 @@ mod cursor;
 mod follow_ups;
 mod mirror;
 mod prepared;
+mod retention;
 mod runs;
 mod vault;
 
@@ -27,6 +28,7 @@ pub use follow_ups::DetailWrite;
 pub use mirror::{
     AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
 };
+pub use retention::{PurgeCounts, RetentionPolicy};
 pub use runs::{RunOutcome, RunReport, SourceStatus};
 pub use vault::{RefreshRefusal, RefreshTokenAge, StoredRefreshToken};
 

@@ -17,6 +17,7 @@ mod hostile_engine;
 mod hostile_http;
 mod hostile_tokens;
 mod ops_backup;
+mod ops_retention;
 mod provider_d365;
 mod provider_highlevel;
 mod provider_sinch;
