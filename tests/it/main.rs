@@ -5,6 +5,7 @@ mod common;
 mod config;
 mod demo;
 mod deploy_alerts;
+mod deploy_compose;
 mod deploy_container;
 mod deploy_docker_api;
 mod deploy_files;
