@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::http::{HttpSettings, RateQuota, RetryPolicy};
 use crate::provider::{self, ProviderKind, ProviderSetup};
-use crate::store::{MassChangeGuard, StoreSettings};
+use crate::store::{MassChangeGuard, RetentionPolicy, StoreSettings};
 
 /// A configuration mistake, naming the key and what is expected.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,9 @@ pub struct FileConfig {
     /// The health and metrics endpoint.
     #[serde(default)]
     pub health: HealthConfig,
+    /// How long personal data is kept (default: for ever).
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// The provider accounts to mirror. Not overridable from the environment.
     #[serde(default, skip_serializing)]
     pub sources: Vec<SourceConfig>,
@@ -163,6 +166,80 @@ impl Default for HealthConfig {
             read_timeout: Duration::from_secs(10),
             max_connections: 64,
         }
+    }
+}
+
+/// `[retention]`: how long the mirror keeps personal data. Every key unset (the default)
+/// keeps everything; `convsync purge` and the daemon apply the set ones.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Clear `raw`, `title` and the contact columns of conversations closed or deleted
+    /// longer ago than this (and unchanged since).
+    #[serde(with = "humantime_serde")]
+    pub redact_closed_after: Option<Duration>,
+    /// Remove conversations closed or deleted longer ago than this (and unchanged since).
+    #[serde(with = "humantime_serde")]
+    pub delete_closed_after: Option<Duration>,
+    /// Remove `rejected_records` rows older than this (they hold the provider's raw JSON).
+    #[serde(with = "humantime_serde")]
+    pub rejected_records_after: Option<Duration>,
+    /// Remove finished `sync_runs` rows older than this (each source's latest are kept).
+    #[serde(with = "humantime_serde")]
+    pub sync_runs_after: Option<Duration>,
+    /// How often `convsync run` applies the keys above.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            redact_closed_after: None,
+            delete_closed_after: None,
+            rejected_records_after: None,
+            sync_runs_after: None,
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The validated `[retention]` section.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionSettings {
+    /// What to purge.
+    pub policy: RetentionPolicy,
+    /// How often the daemon purges.
+    pub interval: Duration,
+}
+
+impl RetentionConfig {
+    /// Checks each key (a zero duration would purge a conversation the moment it closes).
+    pub fn validate(&self) -> Result<RetentionSettings, ConfigError> {
+        let keys = [
+            ("redact_closed_after", self.redact_closed_after),
+            ("delete_closed_after", self.delete_closed_after),
+            ("rejected_records_after", self.rejected_records_after),
+            ("sync_runs_after", self.sync_runs_after),
+            ("interval", Some(self.interval)),
+        ];
+        for (key, value) in keys {
+            if value.is_some_and(|v| v.is_zero()) {
+                return Err(ConfigError::new(
+                    format!("retention.{key}"),
+                    "must be greater than zero, such as \"90d\" (leave it unset to keep everything)",
+                ));
+            }
+        }
+        Ok(RetentionSettings {
+            policy: RetentionPolicy {
+                redact_closed_after: self.redact_closed_after,
+                delete_closed_after: self.delete_closed_after,
+                rejected_records_after: self.rejected_records_after,
+                sync_runs_after: self.sync_runs_after,
+            },
+            interval: self.interval,
+        })
     }
 }
 
@@ -354,6 +431,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// Health endpoint settings.
     pub health: HealthConfig,
+    /// What retention purges, and how often.
+    pub retention: RetentionSettings,
     /// Enabled sources.
     pub sources: Vec<SourceSettings>,
     /// Names of sources present but disabled.
@@ -427,6 +506,7 @@ impl Config {
                 ),
             ));
         }
+        let retention = file.retention.validate().map_err(|e| vec![e])?;
         if file.http.timeout.is_zero() {
             mistakes.push(ConfigError::new(
                 "http.timeout",
@@ -547,6 +627,7 @@ impl Config {
                 max_response_bytes: file.http.max_response_bytes,
             },
             health: file.health,
+            retention,
             sources,
             disabled_sources: disabled,
             configured,

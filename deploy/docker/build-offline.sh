@@ -10,7 +10,10 @@
 # 2. assembles the image files with deploy/docker/rootfs.sh, the script the builder
 #    stage runs, using the host's CA bundle (CA_BUNDLE=... to choose another);
 # 3. builds a Dockerfile made of a one-line `rootfs` stage plus the runtime stage of
-#    deploy/docker/Dockerfile copied verbatim, so the two images cannot drift apart.
+#    deploy/docker/Dockerfile copied verbatim, so the two images cannot drift apart;
+# 4. labels it with the OCI annotations org.opencontainers.image.version (Cargo.toml's
+#    version), .revision (git rev-parse HEAD) and .source (CONVSYNC_SOURCE, else the git
+#    remote `origin`, else "unknown").
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -44,5 +47,15 @@ grep -q "$marker" "$here/Dockerfile" || { echo "build-offline: runtime stage mar
     sed -n "/$marker/,\$p" "$here/Dockerfile"
 } > "$context/Dockerfile"
 
-echo "build-offline: docker build -t $tag (no pull)" >&2
-docker build --pull=false --tag "$tag" "$context"
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)"
+[[ -n "$version" ]] || { echo "build-offline: no version in $repo/Cargo.toml" >&2; exit 1; }
+revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
+source_url="${CONVSYNC_SOURCE:-$(git -C "$repo" remote get-url origin 2>/dev/null || echo unknown)}"
+[[ "$revision" != unknown ]] || echo "build-offline: not a git checkout; revision label is \"unknown\"" >&2
+
+echo "build-offline: docker build -t $tag (no pull; version $version, revision $revision)" >&2
+docker build --pull=false --tag "$tag" \
+    --label "org.opencontainers.image.version=$version" \
+    --label "org.opencontainers.image.revision=$revision" \
+    --label "org.opencontainers.image.source=$source_url" \
+    "$context"

@@ -3,12 +3,14 @@
 //! Each command loads what it needs and calls into the library; nothing here knows SQL or
 //! a provider's fields.
 
+mod backup;
 mod credentials;
 mod database;
 mod demo;
 mod install_files;
 mod maintenance;
 mod progress;
+mod purge;
 mod sources;
 mod state;
 mod status;
@@ -92,6 +94,30 @@ pub enum Command {
     CheckConfig,
     /// Create or upgrade the database schema, say which migrations were applied, then exit.
     Migrate,
+    /// Write a consistent copy of the mirror database to FILE (mode 0600) while the
+    /// daemon keeps running. Never overwrites FILE. (Copying the live file is not a backup.)
+    Backup {
+        /// The new file to write.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Replace the mirror database with a backup, after checking it. Refused while a
+    /// daemon runs; the current database is moved aside, not deleted.
+    Restore {
+        /// The backup written by `convsync backup`.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
+    /// Apply `[retention]` now: redact or delete conversations that ended long ago and
+    /// trim `rejected_records` and `sync_runs`. Runs beside the daemon.
+    Purge {
+        /// Only print what would be purged.
+        #[arg(long, required_unless_present = "apply", conflicts_with = "apply")]
+        dry_run: bool,
+        /// Purge, and record the counts in `retention_purges`.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Manage stored credentials (`credentials set-refresh-token --source NAME`).
     Credentials {
         /// What to do.
@@ -276,7 +302,14 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .context("starting the health endpoint")?;
             tracing::info!(sources = engine.sources().len(), "convsync running");
-            let ended = engine.run(shutdown).await;
+            let retention = tokio::spawn(crate::sync::run_retention(
+                engine.store().clone(),
+                config.retention,
+                shutdown.clone(),
+            ));
+            let ended = engine.run(shutdown.clone()).await;
+            shutdown.cancel();
+            let _ = retention.await;
             service.stop().await;
             // Checkpoints the WAL so a stopped service leaves one self-contained file.
             engine.store().close().await;
@@ -341,6 +374,18 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", status::render(&report));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { to } => {
+            backup::backup(&config_path, &to).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { from } => {
+            backup::restore(&config_path, &from).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Purge { dry_run: _, apply } => {
+            purge::run(&config_path, apply).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Credentials { action } => {

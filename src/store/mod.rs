@@ -6,6 +6,7 @@
 //! added beside it with its own migrations folder.
 
 mod admin;
+mod backup;
 mod busy;
 mod cursor;
 mod daemon_lock;
@@ -15,6 +16,7 @@ mod last_write;
 mod mirror;
 mod prepared;
 mod rejected;
+mod retention;
 mod runs;
 mod vault;
 
@@ -28,6 +30,7 @@ use sqlx::sqlite::{
 };
 
 pub use admin::{RenameOutcome, StoredSource};
+pub use backup::{BackupError, BackupSummary, restore};
 pub use busy::while_busy;
 pub use cursor::{WalkCursor, WalkReset};
 pub use daemon_lock::DaemonLock;
@@ -36,6 +39,7 @@ pub use last_write::WriteFailure;
 pub use mirror::{
     AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
 };
+pub use retention::{PurgeCounts, RetentionPolicy};
 pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
 pub use vault::{RefreshRefusal, RefreshTokenAge, StoredRefreshToken};
 

@@ -8,6 +8,7 @@
 
 mod cycle;
 pub mod progress;
+mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tracing::Instrument;
 
 pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
 pub use progress::SourceProgress;
+pub use retention::run_retention;
 
 use crate::config::SourceSettings;
 use crate::http::{ApiClient, Authenticator, HttpSettings, RequestBudget, RequestTally};

@@ -150,6 +150,21 @@ async fn container_mirrors_the_simulator_as_a_healthy_non_root_service() {
     );
     let healthcheck = image_config.healthcheck.unwrap().test.unwrap();
     assert_eq!(healthcheck, ["CMD", "/usr/local/bin/convsync", "health"]);
+    // OCI labels set by build-offline.sh: Cargo's version and the commit built.
+    let labels = image_config.labels.unwrap_or_default();
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let label = |key: &str| {
+        labels
+            .get(&format!("org.opencontainers.image.{key}"))
+            .cloned()
+    };
+    assert_eq!(label("version").as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(label("revision"), Some(head), "{labels:?}");
+    assert!(label("source").is_some_and(|s| !s.is_empty()), "{labels:?}");
 
     // The container shares the host's network, so the simulator and the health endpoint
     // are both on loopback (plain http is accepted for loopback only).

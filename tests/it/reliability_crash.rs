@@ -12,9 +12,7 @@ use convsync::sim::{Faults, LatencyFault, ProviderSelector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::reliability_support::{
-    PATIENCE, Site, SiteOptions, WatermarkHistory, run_outcomes, sim_options,
-};
+use crate::reliability_support::{Site, SiteOptions, WatermarkHistory, run_outcomes, sim_options};
 
 /// Faults on during the storms: some 5xx, dropped connections, truncated bodies, latency.
 fn storm_faults() -> Faults {
@@ -138,25 +136,9 @@ async fn sigterm_is_graceful_and_exits_zero() {
             ..Faults::default()
         },
     );
-    let mut daemon = site.spawn_daemon();
-    // Wait until pages are being written, so the signal lands mid-walk.
+    // Pages are being written, so the signal lands mid-walk.
+    let daemon = site.spawn_daemon_mid_sync().await;
     let pool = site.pool().await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
-        if rows > 0 {
-            break;
-        }
-        assert!(daemon.is_running(), "daemon died:\n{}", daemon.output());
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no page was ever written"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let output_log = daemon.log.clone();
     let status = daemon.sigterm().await;
     let output = std::fs::read_to_string(&output_log).unwrap();

@@ -218,6 +218,31 @@ impl Site {
         Daemon { child, log }
     }
 
+    /// Starts `convsync run` and returns once it has committed a page, so that whatever
+    /// the test does next lands during an active sync.
+    pub async fn spawn_daemon_mid_sync(&self) -> Daemon {
+        let mut daemon = self.spawn_daemon();
+        let pool = self.pool().await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+            if rows > 0 {
+                break;
+            }
+            assert!(daemon.is_running(), "daemon died:\n{}", daemon.output());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no page was ever written"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        pool.close().await;
+        daemon
+    }
+
     /// Everything every convsync process of this site printed.
     pub fn logs(&self) -> String {
         let mut paths: Vec<_> = std::fs::read_dir(self.dir.path().join("logs"))

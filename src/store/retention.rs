@@ -1,0 +1,206 @@
+//! Retention of personal data: clearing and removing conversations that ended long ago,
+//! and trimming the audit tables (`[retention]`, `convsync purge`, the daemon's schedule).
+//!
+//! A conversation has *ended* when it was deleted at the provider (`deleted_at`) or closed
+//! (`active = 0` with `closed_at`). Retention only ever touches conversations that ended
+//! before the cutoff **and** did not change after it (`last_changed_at`), so an open
+//! conversation, or one the provider changed within the window, is never touched. Each
+//! purge runs in one transaction; an applied one is recorded in `retention_purges`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::AssertSqlSafe;
+
+use super::{Store, StoreError};
+use crate::time::Timestamp;
+
+/// How long each kind of data is kept; `None` keeps it for ever (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Clear `raw`, `title` and the contact columns of conversations ended longer ago.
+    pub redact_closed_after: Option<Duration>,
+    /// Remove conversations (and their queued follow-ups) ended longer ago.
+    pub delete_closed_after: Option<Duration>,
+    /// Remove `rejected_records` rows older than this.
+    pub rejected_records_after: Option<Duration>,
+    /// Remove finished `sync_runs` rows older than this (each source's newest run and
+    /// newest successful run are kept: `status` and readiness read them).
+    pub sync_runs_after: Option<Duration>,
+}
+
+impl RetentionPolicy {
+    /// Whether any key is set (otherwise nothing is ever purged).
+    pub fn is_active(&self) -> bool {
+        self.redact_closed_after.is_some()
+            || self.delete_closed_after.is_some()
+            || self.rejected_records_after.is_some()
+            || self.sync_runs_after.is_some()
+    }
+}
+
+/// What a purge cleared or removed for one source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Conversations whose `raw` and contact columns were cleared.
+    pub redacted: u64,
+    /// Conversations removed.
+    pub deleted: u64,
+    /// `rejected_records` rows removed.
+    pub rejected_records: u64,
+    /// `sync_runs` rows removed.
+    pub sync_runs: u64,
+}
+
+impl PurgeCounts {
+    fn is_empty(&self) -> bool {
+        *self == PurgeCounts::default()
+    }
+}
+
+/// The rows of conversations that ended before the cutoff (`?1`) and have not
+/// changed since.
+const ENDED_BEFORE: &str = "((deleted_at IS NOT NULL AND deleted_at < ?1) \
+     OR (active = 0 AND closed_at IS NOT NULL AND closed_at < ?1)) \
+     AND last_changed_at < ?1";
+
+impl Store {
+    /// Applies `policy` as of `now`, or with `apply = false` only counts what it would do.
+    /// Returns the counts by source (sources with nothing to purge are left out).
+    pub async fn purge(
+        &self,
+        policy: &RetentionPolicy,
+        now: Timestamp,
+        apply: bool,
+    ) -> Result<BTreeMap<String, PurgeCounts>, StoreError> {
+        let cutoff = |after: Option<Duration>| after.map(|a| now.saturating_sub(a).to_string());
+        // Never true of a stored timestamp: "no deletion cutoff".
+        let never = String::new();
+        let mut counts: BTreeMap<String, PurgeCounts> = BTreeMap::new();
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+
+        // Deletion first: a row about to be removed is not counted as redacted too.
+        if let Some(limit) = cutoff(policy.delete_closed_after) {
+            let ended =
+                format!("SELECT source, conversation_id FROM conversations WHERE {ENDED_BEFORE}");
+            for (source, n) in count_by_source(&mut tx, &ended, &[&limit]).await? {
+                counts.entry(source).or_default().deleted = n;
+            }
+            if apply {
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM follow_ups WHERE (source, conversation_id) IN ({ended})"
+                )))
+                .bind(&limit)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM conversations WHERE {ENDED_BEFORE}"
+                )))
+                .bind(&limit)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(limit) = cutoff(policy.redact_closed_after) {
+            // Not yet cleared, or rewritten by the provider since it was; and not counted
+            // for deletion (?3; a dry run has not removed those rows).
+            let pending = format!(
+                "{ENDED_BEFORE} AND (redacted_at IS NULL OR redacted_at < last_changed_at) \
+                 AND NOT ({})",
+                ENDED_BEFORE.replace("?1", "?3")
+            );
+            let deletion = cutoff(policy.delete_closed_after).unwrap_or(never);
+            let selection =
+                format!("SELECT source, conversation_id FROM conversations WHERE {pending}");
+            let binds = [limit.as_str(), "", deletion.as_str()];
+            for (source, n) in count_by_source(&mut tx, &selection, &binds).await? {
+                counts.entry(source).or_default().redacted = n;
+            }
+            if apply {
+                sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE conversations SET raw = '{{}}', title = NULL, contact_id = NULL, \
+                     contact_name = NULL, contact_phone = NULL, contact_email = NULL, \
+                     redacted_at = ?2 WHERE {pending}"
+                )))
+                .bind(&limit)
+                .bind(now.to_string())
+                .bind(&deletion)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(limit) = cutoff(policy.rejected_records_after) {
+            let old = "SELECT source, id FROM rejected_records WHERE rejected_at < ?1";
+            for (source, n) in count_by_source(&mut tx, old, &[&limit]).await? {
+                counts.entry(source).or_default().rejected_records = n;
+            }
+            if apply {
+                sqlx::query("DELETE FROM rejected_records WHERE rejected_at < ?1")
+                    .bind(&limit)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some(limit) = cutoff(policy.sync_runs_after) {
+            let old = "SELECT source, id FROM sync_runs WHERE finished_at IS NOT NULL \
+                 AND finished_at < ?1 \
+                 AND id NOT IN (SELECT MAX(id) FROM sync_runs GROUP BY source) \
+                 AND id NOT IN (SELECT MAX(id) FROM sync_runs \
+                     WHERE outcome IN ('caught_up', 'more_to_do') GROUP BY source)";
+            for (source, n) in count_by_source(&mut tx, old, &[&limit]).await? {
+                counts.entry(source).or_default().sync_runs = n;
+            }
+            if apply {
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM sync_runs WHERE id IN (SELECT id FROM ({old}))"
+                )))
+                .bind(&limit)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+
+        counts.retain(|_, c| !c.is_empty());
+        if !apply {
+            tx.rollback().await?;
+            return Ok(counts);
+        }
+        for (source, c) in &counts {
+            sqlx::query(
+                "INSERT INTO retention_purges (purged_at, source, conversations_redacted, \
+                 conversations_deleted, rejected_records_deleted, sync_runs_deleted) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(now.to_string())
+            .bind(source)
+            .bind(c.redacted as i64)
+            .bind(c.deleted as i64)
+            .bind(c.rejected_records as i64)
+            .bind(c.sync_runs as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+}
+
+/// Rows of `selection` (whose first column is the source; `binds` its `?1`, `?2`, ...)
+/// per source.
+async fn count_by_source(
+    tx: &mut sqlx::SqliteConnection,
+    selection: &str,
+    binds: &[&str],
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let sql = format!("SELECT source, COUNT(*) FROM ({selection}) GROUP BY source");
+    let query = binds
+        .iter()
+        .fold(sqlx::query_as(AssertSqlSafe(sql)), |query, value| {
+            query.bind(*value)
+        });
+    let rows: Vec<(String, i64)> = query.fetch_all(tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(source, n)| (source, n.max(0) as u64))
+        .collect())
+}
