@@ -132,19 +132,27 @@ impl Engine {
         &self.store
     }
 
+    /// Closes the runs a previous process left `running`, with one warning per source:
+    /// every log line names the source it is about, so an operator filtering by source
+    /// sees that its last cycle was cut short.
+    async fn close_interrupted_runs(&self) -> Result<(), crate::store::StoreError> {
+        for (source, runs) in self.store.mark_interrupted_runs().await? {
+            tracing::warn!(
+                source = %source,
+                runs,
+                "previous process stopped mid-cycle; those runs are marked interrupted and resume from their checkpoints"
+            );
+        }
+        Ok(())
+    }
+
     /// Runs every source until `shutdown` is cancelled. A page transaction in flight
     /// finishes first; then each task ends and this returns. If every source stops on its
     /// own before that (credentials rejected, a task that died), nothing is left to keep
     /// current: this returns [`EngineError::NoSourceLeft`] saying why, so that the
     /// process exits non-zero and a supervisor (systemd's `Restart=on-failure`) notices.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
-        let interrupted = self.store.mark_interrupted_runs().await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "previous process stopped mid-cycle; those runs are marked interrupted and resume from their checkpoints"
-            );
-        }
+        self.close_interrupted_runs().await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in &self.sources {
@@ -204,7 +212,7 @@ impl Engine {
         options: CycleOptions,
         shutdown: CancellationToken,
     ) -> Result<Vec<OnceResult>, crate::store::StoreError> {
-        self.store.mark_interrupted_runs().await?;
+        self.close_interrupted_runs().await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in self

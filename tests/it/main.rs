@@ -15,6 +15,7 @@ mod fuzz_parsers;
 mod health_endpoints;
 mod hostile_engine;
 mod hostile_http;
+mod logs;
 mod provider_d365;
 mod provider_highlevel;
 mod provider_sinch;

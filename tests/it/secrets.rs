@@ -1,7 +1,6 @@
 //! Credentials stay out of logs, and access tokens are fetched, cached and refreshed on 401.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use convsync::http::AuthScheme;
@@ -11,20 +10,8 @@ use convsync::sync::{CycleOutcome, Engine};
 use convsync::time::Timestamp;
 
 use crate::common::double::{Conv, Double, DoubleProvider, Fault};
+use crate::common::logs::LogCapture;
 use crate::common::{TestDb, quick_http, schedule, source, sync_once};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn engine_with_client_credentials(double: &Double, db: &TestDb) -> Engine {
     let provider = Arc::new(DoubleProvider::new(double.base_url.clone(), 50, false));
@@ -57,20 +44,7 @@ fn seed(double: &Double) {
 /// line, even when a request is refused with 401 and the token is refreshed.
 #[tokio::test(flavor = "current_thread")]
 async fn secrets_never_reach_trace_logs() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer({
-            let c = capture.clone();
-            move || c.clone()
-        })
-        .with_ansi(false)
-        .finish();
-    // While a single dispatcher is registered, tracing-core asks only the current thread's
-    // one about a callsite hit for the first time: a test on another thread would switch
-    // off, for good, callsites this test needs. A second, idle dispatcher prevents that.
-    let _idle = tracing::Dispatch::new(tracing_subscriber::registry());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = LogCapture::start(tracing::Level::TRACE);
 
     let double = Double::start().await;
     seed(&double);
@@ -86,7 +60,7 @@ async fn secrets_never_reach_trace_logs() {
         CycleOutcome::CaughtUp
     ));
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "trace logging must be active for this test to mean anything"

@@ -2,6 +2,7 @@
 //! readers for the mirror's tables.
 
 pub mod double;
+pub mod logs;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,66 @@
+//! What the logs tell an operator: a line about a source names it (README: "Every line
+//! carries the source's name"), so that filtering the logs by source shows all of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use convsync::http::AuthScheme;
+use convsync::sync::Engine;
+use tokio_util::sync::CancellationToken;
+use tracing::Level;
+
+use crate::common::double::{Double, DoubleProvider};
+use crate::common::logs::LogCapture;
+use crate::common::{TestDb, quick_http, schedule, source, sync_once};
+
+/// Asserts that `logs` hold `count` warnings about runs a previous process left
+/// unfinished, the last of which names the source `double` and `runs` of its runs.
+fn assert_last_interrupted_warning(logs: &str, count: usize, runs: u64) {
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("previous process stopped mid-cycle"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        count,
+        "one warning per source and start:\n{logs}"
+    );
+    let last = warnings[count - 1];
+    assert!(
+        last.contains("source=double") && last.contains(&format!("runs={runs}")),
+        "the warning names the source and how many of its runs: {last}"
+    );
+}
+
+/// Runs left `running` by a process that died are closed as interrupted at the next
+/// start, by `sync --once` and by the daemon alike, and the warning names the source
+/// whose cycle was cut short and how many of its runs were.
+#[tokio::test(flavor = "current_thread")]
+async fn interrupted_runs_are_logged_with_their_source() {
+    let capture = LogCapture::start(Level::INFO);
+    let double = Double::start().await;
+    let db = TestDb::new();
+    let provider = Arc::new(DoubleProvider::new(double.base_url.clone(), 50, false));
+    let engine = Engine::new(
+        db.open().await,
+        &quick_http(),
+        &[source("double", provider, AuthScheme::None, schedule())],
+    )
+    .unwrap();
+
+    // A process that died mid-cycle, twice.
+    engine.store().begin_run("double").await.unwrap();
+    engine.store().begin_run("double").await.unwrap();
+    sync_once(&engine, false).await;
+    assert_last_interrupted_warning(&capture.text(), 1, 2);
+
+    // The daemon does the same at its start.
+    engine.store().begin_run("double").await.unwrap();
+    let shutdown = CancellationToken::new();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(60), engine.run(shutdown))
+        .await
+        .expect("a daemon told to stop ends")
+        .unwrap();
+    assert_last_interrupted_warning(&capture.text(), 2, 1);
+}
