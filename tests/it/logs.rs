@@ -64,3 +64,38 @@ async fn interrupted_runs_are_logged_with_their_source() {
         .unwrap();
     assert_last_interrupted_warning(&capture.text(), 2, 1);
 }
+
+/// A `RUST_LOG` that does not parse is reported on stderr, naming the variable and the
+/// value, instead of being quietly replaced by `info`; a valid one is not remarked upon.
+#[test]
+fn an_unusable_rust_log_is_reported() {
+    // A loopback port nobody listens on: `health` fails fast, after logging is set up.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_with = |rust_log: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_convsync"))
+            .args([
+                "health",
+                "--live",
+                "--url",
+                &format!("http://127.0.0.1:{port}"),
+            ])
+            .env("RUST_LOG", rust_log)
+            .env("CONVSYNC_CONFIG", dir.path().join("absent.toml"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    let mistyped = stderr_with("convsync=loud");
+    assert!(
+        mistyped.contains("RUST_LOG") && mistyped.contains("convsync=loud"),
+        "the mistake is named: {mistyped}"
+    );
+    let valid = stderr_with("convsync=debug");
+    assert!(!valid.contains("RUST_LOG"), "{valid}");
+}
