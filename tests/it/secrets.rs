@@ -9,8 +9,8 @@ use convsync::secret::Secret;
 use convsync::sync::{CycleOutcome, Engine};
 use convsync::time::Timestamp;
 
+use crate::common::capture::trace_capture;
 use crate::common::double::{Conv, Double, DoubleProvider, Fault};
-use crate::common::logs::LogCapture;
 use crate::common::{TestDb, quick_http, schedule, source, sync_once};
 
 async fn engine_with_client_credentials(double: &Double, db: &TestDb) -> Engine {
@@ -44,7 +44,7 @@ fn seed(double: &Double) {
 /// line, even when a request is refused with 401 and the token is refreshed.
 #[tokio::test(flavor = "current_thread")]
 async fn secrets_never_reach_trace_logs() {
-    let capture = LogCapture::start(tracing::Level::TRACE);
+    let (capture, _guard) = trace_capture();
 
     let double = Double::start().await;
     seed(&double);

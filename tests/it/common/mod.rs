@@ -1,8 +1,8 @@
 //! Shared test helpers: a temporary mirror database, engines over the test double, and
 //! readers for the mirror's tables.
 
+pub mod capture;
 pub mod double;
-pub mod logs;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,10 +7,9 @@ use std::time::Duration;
 use convsync::http::AuthScheme;
 use convsync::sync::Engine;
 use tokio_util::sync::CancellationToken;
-use tracing::Level;
 
+use crate::common::capture::trace_capture;
 use crate::common::double::{Double, DoubleProvider};
-use crate::common::logs::LogCapture;
 use crate::common::{TestDb, quick_http, schedule, source, sync_once};
 
 /// Asserts that `logs` hold `count` warnings about runs a previous process left
@@ -37,7 +36,7 @@ fn assert_last_interrupted_warning(logs: &str, count: usize, runs: u64) {
 /// whose cycle was cut short and how many of its runs were.
 #[tokio::test(flavor = "current_thread")]
 async fn interrupted_runs_are_logged_with_their_source() {
-    let capture = LogCapture::start(Level::INFO);
+    let (capture, _guard) = trace_capture();
     let double = Double::start().await;
     let db = TestDb::new();
     let provider = Arc::new(DoubleProvider::new(double.base_url.clone(), 50, false));
