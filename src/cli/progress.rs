@@ -39,26 +39,64 @@ impl ProgressDisplay {
     }
 }
 
+/// One source's progress so far: what the bars show and the log lines carry as fields.
+struct Figures {
+    pages: u64,
+    rows: u64,
+    inserted: u64,
+    updated: u64,
+    rows_per_sec: f64,
+    requests: u64,
+    walk: String,
+    watermark: String,
+}
+
+impl Figures {
+    fn of(source: &Source, elapsed: Duration) -> Self {
+        let p = &source.progress;
+        let inserted = p.inserted.load(Ordering::Relaxed);
+        let updated = p.updated.load(Ordering::Relaxed);
+        let rows = inserted
+            .saturating_add(updated)
+            .saturating_add(p.unchanged.load(Ordering::Relaxed));
+        let state = p.state();
+        Figures {
+            pages: p.pages.load(Ordering::Relaxed),
+            rows,
+            inserted,
+            updated,
+            rows_per_sec: (rows as f64 / elapsed.as_secs_f64().max(0.001)).round(),
+            requests: source.client.tally().requests.load(Ordering::Relaxed),
+            walk: state.current_walk.unwrap_or_else(|| "-".into()),
+            watermark: state
+                .watermark
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "-".into()),
+        }
+    }
+
+    /// A structured event, so that log shippers read the figures as fields.
+    fn log(&self, source: &Source) {
+        tracing::info!(
+            source = %source.name,
+            pages = self.pages,
+            rows = self.rows,
+            inserted = self.inserted,
+            updated = self.updated,
+            rows_per_sec = self.rows_per_sec,
+            requests = self.requests,
+            walk = %self.walk,
+            watermark = %self.watermark,
+            "progress"
+        );
+    }
+}
+
 fn summary(source: &Source, elapsed: Duration) -> String {
-    let p = &source.progress;
-    let rows = p.inserted.load(Ordering::Relaxed)
-        + p.updated.load(Ordering::Relaxed)
-        + p.unchanged.load(Ordering::Relaxed);
-    let rate = rows as f64 / elapsed.as_secs_f64().max(0.001);
-    let state = p.state();
+    let f = Figures::of(source, elapsed);
     format!(
         "pages {:>6}  rows {:>8} (+{} new, {} changed)  {:>7.0} rows/s  requests {:>6}  walk {:<9} watermark {}",
-        p.pages.load(Ordering::Relaxed),
-        rows,
-        p.inserted.load(Ordering::Relaxed),
-        p.updated.load(Ordering::Relaxed),
-        rate,
-        source.client.tally().requests.load(Ordering::Relaxed),
-        state.current_walk.as_deref().unwrap_or("-"),
-        state
-            .watermark
-            .map(|w| w.to_string())
-            .unwrap_or_else(|| "-".into()),
+        f.pages, f.rows, f.inserted, f.updated, f.rows_per_sec, f.requests, f.walk, f.watermark,
     )
 }
 
@@ -91,15 +129,20 @@ async fn draw_bars(sources: Vec<Arc<Source>>, stop: CancellationToken) {
     }
 }
 
+/// Every 10 s, and once more when stopped (as the bars leave their final figures on
+/// screen), one `progress` event per source.
 async fn log_lines(sources: Vec<Arc<Source>>, stop: CancellationToken) {
     let started = Instant::now();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-            _ = stop.cancelled() => break,
-        }
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => false,
+            _ = stop.cancelled() => true,
+        };
         for source in &sources {
-            tracing::info!(source = %source.name, "progress: {}", summary(source, started.elapsed()));
+            Figures::of(source, started.elapsed()).log(source);
+        }
+        if stopped {
+            break;
         }
     }
 }

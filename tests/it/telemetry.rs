@@ -1,6 +1,7 @@
 //! What the logs tell an operator: a line about a source names it (README: "Every line
 //! carries the source's name"), so that filtering the logs by source shows all of it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common::capture::trace_capture;
 use crate::common::double::{Double, DoubleProvider};
 use crate::common::{TestDb, quick_http, schedule, source, sync_once};
+use crate::reliability_support::{Site, SiteOptions, sim_options};
 
 /// Asserts that `logs` hold `count` warnings about runs a previous process left
 /// unfinished, the last of which names the source `double` and `runs` of its runs.
@@ -97,4 +99,55 @@ fn an_unusable_rust_log_is_reported() {
     );
     let valid = stderr_with("convsync=debug");
     assert!(!valid.contains("RUST_LOG"), "{valid}");
+}
+
+/// `sync --once --log-format json` as a CI job runs it (stderr is not a terminal): each
+/// source's progress is logged, at the latest when the run ends, as numeric fields of an
+/// event naming the source, not as text in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_logs_each_sources_progress_as_json_fields() {
+    let site = Site::start(sim_options(43, 30), SiteOptions::default()).await;
+    let done = site.run(&["--log-format", "json", "sync", "--once"]).await;
+    assert!(done.status.success(), "{}", done.tail());
+
+    // The log lines; the verdict lines printed after them are plain text.
+    let events: Vec<serde_json::Value> = done
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect();
+    let mut progress: BTreeMap<String, &serde_json::Value> = BTreeMap::new();
+    for event in &events {
+        let fields = &event["fields"];
+        if fields["message"] == "progress" {
+            let source = fields["source"]
+                .as_str()
+                .expect("progress names its source");
+            progress.insert(source.to_owned(), fields);
+        }
+    }
+
+    let mirrored: Vec<(String, i64)> =
+        sqlx::query_as("SELECT source, COUNT(*) FROM conversations GROUP BY source")
+            .fetch_all(&site.pool().await)
+            .await
+            .unwrap();
+    assert!(mirrored.len() >= 4, "every provider synced: {mirrored:?}");
+    for (source, rows) in mirrored {
+        let fields = progress
+            .get(&source)
+            .unwrap_or_else(|| panic!("no progress logged for {source}: {progress:?}"));
+        assert_eq!(
+            fields["inserted"].as_i64(),
+            Some(rows),
+            "the last progress of {source} counts every row it inserted: {fields}"
+        );
+        assert!(
+            fields["requests"].as_u64().is_some_and(|n| n > 0),
+            "{fields}"
+        );
+    }
 }
