@@ -32,8 +32,9 @@ pub fn init(format: LogFormat) {
             .with_span_list(true)
             .try_init(),
     };
-    if let Err(e) = result {
-        eprintln!("convsync: logging already initialised: {e}");
+    match result {
+        Ok(()) => install_panic_hook(),
+        Err(e) => eprintln!("convsync: logging already initialised: {e}"),
     }
     if let Some(why) = unusable {
         tracing::warn!(
@@ -42,6 +43,30 @@ pub fn init(format: LogFormat) {
              info,convsync=debug"
         );
     }
+}
+
+/// Sends panics (bugs) through `tracing`: the standard hook prints plain text on stderr,
+/// which breaks `--log-format json` and names no source, while an event logged on the
+/// panicking task carries its span (source, run id) like every other line. Threads with
+/// no subscriber (none in the daemon) keep the previous hook, so nothing is lost.
+pub fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let listening =
+            tracing::dispatcher::get_default(|d| !d.is::<tracing::subscriber::NoSubscriber>());
+        if !listening {
+            return previous(info);
+        }
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| backtrace.to_string());
+        tracing::error!(
+            panic = %crate::sync::panic_message(info.payload()),
+            location = info.location().map(|l| l.to_string()),
+            backtrace,
+            "panicked: this is a bug in convsync; please report it with this line"
+        );
+    }));
 }
 
 /// The filter `RUST_LOG` asks for, or `info` when it is unset or empty. A value that does

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::capture::trace_capture;
 use crate::common::double::{Double, DoubleProvider};
-use crate::common::{TestDb, quick_http, schedule, source, sync_once};
+use crate::common::{TestDb, quick_http, schedule, source, sync_all, sync_once};
+use crate::hostile_engine::{PanickyProvider, conversations};
 use crate::reliability_support::{Site, SiteOptions, sim_options};
 
 /// Asserts that `logs` hold `count` warnings about runs a previous process left
@@ -150,4 +151,61 @@ async fn sync_once_logs_each_sources_progress_as_json_fields() {
             "{fields}"
         );
     }
+}
+
+/// Puts the panic hook that was in place before back. Not while the test fails (a hook
+/// cannot be changed while panicking): the hook under test then stays, and it hands the
+/// panics of threads without a log capture to the previous one anyway.
+struct RestoreHook(Option<PanicHook>);
+
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send>;
+
+impl Drop for RestoreHook {
+    fn drop(&mut self) {
+        if let Some(hook) = self.0.take()
+            && !std::thread::panicking()
+        {
+            std::panic::set_hook(hook);
+        }
+    }
+}
+
+/// A panic in a source's cycle (a bug) is logged as one event of the logging pipeline, on
+/// the task that panicked, so it names the source (the standard hook prints plain text
+/// that names no source and breaks `--log-format json`).
+#[tokio::test(flavor = "current_thread")]
+async fn a_panic_is_logged_as_an_event_naming_its_source() {
+    let (capture, _guard) = trace_capture();
+    let _restore = RestoreHook(Some(std::panic::take_hook()));
+    convsync::telemetry::install_panic_hook();
+
+    let double = Double::start().await;
+    conversations(&double, &["calm", "PANIC"]);
+    let db = TestDb::new();
+    let provider = Arc::new(PanickyProvider(DoubleProvider::new(
+        double.base_url.clone(),
+        50,
+        false,
+    )));
+    let engine = Engine::new(
+        db.open().await,
+        &quick_http(),
+        &[source("double", provider, AuthScheme::None, schedule())],
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), sync_all(&engine, false))
+        .await
+        .expect("sync --once ends");
+
+    let logs = capture.text();
+    let panics: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("panicked: this is a bug in convsync"))
+        .collect();
+    assert_eq!(panics.len(), 1, "{logs}");
+    assert!(
+        panics[0].contains("source=double") && panics[0].contains("marked page reached"),
+        "the event names the source and says what panicked: {}",
+        panics[0]
+    );
 }
