@@ -67,6 +67,10 @@ pub struct DatabaseConfig {
     pub busy_timeout: Duration,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// How long an item in `rejected_records` is kept after it was last seen (an item a
+    /// provider still sends is kept, with its count; one fixed at the source ages out).
+    #[serde(with = "humantime_serde")]
+    pub rejected_records_retention: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -76,6 +80,7 @@ impl Default for DatabaseConfig {
             url: s.url,
             busy_timeout: s.busy_timeout,
             max_connections: s.max_connections,
+            rejected_records_retention: s.rejected_records_retention,
         }
     }
 }
@@ -126,6 +131,9 @@ impl Default for HttpConfig {
     }
 }
 
+/// Most connections `[health] max_connections` may allow: each takes a file descriptor.
+const MAX_HEALTH_CONNECTIONS: usize = 1024;
+
 /// `[health]`: the HTTP endpoint for `/healthz`, `/readyz` and `/metrics`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -137,6 +145,13 @@ pub struct HealthConfig {
     /// A source is "late" (not ready) when its last successful cycle is older than this
     /// many poll intervals.
     pub ready_after_intervals: f64,
+    /// A connection that has not sent a whole request within this time (an idle or slow
+    /// client) is closed, so that idle sockets cannot pile up.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen queue. Bounds the
+    /// file descriptors the endpoint can take from the providers' connections.
+    pub max_connections: usize,
 }
 
 impl Default for HealthConfig {
@@ -145,6 +160,8 @@ impl Default for HealthConfig {
             enabled: true,
             listen: "127.0.0.1:9477".into(),
             ready_after_intervals: 3.0,
+            read_timeout: Duration::from_secs(10),
+            max_connections: 64,
         }
     }
 }
@@ -329,6 +346,9 @@ pub struct Config {
     pub sources: Vec<SourceSettings>,
     /// Names of sources present but disabled.
     pub disabled_sources: Vec<String>,
+    /// Every source name the file yields, enabled or not (to tell which of the
+    /// database's sources are no longer configured).
+    pub configured: Vec<ConfiguredSource>,
 }
 
 /// The smallest `http.max_response_bytes` accepted: below this even a token answer or an
@@ -358,13 +378,15 @@ impl Config {
     /// Loads and merges without validating sources (for `migrate`, which needs only the
     /// database).
     pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-        if !path.exists() {
+        // Opened rather than tested with `exists()`, which calls an unreadable file missing.
+        if let Err(error) = std::fs::File::open(path) {
+            let hint = match error.kind() {
+                std::io::ErrorKind::NotFound => " (copy config/convsync.example.toml and edit it)",
+                _ => "",
+            };
             return Err(ConfigError::new(
                 "--config",
-                format!(
-                    "file {} does not exist (copy config/convsync.example.toml and edit it)",
-                    path.display()
-                ),
+                format!("file {}{hint}", crate::file_access::describe(path, &error)),
             ));
         }
         Figment::from(Serialized::defaults(FileConfig::default()))
@@ -374,10 +396,18 @@ impl Config {
             .map_err(figment_error)
     }
 
-    /// Validates a parsed file and resolves secrets.
+    /// Validates a parsed file and resolves secrets; the first mistake is the error.
     pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
+        Self::validate_all(file).map_err(|mut mistakes| mistakes.swap_remove(0))
+    }
+
+    /// Validates a parsed file and resolves secrets, reporting every mistake found (at
+    /// least one on `Err`; within one source, its first), so `check-config` can list them
+    /// all in one go.
+    pub fn validate_all(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
+        let mut mistakes = Vec::new();
         if !file.database.url.starts_with("sqlite:") {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "database.url",
                 format!(
                     "{:?} is not supported: expected sqlite://PATH (PostgreSQL is planned)",
@@ -386,19 +416,19 @@ impl Config {
             ));
         }
         if file.http.timeout.is_zero() {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "http.timeout",
                 "must be greater than zero",
             ));
         }
         if file.http.max_provider_wait.is_zero() {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "http.max_provider_wait",
                 "must be greater than zero, such as \"1h\" (a provider's longer waits are clamped to it)",
             ));
         }
         if file.http.max_response_bytes < MIN_RESPONSE_BYTES {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "http.max_response_bytes",
                 format!(
                     "{} is too small for a provider's page: expected at least {MIN_RESPONSE_BYTES} bytes (default 16777216, 16 MiB)",
@@ -408,7 +438,7 @@ impl Config {
         }
         let listen = file.health.listen.trim();
         if listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "health.listen",
                 format!(
                     "{:?} is not an address: expected IP:PORT such as 127.0.0.1:9477 (0.0.0.0:9477 in a container)",
@@ -418,9 +448,27 @@ impl Config {
         }
         let intervals = file.health.ready_after_intervals;
         if !(intervals.is_finite() && intervals > 0.0) {
-            return Err(ConfigError::new(
+            mistakes.push(ConfigError::new(
                 "health.ready_after_intervals",
                 "must be a number of poll intervals greater than 0, such as 3.0",
+            ));
+        }
+        if file.health.read_timeout.is_zero() {
+            mistakes.push(ConfigError::new(
+                "health.read_timeout",
+                "must be greater than zero, such as \"10s\"",
+            ));
+        }
+        if !(1..=MAX_HEALTH_CONNECTIONS).contains(&file.health.max_connections) {
+            mistakes.push(ConfigError::new(
+                "health.max_connections",
+                format!("must be between 1 and {MAX_HEALTH_CONNECTIONS}, such as 64"),
+            ));
+        }
+        if file.database.rejected_records_retention.is_zero() {
+            mistakes.push(ConfigError::new(
+                "database.rejected_records_retention",
+                "must be greater than zero, such as \"30d\"",
             ));
         }
         let mut names = HashSet::new();
@@ -429,31 +477,50 @@ impl Config {
         for (index, source) in file.sources.iter().enumerate() {
             let key = format!("sources[{index}]");
             if !names.insert(source.name.clone()) {
-                return Err(ConfigError::new(
+                mistakes.push(ConfigError::new(
                     format!("{key}.name"),
                     format!(
                         "duplicate source name {:?}: names must be unique",
                         source.name
                     ),
                 ));
+                continue;
             }
             if !source.enabled {
                 disabled.push(source.name.clone());
                 continue;
             }
-            sources.extend(validate_source(&key, source)?);
+            match validate_source(&key, source) {
+                Ok(expanded) => sources.extend(expanded),
+                Err(e) => mistakes.push(e),
+            }
         }
-        if sources.is_empty() && disabled.is_empty() {
-            return Err(ConfigError::new(
+        let mut expanded = HashSet::new();
+        for source in &sources {
+            if !expanded.insert(source.name.as_str()) {
+                mistakes.push(ConfigError::new(
+                    format!("sources[{}].name", source.name),
+                    "two [[sources]] entries yield this source name (an entry named like \
+                     `name/<locationId>` or `name/<appId>` of another): rename one",
+                ));
+            }
+        }
+        if file.sources.is_empty() {
+            mistakes.push(ConfigError::new(
                 "sources",
                 "no [[sources]] configured: add at least one provider account",
             ));
         }
+        if !mistakes.is_empty() {
+            return Err(mistakes);
+        }
+        let configured = file.configured_sources();
         Ok(Config {
             store: StoreSettings {
                 url: file.database.url,
                 busy_timeout: file.database.busy_timeout,
                 max_connections: file.database.max_connections,
+                rejected_records_retention: file.database.rejected_records_retention,
             },
             http: HttpSettings {
                 timeout: file.http.timeout,
@@ -470,6 +537,7 @@ impl Config {
             health: file.health,
             sources,
             disabled_sources: disabled,
+            configured,
         })
     }
 }
@@ -629,7 +697,6 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
         None => None,
     };
     let mut out = Vec::new();
-    let multiple = setups.len() > 1;
     for setup in setups {
         let poll_interval = source.poll_interval.unwrap_or(setup.defaults.poll_interval);
         if poll_interval < setup.defaults.min_poll_interval {
@@ -661,10 +728,9 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             Some(skew) => skew,
             None => DEFAULT_MAX_CLOCK_SKEW.min(lookback),
         };
-        let name = match (&setup.name_suffix, multiple) {
-            (Some(suffix), true) => format!("{}/{suffix}", source.name),
-            _ => source.name.clone(),
-        };
+        let name = expanded_name(&source.name, setup.name_suffix.as_deref());
+        let mut setup = setup;
+        setup.auth.name_source(&name);
         out.push(SourceSettings {
             name,
             schedule: Schedule {
@@ -744,4 +810,81 @@ fn is_loopback(url: &Url) -> bool {
 pub fn resolve_path(cli: Option<PathBuf>) -> PathBuf {
     cli.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("convsync.toml"))
+}
+
+/// The name of one of the sources a `[[sources]]` entry yields: `name/suffix` for
+/// providers whose entry lists accounts (HighLevel locations, Sinch apps), whatever their
+/// number, so that adding a second location never renames the first one's rows.
+pub fn expanded_name(base: &str, suffix: Option<&str>) -> String {
+    match suffix {
+        Some(suffix) => format!("{base}/{suffix}"),
+        None => base.to_owned(),
+    }
+}
+
+/// One source as the database-only commands (`status`, `reset`, `state`, `sources`) see
+/// it: read from the file without resolving any secret, so they work outside the service
+/// (where systemd credentials or secret files are not readable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredSource {
+    /// The source name, as in the mirror's `source` column.
+    pub name: String,
+    /// The `[[sources]]` entry's name it comes from.
+    pub entry: String,
+    /// `d365`, `spruce`, `sinch` or `highlevel` (as written in the file).
+    pub provider: String,
+    /// Whether it is polled.
+    pub enabled: bool,
+    /// Time between cycles: the configured one, else the provider's default (`None` for
+    /// an unknown provider).
+    pub poll_interval: Option<Duration>,
+}
+
+impl FileConfig {
+    /// Every source the file names, enabled or not, without resolving secrets or
+    /// validating provider settings (`check-config` does that).
+    pub fn configured_sources(&self) -> Vec<ConfiguredSource> {
+        let mut out = Vec::new();
+        for source in &self.sources {
+            let suffixes: Vec<Option<&str>> = match (&source.highlevel, &source.sinch) {
+                (Some(hl), _) if source.provider == "highlevel" => hl
+                    .location_id
+                    .iter()
+                    .map(|id| id.trim())
+                    .chain(hl.locations.iter().map(|l| l.id.trim()))
+                    .map(Some)
+                    .collect(),
+                (_, Some(sinch)) if source.provider == "sinch" => sinch
+                    .app_id
+                    .ids()
+                    .iter()
+                    .map(|id| Some(id.trim()))
+                    .collect(),
+                _ => vec![None],
+            };
+            for suffix in suffixes {
+                out.push(ConfiguredSource {
+                    name: expanded_name(&source.name, suffix),
+                    entry: source.name.clone(),
+                    provider: source.provider.clone(),
+                    enabled: source.enabled,
+                    poll_interval: source.poll_interval.or_else(|| {
+                        ProviderKind::from_config_name(&source.provider)
+                            .map(|kind| kind.defaults().poll_interval)
+                    }),
+                });
+            }
+        }
+        out
+    }
+
+    /// The database settings alone (for commands that only read or edit the mirror).
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            url: self.database.url.clone(),
+            busy_timeout: self.database.busy_timeout,
+            max_connections: self.database.max_connections,
+            rejected_records_retention: self.database.rejected_records_retention,
+        }
+    }
 }

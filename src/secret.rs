@@ -4,6 +4,11 @@
 //! A secret is never written inline in a config file: it is a reference to an environment
 //! variable, a file (Docker and Kubernetes secrets), or a systemd credential
 //! (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`).
+//!
+//! Every [`Secret`] is also remembered by [`redact`], which scrubs it from any provider
+//! text before that text is logged, stored or served.
+
+pub mod redact;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -46,7 +51,7 @@ pub enum SecretError {
     #[error("environment variable {0} is not set or empty")]
     MissingEnv(String),
     /// The file cannot be read.
-    #[error("cannot read secret file {path}: {source}")]
+    #[error("cannot read secret file: {}", crate::file_access::describe(.path, .source))]
     Unreadable {
         /// The file.
         path: PathBuf,
@@ -78,7 +83,7 @@ impl SecretRef {
     pub fn resolve(&self) -> Result<Secret, SecretError> {
         match self {
             SecretRef::Env { env } => match std::env::var(env) {
-                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim().to_owned())),
+                Ok(v) if !v.trim().is_empty() => Ok(Secret::configured(v.trim().to_owned())),
                 _ => Err(SecretError::MissingEnv(env.clone())),
             },
             SecretRef::File { file } => read_secret_file(file),
@@ -100,7 +105,7 @@ fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
     if trimmed.is_empty() {
         return Err(SecretError::EmptyFile(path.to_owned()));
     }
-    Ok(Secret::new(trimmed.to_owned()))
+    Ok(Secret::configured(trimmed.to_owned()))
 }
 
 /// A resolved secret value. `Debug` and `Display` print `[redacted]`; the value is reachable
@@ -109,8 +114,17 @@ fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
 pub struct Secret(SecretString);
 
 impl Secret {
-    /// Wraps a value.
+    /// Wraps a value issued at run time (an access or refresh token) and remembers it for
+    /// redaction among the newest issued values.
     pub fn new(value: String) -> Self {
+        redact::remember(&value, redact::Lifetime::Issued);
+        Secret(SecretString::from(value))
+    }
+
+    /// Wraps a value from the configuration (a client secret, a static token), remembered
+    /// for redaction for the life of the process.
+    pub fn configured(value: String) -> Self {
+        redact::remember(&value, redact::Lifetime::Configured);
         Secret(SecretString::from(value))
     }
 

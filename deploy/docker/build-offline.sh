@@ -4,8 +4,9 @@
 #
 #   deploy/docker/build-offline.sh [TAG]          # default tag: convsync:offline
 #
-# 1. builds the static binary on the host, exactly as the Dockerfile's builder stage does
-#    (set CONVSYNC_BINARY=/path/to/convsync to use one built elsewhere);
+# 1. builds the static binary on the host with deploy/build-static.sh, exactly as the
+#    Dockerfile's builder stage does (set CONVSYNC_BINARY=/path/to/convsync to use one
+#    built elsewhere);
 # 2. assembles the image files with deploy/docker/rootfs.sh, the script the builder
 #    stage runs, using the host's CA bundle (CA_BUNDLE=... to choose another);
 # 3. builds a Dockerfile made of a one-line `rootfs` stage plus the runtime stage of
@@ -21,11 +22,7 @@ marker='^# ---- runtime stage'
 if [[ -n "${CONVSYNC_BINARY:-}" ]]; then
     binary="$CONVSYNC_BINARY"
 else
-    target="$(rustc -vV | sed -n 's/^host: //p')"
-    echo "build-offline: building a static convsync for $target (release)" >&2
-    (cd "$repo" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        cargo build --release --locked --target "$target" --features hickory-dns --bin convsync)
-    binary="${CARGO_TARGET_DIR:-$repo/target}/$target/release/convsync"
+    binary="$("$repo/deploy/build-static.sh")"
 fi
 [[ -x "$binary" ]] || { echo "build-offline: $binary is not an executable" >&2; exit 1; }
 if command -v ldd >/dev/null && ldd "$binary" 2>&1 | grep -q '=>'; then

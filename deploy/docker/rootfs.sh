@@ -6,7 +6,9 @@
 #   rootfs.sh DEST CONVSYNC_BINARY CA_BUNDLE
 #
 # DEST/image/  becomes the image's /: the static binary, a CA bundle for TLS to the
-#              providers, and passwd/group entries for the unprivileged user 10001;
+#              providers, passwd/group entries for the unprivileged user 10001, and the
+#              man pages and shell completions (deploy/usr-share.sh, beside this
+#              script's directory);
 # DEST/state/  becomes /var/lib/convsync, copied with the owner set to 10001 so that a
 #              fresh named volume mounted there is writable by the service.
 set -eu
@@ -35,4 +37,5 @@ convsync:x:10001:
 GROUP
 chmod 0644 "$dest/image/etc/passwd" "$dest/image/etc/group"
 chmod 0755 "$dest/image/etc/convsync"
+"$(dirname "$0")/../usr-share.sh" "$dest/image" "$dest/image/usr/local/bin/convsync"
 chmod 0700 "$dest/state"

@@ -3,7 +3,7 @@
 #   1. `systemd-analyze verify` reports nothing (unknown keys, bad values, missing
 #      executables are all failures, not warnings);
 #   2. `systemd-analyze security` rates the exposure "OK" or better.
-# The unit's /usr/local/bin/convsync is pointed at a freshly built binary for the check.
+# The unit's /usr/bin/convsync is pointed at a freshly built binary for the check.
 # Needs Debian's `systemd` package (systemd-analyze); CI installs it.
 #
 #   deploy/systemd/check.sh [PATH-TO-CONVSYNC-BINARY]
@@ -28,7 +28,7 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # Same unit, same name (security ratings and messages refer to it), local binary.
-sed "s#/usr/local/bin/convsync#${binary}#g" "$unit" > "$work/convsync.service"
+sed "s#/usr/bin/convsync#${binary}#g" "$unit" > "$work/convsync.service"
 
 echo "== systemd-analyze verify convsync.service"
 # verify exits 0 on some warnings; any output at all is treated as a failure.

@@ -23,8 +23,8 @@ pub struct DemoArgs {
     /// (`mirror.db`). The database is recreated on every run: the simulated world is new.
     #[arg(long, default_value = "convsync-demo")]
     pub dir: PathBuf,
-    /// Poll interval of the Spruce, Sinch and HighLevel sources (D365 keeps its 60 s
-    /// minimum).
+    /// Poll interval of the sources (D365 sources poll at their 60 s minimum when this is
+    /// shorter).
     #[arg(long, default_value = "10s")]
     pub poll_interval: String,
     /// Simulator settings (world size, activity, faults).
@@ -43,8 +43,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         config_path.display()
     );
     println!(
-        "(the same config works with `convsync run --config {}` while a simulator runs)\n",
-        config_path.display()
+        "(it points at this run's simulator, on ports chosen for this run: it works only while \
+         this demo runs; `convsync simulate` prints a config for a simulator of your own)\n"
     );
 
     let config = Config::load(&config_path).context("loading the generated demo config")?;
@@ -109,29 +109,42 @@ fn write_config(args: &DemoArgs, sim: &crate::sim::SimHandle) -> anyhow::Result<
 }
 
 async fn summary(store: &Store) -> anyhow::Result<String> {
-    let rows: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+    // `awaiting` is NULL where the provider does not say who wrote last (D365's listing):
+    // shown as "–", not as a count of 0.
+    let rows: Vec<(String, String, i64, i64, Option<i64>, i64)> = sqlx::query_as(
         "SELECT source, provider, COUNT(*),
                 COALESCE(SUM(active = 1 AND closed_at IS NULL), 0),
-                COALESCE(SUM(awaiting_reply = 1), 0),
+                SUM(awaiting_reply = 1),
                 COALESCE(SUM(closed_at IS NOT NULL OR deleted_at IS NOT NULL), 0)
          FROM conversations GROUP BY source, provider ORDER BY source",
     )
     .fetch_all(store.pool())
     .await?;
-    let mut out = format!(
-        "{:<32} {:<10} {:>8} {:>8} {:>10} {:>14} {:>7}\n",
-        "source", "provider", "rows", "open", "awaiting", "closed/deleted", "cycles"
-    );
+    let mut table = super::table::plain([
+        "source",
+        "provider",
+        "rows",
+        "open",
+        "awaiting",
+        "closed/deleted",
+        "cycles",
+    ]);
     for (source, provider, total, open, awaiting, gone) in rows {
         let cycles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE source = ?")
             .bind(&source)
             .fetch_one(store.pool())
             .await?;
-        out.push_str(&format!(
-            "{source:<32} {provider:<10} {total:>8} {open:>8} {awaiting:>10} {gone:>14} {cycles:>7}\n"
-        ));
+        table.add_row([
+            source,
+            provider,
+            total.to_string(),
+            open.to_string(),
+            awaiting.map_or_else(|| "–".to_owned(), |n| n.to_string()),
+            gone.to_string(),
+            cycles.to_string(),
+        ]);
     }
-    Ok(out)
+    Ok(format!("{table}\n"))
 }
 
 /// The sample report: who has been waiting longest for a reply.

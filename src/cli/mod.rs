@@ -1,10 +1,18 @@
-//! The command line: `run`, `sync --once`, `status`, `reset`, `check-config`, `migrate`.
+//! The command line: `run`, `sync --once`, `status`, `reset`, `check-config`, `migrate`,
+//! `sources`, `state`, `credentials`, and the files a package installs (`completions`, `man`).
 //! Each command loads what it needs and calls into the library; nothing here knows SQL or
 //! a provider's fields.
 
+mod credentials;
+mod database;
 mod demo;
+mod install_files;
+mod maintenance;
 mod progress;
+mod sources;
+mod state;
 mod status;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +22,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::store::{Store, StoreSettings};
+use crate::store::{DaemonLock, Store, StoreSettings};
 use crate::sync::{CycleOptions, Engine};
 use crate::telemetry::{self, LogFormat};
 use crate::time::Timestamp;
@@ -57,22 +65,46 @@ pub enum Command {
         #[arg(long)]
         full: bool,
     },
-    /// Show each source's watermark, lag, last run and row counts.
-    Status,
+    /// Show each source's watermark, lag, last run and row counts, including sources the
+    /// database holds rows for that are no longer configured. Reads the database only
+    /// (no secret is read); exits non-zero if the database does not exist.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move a source's watermarks back so the next cycle re-reads from there (or from the
-    /// beginning without --since). Rows are kept; re-read rows are updated in place.
+    /// beginning without --since). Rows are kept; re-read rows are updated in place. Reads
+    /// the database only (no secret is read).
     Reset {
         /// The source to reset.
         #[arg(long, value_name = "NAME")]
         source: String,
-        /// Re-sync from this instant (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+        /// Re-sync from this instant in the past (RFC 3339, e.g. 2026-01-31T00:00:00Z).
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Validate the configuration (and that every secret can be read), then exit.
+    /// Validate the configuration (and that every secret can be read), report every
+    /// mistake found, then exit (non-zero if there was any).
     CheckConfig,
-    /// Create or upgrade the database schema, then exit.
+    /// Create or upgrade the database schema, say which migrations were applied, then exit.
     Migrate,
+    /// Manage stored credentials (`credentials set-refresh-token --source NAME`).
+    Credentials {
+        /// What to do.
+        #[command(subcommand)]
+        action: credentials::CredentialsCommand,
+    },
+    /// List the sources the configuration names and the database holds; rename or forget
+    /// the rows of a source.
+    #[command(subcommand)]
+    Sources(sources::SourcesCommand),
+    /// Show or set each walk's watermark and page position of a source.
+    #[command(subcommand)]
+    State(state::StateCommand),
     /// Serve the bundled provider simulator (all four APIs on 127.0.0.1) until Ctrl-C.
     /// Prints the URLs and a ready-to-paste convsync configuration.
     Simulate(crate::sim::SimOptions),
@@ -89,6 +121,20 @@ pub enum Command {
         /// Base URL of the endpoint (default: from `[health] listen` in the configuration).
         #[arg(long, value_name = "URL")]
         url: Option<url::Url>,
+    },
+    /// Print a shell completion script on stdout, e.g. `source <(convsync completions bash)`.
+    /// The Debian package installs them for bash, zsh and fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (`convsync.1` and one per subcommand, `convsync-run.1`, ...) into a
+    /// directory. The Debian package installs them.
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -120,7 +166,18 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = config::resolve_path(cli.config.clone());
     match cli.command {
         Command::CheckConfig => {
-            let config = load_config(&config_path)?;
+            let file = Config::load_file(&config_path)
+                .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
+            let config = match Config::validate_all(file) {
+                Ok(config) => config,
+                Err(mistakes) => {
+                    eprintln!("{}: {} mistake(s):", config_path.display(), mistakes.len());
+                    for mistake in &mistakes {
+                        eprintln!("  {mistake}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             println!(
                 "{}: OK — {} source(s) enabled{}",
                 config_path.display(),
@@ -131,15 +188,16 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!(", disabled: {}", config.disabled_sources.join(", "))
                 }
             );
+            let mut table = table::plain(["source", "provider", "account", "every"]);
             for s in &config.sources {
-                println!(
-                    "  {:<24} {:<10} account {:<28} every {}",
-                    s.name,
-                    s.setup.provider.kind(),
-                    s.setup.provider.account(),
-                    humantime::format_duration(s.schedule.poll_interval)
-                );
+                table.add_row([
+                    s.name.clone(),
+                    s.setup.provider.kind().to_string(),
+                    s.setup.provider.account().to_owned(),
+                    humantime::format_duration(s.schedule.poll_interval).to_string(),
+                ]);
             }
+            println!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Health { live, url } => {
@@ -171,6 +229,16 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Completions { shell } => {
+            install_files::write_completions(shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => {
+            for page in install_files::write_man_pages(&out)? {
+                println!("{}", out.join(page).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate(options) => {
             crate::sim::run_simulator(options, shutdown_on_signals()).await?;
             Ok(ExitCode::SUCCESS)
@@ -185,17 +253,18 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 url: file.database.url.clone(),
                 busy_timeout: file.database.busy_timeout,
                 max_connections: 1,
+                rejected_records_retention: file.database.rejected_records_retention,
             };
-            Store::open(&settings)
-                .await
-                .with_context(|| format!("opening {}", settings.url))?;
-            println!("{}: schema up to date", settings.url);
+            println!("{}", maintenance::migrate(&settings).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
             let config = load_config(&config_path)?;
-            let engine = build_engine(&config).await?;
+            // Signals first: a SIGTERM while the database is opened and migrated still
+            // means a clean stop (exit 0), not death by the default signal action.
             let shutdown = shutdown_on_signals();
+            let _lock = lock_database(&config)?;
+            let engine = build_engine(&config).await?;
             // Configuration validated and database migrated: bind /healthz, start the
             // watchdog supervisor and send READY=1.
             let service = crate::health::Service::start(
@@ -223,21 +292,12 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             full,
         } => {
             let config = load_config(&config_path)?;
-            if let Some(name) = &source
-                && !config.sources.iter().any(|s| &s.name == name)
-            {
-                anyhow::bail!(
-                    "no enabled source named {name:?} (configured: {})",
-                    config
-                        .sources
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+            if let Some(name) = &source {
+                enabled_source(&config, name)?;
             }
-            let engine = build_engine(&config).await?;
             let shutdown = shutdown_on_signals();
+            let _lock = lock_database(&config)?;
+            let engine = build_engine(&config).await?;
             let display = progress::ProgressDisplay::start(&engine);
             let results = engine
                 .sync_once(
@@ -262,49 +322,89 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Status => {
-            let config = load_config(&config_path)?;
-            let store = Store::open(&config.store)
-                .await
-                .with_context(|| format!("opening {}", config.store.url))?;
-            let text = status::render(&store, &config, Timestamp::now()).await?;
-            print!("{text}");
+        Command::Status { json } => {
+            let mirror = database::Mirror::open(&config_path).await?;
+            // The refresh-token lines need the configured tokens' fingerprints, so only
+            // where the secrets are readable here; everything else comes from the database.
+            let refresh = match Config::load(&config_path) {
+                Ok(config) => credentials::rotating_refresh_by_source(&config),
+                Err(e) => {
+                    tracing::debug!(error = %e, "status: secrets unreadable, refresh tokens not shown");
+                    Default::default()
+                }
+            };
+            let report =
+                status::collect(&mirror.store, &mirror.sources, &refresh, Timestamp::now()).await?;
+            mirror.store.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", status::render(&report));
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reset { source, since } => {
+        Command::Credentials { action } => {
             let config = load_config(&config_path)?;
-            if !config.sources.iter().any(|s| s.name == source)
-                && !config.disabled_sources.contains(&source)
-            {
-                anyhow::bail!("no source named {source:?} in {}", config_path.display());
-            }
-            let since = since
-                .map(|s| {
-                    Timestamp::parse_rfc3339(&s)
-                        .with_context(|| "--since must be RFC 3339, e.g. 2026-01-31T00:00:00Z")
-                })
-                .transpose()?;
-            let store = Store::open(&config.store).await?;
-            let walks = store.reset_source(&source, since).await?;
-            match since {
-                Some(t) => println!("{source}: {walks} walk(s) will re-read from {t}"),
-                None => {
-                    println!("{source}: {walks} walk(s) reset; the next cycle re-reads everything")
-                }
-            }
+            credentials::run(action, &config).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reset {
+            source,
+            since,
+            dry_run,
+        } => {
+            maintenance::reset(&config_path, &source, since.as_deref(), dry_run).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sources(command) => {
+            sources::run(command, database::Mirror::open(&config_path).await?).await
+        }
+        Command::State(command) => {
+            state::run(command, database::Mirror::open(&config_path).await?).await
         }
     }
+}
+
+/// The enabled source called `name`, or an error listing the configured ones.
+fn enabled_source<'a>(
+    config: &'a Config,
+    name: &str,
+) -> anyhow::Result<&'a crate::config::SourceSettings> {
+    config
+        .sources
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no enabled source named {name:?} (configured: {})",
+                config
+                    .sources
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
 }
 
+/// One syncing process per database (`run` and `sync --once`): a second would double
+/// every provider's request budget and race on single-use refresh tokens.
+fn lock_database(config: &Config) -> anyhow::Result<DaemonLock> {
+    let db = crate::store::sqlite_path(&config.store.url);
+    Ok(DaemonLock::acquire(db.as_deref())?)
+}
+
 async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
     let store = Store::open(&config.store)
         .await
         .with_context(|| format!("opening the mirror database {}", config.store.url))?;
+    sources::adopt_and_warn(&store, &config.configured)
+        .await
+        .context("checking the database's source names against the configuration")?;
     Engine::new(store, &config.http, &config.sources).context("building the HTTP client")
 }
 

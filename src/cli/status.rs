@@ -1,53 +1,168 @@
-//! `convsync status`: one block per source, read from the database.
+//! `convsync status`: one block per source (or JSON for scripts), read from the database
+//! alone: every configured source, and every source the database holds rows for that is
+//! no longer configured.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::config::Config;
-use crate::store::{Store, StoreError};
+use serde::Serialize;
+
+use super::sources::unconfigured;
+use crate::config::ConfiguredSource;
+use crate::http::auth::RotatingRefresh;
+use crate::store::{LastRun, Store, StoreError};
 use crate::time::Timestamp;
 
-/// Renders the status of every configured source as text.
-pub async fn render(store: &Store, config: &Config, now: Timestamp) -> Result<String, StoreError> {
-    let mut out = String::new();
-    let names = config
-        .sources
+/// The whole status, as `status --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// When it was taken.
+    pub now: Timestamp,
+    /// One entry per source.
+    pub sources: Vec<SourceReport>,
+}
+
+/// One source's status.
+#[derive(Debug, Serialize)]
+pub struct SourceReport {
+    /// Source name.
+    pub name: String,
+    /// Provider, from the configuration (`None` when not configured).
+    pub provider: Option<String>,
+    /// `enabled`, `disabled` or `not configured`.
+    pub state: &'static str,
+    /// Rows not deleted.
+    pub rows: u64,
+    /// Open rows.
+    pub open_rows: u64,
+    /// Follow-ups waiting.
+    pub follow_ups_queued: u64,
+    /// Each walk's standing.
+    pub walks: Vec<WalkReport>,
+    /// The newest cycle.
+    pub last_run: Option<LastRun>,
+    /// When the next cycle is due (enabled sources with a successful cycle).
+    pub next_poll_due: Option<Timestamp>,
+    /// Where a rotating OAuth refresh token (HighLevel) stands, with a warning when an
+    /// operator must act; `None` for other credentials, or when the secrets that name the
+    /// token could not be read here.
+    pub refresh_token: Option<String>,
+}
+
+/// One walk's standing.
+#[derive(Debug, Serialize)]
+pub struct WalkReport {
+    /// Walk name.
+    pub walk: String,
+    /// Everything at or before this is mirrored.
+    pub watermark: Option<Timestamp>,
+    /// Seconds from the watermark to now.
+    pub lag_seconds: Option<u64>,
+    /// When it last completed.
+    pub last_completed_at: Option<Timestamp>,
+    /// Whether a walk is under way (resumed by the next cycle).
+    pub in_progress: bool,
+}
+
+/// Collects the status of every configured source and every unconfigured one the database
+/// holds. `refresh` holds the rotating refresh-token schemes by source name, when the
+/// configuration's secrets could be read (the vault key includes a token's fingerprint).
+pub async fn collect(
+    store: &Store,
+    configured: &[ConfiguredSource],
+    refresh: &HashMap<String, RotatingRefresh>,
+    now: Timestamp,
+) -> Result<StatusReport, StoreError> {
+    let orphans = unconfigured(configured, store.stored_sources().await?);
+    let names = configured
         .iter()
-        .map(|s| (s.name.as_str(), Some(s)))
-        .chain(config.disabled_sources.iter().map(|n| (n.as_str(), None)));
+        .map(|c| (c.name.clone(), Some(c)))
+        .chain(orphans.map(|s| (s.name, None)))
+        .collect::<Vec<_>>();
+    let mut sources = Vec::with_capacity(names.len());
     for (name, settings) in names {
-        let status = store.source_status(name).await?;
-        let kind = settings
-            .map(|s| s.setup.provider.kind().as_str())
-            .unwrap_or("disabled");
-        let _ = writeln!(out, "{name} ({kind})");
+        let status = store.source_status(&name).await?;
+        let walks = status
+            .cursors
+            .iter()
+            .map(|(walk, cursor)| WalkReport {
+                walk: walk.clone(),
+                watermark: cursor.watermark,
+                lag_seconds: cursor.watermark.map(|w| w.elapsed_until(now).as_secs()),
+                last_completed_at: cursor.last_completed_at,
+                in_progress: cursor.in_progress(),
+            })
+            .collect();
+        let next_poll_due = match (settings, status.last_success_at) {
+            (Some(c), Some(last)) if c.enabled => c
+                .poll_interval
+                .map(|interval| last.saturating_add(interval)),
+            _ => None,
+        };
+        let refresh_token = match refresh.get(&name) {
+            Some(rr) => Some(refresh_token_line(store, rr, &name, now).await?),
+            None => None,
+        };
+        sources.push(SourceReport {
+            refresh_token,
+            name,
+            provider: settings.map(|c| c.provider.clone()),
+            state: match settings {
+                Some(c) if c.enabled => "enabled",
+                Some(_) => "disabled",
+                None => "not configured",
+            },
+            rows: status.rows,
+            open_rows: status.active_rows,
+            follow_ups_queued: status.pending_follow_ups,
+            walks,
+            last_run: status.last_run,
+            next_poll_due,
+        });
+    }
+    Ok(StatusReport { now, sources })
+}
+
+/// Renders the status as text.
+pub fn render(report: &StatusReport) -> String {
+    let mut out = String::new();
+    for source in &report.sources {
+        let kind = match (source.state, &source.provider) {
+            ("enabled", Some(provider)) => provider.clone(),
+            ("disabled", _) => "disabled".to_owned(),
+            _ => "NOT CONFIGURED: `convsync sources rename` or `convsync sources forget` it"
+                .to_owned(),
+        };
+        let _ = writeln!(out, "{} ({kind})", source.name);
         let _ = writeln!(
             out,
             "  rows: {} ({} open), follow-ups queued: {}",
-            status.rows, status.active_rows, status.pending_follow_ups
+            source.rows, source.open_rows, source.follow_ups_queued
         );
-        for (walk, cursor) in &status.cursors {
-            let watermark = match cursor.watermark {
-                Some(w) => format!(
+        for walk in &source.walks {
+            let watermark = match (walk.watermark, walk.lag_seconds) {
+                (Some(w), Some(lag)) => format!(
                     "{w} (lag {})",
-                    humantime::format_duration(round_secs(w.elapsed_until(now)))
+                    humantime::format_duration(std::time::Duration::from_secs(lag))
                 ),
-                None => "-".into(),
+                _ => "-".into(),
             };
-            let state = if cursor.in_progress() {
+            let state = if walk.in_progress {
                 ", walk in progress"
             } else {
                 ""
             };
-            let completed = cursor
+            let completed = walk
                 .last_completed_at
                 .map(|t| format!(", last completed {t}"))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  walk {walk:<10} watermark {watermark}{completed}{state}"
+                "  walk {:<10} watermark {watermark}{completed}{state}",
+                walk.walk
             );
         }
-        match &status.last_run {
+        match &source.last_run {
             Some(run) => {
                 let _ = writeln!(
                     out,
@@ -67,12 +182,14 @@ pub async fn render(store: &Store, config: &Config, now: Timestamp) -> Result<St
                 let _ = writeln!(out, "  never synced");
             }
         }
-        if let (Some(settings), Some(last)) = (settings, status.last_success_at) {
-            let next = last.saturating_add(settings.schedule.poll_interval);
+        if let Some(line) = &source.refresh_token {
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(next) = source.next_poll_due {
             let _ = writeln!(
                 out,
                 "  next poll due: {}",
-                if next <= now {
+                if next <= report.now {
                     "now".to_owned()
                 } else {
                     next.to_string()
@@ -80,9 +197,56 @@ pub async fn render(store: &Store, config: &Config, now: Timestamp) -> Result<St
             );
         }
     }
-    Ok(out)
+    out
 }
 
-fn round_secs(d: std::time::Duration) -> std::time::Duration {
-    std::time::Duration::from_secs(d.as_secs())
+/// Where the source's rotating refresh token stands: when it expires unused, and whether
+/// an operator must act.
+async fn refresh_token_line(
+    store: &Store,
+    rr: &crate::http::auth::RotatingRefresh,
+    name: &str,
+    now: Timestamp,
+) -> Result<String, StoreError> {
+    let Some(stored) = store.load_refresh_token(&rr.vault_key).await? else {
+        return Ok("  refresh token: the configured one, not used yet".into());
+    };
+    let recover = format!(
+        "re-authorise the app, then `convsync credentials set-refresh-token --source {name}`"
+    );
+    if let Some(refusal) = stored.refused {
+        return Ok(format!(
+            "  refresh token: REFUSED at {}{}; {recover}",
+            refusal.at,
+            if refusal.after_lost_answer {
+                " after the answer to a refresh was lost"
+            } else {
+                ""
+            }
+        ));
+    }
+    let expires_at = rr.expires_at(stored.issued_at);
+    let mut line = format!(
+        "  refresh token: issued {}, expires unused at {expires_at}",
+        stored.issued_at
+    );
+    if let Some(sent_at) = stored.sent_at {
+        let _ = write!(
+            line,
+            "; the answer to the refresh sent at {sent_at} was lost"
+        );
+    }
+    if rr.expiry_is_near(stored.issued_at, now) {
+        let _ = write!(
+            line,
+            "\n    WARNING: it expires in {} days unless convsync refreshes it: start convsync, or \
+             {recover}",
+            if expires_at > now {
+                now.elapsed_until(expires_at).as_secs() / (24 * 3600)
+            } else {
+                0
+            }
+        );
+    }
+    Ok(line)
 }

@@ -225,6 +225,17 @@ impl Collector for SourceCollector {
                 .map(|s| (labels(s), s.schedule.poll_interval.as_secs_f64())),
         )?;
         family.gauges(
+            "refresh_token_expiry_timestamp",
+            "When the source's rotating OAuth refresh token dies if unused (Unix time); alert \
+             well before it (convsync rotates it at least monthly while it runs)",
+            Some(&Unit::Seconds),
+            self.sources.iter().filter_map(|s| {
+                s.client
+                    .refresh_token_expires_at()
+                    .map(|t| (labels(s), epoch_seconds(t)))
+            }),
+        )?;
+        family.gauges(
             "source_ready",
             "1 when the source completed a cycle within ready_after_intervals poll intervals",
             None,

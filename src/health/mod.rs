@@ -3,9 +3,12 @@
 //!
 //! - `/healthz` — liveness: the process answers and its supervisor finds every source
 //!   task being polled ([`supervisor`]).
-//! - `/readyz` — readiness: the database accepts writes and every enabled source has
-//!   completed a cycle recently ([`readiness`]); the JSON body says which source is not
-//!   and why.
+//! - `/readyz` — readiness: the database accepts writes (its write lock can be taken and
+//!   the last write of mirror data did not fail) and every enabled source has completed a
+//!   cycle recently ([`readiness`]); the JSON body says which source is not and why.
+//!
+//! The endpoint bounds its clients (read timeout, connection cap): the port may be
+//! reachable by more than its prober, and its sockets must not starve the providers'.
 //! - `/metrics` — Prometheus text ([`metrics`]).
 //!
 //! [`Service::start`] wires it all for `convsync run`: it binds the endpoint, starts the
@@ -17,6 +20,7 @@ pub mod metrics;
 pub mod probe;
 pub mod process;
 pub mod readiness;
+mod server;
 pub mod supervisor;
 pub mod systemd;
 
@@ -34,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use self::server::ConnectionLimits;
 pub use self::supervisor::Liveness;
 pub use self::systemd::{Notifier, NotifyAddress};
 
@@ -123,7 +128,7 @@ impl HealthApp {
 
     /// The readiness verdict now (what `/readyz` answers).
     pub async fn readiness(&self) -> Readiness {
-        let database = match tokio::time::timeout(
+        let probe = match tokio::time::timeout(
             readiness::DATABASE_CHECK_TIMEOUT,
             self.store.check_writable(),
         )
@@ -145,6 +150,7 @@ impl HealthApp {
                 )),
             },
         };
+        let database = readiness::database_check(probe, self.store.last_write_failure());
         let now = Timestamp::now();
         let sources: Vec<SourceReadiness> = self
             .sources
@@ -250,15 +256,14 @@ async fn metrics_text(State(app): State<HealthApp>) -> Response {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled.
+/// Serves `app` on `listener` within `limits` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     app: HealthApp,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+) {
+    server::serve_bounded(listener, app.router(), limits, shutdown).await
 }
 
 /// The running health endpoint and watchdog supervisor of `convsync run`.
@@ -294,11 +299,11 @@ impl Service {
             local_addr = Some(addr);
             let app = HealthApp::new(engine, config.ready_after_intervals, liveness.clone());
             let stop = done.clone();
-            tasks.spawn(async move {
-                if let Err(e) = serve(listener, app, stop).await {
-                    tracing::error!(error = %e, "the health endpoint stopped");
-                }
-            });
+            let limits = ConnectionLimits {
+                read_timeout: config.read_timeout,
+                max_connections: config.max_connections,
+            };
+            tasks.spawn(serve(listener, app, limits, stop));
             tracing::info!(%addr, "health endpoint listening (/healthz, /readyz, /metrics)");
         }
         // READY=1 before the supervisor's first WATCHDOG=1.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::store::RunOutcome;
+use crate::store::{RunOutcome, WriteFailure};
 use crate::sync::progress::ProgressState;
 use crate::time::Timestamp;
 
@@ -32,6 +32,24 @@ pub struct DatabaseCheck {
     /// Why not, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// The database verdict: the write-lock probe (rolled back, so it never reaches the
+/// disk) and what the latest write of mirror data actually met, which is where a full or
+/// read-only disk shows.
+pub fn database_check(probe: DatabaseCheck, last_write: Option<WriteFailure>) -> DatabaseCheck {
+    match last_write {
+        Some(failure) if probe.writable => DatabaseCheck {
+            writable: false,
+            reason: Some(format!(
+                "the last write of {} at {} failed: {}",
+                failure.writer,
+                failure.at.to_rfc3339_seconds(),
+                failure.error
+            )),
+        },
+        _ => probe,
+    }
 }
 
 /// A source's readiness state.
@@ -256,6 +274,31 @@ mod tests {
         );
         assert_eq!(verdict, SourceState::Late);
         assert!(reason.unwrap().contains("rate limited"));
+    }
+
+    #[test]
+    fn a_failed_last_write_makes_a_lockable_database_unwritable() {
+        let probe = DatabaseCheck {
+            writable: true,
+            reason: None,
+        };
+        let failure = WriteFailure {
+            writer: "clinic".into(),
+            at: at("2026-01-01T00:00:00Z"),
+            error: "database is full (disk or size limit): database or disk is full".into(),
+        };
+
+        let check = database_check(probe.clone(), Some(failure));
+
+        assert!(!check.writable);
+        let reason = check.reason.unwrap();
+        assert!(
+            reason.contains("clinic")
+                && reason.contains("2026-01-01T00:00:00Z")
+                && reason.contains("database is full"),
+            "{reason}"
+        );
+        assert!(database_check(probe, None).writable);
     }
 
     #[test]

@@ -14,11 +14,17 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::secret::Secret;
+use crate::secret::redact::provider_text;
 use crate::store::Store;
+use crate::time::Timestamp;
 
 /// Refresh this long before a token's stated expiry, so no request carries a token that
 /// dies in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(120);
+
+/// Warn this long before a refresh token expires unused: time for an operator to start a
+/// stopped daemon or re-authorise.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The longest a token is cached, whatever `expires_in` claims: a day is longer than any
 /// of the four providers grants, and a refresh a day costs nothing.
@@ -54,7 +60,7 @@ pub enum AuthError {
         url: String,
         /// HTTP status.
         status: u16,
-        /// The error body (token endpoints do not echo secrets).
+        /// The error body, redacted and cut (some token endpoints echo the posted form).
         body: String,
     },
     /// The endpoint answered 200 with something that is not a token.
@@ -78,6 +84,57 @@ pub enum AuthError {
     /// The rotating refresh token could not be stored; the new token is not used.
     #[error("could not persist the rotated refresh token: {0}")]
     Persist(String),
+    /// A refresh was sent but its answer was lost (timeout, dropped connection, truncated
+    /// or unreadable body): the provider may have spent the refresh token. The next attempt
+    /// re-reads the vault before it sends anything.
+    #[error(
+        "token endpoint {url}: the refresh was sent but its answer was lost ({message}); the refresh token may have been spent, the next attempt re-reads the vault first"
+    )]
+    AnswerLost {
+        /// The token URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The token endpoint refused the refresh token, now or in an earlier run: this source
+    /// cannot authenticate until an operator gives it a new one.
+    #[error("{}", refusal_text(source_name, url, detail, *after_lost_answer_at))]
+    RefreshRefused {
+        /// The source's name, for the recovery command.
+        source_name: String,
+        /// The token URL.
+        url: String,
+        /// What the endpoint said, or when it said it.
+        detail: String,
+        /// When the refresh whose answer was lost had been sent, if one was.
+        after_lost_answer_at: Option<Timestamp>,
+    },
+}
+
+fn refusal_text(
+    source: &str,
+    url: &str,
+    detail: &str,
+    after_lost_answer_at: Option<Timestamp>,
+) -> String {
+    let what = match after_lost_answer_at {
+        Some(at) => format!(
+            "token endpoint {url} refused the stored refresh token ({detail}) after the answer to \
+             the refresh sent at {} was lost: the provider most likely rotated the token then, \
+             and the new one never arrived",
+            at.to_rfc3339_seconds()
+        ),
+        None => format!(
+            "token endpoint {url} refused the stored refresh token ({detail}): it was revoked, \
+             expired (a year unused) or spent by another client"
+        ),
+    };
+    format!(
+        "{what}. This source cannot sync until it has a new refresh token: re-authorise the app \
+         for this location, then run `convsync credentials set-refresh-token --source {source} \
+         --file <path>` (or pipe the token to it on stdin) and restart convsync; other sources \
+         keep running"
+    )
 }
 
 impl AuthError {
@@ -86,9 +143,20 @@ impl AuthError {
         match self {
             AuthError::Unreachable { .. } => true,
             AuthError::Rejected { status, .. } => *status == 429 || *status >= 500,
-            AuthError::Malformed { .. } | AuthError::TooLarge { .. } | AuthError::Persist(_) => {
-                false
-            }
+            AuthError::AnswerLost { .. } => true,
+            AuthError::Malformed { .. }
+            | AuthError::TooLarge { .. }
+            | AuthError::Persist(_)
+            | AuthError::RefreshRefused { .. } => false,
+        }
+    }
+
+    /// The credential itself was refused: only an operator can fix it.
+    pub fn is_credential_rejected(&self) -> bool {
+        match self {
+            AuthError::Rejected { status, .. } => matches!(status, 400 | 401 | 403),
+            AuthError::RefreshRefused { .. } => true,
+            _ => false,
         }
     }
 }
@@ -98,8 +166,6 @@ struct TokenResponse {
     access_token: String,
     #[serde(default)]
     expires_in: Option<serde_json::Value>,
-    #[serde(default)]
-    refresh_token: Option<String>,
 }
 
 impl TokenResponse {
@@ -153,6 +219,39 @@ pub struct RotatingRefresh {
     pub extra_form: Vec<(String, String)>,
     /// Key under which the current refresh token is stored.
     pub vault_key: String,
+    /// The source's name, for the recovery command an error names (set by `config`).
+    pub source: String,
+    /// Rotate at least this often even when the access token would last longer, so that an
+    /// idle installation's refresh token never reaches its expiry.
+    pub rotate_every: Duration,
+    /// A refresh token unused for this long is dead (HighLevel: a year).
+    pub expires_unused_after: Duration,
+}
+
+impl RotatingRefresh {
+    /// When a refresh token issued at `issued_at` dies if it is not used.
+    pub fn expires_at(&self, issued_at: Timestamp) -> Timestamp {
+        issued_at.saturating_add(self.expires_unused_after)
+    }
+
+    /// Whether a refresh token issued at `issued_at` is close enough to its expiry at
+    /// `now` that an operator should be told.
+    pub fn expiry_is_near(&self, issued_at: Timestamp, now: Timestamp) -> bool {
+        now.saturating_add(EXPIRY_WARNING) >= self.expires_at(issued_at)
+    }
+
+    /// How long an access token that lives `lifetime` may be used before the next refresh,
+    /// given that the refresh token was issued at `issued_at`: never past the rotation
+    /// deadline (a month after issue).
+    fn use_for(&self, lifetime: Duration, issued_at: Timestamp, now: Timestamp) -> Duration {
+        let rotate_by = issued_at.saturating_add(self.rotate_every);
+        let until_rotation = if rotate_by > now {
+            now.elapsed_until(rotate_by)
+        } else {
+            Duration::ZERO
+        };
+        lifetime.min(until_rotation)
+    }
 }
 
 /// How requests of a source are authenticated.
@@ -168,12 +267,24 @@ pub enum AuthScheme {
     RotatingRefresh(RotatingRefresh),
 }
 
+impl AuthScheme {
+    /// Tells the scheme which source it authenticates, for the recovery command its errors
+    /// name.
+    pub fn name_source(&mut self, source: &str) {
+        if let AuthScheme::RotatingRefresh(rr) = self {
+            rr.source = source.to_owned();
+        }
+    }
+}
+
 /// An authenticator with its token cache. Shared (behind an `Arc`) by sources that use the
 /// same credential, so they share one token.
 pub struct Authenticator {
     scheme: AuthScheme,
     cache: Mutex<Option<CachedToken>>,
     store: Option<Store>,
+    /// When the rotating refresh token last seen dies if unused, for `/metrics`.
+    refresh_token_expires_at: std::sync::Mutex<Option<Timestamp>>,
     /// Token answers larger than this are refused unread (`http.max_response_bytes`).
     max_response_bytes: u64,
 }
@@ -199,6 +310,7 @@ impl Authenticator {
             scheme,
             cache: Mutex::new(None),
             store,
+            refresh_token_expires_at: std::sync::Mutex::new(None),
             max_response_bytes: crate::http::HttpSettings::default().max_response_bytes,
         }
     }
@@ -207,6 +319,21 @@ impl Authenticator {
     pub fn with_max_response_bytes(mut self, limit: u64) -> Self {
         self.max_response_bytes = limit;
         self
+    }
+
+    /// When the rotating refresh token dies if it is not used, once a refresh was tried.
+    pub fn refresh_token_expires_at(&self) -> Option<Timestamp> {
+        *self
+            .refresh_token_expires_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn note_refresh_token_issued(&self, rr: &RotatingRefresh, issued_at: Timestamp) {
+        *self
+            .refresh_token_expires_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(rr.expires_at(issued_at));
     }
 
     /// The `Authorization` header value for the next request, fetching a token if needed.
@@ -255,6 +382,13 @@ impl Authenticator {
                         form.push(("client_secret", cc.client_secret.expose().to_owned()));
                     }
                     CredentialPlacement::BasicHeader => {
+                        // Remembered for redaction: its base64 is what an echoed `Basic`
+                        // header shows.
+                        let _pair = Secret::configured(format!(
+                            "{}:{}",
+                            cc.client_id,
+                            cc.client_secret.expose()
+                        ));
                         request =
                             request.basic_auth(&cc.client_id, Some(cc.client_secret.expose()));
                     }
@@ -273,6 +407,14 @@ impl Authenticator {
         }
     }
 
+    /// One refresh with the rotating refresh token, written ahead in the vault so that no
+    /// answer — given, refused or lost — is ever forgotten:
+    ///
+    /// 1. the vault is read first, every time: a token refused before (in any run) is not
+    ///    sent again, and a token set by `convsync credentials set-refresh-token` is used;
+    /// 2. `sent_at` is committed before the request leaves;
+    /// 3. a new refresh token is committed before anything else in the answer is read;
+    /// 4. a refusal is committed, and named as following a lost answer when it did.
     async fn rotate(
         &self,
         client: &reqwest::Client,
@@ -282,11 +424,41 @@ impl Authenticator {
             .store
             .as_ref()
             .ok_or_else(|| AuthError::Persist("no database for refresh tokens".into()))?;
+        let persist = |e: crate::store::StoreError| AuthError::Persist(e.to_string());
+        let url = rr.token_url.as_str().to_owned();
         let stored = store
             .load_refresh_token(&rr.vault_key)
             .await
-            .map_err(|e| AuthError::Persist(e.to_string()))?;
-        let current = stored.unwrap_or_else(|| rr.initial_refresh_token.clone());
+            .map_err(persist)?;
+        let (current, issued_at, lost_answer_at) = match stored {
+            Some(stored) => {
+                if let Some(refusal) = stored.refused {
+                    return Err(AuthError::RefreshRefused {
+                        source_name: rr.source.clone(),
+                        url,
+                        detail: format!(
+                            "refused at {}; not sent again",
+                            refusal.at.to_rfc3339_seconds()
+                        ),
+                        after_lost_answer_at: refusal.after_lost_answer.then_some(refusal.at),
+                    });
+                }
+                (stored.token, stored.issued_at, stored.sent_at)
+            }
+            None => (rr.initial_refresh_token.clone(), Timestamp::now(), None),
+        };
+        self.note_refresh_token_issued(rr, issued_at);
+        if rr.expiry_is_near(issued_at, Timestamp::now()) {
+            tracing::warn!(
+                issued_at = %issued_at.to_rfc3339_seconds(),
+                expires_at = %rr.expires_at(issued_at).to_rfc3339_seconds(),
+                "the refresh token is close to expiring unused; refreshing it now"
+            );
+        }
+        store
+            .mark_refresh_sent(&rr.vault_key, &current)
+            .await
+            .map_err(persist)?;
         let mut form = vec![
             ("grant_type", "refresh_token".to_owned()),
             ("client_id", rr.client_id.clone()),
@@ -296,23 +468,116 @@ impl Authenticator {
         for (k, v) in &rr.extra_form {
             form.push((k.as_str(), v.clone()));
         }
-        let response = post_form(
+        let answer = send_form(
             client.post(rr.token_url.clone()),
             &form,
-            &rr.token_url,
             self.max_response_bytes,
         )
-        .await?;
-        if let Some(new_refresh) = &response.refresh_token {
-            // Commit the rotated refresh token before its access token is ever used: the
-            // old one is already spent at the provider.
+        .await;
+        let (status, body) = match answer {
+            Ok(answer) => answer,
+            Err(Unanswered::NotSent(message)) => {
+                store
+                    .mark_refresh_unspent(&rr.vault_key, &current)
+                    .await
+                    .map_err(persist)?;
+                return Err(AuthError::Unreachable { url, message });
+            }
+            Err(Unanswered::Lost(message)) => return Err(AuthError::AnswerLost { url, message }),
+            // The refresh may have been spent: `sent_at` stays, so a later refusal is
+            // reported as following an answer convsync could not use.
+            Err(Unanswered::TooLarge { limit }) => return Err(AuthError::TooLarge { url, limit }),
+        };
+        if matches!(status.as_u16(), 400 | 401 | 403) && !names_invalid_grant(&body) {
+            // The app's credentials or the request were refused, not the refresh token: it
+            // was not spent, and stays usable once the configuration is fixed.
             store
-                .save_refresh_token(&rr.vault_key, &Secret::new(new_refresh.clone()))
+                .mark_refresh_unspent(&rr.vault_key, &current)
                 .await
-                .map_err(|e| AuthError::Persist(e.to_string()))?;
+                .map_err(persist)?;
+            return Err(AuthError::Rejected {
+                url,
+                status: status.as_u16(),
+                body: provider_text(&String::from_utf8_lossy(&body)),
+            });
         }
-        Ok(cache_entry(&response))
+        if matches!(status.as_u16(), 400 | 401 | 403) {
+            store
+                .mark_refresh_refused(&rr.vault_key, &current, lost_answer_at.is_some())
+                .await
+                .map_err(persist)?;
+            return Err(AuthError::RefreshRefused {
+                source_name: rr.source.clone(),
+                url,
+                detail: format!(
+                    "{status}: {}",
+                    provider_text(&String::from_utf8_lossy(&body))
+                ),
+                after_lost_answer_at: lost_answer_at,
+            });
+        }
+        if !status.is_success() {
+            // An error answer: most likely nothing was spent, but that cannot be known, so
+            // `sent_at` stays and a later refusal is reported as following it.
+            return Err(AuthError::Rejected {
+                url,
+                status: status.as_u16(),
+                body: provider_text(&String::from_utf8_lossy(&body)),
+            });
+        }
+        // The new refresh token first: the old one is spent, and if the rest of the answer
+        // is unreadable the new one must still not be lost.
+        let issued_at = match new_refresh_token(&body) {
+            Some(new_refresh) => {
+                store
+                    .save_refresh_token(&rr.vault_key, &Secret::new(new_refresh))
+                    .await
+                    .map_err(persist)?;
+                Timestamp::now()
+            }
+            None if serde_json::from_slice::<TokenResponse>(&body).is_ok() => {
+                // A complete answer without a new refresh token: this provider does not
+                // rotate, and the token is still good.
+                store
+                    .mark_refresh_unspent(&rr.vault_key, &current)
+                    .await
+                    .map_err(persist)?;
+                issued_at
+            }
+            None => {
+                return Err(AuthError::AnswerLost {
+                    url,
+                    message: "the answer holds no readable token".into(),
+                });
+            }
+        };
+        self.note_refresh_token_issued(rr, issued_at);
+        let response = parse_token(&body, &url)?;
+        let mut entry = cache_entry(&response);
+        let use_for = rr.use_for(response.lifetime(), issued_at, Timestamp::now());
+        entry.refresh_at = entry.refresh_at.min(later(use_for));
+        Ok(entry)
     }
+}
+
+/// Whether a refusal is about the refresh token itself (OAuth's `invalid_grant`; HighLevel
+/// says "Invalid grant: refresh token is invalid"), rather than the app's credentials.
+fn names_invalid_grant(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    text.contains("invalid_grant") || text.contains("invalid grant")
+}
+
+/// The `refresh_token` of a token answer, read on its own so that it survives the rest of
+/// the answer being malformed.
+fn new_refresh_token(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct OnlyRefresh {
+        refresh_token: Option<String>,
+    }
+    serde_json::from_slice::<OnlyRefresh>(body)
+        .ok()?
+        .refresh_token
+        .filter(|t| !t.trim().is_empty())
 }
 
 fn bearer(token: &str) -> Secret {
@@ -323,13 +588,52 @@ fn cache_entry(response: &TokenResponse) -> CachedToken {
     let lifetime = response.lifetime();
     // Refresh at the margin before expiry, or halfway through very short lifetimes.
     let early = REFRESH_MARGIN.min(lifetime / 2);
-    let now = Instant::now();
     CachedToken {
         value: Secret::new(response.access_token.clone()),
-        refresh_at: now
-            .checked_add(lifetime.saturating_sub(early))
-            .unwrap_or(now),
+        refresh_at: later(lifetime.saturating_sub(early)),
     }
+}
+
+/// `now + wait`, or now when no clock can hold it.
+fn later(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait).unwrap_or(now)
+}
+
+/// Why a token request produced no usable answer.
+enum Unanswered {
+    /// The request never left (no connection): nothing can have been spent.
+    NotSent(String),
+    /// The request was sent and the answer was lost or cut short.
+    Lost(String),
+    /// The answer was larger than `http.max_response_bytes` and was not read.
+    TooLarge {
+        /// The cap in bytes.
+        limit: u64,
+    },
+}
+
+async fn send_form(
+    request: reqwest::RequestBuilder,
+    form: &[(&str, String)],
+    max_response_bytes: u64,
+) -> Result<(reqwest::StatusCode, bytes::Bytes), Unanswered> {
+    let text = |e: reqwest::Error| provider_text(&super::error_chain(&e.without_url()));
+    let response = request.form(form).send().await.map_err(|e| {
+        if e.is_connect() {
+            Unanswered::NotSent(text(e))
+        } else {
+            Unanswered::Lost(text(e))
+        }
+    })?;
+    let status = response.status();
+    let body = super::body::read_capped(response, max_response_bytes)
+        .await
+        .map_err(|e| match e {
+            super::body::BodyError::TooLarge { limit } => Unanswered::TooLarge { limit },
+            super::body::BodyError::Read(message) => Unanswered::Lost(provider_text(&message)),
+        })?;
+    Ok((status, body))
 }
 
 async fn post_form(
@@ -339,36 +643,34 @@ async fn post_form(
     max_response_bytes: u64,
 ) -> Result<TokenResponse, AuthError> {
     let shown_url = url.as_str().to_owned();
-    let response = request
-        .form(form)
-        .send()
-        .await
-        .map_err(|e| AuthError::Unreachable {
-            url: shown_url.clone(),
-            message: e.without_url().to_string(),
-        })?;
-    let status = response.status();
-    let body = super::body::read_capped(response, max_response_bytes)
-        .await
-        .map_err(|e| match e {
-            super::body::BodyError::TooLarge { limit } => AuthError::TooLarge {
-                url: shown_url.clone(),
-                limit,
-            },
-            super::body::BodyError::Read(message) => AuthError::Unreachable {
-                url: shown_url.clone(),
-                message,
-            },
-        })?;
+    let (status, body) =
+        send_form(request, form, max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                Unanswered::NotSent(message) | Unanswered::Lost(message) => {
+                    AuthError::Unreachable {
+                        url: shown_url.clone(),
+                        message,
+                    }
+                }
+                Unanswered::TooLarge { limit } => AuthError::TooLarge {
+                    url: shown_url.clone(),
+                    limit,
+                },
+            })?;
     if !status.is_success() {
         return Err(AuthError::Rejected {
             url: shown_url,
             status: status.as_u16(),
-            body: String::from_utf8_lossy(&body).chars().take(1000).collect(),
+            body: provider_text(&String::from_utf8_lossy(&body)),
         });
     }
-    serde_json::from_slice(&body).map_err(|e| AuthError::Malformed {
-        url: shown_url,
+    parse_token(&body, &shown_url)
+}
+
+fn parse_token(body: &[u8], url: &str) -> Result<TokenResponse, AuthError> {
+    serde_json::from_slice(body).map_err(|e| AuthError::Malformed {
+        url: url.to_owned(),
         message: e.to_string(),
     })
 }
@@ -377,11 +679,12 @@ async fn post_form(
 mod tests {
     use super::*;
 
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
     fn answer(expires_in: serde_json::Value) -> TokenResponse {
         TokenResponse {
             access_token: "t".into(),
             expires_in: Some(expires_in),
-            refresh_token: None,
         }
     }
 
@@ -421,5 +724,73 @@ mod tests {
                 "{odd}"
             );
         }
+    }
+
+    fn highlevel_like() -> RotatingRefresh {
+        RotatingRefresh {
+            token_url: "http://127.0.0.1:1/oauth/token".parse().unwrap(),
+            client_id: "app".into(),
+            client_secret: Secret::new("app-secret-value".into()),
+            initial_refresh_token: Secret::new("initial-refresh".into()),
+            extra_form: Vec::new(),
+            vault_key: "k".into(),
+            source: "hl/loc".into(),
+            rotate_every: 30 * DAY,
+            expires_unused_after: 365 * DAY,
+        }
+    }
+
+    /// An idle location whose access token would live for months still refreshes once its
+    /// refresh token is a month old; a day-long access token is unaffected.
+    #[test]
+    fn a_long_lived_access_token_is_used_only_until_the_monthly_rotation() {
+        let rr = highlevel_like();
+        let now = Timestamp::parse_rfc3339("2026-06-01T00:00:00Z").unwrap();
+        let issued_now = now;
+        assert_eq!(rr.use_for(DAY, issued_now, now), DAY);
+        assert_eq!(rr.use_for(90 * DAY, issued_now, now), 30 * DAY);
+        let issued_29_days_ago = now.saturating_sub(29 * DAY);
+        assert_eq!(rr.use_for(90 * DAY, issued_29_days_ago, now), DAY);
+        let issued_40_days_ago = now.saturating_sub(40 * DAY);
+        assert_eq!(
+            rr.use_for(90 * DAY, issued_40_days_ago, now),
+            Duration::ZERO
+        );
+    }
+
+    /// The warning starts 30 days before a token's year ends.
+    #[test]
+    fn expiry_warning_starts_thirty_days_before_the_year_ends() {
+        let rr = highlevel_like();
+        let issued = Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        assert!(!rr.expiry_is_near(issued, issued.saturating_add(334 * DAY)));
+        assert!(rr.expiry_is_near(issued, issued.saturating_add(335 * DAY)));
+        assert_eq!(
+            rr.expires_at(issued),
+            Timestamp::parse_rfc3339("2027-01-01T00:00:00Z").unwrap()
+        );
+    }
+
+    /// A refresh token survives a malformed rest of the answer.
+    #[test]
+    fn the_new_refresh_token_is_read_on_its_own() {
+        assert_eq!(
+            new_refresh_token(br#"{"refresh_token":"rt-2","access_token":7}"#).as_deref(),
+            Some("rt-2")
+        );
+        assert_eq!(new_refresh_token(br#"{"access_token":"a"}"#), None);
+        assert_eq!(new_refresh_token(br#"{"refresh_tok"#), None);
+    }
+
+    /// Only a refusal of the grant condemns the refresh token.
+    #[test]
+    fn invalid_grant_is_told_apart_from_invalid_client() {
+        assert!(names_invalid_grant(br#"{"error":"invalid_grant"}"#));
+        assert!(names_invalid_grant(
+            br#"{"message":"Invalid grant: refresh token is invalid"}"#
+        ));
+        assert!(!names_invalid_grant(
+            br#"{"message":"Invalid client: client credentials are invalid"}"#
+        ));
     }
 }

@@ -28,6 +28,7 @@ pub use request::{HttpResponse, RequestSpec};
 pub use retry::RetryPolicy;
 
 use crate::provider::Provider;
+use crate::secret::redact::{ERROR_TEXT_CAP, provider_text, redact};
 
 /// Timeouts and retry settings for the shared client.
 #[derive(Debug, Clone)]
@@ -75,7 +76,8 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, reqwest:
         .build()
 }
 
-/// Why a request did not produce a usable response. Messages never contain credentials.
+/// Why a request did not produce a usable response. Messages never contain credentials:
+/// provider text in them has passed through [`crate::secret::redact`].
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// Connection refused/reset, timeout, unreadable body.
@@ -181,9 +183,7 @@ impl HttpError {
     pub fn is_credential_rejected(&self) -> bool {
         match self {
             HttpError::Unauthorized { .. } | HttpError::Forbidden { .. } => true,
-            HttpError::Auth(AuthError::Rejected { status, .. }) => {
-                matches!(status, 400 | 401 | 403)
-            }
+            HttpError::Auth(e) => e.is_credential_rejected(),
             _ => false,
         }
     }
@@ -256,6 +256,11 @@ impl ApiClient {
     /// This source's request counters.
     pub fn tally(&self) -> &Arc<RequestTally> {
         &self.tally
+    }
+
+    /// When this source's rotating refresh token dies if unused (none for other schemes).
+    pub fn refresh_token_expires_at(&self) -> Option<crate::time::Timestamp> {
+        self.auth.refresh_token_expires_at()
     }
 
     /// Pauses longer than this end a cycle instead of being waited out in line.
@@ -369,7 +374,7 @@ impl ApiClient {
         }
         let transport = |e: reqwest::Error| HttpError::Transport {
             endpoint: spec.endpoint,
-            message: error_chain(&e),
+            message: redact(&error_chain(&e), ERROR_TEXT_CAP),
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
@@ -424,6 +429,9 @@ impl ApiClient {
                 message.push_str(&format!(" [{name}: {v}]"));
             }
         }
+        // The one place provider text enters convsync's errors: no secret it echoes and no
+        // megabyte of it goes further.
+        let message = provider_text(&message);
         let endpoint = spec.endpoint;
         match status {
             StatusCode::TOO_MANY_REQUESTS => {

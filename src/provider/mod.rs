@@ -57,6 +57,29 @@ impl ProviderKind {
             ProviderKind::Highlevel => "highlevel",
         }
     }
+
+    /// The kind named `name` in a config file (`d365`, `spruce`, `sinch`, `highlevel`).
+    pub fn from_config_name(name: &str) -> Option<ProviderKind> {
+        [
+            ProviderKind::D365,
+            ProviderKind::Spruce,
+            ProviderKind::Sinch,
+            ProviderKind::Highlevel,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
+    }
+
+    /// The provider's defaults, without any account settings (for commands that read the
+    /// database only and must not resolve secrets).
+    pub fn defaults(self) -> ProviderDefaults {
+        match self {
+            ProviderKind::D365 => d365::defaults(),
+            ProviderKind::Spruce => spruce::defaults(),
+            ProviderKind::Sinch => sinch::defaults(),
+            ProviderKind::Highlevel => highlevel::defaults(),
+        }
+    }
 }
 
 impl std::fmt::Display for ProviderKind {
@@ -110,8 +133,8 @@ pub struct ProviderSetup {
     pub credential_key: String,
     /// Sources with equal keys share one request budget (the provider's rate-limit scope).
     pub budget_key: String,
-    /// Appended to the source name (`name/suffix`) when one config entry yields several
-    /// sources.
+    /// Appended to the source name (`name/suffix`) whenever present, so that a source's name
+    /// does not change when the entry gains a second account.
     pub name_suffix: Option<String>,
     /// Defaults for this provider.
     pub defaults: ProviderDefaults,
@@ -271,6 +294,21 @@ pub enum ProviderError {
     /// The provider does not implement this follow-up kind.
     #[error("unsupported follow-up kind {0:?}")]
     UnsupportedDetail(String),
+}
+
+impl ProviderError {
+    /// The same error with the provider text it quotes scrubbed of secrets and cut to a
+    /// bounded length (a malformed page may quote a megabyte-long id).
+    pub fn redacted(self) -> Self {
+        use crate::secret::redact::provider_text;
+        match self {
+            ProviderError::Malformed(text) => ProviderError::Malformed(provider_text(&text)),
+            ProviderError::BadCursor(text) => ProviderError::BadCursor(provider_text(&text)),
+            ProviderError::UnsupportedDetail(text) => {
+                ProviderError::UnsupportedDetail(provider_text(&text))
+            }
+        }
+    }
 }
 
 /// A pause the provider's rate-limit headers ask for before the next request.

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::SimHandle;
+use crate::provider::ProviderKind;
 
 /// Where the generated configuration points for secrets.
 #[derive(Debug, Clone)]
@@ -23,7 +24,8 @@ pub enum SecretPlacement {
 /// Per-source settings the generator applies to every source.
 #[derive(Debug, Clone, Default)]
 pub struct SourceTuning {
-    /// `poll_interval` for providers that allow it (D365 keeps its 60 s minimum).
+    /// `poll_interval` of every source; D365 sources poll at their 60 s minimum when this
+    /// is shorter (instead of their 300 s default, so a short run sees them work).
     pub poll_interval: Option<String>,
     /// `sweep_interval` for every source.
     pub sweep_interval: Option<String>,
@@ -95,12 +97,17 @@ pub fn convsync_sources(
         secrets.push((name, value.to_owned()));
         reference
     };
-    let common = |out: &mut String, name: &str, provider: &str, polls: bool| {
+    let d365_interval = tuning.poll_interval.as_deref().map(|asked| {
+        let min = ProviderKind::D365.defaults().min_poll_interval;
+        let asked = humantime::parse_duration(asked).unwrap_or(min);
+        humantime::format_duration(asked.max(min)).to_string()
+    });
+    let common = |out: &mut String, name: &str, provider: &str, interval: Option<&str>| {
         let _ = writeln!(
             out,
             "[[sources]]\nname = \"{name}\"\nprovider = \"{provider}\""
         );
-        if let (true, Some(p)) = (polls, &tuning.poll_interval) {
+        if let Some(p) = interval {
             let _ = writeln!(out, "poll_interval = \"{p}\"");
         }
         if let Some(s) = &tuning.sweep_interval {
@@ -108,7 +115,12 @@ pub fn convsync_sources(
         }
     };
     for (i, a) in accounts.d365.iter().enumerate() {
-        common(&mut out, &format!("d365-{i}"), "d365", false);
+        common(
+            &mut out,
+            &format!("d365-{i}"),
+            "d365",
+            d365_interval.as_deref(),
+        );
         let reference = secret(format!("SIM_D365_CLIENT_SECRET_{i}"), &a.client_secret);
         let _ = writeln!(
             out,
@@ -123,7 +135,12 @@ pub fn convsync_sources(
         );
     }
     for (i, a) in accounts.spruce.iter().enumerate() {
-        common(&mut out, &format!("spruce-{i}"), "spruce", true);
+        common(
+            &mut out,
+            &format!("spruce-{i}"),
+            "spruce",
+            tuning.poll_interval.as_deref(),
+        );
         let reference = secret(format!("SIM_SPRUCE_API_TOKEN_{i}"), &a.api_token);
         let _ = writeln!(
             out,
@@ -132,7 +149,12 @@ pub fn convsync_sources(
         );
     }
     for (i, a) in accounts.sinch.iter().enumerate() {
-        common(&mut out, &format!("sinch-{i}"), "sinch", true);
+        common(
+            &mut out,
+            &format!("sinch-{i}"),
+            "sinch",
+            tuning.poll_interval.as_deref(),
+        );
         let reference = secret(format!("SIM_SINCH_KEY_SECRET_{i}"), &a.key_secret);
         let _ = writeln!(
             out,
@@ -145,7 +167,12 @@ pub fn convsync_sources(
         );
     }
     if !accounts.highlevel.is_empty() {
-        common(&mut out, "highlevel", "highlevel", true);
+        common(
+            &mut out,
+            "highlevel",
+            "highlevel",
+            tuning.poll_interval.as_deref(),
+        );
         let _ = writeln!(
             out,
             "[sources.highlevel]\nbase_url = \"{}\"",

@@ -69,28 +69,37 @@ impl Store {
         walk: &str,
         cursor: &WalkCursor,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        write_cursor(&mut tx, source, walk, cursor).await?;
-        tx.commit().await?;
-        Ok(())
+        let result = async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            write_cursor(&mut tx, source, walk, cursor).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        self.last_write.note(source, &result);
+        result
     }
 
     /// Moves the watermarks of `source` back to `since` (or forgets them, for a full
-    /// re-sync) and abandons walks in progress. Returns how many walks were reset.
+    /// re-sync) and abandons walks in progress. With `apply` false nothing is written (a
+    /// dry run). Returns each walk's watermark before and after.
     pub async fn reset_source(
         &self,
         source: &str,
         since: Option<Timestamp>,
-    ) -> Result<usize, StoreError> {
+        apply: bool,
+    ) -> Result<Vec<WalkReset>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ?")
+            sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ? ORDER BY walk")
                 .bind(source)
                 .fetch_all(&mut *tx)
                 .await?;
-        for (walk, state) in &rows {
-            let mut cursor: WalkCursor = serde_json::from_str(state)
+        let mut resets = Vec::with_capacity(rows.len());
+        for (walk, state) in rows {
+            let mut cursor: WalkCursor = serde_json::from_str(&state)
                 .map_err(|e| StoreError::Corrupt(format!("cursor {source}/{walk}: {e}")))?;
+            let before = cursor.watermark;
             cursor.watermark = match (cursor.watermark, since) {
                 (Some(w), Some(s)) => Some(w.min(s)),
                 _ => None,
@@ -99,11 +108,31 @@ impl Store {
             cursor.walk_started_at = None;
             cursor.walk_since = None;
             cursor.pending_high_water = None;
-            write_cursor(&mut tx, source, walk, &cursor).await?;
+            write_cursor(&mut tx, source, &walk, &cursor).await?;
+            resets.push(WalkReset {
+                walk,
+                before,
+                after: cursor.watermark,
+            });
         }
-        tx.commit().await?;
-        Ok(rows.len())
+        if apply {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(resets)
     }
+}
+
+/// What a reset does to one walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkReset {
+    /// The walk.
+    pub walk: String,
+    /// Its watermark before.
+    pub before: Option<Timestamp>,
+    /// Its watermark after (`None`: re-read from the beginning).
+    pub after: Option<Timestamp>,
 }
 
 pub(super) async fn write_cursor(

@@ -132,13 +132,24 @@ impl Store {
         if writes.is_empty() {
             return Ok(counts);
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let now = Timestamp::now().to_mirror_text();
-        for write in writes {
-            counts += write_detail(&mut tx, write, &now).await?;
+        let result = async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let now = Timestamp::now().to_mirror_text();
+            for write in writes {
+                counts += write_detail(&mut tx, write, &now).await?;
+            }
+            tx.commit().await?;
+            Ok(counts)
         }
-        tx.commit().await?;
-        Ok(counts)
+        .await;
+        for source in writes
+            .iter()
+            .map(|w| w.source)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            self.last_write.note(source, &result);
+        }
+        result
     }
 }
 

@@ -2,12 +2,15 @@
 //! mass-change guard, and follow-up results — each atomic with the cursor it advances.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
 use super::cursor::write_cursor;
 use super::follow_ups::queue_follow_up;
+use super::last_write::LastWrite;
 use super::prepared::{NewRowContext, insert_new_rows};
+use super::rejected::record_rejected;
 use super::{Store, StoreError, WalkCursor};
 use crate::provider::{Absence, ConversationRecord, DetailRequest, RejectedRecord};
 use crate::time::Timestamp;
@@ -218,12 +221,22 @@ impl Store {
         Ok(PageTransaction {
             tx,
             now: Timestamp::now().to_mirror_text(),
+            last_write: self.last_write.clone(),
         })
     }
 
     /// Completes a sweep: closes or deletes rows not seen since it started, unless the guard
     /// refuses, and stores the walk's cursor, in one transaction.
     pub async fn apply_absence(
+        &self,
+        sweep: &SweepCompletion<'_>,
+    ) -> Result<AbsenceOutcome, StoreError> {
+        let result = self.write_absence(sweep).await;
+        self.last_write.note(sweep.source, &result);
+        result
+    }
+
+    async fn write_absence(
         &self,
         sweep: &SweepCompletion<'_>,
     ) -> Result<AbsenceOutcome, StoreError> {
@@ -300,12 +313,22 @@ pub struct PageTransaction {
     tx: Transaction<'static, Sqlite>,
     /// The transaction's time: first seen, last seen and last changed of what it writes.
     now: String,
+    /// The store's record of what its latest write met.
+    last_write: Arc<LastWrite>,
 }
 
 impl PageTransaction {
     /// Applies consecutive pages of one walk (not their cursor). Returns each page's
     /// counts, in order.
     pub async fn apply(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageCounts>, StoreError> {
+        let result = self.write(pages).await;
+        if let Some(page) = pages.last() {
+            self.last_write.note(page.source, &result);
+        }
+        result
+    }
+
+    async fn write(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageCounts>, StoreError> {
         let Some(last) = pages.last() else {
             return Ok(Vec::new());
         };
@@ -355,9 +378,15 @@ impl PageTransaction {
         walk: &str,
         cursor: &WalkCursor,
     ) -> Result<(), StoreError> {
-        write_cursor(&mut self.tx, source, walk, cursor).await?;
-        self.tx.commit().await?;
-        Ok(())
+        let last_write = self.last_write.clone();
+        let result = async {
+            write_cursor(&mut self.tx, source, walk, cursor).await?;
+            self.tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        last_write.note(source, &result);
+        result
     }
 }
 
@@ -384,7 +413,7 @@ async fn write_page(
     )
     .await?;
     for rejected in page.rejected {
-        insert_rejected(tx, page.source, page.run_id, page.walk, rejected, now).await?;
+        record_rejected(tx, page.source, page.run_id, page.walk, rejected, now).await?;
         counts.rejected += 1;
     }
     for follow_up in page.follow_ups {
@@ -692,35 +721,6 @@ async fn update_record(
     .bind(r.active)
     .bind(source)
     .bind(&r.id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_rejected(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    run_id: i64,
-    walk: &str,
-    rejected: &RejectedRecord,
-    now: &str,
-) -> Result<(), StoreError> {
-    const MAX_RAW: usize = 64 * 1024;
-    let raw: String = if rejected.raw.len() > MAX_RAW {
-        rejected.raw.chars().take(MAX_RAW).collect()
-    } else {
-        rejected.raw.clone()
-    };
-    sqlx::query(
-        "INSERT INTO rejected_records (source, run_id, walk, reason, raw, rejected_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(source)
-    .bind(run_id)
-    .bind(walk)
-    .bind(&rejected.reason)
-    .bind(raw)
-    .bind(now)
     .execute(&mut **tx)
     .await?;
     Ok(())

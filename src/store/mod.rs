@@ -5,27 +5,39 @@
 //! the mirror's writes, text timestamps, explicit upserts) so that a PostgreSQL store can be
 //! added beside it with its own migrations folder.
 
+mod admin;
+mod busy;
 mod cursor;
+mod daemon_lock;
+mod file;
 mod follow_ups;
+mod last_write;
 mod mirror;
 mod prepared;
+mod rejected;
 mod runs;
 mod vault;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use cursor::WalkCursor;
+pub use admin::{RenameOutcome, StoredSource};
+pub use busy::while_busy;
+pub use cursor::{WalkCursor, WalkReset};
+pub use daemon_lock::DaemonLock;
 pub use follow_ups::DetailWrite;
+pub use last_write::WriteFailure;
 pub use mirror::{
     AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
 };
-pub use runs::{RunOutcome, RunReport, SourceStatus};
+pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
+pub use vault::{RefreshRefusal, RefreshTokenAge, StoredRefreshToken};
 
 /// Errors from the mirror database.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +79,26 @@ pub enum StoreError {
     /// (`store::prepared`).
     #[error("database error: {0}")]
     Statement(rusqlite::Error),
+    /// Another convsync process syncs this database.
+    #[error(
+        "{database} is in use by another convsync ({holder}; lock file {lock_file}): stop that process first, or give this one its own database"
+    )]
+    InUse {
+        /// The database file.
+        database: String,
+        /// Who holds it, as its lock file says.
+        holder: String,
+        /// The lock file.
+        lock_file: String,
+    },
+    /// The lock file beside the database cannot be created or locked.
+    #[error("cannot use the lock file {path}: {source}")]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -85,11 +117,9 @@ impl From<rusqlite::Error> for StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err {
-            // SQLite primary result codes: 5 BUSY, 6 LOCKED, 13 FULL.
-            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-            match code & 0xff {
-                5 | 6 => return StoreError::Busy(db.message().to_owned()),
-                13 => return StoreError::Full(db.message().to_owned()),
+            match primary_code(&err) {
+                Some(5 | 6) => return StoreError::Busy(db.message().to_owned()),
+                Some(13) => return StoreError::Full(db.message().to_owned()),
                 _ => {}
             }
         }
@@ -97,11 +127,40 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// SQLite's primary result code of a database error (5 BUSY, 6 LOCKED, 8 READONLY,
+/// 10 IOERR, 13 FULL, 14 CANTOPEN).
+fn primary_code(err: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    let code = db.code().and_then(|c| c.parse::<i32>().ok())?;
+    Some(code & 0xff)
+}
+
 impl StoreError {
     /// Busy and full conditions clear by themselves (another writer finishes, space is
     /// freed); the engine retries later instead of giving up on the source.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Busy(_) | StoreError::Full(_))
+    }
+
+    /// Whether the database file itself refused the write (full, read-only, I/O error),
+    /// as opposed to a lock or a bad value: what readiness reports as "not writable".
+    pub fn is_file_failure(&self) -> bool {
+        match self {
+            StoreError::Full(_) => true,
+            StoreError::Sql(sqlx::Error::Io(_)) => true,
+            StoreError::Sql(e) => matches!(primary_code(e), Some(8 | 10 | 14)),
+            StoreError::Statement(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::CannotOpen
+                )
+            ),
+            _ => false,
+        }
     }
 }
 
@@ -114,6 +173,8 @@ pub struct StoreSettings {
     pub busy_timeout: Duration,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// How long a rejected item that is not seen again stays in `rejected_records`.
+    pub rejected_records_retention: Duration,
 }
 
 impl Default for StoreSettings {
@@ -122,6 +183,7 @@ impl Default for StoreSettings {
             url: "sqlite://convsync.db".into(),
             busy_timeout: Duration::from_secs(10),
             max_connections: 4,
+            rejected_records_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -149,6 +211,10 @@ pub const TUNING_PRAGMAS: &[(&str, &str)] = &[
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// What the latest write of mirror data met (for readiness).
+    last_write: Arc<last_write::LastWrite>,
+    /// `rejected_records` retention, applied when a run ends.
+    rejected_retention: Duration,
 }
 
 impl Store {
@@ -156,8 +222,11 @@ impl Store {
     pub async fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::from_str(&settings.url)?;
         let path = options.get_filename().to_owned();
-        if path != Path::new(":memory:") {
-            create_private_file(&path).map_err(|e| {
+        let on_disk = path != Path::new(":memory:");
+        if on_disk {
+            file::check_existing_file(&options, &path, &settings.url).await?;
+            file::warn_if_exposed(&path);
+            file::create_private_file(&path).map_err(|e| {
                 StoreError::Sql(sqlx::Error::Io(std::io::Error::new(
                     e.kind(),
                     format!("cannot create database file {}: {e}", path.display()),
@@ -184,9 +253,21 @@ impl Store {
             .before_acquire(|conn, _| {
                 Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
             })
+            // SQLite creates the WAL and SHM files with the database file's mode on each
+            // open; the mirror's data in them stays owner-only even if the file is not.
+            .after_connect(move |_, _| {
+                if on_disk {
+                    file::restrict_companions(&path);
+                }
+                Box::pin(async { Ok(()) })
+            })
             .connect_with(options)
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            last_write: Arc::default(),
+            rejected_retention: settings.rejected_records_retention,
+        })
     }
 
     /// Opens the database and brings its schema up to date, refusing files that are not
@@ -199,27 +280,7 @@ impl Store {
 
     /// Applies pending migrations (idempotent).
     pub async fn migrate(&self, shown_name: &str) -> Result<(), StoreError> {
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let has_migrations = tables.iter().any(|t| t == "_sqlx_migrations");
-        if !tables.is_empty() && !has_migrations {
-            return Err(StoreError::NotConvsync {
-                path: shown_name.to_owned(),
-            });
-        }
-        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        if has_migrations {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-                    .fetch_one(&self.pool)
-                    .await?;
-            if let Some(found) = found.filter(|f| *f > known) {
-                return Err(StoreError::NewerSchema { found, known });
-            }
-        }
+        file::check_schema(&mut *self.pool.acquire().await?, shown_name).await?;
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
@@ -236,7 +297,14 @@ impl Store {
         }
     }
 
-    /// Proves the database accepts writes (for readiness checks).
+    /// The failure of the latest write of mirror data (pages, cursors, follow-ups),
+    /// unless a later one succeeded.
+    pub fn last_write_failure(&self) -> Option<WriteFailure> {
+        self.last_write.failure()
+    }
+
+    /// Proves that the write lock can be taken (for readiness checks). The probe is rolled
+    /// back and never reaches the disk: see [`Store::last_write_failure`] for that.
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("CREATE TEMP TABLE IF NOT EXISTS convsync_probe (x INTEGER)")
@@ -265,29 +333,6 @@ impl Store {
     /// Closes all connections (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-/// Creates the database file with owner-only permissions before SQLite does, because it
-/// holds customer (and, for Spruce, patient) data.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

@@ -78,7 +78,7 @@ pub struct SourceStatus {
 }
 
 /// The newest `sync_runs` row of a source.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct LastRun {
     /// Run id.
     pub id: i64,
@@ -94,32 +94,49 @@ pub struct LastRun {
     pub error: Option<String>,
 }
 
+/// The writer name under which run records' writes are noted for readiness.
+const RUN_RECORDS: &str = "sync_runs";
+
 impl Store {
     /// Records the start of a cycle and returns its run id.
     pub async fn begin_run(&self, source: &str) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
+        let id = sqlx::query_scalar(
             "INSERT INTO sync_runs (source, started_at) VALUES (?, ?) RETURNING id",
         )
         .bind(source)
         .bind(Timestamp::now().to_mirror_text())
         .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
+        .await
+        .map_err(StoreError::from);
+        self.last_write.note(RUN_RECORDS, &id);
+        id
     }
 
-    /// Records how a cycle ended.
+    /// Records how a cycle ended, and removes the source's rejected items not seen for
+    /// the retention period.
     pub async fn finish_run(
         &self,
         run_id: i64,
         outcome: RunOutcome,
         report: &RunReport,
     ) -> Result<(), StoreError> {
+        let result = self.record_run_end(run_id, outcome, report).await;
+        self.last_write.note(RUN_RECORDS, &result);
+        result
+    }
+
+    async fn record_run_end(
+        &self,
+        run_id: i64,
+        outcome: RunOutcome,
+        report: &RunReport,
+    ) -> Result<(), StoreError> {
         let notes = (!report.notes.is_empty()).then(|| report.notes.join("\n"));
-        sqlx::query(
+        let source: Option<String> = sqlx::query_scalar(
             "UPDATE sync_runs SET finished_at = ?, outcome = ?, pages = ?, requests = ?,
                 rows_inserted = ?, rows_updated = ?, rows_unchanged = ?, rows_closed = ?,
                 rows_deleted = ?, rows_rejected = ?, error = ?, notes = ?
-             WHERE id = ?",
+             WHERE id = ? RETURNING source",
         )
         .bind(Timestamp::now().to_mirror_text())
         .bind(outcome.as_str())
@@ -134,8 +151,12 @@ impl Store {
         .bind(&report.error)
         .bind(notes)
         .bind(run_id)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
+        if let Some(source) = source {
+            self.prune_rejected(&source, self.rejected_retention)
+                .await?;
+        }
         Ok(())
     }
 

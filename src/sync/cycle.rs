@@ -17,19 +17,15 @@ use super::progress::SourceProgress;
 use crate::config::Schedule;
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{InitialSweep, Provider, ProviderError, WalkKind, WalkSpec};
+use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{
     AbsenceOutcome, MassChangeGuard, RunOutcome, RunReport, Store, StoreError, WalkCursor,
+    while_busy,
 };
 use crate::time::Timestamp;
 
 /// A malformed page is fetched again this many times before the cycle fails.
 const MALFORMED_RETRIES: u32 = 2;
-
-/// First wait after a write found the database locked beyond its busy timeout (doubling).
-const FIRST_BUSY_DELAY: Duration = Duration::from_millis(250);
-
-/// Longest wait between two attempts at a locked database.
-const MAX_BUSY_DELAY: Duration = Duration::from_secs(10);
 
 /// A configured source, ready to run cycles.
 pub struct Source {
@@ -241,11 +237,14 @@ pub async fn run_cycle(
         };
         let mut report = cycle.report;
         report.requests = source.client.tally().requests.load(Ordering::Relaxed) - requests_before;
-        match &outcome {
-            CycleOutcome::Failed(e) => report.error = Some(crate::http::error_chain(e)),
-            CycleOutcome::Stalled { reason } => report.error = Some(reason.clone()),
-            _ => {}
-        }
+        // What the failure says, scrubbed and bounded once for the run record, the status
+        // and the log line: a provider's page may carry secrets or a megabyte-long id.
+        let error_text = match &outcome {
+            CycleOutcome::Failed(e) => Some(redact(&crate::http::error_chain(e), ERROR_TEXT_CAP)),
+            CycleOutcome::Stalled { reason } => Some(redact(reason, ERROR_TEXT_CAP)),
+            _ => None,
+        };
+        report.error = error_text.clone();
         let span = tracing::Span::current();
         span.record("pages", report.pages);
         span.record("changed", report.inserted + report.updated);
@@ -266,8 +265,9 @@ pub async fn run_cycle(
             s.last_cycle_at = Some(now);
             s.last_cycle_seconds = Some(started.elapsed().as_secs_f64());
             match &outcome {
-                CycleOutcome::Failed(e) => s.last_error = Some(e.to_string()),
-                CycleOutcome::Stalled { reason } => s.last_error = Some(reason.clone()),
+                CycleOutcome::Failed(_) | CycleOutcome::Stalled { .. } => {
+                    s.last_error = error_text.clone()
+                }
                 CycleOutcome::CaughtUp | CycleOutcome::MoreToDo | CycleOutcome::Stopped => {
                     s.last_error = None;
                     s.last_success_at = Some(now);
@@ -276,8 +276,17 @@ pub async fn run_cycle(
             }
         });
         match &outcome {
-            CycleOutcome::Failed(e) => tracing::error!(error = %crate::http::error_chain(e), requests = report.requests, "cycle failed"),
-            CycleOutcome::Stalled { reason } => tracing::error!(%reason, pages = report.pages, requests = report.requests, "cycle stalled: a walk was stopped as broken"),
+            CycleOutcome::Failed(_) => tracing::error!(
+                error = error_text.as_deref().unwrap_or_default(),
+                requests = report.requests,
+                "cycle failed"
+            ),
+            CycleOutcome::Stalled { .. } => tracing::error!(
+                reason = error_text.as_deref().unwrap_or_default(),
+                pages = report.pages,
+                requests = report.requests,
+                "cycle stalled: a walk was stopped as broken"
+            ),
             other => tracing::info!(
                 outcome = other.run_outcome().as_str(),
                 pages = report.pages,
@@ -434,9 +443,11 @@ impl Cycle<'_> {
                     last_completed_at: Some(now),
                     ..cursor.clone()
                 };
-                self.store
-                    .save_cursor(&self.source.name, walk.name, &scheduled)
-                    .await?;
+                let (store, limit) = (self.store, self.source.schedule.stall_timeout);
+                while_busy(limit, self.cancel, "scheduling the first sweep", || {
+                    store.save_cursor(&self.source.name, walk.name, &scheduled)
+                })
+                .await?;
                 Ok(false)
             }
         }
@@ -500,62 +511,4 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-/// Runs `write` until it succeeds or fails for another reason than another process's
-/// write lock, waiting out that lock as [`BusyWait`] says.
-async fn while_busy<T, F, Fut>(
-    limit: Duration,
-    cancel: &CancellationToken,
-    what: &str,
-    mut write: F,
-) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut busy = BusyWait::new(limit);
-    loop {
-        match write().await {
-            Err(e) if busy.wait(&e, cancel, what).await => {}
-            other => return other,
-        }
-    }
-}
-
-/// Waiting out another process's write lock. A write that still finds the database busy
-/// after its busy timeout applied nothing; it is tried again after a doubling pause until
-/// it succeeds, `limit` has passed or shutdown is requested. Other errors, a full disk
-/// included, end the cycle at once.
-struct BusyWait {
-    started: std::time::Instant,
-    limit: Duration,
-    delay: Duration,
-}
-
-impl BusyWait {
-    fn new(limit: Duration) -> Self {
-        BusyWait {
-            started: std::time::Instant::now(),
-            limit,
-            delay: FIRST_BUSY_DELAY,
-        }
-    }
-
-    /// Whether to try `what` again after `error`, having waited if so.
-    async fn wait(&mut self, error: &StoreError, cancel: &CancellationToken, what: &str) -> bool {
-        let StoreError::Busy(message) = error else {
-            return false;
-        };
-        if cancel.is_cancelled() || self.started.elapsed() >= self.limit {
-            return false;
-        }
-        tracing::warn!(%message, retry_in = ?self.delay, "the database is locked by another process; {what} waits and tries again");
-        tokio::select! {
-            _ = tokio::time::sleep(self.delay) => {}
-            _ = cancel.cancelled() => {}
-        }
-        self.delay = (self.delay * 2).min(MAX_BUSY_DELAY);
-        true
-    }
 }

@@ -135,9 +135,25 @@ impl Engine {
 
     /// Closes the runs a previous process left `running`, with one warning per source:
     /// every log line names the source it is about, so an operator filtering by source
-    /// sees that its last cycle was cut short.
-    async fn close_interrupted_runs(&self) -> Result<(), crate::store::StoreError> {
-        for (source, runs) in self.store.mark_interrupted_runs().await? {
+    /// sees that its last cycle was cut short. The write waits out another process's
+    /// write lock like every page write does (for up to the longest `stall_timeout` of
+    /// the sources).
+    async fn close_interrupted_runs(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), crate::store::StoreError> {
+        let limit = self
+            .sources
+            .iter()
+            .map(|s| s.schedule.stall_timeout)
+            .max()
+            .unwrap_or_default();
+        let interrupted =
+            crate::store::while_busy(limit, shutdown, "marking interrupted runs", || {
+                self.store.mark_interrupted_runs()
+            })
+            .await?;
+        for (source, runs) in interrupted {
             tracing::warn!(
                 source = %source,
                 runs,
@@ -153,7 +169,7 @@ impl Engine {
     /// current: this returns [`EngineError::NoSourceLeft`] saying why, so that the
     /// process exits non-zero and a supervisor (systemd's `Restart=on-failure`) notices.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
-        self.close_interrupted_runs().await?;
+        self.close_interrupted_runs(&shutdown).await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in &self.sources {
@@ -213,7 +229,7 @@ impl Engine {
         options: CycleOptions,
         shutdown: CancellationToken,
     ) -> Result<Vec<OnceResult>, crate::store::StoreError> {
-        self.close_interrupted_runs().await?;
+        self.close_interrupted_runs(&shutdown).await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in self

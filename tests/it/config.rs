@@ -157,7 +157,7 @@ fn example_config_is_valid() {
         [
             "contact-center",
             "clinic",
-            "whatsapp-support",
+            "whatsapp-support/01EB37HMH1M6SV18ASNS3G135H",
             "hl/ve9EPM428kjkvShlRW1KT",
             "hl/l1C08ntBrFjLS0elLIYU"
         ]

@@ -21,6 +21,18 @@ fn demo_leaves_a_non_empty_mirror() {
         "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("Sample report"), "{stdout}");
+    // The config points at this run's random ports: the demo must not promise more.
+    assert!(
+        stdout.contains("works only while this demo runs"),
+        "{stdout}"
+    );
+    // D365's listing does not say who wrote last: its "awaiting" is unknown, not 0.
+    let d365_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("d365-0"))
+        .unwrap_or_else(|| panic!("no d365 line in the summary: {stdout}"));
+    let columns: Vec<&str> = d365_line.split_whitespace().collect();
+    assert_eq!(columns[4], "–", "awaiting of d365: {d365_line}");
 
     let db = demo_dir.join("mirror.db");
     let runtime = tokio::runtime::Runtime::new().unwrap();

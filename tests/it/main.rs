@@ -1,6 +1,8 @@
 //! convsync's integration tests: one binary, one module per area. Every test talks real
 //! HTTP on loopback and writes a real SQLite file.
 
+mod cli_install_files;
+mod cli_operator;
 mod common;
 mod config;
 mod demo;
@@ -9,12 +11,16 @@ mod deploy_container;
 mod deploy_docker_api;
 mod deploy_files;
 mod deploy_notify;
+mod deploy_permissions;
 mod deploy_support;
+mod deploy_systemd;
 mod engine;
 mod fuzz_parsers;
 mod health_endpoints;
 mod hostile_engine;
+mod hostile_host;
 mod hostile_http;
+mod hostile_tokens;
 mod provider_d365;
 mod provider_highlevel;
 mod provider_sinch;
@@ -25,6 +31,7 @@ mod reliability_faults;
 mod reliability_input;
 mod reliability_support;
 mod secrets;
+mod secrets_scrub;
 mod sim_core;
 mod sim_d365;
 mod sim_highlevel;

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::common::{TestDb, quick_http};
 
 const SOURCE: &str = "sinch-app";
+/// Its mirror rows: one app, stored as `sinch-app/<app id>`.
+const SOURCE_ROWS: &str = "sinch-app/%";
 
 /// A simulator with one Sinch project, a mirror database and a config file for it.
 struct SinchTest {
@@ -212,9 +214,9 @@ async fn mirror(store: &Store) -> HashMap<String, MirrorRow> {
     let rows: Vec<RowTuple> = sqlx::query_as(
         "SELECT conversation_id, active, closed_at IS NOT NULL, deleted_at IS NOT NULL,
                 last_activity_at, channel, contact_id, last_message_direction, account
-         FROM conversations WHERE source = ?",
+         FROM conversations WHERE source LIKE ?",
     )
-    .bind(SOURCE)
+    .bind(SOURCE_ROWS)
     .fetch_all(store.pool())
     .await
     .unwrap();
@@ -253,9 +255,9 @@ async fn mirror(store: &Store) -> HashMap<String, MirrorRow> {
 async fn last_run(store: &Store) -> (String, i64, i64, i64, i64, Option<String>) {
     sqlx::query_as(
         "SELECT outcome, requests, rows_inserted, rows_updated, rows_deleted, notes
-         FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
+         FROM sync_runs WHERE source LIKE ? ORDER BY id DESC LIMIT 1",
     )
-    .bind(SOURCE)
+    .bind(SOURCE_ROWS)
     .fetch_one(store.pool())
     .await
     .unwrap()
@@ -336,9 +338,9 @@ async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote() {
     let seen = |store: Store| async move {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT conversation_id, first_seen_at, last_seen_at FROM conversations
-             WHERE source = ?",
+             WHERE source LIKE ?",
         )
-        .bind(SOURCE)
+        .bind(SOURCE_ROWS)
         .fetch_all(store.pool())
         .await
         .unwrap();
@@ -471,7 +473,11 @@ async fn interrupted_walk_resumes_from_its_saved_page_token() {
         cycle(&engine, false).await,
         CycleOutcome::MoreToDo
     ));
-    let cursors = engine.store().load_cursors(SOURCE).await.unwrap();
+    let cursors = engine
+        .store()
+        .load_cursors(&engine.sources()[0].name)
+        .await
+        .unwrap();
     let recent = &cursors["recent"];
     assert!(recent.in_progress());
     let token = recent

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use convsync::config::Config;
 use convsync::provider::{ConversationRecord, Direction};
-use convsync::store::{PageWrite, Store, WalkCursor};
+use convsync::store::{PageWrite, WalkCursor};
 use convsync::sync::Engine;
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::TestDb;
 use crate::reliability_support::{
-    PATIENCE, Site, SiteOptions, TruthCheck, run_outcomes, sim_options,
+    PATIENCE, Site, SiteOptions, TruthCheck, nearly_full_store, run_outcomes, sim_options,
 };
 
 /// A report holding a read transaction open for the whole sync does not stop it (WAL).
@@ -92,20 +92,7 @@ async fn another_writer_holding_the_lock_makes_the_cycle_wait() {
 async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
     let site = Site::start(sim_options(43, 120), SiteOptions::default()).await;
     let mut config = Config::load(&site.config).unwrap();
-    // One connection, so the page limit set below applies to every write.
-    config.store.max_connections = 1;
-    let store = Store::open(&config.store).await.unwrap();
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "PRAGMA max_page_count = {}",
-        pages + 4
-    )))
-    .execute(store.pool())
-    .await
-    .unwrap();
+    let store = nearly_full_store(&mut config, 4).await;
     let engine = Engine::new(store.clone(), &config.http, &config.sources).unwrap();
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn({

@@ -12,7 +12,7 @@ use convsync::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sou
 use convsync::sim::{
     ConversationState, Direction, Provider, SimHandle, SimOptions, Simulator, TruthConversation,
 };
-use convsync::store::WalkCursor;
+use convsync::store::{Store, WalkCursor};
 use convsync::time::Timestamp;
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -429,15 +429,45 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id().expect("daemon still running")
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
     /// Its output so far.
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.log.clone()
+    }
+
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap()).into_owned()
     }
+}
+
+/// The site's store on one connection whose database may grow by only `spare_pages`
+/// pages (SQLite's page limit): a full disk that is real to SQLite.
+pub async fn nearly_full_store(config: &mut convsync::config::Config, spare_pages: i64) -> Store {
+    // One connection, so the page limit set below applies to every write.
+    config.store.max_connections = 1;
+    let store = Store::open(&config.store).await.unwrap();
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA max_page_count = {}",
+        pages + spare_pages
+    )))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
@@ -623,20 +653,15 @@ impl TruthCheck {
         }
         for (i, x) in a.sinch.iter().enumerate() {
             sources.push(SiteSource {
-                name: format!("sinch-{i}"),
+                name: format!("sinch-{i}/{}", x.app_id),
                 provider: Provider::Sinch,
                 account: x.account.clone(),
                 mirror_account: x.app_id.clone(),
             });
         }
         for x in &a.highlevel {
-            let name = if a.highlevel.len() > 1 {
-                format!("highlevel/{}", x.location_id)
-            } else {
-                "highlevel".to_owned()
-            };
             sources.push(SiteSource {
-                name,
+                name: format!("highlevel/{}", x.location_id),
                 provider: Provider::HighLevel,
                 account: x.account.clone(),
                 mirror_account: x.location_id.clone(),

@@ -30,7 +30,7 @@ async fn engine_with_client_credentials(double: &Double, db: &TestDb) -> Engine 
     .unwrap()
 }
 
-fn seed(double: &Double) {
+pub(crate) fn seed(double: &Double) {
     let at = Timestamp::now().saturating_sub(Duration::from_secs(600));
     double.upsert((0..5).map(|i| Conv {
         id: format!("c{i}"),

@@ -221,7 +221,7 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
 }
 
 /// The defaults a D365 source starts from: sparse polling, as Microsoft asks.
-pub(super) fn defaults() -> ProviderDefaults {
+pub(crate) fn defaults() -> ProviderDefaults {
     ProviderDefaults {
         poll_interval: Duration::from_secs(300),
         min_poll_interval: Duration::from_secs(60),

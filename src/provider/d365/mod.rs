@@ -17,6 +17,7 @@
 //! the channel's webhook), hence the sparse defaults in `config`.
 
 mod config;
+pub(crate) use config::defaults;
 mod json;
 mod listing;
 mod messages;

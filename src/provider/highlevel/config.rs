@@ -5,7 +5,7 @@
 //! location — a Private Integration Token is created inside a sub-account, and an OAuth
 //! refresh token comes from installing an app into one. A source therefore lists its
 //! locations, each with its own credential or sharing the source-level one, and becomes
-//! one running source per location (`name/locationId` when there are several), each with
+//! one running source per location (`name/locationId`, also when there is only one), each with
 //! its own cursor and its own request budget.
 
 use std::sync::Arc;
@@ -91,7 +91,7 @@ fn default_page_size() -> u32 {
 
 /// The documented defaults: HighLevel's burst limit of 100 requests per 10 s, evenly
 /// spaced, which never exceeds a fixed window.
-fn defaults() -> ProviderDefaults {
+pub(crate) fn defaults() -> ProviderDefaults {
     ProviderDefaults {
         poll_interval: Duration::from_secs(60),
         min_poll_interval: Duration::from_secs(10),
@@ -107,6 +107,13 @@ fn defaults() -> ProviderDefaults {
         }),
     }
 }
+
+/// HighLevel's refresh tokens die after a year unused (later-findings: "valid for a year
+/// unless used").
+const REFRESH_TOKEN_UNUSED_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Rotate at least monthly, so that even an idle location's refresh token stays young.
+const ROTATE_REFRESH_TOKEN_EVERY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A credential, resolved.
 enum Credential {
@@ -217,6 +224,10 @@ pub fn setup(
                         initial_refresh_token: refresh,
                         extra_form: vec![("user_type".to_owned(), "Location".to_owned())],
                         vault_key: vault_key.clone(),
+                        // Named by `config` once the source's name is known.
+                        source: location.clone(),
+                        rotate_every: ROTATE_REFRESH_TOKEN_EVERY,
+                        expires_unused_after: REFRESH_TOKEN_UNUSED_LIFETIME,
                     }),
                     vault_key,
                     format!("highlevel/app/{client_id}/{location}"),

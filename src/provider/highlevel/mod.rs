@@ -20,6 +20,7 @@
 //! Integration Token or OAuth with rotating refresh tokens) is configured in `config`.
 
 mod config;
+pub(crate) use config::defaults;
 mod conversation;
 mod errors;
 mod keyset;

@@ -117,7 +117,7 @@ pub struct SinchConfig {
     /// The Sinch project id (the `{project_id}` path segment).
     pub project_id: String,
     /// The Conversation API app id, or a list of app ids of the same project; each app
-    /// becomes its own source, named `<source>/<app_id>` when there are several.
+    /// becomes its own source, named `<source>/<app_id>` (also when there is only one).
     pub app_id: AppIds,
     /// Access key id of a project access key (the OAuth2 client id).
     pub key_id: String,
@@ -139,7 +139,8 @@ pub enum AppIds {
 }
 
 impl AppIds {
-    fn as_slice(&self) -> &[String] {
+    /// The app ids, one or several.
+    pub fn ids(&self) -> &[String] {
         match self {
             AppIds::One(id) => std::slice::from_ref(id),
             AppIds::Many(ids) => ids,
@@ -206,7 +207,7 @@ pub fn setup(cfg: &SinchConfig, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSe
     if key_id.is_empty() {
         return Err(ConfigError::new(key("key_id"), "must be the access key id"));
     }
-    let app_ids = cfg.app_id.as_slice();
+    let app_ids = cfg.app_id.ids();
     if app_ids.is_empty() {
         return Err(ConfigError::new(
             key("app_id"),
@@ -258,7 +259,7 @@ pub fn setup(cfg: &SinchConfig, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSe
 }
 
 /// Defaults for Sinch sources.
-fn defaults() -> ProviderDefaults {
+pub(crate) fn defaults() -> ProviderDefaults {
     let requests = PROJECT_REQUESTS_PER_SECOND / DEFAULT_PROJECT_SHARE_DIVISOR;
     ProviderDefaults {
         poll_interval: Duration::from_secs(60),

@@ -65,7 +65,7 @@ fn default_true() -> bool {
 }
 
 /// Spruce's defaults for the source settings a user may leave out.
-fn defaults() -> ProviderDefaults {
+pub(crate) fn defaults() -> ProviderDefaults {
     ProviderDefaults {
         poll_interval: Duration::from_secs(60),
         min_poll_interval: Duration::from_secs(10),

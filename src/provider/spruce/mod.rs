@@ -23,6 +23,7 @@
 //! that it never starves the deltas.
 
 mod config;
+pub(crate) use config::defaults;
 mod conversation;
 mod items;
 mod limits;

@@ -111,15 +111,19 @@ impl Cycle<'_> {
                 }
                 Answer::PositionRejected => {
                     tracing::info!(conversation = %detail.conversation_id, kind = %detail.kind, "follow-up page position rejected; it restarts from its first page");
-                    self.store
-                        .restart_follow_up(&self.source.name, detail)
-                        .await?;
+                    let (store, limit) = (self.store, self.source.schedule.stall_timeout);
+                    while_busy(limit, self.cancel, "restarting a follow-up", || {
+                        store.restart_follow_up(&self.source.name, detail)
+                    })
+                    .await?;
                 }
                 Answer::Failed(error) => {
                     tracing::warn!(conversation = %detail.conversation_id, kind = %detail.kind, %error, "follow-up failed; deferred");
-                    self.store
-                        .defer_follow_up(&self.source.name, detail)
-                        .await?;
+                    let (store, limit) = (self.store, self.source.schedule.stall_timeout);
+                    while_busy(limit, self.cancel, "deferring a follow-up", || {
+                        store.defer_follow_up(&self.source.name, detail)
+                    })
+                    .await?;
                     failed += 1;
                 }
                 Answer::Fatal(error) => {
@@ -243,6 +247,6 @@ async fn answer(source: &Source, detail: &DetailRequest) -> Answer {
             }
             Answer::Read(Box::new(page))
         }
-        Err(e) => Answer::Failed(format!("response unreadable: {e}")),
+        Err(e) => Answer::Failed(format!("response unreadable: {}", e.redacted())),
     }
 }

@@ -23,6 +23,7 @@ use crate::http::{ApiClient, HttpError};
 use crate::provider::{
     Absence, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
+use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{PageCounts, PageTransaction, PageWrite, SweepCompletion, WalkCursor};
 use crate::time::Timestamp;
 
@@ -597,9 +598,16 @@ impl Fetcher {
                 }
                 Err(e) => return Err(e.into()),
             };
-            match provider.parse_page(ctx, &response) {
+            // Provider text enters the engine's logs and notes here: scrubbed and cut once.
+            match provider
+                .parse_page(ctx, &response)
+                .map_err(ProviderError::redacted)
+            {
                 Ok(mut page) => {
                     page.omit_oversized_raw(walk, self.max_raw_bytes);
+                    for note in &mut page.notes {
+                        *note = redact(note, ERROR_TEXT_CAP);
+                    }
                     return Ok(page);
                 }
                 Err(ProviderError::Malformed(message)) if attempt < MALFORMED_RETRIES => {

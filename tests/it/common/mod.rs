@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod double;
+pub mod hostile;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ impl TestDb {
                 url: format!("sqlite://{}", path.display()),
                 busy_timeout: Duration::from_secs(5),
                 max_connections: 2,
+                ..StoreSettings::default()
             },
             _dir: dir,
         }

@@ -1,0 +1,69 @@
+//! `rejected_records`: items a provider sent that the mirror cannot hold. A walk re-reads
+//! the same bad item on every cycle, so an item is recorded once per (source, walk, item
+//! hash) with how often and when it was last seen; rows not seen for the retention period
+//! are removed when a run of their source ends.
+
+use std::time::Duration;
+
+use sqlx::{Sqlite, Transaction};
+
+use super::{Store, StoreError};
+use crate::provider::RejectedRecord;
+use crate::time::Timestamp;
+
+/// The longest `raw` kept (characters); the hash covers the whole item.
+const MAX_RAW: usize = 64 * 1024;
+
+/// Records one sighting of a rejected item.
+pub(super) async fn record_rejected(
+    tx: &mut Transaction<'static, Sqlite>,
+    source: &str,
+    run_id: i64,
+    walk: &str,
+    rejected: &RejectedRecord,
+    now: &str,
+) -> Result<(), StoreError> {
+    let raw: String = if rejected.raw.len() > MAX_RAW {
+        rejected.raw.chars().take(MAX_RAW).collect()
+    } else {
+        rejected.raw.clone()
+    };
+    let item_hash = blake3::hash(rejected.raw.as_bytes()).to_hex().to_string();
+    sqlx::query(
+        "INSERT INTO rejected_records
+            (source, run_id, walk, reason, raw, rejected_at, item_hash, times_seen, last_seen_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+         ON CONFLICT (source, walk, item_hash) DO UPDATE SET
+            times_seen = times_seen + 1, last_seen_at = excluded.last_seen_at,
+            run_id = excluded.run_id, reason = excluded.reason",
+    )
+    .bind(source)
+    .bind(run_id)
+    .bind(walk)
+    .bind(&rejected.reason)
+    .bind(raw)
+    .bind(now)
+    .bind(item_hash)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Removes `source`'s rejected items not seen for `retention`; returns how many.
+    pub(super) async fn prune_rejected(
+        &self,
+        source: &str,
+        retention: Duration,
+    ) -> Result<u64, StoreError> {
+        let cutoff = Timestamp::now().saturating_sub(retention);
+        let done =
+            sqlx::query("DELETE FROM rejected_records WHERE source = ? AND last_seen_at < ?")
+                .bind(source)
+                .bind(cutoff.to_mirror_text())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+}

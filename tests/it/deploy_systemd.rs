@@ -1,0 +1,485 @@
+//! The documented systemd install, for real: a Debian machine whose PID 1 is systemd
+//! (a container booted from an image debootstrapped here, tests/systemd-image.sh) gets the
+//! .deb built by deploy/debian/build-deb.sh through the commands of docs/deploy.md's
+//! marked section, run verbatim. Then: `Type=notify` start, a sync from the bundled
+//! simulator in the same machine (loopback only: the container has no network), `/readyz`
+//! healthy, a clean restart, the watchdog restarting a wedged (SIGSTOPped) daemon, a 0600
+//! database in /var/lib/convsync, `systemd-analyze security` rated OK, the installed bash
+//! completion in real bash, an upgrade to a newer package that keeps database and
+//! configuration, a clean stop, `remove` keeping data and `purge` deleting it out loud.
+//!
+//! Needs a Docker engine, debootstrap and cargo-deb (.ci/run installs them). Without them
+//! the test is skipped with a message, unless `CI` is set: then it fails.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Hang guard for waits; never a performance threshold. The watchdog wait covers the
+/// unit's WatchdogSec=60s plus RestartSec=10s.
+const PATIENCE: Duration = Duration::from_secs(240);
+/// Where the simulator serves Spruce inside the machine.
+const SPRUCE_PORT: u16 = 18480;
+/// The markers around the tested commands in docs/deploy.md.
+const DOC_BEGIN: &str = "<!-- systemd-install:";
+const DOC_END: &str = "<!-- end systemd-install -->";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `command`; panics with its output unless it succeeds; returns stdout.
+fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Why the test cannot run on this machine, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    let works = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !works("docker", &["info"]) {
+        return Some("no Docker engine".into());
+    }
+    if !works("debootstrap", &["--version"]) {
+        return Some("debootstrap is missing (apt-get install debootstrap)".into());
+    }
+    if !works("cargo", &["deb", "--version"]) {
+        return Some("cargo-deb is missing (cargo install cargo-deb)".into());
+    }
+    None
+}
+
+/// Builds the package with the project's script and copies it into `into` (cargo-deb
+/// deletes older builds of the package from its output directory); returns that copy.
+fn build_deb(skip_build: bool, cargo_deb_args: &[&str], into: &Path) -> PathBuf {
+    let mut command = Command::new(repo("deploy/debian/build-deb.sh"));
+    command.args(cargo_deb_args);
+    if skip_build {
+        command.env("CONVSYNC_SKIP_BUILD", "1");
+    }
+    let stdout = run(&mut command);
+    let built = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(
+        built.is_file(),
+        "build-deb.sh printed {stdout:?}, not a package"
+    );
+    let path = into.join(built.file_name().unwrap());
+    std::fs::copy(&built, &path).unwrap();
+    path
+}
+
+/// The commands of the marked section of docs/deploy.md: every line of its `sh` blocks,
+/// with `\` continuations joined.
+fn documented_install_steps() -> Vec<String> {
+    let doc = std::fs::read_to_string(repo("docs/deploy.md")).unwrap();
+    let start = doc
+        .find(DOC_BEGIN)
+        .expect("docs/deploy.md has the begin marker");
+    let end = doc[start..].find(DOC_END).expect("and the end marker") + start;
+    let mut steps = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in doc[start..end].lines() {
+        match line.trim() {
+            "```sh" => in_block = true,
+            "```" => in_block = false,
+            _ if !in_block => {}
+            l if l.is_empty() || l.starts_with('#') => {}
+            l => match l.strip_suffix('\\') {
+                Some(head) => pending.push_str(head),
+                None => {
+                    pending.push_str(l);
+                    steps.push(std::mem::take(&mut pending));
+                }
+            },
+        }
+    }
+    assert!(steps.len() >= 3, "too few documented steps: {steps:?}");
+    steps
+}
+
+/// A booted container with systemd as PID 1 and no network but its own loopback.
+struct Machine {
+    name: String,
+}
+
+impl Machine {
+    fn boot(image: &str) -> Machine {
+        let name = format!("convsync-systemd-it-{}", std::process::id());
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        // The capabilities systemd needs for the unit's sandbox (mount namespaces,
+        // credentials on ramfs); `--privileged` would also ask for ones a nested engine
+        // may not have. Docker makes every mount private, while a booted host shares `/`
+        // (LoadCredential= moves its ramfs into place through that): the entry point
+        // restores that before handing over to systemd.
+        run(Command::new("docker").args([
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--cap-add",
+            "SYS_PTRACE",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-add",
+            "SYS_NICE",
+            "--cap-add",
+            "IPC_LOCK",
+            "--cap-add",
+            "DAC_READ_SEARCH",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--volume",
+            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--env",
+            "container=docker",
+            image,
+            "/bin/sh",
+            "-c",
+            "mount --make-rshared / && exec /lib/systemd/systemd",
+        ]));
+        let machine = Machine { name };
+        // PID 1 is sh until it has made `/` shared; then systemd boots. `degraded` (some
+        // unit of the image failed) is fine as long as convsync's own steps succeed.
+        let mut state = String::new();
+        machine.wait_until("systemd to finish booting", |m| {
+            state = m.exec("systemctl is-system-running", &[]).stdout_text();
+            !matches!(state.trim(), "" | "offline" | "initializing" | "starting")
+        });
+        assert!(
+            matches!(state.trim(), "running" | "degraded"),
+            "systemd did not boot: {state:?}\n{}",
+            machine
+                .exec("systemctl --failed --no-pager", &[])
+                .stdout_text()
+        );
+        machine
+    }
+
+    /// Runs `script` with bash in the machine, as root, with `env` set.
+    fn exec(&self, script: &str, env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new("docker");
+        command.arg("exec");
+        for (key, value) in env {
+            command.args(["--env", &format!("{key}={value}")]);
+        }
+        command
+            .args([&self.name, "bash", "-euo", "pipefail", "-c", script])
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`Machine::exec`] without environment; panics unless it succeeds.
+    fn sh(&self, script: &str) -> String {
+        let output = self.exec(script, &[]);
+        assert!(
+            output.status.success(),
+            "in the machine: {script}\nfailed ({}):\n{}\n{}",
+            output.status,
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    fn write(&self, path: &str, contents: &str) {
+        let mut child = Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                &self.name,
+                "sh",
+                "-c",
+                &format!("cat > {path}"),
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(contents.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "writing {path}");
+    }
+
+    fn copy_in(&self, host: &Path, dir: &str) {
+        self.sh(&format!("mkdir -p {dir}"));
+        run(Command::new("docker").args([
+            "cp",
+            &host.display().to_string(),
+            &format!("{}:{dir}/", self.name),
+        ]));
+    }
+
+    /// One property of the convsync unit.
+    fn property(&self, name: &str) -> String {
+        self.sh(&format!(
+            "systemctl show --property={name} --value convsync"
+        ))
+        .trim()
+        .to_owned()
+    }
+
+    /// Waits until `done` holds, polling once a second; panics after [`PATIENCE`].
+    fn wait_until(&self, what: &str, mut done: impl FnMut(&Machine) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting for {what}\n{}",
+                self.journal()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn journal(&self) -> String {
+        self.exec(
+            "journalctl --no-pager -o short-precise -u convsync -u convsync-simulator | tail -n 60",
+            &[],
+        )
+        .stdout_text()
+    }
+
+    /// Conversations of source `clinic` in the mirror, read as docs/deploy.md says.
+    fn mirrored_rows(&self) -> u64 {
+        let count = self.sh("sqlite3 -readonly /var/lib/convsync/convsync.db \
+             \"SELECT count(*) FROM conversations WHERE source = 'clinic'\"");
+        count
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a row count: {count:?}"))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- journal of the machine ---\n{}", self.journal());
+        }
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}
+
+trait StdoutText {
+    fn stdout_text(&self) -> String;
+}
+
+impl StdoutText for Output {
+    fn stdout_text(&self) -> String {
+        text(&self.stdout)
+    }
+}
+
+/// The value after `prefix` up to the next `"` or `'` on the first line holding it.
+fn quoted_after<'a>(banner: &'a str, prefix: &str) -> &'a str {
+    let start = banner
+        .find(prefix)
+        .unwrap_or_else(|| panic!("{prefix} not in the simulator's banner:\n{banner}"))
+        + prefix.len();
+    let rest = &banner[start..];
+    &rest[..rest.find(['"', '\'']).unwrap_or(rest.len())]
+}
+
+#[test]
+fn documented_debian_install_runs_under_systemd() {
+    if let Some(why) = missing_prerequisite() {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set but the systemd install test cannot run: {why}");
+        }
+        eprintln!("SKIPPED deploy_systemd: {why}; set CI=1 to make this a failure");
+        return;
+    }
+    let packages = tempfile::tempdir().unwrap();
+    let package = build_deb(false, &[], packages.path());
+    let newer = build_deb(true, &["--deb-revision", "2"], packages.path());
+    let image = run(&mut Command::new(repo("tests/systemd-image.sh")));
+    let machine = Machine::boot(image.trim());
+    machine.copy_in(&package, "/root/install");
+    machine.copy_in(&newer, "/root/upgrade");
+
+    // The bundled simulator, from the package's own binary, on the machine's loopback.
+    machine.sh(&format!(
+        "dpkg-deb -x /root/install/convsync_*.deb /opt/simulator
+         systemd-run --unit convsync-simulator --property DynamicUser=yes \
+           /opt/simulator/usr/bin/convsync simulate --seed 8 --spruce-port {SPRUCE_PORT} \
+           --d365-accounts 0 --sinch-accounts 0 --highlevel-locations 0 \
+           --conversations 40 --activity-rate 0"
+    ));
+    let mut banner = String::new();
+    machine.wait_until("the simulator's banner", |m| {
+        banner = m.sh("journalctl --no-pager -o cat -u convsync-simulator");
+        banner.contains("export SIM_SPRUCE_API_TOKEN_0=")
+    });
+    let organization = quoted_after(&banner, "organization_id = \"");
+    let token = quoted_after(&banner, "export SIM_SPRUCE_API_TOKEN_0='");
+    machine.write(
+        "/root/install/convsync.toml",
+        &format!(
+            r#"[[sources]]
+name = "clinic"
+provider = "spruce"
+poll_interval = "10s"
+
+[sources.spruce]
+base_url = "http://127.0.0.1:{SPRUCE_PORT}/"
+organization_id = "{organization}"
+api_token = {{ credential = "convsync_spruce-token" }}
+track_reply_state = false
+"#
+        ),
+    );
+
+    // docs/deploy.md, verbatim.
+    for step in documented_install_steps() {
+        eprintln!("$ {step}");
+        let output = machine.exec(
+            &format!("cd /root/install\n{step}"),
+            &[("SPRUCE_TOKEN", token)],
+        );
+        eprint!("{}{}", text(&output.stdout), text(&output.stderr));
+        assert!(
+            output.status.success(),
+            "documented step failed ({}): {step}\n{}",
+            output.status,
+            machine.journal()
+        );
+    }
+
+    // Type=notify: `enable --now` returned after READY=1, and the status line is ours.
+    assert_eq!(machine.property("Type"), "notify");
+    let status = machine.sh("systemctl status convsync --no-pager || true");
+    assert!(status.contains("active (running)"), "{status}");
+    assert!(
+        machine.property("StatusText").contains("syncing 1 source"),
+        "{status}"
+    );
+    machine.wait_until("/readyz healthy", |m| {
+        m.exec("convsync health --config /etc/convsync/convsync.toml", &[])
+            .status
+            .success()
+    });
+    let rows = machine.mirrored_rows();
+    assert!(rows > 0, "nothing mirrored");
+
+    // The database: in the state directory, 0600, owned by the service's dynamic user.
+    assert_eq!(
+        machine.sh("readlink /var/lib/convsync").trim(),
+        "private/convsync"
+    );
+    let database = machine.sh("stat -c '%a %u' /var/lib/private/convsync/convsync.db");
+    let (mode, owner) = database.trim().split_once(' ').unwrap();
+    assert_eq!(mode, "600", "{database}");
+    assert_ne!(owner, "0", "{database}");
+
+    // A restart stops the running daemon cleanly (it logs its own clean end) and starts
+    // a new one.
+    let before = machine.property("MainPID");
+    machine.sh("systemctl restart convsync");
+    assert_ne!(machine.property("MainPID"), before);
+    assert_eq!(machine.property("ActiveState"), "active");
+    assert!(
+        machine
+            .sh("journalctl --no-pager -o cat -u convsync")
+            .contains("convsync stopped"),
+        "{}",
+        machine.journal()
+    );
+
+    // A wedged daemon stops sending WATCHDOG=1; systemd kills and restarts it.
+    let wedged = machine.property("MainPID");
+    machine.sh(&format!("kill -STOP {wedged}"));
+    machine.wait_until("the watchdog restart", |m| {
+        let pid = m.property("MainPID");
+        pid != wedged && pid != "0" && m.property("SubState") == "running"
+    });
+    assert_eq!(machine.property("NRestarts"), "1");
+    let journal = machine.sh("journalctl --no-pager -o cat -u convsync");
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+
+    let security = machine.sh("systemd-analyze security --no-pager convsync.service");
+    let verdict = security
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no verdict in:\n{security}"));
+    assert!(
+        [" OK", " SAFE", " PERFECT"]
+            .iter()
+            .any(|v| verdict.contains(v)),
+        "{verdict}"
+    );
+
+    // The packaged completion, loaded by real bash, completes a subcommand; the pages are there.
+    let completed = machine.sh(
+        "bash -c 'source /usr/share/bash-completion/completions/convsync; \
+         COMP_WORDS=(convsync sy); COMP_CWORD=1; _convsync convsync sy convsync; \
+         echo ${COMPREPLY[@]}'",
+    );
+    assert_eq!(completed.trim(), "sync");
+    machine.sh("test -s /usr/share/man/man1/convsync.1.gz && test -s /usr/share/man/man1/convsync-run.1.gz");
+
+    // Upgrade: newer package, same database and configuration, service restarted on it.
+    let config = machine.sh("sha256sum /etc/convsync/convsync.toml");
+    let before = machine.property("MainPID");
+    machine.sh("cd /root/upgrade && apt install ./convsync_*_amd64.deb");
+    assert!(
+        machine
+            .sh("dpkg-query --show --showformat='${Version}' convsync")
+            .ends_with("-2"),
+        "the newer package is installed"
+    );
+    assert_eq!(machine.sh("sha256sum /etc/convsync/convsync.toml"), config);
+    assert_ne!(
+        machine.property("MainPID"),
+        before,
+        "restarted on the new binary"
+    );
+    assert_eq!(machine.property("ActiveState"), "active");
+    assert!(machine.mirrored_rows() >= rows);
+
+    // A stop is clean: SIGTERM, the page in flight finished, exit 0.
+    machine.sh("systemctl stop convsync");
+    assert_eq!(machine.property("Result"), "success");
+    assert_eq!(machine.property("ExecMainStatus"), "0");
+
+    // remove keeps the data; purge deletes it and says what it deletes.
+    let removed = machine.sh("apt-get remove --yes convsync 2>&1");
+    assert!(removed.contains("kept /etc/convsync"), "{removed}");
+    machine.sh("test -s /var/lib/private/convsync/convsync.db && test -s /etc/convsync/convsync.toml && test -s /etc/convsync/credentials/spruce-token");
+    let purged = machine.sh("apt-get purge --yes convsync 2>&1");
+    for path in ["/var/lib/private/convsync", "/etc/convsync"] {
+        assert!(purged.contains(&format!("removing {path}")), "{purged}");
+        machine.sh(&format!("! test -e {path}"));
+    }
+}
