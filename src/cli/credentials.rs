@@ -100,6 +100,21 @@ fn read_token(input: impl Read, shown: &str) -> anyhow::Result<Secret> {
     Ok(Secret::new(token.to_owned()))
 }
 
+/// The rotating refresh-token schemes of `config`'s enabled sources, by source name (what
+/// `status` needs to find each source's token in the vault).
+pub fn rotating_refresh_by_source(
+    config: &Config,
+) -> std::collections::HashMap<String, crate::http::auth::RotatingRefresh> {
+    config
+        .sources
+        .iter()
+        .filter_map(|s| match &s.setup.auth {
+            AuthScheme::RotatingRefresh(rr) => Some((s.name.clone(), rr.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,19 +131,4 @@ mod tests {
         let big = read_token(&huge[..], "f").unwrap_err();
         assert!(big.to_string().contains("more than"), "{big}");
     }
-}
-
-/// The rotating refresh-token schemes of `config`'s enabled sources, by source name (what
-/// `status` needs to find each source's token in the vault).
-pub fn rotating_refresh_by_source(
-    config: &Config,
-) -> std::collections::HashMap<String, crate::http::auth::RotatingRefresh> {
-    config
-        .sources
-        .iter()
-        .filter_map(|s| match &s.setup.auth {
-            AuthScheme::RotatingRefresh(rr) => Some((s.name.clone(), rr.clone())),
-            _ => None,
-        })
-        .collect()
 }
