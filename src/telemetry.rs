@@ -5,7 +5,9 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::fmt::format::{self, FmtSpan};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,17 +21,26 @@ pub enum LogFormat {
 /// Installs the global subscriber. Call once, early in `main`.
 pub fn init(format: LogFormat) {
     let (filter, unusable) = filter_from_env();
+    let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && !journal)
         .with_writer(std::io::stderr)
         .with_span_events(FmtSpan::NONE);
-    let result = match format {
-        LogFormat::Pretty => builder.with_target(false).try_init(),
-        LogFormat::Json => builder
+    let pretty = || format::format().with_target(false);
+    let json = || {
+        format::format()
             .json()
             .with_current_span(true)
             .with_span_list(true)
+    };
+    let result = match (format, journal) {
+        (LogFormat::Pretty, false) => builder.event_format(pretty()).try_init(),
+        (LogFormat::Pretty, true) => builder.event_format(JournalPriority(pretty())).try_init(),
+        (LogFormat::Json, false) => builder.json().event_format(json()).try_init(),
+        (LogFormat::Json, true) => builder
+            .json()
+            .event_format(JournalPriority(json()))
             .try_init(),
     };
     match result {
@@ -82,5 +93,62 @@ fn filter_from_env() -> (EnvFilter, Option<String>) {
             Ok(filter) => (filter, None),
             Err(e) => (fallback(), Some(format!("{value:?}: {e}"))),
         },
+    }
+}
+
+/// Whether stderr is the journal stream systemd connected (`JOURNAL_STREAM` names its
+/// device and inode; a child whose stderr was redirected elsewhere inherits the variable
+/// but not the stream, so both are compared).
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    stderr_device_inode().is_some_and(|(d, i)| d.to_string() == device && i.to_string() == inode)
+}
+
+#[cfg(unix)]
+fn stderr_device_inode() -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn stderr_device_inode() -> Option<(u64, u64)> {
+    None
+}
+
+/// Prefixes each line with its syslog priority (`<3>` error … `<7>` debug), which journald
+/// reads off stderr streams (`SyslogLevelPrefix=`, on by default; the unit in
+/// deploy/systemd keeps stderr on the journal) and strips: `journalctl -p warning` then
+/// shows warnings and errors only. Chosen over tracing-journald because it needs no
+/// socket access in the sandboxed unit and keeps the lines, JSON or not, as they are.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
 }

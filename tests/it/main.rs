@@ -21,6 +21,7 @@ mod hostile_engine;
 mod hostile_host;
 mod hostile_http;
 mod hostile_tokens;
+mod logs_operator;
 mod provider_d365;
 mod provider_highlevel;
 mod provider_sinch;
