@@ -25,7 +25,7 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal() && !journal)
-        .with_writer(std::io::stderr)
+        .with_writer(|| AroundBars)
         .with_span_events(FmtSpan::NONE);
     let pretty = || format::format().with_target(false);
     let json = || {
@@ -150,5 +150,35 @@ where
         };
         write!(writer, "<{priority}>")?;
         self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// The progress bars on the terminal while `sync --once` draws them: log lines are then
+/// printed above the bars (they are cleared, the line written, the bars redrawn), so that
+/// one mechanism owns the terminal and no log line lands inside a bar.
+static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
+
+/// Routes log lines around `bars` until called again with `None`.
+pub fn route_logs_around(bars: Option<indicatif::MultiProgress>) {
+    *BARS.lock().unwrap_or_else(|e| e.into_inner()) = bars;
+}
+
+/// Stderr, written around the progress bars when there are any. The formatter writes each
+/// event with one `write_all`, so each line is printed whole.
+struct AroundBars;
+
+impl std::io::Write for AroundBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bars = BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bars {
+            Some(bars) => bars
+                .suspend(|| std::io::stderr().write_all(buf))
+                .map(|()| buf.len()),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }

@@ -22,6 +22,7 @@ mod hostile_host;
 mod hostile_http;
 mod hostile_tokens;
 mod logs_operator;
+mod progress_terminal;
 mod provider_d365;
 mod provider_highlevel;
 mod provider_sinch;
