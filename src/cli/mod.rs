@@ -180,15 +180,17 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(execute(cli)) {
         Ok(code) => code,
+        // Once, as a log line: a second plain `error:` line repeated it and was not
+        // JSON under `--log-format json`.
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let log_format = cli.log_format;
     let config_path = config::resolve_path(cli.config.clone());
     match cli.command {
         Command::CheckConfig => {
@@ -346,7 +348,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut failed = false;
             for r in &results {
                 failed |= !r.succeeded();
-                eprintln!("{:<24} {}", r.source, r.verdict());
+                print_verdict(log_format, r);
             }
             engine.store().close().await;
             Ok(if failed {
@@ -487,5 +489,20 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// One source's `sync --once` verdict: the command's result, so on stdout as a line of
+/// text, or as a JSON event among the log lines under `--log-format json` (every line a
+/// log shipper reads is then JSON).
+fn print_verdict(format: telemetry::LogFormat, result: &crate::sync::OnceResult) {
+    match format {
+        telemetry::LogFormat::Pretty => println!("{:<24} {}", result.source, result.verdict()),
+        telemetry::LogFormat::Json => tracing::info!(
+            source = %result.source,
+            succeeded = result.succeeded(),
+            verdict = %result.verdict(),
+            "sync --once result"
+        ),
     }
 }

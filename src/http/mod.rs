@@ -275,16 +275,31 @@ impl ApiClient {
         provider: &dyn Provider,
     ) -> Result<HttpResponse, HttpError> {
         let attempt = || self.attempt(spec, provider);
-        attempt
+        let retries = std::sync::atomic::AtomicU32::new(0);
+        let result = attempt
             .retry(self.settings.retry.backoff())
             .when(HttpError::is_retryable)
             // `Retry-After` replaces the jittered delay exactly: never shorter.
             .adjust(|err: &HttpError, delay| delay.map(|d| err.retry_after().unwrap_or(d)))
             .notify(|err: &HttpError, delay: Duration| {
                 self.tally.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(endpoint = spec.endpoint, error = %err, retry_in = ?delay, "request failed, retrying");
+                retries.fetch_add(1, Ordering::Relaxed);
+                // Each retry at debug: against a flaky provider a warning per retry
+                // buried everything else (hundreds of lines in one sync).
+                tracing::debug!(endpoint = spec.endpoint, error = %err, retry_in = ?delay, "request failed, retrying");
             })
-            .await
+            .await;
+        let retries = retries.into_inner();
+        if result.is_err() && retries > 0 {
+            // One summary per request that gives up. The error itself is reported once,
+            // by whoever handles it (the cycle's end, a follow-up's warning).
+            tracing::warn!(
+                endpoint = spec.endpoint,
+                retries,
+                "request gave up after retrying"
+            );
+        }
+        result
     }
 
     async fn attempt(

@@ -1,5 +1,7 @@
 //! The `sync_runs` audit trail and the per-source status built from it.
 
+use std::collections::BTreeMap;
+
 use super::{Store, StoreError, WalkCursor};
 use crate::time::Timestamp;
 
@@ -158,16 +160,21 @@ impl Store {
         Ok(())
     }
 
-    /// Marks runs left `running` by a process that died as `interrupted`.
-    pub async fn mark_interrupted_runs(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+    /// Marks runs left `running` by a process that died as `interrupted`, and returns how
+    /// many each source had, so that what is logged about them can name the source.
+    pub async fn mark_interrupted_runs(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let sources: Vec<String> = sqlx::query_scalar(
             "UPDATE sync_runs SET outcome = 'interrupted', finished_at = COALESCE(finished_at, ?)
-             WHERE outcome = 'running'",
+             WHERE outcome = 'running' RETURNING source",
         )
         .bind(Timestamp::now().to_mirror_text())
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        let mut runs = BTreeMap::new();
+        for source in sources {
+            *runs.entry(source).or_insert(0) += 1;
+        }
+        Ok(runs)
     }
 
     /// Status of one source.

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub(crate) use cycle::panic_message;
 pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
 pub use progress::SourceProgress;
 pub use retention::run_retention;
@@ -134,22 +135,34 @@ impl Engine {
         &self.store
     }
 
-    /// The start-up write, waiting out another process's write lock like every page
-    /// write does (for up to the longest `stall_timeout` of the sources).
-    async fn mark_interrupted_runs(
+    /// Closes the runs a previous process left `running`, with one warning per source:
+    /// every log line names the source it is about, so an operator filtering by source
+    /// sees that its last cycle was cut short. The write waits out another process's
+    /// write lock like every page write does (for up to the longest `stall_timeout` of
+    /// the sources).
+    async fn close_interrupted_runs(
         &self,
         shutdown: &CancellationToken,
-    ) -> Result<u64, crate::store::StoreError> {
+    ) -> Result<(), crate::store::StoreError> {
         let limit = self
             .sources
             .iter()
             .map(|s| s.schedule.stall_timeout)
             .max()
             .unwrap_or_default();
-        crate::store::while_busy(limit, shutdown, "marking interrupted runs", || {
-            self.store.mark_interrupted_runs()
-        })
-        .await
+        let interrupted =
+            crate::store::while_busy(limit, shutdown, "marking interrupted runs", || {
+                self.store.mark_interrupted_runs()
+            })
+            .await?;
+        for (source, runs) in interrupted {
+            tracing::warn!(
+                source = %source,
+                runs,
+                "previous process stopped mid-cycle; those runs are marked interrupted and resume from their checkpoints"
+            );
+        }
+        Ok(())
     }
 
     /// Runs every source until `shutdown` is cancelled. A page transaction in flight
@@ -158,13 +171,7 @@ impl Engine {
     /// current: this returns [`EngineError::NoSourceLeft`] saying why, so that the
     /// process exits non-zero and a supervisor (systemd's `Restart=on-failure`) notices.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
-        let interrupted = self.mark_interrupted_runs(&shutdown).await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "previous process stopped mid-cycle; those runs are marked interrupted and resume from their checkpoints"
-            );
-        }
+        self.close_interrupted_runs(&shutdown).await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in &self.sources {
@@ -224,7 +231,7 @@ impl Engine {
         options: CycleOptions,
         shutdown: CancellationToken,
     ) -> Result<Vec<OnceResult>, crate::store::StoreError> {
-        self.mark_interrupted_runs(&shutdown).await?;
+        self.close_interrupted_runs(&shutdown).await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in self

@@ -21,7 +21,7 @@ const NEVER_ENDS: Duration = Duration::from_secs(60);
 
 /// The double's adapter, except that it panics on a page holding a conversation named
 /// `PANIC`: a stand-in for a parser meeting bytes it did not expect.
-struct PanickyProvider(DoubleProvider);
+pub(crate) struct PanickyProvider(pub(crate) DoubleProvider);
 
 impl Provider for PanickyProvider {
     fn kind(&self) -> ProviderKind {
@@ -65,7 +65,7 @@ impl Provider for PanickyProvider {
     }
 }
 
-fn conversations(double: &Double, names: &[&str]) {
+pub(crate) fn conversations(double: &Double, names: &[&str]) {
     let at = Timestamp::now().saturating_sub(Duration::from_secs(600));
     double.upsert(names.iter().enumerate().map(|(i, name)| Conv {
         id: format!("c{i}"),

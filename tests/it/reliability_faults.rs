@@ -303,7 +303,7 @@ async fn persistently_malformed_pages_fail_without_advancing_anything() {
         !failed.status.success(),
         "a persistently malformed provider fails the sync"
     );
-    assert!(failed.stderr.contains("FAILED"), "{}", failed.tail());
+    assert!(failed.stdout.contains("FAILED"), "{}", failed.tail());
     assert_eq!(snapshot(&pool).await, before, "nothing advanced or changed");
     let errors: Vec<String> = sqlx::query_scalar(
         "SELECT error FROM sync_runs WHERE outcome = 'failed' AND error LIKE '%malformed%'",
