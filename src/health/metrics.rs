@@ -7,7 +7,7 @@
 //! by the `/metrics` handler just before encoding ([`StoreFigures::refresh`]), because a
 //! collector cannot wait for a query. Every series is named `convsync_*` and labelled by
 //! `source` and `provider`, besides the standard `process_*` family
-//! ([`ProcessCollector`](super::process::ProcessCollector)).
+//! ([`ProcessCollector`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

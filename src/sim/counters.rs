@@ -64,7 +64,7 @@ pub struct RequestCount {
     pub count: u64,
 }
 
-/// How often a provider saw one request detail (see [`RequestCounters::saw`]).
+/// How often a provider saw one request detail (see `RequestCounters::saw`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sighting {
     /// Which simulated provider saw it.
@@ -111,7 +111,7 @@ impl RequestCounts {
             .sum()
     }
 
-    /// Requests to `provider` that carried `detail` (see [`RequestCounters::saw`]).
+    /// Requests to `provider` that carried `detail` (see `RequestCounters::saw`).
     pub fn seen(&self, provider: Provider, detail: &str) -> u64 {
         self.sightings
             .iter()
