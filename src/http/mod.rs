@@ -99,12 +99,19 @@ pub enum HttpError {
         message: String,
     },
     /// 429 (retried while the backoff allows).
-    #[error("{endpoint}: rate limited{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    #[error(
+        "{endpoint}: rate limited{}{}",
+        retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default(),
+        if detail.is_empty() { String::new() } else { format!(": {detail}") }
+    )]
     RateLimited {
         /// Endpoint label.
         endpoint: &'static str,
         /// How long the provider asked us to wait, when it said.
         retry_after: Option<Duration>,
+        /// The provider's error text with its correlation headers (the id its support
+        /// asks for), scrubbed and cut like every provider text.
+        detail: String,
     },
     /// The request budget is paused for longer than is worth waiting in line (a daily
     /// budget ran out, a long `Retry-After`): the cycle ends and resumes after `wait`.
@@ -292,10 +299,17 @@ impl ApiClient {
         let retries = retries.into_inner();
         if result.is_err() && retries > 0 {
             // One summary per request that gives up. The error itself is reported once,
-            // by whoever handles it (the cycle's end, a follow-up's warning).
+            // by whoever handles it (the cycle's end, a follow-up's warning) — except a
+            // 429, which ends the cycle as rate limited without any text: its detail (a
+            // D365 correlation id, say) is told here.
+            let rate_limited = match &result {
+                Err(e @ HttpError::RateLimited { .. }) => Some(e.to_string()),
+                _ => None,
+            };
             tracing::warn!(
                 endpoint = spec.endpoint,
                 retries,
+                rate_limited = rate_limited.as_deref(),
                 "request gave up after retrying"
             );
         }
@@ -479,6 +493,7 @@ impl ApiClient {
                 HttpError::RateLimited {
                     endpoint,
                     retry_after,
+                    detail: message,
                 }
             }
             StatusCode::UNAUTHORIZED => HttpError::Unauthorized { endpoint, message },

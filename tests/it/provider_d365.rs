@@ -913,3 +913,48 @@ async fn errors_carry_the_correlation_id() {
     assert_eq!(id.len(), 36, "a GUID: {id}");
     sim.shutdown().await;
 }
+
+/// A 429 that outlasts the retries ends the cycle as rate limited; its log line still
+/// names Microsoft's `x-ms-correlation-id`, the id support asks for.
+#[tokio::test]
+async fn rate_limited_requests_log_the_correlation_id() {
+    let sim = simulator(5, Duration::from_secs(3600)).await;
+    sim.set_faults(
+        Provider::D365,
+        Faults {
+            rate_limit: Some(RateLimitFault {
+                max_requests: 0,
+                window_ms: 60_000,
+                retry_after: RetryAfter::None,
+            }),
+            ..Faults::default()
+        },
+    );
+    let db = TestDb::new();
+    let engine = engine(&sim, &db, Knobs::default()).await;
+    let (logs, _guard) = crate::common::capture::trace_capture();
+
+    let outcome = run_cycle(
+        &engine.sources()[0],
+        engine.store(),
+        CycleOptions::default(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert!(
+        matches!(outcome, CycleOutcome::RateLimited { .. }),
+        "{outcome:?}"
+    );
+    let logs = logs.text();
+    let gave_up = logs
+        .lines()
+        .find(|l| l.contains("request gave up after retrying"))
+        .unwrap_or_else(|| panic!("no give-up line in:\n{logs}"));
+    let id = gave_up
+        .split("[x-ms-correlation-id: ")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no correlation id in {gave_up:?}"));
+    assert_eq!(id.len(), 36, "a GUID: {id}");
+    sim.shutdown().await;
+}
