@@ -3,7 +3,9 @@
 //!
 //! Counts, not timings: the first sync lists everything once and reads reply state only
 //! where it can matter, the follow-up backlog is read newest activity first, and a due
-//! delta runs before the rest of that backlog.
+//! delta runs before the rest of that backlog. Every provider's first sync of N and delta
+//! of K are pinned at the defaults against the API's minimum, with the reason wherever a
+//! count is above it, and Sinch's message-less conversations against the sweep's cost.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
