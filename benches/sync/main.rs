@@ -8,12 +8,15 @@
 //!    write limit and the fetch+parse limit measured in the same run (`limits`).
 //! 2. **Delta**: after the backfill, K conversations change; one more `sync --once`;
 //!    requests by kind (listing, follow-up, token) against the minimum, rows written.
+//!    The first backfill's requests go in a table of their own, next to the minimum and the
+//!    time they take under the provider's rate limit (`costs`).
 //! 3. **Rate limit**: the simulator enforces a limit, convsync is configured to it; the
 //!    requests per second achieved as a share of the limit, and the 429s received.
 //!
 //! `-- --smoke` runs a small version of everything in seconds (CI). BENCHMARKS.md has the
 //! figures and how to read them.
 
+mod costs;
 mod limits;
 mod process;
 mod simproc;
@@ -28,6 +31,7 @@ use convsync::sim::{MessageKind, Mutation, Provider, RequestCounts};
 use convsync::store::{Store, StoreSettings};
 use convsync::time::Timestamp;
 
+use crate::costs::{FirstMirror, Requests, max_page_size};
 use crate::limits::{FetchLimit, WriteLimit};
 use crate::process::ProcessStats;
 use crate::simproc::{Budget, SimProcess};
@@ -128,6 +132,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     println!("work directory: {}\n", env.work.display());
 
     let mut backfills = Vec::new();
+    let mut first_mirrors = Vec::new();
     let mut deltas = Vec::new();
     let mut checks = Checks::default();
     let sizes = if args.no_backfill {
@@ -142,8 +147,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 &args,
                 provider,
                 size,
-                &mut backfills,
-                &mut deltas,
+                &mut Samples {
+                    backfills: &mut backfills,
+                    first_mirrors: &mut first_mirrors,
+                    deltas: &mut deltas,
+                },
                 &mut checks,
             )
             .await
@@ -166,6 +174,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     println!("\n## Results (load average now: {})\n", load_average());
     print_backfills(&backfills);
+    costs::print_first_mirrors(&first_mirrors);
     print_deltas(&deltas);
     print_rates(&rates);
     println!(
@@ -243,12 +252,17 @@ struct Delta {
     provider: Provider,
     size: u32,
     changed: u32,
-    listing: u64,
-    follow_ups: u64,
-    tokens: u64,
-    minimum: u64,
+    measured: Requests,
+    minimum: Requests,
     rows_written: u64,
     reread_unchanged: u64,
+}
+
+/// Where `measure_size` puts what it measured.
+struct Samples<'a> {
+    backfills: &'a mut Vec<Backfill>,
+    first_mirrors: &'a mut Vec<FirstMirror>,
+    deltas: &'a mut Vec<Delta>,
 }
 
 /// Backfills `size` conversations `args.runs` times, then runs the delta cycles on the
@@ -258,8 +272,7 @@ async fn measure_size(
     args: &Args,
     provider: Provider,
     size: u32,
-    backfills: &mut Vec<Backfill>,
-    deltas: &mut Vec<Delta>,
+    samples: &mut Samples<'_>,
     checks: &mut Checks,
 ) -> anyhow::Result<()> {
     let dir = env.work.join(format!("{provider}-{size}"));
@@ -284,8 +297,26 @@ async fn measure_size(
         let db = run_dir.join("mirror.db");
         let config = sim.write_config(&run_dir, &db, Budget::Unlimited)?;
         sim.client.reset_requests().await?;
+        let started = chrono::Utc::now();
         let sync = process::sync_once(&env.bin, &config, &run_dir.join("sync.log")).await?;
-        let requests = data_requests(&sim.client.requests().await?, provider).0;
+        let (requests, listing, follow_ups, tokens) =
+            data_requests(&sim.client.requests().await?, provider);
+        if run == 0 {
+            let truth = sim
+                .client
+                .truth(provider, &account_key(&sim).await?)
+                .await?;
+            samples.first_mirrors.push(FirstMirror {
+                provider,
+                size,
+                measured: Requests {
+                    listing,
+                    follow_ups,
+                    tokens,
+                },
+                minimum: costs::first_sync_minimum(provider, &truth, started),
+            });
+        }
         let rows = count_rows(&db).await?;
         let cycles = cycles_span(&db).await?;
         checks.expect(
@@ -346,7 +377,7 @@ async fn measure_size(
                 f.requests
             )),
         );
-        backfills.push(sample);
+        samples.backfills.push(sample);
         if let Some(previous) = last_run.replace(run_dir) {
             let _ = std::fs::remove_dir_all(previous);
         }
@@ -368,7 +399,7 @@ async fn measure_size(
                     ),
                 );
             }
-            deltas.push(delta);
+            samples.deltas.push(delta);
         }
         if !args.keep {
             let _ = std::fs::remove_dir_all(&run_dir);
@@ -457,34 +488,20 @@ async fn measure_delta(
         provider,
         size,
         changed,
-        listing,
-        follow_ups,
-        tokens,
-        minimum: u64::from(changed).div_ceil(max_page_size(provider)) + 1,
+        measured: Requests {
+            listing,
+            follow_ups,
+            tokens,
+        },
+        minimum: costs::delta_minimum(provider, u64::from(changed)),
         rows_written: rows_written as u64,
         reread_unchanged: reread_unchanged as u64,
     };
     eprintln!(
-        "[{provider} N={size} K={changed}] listing requests {} (minimum {}), follow-ups {}, token {}, rows written {}, re-read unchanged {}",
-        delta.listing,
-        delta.minimum,
-        delta.follow_ups,
-        delta.tokens,
-        delta.rows_written,
-        delta.reread_unchanged
+        "[{provider} N={size} K={changed}] requests {} (minimum {}), rows written {}, re-read unchanged {}",
+        delta.measured, delta.minimum, delta.rows_written, delta.reread_unchanged
     );
     Ok(delta)
-}
-
-/// The largest page each provider's listing allows (what convsync asks for by default).
-fn max_page_size(provider: Provider) -> u64 {
-    match provider {
-        Provider::D365 => 250,
-        Provider::Spruce => 200,
-        // conversations:recent; the inventory sweep lists 20 per page.
-        Provider::Sinch => 50,
-        Provider::HighLevel => 100,
-    }
 }
 
 /// The simulator's key of the one account it serves.
@@ -832,19 +849,17 @@ fn print_deltas(samples: &[Delta]) {
     }
     println!("### Delta cycle after the backfill\n");
     println!(
-        "| provider | N | K changed | listing requests | minimum ⌈K/page⌉+1 | follow-up requests | token requests | rows written | rows re-read unchanged |"
+        "| provider | N | K changed | requests (listing + follow-ups [+ token]) | minimum | rows written | rows re-read unchanged |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for d in samples {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             d.provider,
             d.size,
             d.changed,
-            d.listing,
+            d.measured,
             d.minimum,
-            d.follow_ups,
-            d.tokens,
             d.rows_written,
             d.reread_unchanged
         );

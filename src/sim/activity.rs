@@ -44,6 +44,12 @@ pub enum Mutation {
         /// How many.
         count: u32,
     },
+    /// Create conversations without any message (Sinch: `last_received` = 1970; D365 is
+    /// the same as `CreateConversations`, whose conversations have none either).
+    CreateEmptyConversations {
+        /// How many.
+        count: u32,
+    },
     /// Add a message to a conversation (moves its last activity, except D365 whose list
     /// shows creation time only).
     AddMessage {
@@ -142,12 +148,14 @@ pub(crate) fn apply(
     let world = &mut state.accounts[account];
     let id_of = |world: &AccountWorld, seq: u32| naming::conversation_id(world, seq);
     match mutation {
-        Mutation::CreateConversations { count } => {
+        Mutation::CreateConversations { count } | Mutation::CreateEmptyConversations { count } => {
+            let with_message = matches!(mutation, Mutation::CreateConversations { .. });
             let mut out = Vec::new();
             for _ in 0..*count {
                 let h = hash_all(&[world.key, world.len() as u64, 0xC4EA7E]);
                 let channel = fake::pick_channel(provider, h, unknown_ratio);
-                let first = (provider != Provider::D365).then_some(MessageKind::Inbound);
+                let first =
+                    (with_message && provider != Provider::D365).then_some(MessageKind::Inbound);
                 let seq = world.create(now, delay, first, channel, 0);
                 out.push(id_of(world, seq));
             }

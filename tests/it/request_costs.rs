@@ -3,21 +3,28 @@
 //!
 //! Counts, not timings: the first sync lists everything once and reads reply state only
 //! where it can matter, the follow-up backlog is read newest activity first, and a due
-//! delta runs before the rest of that backlog.
+//! delta runs before the rest of that backlog. Every provider's first sync of N and delta
+//! of K are pinned at the defaults against the API's minimum, with the reason wherever a
+//! count is above it, and Sinch's message-less conversations against the sweep's cost.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use convsync::config::Schedule;
+use convsync::config::{Config, Schedule};
 use convsync::http::RateQuota;
-use convsync::sim::{ConversationState, MessageKind, TruthConversation};
+use convsync::provider::ProviderKind;
+use convsync::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sources};
+use convsync::sim::{
+    ConversationState, MessageKind, Mutation, Provider, SimHandle, SimOptions, Simulator,
+    TruthConversation,
+};
 use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, run_cycle};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{quick_http, schedule};
+use crate::common::{TestDb, quick_http, schedule, sync_all};
 use crate::provider_spruce::{SpruceBed, open_conversations, sync_caught_up, with_messages};
 
 /// The default `reply_state_horizon`.
@@ -386,4 +393,392 @@ async fn a_reopened_conversation_reads_its_reply_state_from_the_start() {
         reply_state(engine.store(), &archived.id).await,
         (Some("inbound".to_owned()), Some(1))
     );
+}
+
+/// One account of one provider with `n` conversations, no background activity and a
+/// frozen clock, and an engine built from the configuration `convsync_sources` generates:
+/// every setting at its product default, page sizes included.
+struct DefaultsBed {
+    sim: SimHandle,
+    provider: Provider,
+    account: String,
+    engine: Engine,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl DefaultsBed {
+    async fn start(provider: Provider, n: u32) -> DefaultsBed {
+        let one = |p: Provider| u32::from(p == provider);
+        let sim = Simulator::start(SimOptions {
+            conversations: n,
+            activity_rate: 0.0,
+            frozen_clock: true,
+            d365_accounts: one(Provider::D365),
+            spruce_accounts: one(Provider::Spruce),
+            sinch_accounts: one(Provider::Sinch),
+            highlevel_locations: one(Provider::HighLevel),
+            ..SimOptions::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let generated = convsync_sources(
+            &sim,
+            &SecretPlacement::Files(dir.path().join("secrets")),
+            &SourceTuning::default(),
+        );
+        generated.write_secret_files().unwrap();
+        let db = TestDb::new();
+        let path = dir.path().join("convsync.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[database]\nurl = \"{}\"\n\n{}",
+                db.settings.url, generated.toml
+            ),
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let engine = Engine::new(db.open().await, &config.http, &config.sources).unwrap();
+        let accounts = sim.accounts();
+        let account = match provider {
+            Provider::D365 => accounts.d365[0].account.clone(),
+            Provider::Spruce => accounts.spruce[0].account.clone(),
+            Provider::Sinch => accounts.sinch[0].account.clone(),
+            Provider::HighLevel => accounts.highlevel[0].account.clone(),
+        };
+        DefaultsBed {
+            sim,
+            provider,
+            account,
+            engine,
+            _db: db,
+            _dir: dir,
+        }
+    }
+
+    /// `sync --once` until caught up; the requests it cost.
+    async fn sync(&self) -> Cost {
+        self.sim.reset_counts();
+        for result in sync_all(&self.engine, false).await {
+            assert!(
+                matches!(result.outcome, CycleOutcome::CaughtUp),
+                "{:?}",
+                result.outcome
+            );
+        }
+        self.cost()
+    }
+
+    /// Requests answered since the last reset: listing routes, per-conversation follow-up
+    /// routes (`{id}` in the route) and token requests, split by route suffix where a
+    /// provider has two listings.
+    fn cost(&self) -> Cost {
+        let counts = self.sim.request_counts();
+        let mut cost = Cost::default();
+        for e in counts
+            .entries
+            .iter()
+            .filter(|e| e.provider == self.provider)
+        {
+            if e.endpoint.contains("token") {
+                cost.tokens += e.count;
+            } else if e.endpoint.contains("{id}") {
+                cost.follow_ups += e.count;
+            } else if e.endpoint.ends_with(":recent") {
+                cost.recent += e.count;
+            } else {
+                cost.listing += e.count;
+            }
+        }
+        cost
+    }
+
+    /// Live conversations, as the simulator holds them.
+    async fn truth(&self) -> Vec<TruthConversation> {
+        self.sim
+            .truth(self.provider, &self.account)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| !t.deleted)
+            .collect()
+    }
+
+    /// Conversations whose listing time (D365: creation; the others: last message) lies
+    /// within the provider's default lookback below the newest: the rows a delta re-reads
+    /// (never rewrites) because its walk starts at `watermark − lookback`.
+    async fn in_lookback(&self) -> u64 {
+        let kind = match self.provider {
+            Provider::D365 => ProviderKind::D365,
+            Provider::Spruce => ProviderKind::Spruce,
+            Provider::Sinch => ProviderKind::Sinch,
+            Provider::HighLevel => ProviderKind::Highlevel,
+        };
+        let lookback = chrono::Duration::from_std(kind.defaults().lookback).unwrap();
+        let listed = |t: &TruthConversation| match self.provider {
+            Provider::D365 => (t.state == ConversationState::Active).then_some(t.created_at),
+            _ => t.last_activity_at,
+        };
+        let truth = self.truth().await;
+        let newest = truth.iter().filter_map(listed).max().unwrap();
+        truth
+            .iter()
+            .filter_map(listed)
+            .filter(|at| *at >= newest - lookback)
+            .count() as u64
+    }
+
+    /// K changes a delta must list: new conversations for D365 (its listing is by
+    /// creation time), an inbound message on K active conversations elsewhere; the
+    /// simulated clock moves 50 ms between them so that they share no timestamp.
+    async fn change(&self, k: usize) {
+        if self.provider == Provider::D365 {
+            for _ in 0..k {
+                self.sim.advance_clock(Duration::from_millis(50));
+                self.sim
+                    .create_conversations(self.provider, &self.account, 1)
+                    .unwrap();
+            }
+            return;
+        }
+        let ids: Vec<String> = self
+            .truth()
+            .await
+            .into_iter()
+            .filter(|t| t.state == ConversationState::Active)
+            .map(|t| t.id)
+            .take(k)
+            .collect();
+        assert_eq!(ids.len(), k, "enough active conversations to change");
+        for id in ids {
+            self.sim.advance_clock(Duration::from_millis(50));
+            self.sim
+                .add_message(self.provider, &self.account, &id, MessageKind::Inbound)
+                .unwrap();
+        }
+    }
+
+    async fn mirrored(&self) -> u64 {
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE deleted_at IS NULL")
+                .fetch_one(self.engine.store().pool())
+                .await
+                .unwrap();
+        rows as u64
+    }
+}
+
+/// Requests of one sync, by kind.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Cost {
+    /// The plain listing (D365 and HighLevel: the only one; Sinch: `/conversations`).
+    listing: u64,
+    /// Sinch's `conversations:recent`.
+    recent: u64,
+    follow_ups: u64,
+    tokens: u64,
+}
+
+/// ⌈rows / page⌉, at least one request (an empty listing is still one answer).
+fn pages(rows: u64, page: u64) -> u64 {
+    rows.div_ceil(page).max(1)
+}
+
+/// D365 at the defaults (page size 250, its maximum; `messages` off): a first sync of N is
+/// one listing of the active conversations, ⌈active / 250⌉ requests, plus one token, and a
+/// delta of K new conversations is ⌈(K + rows in the lookback) / 250⌉ — the minimum: the
+/// API has no other listing and no cheaper token.
+#[tokio::test]
+async fn d365_first_sync_and_delta_are_at_the_minimum() {
+    let bed = DefaultsBed::start(Provider::D365, 700).await;
+    let first = bed.sync().await;
+    let active = bed
+        .truth()
+        .await
+        .iter()
+        .filter(|t| t.state == ConversationState::Active)
+        .count() as u64;
+    assert!(active > 500, "more than two pages of active conversations");
+    assert_eq!(
+        first,
+        Cost {
+            listing: pages(active, 250),
+            tokens: 1,
+            ..Cost::default()
+        }
+    );
+    assert_eq!(bed.mirrored().await, active);
+
+    let overlap = bed.in_lookback().await;
+    bed.change(300).await;
+    let delta = bed.sync().await;
+    assert_eq!(
+        delta,
+        Cost {
+            listing: pages(300 + overlap, 250),
+            ..Cost::default()
+        },
+        "{overlap} rows in the lookback; the cached token is reused"
+    );
+    assert_eq!(delta.listing, 2, "300 new conversations fit two pages");
+    assert_eq!(bed.mirrored().await, active + 300);
+}
+
+/// Sinch at the defaults: a first sync of N lists `conversations:recent` once at its
+/// maximum page (⌈N / 50⌉) and runs the inventory sweep (⌈active / 20⌉ + ⌈inactive / 20⌉),
+/// plus one token. One listing is the minimum for the mirror's rows, but not for what they
+/// hold: only `:recent` names who spoke last and only `/conversations` is documented to
+/// list inactive and message-less conversations, so neither can stand in for the other
+/// (docs/providers/sinch.md). A delta of K is ⌈(K + rows in the lookback + 1) / 50⌉ on
+/// `:recent` alone: the row at or below the watermark ends the walk.
+#[tokio::test]
+async fn sinch_first_sync_and_delta_are_at_the_documented_minimum() {
+    let bed = DefaultsBed::start(Provider::Sinch, 700).await;
+    let first = bed.sync().await;
+    let truth = bed.truth().await;
+    let n = truth.len() as u64;
+    let active = truth
+        .iter()
+        .filter(|t| t.state == ConversationState::Active)
+        .count() as u64;
+    assert!(active > 0 && active < n, "both kinds");
+    assert_eq!(
+        first,
+        Cost {
+            recent: pages(n, 50),
+            listing: pages(active, 20) + pages(n - active, 20),
+            tokens: 1,
+            ..Cost::default()
+        }
+    );
+    assert_eq!(bed.mirrored().await, n);
+
+    let overlap = bed.in_lookback().await;
+    bed.change(120).await;
+    let delta = bed.sync().await;
+    assert_eq!(
+        delta,
+        Cost {
+            recent: pages(120 + overlap + 1, 50),
+            ..Cost::default()
+        },
+        "{overlap} rows in the lookback; the cached token is reused"
+    );
+    assert_eq!(delta.recent, 3, "121 rows or more: three pages of 50");
+}
+
+/// HighLevel at the defaults (page size 100, no follow-ups, private integration token): a
+/// first sync of N costs ⌈N / 99⌉ pages, not the ⌈N / 100⌉ of a listing that could be
+/// resumed after a row: `startAfterDate` is a time, so each page starts again at its
+/// boundary millisecond and re-reads that row — the price of never losing a tie at a page
+/// boundary (docs/providers/highlevel.md). A delta of K is ⌈(K + rows in the lookback +
+/// 1) / 99⌉.
+#[tokio::test]
+async fn highlevel_first_sync_and_delta_are_at_the_documented_minimum() {
+    let bed = DefaultsBed::start(Provider::HighLevel, 700).await;
+    let first = bed.sync().await;
+    let n = bed.truth().await.len() as u64;
+    assert_eq!(
+        first,
+        Cost {
+            listing: pages(n, 99),
+            ..Cost::default()
+        }
+    );
+    assert_eq!(
+        first.listing,
+        pages(n, 100) + 1,
+        "one page more than ⌈N / 100⌉ at N = {n}"
+    );
+    assert_eq!(bed.mirrored().await, n);
+
+    let overlap = bed.in_lookback().await;
+    bed.change(120).await;
+    let delta = bed.sync().await;
+    assert_eq!(
+        delta,
+        Cost {
+            listing: pages(120 + overlap + 1, 99),
+            ..Cost::default()
+        },
+        "{overlap} rows in the lookback"
+    );
+    assert_eq!(delta.listing, 2);
+}
+
+/// A new Sinch conversation without a message (`last_received` = 1970) is not in
+/// `:recent`'s window, and `/conversations` has no documented order to find it cheaply
+/// every cycle, so it reaches the mirror with the next inventory sweep, `sweep_interval`
+/// (1 h by default) later, as docs/providers/sinch.md says: the cycles before cost one
+/// `:recent` page each, and the sweep costs ⌈active / 20⌉ + ⌈inactive / 20⌉.
+#[tokio::test]
+async fn a_sinch_conversation_without_messages_waits_for_the_sweep() {
+    let bed = DefaultsBed::start(Provider::Sinch, 300).await;
+    bed.sync().await;
+    let source = bed.engine.sources()[0].name.clone();
+    let created = bed
+        .sim
+        .mutate(
+            Provider::Sinch,
+            &bed.account,
+            Mutation::CreateEmptyConversations { count: 1 },
+        )
+        .unwrap();
+    let id = &created[0];
+    let truth = bed.truth().await;
+    let new = truth.iter().find(|t| &t.id == id).unwrap();
+    assert_eq!(
+        new.last_activity_at, None,
+        "a conversation without messages"
+    );
+    let in_mirror = || async {
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE conversation_id = ?")
+                .bind(id)
+                .fetch_one(bed.engine.store().pool())
+                .await
+                .unwrap();
+        rows == 1
+    };
+
+    // Cycles before the sweep is due: one `:recent` page each, and no sight of it.
+    let overlap = bed.in_lookback().await;
+    for _ in 0..2 {
+        bed.sim.advance_clock(Duration::from_secs(60));
+        assert_eq!(
+            bed.sync().await,
+            Cost {
+                recent: pages(overlap + 1, 50),
+                ..Cost::default()
+            }
+        );
+        assert!(!in_mirror().await, "not listed by `:recent`");
+    }
+
+    // An hour after the last sweep (moved back rather than waited for), the sweep runs.
+    let store = bed.engine.store();
+    let mut cursor = store.load_cursors(&source).await.unwrap()["inventory"].clone();
+    let interval = ProviderKind::Sinch.defaults().sweep_interval;
+    cursor.last_completed_at = cursor.last_completed_at.map(|t| t.saturating_sub(interval));
+    store
+        .save_cursor(&source, "inventory", &cursor)
+        .await
+        .unwrap();
+    let active = truth
+        .iter()
+        .filter(|t| t.state == ConversationState::Active)
+        .count() as u64;
+    let inactive = truth.len() as u64 - active;
+    assert_eq!(
+        bed.sync().await,
+        Cost {
+            recent: pages(overlap + 1, 50),
+            listing: pages(active, 20) + pages(inactive, 20),
+            ..Cost::default()
+        },
+        "the sweep lists both halves of the inventory, 20 per page"
+    );
+    assert!(in_mirror().await, "the sweep mirrored it");
 }
