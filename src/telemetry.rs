@@ -3,46 +3,53 @@
 //! silently replaced).
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::{self, FmtSpan};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+mod fit;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines (default).
     Pretty,
-    /// One JSON object per line, with span fields (source, run id), for log shippers.
+    /// One JSON object per line, for log shippers: the span fields (`source`, `provider`,
+    /// `run_id`) at the top level, the event's under `fields`.
     Json,
+}
+
+/// Whether [`init`] chose JSON lines, for the output that must then stay JSON too.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines are JSON (`--log-format json`).
+pub fn json_logs() -> bool {
+    JSON.load(Ordering::Relaxed)
 }
 
 /// Installs the global subscriber. Call once, early in `main`.
 pub fn init(format: LogFormat) {
     let (filter, unusable) = filter_from_env();
     let journal = stderr_is_journal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && !journal)
-        .with_writer(|| AroundBars)
-        .with_span_events(FmtSpan::NONE);
-    let pretty = || format::format().with_target(false);
-    let json = || {
-        format::format()
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
+    let sink = LogSink { journal };
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
+    let lines: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .event_format(format::format().with_target(false))
+            .with_ansi(std::io::stderr().is_terminal() && !journal)
+            .with_writer(sink)
+            .boxed(),
+        LogFormat::Json => json_lines(sink).boxed(),
     };
-    let result = match (format, journal) {
-        (LogFormat::Pretty, false) => builder.event_format(pretty()).try_init(),
-        (LogFormat::Pretty, true) => builder.event_format(JournalPriority(pretty())).try_init(),
-        (LogFormat::Json, false) => builder.json().event_format(json()).try_init(),
-        (LogFormat::Json, true) => builder
-            .json()
-            .event_format(JournalPriority(json()))
-            .try_init(),
-    };
+    let result = tracing_subscriber::registry()
+        .with(lines)
+        .with(filter)
+        .try_init();
     match result {
         Ok(()) => install_panic_hook(),
         Err(e) => eprintln!("convsync: logging already initialised: {e}"),
@@ -54,6 +61,22 @@ pub fn init(format: LogFormat) {
              info,convsync=debug"
         );
     }
+}
+
+/// JSON lines in tracing-subscriber's shape (`timestamp`, `level`, `fields`, `target`,
+/// `span`, `spans`), plus every span field at the top level (json-subscriber), so that a
+/// log shipper filters on `source` without digging into `spans`. The span fields
+/// (`source`, `provider`, `run_id`, `pages`, `changed`) clash with none of those keys.
+fn json_lines(sink: LogSink) -> json_subscriber::JsonLayer<tracing_subscriber::Registry, LogSink> {
+    let mut json = json_subscriber::JsonLayer::new(sink);
+    json.with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
+        .with_level("level")
+        .with_event("fields")
+        .with_target("target")
+        .with_current_span("span")
+        .with_span_list("spans")
+        .with_top_level_flattened_span_list();
+    json
 }
 
 /// Sends panics (bugs) through `tracing`: the standard hook prints plain text on stderr,
@@ -123,36 +146,6 @@ fn stderr_device_inode() -> Option<(u64, u64)> {
     None
 }
 
-/// Prefixes each line with its syslog priority (`<3>` error … `<7>` debug), which journald
-/// reads off stderr streams (`SyslogLevelPrefix=`, on by default; the unit in
-/// deploy/systemd keeps stderr on the journal) and strips: `journalctl -p warning` then
-/// shows warnings and errors only. Chosen over tracing-journald because it needs no
-/// socket access in the sandboxed unit and keeps the lines, JSON or not, as they are.
-struct JournalPriority<F>(F);
-
-impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let priority = match *event.metadata().level() {
-            tracing::Level::ERROR => 3,
-            tracing::Level::WARN => 4,
-            tracing::Level::INFO => 6,
-            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
-        };
-        write!(writer, "<{priority}>")?;
-        self.0.format_event(ctx, writer, event)
-    }
-}
-
 /// The progress bars on the terminal while `sync --once` draws them: log lines are then
 /// printed above the bars (they are cleared, the line written, the bars redrawn), so that
 /// one mechanism owns the terminal and no log line lands inside a bar.
@@ -163,19 +156,63 @@ pub fn route_logs_around(bars: Option<indicatif::MultiProgress>) {
     *BARS.lock().unwrap_or_else(|e| e.into_inner()) = bars;
 }
 
-/// Stderr, written around the progress bars when there are any. The formatter writes each
-/// event with one `write_all`, so each line is printed whole.
-struct AroundBars;
+/// Where log lines go: stderr, each line prefixed with its syslog priority under systemd,
+/// and written around the progress bars while there are any.
+///
+/// The priority (`<3>` error … `<7>` debug) is read by journald off stderr streams
+/// (`SyslogLevelPrefix=`, on by default; the unit in deploy/systemd keeps stderr on the
+/// journal) and stripped: `journalctl -p warning` then shows warnings and errors only.
+/// Chosen over tracing-journald because it needs no socket access in the sandboxed unit and
+/// keeps the lines, JSON or not, as they are.
+#[derive(Clone, Copy)]
+struct LogSink {
+    /// Stderr is the journal stream.
+    journal: bool,
+}
 
-impl std::io::Write for AroundBars {
+impl<'a> MakeWriter<'a> for LogSink {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine { priority: None }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LogLine {
+        let priority = self.journal.then(|| match *meta.level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        });
+        LogLine { priority }
+    }
+}
+
+/// One event's line. Both formatters write an event with one `write_all`, so each line is
+/// printed whole, prefixed once.
+struct LogLine {
+    priority: Option<u8>,
+}
+
+impl std::io::Write for LogLine {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = match self.priority.take() {
+            Some(priority) => [format!("<{priority}>").as_bytes(), buf].concat(),
+            None => buf.to_vec(),
+        };
         let bars = BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match bars {
-            Some(bars) => bars
-                .suspend(|| std::io::stderr().write_all(buf))
-                .map(|()| buf.len()),
-            None => std::io::stderr().write(buf),
+            // A line wider than the terminal would wrap wherever the terminal likes: it is
+            // wrapped here instead, continuation rows indented. (JSON lines never meet
+            // bars: those are drawn under the pretty format only.)
+            Some(bars) => {
+                let columns = usize::from(console::Term::stderr().size().1);
+                let fitted = fit::to_width(&String::from_utf8_lossy(&line), columns);
+                bars.suspend(|| std::io::stderr().write_all(fitted.as_bytes()))?;
+            }
+            None => std::io::stderr().write_all(&line)?,
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

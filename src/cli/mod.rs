@@ -41,7 +41,10 @@ pub struct Cli {
     /// Configuration file (TOML). Default: $CONVSYNC_CONFIG, else ./convsync.toml.
     #[arg(long, short, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Log line format on stderr. Verbosity follows RUST_LOG (default: info).
+    /// Log line format on stderr. With json, every stderr line is a JSON object (errors,
+    /// warnings and `sync --once` verdicts included; the source's name at the top level);
+    /// a command's result stays on stdout (text, or JSON where --json asks for it).
+    /// Verbosity follows RUST_LOG (default: info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "CONVSYNC_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// What to do.
@@ -166,7 +169,17 @@ pub enum Command {
 
 /// Parses the command line and runs the command: the whole of `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage mistake under `--log-format json` is a JSON line like any other error;
+        // help, version and the pretty format keep clap's own output.
+        Err(e) if e.use_stderr() && json_asked() => {
+            telemetry::init(LogFormat::Json);
+            tracing::error!(usage = %e.render(), "invalid command line: {}", e.kind());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,7 +187,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("convsync: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -189,6 +202,30 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Whether the command line or the environment asks for JSON logs, read without clap for
+/// a command line clap refused.
+fn json_asked() -> bool {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let in_args = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    in_args || std::env::var("CONVSYNC_LOG_FORMAT").is_ok_and(|v| v == "json")
+}
+
+/// A line for the operator on stderr that is no log event of the work itself (a refusal
+/// that changed nothing): plain text, or a JSON warning under `--log-format json`, so that
+/// stderr stays one stream of JSON lines there.
+fn tell_operator(text: &str) {
+    if telemetry::json_logs() {
+        tracing::warn!("{text}");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let log_format = cli.log_format;
     let config_path = config::resolve_path(cli.config.clone());
@@ -199,9 +236,19 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = match Config::validate_all(file) {
                 Ok(config) => config,
                 Err(mistakes) => {
-                    eprintln!("{}: {} mistake(s):", config_path.display(), mistakes.len());
-                    for mistake in &mistakes {
-                        eprintln!("  {mistake}");
+                    if telemetry::json_logs() {
+                        for mistake in &mistakes {
+                            tracing::error!(
+                                file = %config_path.display(),
+                                mistake = %mistake,
+                                "configuration mistake"
+                            );
+                        }
+                    } else {
+                        eprintln!("{}: {} mistake(s):", config_path.display(), mistakes.len());
+                        for mistake in &mistakes {
+                            eprintln!("  {mistake}");
+                        }
                     }
                     return Ok(ExitCode::FAILURE);
                 }
@@ -249,7 +296,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let answer = crate::health::probe::probe(&base, check).await?;
             println!("{}", answer.body);
             if !answer.healthy {
-                eprintln!("{}: HTTP {}", answer.url, answer.status);
+                tracing::error!(url = %answer.url, status = %answer.status, "not healthy");
             }
             Ok(if answer.healthy {
                 ExitCode::SUCCESS

@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sync::{Engine, Source};
 
+mod eta;
+
+use eta::RecentRate;
+
 /// A running progress display; stop it with [`ProgressDisplay::finish`].
 pub struct ProgressDisplay {
     stop: CancellationToken,
@@ -24,7 +28,9 @@ impl ProgressDisplay {
         let sources: Vec<Arc<Source>> = engine.sources().to_vec();
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let task = if std::io::stderr().is_terminal() {
+        // Bars only for a person at a terminal: under `--log-format json` the progress is
+        // JSON `progress` events like every other line.
+        let task = if std::io::stderr().is_terminal() && !crate::telemetry::json_logs() {
             tokio::spawn(draw_bars(sources, token))
         } else {
             tokio::spawn(log_lines(sources, token))
@@ -48,6 +54,12 @@ struct Figures {
     rows_per_sec: f64,
     requests: u64,
     walk: String,
+    /// Records the current walk has read.
+    walk_read: u64,
+    /// The provider's total for the current walk, where it is believable.
+    walk_total: Option<u64>,
+    /// Records read from listings since the start, the counter an ETA's rate follows.
+    listed: u64,
     watermark: String,
 }
 
@@ -67,6 +79,12 @@ impl Figures {
             updated,
             rows_per_sec: (rows as f64 / elapsed.as_secs_f64().max(0.001)).round(),
             requests: source.client.tally().requests.load(Ordering::Relaxed),
+            walk_read: state.walk_read,
+            walk_total: state
+                .current_walk
+                .as_ref()
+                .and(eta::believable_total(state.walk_read, state.walk_total)),
+            listed: p.listed.load(Ordering::Relaxed),
             walk: state.current_walk.unwrap_or_else(|| "-".into()),
             watermark: state
                 .watermark
@@ -86,53 +104,44 @@ impl Figures {
             rows_per_sec = self.rows_per_sec,
             requests = self.requests,
             walk = %self.walk,
+            walk_read = self.walk_read,
+            walk_total = self.walk_total,
             watermark = %self.watermark,
             "progress"
         );
     }
 }
 
-/// How far back the rate on the bars looks: recent enough to show a slowdown, long enough
-/// not to flicker with each page.
-const RATE_WINDOW: Duration = Duration::from_secs(10);
-
-/// Rows written (new or changed) per second over the last [`RATE_WINDOW`], not since the
-/// start: an average since the start keeps falling through every pause.
-#[derive(Default)]
-struct RecentRate(std::collections::VecDeque<(Instant, u64)>);
-
-impl RecentRate {
-    fn record(&mut self, at: Instant, total: u64) -> f64 {
-        self.0.push_back((at, total));
-        while self
-            .0
-            .front()
-            .is_some_and(|(then, _)| at.duration_since(*then) > RATE_WINDOW)
-        {
-            self.0.pop_front();
-        }
-        match self.0.front() {
-            Some((then, first)) if at > *then => {
-                total.saturating_sub(*first) as f64 / at.duration_since(*then).as_secs_f64()
-            }
-            _ => 0.0,
-        }
-    }
-}
-
 /// One bar's text, fitted to a terminal `columns` wide: the walk and watermark only where
-/// there is room (100 columns and more).
-fn bar_text(f: &Figures, per_sec: f64, columns: u16) -> String {
+/// there is room (100 columns and more); the walk's `read/total` and its ETA (from the
+/// recent rate of records read, `listed_per_sec`) only where the provider gave a
+/// believable total.
+fn bar_text(f: &Figures, per_sec: f64, listed_per_sec: f64, columns: u16) -> String {
+    let toward_total = f.walk_total.map(|total| {
+        let left = eta::eta(f.walk_read, total, listed_per_sec)
+            .map(|d| format!(" ETA {}", eta::format_eta(d)))
+            .unwrap_or_default();
+        format!("{}/{total}{left}", f.walk_read)
+    });
     if columns >= 100 {
+        let walk = match &toward_total {
+            Some(t) => format!("{} {t}", f.walk),
+            None => f.walk.clone(),
+        };
         format!(
-            "new {}  changed {}  {:.0}/s  requests {}  walk {}  watermark {}",
-            f.inserted, f.updated, per_sec, f.requests, f.walk, f.watermark
+            "new {}  changed {}  {:.0}/s  requests {}  walk {walk}  watermark {}",
+            f.inserted, f.updated, per_sec, f.requests, f.watermark
         )
     } else {
-        format!(
+        let mut text = format!(
             "new {} chg {} {:.0}/s req {}",
             f.inserted, f.updated, per_sec, f.requests
-        )
+        );
+        if let Some(t) = toward_total {
+            text.push(' ');
+            text.push_str(&t);
+        }
+        text
     }
 }
 
@@ -158,7 +167,10 @@ async fn draw_bars(sources: Vec<Arc<Source>>, stop: CancellationToken) {
         .collect();
     crate::telemetry::route_logs_around(Some(multi.clone()));
     let terminal = console::Term::stderr();
-    let mut rates: Vec<RecentRate> = sources.iter().map(|_| RecentRate::default()).collect();
+    let mut rates: Vec<(RecentRate, RecentRate)> = sources
+        .iter()
+        .map(|_| (RecentRate::default(), RecentRate::default()))
+        .collect();
     let mut texts = vec![String::new(); sources.len()];
     let started = Instant::now();
     let mut stopped = false;
@@ -169,11 +181,15 @@ async fn draw_bars(sources: Vec<Arc<Source>>, stop: CancellationToken) {
             bars.iter().zip(&sources).zip(&mut rates).zip(&mut texts)
         {
             let f = Figures::of(source, started.elapsed());
-            let per_sec = rate.record(now, f.inserted.saturating_add(f.updated));
+            let per_sec = rate.0.record(now, f.inserted.saturating_add(f.updated));
+            let listed_per_sec = rate.1.record(now, f.listed);
             // Cut to the columns left after the spinner and the name, one spare: a line
             // that fills the last column makes some terminals wrap it.
             let room = usize::from(columns).saturating_sub(name_width + 4);
-            *text = bar_text(&f, per_sec, columns).chars().take(room).collect();
+            *text = bar_text(&f, per_sec, listed_per_sec, columns)
+                .chars()
+                .take(room)
+                .collect();
             bar.set_message(text.clone());
             bar.tick();
         }
@@ -207,5 +223,48 @@ async fn log_lines(sources: Vec<Arc<Source>>, stop: CancellationToken) {
         if stopped {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(walk_total: Option<u64>) -> Figures {
+        Figures {
+            pages: 1,
+            rows: 20,
+            inserted: 20,
+            updated: 0,
+            rows_per_sec: 0.0,
+            requests: 1,
+            walk: "delta".into(),
+            walk_read: 20,
+            walk_total,
+            listed: 20,
+            watermark: "-".into(),
+        }
+    }
+
+    #[test]
+    fn a_known_total_shows_read_of_total_and_the_eta_at_any_width() {
+        let f = figures(Some(100));
+        assert_eq!(
+            bar_text(&f, 40.0, 40.0, 160),
+            "new 20  changed 0  40/s  requests 1  walk delta 20/100 ETA 2s  watermark -"
+        );
+        assert_eq!(
+            bar_text(&f, 40.0, 40.0, 80),
+            "new 20 chg 0 40/s req 1 20/100 ETA 2s"
+        );
+        // No rate yet: the fraction without an ETA.
+        assert_eq!(bar_text(&f, 0.0, 0.0, 80), "new 20 chg 0 0/s req 1 20/100");
+    }
+
+    #[test]
+    fn an_unknown_total_shows_no_fraction_and_no_eta() {
+        let f = figures(None);
+        assert_eq!(bar_text(&f, 40.0, 40.0, 80), "new 20 chg 0 40/s req 1");
+        assert!(!bar_text(&f, 40.0, 40.0, 160).contains("ETA"));
     }
 }

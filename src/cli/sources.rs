@@ -127,7 +127,9 @@ pub async fn run(command: SourcesCommand, mirror: Mirror) -> anyhow::Result<Exit
                 println!("deleted {what}");
                 ExitCode::SUCCESS
             } else {
-                eprintln!("would delete {what}; nothing changed. Add --yes to delete them.");
+                super::tell_operator(&format!(
+                    "would delete {what}; nothing changed. Add --yes to delete them."
+                ));
                 ExitCode::FAILURE
             }
         }

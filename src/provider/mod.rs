@@ -221,6 +221,16 @@ pub struct WalkContext<'a> {
     pub position: Option<&'a Value>,
 }
 
+/// A count a provider reports (a page's total): a non-negative integer, or a string holding
+/// one (as protobuf JSON gateways write integers); anything else is no count at all.
+pub(crate) fn lenient_count(value: Option<&Value>) -> Option<u64> {
+    match value? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// A per-conversation follow-up request (messages, items, a fresh copy), queued in the
 /// database in the same transaction as the page that asked for it, so that none is lost.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +261,11 @@ pub struct Page {
     /// Things an operator should know (e.g. "app is in DISPATCH mode"), logged and kept in
     /// the run's record.
     pub notes: Vec<String>,
+    /// How many records the provider says this walk lists in all (Spruce `totalCount`,
+    /// Sinch `total_size`, HighLevel `total`), given only where the count covers what the
+    /// walk reads. Shown as progress and an ETA, never a loop bound: providers document it
+    /// as approximate, and the display distrusts it (see `cli::progress`).
+    pub total_hint: Option<u64>,
 }
 
 impl Page {

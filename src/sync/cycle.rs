@@ -215,7 +215,7 @@ pub async fn run_cycle(
     async move {
         let requests_before = source.client.tally().requests.load(Ordering::Relaxed);
         let started = std::time::Instant::now();
-        source.progress.update(|s| s.current_walk = None);
+        source.progress.enter_walk(None);
         let mut cycle = Cycle {
             source,
             store,
@@ -262,8 +262,8 @@ pub async fn run_cycle(
         source.progress.cycles.fetch_add(1, Ordering::Relaxed);
         source.progress.outcomes.count(outcome.run_outcome());
         source.progress.cycle_durations.observe(started.elapsed());
+        source.progress.enter_walk(None);
         source.progress.update(|s| {
-            s.current_walk = None;
             s.last_outcome = Some(outcome.run_outcome());
             s.last_cycle_at = Some(now);
             s.last_cycle_seconds = Some(started.elapsed().as_secs_f64());

@@ -30,6 +30,9 @@ pub struct SourceProgress {
     pub rejected: AtomicU64,
     /// Records that showed up later than the lookback allows for.
     pub late: AtomicU64,
+    /// Records read from listing pages as they arrive (before they are written), whatever
+    /// the walk: what a progress rate towards a provider's total counts.
+    pub listed: AtomicU64,
     /// Completed cycles.
     pub cycles: AtomicU64,
     /// Completed cycles by how they ended, so that an alert can tell a failing source
@@ -52,6 +55,12 @@ pub struct SourceProgress {
 pub struct ProgressState {
     /// The walk being run, if a cycle is in progress.
     pub current_walk: Option<String>,
+    /// Records the current walk has read so far in this run of it.
+    pub walk_read: u64,
+    /// How many records the provider says the current walk lists in all
+    /// ([`Page::total_hint`](crate::provider::Page::total_hint)): the latest one it
+    /// gave, unchecked (readers must distrust it).
+    pub walk_total: Option<u64>,
     /// The newest delta watermark.
     pub watermark: Option<Timestamp>,
     /// How the last cycle ended.
@@ -85,6 +94,27 @@ impl SourceProgress {
             .fetch_add(counts.unchanged, Ordering::Relaxed);
         self.rejected.fetch_add(counts.rejected, Ordering::Relaxed);
         self.late.fetch_add(counts.late, Ordering::Relaxed);
+    }
+
+    /// Marks `walk` (or `None`: no walk) as the one in progress, starting its tally afresh.
+    pub fn enter_walk(&self, walk: Option<&str>) {
+        self.update(|s| {
+            s.current_walk = walk.map(str::to_owned);
+            s.walk_read = 0;
+            s.walk_total = None;
+        });
+    }
+
+    /// Counts a listing page of `records` as it arrives, with the provider's claim of the
+    /// walk's total if the page made one (a page without one keeps the previous claim).
+    pub fn page_arrived(&self, records: u64, total_hint: Option<u64>) {
+        self.listed.fetch_add(records, Ordering::Relaxed);
+        self.update(|s| {
+            s.walk_read = s.walk_read.saturating_add(records);
+            if total_hint.is_some() {
+                s.walk_total = total_hint;
+            }
+        });
     }
 
     /// Rows read so far, whatever became of them: what tells a cycle that read something

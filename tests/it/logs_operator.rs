@@ -1,6 +1,6 @@
-//! What an operator reads in the logs (issue #18 item 5): each error once, nothing but
-//! JSON lines under `--log-format json`, retries summarised, journald priorities under
-//! systemd.
+//! What an operator reads in the logs (issue #18 items 5 and 1): each error once, nothing
+//! but JSON lines on stderr under `--log-format json` (whatever the command), the source at
+//! the top level of each JSON line, retries summarised, journald priorities under systemd.
 
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
@@ -87,12 +87,27 @@ async fn json_logs_of_a_faulty_sync_are_only_json_lines() {
             event["fields"]["retries"], 5,
             "max_retries of the site: {event}"
         );
-        let spans = event["spans"].as_array().expect("the spans are listed");
-        assert!(
-            spans.iter().any(|span| span["source"].is_string()),
-            "names its source: {event}"
-        );
+        assert!(event["source"].is_string(), "names its source: {event}");
     }
+
+    // Every line logged inside a source's task names that source at the top level, where
+    // a log shipper indexes it (not only inside `spans`).
+    let mut sources_seen = std::collections::BTreeSet::new();
+    for event in &events {
+        let in_span = event["spans"].as_array().and_then(|spans| {
+            spans
+                .iter()
+                .find_map(|span| span["source"].as_str().map(str::to_owned))
+        });
+        if let Some(source) = in_span {
+            assert_eq!(event["source"], source.as_str(), "{event}");
+            sources_seen.insert(source);
+        }
+    }
+    assert!(
+        sources_seen.len() >= 4,
+        "lines of every source: {sources_seen:?}"
+    );
 
     let verdicts: Vec<&serde_json::Value> = events
         .iter()
@@ -103,6 +118,120 @@ async fn json_logs_of_a_faulty_sync_are_only_json_lines() {
         assert_eq!(verdict["fields"]["succeeded"], false, "{verdict}");
         assert!(verdict["fields"]["source"].is_string(), "{verdict}");
     }
+}
+
+/// Every command under `--log-format json`: each stderr line is a JSON object (the log
+/// stream; errors and refusals included), while a command's result stays on stdout (text,
+/// or JSON where `--json` asks for it). Failing commands say why in an ERROR line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_writes_only_json_lines_on_stderr_under_json_logs() {
+    let site = Site::start(sim_options(59, 10), SiteOptions::default()).await;
+    let dir = site.dir.path().to_owned();
+    let broken = dir.join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[http]\ntimeout = \"0s\"\n[health]\nlisten = \"nowhere\"\n",
+    )
+    .unwrap();
+    let backup = dir.join("backup.db");
+    let man = dir.join("man");
+    let (backup, man) = (backup.to_str().unwrap(), man.to_str().unwrap());
+    // (arguments, whether it succeeds, what stdout holds)
+    use Stdout::{Json, Nothing, Text};
+    let commands: Vec<(Vec<&str>, bool, Stdout)> = vec![
+        (vec!["check-config"], true, Text),
+        (vec!["migrate"], true, Text),
+        (vec!["sync", "--once"], true, Nothing),
+        (vec!["status"], true, Text),
+        (vec!["status", "--json"], true, Json),
+        (vec!["sources", "list"], true, Text),
+        (vec!["sources", "list", "--json"], true, Json),
+        (vec!["sources", "forget", "nobody"], false, Nothing),
+        (
+            vec!["reset", "--source", "nobody", "--dry-run"],
+            false,
+            Nothing,
+        ),
+        (vec!["purge", "--dry-run"], true, Text),
+        (vec!["backup", "--to", backup], true, Text),
+        (
+            vec!["health", "--url", "http://127.0.0.1:9/"],
+            false,
+            Nothing,
+        ),
+        (vec!["completions", "bash"], true, Text),
+        (vec!["man", "--out", man], true, Text),
+        (vec!["frobnicate"], false, Nothing),
+    ];
+    for (args, succeeds, out) in commands {
+        let mut all = vec!["--log-format", "json"];
+        all.extend(&args);
+        let mut command = site.command(&all);
+        command.env("RUST_LOG", "info").env_remove("JOURNAL_STREAM");
+        let output = tokio::time::timeout(PATIENCE, command.output())
+            .await
+            .expect("the command ends")
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        let context = format!("{args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(output.status.success(), succeeds, "{context}");
+        let levels = json_levels(&stderr, &context);
+        if !succeeds {
+            assert!(levels.iter().any(|l| l == "ERROR"), "says why: {context}");
+        }
+        match out {
+            Json => {
+                serde_json::from_str::<serde_json::Value>(&stdout)
+                    .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {context}"));
+            }
+            Nothing => assert!(stdout.is_empty(), "{context}"),
+            Text => assert!(!stdout.is_empty(), "{context}"),
+        }
+    }
+
+    // The configuration's mistakes, each an ERROR line naming it.
+    let output = Command::new(BINARY)
+        .args(["--log-format", "json", "check-config", "--config"])
+        .arg(&broken)
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    json_levels(&stderr, "check-config");
+    let mistakes = stderr
+        .lines()
+        .filter(|line| line.contains("\"configuration mistake\""))
+        .count();
+    assert!(mistakes >= 2, "each mistake a line: {stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+/// What a command's stdout holds under `--log-format json`.
+enum Stdout {
+    /// One JSON document.
+    Json,
+    /// Nothing at all.
+    Nothing,
+    /// Its result as text.
+    Text,
+}
+
+/// The level of each line of `stderr`, each of which must be a JSON object.
+fn json_levels(stderr: &str, context: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{context}"));
+            event["level"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
 }
 
 /// Under systemd (`JOURNAL_STREAM` names stderr), each line starts with its syslog

@@ -111,14 +111,6 @@ fn role(ctx: &WalkContext<'_>) -> Role {
     }
 }
 
-fn total_of(value: Option<&Value>) -> Option<u64> {
-    match value? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
 impl Provider for HighLevel {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Highlevel
@@ -175,7 +167,7 @@ impl Provider for HighLevel {
         let mut shape = PageShape {
             rows: items.len(),
             dates: Vec::with_capacity(items.len()),
-            total: total_of(body.total.as_ref()),
+            total: crate::provider::lenient_count(body.total.as_ref()),
         };
         let mut unreadable_dates = 0usize;
         for item in items {
@@ -200,6 +192,10 @@ impl Provider for HighLevel {
             ));
         }
         page.high_water = page.records.iter().filter_map(|r| r.last_activity_at).max();
+        // `total` counts the whole listing: what a sweep, or a delta without a watermark
+        // yet, reads; a delta stops at its watermark long before.
+        let whole_listing = matches!(ctx.walk.kind, WalkKind::Sweep { .. }) || ctx.since.is_none();
+        page.total_hint = shape.total.filter(|_| whole_listing);
         self.finish(ctx, &position, page, shape)
     }
 
@@ -281,6 +277,23 @@ mod tests {
             r#"{{"conversations":[{}],"total":{total},"traceId":"t-1"}}"#,
             items.join(",")
         )
+    }
+
+    /// `total` counts the whole listing: the walk's total for a sweep or a first delta,
+    /// none for a delta that stops at its watermark.
+    #[test]
+    fn total_is_a_walk_total_only_where_the_walk_reads_the_whole_listing() {
+        let hl = adapter(100);
+        let json = body(&[item("a", 1772443200123)], 14021);
+        let hint = |walk, since| {
+            hl.parse_page(&ctx(walk, since, None), &ok(&json))
+                .unwrap()
+                .total_hint
+        };
+        let since = Some(Timestamp::from_epoch_millis(1772000000000).unwrap());
+        assert_eq!(hint(&WALKS[0], None), Some(14021));
+        assert_eq!(hint(&WALKS[1], None), Some(14021));
+        assert_eq!(hint(&WALKS[0], since), None);
     }
 
     /// The first page asks for the newest conversations of the location with the version

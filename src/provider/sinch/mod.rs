@@ -45,7 +45,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use url::Url;
 
-use self::position::{InventoryPosition, RecentPosition};
+use self::position::{InventoryPosition, Phase, RecentPosition};
 use super::{
     Absence, InitialSweep, Page, Provider, ProviderDefaults, ProviderError, ProviderKind,
     ProviderSetup, RejectedRecord, SetupContext, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
@@ -366,6 +366,9 @@ impl SinchProvider {
         let reached_since = ctx
             .since
             .is_some_and(|since| activities.iter().flatten().any(|t| *t <= since));
+        // Without `since` the walk reads the whole listing, which `total_size` counts; a
+        // delta stops at `since`, far short of it.
+        page.total_hint = envelope.total_size.filter(|_| ctx.since.is_none());
         page.next = envelope
             .next_page_token
             .filter(|_| !reached_since)
@@ -387,6 +390,13 @@ impl SinchProvider {
         let (mut page, _) = read_items(&envelope.items, |item| {
             wire::conversation(item, implied_active)
         });
+        // The sweep lists active conversations, then inactive ones: only once the second
+        // listing starts is the whole known (those listed so far plus its count).
+        if position.phase == Phase::Inactive && position.page_token.is_none() {
+            page.total_hint = envelope
+                .total_size
+                .and_then(|n| n.checked_add(position.listed));
+        }
         let next = position.advance(envelope.items.len(), envelope.next_page_token);
         if next.is_none() && position.listed == 0 && envelope.items.is_empty() {
             page.notes.push(format!(

@@ -513,3 +513,42 @@ fn not_found_is_explained_as_a_region_mismatch() {
     );
     assert_eq!(text, "RESOURCE_EXHAUSTED (429): slow down");
 }
+
+/// `total_size` becomes the walk's total only where it counts what the walk reads: the
+/// recent listing without a watermark, and the inventory once its second listing starts
+/// (those listed so far plus the inactive count). Zero, a string and garbage are handled.
+#[test]
+fn total_size_is_a_walk_total_only_where_it_covers_the_walk() {
+    let p = provider();
+    let page = |walk, since, position: Option<&Value>, body: Value| {
+        p.parse_page(&ctx(walk, since, position), &ok(&body))
+            .unwrap()
+            .total_hint
+    };
+    let items = json!([recent("A", "2026-03-02T10:30:00Z", "TO_APP")]);
+    let first = json!({"conversations": items, "next_page_token": "N", "total_size": 37});
+    assert_eq!(page(RECENT, None, None, first.clone()), Some(37));
+    let since = Some(ts("2026-03-01T00:00:00Z"));
+    assert_eq!(page(RECENT, since, None, first), None, "a delta reads less");
+    let later = json!({"conversations": items, "total_size": 0});
+    assert_eq!(page(RECENT, None, None, later), None, "0 on later pages");
+    let text = json!({"conversations": items, "totalSize": "12"});
+    assert_eq!(page(RECENT, None, None, text), Some(12));
+    let garbage = json!({"conversations": items, "total_size": -4});
+    assert_eq!(page(RECENT, None, None, garbage), None);
+
+    let active = json!({"conversations": [listed("A1", Some(true))], "total_size": 5});
+    assert_eq!(
+        page(INVENTORY, None, None, active),
+        None,
+        "inactive unknown"
+    );
+    let inactive = json!({"phase": "inactive", "listed": 5});
+    let body = json!({"conversations": [listed("I1", None)], "total_size": 3});
+    assert_eq!(
+        page(INVENTORY, None, Some(&inactive), body.clone()),
+        Some(8)
+    );
+    let further = json!({"phase": "inactive", "page_token": "T", "listed": 6});
+    assert_eq!(page(INVENTORY, None, Some(&further), body), None);
+}

@@ -23,6 +23,9 @@ pub(super) struct Envelope<'a> {
     pub(super) items: Vec<&'a RawValue>,
     /// Where the next page starts; `None` on the last page (absent or empty token).
     pub(super) next_page_token: Option<String>,
+    /// `total_size` when it is a positive integer (a number, or a string as protobuf
+    /// gateways may write integers). Progress display only: see [`read_envelope`].
+    pub(super) total_size: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -31,10 +34,12 @@ struct RawEnvelope<'a> {
     conversations: Option<Vec<&'a RawValue>>,
     #[serde(default, alias = "nextPageToken")]
     next_page_token: Option<Value>,
+    #[serde(default, alias = "totalSize")]
+    total_size: Option<Value>,
 }
 
-/// Reads a page envelope. `total_size` is deliberately ignored: Sinch's own fixtures show
-/// it as `0` on later pages, so it bounds nothing.
+/// Reads a page envelope. `total_size` bounds nothing (Sinch's own fixtures show it as `0`
+/// on later pages): it is kept, when positive, only for the progress display.
 pub(super) fn read_envelope(body: &[u8]) -> Result<Envelope<'_>, ProviderError> {
     // serde would also accept a JSON array for a struct; a page is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -54,9 +59,11 @@ pub(super) fn read_envelope(body: &[u8]) -> Result<Envelope<'_>, ProviderError> 
             )));
         }
     };
+    let total_size = crate::provider::lenient_count(raw.total_size.as_ref()).filter(|n| *n > 0);
     Ok(Envelope {
         items: raw.conversations.unwrap_or_default(),
         next_page_token,
+        total_size,
     })
 }
 

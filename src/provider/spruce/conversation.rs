@@ -18,8 +18,9 @@ use crate::time::Timestamp;
 pub(super) const ITEMS_FOLLOW_UP: &str = "items";
 
 /// One `ListConversations` response: `conversations`, `hasMore` and `totalCount` are
-/// required; `paginationToken` accompanies `hasMore`. `totalCount` is approximate and
-/// ignored.
+/// required; `paginationToken` accompanies `hasMore`. `totalCount` is approximate (cached
+/// up to 60 s): it only feeds the progress display, read as any JSON so that an odd value
+/// is ignored rather than failing the page.
 #[derive(Deserialize)]
 struct WireListPage<'a> {
     #[serde(borrow)]
@@ -28,6 +29,8 @@ struct WireListPage<'a> {
     has_more: bool,
     #[serde(rename = "paginationToken", default)]
     pagination_token: Option<String>,
+    #[serde(rename = "totalCount", default)]
+    total_count: Option<Value>,
 }
 
 /// A parsed list page, before the walk decides what its watermark is.
@@ -41,6 +44,8 @@ pub(super) struct ListPage {
     pub next_token: Option<String>,
     /// Oddities worth an operator's attention.
     pub notes: Vec<String>,
+    /// `totalCount`, when it reads as a non-negative integer.
+    pub total_count: Option<u64>,
 }
 
 /// Reads one list page. `detail_on_activity` is the follow-up to queue for conversations
@@ -62,6 +67,7 @@ pub(super) fn parse_list_page(
     };
     let mut page = ListPage {
         next_token,
+        total_count: crate::provider::lenient_count(wire.total_count.as_ref()),
         ..ListPage::default()
     };
     let mut unreadable = Vec::new();

@@ -230,6 +230,8 @@ impl Provider for SpruceProvider {
             high_water,
             next,
             notes: list.notes,
+            // The query (its `startFrom` included) is what the count covers: every walk.
+            total_hint: list.total_count,
         })
     }
 
@@ -475,6 +477,35 @@ mod tests {
             Some(ts("2026-01-09T00:00:00Z"))
         );
         assert_eq!(parse(SWEEP_WALK).high_water, None);
+    }
+
+    /// `totalCount` is every walk's total (the query it answers is the walk's); a value
+    /// that is not a count is no total, and the page is read all the same.
+    #[test]
+    fn total_count_is_the_walks_total_hint() {
+        let p = provider(true);
+        let hint = |total: &str| {
+            let body = format!(
+                r#"{{"conversations":[{{"id":"t_1"}}],"hasMore":false,"totalCount":{total}}}"#
+            );
+            let page = p
+                .parse_page(
+                    &WalkContext {
+                        walk: walk(ACTIVITY_WALK),
+                        since: Some(ts("2026-01-01T00:00:00Z")),
+                        position: None,
+                    },
+                    &response(200, &body),
+                )
+                .unwrap();
+            assert_eq!(page.records.len(), 1);
+            page.total_hint
+        };
+        assert_eq!(hint("750"), Some(750));
+        assert_eq!(hint("-1"), None);
+        assert_eq!(hint("1e300"), None);
+        assert_eq!(hint(r#""many""#), None);
+        assert_eq!(hint("null"), None);
     }
 
     /// With reply state off, no follow-ups are queued.

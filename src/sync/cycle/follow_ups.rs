@@ -51,9 +51,7 @@ impl Cycle<'_> {
         if pending.is_empty() {
             return Ok(CycleOutcome::CaughtUp);
         }
-        source
-            .progress
-            .update(|s| s.current_walk = Some("follow-ups".into()));
+        source.progress.enter_walk(Some("follow-ups"));
         let full_batch = pending.len() as u32 >= budget;
         let yield_at = self.follow_ups_yield_at().await?;
         // The writer ending early (a database error, a fatal answer) stops the fetcher.

@@ -101,8 +101,8 @@ impl Cycle<'_> {
                 "resuming an unfinished walk from its saved position"
             );
         }
+        self.source.progress.enter_walk(Some(walk.name));
         self.source.progress.update(|s| {
-            s.current_walk = Some(walk.name.to_owned());
             if matches!(walk.kind, WalkKind::Delta(_)) {
                 s.watermark = cursor.watermark.max(s.watermark);
             }
@@ -191,6 +191,10 @@ impl Cycle<'_> {
             };
             match fetched {
                 Fetched::Page(page) => {
+                    let listed = page.records.len().saturating_add(page.rejected.len());
+                    self.source
+                        .progress
+                        .page_arrived(listed as u64, page.total_hint);
                     for note in &page.notes {
                         tracing::warn!(walk = walk.name, note = %note, "provider note");
                         if !self.report.notes.contains(note) {
@@ -243,6 +247,7 @@ impl Cycle<'_> {
                     cursor.position = None;
                     cursor.pending_high_water = None;
                     cursor.walk_started_at = Some(Timestamp::now());
+                    self.source.progress.enter_walk(Some(walk.name));
                 }
                 Fetched::Stop(end) => {
                     self.commit(walk, &mut batch, bounds).await?;
