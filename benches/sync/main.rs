@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use convsync::sim::{MessageKind, Mutation, Provider, RequestCounts};
 use convsync::store::{Store, StoreSettings};
 use convsync::time::Timestamp;
+use convsync_sim::{MessageKind, Mutation, Provider, RequestCounts};
 
 use crate::limits::{FetchLimit, WriteLimit};
 use crate::process::ProcessStats;

@@ -11,6 +11,7 @@ mod install_files;
 mod maintenance;
 mod progress;
 mod purge;
+mod simulate;
 mod sources;
 mod state;
 mod status;
@@ -133,7 +134,7 @@ pub enum Command {
     State(state::StateCommand),
     /// Serve the bundled provider simulator (all four APIs on 127.0.0.1) until Ctrl-C.
     /// Prints the URLs and a ready-to-paste convsync configuration.
-    Simulate(crate::sim::SimOptions),
+    Simulate(convsync_sim::SimOptions),
     /// Start the simulator and the daemon together, sync all four providers into a local
     /// SQLite file with live progress, then print a summary and a sample report.
     Demo(demo::DemoArgs),
@@ -268,7 +269,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(options) => {
-            crate::sim::run_simulator(options, shutdown_on_signals()).await?;
+            simulate::run(options, shutdown_on_signals()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {

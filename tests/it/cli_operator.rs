@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use convsync::sim::{Provider, SimHandle, SimOptions, Simulator};
+use convsync_sim::{Provider, SimHandle, SimOptions, Simulator};
 use serde_json::Value;
 
 use crate::reliability_support::{BINARY, free_loopback_address};
@@ -455,7 +455,7 @@ async fn state_round_trips_and_refusals_change_nothing() {
 /// and the other providers at the interval asked for.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_config_polls_d365_at_its_minimum() {
-    use convsync::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sources};
+    use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
     let sim = Simulator::start(SimOptions {
         activity_rate: 0.0,
         conversations: 5,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convsync::sim::{Provider, SimHandle, SimOptions, Simulator};
+use convsync_sim::{Provider, SimHandle, SimOptions, Simulator};
 
 /// Hang guard for waits in these tests: generous, never a performance threshold.
 pub const PATIENCE: Duration = Duration::from_secs(120);

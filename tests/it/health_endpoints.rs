@@ -4,9 +4,9 @@
 
 use convsync::config::Config;
 use convsync::health::{Notifier, Service};
-use convsync::sim::{MessageKind, Provider};
 use convsync::store::Store;
 use convsync::sync::{CycleOptions, CycleOutcome, Engine};
+use convsync_sim::{MessageKind, Provider};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 
-use convsync::sim::{Faults, ProviderSelector};
+use convsync_sim::{Faults, ProviderSelector};
 
 use crate::reliability_support::{BINARY, PATIENCE, Site, SiteOptions, sim_options};
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use convsync::sim::{Faults, LatencyFault, ProviderSelector};
+use convsync_sim::{Faults, LatencyFault, ProviderSelector};
 
 use crate::reliability_support::{Site, SiteOptions, create_pool, pool, sim_options};
 

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use convsync::sim::{Faults, ProviderSelector};
 use convsync::time::Timestamp;
+use convsync_sim::{Faults, ProviderSelector};
 use sqlx::SqlitePool;
 
 use crate::reliability_support::{PATIENCE, Site, SiteOptions, sim_options};

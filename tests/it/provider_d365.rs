@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use convsync::config::Config;
-use convsync::sim::options::D365Order;
-use convsync::sim::{
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
+use convsync::time::Timestamp;
+use convsync_sim::options::D365Order;
+use convsync_sim::{
     ConversationState, D365Account, Direction, Faults, MessageKind, Provider, RateLimitFault,
     RetryAfter, SimHandle, SimOptions, Simulator, TruthConversation,
 };
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
-use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestDb, sync_once};
@@ -829,7 +829,7 @@ fn header_sightings(sim: &SimHandle) -> (u64, u64) {
 /// docs) both sync completely; `header_names` narrows it to one pair.
 #[tokio::test]
 async fn both_generations_of_header_names_are_sent_by_default() {
-    use convsync::sim::options::D365HeaderNames;
+    use convsync_sim::options::D365HeaderNames;
     for tenant in [
         D365HeaderNames::XMs,
         D365HeaderNames::Plain,

@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use convsync::config::Config;
-use convsync::sim::{
-    AuthScheme, Faults, MessageKind, Provider, SimHandle, SimOptions, Simulator, SinchAccount,
-    TruthConversation,
-};
 use convsync::store::Store;
 use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
 use convsync::time::Timestamp;
+use convsync_sim::{
+    AuthScheme, Faults, MessageKind, Provider, SimHandle, SimOptions, Simulator, SinchAccount,
+    TruthConversation,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestDb, quick_http};
@@ -161,8 +161,8 @@ key_secret = {{ file = "{secret}" }}
                 channel: Some(t.channel.clone()),
                 contact_id: Some(t.contact_id.clone()),
                 direction: match t.last_message_direction {
-                    Some(convsync::sim::Direction::Inbound) => Some("inbound".to_owned()),
-                    Some(convsync::sim::Direction::Outbound) => Some("outbound".to_owned()),
+                    Some(convsync_sim::Direction::Inbound) => Some("inbound".to_owned()),
+                    Some(convsync_sim::Direction::Outbound) => Some("outbound".to_owned()),
                     _ => None,
                 },
                 account: self.account.app_id.clone(),
@@ -183,7 +183,7 @@ key_secret = {{ file = "{secret}" }}
 }
 
 fn is_active(c: &TruthConversation) -> bool {
-    c.state == convsync::sim::ConversationState::Active
+    c.state == convsync_sim::ConversationState::Active
 }
 
 #[derive(Debug, PartialEq)]
@@ -694,10 +694,10 @@ async fn rate_limited_requests_back_off_and_complete() {
     t.sim.set_faults(
         Provider::Sinch,
         Faults {
-            rate_limit: Some(convsync::sim::RateLimitFault {
+            rate_limit: Some(convsync_sim::RateLimitFault {
                 max_requests: 3,
                 window_ms: 100,
-                retry_after: convsync::sim::RetryAfter::None,
+                retry_after: convsync_sim::RetryAfter::None,
             }),
             ..Faults::default()
         },

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use convsync::sim::{Faults, LatencyFault, ProviderSelector};
+use convsync_sim::{Faults, LatencyFault, ProviderSelector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

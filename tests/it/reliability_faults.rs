@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use convsync::sim::{
+use convsync_sim::{
     Faults, LatencyFault, MessageKind, Provider, ProviderSelector, RateLimitFault, RetryAfter,
 };
 use sqlx::SqlitePool;
@@ -473,7 +473,7 @@ async fn two_conversations(site: &Site, provider: Provider, account: &str) -> (S
         .filter(|t| {
             !t.deleted
                 && t.last_activity_at.is_some()
-                && t.state == convsync::sim::ConversationState::Active
+                && t.state == convsync_sim::ConversationState::Active
         })
         .collect();
     truth.sort_by_key(|t| t.created_at);
@@ -686,7 +686,7 @@ async fn tie_clusters_across_page_boundaries_are_not_lost() {
                 .await
                 .unwrap()
                 .into_iter()
-                .filter(|t| !t.deleted && t.state == convsync::sim::ConversationState::Active)
+                .filter(|t| !t.deleted && t.state == convsync_sim::ConversationState::Active)
                 .map(|t| t.id)
                 .filter(|id| !cluster.contains(id))
                 .take(3)

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use convsync::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sources};
-use convsync::sim::{
-    ConversationState, Direction, Provider, SimHandle, SimOptions, Simulator, TruthConversation,
-};
+use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::{Store, WalkCursor};
 use convsync::time::Timestamp;
+use convsync_sim::{
+    ConversationState, Direction, Provider, SimHandle, SimOptions, Simulator, TruthConversation,
+};
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 

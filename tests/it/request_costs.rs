@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use convsync::config::Schedule;
 use convsync::http::RateQuota;
-use convsync::sim::{ConversationState, MessageKind, TruthConversation};
 use convsync::store::Store;
 use convsync::sync::{CycleOptions, CycleOutcome, run_cycle};
 use convsync::time::Timestamp;
+use convsync_sim::{ConversationState, MessageKind, TruthConversation};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{quick_http, schedule};

@@ -3,14 +3,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use convsync::sim::{
+use convsync_sim::{
     AuthScheme, ConversationState, Faults, MessageKind, Provider, RateLimitFault, RetryAfter,
     SimHandle,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::sim_support::{http, read, sinch_token, start};
+use crate::support::{http, read, sinch_token, start};
 
 fn project_url(sim: &SimHandle, path: &str) -> reqwest::Url {
     let project = &sim.accounts().sinch[0].project_id;

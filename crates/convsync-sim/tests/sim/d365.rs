@@ -3,11 +3,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use convsync::sim::{ConversationState, Faults, MessageKind, Provider, SimHandle};
+use convsync_sim::{ConversationState, Faults, MessageKind, Provider, SimHandle};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::sim_support::{d365_token, http, read, start};
+use crate::support::{d365_token, http, read, start};
 
 const LIST: &str = "api/v1.0/consumer/conversations";
 
@@ -317,7 +317,7 @@ async fn trailing_empty_page_carries_a_token() {
 /// In "shuffled" order the walk is still complete and exact.
 #[tokio::test]
 async fn shuffled_order_walk_is_complete() {
-    let sim = start(|o| o.d365_order = convsync::sim::options::D365Order::Shuffled).await;
+    let sim = start(|o| o.d365_order = convsync_sim::options::D365Order::Shuffled).await;
     let token = d365_token(&sim, 0).await;
     let rows = walk(&sim, &token, 7, None).await;
     let unique: HashSet<String> = rows.iter().map(|(id, _)| id.clone()).collect();
@@ -424,7 +424,7 @@ async fn messages_endpoint_validates_and_pages() {
 /// request carries is recorded, and a tenant that knows only one pair refuses the other.
 #[tokio::test]
 async fn either_generation_of_header_names_is_accepted_and_recorded() {
-    use convsync::sim::options::D365HeaderNames;
+    use convsync_sim::options::D365HeaderNames;
     const PLAIN: (&str, &str) = ("channel-id", "organization-id");
     const X_MS: (&str, &str) = ("x-ms-channel-id", "x-ms-organization-id");
     for (tenant, accepted, refused) in [

@@ -17,7 +17,6 @@ mod activity;
 mod client;
 mod clock;
 mod control;
-pub mod convsync_config;
 mod core;
 mod counters;
 mod cursors;
@@ -43,7 +42,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub use self::accounts::{
@@ -299,45 +297,4 @@ impl SimHandle {
     pub async fn shutdown(self) {
         self.core.shutdown().await;
     }
-}
-
-/// `convsync simulate`: start, print the URLs and credentials (with a configuration
-/// snippet), serve until `shutdown` is cancelled.
-pub async fn run_simulator(options: SimOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let handle = Simulator::start(options).await?;
-    println!("{}", banner(&handle));
-    shutdown.cancelled().await;
-    handle.shutdown().await;
-    Ok(())
-}
-
-/// The start-up banner: listeners, control API, and a ready-to-paste configuration.
-fn banner(handle: &SimHandle) -> String {
-    use std::fmt::Write as _;
-    let urls = handle.urls();
-    let mut out = String::new();
-    let _ = writeln!(out, "convsync provider simulator");
-    let _ = writeln!(out, "  D365       {}", urls.d365);
-    let _ = writeln!(out, "  Spruce     {}", urls.spruce);
-    let _ = writeln!(out, "  Sinch      {}", urls.sinch);
-    let _ = writeln!(out, "  HighLevel  {}", urls.highlevel);
-    let _ = writeln!(
-        out,
-        "  control    {}  (GET /truth, /requests, /faults; POST /activity)",
-        urls.control
-    );
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "# --- configuration snippet (secrets via environment variables) ---"
-    );
-    let generated = convsync_config::convsync_sources(
-        handle,
-        &convsync_config::SecretPlacement::Env,
-        &convsync_config::SourceTuning::default(),
-    );
-    let _ = writeln!(out, "{}", generated.toml);
-    let _ = writeln!(out, "# --- environment ---");
-    let _ = write!(out, "{}", generated.env_exports());
-    out
 }

@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use convsync::sim::{
+use convsync_sim::{
     ActivityCommand, EditField, Faults, LatencyFault, MessageKind, Mutation, Provider, SimError,
     TruthConversation,
 };
 use reqwest::StatusCode;
 
-use crate::sim_support::{http, read, start};
+use crate::support::{http, read, start};
 
-async fn all_truth(sim: &convsync::sim::SimHandle) -> Vec<TruthConversation> {
+async fn all_truth(sim: &convsync_sim::SimHandle) -> Vec<TruthConversation> {
     let mut out = Vec::new();
     for provider in Provider::ALL {
         for account in sim.accounts().keys(provider) {
@@ -20,7 +20,7 @@ async fn all_truth(sim: &convsync::sim::SimHandle) -> Vec<TruthConversation> {
     out
 }
 
-fn spruce_list(sim: &convsync::sim::SimHandle) -> reqwest::RequestBuilder {
+fn spruce_list(sim: &convsync_sim::SimHandle) -> reqwest::RequestBuilder {
     http()
         .get(
             sim.spruce_base_url()
@@ -252,7 +252,7 @@ async fn control_api_round_trip() {
         .expect("advance");
     assert_eq!(after.now - before.now, chrono::Duration::seconds(90));
     client
-        .revoke_tokens(convsync::sim::ProviderSelector::All)
+        .revoke_tokens(convsync_sim::ProviderSelector::All)
         .await
         .expect("revoke");
     assert!(client.truth(Provider::Spruce, "nobody").await.is_err());

@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::SimHandle;
 use crate::provider::ProviderKind;
+use convsync_sim::SimHandle;
 
 /// Where the generated configuration points for secrets.
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! Helpers shared by the simulator tests: a quiet, frozen-clock simulator and token
 //! fetchers for each provider.
 
-use convsync::sim::{SimHandle, SimOptions, Simulator};
+use convsync_sim::{SimHandle, SimOptions, Simulator};
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -3,11 +3,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use convsync::sim::{Faults, MessageKind, Provider, SimHandle};
+use convsync_sim::{Faults, MessageKind, Provider, SimHandle};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::sim_support::{http, read, start};
+use crate::support::{http, read, start};
 
 fn get(sim: &SimHandle, path: &str) -> reqwest::RequestBuilder {
     let token = &sim.accounts().spruce[0].api_token;

@@ -3,11 +3,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use convsync::sim::options::StartAfter;
-use convsync::sim::{Provider, SimHandle};
+use convsync_sim::options::StartAfter;
+use convsync_sim::{Provider, SimHandle};
 use reqwest::StatusCode;
 
-use crate::sim_support::{highlevel_refresh, http, read, start};
+use crate::support::{highlevel_refresh, http, read, start};
 
 fn search(sim: &SimHandle, token: &str) -> reqwest::RequestBuilder {
     http()
