@@ -14,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod provider;
 pub mod secret;
+#[cfg(feature = "sim")]
 pub mod sim_config;
 pub mod store;
 pub mod sync;
