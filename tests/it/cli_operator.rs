@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use convsync_sim::{Provider, SimHandle, SimOptions, Simulator};
+use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 use serde_json::Value;
 
 use crate::reliability_support::{BINARY, free_loopback_address};
@@ -78,7 +78,7 @@ impl Bed {
     /// Conversations of location `index` the simulator holds (not deleted).
     async fn truth(&self, index: usize) -> usize {
         let account = &self.sim.accounts().highlevel[index].account;
-        let truth = self.sim.truth(Provider::HighLevel, account).await.unwrap();
+        let truth = self.sim.truth(Platform::HighLevel, account).await.unwrap();
         truth.iter().filter(|t| !t.deleted).count()
     }
 

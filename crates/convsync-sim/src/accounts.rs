@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{base62, crockford, guid, hash_all};
 use super::options::SimOptions;
-use super::provider::Provider;
+use super::platform::Platform;
 
 /// A D365 custom messaging channel and the Entra app registration that can read it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,19 +95,19 @@ impl SimAccounts {
     /// Derive the accounts of a run from its options.
     pub(crate) fn generate(options: &SimOptions) -> SimAccounts {
         let seed = options.seed;
-        let h = |p: Provider, i: u32, what: u64| {
+        let h = |p: Platform, i: u32, what: u64| {
             hash_all(&[seed, p.index() as u64, u64::from(i), what])
         };
-        let g = |p: Provider, i: u32, what: u64| {
+        let g = |p: Platform, i: u32, what: u64| {
             guid((u128::from(h(p, i, what)) << 64) | u128::from(h(p, i, what + 1000)))
         };
-        let ulid = |p: Provider, i: u32, what: u64| {
+        let ulid = |p: Platform, i: u32, what: u64| {
             crockford(
                 (u128::from(h(p, i, what)) << 64) | u128::from(h(p, i, what + 1000)),
                 26,
             )
         };
-        let secret = |p: Provider, i: u32, what: u64| {
+        let secret = |p: Platform, i: u32, what: u64| {
             format!(
                 "{}{}{}",
                 base62(h(p, i, what), 11),
@@ -117,23 +117,23 @@ impl SimAccounts {
         };
         let hl_client = format!(
             "{}-{}",
-            base62(h(Provider::HighLevel, 0, 90), 11).to_lowercase(),
-            base62(h(Provider::HighLevel, 0, 91), 8).to_lowercase()
+            base62(h(Platform::HighLevel, 0, 90), 11).to_lowercase(),
+            base62(h(Platform::HighLevel, 0, 91), 8).to_lowercase()
         );
         let hl_secret = guid(
-            (u128::from(h(Provider::HighLevel, 0, 92)) << 64)
-                | u128::from(h(Provider::HighLevel, 0, 93)),
+            (u128::from(h(Platform::HighLevel, 0, 92)) << 64)
+                | u128::from(h(Platform::HighLevel, 0, 93)),
         );
         SimAccounts {
             d365: (0..options.d365_accounts)
                 .map(|i| {
-                    let org = g(Provider::D365, i, 1);
-                    let channel = g(Provider::D365, i, 2);
+                    let org = g(Platform::D365, i, 1);
+                    let channel = g(Platform::D365, i, 2);
                     D365Account {
                         account: channel.clone(),
-                        tenant_id: g(Provider::D365, i, 3),
-                        client_id: g(Provider::D365, i, 4),
-                        client_secret: secret(Provider::D365, i, 5),
+                        tenant_id: g(Platform::D365, i, 3),
+                        client_id: g(Platform::D365, i, 4),
+                        client_secret: secret(Platform::D365, i, 5),
                         scope: format!(
                             "https://{}-c.crm.dynamics.com/.default",
                             org.replace('-', "")
@@ -147,42 +147,42 @@ impl SimAccounts {
                 .map(|i| {
                     let org = format!(
                         "entity_{}",
-                        crockford(u128::from(h(Provider::Spruce, i, 1)), 13)
+                        crockford(u128::from(h(Platform::Spruce, i, 1)), 13)
                     );
                     SpruceAccount {
                         account: org.clone(),
                         organization_id: org,
-                        api_token: format!("spr_{}", secret(Provider::Spruce, i, 2)),
+                        api_token: format!("spr_{}", secret(Platform::Spruce, i, 2)),
                     }
                 })
                 .collect(),
             sinch: (0..options.sinch_accounts)
                 .map(|i| {
-                    let app = ulid(Provider::Sinch, i, 1);
+                    let app = ulid(Platform::Sinch, i, 1);
                     SinchAccount {
                         account: app.clone(),
-                        project_id: g(Provider::Sinch, i, 2),
+                        project_id: g(Platform::Sinch, i, 2),
                         app_id: app,
-                        key_id: g(Provider::Sinch, i, 3),
-                        key_secret: secret(Provider::Sinch, i, 4),
+                        key_id: g(Platform::Sinch, i, 3),
+                        key_secret: secret(Platform::Sinch, i, 4),
                         dispatch_app_id: options
                             .sinch_dispatch_app
-                            .then(|| ulid(Provider::Sinch, i, 5)),
+                            .then(|| ulid(Platform::Sinch, i, 5)),
                     }
                 })
                 .collect(),
             highlevel: (0..options.highlevel_locations)
                 .map(|i| {
-                    let location = base62(h(Provider::HighLevel, i, 1), 20);
+                    let location = base62(h(Platform::HighLevel, i, 1), 20);
                     HighLevelLocation {
                         account: location.clone(),
                         location_id: location,
-                        company_id: base62(h(Provider::HighLevel, 0, 2), 20),
+                        company_id: base62(h(Platform::HighLevel, 0, 2), 20),
                         client_id: hl_client.clone(),
                         client_secret: hl_secret.clone(),
-                        refresh_token: format!("rt_{}", secret(Provider::HighLevel, i, 3)),
-                        private_integration_token: format!("pit-{}", g(Provider::HighLevel, i, 4)),
-                        user_id: base62(h(Provider::HighLevel, 0, 5), 20),
+                        refresh_token: format!("rt_{}", secret(Platform::HighLevel, i, 3)),
+                        private_integration_token: format!("pit-{}", g(Platform::HighLevel, i, 4)),
+                        user_id: base62(h(Platform::HighLevel, 0, 5), 20),
                     }
                 })
                 .collect(),
@@ -190,17 +190,17 @@ impl SimAccounts {
     }
 
     /// Account keys of a provider, in account order.
-    pub fn keys(&self, provider: Provider) -> Vec<String> {
+    pub fn keys(&self, provider: Platform) -> Vec<String> {
         match provider {
-            Provider::D365 => self.d365.iter().map(|a| a.account.clone()).collect(),
-            Provider::Spruce => self.spruce.iter().map(|a| a.account.clone()).collect(),
-            Provider::Sinch => self.sinch.iter().map(|a| a.account.clone()).collect(),
-            Provider::HighLevel => self.highlevel.iter().map(|a| a.account.clone()).collect(),
+            Platform::D365 => self.d365.iter().map(|a| a.account.clone()).collect(),
+            Platform::Spruce => self.spruce.iter().map(|a| a.account.clone()).collect(),
+            Platform::Sinch => self.sinch.iter().map(|a| a.account.clone()).collect(),
+            Platform::HighLevel => self.highlevel.iter().map(|a| a.account.clone()).collect(),
         }
     }
 
     /// Position of an account key within its provider's accounts.
-    pub(crate) fn position(&self, provider: Provider, account: &str) -> Option<usize> {
+    pub(crate) fn position(&self, provider: Platform, account: &str) -> Option<usize> {
         self.keys(provider).iter().position(|k| k == account)
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::fake;
 use super::ids::hash_all;
 use super::naming;
-use super::provider::Provider;
+use super::platform::Platform;
 use super::state::Shared;
 use super::world::{AccountWorld, Lifecycle, MessageKind, TEAMMATES};
 
@@ -85,16 +85,16 @@ pub enum SimError {
     /// No such account for the provider.
     #[error("{provider} has no account {account:?}")]
     UnknownAccount {
-        /// Provider asked for.
-        provider: Provider,
+        /// Platform asked for.
+        provider: Platform,
         /// Account key asked for.
         account: String,
     },
     /// No such conversation in the account.
     #[error("{provider} account has no conversation {id:?}")]
     UnknownConversation {
-        /// Provider asked for.
-        provider: Provider,
+        /// Platform asked for.
+        provider: Platform,
         /// Conversation id asked for.
         id: String,
     },
@@ -122,9 +122,9 @@ fn conversation(shared: &Shared, world: &AccountWorld, id: &str) -> Result<u32, 
 }
 
 /// Can this conversation receive a message without first being reopened?
-fn accepts_messages(provider: Provider, world: &AccountWorld, seq: u32) -> bool {
+fn accepts_messages(provider: Platform, world: &AccountWorld, seq: u32) -> bool {
     let conv = &world.convs[seq as usize];
-    !conv.deleted && (conv.is_open() || matches!(provider, Provider::Spruce | Provider::HighLevel))
+    !conv.deleted && (conv.is_open() || matches!(provider, Platform::Spruce | Platform::HighLevel))
 }
 
 /// Apply a targeted mutation to account `account` of `shared`'s provider.
@@ -147,7 +147,7 @@ pub(crate) fn apply(
             for _ in 0..*count {
                 let h = hash_all(&[world.key, world.len() as u64, 0xC4EA7E]);
                 let channel = fake::pick_channel(provider, h, unknown_ratio);
-                let first = (provider != Provider::D365).then_some(MessageKind::Inbound);
+                let first = (provider != Platform::D365).then_some(MessageKind::Inbound);
                 let seq = world.create(now, delay, first, channel, 0);
                 out.push(id_of(world, seq));
             }
@@ -164,7 +164,7 @@ pub(crate) fn apply(
             Ok(vec![id.clone()])
         }
         Mutation::Close { id } => {
-            if provider == Provider::HighLevel {
+            if provider == Platform::HighLevel {
                 return Err(SimError::Unsupported(
                     "HighLevel conversations have no closed state; edit unread/starred instead"
                         .to_owned(),
@@ -191,7 +191,7 @@ pub(crate) fn apply(
         }
         Mutation::TieCluster { size } => {
             let channel = fake::pick_channel(provider, world.key, 0.0);
-            let seqs = if provider == Provider::D365 {
+            let seqs = if provider == Platform::D365 {
                 world.create_tie_cluster(*size, now, delay, channel)
             } else {
                 let mut chosen: Vec<u32> = (0..world.len() as u32)
@@ -328,7 +328,7 @@ fn random_mutation(shared: &Shared, account: usize, rng: &mut StdRng) -> Mutatio
             MessageKind::Inbound
         } else if roll < 0.75 {
             world.random_kind(rng).max_outbound()
-        } else if provider == Provider::Spruce {
+        } else if provider == Platform::Spruce {
             MessageKind::InternalNote
         } else {
             MessageKind::Outbound
@@ -342,7 +342,7 @@ fn random_mutation(shared: &Shared, account: usize, rng: &mut StdRng) -> Mutatio
         return create;
     };
     if roll < 0.88 {
-        if provider == Provider::HighLevel {
+        if provider == Platform::HighLevel {
             let field = if rng.random_bool(0.5) {
                 EditField::Unread
             } else {

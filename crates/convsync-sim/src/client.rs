@@ -15,7 +15,7 @@ use super::control::{
 };
 use super::counters::RequestCounts;
 use super::faults::Faults;
-use super::provider::{Provider, ProviderSelector};
+use super::platform::{Platform, PlatformSelector};
 use super::truth::TruthConversation;
 
 /// HTTP client of a simulator's control listener.
@@ -105,7 +105,7 @@ impl SimClient {
     /// Truth of one account.
     pub async fn truth(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
     ) -> anyhow::Result<Vec<TruthConversation>> {
         let mut url = self.url("truth")?;
@@ -127,14 +127,14 @@ impl SimClient {
     }
 
     /// Faults of every provider.
-    pub async fn faults(&self) -> anyhow::Result<std::collections::BTreeMap<Provider, Faults>> {
+    pub async fn faults(&self) -> anyhow::Result<std::collections::BTreeMap<Platform, Faults>> {
         self.get("faults").await
     }
 
     /// Replace the faults of one provider or all.
     pub async fn set_faults(
         &self,
-        selector: impl Into<ProviderSelector>,
+        selector: impl Into<PlatformSelector>,
         faults: &Faults,
     ) -> anyhow::Result<()> {
         let path = format!("faults/{}", String::from(selector.into()));
@@ -168,7 +168,7 @@ impl SimClient {
     /// Apply one targeted change.
     pub async fn mutate(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
         mutation: Mutation,
     ) -> anyhow::Result<Affected> {
@@ -181,7 +181,7 @@ impl SimClient {
     }
 
     /// Revoke issued access tokens.
-    pub async fn revoke_tokens(&self, selector: impl Into<ProviderSelector>) -> anyhow::Result<()> {
+    pub async fn revoke_tokens(&self, selector: impl Into<PlatformSelector>) -> anyhow::Result<()> {
         self.send_empty(
             "tokens/revoke",
             &RevokeTokens {

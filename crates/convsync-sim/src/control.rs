@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::activity::{Affected, Mutation, SimError};
 use super::core::SimCore;
 use super::faults::Faults;
-use super::provider::{Provider, ProviderSelector};
+use super::platform::{Platform, PlatformSelector};
 
 /// Base URLs of every listener.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +66,8 @@ pub enum ActivityCommand {
     },
     /// Apply one targeted change.
     Mutate {
-        /// Provider of the account.
-        provider: Provider,
+        /// Platform of the account.
+        provider: Platform,
         /// Account key.
         account: String,
         /// The change.
@@ -104,12 +104,12 @@ pub struct ClockAdvance {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RevokeTokens {
     /// Whose tokens (`all` or one provider).
-    pub provider: ProviderSelector,
+    pub provider: PlatformSelector,
 }
 
 #[derive(Deserialize)]
 struct TruthQuery {
-    provider: Provider,
+    provider: Platform,
     account: String,
 }
 
@@ -183,7 +183,7 @@ async fn reset_requests(State(core): State<Arc<SimCore>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn faults(State(core): State<Arc<SimCore>>) -> Json<BTreeMap<Provider, Faults>> {
+async fn faults(State(core): State<Arc<SimCore>>) -> Json<BTreeMap<Platform, Faults>> {
     Json(core.all_faults())
 }
 
@@ -191,11 +191,11 @@ async fn set_faults(
     State(core): State<Arc<SimCore>>,
     Path(selector): Path<String>,
     Json(faults): Json<Faults>,
-) -> Result<Json<BTreeMap<Provider, Faults>>, ControlError> {
-    let selector: ProviderSelector =
+) -> Result<Json<BTreeMap<Platform, Faults>>, ControlError> {
+    let selector: PlatformSelector =
         selector
             .parse()
-            .map_err(|e: super::provider::UnknownProvider| {
+            .map_err(|e: super::platform::UnknownPlatform| {
                 ControlError(StatusCode::NOT_FOUND, e.to_string())
             })?;
     core.set_faults(selector, faults);

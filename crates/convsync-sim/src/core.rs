@@ -18,7 +18,7 @@ use super::control::{self, ActivityCommand, ActivityOutcome, ClockReading, SimUr
 use super::counters::RequestCounters;
 use super::faults::Faults;
 use super::options::SimOptions;
-use super::provider::{Provider, ProviderSelector};
+use super::platform::{Platform, PlatformSelector};
 use super::server;
 use super::state::{Shared, SimContext};
 use super::truth::{self, TruthConversation};
@@ -27,7 +27,7 @@ use super::{d365, highlevel, sinch, spruce};
 
 /// Shared core of a running simulator.
 pub(crate) struct SimCore {
-    /// One per provider, in `Provider::ALL` order.
+    /// One per provider, in `Platform::ALL` order.
     pub(crate) providers: Vec<Arc<Shared>>,
     pub(crate) urls: SimUrls,
     pub(crate) accounts: Arc<SimAccounts>,
@@ -86,12 +86,12 @@ impl SimCore {
             .context("binding the control listener")?;
 
         let mut providers = Vec::new();
-        for ((provider, worlds), listener) in Provider::ALL.iter().zip(worlds).zip(&listeners) {
+        for ((provider, worlds), listener) in Platform::ALL.iter().zip(worlds).zip(&listeners) {
             let render_error = match provider {
-                Provider::D365 => d365::fault_response,
-                Provider::Spruce => spruce::fault_response,
-                Provider::Sinch => sinch::fault_response,
-                Provider::HighLevel => highlevel::fault_response,
+                Platform::D365 => d365::fault_response,
+                Platform::Spruce => spruce::fault_response,
+                Platform::Sinch => sinch::fault_response,
+                Platform::HighLevel => highlevel::fault_response,
             };
             providers.push(Arc::new(Shared::new(
                 *provider,
@@ -101,7 +101,7 @@ impl SimCore {
                 render_error,
             )));
         }
-        highlevel::register_credentials(&providers[Provider::HighLevel.index()]);
+        highlevel::register_credentials(&providers[Platform::HighLevel.index()]);
 
         let urls = SimUrls {
             d365: base_url(&listeners[0])?,
@@ -123,13 +123,13 @@ impl SimCore {
             tracker: tracker.clone(),
         });
 
-        for (provider, listener) in Provider::ALL.iter().zip(listeners) {
+        for (provider, listener) in Platform::ALL.iter().zip(listeners) {
             let shared = Arc::clone(&core.providers[provider.index()]);
             let router = match provider {
-                Provider::D365 => d365::router(shared),
-                Provider::Spruce => spruce::router(shared),
-                Provider::Sinch => sinch::router(shared),
-                Provider::HighLevel => highlevel::router(shared),
+                Platform::D365 => d365::router(shared),
+                Platform::Spruce => spruce::router(shared),
+                Platform::Sinch => sinch::router(shared),
+                Platform::HighLevel => highlevel::router(shared),
             };
             tracker.spawn(server::serve(
                 listener,
@@ -153,11 +153,11 @@ impl SimCore {
         Ok(core)
     }
 
-    fn shared(&self, provider: Provider) -> &Arc<Shared> {
+    fn shared(&self, provider: Platform) -> &Arc<Shared> {
         &self.providers[provider.index()]
     }
 
-    fn account_index(&self, provider: Provider, account: &str) -> Result<usize, SimError> {
+    fn account_index(&self, provider: Platform, account: &str) -> Result<usize, SimError> {
         self.accounts
             .position(provider, account)
             .ok_or_else(|| SimError::UnknownAccount {
@@ -169,7 +169,7 @@ impl SimCore {
     /// Truth of one account (all conversations ever created, deleted ones included).
     pub(crate) fn truth(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
     ) -> Result<Vec<TruthConversation>, SimError> {
         let index = self.account_index(provider, account)?;
@@ -180,24 +180,24 @@ impl SimCore {
             .collect())
     }
 
-    pub(crate) fn all_faults(&self) -> BTreeMap<Provider, Faults> {
+    pub(crate) fn all_faults(&self) -> BTreeMap<Platform, Faults> {
         self.providers
             .iter()
             .map(|s| (s.provider, s.faults()))
             .collect()
     }
 
-    pub(crate) fn faults(&self, provider: Provider) -> Faults {
+    pub(crate) fn faults(&self, provider: Platform) -> Faults {
         self.shared(provider).faults()
     }
 
-    pub(crate) fn set_faults(&self, selector: ProviderSelector, faults: Faults) {
+    pub(crate) fn set_faults(&self, selector: PlatformSelector, faults: Faults) {
         for provider in selector.providers() {
             self.shared(provider).fault_state().set(faults.clone());
         }
     }
 
-    pub(crate) fn revoke_tokens(&self, selector: ProviderSelector) {
+    pub(crate) fn revoke_tokens(&self, selector: PlatformSelector) {
         for provider in selector.providers() {
             self.shared(provider).lock().tokens.revoke_issued();
         }
@@ -205,7 +205,7 @@ impl SimCore {
 
     pub(crate) fn mutate(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
         mutation: &Mutation,
     ) -> Result<Affected, SimError> {
@@ -265,7 +265,7 @@ impl SimCore {
 
 /// Generate every account of every provider (CPU-bound; run off the async threads).
 fn generate_worlds(options: &SimOptions, now_us: i64) -> Vec<Vec<AccountWorld>> {
-    Provider::ALL
+    Platform::ALL
         .iter()
         .map(|provider| {
             (0..options.accounts_of(*provider) as usize)

@@ -12,12 +12,12 @@ use std::sync::Mutex;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::provider::Provider;
+use super::platform::Platform;
 
 /// How a request authenticated itself (from the `Authorization` header's scheme).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AuthScheme {
+pub enum RequestAuth {
     /// No `Authorization` header.
     None,
     /// `Authorization: Bearer …`.
@@ -28,22 +28,22 @@ pub enum AuthScheme {
     Other,
 }
 
-impl AuthScheme {
+impl RequestAuth {
     /// Classify a request by its headers.
-    pub(crate) fn of(headers: &HeaderMap) -> AuthScheme {
+    pub(crate) fn of(headers: &HeaderMap) -> RequestAuth {
         let Some(value) = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
         else {
-            return AuthScheme::None;
+            return RequestAuth::None;
         };
         let scheme = value.split_whitespace().next().unwrap_or("");
         if scheme.eq_ignore_ascii_case("bearer") {
-            AuthScheme::Bearer
+            RequestAuth::Bearer
         } else if scheme.eq_ignore_ascii_case("basic") {
-            AuthScheme::Basic
+            RequestAuth::Basic
         } else {
-            AuthScheme::Other
+            RequestAuth::Other
         }
     }
 }
@@ -52,14 +52,14 @@ impl AuthScheme {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCount {
     /// Which simulated provider answered.
-    pub provider: Provider,
+    pub provider: Platform,
     /// Method and route template, e.g. `GET /v1/conversations`; `unmatched` for 404s
     /// on unknown paths.
     pub endpoint: String,
     /// HTTP status sent; `None` when the connection was dropped (reset fault).
     pub status: Option<u16>,
     /// Authentication scheme the request used.
-    pub auth: AuthScheme,
+    pub auth: RequestAuth,
     /// Number of such requests since start or the last reset.
     pub count: u64,
 }
@@ -68,7 +68,7 @@ pub struct RequestCount {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sighting {
     /// Which simulated provider saw it.
-    pub provider: Provider,
+    pub provider: Platform,
     /// The detail, e.g. `auth headers: x-ms-channel-id` or `Version: 2021-07-28`.
     pub detail: String,
     /// Number of requests that carried it since start or the last reset.
@@ -87,7 +87,7 @@ pub struct RequestCounts {
 
 impl RequestCounts {
     /// Requests to `provider` whose endpoint contains `endpoint_part` (any status).
-    pub fn total(&self, provider: Provider, endpoint_part: &str) -> u64 {
+    pub fn total(&self, provider: Platform, endpoint_part: &str) -> u64 {
         self.matching(provider, endpoint_part)
             .map(|e| e.count)
             .sum()
@@ -95,7 +95,7 @@ impl RequestCounts {
 
     /// Requests to `provider` whose endpoint contains `endpoint_part` and that were
     /// answered with `status` (`None` = dropped connection).
-    pub fn with_status(&self, provider: Provider, endpoint_part: &str, status: Option<u16>) -> u64 {
+    pub fn with_status(&self, provider: Platform, endpoint_part: &str, status: Option<u16>) -> u64 {
         self.matching(provider, endpoint_part)
             .filter(|e| e.status == status)
             .map(|e| e.count)
@@ -103,7 +103,7 @@ impl RequestCounts {
     }
 
     /// Requests to `provider` that used `auth`, excluding its token endpoint.
-    pub fn data_requests_with_auth(&self, provider: Provider, auth: AuthScheme) -> u64 {
+    pub fn data_requests_with_auth(&self, provider: Platform, auth: RequestAuth) -> u64 {
         self.entries
             .iter()
             .filter(|e| e.provider == provider && e.auth == auth && !e.endpoint.contains("token"))
@@ -112,7 +112,7 @@ impl RequestCounts {
     }
 
     /// Requests to `provider` that carried `detail` (see `RequestCounters::saw`).
-    pub fn seen(&self, provider: Provider, detail: &str) -> u64 {
+    pub fn seen(&self, provider: Platform, detail: &str) -> u64 {
         self.sightings
             .iter()
             .filter(|s| s.provider == provider && s.detail == detail)
@@ -122,7 +122,7 @@ impl RequestCounts {
 
     fn matching<'a>(
         &'a self,
-        provider: Provider,
+        provider: Platform,
         endpoint_part: &'a str,
     ) -> impl Iterator<Item = &'a RequestCount> + 'a {
         self.entries
@@ -131,22 +131,22 @@ impl RequestCounts {
     }
 }
 
-type CounterKey = (Provider, String, Option<u16>, AuthScheme);
+type CounterKey = (Platform, String, Option<u16>, RequestAuth);
 
 /// Thread-safe counter table shared by all provider listeners.
 #[derive(Debug, Default)]
 pub(crate) struct RequestCounters {
     table: Mutex<BTreeMap<CounterKey, u64>>,
-    sightings: Mutex<BTreeMap<(Provider, String), u64>>,
+    sightings: Mutex<BTreeMap<(Platform, String), u64>>,
 }
 
 impl RequestCounters {
     pub(crate) fn record(
         &self,
-        provider: Provider,
+        provider: Platform,
         endpoint: &str,
         status: Option<u16>,
-        auth: AuthScheme,
+        auth: RequestAuth,
     ) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         *table
@@ -156,7 +156,7 @@ impl RequestCounters {
 
     /// Notes that a request to `provider` carried `detail` (a header generation, a version
     /// value): what the simulator accepts leniently, tests still want to see.
-    pub(crate) fn saw(&self, provider: Provider, detail: &str) {
+    pub(crate) fn saw(&self, provider: Platform, detail: &str) {
         let mut sightings = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
         *sightings.entry((provider, detail.to_owned())).or_insert(0) += 1;
     }

@@ -19,7 +19,7 @@ pub(crate) struct Cursor {
     pub(crate) after: (i64, u32),
     /// Cached total and when it was computed (Spruce `totalCount` semantics).
     pub(crate) total: Option<(u64, i64)>,
-    /// Provider-specific walk phase (e.g. D365 trailing empty page).
+    /// Platform-specific walk phase (e.g. D365 trailing empty page).
     pub(crate) phase: u8,
 }
 

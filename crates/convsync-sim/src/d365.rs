@@ -34,7 +34,7 @@ use super::ids::guid;
 use super::naming;
 use super::options::{D365HeaderNames, D365Order};
 use super::server::fault_gate;
-use super::state::{ProviderState, Shared};
+use super::state::{PlatformState, Shared};
 use super::tokens::TokenRejection;
 use super::wire::{self, Params};
 use super::world::{IndexKind, MessageKind};
@@ -251,7 +251,7 @@ const HEADER_PAIRS: [(&str, &str, D365HeaderNames); 2] = [
 /// Every pair a request carries is recorded as a sighting (`auth headers: <channel header>`).
 fn authenticate(
     shared: &Shared,
-    state: &ProviderState,
+    state: &PlatformState,
     headers: &HeaderMap,
 ) -> Result<usize, D365Refusal> {
     let Some(token) = wire::bearer(headers) else {

@@ -5,7 +5,7 @@
 //! seed always yields the same people.
 
 use super::ids::{hash_all, mix64};
-use super::provider::Provider;
+use super::platform::Platform;
 
 const FIRST_NAMES: &[&str] = &[
     "Jane", "John", "Maria", "Ahmed", "Wei", "Olivia", "Liam", "Sofia", "Noah", "Emma", "Lucas",
@@ -110,11 +110,11 @@ pub(crate) fn message_text(key: u64, message: u32, internal_note: bool) -> &'sta
 ///
 /// Channel numbers index this table; the number equal to its length stands for a value
 /// the documentation does not list, used to exercise "open enum" handling in clients.
-pub(crate) fn channel_table(provider: Provider) -> &'static [&'static str] {
+pub(crate) fn channel_table(provider: Platform) -> &'static [&'static str] {
     match provider {
-        Provider::D365 => &["custom"],
-        Provider::Spruce => &["phone", "email", "secure", "fax", "team", "note", "other"],
-        Provider::Sinch => &[
+        Platform::D365 => &["custom"],
+        Platform::Spruce => &["phone", "email", "secure", "fax", "team", "note", "other"],
+        Platform::Sinch => &[
             "WHATSAPP",
             "SMS",
             "RCS",
@@ -130,7 +130,7 @@ pub(crate) fn channel_table(provider: Provider) -> &'static [&'static str] {
             "WECHAT",
             "APPLEBC",
         ],
-        Provider::HighLevel => &[
+        Platform::HighLevel => &[
             "TYPE_PHONE",
             "TYPE_EMAIL",
             "TYPE_FB_MESSENGER",
@@ -141,17 +141,17 @@ pub(crate) fn channel_table(provider: Provider) -> &'static [&'static str] {
 }
 
 /// The undocumented ("future") enum value each provider occasionally returns.
-fn unknown_channel(provider: Provider) -> &'static str {
+fn unknown_channel(provider: Platform) -> &'static str {
     match provider {
-        Provider::D365 => "custom",
-        Provider::Spruce => "video_visit",
-        Provider::Sinch => "TIKTOK",
-        Provider::HighLevel => "TYPE_TIKTOK_DM",
+        Platform::D365 => "custom",
+        Platform::Spruce => "video_visit",
+        Platform::Sinch => "TIKTOK",
+        Platform::HighLevel => "TYPE_TIKTOK_DM",
     }
 }
 
 /// Wire value of channel number `channel`.
-pub(crate) fn channel_name(provider: Provider, channel: u8) -> &'static str {
+pub(crate) fn channel_name(provider: Platform, channel: u8) -> &'static str {
     channel_table(provider)
         .get(usize::from(channel))
         .copied()
@@ -159,9 +159,9 @@ pub(crate) fn channel_name(provider: Provider, channel: u8) -> &'static str {
 }
 
 /// Pick a channel number from a hash, using the unknown value with `unknown_ratio`.
-pub(crate) fn pick_channel(provider: Provider, h: u64, unknown_ratio: f64) -> u8 {
+pub(crate) fn pick_channel(provider: Platform, h: u64, unknown_ratio: f64) -> u8 {
     let table = channel_table(provider);
-    if super::ids::unit_f64(mix64(h)) < unknown_ratio && provider != Provider::D365 {
+    if super::ids::unit_f64(mix64(h)) < unknown_ratio && provider != Platform::D365 {
         return table.len() as u8;
     }
     // Skew towards the first (most common) entries.

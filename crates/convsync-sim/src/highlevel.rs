@@ -38,10 +38,10 @@ use super::naming;
 use super::options::StartAfter;
 use super::quota::{Quota, QuotaStatus};
 use super::server::fault_gate;
-use super::state::{ProviderState, Shared};
+use super::state::{PlatformState, Shared};
 use super::tokens::TokenRejection;
 use super::wire::{self, Params};
-use super::world::{AccountWorld, Conv, Direction, IndexKind, MessageKind, NO_TS};
+use super::world::{AccountWorld, Conv, IndexKind, MessageDirection, MessageKind, NO_TS};
 
 /// The `Version` values the search endpoint accepts: the spec's enum names only the first;
 /// the second is what well-kept integrations send, successfully.
@@ -259,7 +259,7 @@ impl IntoResponse for Refusal {
 /// against that location's quota.
 fn admit(
     shared: &Shared,
-    state: &mut ProviderState,
+    state: &mut PlatformState,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<(usize, QuotaStatus), Refusal> {
@@ -405,9 +405,9 @@ fn render(
         date_added: wire::epoch_ms(conv.created_us),
         date_updated: wire::epoch_ms(conv.changed_us),
         last_message_direction: conv.last_kind().and_then(|k| match k.direction() {
-            Direction::Inbound => Some("inbound"),
-            Direction::Outbound => Some("outbound"),
-            Direction::Internal => None,
+            MessageDirection::Inbound => Some("inbound"),
+            MessageDirection::Outbound => Some("outbound"),
+            MessageDirection::Internal => None,
         }),
         last_outbound_message_action: outbound_action,
         assigned_to: naming::teammate_id(world, conv.assignee),
@@ -473,9 +473,9 @@ impl Filters {
         let direction_ok = self.direction.as_ref().is_none_or(|d| {
             conv.last_kind().map(MessageKind::direction)
                 == Some(if d == "inbound" {
-                    Direction::Inbound
+                    MessageDirection::Inbound
                 } else {
-                    Direction::Outbound
+                    MessageDirection::Outbound
                 })
         });
         let type_ok = self.message_type.as_ref().is_none_or(|t| {
@@ -554,7 +554,7 @@ async fn search(
 
 fn search_page(
     shared: &Shared,
-    state: &mut ProviderState,
+    state: &mut PlatformState,
     account: usize,
     params: &Params,
 ) -> Response {

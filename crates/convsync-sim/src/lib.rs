@@ -27,7 +27,7 @@ mod highlevel;
 mod ids;
 mod naming;
 pub mod options;
-mod provider;
+mod platform;
 mod quota;
 mod server;
 mod sinch;
@@ -50,12 +50,12 @@ pub use self::accounts::{
 pub use self::activity::{Affected, EditField, Mutation, SimError};
 pub use self::client::SimClient;
 pub use self::control::{ActivityCommand, ActivityOutcome, ClockReading, SimUrls};
-pub use self::counters::{AuthScheme, RequestCount, RequestCounts, Sighting};
+pub use self::counters::{RequestAuth, RequestCount, RequestCounts, Sighting};
 pub use self::faults::{Faults, LatencyFault, RateLimitFault, RetryAfter};
 pub use self::options::SimOptions;
-pub use self::provider::{Provider, ProviderSelector, UnknownProvider};
+pub use self::platform::{Platform, PlatformSelector, UnknownPlatform};
 pub use self::truth::{ConversationState, TruthConversation};
-pub use self::world::{Direction, MessageKind};
+pub use self::world::{MessageDirection, MessageKind};
 
 use self::core::SimCore;
 
@@ -149,7 +149,7 @@ impl SimHandle {
     /// changes included immediately, with the time each becomes visible.
     pub async fn truth(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
     ) -> Result<Vec<TruthConversation>, SimError> {
         let core = Arc::clone(&self.core);
@@ -160,12 +160,12 @@ impl SimHandle {
     }
 
     /// Replace the faults of one provider or of all.
-    pub fn set_faults(&self, selector: impl Into<ProviderSelector>, faults: Faults) {
+    pub fn set_faults(&self, selector: impl Into<PlatformSelector>, faults: Faults) {
         self.core.set_faults(selector.into(), faults);
     }
 
     /// Current faults of a provider.
-    pub fn faults(&self, provider: Provider) -> Faults {
+    pub fn faults(&self, provider: Platform) -> Faults {
         self.core.faults(provider)
     }
 
@@ -200,7 +200,7 @@ impl SimHandle {
     /// Apply one targeted change; returns the ids touched.
     pub fn mutate(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
         mutation: Mutation,
     ) -> Result<Affected, SimError> {
@@ -210,7 +210,7 @@ impl SimHandle {
     /// Create `count` conversations (each with a first inbound message, except D365).
     pub fn create_conversations(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
         count: u32,
     ) -> Result<Affected, SimError> {
@@ -220,7 +220,7 @@ impl SimHandle {
     /// Add a message of `kind` to conversation `id`.
     pub fn add_message(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
         id: &str,
         kind: MessageKind,
@@ -236,14 +236,14 @@ impl SimHandle {
     }
 
     /// Close (D365), deactivate (Sinch) or archive (Spruce) conversation `id`.
-    pub fn close(&self, provider: Provider, account: &str, id: &str) -> Result<Affected, SimError> {
+    pub fn close(&self, provider: Platform, account: &str, id: &str) -> Result<Affected, SimError> {
         self.mutate(provider, account, Mutation::Close { id: id.to_owned() })
     }
 
     /// Delete conversation `id`.
     pub fn delete(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
         id: &str,
     ) -> Result<Affected, SimError> {
@@ -253,7 +253,7 @@ impl SimHandle {
     /// Change a non-activity field of conversation `id`.
     pub fn edit(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
         id: &str,
         field: EditField,
@@ -271,7 +271,7 @@ impl SimHandle {
     /// `size` conversations sharing one exact last-activity (D365: creation) timestamp.
     pub fn tie_cluster(
         &self,
-        provider: Provider,
+        provider: Platform,
         account: &str,
         size: u32,
     ) -> Result<Affected, SimError> {
@@ -279,7 +279,7 @@ impl SimHandle {
     }
 
     /// Forget every issued access token of one provider or all (static tokens survive).
-    pub fn revoke_tokens(&self, selector: impl Into<ProviderSelector>) {
+    pub fn revoke_tokens(&self, selector: impl Into<PlatformSelector>) {
         self.core.revoke_tokens(selector.into());
     }
 

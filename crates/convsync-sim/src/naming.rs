@@ -1,21 +1,21 @@
-//! Provider-specific spelling of ids (conversations, contacts, messages, teammates).
+//! Platform-specific spelling of ids (conversations, contacts, messages, teammates).
 //!
 //! Each provider's ids look like the real ones: D365 GUIDs, Spruce `t_…`/`entity_…`,
 //! Sinch 26-character ULID-like strings, HighLevel 20-character alphanumerics.
 
 use super::ids::{base62, crockford, guid, hash_all, parse_base62, parse_crockford, parse_guid};
-use super::provider::Provider;
+use super::platform::Platform;
 use super::world::AccountWorld;
 
 const MASK64: u128 = u64::MAX as u128;
 
-fn spell(provider: Provider, prefix: u64, payload: u64, spruce_tag: &str) -> String {
+fn spell(provider: Platform, prefix: u64, payload: u64, spruce_tag: &str) -> String {
     let value = (u128::from(prefix) << 64) | u128::from(payload);
     match provider {
-        Provider::D365 => guid(value),
-        Provider::Spruce => format!("{spruce_tag}{}", crockford(u128::from(payload), 13)),
-        Provider::Sinch => crockford(value, 26),
-        Provider::HighLevel => format!(
+        Platform::D365 => guid(value),
+        Platform::Spruce => format!("{spruce_tag}{}", crockford(u128::from(payload), 13)),
+        Platform::Sinch => crockford(value, 26),
+        Platform::HighLevel => format!(
             "{}{}",
             base62(prefix % 62u64.pow(9), 9),
             base62(payload, 11)
@@ -23,26 +23,26 @@ fn spell(provider: Provider, prefix: u64, payload: u64, spruce_tag: &str) -> Str
     }
 }
 
-fn payload_of(provider: Provider, prefix: u64, text: &str, spruce_tag: &str) -> Option<u64> {
+fn payload_of(provider: Platform, prefix: u64, text: &str, spruce_tag: &str) -> Option<u64> {
     if !text.is_ascii() {
         return None;
     }
     match provider {
-        Provider::D365 => {
+        Platform::D365 => {
             let v = parse_guid(text)?;
             ((v >> 64) as u64 == prefix).then_some((v & MASK64) as u64)
         }
-        Provider::Spruce => {
+        Platform::Spruce => {
             let rest = text.strip_prefix(spruce_tag)?;
             (rest.len() == 13).then_some(())?;
             u64::try_from(parse_crockford(rest)?).ok()
         }
-        Provider::Sinch => {
+        Platform::Sinch => {
             (text.len() == 26).then_some(())?;
             let v = parse_crockford(&text[..25])? << 5 | parse_crockford(&text[25..])?;
             ((v >> 64) as u64 == prefix).then_some((v & MASK64) as u64)
         }
-        Provider::HighLevel => {
+        Platform::HighLevel => {
             (text.len() == 20).then_some(())?;
             (parse_base62(&text[..9])? == prefix % 62u64.pow(9)).then_some(())?;
             parse_base62(&text[9..])
@@ -95,9 +95,9 @@ pub(crate) fn teammate_id(world: &AccountWorld, assignee: u16) -> Option<String>
     }
     let h = hash_all(&[world.key, 0x7EA, u64::from(assignee)]);
     Some(match world.provider {
-        Provider::Spruce => format!("entity_{}", crockford(u128::from(h), 13)),
-        Provider::HighLevel => base62(h, 20),
-        Provider::D365 | Provider::Sinch => format!("agent-{assignee}"),
+        Platform::Spruce => format!("entity_{}", crockford(u128::from(h), 13)),
+        Platform::HighLevel => base62(h, 20),
+        Platform::D365 | Platform::Sinch => format!("agent-{assignee}"),
     })
 }
 
@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip_for_every_provider() {
-        for provider in Provider::ALL {
+        for provider in Platform::ALL {
             let mut world = AccountWorld::empty(provider, 3, 0);
             for _ in 0..5 {
                 world.create(0, 0, None, 0, 0);

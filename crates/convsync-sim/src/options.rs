@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 
 use super::faults::{Faults, LatencyFault, RateLimitFault, RetryAfter};
-use super::provider::Provider;
+use super::platform::Platform;
 
 /// Order of the D365 conversation list (undocumented by Microsoft).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -225,7 +225,7 @@ pub struct SimOptions {
 
     /// Providers the `--fault-*` flags below apply to (default: all).
     #[arg(long, value_delimiter = ',')]
-    pub fault_providers: Vec<Provider>,
+    pub fault_providers: Vec<Platform>,
     /// Fault: requests allowed per `--fault-rate-window` before answering 429.
     #[arg(long)]
     pub fault_rate_limit: Option<u32>,
@@ -280,21 +280,21 @@ fn ms(d: Duration) -> u64 {
 
 impl SimOptions {
     /// Number of accounts configured for `provider`.
-    pub fn accounts_of(&self, provider: Provider) -> u32 {
+    pub fn accounts_of(&self, provider: Platform) -> u32 {
         match provider {
-            Provider::D365 => self.d365_accounts,
-            Provider::Spruce => self.spruce_accounts,
-            Provider::Sinch => self.sinch_accounts,
-            Provider::HighLevel => self.highlevel_locations,
+            Platform::D365 => self.d365_accounts,
+            Platform::Spruce => self.spruce_accounts,
+            Platform::Sinch => self.sinch_accounts,
+            Platform::HighLevel => self.highlevel_locations,
         }
     }
 
     /// The faults `provider` starts with, from the `--fault-*` flags.
-    pub fn initial_faults(&self, provider: Provider) -> Faults {
+    pub fn initial_faults(&self, provider: Platform) -> Faults {
         if !self.fault_providers.is_empty() && !self.fault_providers.contains(&provider) {
             return Faults::default();
         }
-        let default_retry_after = if provider == Provider::D365 {
+        let default_retry_after = if provider == Platform::D365 {
             RetryAfter::Seconds
         } else {
             RetryAfter::None
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(o.d365_order, D365Order::Ascending);
         assert_eq!(o.highlevel_start_after, StartAfter::Strict);
         assert_eq!(
-            o.initial_faults(Provider::Sinch),
+            o.initial_faults(Platform::Sinch),
             Faults {
                 future_skew_ms: 300_000,
                 ..Faults::default()

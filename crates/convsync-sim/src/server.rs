@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use super::counters::AuthScheme;
+use super::counters::RequestAuth;
 use super::faults::{FaultDecision, RetryAfter};
 use super::state::Shared;
 
@@ -99,7 +99,7 @@ pub(crate) async fn fault_gate(
         Some(path) => format!("{} {}", request.method(), path.as_str()),
         None => "unmatched".to_owned(),
     };
-    let auth = AuthScheme::of(request.headers());
+    let auth = RequestAuth::of(request.headers());
     let decision = {
         let mut faults = shared.fault_state();
         if endpoint.ends_with("token") && !faults.faults.include_token_endpoints {

@@ -34,7 +34,7 @@ use super::ids::{base64, hash_all};
 use super::naming;
 use super::options::OnlyActiveOmitted;
 use super::server::fault_gate;
-use super::state::{ProviderState, Shared};
+use super::state::{PlatformState, Shared};
 use super::tokens::TokenRejection;
 use super::wire::{self, Params};
 use super::world::{AccountWorld, Conv, IndexKind, MessageKind, Msg};
@@ -212,7 +212,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
 /// Resolve the project account of a data call (Bearer, or Basic unless refused).
 fn authenticate(
     shared: &Shared,
-    state: &ProviderState,
+    state: &PlatformState,
     headers: &HeaderMap,
     project: &str,
 ) -> Result<usize, SinchError> {
@@ -416,7 +416,7 @@ fn parse_bool(params: &Params, name: &str) -> Result<Option<bool>, SinchError> {
     }
 }
 
-fn new_token(state: &mut ProviderState) -> String {
+fn new_token(state: &mut PlatformState) -> String {
     let mut bytes = Vec::with_capacity(42);
     for _ in 0..5 {
         bytes.extend_from_slice(&state.random_u64().to_le_bytes());
@@ -427,7 +427,7 @@ fn new_token(state: &mut ProviderState) -> String {
 /// Resolve `page_token` for a walk, or start a new one.
 fn resume(
     shared: &Shared,
-    state: &ProviderState,
+    state: &PlatformState,
     params: &Params,
     fresh: Cursor,
 ) -> Result<(Cursor, bool), SinchError> {
@@ -446,7 +446,7 @@ fn resume(
     }
 }
 
-fn store(state: &mut ProviderState, cursor: Cursor, now: i64) -> String {
+fn store(state: &mut PlatformState, cursor: Cursor, now: i64) -> String {
     let token = new_token(state);
     state.cursors.insert(token.clone(), cursor, now);
     token

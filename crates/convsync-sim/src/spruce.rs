@@ -29,7 +29,7 @@ use super::naming;
 use super::options::MessagelessOrder;
 use super::quota::{Quota, QuotaStatus};
 use super::server::fault_gate;
-use super::state::{ProviderState, Shared};
+use super::state::{PlatformState, Shared};
 use super::wire::{self, Params};
 use super::world::{AccountWorld, Conv, IndexKind, MessageKind, NO_TS};
 
@@ -102,7 +102,7 @@ async fn not_found() -> Response {
 /// account plus the rate-limit headers every response must carry.
 fn admit(
     shared: &Shared,
-    state: &mut ProviderState,
+    state: &mut PlatformState,
     headers: &HeaderMap,
 ) -> Result<(usize, QuotaStatus), SpruceError> {
     let token = wire::bearer(headers).unwrap_or("");
@@ -372,7 +372,7 @@ async fn list_conversations(
 
 fn list_conversations_page(
     shared: &Shared,
-    state: &mut ProviderState,
+    state: &mut PlatformState,
     account: usize,
     query: Option<&str>,
 ) -> Result<Response, SpruceError> {
@@ -592,7 +592,7 @@ async fn list_items(
 
 fn list_items_page(
     shared: &Shared,
-    state: &mut ProviderState,
+    state: &mut PlatformState,
     account: usize,
     id: &str,
     query: Option<&str>,

@@ -16,7 +16,7 @@ use super::cursors::CursorStore;
 use super::faults::{FaultState, Faults};
 use super::ids::hash_all;
 use super::options::SimOptions;
-use super::provider::Provider;
+use super::platform::Platform;
 use super::quota::Quota;
 use super::tokens::TokenStore;
 use super::world::AccountWorld;
@@ -25,7 +25,7 @@ use super::world::AccountWorld;
 pub(crate) type ErrorRenderer = fn(StatusCode, &str) -> Response;
 
 /// Mutable state of one provider, behind a single lock (requests are short).
-pub(crate) struct ProviderState {
+pub(crate) struct PlatformState {
     pub(crate) accounts: Vec<AccountWorld>,
     pub(crate) tokens: TokenStore,
     pub(crate) cursors: CursorStore,
@@ -35,7 +35,7 @@ pub(crate) struct ProviderState {
     pub(crate) rng: StdRng,
 }
 
-impl ProviderState {
+impl PlatformState {
     /// A random 64-bit value (page tokens, request ids).
     pub(crate) fn random_u64(&mut self) -> u64 {
         self.rng.random()
@@ -53,13 +53,13 @@ pub(crate) struct SimContext {
 
 /// Everything a provider's handlers need.
 pub(crate) struct Shared {
-    pub(crate) provider: Provider,
+    pub(crate) provider: Platform,
     pub(crate) options: Arc<SimOptions>,
     pub(crate) accounts: Arc<SimAccounts>,
     pub(crate) clock: SimClock,
     pub(crate) counters: Arc<RequestCounters>,
     pub(crate) faults: Mutex<FaultState>,
-    pub(crate) state: Mutex<ProviderState>,
+    pub(crate) state: Mutex<PlatformState>,
     /// Public base URL of this provider's listener (for `apiURL`-style links).
     pub(crate) base_url: Url,
     pub(crate) render_error: ErrorRenderer,
@@ -67,7 +67,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(
-        provider: Provider,
+        provider: Platform,
         context: &SimContext,
         worlds: Vec<AccountWorld>,
         base_url: Url,
@@ -83,7 +83,7 @@ impl Shared {
         Shared {
             provider,
             faults: Mutex::new(FaultState::new(options.initial_faults(provider), seed ^ 1)),
-            state: Mutex::new(ProviderState {
+            state: Mutex::new(PlatformState {
                 accounts: worlds,
                 tokens: TokenStore::new(seed ^ 2),
                 cursors: CursorStore::default(),
@@ -101,7 +101,7 @@ impl Shared {
 
     /// Lock the state with every due change published (poisoning is ignored: state
     /// updates are single assignments that cannot be left half-done by a panic).
-    pub(crate) fn lock(&self) -> MutexGuard<'_, ProviderState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PlatformState> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now_us();
         for world in &mut state.accounts {

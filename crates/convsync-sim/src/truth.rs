@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::clock::us_to_datetime;
 use super::fake::{self, Person};
 use super::naming;
-use super::provider::Provider;
-use super::world::{AccountWorld, Conv, Direction, MessageKind, NO_TS};
+use super::platform::Platform;
+use super::world::{AccountWorld, Conv, MessageDirection, MessageKind, NO_TS};
 
 /// Lifecycle state of a conversation, in the provider's own terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,8 +27,8 @@ pub enum ConversationState {
 /// not yet visible under the consistency delay).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TruthConversation {
-    /// Provider holding the conversation.
-    pub provider: Provider,
+    /// Platform holding the conversation.
+    pub provider: Platform,
     /// Account key (see `SimAccounts`).
     pub account: String,
     /// Conversation id as the API spells it.
@@ -61,7 +61,7 @@ pub struct TruthConversation {
     /// Kind of the newest message.
     pub last_message_kind: Option<MessageKind>,
     /// Direction of the newest message.
-    pub last_message_direction: Option<Direction>,
+    pub last_message_direction: Option<MessageDirection>,
     /// Time of the newest inbound message.
     pub last_inbound_at: Option<DateTime<Utc>>,
     /// Time of the newest outbound message.
@@ -78,15 +78,15 @@ fn opt_time(us: i64) -> Option<DateTime<Utc>> {
     (us != NO_TS).then(|| us_to_datetime(us))
 }
 
-/// Provider-specific state of a conversation.
-pub(crate) fn state_of(provider: Provider, conv: &Conv) -> ConversationState {
+/// Platform-specific state of a conversation.
+pub(crate) fn state_of(provider: Platform, conv: &Conv) -> ConversationState {
     if conv.is_open() {
         return ConversationState::Active;
     }
     match provider {
-        Provider::D365 | Provider::HighLevel => ConversationState::Closed,
-        Provider::Sinch => ConversationState::Inactive,
-        Provider::Spruce => ConversationState::Archived,
+        Platform::D365 | Platform::HighLevel => ConversationState::Closed,
+        Platform::Sinch => ConversationState::Inactive,
+        Platform::Spruce => ConversationState::Archived,
     }
 }
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fake;
 use super::ids::{IdCodec, hash_all};
-use super::provider::Provider;
+use super::platform::Platform;
 
 /// Sentinel for "no timestamp" in compact records (sorts before every real instant).
 pub(crate) const NO_TS: i64 = i64::MIN;
@@ -46,11 +46,11 @@ pub enum MessageKind {
 
 impl MessageKind {
     /// The direction a client can derive for this kind.
-    pub fn direction(self) -> Direction {
+    pub fn direction(self) -> MessageDirection {
         match self {
-            MessageKind::Inbound => Direction::Inbound,
-            MessageKind::Outbound | MessageKind::OutboundAutomated => Direction::Outbound,
-            MessageKind::InternalNote => Direction::Internal,
+            MessageKind::Inbound => MessageDirection::Inbound,
+            MessageKind::Outbound | MessageKind::OutboundAutomated => MessageDirection::Outbound,
+            MessageKind::InternalNote => MessageDirection::Internal,
         }
     }
 
@@ -73,7 +73,7 @@ impl MessageKind {
 /// Direction of a message relative to the organisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Direction {
+pub enum MessageDirection {
     /// Received from the contact.
     Inbound,
     /// Sent to the contact.
@@ -192,7 +192,7 @@ struct Shadow {
 
 /// Everything one simulated account holds.
 pub(crate) struct AccountWorld {
-    pub(crate) provider: Provider,
+    pub(crate) provider: Platform,
     /// Key for every derived value of this account.
     pub(crate) key: u64,
     pub(crate) conv_codec: IdCodec,
@@ -210,13 +210,13 @@ const TIE_BOUNDARIES: [usize; 8] = [10, 20, 50, 100, 200, 250, 500, 1000];
 
 impl AccountWorld {
     /// An empty account (no conversations yet).
-    pub(crate) fn empty(provider: Provider, seed: u64, account: usize) -> Self {
+    pub(crate) fn empty(provider: Platform, seed: u64, account: usize) -> Self {
         let key = hash_all(&[seed, provider.index() as u64 + 1, account as u64]);
         let enabled: &[IndexKind] = match provider {
-            Provider::D365 => &[IndexKind::Created, IndexKind::Scrambled],
-            Provider::Spruce => &[IndexKind::Created, IndexKind::Activity],
-            Provider::Sinch => &[IndexKind::Scrambled, IndexKind::Activity],
-            Provider::HighLevel => &[IndexKind::Activity, IndexKind::Manual],
+            Platform::D365 => &[IndexKind::Created, IndexKind::Scrambled],
+            Platform::Spruce => &[IndexKind::Created, IndexKind::Activity],
+            Platform::Sinch => &[IndexKind::Scrambled, IndexKind::Activity],
+            Platform::HighLevel => &[IndexKind::Activity, IndexKind::Manual],
         };
         let mut indexes: [Option<BTreeSet<(i64, u32)>>; 4] = Default::default();
         for kind in enabled {
@@ -238,7 +238,7 @@ impl AccountWorld {
 
     /// Generate the initial world of an account: conversations created over the history
     /// window, each with 0–4 messages, tie clusters at common page boundaries.
-    pub(crate) fn generate(provider: Provider, params: &GenParams) -> Self {
+    pub(crate) fn generate(provider: Platform, params: &GenParams) -> Self {
         let mut world = AccountWorld::empty(provider, params.seed, params.account);
         let mut rng = StdRng::seed_from_u64(world.key);
         let n = params.conversations as usize;
@@ -250,7 +250,7 @@ impl AccountWorld {
         for i in 0..n {
             let created =
                 provider.truncate_us(now - span + slot * i as i64 + rng.random_range(0..slot));
-            let count: u32 = if provider == Provider::HighLevel || rng.random_bool(0.95) {
+            let count: u32 = if provider == Platform::HighLevel || rng.random_bool(0.95) {
                 rng.random_range(1..=4)
             } else {
                 0
@@ -261,10 +261,10 @@ impl AccountWorld {
                 provider.truncate_us(created + rng.random_range(0..=(now - created).max(0)))
             };
             let closed = match provider {
-                Provider::D365 => rng.random_bool(0.2),
-                Provider::Sinch => rng.random_bool(0.4),
-                Provider::Spruce => rng.random_bool(0.25),
-                Provider::HighLevel => false,
+                Platform::D365 => rng.random_bool(0.2),
+                Platform::Sinch => rng.random_bool(0.4),
+                Platform::Spruce => rng.random_bool(0.25),
+                Platform::HighLevel => false,
             };
             let assignee = if rng.random_bool(0.7) {
                 1 + rng.random_range(0..TEAMMATES)
@@ -402,8 +402,8 @@ impl AccountWorld {
     pub(crate) fn random_kind(&self, rng: &mut StdRng) -> MessageKind {
         let roll: f64 = rng.random();
         match self.provider {
-            Provider::Spruce if roll < 0.1 => MessageKind::InternalNote,
-            Provider::D365 | Provider::HighLevel if roll < 0.15 => MessageKind::OutboundAutomated,
+            Platform::Spruce if roll < 0.1 => MessageKind::InternalNote,
+            Platform::D365 | Platform::HighLevel if roll < 0.15 => MessageKind::OutboundAutomated,
             _ if roll < 0.55 => MessageKind::Inbound,
             _ => MessageKind::Outbound,
         }
@@ -484,19 +484,19 @@ impl AccountWorld {
             return None;
         }
         match (self.provider, kind) {
-            (Provider::D365, IndexKind::Created) => conv.is_open().then_some(conv.created_us),
-            (Provider::D365, IndexKind::Scrambled) => conv
+            (Platform::D365, IndexKind::Created) => conv.is_open().then_some(conv.created_us),
+            (Platform::D365, IndexKind::Scrambled) => conv
                 .is_open()
                 .then(|| i64::from(self.conv_codec.permute(seq))),
-            (Provider::Spruce, IndexKind::Created) => Some(conv.created_us),
-            (Provider::Spruce | Provider::HighLevel, IndexKind::Activity) => {
+            (Platform::Spruce, IndexKind::Created) => Some(conv.created_us),
+            (Platform::Spruce | Platform::HighLevel, IndexKind::Activity) => {
                 Some(conv.last_activity_us)
             }
-            (Provider::HighLevel, IndexKind::Manual) => Some(conv.last_manual_us),
-            (Provider::Sinch, IndexKind::Scrambled) => {
+            (Platform::HighLevel, IndexKind::Manual) => Some(conv.last_manual_us),
+            (Platform::Sinch, IndexKind::Scrambled) => {
                 Some(i64::from(self.conv_codec.permute(seq)))
             }
-            (Provider::Sinch, IndexKind::Activity) => Some(conv.last_activity_us.max(0)),
+            (Platform::Sinch, IndexKind::Activity) => Some(conv.last_activity_us.max(0)),
             _ => None,
         }
     }
@@ -649,7 +649,7 @@ impl AccountWorld {
         if skew_us > 0 {
             conv.last_activity_us = provider.truncate_us(at + skew_us);
         }
-        if provider == Provider::Spruce && kind == MessageKind::Inbound {
+        if provider == Platform::Spruce && kind == MessageKind::Inbound {
             // A patient message brings an archived Spruce conversation back to the inbox.
             conv.lifecycle = Lifecycle::Open;
         }
@@ -718,7 +718,7 @@ mod tests {
 
     #[test]
     fn arena_is_sorted_and_linked() {
-        let w = AccountWorld::generate(Provider::Spruce, &params(500, 4));
+        let w = AccountWorld::generate(Platform::Spruce, &params(500, 4));
         assert!(w.msgs.windows(2).all(|p| p[0].at_us <= p[1].at_us));
         for conv in &w.convs {
             let msgs = w.messages_of(conv);
@@ -731,7 +731,7 @@ mod tests {
 
     #[test]
     fn delayed_changes_publish_later() {
-        let mut w = AccountWorld::generate(Provider::D365, &params(50, 0));
+        let mut w = AccountWorld::generate(Platform::D365, &params(50, 0));
         let now = 1_800_000_000_000_000;
         let open = w.index_len(IndexKind::Created);
         let seq = w.create(now, 1_000_000, Some(MessageKind::Inbound), 0, 0);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use convsync_sim::{
-    ActivityCommand, EditField, Faults, LatencyFault, MessageKind, Mutation, Provider, SimError,
+    ActivityCommand, EditField, Faults, LatencyFault, MessageKind, Mutation, Platform, SimError,
     TruthConversation,
 };
 use reqwest::StatusCode;
@@ -12,7 +12,7 @@ use crate::support::{http, read, start};
 
 async fn all_truth(sim: &convsync_sim::SimHandle) -> Vec<TruthConversation> {
     let mut out = Vec::new();
-    for provider in Provider::ALL {
+    for provider in Platform::ALL {
         for account in sim.accounts().keys(provider) {
             out.extend(sim.truth(provider, &account).await.expect("truth"));
         }
@@ -52,7 +52,7 @@ async fn same_seed_same_world_and_activity() {
 async fn reset_fault_drops_the_connection() {
     let sim = start(|_| {}).await;
     sim.set_faults(
-        Provider::Spruce,
+        Platform::Spruce,
         Faults {
             reset_ratio: 1.0,
             ..Faults::default()
@@ -65,7 +65,7 @@ async fn reset_fault_drops_the_connection() {
     );
     let counts = sim.request_counts();
     assert_eq!(
-        counts.with_status(Provider::Spruce, "/v1/conversations", None),
+        counts.with_status(Platform::Spruce, "/v1/conversations", None),
         1
     );
 }
@@ -75,7 +75,7 @@ async fn reset_fault_drops_the_connection() {
 async fn malformed_fault_truncates_json() {
     let sim = start(|_| {}).await;
     sim.set_faults(
-        Provider::Spruce,
+        Platform::Spruce,
         Faults {
             malformed_ratio: 1.0,
             ..Faults::default()
@@ -92,7 +92,7 @@ async fn malformed_fault_truncates_json() {
 async fn server_error_fault_uses_provider_error_shape() {
     let sim = start(|_| {}).await;
     sim.set_faults(
-        Provider::Spruce,
+        Platform::Spruce,
         Faults {
             error_5xx_ratio: 1.0,
             ..Faults::default()
@@ -109,7 +109,7 @@ async fn server_error_fault_uses_provider_error_shape() {
 async fn latency_fault_can_exceed_client_timeout() {
     let sim = start(|_| {}).await;
     sim.set_faults(
-        Provider::Spruce,
+        Platform::Spruce,
         Faults {
             latency: Some(LatencyFault {
                 min_ms: 2_000,
@@ -131,22 +131,22 @@ async fn mutations_change_truth_and_reject_bad_targets() {
     let sim = start(|_| {}).await;
     let account = sim.accounts().highlevel[0].account.clone();
     let first = sim
-        .truth(Provider::HighLevel, &account)
+        .truth(Platform::HighLevel, &account)
         .await
         .expect("truth")[0]
         .clone();
-    sim.edit(Provider::HighLevel, &account, &first.id, EditField::Starred)
+    sim.edit(Platform::HighLevel, &account, &first.id, EditField::Starred)
         .expect("edit");
     sim.advance_clock(Duration::from_secs(1));
     sim.add_message(
-        Provider::HighLevel,
+        Platform::HighLevel,
         &account,
         &first.id,
         MessageKind::Inbound,
     )
     .expect("message");
     let after = sim
-        .truth(Provider::HighLevel, &account)
+        .truth(Platform::HighLevel, &account)
         .await
         .expect("truth")[0]
         .clone();
@@ -154,22 +154,22 @@ async fn mutations_change_truth_and_reject_bad_targets() {
     assert!(after.awaiting_reply);
     assert_eq!(after.last_inbound_at, Some(sim.now()));
     assert!(matches!(
-        sim.close(Provider::HighLevel, &account, &first.id),
+        sim.close(Platform::HighLevel, &account, &first.id),
         Err(SimError::Unsupported(_))
     ));
     assert!(matches!(
-        sim.delete(Provider::HighLevel, &account, "not-an-id"),
+        sim.delete(Platform::HighLevel, &account, "not-an-id"),
         Err(SimError::UnknownConversation { .. })
     ));
     assert!(matches!(
-        sim.truth(Provider::HighLevel, "nobody").await,
+        sim.truth(Platform::HighLevel, "nobody").await,
         Err(SimError::UnknownAccount { .. })
     ));
     let cluster = sim
-        .tie_cluster(Provider::HighLevel, &account, 4)
+        .tie_cluster(Platform::HighLevel, &account, 4)
         .expect("cluster");
     let truth = sim
-        .truth(Provider::HighLevel, &account)
+        .truth(Platform::HighLevel, &account)
         .await
         .expect("truth");
     let times: std::collections::HashSet<_> = truth
@@ -194,12 +194,12 @@ async fn control_api_round_trip() {
     assert_eq!(client.urls().await.expect("urls"), sim.urls());
     let account = sim.accounts().spruce[0].account.clone();
     let truth = client
-        .truth(Provider::Spruce, &account)
+        .truth(Platform::Spruce, &account)
         .await
         .expect("truth");
     assert_eq!(
         truth,
-        sim.truth(Provider::Spruce, &account).await.expect("truth")
+        sim.truth(Platform::Spruce, &account).await.expect("truth")
     );
 
     let faults = Faults {
@@ -207,14 +207,14 @@ async fn control_api_round_trip() {
         ..Faults::default()
     };
     client
-        .set_faults(Provider::Sinch, &faults)
+        .set_faults(Platform::Sinch, &faults)
         .await
         .expect("set faults");
     assert_eq!(
-        client.faults().await.expect("faults")[&Provider::Sinch],
+        client.faults().await.expect("faults")[&Platform::Sinch],
         faults
     );
-    assert_eq!(sim.faults(Provider::Sinch), faults);
+    assert_eq!(sim.faults(Platform::Sinch), faults);
 
     let _ = spruce_list(&sim).send().await.expect("request");
     assert_eq!(
@@ -222,7 +222,7 @@ async fn control_api_round_trip() {
             .requests()
             .await
             .expect("counts")
-            .total(Provider::Spruce, "/v1/conversations"),
+            .total(Platform::Spruce, "/v1/conversations"),
         1
     );
     client.reset_requests().await.expect("reset");
@@ -230,7 +230,7 @@ async fn control_api_round_trip() {
 
     let created = client
         .mutate(
-            Provider::Spruce,
+            Platform::Spruce,
             &account,
             Mutation::CreateConversations { count: 2 },
         )
@@ -252,8 +252,8 @@ async fn control_api_round_trip() {
         .expect("advance");
     assert_eq!(after.now - before.now, chrono::Duration::seconds(90));
     client
-        .revoke_tokens(convsync_sim::ProviderSelector::All)
+        .revoke_tokens(convsync_sim::PlatformSelector::All)
         .await
         .expect("revoke");
-    assert!(client.truth(Provider::Spruce, "nobody").await.is_err());
+    assert!(client.truth(Platform::Spruce, "nobody").await.is_err());
 }

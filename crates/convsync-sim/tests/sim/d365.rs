@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use convsync_sim::{ConversationState, Faults, MessageKind, Provider, SimHandle};
+use convsync_sim::{ConversationState, Faults, MessageKind, Platform, SimHandle};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -68,7 +68,7 @@ async fn walk(
 
 async fn active_ids(sim: &SimHandle) -> HashSet<String> {
     let account = sim.accounts().d365[0].account.clone();
-    sim.truth(Provider::D365, &account)
+    sim.truth(Platform::D365, &account)
         .await
         .expect("truth")
         .into_iter()
@@ -227,7 +227,7 @@ async fn bad_continuation_token_is_30009() {
         assert_problem(&body, 400, 30009);
     }
     sim.set_faults(
-        Provider::D365,
+        Platform::D365,
         Faults {
             page_token_ttl_ms: Some(60_000),
             ..Faults::default()
@@ -283,7 +283,7 @@ async fn start_timestamp_is_exclusive_and_closed_conversations_vanish() {
     assert!(after.iter().all(|(_, ts)| ts > &pivot_ts));
     assert!(!after.iter().any(|(id, _)| id == &pivot_id));
     let account = sim.accounts().d365[0].account.clone();
-    sim.close(Provider::D365, &account, &pivot_id)
+    sim.close(Platform::D365, &account, &pivot_id)
         .expect("close");
     let now = walk(&sim, &token, 250, None).await;
     assert!(!now.iter().any(|(id, _)| id == &pivot_id));
@@ -346,7 +346,7 @@ async fn messages_endpoint_validates_and_pages() {
     let token = d365_token(&sim, 0).await;
     let account = sim.accounts().d365[0].clone();
     let truth = sim
-        .truth(Provider::D365, &account.account)
+        .truth(Platform::D365, &account.account)
         .await
         .expect("truth");
     let open = truth
@@ -355,7 +355,7 @@ async fn messages_endpoint_validates_and_pages() {
         .expect("an open one");
     for _ in 0..3 {
         sim.add_message(
-            Provider::D365,
+            Platform::D365,
             &account.account,
             &open.id,
             MessageKind::Outbound,
@@ -413,7 +413,7 @@ async fn messages_endpoint_validates_and_pages() {
         }
     }
     assert_eq!(seen.len() as u32, open.message_count + 3);
-    sim.close(Provider::D365, &account.account, &open.id)
+    sim.close(Platform::D365, &account.account, &open.id)
         .expect("close");
     let (status, body) = read(messages(&open.id).send().await.expect("request")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -473,7 +473,7 @@ async fn either_generation_of_header_names_is_accepted_and_recorded() {
         };
         for name in ["channel-id", "x-ms-channel-id"] {
             assert_eq!(
-                counts.seen(Provider::D365, &format!("auth headers: {name}")),
+                counts.seen(Platform::D365, &format!("auth headers: {name}")),
                 sent(name),
                 "{tenant:?} {name}"
             );

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use convsync_sim::options::StartAfter;
-use convsync_sim::{Provider, SimHandle};
+use convsync_sim::{Platform, SimHandle};
 use reqwest::StatusCode;
 
 use crate::support::{highlevel_refresh, http, read, start};
@@ -66,7 +66,7 @@ async fn walk(sim: &SimHandle, limit: usize) -> Vec<String> {
 }
 
 async fn all_ids(sim: &SimHandle) -> HashSet<String> {
-    sim.truth(Provider::HighLevel, &location(sim, 0))
+    sim.truth(Platform::HighLevel, &location(sim, 0))
         .await
         .expect("truth")
         .into_iter()
@@ -210,7 +210,7 @@ async fn access_tokens_expire_and_can_be_revoked() {
     let (_, body) =
         highlevel_refresh(&sim, 0, body["refresh_token"].as_str().expect("refresh")).await;
     let access = body["access_token"].as_str().expect("access").to_owned();
-    sim.revoke_tokens(Provider::HighLevel);
+    sim.revoke_tokens(Platform::HighLevel);
     let (status, _) = read(
         search(&sim, &access)
             .query(&[("locationId", loc.as_str())])
@@ -372,7 +372,7 @@ async fn field_version_is_accepted_and_recorded() {
         assert_eq!(status, expected, "{version}: {body}");
         assert_eq!(
             sim.request_counts()
-                .seen(Provider::HighLevel, &format!("Version: {version}")),
+                .seen(Platform::HighLevel, &format!("Version: {version}")),
             1
         );
     }
@@ -404,7 +404,7 @@ async fn results_carry_their_sort_value() {
         let rows = body["conversations"].as_array().expect("array");
         assert_eq!(rows.len(), 5);
         let truth = sim
-            .truth(Provider::HighLevel, &location(&sim, 0))
+            .truth(Platform::HighLevel, &location(&sim, 0))
             .await
             .expect("truth");
         for row in rows {

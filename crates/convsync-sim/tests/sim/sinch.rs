@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use convsync_sim::{
-    AuthScheme, ConversationState, Faults, MessageKind, Provider, RateLimitFault, RetryAfter,
+    ConversationState, Faults, MessageKind, Platform, RateLimitFault, RequestAuth, RetryAfter,
     SimHandle,
 };
 use reqwest::StatusCode;
@@ -176,7 +176,7 @@ async fn list_parameters_are_validated() {
 async fn page_tokens_expire() {
     let sim = start(|_| {}).await;
     sim.set_faults(
-        Provider::Sinch,
+        Platform::Sinch,
         Faults {
             page_token_ttl_ms: Some(10_000),
             ..Faults::default()
@@ -199,7 +199,7 @@ async fn only_active_partitions_and_walks_are_exact() {
     let sim = start(|o| o.tie_cluster_size = 4).await;
     let token = sinch_token(&sim, 0).await;
     let account = sim.accounts().sinch[0].account.clone();
-    let truth = sim.truth(Provider::Sinch, &account).await.expect("truth");
+    let truth = sim.truth(Platform::Sinch, &account).await.expect("truth");
     let ids = |rows: &[Value]| -> HashSet<String> {
         rows.iter()
             .map(|c| c["id"].as_str().expect("id").to_owned())
@@ -240,7 +240,7 @@ async fn empty_conversation_shows_epoch_last_received() {
     let token = sinch_token(&sim, 0).await;
     let account = sim.accounts().sinch[0].account.clone();
     let empty = sim
-        .truth(Provider::Sinch, &account)
+        .truth(Platform::Sinch, &account)
         .await
         .expect("truth")
         .into_iter()
@@ -282,11 +282,11 @@ async fn basic_auth_is_counted_separately() {
     assert_eq!(status, StatusCode::OK);
     let counts = sim.request_counts();
     assert_eq!(
-        counts.data_requests_with_auth(Provider::Sinch, AuthScheme::Basic),
+        counts.data_requests_with_auth(Platform::Sinch, RequestAuth::Basic),
         1
     );
     assert_eq!(
-        counts.data_requests_with_auth(Provider::Sinch, AuthScheme::Bearer),
+        counts.data_requests_with_auth(Platform::Sinch, RequestAuth::Bearer),
         0
     );
 }
@@ -299,7 +299,7 @@ async fn messages_are_newest_first_and_start_time_exclusive() {
     let token = sinch_token(&sim, 0).await;
     let account = sim.accounts().sinch[0].clone();
     let open = sim
-        .truth(Provider::Sinch, &account.account)
+        .truth(Platform::Sinch, &account.account)
         .await
         .expect("truth")
         .into_iter()
@@ -308,7 +308,7 @@ async fn messages_are_newest_first_and_start_time_exclusive() {
     let before = sim.now();
     sim.advance_clock(Duration::from_secs(5));
     sim.add_message(
-        Provider::Sinch,
+        Platform::Sinch,
         &account.account,
         &open.id,
         MessageKind::Inbound,
@@ -316,7 +316,7 @@ async fn messages_are_newest_first_and_start_time_exclusive() {
     .expect("message");
     sim.advance_clock(Duration::from_secs(5));
     sim.add_message(
-        Provider::Sinch,
+        Platform::Sinch,
         &account.account,
         &open.id,
         MessageKind::Outbound,
@@ -377,7 +377,7 @@ async fn rate_limit_fault_with_and_without_retry_after() {
     let app = sim.accounts().sinch[0].app_id.clone();
     for style in [RetryAfter::None, RetryAfter::Seconds, RetryAfter::HttpDate] {
         sim.set_faults(
-            Provider::Sinch,
+            Platform::Sinch,
             Faults {
                 rate_limit: Some(RateLimitFault {
                     max_requests: 1,

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use convsync_sim::{Faults, MessageKind, Provider, SimHandle};
+use convsync_sim::{Faults, MessageKind, Platform, SimHandle};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -144,10 +144,10 @@ async fn start_from_rules_are_enforced() {
 async fn created_walk_is_complete_with_ties() {
     let sim = start(|o| o.tie_cluster_size = 5).await;
     let account = sim.accounts().spruce[0].account.clone();
-    let victim = sim.truth(Provider::Spruce, &account).await.expect("truth")[3]
+    let victim = sim.truth(Platform::Spruce, &account).await.expect("truth")[3]
         .id
         .clone();
-    sim.delete(Provider::Spruce, &account, &victim)
+    sim.delete(Platform::Spruce, &account, &victim)
         .expect("delete");
     let rows = walk(&sim, "created", "10", None).await;
     let ids: Vec<String> = rows
@@ -157,7 +157,7 @@ async fn created_walk_is_complete_with_ties() {
     let unique: HashSet<String> = ids.iter().cloned().collect();
     assert_eq!(unique.len(), ids.len());
     let expected: HashSet<String> = sim
-        .truth(Provider::Spruce, &account)
+        .truth(Platform::Spruce, &account)
         .await
         .expect("truth")
         .into_iter()
@@ -222,7 +222,7 @@ async fn last_message_at_omitted_or_null() {
         let account = sim.accounts().spruce[0].account.clone();
         let rows = walk(&sim, "created", "200", None).await;
         let empty = sim
-            .truth(Provider::Spruce, &account)
+            .truth(Platform::Spruce, &account)
             .await
             .expect("truth")
             .into_iter()
@@ -279,7 +279,7 @@ async fn rate_limit_headers_and_429() {
 async fn items_show_direction_and_notes() {
     let sim = start(|_| {}).await;
     let account = sim.accounts().spruce[0].account.clone();
-    let conversation = sim.truth(Provider::Spruce, &account).await.expect("truth")[0]
+    let conversation = sim.truth(Platform::Spruce, &account).await.expect("truth")[0]
         .id
         .clone();
     for kind in [
@@ -288,7 +288,7 @@ async fn items_show_direction_and_notes() {
         MessageKind::Outbound,
     ] {
         sim.advance_clock(Duration::from_secs(1));
-        sim.add_message(Provider::Spruce, &account, &conversation, kind)
+        sim.add_message(Platform::Spruce, &account, &conversation, kind)
             .expect("message");
     }
     let path = format!("v1/conversations/{conversation}/items");
@@ -330,7 +330,7 @@ async fn items_show_direction_and_notes() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, 400);
-    let truth = sim.truth(Provider::Spruce, &account).await.expect("truth");
+    let truth = sim.truth(Platform::Spruce, &account).await.expect("truth");
     let row = truth.iter().find(|c| c.id == conversation).expect("row");
     assert!(!row.awaiting_reply, "outbound after inbound: no reply owed");
 }
@@ -341,7 +341,7 @@ async fn items_show_direction_and_notes() {
 async fn consistency_delay_hides_fresh_changes() {
     let sim = start(|_| {}).await;
     sim.set_faults(
-        Provider::Spruce,
+        Platform::Spruce,
         Faults {
             consistency_delay_ms: 30_000,
             ..Faults::default()
@@ -349,10 +349,10 @@ async fn consistency_delay_hides_fresh_changes() {
     );
     let account = sim.accounts().spruce[0].account.clone();
     let id = sim
-        .create_conversations(Provider::Spruce, &account, 1)
+        .create_conversations(Platform::Spruce, &account, 1)
         .expect("create")[0]
         .clone();
-    let truth = sim.truth(Provider::Spruce, &account).await.expect("truth");
+    let truth = sim.truth(Platform::Spruce, &account).await.expect("truth");
     let row = truth.iter().find(|c| c.id == id).expect("in truth");
     assert_eq!(
         row.visible_at - row.changed_at,

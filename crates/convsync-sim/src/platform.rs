@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// in truth records and in request counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Provider {
+pub enum Platform {
     /// Microsoft Dynamics 365 Contact Center messaging API (custom channel).
     D365,
     /// Spruce Health public API v1.
@@ -22,22 +22,22 @@ pub enum Provider {
     HighLevel,
 }
 
-impl Provider {
+impl Platform {
     /// All providers, in a fixed order (used for deterministic iteration).
-    pub const ALL: [Provider; 4] = [
-        Provider::D365,
-        Provider::Spruce,
-        Provider::Sinch,
-        Provider::HighLevel,
+    pub const ALL: [Platform; 4] = [
+        Platform::D365,
+        Platform::Spruce,
+        Platform::Sinch,
+        Platform::HighLevel,
     ];
 
     /// The lower-case wire name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Provider::D365 => "d365",
-            Provider::Spruce => "spruce",
-            Provider::Sinch => "sinch",
-            Provider::HighLevel => "highlevel",
+            Platform::D365 => "d365",
+            Platform::Spruce => "spruce",
+            Platform::Sinch => "sinch",
+            Platform::HighLevel => "highlevel",
         }
     }
 
@@ -48,8 +48,8 @@ impl Provider {
     /// the others show milliseconds).
     pub(crate) fn precision_us(self) -> i64 {
         match self {
-            Provider::D365 => 1,
-            Provider::Spruce | Provider::Sinch | Provider::HighLevel => 1_000,
+            Platform::D365 => 1,
+            Platform::Spruce | Platform::Sinch | Platform::HighLevel => 1_000,
         }
     }
 
@@ -63,7 +63,7 @@ impl Provider {
     }
 }
 
-impl fmt::Display for Provider {
+impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -72,18 +72,18 @@ impl fmt::Display for Provider {
 /// Error for an unrecognised provider name.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown provider {0:?} (expected d365, spruce, sinch or highlevel)")]
-pub struct UnknownProvider(pub String);
+pub struct UnknownPlatform(pub String);
 
-impl FromStr for Provider {
-    type Err = UnknownProvider;
+impl FromStr for Platform {
+    type Err = UnknownPlatform;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
-            "d365" => Ok(Provider::D365),
-            "spruce" => Ok(Provider::Spruce),
-            "sinch" => Ok(Provider::Sinch),
-            "highlevel" => Ok(Provider::HighLevel),
-            _ => Err(UnknownProvider(s.to_owned())),
+            "d365" => Ok(Platform::D365),
+            "spruce" => Ok(Platform::Spruce),
+            "sinch" => Ok(Platform::Sinch),
+            "highlevel" => Ok(Platform::HighLevel),
+            _ => Err(UnknownPlatform(s.to_owned())),
         }
     }
 }
@@ -91,54 +91,54 @@ impl FromStr for Provider {
 /// A provider, or all of them: the target of a fault setting or a token revocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
-pub enum ProviderSelector {
+pub enum PlatformSelector {
     /// Every provider.
     All,
     /// Just this one.
-    One(Provider),
+    One(Platform),
 }
 
-impl ProviderSelector {
+impl PlatformSelector {
     /// The providers this selector designates.
-    pub fn providers(self) -> Vec<Provider> {
+    pub fn providers(self) -> Vec<Platform> {
         match self {
-            ProviderSelector::All => Provider::ALL.to_vec(),
-            ProviderSelector::One(p) => vec![p],
+            PlatformSelector::All => Platform::ALL.to_vec(),
+            PlatformSelector::One(p) => vec![p],
         }
     }
 }
 
-impl From<Provider> for ProviderSelector {
-    fn from(p: Provider) -> Self {
-        ProviderSelector::One(p)
+impl From<Platform> for PlatformSelector {
+    fn from(p: Platform) -> Self {
+        PlatformSelector::One(p)
     }
 }
 
-impl From<ProviderSelector> for String {
-    fn from(s: ProviderSelector) -> String {
+impl From<PlatformSelector> for String {
+    fn from(s: PlatformSelector) -> String {
         match s {
-            ProviderSelector::All => "all".to_owned(),
-            ProviderSelector::One(p) => p.as_str().to_owned(),
+            PlatformSelector::All => "all".to_owned(),
+            PlatformSelector::One(p) => p.as_str().to_owned(),
         }
     }
 }
 
-impl TryFrom<String> for ProviderSelector {
-    type Error = UnknownProvider;
+impl TryFrom<String> for PlatformSelector {
+    type Error = UnknownPlatform;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
     }
 }
 
-impl FromStr for ProviderSelector {
-    type Err = UnknownProvider;
+impl FromStr for PlatformSelector {
+    type Err = UnknownPlatform;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("all") {
-            Ok(ProviderSelector::All)
+            Ok(PlatformSelector::All)
         } else {
-            s.parse().map(ProviderSelector::One)
+            s.parse().map(PlatformSelector::One)
         }
     }
 }
