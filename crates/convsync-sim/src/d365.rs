@@ -30,10 +30,10 @@ use serde_json::json;
 
 use super::cursors::{Cursor, CursorRejection};
 use super::fake::{self, Person};
+use super::frontend::{self, Ask, FrontEnd};
 use super::ids::guid;
 use super::naming;
 use super::options::{D365HeaderNames, D365Order};
-use super::server::fault_gate;
 use super::state::{PlatformState, Shared};
 use super::tokens::TokenRejection;
 use super::wire::{self, Params};
@@ -41,19 +41,37 @@ use super::world::{IndexKind, MessageKind};
 
 /// Build the D365 router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/{tenant}/oauth2/v2.0/token", post(token))
-        .route("/api/v1.0/consumer/conversations", get(list_conversations))
-        .route(
-            "/api/v1.0/consumer/conversation/{id}/messages",
-            get(list_messages),
-        )
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&shared),
-            fault_gate,
-        ))
-        .with_state(shared)
+    frontend::router::<D365>(
+        shared,
+        Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/api/v1.0/consumer/conversations", get(list_conversations))
+            .route(
+                "/api/v1.0/consumer/conversation/{id}/messages",
+                get(list_messages),
+            ),
+    )
+}
+
+/// D365's part of the front-end skeleton: an Entra access token plus the channel and
+/// organization headers; no quota headers.
+struct D365;
+
+impl FrontEnd for D365 {
+    type Refusal = D365Refusal;
+    type Admitted = usize;
+
+    fn not_found() -> Response {
+        problem(StatusCode::NOT_FOUND, "Resource not found", None)
+    }
+
+    fn admit(
+        shared: &Shared,
+        state: &mut PlatformState,
+        ask: &Ask<'_>,
+    ) -> Result<usize, D365Refusal> {
+        authenticate(shared, state, ask.headers)
+    }
 }
 
 /// RFC 7807 problem document; `code` is one of the documented 300xx error codes.
@@ -81,10 +99,6 @@ pub(crate) fn problem(status: StatusCode, detail: &str, code: Option<u32>) -> Re
 /// Error renderer for the fault layer.
 pub(crate) fn fault_response(status: StatusCode, detail: &str) -> Response {
     problem(status, detail, None)
-}
-
-async fn not_found() -> Response {
-    problem(StatusCode::NOT_FOUND, "Resource not found", None)
 }
 
 fn unauthorized(detail: &str) -> Response {
@@ -318,12 +332,21 @@ async fn list_conversations(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = Params::parse(query.as_deref());
-    let mut state = shared.lock();
-    let account = match authenticate(&shared, &state, &headers) {
-        Ok(account) => account,
-        Err(refusal) => return refusal.into_response(),
-    };
+    frontend::answer::<D365, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        None,
+        |state, &account, params| list_conversations_page(&shared, state, account, params),
+    )
+}
+
+fn list_conversations_page(
+    shared: &Shared,
+    state: &mut PlatformState,
+    account: usize,
+    params: &Params,
+) -> Response {
     let start = match params.get_ci("StartTimeStamp") {
         None => None,
         Some(text) => match wire::parse_instant_us(text) {
@@ -515,12 +538,22 @@ async fn list_messages(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = Params::parse(query.as_deref());
-    let state = shared.lock();
-    let account = match authenticate(&shared, &state, &headers) {
-        Ok(account) => account,
-        Err(refusal) => return refusal.into_response(),
-    };
+    frontend::answer::<D365, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        None,
+        |state, &account, params| list_messages_page(&shared, state, account, &id, params),
+    )
+}
+
+fn list_messages_page(
+    shared: &Shared,
+    state: &PlatformState,
+    account: usize,
+    id: &str,
+    params: &Params,
+) -> Response {
     let world = &state.accounts[account];
     let conversation_missing = || {
         problem(
@@ -529,7 +562,7 @@ async fn list_messages(
             Some(30013),
         )
     };
-    let Some(seq) = naming::parse_conversation_id(world, &id) else {
+    let Some(seq) = naming::parse_conversation_id(world, id) else {
         return conversation_missing();
     };
     let Some(conv) = world.visible_live(seq).filter(|c| c.is_open()) else {
@@ -577,16 +610,13 @@ async fn list_messages(
     let horizon = shared.clock.now_us() - shared.faults().delay_us();
     let mut indexes = world.messages_of(conv);
     indexes.reverse();
-    let mut selected: Vec<u32> = indexes
-        .into_iter()
-        .filter(|i| {
+    let (selected, has_more) = frontend::cut_page(
+        indexes.into_iter().filter(|i| {
             let at = world.msgs[*i as usize].at_us;
             at > start && at > after && at <= horizon
-        })
-        .take(page_size + 1)
-        .collect();
-    let has_more = selected.len() > page_size;
-    selected.truncate(page_size);
+        }),
+        page_size,
+    );
     let person = Person::of(world.key, conv.contact, conv.title_rev);
     let messages: Vec<Activity> = selected
         .iter()

@@ -33,11 +33,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::fake::{self, Person};
+use super::frontend::{self, Ask, FrontEnd};
 use super::ids::guid;
 use super::naming;
 use super::options::StartAfter;
 use super::quota::{Quota, QuotaStatus};
-use super::server::fault_gate;
 use super::state::{PlatformState, Shared};
 use super::tokens::TokenRejection;
 use super::wire::{self, Params};
@@ -52,15 +52,40 @@ const MAX_SIGHTED_VERSION: usize = 40;
 
 /// Build the HighLevel router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/oauth/token", post(token))
-        .route("/conversations/search", get(search))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&shared),
-            fault_gate,
-        ))
-        .with_state(shared)
+    frontend::router::<HighLevel>(
+        shared,
+        Router::new()
+            .route("/oauth/token", post(token))
+            .route("/conversations/search", get(search)),
+    )
+}
+
+/// HighLevel's part of the front-end skeleton: OAuth or private-integration tokens bound
+/// to a location, a `Version` header, a burst and daily quota echoed on every answer.
+struct HighLevel;
+
+impl FrontEnd for HighLevel {
+    type Refusal = Refusal;
+    type Admitted = (usize, QuotaStatus);
+
+    fn not_found() -> Response {
+        wire::json(
+            StatusCode::NOT_FOUND,
+            json!({ "statusCode": 404, "message": "Cannot GET this route", "error": "Not Found" }),
+        )
+    }
+
+    fn admit(
+        shared: &Shared,
+        state: &mut PlatformState,
+        ask: &Ask<'_>,
+    ) -> Result<Self::Admitted, Refusal> {
+        admit(shared, state, ask.headers, ask.params)
+    }
+
+    fn decorate(response: &mut Response, (_, quota): &Self::Admitted) {
+        rate_headers(response, quota);
+    }
 }
 
 /// `BadRequestDTO`-style body (`statusCode`, `message`) for any status.
@@ -90,13 +115,6 @@ fn unprocessable(messages: &[String]) -> Response {
 /// Error renderer for the fault layer.
 pub(crate) fn fault_response(status: StatusCode, message: &str) -> Response {
     status_error(status, message)
-}
-
-async fn not_found() -> Response {
-    wire::json(
-        StatusCode::NOT_FOUND,
-        json!({ "statusCode": 404, "message": "Cannot GET this route", "error": "Not Found" }),
-    )
 }
 
 async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -541,15 +559,13 @@ async fn search(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = Params::parse(query.as_deref());
-    let mut state = shared.lock();
-    let (account, quota) = match admit(&shared, &mut state, &headers, &params) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let mut response = search_page(&shared, &mut state, account, &params);
-    rate_headers(&mut response, &quota);
-    response
+    frontend::answer::<HighLevel, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        None,
+        |state, &(account, _), params| search_page(&shared, state, account, params),
+    )
 }
 
 fn search_page(

@@ -23,6 +23,7 @@ mod cursors;
 mod d365;
 mod fake;
 mod faults;
+mod frontend;
 mod highlevel;
 mod ids;
 mod naming;

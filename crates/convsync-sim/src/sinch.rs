@@ -30,10 +30,10 @@ use serde_json::json;
 
 use super::cursors::Cursor;
 use super::fake;
+use super::frontend::{self, Ask, FrontEnd};
 use super::ids::{base64, hash_all};
 use super::naming;
 use super::options::OnlyActiveOmitted;
-use super::server::fault_gate;
 use super::state::{PlatformState, Shared};
 use super::tokens::TokenRejection;
 use super::wire::{self, Params};
@@ -41,27 +41,45 @@ use super::world::{AccountWorld, Conv, IndexKind, MessageKind, Msg};
 
 /// Build the Sinch router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/oauth2/token", post(token))
-        .route(
-            "/v1/projects/{project}/conversations",
-            get(list_conversations),
-        )
-        .route(
-            "/v1/projects/{project}/conversations:recent",
-            get(list_recent),
-        )
-        .route(
-            "/v1/projects/{project}/conversations/{id}",
-            get(get_conversation),
-        )
-        .route("/v1/projects/{project}/messages", get(list_messages))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&shared),
-            fault_gate,
-        ))
-        .with_state(shared)
+    frontend::router::<Sinch>(
+        shared,
+        Router::new()
+            .route("/oauth2/token", post(token))
+            .route(
+                "/v1/projects/{project}/conversations",
+                get(list_conversations),
+            )
+            .route(
+                "/v1/projects/{project}/conversations:recent",
+                get(list_recent),
+            )
+            .route(
+                "/v1/projects/{project}/conversations/{id}",
+                get(get_conversation),
+            )
+            .route("/v1/projects/{project}/messages", get(list_messages)),
+    )
+}
+
+/// Sinch's part of the front-end skeleton: an OAuth token or the access key (Basic) of
+/// the project the path names; no quota headers.
+struct Sinch;
+
+impl FrontEnd for Sinch {
+    type Refusal = SinchError;
+    type Admitted = usize;
+
+    fn not_found() -> Response {
+        error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found").into_response()
+    }
+
+    fn admit(
+        shared: &Shared,
+        state: &mut PlatformState,
+        ask: &Ask<'_>,
+    ) -> Result<usize, SinchError> {
+        authenticate(shared, state, ask.headers, ask.scope.unwrap_or(""))
+    }
 }
 
 /// A refusal in the spec's `runtimeError` shape.
@@ -120,10 +138,6 @@ pub(crate) fn fault_response(status: StatusCode, message: &str) -> Response {
 
 fn invalid_argument(message: &str) -> SinchError {
     error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
-}
-
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found").into_response()
 }
 
 fn unauthenticated(description: &str) -> Response {
@@ -464,10 +478,22 @@ async fn list_conversations(
     Path(project): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+) -> Response {
+    frontend::answer::<Sinch, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        Some(&project),
+        |state, &account, params| list_conversations_page(&shared, state, account, params),
+    )
+}
+
+fn list_conversations_page(
+    shared: &Shared,
+    state: &mut PlatformState,
+    account: usize,
+    params: &Params,
 ) -> Result<Response, SinchError> {
-    let params = Params::parse(query.as_deref());
-    let mut state = shared.lock();
-    let account = authenticate(&shared, &state, &headers, &project)?;
     let app_id = params.get("app_id").filter(|v| !v.is_empty());
     let contact_id = params.get("contact_id").filter(|v| !v.is_empty());
     if app_id.is_none() && contact_id.is_none() {
@@ -476,9 +502,9 @@ async fn list_conversations(
         ));
     }
     let app = app_id
-        .map(|a| resolve_app(&shared, account, a))
+        .map(|a| resolve_app(shared, account, a))
         .transpose()?;
-    let only_active = match parse_bool(&params, "only_active") {
+    let only_active = match parse_bool(params, "only_active") {
         Ok(Some(v)) => Some(v),
         Ok(None) => match shared.options.sinch_only_active_omitted {
             OnlyActiveOmitted::Both => None,
@@ -488,7 +514,7 @@ async fn list_conversations(
         },
         Err(refusal) => return Err(refusal),
     };
-    let size = page_size(&params, 10, 20)?;
+    let size = page_size(params, 10, 20)?;
     let world = &state.accounts[account];
     let contact = match contact_id {
         None => None,
@@ -519,7 +545,7 @@ async fn list_conversations(
         total: None,
         phase: 0,
     };
-    let (cursor, resumed) = resume(&shared, &state, &params, fresh)?;
+    let (cursor, resumed) = resume(shared, state, params, fresh)?;
     if matches!(app, Some(AppRef::Dispatch)) {
         return Ok(wire::json(
             StatusCode::OK,
@@ -539,13 +565,12 @@ async fn list_conversations(
     } else {
         Bound::Unbounded
     };
-    let mut rows: Vec<(i64, u32)> = world
-        .walk(IndexKind::Scrambled, from, Bound::Unbounded, false)
-        .filter(|(_, seq)| world.visible(*seq).is_some_and(keep))
-        .take(size + 1)
-        .collect();
-    let has_more = rows.len() > size;
-    rows.truncate(size);
+    let (rows, has_more) = frontend::cut_page(
+        world
+            .walk(IndexKind::Scrambled, from, Bound::Unbounded, false)
+            .filter(|(_, seq)| world.visible(*seq).is_some_and(keep)),
+        size,
+    );
     let total_size = if resumed {
         0
     } else if only_active.is_none() && contact.is_none() {
@@ -566,13 +591,13 @@ async fn list_conversations(
         .filter_map(|(_, seq)| {
             world
                 .visible(*seq)
-                .map(|c| render(&shared, account, world, *seq, c))
+                .map(|c| render(shared, account, world, *seq, c))
         })
         .collect();
     let now = shared.clock.now_us();
     let next_page_token = match (has_more, rows.last()) {
         (true, Some(last)) => store(
-            &mut state,
+            state,
             Cursor {
                 after: *last,
                 ..cursor
@@ -595,16 +620,29 @@ async fn get_conversation(
     State(shared): State<Arc<Shared>>,
     Path((project, id)): Path<(String, String)>,
     headers: HeaderMap,
+) -> Response {
+    frontend::answer::<Sinch, _>(
+        &shared,
+        &headers,
+        None,
+        Some(&project),
+        |state, &account, _| conversation(&shared, state, account, &id),
+    )
+}
+
+fn conversation(
+    shared: &Shared,
+    state: &PlatformState,
+    account: usize,
+    id: &str,
 ) -> Result<Response, SinchError> {
-    let state = shared.lock();
-    let account = authenticate(&shared, &state, &headers, &project)?;
     let world = &state.accounts[account];
-    match naming::parse_conversation_id(world, &id)
+    match naming::parse_conversation_id(world, id)
         .and_then(|seq| world.visible_live(seq).map(|c| (seq, c)))
     {
         Some((seq, conv)) => Ok(wire::json(
             StatusCode::OK,
-            render(&shared, account, world, seq, conv),
+            render(shared, account, world, seq, conv),
         )),
         None => Err(error(
             StatusCode::NOT_FOUND,
@@ -633,15 +671,27 @@ async fn list_recent(
     Path(project): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+) -> Response {
+    frontend::answer::<Sinch, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        Some(&project),
+        |state, &account, params| list_recent_page(&shared, state, account, params),
+    )
+}
+
+fn list_recent_page(
+    shared: &Shared,
+    state: &mut PlatformState,
+    account: usize,
+    params: &Params,
 ) -> Result<Response, SinchError> {
-    let params = Params::parse(query.as_deref());
-    let mut state = shared.lock();
-    let account = authenticate(&shared, &state, &headers, &project)?;
     let Some(app_id) = params.get("app_id").filter(|v| !v.is_empty()) else {
         return Err(invalid_argument("app_id is required"));
     };
-    let app = resolve_app(&shared, account, app_id)?;
-    let only_active = match parse_bool(&params, "only_active") {
+    let app = resolve_app(shared, account, app_id)?;
+    let only_active = match parse_bool(params, "only_active") {
         Ok(v) => v.unwrap_or(false),
         Err(refusal) => return Err(refusal),
     };
@@ -650,7 +700,7 @@ async fn list_recent(
         Some("ASC") => false,
         Some(other) => return Err(invalid_argument(&format!("Invalid order: {other:?}"))),
     };
-    let size = page_size(&params, 10, 50)?;
+    let size = page_size(params, 10, 50)?;
     let fingerprint = wire::fingerprint(&[
         &account.to_string(),
         app_id,
@@ -664,7 +714,7 @@ async fn list_recent(
         total: None,
         phase: 0,
     };
-    let (cursor, resumed) = resume(&shared, &state, &params, fresh)?;
+    let (cursor, resumed) = resume(shared, state, params, fresh)?;
     if matches!(app, AppRef::Dispatch) {
         return Ok(wire::json(
             StatusCode::OK,
@@ -681,17 +731,16 @@ async fn list_recent(
         (true, true) => (Bound::Unbounded, Bound::Excluded(cursor.after)),
         (true, false) => (Bound::Excluded(cursor.after), Bound::Unbounded),
     };
-    let mut rows: Vec<(i64, u32)> = world
-        .walk(IndexKind::Activity, from, to, descending)
-        .filter(|(_, seq)| {
-            world
-                .visible(*seq)
-                .is_some_and(|c| !only_active || c.is_open())
-        })
-        .take(size + 1)
-        .collect();
-    let has_more = rows.len() > size;
-    rows.truncate(size);
+    let (rows, has_more) = frontend::cut_page(
+        world
+            .walk(IndexKind::Activity, from, to, descending)
+            .filter(|(_, seq)| {
+                world
+                    .visible(*seq)
+                    .is_some_and(|c| !only_active || c.is_open())
+            }),
+        size,
+    );
     let horizon = shared.clock.now_us() - shared.faults().delay_us();
     let conversations = rows
         .iter()
@@ -703,7 +752,7 @@ async fn list_recent(
                 .find(|i| world.msgs[*i as usize].at_us <= horizon)
                 .map(|i| render_message(world, i, &world.msgs[i as usize]));
             Some(RecentItem {
-                conversation: render(&shared, account, world, *seq, conv),
+                conversation: render(shared, account, world, *seq, conv),
                 last_message,
             })
         })
@@ -716,7 +765,7 @@ async fn list_recent(
     let now = shared.clock.now_us();
     let next_page_token = match (has_more, rows.last()) {
         (true, Some(last)) => store(
-            &mut state,
+            state,
             Cursor {
                 after: *last,
                 ..cursor
@@ -746,10 +795,22 @@ async fn list_messages(
     Path(project): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+) -> Response {
+    frontend::answer::<Sinch, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        Some(&project),
+        |state, &account, params| list_messages_page(&shared, state, account, params),
+    )
+}
+
+fn list_messages_page(
+    shared: &Shared,
+    state: &mut PlatformState,
+    account: usize,
+    params: &Params,
 ) -> Result<Response, SinchError> {
-    let params = Params::parse(query.as_deref());
-    let mut state = shared.lock();
-    let account = authenticate(&shared, &state, &headers, &project)?;
     let app_id = params.get("app_id").filter(|v| !v.is_empty());
     let conversation_id = params.get("conversation_id").filter(|v| !v.is_empty());
     let contact_id = params.get("contact_id").filter(|v| !v.is_empty());
@@ -759,7 +820,7 @@ async fn list_messages(
         ));
     }
     let app = app_id
-        .map(|a| resolve_app(&shared, account, a))
+        .map(|a| resolve_app(shared, account, a))
         .transpose()?;
     let time = |name: &str| -> Result<Option<i64>, SinchError> {
         match params.get(name).filter(|v| !v.is_empty()) {
@@ -773,7 +834,7 @@ async fn list_messages(
         (Ok(start), Ok(end)) => (start, end),
         (Err(refusal), _) | (_, Err(refusal)) => return Err(refusal),
     };
-    let size = page_size(&params, 10, 1000)?;
+    let size = page_size(params, 10, 1000)?;
     let fingerprint = wire::fingerprint(&[
         &account.to_string(),
         app_id.unwrap_or(""),
@@ -788,7 +849,7 @@ async fn list_messages(
         total: None,
         phase: 0,
     };
-    let (cursor, _) = resume(&shared, &state, &params, fresh)?;
+    let (cursor, _) = resume(shared, state, params, fresh)?;
     let empty = || {
         wire::json(
             StatusCode::OK,
@@ -847,7 +908,7 @@ async fn list_messages(
     let now = shared.clock.now_us();
     let next_page_token = match (has_more, selected.last()) {
         (true, Some(last)) => store(
-            &mut state,
+            state,
             Cursor {
                 after: (0, *last),
                 ..cursor

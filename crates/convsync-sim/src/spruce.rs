@@ -24,27 +24,49 @@ use serde_json::json;
 
 use super::cursors::Cursor;
 use super::fake::{self, Person};
+use super::frontend::{self, Ask, FrontEnd};
 use super::ids::crockford;
 use super::naming;
 use super::options::MessagelessOrder;
 use super::quota::{Quota, QuotaStatus};
-use super::server::fault_gate;
 use super::state::{PlatformState, Shared};
 use super::wire::{self, Params};
 use super::world::{AccountWorld, Conv, IndexKind, MessageKind, NO_TS};
 
 /// Build the Spruce router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v1/conversations", get(list_conversations))
-        .route("/v1/conversations/{id}", get(get_conversation))
-        .route("/v1/conversations/{id}/items", get(list_items))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&shared),
-            fault_gate,
-        ))
-        .with_state(shared)
+    frontend::router::<Spruce>(
+        shared,
+        Router::new()
+            .route("/v1/conversations", get(list_conversations))
+            .route("/v1/conversations/{id}", get(get_conversation))
+            .route("/v1/conversations/{id}/items", get(list_items)),
+    )
+}
+
+/// Spruce's part of the front-end skeleton: a static token per organization, a
+/// per-organization quota, and the rate-limit headers on every answer.
+struct Spruce;
+
+impl FrontEnd for Spruce {
+    type Refusal = SpruceError;
+    type Admitted = (usize, QuotaStatus);
+
+    fn not_found() -> Response {
+        error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found").into_response()
+    }
+
+    fn admit(
+        shared: &Shared,
+        state: &mut PlatformState,
+        ask: &Ask<'_>,
+    ) -> Result<Self::Admitted, SpruceError> {
+        admit(shared, state, ask.headers)
+    }
+
+    fn decorate(response: &mut Response, (_, quota): &Self::Admitted) {
+        decorate(response, quota);
+    }
 }
 
 /// A refusal in Spruce's error shape `{statusCode, type, message}`.
@@ -92,10 +114,6 @@ pub(crate) fn fault_response(status: StatusCode, message: &str) -> Response {
 
 fn bad_parameter(message: &str) -> SpruceError {
     error(StatusCode::BAD_REQUEST, "BAD_PARAMETER", message)
-}
-
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found").into_response()
 }
 
 /// Authenticate, count the request against the organization's quota, and return the
@@ -359,24 +377,21 @@ async fn list_conversations(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let mut state = shared.lock();
-    let (account, quota) = match admit(&shared, &mut state, &headers) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let mut response = list_conversations_page(&shared, &mut state, account, query.as_deref())
-        .unwrap_or_else(IntoResponse::into_response);
-    decorate(&mut response, &quota);
-    response
+    frontend::answer::<Spruce, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        None,
+        |state, &(account, _), params| list_conversations_page(&shared, state, account, params),
+    )
 }
 
 fn list_conversations_page(
     shared: &Shared,
     state: &mut PlatformState,
     account: usize,
-    query: Option<&str>,
+    params: &Params,
 ) -> Result<Response, SpruceError> {
-    let params = Params::parse(query);
     let index = match params.get("orderBy") {
         Some("created") => IndexKind::Created,
         Some("last_message") => IndexKind::Activity,
@@ -387,7 +402,7 @@ fn list_conversations_page(
         }
         None => return Err(bad_parameter("orderBy is required")),
     };
-    let size = page_size(&params, shared.options.spruce_default_page_size)?;
+    let size = page_size(params, shared.options.spruce_default_page_size)?;
     let token = params.get("paginationToken").filter(|t| !t.is_empty());
     let start_from = params.get("startFrom").filter(|t| !t.is_empty());
     if token.is_some() && start_from.is_some() {
@@ -441,12 +456,8 @@ fn list_conversations_page(
         Bound::Included(cursor.after)
     };
     let world = &state.accounts[account];
-    let mut rows: Vec<(i64, u32)> = world
-        .walk(index, from, Bound::Unbounded, false)
-        .take(size + 1)
-        .collect();
-    let has_more = rows.len() > size;
-    rows.truncate(size);
+    let (rows, has_more) =
+        frontend::cut_page(world.walk(index, from, Bound::Unbounded, false), size);
     let total = match cursor.total {
         Some((count, at)) if now - at < TOTAL_REFRESH_US => count,
         _ => {
@@ -507,28 +518,22 @@ async fn get_conversation(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut state = shared.lock();
-    let (account, quota) = match admit(&shared, &mut state, &headers) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let world = &state.accounts[account];
-    let mut response = match naming::parse_conversation_id(world, &id)
-        .and_then(|seq| world.visible_live(seq).map(|c| (seq, c)))
-    {
-        Some((seq, conv)) => wire::json(
-            StatusCode::OK,
-            json!({ "conversation": render(&shared, account, world, seq, conv) }),
-        ),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            &format!("Conversation {id} not found"),
-        )
-        .into_response(),
-    };
-    decorate(&mut response, &quota);
-    response
+    frontend::answer::<Spruce, _>(&shared, &headers, None, None, |state, &(account, _), _| {
+        let world = &state.accounts[account];
+        match naming::parse_conversation_id(world, &id)
+            .and_then(|seq| world.visible_live(seq).map(|c| (seq, c)))
+        {
+            Some((seq, conv)) => Ok(wire::json(
+                StatusCode::OK,
+                json!({ "conversation": render(&shared, account, world, seq, conv) }),
+            )),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("Conversation {id} not found"),
+            )),
+        }
+    })
 }
 
 #[derive(Serialize)]
@@ -579,15 +584,13 @@ async fn list_items(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let mut state = shared.lock();
-    let (account, quota) = match admit(&shared, &mut state, &headers) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let mut response = list_items_page(&shared, &mut state, account, &id, query.as_deref())
-        .unwrap_or_else(IntoResponse::into_response);
-    decorate(&mut response, &quota);
-    response
+    frontend::answer::<Spruce, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        None,
+        |state, &(account, _), params| list_items_page(&shared, state, account, &id, params),
+    )
 }
 
 fn list_items_page(
@@ -595,10 +598,9 @@ fn list_items_page(
     state: &mut PlatformState,
     account: usize,
     id: &str,
-    query: Option<&str>,
+    params: &Params,
 ) -> Result<Response, SpruceError> {
-    let params = Params::parse(query);
-    let size = page_size(&params, shared.options.spruce_default_page_size)?;
+    let size = page_size(params, shared.options.spruce_default_page_size)?;
     let newest_first = match params.get("order") {
         None | Some("newest_first") => true,
         Some("oldest_first") => false,
@@ -667,17 +669,14 @@ fn list_items_page(
     if !newest_first {
         keys.reverse();
     }
-    let keys: Vec<(i64, u32)> = keys
-        .into_iter()
-        .filter(|k| match after {
+    let (keys, has_more) = frontend::cut_page(
+        keys.into_iter().filter(|k| match after {
             None => true,
             Some(a) if newest_first => *k < a,
             Some(a) => *k > a,
-        })
-        .take(size + 1)
-        .collect();
-    let has_more = keys.len() > size;
-    let keys = &keys[..keys.len().min(size)];
+        }),
+        size,
+    );
     let person = Person::of(world.key, conv.contact, conv.title_rev);
     let conversation_id = naming::conversation_id(world, seq);
     let items: Vec<ConversationItem> = keys
