@@ -1,6 +1,9 @@
 //! Provider simulator: a faithful fake of the four "list conversations" APIs (Dynamics 365
 //! Contact Center, Spruce, Sinch, HighLevel), served over HTTP on loopback, for the
-//! integration tests, the benchmarks and the one-command demo (`convsync simulate`).
+//! integration tests, the benchmarks and the one-command demo (`convsync simulate`, which
+//! the daemon builds with its default cargo feature `sim`). It knows nothing of convsync
+//! itself: the daemon's `sim_config` turns a running simulator into a convsync
+//! configuration.
 //!
 //! Each provider gets its own listener (like separate hosts in the real world) and a
 //! control listener exposes the ground truth, request counters, fault knobs, the
@@ -9,8 +12,8 @@
 //!
 //! Module map: [`options`] (start-up flags), `world` (conversations, messages, sorted
 //! indexes, eventual consistency), `activity` (targeted and random changes), `faults`,
-//! one front-end per provider (`d365`, `spruce`, `sinch`, `highlevel`), `server` (accept
-//! loop and fault layer), `control` + [`SimClient`] (the control API).
+//! one front-end per provider (`d365`, `spruce`, `sinch`, `highlevel`) on the skeleton in
+//! `frontend` (routing, admission, paging), `server` (accept loop and fault layer), `control` + [`SimClient`] (the control API).
 
 mod accounts;
 mod activity;
