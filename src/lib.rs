@@ -14,7 +14,8 @@ pub mod health;
 pub mod http;
 pub mod provider;
 pub mod secret;
-pub mod sim;
+#[cfg(feature = "sim")]
+pub mod sim_config;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use convsync::sim::{ConversationState, Provider, TruthConversation};
+use convsync_sim::{ConversationState, Platform, TruthConversation};
 
 /// Requests by kind, as the simulator counted them or as the minimum allows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,24 +45,24 @@ pub struct Limit {
 }
 
 impl Limit {
-    pub fn of(provider: Provider) -> Limit {
+    pub fn of(provider: Platform) -> Limit {
         match provider {
-            Provider::D365 => Limit {
+            Platform::D365 => Limit {
                 requests: 300,
                 per: Duration::from_secs(60),
                 text: "300/min (default budget; Microsoft publishes none)",
             },
-            Provider::Spruce => Limit {
+            Platform::Spruce => Limit {
                 requests: 100,
                 per: Duration::from_secs(60),
                 text: "100/min (issue #17's figure; Spruce publishes none)",
             },
-            Provider::Sinch => Limit {
+            Platform::Sinch => Limit {
                 requests: 200,
                 per: Duration::from_secs(1),
                 text: "200/s (default budget; Sinch allows 800/s per project)",
             },
-            Provider::HighLevel => Limit {
+            Platform::HighLevel => Limit {
                 requests: 100,
                 per: Duration::from_secs(10),
                 text: "100/10 s per location (documented)",
@@ -78,13 +78,13 @@ impl Limit {
 }
 
 /// The largest page each provider's listing allows (what convsync asks for by default).
-pub fn max_page_size(provider: Provider) -> u64 {
+pub fn max_page_size(provider: Platform) -> u64 {
     match provider {
-        Provider::D365 => 250,
-        Provider::Spruce => 200,
+        Platform::D365 => 250,
+        Platform::Spruce => 200,
         // conversations:recent; the inventory sweep lists 20 per page.
-        Provider::Sinch => 50,
-        Provider::HighLevel => 100,
+        Platform::Sinch => 50,
+        Platform::HighLevel => 100,
     }
 }
 
@@ -114,7 +114,7 @@ fn pages(rows: u64, page: u64) -> u64 {
 /// - HighLevel: one listing at 100 a page (convsync's ⌈N / 99⌉ re-reads each page's
 ///   boundary row so that a tie is never lost; docs/providers/highlevel.md).
 pub fn first_sync_minimum(
-    provider: Provider,
+    provider: Platform,
     truth: &[TruthConversation],
     at: chrono::DateTime<chrono::Utc>,
 ) -> Requests {
@@ -126,12 +126,12 @@ pub fn first_sync_minimum(
         .count() as u64;
     let page = max_page_size(provider);
     match provider {
-        Provider::D365 => Requests {
+        Platform::D365 => Requests {
             listing: pages(active, page),
             follow_ups: 0,
             tokens: 1,
         },
-        Provider::Spruce => {
+        Platform::Spruce => {
             let since = at - SPRUCE_HORIZON;
             let inside = live
                 .iter()
@@ -146,14 +146,14 @@ pub fn first_sync_minimum(
                 tokens: 0,
             }
         }
-        Provider::Sinch => Requests {
+        Platform::Sinch => Requests {
             listing: pages(n, page)
                 + pages(active, SINCH_LIST_PAGE)
                 + pages(n - active, SINCH_LIST_PAGE),
             follow_ups: 0,
             tokens: 1,
         },
-        Provider::HighLevel => Requests {
+        Platform::HighLevel => Requests {
             listing: pages(n, page),
             follow_ups: 0,
             tokens: 0,
@@ -167,25 +167,25 @@ pub fn first_sync_minimum(
 /// filters by creation time on the server; the others stop at the first row at or below
 /// the watermark, one row more; Spruce's `created` walk costs its one page, and every
 /// changed conversation is open and active, so it needs its items request.
-pub fn delta_minimum(provider: Provider, changed: u64) -> Requests {
+pub fn delta_minimum(provider: Platform, changed: u64) -> Requests {
     let page = max_page_size(provider);
     match provider {
-        Provider::D365 => Requests {
+        Platform::D365 => Requests {
             listing: pages(changed, page),
             follow_ups: 0,
             tokens: 1,
         },
-        Provider::Spruce => Requests {
+        Platform::Spruce => Requests {
             listing: pages(changed + 1, page) + 1,
             follow_ups: changed,
             tokens: 0,
         },
-        Provider::Sinch => Requests {
+        Platform::Sinch => Requests {
             listing: pages(changed + 1, page),
             follow_ups: 0,
             tokens: 1,
         },
-        Provider::HighLevel => Requests {
+        Platform::HighLevel => Requests {
             listing: pages(changed + 1, page),
             follow_ups: 0,
             tokens: 0,
@@ -195,7 +195,7 @@ pub fn delta_minimum(provider: Provider, changed: u64) -> Requests {
 
 /// A first mirror's cost, measured and minimal.
 pub struct FirstMirror {
-    pub provider: Provider,
+    pub provider: Platform,
     pub size: u32,
     pub measured: Requests,
     pub minimum: Requests,

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use convsync::sim::{MessageKind, Mutation, Provider, RequestCounts};
 use convsync::store::{Store, StoreSettings};
 use convsync::time::Timestamp;
+use convsync_sim::{MessageKind, Mutation, Platform, RequestCounts};
 
 use crate::costs::{FirstMirror, Requests, max_page_size};
 use crate::limits::{FetchLimit, WriteLimit};
@@ -52,7 +52,7 @@ struct Args {
         value_delimiter = ',',
         default_value = "d365,spruce,sinch,highlevel"
     )]
-    providers: Vec<Provider>,
+    providers: Vec<Platform>,
     /// Backfill runs per provider and size (the tables show medians).
     #[arg(long, default_value_t = 3)]
     runs: u32,
@@ -209,7 +209,7 @@ impl Checks {
 
 /// One backfill run.
 struct Backfill {
-    provider: Provider,
+    provider: Platform,
     size: u32,
     sync: ProcessStats,
     /// The sync's cycles alone (see [`cycles_span`]).
@@ -249,7 +249,7 @@ impl Backfill {
 
 /// One delta cycle after a backfill.
 struct Delta {
-    provider: Provider,
+    provider: Platform,
     size: u32,
     changed: u32,
     measured: Requests,
@@ -270,7 +270,7 @@ struct Samples<'a> {
 async fn measure_size(
     env: &Env,
     args: &Args,
-    provider: Provider,
+    provider: Platform,
     size: u32,
     samples: &mut Samples<'_>,
     checks: &mut Checks,
@@ -428,7 +428,7 @@ async fn measure_delta(
     let store = open_mirror(db).await?;
     let account = account_key(sim).await?;
     if changed > 0 {
-        if provider == Provider::D365 {
+        if provider == Platform::D365 {
             sim.client
                 .mutate(
                     provider,
@@ -508,17 +508,17 @@ async fn measure_delta(
 async fn account_key(sim: &SimProcess) -> anyhow::Result<String> {
     let accounts = sim.client.accounts().await?;
     let key = match sim.provider {
-        Provider::D365 => accounts.d365.first().map(|a| a.account.clone()),
-        Provider::Spruce => accounts.spruce.first().map(|a| a.account.clone()),
-        Provider::Sinch => accounts.sinch.first().map(|a| a.account.clone()),
-        Provider::HighLevel => accounts.highlevel.first().map(|a| a.account.clone()),
+        Platform::D365 => accounts.d365.first().map(|a| a.account.clone()),
+        Platform::Spruce => accounts.spruce.first().map(|a| a.account.clone()),
+        Platform::Sinch => accounts.sinch.first().map(|a| a.account.clone()),
+        Platform::HighLevel => accounts.highlevel.first().map(|a| a.account.clone()),
     };
     key.context("the simulator has no account")
 }
 
 /// (all data requests, listing requests, follow-up requests, token requests) to
 /// `provider`. Follow-ups are the per-conversation routes (`{id}` in the route template).
-fn data_requests(counts: &RequestCounts, provider: Provider) -> (u64, u64, u64, u64) {
+fn data_requests(counts: &RequestCounts, provider: Platform) -> (u64, u64, u64, u64) {
     let (mut listing, mut follow_ups, mut tokens) = (0, 0, 0);
     for e in counts.entries.iter().filter(|e| e.provider == provider) {
         if e.endpoint.contains("token") {
@@ -574,7 +574,7 @@ async fn cycles_span(db: &Path) -> anyhow::Result<Duration> {
 
 /// A rate-limit measurement: what the simulator enforces and how convsync is configured.
 struct RateCase {
-    provider: Provider,
+    provider: Platform,
     conversations: u32,
     sim_flags: Vec<String>,
     budget: Budget,
@@ -587,7 +587,7 @@ fn rate_cases(args: &Args) -> Vec<RateCase> {
     let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     if args.smoke {
         return vec![RateCase {
-            provider: Provider::HighLevel,
+            provider: Platform::HighLevel,
             conversations: 20_000,
             sim_flags: flags(&[
                 "--highlevel-burst-limit",
@@ -606,7 +606,7 @@ fn rate_cases(args: &Args) -> Vec<RateCase> {
     }
     let all = vec![
         RateCase {
-            provider: Provider::D365,
+            provider: Platform::D365,
             conversations: 200_000,
             sim_flags: flags(&[
                 "--fault-providers",
@@ -622,7 +622,7 @@ fn rate_cases(args: &Args) -> Vec<RateCase> {
             window: Duration::from_secs(60),
         },
         RateCase {
-            provider: Provider::Spruce,
+            provider: Platform::Spruce,
             conversations: 20_000,
             sim_flags: flags(&["--spruce-rate-limit", "1000"]),
             budget: Budget::Explicit {
@@ -634,7 +634,7 @@ fn rate_cases(args: &Args) -> Vec<RateCase> {
             window: Duration::from_secs(60),
         },
         RateCase {
-            provider: Provider::Sinch,
+            provider: Platform::Sinch,
             conversations: 200_000,
             sim_flags: flags(&[
                 "--fault-providers",
@@ -650,7 +650,7 @@ fn rate_cases(args: &Args) -> Vec<RateCase> {
             window: Duration::from_secs(1),
         },
         RateCase {
-            provider: Provider::HighLevel,
+            provider: Platform::HighLevel,
             conversations: 200_000,
             sim_flags: Vec::new(),
             budget: Budget::ProductDefault,
@@ -666,7 +666,7 @@ fn rate_cases(args: &Args) -> Vec<RateCase> {
 
 /// One rate-limit measurement.
 struct Rate {
-    provider: Provider,
+    provider: Platform,
     limit: u32,
     window: Duration,
     budget_text: &'static str,
@@ -761,7 +761,7 @@ async fn measure_rate(env: &Env, args: &Args, case: &RateCase) -> anyhow::Result
 }
 
 /// Successful data requests (2xx, token endpoints excluded) to `provider`.
-fn answered_ok(counts: &RequestCounts, provider: Provider) -> u64 {
+fn answered_ok(counts: &RequestCounts, provider: Platform) -> u64 {
     counts
         .entries
         .iter()
@@ -774,7 +774,7 @@ fn answered_ok(counts: &RequestCounts, provider: Provider) -> u64 {
         .sum()
 }
 
-fn status_count(counts: &RequestCounts, provider: Provider, status: u16) -> u64 {
+fn status_count(counts: &RequestCounts, provider: Platform, status: u16) -> u64 {
     counts
         .entries
         .iter()
@@ -801,7 +801,7 @@ fn print_backfills(samples: &[Backfill]) {
         "| provider | N | runs | sync conv/s | write limit conv/s | fetch+parse limit conv/s | ratio to tighter limit | cycles conv/s | cycles ratio | raw write committed per page conv/s | sync wall s | sync CPU s | peak RSS MiB | requests |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut keys: Vec<(Provider, u32)> = samples.iter().map(|s| (s.provider, s.size)).collect();
+    let mut keys: Vec<(Platform, u32)> = samples.iter().map(|s| (s.provider, s.size)).collect();
     keys.dedup();
     for (provider, size) in keys {
         let runs: Vec<&Backfill> = samples

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use convsync::sim::{Provider, SimClient};
+use convsync_sim::{Platform, SimClient};
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 use url::Url;
@@ -33,19 +33,19 @@ pub struct SimProcess {
     /// Control API client.
     pub client: SimClient,
     /// The provider it serves.
-    pub provider: Provider,
+    pub provider: Platform,
     sources_toml: String,
     secrets: Vec<(String, String)>,
 }
 
 /// The `--*-accounts` flags that give `provider` one account and the others none.
-fn account_flags(provider: Provider) -> Vec<String> {
-    let count = |p: Provider| if p == provider { "1" } else { "0" };
+fn account_flags(provider: Platform) -> Vec<String> {
+    let count = |p: Platform| if p == provider { "1" } else { "0" };
     [
-        ("--d365-accounts", Provider::D365),
-        ("--spruce-accounts", Provider::Spruce),
-        ("--sinch-accounts", Provider::Sinch),
-        ("--highlevel-locations", Provider::HighLevel),
+        ("--d365-accounts", Platform::D365),
+        ("--spruce-accounts", Platform::Spruce),
+        ("--sinch-accounts", Platform::Sinch),
+        ("--highlevel-locations", Platform::HighLevel),
     ]
     .into_iter()
     .flat_map(|(flag, p)| [flag.to_owned(), count(p).to_owned()])
@@ -72,7 +72,7 @@ impl SimProcess {
     /// and reads its banner (URLs, configuration snippet, secrets).
     pub async fn start(
         bin: &Path,
-        provider: Provider,
+        provider: Platform,
         conversations: u32,
         extra: &[String],
         log: &Path,

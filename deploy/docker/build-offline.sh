@@ -4,9 +4,9 @@
 #
 #   deploy/docker/build-offline.sh [TAG]          # default tag: convsync:offline
 #
-# 1. builds the static binary on the host with deploy/build-static.sh, exactly as the
-#    Dockerfile's builder stage does (set CONVSYNC_BINARY=/path/to/convsync to use one
-#    built elsewhere);
+# 1. builds the static binary on the host with deploy/build-static.sh --without-sim,
+#    exactly as the Dockerfile's builder stage does (set CONVSYNC_BINARY=/path/to/convsync
+#    to use one built elsewhere);
 # 2. assembles the image files with deploy/docker/rootfs.sh, the script the builder
 #    stage runs, using the host's CA bundle (CA_BUNDLE=... to choose another);
 # 3. builds a Dockerfile made of a one-line `rootfs` stage plus the runtime stage of
@@ -25,7 +25,7 @@ marker='^# ---- runtime stage'
 if [[ -n "${CONVSYNC_BINARY:-}" ]]; then
     binary="$CONVSYNC_BINARY"
 else
-    binary="$("$repo/deploy/build-static.sh")"
+    binary="$("$repo/deploy/build-static.sh" --without-sim)"
 fi
 [[ -x "$binary" ]] || { echo "build-offline: $binary is not an executable" >&2; exit 1; }
 if command -v ldd >/dev/null && ldd "$binary" 2>&1 | grep -q '=>'; then

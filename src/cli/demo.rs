@@ -8,10 +8,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sources};
-use crate::sim::{SimOptions, Simulator};
+use crate::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use crate::store::Store;
 use crate::sync::Engine;
+use convsync_sim::{SimOptions, Simulator};
 
 /// Options of `convsync demo`.
 #[derive(Debug, clap::Args)]
@@ -75,7 +75,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-fn write_config(args: &DemoArgs, sim: &crate::sim::SimHandle) -> anyhow::Result<PathBuf> {
+fn write_config(args: &DemoArgs, sim: &convsync_sim::SimHandle) -> anyhow::Result<PathBuf> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;

@@ -6,11 +6,14 @@
 mod backup;
 mod credentials;
 mod database;
+#[cfg(feature = "sim")]
 mod demo;
 mod install_files;
 mod maintenance;
 mod progress;
 mod purge;
+#[cfg(feature = "sim")]
+mod simulate;
 mod sources;
 mod state;
 mod status;
@@ -37,6 +40,13 @@ use crate::time::Timestamp;
 /// each source stands.
 #[derive(Debug, Parser)]
 #[command(name = "convsync", version, about, long_about)]
+#[cfg_attr(
+    not(feature = "sim"),
+    command(
+        after_help = "This build has no provider simulator: `simulate` and `demo` come with the \
+                      default build (cargo feature `sim`)."
+    )
+)]
 pub struct Cli {
     /// Configuration file (TOML). Default: $CONVSYNC_CONFIG, else ./convsync.toml.
     #[arg(long, short, global = true, value_name = "PATH")]
@@ -136,9 +146,11 @@ pub enum Command {
     State(state::StateCommand),
     /// Serve the bundled provider simulator (all four APIs on 127.0.0.1) until Ctrl-C.
     /// Prints the URLs and a ready-to-paste convsync configuration.
-    Simulate(crate::sim::SimOptions),
+    #[cfg(feature = "sim")]
+    Simulate(convsync_sim::SimOptions),
     /// Start the simulator and the daemon together, sync all four providers into a local
     /// SQLite file with live progress, then print a summary and a sample report.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
     /// Ask a running `convsync run` whether it is ready (`/readyz`: database writable,
     /// every source synced recently) or, with --live, alive (`/healthz`). Exits 0 when it
@@ -314,10 +326,12 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "sim")]
         Command::Simulate(options) => {
-            crate::sim::run_simulator(options, shutdown_on_signals()).await?;
+            simulate::run(options, shutdown_on_signals()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "sim")]
         Command::Demo(args) => {
             demo::run(args, shutdown_on_signals()).await?;
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use convsync::sim::{Provider, SimHandle, SimOptions, Simulator};
+use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 use serde_json::Value;
 
 use crate::reliability_support::{BINARY, free_loopback_address};
@@ -78,7 +78,7 @@ impl Bed {
     /// Conversations of location `index` the simulator holds (not deleted).
     async fn truth(&self, index: usize) -> usize {
         let account = &self.sim.accounts().highlevel[index].account;
-        let truth = self.sim.truth(Provider::HighLevel, account).await.unwrap();
+        let truth = self.sim.truth(Platform::HighLevel, account).await.unwrap();
         truth.iter().filter(|t| !t.deleted).count()
     }
 
@@ -455,7 +455,7 @@ async fn state_round_trips_and_refusals_change_nothing() {
 /// and the other providers at the interval asked for.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_config_polls_d365_at_its_minimum() {
-    use convsync::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sources};
+    use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
     let sim = Simulator::start(SimOptions {
         activity_rate: 0.0,
         conversations: 5,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convsync::sim::{Provider, SimHandle, SimOptions, Simulator};
+use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 
 /// Hang guard for waits in these tests: generous, never a performance threshold.
 pub const PATIENCE: Duration = Duration::from_secs(120);
@@ -109,7 +109,7 @@ track_reply_state = false
     pub async fn visible_truth(&self) -> Vec<(String, Option<String>)> {
         let mut rows: Vec<(String, Option<String>)> = self
             .sim
-            .truth(Provider::Spruce, &self.account)
+            .truth(Platform::Spruce, &self.account)
             .await
             .unwrap()
             .into_iter()

@@ -4,9 +4,9 @@
 
 use convsync::config::Config;
 use convsync::health::{Notifier, Service};
-use convsync::sim::{MessageKind, Provider};
 use convsync::store::Store;
 use convsync::sync::{CycleOptions, CycleOutcome, Engine};
+use convsync_sim::{MessageKind, Platform};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -151,7 +151,7 @@ async fn metrics_parse_and_the_lag_gauge_follows_provider_activity() {
         .site
         .sim
         .add_message(
-            Provider::Spruce,
+            Platform::Spruce,
             &served.site.account,
             &conversation,
             MessageKind::Inbound,

@@ -13,10 +13,10 @@ use convsync::http::AuthScheme;
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
-use convsync::sim::{SimHandle, SimOptions, Simulator};
 use convsync::store::{MassChangeGuard, StoredRefreshToken};
 use convsync::sync::{CycleOutcome, Engine, OnceResult};
 use convsync::time::Timestamp;
+use convsync_sim::{SimHandle, SimOptions, Simulator};
 
 use crate::common::hostile::{Fault, HostileProxy};
 use crate::common::{TestDb, quick_http, schedule, sync_all};

@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 
-use convsync::sim::{Faults, ProviderSelector};
+use convsync_sim::{Faults, PlatformSelector};
 
 use crate::reliability_support::{BINARY, PATIENCE, Site, SiteOptions, sim_options};
 
@@ -47,7 +47,7 @@ fn a_failing_command_prints_its_error_once() {
 async fn json_logs_of_a_faulty_sync_are_only_json_lines() {
     let site = Site::start(sim_options(47, 10), SiteOptions::default()).await;
     site.sim.set_faults(
-        ProviderSelector::All,
+        PlatformSelector::All,
         Faults {
             error_5xx_ratio: 1.0,
             ..Faults::default()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use convsync::sim::{Faults, LatencyFault, ProviderSelector};
+use convsync_sim::{Faults, LatencyFault, PlatformSelector};
 
 use crate::reliability_support::{Site, SiteOptions, create_pool, pool, sim_options};
 
@@ -42,7 +42,7 @@ async fn backup_during_a_sync_restores_and_converges() {
     )
     .await;
     site.sim.set_faults(
-        ProviderSelector::All,
+        PlatformSelector::All,
         Faults {
             latency: Some(LatencyFault {
                 min_ms: 10,
@@ -100,7 +100,7 @@ async fn backup_during_a_sync_restores_and_converges() {
     assert_eq!(status.code(), Some(0));
     site.sim.pause_activity();
     site.sim
-        .set_faults(ProviderSelector::All, Faults::default());
+        .set_faults(PlatformSelector::All, Faults::default());
 
     let restored = site
         .run(&["restore", "--from", backup.to_str().unwrap()])

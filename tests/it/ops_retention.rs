@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use convsync::sim::{Faults, ProviderSelector};
 use convsync::time::Timestamp;
+use convsync_sim::{Faults, PlatformSelector};
 use sqlx::SqlitePool;
 
 use crate::reliability_support::{PATIENCE, Site, SiteOptions, sim_options};
@@ -232,7 +232,7 @@ async fn the_daemon_applies_retention_and_records_it() {
     // Every provider answers 503, so the daemon's cycles cannot rewrite the rows shaped
     // above: what changes them is retention alone.
     site.sim.set_faults(
-        ProviderSelector::All,
+        PlatformSelector::All,
         Faults {
             error_5xx_ratio: 1.0,
             ..Faults::default()

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use convsync::sim::{Faults, LatencyFault, Provider};
+use convsync_sim::{Faults, LatencyFault, Platform};
 
 use crate::reliability_support::{BINARY, Site, SiteOptions, sim_options};
 
@@ -163,7 +163,7 @@ async fn progress_fits_80_and_160_columns_with_logs_above_the_bars() {
         std::fs::write(&site.config, text).unwrap();
         // HighLevel pages slow enough to watch: its `total` gives an ETA on the way.
         site.sim.set_faults(
-            Provider::HighLevel,
+            Platform::HighLevel,
             Faults {
                 latency: Some(LatencyFault {
                     min_ms: 400,

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use convsync::config::Config;
-use convsync::sim::options::D365Order;
-use convsync::sim::{
-    ConversationState, D365Account, Direction, Faults, MessageKind, Provider, RateLimitFault,
-    RetryAfter, SimHandle, SimOptions, Simulator, TruthConversation,
-};
 use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
 use convsync::time::Timestamp;
+use convsync_sim::options::D365Order;
+use convsync_sim::{
+    ConversationState, D365Account, Faults, MessageDirection, MessageKind, Platform,
+    RateLimitFault, RetryAfter, SimHandle, SimOptions, Simulator, TruthConversation,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestDb, sync_once};
@@ -151,7 +151,7 @@ messages = {messages}
 }
 
 async fn truth(sim: &SimHandle) -> Vec<TruthConversation> {
-    sim.truth(Provider::D365, &account(sim).account)
+    sim.truth(Platform::D365, &account(sim).account)
         .await
         .unwrap()
 }
@@ -266,7 +266,7 @@ async fn assert_mirror_equals_truth(engine: &Engine, sim: &SimHandle, messages: 
             );
         } else if row.active == Some(true) {
             let direction = t.last_message_direction.map(|d| match d {
-                Direction::Inbound => "inbound".to_owned(),
+                MessageDirection::Inbound => "inbound".to_owned(),
                 _ => "outbound".to_owned(),
             });
             assert_eq!(row.last_activity_at, t.last_activity_at.map(text), "{id}");
@@ -291,11 +291,11 @@ async fn last_run(engine: &Engine) -> (String, i64, i64, i64, i64, Option<String
 }
 
 fn list_requests(sim: &SimHandle) -> u64 {
-    sim.request_counts().total(Provider::D365, "/conversations")
+    sim.request_counts().total(Platform::D365, "/conversations")
 }
 
 fn token_requests(sim: &SimHandle) -> u64 {
-    sim.request_counts().total(Provider::D365, "token")
+    sim.request_counts().total(Platform::D365, "token")
 }
 
 fn active_ids(truth: &[TruthConversation]) -> Vec<String> {
@@ -343,7 +343,7 @@ async fn delta_requests_only_new_conversations() {
     assert!(full_listing >= 4);
 
     let created = sim
-        .create_conversations(Provider::D365, &account(&sim).account, 3)
+        .create_conversations(Platform::D365, &account(&sim).account, 3)
         .unwrap();
     sim.reset_counts();
     assert!(matches!(
@@ -379,7 +379,7 @@ async fn sweep_closes_vanished_conversations_and_reopens_returning_ones() {
     let ids = active_ids(&truth(&sim).await);
     let channel = account(&sim).account;
     for id in &ids[..3] {
-        sim.close(Provider::D365, &channel, id).unwrap();
+        sim.close(Platform::D365, &channel, id).unwrap();
     }
     // Deltas cannot see closures.
     sync_once(&engine, false).await;
@@ -424,7 +424,7 @@ async fn mass_closure_guard_refuses_then_applies_when_allowed() {
     let channel = account(&sim).account;
     let closing = ids.len() * 3 / 4;
     for id in &ids[..closing] {
-        sim.close(Provider::D365, &channel, id).unwrap();
+        sim.close(Platform::D365, &channel, id).unwrap();
     }
     sync_once(&engine1, true).await;
     let (_, _, _, _, closed, notes) = last_run(&engine1).await;
@@ -467,7 +467,7 @@ async fn token_is_refreshed_before_it_expires() {
 
     // Past the service's 2 s lifetime: a client that waited for a 401 would get one now.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    sim.create_conversations(Provider::D365, &account(&sim).account, 2)
+    sim.create_conversations(Platform::D365, &account(&sim).account, 2)
         .unwrap();
     assert!(matches!(
         sync_once(&engine, false).await,
@@ -480,7 +480,7 @@ async fn token_is_refreshed_before_it_expires() {
     );
     assert_eq!(
         sim.request_counts()
-            .with_status(Provider::D365, "/conversations", Some(401)),
+            .with_status(Platform::D365, "/conversations", Some(401)),
         0
     );
     assert_mirror_equals_truth(&engine, &sim, false).await;
@@ -495,8 +495,8 @@ async fn token_is_refreshed_once_on_401() {
     let engine = engine(&sim, &db, Knobs::default()).await;
     sync_once(&engine, false).await;
 
-    sim.revoke_tokens(Provider::D365);
-    sim.create_conversations(Provider::D365, &account(&sim).account, 2)
+    sim.revoke_tokens(Platform::D365);
+    sim.create_conversations(Platform::D365, &account(&sim).account, 2)
         .unwrap();
     assert!(matches!(
         sync_once(&engine, false).await,
@@ -505,7 +505,7 @@ async fn token_is_refreshed_once_on_401() {
 
     let counts = sim.request_counts();
     assert_eq!(
-        counts.with_status(Provider::D365, "/conversations", Some(401)),
+        counts.with_status(Platform::D365, "/conversations", Some(401)),
         1
     );
     assert_eq!(token_requests(&sim), 2);
@@ -545,7 +545,7 @@ async fn rejected_credentials_fail_with_the_entra_error() {
 async fn rate_limited_requests_wait_for_retry_after() {
     let sim = simulator(300, Duration::from_secs(3600)).await;
     sim.set_faults(
-        Provider::D365,
+        Platform::D365,
         Faults {
             rate_limit: Some(RateLimitFault {
                 max_requests: 3,
@@ -564,7 +564,7 @@ async fn rate_limited_requests_wait_for_retry_after() {
     ));
 
     let counts = sim.request_counts();
-    assert!(counts.with_status(Provider::D365, "/conversations", Some(429)) >= 1);
+    assert!(counts.with_status(Platform::D365, "/conversations", Some(429)) >= 1);
     assert_mirror_equals_truth(&engine, &sim, false).await;
     sim.shutdown().await;
 }
@@ -574,7 +574,7 @@ async fn rate_limited_requests_wait_for_retry_after() {
 async fn server_errors_are_retried() {
     let sim = simulator(300, Duration::from_secs(3600)).await;
     sim.set_faults(
-        Provider::D365,
+        Platform::D365,
         Faults {
             error_5xx_ratio: 0.3,
             ..Faults::default()
@@ -588,12 +588,12 @@ async fn server_errors_are_retried() {
         CycleOutcome::CaughtUp
     ));
     let counts = sim.request_counts();
-    let failures = counts.with_status(Provider::D365, "/conversations", Some(500))
-        + counts.with_status(Provider::D365, "/conversations", Some(503));
+    let failures = counts.with_status(Platform::D365, "/conversations", Some(500))
+        + counts.with_status(Platform::D365, "/conversations", Some(503));
     assert!(failures >= 1, "the fault should have fired at least once");
     assert_mirror_equals_truth(&engine, &sim, false).await;
 
-    sim.create_conversations(Provider::D365, &account(&sim).account, 4)
+    sim.create_conversations(Platform::D365, &account(&sim).account, 4)
         .unwrap();
     assert!(matches!(
         sync_once(&engine, true).await,
@@ -621,13 +621,13 @@ async fn messages_follow_ups_fill_activity_and_direction() {
     ));
     assert_mirror_equals_truth(&engine, &sim, true).await;
     let active = active_ids(&truth(&sim).await);
-    assert!(sim.request_counts().total(Provider::D365, "/messages") >= active.len() as u64);
+    assert!(sim.request_counts().total(Platform::D365, "/messages") >= active.len() as u64);
 
     let channel = account(&sim).account;
-    sim.add_message(Provider::D365, &channel, &active[0], MessageKind::Inbound)
+    sim.add_message(Platform::D365, &channel, &active[0], MessageKind::Inbound)
         .unwrap();
     sim.add_message(
-        Provider::D365,
+        Platform::D365,
         &channel,
         &active[1],
         MessageKind::OutboundAutomated,
@@ -672,10 +672,10 @@ async fn unordered_listing_with_trailing_empty_pages_loses_nothing() {
     assert_mirror_equals_truth(&engine, &sim, false).await;
 
     let channel = account(&sim).account;
-    sim.create_conversations(Provider::D365, &channel, 5)
+    sim.create_conversations(Platform::D365, &channel, 5)
         .unwrap();
-    sim.tie_cluster(Provider::D365, &channel, 7).unwrap();
-    sim.close(Provider::D365, &channel, &active[0]).unwrap();
+    sim.tie_cluster(Platform::D365, &channel, 7).unwrap();
+    sim.close(Platform::D365, &channel, &active[0]).unwrap();
     sync_once(&engine, false).await;
     let (_, _, inserted, updated, _, _) = last_run(&engine).await;
     assert_eq!((inserted, updated), (12, 0));
@@ -702,7 +702,7 @@ async fn tie_cluster_across_pages_is_mirrored_whole() {
     sync_once(&engine, false).await;
 
     let cluster = sim
-        .tie_cluster(Provider::D365, &account(&sim).account, 12)
+        .tie_cluster(Platform::D365, &account(&sim).account, 12)
         .unwrap();
     sim.reset_counts();
     assert!(matches!(
@@ -728,7 +728,7 @@ async fn tie_cluster_across_pages_is_mirrored_whole() {
 async fn expired_continuation_token_restarts_the_walk() {
     let sim = simulator(300, Duration::from_secs(3600)).await;
     sim.set_faults(
-        Provider::D365,
+        Platform::D365,
         Faults {
             page_token_ttl_ms: Some(60_000),
             ..Faults::default()
@@ -756,7 +756,7 @@ async fn expired_continuation_token_restarts_the_walk() {
     assert!(notes.unwrap_or_default().contains("page position rejected"));
     assert_eq!(
         sim.request_counts()
-            .with_status(Provider::D365, "/conversations", Some(400)),
+            .with_status(Platform::D365, "/conversations", Some(400)),
         1
     );
 
@@ -796,7 +796,7 @@ async fn messages_404_closes_the_conversation() {
             .fetch_one(engine.store().pool())
             .await
             .unwrap();
-    sim.close(Provider::D365, &account(&sim).account, &pending)
+    sim.close(Platform::D365, &account(&sim).account, &pending)
         .unwrap();
     assert!(matches!(
         sync_once(&engine, false).await,
@@ -805,7 +805,7 @@ async fn messages_404_closes_the_conversation() {
 
     assert_eq!(
         sim.request_counts()
-            .with_status(Provider::D365, "/messages", Some(404)),
+            .with_status(Platform::D365, "/messages", Some(404)),
         1
     );
     let row = &rows(&engine).await[&pending];
@@ -819,8 +819,8 @@ async fn messages_404_closes_the_conversation() {
 fn header_sightings(sim: &SimHandle) -> (u64, u64) {
     let counts = sim.request_counts();
     (
-        counts.seen(Provider::D365, "auth headers: channel-id"),
-        counts.seen(Provider::D365, "auth headers: x-ms-channel-id"),
+        counts.seen(Platform::D365, "auth headers: channel-id"),
+        counts.seen(Platform::D365, "auth headers: x-ms-channel-id"),
     )
 }
 
@@ -829,7 +829,7 @@ fn header_sightings(sim: &SimHandle) -> (u64, u64) {
 /// docs) both sync completely; `header_names` narrows it to one pair.
 #[tokio::test]
 async fn both_generations_of_header_names_are_sent_by_default() {
-    use convsync::sim::options::D365HeaderNames;
+    use convsync_sim::options::D365HeaderNames;
     for tenant in [
         D365HeaderNames::XMs,
         D365HeaderNames::Plain,
@@ -884,7 +884,7 @@ async fn both_generations_of_header_names_are_sent_by_default() {
 async fn errors_carry_the_correlation_id() {
     let sim = simulator(30, Duration::from_secs(3600)).await;
     sim.set_faults(
-        Provider::D365,
+        Platform::D365,
         Faults {
             error_5xx_ratio: 1.0,
             ..Faults::default()
@@ -920,7 +920,7 @@ async fn errors_carry_the_correlation_id() {
 async fn rate_limited_requests_log_the_correlation_id() {
     let sim = simulator(5, Duration::from_secs(3600)).await;
     sim.set_faults(
-        Provider::D365,
+        Platform::D365,
         Faults {
             rate_limit: Some(RateLimitFault {
                 max_requests: 0,

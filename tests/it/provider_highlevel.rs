@@ -17,19 +17,19 @@ use convsync::http::{HttpSettings, RetryPolicy};
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::provider::{SetupContext, WalkContext};
 use convsync::secret::SecretRef;
-use convsync::sim::options::StartAfter;
-use convsync::sim::{
-    EditField, Faults, MessageKind, Provider as SimProvider, RateLimitFault, SimHandle, SimOptions,
-    Simulator, TruthConversation,
-};
 use convsync::store::{MassChangeGuard, Store};
 use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
 use convsync::time::Timestamp;
+use convsync_sim::options::StartAfter;
+use convsync_sim::{
+    EditField, Faults, MessageKind, Platform, RateLimitFault, SimHandle, SimOptions, Simulator,
+    TruthConversation,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestDb, quick_http, schedule, sync_all};
 
-const HL: SimProvider = SimProvider::HighLevel;
+const HL: Platform = Platform::HighLevel;
 const SEARCH: &str = "GET /conversations/search";
 const TOKEN: &str = "POST /oauth/token";
 const SOURCE: &str = "hl";
@@ -330,10 +330,10 @@ fn expected(location: &str, truth: &TruthConversation) -> Row {
         assignee: truth.assignee.clone(),
         unread_count: Some(i64::from(truth.unread_count)),
         direction: match truth.last_message_direction {
-            Some(convsync::sim::Direction::Inbound) => Some("inbound".into()),
-            Some(convsync::sim::Direction::Outbound) => Some("outbound".into()),
+            Some(convsync_sim::MessageDirection::Inbound) => Some("inbound".into()),
+            Some(convsync_sim::MessageDirection::Outbound) => Some("outbound".into()),
             // An internal comment carries no direction: the mirror keeps the last one known.
-            Some(convsync::sim::Direction::Internal) | None => None,
+            Some(convsync_sim::MessageDirection::Internal) | None => None,
         },
         deleted: truth.deleted,
     }
@@ -360,7 +360,7 @@ async fn assert_mirror_matches_truth(bed: &HighLevelBed, store: &Store, location
                     }
                     continue;
                 }
-                if t.last_message_direction == Some(convsync::sim::Direction::Internal) {
+                if t.last_message_direction == Some(convsync_sim::MessageDirection::Internal) {
                     want.direction = got.direction.clone();
                 }
                 if *got != want {

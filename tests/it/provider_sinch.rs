@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use convsync::config::Config;
-use convsync::sim::{
-    AuthScheme, Faults, MessageKind, Provider, SimHandle, SimOptions, Simulator, SinchAccount,
-    TruthConversation,
-};
 use convsync::store::Store;
 use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
 use convsync::time::Timestamp;
+use convsync_sim::{
+    Faults, MessageKind, Platform, RequestAuth, SimHandle, SimOptions, Simulator, SinchAccount,
+    TruthConversation,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestDb, quick_http};
@@ -97,7 +97,7 @@ key_secret = {{ file = "{secret}" }}
 
     async fn truth(&self) -> Vec<TruthConversation> {
         self.sim
-            .truth(Provider::Sinch, &self.account.account)
+            .truth(Platform::Sinch, &self.account.account)
             .await
             .unwrap()
     }
@@ -109,7 +109,7 @@ key_secret = {{ file = "{secret}" }}
             counts
                 .entries
                 .iter()
-                .filter(|e| e.provider == Provider::Sinch && e.endpoint.ends_with(suffix))
+                .filter(|e| e.provider == Platform::Sinch && e.endpoint.ends_with(suffix))
                 .map(|e| e.count)
                 .sum()
         };
@@ -117,7 +117,7 @@ key_secret = {{ file = "{secret}" }}
     }
 
     fn token_requests(&self) -> u64 {
-        self.sim.request_counts().total(Provider::Sinch, "token")
+        self.sim.request_counts().total(Platform::Sinch, "token")
     }
 
     /// Ids of live conversations in a state, in id order.
@@ -161,8 +161,8 @@ key_secret = {{ file = "{secret}" }}
                 channel: Some(t.channel.clone()),
                 contact_id: Some(t.contact_id.clone()),
                 direction: match t.last_message_direction {
-                    Some(convsync::sim::Direction::Inbound) => Some("inbound".to_owned()),
-                    Some(convsync::sim::Direction::Outbound) => Some("outbound".to_owned()),
+                    Some(convsync_sim::MessageDirection::Inbound) => Some("inbound".to_owned()),
+                    Some(convsync_sim::MessageDirection::Outbound) => Some("outbound".to_owned()),
                     _ => None,
                 },
                 account: self.account.app_id.clone(),
@@ -183,7 +183,7 @@ key_secret = {{ file = "{secret}" }}
 }
 
 fn is_active(c: &TruthConversation) -> bool {
-    c.state == convsync::sim::ConversationState::Active
+    c.state == convsync_sim::ConversationState::Active
 }
 
 #[derive(Debug, PartialEq)]
@@ -316,7 +316,7 @@ async fn initial_sync_mirrors_active_and_inactive_conversations() {
     assert_eq!(t.token_requests(), 1, "one token for the whole cycle");
     let counts = t.sim.request_counts();
     assert_eq!(
-        counts.data_requests_with_auth(Provider::Sinch, AuthScheme::Basic),
+        counts.data_requests_with_auth(Platform::Sinch, RequestAuth::Basic),
         0,
         "never Basic auth on data calls"
     );
@@ -403,7 +403,7 @@ async fn delta_cycle_costs_what_the_documented_strategy_says() {
         MessageKind::Inbound,
     ]) {
         t.sim
-            .add_message(Provider::Sinch, &t.account.account, id, kind)
+            .add_message(Platform::Sinch, &t.account.account, id, kind)
             .unwrap();
     }
     t.sim.reset_counts();
@@ -419,7 +419,7 @@ async fn delta_cycle_costs_what_the_documented_strategy_says() {
     // Sixty new conversations: two pages of 50, inserted, nothing else rewritten.
     t.sim.advance_clock(Duration::from_secs(30));
     t.sim
-        .create_conversations(Provider::Sinch, &t.account.account, 60)
+        .create_conversations(Platform::Sinch, &t.account.account, 60)
         .unwrap();
     t.sim.reset_counts();
     assert!(matches!(
@@ -446,7 +446,7 @@ async fn tie_cluster_across_a_page_boundary_is_read_completely() {
     t.sim.advance_clock(Duration::from_secs(30));
     let tied = t
         .sim
-        .tie_cluster(Provider::Sinch, &t.account.account, 60)
+        .tie_cluster(Platform::Sinch, &t.account.account, 60)
         .unwrap();
     assert_eq!(tied.len(), 60);
     t.sim.reset_counts();
@@ -524,7 +524,7 @@ async fn expired_page_token_restarts_the_walk() {
     ));
 
     t.sim.set_faults(
-        Provider::Sinch,
+        Platform::Sinch,
         Faults {
             page_token_ttl_ms: Some(60_000),
             ..Faults::default()
@@ -547,7 +547,7 @@ async fn expired_page_token_restarts_the_walk() {
     );
     let counts = t.sim.request_counts();
     assert_eq!(
-        counts.with_status(Provider::Sinch, "conversations:recent", Some(400)),
+        counts.with_status(Platform::Sinch, "conversations:recent", Some(400)),
         1
     );
     t.assert_mirror_equals_truth(engine.store()).await;
@@ -567,7 +567,7 @@ async fn deactivated_conversations_are_updated_by_the_sweep() {
     let stopped: Vec<String> = t.live_ids(true).await.into_iter().take(3).collect();
     for id in &stopped {
         t.sim
-            .close(Provider::Sinch, &t.account.account, id)
+            .close(Platform::Sinch, &t.account.account, id)
             .unwrap();
     }
     assert!(matches!(
@@ -612,7 +612,7 @@ async fn deletions_are_applied_behind_the_mass_deletion_guard() {
     ];
     for id in &gone {
         t.sim
-            .delete(Provider::Sinch, &t.account.account, id)
+            .delete(Platform::Sinch, &t.account.account, id)
             .unwrap();
     }
     assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
@@ -625,7 +625,7 @@ async fn deletions_are_applied_behind_the_mass_deletion_guard() {
     doomed.truncate(doomed.len() * 3 / 4);
     for id in &doomed {
         t.sim
-            .delete(Provider::Sinch, &t.account.account, id)
+            .delete(Platform::Sinch, &t.account.account, id)
             .unwrap();
     }
     assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
@@ -657,12 +657,12 @@ async fn revoked_token_is_refreshed_once() {
     ));
     assert_eq!(t.token_requests(), 1);
 
-    t.sim.revoke_tokens(Provider::Sinch);
+    t.sim.revoke_tokens(Platform::Sinch);
     t.sim.advance_clock(Duration::from_secs(10));
     let id = t.live_ids(true).await[0].clone();
     t.sim
         .add_message(
-            Provider::Sinch,
+            Platform::Sinch,
             &t.account.account,
             &id,
             MessageKind::Inbound,
@@ -676,11 +676,11 @@ async fn revoked_token_is_refreshed_once() {
     let counts = t.sim.request_counts();
     assert_eq!(t.token_requests(), 2, "one new token after the 401");
     assert_eq!(
-        counts.with_status(Provider::Sinch, "conversations:recent", Some(401)),
+        counts.with_status(Platform::Sinch, "conversations:recent", Some(401)),
         1
     );
     assert_eq!(
-        counts.data_requests_with_auth(Provider::Sinch, AuthScheme::Basic),
+        counts.data_requests_with_auth(Platform::Sinch, RequestAuth::Basic),
         0
     );
     t.assert_mirror_equals_truth(engine.store()).await;
@@ -692,12 +692,12 @@ async fn rate_limited_requests_back_off_and_complete() {
     let t = SinchTest::start(90, |o| o.frozen_clock = false).await;
     let engine = t.engine().await;
     t.sim.set_faults(
-        Provider::Sinch,
+        Platform::Sinch,
         Faults {
-            rate_limit: Some(convsync::sim::RateLimitFault {
+            rate_limit: Some(convsync_sim::RateLimitFault {
                 max_requests: 3,
                 window_ms: 100,
-                retry_after: convsync::sim::RetryAfter::None,
+                retry_after: convsync_sim::RetryAfter::None,
             }),
             ..Faults::default()
         },
@@ -708,7 +708,7 @@ async fn rate_limited_requests_back_off_and_complete() {
     ));
     let counts = t.sim.request_counts();
     assert!(
-        counts.with_status(Provider::Sinch, "conversations", Some(429)) > 0,
+        counts.with_status(Platform::Sinch, "conversations", Some(429)) > 0,
         "the quota was hit"
     );
     assert!(

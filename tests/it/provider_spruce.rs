@@ -14,18 +14,18 @@ use convsync::config::{Schedule, SourceSettings};
 use convsync::provider::SetupContext;
 use convsync::provider::spruce::{SpruceConfig, setup};
 use convsync::secret::SecretRef;
-use convsync::sim::{
-    ConversationState, EditField, Faults, MessageKind, Provider as SimProvider, SimHandle,
-    SimOptions, Simulator, TruthConversation,
-};
 use convsync::store::{MassChangeGuard, Store};
 use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
 use convsync::time::Timestamp;
+use convsync_sim::{
+    ConversationState, EditField, Faults, MessageKind, Platform, SimHandle, SimOptions, Simulator,
+    TruthConversation,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestDb, quick_http, schedule};
 
-pub(crate) const SPRUCE: SimProvider = SimProvider::Spruce;
+pub(crate) const SPRUCE: Platform = Platform::Spruce;
 const LIST: &str = "GET /v1/conversations";
 const ITEMS: &str = "/items";
 
@@ -235,11 +235,11 @@ fn expected(truth: &TruthConversation) -> Row {
         title: Some(truth.title.clone()),
         assignee: truth.assignee.clone(),
         direction: match truth.last_message_direction {
-            Some(convsync::sim::Direction::Inbound) => Some("inbound".into()),
-            Some(convsync::sim::Direction::Outbound) => Some("outbound".into()),
+            Some(convsync_sim::MessageDirection::Inbound) => Some("inbound".into()),
+            Some(convsync_sim::MessageDirection::Outbound) => Some("outbound".into()),
             // The newest item is an internal note: the mirror keeps the newest message
             // that counts, which the truth does not name; checked by the scenarios.
-            Some(convsync::sim::Direction::Internal) | None => None,
+            Some(convsync_sim::MessageDirection::Internal) | None => None,
         },
         last_inbound_at: text(truth.last_inbound_at),
         last_outbound_at: text(truth.last_outbound_at),
@@ -269,7 +269,7 @@ async fn assert_mirror_matches_truth(bed: &SpruceBed, store: &Store) {
                     }
                     continue;
                 }
-                if t.last_message_direction == Some(convsync::sim::Direction::Internal) {
+                if t.last_message_direction == Some(convsync_sim::MessageDirection::Internal) {
                     want.direction = got.direction.clone();
                 }
                 // Reply state is read for open conversations only (reply_state_horizon): an
@@ -348,7 +348,7 @@ pub(crate) async fn with_messages(bed: &SpruceBed) -> Vec<String> {
 #[tokio::test]
 async fn initial_sync_mirrors_everything_with_reply_state() {
     let bed = SpruceBed::start(150, |o| {
-        o.spruce_messageless_order = convsync::sim::options::MessagelessOrder::Excluded;
+        o.spruce_messageless_order = convsync_sim::options::MessagelessOrder::Excluded;
         o.spruce_null_last_message_at = true;
     })
     .await;

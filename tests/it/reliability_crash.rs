@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use convsync::sim::{Faults, LatencyFault, ProviderSelector};
+use convsync_sim::{Faults, LatencyFault, PlatformSelector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -42,7 +42,7 @@ async fn kill_storm(kills: u32, seed: u64) {
         },
     )
     .await;
-    site.sim.set_faults(ProviderSelector::All, storm_faults());
+    site.sim.set_faults(PlatformSelector::All, storm_faults());
     let mut rng = StdRng::seed_from_u64(seed);
     let mut history = WatermarkHistory::default();
     let mut metrics = Vec::new();
@@ -62,7 +62,7 @@ async fn kill_storm(kills: u32, seed: u64) {
 
     site.sim.pause_activity();
     site.sim
-        .set_faults(ProviderSelector::All, Faults::default());
+        .set_faults(PlatformSelector::All, Faults::default());
     // A batch of changes the generator began before the pause may still land.
     tokio::time::sleep(Duration::from_millis(500)).await;
     site.sync_full().await;
@@ -127,7 +127,7 @@ async fn sigterm_is_graceful_and_exits_zero() {
     )
     .await;
     site.sim.set_faults(
-        ProviderSelector::All,
+        PlatformSelector::All,
         Faults {
             latency: Some(LatencyFault {
                 min_ms: 20,
@@ -163,7 +163,7 @@ async fn sigterm_is_graceful_and_exits_zero() {
     pool.close().await;
 
     site.sim
-        .set_faults(ProviderSelector::All, Faults::default());
+        .set_faults(PlatformSelector::All, Faults::default());
     site.sync_full().await;
     site.assert_mirror_equals_truth().await;
     site.assert_integrity().await;

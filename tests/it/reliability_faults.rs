@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use convsync::sim::{
-    Faults, LatencyFault, MessageKind, Provider, ProviderSelector, RateLimitFault, RetryAfter,
+use convsync_sim::{
+    Faults, LatencyFault, MessageKind, Platform, PlatformSelector, RateLimitFault, RetryAfter,
 };
 use sqlx::SqlitePool;
 
@@ -111,7 +111,7 @@ async fn finish(site: &Site, texts: &[&str]) {
 
 async fn site_with(faults: Faults, site: SiteOptions) -> Site {
     let site = Site::start(sim_options(31, 60), site).await;
-    site.sim.set_faults(ProviderSelector::All, faults);
+    site.sim.set_faults(PlatformSelector::All, faults);
     site
 }
 
@@ -129,10 +129,10 @@ fn rate_limit(retry_after: RetryAfter) -> Option<RateLimitFault> {
 async fn rate_limit_storm_with_retry_after_is_waited_out() {
     let site = site_with(Faults::default(), SiteOptions::default()).await;
     for (provider, style) in [
-        (Provider::D365, RetryAfter::Seconds),
-        (Provider::Spruce, RetryAfter::Seconds),
-        (Provider::Sinch, RetryAfter::HttpDate),
-        (Provider::HighLevel, RetryAfter::HttpDate),
+        (Platform::D365, RetryAfter::Seconds),
+        (Platform::Spruce, RetryAfter::Seconds),
+        (Platform::Sinch, RetryAfter::HttpDate),
+        (Platform::HighLevel, RetryAfter::HttpDate),
     ] {
         site.sim.set_faults(
             provider,
@@ -290,7 +290,7 @@ async fn persistently_malformed_pages_fail_without_advancing_anything() {
     let pool = site.pool().await;
     let before = snapshot(&pool).await;
     site.sim.set_faults(
-        ProviderSelector::All,
+        PlatformSelector::All,
         Faults {
             malformed_ratio: 1.0,
             ..Faults::default()
@@ -318,7 +318,7 @@ async fn persistently_malformed_pages_fail_without_advancing_anything() {
     );
 
     site.sim
-        .set_faults(ProviderSelector::All, Faults::default());
+        .set_faults(PlatformSelector::All, Faults::default());
     site.sync_full().await;
     pool.close().await;
     finish(&site, &[&failed.stderr]).await;
@@ -359,7 +359,7 @@ async fn expired_page_tokens_restart_the_walk() {
     )
     .await;
     site.sim.set_faults(
-        ProviderSelector::All,
+        PlatformSelector::All,
         Faults {
             page_token_ttl_ms: Some(1_500),
             latency: Some(LatencyFault {
@@ -428,7 +428,7 @@ async fn credentials_expiring_mid_walk_are_refreshed() {
     )
     .await;
     site.sim.set_faults(
-        ProviderSelector::All,
+        PlatformSelector::All,
         Faults {
             access_token_ttl_ms: Some(3_000),
             latency: Some(LatencyFault {
@@ -441,7 +441,7 @@ async fn credentials_expiring_mid_walk_are_refreshed() {
     let mut daemon = site.spawn_daemon();
     let pool = site.pool().await;
     wait_for_rows(&pool, &mut daemon).await;
-    site.sim.revoke_tokens(ProviderSelector::All);
+    site.sim.revoke_tokens(PlatformSelector::All);
     wait_every_source_caught_up(&site, &pool, &mut daemon).await;
     let metrics = site.scrape_metrics().await;
     assert_eq!(daemon.sigterm().await.code(), Some(0));
@@ -450,7 +450,7 @@ async fn credentials_expiring_mid_walk_are_refreshed() {
         "{metrics}"
     );
     let counts = site.sim.request_counts();
-    for provider in [Provider::D365, Provider::Sinch, Provider::HighLevel] {
+    for provider in [Platform::D365, Platform::Sinch, Platform::HighLevel] {
         assert!(
             counts.total(provider, "token") >= 2,
             "{provider:?} fetched a new token"
@@ -463,7 +463,7 @@ async fn credentials_expiring_mid_walk_are_refreshed() {
 }
 
 /// Two conversations per provider with messages, the first older.
-async fn two_conversations(site: &Site, provider: Provider, account: &str) -> (String, String) {
+async fn two_conversations(site: &Site, provider: Platform, account: &str) -> (String, String) {
     let mut truth: Vec<_> = site
         .sim
         .truth(provider, account)
@@ -473,7 +473,7 @@ async fn two_conversations(site: &Site, provider: Provider, account: &str) -> (S
         .filter(|t| {
             !t.deleted
                 && t.last_activity_at.is_some()
-                && t.state == convsync::sim::ConversationState::Active
+                && t.state == convsync_sim::ConversationState::Active
         })
         .collect();
     truth.sort_by_key(|t| t.created_at);
@@ -485,19 +485,19 @@ async fn two_conversations(site: &Site, provider: Provider, account: &str) -> (S
 /// when the late ones become visible.
 async fn late_and_early_messages(
     site: &Site,
-    providers: &[Provider],
+    providers: &[Platform],
     delay_ms: u64,
     gap: Duration,
-) -> (Vec<(Provider, String, String)>, tokio::time::Instant) {
+) -> (Vec<(Platform, String, String)>, tokio::time::Instant) {
     let accounts = site.sim.accounts();
-    let targets: Vec<(Provider, String)> = providers
+    let targets: Vec<(Platform, String)> = providers
         .iter()
         .map(|p| {
             let account = match p {
-                Provider::Spruce => &accounts.spruce[0].account,
-                Provider::Sinch => &accounts.sinch[0].account,
-                Provider::HighLevel => &accounts.highlevel[0].account,
-                Provider::D365 => unreachable!("D365 lists no message activity"),
+                Platform::Spruce => &accounts.spruce[0].account,
+                Platform::Sinch => &accounts.sinch[0].account,
+                Platform::HighLevel => &accounts.highlevel[0].account,
+                Platform::D365 => unreachable!("D365 lists no message activity"),
             };
             (*p, account.clone())
         })
@@ -540,7 +540,7 @@ async fn late_and_early_messages(
 async fn is_current(
     site: &Site,
     pool: &SqlitePool,
-    provider: Provider,
+    provider: Platform,
     account: &str,
     id: &str,
 ) -> bool {
@@ -568,7 +568,7 @@ async fn consistency_delay_within_the_lookback_loses_nothing() {
     let pool = site.pool().await;
     let (late, visible) = late_and_early_messages(
         &site,
-        &[Provider::Spruce, Provider::Sinch, Provider::HighLevel],
+        &[Platform::Spruce, Platform::Sinch, Platform::HighLevel],
         8_000,
         Duration::from_millis(1_100),
     )
@@ -615,7 +615,7 @@ async fn consistency_delay_beyond_the_lookback_is_reported_and_repaired() {
     let pool = site.pool().await;
     let (late, visible) = late_and_early_messages(
         &site,
-        &[Provider::Spruce],
+        &[Platform::Spruce],
         8_000,
         Duration::from_millis(2_000),
     )
@@ -669,15 +669,15 @@ async fn tie_clusters_across_page_boundaries_are_not_lost() {
     site.assert_mirror_equals_truth().await;
     let a = site.sim.accounts().clone();
     for (provider, account) in [
-        (Provider::D365, &a.d365[0].account),
-        (Provider::Spruce, &a.spruce[0].account),
-        (Provider::Sinch, &a.sinch[0].account),
-        (Provider::HighLevel, &a.highlevel[0].account),
-        (Provider::HighLevel, &a.highlevel[1].account),
+        (Platform::D365, &a.d365[0].account),
+        (Platform::Spruce, &a.spruce[0].account),
+        (Platform::Sinch, &a.sinch[0].account),
+        (Platform::HighLevel, &a.highlevel[0].account),
+        (Platform::HighLevel, &a.highlevel[1].account),
     ] {
         let cluster = site.sim.tie_cluster(provider, account, 4).unwrap();
         // Newer activity above the cluster pushes it across the first page boundary.
-        if provider == Provider::D365 {
+        if provider == Platform::D365 {
             site.sim.create_conversations(provider, account, 3).unwrap();
         } else {
             let others: Vec<String> = site
@@ -686,7 +686,7 @@ async fn tie_clusters_across_page_boundaries_are_not_lost() {
                 .await
                 .unwrap()
                 .into_iter()
-                .filter(|t| !t.deleted && t.state == convsync::sim::ConversationState::Active)
+                .filter(|t| !t.deleted && t.state == convsync_sim::ConversationState::Active)
                 .map(|t| t.id)
                 .filter(|id| !cluster.contains(id))
                 .take(3)
@@ -713,7 +713,7 @@ async fn future_timestamps_do_not_move_the_watermark_ahead() {
     let site = site_with(Faults::default(), SiteOptions::default()).await;
     site.sync_full().await;
     site.sim.set_faults(
-        ProviderSelector::All,
+        PlatformSelector::All,
         Faults {
             future_timestamp_ratio: 1.0,
             future_skew_ms: 3_600_000,

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use convsync::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sources};
-use convsync::sim::{
-    ConversationState, Direction, Provider, SimHandle, SimOptions, Simulator, TruthConversation,
-};
+use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::{Store, WalkCursor};
 use convsync::time::Timestamp;
+use convsync_sim::{
+    ConversationState, MessageDirection, Platform, SimHandle, SimOptions, Simulator,
+    TruthConversation,
+};
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
@@ -635,7 +636,7 @@ type MirrorRow = BTreeMap<&'static str, Option<String>>;
 #[derive(Debug, Clone)]
 pub struct SiteSource {
     pub name: String,
-    pub provider: Provider,
+    pub provider: Platform,
     /// The simulator's account key (for `truth`).
     pub account: String,
     /// The mirror's `account` column.
@@ -663,7 +664,7 @@ impl TruthCheck {
         for (i, x) in a.d365.iter().enumerate() {
             sources.push(SiteSource {
                 name: format!("d365-{i}"),
-                provider: Provider::D365,
+                provider: Platform::D365,
                 account: x.account.clone(),
                 mirror_account: x.channel_id.clone(),
             });
@@ -671,7 +672,7 @@ impl TruthCheck {
         for (i, x) in a.spruce.iter().enumerate() {
             sources.push(SiteSource {
                 name: format!("spruce-{i}"),
-                provider: Provider::Spruce,
+                provider: Platform::Spruce,
                 account: x.account.clone(),
                 mirror_account: x.organization_id.clone(),
             });
@@ -679,7 +680,7 @@ impl TruthCheck {
         for (i, x) in a.sinch.iter().enumerate() {
             sources.push(SiteSource {
                 name: format!("sinch-{i}/{}", x.app_id),
-                provider: Provider::Sinch,
+                provider: Platform::Sinch,
                 account: x.account.clone(),
                 mirror_account: x.app_id.clone(),
             });
@@ -687,7 +688,7 @@ impl TruthCheck {
         for x in &a.highlevel {
             sources.push(SiteSource {
                 name: format!("highlevel/{}", x.location_id),
-                provider: Provider::HighLevel,
+                provider: Platform::HighLevel,
                 account: x.account.clone(),
                 mirror_account: x.location_id.clone(),
             });
@@ -767,11 +768,11 @@ fn flag(b: bool) -> Option<String> {
 
 fn direction(t: &TruthConversation) -> Option<Option<String>> {
     match t.last_message_direction {
-        Some(Direction::Inbound) => Some(Some("inbound".into())),
-        Some(Direction::Outbound) => Some(Some("outbound".into())),
+        Some(MessageDirection::Inbound) => Some(Some("inbound".into())),
+        Some(MessageDirection::Outbound) => Some(Some("outbound".into())),
         // The newest item is internal: the mirror keeps the newest message that counts,
         // which the truth does not name.
-        Some(Direction::Internal) => None,
+        Some(MessageDirection::Internal) => None,
         None => Some(None),
     }
 }
@@ -804,7 +805,7 @@ fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) 
         let may_be_absent = match source.provider {
             // D365 lists only active conversations: one that closed before it was ever
             // listed was never visible.
-            Provider::D365 => !d365_active,
+            Platform::D365 => !d365_active,
             _ => t.deleted,
         };
         return (!may_be_absent).then(|| "missing from the mirror".to_owned());
@@ -814,7 +815,7 @@ fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) 
         ("provider", Some(provider_name(source.provider).into())),
     ];
     match source.provider {
-        Provider::D365 => {
+        Platform::D365 => {
             want.extend([
                 ("created_at", text(Some(t.created_at))),
                 ("active", flag(d365_active)),
@@ -825,10 +826,10 @@ fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) 
                 ("title", None),
             ]);
         }
-        Provider::Spruce | Provider::Sinch | Provider::HighLevel if t.deleted => {
+        Platform::Spruce | Platform::Sinch | Platform::HighLevel if t.deleted => {
             want.push(("deleted", flag(true)));
         }
-        Provider::Spruce => {
+        Platform::Spruce => {
             let internal_only = matches!(t.channel.as_str(), "team" | "note");
             want.extend([
                 ("created_at", text(Some(t.created_at))),
@@ -855,7 +856,7 @@ fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) 
                 }
             }
         }
-        Provider::Sinch => {
+        Platform::Sinch => {
             let active = t.state == ConversationState::Active;
             want.extend([
                 ("active", flag(active)),
@@ -867,7 +868,7 @@ fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) 
                 ("last_message_direction", direction(t).unwrap_or(None)),
             ]);
         }
-        Provider::HighLevel => {
+        Platform::HighLevel => {
             want.extend([
                 ("created_at", text(Some(t.created_at))),
                 ("last_activity_at", text(t.last_activity_at)),
@@ -902,11 +903,11 @@ fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) 
     (!wrong.is_empty()).then(|| wrong.join("; "))
 }
 
-fn provider_name(p: Provider) -> &'static str {
+fn provider_name(p: Platform) -> &'static str {
     match p {
-        Provider::D365 => "d365",
-        Provider::Spruce => "spruce",
-        Provider::Sinch => "sinch",
-        Provider::HighLevel => "highlevel",
+        Platform::D365 => "d365",
+        Platform::Spruce => "spruce",
+        Platform::Sinch => "sinch",
+        Platform::HighLevel => "highlevel",
     }
 }

@@ -14,14 +14,14 @@ use std::time::Duration;
 use convsync::config::{Config, Schedule};
 use convsync::http::RateQuota;
 use convsync::provider::ProviderKind;
-use convsync::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sources};
-use convsync::sim::{
-    ConversationState, MessageKind, Mutation, Provider, SimHandle, SimOptions, Simulator,
-    TruthConversation,
-};
+use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::Store;
 use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
 use convsync::time::Timestamp;
+use convsync_sim::{
+    ConversationState, MessageKind, Mutation, Platform, SimHandle, SimOptions, Simulator,
+    TruthConversation,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestDb, quick_http, schedule, sync_all};
@@ -400,7 +400,7 @@ async fn a_reopened_conversation_reads_its_reply_state_from_the_start() {
 /// every setting at its product default, page sizes included.
 struct DefaultsBed {
     sim: SimHandle,
-    provider: Provider,
+    provider: Platform,
     account: String,
     engine: Engine,
     _db: TestDb,
@@ -408,16 +408,16 @@ struct DefaultsBed {
 }
 
 impl DefaultsBed {
-    async fn start(provider: Provider, n: u32) -> DefaultsBed {
-        let one = |p: Provider| u32::from(p == provider);
+    async fn start(provider: Platform, n: u32) -> DefaultsBed {
+        let one = |p: Platform| u32::from(p == provider);
         let sim = Simulator::start(SimOptions {
             conversations: n,
             activity_rate: 0.0,
             frozen_clock: true,
-            d365_accounts: one(Provider::D365),
-            spruce_accounts: one(Provider::Spruce),
-            sinch_accounts: one(Provider::Sinch),
-            highlevel_locations: one(Provider::HighLevel),
+            d365_accounts: one(Platform::D365),
+            spruce_accounts: one(Platform::Spruce),
+            sinch_accounts: one(Platform::Sinch),
+            highlevel_locations: one(Platform::HighLevel),
             ..SimOptions::default()
         })
         .await
@@ -443,10 +443,10 @@ impl DefaultsBed {
         let engine = Engine::new(db.open().await, &config.http, &config.sources).unwrap();
         let accounts = sim.accounts();
         let account = match provider {
-            Provider::D365 => accounts.d365[0].account.clone(),
-            Provider::Spruce => accounts.spruce[0].account.clone(),
-            Provider::Sinch => accounts.sinch[0].account.clone(),
-            Provider::HighLevel => accounts.highlevel[0].account.clone(),
+            Platform::D365 => accounts.d365[0].account.clone(),
+            Platform::Spruce => accounts.spruce[0].account.clone(),
+            Platform::Sinch => accounts.sinch[0].account.clone(),
+            Platform::HighLevel => accounts.highlevel[0].account.clone(),
         };
         DefaultsBed {
             sim,
@@ -511,14 +511,14 @@ impl DefaultsBed {
     /// (never rewrites) because its walk starts at `watermark − lookback`.
     async fn in_lookback(&self) -> u64 {
         let kind = match self.provider {
-            Provider::D365 => ProviderKind::D365,
-            Provider::Spruce => ProviderKind::Spruce,
-            Provider::Sinch => ProviderKind::Sinch,
-            Provider::HighLevel => ProviderKind::Highlevel,
+            Platform::D365 => ProviderKind::D365,
+            Platform::Spruce => ProviderKind::Spruce,
+            Platform::Sinch => ProviderKind::Sinch,
+            Platform::HighLevel => ProviderKind::Highlevel,
         };
         let lookback = chrono::Duration::from_std(kind.defaults().lookback).unwrap();
         let listed = |t: &TruthConversation| match self.provider {
-            Provider::D365 => (t.state == ConversationState::Active).then_some(t.created_at),
+            Platform::D365 => (t.state == ConversationState::Active).then_some(t.created_at),
             _ => t.last_activity_at,
         };
         let truth = self.truth().await;
@@ -534,7 +534,7 @@ impl DefaultsBed {
     /// creation time), an inbound message on K active conversations elsewhere; the
     /// simulated clock moves 50 ms between them so that they share no timestamp.
     async fn change(&self, k: usize) {
-        if self.provider == Provider::D365 {
+        if self.provider == Platform::D365 {
             for _ in 0..k {
                 self.sim.advance_clock(Duration::from_millis(50));
                 self.sim
@@ -592,7 +592,7 @@ fn pages(rows: u64, page: u64) -> u64 {
 /// API has no other listing and no cheaper token.
 #[tokio::test]
 async fn d365_first_sync_and_delta_are_at_the_minimum() {
-    let bed = DefaultsBed::start(Provider::D365, 700).await;
+    let bed = DefaultsBed::start(Platform::D365, 700).await;
     let first = bed.sync().await;
     let active = bed
         .truth()
@@ -635,7 +635,7 @@ async fn d365_first_sync_and_delta_are_at_the_minimum() {
 /// `:recent` alone: the row at or below the watermark ends the walk.
 #[tokio::test]
 async fn sinch_first_sync_and_delta_are_at_the_documented_minimum() {
-    let bed = DefaultsBed::start(Provider::Sinch, 700).await;
+    let bed = DefaultsBed::start(Platform::Sinch, 700).await;
     let first = bed.sync().await;
     let truth = bed.truth().await;
     let n = truth.len() as u64;
@@ -677,7 +677,7 @@ async fn sinch_first_sync_and_delta_are_at_the_documented_minimum() {
 /// 1) / 99⌉.
 #[tokio::test]
 async fn highlevel_first_sync_and_delta_are_at_the_documented_minimum() {
-    let bed = DefaultsBed::start(Provider::HighLevel, 700).await;
+    let bed = DefaultsBed::start(Platform::HighLevel, 700).await;
     let first = bed.sync().await;
     let n = bed.truth().await.len() as u64;
     assert_eq!(
@@ -715,13 +715,13 @@ async fn highlevel_first_sync_and_delta_are_at_the_documented_minimum() {
 /// `:recent` page each, and the sweep costs ⌈active / 20⌉ + ⌈inactive / 20⌉.
 #[tokio::test]
 async fn a_sinch_conversation_without_messages_waits_for_the_sweep() {
-    let bed = DefaultsBed::start(Provider::Sinch, 300).await;
+    let bed = DefaultsBed::start(Platform::Sinch, 300).await;
     bed.sync().await;
     let source = bed.engine.sources()[0].name.clone();
     let created = bed
         .sim
         .mutate(
-            Provider::Sinch,
+            Platform::Sinch,
             &bed.account,
             Mutation::CreateEmptyConversations { count: 1 },
         )

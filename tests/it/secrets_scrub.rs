@@ -12,9 +12,9 @@ use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
-use convsync::sim::{SimHandle, SimOptions, Simulator};
 use convsync::store::MassChangeGuard;
 use convsync::sync::{CycleOptions, CycleOutcome, Engine};
+use convsync_sim::{SimHandle, SimOptions, Simulator};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::capture::{Capture, trace_capture};
