@@ -32,12 +32,13 @@ use sqlx::sqlite::{
 pub use admin::{RenameOutcome, StoredSource};
 pub use backup::{BackupError, BackupSummary, restore};
 pub use busy::while_busy;
-pub use cursor::{WalkCursor, WalkReset};
+pub use cursor::CursorState;
 pub use daemon_lock::DaemonLock;
 pub use follow_ups::DetailWrite;
 pub use last_write::WriteFailure;
 pub use mirror::{
-    AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
+    AbsenceOutcome, MassChangeGuard, PageCounts, PageOutcome, PageTransaction, PageWrite,
+    RowChange, SweepCompletion,
 };
 pub use retention::{PurgeCounts, RetentionPolicy};
 pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};

@@ -6,6 +6,7 @@
 //! backwards), guards against endless pagination, follow-ups, metrics and shutdown.
 //! Provider adapters ([`crate::provider`]) only translate.
 
+pub mod cursor;
 mod cycle;
 pub mod progress;
 mod retention;
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use cursor::{WalkCursor, WalkReset, reset_source};
 pub(crate) use cycle::panic_message;
 pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
 pub use progress::SourceProgress;
@@ -337,10 +339,9 @@ async fn sync_source_once(
     let mut rate_limited_for = Duration::ZERO;
     loop {
         cycles += 1;
-        let resuming = store
-            .load_cursors(&source.name)
+        let resuming = WalkCursor::load_all(&store, &source.name)
             .await
-            .is_ok_and(|c| c.values().any(crate::store::WalkCursor::in_progress));
+            .is_ok_and(|c| c.values().any(WalkCursor::in_progress));
         // More to do with every walk complete: only follow-ups wait.
         options.drain_follow_ups = more_to_do && !resuming;
         let rows_before = source.progress.rows_seen();
@@ -461,10 +462,9 @@ async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationTo
 /// Whether a cycle that ended with more to do left only follow-ups waiting (every walk
 /// completed): the next cycle then drains them without re-running fresh deltas.
 async fn only_follow_ups_wait(store: &Store, source: &Source) -> bool {
-    store
-        .load_cursors(&source.name)
+    WalkCursor::load_all(store, &source.name)
         .await
-        .is_ok_and(|cursors| !cursors.values().any(crate::store::WalkCursor::in_progress))
+        .is_ok_and(|cursors| !cursors.values().any(WalkCursor::in_progress))
 }
 
 /// `base` ± `share`, so that sources do not poll in lockstep.

@@ -15,7 +15,7 @@ use convsync::sim::{
     TruthConversation,
 };
 use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor, run_cycle};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -473,9 +473,7 @@ async fn interrupted_walk_resumes_from_its_saved_page_token() {
         cycle(&engine, false).await,
         CycleOutcome::MoreToDo
     ));
-    let cursors = engine
-        .store()
-        .load_cursors(&engine.sources()[0].name)
+    let cursors = WalkCursor::load_all(engine.store(), &engine.sources()[0].name)
         .await
         .unwrap();
     let recent = &cursors["recent"];

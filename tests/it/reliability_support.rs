@@ -12,7 +12,8 @@ use convsync::sim::convsync_config::{SecretPlacement, SourceTuning, convsync_sou
 use convsync::sim::{
     ConversationState, Direction, Provider, SimHandle, SimOptions, Simulator, TruthConversation,
 };
-use convsync::store::{Store, WalkCursor};
+use convsync::store::Store;
+use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};

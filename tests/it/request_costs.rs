@@ -13,7 +13,7 @@ use convsync::config::Schedule;
 use convsync::http::RateQuota;
 use convsync::sim::{ConversationState, MessageKind, TruthConversation};
 use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, run_cycle};
+use convsync::sync::{CycleOptions, CycleOutcome, WalkCursor, run_cycle};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -201,7 +201,7 @@ async fn a_due_delta_runs_before_the_items_backlog() {
     // its items backlog is then being read.
     let mut listed = false;
     for _ in 0..600 {
-        let cursors = store.load_cursors("clinic").await.unwrap();
+        let cursors = WalkCursor::load_all(&store, "clinic").await.unwrap();
         let done = |walk: &str| {
             cursors
                 .get(walk)
