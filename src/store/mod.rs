@@ -143,12 +143,6 @@ fn primary_code(err: &sqlx::Error) -> Option<i32> {
 }
 
 impl StoreError {
-    /// Busy and full conditions clear by themselves (another writer finishes, space is
-    /// freed); the engine retries later instead of giving up on the source.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Busy(_) | StoreError::Full(_))
-    }
-
     /// Whether the database file itself refused the write (full, read-only, I/O error),
     /// as opposed to a lock or a bad value: what readiness reports as "not writable".
     pub fn is_file_failure(&self) -> bool {
