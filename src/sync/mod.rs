@@ -1,10 +1,11 @@
 //! The sync engine: one task per source, each running cycles on its schedule.
 //!
-//! The engine owns everything that is not provider-specific — scheduling with jitter,
-//! request budgets shared per credential, retries, checkpoints (every page is committed
-//! with the cursor it advances), the watermark rules (lookback, future guard, never
-//! backwards), guards against endless pagination, follow-ups, metrics and shutdown.
-//! Provider adapters ([`crate::provider`]) only translate.
+//! The engine owns everything that is not provider-specific — scheduling with jitter
+//! (one policy for `run` and `sync --once`: `policy`), request budgets shared per
+//! credential, retries, checkpoints (every page is committed with the cursor it advances),
+//! the watermark rules (lookback, future guard, never backwards: [`cursor`]), guards
+//! against endless pagination, follow-ups, metrics and shutdown. Provider adapters
+//! ([`crate::provider`]) only translate.
 
 pub mod cursor;
 mod cycle;

@@ -349,19 +349,13 @@ mod tests {
     fn once_gives_up_on_idle_cycles() {
         let mut policy = once(false);
         let idle = CycleFacts::default();
-        for _ in 1..MAX_IDLE_CYCLES {
+        let repeated = MAX_IDLE_CYCLES as usize - 1;
+        let mut cycles = vec![idle; repeated];
+        cycles.push(READ);
+        cycles.extend(vec![idle; repeated]);
+        for facts in cycles {
             assert!(matches!(
-                policy.next(CycleOutcome::MoreToDo, idle),
-                Next::Again
-            ));
-        }
-        assert!(matches!(
-            policy.next(CycleOutcome::MoreToDo, READ),
-            Next::Again
-        ));
-        for _ in 1..MAX_IDLE_CYCLES {
-            assert!(matches!(
-                policy.next(CycleOutcome::MoreToDo, idle),
+                policy.next(CycleOutcome::MoreToDo, facts),
                 Next::Again
             ));
         }
