@@ -3,7 +3,7 @@
 //! turned into runtime settings here, once, so that a mistake fails the start with the
 //! offending key's name instead of failing the first poll.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -597,6 +597,7 @@ impl Config {
                 ));
             }
         }
+        mistakes.extend(conflicting_quotas(&sources));
         if file.sources.is_empty() {
             mistakes.push(ConfigError::new(
                 "sources",
@@ -857,6 +858,43 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
         });
     }
     Ok(out)
+}
+
+/// Sources that share one request budget (the provider's rate-limit scope: same account or
+/// credential) must agree on its quota. The engine builds one budget per scope, so a second,
+/// different `rate_limit` would be silently ignored; each disagreement names both sources.
+fn conflicting_quotas(sources: &[SourceSettings]) -> Vec<ConfigError> {
+    let describe = |quota: Option<RateQuota>| match quota {
+        Some(q) => format!(
+            "{} requests per {} (burst {})",
+            q.requests,
+            humantime::format_duration(q.per),
+            q.burst
+        ),
+        None => "no limit".to_owned(),
+    };
+    let mut first_of_budget: HashMap<&str, &SourceSettings> = HashMap::new();
+    let mut mistakes = Vec::new();
+    for source in sources {
+        let first = *first_of_budget
+            .entry(source.setup.budget_key.as_str())
+            .or_insert(source);
+        if first.quota != source.quota {
+            mistakes.push(ConfigError::new(
+                format!("sources[{}].rate_limit", source.name),
+                format!(
+                    "sources {:?} and {:?} share one request budget (the same provider account) \
+                     but their rate limits differ ({} vs {}): give both the same rate_limit, or \
+                     leave it out of both",
+                    first.name,
+                    source.name,
+                    describe(first.quota),
+                    describe(source.quota),
+                ),
+            ));
+        }
+    }
+    mistakes
 }
 
 fn validate_quota(key: &str, r: RateLimitConfig) -> Result<RateQuota, ConfigError> {

@@ -74,7 +74,7 @@ pub async fn reset(
         limit,
         &super::shutdown_on_signals(),
         "resetting the source",
-        || mirror.store.reset_source(source, since, !dry_run),
+        || crate::sync::reset_source(&mirror.store, source, since, !dry_run),
     )
     .await?;
     mirror.store.close().await;

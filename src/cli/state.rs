@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::database::{Mirror, ensure_no_daemon};
-use crate::store::WalkCursor;
+use crate::sync::WalkCursor;
 use crate::time::Timestamp;
 
 /// `convsync state ...`.
@@ -50,9 +50,7 @@ pub async fn run(command: StateCommand, mirror: Mirror) -> anyhow::Result<ExitCo
     match command {
         StateCommand::Show { source, json } => {
             super::sources::ensure_known(&mirror, &source).await?;
-            let walks: BTreeMap<String, WalkCursor> = mirror
-                .store
-                .load_cursors(&source)
+            let walks: BTreeMap<String, WalkCursor> = WalkCursor::load_all(&mirror.store, &source)
                 .await?
                 .into_iter()
                 .collect();
@@ -77,9 +75,15 @@ pub async fn run(command: StateCommand, mirror: Mirror) -> anyhow::Result<ExitCo
                     from.display()
                 )
             })?;
-            check(&state, &source, &mirror.store.load_cursors(&source).await?)?;
+            let current = WalkCursor::load_all(&mirror.store, &source).await?;
+            check(&state, &source, &current)?;
             let _lock = ensure_no_daemon(&mirror.file)?;
-            mirror.store.write_cursors(&source, &state.walks).await?;
+            let walks = state
+                .walks
+                .iter()
+                .map(|(walk, cursor)| Ok((walk.clone(), cursor.to_state()?)))
+                .collect::<Result<_, crate::store::StoreError>>()?;
+            mirror.store.write_cursors(&source, &walks).await?;
             println!("{source}: {} walk cursor(s) written", state.walks.len());
         }
     }

@@ -11,6 +11,7 @@ use super::sources::unconfigured;
 use crate::config::ConfiguredSource;
 use crate::http::auth::RotatingRefresh;
 use crate::store::{LastRun, Store, StoreError};
+use crate::sync::WalkCursor;
 use crate::time::Timestamp;
 
 /// The whole status, as `status --json` prints it.
@@ -82,8 +83,12 @@ pub async fn collect(
     let mut sources = Vec::with_capacity(names.len());
     for (name, settings) in names {
         let status = store.source_status(&name).await?;
-        let walks = status
-            .cursors
+        let mut cursors: Vec<_> = WalkCursor::load_all(store, &name)
+            .await?
+            .into_iter()
+            .collect();
+        cursors.sort_by(|a, b| a.0.cmp(&b.0));
+        let walks = cursors
             .iter()
             .map(|(walk, cursor)| WalkReport {
                 walk: walk.clone(),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use sqlx::AssertSqlSafe;
 
 use super::cursor::write_cursor;
-use super::{Store, StoreError, WalkCursor};
+use super::{CursorState, Store, StoreError};
 
 /// Every table with a `source` column: what a rename moves and a forget deletes. Fixed
 /// names, never input, so formatting them into statements is safe.
@@ -145,7 +145,7 @@ impl Store {
     pub async fn write_cursors(
         &self,
         source: &str,
-        walks: &BTreeMap<String, WalkCursor>,
+        walks: &BTreeMap<String, CursorState>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (walk, cursor) in walks {

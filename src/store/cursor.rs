@@ -1,44 +1,33 @@
-//! Where each walk of each source stands.
+//! Where each walk of each source stands, kept as an opaque value: the engine's cursor
+//! rules ([`crate::sync::cursor`]) decide what the value holds and how it may move; the
+//! store only keeps it atomically with the pages it belongs to.
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sqlx::{Sqlite, Transaction};
 
 use super::{Store, StoreError};
 use crate::time::Timestamp;
 
-/// The persisted state of one walk. The engine owns the fields; `position` is the
-/// provider's opaque page position (page token, keyset value).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WalkCursor {
-    /// Everything at or before this instant has been mirrored (delta walks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub watermark: Option<Timestamp>,
-    /// Position of an unfinished walk; `None` when no walk is in progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position: Option<Value>,
-    /// When the unfinished walk started (sweeps compare `last_seen_at` against it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub walk_started_at: Option<Timestamp>,
-    /// Where the unfinished walk started from (`since`), so a resumed walk keeps the same
-    /// lower bound even if the lookback changed in between.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub walk_since: Option<Timestamp>,
-    /// Highest watermark value seen by the unfinished walk, committed as the watermark
-    /// when a walk that may only advance at its end completes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_high_water: Option<Timestamp>,
-    /// When this walk last completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_completed_at: Option<Timestamp>,
-}
+/// One walk's cursor as stored: JSON text the store never looks into (the `state` column
+/// of `cursors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorState(String);
 
-impl WalkCursor {
-    /// Whether a walk is in progress (and should be resumed).
-    pub fn in_progress(&self) -> bool {
-        self.walk_started_at.is_some()
+impl CursorState {
+    /// Encodes a cursor.
+    pub fn encode(cursor: &impl Serialize) -> Result<CursorState, StoreError> {
+        serde_json::to_string(cursor)
+            .map(CursorState)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode cursor: {e}")))
+    }
+
+    /// Decodes the cursor of `source`'s walk `walk` (named in the error).
+    pub fn decode<T: DeserializeOwned>(&self, source: &str, walk: &str) -> Result<T, StoreError> {
+        serde_json::from_str(&self.0)
+            .map_err(|e| StoreError::Corrupt(format!("cursor {source}/{walk}: {e}")))
     }
 }
 
@@ -47,19 +36,16 @@ impl Store {
     pub async fn load_cursors(
         &self,
         source: &str,
-    ) -> Result<HashMap<String, WalkCursor>, StoreError> {
+    ) -> Result<HashMap<String, CursorState>, StoreError> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ?")
                 .bind(source)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter()
-            .map(|(walk, state)| {
-                serde_json::from_str(&state)
-                    .map(|c| (walk.clone(), c))
-                    .map_err(|e| StoreError::Corrupt(format!("cursor {source}/{walk}: {e}")))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(walk, state)| (walk, CursorState(state)))
+            .collect())
     }
 
     /// Stores one walk's cursor outside a page (e.g. initialising a sweep schedule).
@@ -67,7 +53,7 @@ impl Store {
         &self,
         source: &str,
         walk: &str,
-        cursor: &WalkCursor,
+        cursor: &CursorState,
     ) -> Result<(), StoreError> {
         let result = async {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -80,76 +66,47 @@ impl Store {
         result
     }
 
-    /// Moves the watermarks of `source` back to `since` (or forgets them, for a full
-    /// re-sync) and abandons walks in progress. With `apply` false nothing is written (a
-    /// dry run). Returns each walk's watermark before and after.
-    pub async fn reset_source(
+    /// Rewrites every cursor of `source` in one transaction, walk by walk in name order,
+    /// with what `rewrite` makes of it. With `apply` false nothing is written (a dry run:
+    /// `rewrite` still sees every cursor).
+    pub async fn rewrite_cursors(
         &self,
         source: &str,
-        since: Option<Timestamp>,
         apply: bool,
-    ) -> Result<Vec<WalkReset>, StoreError> {
+        mut rewrite: impl FnMut(&str, &CursorState) -> Result<CursorState, StoreError>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ? ORDER BY walk")
                 .bind(source)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut resets = Vec::with_capacity(rows.len());
         for (walk, state) in rows {
-            let mut cursor: WalkCursor = serde_json::from_str(&state)
-                .map_err(|e| StoreError::Corrupt(format!("cursor {source}/{walk}: {e}")))?;
-            let before = cursor.watermark;
-            cursor.watermark = match (cursor.watermark, since) {
-                (Some(w), Some(s)) => Some(w.min(s)),
-                _ => None,
-            };
-            cursor.position = None;
-            cursor.walk_started_at = None;
-            cursor.walk_since = None;
-            cursor.pending_high_water = None;
-            write_cursor(&mut tx, source, &walk, &cursor).await?;
-            resets.push(WalkReset {
-                walk,
-                before,
-                after: cursor.watermark,
-            });
+            let rewritten = rewrite(&walk, &CursorState(state))?;
+            write_cursor(&mut tx, source, &walk, &rewritten).await?;
         }
         if apply {
             tx.commit().await?;
         } else {
             tx.rollback().await?;
         }
-        Ok(resets)
+        Ok(())
     }
-}
-
-/// What a reset does to one walk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalkReset {
-    /// The walk.
-    pub walk: String,
-    /// Its watermark before.
-    pub before: Option<Timestamp>,
-    /// Its watermark after (`None`: re-read from the beginning).
-    pub after: Option<Timestamp>,
 }
 
 pub(super) async fn write_cursor(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
     walk: &str,
-    cursor: &WalkCursor,
+    cursor: &CursorState,
 ) -> Result<(), StoreError> {
-    let state = serde_json::to_string(cursor)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode cursor: {e}")))?;
     sqlx::query(
         "INSERT INTO cursors (source, walk, state, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (source, walk) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
     )
     .bind(source)
     .bind(walk)
-    .bind(state)
+    .bind(&cursor.0)
     .bind(Timestamp::now().to_mirror_text())
     .execute(&mut **tx)
     .await?;

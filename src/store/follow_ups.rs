@@ -188,10 +188,10 @@ async fn write_detail(
                 &[(r, r.content_hash())],
                 None,
                 &[],
-                (None, None),
                 now,
             )
             .await?
+            .counts
         }
         None => PageCounts::default(),
     };

@@ -11,7 +11,7 @@ use super::follow_ups::queue_follow_up;
 use super::last_write::LastWrite;
 use super::prepared::{NewRowContext, insert_new_rows};
 use super::rejected::record_rejected;
-use super::{Store, StoreError, WalkCursor};
+use super::{CursorState, Store, StoreError};
 use crate::provider::{Absence, ConversationRecord, DetailRequest, RejectedRecord};
 use crate::time::Timestamp;
 
@@ -44,19 +44,34 @@ pub struct PageWrite<'a> {
     /// the primary key twice per row). A sweep re-reads mirrored rows: it looks up first.
     /// Pages applied together must agree.
     pub insert_first: bool,
-    /// New rows whose activity lies before this instant are counted as late: the delta's
-    /// lookback did not cover how long the listing took to show them.
-    pub late_before: Option<Timestamp>,
-    /// Rows whose activity moved to a time before this instant are counted as late too
-    /// (the newest delta watermark minus the lookback: some delta should have seen it).
-    pub moved_late_before: Option<Timestamp>,
-    /// The walk's new cursor, stored by [`Store::apply_pages`] with the last page (a
-    /// [`PageTransaction`] takes its cursor at commit instead).
-    pub cursor: &'a WalkCursor,
 }
 
 /// A record with its [`ConversationRecord::content_hash`], computed once per write.
 pub(super) type Hashed<'r> = (&'r ConversationRecord, [u8; 16]);
+
+/// What writing one record did to its row, in page order: the engine reads from it what
+/// its own rules need (which rows count as late) without the store knowing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowChange {
+    /// The row is new.
+    Inserted,
+    /// The row's content changed.
+    Updated {
+        /// Its last activity time changed (to the record's, which it carries).
+        activity_moved: bool,
+    },
+    /// Nothing changed.
+    Unchanged,
+}
+
+/// What a page did: the counts, and each record's [`RowChange`] in page order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// Rows new, changed, unchanged and rejected.
+    pub counts: PageCounts,
+    /// One change per record of the page, in order.
+    pub rows: Vec<RowChange>,
+}
 
 /// What a page did to the mirror.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,7 +85,8 @@ pub struct PageCounts {
     /// Records rejected.
     pub rejected: u64,
     /// New or moved rows whose activity was older than the delta's lower bound: a listing
-    /// showed them later than the lookback allows for.
+    /// showed them later than the lookback allows for. The store leaves it at zero; the
+    /// engine counts it from each page's [`RowChange`]s (`sync::cursor::LateBounds`).
     pub late: u64,
 }
 
@@ -110,7 +126,7 @@ pub struct SweepCompletion<'a> {
     /// The mass-change guard.
     pub guard: MassChangeGuard,
     /// The walk's final cursor.
-    pub cursor: &'a WalkCursor,
+    pub cursor: &'a CursorState,
 }
 
 /// The result of applying a completed sweep.
@@ -191,26 +207,31 @@ impl ReplyFacts {
 const SELECT_CHUNK: usize = 400;
 
 impl Store {
-    /// Applies one page and its cursor atomically.
-    pub async fn apply_page(&self, page: &PageWrite<'_>) -> Result<PageCounts, StoreError> {
-        let counts = self.apply_pages(std::slice::from_ref(page)).await?;
+    /// Applies one page and the walk's cursor after it atomically.
+    pub async fn apply_page(
+        &self,
+        page: &PageWrite<'_>,
+        cursor: &CursorState,
+    ) -> Result<PageCounts, StoreError> {
+        let counts = self.apply_pages(std::slice::from_ref(page), cursor).await?;
         Ok(counts[0])
     }
 
-    /// Applies consecutive pages of one walk in one transaction, with the cursor of the
-    /// last: one commit for many pages when they arrive faster than commits take. Returns
-    /// each page's counts, in order.
+    /// Applies consecutive pages of one walk in one transaction, with the walk's cursor
+    /// after the last: one commit for many pages when they arrive faster than commits
+    /// take. Returns each page's counts, in order.
     pub async fn apply_pages(
         &self,
         pages: &[PageWrite<'_>],
+        cursor: &CursorState,
     ) -> Result<Vec<PageCounts>, StoreError> {
         let Some(last) = pages.last() else {
             return Ok(Vec::new());
         };
         let mut open = self.begin_pages().await?;
-        let counts = open.apply(pages).await?;
-        open.commit(last.source, last.walk, last.cursor).await?;
-        Ok(counts)
+        let outcomes = open.apply(pages).await?;
+        open.commit(last.source, last.walk, cursor).await?;
+        Ok(outcomes.into_iter().map(|o| o.counts).collect())
     }
 
     /// Starts a write transaction that pages can be applied to in several calls before
@@ -318,9 +339,9 @@ pub struct PageTransaction {
 }
 
 impl PageTransaction {
-    /// Applies consecutive pages of one walk (not their cursor). Returns each page's
-    /// counts, in order.
-    pub async fn apply(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageCounts>, StoreError> {
+    /// Applies consecutive pages of one walk (not their cursor). Returns what each page
+    /// did, in order.
+    pub async fn apply(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>, StoreError> {
         let result = self.write(pages).await;
         if let Some(page) = pages.last() {
             self.last_write.note(page.source, &result);
@@ -328,7 +349,7 @@ impl PageTransaction {
         result
     }
 
-    async fn write(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageCounts>, StoreError> {
+    async fn write(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>, StoreError> {
         let Some(last) = pages.last() else {
             return Ok(Vec::new());
         };
@@ -376,7 +397,7 @@ impl PageTransaction {
         mut self,
         source: &str,
         walk: &str,
-        cursor: &WalkCursor,
+        cursor: &CursorState,
     ) -> Result<(), StoreError> {
         let last_write = self.last_write.clone();
         let result = async {
@@ -398,8 +419,8 @@ async fn write_page(
     rows: &[Hashed<'_>],
     inserted: &[bool],
     now: &str,
-) -> Result<PageCounts, StoreError> {
-    let mut counts = upsert_records(
+) -> Result<PageOutcome, StoreError> {
+    let mut outcome = upsert_records(
         tx,
         page.source,
         page.provider,
@@ -408,13 +429,12 @@ async fn write_page(
         rows,
         page.touch_seen_before,
         inserted,
-        (page.late_before, page.moved_late_before),
         now,
     )
     .await?;
     for rejected in page.rejected {
         record_rejected(tx, page.source, page.run_id, page.walk, rejected, now).await?;
-        counts.rejected += 1;
+        outcome.counts.rejected += 1;
     }
     for follow_up in page.follow_ups {
         if follow_up.since.is_some() {
@@ -437,7 +457,7 @@ async fn write_page(
         };
         queue_follow_up(tx, page.source, &with_since, now).await?;
     }
-    Ok(counts)
+    Ok(outcome)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -450,10 +470,10 @@ pub(super) async fn upsert_records(
     records: &[Hashed<'_>],
     touch_seen_before: Option<Timestamp>,
     inserted: &[bool],
-    (lower_bound, moved_bound): (Option<Timestamp>, Option<Timestamp>),
     now: &str,
-) -> Result<PageCounts, StoreError> {
+) -> Result<PageOutcome, StoreError> {
     let mut counts = PageCounts::default();
+    let mut rows = vec![RowChange::Unchanged; records.len()];
     let context = NewRowContext {
         source,
         provider,
@@ -461,35 +481,29 @@ pub(super) async fn upsert_records(
         run_id,
         now,
     };
-    let is_late = |record: &ConversationRecord| {
-        matches!(
-            (lower_bound, record.last_activity_at.or(record.created_at)),
-            (Some(bound), Some(activity)) if activity < bound
-        )
-    };
     // Rows an insert-first pass wrote are done; the others are compared with the mirror.
     let mut to_look_up = Vec::with_capacity(records.len());
     for (i, &(record, hash)) in records.iter().enumerate() {
         if inserted.get(i).copied().unwrap_or(false) {
             counts.inserted += 1;
-            counts.late += u64::from(is_late(record));
+            rows[i] = RowChange::Inserted;
         } else {
-            to_look_up.push((record, hash));
+            to_look_up.push((i, (record, hash)));
         }
     }
-    let mut existing = load_existing(tx, source, &to_look_up).await?;
+    let mut existing = load_existing(tx, source, to_look_up.iter().map(|(_, row)| row)).await?;
     let touch_before = touch_seen_before.map(|t| t.to_mirror_text());
     // New rows (with the follow-ups they queue) go in together through `store::prepared`,
     // and re-listed unchanged rows are touched a chunk at a time: a statement per row
     // through sqlx costs a round trip to its worker thread (see BENCHMARKS.md).
     let mut new_rows = NewRows::default();
     let mut touched: Vec<&str> = Vec::new();
-    for &(record, hash) in &to_look_up {
+    for &(i, (record, hash)) in &to_look_up {
         let previous = existing.get(&record.id);
         match previous {
             None => {
                 counts.inserted += 1;
-                counts.late += u64::from(is_late(record));
+                rows[i] = RowChange::Inserted;
                 new_rows.push(record, hash);
             }
             Some(prev)
@@ -528,14 +542,7 @@ pub(super) async fn upsert_records(
                 new_rows.flush(tx, context).await?;
                 update_record(tx, source, run_id, record, &hash, now).await?;
                 counts.updated += 1;
-                // Activity that moved to a time before the delta's lower bound reached the
-                // listing later than the lookback allows for (a sweep found it).
-                if let (true, Some(bound), Some(activity)) =
-                    (activity_moved, moved_bound, record.last_activity_at)
-                    && activity < bound
-                {
-                    counts.late += 1;
-                }
+                rows[i] = RowChange::Updated { activity_moved };
                 if let (Some(kind), true) = (record.detail_on_activity, activity_moved) {
                     queue_follow_up(
                         tx,
@@ -584,7 +591,7 @@ pub(super) async fn upsert_records(
     }
     new_rows.flush(tx, context).await?;
     touch_rows(tx, source, &touched, now).await?;
-    Ok(counts)
+    Ok(PageOutcome { counts, rows })
 }
 
 /// Clears who spoke last of a row whose activity moved without its reply state being read
@@ -607,12 +614,13 @@ async fn forget_reply_state(
     Ok(())
 }
 
-async fn load_existing(
+async fn load_existing<'r>(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
-    records: &[Hashed<'_>],
+    records: impl ExactSizeIterator<Item = &'r Hashed<'r>>,
 ) -> Result<HashMap<String, Existing>, StoreError> {
     let mut found = HashMap::with_capacity(records.len());
+    let records: Vec<&Hashed<'_>> = records.collect();
     for chunk in records.chunks(SELECT_CHUNK) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT conversation_id, payload_hash, last_activity_at, last_seen_at,

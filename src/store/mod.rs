@@ -32,12 +32,13 @@ use sqlx::sqlite::{
 pub use admin::{RenameOutcome, StoredSource};
 pub use backup::{BackupError, BackupSummary, restore};
 pub use busy::while_busy;
-pub use cursor::{WalkCursor, WalkReset};
+pub use cursor::CursorState;
 pub use daemon_lock::DaemonLock;
 pub use follow_ups::DetailWrite;
 pub use last_write::WriteFailure;
 pub use mirror::{
-    AbsenceOutcome, MassChangeGuard, PageCounts, PageTransaction, PageWrite, SweepCompletion,
+    AbsenceOutcome, MassChangeGuard, PageCounts, PageOutcome, PageTransaction, PageWrite,
+    RowChange, SweepCompletion,
 };
 pub use retention::{PurgeCounts, RetentionPolicy};
 pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
@@ -142,12 +143,6 @@ fn primary_code(err: &sqlx::Error) -> Option<i32> {
 }
 
 impl StoreError {
-    /// Busy and full conditions clear by themselves (another writer finishes, space is
-    /// freed); the engine retries later instead of giving up on the source.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Busy(_) | StoreError::Full(_))
-    }
-
     /// Whether the database file itself refused the write (full, read-only, I/O error),
     /// as opposed to a lock or a bad value: what readiness reports as "not writable".
     pub fn is_file_failure(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Store, StoreError, WalkCursor};
+use super::{Store, StoreError};
 use crate::time::Timestamp;
 
 /// How a cycle ended.
@@ -63,8 +63,6 @@ pub struct RunReport {
 pub struct SourceStatus {
     /// Source name.
     pub source: String,
-    /// Cursors by walk.
-    pub cursors: Vec<(String, WalkCursor)>,
     /// Rows in the mirror (not deleted).
     pub rows: u64,
     /// Open rows.
@@ -179,9 +177,6 @@ impl Store {
 
     /// Status of one source.
     pub async fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
-        let mut cursors: Vec<(String, WalkCursor)> =
-            self.load_cursors(source).await?.into_iter().collect();
-        cursors.sort_by(|a, b| a.0.cmp(&b.0));
         let (rows, active_rows): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(CASE WHEN active = 1 AND closed_at IS NULL THEN 1 ELSE 0 END), 0)
              FROM conversations WHERE source = ? AND deleted_at IS NULL",
@@ -206,7 +201,6 @@ impl Store {
         .await?;
         Ok(SourceStatus {
             source: source.to_owned(),
-            cursors,
             rows: rows as u64,
             active_rows: active_rows as u64,
             last_run,

@@ -16,14 +16,14 @@ mod priority;
 mod reply_horizon;
 mod walk;
 
+use super::cursor::{DeltaReach, LateBounds, SweepDue, WalkCursor};
 use super::progress::SourceProgress;
 use crate::config::Schedule;
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{InitialSweep, Provider, ProviderError, WalkKind, WalkSpec};
 use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{
-    AbsenceOutcome, MassChangeGuard, RunOutcome, RunReport, Store, StoreError, WalkCursor,
-    while_busy,
+    AbsenceOutcome, MassChangeGuard, RunOutcome, RunReport, Store, StoreError, while_busy,
 };
 use crate::time::Timestamp;
 
@@ -355,21 +355,9 @@ impl Cycle<'_> {
         options: CycleOptions,
     ) -> Result<Option<CycleOutcome>, SyncError> {
         let provider = self.source.provider.clone();
-        let mut cursors = self.store.load_cursors(&self.source.name).await?;
-        let late_before = provider
-            .walks()
-            .iter()
-            .filter(|w| matches!(w.kind, WalkKind::Delta(_)))
-            .filter_map(|w| cursors.get(w.name).and_then(|c| c.watermark))
-            .min()
-            .map(|w| w.saturating_sub(self.source.schedule.lookback));
-        let moved_late_before = provider
-            .walks()
-            .iter()
-            .filter(|w| matches!(w.kind, WalkKind::Delta(_)))
-            .filter_map(|w| cursors.get(w.name).and_then(|c| c.watermark))
-            .max()
-            .map(|w| w.saturating_sub(self.source.schedule.lookback));
+        let mut cursors = WalkCursor::load_all(self.store, &self.source.name).await?;
+        let lookback = self.source.schedule.lookback;
+        let reach = DeltaReach::of(provider.walks(), &cursors, lookback);
         for walk in provider.walks() {
             let cursor = cursors.remove(walk.name).unwrap_or_default();
             if let WalkKind::Sweep { initial, .. } = walk.kind
@@ -379,26 +367,13 @@ impl Cycle<'_> {
             }
             if matches!(walk.kind, WalkKind::Delta(_))
                 && options.drain_follow_ups
-                && self.completed_within_poll_interval(&cursor)
+                && cursor.completed_within(self.source.schedule.poll_interval, Timestamp::now())
             {
                 continue;
             }
-            let late = match walk.kind {
-                WalkKind::Delta(_) => cursor.walk_since.or_else(|| {
-                    cursor
-                        .watermark
-                        .map(|w| w.saturating_sub(self.source.schedule.lookback))
-                }),
-                WalkKind::Sweep { .. } => late_before,
-            };
-            // Deltas list what moved after their own bound: only a sweep can find activity
-            // that moved below every delta's reach.
-            let moved_late = match walk.kind {
-                WalkKind::Delta(_) => None,
-                WalkKind::Sweep { .. } => moved_late_before,
-            };
+            let late = LateBounds::for_walk(walk.kind, &cursor, reach, lookback);
             self.seed_covered_walks(walk, &cursor, &mut cursors).await?;
-            match self.run_walk(walk, cursor, (late, moved_late)).await? {
+            match self.run_walk(walk, cursor, late).await? {
                 WalkEnd::Complete => {}
                 WalkEnd::PageCap => {
                     tracing::info!(
@@ -418,15 +393,6 @@ impl Cycle<'_> {
         Ok(None)
     }
 
-    /// Whether a walk that is not in progress completed less than a poll interval ago.
-    fn completed_within_poll_interval(&self, cursor: &WalkCursor) -> bool {
-        let poll_interval = self.source.schedule.poll_interval;
-        !cursor.in_progress()
-            && cursor
-                .last_completed_at
-                .is_some_and(|done| done.saturating_add(poll_interval) > Timestamp::now())
-    }
-
     async fn sweep_due(
         &self,
         walk: &WalkSpec,
@@ -434,19 +400,14 @@ impl Cycle<'_> {
         initial: InitialSweep,
         options: CycleOptions,
     ) -> Result<bool, SyncError> {
-        if options.force_sweep || cursor.in_progress() {
-            return Ok(true);
-        }
         let now = Timestamp::now();
-        match (cursor.last_completed_at, initial) {
-            (Some(last), _) => Ok(last.saturating_add(self.source.schedule.sweep_interval) <= now),
-            (None, InitialSweep::Immediately) => Ok(true),
-            (None, InitialSweep::AfterInterval) => {
+        let interval = self.source.schedule.sweep_interval;
+        match cursor.sweep_due(initial, interval, now, options.force_sweep) {
+            SweepDue::Now => Ok(true),
+            SweepDue::Later => Ok(false),
+            SweepDue::ScheduleFirst => {
                 // The first delta lists everything; schedule the first sweep one interval on.
-                let scheduled = WalkCursor {
-                    last_completed_at: Some(now),
-                    ..cursor.clone()
-                };
+                let scheduled = cursor.first_sweep_scheduled(now).to_state()?;
                 let (store, limit) = (self.store, self.source.schedule.stall_timeout);
                 while_busy(limit, self.cancel, "scheduling the first sweep", || {
                     store.save_cursor(&self.source.name, walk.name, &scheduled)

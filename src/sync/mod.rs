@@ -1,12 +1,15 @@
 //! The sync engine: one task per source, each running cycles on its schedule.
 //!
-//! The engine owns everything that is not provider-specific — scheduling with jitter,
-//! request budgets shared per credential, retries, checkpoints (every page is committed
-//! with the cursor it advances), the watermark rules (lookback, future guard, never
-//! backwards), guards against endless pagination, follow-ups, metrics and shutdown.
-//! Provider adapters ([`crate::provider`]) only translate.
+//! The engine owns everything that is not provider-specific — scheduling with jitter
+//! (one policy for `run` and `sync --once`: `policy`), request budgets shared per
+//! credential, retries, checkpoints (every page is committed with the cursor it advances),
+//! the watermark rules (lookback, future guard, never backwards: [`cursor`]), guards
+//! against endless pagination, follow-ups, metrics and shutdown. Provider adapters
+//! ([`crate::provider`]) only translate.
 
+pub mod cursor;
 mod cycle;
+mod policy;
 pub mod progress;
 mod retention;
 
@@ -14,13 +17,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use cursor::{WalkCursor, WalkReset, reset_source};
 pub(crate) use cycle::panic_message;
 pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
+pub use policy::MAX_IDLE_CYCLES;
+use policy::{CycleFacts, Mode, Next, Policy};
 pub use progress::SourceProgress;
 pub use retention::run_retention;
 
@@ -28,9 +33,6 @@ use crate::config::SourceSettings;
 use crate::http::{ApiClient, Authenticator, HttpSettings, RequestBudget, RequestTally};
 use crate::store::Store;
 use crate::time::Timestamp;
-
-/// Failed cycles are retried after this, doubling up to the poll interval.
-const FIRST_FAILURE_DELAY: Duration = Duration::from_secs(5);
 
 /// All configured sources and the store they write to.
 #[derive(Debug, Clone)]
@@ -308,93 +310,62 @@ fn task_death(error: tokio::task::JoinError) -> (tokio::task::Id, String) {
     (id, why)
 }
 
-/// Cycles in a row that may end "more to do" without reading a row before `sync --once`
-/// stops repeating them: such a source would otherwise keep the one-shot command alive.
-pub const MAX_IDLE_CYCLES: u32 = 3;
-
-/// A rate-limited cycle that asks for no wait still counts this much towards
-/// `once_max_rate_limit_wait` (and is waited), so that a provider answering 429 with
-/// `Retry-After: 0` neither escapes the bound nor gets hammered.
-const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
-
 /// `sync --once` for one source: cycles until it is caught up, failed or given up on.
 async fn sync_source_once(
     source: Arc<Source>,
     store: Store,
-    mut options: CycleOptions,
+    options: CycleOptions,
     shutdown: CancellationToken,
 ) -> OnceResult {
-    let end = |outcome, cycles| OnceResult {
+    let mode = Mode::Once {
+        force_sweep: options.force_sweep,
+        max_inline_pause: source.client.max_inline_pause(),
+    };
+    let (outcome, cycles) = drive(
+        &source,
+        &store,
+        Policy::new(mode, &source.schedule),
+        &shutdown,
+    )
+    .await;
+    OnceResult {
         source: source.name.clone(),
         outcome,
         cycles,
-    };
+    }
+}
+
+/// Runs cycles of `source` as `policy` says until it says stop or shutdown ends a wait.
+/// Returns the last outcome and how many cycles ran.
+async fn drive(
+    source: &Source,
+    store: &Store,
+    mut policy: Policy,
+    shutdown: &CancellationToken,
+) -> (CycleOutcome, u32) {
     let mut cycles = 0;
-    let force_sweep = options.force_sweep;
-    let mut reread_after_resume = false;
-    let mut more_to_do = false;
-    let mut idle_cycles = 0u32;
-    let mut rate_limited_for = Duration::ZERO;
     loop {
         cycles += 1;
-        let resuming = store
-            .load_cursors(&source.name)
+        let resumed = WalkCursor::load_all(store, &source.name)
             .await
-            .is_ok_and(|c| c.values().any(crate::store::WalkCursor::in_progress));
-        // More to do with every walk complete: only follow-ups wait.
-        options.drain_follow_ups = more_to_do && !resuming;
+            .is_ok_and(|c| c.values().any(WalkCursor::in_progress));
         let rows_before = source.progress.rows_seen();
-        let outcome = run_cycle(&source, &store, options, &shutdown).await;
-        // A forced sweep starts once; later cycles only resume it.
-        options.force_sweep = false;
-        more_to_do = matches!(outcome, CycleOutcome::MoreToDo);
-        let wait = match &outcome {
-            CycleOutcome::MoreToDo if source.progress.rows_seen() == rows_before => {
-                idle_cycles += 1;
-                if idle_cycles >= MAX_IDLE_CYCLES {
-                    let reason = format!(
-                        "{idle_cycles} cycles in a row ended with more to do without reading a single row; giving up for this run"
-                    );
-                    tracing::error!(cycles, "{reason}");
-                    return end(CycleOutcome::Stalled { reason }, cycles);
-                }
-                Duration::ZERO
-            }
-            CycleOutcome::MoreToDo => {
-                idle_cycles = 0;
-                Duration::ZERO
-            }
-            // A walk resumed from a saved position read nothing above that
-            // position since it began (before a crash or a page cap): one
-            // more cycle, with a forced sweep starting afresh, reads what
-            // changed meanwhile.
-            CycleOutcome::CaughtUp if resuming && !reread_after_resume => {
-                reread_after_resume = true;
-                options.force_sweep = force_sweep;
-                Duration::ZERO
-            }
-            // A short pause is waited out, as long as the waits of this run stay within
-            // the source's bound; a long one (a daily budget) ends the one-shot sync
-            // instead of blocking for hours.
-            CycleOutcome::RateLimited { wait } if *wait <= source.client.max_inline_pause() => {
-                let wait = (*wait).max(MIN_RATE_LIMIT_WAIT);
-                rate_limited_for = rate_limited_for.saturating_add(wait);
-                let bound = source.schedule.once_max_rate_limit_wait;
-                if rate_limited_for > bound {
-                    tracing::error!(
-                        cycles,
-                        bound = %humantime::format_duration(bound),
-                        "still rate limited after waiting the configured bound (once_max_rate_limit_wait); giving up for this run"
-                    );
-                    return end(outcome, cycles);
-                }
-                wait
-            }
-            _ => return end(outcome, cycles),
+        let outcome = run_cycle(source, store, policy.options(resumed), shutdown).await;
+        let facts = CycleFacts {
+            resumed,
+            read_rows: source.progress.rows_seen() != rows_before,
         };
+        let wait = match policy.next(outcome, facts) {
+            Next::Stop(outcome) => return (outcome, cycles),
+            Next::Again => Duration::ZERO,
+            Next::Wait(wait) => wait,
+        };
+        source
+            .progress
+            .update(|s| s.next_cycle_at = Some(Timestamp::now().saturating_add(wait)));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => return end(CycleOutcome::Stopped, cycles),
+            _ = shutdown.cancelled() => return (CycleOutcome::Stopped, cycles),
         }
     }
 }
@@ -407,71 +378,21 @@ enum SourceEnd {
     Stopped(String),
 }
 
-/// One source's life: cycle, sleep as the outcome says, repeat until shutdown or until its
+/// One source's life: cycles as the daemon's [`Policy`] says, until shutdown or until its
 /// credential is refused. A failed cycle (a panicked one included) is retried after a
 /// backoff; a stalled one too.
 async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationToken) -> SourceEnd {
-    let mut consecutive_failures = 0u32;
     tracing::info!(poll_interval = ?source.schedule.poll_interval, "source started");
-    let mut options = CycleOptions::default();
-    loop {
-        let outcome = run_cycle(&source, &store, options, &shutdown).await;
-        options.drain_follow_ups = false;
-        let wait = match &outcome {
-            CycleOutcome::Stopped => break,
-            CycleOutcome::Failed(e) if e.is_fatal() => {
-                tracing::error!(error = %e, "credentials rejected: this source stops until the configuration is fixed and convsync restarted; other sources keep running");
-                source.progress.update(|s| s.stopped = true);
-                return SourceEnd::Stopped(format!("credentials rejected ({e})"));
-            }
-            CycleOutcome::Failed(_) | CycleOutcome::Stalled { .. } => {
-                consecutive_failures += 1;
-                let backoff = FIRST_FAILURE_DELAY.saturating_mul(1 << consecutive_failures.min(16));
-                jittered(
-                    backoff.min(source.schedule.poll_interval),
-                    source.schedule.poll_jitter,
-                )
-            }
-            CycleOutcome::RateLimited { wait } => {
-                consecutive_failures = 0;
-                *wait
-            }
-            CycleOutcome::MoreToDo => {
-                consecutive_failures = 0;
-                options.drain_follow_ups = only_follow_ups_wait(&store, &source).await;
-                Duration::ZERO
-            }
-            CycleOutcome::CaughtUp => {
-                consecutive_failures = 0;
-                jittered(source.schedule.poll_interval, source.schedule.poll_jitter)
-            }
-        };
-        source
-            .progress
-            .update(|s| s.next_cycle_at = Some(Timestamp::now().saturating_add(wait)));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => break,
+    let policy = Policy::new(Mode::Daemon, &source.schedule);
+    match drive(&source, &store, policy, &shutdown).await.0 {
+        CycleOutcome::Failed(e) if e.is_fatal() => {
+            tracing::error!(error = %e, "credentials rejected: this source stops until the configuration is fixed and convsync restarted; other sources keep running");
+            source.progress.update(|s| s.stopped = true);
+            SourceEnd::Stopped(format!("credentials rejected ({e})"))
+        }
+        _ => {
+            tracing::info!("source stopped");
+            SourceEnd::Shutdown
         }
     }
-    tracing::info!("source stopped");
-    SourceEnd::Shutdown
-}
-
-/// Whether a cycle that ended with more to do left only follow-ups waiting (every walk
-/// completed): the next cycle then drains them without re-running fresh deltas.
-async fn only_follow_ups_wait(store: &Store, source: &Source) -> bool {
-    store
-        .load_cursors(&source.name)
-        .await
-        .is_ok_and(|cursors| !cursors.values().any(crate::store::WalkCursor::in_progress))
-}
-
-/// `base` ± `share`, so that sources do not poll in lockstep.
-fn jittered(base: Duration, share: f64) -> Duration {
-    if share <= 0.0 || base.is_zero() {
-        return base;
-    }
-    let factor = rand::rng().random_range((1.0 - share)..=(1.0 + share));
-    base.mul_f64(factor)
 }

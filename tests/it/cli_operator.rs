@@ -345,8 +345,13 @@ fn check_config_names_every_mistake() {
         format!(
             "[http]\ntimeout = \"0s\"\n\n[health]\nlisten = \"everywhere\"\n\n\
              [[sources]]\nname = \"clinic\"\nprovider = \"spruce\"\npoll_jitter = 0.9\n\
-             [sources.spruce]\norganization_id = \"entity_1\"\napi_token = {{ file = \"{}\" }}\n",
-            token.display()
+             [sources.spruce]\norganization_id = \"entity_1\"\napi_token = {{ file = \"{t}\" }}\n\n\
+             [[sources]]\nname = \"front\"\nprovider = \"spruce\"\n\
+             rate_limit = {{ requests = 10, per = \"10s\" }}\n\
+             [sources.spruce]\norganization_id = \"entity_2\"\napi_token = {{ file = \"{t}\" }}\n\n\
+             [[sources]]\nname = \"back\"\nprovider = \"spruce\"\n\
+             [sources.spruce]\norganization_id = \"entity_2\"\napi_token = {{ file = \"{t}\" }}\n",
+            t = token.display()
         ),
     )
     .unwrap();
@@ -357,6 +362,7 @@ fn check_config_names_every_mistake() {
         "http.timeout",
         "health.listen",
         "sources[clinic].poll_jitter",
+        "sources[back].rate_limit",
     ] {
         assert!(all.contains(key), "{key} not reported: {all}");
     }

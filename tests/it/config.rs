@@ -195,3 +195,42 @@ fn zero_reply_state_horizon_is_named() {
         "track_reply_state = false",
     );
 }
+
+/// Two sources sharing one request budget (the same Spruce organization) with different
+/// `rate_limit`s are refused, naming both; the same `rate_limit` on both is accepted.
+#[test]
+fn conflicting_rate_limits_on_a_shared_budget_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t").unwrap();
+    let config = |front: &str, back: &str| {
+        let source = |name: &str, rate_limit: &str| {
+            format!(
+                "[[sources]]\nname = \"{name}\"\nprovider = \"spruce\"\n{rate_limit}\n\
+                 [sources.spruce]\norganization_id = \"entity_1\"\n\
+                 api_token = {{ file = \"{}\" }}\n\n",
+                token.display()
+            )
+        };
+        format!("{}{}", source("front", front), source("back", back))
+    };
+    let slow = "rate_limit = { requests = 10, per = \"10s\" }";
+    let fast = "rate_limit = { requests = 50, per = \"10s\" }";
+
+    assert_error(
+        &config(slow, fast),
+        "sources[back].rate_limit",
+        "\"front\" and \"back\"",
+    );
+    assert_error(
+        &config(slow, fast),
+        "sources[back].rate_limit",
+        "10 requests per 10s",
+    );
+    assert_error(
+        &config(slow, ""),
+        "sources[back].rate_limit",
+        "share one request budget",
+    );
+    assert!(load(&config(slow, slow)).is_ok());
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convsync::http::AuthScheme;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -401,7 +401,9 @@ async fn future_timestamps_do_not_move_the_watermark_ahead() {
     let db = TestDb::new();
     let engine = engine(&double, &db, 20, false).await;
     sync_once(&engine, false).await;
-    let cursors = engine.store().load_cursors("double").await.unwrap();
+    let cursors = WalkCursor::load_all(engine.store(), "double")
+        .await
+        .unwrap();
     let watermark = cursors["delta"].watermark.unwrap();
     assert!(
         watermark <= Timestamp::now().saturating_add(Duration::from_secs(121)),

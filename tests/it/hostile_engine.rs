@@ -8,7 +8,9 @@ use convsync::config::Schedule;
 use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec};
 use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
 use convsync::store::Store;
-use convsync::sync::{CycleOutcome, Engine, EngineError, MAX_IDLE_CYCLES, OnceResult, SyncError};
+use convsync::sync::{
+    CycleOutcome, Engine, EngineError, MAX_IDLE_CYCLES, OnceResult, SyncError, WalkCursor,
+};
 use convsync::time::Timestamp;
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
@@ -285,7 +287,7 @@ async fn an_endless_empty_listing_stalls_its_walk_and_the_sweep_still_runs() {
     .await
     .unwrap();
     assert!(notes.contains("stopped as broken"), "{notes}");
-    let cursors = store.load_cursors("double").await.unwrap();
+    let cursors = WalkCursor::load_all(&store, "double").await.unwrap();
     assert!(
         cursors["delta"].position.is_none(),
         "the broken walk starts again from its watermark, not from the endless tokens"

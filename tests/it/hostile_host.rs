@@ -9,8 +9,9 @@ use std::time::Duration;
 use convsync::config::Config;
 use convsync::health::{HealthApp, Liveness};
 use convsync::provider::RejectedRecord;
-use convsync::store::{PageWrite, RunOutcome, RunReport, Store, WalkCursor};
+use convsync::store::{CursorState, PageWrite, RunOutcome, RunReport, Store};
 use convsync::sync::Engine;
+use convsync::sync::WalkCursor;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -135,7 +136,7 @@ async fn a_rejected_item_is_recorded_once_with_a_count() {
         let run = store.begin_run("s").await.unwrap();
         for walk in ["recent", "recent", "sweep"] {
             store
-                .apply_page(&rejected_page(run, walk, &bad))
+                .apply_page(&rejected_page(run, walk, &bad), &no_cursor())
                 .await
                 .unwrap();
         }
@@ -167,13 +168,13 @@ async fn rejected_items_older_than_the_retention_are_removed() {
     let run = store.begin_run("s").await.unwrap();
     let items = [item("old"), item("recent")];
     store
-        .apply_page(&rejected_page(run, "recent", &items))
+        .apply_page(&rejected_page(run, "recent", &items), &no_cursor())
         .await
         .unwrap();
     let other = store.begin_run("t").await.unwrap();
     let mut other_page = rejected_page(other, "recent", &items[..1]);
     other_page.source = "t";
-    store.apply_page(&other_page).await.unwrap();
+    store.apply_page(&other_page, &no_cursor()).await.unwrap();
     sqlx::query(
         "UPDATE rejected_records SET last_seen_at = '2020-01-01T00:00:00.000000Z'
          WHERE raw LIKE '%old%'",
@@ -406,7 +407,6 @@ async fn finish(store: &Store, run: i64) {
 
 /// A page of source `s` carrying only rejected items.
 fn rejected_page<'a>(run_id: i64, walk: &'a str, rejected: &'a [RejectedRecord]) -> PageWrite<'a> {
-    static CURSOR: std::sync::LazyLock<WalkCursor> = std::sync::LazyLock::new(WalkCursor::default);
     PageWrite {
         source: "s",
         provider: "sinch",
@@ -418,10 +418,12 @@ fn rejected_page<'a>(run_id: i64, walk: &'a str, rejected: &'a [RejectedRecord])
         follow_ups: &[],
         touch_seen_before: None,
         insert_first: true,
-        late_before: None,
-        moved_late_before: None,
-        cursor: &CURSOR,
     }
+}
+
+/// The cursor of a walk that has not run.
+fn no_cursor() -> CursorState {
+    WalkCursor::default().to_state().unwrap()
 }
 
 /// Adds `lines` at the start of `section` in the site's configuration.

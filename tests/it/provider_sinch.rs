@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use convsync::config::Config;
 use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor, run_cycle};
 use convsync::time::Timestamp;
 use convsync_sim::{
     Faults, MessageKind, Platform, RequestAuth, SimHandle, SimOptions, Simulator, SinchAccount,
@@ -473,9 +473,7 @@ async fn interrupted_walk_resumes_from_its_saved_page_token() {
         cycle(&engine, false).await,
         CycleOutcome::MoreToDo
     ));
-    let cursors = engine
-        .store()
-        .load_cursors(&engine.sources()[0].name)
+    let cursors = WalkCursor::load_all(engine.store(), &engine.sources()[0].name)
         .await
         .unwrap();
     let recent = &cursors["recent"];

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use convsync::config::Config;
 use convsync::provider::{ConversationRecord, Direction};
-use convsync::store::{PageWrite, WalkCursor};
+use convsync::store::{CursorState, PageWrite};
 use convsync::sync::Engine;
+use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -238,13 +239,13 @@ async fn reply_facts_outside_the_raw_json_are_not_skipped() {
         record.set_last_message(direction, Some(at));
         record
     };
-    let cursor = WalkCursor::default();
+    let cursor = WalkCursor::default().to_state().unwrap();
     let write = |records: Vec<ConversationRecord>| {
         let store = store.clone();
         let cursor = cursor.clone();
         async move {
             store
-                .apply_page(&delta_page(run, &records, &cursor))
+                .apply_page(&delta_page(run, &records), &cursor)
                 .await
                 .unwrap()
         }
@@ -277,16 +278,16 @@ async fn pages_applied_together_insert_first_then_compare_in_page_order() {
         let raw = format!(r#"{{"id":"{id}","v":"{content}"}}"#);
         ConversationRecord::new(id, serde_json::value::RawValue::from_string(raw).unwrap())
     };
-    let cursor = WalkCursor::default();
-    let page = |records: &'static [ConversationRecord]| delta_page(run, records, &cursor);
+    let cursor: CursorState = WalkCursor::default().to_state().unwrap();
+    let page = |records: &'static [ConversationRecord]| delta_page(run, records);
     let before: &'static [ConversationRecord] = Vec::leak(vec![record("b", "1"), record("c", "1")]);
-    store.apply_page(&page(before)).await.unwrap();
+    store.apply_page(&page(before), &cursor).await.unwrap();
 
     let first: &'static [ConversationRecord] =
         Vec::leak(vec![record("a", "1"), record("b", "2"), record("c", "1")]);
     let second: &'static [ConversationRecord] = Vec::leak(vec![record("a", "2"), record("d", "1")]);
     let counts = store
-        .apply_pages(&[page(first), page(second)])
+        .apply_pages(&[page(first), page(second)], &cursor)
         .await
         .unwrap();
 
@@ -310,11 +311,7 @@ async fn pages_applied_together_insert_first_then_compare_in_page_order() {
 }
 
 /// A page of source `s`'s delta walk `recent`, written by run `run_id`.
-fn delta_page<'a>(
-    run_id: i64,
-    records: &'a [ConversationRecord],
-    cursor: &'a WalkCursor,
-) -> PageWrite<'a> {
+fn delta_page(run_id: i64, records: &[ConversationRecord]) -> PageWrite<'_> {
     PageWrite {
         source: "s",
         provider: "sinch",
@@ -326,8 +323,5 @@ fn delta_page<'a>(
         follow_ups: &[],
         touch_seen_before: None,
         insert_first: true,
-        late_before: None,
-        moved_late_before: None,
-        cursor,
     }
 }

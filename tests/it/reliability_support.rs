@@ -9,7 +9,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
-use convsync::store::{Store, WalkCursor};
+use convsync::store::Store;
+use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
 use convsync_sim::{
     ConversationState, MessageDirection, Platform, SimHandle, SimOptions, Simulator,

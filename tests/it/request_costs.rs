@@ -16,7 +16,7 @@ use convsync::http::RateQuota;
 use convsync::provider::ProviderKind;
 use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor, run_cycle};
 use convsync::time::Timestamp;
 use convsync_sim::{
     ConversationState, MessageKind, Mutation, Platform, SimHandle, SimOptions, Simulator,
@@ -208,7 +208,7 @@ async fn a_due_delta_runs_before_the_items_backlog() {
     // its items backlog is then being read.
     let mut listed = false;
     for _ in 0..600 {
-        let cursors = store.load_cursors("clinic").await.unwrap();
+        let cursors = WalkCursor::load_all(&store, "clinic").await.unwrap();
         let done = |walk: &str| {
             cursors
                 .get(walk)
@@ -759,11 +759,11 @@ async fn a_sinch_conversation_without_messages_waits_for_the_sweep() {
 
     // An hour after the last sweep (moved back rather than waited for), the sweep runs.
     let store = bed.engine.store();
-    let mut cursor = store.load_cursors(&source).await.unwrap()["inventory"].clone();
+    let mut cursor = WalkCursor::load_all(store, &source).await.unwrap()["inventory"].clone();
     let interval = ProviderKind::Sinch.defaults().sweep_interval;
     cursor.last_completed_at = cursor.last_completed_at.map(|t| t.saturating_sub(interval));
     store
-        .save_cursor(&source, "inventory", &cursor)
+        .save_cursor(&source, "inventory", &cursor.to_state().unwrap())
         .await
         .unwrap();
     let active = truth

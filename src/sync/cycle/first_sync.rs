@@ -17,8 +17,8 @@
 use std::collections::HashMap;
 
 use super::{Cycle, SyncError};
-use crate::provider::{WalkKind, WalkSpec};
-use crate::store::WalkCursor;
+use crate::provider::WalkSpec;
+use crate::sync::cursor::WalkCursor;
 use crate::time::Timestamp;
 
 impl Cycle<'_> {
@@ -30,21 +30,17 @@ impl Cycle<'_> {
         cursor: &WalkCursor,
         cursors: &mut HashMap<String, WalkCursor>,
     ) -> Result<(), SyncError> {
-        let first_listing = matches!(walk.kind, WalkKind::Delta(_))
-            && cursor.watermark.is_none()
-            && !cursor.in_progress();
-        if !first_listing {
+        if !cursor.lists_everything(walk.kind) {
             return Ok(());
         }
         let start = Timestamp::now().saturating_sub(self.source.schedule.max_clock_skew);
         for &covered in self.source.provider.covered_by_first_listing(walk) {
             let state = cursors.entry(covered.to_owned()).or_default();
-            if state.watermark.is_some() || state.in_progress() {
+            if !state.seed_from_covering_listing(start) {
                 continue;
             }
-            state.watermark = Some(start);
             self.store
-                .save_cursor(&self.source.name, covered, state)
+                .save_cursor(&self.source.name, covered, &state.to_state()?)
                 .await?;
             tracing::info!(
                 walk = walk.name,

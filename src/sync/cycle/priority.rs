@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::{Cycle, SyncError};
 use crate::provider::WalkKind;
+use crate::sync::cursor::WalkCursor;
 use crate::time::Timestamp;
 
 impl Cycle<'_> {
@@ -25,7 +26,7 @@ impl Cycle<'_> {
     /// delta walks last completed (the earliest of them), or after the cycle began when
     /// none has completed yet.
     pub(super) async fn follow_ups_yield_at(&self) -> Result<Instant, SyncError> {
-        let cursors = self.store.load_cursors(&self.source.name).await?;
+        let cursors = WalkCursor::load_all(self.store, &self.source.name).await?;
         let last_deltas = self
             .source
             .provider

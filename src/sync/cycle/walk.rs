@@ -21,11 +21,10 @@ use tracing::Instrument;
 use super::reply_horizon::keep_follow_ups_within;
 use super::{Cycle, MALFORMED_RETRIES, SyncError, WalkEnd, while_busy};
 use crate::http::{ApiClient, HttpError};
-use crate::provider::{
-    Absence, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
-};
+use crate::provider::{Absence, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec};
 use crate::secret::redact::{ERROR_TEXT_CAP, redact};
-use crate::store::{PageCounts, PageTransaction, PageWrite, SweepCompletion, WalkCursor};
+use crate::store::{PageOutcome, PageTransaction, PageWrite, SweepCompletion};
+use crate::sync::cursor::{LateBounds, WalkCursor};
 use crate::time::Timestamp;
 
 /// Pages the fetcher may run ahead of the writer. It bounds memory (pages are streamed,
@@ -65,8 +64,8 @@ struct Batch {
     cursor: Option<WalkCursor>,
     /// The transaction holding the pages applied so far.
     open: Option<PageTransaction>,
-    /// What the applied pages did, counted once they commit.
-    applied: Vec<PageCounts>,
+    /// What the applied pages did, counted once they commit (late rows already counted).
+    applied: Vec<PageOutcome>,
     /// Rows of the applied pages.
     applied_rows: usize,
 }
@@ -76,26 +75,19 @@ impl Cycle<'_> {
         &mut self,
         walk: &WalkSpec,
         mut cursor: WalkCursor,
-        bounds: (Option<Timestamp>, Option<Timestamp>),
+        late: LateBounds,
     ) -> Result<WalkEnd, SyncError> {
         let schedule = &self.source.schedule;
-        if !cursor.in_progress() {
-            // A sweep's window opens with the cycle: rows this cycle's deltas just listed
-            // were seen inside it and need no second write (only their absence would be
-            // noticed one sweep later, like any conversation removed while a sweep runs).
-            cursor.walk_started_at = Some(match walk.kind {
-                WalkKind::Sweep { .. } => self.started_at,
-                WalkKind::Delta(_) => Timestamp::now(),
-            });
-            cursor.walk_since = match walk.kind {
-                WalkKind::Delta(_) => cursor
-                    .watermark
-                    .map(|w| w.saturating_sub(schedule.lookback)),
-                WalkKind::Sweep { .. } => None,
-            };
-            cursor.position = None;
-            cursor.pending_high_water = None;
-        } else {
+        // A sweep's window opens with the cycle: rows this cycle's deltas just listed were
+        // seen inside it and need no second write (only their absence would be noticed one
+        // sweep later, like any conversation removed while a sweep runs).
+        let resumed = cursor.begin(
+            walk.kind,
+            self.started_at,
+            Timestamp::now(),
+            schedule.lookback,
+        );
+        if resumed {
             tracing::info!(
                 walk = walk.name,
                 "resuming an unfinished walk from its saved position"
@@ -135,7 +127,7 @@ impl Cycle<'_> {
             }
             .instrument(tracing::Span::current()),
         );
-        let ended = self.write_pages(walk, cursor, bounds, receiver).await;
+        let ended = self.write_pages(walk, cursor, late, receiver).await;
         drop(stop_fetching);
         // The fetcher ends as soon as it sees the stop or its channel closed; waiting for
         // it means no request of this walk outlives the walk.
@@ -153,7 +145,7 @@ impl Cycle<'_> {
         &mut self,
         walk: &WalkSpec,
         mut cursor: WalkCursor,
-        bounds: (Option<Timestamp>, Option<Timestamp>),
+        late: LateBounds,
         mut receiver: mpsc::Receiver<Fetched>,
     ) -> Result<WalkEnd, SyncError> {
         let mut batch = Batch {
@@ -171,7 +163,7 @@ impl Cycle<'_> {
                     // small, give the fetcher a moment before committing (during a
                     // backfill the next page is a millisecond or two away), then commit
                     // and wait as long as the next page takes.
-                    self.apply(walk, &mut batch, bounds).await?;
+                    self.apply(walk, &mut batch, late).await?;
                     let next = if batch.open.is_some() && batch.applied_rows < COMMIT_ROWS {
                         tokio::time::timeout(COMMIT_GRACE, receiver.recv())
                             .await
@@ -182,7 +174,7 @@ impl Cycle<'_> {
                     match next {
                         Some(next) => next,
                         None => {
-                            self.commit(walk, &mut batch, bounds).await?;
+                            self.commit(walk, &mut batch, late).await?;
                             receiver.recv().await
                         }
                     }
@@ -214,20 +206,20 @@ impl Cycle<'_> {
                         Some(absence) => {
                             batch.pages.push(page);
                             batch.cursor = Some(cursor.clone());
-                            self.commit(walk, &mut batch, bounds).await?;
+                            self.commit(walk, &mut batch, late).await?;
                             self.complete_sweep(walk, absence, &cursor, &next).await?;
                         }
                         None => {
                             batch.pages.push(page);
                             batch.cursor = Some(next.clone());
                             if complete {
-                                self.commit(walk, &mut batch, bounds).await?;
+                                self.commit(walk, &mut batch, late).await?;
                             } else if batch.pages.len() > PIPELINE_PAGES {
                                 // More pages are coming: write these, and commit only
                                 // once the transaction holds enough rows.
-                                self.apply(walk, &mut batch, bounds).await?;
+                                self.apply(walk, &mut batch, late).await?;
                                 if batch.applied_rows >= COMMIT_ROWS {
-                                    self.commit(walk, &mut batch, bounds).await?;
+                                    self.commit(walk, &mut batch, late).await?;
                                 }
                             }
                         }
@@ -238,19 +230,17 @@ impl Cycle<'_> {
                     }
                 }
                 Fetched::Restarted { message } => {
-                    self.commit(walk, &mut batch, bounds).await?;
+                    self.commit(walk, &mut batch, late).await?;
                     tracing::warn!(walk = walk.name, %message, "saved page position rejected; restarting the walk from its watermark");
                     self.report.notes.push(format!(
                         "{}: page position rejected, walk restarted",
                         walk.name
                     ));
-                    cursor.position = None;
-                    cursor.pending_high_water = None;
-                    cursor.walk_started_at = Some(Timestamp::now());
+                    cursor.restart_after_rejected_position(Timestamp::now());
                     self.source.progress.enter_walk(Some(walk.name));
                 }
                 Fetched::Stop(end) => {
-                    self.commit(walk, &mut batch, bounds).await?;
+                    self.commit(walk, &mut batch, late).await?;
                     if let Ok(WalkEnd::Broken(_)) = &end {
                         self.restart_next_cycle(walk, &cursor).await?;
                     }
@@ -266,7 +256,7 @@ impl Cycle<'_> {
         &mut self,
         walk: &WalkSpec,
         batch: &mut Batch,
-        (late_before, moved_late_before): (Option<Timestamp>, Option<Timestamp>),
+        late: LateBounds,
     ) -> Result<(), SyncError> {
         let Some(cursor) = &batch.cursor else {
             return Ok(());
@@ -304,15 +294,15 @@ impl Cycle<'_> {
                     WalkKind::Delta(_) => None,
                 },
                 insert_first: matches!(walk.kind, WalkKind::Delta(_)),
-                late_before,
-                moved_late_before,
-                cursor,
             })
             .collect();
-        let counts = open.apply(&writes).await?;
+        let mut outcomes = open.apply(&writes).await?;
         drop(writes);
+        for (outcome, page) in outcomes.iter_mut().zip(&batch.pages) {
+            outcome.counts.late = late.count(&page.records, &outcome.rows);
+        }
         batch.applied_rows += batch.pages.iter().map(|p| p.records.len()).sum::<usize>();
-        batch.applied.extend(counts);
+        batch.applied.extend(outcomes);
         batch.pages.clear();
         Ok(())
     }
@@ -323,9 +313,9 @@ impl Cycle<'_> {
         &mut self,
         walk: &WalkSpec,
         batch: &mut Batch,
-        bounds: (Option<Timestamp>, Option<Timestamp>),
+        late: LateBounds,
     ) -> Result<(), SyncError> {
-        self.apply(walk, batch, bounds).await?;
+        self.apply(walk, batch, late).await?;
         let Some(open) = batch.open.take() else {
             return Ok(());
         };
@@ -333,12 +323,13 @@ impl Cycle<'_> {
             .cursor
             .take()
             .expect("a transaction is open only once a page (and the cursor after it) came");
-        open.commit(&self.source.name, walk.name, &cursor).await?;
-        let counts = std::mem::take(&mut batch.applied);
+        open.commit(&self.source.name, walk.name, &cursor.to_state()?)
+            .await?;
+        let outcomes = std::mem::take(&mut batch.applied);
         batch.applied_rows = 0;
         let mut late = 0;
         let mut rejected = 0;
-        for page in &counts {
+        for PageOutcome { counts: page, .. } in &outcomes {
             self.pages_this_cycle += 1;
             self.report.pages += 1;
             self.report.inserted += page.inserted;
@@ -375,21 +366,14 @@ impl Cycle<'_> {
         Ok(())
     }
 
-    /// Forgets a broken walk's page position, so that the next cycle starts it again from
-    /// its watermark instead of following the provider's endless tokens further. What was
-    /// read stays; a delta's watermark only ever moved with pages that carried records.
+    /// Saves a broken walk as abandoned ([`WalkCursor::abandoned`]): the next cycle starts
+    /// it again from its watermark.
     async fn restart_next_cycle(
         &mut self,
         walk: &WalkSpec,
         cursor: &WalkCursor,
     ) -> Result<(), SyncError> {
-        let restart = WalkCursor {
-            position: None,
-            walk_started_at: None,
-            walk_since: None,
-            pending_high_water: None,
-            ..cursor.clone()
-        };
+        let restart = cursor.abandoned().to_state()?;
         let store = self.store;
         let source = &self.source.name;
         let limit = self.source.schedule.stall_timeout;
@@ -408,6 +392,7 @@ impl Cycle<'_> {
         last_page_cursor: &WalkCursor,
         final_cursor: &WalkCursor,
     ) -> Result<(), SyncError> {
+        let final_cursor = final_cursor.to_state()?;
         let completion = SweepCompletion {
             source: &self.source.name,
             walk: walk.name,
@@ -417,7 +402,7 @@ impl Cycle<'_> {
                 .walk_started_at
                 .unwrap_or_else(Timestamp::now),
             guard: self.source.guard,
-            cursor: final_cursor,
+            cursor: &final_cursor,
         };
         let store = self.store;
         let limit = self.source.schedule.stall_timeout;
@@ -429,46 +414,27 @@ impl Cycle<'_> {
         Ok(())
     }
 
-    /// The cursor after `page`: watermark rules, future guard, position.
+    /// The cursor after `page` ([`WalkCursor::advanced`]), noting a watermark the future
+    /// guard held back.
     fn advance(&mut self, walk: &WalkSpec, cursor: &WalkCursor, page: &Page) -> WalkCursor {
-        let now = Timestamp::now();
-        let ceiling = now.saturating_add(self.source.schedule.max_clock_skew);
-        let high_water = page.high_water.map(|hw| {
-            if hw > ceiling {
-                let note = format!(
-                    "{}: provider timestamp {hw} lies in the future; watermark held at {ceiling}",
-                    walk.name
-                );
-                if !self.report.notes.contains(&note) {
-                    tracing::warn!(walk = walk.name, timestamp = %hw, "provider timestamp in the future; not moving the watermark past now");
-                    self.report.notes.push(note);
-                }
+        let advanced = cursor.advanced(
+            walk.kind,
+            page.high_water,
+            page.next.as_ref(),
+            Timestamp::now(),
+            self.source.schedule.max_clock_skew,
+        );
+        if let Some((hw, ceiling)) = advanced.held_back {
+            let note = format!(
+                "{}: provider timestamp {hw} lies in the future; watermark held at {ceiling}",
+                walk.name
+            );
+            if !self.report.notes.contains(&note) {
+                tracing::warn!(walk = walk.name, timestamp = %hw, "provider timestamp in the future; not moving the watermark past now");
+                self.report.notes.push(note);
             }
-            hw.min(ceiling)
-        });
-        let mut next = cursor.clone();
-        match walk.kind {
-            WalkKind::Delta(WatermarkAdvance::PerPage) => {
-                next.watermark = next.watermark.max(high_water);
-            }
-            WalkKind::Delta(WatermarkAdvance::AtWalkEnd) => {
-                next.pending_high_water = next.pending_high_water.max(high_water);
-            }
-            WalkKind::Sweep { .. } => {}
         }
-        if page.next.is_none() {
-            if matches!(walk.kind, WalkKind::Delta(_)) {
-                next.watermark = next.watermark.max(next.pending_high_water);
-            }
-            next.position = None;
-            next.walk_started_at = None;
-            next.walk_since = None;
-            next.pending_high_water = None;
-            next.last_completed_at = Some(now);
-        } else {
-            next.position = page.next.clone();
-        }
-        next
+        advanced.cursor
     }
 }
 
