@@ -618,7 +618,7 @@ async fn send_form(
     form: &[(&str, String)],
     max_response_bytes: u64,
 ) -> Result<(reqwest::StatusCode, bytes::Bytes), Unanswered> {
-    let text = |e: reqwest::Error| provider_text(&super::error_chain(&e.without_url()));
+    let text = |e: reqwest::Error| provider_text(&crate::error_text::error_chain(&e.without_url()));
     let response = request.form(form).send().await.map_err(|e| {
         if e.is_connect() {
             Unanswered::NotSent(text(e))

@@ -27,6 +27,7 @@ pub use limiter::{RateQuota, RequestBudget};
 pub use request::{HttpResponse, RequestSpec};
 pub use retry::RetryPolicy;
 
+use crate::error_text::error_chain;
 use crate::provider::Provider;
 use crate::secret::redact::{ERROR_TEXT_CAP, provider_text, redact};
 
@@ -511,19 +512,4 @@ impl ApiClient {
             },
         }
     }
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub(crate) use cycle::panic_message;
+use crate::error_text::panic_message;
 pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
 pub use progress::SourceProgress;
 pub use retention::run_retention;
@@ -71,7 +71,7 @@ impl OnceResult {
                 humantime::format_duration(*wait)
             ),
             CycleOutcome::Stalled { reason } => format!("STALLED: {reason}"),
-            CycleOutcome::Failed(e) => format!("FAILED: {}", crate::http::error_chain(e)),
+            CycleOutcome::Failed(e) => format!("FAILED: {}", crate::error_text::error_chain(e)),
         }
     }
 }
@@ -299,10 +299,7 @@ fn describe_stopped(stopped: &[(String, String)]) -> String {
 fn task_death(error: tokio::task::JoinError) -> (tokio::task::Id, String) {
     let id = error.id();
     let why = match error.try_into_panic() {
-        Ok(payload) => format!(
-            "its task panicked: {}",
-            cycle::panic_message(payload.as_ref())
-        ),
+        Ok(payload) => format!("its task panicked: {}", panic_message(payload.as_ref())),
         Err(_) => "its task was cancelled".to_owned(),
     };
     (id, why)

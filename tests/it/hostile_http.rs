@@ -494,7 +494,7 @@ async fn oversized_token_answer_fails_authentication() {
         ),
         "{error}"
     );
-    let message = convsync::http::error_chain(error);
+    let message = convsync::error_text::error_chain(error);
     assert!(message.contains("http.max_response_bytes"), "{message}");
     assert!(!message.contains("hostile-secret"), "{message}");
     assert_eq!(

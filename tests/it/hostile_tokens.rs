@@ -178,7 +178,7 @@ async fn assert_reported_and_other_location_syncs(bed: &Bed, engine: &Engine) {
     match outcome(&results, &bed.oauth_source()) {
         CycleOutcome::Failed(e) => {
             assert!(e.is_fatal(), "{e}");
-            let message = convsync::http::error_chain(e);
+            let message = convsync::error_text::error_chain(e);
             assert!(
                 message.contains("was lost")
                     && message.contains(&format!(
