@@ -14,6 +14,7 @@ pub mod file_access;
 pub mod health;
 pub mod http;
 pub mod provider;
+pub mod record;
 pub mod secret;
 pub mod sim;
 pub mod store;

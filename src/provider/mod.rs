@@ -17,7 +17,6 @@
 
 pub mod d365;
 pub mod highlevel;
-pub mod record;
 pub mod sinch;
 pub mod spruce;
 
@@ -28,7 +27,10 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-pub use record::{ActivityPatch, ConversationRecord, Direction, RejectedRecord};
+// The record types live in the base module `crate::record` (the store uses them too).
+pub use crate::record::{
+    Absence, ActivityPatch, ConversationRecord, DetailRequest, Direction, RejectedRecord,
+};
 
 use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec};
 use crate::time::Timestamp;
@@ -152,15 +154,6 @@ impl std::fmt::Debug for ProviderSetup {
     }
 }
 
-/// What happens to mirrored conversations that a complete sweep did not list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Absence {
-    /// They are closed (`active = false`, `closed_at` set): D365 lists active ones only.
-    Closed,
-    /// They no longer exist at the provider (`deleted_at` set).
-    Deleted,
-}
-
 /// When a delta walk's watermark may move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatermarkAdvance {
@@ -219,20 +212,6 @@ pub struct WalkContext<'a> {
     /// Where the walk stands: `None` for its first page, else what the previous page
     /// returned as [`Page::next`].
     pub position: Option<&'a Value>,
-}
-
-/// A per-conversation follow-up request (messages, items, a fresh copy), queued in the
-/// database in the same transaction as the page that asked for it, so that none is lost.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DetailRequest {
-    /// The conversation.
-    pub conversation_id: String,
-    /// Which kind of follow-up (provider-defined, e.g. `items`, `fetch`).
-    pub kind: String,
-    /// Only messages after this instant matter (the previous activity time), when known.
-    pub since: Option<Timestamp>,
-    /// Position within a multi-page follow-up.
-    pub position: Option<Value>,
 }
 
 /// One parsed page of a walk.

@@ -17,10 +17,10 @@ use convsync::config::Schedule;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::http::{AuthError, AuthScheme, HttpError, HttpSettings};
 use convsync::http::{HttpResponse, RequestSpec};
-use convsync::provider::record::RAW_OMITTED_KEY;
 use convsync::provider::{
     Page, Pause, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec,
 };
+use convsync::record::RAW_OMITTED_KEY;
 use convsync::secret::Secret;
 use convsync::sync::{CycleOutcome, Engine, SyncError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
