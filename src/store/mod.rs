@@ -18,6 +18,7 @@ mod prepared;
 mod rejected;
 mod retention;
 mod runs;
+mod summary;
 mod vault;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ pub use mirror::{
 };
 pub use retention::{PurgeCounts, RetentionPolicy};
 pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
+pub use summary::{SourceSummary, WAITING_QUERY, WaitingRow};
 pub use vault::{RefreshRefusal, RefreshTokenAge, StoredRefreshToken};
 
 /// Errors from the mirror database.
