@@ -22,7 +22,10 @@ use backon::Retryable;
 use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 
-pub use auth::{AuthError, AuthScheme, Authenticator};
+pub use auth::{
+    AuthError, AuthScheme, Authenticator, RefreshRefusal, StoredRefreshToken, TokenVault,
+    VaultError,
+};
 pub use limiter::{RateQuota, RequestBudget};
 pub use request::{HttpResponse, RequestSpec};
 pub use retry::RetryPolicy;

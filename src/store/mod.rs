@@ -43,7 +43,7 @@ pub use mirror::{
 pub use retention::{PurgeCounts, RetentionPolicy};
 pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
 pub use summary::{SourceSummary, WAITING_QUERY, WaitingRow};
-pub use vault::{RefreshRefusal, RefreshTokenAge, StoredRefreshToken};
+pub use vault::RefreshTokenAge;
 
 /// Errors from the mirror database.
 #[derive(Debug, thiserror::Error)]

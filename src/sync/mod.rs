@@ -94,7 +94,7 @@ impl Engine {
                 .entry(setup.credential_key.clone())
                 .or_insert_with(|| {
                     Arc::new(
-                        Authenticator::new(setup.auth.clone(), Some(store.clone()))
+                        Authenticator::new(setup.auth.clone(), Some(Arc::new(store.clone())))
                             .with_max_response_bytes(http.max_response_bytes),
                     )
                 })

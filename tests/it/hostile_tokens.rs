@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use convsync::config::{Schedule, SourceSettings};
 use convsync::http::AuthScheme;
+use convsync::http::StoredRefreshToken;
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
 use convsync::sim::{SimHandle, SimOptions, Simulator};
-use convsync::store::{MassChangeGuard, StoredRefreshToken};
+use convsync::store::MassChangeGuard;
 use convsync::sync::{CycleOutcome, Engine, OnceResult};
 use convsync::time::Timestamp;
 
