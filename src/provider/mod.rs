@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 // The record types live in the base module `crate::record` (the store uses them too).
@@ -32,7 +31,7 @@ pub use crate::record::{
     Absence, ActivityPatch, ConversationRecord, DetailRequest, Direction, RejectedRecord,
 };
 
-use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec};
+use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec, ResponsePolicy};
 use crate::time::Timestamp;
 
 /// The platforms convsync mirrors.
@@ -290,17 +289,10 @@ impl ProviderError {
     }
 }
 
-/// A pause the provider's rate-limit headers ask for before the next request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pause {
-    /// How long to wait.
-    pub wait: Duration,
-    /// Which budget ran out, for logs and metrics.
-    pub reason: &'static str,
-}
-
-/// A platform adapter. See the module documentation.
-pub trait Provider: Send + Sync + 'static {
+/// A platform adapter. See the module documentation. How its error answers and rate-limit
+/// headers are read is its [`ResponsePolicy`], which the HTTP client is given with each
+/// request.
+pub trait Provider: ResponsePolicy + Send + Sync + 'static {
     /// Which platform.
     fn kind(&self) -> ProviderKind;
 
@@ -342,32 +334,6 @@ pub trait Provider: Send + Sync + 'static {
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
         let _ = (status, body);
         false
-    }
-
-    /// A one-line human description of an error body (RFC 7807, Google-RPC, ...). The
-    /// default shows the body as text.
-    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
-        let _ = status;
-        String::from_utf8_lossy(body).chars().take(2000).collect()
-    }
-
-    /// Header names worth logging with an error (request or correlation ids).
-    fn correlation_headers(&self) -> &[&'static str] {
-        &[]
-    }
-
-    /// A pause requested by rate-limit headers on a successful response.
-    fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
-        let _ = headers;
-        None
-    }
-
-    /// How many requests the rate-limit headers of a response say are left in the
-    /// provider's tightest window (`None`: not said). Requests sent concurrently spend this
-    /// count, so that they stop at zero instead of overrunning the window.
-    fn remaining_requests(&self, headers: &HeaderMap) -> Option<u64> {
-        let _ = headers;
-        None
     }
 
     /// The later delta walks that a first, unbounded listing of `walk` makes unnecessary:

@@ -16,10 +16,8 @@ use std::time::Duration;
 use convsync::config::Schedule;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::http::{AuthError, AuthScheme, HttpError, HttpSettings};
-use convsync::http::{HttpResponse, RequestSpec};
-use convsync::provider::{
-    Page, Pause, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec,
-};
+use convsync::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
+use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
 use convsync::record::RAW_OMITTED_KEY;
 use convsync::secret::Secret;
 use convsync::sync::{CycleOutcome, Engine, SyncError};
@@ -332,7 +330,9 @@ impl Provider for PacedDouble {
     ) -> Result<Page, ProviderError> {
         self.0.parse_page(ctx, response)
     }
+}
 
+impl ResponsePolicy for PacedDouble {
     fn pacing(&self, headers: &reqwest::header::HeaderMap) -> Option<Pause> {
         let seconds = headers
             .get("x-pause-seconds")?

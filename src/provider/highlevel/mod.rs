@@ -37,10 +37,10 @@ pub use config::{DEFAULT_BASE_URL, HighLevelConfig, LocationConfig, setup};
 
 use self::conversation::DateField;
 use self::keyset::{PageShape, Position, Role};
-use crate::http::{HttpResponse, RequestSpec};
+use crate::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
 use crate::provider::{
-    Absence, InitialSweep, Page, Pause, Provider, ProviderError, ProviderKind, WalkContext,
-    WalkKind, WalkSpec, WatermarkAdvance,
+    Absence, InitialSweep, Page, Provider, ProviderError, ProviderKind, WalkContext, WalkKind,
+    WalkSpec, WatermarkAdvance,
 };
 use crate::time::Timestamp;
 
@@ -202,7 +202,9 @@ impl Provider for HighLevel {
         page.high_water = page.records.iter().filter_map(|r| r.last_activity_at).max();
         self.finish(ctx, &position, page, shape)
     }
+}
 
+impl ResponsePolicy for HighLevel {
     fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
         errors::describe(status, body, &self.location_id)
     }

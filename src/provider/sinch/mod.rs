@@ -52,7 +52,7 @@ use super::{
 };
 use crate::config::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
-use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec};
+use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec, ResponsePolicy};
 use crate::secret::SecretRef;
 use crate::time::Timestamp;
 
@@ -468,7 +468,9 @@ impl Provider for SinchProvider {
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
         matches!(status, StatusCode::BAD_REQUEST | StatusCode::GONE) && wire::mentions_token(body)
     }
+}
 
+impl ResponsePolicy for SinchProvider {
     fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
         let mut text = wire::describe_error(body);
         match status {
