@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod config_error;
 pub mod error_text;
 pub mod file_access;
 pub mod health;

@@ -17,6 +17,7 @@
 
 pub mod d365;
 pub mod highlevel;
+pub mod registry;
 pub mod sinch;
 pub mod spruce;
 
@@ -31,55 +32,18 @@ pub use crate::record::{
     Absence, ActivityPatch, ConversationRecord, DetailRequest, Direction, RejectedRecord,
 };
 
+pub use registry::{ProviderKind, ProviderTable};
+
 use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec, ResponsePolicy};
 use crate::time::Timestamp;
 
-/// The platforms convsync mirrors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Dynamics 365 Contact Center, custom-channel messaging API.
-    D365,
-    /// Spruce Health public API.
-    Spruce,
-    /// Sinch Conversation API.
-    Sinch,
-    /// HighLevel (LeadConnector) conversations search.
-    Highlevel,
-}
-
 impl ProviderKind {
-    /// The name used in config files and in the mirror's `provider` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::D365 => "d365",
-            ProviderKind::Spruce => "spruce",
-            ProviderKind::Sinch => "sinch",
-            ProviderKind::Highlevel => "highlevel",
-        }
-    }
-
-    /// The kind named `name` in a config file (`d365`, `spruce`, `sinch`, `highlevel`).
+    /// The kind named `name` in a config file (`provider = "…"`).
     pub fn from_config_name(name: &str) -> Option<ProviderKind> {
-        [
-            ProviderKind::D365,
-            ProviderKind::Spruce,
-            ProviderKind::Sinch,
-            ProviderKind::Highlevel,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == name)
-    }
-
-    /// The provider's defaults, without any account settings (for commands that read the
-    /// database only and must not resolve secrets).
-    pub fn defaults(self) -> ProviderDefaults {
-        match self {
-            ProviderKind::D365 => d365::defaults(),
-            ProviderKind::Spruce => spruce::defaults(),
-            ProviderKind::Sinch => sinch::defaults(),
-            ProviderKind::Highlevel => highlevel::defaults(),
-        }
+        ProviderKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.as_str() == name)
     }
 }
 

@@ -17,7 +17,7 @@
 //! the channel's webhook), hence the sparse defaults in `config`.
 
 mod config;
-pub(crate) use config::defaults;
+pub(crate) use config::{account_suffixes, defaults};
 mod json;
 mod listing;
 mod messages;

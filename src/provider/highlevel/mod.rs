@@ -20,7 +20,7 @@
 //! Integration Token or OAuth with rotating refresh tokens) is configured in `config`.
 
 mod config;
-pub(crate) use config::defaults;
+pub(crate) use config::{account_suffixes, defaults};
 mod conversation;
 mod errors;
 mod keyset;

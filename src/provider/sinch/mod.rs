@@ -50,7 +50,7 @@ use super::{
     Absence, InitialSweep, Page, Provider, ProviderDefaults, ProviderError, ProviderKind,
     ProviderSetup, RejectedRecord, SetupContext, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
-use crate::config::{ConfigError, validate_base_url};
+use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
 use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec, ResponsePolicy};
 use crate::secret::SecretRef;
@@ -256,6 +256,11 @@ pub fn setup(cfg: &SinchConfig, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSe
         })
         .collect();
     Ok(setups)
+}
+
+/// One account per app (`name/<app id>`), listed without resolving a secret.
+pub(crate) fn account_suffixes(cfg: &SinchConfig) -> Vec<Option<&str>> {
+    cfg.app_id.ids().iter().map(|id| Some(id.trim())).collect()
 }
 
 /// Defaults for Sinch sources.

@@ -26,7 +26,7 @@
 //! that it never starves the deltas.
 
 mod config;
-pub(crate) use config::defaults;
+pub(crate) use config::{account_suffixes, defaults};
 mod conversation;
 mod items;
 mod limits;
