@@ -13,7 +13,13 @@
 //! - [`Provider::build_request`] / [`Provider::parse_page`]: one page of a walk.
 //! - optionally [`Provider::build_detail_request`] / [`Provider::parse_detail`]: per-conversation
 //!   follow-up requests (messages, items) queued by pages.
-//! - optionally error description, page-token rejection and rate-limit header pacing.
+//! - optionally page-token rejection ([`Provider::is_position_rejected`]), and its
+//!   [`ResponsePolicy`]: error description and rate-limit
+//!   header pacing.
+//!
+//! Then give it a folder of its own following the template of [`registry`] (`setup`,
+//! `defaults`, `account_suffixes` and its `[sources.<name>]` settings type) and one line in
+//! its `for_each_provider!`.
 
 pub mod d365;
 pub mod highlevel;

@@ -1,6 +1,6 @@
-//! The provider registry: one line per provider in [`for_each_provider`]. Everything that
+//! The provider registry: one line per provider in `for_each_provider!`. Everything that
 //! enumerates the providers — [`ProviderKind`], the `[sources.<name>]` tables of a
-//! `[[sources]]` entry ([`with_provider_tables`]), setup and defaults — is generated from
+//! `[[sources]]` entry (`with_provider_tables!`), setup and defaults — is generated from
 //! it, so that `config.rs` names no provider and adding one is a folder plus a line here.
 //!
 //! Each provider folder follows one template: `pub fn setup(&Table, &SetupContext)`,
