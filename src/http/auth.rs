@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use url::Url;
 
 mod vault;
-pub use vault::{RefreshRefusal, StoredRefreshToken, TokenVault, VaultError};
+pub use vault::{RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault, VaultError};
 
 use crate::secret::Secret;
 use crate::secret::redact::provider_text;
@@ -456,7 +456,7 @@ impl Authenticator {
             );
         }
         vault
-            .mark_sent(&rr.vault_key, &current)
+            .mark(&rr.vault_key, &current, TokenUse::Sent)
             .await
             .map_err(persist)?;
         let mut form = vec![
@@ -478,7 +478,7 @@ impl Authenticator {
             Ok(answer) => answer,
             Err(Unanswered::NotSent(message)) => {
                 vault
-                    .mark_unspent(&rr.vault_key, &current)
+                    .mark(&rr.vault_key, &current, TokenUse::Unspent)
                     .await
                     .map_err(persist)?;
                 return Err(AuthError::Unreachable { url, message });
@@ -492,7 +492,7 @@ impl Authenticator {
             // The app's credentials or the request were refused, not the refresh token: it
             // was not spent, and stays usable once the configuration is fixed.
             vault
-                .mark_unspent(&rr.vault_key, &current)
+                .mark(&rr.vault_key, &current, TokenUse::Unspent)
                 .await
                 .map_err(persist)?;
             return Err(AuthError::Rejected {
@@ -503,7 +503,13 @@ impl Authenticator {
         }
         if matches!(status.as_u16(), 400 | 401 | 403) {
             vault
-                .mark_refused(&rr.vault_key, &current, lost_answer_at.is_some())
+                .mark(
+                    &rr.vault_key,
+                    &current,
+                    TokenUse::Refused {
+                        after_lost_answer: lost_answer_at.is_some(),
+                    },
+                )
                 .await
                 .map_err(persist)?;
             return Err(AuthError::RefreshRefused {
@@ -539,7 +545,7 @@ impl Authenticator {
                 // A complete answer without a new refresh token: this provider does not
                 // rotate, and the token is still good.
                 vault
-                    .mark_unspent(&rr.vault_key, &current)
+                    .mark(&rr.vault_key, &current, TokenUse::Unspent)
                     .await
                     .map_err(persist)?;
                 issued_at

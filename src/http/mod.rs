@@ -24,7 +24,7 @@ use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 
 pub use auth::{
-    AuthError, AuthScheme, Authenticator, RefreshRefusal, StoredRefreshToken, TokenVault,
+    AuthError, AuthScheme, Authenticator, RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault,
     VaultError,
 };
 pub use limiter::{RateQuota, RequestBudget};

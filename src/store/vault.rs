@@ -7,10 +7,11 @@
 //! sent and cleared when an answer is recorded, and a token the endpoint refused is marked
 //! so that no later attempt, not even after a restart, sends it again.
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{Store, StoreError};
-use crate::http::{RefreshRefusal, StoredRefreshToken, TokenVault, VaultError};
+use crate::http::{RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault, VaultError};
 use crate::secret::Secret;
 use crate::time::Timestamp;
 
@@ -164,7 +165,7 @@ impl TokenVault for Store {
         &'a self,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredRefreshToken>, VaultError>> {
-        Box::pin(async move { self.load_refresh_token(key).await.map_err(VaultError::new) })
+        vault_call(self.load_refresh_token(key))
     }
 
     fn save<'a>(
@@ -172,47 +173,28 @@ impl TokenVault for Store {
         key: &'a str,
         token: &'a Secret,
     ) -> BoxFuture<'a, Result<(), VaultError>> {
-        Box::pin(async move {
-            self.save_refresh_token(key, token)
-                .await
-                .map_err(VaultError::new)
-        })
+        vault_call(self.save_refresh_token(key, token))
     }
 
-    fn mark_sent<'a>(
+    fn mark<'a>(
         &'a self,
         key: &'a str,
         token: &'a Secret,
+        what: TokenUse,
     ) -> BoxFuture<'a, Result<(), VaultError>> {
-        Box::pin(async move {
-            self.mark_refresh_sent(key, token)
-                .await
-                .map_err(VaultError::new)
-        })
+        match what {
+            TokenUse::Sent => vault_call(self.mark_refresh_sent(key, token)),
+            TokenUse::Unspent => vault_call(self.mark_refresh_unspent(key, token)),
+            TokenUse::Refused { after_lost_answer } => {
+                vault_call(self.mark_refresh_refused(key, token, after_lost_answer))
+            }
+        }
     }
+}
 
-    fn mark_unspent<'a>(
-        &'a self,
-        key: &'a str,
-        token: &'a Secret,
-    ) -> BoxFuture<'a, Result<(), VaultError>> {
-        Box::pin(async move {
-            self.mark_refresh_unspent(key, token)
-                .await
-                .map_err(VaultError::new)
-        })
-    }
-
-    fn mark_refused<'a>(
-        &'a self,
-        key: &'a str,
-        token: &'a Secret,
-        after_lost_answer: bool,
-    ) -> BoxFuture<'a, Result<(), VaultError>> {
-        Box::pin(async move {
-            self.mark_refresh_refused(key, token, after_lost_answer)
-                .await
-                .map_err(VaultError::new)
-        })
-    }
+/// A store call as the vault's boxed future, its error kept as the vault's.
+fn vault_call<'a, T: 'a>(
+    call: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+) -> BoxFuture<'a, Result<T, VaultError>> {
+    Box::pin(call.map(|result| result.map_err(VaultError::new)))
 }

@@ -43,6 +43,22 @@ impl VaultError {
     }
 }
 
+/// What happened to a stored refresh token, as the vault records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// A refresh with it is about to be sent: it may be spent from now on (a configured
+    /// token not yet in the vault is stored with this mark).
+    Sent,
+    /// The refresh certainly did not spend it (the request never left, or the endpoint
+    /// answered without rotating).
+    Unspent,
+    /// The token endpoint refused it: it is never sent again.
+    Refused {
+        /// The refusal followed a refresh whose answer was lost.
+        after_lost_answer: bool,
+    },
+}
+
 /// Durable storage for rotating refresh tokens. Every write is committed on return.
 pub trait TokenVault: Send + Sync {
     /// The refresh token stored under `key`, with its state, if any.
@@ -55,26 +71,11 @@ pub trait TokenVault: Send + Sync {
     fn save<'a>(&'a self, key: &'a str, token: &'a Secret)
     -> BoxFuture<'a, Result<(), VaultError>>;
 
-    /// Records, before a refresh is sent, that `token` is about to be spent (storing a
-    /// configured token not yet in the vault).
-    fn mark_sent<'a>(
+    /// Records what happened to `token` (see [`TokenUse`]).
+    fn mark<'a>(
         &'a self,
         key: &'a str,
         token: &'a Secret,
-    ) -> BoxFuture<'a, Result<(), VaultError>>;
-
-    /// Records that the refresh with `token` certainly did not spend it.
-    fn mark_unspent<'a>(
-        &'a self,
-        key: &'a str,
-        token: &'a Secret,
-    ) -> BoxFuture<'a, Result<(), VaultError>>;
-
-    /// Records that the token endpoint refused `token`: it is never sent again.
-    fn mark_refused<'a>(
-        &'a self,
-        key: &'a str,
-        token: &'a Secret,
-        after_lost_answer: bool,
+        what: TokenUse,
     ) -> BoxFuture<'a, Result<(), VaultError>>;
 }
