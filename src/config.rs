@@ -4,38 +4,17 @@
 //! offending key's name instead of failing the first poll.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use url::Url;
 
+pub use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::{HttpSettings, RateQuota, RetryPolicy};
-use crate::provider::{self, ProviderKind, ProviderSetup};
+use crate::provider::{self, ProviderKind, ProviderSetup, ProviderTable};
 use crate::store::{MassChangeGuard, RetentionPolicy, StoreSettings};
-
-/// A configuration mistake, naming the key and what is expected.
-#[derive(Debug, thiserror::Error)]
-#[error("config key `{key}`: {message}")]
-pub struct ConfigError {
-    /// Dotted path of the key (`sources[0].poll_interval`).
-    pub key: String,
-    /// What is wrong and what is expected.
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error about `key`.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -243,88 +222,80 @@ impl RetentionConfig {
     }
 }
 
-/// `[[sources]]`: one provider account.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// Unique name; used in the mirror's `source` column, logs and metrics.
-    pub name: String,
-    /// `d365`, `spruce`, `sinch` or `highlevel`.
-    pub provider: String,
-    /// Set to false to keep the config but not poll.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Time between cycles (provider default when absent: 60 s; D365 at least 60 s).
-    #[serde(default, with = "humantime_serde")]
-    pub poll_interval: Option<Duration>,
-    /// Random share (0–0.5) added to or taken from each interval so that sources do not
-    /// poll in lockstep.
-    #[serde(default = "default_jitter")]
-    pub poll_jitter: f64,
-    /// How far before the watermark each delta starts again, so that listings that are
-    /// eventually consistent or share timestamps at page boundaries lose nothing.
-    #[serde(default, with = "humantime_serde")]
-    pub lookback: Option<Duration>,
-    /// Time between full sweeps that detect closures, deletions and changes the deltas
-    /// cannot see.
-    #[serde(default, with = "humantime_serde")]
-    pub sweep_interval: Option<Duration>,
-    /// Request quota for this credential (provider's documented default when absent).
-    #[serde(default)]
-    pub rate_limit: Option<RateLimitConfig>,
-    /// Guard against endless pagination: a cycle stops (resumable) after this many pages.
-    #[serde(default = "default_max_pages")]
-    pub max_pages_per_cycle: u32,
-    /// A cycle with no completed page for this long is abandoned.
-    #[serde(default = "default_stall", with = "humantime_serde")]
-    pub stall_timeout: Duration,
-    /// Provider timestamps further in the future than this do not move the watermark.
-    /// At most `lookback` (refused otherwise); when absent, 2 minutes or the lookback if
-    /// that is shorter.
-    #[serde(default, with = "humantime_serde")]
-    pub max_clock_skew: Option<Duration>,
-    /// A sweep that would close or delete more than this share of rows applies nothing.
-    #[serde(default = "default_share")]
-    pub mass_change_max_share: f64,
-    /// Absences up to this count are always applied (small mirrors).
-    #[serde(default = "default_floor")]
-    pub mass_change_floor: u64,
-    /// Follow-up requests (messages, items) per cycle at most.
-    #[serde(default = "default_follow_ups")]
-    pub max_follow_ups_per_cycle: u32,
-    /// The largest provider JSON, in bytes, kept in a conversation's `raw` column; a
-    /// conversation whose JSON is larger is stored with all its columns but a small
-    /// stand-in for `raw` (docs/schema.md).
-    #[serde(default = "default_max_raw_bytes")]
-    pub max_raw_bytes: usize,
-    /// A walk that gets this many pages in a row with no conversations, each naming a
-    /// next page, is stopped as broken (the cycle ends `stalled`; the other walks run).
-    #[serde(default = "default_max_empty_pages")]
-    pub max_empty_pages: u32,
-    /// In `sync --once`, the longest total time this source waits out the provider's rate
-    /// limits before it gives up and reports `rate_limited` (non-zero exit). The daemon
-    /// waits as long as the provider asks.
-    #[serde(default = "default_once_max_rate_limit_wait", with = "humantime_serde")]
-    pub once_max_rate_limit_wait: Duration,
-    /// Who spoke last (a per-conversation request, e.g. Spruce's items) is read only for
-    /// open conversations whose last activity lies within this span before now; older or
-    /// closed ones keep it unknown (NULL) until they see new activity. Keeps a first sync,
-    /// or the catch-up after long downtime, from spending hours of the provider's budget on
-    /// conversations nobody is waiting on.
-    #[serde(default = "default_reply_state_horizon", with = "humantime_serde")]
-    pub reply_state_horizon: Duration,
-    /// Dynamics 365 settings (`provider = "d365"`).
-    #[serde(default)]
-    pub d365: Option<provider::d365::D365Config>,
-    /// Spruce settings (`provider = "spruce"`).
-    #[serde(default)]
-    pub spruce: Option<provider::spruce::SpruceConfig>,
-    /// Sinch settings (`provider = "sinch"`).
-    #[serde(default)]
-    pub sinch: Option<provider::sinch::SinchConfig>,
-    /// HighLevel settings (`provider = "highlevel"`).
-    #[serde(default)]
-    pub highlevel: Option<provider::highlevel::HighLevelConfig>,
+// The provider tables (`[sources.<name>]`, one per provider) are appended from the registry.
+provider::registry::with_provider_tables! {
+    /// `[[sources]]`: one provider account.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SourceConfig {
+        /// Unique name; used in the mirror's `source` column, logs and metrics.
+        pub name: String,
+        /// The provider's name ([`ProviderKind`]); its settings are the `[sources.<name>]`
+        /// table of the same name.
+        pub provider: String,
+        /// Set to false to keep the config but not poll.
+        #[serde(default = "default_true")]
+        pub enabled: bool,
+        /// Time between cycles (provider default when absent: 60 s; D365 at least 60 s).
+        #[serde(default, with = "humantime_serde")]
+        pub poll_interval: Option<Duration>,
+        /// Random share (0–0.5) added to or taken from each interval so that sources do not
+        /// poll in lockstep.
+        #[serde(default = "default_jitter")]
+        pub poll_jitter: f64,
+        /// How far before the watermark each delta starts again, so that listings that are
+        /// eventually consistent or share timestamps at page boundaries lose nothing.
+        #[serde(default, with = "humantime_serde")]
+        pub lookback: Option<Duration>,
+        /// Time between full sweeps that detect closures, deletions and changes the deltas
+        /// cannot see.
+        #[serde(default, with = "humantime_serde")]
+        pub sweep_interval: Option<Duration>,
+        /// Request quota for this credential (provider's documented default when absent).
+        #[serde(default)]
+        pub rate_limit: Option<RateLimitConfig>,
+        /// Guard against endless pagination: a cycle stops (resumable) after this many pages.
+        #[serde(default = "default_max_pages")]
+        pub max_pages_per_cycle: u32,
+        /// A cycle with no completed page for this long is abandoned.
+        #[serde(default = "default_stall", with = "humantime_serde")]
+        pub stall_timeout: Duration,
+        /// Provider timestamps further in the future than this do not move the watermark.
+        /// At most `lookback` (refused otherwise); when absent, 2 minutes or the lookback if
+        /// that is shorter.
+        #[serde(default, with = "humantime_serde")]
+        pub max_clock_skew: Option<Duration>,
+        /// A sweep that would close or delete more than this share of rows applies nothing.
+        #[serde(default = "default_share")]
+        pub mass_change_max_share: f64,
+        /// Absences up to this count are always applied (small mirrors).
+        #[serde(default = "default_floor")]
+        pub mass_change_floor: u64,
+        /// Follow-up requests (messages, items) per cycle at most.
+        #[serde(default = "default_follow_ups")]
+        pub max_follow_ups_per_cycle: u32,
+        /// The largest provider JSON, in bytes, kept in a conversation's `raw` column; a
+        /// conversation whose JSON is larger is stored with all its columns but a small
+        /// stand-in for `raw` (docs/schema.md).
+        #[serde(default = "default_max_raw_bytes")]
+        pub max_raw_bytes: usize,
+        /// A walk that gets this many pages in a row with no conversations, each naming a
+        /// next page, is stopped as broken (the cycle ends `stalled`; the other walks run).
+        #[serde(default = "default_max_empty_pages")]
+        pub max_empty_pages: u32,
+        /// In `sync --once`, the longest total time this source waits out the provider's rate
+        /// limits before it gives up and reports `rate_limited` (non-zero exit). The daemon
+        /// waits as long as the provider asks.
+        #[serde(default = "default_once_max_rate_limit_wait", with = "humantime_serde")]
+        pub once_max_rate_limit_wait: Duration,
+        /// Who spoke last (a per-conversation request, e.g. Spruce's items) is read only for
+        /// open conversations whose last activity lies within this span before now; older or
+        /// closed ones keep it unknown (NULL) until they see new activity. Keeps a first sync,
+        /// or the catch-up after long downtime, from spending hours of the provider's budget on
+        /// conversations nobody is waiting on.
+        #[serde(default = "default_reply_state_horizon", with = "humantime_serde")]
+        pub reply_state_horizon: Duration,
+    }
 }
 
 /// `rate_limit = { requests = 100, per = "10s" }`.
@@ -693,28 +664,21 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
         ));
     }
     let key = format!("sources[{}]", source.name);
-    let kind: ProviderKind = match source.provider.as_str() {
-        "d365" => ProviderKind::D365,
-        "spruce" => ProviderKind::Spruce,
-        "sinch" => ProviderKind::Sinch,
-        "highlevel" => ProviderKind::Highlevel,
-        other => {
-            return Err(ConfigError::new(
-                format!("{key}.provider"),
-                format!(
-                    "unknown provider {other:?}: expected one of d365, spruce, sinch, highlevel"
-                ),
-            ));
-        }
+    let Some(kind) = ProviderKind::from_config_name(&source.provider) else {
+        let names: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(ConfigError::new(
+            format!("{key}.provider"),
+            format!(
+                "unknown provider {:?}: expected one of {}",
+                source.provider,
+                names.join(", ")
+            ),
+        ));
     };
-    let blocks = [
-        ("d365", source.d365.is_some()),
-        ("spruce", source.spruce.is_some()),
-        ("sinch", source.sinch.is_some()),
-        ("highlevel", source.highlevel.is_some()),
-    ];
-    for (block, present) in blocks {
-        if present && block != kind.as_str() {
+    let tables = source.provider_tables();
+    for table in &tables {
+        let block = table.kind();
+        if block != kind {
             return Err(ConfigError::new(
                 format!("{key}.{block}"),
                 format!("a [sources.{block}] table does not belong to a {kind} source"),
@@ -778,20 +742,11 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
         ));
     }
     let ctx = provider::SetupContext { key: &key };
-    let setups = match kind {
-        ProviderKind::D365 => {
-            provider::d365::setup(source.d365.as_ref().ok_or_else(missing)?, &ctx)?
-        }
-        ProviderKind::Spruce => {
-            provider::spruce::setup(source.spruce.as_ref().ok_or_else(missing)?, &ctx)?
-        }
-        ProviderKind::Sinch => {
-            provider::sinch::setup(source.sinch.as_ref().ok_or_else(missing)?, &ctx)?
-        }
-        ProviderKind::Highlevel => {
-            provider::highlevel::setup(source.highlevel.as_ref().ok_or_else(missing)?, &ctx)?
-        }
-    };
+    let setups = tables
+        .iter()
+        .find(|table| table.kind() == kind)
+        .ok_or_else(missing)?
+        .setup(&ctx)?;
     let quota = match source.rate_limit {
         Some(r) => Some(validate_quota(&format!("{key}.rate_limit"), r)?),
         None => None,
@@ -915,34 +870,6 @@ fn validate_quota(key: &str, r: RateLimitConfig) -> Result<RateQuota, ConfigErro
     })
 }
 
-/// Checks a provider base URL: https, or http only on a loopback address (the simulator,
-/// tests). TLS verification cannot be turned off, so a non-loopback URL is always verified.
-pub fn validate_base_url(key: &str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value)
-        .map_err(|e| ConfigError::new(key, format!("{value:?} is not a URL: {e}")))?;
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
-        "http" => Err(ConfigError::new(
-            key,
-            format!("{value:?} must use https (plain http is allowed only for loopback addresses)"),
-        )),
-        other => Err(ConfigError::new(
-            key,
-            format!("{value:?} has unsupported scheme {other:?}: expected https"),
-        )),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
 /// Where to look for the config file: `--config`, then `$CONVSYNC_CONFIG`, then
 /// `./convsync.toml`.
 pub fn resolve_path(cli: Option<PathBuf>) -> PathBuf {
@@ -969,7 +896,7 @@ pub struct ConfiguredSource {
     pub name: String,
     /// The `[[sources]]` entry's name it comes from.
     pub entry: String,
-    /// `d365`, `spruce`, `sinch` or `highlevel` (as written in the file).
+    /// The provider's name (as written in the file).
     pub provider: String,
     /// Whether it is polled.
     pub enabled: bool,
@@ -984,22 +911,11 @@ impl FileConfig {
     pub fn configured_sources(&self) -> Vec<ConfiguredSource> {
         let mut out = Vec::new();
         for source in &self.sources {
-            let suffixes: Vec<Option<&str>> = match (&source.highlevel, &source.sinch) {
-                (Some(hl), _) if source.provider == "highlevel" => hl
-                    .location_id
-                    .iter()
-                    .map(|id| id.trim())
-                    .chain(hl.locations.iter().map(|l| l.id.trim()))
-                    .map(Some)
-                    .collect(),
-                (_, Some(sinch)) if source.provider == "sinch" => sinch
-                    .app_id
-                    .ids()
-                    .iter()
-                    .map(|id| Some(id.trim()))
-                    .collect(),
-                _ => vec![None],
-            };
+            let suffixes: Vec<Option<&str>> = source
+                .provider_tables()
+                .into_iter()
+                .find(|table| table.kind().as_str() == source.provider)
+                .map_or_else(|| vec![None], ProviderTable::account_suffixes);
             for suffix in suffixes {
                 out.push(ConfiguredSource {
                     name: expanded_name(&source.name, suffix),

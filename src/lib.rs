@@ -9,10 +9,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod config_error;
+pub mod error_text;
 pub mod file_access;
 pub mod health;
 pub mod http;
 pub mod provider;
+pub mod record;
 pub mod secret;
 #[cfg(feature = "sim")]
 pub mod sim_config;

@@ -95,7 +95,7 @@ pub fn install_panic_hook() {
         let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
             .then(|| backtrace.to_string());
         tracing::error!(
-            panic = %crate::sync::panic_message(info.payload()),
+            panic = %crate::error_text::panic_message(info.payload()),
             location = info.location().map(|l| l.to_string()),
             backtrace,
             "panicked: this is a bug in convsync; please report it with this line"

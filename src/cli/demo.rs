@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
-use crate::store::Store;
+use crate::store::{Store, WAITING_QUERY};
 use crate::sync::Engine;
 use convsync_sim::{SimOptions, Simulator};
 
@@ -109,17 +109,6 @@ fn write_config(args: &DemoArgs, sim: &convsync_sim::SimHandle) -> anyhow::Resul
 }
 
 async fn summary(store: &Store) -> anyhow::Result<String> {
-    // `awaiting` is NULL where the provider does not say who wrote last (D365's listing):
-    // shown as "–", not as a count of 0.
-    let rows: Vec<(String, String, i64, i64, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT source, provider, COUNT(*),
-                COALESCE(SUM(active = 1 AND closed_at IS NULL), 0),
-                SUM(awaiting_reply = 1),
-                COALESCE(SUM(closed_at IS NOT NULL OR deleted_at IS NOT NULL), 0)
-         FROM conversations GROUP BY source, provider ORDER BY source",
-    )
-    .fetch_all(store.pool())
-    .await?;
     let mut table = super::table::plain([
         "source",
         "provider",
@@ -129,44 +118,25 @@ async fn summary(store: &Store) -> anyhow::Result<String> {
         "closed/deleted",
         "cycles",
     ]);
-    for (source, provider, total, open, awaiting, gone) in rows {
-        let cycles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE source = ?")
-            .bind(&source)
-            .fetch_one(store.pool())
-            .await?;
+    for row in store.source_summaries().await? {
+        // `awaiting` is unknown where the provider does not say who wrote last (D365's
+        // listing): shown as "–", not as a count of 0.
         table.add_row([
-            source,
-            provider,
-            total.to_string(),
-            open.to_string(),
-            awaiting.map_or_else(|| "–".to_owned(), |n| n.to_string()),
-            gone.to_string(),
-            cycles.to_string(),
+            row.source,
+            row.provider,
+            row.rows.to_string(),
+            row.open.to_string(),
+            row.awaiting
+                .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+            row.closed_or_deleted.to_string(),
+            row.cycles.to_string(),
         ]);
     }
     Ok(format!("{table}\n"))
 }
 
-/// The sample report: who has been waiting longest for a reply.
-const WAITING_QUERY: &str = "SELECT provider, contact_name, channel, last_inbound_at
-FROM conversations
-WHERE awaiting_reply = 1 AND active = 1 AND deleted_at IS NULL
-ORDER BY last_inbound_at
-LIMIT 5";
-
-/// One row of the sample report.
-#[derive(sqlx::FromRow)]
-struct WaitingRow {
-    provider: String,
-    contact_name: Option<String>,
-    channel: Option<String>,
-    last_inbound_at: Option<String>,
-}
-
 async fn report(store: &Store) -> anyhow::Result<String> {
-    let rows: Vec<WaitingRow> = sqlx::query_as(WAITING_QUERY)
-        .fetch_all(store.pool())
-        .await?;
+    let rows = store.longest_waiting().await?;
     let mut out =
         format!("Sample report — who has waited longest for a reply:\n\n{WAITING_QUERY};\n\n");
     if rows.is_empty() {

@@ -140,7 +140,7 @@ impl HealthApp {
             },
             Ok(Err(e)) => DatabaseCheck {
                 writable: false,
-                reason: Some(crate::http::error_chain(&e)),
+                reason: Some(crate::error_text::error_chain(&e)),
             },
             Err(_) => DatabaseCheck {
                 writable: false,

@@ -81,7 +81,7 @@ pub async fn probe(base: &Url, check: Check) -> Result<ProbeAnswer, ProbeError> 
         .map_err(|_| ProbeError::BadUrl(base.clone()))?;
     let unreachable = |e: reqwest::Error| ProbeError::Unreachable {
         url: url.clone(),
-        message: crate::http::error_chain(&e),
+        message: crate::error_text::error_chain(&e),
     };
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)

@@ -6,6 +6,7 @@
 //! rotating refresh tokens (HighLevel apps), whose new refresh token is committed to the
 //! database before the access token that came with it is used.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -13,9 +14,11 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
+mod vault;
+pub use vault::{RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault, VaultError};
+
 use crate::secret::Secret;
 use crate::secret::redact::provider_text;
-use crate::store::Store;
 use crate::time::Timestamp;
 
 /// Refresh this long before a token's stated expiry, so no request carries a token that
@@ -282,7 +285,7 @@ impl AuthScheme {
 pub struct Authenticator {
     scheme: AuthScheme,
     cache: Mutex<Option<CachedToken>>,
-    store: Option<Store>,
+    vault: Option<Arc<dyn TokenVault>>,
     /// When the rotating refresh token last seen dies if unused, for `/metrics`.
     refresh_token_expires_at: std::sync::Mutex<Option<Timestamp>>,
     /// Token answers larger than this are refused unread (`http.max_response_bytes`).
@@ -304,12 +307,12 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for `scheme`. `store` is needed only for rotating refresh tokens.
-    pub fn new(scheme: AuthScheme, store: Option<Store>) -> Self {
+    /// An authenticator for `scheme`. `vault` is needed only for rotating refresh tokens.
+    pub fn new(scheme: AuthScheme, vault: Option<Arc<dyn TokenVault>>) -> Self {
         Authenticator {
             scheme,
             cache: Mutex::new(None),
-            store,
+            vault,
             refresh_token_expires_at: std::sync::Mutex::new(None),
             max_response_bytes: crate::http::HttpSettings::default().max_response_bytes,
         }
@@ -420,16 +423,13 @@ impl Authenticator {
         client: &reqwest::Client,
         rr: &RotatingRefresh,
     ) -> Result<CachedToken, AuthError> {
-        let store = self
-            .store
+        let vault = self
+            .vault
             .as_ref()
             .ok_or_else(|| AuthError::Persist("no database for refresh tokens".into()))?;
-        let persist = |e: crate::store::StoreError| AuthError::Persist(e.to_string());
+        let persist = |e: VaultError| AuthError::Persist(e.to_string());
         let url = rr.token_url.as_str().to_owned();
-        let stored = store
-            .load_refresh_token(&rr.vault_key)
-            .await
-            .map_err(persist)?;
+        let stored = vault.load(&rr.vault_key).await.map_err(persist)?;
         let (current, issued_at, lost_answer_at) = match stored {
             Some(stored) => {
                 if let Some(refusal) = stored.refused {
@@ -455,8 +455,8 @@ impl Authenticator {
                 "the refresh token is close to expiring unused; refreshing it now"
             );
         }
-        store
-            .mark_refresh_sent(&rr.vault_key, &current)
+        vault
+            .mark(&rr.vault_key, &current, TokenUse::Sent)
             .await
             .map_err(persist)?;
         let mut form = vec![
@@ -477,8 +477,8 @@ impl Authenticator {
         let (status, body) = match answer {
             Ok(answer) => answer,
             Err(Unanswered::NotSent(message)) => {
-                store
-                    .mark_refresh_unspent(&rr.vault_key, &current)
+                vault
+                    .mark(&rr.vault_key, &current, TokenUse::Unspent)
                     .await
                     .map_err(persist)?;
                 return Err(AuthError::Unreachable { url, message });
@@ -491,8 +491,8 @@ impl Authenticator {
         if matches!(status.as_u16(), 400 | 401 | 403) && !names_invalid_grant(&body) {
             // The app's credentials or the request were refused, not the refresh token: it
             // was not spent, and stays usable once the configuration is fixed.
-            store
-                .mark_refresh_unspent(&rr.vault_key, &current)
+            vault
+                .mark(&rr.vault_key, &current, TokenUse::Unspent)
                 .await
                 .map_err(persist)?;
             return Err(AuthError::Rejected {
@@ -502,8 +502,14 @@ impl Authenticator {
             });
         }
         if matches!(status.as_u16(), 400 | 401 | 403) {
-            store
-                .mark_refresh_refused(&rr.vault_key, &current, lost_answer_at.is_some())
+            vault
+                .mark(
+                    &rr.vault_key,
+                    &current,
+                    TokenUse::Refused {
+                        after_lost_answer: lost_answer_at.is_some(),
+                    },
+                )
                 .await
                 .map_err(persist)?;
             return Err(AuthError::RefreshRefused {
@@ -529,8 +535,8 @@ impl Authenticator {
         // is unreadable the new one must still not be lost.
         let issued_at = match new_refresh_token(&body) {
             Some(new_refresh) => {
-                store
-                    .save_refresh_token(&rr.vault_key, &Secret::new(new_refresh))
+                vault
+                    .save(&rr.vault_key, &Secret::new(new_refresh))
                     .await
                     .map_err(persist)?;
                 Timestamp::now()
@@ -538,8 +544,8 @@ impl Authenticator {
             None if serde_json::from_slice::<TokenResponse>(&body).is_ok() => {
                 // A complete answer without a new refresh token: this provider does not
                 // rotate, and the token is still good.
-                store
-                    .mark_refresh_unspent(&rr.vault_key, &current)
+                vault
+                    .mark(&rr.vault_key, &current, TokenUse::Unspent)
                     .await
                     .map_err(persist)?;
                 issued_at
@@ -618,7 +624,7 @@ async fn send_form(
     form: &[(&str, String)],
     max_response_bytes: u64,
 ) -> Result<(reqwest::StatusCode, bytes::Bytes), Unanswered> {
-    let text = |e: reqwest::Error| provider_text(&super::error_chain(&e.without_url()));
+    let text = |e: reqwest::Error| provider_text(&crate::error_text::error_chain(&e.without_url()));
     let response = request.form(form).send().await.map_err(|e| {
         if e.is_connect() {
             Unanswered::NotSent(text(e))

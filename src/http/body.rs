@@ -40,6 +40,6 @@ pub async fn read_capped(response: reqwest::Response, limit: u64) -> Result<Byte
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(BodyError::TooLarge { limit })
         }
-        Err(e) => Err(BodyError::Read(super::error_chain(&*e))),
+        Err(e) => Err(BodyError::Read(crate::error_text::error_chain(&*e))),
     }
 }

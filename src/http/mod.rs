@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod body;
 pub mod limiter;
+pub mod policy;
 pub mod request;
 pub mod retry;
 
@@ -22,12 +23,16 @@ use backon::Retryable;
 use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 
-pub use auth::{AuthError, AuthScheme, Authenticator};
+pub use auth::{
+    AuthError, AuthScheme, Authenticator, RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault,
+    VaultError,
+};
 pub use limiter::{RateQuota, RequestBudget};
+pub use policy::{Pause, ResponsePolicy};
 pub use request::{HttpResponse, RequestSpec};
 pub use retry::RetryPolicy;
 
-use crate::provider::Provider;
+use crate::error_text::error_chain;
 use crate::secret::redact::{ERROR_TEXT_CAP, provider_text, redact};
 
 /// Timeouts and retry settings for the shared client.
@@ -275,13 +280,14 @@ impl ApiClient {
         self.settings.max_inline_pause
     }
 
-    /// Sends `spec`, retrying transient failures, and returns the fully read response.
+    /// Sends `spec`, retrying transient failures, and returns the fully read response;
+    /// `policy` reads error answers and rate-limit headers (the provider's).
     pub async fn send(
         &self,
         spec: &RequestSpec,
-        provider: &dyn Provider,
+        policy: &dyn ResponsePolicy,
     ) -> Result<HttpResponse, HttpError> {
-        let attempt = || self.attempt(spec, provider);
+        let attempt = || self.attempt(spec, policy);
         let retries = std::sync::atomic::AtomicU32::new(0);
         let result = attempt
             .retry(self.settings.retry.backoff())
@@ -319,7 +325,7 @@ impl ApiClient {
     async fn attempt(
         &self,
         spec: &RequestSpec,
-        provider: &dyn Provider,
+        policy: &dyn ResponsePolicy,
     ) -> Result<HttpResponse, HttpError> {
         let mut refreshed = false;
         loop {
@@ -357,12 +363,12 @@ impl ApiClient {
                 }
             };
             // The permit ends when this attempt does, after any pause the answer calls for.
-            permit.report(provider.remaining_requests(&response.headers));
+            permit.report(policy.remaining_requests(&response.headers));
             self.tally.count_status(response.status.as_u16());
             let status = response.status;
 
             if status.is_success() || (status == StatusCode::NOT_FOUND && spec.allow_not_found) {
-                if let Some(pause) = provider.pacing(&response.headers) {
+                if let Some(pause) = policy.pacing(&response.headers) {
                     let wait = self.provider_wait(spec, pause.wait, pause.reason);
                     tracing::debug!(reason = pause.reason, wait = ?wait, "pacing on rate-limit headers");
                     self.budget.pause_for(wait, pause.reason);
@@ -377,7 +383,7 @@ impl ApiClient {
                 refreshed = true;
                 continue;
             }
-            return Err(self.classify(spec, provider, response));
+            return Err(self.classify(spec, policy, response));
         }
     }
 
@@ -448,12 +454,12 @@ impl ApiClient {
     fn classify(
         &self,
         spec: &RequestSpec,
-        provider: &dyn Provider,
+        policy: &dyn ResponsePolicy,
         response: HttpResponse,
     ) -> HttpError {
         let status = response.status;
-        let mut message = provider.describe_error(status, &response.body);
-        for name in provider.correlation_headers() {
+        let mut message = policy.describe_error(status, &response.body);
+        for name in policy.correlation_headers() {
             if let Some(v) = response.header(name) {
                 message.push_str(&format!(" [{name}: {v}]"));
             }
@@ -466,7 +472,7 @@ impl ApiClient {
             StatusCode::TOO_MANY_REQUESTS => {
                 // The provider's rate-limit headers (a daily budget spent by another
                 // integration, say) pause the whole budget, as on a success.
-                if let Some(pause) = provider.pacing(&response.headers) {
+                if let Some(pause) = policy.pacing(&response.headers) {
                     let wait = self.provider_wait(spec, pause.wait, pause.reason);
                     self.budget.pause_for(wait, pause.reason);
                     if wait > self.settings.max_inline_pause {
@@ -511,19 +517,4 @@ impl ApiClient {
             },
         }
     }
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -13,11 +13,17 @@
 //! - [`Provider::build_request`] / [`Provider::parse_page`]: one page of a walk.
 //! - optionally [`Provider::build_detail_request`] / [`Provider::parse_detail`]: per-conversation
 //!   follow-up requests (messages, items) queued by pages.
-//! - optionally error description, page-token rejection and rate-limit header pacing.
+//! - optionally page-token rejection ([`Provider::is_position_rejected`]), and its
+//!   [`ResponsePolicy`]: error description and rate-limit
+//!   header pacing.
+//!
+//! Then give it a folder of its own following the template of [`registry`] (`setup`,
+//! `defaults`, `account_suffixes` and its `[sources.<name>]` settings type) and one line in
+//! its `for_each_provider!`.
 
 pub mod d365;
 pub mod highlevel;
-pub mod record;
+pub mod registry;
 pub mod sinch;
 pub mod spruce;
 
@@ -25,60 +31,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-pub use record::{ActivityPatch, ConversationRecord, Direction, RejectedRecord};
+// The record types live in the base module `crate::record` (the store uses them too).
+pub use crate::record::{
+    Absence, ActivityPatch, ConversationRecord, DetailRequest, Direction, RejectedRecord,
+};
 
-use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec};
+pub use registry::{ProviderKind, ProviderTable};
+
+use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec, ResponsePolicy};
 use crate::time::Timestamp;
 
-/// The platforms convsync mirrors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Dynamics 365 Contact Center, custom-channel messaging API.
-    D365,
-    /// Spruce Health public API.
-    Spruce,
-    /// Sinch Conversation API.
-    Sinch,
-    /// HighLevel (LeadConnector) conversations search.
-    Highlevel,
-}
-
 impl ProviderKind {
-    /// The name used in config files and in the mirror's `provider` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::D365 => "d365",
-            ProviderKind::Spruce => "spruce",
-            ProviderKind::Sinch => "sinch",
-            ProviderKind::Highlevel => "highlevel",
-        }
-    }
-
-    /// The kind named `name` in a config file (`d365`, `spruce`, `sinch`, `highlevel`).
+    /// The kind named `name` in a config file (`provider = "…"`).
     pub fn from_config_name(name: &str) -> Option<ProviderKind> {
-        [
-            ProviderKind::D365,
-            ProviderKind::Spruce,
-            ProviderKind::Sinch,
-            ProviderKind::Highlevel,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == name)
-    }
-
-    /// The provider's defaults, without any account settings (for commands that read the
-    /// database only and must not resolve secrets).
-    pub fn defaults(self) -> ProviderDefaults {
-        match self {
-            ProviderKind::D365 => d365::defaults(),
-            ProviderKind::Spruce => spruce::defaults(),
-            ProviderKind::Sinch => sinch::defaults(),
-            ProviderKind::Highlevel => highlevel::defaults(),
-        }
+        ProviderKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.as_str() == name)
     }
 }
 
@@ -152,15 +123,6 @@ impl std::fmt::Debug for ProviderSetup {
     }
 }
 
-/// What happens to mirrored conversations that a complete sweep did not list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Absence {
-    /// They are closed (`active = false`, `closed_at` set): D365 lists active ones only.
-    Closed,
-    /// They no longer exist at the provider (`deleted_at` set).
-    Deleted,
-}
-
 /// When a delta walk's watermark may move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatermarkAdvance {
@@ -229,20 +191,6 @@ pub(crate) fn lenient_count(value: Option<&Value>) -> Option<u64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-/// A per-conversation follow-up request (messages, items, a fresh copy), queued in the
-/// database in the same transaction as the page that asked for it, so that none is lost.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DetailRequest {
-    /// The conversation.
-    pub conversation_id: String,
-    /// Which kind of follow-up (provider-defined, e.g. `items`, `fetch`).
-    pub kind: String,
-    /// Only messages after this instant matter (the previous activity time), when known.
-    pub since: Option<Timestamp>,
-    /// Position within a multi-page follow-up.
-    pub position: Option<Value>,
 }
 
 /// One parsed page of a walk.
@@ -326,17 +274,10 @@ impl ProviderError {
     }
 }
 
-/// A pause the provider's rate-limit headers ask for before the next request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pause {
-    /// How long to wait.
-    pub wait: Duration,
-    /// Which budget ran out, for logs and metrics.
-    pub reason: &'static str,
-}
-
-/// A platform adapter. See the module documentation.
-pub trait Provider: Send + Sync + 'static {
+/// A platform adapter. See the module documentation. How its error answers and rate-limit
+/// headers are read is its [`ResponsePolicy`], which the HTTP client is given with each
+/// request.
+pub trait Provider: ResponsePolicy + Send + Sync + 'static {
     /// Which platform.
     fn kind(&self) -> ProviderKind;
 
@@ -378,32 +319,6 @@ pub trait Provider: Send + Sync + 'static {
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
         let _ = (status, body);
         false
-    }
-
-    /// A one-line human description of an error body (RFC 7807, Google-RPC, ...). The
-    /// default shows the body as text.
-    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
-        let _ = status;
-        String::from_utf8_lossy(body).chars().take(2000).collect()
-    }
-
-    /// Header names worth logging with an error (request or correlation ids).
-    fn correlation_headers(&self) -> &[&'static str] {
-        &[]
-    }
-
-    /// A pause requested by rate-limit headers on a successful response.
-    fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
-        let _ = headers;
-        None
-    }
-
-    /// How many requests the rate-limit headers of a response say are left in the
-    /// provider's tightest window (`None`: not said). Requests sent concurrently spend this
-    /// count, so that they stop at zero instead of overrunning the window.
-    fn remaining_requests(&self, headers: &HeaderMap) -> Option<u64> {
-        let _ = headers;
-        None
     }
 
     /// The later delta walks that a first, unbounded listing of `walk` makes unnecessary:

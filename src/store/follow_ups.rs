@@ -5,7 +5,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
 use super::mirror::upsert_records;
 use super::{PageCounts, Store, StoreError};
-use crate::provider::{Absence, ActivityPatch, ConversationRecord, DetailRequest};
+use crate::record::{Absence, ActivityPatch, ConversationRecord, DetailRequest};
 use crate::time::Timestamp;
 
 /// A follow-up's result, written in one transaction.

@@ -12,7 +12,7 @@ use super::last_write::LastWrite;
 use super::prepared::{NewRowContext, insert_new_rows};
 use super::rejected::record_rejected;
 use super::{CursorState, Store, StoreError};
-use crate::provider::{Absence, ConversationRecord, DetailRequest, RejectedRecord};
+use crate::record::{Absence, ConversationRecord, DetailRequest, RejectedRecord};
 use crate::time::Timestamp;
 
 /// Everything one page changes, written in one transaction.

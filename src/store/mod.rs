@@ -18,6 +18,7 @@ mod prepared;
 mod rejected;
 mod retention;
 mod runs;
+mod summary;
 mod vault;
 
 use std::path::{Path, PathBuf};
@@ -42,7 +43,8 @@ pub use mirror::{
 };
 pub use retention::{PurgeCounts, RetentionPolicy};
 pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
-pub use vault::{RefreshRefusal, RefreshTokenAge, StoredRefreshToken};
+pub use summary::{SourceSummary, WAITING_QUERY, WaitingRow};
+pub use vault::RefreshTokenAge;
 
 /// Errors from the mirror database.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::{Sqlite, Transaction};
 
 use super::{Store, StoreError};
-use crate::provider::RejectedRecord;
+use crate::record::RejectedRecord;
 use crate::time::Timestamp;
 
 /// The longest `raw` kept (characters); the hash covers the whole item.

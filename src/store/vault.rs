@@ -7,32 +7,13 @@
 //! sent and cleared when an answer is recorded, and a token the endpoint refused is marked
 //! so that no later attempt, not even after a restart, sends it again.
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
 use super::{Store, StoreError};
+use crate::http::{RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault, VaultError};
 use crate::secret::Secret;
 use crate::time::Timestamp;
-
-/// The refresh token stored under one key and what is known about its use.
-#[derive(Debug, Clone)]
-pub struct StoredRefreshToken {
-    /// The token.
-    pub token: Secret,
-    /// When it was issued (for a configured token: when convsync first saw it).
-    pub issued_at: Timestamp,
-    /// A refresh with it was sent at this instant and no answer was recorded: the provider
-    /// may have spent it.
-    pub sent_at: Option<Timestamp>,
-    /// The token endpoint refused it.
-    pub refused: Option<RefreshRefusal>,
-}
-
-/// A recorded refusal of a stored refresh token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefreshRefusal {
-    /// When the token endpoint refused it.
-    pub at: Timestamp,
-    /// The refusal followed a refresh whose answer was lost.
-    pub after_lost_answer: bool,
-}
 
 /// The age of one stored refresh token, for status output and expiry warnings.
 #[derive(Debug, Clone)]
@@ -176,4 +157,44 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The HTTP layer's vault for rotating refresh tokens is this database.
+impl TokenVault for Store {
+    fn load<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredRefreshToken>, VaultError>> {
+        vault_call(self.load_refresh_token(key))
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a Secret,
+    ) -> BoxFuture<'a, Result<(), VaultError>> {
+        vault_call(self.save_refresh_token(key, token))
+    }
+
+    fn mark<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a Secret,
+        what: TokenUse,
+    ) -> BoxFuture<'a, Result<(), VaultError>> {
+        match what {
+            TokenUse::Sent => vault_call(self.mark_refresh_sent(key, token)),
+            TokenUse::Unspent => vault_call(self.mark_refresh_unspent(key, token)),
+            TokenUse::Refused { after_lost_answer } => {
+                vault_call(self.mark_refresh_refused(key, token, after_lost_answer))
+            }
+        }
+    }
+}
+
+/// A store call as the vault's boxed future, its error kept as the vault's.
+fn vault_call<'a, T: 'a>(
+    call: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+) -> BoxFuture<'a, Result<T, VaultError>> {
+    Box::pin(call.map(|result| result.map_err(VaultError::new)))
 }

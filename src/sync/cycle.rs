@@ -19,6 +19,7 @@ mod walk;
 use super::cursor::{DeltaReach, LateBounds, SweepDue, WalkCursor};
 use super::progress::SourceProgress;
 use crate::config::Schedule;
+use crate::error_text::panic_message;
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{InitialSweep, Provider, ProviderError, WalkKind, WalkSpec};
 use crate::secret::redact::{ERROR_TEXT_CAP, redact};
@@ -243,7 +244,9 @@ pub async fn run_cycle(
         // What the failure says, scrubbed and bounded once for the run record, the status
         // and the log line: a provider's page may carry secrets or a megabyte-long id.
         let error_text = match &outcome {
-            CycleOutcome::Failed(e) => Some(redact(&crate::http::error_chain(e), ERROR_TEXT_CAP)),
+            CycleOutcome::Failed(e) => {
+                Some(redact(&crate::error_text::error_chain(e), ERROR_TEXT_CAP))
+            }
             CycleOutcome::Stalled { reason } => Some(redact(reason, ERROR_TEXT_CAP)),
             _ => None,
         };
@@ -467,13 +470,4 @@ impl Cycle<'_> {
             }
         }
     }
-}
-
-/// The text of a panic's payload (`panic!` gives a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

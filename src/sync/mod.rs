@@ -21,8 +21,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::error_text::panic_message;
 pub use cursor::{WalkCursor, WalkReset, reset_source};
-pub(crate) use cycle::panic_message;
 pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
 pub use policy::MAX_IDLE_CYCLES;
 use policy::{CycleFacts, Mode, Next, Policy};
@@ -73,7 +73,7 @@ impl OnceResult {
                 humantime::format_duration(*wait)
             ),
             CycleOutcome::Stalled { reason } => format!("STALLED: {reason}"),
-            CycleOutcome::Failed(e) => format!("FAILED: {}", crate::http::error_chain(e)),
+            CycleOutcome::Failed(e) => format!("FAILED: {}", crate::error_text::error_chain(e)),
         }
     }
 }
@@ -96,7 +96,7 @@ impl Engine {
                 .entry(setup.credential_key.clone())
                 .or_insert_with(|| {
                     Arc::new(
-                        Authenticator::new(setup.auth.clone(), Some(store.clone()))
+                        Authenticator::new(setup.auth.clone(), Some(Arc::new(store.clone())))
                             .with_max_response_bytes(http.max_response_bytes),
                     )
                 })
@@ -301,10 +301,7 @@ fn describe_stopped(stopped: &[(String, String)]) -> String {
 fn task_death(error: tokio::task::JoinError) -> (tokio::task::Id, String) {
     let id = error.id();
     let why = match error.try_into_panic() {
-        Ok(payload) => format!(
-            "its task panicked: {}",
-            cycle::panic_message(payload.as_ref())
-        ),
+        Ok(payload) => format!("its task panicked: {}", panic_message(payload.as_ref())),
         Err(_) => "its task was cancelled".to_owned(),
     };
     (id, why)

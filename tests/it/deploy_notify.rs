@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use convsync::config::HealthConfig;
 use convsync::health::{Notifier, NotifyAddress, Service};
-use convsync::http::{AuthScheme, HttpResponse, RequestSpec};
+use convsync::http::{AuthScheme, HttpResponse, RequestSpec, ResponsePolicy};
 use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
 use convsync::sync::Engine;
 use tokio_util::sync::CancellationToken;
@@ -228,6 +228,8 @@ impl Provider for WedgeableProvider {
         self.inner.parse_page(ctx, response)
     }
 }
+
+impl ResponsePolicy for WedgeableProvider {}
 
 /// A source task blocked in a synchronous call stops the watchdog pings (with a status
 /// line naming it, and `/healthz` failing) while the rest of the runtime keeps running;

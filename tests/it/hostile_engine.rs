@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convsync::config::Schedule;
-use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec};
+use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec, ResponsePolicy};
 use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
 use convsync::store::Store;
 use convsync::sync::{
@@ -58,12 +58,14 @@ impl Provider for PanickyProvider {
         Ok(page)
     }
 
-    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
-        self.0.describe_error(status, body)
-    }
-
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
         self.0.is_position_rejected(status, body)
+    }
+}
+
+impl ResponsePolicy for PanickyProvider {
+    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
+        self.0.describe_error(status, body)
     }
 }
 

@@ -16,11 +16,9 @@ use std::time::Duration;
 use convsync::config::Schedule;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::http::{AuthError, AuthScheme, HttpError, HttpSettings};
-use convsync::http::{HttpResponse, RequestSpec};
-use convsync::provider::record::RAW_OMITTED_KEY;
-use convsync::provider::{
-    Page, Pause, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec,
-};
+use convsync::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
+use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
+use convsync::record::RAW_OMITTED_KEY;
 use convsync::secret::Secret;
 use convsync::sync::{CycleOutcome, Engine, SyncError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -332,7 +330,9 @@ impl Provider for PacedDouble {
     ) -> Result<Page, ProviderError> {
         self.0.parse_page(ctx, response)
     }
+}
 
+impl ResponsePolicy for PacedDouble {
     fn pacing(&self, headers: &reqwest::header::HeaderMap) -> Option<Pause> {
         let seconds = headers
             .get("x-pause-seconds")?
@@ -494,7 +494,7 @@ async fn oversized_token_answer_fails_authentication() {
         ),
         "{error}"
     );
-    let message = convsync::http::error_chain(error);
+    let message = convsync::error_text::error_chain(error);
     assert!(message.contains("http.max_response_bytes"), "{message}");
     assert!(!message.contains("hostile-secret"), "{message}");
     assert_eq!(

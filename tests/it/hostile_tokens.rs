@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use convsync::config::{Schedule, SourceSettings};
 use convsync::http::AuthScheme;
+use convsync::http::StoredRefreshToken;
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
-use convsync::store::{MassChangeGuard, StoredRefreshToken};
+use convsync::store::MassChangeGuard;
 use convsync::sync::{CycleOutcome, Engine, OnceResult};
 use convsync::time::Timestamp;
 use convsync_sim::{SimHandle, SimOptions, Simulator};
@@ -178,7 +179,7 @@ async fn assert_reported_and_other_location_syncs(bed: &Bed, engine: &Engine) {
     match outcome(&results, &bed.oauth_source()) {
         CycleOutcome::Failed(e) => {
             assert!(e.is_fatal(), "{e}");
-            let message = convsync::http::error_chain(e);
+            let message = convsync::error_text::error_chain(e);
             assert!(
                 message.contains("was lost")
                     && message.contains(&format!(

@@ -1,6 +1,7 @@
 //! convsync's integration tests: one binary, one module per area. Every test talks real
 //! HTTP on loopback and writes a real SQLite file.
 
+mod architecture_layers;
 mod cli_install_files;
 mod cli_operator;
 mod common;

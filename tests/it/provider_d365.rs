@@ -526,7 +526,7 @@ async fn rejected_credentials_fail_with_the_entra_error() {
         panic!("expected a failed cycle");
     };
     assert!(error.is_fatal(), "{error}");
-    let message = convsync::http::error_chain(&error);
+    let message = convsync::error_text::error_chain(&error);
     assert!(message.contains("invalid_client"), "{message}");
     assert!(
         !message.contains("wrong-secret-value"),

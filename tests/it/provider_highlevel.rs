@@ -892,7 +892,7 @@ async fn a_refused_token_stops_only_its_location() {
     match cycle(&engine, &b).await {
         CycleOutcome::Failed(e) => {
             assert!(e.is_fatal(), "{e}");
-            let message = convsync::http::error_chain(&e);
+            let message = convsync::error_text::error_chain(&e);
             assert!(
                 message.contains("Invalid token") && message.contains(&b),
                 "{message}"

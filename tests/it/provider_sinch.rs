@@ -750,7 +750,7 @@ async fn not_found_is_explained_as_a_region_or_id_mismatch() {
     let CycleOutcome::Failed(error) = cycle(&engine, false).await else {
         panic!("a 404 must fail the cycle");
     };
-    let text = convsync::http::error_chain(&error);
+    let text = convsync::error_text::error_chain(&error);
     assert!(
         text.contains("NOT_FOUND (404)") && text.contains("region"),
         "{text}"

@@ -723,7 +723,7 @@ async fn forbidden_token_stops_only_its_source() {
     match outcome("revoked") {
         CycleOutcome::Failed(e) => {
             assert!(e.is_fatal(), "{e}");
-            let message = convsync::http::error_chain(e);
+            let message = convsync::error_text::error_chain(e);
             assert!(
                 message.contains("token is wrong or has been disabled"),
                 "{message}"

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::D365;
-use crate::config::{ConfigError, validate_base_url};
+use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
 use crate::http::{AuthScheme, RateQuota};
 use crate::provider::{ProviderDefaults, ProviderKind, ProviderSetup, SetupContext};
@@ -218,6 +218,11 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
         name_suffix: None,
         defaults: defaults(),
     }])
+}
+
+/// A D365 entry is one account, named as written.
+pub(crate) fn account_suffixes(_cfg: &D365Config) -> Vec<Option<&str>> {
+    vec![None]
 }
 
 /// The defaults a D365 source starts from: sparse polling, as Microsoft asks.

@@ -17,7 +17,7 @@
 //! the channel's webhook), hence the sparse defaults in `config`.
 
 mod config;
-pub(crate) use config::defaults;
+pub(crate) use config::{account_suffixes, defaults};
 mod json;
 mod listing;
 mod messages;
@@ -27,7 +27,7 @@ use reqwest::StatusCode;
 
 pub use config::{D365Config, setup};
 
-use crate::http::{HttpResponse, RequestSpec};
+use crate::http::{HttpResponse, RequestSpec, ResponsePolicy};
 use crate::provider::{
     Absence, DetailPage, DetailRequest, InitialSweep, Page, Provider, ProviderError, ProviderKind,
     WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
@@ -206,16 +206,18 @@ impl Provider for D365 {
         }
     }
 
+    fn follow_up_share(&self) -> f64 {
+        self.settings.messages_share
+    }
+}
+
+impl ResponsePolicy for D365 {
     fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
         Problem::parse(body).describe(status)
     }
 
     fn correlation_headers(&self) -> &[&'static str] {
         CORRELATION_HEADERS
-    }
-
-    fn follow_up_share(&self) -> f64 {
-        self.settings.messages_share
     }
 }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{API_VERSION, HighLevel};
-use crate::config::{ConfigError, validate_base_url};
+use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::RotatingRefresh;
 use crate::http::{AuthScheme, RateQuota};
 use crate::provider::{ProviderDefaults, ProviderKind, ProviderSetup, SetupContext};
@@ -87,6 +87,16 @@ pub struct LocationConfig {
 
 fn default_page_size() -> u32 {
     DEFAULT_PAGE_SIZE
+}
+
+/// One account per location (`name/<location id>`), listed without resolving a secret.
+pub(crate) fn account_suffixes(cfg: &HighLevelConfig) -> Vec<Option<&str>> {
+    cfg.location_id
+        .iter()
+        .map(|id| id.trim())
+        .chain(cfg.locations.iter().map(|l| l.id.trim()))
+        .map(Some)
+        .collect()
 }
 
 /// The documented defaults: HighLevel's burst limit of 100 requests per 10 s, evenly

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Days, Utc};
 use reqwest::header::{DATE, HeaderMap};
 
-use crate::provider::Pause;
+use crate::http::Pause;
 
 /// Requests left in the current burst window.
 const BURST_REMAINING: &str = "x-ratelimit-remaining";

@@ -20,7 +20,7 @@
 //! Integration Token or OAuth with rotating refresh tokens) is configured in `config`.
 
 mod config;
-pub(crate) use config::defaults;
+pub(crate) use config::{account_suffixes, defaults};
 mod conversation;
 mod errors;
 mod keyset;
@@ -37,10 +37,10 @@ pub use config::{DEFAULT_BASE_URL, HighLevelConfig, LocationConfig, setup};
 
 use self::conversation::DateField;
 use self::keyset::{PageShape, Position, Role};
-use crate::http::{HttpResponse, RequestSpec};
+use crate::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
 use crate::provider::{
-    Absence, InitialSweep, Page, Pause, Provider, ProviderError, ProviderKind, WalkContext,
-    WalkKind, WalkSpec, WatermarkAdvance,
+    Absence, InitialSweep, Page, Provider, ProviderError, ProviderKind, WalkContext, WalkKind,
+    WalkSpec, WatermarkAdvance,
 };
 use crate::time::Timestamp;
 
@@ -198,7 +198,9 @@ impl Provider for HighLevel {
         page.total_hint = shape.total.filter(|_| whole_listing);
         self.finish(ctx, &position, page, shape)
     }
+}
 
+impl ResponsePolicy for HighLevel {
     fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
         errors::describe(status, body, &self.location_id)
     }

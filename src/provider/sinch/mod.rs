@@ -50,9 +50,9 @@ use super::{
     Absence, InitialSweep, Page, Provider, ProviderDefaults, ProviderError, ProviderKind,
     ProviderSetup, RejectedRecord, SetupContext, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
-use crate::config::{ConfigError, validate_base_url};
+use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
-use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec};
+use crate::http::{AuthScheme, HttpResponse, RateQuota, RequestSpec, ResponsePolicy};
 use crate::secret::SecretRef;
 use crate::time::Timestamp;
 
@@ -256,6 +256,11 @@ pub fn setup(cfg: &SinchConfig, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSe
         })
         .collect();
     Ok(setups)
+}
+
+/// One account per app (`name/<app id>`), listed without resolving a secret.
+pub(crate) fn account_suffixes(cfg: &SinchConfig) -> Vec<Option<&str>> {
+    cfg.app_id.ids().iter().map(|id| Some(id.trim())).collect()
 }
 
 /// Defaults for Sinch sources.
@@ -478,7 +483,9 @@ impl Provider for SinchProvider {
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
         matches!(status, StatusCode::BAD_REQUEST | StatusCode::GONE) && wire::mentions_token(body)
     }
+}
 
+impl ResponsePolicy for SinchProvider {
     fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
         let mut text = wire::describe_error(body);
         match status {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::SpruceProvider;
-use crate::config::{ConfigError, validate_base_url};
+use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::AuthScheme;
 use crate::provider::{ProviderDefaults, ProviderKind, ProviderSetup, SetupContext};
 use crate::secret::SecretRef;
@@ -62,6 +62,11 @@ fn default_page_size() -> u32 {
 
 fn default_true() -> bool {
     true
+}
+
+/// A Spruce entry is one account, named as written.
+pub(crate) fn account_suffixes(_cfg: &SpruceConfig) -> Vec<Option<&str>> {
+    vec![None]
 }
 
 /// Spruce's defaults for the source settings a user may leave out.

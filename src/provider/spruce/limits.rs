@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
-use crate::provider::Pause;
+use crate::http::Pause;
 
 /// Requests left in the current minute window.
 pub(super) const MINUTE_REMAINING: &str = "s-ratelimit-remaining";

@@ -26,7 +26,7 @@
 //! that it never starves the deltas.
 
 mod config;
-pub(crate) use config::defaults;
+pub(crate) use config::{account_suffixes, defaults};
 mod conversation;
 mod items;
 mod limits;
@@ -39,10 +39,10 @@ use url::Url;
 pub use config::{SpruceConfig, setup};
 
 use self::conversation::ITEMS_FOLLOW_UP;
-use crate::http::{HttpResponse, RequestSpec};
+use crate::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
 use crate::provider::{
-    Absence, DetailPage, DetailRequest, InitialSweep, Page, Pause, Provider, ProviderError,
-    ProviderKind, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
+    Absence, DetailPage, DetailRequest, InitialSweep, Page, Provider, ProviderError, ProviderKind,
+    WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
 use crate::time::Timestamp;
 
@@ -293,7 +293,9 @@ impl Provider for SpruceProvider {
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
         limits::is_position_rejected(status, body)
     }
+}
 
+impl ResponsePolicy for SpruceProvider {
     fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
         limits::describe_error(status, body)
     }

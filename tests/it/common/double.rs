@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use convsync::http::{HttpResponse, RequestSpec};
+use convsync::http::{HttpResponse, RequestSpec, ResponsePolicy};
 use convsync::provider::{
     Absence, ConversationRecord, InitialSweep, Page, Provider, ProviderError, ProviderKind,
     WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
@@ -411,15 +411,17 @@ impl Provider for DoubleProvider {
         Ok(page)
     }
 
+    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
+        status == StatusCode::BAD_REQUEST
+            && String::from_utf8_lossy(body).contains("invalid page_token")
+    }
+}
+
+impl ResponsePolicy for DoubleProvider {
     fn describe_error(&self, _status: StatusCode, body: &[u8]) -> String {
         serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
-    }
-
-    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
-        status == StatusCode::BAD_REQUEST
-            && String::from_utf8_lossy(body).contains("invalid page_token")
     }
 }

@@ -1,5 +1,8 @@
-//! What a provider hands the engine: conversations in the mirror's vocabulary.
+//! What a provider hands the engine and the engine hands the store: conversations in the
+//! mirror's vocabulary, follow-up requests and what a sweep's absence means. A base module,
+//! so that the store does not import the providers.
 
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::time::Timestamp;
@@ -196,6 +199,29 @@ pub struct RejectedRecord {
     pub reason: String,
     /// The JSON as received (possibly truncated by the store).
     pub raw: String,
+}
+
+/// What happens to mirrored conversations that a complete sweep did not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    /// They are closed (`active = false`, `closed_at` set): D365 lists active ones only.
+    Closed,
+    /// They no longer exist at the provider (`deleted_at` set).
+    Deleted,
+}
+
+/// A per-conversation follow-up request (messages, items, a fresh copy), queued in the
+/// database in the same transaction as the page that asked for it, so that none is lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetailRequest {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Which kind of follow-up (provider-defined, e.g. `items`, `fetch`).
+    pub kind: String,
+    /// Only messages after this instant matter (the previous activity time), when known.
+    pub since: Option<Timestamp>,
+    /// Position within a multi-page follow-up.
+    pub position: Option<Value>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,202 @@
+//! Layers that only point down (docs/architecture.md): each top-level module of `src` may
+//! use only the modules of the layers below its own. Read from the source text: every
+//! `crate::module` path outside comments and test modules, `use crate::{a, b}` groups
+//! included, so that a new back-edge fails here before review.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The layers, lowest first: cli → health → sync (engine) → config → {provider, store} →
+/// http → base. Modules of the base layer may use each other; `provider` and `store` may
+/// not use each other.
+const LAYERS: &[&[&str]] = &[
+    &[
+        "time",
+        "secret",
+        "file_access",
+        "telemetry",
+        "record",
+        "error_text",
+        "config_error",
+    ],
+    &["http"],
+    &["provider", "store"],
+    &["config"],
+    &["sync"],
+    &["health"],
+    &["cli"],
+];
+
+/// Modules outside the layers: (module, the modules that may use it, the ones it may use).
+/// The simulator's config writer (`sim_config`) is used by `demo` and names the providers' kinds.
+const STANDALONE: &[(&str, &[&str], &[&str])] = &[("sim_config", &["cli"], &["provider"])];
+
+/// Whether `from` may use `to`.
+fn allowed(from: &str, to: &str) -> Result<bool, String> {
+    if from == to {
+        return Ok(true);
+    }
+    if let Some((_, users, _)) = STANDALONE.iter().find(|(name, ..)| *name == to) {
+        return Ok(users.contains(&from));
+    }
+    if let Some((_, _, uses)) = STANDALONE.iter().find(|(name, ..)| *name == from) {
+        return Ok(uses.contains(&to));
+    }
+    let layer = |module: &str| LAYERS.iter().position(|layer| layer.contains(&module));
+    let from_layer = layer(from).ok_or_else(|| format!("module `{from}` has no layer"))?;
+    let to_layer = layer(to).ok_or_else(|| format!("module `{to}` has no layer"))?;
+    Ok(to_layer < from_layer || (to_layer == 0 && from_layer == 0))
+}
+
+/// The text of a source file that ships: comments and a trailing `#[cfg(test)] mod` cut.
+fn shipped_code(text: &str) -> String {
+    let mut out = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("#[cfg(test)]")
+            && lines
+                .peek()
+                .is_some_and(|next| next.trim_start().starts_with("mod "))
+        {
+            break;
+        }
+        out.push_str(line.split("//").next().unwrap_or(""));
+        out.push('\n');
+    }
+    out
+}
+
+fn identifier(text: &str) -> &str {
+    let end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// The top-level modules a file's shipped code names through `crate::` (or `$crate::`).
+fn modules_used(text: &str) -> BTreeSet<String> {
+    let code = shipped_code(text);
+    let mut used = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{a::X, b::{Y, Z}}`: the first identifier of each top-level item.
+            let mut depth = 0usize;
+            let mut item_start = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if item_start && !c.is_whitespace() => {
+                        item_start = false;
+                        used.insert(identifier(&group[i..]).to_owned());
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            used.insert(identifier(rest).to_owned());
+        }
+    }
+    used.retain(|m| !m.is_empty());
+    used
+}
+
+/// Every back-edge among `files` (path under `src`, text).
+fn back_edges(files: &[(String, String)]) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    for (path, text) in files {
+        let module = path
+            .split('/')
+            .next()
+            .unwrap_or(path)
+            .trim_end_matches(".rs");
+        if matches!(module, "lib" | "main") || path.ends_with("/tests.rs") {
+            continue;
+        }
+        for used in modules_used(text) {
+            if !allowed(module, &used)? {
+                found.push(format!("{path}: `{module}` uses `{used}`"));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn source_files(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).expect("reading src") {
+        let path = entry.expect("a src entry").path();
+        if path.is_dir() {
+            source_files(&path, root, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let relative = path.strip_prefix(root).expect("under src");
+            let text = std::fs::read_to_string(&path).expect("a readable source file");
+            out.push((relative.to_string_lossy().replace('\\', "/"), text));
+        }
+    }
+}
+
+#[test]
+fn no_module_uses_a_layer_above_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    source_files(&root, &root, &mut files);
+    assert!(
+        files.len() > 50,
+        "expected the whole source tree, read {} files",
+        files.len()
+    );
+    let edges = back_edges(&files).unwrap_or_else(|e| panic!("{e}: place it in LAYERS"));
+    assert!(
+        edges.is_empty(),
+        "modules that use a layer above their own:\n{}",
+        edges.join("\n")
+    );
+}
+
+#[test]
+fn a_back_edge_is_reported_wherever_the_path_is_written() {
+    let file = |path: &str, text: &str| (path.to_owned(), text.to_owned());
+    let files = [
+        file("store/mirror.rs", "use crate::provider::Page;\n"),
+        file("sim_config.rs", "use crate::provider::ProviderKind;\n"),
+        file(
+            "http/mod.rs",
+            "use crate::{\n    time::Timestamp,\n    sync::{Engine, Source},\n};\n",
+        ),
+        file(
+            "provider/x.rs",
+            "fn f() { let _ = $crate::config::load(); }\n",
+        ),
+        file("sim_config.rs", "use crate::time::Timestamp;\n"),
+        file(
+            "store/ok.rs",
+            "use crate::record::ConversationRecord; // crate::sync\n",
+        ),
+        file(
+            "provider/tested.rs",
+            "use crate::http::RequestSpec;\n#[cfg(test)]\nmod tests {\n    use crate::config::Config;\n}\n",
+        ),
+        file(
+            "sync/mod.rs",
+            "use crate::{config::Config, provider, store::Store};\n",
+        ),
+    ];
+    assert_eq!(
+        back_edges(&files).unwrap(),
+        [
+            "store/mirror.rs: `store` uses `provider`",
+            "http/mod.rs: `http` uses `sync`",
+            "provider/x.rs: `provider` uses `config`",
+            "sim_config.rs: `sim_config` uses `time`",
+        ]
+    );
+    assert!(back_edges(&[file("newmod.rs", "use crate::time::Timestamp;\n")]).is_err());
+}
