@@ -368,6 +368,12 @@ track_reply_state = false
     assert_eq!(machine.property("NRestarts"), "1");
     let journal = machine.sh("journalctl --no-pager -o cat -u convsync");
     assert!(journal.contains("Watchdog timeout"), "{journal}");
+    // Levels filter, as "Where things live" says: the info lines are not warnings.
+    let warnings = machine.sh("journalctl -u convsync -p warning --no-pager -o cat");
+    assert!(
+        journal.contains("convsync stopped") && !warnings.contains("convsync stopped"),
+        "{warnings}"
+    );
 
     let security = machine.sh("systemd-analyze security --no-pager convsync.service");
     let verdict = security
@@ -514,6 +520,9 @@ fn service_started_and_synced(machine: &Machine) -> u64 {
     });
     let rows = machine.mirrored_rows();
     assert!(rows > 0, "nothing mirrored");
+    // The status command of "Where things live", as root from a shell.
+    let status = machine.sh("convsync status --config /etc/convsync/convsync.toml");
+    assert!(status.contains(&format!("rows: {rows} (")), "{status}");
 
     assert_eq!(
         machine.sh("readlink /var/lib/convsync").trim(),
