@@ -24,6 +24,8 @@ const COMPOSE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/c
 const DOC_PROJECT: &str = "-p convsync ";
 const DOC_FILE: &str = "-f deploy/docker/compose.yaml";
 const DOC_TAG: &str = "convsync:latest";
+/// Where the simulator serves Spruce, on the service's loopback.
+const SIM_PORT: u16 = 18480;
 
 /// Each Compose on the machine, as the program and arguments that run it.
 fn composes() -> Vec<Vec<&'static str>> {
@@ -86,6 +88,8 @@ fn compose_file_is_valid_for_every_installed_compose() {
 /// The run's own names, and the cleanup of whatever the run made, even when it fails.
 struct Run {
     project: String,
+    /// The host port the service's health endpoint is published on.
+    health_port: String,
     tag: String,
     dir: tempfile::TempDir,
 }
@@ -221,8 +225,14 @@ async fn documented_compose_commands_run_the_mirror_offline() {
     assert!(built.status.success(), "{}", text(&built));
     let binary = String::from_utf8(built.stdout).unwrap().trim().to_owned();
 
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let run = Run {
         project: format!("convsync-it-{}", std::process::id()),
+        health_port: port.to_string(),
         tag: format!("convsync:it-compose-{}", std::process::id()),
         dir: tempfile::tempdir().unwrap(),
     };
@@ -233,36 +243,46 @@ async fn documented_compose_commands_run_the_mirror_offline() {
         std::fs::copy(root.join(&file), &to).unwrap();
     }
     let site = SpruceSite::start(40).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Test only: this run's image tag, and the simulator beside the service, in the
+    // service's network namespace (so convsync reaches it on its own loopback, the only
+    // place plain http is accepted), from the same image. Same seed and size as `site`,
+    // which supplies the organization, the token and the truth. A tmpfs over the image's
+    // volume, so that the simulator leaves no anonymous volume behind.
     std::fs::write(
         run.override_file(),
         format!(
-            "# Test only: the host's network (the simulator is on its loopback) and a free\n\
-             # health port instead of 9477.\n\
-             services:\n  convsync:\n    network_mode: host\n    environment:\n      \
-             CONVSYNC_HEALTH__LISTEN: 127.0.0.1:{port}\n"
+            "services:\n  convsync:\n    image: {tag}\n  simulator:\n    image: {tag}\n    \
+             network_mode: \"service:convsync\"\n    read_only: true\n    \
+             tmpfs: [/var/lib/convsync]\n    entrypoint: \
+             [/usr/local/bin/convsync, simulate, --seed, \"8\", --spruce-port, \"{SIM_PORT}\", \
+             --conversations, \"40\", --activity-rate, \"0\", --d365-accounts, \"0\", \
+             --sinch-accounts, \"0\", --highlevel-locations, \"0\"]\n",
+            tag = run.tag
         ),
     )
     .unwrap();
 
     let token = site.sim.accounts().spruce[0].api_token.clone();
+    let health_port = [("CONVSYNC_HEALTH_PORT", run.health_port.as_str())];
     run.run_section("compose-prepare", &[("SPRUCE_TOKEN", &token)]);
     // "Edit deploy/docker/convsync.toml", as the docs ask: the secret from its file,
-    // the default database URL.
-    std::fs::write(
-        run.checkout().join("deploy/docker/convsync.toml"),
-        site.config_text(
+    // the default database URL, the simulator's address in the container.
+    let config = site
+        .config_text(
             "sqlite://convsync.db",
             "0.0.0.0:9477",
             Path::new("/run/secrets/spruce_api_token"),
-        ),
-    )
-    .unwrap();
-    run.run_section("compose-offline", &[("CONVSYNC_BINARY", &binary)]);
+        )
+        .replace(
+            &site.sim.spruce_base_url().to_string(),
+            &format!("http://127.0.0.1:{SIM_PORT}/"),
+        );
+    assert!(config.contains(&format!(":{SIM_PORT}/")), "{config}");
+    std::fs::write(run.checkout().join("deploy/docker/convsync.toml"), config).unwrap();
+    run.run_section(
+        "compose-offline",
+        &[("CONVSYNC_BINARY", &binary), health_port[0]],
+    );
 
     let container = String::from_utf8(run.compose(&["ps", "-q", "convsync"]).stdout).unwrap();
     let container = container.trim().to_owned();
@@ -304,7 +324,7 @@ async fn documented_compose_commands_run_the_mirror_offline() {
         .unwrap();
     // Both attach in milliseconds; let them before the container can be gone.
     std::thread::sleep(Duration::from_secs(1));
-    run.run_section("compose-down", &[]);
+    run.run_section("compose-down", &health_port);
     let exit = waiter.wait_with_output().unwrap();
     let logs = logs.wait_with_output().unwrap();
     assert_eq!(

@@ -521,7 +521,9 @@ fn service_started_and_synced(machine: &Machine) -> u64 {
     let rows = machine.mirrored_rows();
     assert!(rows > 0, "nothing mirrored");
     // The status command of "Where things live", as root from a shell.
-    let status = machine.sh("convsync status --config /etc/convsync/convsync.toml");
+    let status = machine.sh(
+        "sudo sh -c 'cd /var/lib/convsync && convsync status --config /etc/convsync/convsync.toml'",
+    );
     assert!(status.contains(&format!("rows: {rows} (")), "{status}");
 
     assert_eq!(
