@@ -12,8 +12,9 @@
 # 3. builds a Dockerfile made of a one-line `rootfs` stage plus the runtime stage of
 #    deploy/docker/Dockerfile copied verbatim, so the two images cannot drift apart;
 # 4. labels it with the OCI annotations org.opencontainers.image.version (Cargo.toml's
-#    version), .revision (git rev-parse HEAD) and .source (CONVSYNC_SOURCE, else the git
-#    remote `origin`, else "unknown").
+#    version), .revision (git rev-parse HEAD) and .source (CONVSYNC_SOURCE, else what
+#    deploy/docker/oci-source.sh finds: Cargo.toml's `repository`, else an https remote
+#    `origin`; with neither, the label is left off).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -50,12 +51,18 @@ grep -q "$marker" "$here/Dockerfile" || { echo "build-offline: runtime stage mar
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)"
 [[ -n "$version" ]] || { echo "build-offline: no version in $repo/Cargo.toml" >&2; exit 1; }
 revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
-source_url="${CONVSYNC_SOURCE:-$(git -C "$repo" remote get-url origin 2>/dev/null || echo unknown)}"
+source_url="${CONVSYNC_SOURCE:-$("$here/oci-source.sh" "$repo")}"
+source_label=()
+if [[ -n "$source_url" ]]; then
+    source_label=(--label "org.opencontainers.image.source=$source_url")
+else
+    echo "build-offline: no repository URL (Cargo.toml, https remote origin, CONVSYNC_SOURCE); no source label" >&2
+fi
 [[ "$revision" != unknown ]] || echo "build-offline: not a git checkout; revision label is \"unknown\"" >&2
 
 echo "build-offline: docker build -t $tag (no pull; version $version, revision $revision)" >&2
 docker build --pull=false --tag "$tag" \
     --label "org.opencontainers.image.version=$version" \
     --label "org.opencontainers.image.revision=$revision" \
-    --label "org.opencontainers.image.source=$source_url" \
+    "${source_label[@]}" \
     "$context"

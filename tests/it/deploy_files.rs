@@ -125,3 +125,61 @@ fn both_image_builds_share_rootfs_script() {
         "the offline build cuts at the Dockerfile's marker"
     );
 }
+
+/// The image's `org.opencontainers.image.source` comes from a real address or is left
+/// off: Cargo.toml's `repository` first, else an https `origin` (without the user name or
+/// token a clone URL may carry), never an ssh remote or a placeholder.
+#[test]
+fn image_source_label_is_a_real_address_or_absent() {
+    let source_of = |manifest: &str, origin: Option<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .output()
+                .unwrap()
+                .status;
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "--quiet"]);
+        if let Some(url) = origin {
+            git(&["remote", "add", "origin", url]);
+        }
+        let output = std::process::Command::new(repo("deploy/docker/oci-source.sh"))
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let with_key = "[package]\nname = \"x\"\nrepository = \"https://git.example.org/convsync\"\n\n[dependencies]\n";
+    let without_key = "[package]\nname = \"x\"\n\n[dependencies]\nrepository = \"no\"\n";
+    let https = Some("https://git.example.org/fork.git");
+    assert_eq!(
+        source_of(with_key, https),
+        "https://git.example.org/convsync\n"
+    );
+    assert_eq!(
+        source_of(without_key, https),
+        "https://git.example.org/fork.git\n"
+    );
+    assert_eq!(
+        source_of(
+            without_key,
+            Some("https://ci:s3cret-token@git.example.org/fork.git")
+        ),
+        "https://git.example.org/fork.git\n"
+    );
+    assert_eq!(
+        source_of(without_key, Some("git@git.example.org:fork.git")),
+        ""
+    );
+    assert_eq!(source_of(without_key, None), "");
+}

@@ -274,3 +274,62 @@ impl Scrape {
         }
     }
 }
+
+/// The commands of the section of docs/deploy.md marked `name` (from `<!-- name:` or
+/// `<!-- name -->` to `<!-- end name -->`): every line of its `sh` blocks, comments and
+/// blank lines left out, `\` continuations joined. Tests run these as the docs write them.
+pub fn documented_steps(name: &str) -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md")).unwrap();
+    let start = [format!("<!-- {name}:"), format!("<!-- {name} -->")]
+        .iter()
+        .find_map(|begin| doc.find(begin.as_str()))
+        .unwrap_or_else(|| panic!("docs/deploy.md has no section marked {name}"));
+    let end = doc[start..]
+        .find(&format!("<!-- end {name} -->"))
+        .unwrap_or_else(|| panic!("the section {name} of docs/deploy.md has no end marker"))
+        + start;
+    let mut steps = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in doc[start..end].lines() {
+        match line.trim() {
+            "```sh" => in_block = true,
+            "```" => in_block = false,
+            _ if !in_block => {}
+            l if l.is_empty() || l.starts_with('#') => {}
+            l => match l.strip_suffix('\\') {
+                Some(head) => pending.push_str(head),
+                None => {
+                    pending.push_str(l);
+                    steps.push(std::mem::take(&mut pending));
+                }
+            },
+        }
+    }
+    assert!(!steps.is_empty(), "no documented steps in {name}");
+    steps
+}
+
+/// The files of this checkout, relative to its root, as a fresh clone with local edits
+/// would have them: tracked and new files that exist, not the ignored ones (`target/`).
+pub fn checkout_files() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("git")
+        .current_dir(root)
+        .args(["ls-files", "--cached", "--others", "--exclude-standard"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git ls-files in {}",
+        root.display()
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        // A deleted file is still listed until the deletion is committed.
+        .filter(|f| root.join(f).exists())
+        .map(str::to_owned)
+        .collect()
+}

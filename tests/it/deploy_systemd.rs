@@ -7,6 +7,11 @@
 //! database in /var/lib/convsync, `systemd-analyze security` rated OK, the installed bash
 //! completion in real bash, an upgrade to a newer package that keeps database and
 //! configuration, a clean stop, `remove` keeping data and `purge` deleting it out loud.
+//! Then, on the purged machine, the "Install without the package" section: its build block
+//! runs in this checkout on the host (the machine has no Rust), its install block in the
+//! machine as one script, verbatim, from a copy of the checkout at the same path; the
+//! service is checked the same way (notify start, sync, `/readyz`, 0600 database, clean
+//! restart and stop).
 //!
 //! Needs a Docker engine, debootstrap and cargo-deb (.ci/run installs them). Without them
 //! the test is skipped with a message, unless `CI` is set: then it fails.
@@ -16,14 +21,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::deploy_support::{checkout_files, documented_steps};
+
 /// Hang guard for waits; never a performance threshold. The watchdog wait covers the
 /// unit's WatchdogSec=60s plus RestartSec=10s.
 const PATIENCE: Duration = Duration::from_secs(240);
 /// Where the simulator serves Spruce inside the machine.
 const SPRUCE_PORT: u16 = 18480;
-/// The markers around the tested commands in docs/deploy.md.
-const DOC_BEGIN: &str = "<!-- systemd-install:";
-const DOC_END: &str = "<!-- end systemd-install -->";
+/// The names of docs/deploy.md's marked sections (`<!-- NAME:` … `<!-- end NAME -->`):
+/// the package install, and the build and install of "Install without the package".
+const DOC_PACKAGE: &str = "systemd-install";
+const DOC_BUILD: &str = "systemd-build";
+const DOC_MANUAL: &str = "systemd-install-manual";
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -87,36 +96,6 @@ fn build_deb(skip_build: bool, cargo_deb_args: &[&str], into: &Path) -> PathBuf 
     let path = into.join(built.file_name().unwrap());
     std::fs::copy(&built, &path).unwrap();
     path
-}
-
-/// The commands of the marked section of docs/deploy.md: every line of its `sh` blocks,
-/// with `\` continuations joined.
-fn documented_install_steps() -> Vec<String> {
-    let doc = std::fs::read_to_string(repo("docs/deploy.md")).unwrap();
-    let start = doc
-        .find(DOC_BEGIN)
-        .expect("docs/deploy.md has the begin marker");
-    let end = doc[start..].find(DOC_END).expect("and the end marker") + start;
-    let mut steps = Vec::new();
-    let mut in_block = false;
-    let mut pending = String::new();
-    for line in doc[start..end].lines() {
-        match line.trim() {
-            "```sh" => in_block = true,
-            "```" => in_block = false,
-            _ if !in_block => {}
-            l if l.is_empty() || l.starts_with('#') => {}
-            l => match l.strip_suffix('\\') {
-                Some(head) => pending.push_str(head),
-                None => {
-                    pending.push_str(l);
-                    steps.push(std::mem::take(&mut pending));
-                }
-            },
-        }
-    }
-    assert!(steps.len() >= 3, "too few documented steps: {steps:?}");
-    steps
 }
 
 /// A booted container with systemd as PID 1 and no network but its own loopback.
@@ -362,7 +341,7 @@ track_reply_state = false
     );
 
     // docs/deploy.md, verbatim.
-    for step in documented_install_steps() {
+    for step in documented_steps(DOC_PACKAGE) {
         eprintln!("$ {step}");
         let output = machine.exec(
             &format!("cd /root/install\n{step}"),
@@ -376,46 +355,8 @@ track_reply_state = false
             machine.journal()
         );
     }
-
-    // Type=notify: `enable --now` returned after READY=1, and the status line is ours.
-    assert_eq!(machine.property("Type"), "notify");
-    let status = machine.sh("systemctl status convsync --no-pager || true");
-    assert!(status.contains("active (running)"), "{status}");
-    assert!(
-        machine.property("StatusText").contains("syncing 1 source"),
-        "{status}"
-    );
-    machine.wait_until("/readyz healthy", |m| {
-        m.exec("convsync health --config /etc/convsync/convsync.toml", &[])
-            .status
-            .success()
-    });
-    let rows = machine.mirrored_rows();
-    assert!(rows > 0, "nothing mirrored");
-
-    // The database: in the state directory, 0600, owned by the service's dynamic user.
-    assert_eq!(
-        machine.sh("readlink /var/lib/convsync").trim(),
-        "private/convsync"
-    );
-    let database = machine.sh("stat -c '%a %u' /var/lib/private/convsync/convsync.db");
-    let (mode, owner) = database.trim().split_once(' ').unwrap();
-    assert_eq!(mode, "600", "{database}");
-    assert_ne!(owner, "0", "{database}");
-
-    // A restart stops the running daemon cleanly (it logs its own clean end) and starts
-    // a new one.
-    let before = machine.property("MainPID");
-    machine.sh("systemctl restart convsync");
-    assert_ne!(machine.property("MainPID"), before);
-    assert_eq!(machine.property("ActiveState"), "active");
-    assert!(
-        machine
-            .sh("journalctl --no-pager -o cat -u convsync")
-            .contains("convsync stopped"),
-        "{}",
-        machine.journal()
-    );
+    let rows = service_started_and_synced(&machine);
+    restart_is_clean(&machine);
 
     // A wedged daemon stops sending WATCHDOG=1; systemd kills and restarts it.
     let wedged = machine.property("MainPID");
@@ -427,6 +368,12 @@ track_reply_state = false
     assert_eq!(machine.property("NRestarts"), "1");
     let journal = machine.sh("journalctl --no-pager -o cat -u convsync");
     assert!(journal.contains("Watchdog timeout"), "{journal}");
+    // Levels filter, as "Where things live" says: the info lines are not warnings.
+    let warnings = machine.sh("journalctl -u convsync -p warning --no-pager -o cat");
+    assert!(
+        journal.contains("convsync stopped") && !warnings.contains("convsync stopped"),
+        "{warnings}"
+    );
 
     let security = machine.sh("systemd-analyze security --no-pager convsync.service");
     let verdict = security
@@ -467,11 +414,7 @@ track_reply_state = false
     );
     assert_eq!(machine.property("ActiveState"), "active");
     assert!(machine.mirrored_rows() >= rows);
-
-    // A stop is clean: SIGTERM, the page in flight finished, exit 0.
-    machine.sh("systemctl stop convsync");
-    assert_eq!(machine.property("Result"), "success");
-    assert_eq!(machine.property("ExecMainStatus"), "0");
+    stop_is_clean(&machine);
 
     // remove keeps the data; purge deletes it and says what it deletes.
     let removed = machine.sh("apt-get remove --yes convsync 2>&1");
@@ -482,4 +425,140 @@ track_reply_state = false
         assert!(purged.contains(&format!("removing {path}")), "{purged}");
         machine.sh(&format!("! test -e {path}"));
     }
+    // Nothing of the package is left for the install by hand to lean on.
+    machine.sh(
+        "! dpkg-query --show convsync 2>/dev/null && ! test -e /usr/bin/convsync \
+         && ! test -e /usr/lib/systemd/system/convsync.service \
+         && ! test -e /usr/share/bash-completion/completions/convsync",
+    );
+
+    install_without_the_package(&machine, token);
+    service_started_and_synced(&machine);
+    restart_is_clean(&machine);
+    stop_is_clean(&machine);
+}
+
+/// "Install without the package", as docs/deploy.md writes it: the build block in this
+/// checkout (on the host, where Rust is), then the install block in the machine, in a
+/// copy of the checkout at the same path holding the built binary at the printed path and
+/// the machine's `convsync.toml`.
+fn install_without_the_package(machine: &Machine, token: &str) {
+    let checkout = repo("");
+    let checkout = checkout.to_str().unwrap().trim_end_matches('/');
+    let build = documented_steps(DOC_BUILD).join("\n");
+    eprintln!("$ {build}");
+    let binary = run(Command::new("bash")
+        .current_dir(checkout)
+        .args(["-euo", "pipefail", "-c"])
+        .arg(format!("{build}\nprintf %s \"$binary\"")));
+    assert!(
+        Path::new(&binary).is_file() && !binary.contains('\''),
+        "the build block left no binary at {binary:?}"
+    );
+
+    // The checkout's files and the binary.
+    let files = checkout_files();
+    let list = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(list.path(), files.join("\n")).unwrap();
+    let mut tar = Command::new("tar")
+        .current_dir(checkout)
+        .arg("-c")
+        .arg("--files-from")
+        .arg(list.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    machine.sh(&format!("mkdir -p '{checkout}'"));
+    let unpacked = Command::new("docker")
+        .args(["exec", "-i", &machine.name, "tar", "-x", "-C", checkout])
+        .stdin(tar.stdout.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(tar.wait().unwrap().success() && unpacked.success());
+    machine.copy_in(
+        Path::new(&binary),
+        Path::new(&binary).parent().unwrap().to_str().unwrap(),
+    );
+    machine.sh(&format!(
+        "cp /root/install/convsync.toml '{checkout}/convsync.toml'"
+    ));
+
+    let install = documented_steps(DOC_MANUAL).join("\n");
+    eprintln!("$ {install}");
+    let output = machine.exec(
+        &format!("cd '{checkout}'\nbinary='{binary}'\n{install}"),
+        &[("SPRUCE_TOKEN", token)],
+    );
+    eprint!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the documented install without the package failed ({})\n{}",
+        output.status,
+        machine.journal()
+    );
+    assert_eq!(
+        machine.property("FragmentPath"),
+        "/etc/systemd/system/convsync.service"
+    );
+}
+
+/// After `enable --now`: a `Type=notify` unit that returned after READY=1 with our status
+/// line, `/readyz` healthy once the simulator's conversations are mirrored, and the
+/// database 0600 in the state directory, owned by the dynamic user. Returns the rows.
+fn service_started_and_synced(machine: &Machine) -> u64 {
+    assert_eq!(machine.property("Type"), "notify");
+    let status = machine.sh("systemctl status convsync --no-pager || true");
+    assert!(status.contains("active (running)"), "{status}");
+    assert!(
+        machine.property("StatusText").contains("syncing 1 source"),
+        "{status}"
+    );
+    machine.wait_until("/readyz healthy", |m| {
+        m.exec("convsync health --config /etc/convsync/convsync.toml", &[])
+            .status
+            .success()
+    });
+    let rows = machine.mirrored_rows();
+    assert!(rows > 0, "nothing mirrored");
+    // The status command of "Where things live", as root from a shell.
+    let status = machine.sh(
+        "sudo sh -c 'cd /var/lib/convsync && convsync status --config /etc/convsync/convsync.toml'",
+    );
+    assert!(status.contains(&format!("rows: {rows} (")), "{status}");
+
+    assert_eq!(
+        machine.sh("readlink /var/lib/convsync").trim(),
+        "private/convsync"
+    );
+    let database = machine.sh("stat -c '%a %u' /var/lib/private/convsync/convsync.db");
+    let (mode, owner) = database.trim().split_once(' ').unwrap();
+    assert_eq!(mode, "600", "{database}");
+    assert_ne!(owner, "0", "{database}");
+    rows
+}
+
+/// A restart stops the running daemon cleanly (it logs its own clean end once more) and
+/// starts a new one.
+fn restart_is_clean(machine: &Machine) {
+    let stopped = |m: &Machine| {
+        m.sh("journalctl --no-pager -o cat -u convsync")
+            .matches("convsync stopped")
+            .count()
+    };
+    let clean_ends = stopped(machine);
+    let before = machine.property("MainPID");
+    machine.sh("systemctl restart convsync");
+    assert_ne!(machine.property("MainPID"), before);
+    assert_eq!(machine.property("ActiveState"), "active");
+    machine.wait_until(
+        "the clean end of the restarted daemon in the journal",
+        |m| stopped(m) > clean_ends,
+    );
+}
+
+/// A stop is clean: SIGTERM, the page in flight finished, exit 0.
+fn stop_is_clean(machine: &Machine) {
+    machine.sh("systemctl stop convsync");
+    assert_eq!(machine.property("Result"), "success");
+    assert_eq!(machine.property("ExecMainStatus"), "0");
 }
