@@ -214,16 +214,23 @@ async fn documented_compose_commands_run_the_mirror_offline() {
         skip(test, "no Docker engine");
         return;
     }
-    // The binary the offline build packs, built once from this checkout (the copy below
-    // has no target directory); build-offline.sh takes it from CONVSYNC_BINARY.
-    let built = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/build-static.sh"
-    ))
-    .output()
-    .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
-    let binary = String::from_utf8(built.stdout).unwrap().trim().to_owned();
+    // The binary the offline build packs (without the simulator, like the image the docs
+    // build), built once from this checkout (the copy below has no target directory);
+    // build-offline.sh takes it from CONVSYNC_BINARY. The simulator beside it runs the
+    // build that has one (the .deb's), mounted into its container.
+    let static_binary = |args: &[&str]| {
+        let built = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/build-static.sh"
+        ))
+        .args(args)
+        .output()
+        .unwrap();
+        assert!(built.status.success(), "{}", text(&built));
+        String::from_utf8(built.stdout).unwrap().trim().to_owned()
+    };
+    let binary = static_binary(&["--without-sim"]);
+    let simulator = static_binary(&[]);
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -245,19 +252,21 @@ async fn documented_compose_commands_run_the_mirror_offline() {
     let site = SpruceSite::start(40).await;
     // Test only: this run's image tag, and the simulator beside the service, in the
     // service's network namespace (so convsync reaches it on its own loopback, the only
-    // place plain http is accepted), from the same image. Same seed and size as `site`,
-    // which supplies the organization, the token and the truth. A tmpfs over the image's
-    // volume, so that the simulator leaves no anonymous volume behind.
+    // place plain http is accepted): the same image running the mounted build that has a
+    // simulator. Same seed and size as `site`, which supplies the organization, the token
+    // and the truth. A tmpfs over the image's volume, so that the simulator leaves no
+    // anonymous volume behind.
     std::fs::write(
         run.override_file(),
         format!(
             "services:\n  convsync:\n    image: {tag}\n  simulator:\n    image: {tag}\n    \
              network_mode: \"service:convsync\"\n    read_only: true\n    \
-             tmpfs: [/var/lib/convsync]\n    entrypoint: \
-             [/usr/local/bin/convsync, simulate, --seed, \"8\", --spruce-port, \"{SIM_PORT}\", \
+             tmpfs: [/var/lib/convsync]\n    \
+             volumes: [\"{simulator}:/usr/local/bin/convsync-sim:ro\"]\n    entrypoint: \
+             [/usr/local/bin/convsync-sim, simulate, --seed, \"8\", --spruce-port, \"{SIM_PORT}\", \
              --conversations, \"40\", --activity-rate, \"0\", --d365-accounts, \"0\", \
              --sinch-accounts, \"0\", --highlevel-locations, \"0\"]\n",
-            tag = run.tag
+            tag = run.tag,
         ),
     )
     .unwrap();
