@@ -7,12 +7,10 @@
 //! of K are pinned at the defaults against the API's minimum, with the reason wherever a
 //! count is above it, and Sinch's message-less conversations against the sweep's cost.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use convsync::config::{Config, Schedule};
-use convsync::http::RateQuota;
 use convsync::provider::ProviderKind;
 use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::Store;
@@ -24,7 +22,7 @@ use convsync_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestDb, quick_http, schedule, sync_all};
+use crate::common::{TestDb, schedule, sync_all};
 use crate::provider_spruce::{SpruceBed, open_conversations, sync_caught_up, with_messages};
 
 /// The default `reply_state_horizon`.
@@ -42,8 +40,10 @@ fn open_since(truth: &[TruthConversation], start: Timestamp) -> u64 {
         .count() as u64
 }
 
-async fn queued(store: &Store) -> Vec<String> {
-    sqlx::query_scalar("SELECT conversation_id FROM follow_ups WHERE source = 'clinic'")
+/// Conversations whose follow-up still waits.
+async fn queued(store: &Store, source: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT conversation_id FROM follow_ups WHERE source = ?")
+        .bind(source)
         .fetch_all(store.pool())
         .await
         .unwrap()
@@ -154,7 +154,7 @@ async fn the_items_backlog_is_read_newest_activity_first() {
     // Newest activity first; conversations without messages last.
     open.sort_by_key(|t| std::cmp::Reverse(t.last_activity_at.map(|a| (1, a))));
     let (read, waiting) = open.split_at(10);
-    let queued = queued(engine.store()).await;
+    let queued = queued(engine.store(), "clinic").await;
     for t in read {
         assert!(
             !queued.contains(&t.id),
@@ -166,110 +166,6 @@ async fn the_items_backlog_is_read_newest_activity_first() {
         assert!(queued.contains(&t.id), "{} still waits", t.id);
     }
     assert_eq!(bed.item_requests(), 10);
-}
-
-/// Deltas first: against Spruce's 100 requests/min and the default follow-up settings,
-/// a large items backlog does not hold back the next delta. A message sent right after
-/// the first listing reaches the mirror while most of the backlog still waits (before,
-/// the first cycle read up to 500 items, minutes at this rate, before any delta ran).
-#[tokio::test]
-async fn a_due_delta_runs_before_the_items_backlog() {
-    let bed = SpruceBed::start(300, |_| {}).await;
-    let mut settings = bed.source(
-        "clinic",
-        &bed.token(),
-        200,
-        Schedule {
-            // Spruce's shortest poll interval, so that the test waits for few of them.
-            poll_interval: Duration::from_secs(10),
-            lookback: Duration::from_secs(300),
-            max_follow_ups_per_cycle: 500,
-            reply_state_horizon: HORIZON,
-            ..schedule()
-        },
-    );
-    settings.quota = Some(RateQuota {
-        requests: NonZeroU32::new(100).unwrap(),
-        per: Duration::from_secs(60),
-        burst: NonZeroU32::new(1).unwrap(),
-    });
-    let engine =
-        convsync::sync::Engine::new(bed.db.open().await, &quick_http(), &[settings]).unwrap();
-    let store = engine.store().clone();
-    let backlog_size = open_conversations(&bed).await;
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        let shutdown = shutdown.clone();
-        async move { engine.run(shutdown).await }
-    });
-
-    // The first cycle's walks (⌈300/200⌉ + 1 pages) are done once both deltas completed;
-    // its items backlog is then being read.
-    let mut listed = false;
-    for _ in 0..600 {
-        let cursors = WalkCursor::load_all(&store, "clinic").await.unwrap();
-        let done = |walk: &str| {
-            cursors
-                .get(walk)
-                .is_some_and(|c| c.last_completed_at.is_some())
-        };
-        if done("created") && done("activity") {
-            listed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(listed, "the first cycle's walks completed");
-    let ids = with_messages(&bed).await;
-    let changed = &ids[ids.len() - 2..];
-    for id in changed {
-        bed.message(id, MessageKind::Inbound);
-    }
-    let truth = bed.truth().await;
-    let want: Vec<Option<String>> = changed
-        .iter()
-        .map(|id| {
-            let t = truth.iter().find(|t| &t.id == id).unwrap();
-            t.last_activity_at
-                .map(|a| Timestamp::from(a).to_mirror_text())
-        })
-        .collect();
-
-    // Bounded: 60 s is four poll intervals, and a quarter of the backlog at this rate.
-    let mut in_mirror = false;
-    let mut waiting = 0;
-    for _ in 0..600 {
-        let mut got = Vec::new();
-        for id in changed {
-            let at: Option<String> = sqlx::query_scalar(
-                "SELECT last_activity_at FROM conversations WHERE conversation_id = ?",
-            )
-            .bind(id)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-            got.push(at);
-        }
-        if got == want {
-            waiting = queued(&store).await.len() as u64;
-            in_mirror = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
-
-    assert!(
-        in_mirror,
-        "the changed conversations' activity reached the mirror"
-    );
-    assert!(
-        waiting * 2 > backlog_size,
-        "the delta ran while most of the backlog still waited ({waiting} of {backlog_size})"
-    );
-    assert_eq!(bed.throttled(), 0);
 }
 
 /// Who spoke last, as the mirror holds it: (direction, awaiting_reply).
@@ -409,8 +305,18 @@ struct DefaultsBed {
 
 impl DefaultsBed {
     async fn start(provider: Platform, n: u32) -> DefaultsBed {
+        DefaultsBed::start_with(provider, n, |_| {}).await
+    }
+
+    /// As [`DefaultsBed::start`], with simulator options changed by `tune` (the engine's
+    /// settings stay at the defaults).
+    async fn start_with(
+        provider: Platform,
+        n: u32,
+        tune: impl FnOnce(&mut SimOptions),
+    ) -> DefaultsBed {
         let one = |p: Platform| u32::from(p == provider);
-        let sim = Simulator::start(SimOptions {
+        let mut options = SimOptions {
             conversations: n,
             activity_rate: 0.0,
             frozen_clock: true,
@@ -419,9 +325,9 @@ impl DefaultsBed {
             sinch_accounts: one(Platform::Sinch),
             highlevel_locations: one(Platform::HighLevel),
             ..SimOptions::default()
-        })
-        .await
-        .unwrap();
+        };
+        tune(&mut options);
+        let sim = Simulator::start(options).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let generated = convsync_sources(
             &sim,
@@ -558,6 +464,11 @@ impl DefaultsBed {
                 .add_message(self.provider, &self.account, &id, MessageKind::Inbound)
                 .unwrap();
         }
+    }
+
+    /// Spruce API requests answered so far, refused ones included.
+    fn spruce_requests(&self) -> u64 {
+        self.sim.request_counts().total(Platform::Spruce, "/v1/")
     }
 
     async fn mirrored(&self) -> u64 {
@@ -781,4 +692,220 @@ async fn a_sinch_conversation_without_messages_waits_for_the_sweep() {
         "the sweep lists both halves of the inventory, 20 per page"
     );
     assert!(in_mirror().await, "the sweep mirrored it");
+}
+
+/// Spruce's documented-style limit: requests per minute per organization.
+const SPRUCE_PER_MINUTE: u32 = 100;
+
+/// Changes sent while the backlog drains, and how many conversations each touches.
+const ROUNDS: usize = 4;
+const PER_ROUND: usize = 3;
+
+/// The newest `sync_runs` row of `source` (0 when none).
+async fn last_run(store: &Store, source: &str) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM sync_runs WHERE source = ?")
+        .bind(source)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Cycles of `source` started after the run `mark`.
+async fn cycles_since(store: &Store, source: &str, mark: i64) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE source = ? AND id > ?")
+        .bind(source)
+        .bind(mark)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// `last_activity_at` of each of `ids`, as the mirror holds it.
+async fn mirrored_activity(store: &Store, ids: &[String]) -> Vec<Option<String>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let at: Option<String> = sqlx::query_scalar(
+            "SELECT last_activity_at FROM conversations WHERE conversation_id = ?",
+        )
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        out.push(at);
+    }
+    out
+}
+
+/// One round of activity: the conversations it touched, their activity as the simulator
+/// holds it, and the last cycle that began before the change.
+struct Round {
+    ids: Vec<String>,
+    want: Vec<Option<String>>,
+    mark: i64,
+    /// Spruce requests answered before the change.
+    sent: u64,
+    /// Follow-ups still queued when the round reached the mirror.
+    landed: Option<u64>,
+}
+
+/// Deltas first, with every setting at the product default (the configuration
+/// `convsync_sources` generates) against Spruce's 100 requests/min: while a first sync's
+/// items backlog of more than five minutes' budget drains, each round of new messages
+/// reaches the mirror, equal to the simulator's truth, within two cycles that began after
+/// it and within the 200 requests two poll intervals allow at the limit (so no cycle read
+/// the backlog for longer), and most of the backlog still waits when it does.
+///
+/// The default Spruce source has no configured quota: it paces on the `s-ratelimit-*`
+/// headers (a burst until nothing is left, then a pause of one window), so no request may
+/// be refused. The simulator's clock runs in real time here, as its window must renew with
+/// the pause. Rounds go out every 30 s, in both phases of the window (sending and paused);
+/// cycles are counted from `sync_runs`, not timed.
+#[tokio::test]
+async fn deltas_reach_the_mirror_within_two_cycles_while_the_backlog_drains() {
+    let bed = DefaultsBed::start_with(Platform::Spruce, 2_000, |o| {
+        o.frozen_clock = false;
+        o.spruce_rate_limit = SPRUCE_PER_MINUTE;
+    })
+    .await;
+    let source = bed.engine.sources()[0].name.clone();
+    let store = bed.engine.store().clone();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let engine = bed.engine.clone();
+        let shutdown = shutdown.clone();
+        async move { engine.run(shutdown).await }
+    });
+
+    // The first cycle's walks are done once both deltas completed; its items backlog is
+    // then being read. Bounded: 600 × 50 ms.
+    let mut listed = false;
+    for _ in 0..600 {
+        let cursors = WalkCursor::load_all(&store, &source).await.unwrap();
+        let done = |walk: &str| {
+            cursors
+                .get(walk)
+                .is_some_and(|c| c.last_completed_at.is_some())
+        };
+        if done("created") && done("activity") {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listed, "the first cycle's walks completed");
+    let backlog = queued(&store, &source).await.len() as u64;
+    assert!(
+        backlog > 5 * u64::from(SPRUCE_PER_MINUTE),
+        "a backlog that lasts more than five minutes at the limit ({backlog})"
+    );
+
+    // The oldest open conversations: their own items wait at the end of the backlog.
+    let mut candidates: Vec<TruthConversation> = bed
+        .truth()
+        .await
+        .into_iter()
+        .filter(|t| t.state == ConversationState::Active && t.last_activity_at.is_some())
+        .collect();
+    candidates.sort_by_key(|t| t.created_at);
+    assert!(candidates.len() >= ROUNDS * PER_ROUND);
+    let mut candidates = candidates.into_iter().map(|t| t.id);
+
+    // Bounded: 3,000 × 100 ms; a round goes out every 300 ticks.
+    let mut rounds: Vec<Round> = Vec::new();
+    for tick in 0..3_000 {
+        if tick % 300 == 0 && rounds.len() < ROUNDS {
+            let ids: Vec<String> = candidates.by_ref().take(PER_ROUND).collect();
+            let before = mirrored_activity(&store, &ids).await;
+            let mark = last_run(&store, &source).await;
+            let sent = bed.spruce_requests();
+            for id in &ids {
+                bed.sim
+                    .add_message(Platform::Spruce, &bed.account, id, MessageKind::Inbound)
+                    .unwrap();
+            }
+            let truth = bed.truth().await;
+            let want: Vec<Option<String>> = ids
+                .iter()
+                .map(|id| {
+                    let t = truth.iter().find(|t| &t.id == id).unwrap();
+                    mirror_text(t.last_activity_at)
+                })
+                .collect();
+            for (was, now) in before.iter().zip(&want) {
+                assert_ne!(was, now, "the message moved the activity");
+            }
+            rounds.push(Round {
+                ids,
+                want,
+                mark,
+                sent,
+                landed: None,
+            });
+        }
+        for (i, round) in rounds.iter_mut().enumerate() {
+            if round.landed.is_some() {
+                continue;
+            }
+            let started_before = cycles_since(&store, &source, round.mark).await;
+            let spent_before = bed.spruce_requests() - round.sent;
+            let got = mirrored_activity(&store, &round.ids).await;
+            let started_after = cycles_since(&store, &source, round.mark).await;
+            if got == round.want {
+                assert!(
+                    started_after <= 2,
+                    "round {i} reached the mirror {started_after} cycles after it"
+                );
+                // Two poll intervals at the limit: no cycle read the backlog for longer.
+                let spent = bed.spruce_requests() - round.sent;
+                assert!(
+                    spent <= 2 * u64::from(SPRUCE_PER_MINUTE),
+                    "round {i} reached the mirror {spent} requests after it"
+                );
+                round.landed = Some(queued(&store, &source).await.len() as u64);
+            } else {
+                // A third cycle began, so the second ended without the change.
+                assert!(
+                    started_before < 3,
+                    "round {i} was not in the mirror two cycles after it: {got:?}, want {:?}",
+                    round.want
+                );
+                assert!(
+                    spent_before <= 2 * u64::from(SPRUCE_PER_MINUTE),
+                    "round {i} was not in the mirror {spent_before} requests after it"
+                );
+            }
+        }
+        if rounds.len() == ROUNDS && rounds.iter().all(|r| r.landed.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+
+    assert_eq!(rounds.len(), ROUNDS);
+    let mut last = backlog;
+    for (i, round) in rounds.iter().enumerate() {
+        let waiting = round.landed.unwrap_or_else(|| panic!("round {i} landed"));
+        assert!(
+            waiting * 2 > backlog,
+            "round {i} landed while most of the backlog still waited ({waiting} of {backlog})"
+        );
+        // Not monotonic round by round: a delta queues items for the conversations it
+        // changed before the backlog's turn comes, some of them outside the first backlog.
+        last = waiting;
+    }
+    assert!(
+        last + u64::from(SPRUCE_PER_MINUTE) < backlog,
+        "the backlog drained meanwhile ({last} of {backlog} left)"
+    );
+    let throttled = bed
+        .sim
+        .request_counts()
+        .with_status(Platform::Spruce, "/v1/", Some(429));
+    assert_eq!(throttled, 0, "no request was refused");
+    assert!(
+        bed.spruce_requests() > 2 * u64::from(SPRUCE_PER_MINUTE),
+        "the run spanned more than two windows of the limit"
+    );
 }
