@@ -7,6 +7,7 @@
 //! [`sync`] is the engine (one task per source); [`provider`] holds the platform adapters;
 //! [`http`] the shared client, budgets, retries and tokens; [`store`] the mirror database.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod config_error;

@@ -26,9 +26,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::config::{self, Config};
-use crate::store::{DaemonLock, Store, StoreSettings};
-use crate::sync::{CycleOptions, Engine};
+use crate::store::StoreSettings;
+use crate::sync::CycleOptions;
 use crate::telemetry::{self, LogFormat};
 use crate::time::Timestamp;
 
@@ -352,34 +353,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             // Signals first: a SIGTERM while the database is opened and migrated still
             // means a clean stop (exit 0), not death by the default signal action.
             let shutdown = shutdown_on_signals();
-            let _lock = lock_database(&config)?;
-            let engine = build_engine(&config).await?;
-            // Configuration validated and database migrated: bind /healthz, start the
-            // watchdog supervisor and send READY=1.
-            let service = crate::health::Service::start(
-                &config.health,
-                &engine,
-                crate::health::Notifier::from_env(),
-                shutdown.clone(),
-            )
-            .await
-            .context("starting the health endpoint")?;
-            tracing::info!(sources = engine.sources().len(), "convsync running");
-            let retention = tokio::spawn(crate::sync::run_retention(
-                engine.store().clone(),
-                config.retention,
-                shutdown.clone(),
-            ));
-            let ended = engine.run(shutdown.clone()).await;
-            shutdown.cancel();
-            let _ = retention.await;
-            service.stop().await;
-            // Checkpoints the WAL so a stopped service leaves one self-contained file.
-            engine.store().close().await;
+            let app = App::build(&config).await?;
             // Every source stopped on its own: exit non-zero, saying why, so that
             // systemd's Restart=on-failure (or an operator) notices.
-            ended?;
-            tracing::info!("convsync stopped");
+            app.run_until_stopped(shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync {
@@ -392,10 +369,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 enabled_source(&config, name)?;
             }
             let shutdown = shutdown_on_signals();
-            let _lock = lock_database(&config)?;
-            let engine = build_engine(&config).await?;
-            let display = progress::ProgressDisplay::start(&engine);
-            let results = engine
+            let app = App::build(&config).await?;
+            let display = progress::ProgressDisplay::start(app.engine());
+            let results = app
                 .sync_once(
                     source.as_deref(),
                     CycleOptions {
@@ -411,7 +387,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 failed |= !r.succeeded();
                 print_verdict(log_format, r);
             }
-            engine.store().close().await;
+            app.close().await;
             Ok(if failed {
                 ExitCode::FAILURE
             } else {
@@ -497,23 +473,6 @@ fn enabled_source<'a>(
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
-}
-
-/// One syncing process per database (`run` and `sync --once`): a second would double
-/// every provider's request budget and race on single-use refresh tokens.
-fn lock_database(config: &Config) -> anyhow::Result<DaemonLock> {
-    let db = crate::store::sqlite_path(&config.store.url);
-    Ok(DaemonLock::acquire(db.as_deref())?)
-}
-
-async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
-    let store = Store::open(&config.store)
-        .await
-        .with_context(|| format!("opening the mirror database {}", config.store.url))?;
-    sources::adopt_and_warn(&store, &config.configured)
-        .await
-        .context("checking the database's source names against the configuration")?;
-    Engine::new(store, &config.http, &config.sources).context("building the HTTP client")
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM. A second signal exits at once.

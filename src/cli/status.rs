@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::sources::unconfigured;
+use crate::app::unconfigured;
 use crate::config::ConfiguredSource;
 use crate::http::auth::RotatingRefresh;
 use crate::store::{LastRun, Store, StoreError};

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// The layers, lowest first: cli → health → sync (engine) → config → {provider, store} →
+/// The layers, lowest first: cli → app → health → sync (engine) → config → {provider, store} →
 /// http → base. Modules of the base layer may use each other; `provider` and `store` may
 /// not use each other.
 const LAYERS: &[&[&str]] = &[
@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["sync"],
     &["health"],
+    &["app"],
     &["cli"],
 ];
 

@@ -1,0 +1,128 @@
+//! The daemon assembled once: the database opened under the daemon lock, the engine built,
+//! then run until stopped (`convsync run`) or synced once (`convsync sync --once`). The
+//! command line and the tests both start here, so what they run is the same program.
+
+mod adopt;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, HealthConfig, RetentionSettings};
+use crate::health::{HealthError, Notifier, Service};
+use crate::store::{DaemonLock, Store, StoreError};
+use crate::sync::{CycleOptions, Engine, EngineError, OnceResult};
+
+pub use adopt::{adopt_and_warn, unconfigured};
+
+/// Why the daemon could not be built or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Another `run` or `sync` holds the database (or its lock file cannot be taken).
+    #[error(transparent)]
+    Lock(StoreError),
+    /// The database cannot be opened or migrated.
+    #[error("opening the mirror database {url}")]
+    OpenStore {
+        /// The configured database URL (holds no secret).
+        url: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// The stored source names could not be checked against the configuration.
+    #[error("checking the database's source names against the configuration")]
+    AdoptSources(#[source] StoreError),
+    /// The process's HTTP client could not be built.
+    #[error("building the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    /// The health endpoint could not start.
+    #[error("starting the health endpoint")]
+    Health(#[source] HealthError),
+    /// The engine ended on its own (every source stopped) or could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// `sync --once` could not read or write the database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The built daemon: its engine over the locked database, and the settings `run` needs.
+pub struct App {
+    engine: Engine,
+    health: HealthConfig,
+    retention: RetentionSettings,
+    /// One syncing process per database: a second would double every provider's request
+    /// budget and race on single-use refresh tokens. Held until the App is dropped.
+    _lock: DaemonLock,
+}
+
+impl App {
+    /// Takes the daemon lock, opens (and migrates) the database, adopts renamed sources'
+    /// rows and builds the engine. Nothing is requested from a provider yet.
+    pub async fn build(config: &Config) -> Result<App, AppError> {
+        let db = crate::store::sqlite_path(&config.store.url);
+        let lock = DaemonLock::acquire(db.as_deref()).map_err(AppError::Lock)?;
+        let store = Store::open(&config.store)
+            .await
+            .map_err(|source| AppError::OpenStore {
+                url: config.store.url.clone(),
+                source,
+            })?;
+        adopt_and_warn(&store, &config.configured)
+            .await
+            .map_err(AppError::AdoptSources)?;
+        let engine =
+            Engine::new(store, &config.http, &config.sources).map_err(AppError::HttpClient)?;
+        Ok(App {
+            engine,
+            health: config.health.clone(),
+            retention: config.retention,
+            _lock: lock,
+        })
+    }
+
+    /// The engine, for what watches it (the progress display).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// `convsync run`: binds the health endpoint, sends READY=1, runs every source and
+    /// retention until `shutdown` is cancelled, then closes the database. An error when
+    /// every source stopped on its own, so that systemd's Restart=on-failure notices.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let engine = &self.engine;
+        let service = Service::start(&self.health, engine, Notifier::from_env(), shutdown.clone())
+            .await
+            .map_err(AppError::Health)?;
+        tracing::info!(sources = engine.sources().len(), "convsync running");
+        let retention = tokio::spawn(crate::sync::run_retention(
+            engine.store().clone(),
+            self.retention,
+            shutdown.clone(),
+        ));
+        let ended = engine.run(shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = retention.await;
+        service.stop().await;
+        // Checkpoints the WAL so a stopped service leaves one self-contained file.
+        engine.store().close().await;
+        ended?;
+        tracing::info!("convsync stopped");
+        Ok(())
+    }
+
+    /// `convsync sync --once`: each source (or the one named) until it is caught up or
+    /// failed; one result per source. The database stays open until [`App::close`].
+    pub async fn sync_once(
+        &self,
+        only: Option<&str>,
+        options: CycleOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Vec<OnceResult>, AppError> {
+        Ok(self.engine.sync_once(only, options, shutdown).await?)
+    }
+
+    /// Closes the database (checkpointing the WAL) and releases the daemon lock.
+    pub async fn close(self) {
+        self.engine.store().close().await;
+    }
+}
