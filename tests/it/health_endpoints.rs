@@ -5,17 +5,18 @@
 use convsync::config::Config;
 use convsync::health::{Notifier, Service};
 use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine};
+use convsync::sync::CycleOutcome;
 use convsync_sim::{MessageKind, Platform};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::common::app::{TestApp, spawn_app};
 use crate::deploy_support::{Scrape, SpruceSite};
 
 /// An engine over the simulator with its health endpoint on a free loopback port.
 pub(crate) struct Served {
     site: SpruceSite,
-    engine: Engine,
+    app: TestApp,
     pub(crate) service: Service,
     pub(crate) base: String,
 }
@@ -24,11 +25,10 @@ impl Served {
     pub(crate) async fn start() -> Served {
         let site = SpruceSite::start(30).await;
         let config = Config::load(&site.write_local_config("127.0.0.1:0")).unwrap();
-        let store = Store::open(&config.store).await.unwrap();
-        let engine = Engine::new(store, &config.http, &config.sources).unwrap();
+        let app = spawn_app(&config).await;
         let service = Service::start(
             &config.health,
-            &engine,
+            app.engine(),
             Notifier::disabled(),
             CancellationToken::new(),
         )
@@ -37,22 +37,18 @@ impl Served {
         let base = format!("http://{}/", service.local_addr().unwrap());
         Served {
             site,
-            engine,
+            app,
             service,
             base,
         }
     }
 
     pub(crate) fn store(&self) -> &Store {
-        self.engine.store()
+        self.app.store()
     }
 
     pub(crate) async fn sync(&self) {
-        let results = self
-            .engine
-            .sync_once(None, CycleOptions::default(), CancellationToken::new())
-            .await
-            .unwrap();
+        let results = self.app.sync_once().await;
         assert!(
             matches!(results[0].outcome, CycleOutcome::CaughtUp),
             "{:?}",

@@ -1,6 +1,7 @@
 //! Shared test helpers: a temporary mirror database, engines over the test double, and
 //! readers for the mirror's tables.
 
+pub mod app;
 pub mod capture;
 pub mod double;
 pub mod hostile;
