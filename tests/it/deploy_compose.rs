@@ -17,7 +17,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::deploy_support::{PATIENCE, SpruceSite, checkout_files, documented_steps};
+use crate::deploy_support::{
+    PATIENCE, SpruceSite, checkout_files, documented_steps, skip, static_binary, text, wait_until,
+};
 
 const COMPOSE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/compose.yaml");
 /// What docs/deploy.md names, and the test replaces.
@@ -41,23 +43,6 @@ fn composes() -> Vec<Vec<&'static str>> {
         })
         .map(<[&str]>::to_vec)
         .collect()
-}
-
-/// Skips (or fails under `CI`) with `why`.
-fn skip(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but {test} cannot run: {why}"
-    );
-    eprintln!("SKIPPED {test}: {why}; set CI=1 to make this a failure");
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -187,15 +172,6 @@ impl Drop for Run {
     }
 }
 
-/// Waits until `done` holds, polling every half second; panics after [`PATIENCE`].
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// The documented Compose commands, run for real with Debian's docker-compose 1.29 on an
 /// image built offline: the service mirrors the simulator, `/readyz` turns healthy, and
 /// `down` stops it cleanly.
@@ -218,17 +194,6 @@ async fn documented_compose_commands_run_the_mirror_offline() {
     // build), built once from this checkout (the copy below has no target directory);
     // build-offline.sh takes it from CONVSYNC_BINARY. The simulator beside it runs the
     // build that has one (the .deb's), mounted into its container.
-    let static_binary = |args: &[&str]| {
-        let built = Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/build-static.sh"
-        ))
-        .args(args)
-        .output()
-        .unwrap();
-        assert!(built.status.success(), "{}", text(&built));
-        String::from_utf8(built.stdout).unwrap().trim().to_owned()
-    };
     let binary = static_binary(&["--without-sim"]);
     let simulator = static_binary(&[]);
 

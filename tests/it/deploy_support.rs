@@ -4,8 +4,9 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 
@@ -332,4 +333,46 @@ pub fn checkout_files() -> Vec<String> {
         .filter(|f| root.join(f).exists())
         .map(str::to_owned)
         .collect()
+}
+
+/// Skips (or fails under `CI`) with `why`.
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {test} cannot run: {why}"
+    );
+    eprintln!("SKIPPED {test}: {why}; set CI=1 to make this a failure");
+}
+
+/// Stdout and stderr of a finished command, for messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Waits until `done` holds, polling every half second; panics after [`PATIENCE`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Builds (or takes from the cache) the static release binary with
+/// deploy/build-static.sh and returns its path: `&["--without-sim"]` for the image's,
+/// `&[]` for the one with the simulator.
+pub fn static_binary(args: &[&str]) -> String {
+    let built = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/build-static.sh"
+    ))
+    .args(args)
+    .output()
+    .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    String::from_utf8(built.stdout).unwrap().trim().to_owned()
 }

@@ -11,6 +11,7 @@ mod deploy_alerts;
 mod deploy_compose;
 mod deploy_container;
 mod deploy_docker_api;
+mod deploy_docker_run;
 mod deploy_files;
 mod deploy_notify;
 mod deploy_permissions;
