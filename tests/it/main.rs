@@ -27,6 +27,7 @@ mod hostile_tokens;
 mod logs_operator;
 mod ops_backup;
 mod ops_retention;
+mod postgres_schema;
 mod progress_terminal;
 mod provider_d365;
 mod provider_highlevel;

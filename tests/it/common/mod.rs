@@ -5,6 +5,7 @@ pub mod app;
 pub mod capture;
 pub mod double;
 pub mod hostile;
+pub mod postgres;
 
 use std::sync::Arc;
 use std::time::Duration;
