@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A Docker image of a minimal Debian whose PID 1 is systemd, for tests/it/deploy_systemd.rs.
+# A Docker image of a minimal Debian whose PID 1 is systemd, for tests/it/deploy/systemd.rs.
 # No image can be pulled here, so the root filesystem is debootstrapped from the Debian
 # mirror this machine's apt already uses, then imported. The tag is a hash of the release,
 # the package list and this script: later runs find it and return at once.

@@ -8,8 +8,8 @@ use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::double::{Conv, Double, DoubleProvider, Fault};
-use crate::common::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_once};
+use crate::support::double::{Conv, Double, DoubleProvider, Fault};
+use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_once};
 
 fn conv(id: usize, at: Timestamp) -> Conv {
     Conv {

@@ -1,44 +1,17 @@
-//! convsync's integration tests: one binary, one module per area. Every test talks real
-//! HTTP on loopback and writes a real SQLite file.
+//! convsync's integration tests: one binary, one folder per area. Every test talks real
+//! HTTP on loopback and writes a real SQLite file; `support` holds the shared harness.
 
 mod architecture_layers;
-mod cli_install_files;
-mod cli_operator;
-mod common;
+mod cli;
 mod config;
-mod demo;
-mod deploy_alerts;
-mod deploy_compose;
-mod deploy_container;
-mod deploy_docker_api;
-mod deploy_docker_run;
-mod deploy_files;
-mod deploy_notify;
-mod deploy_permissions;
-mod deploy_support;
-mod deploy_systemd;
+mod deploy;
 mod engine;
-mod fuzz_parsers;
-mod health_endpoints;
-mod hostile_engine;
-mod hostile_host;
-mod hostile_http;
-mod hostile_tokens;
-mod logs_operator;
-mod ops_backup;
-mod ops_retention;
+mod hostile;
+mod observability;
+mod ops;
 mod postgres_schema;
-mod progress_terminal;
-mod provider_d365;
-mod provider_highlevel;
-mod provider_sinch;
-mod provider_spruce;
-mod reliability_crash;
-mod reliability_database;
-mod reliability_faults;
-mod reliability_input;
-mod reliability_support;
+mod provider;
+mod reliability;
 mod request_costs;
 mod secrets;
-mod secrets_scrub;
-mod telemetry;
+mod support;

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnection;
 
-use crate::common::TestDb;
-use crate::common::postgres::TestPgDb;
+use crate::support::TestDb;
+use crate::support::postgres::TestPgDb;
 
 /// The migrator the PostgreSQL store runs at start and on `convsync migrate`.
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

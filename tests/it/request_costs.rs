@@ -22,8 +22,8 @@ use convsync_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestDb, schedule, sync_all};
-use crate::provider_spruce::{SpruceBed, open_conversations, sync_caught_up, with_messages};
+use crate::provider::spruce::{SpruceBed, open_conversations, sync_caught_up, with_messages};
+use crate::support::{TestDb, schedule, sync_all};
 
 /// The default `reply_state_horizon`.
 const HORIZON: Duration = Duration::from_secs(30 * 86_400);

@@ -1,0 +1,4 @@
+//! Operator maintenance commands: backup, restore, retention and purge.
+
+mod backup;
+mod retention;

@@ -1,0 +1,763 @@
+//! The Sinch adapter against the simulator over real HTTP: initial inventory, the
+//! recent-conversations delta and its request cost, resumable walks, expired page tokens,
+//! deactivation, deletion and its guard, token refresh and the errors Sinch explains.
+//!
+//! Every source is configured through a real config file (so `setup` and the secret
+//! reference are exercised), and every test ends with the mirror equal to the simulator's
+//! truth (or, where a guard is the point, with the mirror deliberately left unchanged).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use convsync::config::Config;
+use convsync::store::Store;
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor, run_cycle};
+use convsync::time::Timestamp;
+use convsync_sim::{
+    Faults, MessageKind, Platform, RequestAuth, SimHandle, SimOptions, Simulator, SinchAccount,
+    TruthConversation,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{TestDb, quick_http};
+
+const SOURCE: &str = "sinch-app";
+/// Its mirror rows: one app, stored as `sinch-app/<app id>`.
+const SOURCE_ROWS: &str = "sinch-app/%";
+
+/// A simulator with one Sinch project, a mirror database and a config file for it.
+struct SinchTest {
+    sim: SimHandle,
+    db: TestDb,
+    /// Holds the config file and the key secret file.
+    files: tempfile::TempDir,
+    account: SinchAccount,
+}
+
+impl SinchTest {
+    /// `conversations` per account, no background activity, frozen simulated clock.
+    async fn start(conversations: u32, tune: impl FnOnce(&mut SimOptions)) -> SinchTest {
+        let mut options = SimOptions {
+            conversations,
+            activity_rate: 0.0,
+            frozen_clock: true,
+            ..SimOptions::default()
+        };
+        tune(&mut options);
+        let sim = Simulator::start(options).await.unwrap();
+        let account = sim.accounts().sinch[0].clone();
+        SinchTest {
+            sim,
+            db: TestDb::new(),
+            files: tempfile::tempdir().unwrap(),
+            account,
+        }
+    }
+
+    /// Writes a config for the simulator's app (`source_extra` lines go into the
+    /// `[[sources]]` table, `sinch_extra` into `[sources.sinch]`) and builds an engine.
+    async fn engine_with(&self, app_id: &str, source_extra: &str, sinch_extra: &str) -> Engine {
+        let secret = self.files.path().join("sinch-key-secret");
+        std::fs::write(&secret, format!("{}\n", self.account.key_secret)).unwrap();
+        let config = format!(
+            r#"
+[database]
+url = "{db}"
+
+[[sources]]
+name = "{SOURCE}"
+provider = "sinch"
+{source_extra}
+
+[sources.sinch]
+base_url = "{base}"
+token_url = "{token}"
+project_id = "{project}"
+app_id = "{app_id}"
+key_id = "{key_id}"
+key_secret = {{ file = "{secret}" }}
+{sinch_extra}
+"#,
+            db = self.db.settings.url,
+            base = self.sim.sinch_base_url(),
+            token = self.sim.sinch_token_url(),
+            project = self.account.project_id,
+            key_id = self.account.key_id,
+            secret = secret.display(),
+        );
+        let path = self.files.path().join("convsync.toml");
+        std::fs::write(&path, config).unwrap();
+        let config = Config::load(&path).unwrap();
+        Engine::new(self.db.open().await, &quick_http(), &config.sources).unwrap()
+    }
+
+    async fn engine(&self) -> Engine {
+        self.engine_with(&self.account.app_id, "", "").await
+    }
+
+    async fn truth(&self) -> Vec<TruthConversation> {
+        self.sim
+            .truth(Platform::Sinch, &self.account.account)
+            .await
+            .unwrap()
+    }
+
+    /// Requests the simulator answered on the plain list and on the recent listing.
+    fn list_and_recent_requests(&self) -> (u64, u64) {
+        let counts = self.sim.request_counts();
+        let ending = |suffix: &str| -> u64 {
+            counts
+                .entries
+                .iter()
+                .filter(|e| e.provider == Platform::Sinch && e.endpoint.ends_with(suffix))
+                .map(|e| e.count)
+                .sum()
+        };
+        (ending("/conversations"), ending("/conversations:recent"))
+    }
+
+    fn token_requests(&self) -> u64 {
+        self.sim.request_counts().total(Platform::Sinch, "token")
+    }
+
+    /// Ids of live conversations in a state, in id order.
+    async fn live_ids(&self, active: bool) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .truth()
+            .await
+            .into_iter()
+            .filter(|c| !c.deleted && is_active(c) == active)
+            .map(|c| c.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The mirror holds exactly the simulator's live conversations, with the columns Sinch
+    /// reports, and every deleted one is absent or marked deleted.
+    async fn assert_mirror_equals_truth(&self, store: &Store) {
+        let mirror = mirror(store).await;
+        let truth = self.truth().await;
+        let mut live = 0;
+        for t in &truth {
+            let row = mirror.get(&t.id);
+            if t.deleted {
+                assert!(
+                    row.is_none_or(|r| r.deleted),
+                    "{} is deleted at Sinch but live in the mirror",
+                    t.id
+                );
+                continue;
+            }
+            live += 1;
+            let row = row.unwrap_or_else(|| panic!("{} missing from the mirror", t.id));
+            let expected = MirrorRow {
+                active: Some(is_active(t)),
+                closed: !is_active(t),
+                deleted: false,
+                last_activity_at: t
+                    .last_activity_at
+                    .map(|at| Timestamp::from(at).to_mirror_text()),
+                channel: Some(t.channel.clone()),
+                contact_id: Some(t.contact_id.clone()),
+                direction: match t.last_message_direction {
+                    Some(convsync_sim::MessageDirection::Inbound) => Some("inbound".to_owned()),
+                    Some(convsync_sim::MessageDirection::Outbound) => Some("outbound".to_owned()),
+                    _ => None,
+                },
+                account: self.account.app_id.clone(),
+            };
+            assert_eq!(
+                row, &expected,
+                "mirror row of {} differs from the truth",
+                t.id
+            );
+        }
+        let known: std::collections::HashSet<_> = truth.iter().map(|t| t.id.as_str()).collect();
+        assert!(
+            mirror.keys().all(|id| known.contains(id.as_str())),
+            "mirror holds unknown ids"
+        );
+        assert!(live > 0, "the test world is empty");
+    }
+}
+
+fn is_active(c: &TruthConversation) -> bool {
+    c.state == convsync_sim::ConversationState::Active
+}
+
+#[derive(Debug, PartialEq)]
+struct MirrorRow {
+    active: Option<bool>,
+    closed: bool,
+    deleted: bool,
+    last_activity_at: Option<String>,
+    channel: Option<String>,
+    contact_id: Option<String>,
+    direction: Option<String>,
+    account: String,
+}
+
+type RowTuple = (
+    String,
+    Option<bool>,
+    bool,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+async fn mirror(store: &Store) -> HashMap<String, MirrorRow> {
+    let rows: Vec<RowTuple> = sqlx::query_as(
+        "SELECT conversation_id, active, closed_at IS NOT NULL, deleted_at IS NOT NULL,
+                last_activity_at, channel, contact_id, last_message_direction, account
+         FROM conversations WHERE source LIKE ?",
+    )
+    .bind(SOURCE_ROWS)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(
+            |(
+                id,
+                active,
+                closed,
+                deleted,
+                last_activity_at,
+                channel,
+                contact_id,
+                direction,
+                account,
+            )| {
+                (
+                    id,
+                    MirrorRow {
+                        active,
+                        closed,
+                        deleted,
+                        last_activity_at,
+                        channel,
+                        contact_id,
+                        direction,
+                        account,
+                    },
+                )
+            },
+        )
+        .collect()
+}
+
+/// The newest run: (outcome, requests, inserted, updated, deleted, notes).
+async fn last_run(store: &Store) -> (String, i64, i64, i64, i64, Option<String>) {
+    sqlx::query_as(
+        "SELECT outcome, requests, rows_inserted, rows_updated, rows_deleted, notes
+         FROM sync_runs WHERE source LIKE ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(SOURCE_ROWS)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// One cycle of the only source.
+async fn cycle(engine: &Engine, force_sweep: bool) -> CycleOutcome {
+    run_cycle(
+        &engine.sources()[0],
+        engine.store(),
+        CycleOptions {
+            force_sweep,
+            ..CycleOptions::default()
+        },
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+fn pages(rows: usize, per_page: usize) -> u64 {
+    rows.div_ceil(per_page).max(1) as u64
+}
+
+/// The first cycle walks the recent listing and both halves of the inventory, and mirrors
+/// active, inactive and message-less conversations alike.
+#[tokio::test]
+async fn initial_sync_mirrors_active_and_inactive_conversations() {
+    let t = SinchTest::start(90, |_| {}).await;
+    let engine = t.engine().await;
+
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+
+    t.assert_mirror_equals_truth(engine.store()).await;
+    let truth = t.truth().await;
+    let active = t.live_ids(true).await.len();
+    let inactive = t.live_ids(false).await.len();
+    assert!(active > 0 && inactive > 0, "the world has both kinds");
+    assert!(
+        truth.iter().any(|c| c.last_activity_at.is_none()),
+        "the world has message-less conversations"
+    );
+    let (list, recent) = t.list_and_recent_requests();
+    assert_eq!(
+        list,
+        pages(active, 20) + pages(inactive, 20),
+        "active then inactive, 20 per page"
+    );
+    assert_eq!(
+        recent,
+        pages(truth.len(), 50),
+        "the recent listing, 50 per page"
+    );
+    assert_eq!(t.token_requests(), 1, "one token for the whole cycle");
+    let counts = t.sim.request_counts();
+    assert_eq!(
+        counts.data_requests_with_auth(Platform::Sinch, RequestAuth::Basic),
+        0,
+        "never Basic auth on data calls"
+    );
+    let (outcome, _, inserted, _, _, _) = last_run(engine.store()).await;
+    assert_eq!(
+        (outcome.as_str(), inserted as usize),
+        ("caught_up", truth.len())
+    );
+}
+
+/// The first cycle's inventory sweep lists every conversation its recent walk has just
+/// written: those rows were seen inside the sweep's window (it opens with the cycle), so
+/// the sweep writes nothing to them. A sweep in a later cycle refreshes `last_seen_at` of
+/// everything it lists, which is how it tells present rows from absent ones.
+#[tokio::test]
+async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote() {
+    let t = SinchTest::start(60, |_| {}).await;
+    let engine = t.engine().await;
+    let seen = |store: Store| async move {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT conversation_id, first_seen_at, last_seen_at FROM conversations
+             WHERE source LIKE ?",
+        )
+        .bind(SOURCE_ROWS)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        rows
+    };
+
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    let (list, _) = t.list_and_recent_requests();
+    assert!(list > 0, "the first cycle ran the inventory sweep");
+    let first = seen(engine.store().clone()).await;
+    assert_eq!(first.len(), t.truth().await.len());
+    let rewritten: Vec<_> = first.iter().filter(|(_, a, b)| a != b).collect();
+    assert!(rewritten.is_empty(), "the sweep rewrote {rewritten:?}");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
+    let second = seen(engine.store().clone()).await;
+    let refreshed = second
+        .iter()
+        .filter(|(id, _, last)| first.iter().any(|(i, _, l)| i == id && last > l))
+        .count();
+    assert_eq!(
+        refreshed,
+        first.len(),
+        "a later sweep refreshes every row it lists"
+    );
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// A delta cycle costs one recent page per 50 changed conversations, lists nothing else and
+/// rewrites only the conversations that changed.
+#[tokio::test]
+async fn delta_cycle_costs_what_the_documented_strategy_says() {
+    let t = SinchTest::start(90, |_| {}).await;
+    let engine = t.engine().await;
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+
+    // Nothing happened: one request, no writes.
+    t.sim.reset_counts();
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    assert_eq!(t.list_and_recent_requests(), (0, 1));
+    let (_, requests, inserted, updated, _, _) = last_run(engine.store()).await;
+    assert_eq!((requests, inserted, updated), (1, 0, 0));
+
+    // Three conversations get a message: still one request, three rows rewritten.
+    t.sim.advance_clock(Duration::from_secs(30));
+    let active = t.live_ids(true).await;
+    for (id, kind) in active.iter().take(3).zip([
+        MessageKind::Inbound,
+        MessageKind::Outbound,
+        MessageKind::Inbound,
+    ]) {
+        t.sim
+            .add_message(Platform::Sinch, &t.account.account, id, kind)
+            .unwrap();
+    }
+    t.sim.reset_counts();
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    assert_eq!(t.list_and_recent_requests(), (0, 1));
+    let (_, _, inserted, updated, _, _) = last_run(engine.store()).await;
+    assert_eq!((inserted, updated), (0, 3));
+    t.assert_mirror_equals_truth(engine.store()).await;
+
+    // Sixty new conversations: two pages of 50, inserted, nothing else rewritten.
+    t.sim.advance_clock(Duration::from_secs(30));
+    t.sim
+        .create_conversations(Platform::Sinch, &t.account.account, 60)
+        .unwrap();
+    t.sim.reset_counts();
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    assert_eq!(t.list_and_recent_requests(), (0, 2));
+    let (_, _, inserted, updated, _, _) = last_run(engine.store()).await;
+    assert_eq!((inserted, updated), (60, 0));
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// Sixty conversations sharing one message instant span a page boundary of the newest-first
+/// walk and are all read: a tie never ends the walk early.
+#[tokio::test]
+async fn tie_cluster_across_a_page_boundary_is_read_completely() {
+    let t = SinchTest::start(90, |_| {}).await;
+    let engine = t.engine().await;
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+
+    t.sim.advance_clock(Duration::from_secs(30));
+    let tied = t
+        .sim
+        .tie_cluster(Platform::Sinch, &t.account.account, 60)
+        .unwrap();
+    assert_eq!(tied.len(), 60);
+    t.sim.reset_counts();
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+
+    assert_eq!(t.list_and_recent_requests(), (0, 2));
+    let (_, _, inserted, updated, _, _) = last_run(engine.store()).await;
+    assert_eq!(inserted + updated, 60);
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// A walk cut short by the page cap keeps its page token in the cursor and, after a
+/// restart, resumes from it: no page is fetched twice.
+#[tokio::test]
+async fn interrupted_walk_resumes_from_its_saved_page_token() {
+    let t = SinchTest::start(150, |_| {}).await;
+    let capped = "max_pages_per_cycle = 2";
+    let engine = t.engine_with(&t.account.app_id, capped, "").await;
+
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::MoreToDo
+    ));
+    let cursors = WalkCursor::load_all(engine.store(), &engine.sources()[0].name)
+        .await
+        .unwrap();
+    let recent = &cursors["recent"];
+    assert!(recent.in_progress());
+    let token = recent
+        .position
+        .as_ref()
+        .and_then(|p| p["page_token"].as_str())
+        .unwrap();
+    assert!(!token.is_empty());
+
+    // A new process resumes from the database.
+    drop(engine);
+    let engine = t.engine_with(&t.account.app_id, capped, "").await;
+    let mut cycles = 1;
+    loop {
+        cycles += 1;
+        match cycle(&engine, false).await {
+            CycleOutcome::MoreToDo => assert!(cycles < 20, "the walk does not end"),
+            CycleOutcome::CaughtUp => break,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    // 150 conversations: the first recent walk takes 3 pages (cycles 1 and 2); every later
+    // cycle starts with its one-page delta before the sweep continues where it stopped.
+    let truth = t.truth().await;
+    assert_eq!(truth.len(), 150);
+    let (list, recent) = t.list_and_recent_requests();
+    let expected_list =
+        pages(t.live_ids(true).await.len(), 20) + pages(t.live_ids(false).await.len(), 20);
+    assert_eq!(list, expected_list, "no inventory page fetched twice");
+    assert_eq!(recent, 3 + (cycles - 2), "no recent page fetched twice");
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// A saved page token the server no longer accepts restarts that walk cleanly.
+#[tokio::test]
+async fn expired_page_token_restarts_the_walk() {
+    let t = SinchTest::start(150, |_| {}).await;
+    let engine = t
+        .engine_with(&t.account.app_id, "max_pages_per_cycle = 2", "")
+        .await;
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::MoreToDo
+    ));
+
+    t.sim.set_faults(
+        Platform::Sinch,
+        Faults {
+            page_token_ttl_ms: Some(60_000),
+            ..Faults::default()
+        },
+    );
+    t.sim.advance_clock(Duration::from_secs(90));
+    let mut notes = String::new();
+    for _ in 0..20 {
+        let outcome = cycle(&engine, false).await;
+        notes.push_str(&last_run(engine.store()).await.5.unwrap_or_default());
+        match outcome {
+            CycleOutcome::MoreToDo => {}
+            CycleOutcome::CaughtUp => break,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert!(
+        notes.contains("recent: page position rejected, walk restarted"),
+        "{notes}"
+    );
+    let counts = t.sim.request_counts();
+    assert_eq!(
+        counts.with_status(Platform::Sinch, "conversations:recent", Some(400)),
+        1
+    );
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// A conversation stopped without a new message is invisible to the delta; the sweep
+/// finds it in the inactive listing and updates the row instead of deleting it.
+#[tokio::test]
+async fn deactivated_conversations_are_updated_by_the_sweep() {
+    let t = SinchTest::start(90, |_| {}).await;
+    let engine = t.engine().await;
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+
+    let stopped: Vec<String> = t.live_ids(true).await.into_iter().take(3).collect();
+    for id in &stopped {
+        t.sim
+            .close(Platform::Sinch, &t.account.account, id)
+            .unwrap();
+    }
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    let rows = mirror(engine.store()).await;
+    assert!(
+        stopped.iter().all(|id| rows[id].active == Some(true)),
+        "the delta cannot see a stop"
+    );
+
+    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
+    let rows = mirror(engine.store()).await;
+    for id in &stopped {
+        assert_eq!(
+            (rows[id].active, rows[id].closed, rows[id].deleted),
+            (Some(false), true, false),
+            "{id}"
+        );
+    }
+    let (_, _, _, updated, deleted, _) = last_run(engine.store()).await;
+    assert_eq!((updated, deleted), (3, 0));
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// Conversations absent from both listings are marked deleted; a sweep that would delete
+/// most of the mirror at once is refused until the guard is raised.
+#[tokio::test]
+async fn deletions_are_applied_behind_the_mass_deletion_guard() {
+    let t = SinchTest::start(40, |_| {}).await;
+    let engine = t.engine().await;
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+
+    // A few deletions (one active, one inactive) are applied.
+    let gone = [
+        t.live_ids(true).await[0].clone(),
+        t.live_ids(false).await[0].clone(),
+    ];
+    for id in &gone {
+        t.sim
+            .delete(Platform::Sinch, &t.account.account, id)
+            .unwrap();
+    }
+    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
+    assert_eq!(last_run(engine.store()).await.4, 2);
+    t.assert_mirror_equals_truth(engine.store()).await;
+
+    // Most of the app vanishing at once looks like an outage: nothing is marked.
+    let mut doomed = t.live_ids(true).await;
+    doomed.extend(t.live_ids(false).await);
+    doomed.truncate(doomed.len() * 3 / 4);
+    for id in &doomed {
+        t.sim
+            .delete(Platform::Sinch, &t.account.account, id)
+            .unwrap();
+    }
+    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
+    let (_, _, _, _, deleted, notes) = last_run(engine.store()).await;
+    assert_eq!(deleted, 0);
+    assert!(notes.unwrap_or_default().contains("REFUSED"));
+    let rows = mirror(engine.store()).await;
+    assert!(doomed.iter().all(|id| !rows[id].deleted));
+
+    // The operator confirms by raising the guard.
+    drop(engine);
+    let engine = t
+        .engine_with(&t.account.app_id, "mass_change_max_share = 1.0", "")
+        .await;
+    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
+    assert_eq!(last_run(engine.store()).await.4 as usize, doomed.len());
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// A revoked access token is replaced once on 401 and the cycle carries on; the key
+/// secret only ever goes to the token endpoint.
+#[tokio::test]
+async fn revoked_token_is_refreshed_once() {
+    let t = SinchTest::start(60, |o| o.sinch_reject_basic_auth = true).await;
+    let engine = t.engine().await;
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    assert_eq!(t.token_requests(), 1);
+
+    t.sim.revoke_tokens(Platform::Sinch);
+    t.sim.advance_clock(Duration::from_secs(10));
+    let id = t.live_ids(true).await[0].clone();
+    t.sim
+        .add_message(
+            Platform::Sinch,
+            &t.account.account,
+            &id,
+            MessageKind::Inbound,
+        )
+        .unwrap();
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+
+    let counts = t.sim.request_counts();
+    assert_eq!(t.token_requests(), 2, "one new token after the 401");
+    assert_eq!(
+        counts.with_status(Platform::Sinch, "conversations:recent", Some(401)),
+        1
+    );
+    assert_eq!(
+        counts.data_requests_with_auth(Platform::Sinch, RequestAuth::Basic),
+        0
+    );
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// 429 answers without `Retry-After` are retried with backoff and the cycle completes.
+#[tokio::test]
+async fn rate_limited_requests_back_off_and_complete() {
+    let t = SinchTest::start(90, |o| o.frozen_clock = false).await;
+    let engine = t.engine().await;
+    t.sim.set_faults(
+        Platform::Sinch,
+        Faults {
+            rate_limit: Some(convsync_sim::RateLimitFault {
+                max_requests: 3,
+                window_ms: 100,
+                retry_after: convsync_sim::RetryAfter::None,
+            }),
+            ..Faults::default()
+        },
+    );
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    let counts = t.sim.request_counts();
+    assert!(
+        counts.with_status(Platform::Sinch, "conversations", Some(429)) > 0,
+        "the quota was hit"
+    );
+    assert!(
+        engine.sources()[0]
+            .client
+            .tally()
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    t.assert_mirror_equals_truth(engine.store()).await;
+}
+
+/// An app in DISPATCH mode lists nothing: the run says why instead of staying silently empty.
+#[tokio::test]
+async fn dispatch_mode_app_is_reported() {
+    let t = SinchTest::start(20, |o| o.sinch_dispatch_app = true).await;
+    let dispatch = t.account.dispatch_app_id.clone().unwrap();
+    let engine = t.engine_with(&dispatch, "", "").await;
+
+    assert!(matches!(
+        cycle(&engine, false).await,
+        CycleOutcome::CaughtUp
+    ));
+    let (_, _, inserted, _, _, notes) = last_run(engine.store()).await;
+    assert_eq!(inserted, 0);
+    let notes = notes.unwrap_or_default();
+    assert!(
+        notes.contains("DISPATCH") && notes.contains(&dispatch),
+        "{notes}"
+    );
+    assert!(mirror(engine.store()).await.is_empty());
+}
+
+/// A 404 (wrong region, project or app) fails the cycle with Sinch's message and the hint.
+#[tokio::test]
+async fn not_found_is_explained_as_a_region_or_id_mismatch() {
+    let t = SinchTest::start(20, |_| {}).await;
+    let engine = t.engine_with("01WRONGAPP0000000000000000", "", "").await;
+
+    let CycleOutcome::Failed(error) = cycle(&engine, false).await else {
+        panic!("a 404 must fail the cycle");
+    };
+    let text = convsync::error_text::error_chain(&error);
+    assert!(
+        text.contains("NOT_FOUND (404)") && text.contains("region"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&t.account.key_secret),
+        "the secret leaked into the error"
+    );
+    assert!(mirror(engine.store()).await.is_empty());
+}

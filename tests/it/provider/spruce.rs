@@ -1,0 +1,928 @@
+//! The Spruce adapter against the simulator over real HTTP: initial sync, both deltas,
+//! boundary ties, late-visible conversations, reply state, sweeps and their guard, a
+//! refused token, and pacing on Spruce's rate-limit headers. Every scenario ends by
+//! comparing the mirror with the simulator's truth.
+//!
+//! The simulator's clock is frozen and moved explicitly, so timestamps are exact and
+//! Spruce's per-minute window only renews when a test says so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convsync::config::{Schedule, SourceSettings};
+use convsync::provider::SetupContext;
+use convsync::provider::spruce::{SpruceConfig, setup};
+use convsync::secret::SecretRef;
+use convsync::store::{MassChangeGuard, Store};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
+use convsync::time::Timestamp;
+use convsync_sim::{
+    ConversationState, EditField, Faults, MessageKind, Platform, SimHandle, SimOptions, Simulator,
+    TruthConversation,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{TestDb, quick_http, schedule};
+
+pub(crate) const SPRUCE: Platform = Platform::Spruce;
+const LIST: &str = "GET /v1/conversations";
+const ITEMS: &str = "/items";
+
+/// A Spruce test bed: the simulator (frozen clock, no background activity), a mirror file
+/// and the token files.
+pub(crate) struct SpruceBed {
+    pub(crate) sim: SimHandle,
+    pub(crate) db: TestDb,
+    /// Holds the token files (the mirror's directory is the harness's own).
+    secrets: tempfile::TempDir,
+    pub(crate) account: String,
+}
+
+impl SpruceBed {
+    pub(crate) async fn start(conversations: u32, tune: impl FnOnce(&mut SimOptions)) -> SpruceBed {
+        let mut options = SimOptions {
+            seed: 5,
+            conversations,
+            frozen_clock: true,
+            activity_rate: 0.0,
+            spruce_accounts: 1,
+            d365_accounts: 0,
+            sinch_accounts: 0,
+            highlevel_locations: 0,
+            ..SimOptions::default()
+        };
+        tune(&mut options);
+        let sim = Simulator::start(options).await.expect("simulator starts");
+        let account = sim.accounts().spruce[0].organization_id.clone();
+        SpruceBed {
+            sim,
+            db: TestDb::new(),
+            secrets: tempfile::tempdir().unwrap(),
+            account,
+        }
+    }
+
+    /// A source configured the way a user would: through `[sources.spruce]` and `setup`.
+    pub(crate) fn source(
+        &self,
+        name: &str,
+        token: &str,
+        page_size: u32,
+        schedule: Schedule,
+    ) -> SourceSettings {
+        let token_file = self.secrets.path().join(format!("{name}.token"));
+        std::fs::write(&token_file, token).unwrap();
+        let config = SpruceConfig {
+            organization_id: self.account.clone(),
+            api_token: SecretRef::File { file: token_file },
+            base_url: self.sim.spruce_base_url().to_string(),
+            page_size,
+            track_reply_state: true,
+        };
+        let key = format!("sources[{name}]");
+        let mut setups = setup(&config, &SetupContext { key: &key }).expect("valid spruce config");
+        SourceSettings {
+            name: name.into(),
+            setup: setups.remove(0),
+            schedule,
+            guard: MassChangeGuard {
+                max_share: 0.5,
+                floor: 2,
+            },
+            quota: None,
+        }
+    }
+
+    pub(crate) fn token(&self) -> String {
+        self.sim.accounts().spruce[0].api_token.clone()
+    }
+
+    pub(crate) async fn engine(&self, page_size: u32) -> Engine {
+        self.engine_with(page_size, schedule()).await
+    }
+
+    pub(crate) async fn engine_with(&self, page_size: u32, schedule: Schedule) -> Engine {
+        let settings = self.source("clinic", &self.token(), page_size, schedule);
+        Engine::new(self.db.open().await, &quick_http(), &[settings]).unwrap()
+    }
+
+    pub(crate) async fn truth(&self) -> Vec<TruthConversation> {
+        self.sim.truth(SPRUCE, &self.account).await.unwrap()
+    }
+
+    /// Moves the frozen clock so the next change gets its own instant.
+    pub(crate) fn tick(&self) {
+        self.sim.advance_clock(Duration::from_secs(1));
+    }
+
+    pub(crate) fn message(&self, id: &str, kind: MessageKind) {
+        self.tick();
+        self.sim
+            .add_message(SPRUCE, &self.account, id, kind)
+            .unwrap();
+    }
+
+    pub(crate) fn list_requests(&self) -> u64 {
+        self.sim.request_counts().total(SPRUCE, LIST) - self.item_requests()
+    }
+
+    pub(crate) fn item_requests(&self) -> u64 {
+        self.sim.request_counts().total(SPRUCE, ITEMS)
+    }
+
+    pub(crate) fn throttled(&self) -> u64 {
+        self.sim
+            .request_counts()
+            .with_status(SPRUCE, "/v1/", Some(429))
+    }
+}
+
+/// `sync --once` for the single source, forcing the sweep or not.
+async fn sync(engine: &Engine, force_sweep: bool) -> CycleOutcome {
+    crate::support::sync_once(engine, force_sweep).await
+}
+
+pub(crate) async fn sync_caught_up(engine: &Engine, force_sweep: bool) {
+    let outcome = sync(engine, force_sweep).await;
+    assert!(matches!(outcome, CycleOutcome::CaughtUp), "{outcome:?}");
+}
+
+/// One mirror row, as the comparison needs it.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    created_at: Option<String>,
+    last_activity_at: Option<String>,
+    active: Option<bool>,
+    channel: Option<String>,
+    contact_id: Option<String>,
+    contact_name: Option<String>,
+    title: Option<String>,
+    assignee: Option<String>,
+    direction: Option<String>,
+    last_inbound_at: Option<String>,
+    last_outbound_at: Option<String>,
+    awaiting_reply: Option<bool>,
+    deleted: bool,
+}
+
+type RowTuple = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    bool,
+);
+
+async fn mirror(store: &Store) -> BTreeMap<String, Row> {
+    let rows: Vec<RowTuple> = sqlx::query_as(
+        "SELECT conversation_id, created_at, last_activity_at, active, channel, contact_id,
+                contact_name, title, assignee, last_message_direction, last_inbound_at,
+                last_outbound_at, awaiting_reply, deleted_at IS NOT NULL
+         FROM conversations WHERE source = 'clinic' AND provider = 'spruce'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|r| {
+            (
+                r.0,
+                Row {
+                    created_at: r.1,
+                    last_activity_at: r.2,
+                    active: r.3,
+                    channel: r.4,
+                    contact_id: r.5,
+                    contact_name: r.6,
+                    title: r.7,
+                    assignee: r.8,
+                    direction: r.9,
+                    last_inbound_at: r.10,
+                    last_outbound_at: r.11,
+                    awaiting_reply: r.12,
+                    deleted: r.13,
+                },
+            )
+        })
+        .collect()
+}
+
+fn text(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    t.map(|t| Timestamp::from(t).to_mirror_text())
+}
+
+/// What the mirror must hold for a conversation the simulator knows.
+fn expected(truth: &TruthConversation) -> Row {
+    let internal_only = matches!(truth.channel.as_str(), "team" | "note");
+    Row {
+        created_at: text(Some(truth.created_at)),
+        last_activity_at: text(truth.last_activity_at),
+        active: Some(truth.state != ConversationState::Archived),
+        channel: Some(truth.channel.clone()),
+        contact_id: Some(truth.contact_id.clone()),
+        // Team and note conversations have no external participant to name.
+        contact_name: (!internal_only).then(|| truth.contact_name.clone()),
+        title: Some(truth.title.clone()),
+        assignee: truth.assignee.clone(),
+        direction: match truth.last_message_direction {
+            Some(convsync_sim::MessageDirection::Inbound) => Some("inbound".into()),
+            Some(convsync_sim::MessageDirection::Outbound) => Some("outbound".into()),
+            // The newest item is an internal note: the mirror keeps the newest message
+            // that counts, which the truth does not name; checked by the scenarios.
+            Some(convsync_sim::MessageDirection::Internal) | None => None,
+        },
+        last_inbound_at: text(truth.last_inbound_at),
+        last_outbound_at: text(truth.last_outbound_at),
+        awaiting_reply: Some(truth.awaiting_reply),
+        deleted: truth.deleted,
+    }
+}
+
+/// Asserts the mirror holds exactly the simulator's live conversations, field by field,
+/// and marks the deleted ones it had seen.
+async fn assert_mirror_matches_truth(bed: &SpruceBed, store: &Store) {
+    let truth = bed.truth().await;
+    let mirror = mirror(store).await;
+    let mut problems = Vec::new();
+    for t in &truth {
+        let mut want = expected(t);
+        match mirror.get(&t.id) {
+            None if t.deleted => {}
+            None => problems.push(format!("{}: missing from the mirror", t.id)),
+            Some(got) => {
+                if t.deleted {
+                    if !got.deleted {
+                        problems.push(format!(
+                            "{}: deleted at Spruce but live in the mirror",
+                            t.id
+                        ));
+                    }
+                    continue;
+                }
+                if t.last_message_direction == Some(convsync_sim::MessageDirection::Internal) {
+                    want.direction = got.direction.clone();
+                }
+                // Reply state is read for open conversations only (reply_state_horizon): an
+                // archived one whose items were never read keeps it unknown.
+                let reply_unread = got.direction.is_none()
+                    && got.last_inbound_at.is_none()
+                    && got.last_outbound_at.is_none()
+                    && got.awaiting_reply.is_none();
+                if t.state == ConversationState::Archived && reply_unread {
+                    want.direction = None;
+                    want.last_inbound_at = None;
+                    want.last_outbound_at = None;
+                    want.awaiting_reply = None;
+                }
+                if *got != want {
+                    problems.push(format!("{}:\n  mirror {got:?}\n  truth  {want:?}", t.id));
+                }
+            }
+        }
+    }
+    let known: std::collections::HashSet<&str> = truth.iter().map(|t| t.id.as_str()).collect();
+    for id in mirror.keys().filter(|id| !known.contains(id.as_str())) {
+        problems.push(format!("{id}: in the mirror but unknown to Spruce"));
+    }
+    assert!(
+        problems.is_empty(),
+        "{} difference(s) between mirror and truth:\n{}",
+        problems.len(),
+        problems
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The newest sync run's counters: (inserted, updated, unchanged, deleted, notes).
+async fn last_run(store: &Store) -> (i64, i64, i64, i64, Option<String>) {
+    sqlx::query_as(
+        "SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted, notes
+         FROM sync_runs WHERE source = 'clinic' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// How many conversations are open (not archived, not deleted): those whose reply state a
+/// first sync reads.
+pub(crate) async fn open_conversations(bed: &SpruceBed) -> u64 {
+    let truth = bed.truth().await;
+    truth
+        .iter()
+        .filter(|t| t.state != ConversationState::Archived && !t.deleted)
+        .count() as u64
+}
+
+/// Ids of open conversations that have at least one message, oldest first.
+pub(crate) async fn with_messages(bed: &SpruceBed) -> Vec<String> {
+    let mut truth: Vec<_> = bed
+        .truth()
+        .await
+        .into_iter()
+        .filter(|t| {
+            !t.deleted && t.state == ConversationState::Active && t.last_activity_at.is_some()
+        })
+        .collect();
+    truth.sort_by_key(|t| t.created_at);
+    truth.into_iter().map(|t| t.id).collect()
+}
+
+/// The first sync mirrors every conversation, including those without messages, which
+/// `orderBy=last_message` leaves out here so that only the `created` delta can catch them
+/// (and whose `lastMessageAt` is an explicit `null`), with who spoke last for each.
+#[tokio::test]
+async fn initial_sync_mirrors_everything_with_reply_state() {
+    let bed = SpruceBed::start(150, |o| {
+        o.spruce_messageless_order = convsync_sim::options::MessagelessOrder::Excluded;
+        o.spruce_null_last_message_at = true;
+    })
+    .await;
+    let truth = bed.truth().await;
+    assert!(
+        truth.iter().any(|t| t.last_activity_at.is_none()),
+        "the world has message-less conversations"
+    );
+    let all_follow_ups_at_once = Schedule {
+        max_follow_ups_per_cycle: 1000,
+        ..schedule()
+    };
+    let engine = bed.engine_with(50, all_follow_ups_at_once).await;
+
+    sync_caught_up(&engine, false).await;
+
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+    // One full listing of 150 at 50 per page and one page of the `activity` delta from
+    // where it began; one items request per open conversation.
+    assert_eq!(bed.list_requests(), 4);
+    assert_eq!(bed.item_requests(), open_conversations(&bed).await);
+    assert_eq!(bed.throttled(), 0);
+}
+
+/// With Spruce's other plausible behaviours (message-less conversations listed first,
+/// `lastMessageAt` omitted) the first sync is just as complete.
+#[tokio::test]
+async fn initial_sync_handles_omitted_last_message_at() {
+    let bed = SpruceBed::start(80, |_| {}).await;
+    let engine = bed.engine(200).await;
+
+    sync_caught_up(&engine, false).await;
+
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// After the first sync each delta asks only from its watermark: a quiet cycle costs one
+/// page per delta and no items; changed conversations cost one items request each.
+#[tokio::test]
+async fn deltas_request_only_what_changed() {
+    let bed = SpruceBed::start(60, |_| {}).await;
+    let engine = bed.engine(10).await;
+    sync_caught_up(&engine, false).await;
+    assert_eq!(
+        bed.list_requests(),
+        7,
+        "the first sync lists everything once (6 pages), then one page of the other delta"
+    );
+
+    bed.sim.reset_counts();
+    bed.tick();
+    sync_caught_up(&engine, false).await;
+    assert_eq!(
+        (bed.list_requests(), bed.item_requests()),
+        (2, 0),
+        "a quiet cycle"
+    );
+    let (inserted, updated, ..) = last_run(engine.store()).await;
+    assert_eq!((inserted, updated), (0, 0));
+
+    let ids = with_messages(&bed).await;
+    bed.message(&ids[0], MessageKind::Inbound);
+    bed.message(&ids[1], MessageKind::Outbound);
+    bed.message(&ids[2], MessageKind::Inbound);
+    bed.sim.reset_counts();
+    sync_caught_up(&engine, false).await;
+
+    assert_eq!(bed.list_requests(), 2, "one page per delta");
+    assert_eq!(
+        bed.item_requests(),
+        3,
+        "one items request per changed conversation"
+    );
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// New conversations are caught by the deltas, with the patient's first message owed a
+/// reply.
+#[tokio::test]
+async fn new_conversations_arrive_through_the_deltas() {
+    let bed = SpruceBed::start(30, |_| {}).await;
+    let engine = bed.engine(200).await;
+    sync_caught_up(&engine, false).await;
+
+    bed.tick();
+    let created = bed
+        .sim
+        .create_conversations(SPRUCE, &bed.account, 4)
+        .unwrap();
+    sync_caught_up(&engine, false).await;
+
+    let mirror = mirror(engine.store()).await;
+    for id in &created {
+        assert_eq!(mirror[id].awaiting_reply, Some(true), "{id}");
+        assert_eq!(mirror[id].direction.as_deref(), Some("inbound"), "{id}");
+    }
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// Conversations sharing one `lastMessageAt` across page boundaries are all mirrored, and
+/// re-reading the tie at the inclusive `startFrom` costs no writes.
+#[tokio::test]
+async fn boundary_ties_are_not_lost() {
+    let bed = SpruceBed::start(40, |_| {}).await;
+    let engine = bed.engine(5).await;
+    sync_caught_up(&engine, false).await;
+
+    bed.tick();
+    let tied = bed.sim.tie_cluster(SPRUCE, &bed.account, 12).unwrap();
+    assert_eq!(tied.len(), 12);
+    sync_caught_up(&engine, false).await;
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+    let mirror_now = mirror(engine.store()).await;
+    assert!(
+        tied.iter()
+            .all(|id| mirror_now[id].awaiting_reply == Some(true))
+    );
+
+    // The watermark sits on the tie: the next delta lists it again, unchanged.
+    bed.sim.reset_counts();
+    sync_caught_up(&engine, false).await;
+    let (inserted, updated, unchanged, ..) = last_run(engine.store()).await;
+    assert_eq!((inserted, updated), (0, 0));
+    assert!(
+        unchanged >= 12,
+        "the tie is re-read, not skipped ({unchanged})"
+    );
+    assert_eq!(bed.item_requests(), 0);
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// A message that becomes visible in the listing after a newer one moved the watermark is
+/// still caught, because each delta starts a lookback before its watermark.
+#[tokio::test]
+async fn late_visible_conversations_within_the_lookback_are_caught() {
+    let bed = SpruceBed::start(30, |_| {}).await;
+    let engine = bed.engine(200).await;
+    sync_caught_up(&engine, false).await;
+    let ids = with_messages(&bed).await;
+    let (late, early) = (&ids[0], &ids[1]);
+
+    // `late` gets its message first, but the listing shows it only 30 s later…
+    bed.sim.set_faults(
+        SPRUCE,
+        Faults {
+            consistency_delay_ms: 30_000,
+            ..Faults::default()
+        },
+    );
+    bed.message(late, MessageKind::Inbound);
+    let late_at = text(
+        bed.truth()
+            .await
+            .iter()
+            .find(|t| &t.id == late)
+            .unwrap()
+            .last_activity_at,
+    );
+    // …while `early` is visible at once, with a newer time that moves the watermark.
+    bed.sim.set_faults(SPRUCE, Faults::default());
+    bed.message(early, MessageKind::Inbound);
+    sync_caught_up(&engine, false).await;
+    let before = mirror(engine.store()).await;
+    assert_eq!(before[early].awaiting_reply, Some(true));
+    assert_ne!(before[late].last_activity_at, late_at, "not visible yet");
+
+    bed.sim.advance_clock(Duration::from_secs(31));
+    sync_caught_up(&engine, false).await;
+
+    let after = mirror(engine.store()).await;
+    assert_eq!(after[late].last_activity_at, late_at);
+    assert_eq!(after[late].awaiting_reply, Some(true));
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// Reply state follows the conversation: inbound → owed; outbound → answered; a new
+/// inbound → owed again; an internal note after it changes nothing.
+#[tokio::test]
+async fn reply_state_follows_inbound_outbound_and_internal_notes() {
+    reply_state_scenario(false).await;
+}
+
+/// The same holds when the items `startFrom` is strictly "after" (as its docs word it)
+/// rather than inclusive.
+#[tokio::test]
+async fn reply_state_holds_with_an_exclusive_items_start() {
+    reply_state_scenario(true).await;
+}
+
+async fn reply_state_scenario(items_start_exclusive: bool) {
+    let bed = SpruceBed::start(20, |o| {
+        o.spruce_items_start_exclusive = items_start_exclusive
+    })
+    .await;
+    let engine = bed.engine(200).await;
+    sync_caught_up(&engine, false).await;
+    let id = with_messages(&bed).await[0].clone();
+    let state = |m: &BTreeMap<String, Row>| (m[&id].direction.clone(), m[&id].awaiting_reply);
+
+    bed.message(&id, MessageKind::Inbound);
+    sync_caught_up(&engine, false).await;
+    assert_eq!(
+        state(&mirror(engine.store()).await),
+        (Some("inbound".into()), Some(true))
+    );
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+
+    bed.message(&id, MessageKind::Outbound);
+    sync_caught_up(&engine, false).await;
+    assert_eq!(
+        state(&mirror(engine.store()).await),
+        (Some("outbound".into()), Some(false))
+    );
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+
+    bed.message(&id, MessageKind::Inbound);
+    sync_caught_up(&engine, false).await;
+    assert_eq!(
+        state(&mirror(engine.store()).await),
+        (Some("inbound".into()), Some(true))
+    );
+
+    bed.message(&id, MessageKind::InternalNote);
+    sync_caught_up(&engine, false).await;
+    let after_note = mirror(engine.store()).await;
+    assert_eq!(
+        state(&after_note),
+        (Some("inbound".into()), Some(true)),
+        "a note is not a reply"
+    );
+    assert_eq!(
+        after_note[&id].last_activity_at,
+        text(
+            bed.truth()
+                .await
+                .iter()
+                .find(|t| t.id == id)
+                .unwrap()
+                .last_activity_at
+        ),
+        "the note still moves the activity time"
+    );
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// A conversation deleted before its queued items request runs is marked deleted by
+/// Spruce's 404 instead of failing the follow-up forever.
+#[tokio::test]
+async fn a_conversation_deleted_before_its_items_are_read_is_marked_deleted() {
+    let bed = SpruceBed::start(20, |_| {}).await;
+    let one_follow_up = Schedule {
+        max_follow_ups_per_cycle: 1,
+        ..schedule()
+    };
+    let engine = bed
+        .engine_with(
+            200,
+            Schedule {
+                max_follow_ups_per_cycle: 100,
+                ..schedule()
+            },
+        )
+        .await;
+    sync_caught_up(&engine, false).await;
+    let engine = bed.engine_with(200, one_follow_up).await;
+    let source = Arc::clone(&engine.sources()[0]);
+    let cancel = CancellationToken::new();
+    let ids = with_messages(&bed).await;
+    bed.message(&ids[0], MessageKind::Inbound);
+    bed.message(&ids[1], MessageKind::Inbound);
+
+    // One follow-up per cycle: the second waits in the queue…
+    let first = run_cycle(&source, engine.store(), CycleOptions::default(), &cancel).await;
+    assert!(matches!(first, CycleOutcome::MoreToDo), "{first:?}");
+    let pending = engine.store().count_follow_ups("clinic").await.unwrap();
+    assert_eq!(pending, 1);
+    // …while its conversation is deleted at Spruce.
+    let waiting: String =
+        sqlx::query_scalar("SELECT conversation_id FROM follow_ups WHERE source = 'clinic'")
+            .fetch_one(engine.store().pool())
+            .await
+            .unwrap();
+    bed.sim.delete(SPRUCE, &bed.account, &waiting).unwrap();
+
+    let second = run_cycle(&source, engine.store(), CycleOptions::default(), &cancel).await;
+    assert!(
+        matches!(second, CycleOutcome::CaughtUp | CycleOutcome::MoreToDo),
+        "{second:?}"
+    );
+
+    assert_eq!(engine.store().count_follow_ups("clinic").await.unwrap(), 0);
+    assert!(mirror(engine.store()).await[&waiting].deleted);
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// A sweep refreshes what the deltas cannot see (archive, title, assignment) and marks
+/// conversations Spruce no longer lists as deleted.
+#[tokio::test]
+async fn sweep_refreshes_silent_changes_and_marks_deletions() {
+    let bed = SpruceBed::start(40, |_| {}).await;
+    let engine = bed.engine(200).await;
+    sync_caught_up(&engine, false).await;
+    let ids = with_messages(&bed).await;
+
+    bed.tick();
+    bed.sim.close(SPRUCE, &bed.account, &ids[0]).unwrap();
+    bed.sim
+        .edit(SPRUCE, &bed.account, &ids[1], EditField::Title)
+        .unwrap();
+    bed.sim
+        .edit(SPRUCE, &bed.account, &ids[2], EditField::Assignee)
+        .unwrap();
+    bed.sim.delete(SPRUCE, &bed.account, &ids[3]).unwrap();
+    bed.sim.delete(SPRUCE, &bed.account, &ids[4]).unwrap();
+
+    // The deltas alone see none of it.
+    sync_caught_up(&engine, false).await;
+    let stale = mirror(engine.store()).await;
+    assert_eq!(stale[&ids[0]].active, Some(true));
+    assert!(!stale[&ids[3]].deleted);
+
+    sync_caught_up(&engine, true).await;
+
+    let (.., deleted, _) = last_run(engine.store()).await;
+    assert_eq!(deleted, 2);
+    let swept = mirror(engine.store()).await;
+    assert_eq!(swept[&ids[0]].active, Some(false));
+    assert!(swept[&ids[3]].deleted && swept[&ids[4]].deleted);
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// A sweep that would delete most of the mirror at once (an outage-shaped listing) is
+/// refused: nothing is marked and the run says why.
+#[tokio::test]
+async fn sweep_guard_refuses_mass_deletion() {
+    let bed = SpruceBed::start(12, |_| {}).await;
+    let engine = bed.engine(200).await;
+    sync_caught_up(&engine, false).await;
+
+    let truth = bed.truth().await;
+    for t in truth.iter().take(9) {
+        bed.sim.delete(SPRUCE, &bed.account, &t.id).unwrap();
+    }
+    sync_caught_up(&engine, true).await;
+
+    let (.., deleted, notes) = last_run(engine.store()).await;
+    assert_eq!(deleted, 0);
+    assert!(notes.unwrap_or_default().contains("REFUSED"));
+    assert!(mirror(engine.store()).await.values().all(|r| !r.deleted));
+}
+
+/// A refused token (Spruce answers 403) stops that source at once with a clear error,
+/// without a retry loop, while another source of the same organization keeps syncing.
+#[tokio::test]
+async fn forbidden_token_stops_only_its_source() {
+    let bed = SpruceBed::start(20, |_| {}).await;
+    let good = bed.source("clinic", &bed.token(), 200, schedule());
+    let bad = bed.source("revoked", "spr_this-token-was-disabled", 200, schedule());
+    let engine = Engine::new(bed.db.open().await, &quick_http(), &[good, bad]).unwrap();
+
+    let results = engine
+        .sync_once(None, CycleOptions::default(), CancellationToken::new())
+        .await
+        .unwrap();
+
+    let outcome = |name: &str| &results.iter().find(|r| r.source == name).unwrap().outcome;
+    assert!(
+        matches!(outcome("clinic"), CycleOutcome::CaughtUp),
+        "{:?}",
+        outcome("clinic")
+    );
+    match outcome("revoked") {
+        CycleOutcome::Failed(e) => {
+            assert!(e.is_fatal(), "{e}");
+            let message = convsync::error_text::error_chain(e);
+            assert!(
+                message.contains("token is wrong or has been disabled"),
+                "{message}"
+            );
+            assert!(
+                !message.contains("spr_this-token"),
+                "the token never appears: {message}"
+            );
+        }
+        other => panic!("expected a fatal failure, got {other:?}"),
+    }
+    assert_eq!(
+        bed.sim
+            .request_counts()
+            .with_status(SPRUCE, "/v1/", Some(403)),
+        1,
+        "no retries"
+    );
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// Syncs window by window until caught up: each cycle runs on a fresh engine, standing for
+/// the previous engine's budget pause (a real minute, or up to an hour) having elapsed, and
+/// every rate-limited cycle moves the simulator's clock on by `window`. Checks that no
+/// window carried more than `per_window` requests and that every pause was longer than
+/// `min_pause`; returns the windows used.
+async fn sync_window_by_window(
+    bed: &SpruceBed,
+    schedule: &Schedule,
+    per_window: u64,
+    window: Duration,
+    min_pause: Duration,
+) -> u64 {
+    let mut windows = 0;
+    loop {
+        windows += 1;
+        assert!(windows <= 10, "the sync never caught up");
+        let engine = bed.engine_with(200, schedule.clone()).await;
+        let source = Arc::clone(&engine.sources()[0]);
+        let outcome = run_cycle(
+            &source,
+            engine.store(),
+            CycleOptions::default(),
+            &CancellationToken::new(),
+        )
+        .await;
+        let sent = bed.sim.request_counts().total(SPRUCE, "/v1/");
+        assert!(
+            sent <= per_window * windows,
+            "at most a window's worth per window ({sent})"
+        );
+        match outcome {
+            CycleOutcome::CaughtUp => return windows,
+            CycleOutcome::RateLimited { wait } => {
+                assert!(wait > min_pause, "paused for the window ({wait:?})");
+                bed.sim.advance_clock(window);
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+}
+
+/// When `s-ratelimit-remaining` reaches 0 the source stops sending until the window has
+/// renewed, so Spruce never has to refuse a request; the work resumes from its checkpoint.
+#[tokio::test]
+async fn pacing_on_rate_limit_headers_avoids_refusals() {
+    let bed = SpruceBed::start(10, |o| o.spruce_rate_limit = 6).await;
+    let schedule = Schedule {
+        max_clock_skew: Duration::from_secs(3600),
+        ..schedule()
+    };
+
+    let minute = Duration::from_secs(60);
+    let windows = sync_window_by_window(&bed, &schedule, 6, minute, minute / 2).await;
+
+    assert!(windows >= 2, "the budget ran out at least once");
+    assert_eq!(
+        bed.throttled(),
+        0,
+        "pacing kept every request within the budget"
+    );
+    assert_mirror_matches_truth(&bed, &bed.db.open().await).await;
+}
+
+/// When `s-ratelimit-daily-remaining` reaches 0 the source stops sending for the day, even
+/// with the minute window far from spent: Spruce never has to refuse a request, and the
+/// work resumes from its checkpoint once the day has renewed.
+#[tokio::test]
+async fn pacing_on_the_daily_window_avoids_refusals() {
+    let bed = SpruceBed::start(16, |o| {
+        o.spruce_rate_limit = 1000;
+        o.spruce_daily_limit = Some(5);
+    })
+    .await;
+    let schedule = Schedule {
+        max_clock_skew: Duration::from_secs(10 * 86_400),
+        ..schedule()
+    };
+
+    let day = Duration::from_secs(86_400);
+    // The daily pause is an hour, or less just before midnight UTC: any pause will do.
+    let days = sync_window_by_window(&bed, &schedule, 5, day, Duration::ZERO).await;
+
+    assert!(
+        days >= 3,
+        "the open conversations' items and the listings take several days of 5 ({days})"
+    );
+    assert_eq!(
+        bed.throttled(),
+        0,
+        "pacing kept every request within the daily budget"
+    );
+    assert_mirror_matches_truth(&bed, &bed.db.open().await).await;
+}
+
+/// An expired page token makes the interrupted walk start again from its watermark
+/// instead of failing every cycle.
+#[tokio::test]
+async fn expired_page_token_restarts_the_walk() {
+    let bed = SpruceBed::start(30, |_| {}).await;
+    bed.sim.set_faults(
+        SPRUCE,
+        Faults {
+            page_token_ttl_ms: Some(10_000),
+            ..Faults::default()
+        },
+    );
+    let schedule = Schedule {
+        max_pages_per_cycle: 2,
+        ..schedule()
+    };
+    let engine = bed.engine_with(5, schedule).await;
+    let source = Arc::clone(&engine.sources()[0]);
+    let cancel = CancellationToken::new();
+    let cycle = || run_cycle(&source, engine.store(), CycleOptions::default(), &cancel);
+
+    assert!(
+        matches!(cycle().await, CycleOutcome::MoreToDo),
+        "stopped mid-walk by the page cap"
+    );
+    bed.sim.advance_clock(Duration::from_secs(11));
+    let mut outcome = cycle().await;
+    let mut cycles = 1;
+    while matches!(outcome, CycleOutcome::MoreToDo) {
+        cycles += 1;
+        assert!(cycles < 100, "the sync never caught up");
+        outcome = cycle().await;
+    }
+    assert!(matches!(outcome, CycleOutcome::CaughtUp), "{outcome:?}");
+    let notes: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT notes FROM sync_runs WHERE source = 'clinic'")
+            .fetch_all(engine.store().pool())
+            .await
+            .unwrap();
+    assert!(
+        notes
+            .iter()
+            .flatten()
+            .any(|n| n.contains("page position rejected")),
+        "{notes:?}"
+    );
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}
+
+/// A backlog of follow-ups larger than a cycle's share is drained by extra cycles that do
+/// not list again what the deltas listed moments before: the listing costs its minimum
+/// (one page per delta walk) however many cycles the items take.
+#[tokio::test]
+async fn draining_follow_ups_does_not_repeat_fresh_deltas() {
+    let bed = SpruceBed::start(40, |_| {}).await;
+    let engine = bed
+        .engine_with(
+            200,
+            Schedule {
+                max_follow_ups_per_cycle: 7,
+                ..schedule()
+            },
+        )
+        .await;
+    sync_caught_up(&engine, false).await;
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs")
+        .fetch_one(engine.store().pool())
+        .await
+        .unwrap();
+    let open = open_conversations(&bed).await;
+    assert!(
+        runs >= open.div_ceil(7) as i64,
+        "{open} follow-ups, 7 per cycle, take several cycles ({runs})"
+    );
+    assert_eq!(
+        bed.item_requests(),
+        open,
+        "every open conversation's items were read once"
+    );
+    assert_eq!(
+        bed.list_requests(),
+        2,
+        "each delta walk listed its one page once, in the first cycle"
+    );
+    assert_eq!(engine.store().count_follow_ups("clinic").await.unwrap(), 0);
+    assert_mirror_matches_truth(&bed, engine.store()).await;
+}

@@ -1,0 +1,4 @@
+//! Credentials: fetched, cached, refreshed, and kept out of every log and report.
+
+mod credentials;
+mod scrub;

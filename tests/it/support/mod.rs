@@ -1,0 +1,164 @@
+//! Shared test helpers: a temporary mirror database, engines over the test double, and
+//! readers for the mirror's tables.
+
+pub mod app;
+pub mod capture;
+pub mod deploy;
+pub mod double;
+pub mod hostile;
+pub mod postgres;
+pub mod reliability;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use convsync::config::{Schedule, SourceSettings};
+use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
+use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
+use convsync::store::{MassChangeGuard, Store, StoreSettings};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, OnceResult};
+use tokio_util::sync::CancellationToken;
+
+/// A mirror database in a temporary directory, removed on drop.
+pub struct TestDb {
+    _dir: tempfile::TempDir,
+    pub settings: StoreSettings,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mirror.db");
+        TestDb {
+            settings: StoreSettings {
+                url: format!("sqlite://{}", path.display()),
+                busy_timeout: Duration::from_secs(5),
+                max_connections: 2,
+                ..StoreSettings::default()
+            },
+            _dir: dir,
+        }
+    }
+
+    pub async fn open(&self) -> Store {
+        Store::open(&self.settings).await.unwrap()
+    }
+}
+
+/// Fast retries so fault tests finish quickly.
+pub fn quick_http() -> HttpSettings {
+    HttpSettings {
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            max_retries: 4,
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+        },
+        max_inline_pause: Duration::from_secs(30),
+        max_provider_wait: Duration::from_secs(3600),
+        max_response_bytes: 16 * 1024 * 1024,
+    }
+}
+
+/// Schedule used by engine tests.
+pub fn schedule() -> Schedule {
+    Schedule {
+        poll_interval: Duration::from_secs(60),
+        poll_jitter: 0.0,
+        lookback: Duration::from_secs(120),
+        sweep_interval: Duration::from_secs(3600),
+        max_pages_per_cycle: 10_000,
+        stall_timeout: Duration::from_secs(60),
+        max_clock_skew: Duration::from_secs(120),
+        max_follow_ups_per_cycle: 100,
+        max_raw_bytes: 1024 * 1024,
+        max_empty_pages: 10,
+        once_max_rate_limit_wait: Duration::from_secs(300),
+        // The simulator's history spans 30 days: every open conversation's reply state is
+        // read, except in the tests that study the horizon.
+        reply_state_horizon: Duration::from_secs(365 * 86_400),
+    }
+}
+
+/// A source over `provider`.
+pub fn source(
+    name: &str,
+    provider: Arc<dyn Provider>,
+    auth: AuthScheme,
+    schedule: Schedule,
+) -> SourceSettings {
+    SourceSettings {
+        name: name.into(),
+        setup: ProviderSetup {
+            provider,
+            auth,
+            credential_key: format!("{name}-credential"),
+            budget_key: format!("{name}-budget"),
+            name_suffix: None,
+            defaults: ProviderDefaults {
+                poll_interval: schedule.poll_interval,
+                min_poll_interval: Duration::ZERO,
+                min_poll_reason: "",
+                lookback: schedule.lookback,
+                sweep_interval: schedule.sweep_interval,
+                quota: None,
+            },
+        },
+        schedule,
+        guard: MassChangeGuard {
+            max_share: 0.5,
+            floor: 2,
+        },
+        quota: None,
+    }
+}
+
+/// Runs `sync --once` over every source of `engine`, forcing the sweeps or not.
+pub async fn sync_all(engine: &Engine, force_sweep: bool) -> Vec<OnceResult> {
+    engine
+        .sync_once(
+            None,
+            CycleOptions {
+                force_sweep,
+                ..CycleOptions::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Runs `sync --once` over `engine` and returns the single source's outcome.
+pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
+    let mut results = sync_all(engine, force_sweep).await;
+    assert_eq!(results.len(), 1);
+    results.remove(0).outcome
+}
+
+/// A mirror row's essentials: (id, title, last_activity_at, deleted).
+pub async fn mirror_rows(
+    store: &Store,
+    source: &str,
+) -> Vec<(String, Option<String>, Option<String>, bool)> {
+    sqlx::query_as(
+        "SELECT conversation_id, title, last_activity_at, deleted_at IS NOT NULL
+         FROM conversations WHERE source = ? ORDER BY conversation_id",
+    )
+    .bind(source)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+/// The newest sync_runs row: (outcome, requests, inserted, updated, unchanged, error).
+pub async fn last_run(store: &Store, source: &str) -> (String, i64, i64, i64, i64, Option<String>) {
+    sqlx::query_as(
+        "SELECT outcome, requests, rows_inserted, rows_updated, rows_unchanged, error
+         FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(source)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
