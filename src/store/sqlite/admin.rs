@@ -1,13 +1,17 @@
 //! Operator tools on the whole database: which sources it holds rows for, renaming and
-//! forgetting a source, writing a walk's cursor back, and which migrations are applied.
-//! Used by the `sources`, `state` and `migrate` commands, never by the engine's cycles.
+//! forgetting a source, the migrations, and retention (in `retention.rs`).
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
 
-use super::cursor::write_cursor;
-use super::{CursorState, Store, StoreError};
+use super::SqliteStore;
+use super::schema::{MIGRATOR, check_schema};
+use crate::store::{
+    Administration, PurgeCounts, RenameOutcome, RetentionPolicy, StoreError, StoredSource,
+};
+use crate::time::Timestamp;
 
 /// Every table with a `source` column: what a rename moves and a forget deletes. Fixed
 /// names, never input, so formatting them into statements is safe.
@@ -19,36 +23,9 @@ const SOURCE_TABLES: &[&str] = &[
     "rejected_records",
 ];
 
-/// What the database holds for one source name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StoredSource {
-    /// The name in the `source` columns.
-    pub name: String,
-    /// Conversation rows (deleted ones included).
-    pub rows: u64,
-    /// Walk cursors.
-    pub walks: u64,
-    /// Recorded cycles.
-    pub runs: u64,
-}
-
-/// How a rename went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RenameOutcome {
-    /// Every row, cursor and run moved to the new name.
-    Renamed {
-        /// Conversation rows moved.
-        rows: u64,
-    },
-    /// The database holds nothing under the old name.
-    NothingToRename,
-    /// The new name already has rows or cursors; nothing was changed.
-    TargetInUse,
-}
-
-impl Store {
-    /// Every source name found in the database, with its counts, by name.
-    pub async fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
+#[async_trait]
+impl Administration for SqliteStore {
+    async fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
         let mut by_name: BTreeMap<String, StoredSource> = BTreeMap::new();
         for table in SOURCE_TABLES {
             let counts: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
@@ -73,8 +50,7 @@ impl Store {
         Ok(by_name.into_values().collect())
     }
 
-    /// The distinct provider accounts (`account` column) of a source's rows.
-    pub async fn source_accounts(&self, source: &str) -> Result<Vec<String>, StoreError> {
+    async fn source_accounts(&self, source: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT account FROM conversations WHERE source = ? ORDER BY account",
         )
@@ -83,10 +59,7 @@ impl Store {
         .await?)
     }
 
-    /// Moves everything stored under `old` (rows, cursors, runs, follow-ups, rejected
-    /// records) to `new` in one transaction, so the next cycle of `new` continues where
-    /// `old` stood. Refuses when `new` already has rows or cursors.
-    pub async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError> {
+    async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let held = |name: &str| {
             sqlx::query_scalar::<_, i64>(
@@ -119,8 +92,7 @@ impl Store {
         Ok(RenameOutcome::Renamed { rows })
     }
 
-    /// Deletes everything stored under `source`; returns what was there.
-    pub async fn forget_source(&self, source: &str) -> Result<StoredSource, StoreError> {
+    async fn forget_source(&self, source: &str) -> Result<StoredSource, StoreError> {
         let before = self
             .stored_sources()
             .await?
@@ -140,23 +112,7 @@ impl Store {
         Ok(before)
     }
 
-    /// Writes the given walks' cursors of `source` in one transaction (`convsync state
-    /// set`); walks not named keep theirs.
-    pub async fn write_cursors(
-        &self,
-        source: &str,
-        walks: &BTreeMap<String, CursorState>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (walk, cursor) in walks {
-            write_cursor(&mut tx, source, walk, cursor).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Versions of the schema migrations applied so far (none in a new file).
-    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+    async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
         let has_table: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         )
@@ -170,5 +126,20 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    async fn migrate(&self, shown_name: &str) -> Result<(), StoreError> {
+        check_schema(&mut *self.pool.acquire().await?, shown_name).await?;
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn purge(
+        &self,
+        policy: &RetentionPolicy,
+        now: Timestamp,
+        apply: bool,
+    ) -> Result<BTreeMap<String, PurgeCounts>, StoreError> {
+        self.purge_ended(policy, now, apply).await
     }
 }

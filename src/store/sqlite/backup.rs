@@ -14,65 +14,12 @@ use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
-use super::{MIGRATOR, Store, StoreError};
+use super::SqliteStore;
+use super::schema::newest_known_version;
+use crate::store::{BackupError, BackupSummary, StoreError};
 use crate::time::Timestamp;
 
-/// What a finished backup or restore produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupSummary {
-    /// The file written.
-    pub path: PathBuf,
-    /// Its size in bytes.
-    pub bytes: u64,
-    /// Conversations it holds (deleted ones included).
-    pub conversations: u64,
-    /// Its schema version (the newest applied migration).
-    pub schema_version: i64,
-}
-
-/// Why a backup or restore was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    /// The destination exists; backups never overwrite.
-    #[error("{0} already exists; choose a new file name (a backup never overwrites a file)")]
-    DestinationExists(PathBuf),
-    /// There is no database to back up.
-    #[error("there is no database at {0} (check [database] url)")]
-    NoDatabase(PathBuf),
-    /// The database URL does not name a file (`:memory:`).
-    #[error("[database] url does not name a file, so there is nothing to back up or restore")]
-    NotAFile,
-    /// The file offered for restore is not a usable convsync backup.
-    #[error("{path} is not a usable convsync backup: {reason}; nothing was changed")]
-    BadBackup {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Reading or writing a file failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The database refused.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl BackupError {
-    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackupError {
-        let path = path.to_owned();
-        move |source| BackupError::Io { what, path, source }
-    }
-}
-
-impl Store {
+impl SqliteStore {
     /// Writes a consistent copy of the whole database to `destination` (mode 0600), while
     /// other connections keep reading and writing. Refuses to overwrite an existing file.
     pub async fn backup_to(&self, destination: &Path) -> Result<BackupSummary, BackupError> {
@@ -85,7 +32,7 @@ impl Store {
         let path_text = partial.path.to_string_lossy().into_owned();
         sqlx::query("VACUUM INTO ?")
             .bind(&path_text)
-            .execute(self.pool())
+            .execute(&self.pool)
             .await
             .map_err(StoreError::from)?;
         let summary = inspect(&partial.path)
@@ -116,7 +63,7 @@ impl Store {
 /// backup is a sound convsync database this binary understands. An existing database (and
 /// its `-wal`/`-shm` files) is moved aside to `<name>.before-restore-<time>`, never deleted;
 /// its new name is returned with the summary. The daemon must be stopped first.
-pub async fn restore(
+pub(in crate::store) async fn restore(
     backup: &Path,
     database: &Path,
     now: Timestamp,
@@ -192,7 +139,7 @@ async fn inspect(path: &Path) -> Result<BackupSummary, String> {
                 .await
                 .map_err(|_| "it has no convsync schema".to_owned())?;
         let schema_version = schema_version.ok_or("it has no convsync schema")?;
-        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let known = newest_known_version();
         if schema_version > known {
             return Err(format!(
                 "its schema version {schema_version} is newer than this convsync understands ({known}); restore it with the convsync that wrote it"

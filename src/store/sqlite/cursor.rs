@@ -1,42 +1,18 @@
-//! Where each walk of each source stands, kept as an opaque value: the engine's cursor
-//! rules ([`crate::sync::cursor`]) decide what the value holds and how it may move; the
-//! store only keeps it atomically with the pages it belongs to.
+//! The `cursors` table: one opaque [`CursorState`] per walk of each source, written in the
+//! transaction of the page (or sweep completion) it follows, or on its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use async_trait::async_trait;
 use sqlx::{Sqlite, Transaction};
 
-use super::{Store, StoreError};
+use super::SqliteStore;
+use crate::store::{CursorRewrite, CursorState, Cursors, StoreError};
 use crate::time::Timestamp;
 
-/// One walk's cursor as stored: JSON text the store never looks into (the `state` column
-/// of `cursors`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CursorState(String);
-
-impl CursorState {
-    /// Encodes a cursor.
-    pub fn encode(cursor: &impl Serialize) -> Result<CursorState, StoreError> {
-        serde_json::to_string(cursor)
-            .map(CursorState)
-            .map_err(|e| StoreError::Corrupt(format!("cannot encode cursor: {e}")))
-    }
-
-    /// Decodes the cursor of `source`'s walk `walk` (named in the error).
-    pub fn decode<T: DeserializeOwned>(&self, source: &str, walk: &str) -> Result<T, StoreError> {
-        serde_json::from_str(&self.0)
-            .map_err(|e| StoreError::Corrupt(format!("cursor {source}/{walk}: {e}")))
-    }
-}
-
-impl Store {
-    /// All walk cursors of `source`, by walk name.
-    pub async fn load_cursors(
-        &self,
-        source: &str,
-    ) -> Result<HashMap<String, CursorState>, StoreError> {
+#[async_trait]
+impl Cursors for SqliteStore {
+    async fn load_cursors(&self, source: &str) -> Result<HashMap<String, CursorState>, StoreError> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ?")
                 .bind(source)
@@ -44,12 +20,11 @@ impl Store {
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(walk, state)| (walk, CursorState(state)))
+            .map(|(walk, state)| (walk, CursorState::from_stored(state)))
             .collect())
     }
 
-    /// Stores one walk's cursor outside a page (e.g. initialising a sweep schedule).
-    pub async fn save_cursor(
+    async fn save_cursor(
         &self,
         source: &str,
         walk: &str,
@@ -66,14 +41,24 @@ impl Store {
         result
     }
 
-    /// Rewrites every cursor of `source` in one transaction, walk by walk in name order,
-    /// with what `rewrite` makes of it. With `apply` false nothing is written (a dry run:
-    /// `rewrite` still sees every cursor).
-    pub async fn rewrite_cursors(
+    async fn write_cursors(
+        &self,
+        source: &str,
+        walks: &BTreeMap<String, CursorState>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (walk, cursor) in walks {
+            write_cursor(&mut tx, source, walk, cursor).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rewrite_cursors(
         &self,
         source: &str,
         apply: bool,
-        mut rewrite: impl FnMut(&str, &CursorState) -> Result<CursorState, StoreError>,
+        rewrite: &mut CursorRewrite<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows: Vec<(String, String)> =
@@ -82,7 +67,7 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
         for (walk, state) in rows {
-            let rewritten = rewrite(&walk, &CursorState(state))?;
+            let rewritten = rewrite(&walk, &CursorState::from_stored(state))?;
             write_cursor(&mut tx, source, &walk, &rewritten).await?;
         }
         if apply {
@@ -94,6 +79,7 @@ impl Store {
     }
 }
 
+/// Stores `cursor` as `source`'s walk `walk` inside `tx`.
 pub(super) async fn write_cursor(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
@@ -106,7 +92,7 @@ pub(super) async fn write_cursor(
     )
     .bind(source)
     .bind(walk)
-    .bind(&cursor.0)
+    .bind(cursor.as_stored())
     .bind(Timestamp::now().to_mirror_text())
     .execute(&mut **tx)
     .await?;

@@ -1,41 +1,20 @@
-//! The follow-up queue: per-conversation detail requests (messages, items) that pages
-//! queue, and their results, applied in one transaction with their dequeues.
+//! The `follow_ups` table: the queue pages fill (through `queue.rs` and `prepared.rs`),
+//! read in priority order, and the answers, each applied in one transaction with its
+//! dequeue.
 
+use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
-use super::mirror::upsert_records;
-use super::{PageCounts, Store, StoreError};
-use crate::record::{Absence, ActivityPatch, ConversationRecord, DetailRequest};
+use super::SqliteStore;
+use super::prepared::RowContext;
+use super::rows::upsert_records;
+use crate::record::{Absence, ActivityPatch, DetailRequest};
+use crate::store::{DetailWrite, FollowUpQueue, PageCounts, StoreError};
 use crate::time::Timestamp;
 
-/// A follow-up's result, written in one transaction.
-#[derive(Debug, Clone, Copy)]
-pub struct DetailWrite<'a> {
-    /// The source.
-    pub source: &'a str,
-    /// Provider name for new rows.
-    pub provider: &'a str,
-    /// Provider account for new rows.
-    pub account: &'a str,
-    /// The run writing it.
-    pub run_id: i64,
-    /// The follow-up being answered.
-    pub detail: &'a DetailRequest,
-    /// A fresh copy of the conversation.
-    pub record: Option<&'a ConversationRecord>,
-    /// Who-spoke-last facts.
-    pub patch: Option<&'a ActivityPatch>,
-    /// The conversation is gone.
-    pub gone: Option<Absence>,
-    /// Where the follow-up continues, if it needs more pages.
-    pub next: Option<&'a serde_json::Value>,
-}
-
-impl Store {
-    /// Up to `limit` queued follow-ups of `source`: those that failed least often first,
-    /// then the conversations with the newest activity (the ones most likely to be waiting
-    /// for a reply), then the oldest queued.
-    pub async fn pending_follow_ups(
+#[async_trait]
+impl FollowUpQueue for SqliteStore {
+    async fn pending_follow_ups(
         &self,
         source: &str,
         limit: u32,
@@ -71,8 +50,7 @@ impl Store {
             .collect()
     }
 
-    /// Number of follow-ups waiting for `source`.
-    pub async fn count_follow_ups(&self, source: &str) -> Result<u64, StoreError> {
+    async fn count_follow_ups(&self, source: &str) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE source = ?")
             .bind(source)
             .fetch_one(&self.pool)
@@ -80,8 +58,7 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Number of follow-ups waiting, per source that has any.
-    pub async fn follow_up_backlog(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn follow_up_backlog(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT source, COUNT(*) FROM follow_ups GROUP BY source")
                 .fetch_all(&self.pool)
@@ -92,49 +69,23 @@ impl Store {
             .collect())
     }
 
-    /// Counts a failed attempt so that a follow-up that keeps failing yields to others.
-    pub async fn defer_follow_up(
+    async fn defer_follow_up(
         &self,
         source: &str,
         detail: &DetailRequest,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE follow_ups SET attempts = attempts + 1
-             WHERE source = ? AND conversation_id = ? AND kind = ?",
-        )
-        .bind(source)
-        .bind(&detail.conversation_id)
-        .bind(&detail.kind)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.count_failed_attempt(source, detail, false).await
     }
 
-    /// Forgets a follow-up's page position (the provider refused it), so it starts again.
-    pub async fn restart_follow_up(
+    async fn restart_follow_up(
         &self,
         source: &str,
         detail: &DetailRequest,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE follow_ups SET position = NULL, attempts = attempts + 1
-             WHERE source = ? AND conversation_id = ? AND kind = ?",
-        )
-        .bind(source)
-        .bind(&detail.conversation_id)
-        .bind(&detail.kind)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.count_failed_attempt(source, detail, true).await
     }
 
-    /// Applies follow-up results and dequeues them (or stores their next positions), all in
-    /// one transaction: a backfill answers thousands of follow-ups, and one commit per
-    /// answer would cost more than the answers themselves. Returns the summed counts.
-    pub async fn apply_details(
-        &self,
-        writes: &[DetailWrite<'_>],
-    ) -> Result<PageCounts, StoreError> {
+    async fn apply_details(&self, writes: &[DetailWrite<'_>]) -> Result<PageCounts, StoreError> {
         let mut counts = PageCounts::default();
         if writes.is_empty() {
             return Ok(counts);
@@ -160,6 +111,29 @@ impl Store {
     }
 }
 
+impl SqliteStore {
+    /// Counts a failed attempt at `detail`, forgetting its page position if asked.
+    async fn count_failed_attempt(
+        &self,
+        source: &str,
+        detail: &DetailRequest,
+        forget_position: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE follow_ups SET attempts = attempts + 1,
+                position = CASE WHEN ? THEN NULL ELSE position END
+             WHERE source = ? AND conversation_id = ? AND kind = ?",
+        )
+        .bind(forget_position)
+        .bind(source)
+        .bind(&detail.conversation_id)
+        .bind(&detail.kind)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 /// Writes one follow-up's result and its dequeue (or next position).
 async fn write_detail(
     tx: &mut Transaction<'static, Sqlite>,
@@ -179,19 +153,16 @@ async fn write_detail(
     } = *write;
     let mut counts = match record {
         Some(r) => {
-            upsert_records(
-                tx,
+            let context = RowContext {
                 source,
                 provider,
                 account,
                 run_id,
-                &[(r, r.content_hash())],
-                None,
-                &[],
                 now,
-            )
-            .await?
-            .counts
+            };
+            upsert_records(tx, context, &[(r, r.content_hash())], None, &[])
+                .await?
+                .counts
         }
         None => PageCounts::default(),
     };
@@ -325,31 +296,4 @@ async fn apply_patch(
     q.push(")");
     let done = q.build().execute(&mut **tx).await?;
     Ok(done.rows_affected() > 0)
-}
-
-/// Queues one follow-up; queued twice, it keeps the earlier `since`.
-pub(super) async fn queue_follow_up(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    detail: &DetailRequest,
-    now: &str,
-) -> Result<(), StoreError> {
-    // A follow-up queued twice keeps the earlier `since`, so no message is skipped.
-    sqlx::query(
-        "INSERT INTO follow_ups (source, conversation_id, kind, since, position, queued_at)
-         VALUES (?, ?, ?, ?, NULL, ?)
-         ON CONFLICT (source, conversation_id, kind) DO UPDATE SET
-            since = CASE WHEN follow_ups.since IS NULL OR excluded.since IS NULL THEN NULL
-                         WHEN excluded.since < follow_ups.since THEN excluded.since
-                         ELSE follow_ups.since END,
-            position = NULL",
-    )
-    .bind(source)
-    .bind(&detail.conversation_id)
-    .bind(&detail.kind)
-    .bind(detail.since.map(|t| t.to_rfc3339_nanos()))
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

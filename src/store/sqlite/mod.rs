@@ -1,195 +1,52 @@
-//! The mirror database. All SQL lives under this module; the engine asks for whole
-//! operations ("apply this page and this cursor atomically") and never writes SQL.
+//! The SQLite backend: one file (WAL mode) through a sqlx pool, with the rusqlite fast path
+//! for new rows (`prepared.rs`), its schema in `migrations/sqlite/`, and what only a file
+//! has: owner-only permissions and a refusal of foreign files (`file.rs`), the
+//! single-daemon lock beside it (`daemon_lock.rs`), backups and restore (`backup.rs`).
 //!
-//! SQLite is the only backend today. The SQL is kept portable (no SQLite-only functions in
-//! the mirror's writes, text timestamps, explicit upserts) so that a PostgreSQL store can be
-//! added beside it with its own migrations folder.
+//! Each file implements one of the store's traits on [`SqliteStore`]: pages and absences
+//! (`mirror.rs`, over the row writes of `rows.rs`), `cursor.rs`, `runs.rs`,
+//! `follow_ups.rs`, `vault.rs`, `reports.rs`, `admin.rs` (with `retention.rs`) and
+//! `probes.rs`. The helpers a write needs take its open transaction and sit below the
+//! files that use them (`rows.rs`, `prepared.rs`, `queue.rs`, `rejected.rs`,
+//! `cursor::write_cursor`), so no file calls back into the one that called it.
+//!
+//! The SQL is kept portable where it costs nothing (text timestamps, explicit upserts).
 
 mod admin;
 mod backup;
-mod busy;
 mod cursor;
 mod daemon_lock;
+mod error;
 mod file;
 mod follow_ups;
-mod last_write;
 mod mirror;
 mod prepared;
+mod probes;
+mod queue;
 mod rejected;
+mod reports;
 mod retention;
+mod rows;
 mod runs;
-mod summary;
+mod schema;
 mod vault;
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use admin::{RenameOutcome, StoredSource};
-pub use backup::{BackupError, BackupSummary, restore};
-pub use busy::while_busy;
-pub use cursor::CursorState;
+use super::last_write::LastWrite;
+use super::{Backend, BackendKind, StoreError, StoreSettings};
+
+pub(super) use backup::restore;
 pub use daemon_lock::DaemonLock;
-pub use follow_ups::DetailWrite;
-pub use last_write::WriteFailure;
-pub use mirror::{
-    AbsenceOutcome, MassChangeGuard, PageCounts, PageOutcome, PageTransaction, PageWrite,
-    RowChange, SweepCompletion,
-};
-pub use retention::{PurgeCounts, RetentionPolicy};
-pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
-pub use summary::{SourceSummary, WAITING_QUERY, WaitingRow};
-pub use vault::RefreshTokenAge;
-
-/// Errors from the mirror database.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The file exists but is not a convsync database.
-    #[error(
-        "{path} is not a convsync database (it has tables but no convsync migrations); refusing to touch it"
-    )]
-    NotConvsync {
-        /// The file.
-        path: String,
-    },
-    /// The database was migrated by a newer convsync.
-    #[error(
-        "database schema version {found} is newer than this convsync understands (latest known: {known}); upgrade convsync or use another database"
-    )]
-    NewerSchema {
-        /// Version found in the database.
-        found: i64,
-        /// Newest version this binary has.
-        known: i64,
-    },
-    /// Applying migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The database is locked by another writer for longer than the busy timeout.
-    #[error("database is busy (locked by another writer): {0}")]
-    Busy(String),
-    /// The disk or SQLite's page limit is full.
-    #[error("database is full (disk or size limit): {0}")]
-    Full(String),
-    /// A stored value could not be read back.
-    #[error("corrupt stored value: {0}")]
-    Corrupt(String),
-    /// Any other database error.
-    #[error("database error: {0}")]
-    Sql(sqlx::Error),
-    /// Any other error of a statement run on the connection's own handle
-    /// (`store::prepared`).
-    #[error("database error: {0}")]
-    Statement(rusqlite::Error),
-    /// Another convsync process syncs this database.
-    #[error(
-        "{database} is in use by another convsync ({holder}; lock file {lock_file}): stop that process first, or give this one its own database"
-    )]
-    InUse {
-        /// The database file.
-        database: String,
-        /// Who holds it, as its lock file says.
-        holder: String,
-        /// The lock file.
-        lock_file: String,
-    },
-    /// The lock file beside the database cannot be created or locked.
-    #[error("cannot use the lock file {path}: {source}")]
-    LockFile {
-        /// The lock file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode;
-        match err.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                StoreError::Busy(err.to_string())
-            }
-            Some(ErrorCode::DiskFull) => StoreError::Full(err.to_string()),
-            _ => StoreError::Statement(err),
-        }
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err {
-            match primary_code(&err) {
-                Some(5 | 6) => return StoreError::Busy(db.message().to_owned()),
-                Some(13) => return StoreError::Full(db.message().to_owned()),
-                _ => {}
-            }
-        }
-        StoreError::Sql(err)
-    }
-}
-
-/// SQLite's primary result code of a database error (5 BUSY, 6 LOCKED, 8 READONLY,
-/// 10 IOERR, 13 FULL, 14 CANTOPEN).
-fn primary_code(err: &sqlx::Error) -> Option<i32> {
-    let sqlx::Error::Database(db) = err else {
-        return None;
-    };
-    let code = db.code().and_then(|c| c.parse::<i32>().ok())?;
-    Some(code & 0xff)
-}
-
-impl StoreError {
-    /// Whether the database file itself refused the write (full, read-only, I/O error),
-    /// as opposed to a lock or a bad value: what readiness reports as "not writable".
-    pub fn is_file_failure(&self) -> bool {
-        match self {
-            StoreError::Full(_) => true,
-            StoreError::Sql(sqlx::Error::Io(_)) => true,
-            StoreError::Sql(e) => matches!(primary_code(e), Some(8 | 10 | 14)),
-            StoreError::Statement(e) => matches!(
-                e.sqlite_error_code(),
-                Some(
-                    rusqlite::ErrorCode::ReadOnly
-                        | rusqlite::ErrorCode::SystemIoFailure
-                        | rusqlite::ErrorCode::CannotOpen
-                )
-            ),
-            _ => false,
-        }
-    }
-}
-
-/// Database settings.
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// `sqlite://path` (created if missing).
-    pub url: String,
-    /// How long a write waits for another writer's lock before failing.
-    pub busy_timeout: Duration,
-    /// Connections in the pool.
-    pub max_connections: u32,
-    /// How long a rejected item that is not seen again stays in `rejected_records`.
-    pub rejected_records_retention: Duration,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        StoreSettings {
-            url: "sqlite://convsync.db".into(),
-            busy_timeout: Duration::from_secs(10),
-            max_connections: 4,
-            rejected_records_retention: Duration::from_secs(30 * 24 * 3600),
-        }
-    }
-}
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Connection pragmas beyond journal mode, synchronous and foreign keys, each with its
 /// reason. Public so that the benchmark's raw write limit runs with the same settings.
@@ -208,19 +65,20 @@ pub const TUNING_PRAGMAS: &[(&str, &str)] = &[
     ("wal_autocheckpoint", "8192"),
 ];
 
-/// Handle to the mirror database; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Store {
+/// The mirror in a SQLite file (or in memory); reached as a [`crate::store::Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
     pool: SqlitePool,
-    /// What the latest write of mirror data met (for readiness).
-    last_write: Arc<last_write::LastWrite>,
+    /// What the latest write of mirror data met (for readiness); shared with the open
+    /// page transactions.
+    last_write: Arc<LastWrite>,
     /// `rejected_records` retention, applied when a run ends.
     rejected_retention: Duration,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating with mode 0600 if missing) the database without migrating it.
-    pub async fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
+    pub async fn connect(settings: &StoreSettings) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(&settings.url)?;
         let path = options.get_filename().to_owned();
         let on_disk = path != Path::new(":memory:");
@@ -228,7 +86,7 @@ impl Store {
             file::check_existing_file(&options, &path, &settings.url).await?;
             file::warn_if_exposed(&path);
             file::create_private_file(&path).map_err(|e| {
-                StoreError::Sql(sqlx::Error::Io(std::io::Error::new(
+                StoreError::from(sqlx::Error::Io(std::io::Error::new(
                     e.kind(),
                     format!("cannot create database file {}: {e}", path.display()),
                 )))
@@ -264,76 +122,31 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store {
+        Ok(SqliteStore {
             pool,
             last_write: Arc::default(),
             rejected_retention: settings.rejected_records_retention,
         })
     }
 
-    /// Opens the database and brings its schema up to date, refusing files that are not
-    /// convsync databases or were written by a newer convsync.
-    pub async fn open(settings: &StoreSettings) -> Result<Store, StoreError> {
-        let store = Store::connect(settings).await?;
-        store.migrate(&settings.url).await?;
-        Ok(store)
-    }
-
-    /// Applies pending migrations (idempotent).
-    pub async fn migrate(&self, shown_name: &str) -> Result<(), StoreError> {
-        file::check_schema(&mut *self.pool.acquire().await?, shown_name).await?;
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Checks the file's integrity (`PRAGMA integrity_check`); `Ok(())` means "ok".
-    pub async fn integrity_check(&self) -> Result<(), StoreError> {
-        let result: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(&self.pool)
-            .await?;
-        if result == "ok" {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt(result))
-        }
-    }
-
-    /// The failure of the latest write of mirror data (pages, cursors, follow-ups),
-    /// unless a later one succeeded.
-    pub fn last_write_failure(&self) -> Option<WriteFailure> {
-        self.last_write.failure()
-    }
-
-    /// Proves that the write lock can be taken (for readiness checks). The probe is rolled
-    /// back and never reaches the disk: see [`Store::last_write_failure`] for that.
-    pub async fn check_writable(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS convsync_probe (x INTEGER)")
-            .execute(&mut *tx)
-            .await?;
-        tx.rollback().await?;
-        Ok(())
-    }
-
-    /// Bytes the database's pages take (the main file; the WAL comes and goes with
-    /// checkpoints), for the size gauge on `/metrics`.
-    pub async fn database_size_bytes(&self) -> Result<u64, StoreError> {
-        let bytes: i64 = sqlx::query_scalar(
-            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(bytes.max(0) as u64)
-    }
-
     /// The underlying pool, for read-only report queries in tests and tools.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
 
-    /// Closes all connections (checkpointing the WAL).
-    pub async fn close(&self) {
+#[async_trait]
+impl Backend for SqliteStore {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sqlite
+    }
+
+    async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

@@ -15,6 +15,7 @@ use convsync::time::Timestamp;
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::double::{Conv, Double, DoubleProvider, Fault};
 use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_all};
 

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
+use crate::support::StorePool;
 use crate::support::double::DoubleProvider;
 use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_once};
 

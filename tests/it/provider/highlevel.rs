@@ -27,6 +27,7 @@ use convsync_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::{TestDb, quick_http, schedule, sync_all};
 
 const HL: Platform = Platform::HighLevel;

@@ -1,0 +1,122 @@
+//! Operator tools on the whole database: which sources it holds rows for, renaming and
+//! forgetting a source, the schema's migrations, and retention of personal data. Used by
+//! the `sources`, `migrate` and `purge` commands, the start-up's adoption of renamed
+//! sources and the daemon's retention schedule, never by the engine's cycles.
+//!
+//! Retention only ever touches conversations that *ended* (deleted at the provider, or
+//! closed) before the cutoff **and** did not change after it, so an open conversation, or
+//! one the provider changed within the window, is never touched. Each purge runs in one
+//! transaction; an applied one is recorded in the database.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use crate::time::Timestamp;
+
+/// What the database holds for one source name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoredSource {
+    /// The name in the `source` columns.
+    pub name: String,
+    /// Conversation rows (deleted ones included).
+    pub rows: u64,
+    /// Walk cursors.
+    pub walks: u64,
+    /// Recorded cycles.
+    pub runs: u64,
+}
+
+/// How a rename went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameOutcome {
+    /// Every row, cursor and run moved to the new name.
+    Renamed {
+        /// Conversation rows moved.
+        rows: u64,
+    },
+    /// The database holds nothing under the old name.
+    NothingToRename,
+    /// The new name already has rows or cursors; nothing was changed.
+    TargetInUse,
+}
+
+/// How long each kind of data is kept; `None` keeps it for ever (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Clear `raw`, `title` and the contact columns of conversations ended longer ago.
+    pub redact_closed_after: Option<Duration>,
+    /// Remove conversations (and their queued follow-ups) ended longer ago.
+    pub delete_closed_after: Option<Duration>,
+    /// Remove `rejected_records` rows older than this.
+    pub rejected_records_after: Option<Duration>,
+    /// Remove finished `sync_runs` rows older than this (each source's newest run and
+    /// newest successful run are kept: `status` and readiness read them).
+    pub sync_runs_after: Option<Duration>,
+}
+
+impl RetentionPolicy {
+    /// Whether any key is set (otherwise nothing is ever purged).
+    pub fn is_active(&self) -> bool {
+        self.redact_closed_after.is_some()
+            || self.delete_closed_after.is_some()
+            || self.rejected_records_after.is_some()
+            || self.sync_runs_after.is_some()
+    }
+}
+
+/// What a purge cleared or removed for one source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Conversations whose `raw` and contact columns were cleared.
+    pub redacted: u64,
+    /// Conversations removed.
+    pub deleted: u64,
+    /// `rejected_records` rows removed.
+    pub rejected_records: u64,
+    /// `sync_runs` rows removed.
+    pub sync_runs: u64,
+}
+
+impl PurgeCounts {
+    /// Whether the purge found nothing to do for the source.
+    pub fn is_empty(&self) -> bool {
+        *self == PurgeCounts::default()
+    }
+}
+
+/// Operator tools on sources, the schema and retention.
+#[async_trait]
+pub trait Administration: Send + Sync {
+    /// Every source name found in the database, with its counts, by name.
+    async fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError>;
+
+    /// The distinct provider accounts of a source's rows.
+    async fn source_accounts(&self, source: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Moves everything stored under `old` (rows, cursors, runs, follow-ups, rejected
+    /// records) to `new` in one transaction, so the next cycle of `new` continues where
+    /// `old` stood. Refuses when `new` already has rows or cursors.
+    async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError>;
+
+    /// Deletes everything stored under `source`; returns what was there.
+    async fn forget_source(&self, source: &str) -> Result<StoredSource, StoreError>;
+
+    /// Applies pending migrations (idempotent), refusing a database that is not
+    /// convsync's or was migrated by a newer convsync (`shown_name` names it in errors).
+    async fn migrate(&self, shown_name: &str) -> Result<(), StoreError>;
+
+    /// Versions of the schema migrations applied so far (none in a new database).
+    async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError>;
+
+    /// Applies `policy` as of `now`, or with `apply = false` only counts what it would do.
+    /// Returns the counts by source (sources with nothing to purge are left out).
+    async fn purge(
+        &self,
+        policy: &RetentionPolicy,
+        now: Timestamp,
+        apply: bool,
+    ) -> Result<BTreeMap<String, PurgeCounts>, StoreError>;
+}
