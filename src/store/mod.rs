@@ -244,14 +244,17 @@ mod tests {
     /// The SQLite backend is reached through the neutral handle, and only there.
     #[tokio::test]
     async fn the_sqlite_backend_is_reached_through_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mirror.db");
         let settings = StoreSettings {
-            url: "sqlite::memory:".into(),
+            url: format!("sqlite://{}", path.display()),
             max_connections: 1,
             ..StoreSettings::default()
         };
         let store = Store::open(&settings).await.unwrap();
         assert_eq!(store.kind(), BackendKind::Sqlite);
         assert!(store.as_sqlite().is_some());
+        assert_eq!(database_file(&settings.url), Some(path));
         store.close().await;
     }
 }
