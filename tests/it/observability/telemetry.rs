@@ -182,7 +182,7 @@ async fn a_panic_is_logged_as_an_event_naming_its_source() {
     let double = Double::start().await;
     conversations(&double, &["calm", "PANIC"]);
     let db = TestDb::new();
-    let provider = Arc::new(PanickyProvider(DoubleProvider::new(
+    let provider = Arc::new(PanickyProvider::new(DoubleProvider::new(
         double.base_url.clone(),
         50,
         false,
