@@ -53,6 +53,24 @@ pub struct WalkSpec {
     pub kind: WalkKind,
 }
 
+impl WalkSpec {
+    /// A delta walk named `name` whose watermark moves as `advance` says.
+    pub const fn delta(name: &'static str, advance: WatermarkAdvance) -> Self {
+        WalkSpec {
+            name,
+            kind: WalkKind::Delta(advance),
+        }
+    }
+
+    /// A sweep named `name`: rows a complete sweep did not list get `absence`.
+    pub const fn sweep(name: &'static str, absence: Absence, initial: InitialSweep) -> Self {
+        WalkSpec {
+            name,
+            kind: WalkKind::Sweep { absence, initial },
+        }
+    }
+}
+
 /// The role a walk plays in a cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalkKind {
@@ -138,4 +156,21 @@ impl Page {
             ));
         }
     }
+}
+
+/// A provider's walks as one line each (name, role, the walks its first listing covers),
+/// for the tests that pin them: the names key cursors in existing databases.
+#[cfg(test)]
+pub(crate) fn walk_table(provider: &dyn super::Provider) -> Vec<String> {
+    provider
+        .walks()
+        .iter()
+        .map(|walk| {
+            let WalkSpec { name, kind } = walk.spec();
+            match walk.first_listing_covers() {
+                [] => format!("{name}: {kind:?}"),
+                covers => format!("{name}: {kind:?}, covers {covers:?}"),
+            }
+        })
+        .collect()
 }

@@ -51,21 +51,12 @@ use crate::time::Timestamp;
 pub const API_VERSION: &str = "2021-04-15";
 
 /// The delta, every cycle. Its name keys its cursor in the database: never rename it.
-const DELTA: WalkSpec = WalkSpec {
-    name: "delta",
-    // Newest first: everything below the page's oldest row is unseen until the walk
-    // ends, so the watermark moves only then.
-    kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-};
-/// The sweep, when it is due.
-const SWEEP: WalkSpec = WalkSpec {
-    name: "sweep",
-    kind: WalkKind::Sweep {
-        absence: Absence::Deleted,
-        // The first delta, without a watermark, already lists everything.
-        initial: InitialSweep::AfterInterval,
-    },
-};
+/// Newest first: everything below the page's oldest row is unseen until the walk ends, so
+/// the watermark moves only then.
+const DELTA: WalkSpec = WalkSpec::delta("delta", WatermarkAdvance::AtWalkEnd);
+/// The sweep, when it is due. The first delta, without a watermark, already lists
+/// everything.
+const SWEEP: WalkSpec = WalkSpec::sweep("sweep", Absence::Deleted, InitialSweep::AfterInterval);
 
 /// The adapter for one location.
 #[derive(Debug)]
@@ -332,42 +323,16 @@ mod tests {
     }
 
     /// Walk names key the cursors in existing databases: they, their order and their
-    /// roles never change. HighLevel queues no follow-ups.
+    /// roles never change.
     #[test]
     fn walks_keep_their_stable_names() {
-        let hl = adapter(100);
-        let walks: Vec<WalkSpec> = hl.walks().iter().map(|w| w.spec()).collect();
         assert_eq!(
-            walks,
+            crate::provider::walk::walk_table(&adapter(100)),
             [
-                WalkSpec {
-                    name: "delta",
-                    kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd)
-                },
-                WalkSpec {
-                    name: "sweep",
-                    kind: WalkKind::Sweep {
-                        absence: Absence::Deleted,
-                        initial: InitialSweep::AfterInterval
-                    }
-                },
+                "delta: Delta(AtWalkEnd)",
+                "sweep: Sweep { absence: Deleted, initial: AfterInterval }",
             ]
         );
-        assert!(
-            hl.walks()
-                .iter()
-                .all(|w| w.first_listing_covers().is_empty())
-        );
-        let queued = crate::provider::DetailRequest {
-            conversation_id: "c1".into(),
-            kind: "messages".into(),
-            since: None,
-            position: None,
-        };
-        assert!(matches!(
-            hl.follow_ups().read_queued(&queued),
-            Err(ProviderError::UnknownFollowUpKind { .. })
-        ));
     }
 
     /// The first page asks for the newest conversations of the location with the version

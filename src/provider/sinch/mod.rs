@@ -48,8 +48,7 @@ use url::Url;
 use self::position::{InventoryPosition, Phase, RecentPosition};
 use super::{
     Absence, InitialSweep, Page, Provider, ProviderDefaults, ProviderError, ProviderKind,
-    ProviderSetup, RejectedRecord, SetupContext, Walk, WalkContext, WalkKind, WalkSpec,
-    WatermarkAdvance,
+    ProviderSetup, RejectedRecord, SetupContext, Walk, WalkContext, WalkSpec, WatermarkAdvance,
 };
 use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
@@ -74,19 +73,11 @@ const DEFAULT_PROJECT_SHARE_DIVISOR: u32 = 4;
 
 /// The recent-conversations delta (see the module documentation). Its name keys its
 /// cursor in the database: never rename it.
-const RECENT: WalkSpec = WalkSpec {
-    name: "recent",
-    kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-};
-/// The two-listing inventory sweep (see the module documentation).
-const INVENTORY: WalkSpec = WalkSpec {
-    name: "inventory",
-    kind: WalkKind::Sweep {
-        absence: Absence::Deleted,
-        // The delta cannot see conversations without messages, nor stops and deletions.
-        initial: InitialSweep::Immediately,
-    },
-};
+const RECENT: WalkSpec = WalkSpec::delta("recent", WatermarkAdvance::AtWalkEnd);
+/// The two-listing inventory sweep (see the module documentation). It runs in the first
+/// cycle: the delta cannot see conversations without messages, nor stops and deletions.
+const INVENTORY: WalkSpec =
+    WalkSpec::sweep("inventory", Absence::Deleted, InitialSweep::Immediately);
 
 /// `[sources.sinch]`: one Sinch project and the Conversation API app(s) to mirror.
 ///

@@ -206,43 +206,16 @@ fn setup_errors_name_the_key() {
 }
 
 /// The walks: a recent delta that advances at its end, and an inventory sweep that deletes.
-/// Their names key the cursors in existing databases and never change; neither covers
-/// the other, and Sinch queues no follow-ups.
+/// Their names key the cursors in existing databases and never change.
 #[test]
 fn walks_are_a_recent_delta_and_an_inventory_sweep() {
-    let p = provider();
-    let walks: Vec<WalkSpec> = p.walks().iter().map(|w| w.spec()).collect();
     assert_eq!(
-        walks,
+        crate::provider::walk::walk_table(&provider()),
         [
-            WalkSpec {
-                name: "recent",
-                kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd)
-            },
-            WalkSpec {
-                name: "inventory",
-                kind: WalkKind::Sweep {
-                    absence: Absence::Deleted,
-                    initial: InitialSweep::Immediately
-                }
-            },
+            "recent: Delta(AtWalkEnd)",
+            "inventory: Sweep { absence: Deleted, initial: Immediately }",
         ]
     );
-    assert!(
-        p.walks()
-            .iter()
-            .all(|w| w.first_listing_covers().is_empty())
-    );
-    let queued = crate::provider::DetailRequest {
-        conversation_id: "c1".into(),
-        kind: "items".into(),
-        since: None,
-        position: None,
-    };
-    assert!(matches!(
-        p.follow_ups().read_queued(&queued),
-        Err(ProviderError::UnknownFollowUpKind { .. })
-    ));
 }
 
 /// The recent delta asks for 50 newest-first conversations and echoes the page token.

@@ -54,22 +54,10 @@ const SWEEP_WALK: &str = "sweep";
 
 /// Runs first: its first listing is the first sync, and `activity` starts from where it
 /// began (see [`Walk::first_listing_covers`]).
-const CREATED: WalkSpec = WalkSpec {
-    name: CREATED_WALK,
-    kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-};
-const ACTIVITY: WalkSpec = WalkSpec {
-    name: ACTIVITY_WALK,
-    kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-};
-const SWEEP: WalkSpec = WalkSpec {
-    name: SWEEP_WALK,
-    kind: WalkKind::Sweep {
-        absence: Absence::Deleted,
-        // The first deltas (without a watermark) already list everything.
-        initial: InitialSweep::AfterInterval,
-    },
-};
+const CREATED: WalkSpec = WalkSpec::delta(CREATED_WALK, WatermarkAdvance::AtWalkEnd);
+const ACTIVITY: WalkSpec = WalkSpec::delta(ACTIVITY_WALK, WatermarkAdvance::AtWalkEnd);
+/// The first deltas (without a watermark) already list everything: the first sweep waits.
+const SWEEP: WalkSpec = WalkSpec::sweep(SWEEP_WALK, Absence::Deleted, InitialSweep::AfterInterval);
 
 /// The listing order a walk asks for (`orderBy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -720,40 +708,12 @@ mod tests {
     /// never change, and only the `created` walk's first listing covers another walk.
     #[test]
     fn walks_keep_their_stable_names() {
-        let p = provider(true);
-        let walks: Vec<(WalkSpec, &[&str])> = p
-            .walks()
-            .iter()
-            .map(|w| (w.spec(), w.first_listing_covers()))
-            .collect();
-        let at_end = WalkKind::Delta(WatermarkAdvance::AtWalkEnd);
         assert_eq!(
-            walks,
+            crate::provider::walk::walk_table(&provider(true)),
             [
-                (
-                    WalkSpec {
-                        name: "created",
-                        kind: at_end
-                    },
-                    &["activity"][..]
-                ),
-                (
-                    WalkSpec {
-                        name: "activity",
-                        kind: at_end
-                    },
-                    &[][..]
-                ),
-                (
-                    WalkSpec {
-                        name: "sweep",
-                        kind: WalkKind::Sweep {
-                            absence: Absence::Deleted,
-                            initial: InitialSweep::AfterInterval
-                        }
-                    },
-                    &[][..]
-                ),
+                r#"created: Delta(AtWalkEnd), covers ["activity"]"#,
+                "activity: Delta(AtWalkEnd)",
+                "sweep: Sweep { absence: Deleted, initial: AfterInterval }",
             ]
         );
     }

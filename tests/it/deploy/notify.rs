@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use convsync::config::HealthConfig;
 use convsync::health::{Notifier, NotifyAddress, Service};
-use convsync::http::{AuthScheme, HttpResponse, RequestSpec, ResponsePolicy};
-use convsync::provider::{
-    Page, Provider, ProviderError, ProviderKind, Walk, WalkContext, WalkSpec,
-};
+use convsync::http::{AuthScheme, HttpResponse, RequestSpec};
+use convsync::provider::{Page, ProviderError, Walk, WalkContext, WalkSpec};
 use convsync::sync::Engine;
 use tokio_util::sync::CancellationToken;
 
@@ -197,29 +195,6 @@ impl Drop for WedgeOnRelease {
     }
 }
 
-/// The test double's adapter, its walks blocking their thread in `build_request` while the
-/// wedge is armed.
-struct WedgeableProvider {
-    inner: DoubleProvider,
-    walks: Vec<Arc<dyn Walk>>,
-}
-
-impl WedgeableProvider {
-    fn new(inner: DoubleProvider, wedge: Wedge) -> Self {
-        let walks = inner
-            .walks()
-            .iter()
-            .map(|walk| {
-                Arc::new(WedgeableWalk {
-                    inner: walk.clone(),
-                    wedge: wedge.clone(),
-                }) as Arc<dyn Walk>
-            })
-            .collect();
-        WedgeableProvider { inner, walks }
-    }
-}
-
 /// A walk of the double that waits at the wedge before building a request.
 struct WedgeableWalk {
     inner: Arc<dyn Walk>,
@@ -245,22 +220,6 @@ impl Walk for WedgeableWalk {
     }
 }
 
-impl Provider for WedgeableProvider {
-    fn kind(&self) -> ProviderKind {
-        self.inner.kind()
-    }
-
-    fn account(&self) -> &str {
-        self.inner.account()
-    }
-
-    fn walks(&self) -> &[Arc<dyn Walk>] {
-        &self.walks
-    }
-}
-
-impl ResponsePolicy for WedgeableProvider {}
-
 /// A source task blocked in a synchronous call stops the watchdog pings (with a status
 /// line naming it, and `/healthz` failing) while the rest of the runtime keeps running;
 /// the pings resume once it is released.
@@ -269,10 +228,15 @@ async fn a_wedged_source_stops_the_watchdog_pings() {
     let double = Double::start().await;
     let wedge = Wedge::default();
     let _release = WedgeOnRelease(wedge.clone());
-    let provider = Arc::new(WedgeableProvider::new(
-        DoubleProvider::new(double.base_url.clone(), 10, false),
-        wedge.clone(),
-    ));
+    // The double's walks, blocking their thread in `build_request` while the wedge is armed.
+    let provider = Arc::new(
+        DoubleProvider::new(double.base_url.clone(), 10, false).map_walks(|inner| {
+            Arc::new(WedgeableWalk {
+                inner,
+                wedge: wedge.clone(),
+            })
+        }),
+    );
     let mut fast = schedule();
     fast.poll_interval = Duration::from_millis(100);
     let db = TestDb::new();

@@ -5,16 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convsync::config::Schedule;
-use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec, ResponsePolicy};
-use convsync::provider::{
-    Page, Provider, ProviderError, ProviderKind, Walk, WalkContext, WalkSpec,
-};
+use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec};
+use convsync::provider::{Page, Provider, ProviderError, Walk, WalkContext, WalkSpec};
 use convsync::store::Store;
 use convsync::sync::{
     CycleOutcome, Engine, EngineError, MAX_IDLE_CYCLES, OnceResult, SyncError, WalkCursor,
 };
 use convsync::time::Timestamp;
-use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::StorePool;
@@ -26,44 +23,8 @@ const NEVER_ENDS: Duration = Duration::from_secs(60);
 
 /// The double's adapter, except that its walks panic on a page holding a conversation
 /// named `PANIC`: a stand-in for a parser meeting bytes it did not expect.
-pub(crate) struct PanickyProvider {
-    inner: DoubleProvider,
-    walks: Vec<Arc<dyn Walk>>,
-}
-
-impl PanickyProvider {
-    pub(crate) fn new(inner: DoubleProvider) -> Self {
-        let walks = inner
-            .walks()
-            .iter()
-            .map(|walk| Arc::new(PanickyWalk(walk.clone())) as Arc<dyn Walk>)
-            .collect();
-        PanickyProvider { inner, walks }
-    }
-}
-
-impl Provider for PanickyProvider {
-    fn kind(&self) -> ProviderKind {
-        self.inner.kind()
-    }
-
-    fn account(&self) -> &str {
-        self.inner.account()
-    }
-
-    fn walks(&self) -> &[Arc<dyn Walk>] {
-        &self.walks
-    }
-
-    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
-        self.inner.is_position_rejected(status, body)
-    }
-}
-
-impl ResponsePolicy for PanickyProvider {
-    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
-        self.inner.describe_error(status, body)
-    }
+pub(crate) fn panicky(double: DoubleProvider) -> DoubleProvider {
+    double.map_walks(|walk| Arc::new(PanickyWalk(walk)))
 }
 
 /// A walk of the double that panics on a marked page.
@@ -154,7 +115,7 @@ async fn a_panicking_parser_fails_the_run_and_sync_once() {
     conversations(&double, &["fine", "PANIC"]);
     let db = TestDb::new();
     let store = db.open().await;
-    let provider = PanickyProvider::new(DoubleProvider::new(double.base_url.clone(), 10, false));
+    let provider = panicky(DoubleProvider::new(double.base_url.clone(), 10, false));
     let engine = engine(store.clone(), Arc::new(provider), &quick_http(), schedule());
 
     let result = sync_once_to_the_end(&engine, false).await;
@@ -187,7 +148,7 @@ async fn a_panicking_parser_is_reported_and_retried_by_run() {
     conversations(&double, &["PANIC"]);
     let db = TestDb::new();
     let store = db.open().await;
-    let provider = PanickyProvider::new(DoubleProvider::new(double.base_url.clone(), 10, false));
+    let provider = panicky(DoubleProvider::new(double.base_url.clone(), 10, false));
     let engine = engine(store.clone(), Arc::new(provider), &quick_http(), schedule());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn({

@@ -335,6 +335,13 @@ impl DoubleProvider {
         }
         DoubleProvider { walks }
     }
+
+    /// The same adapter with each walk wrapped by `wrap`, for tests that change how a walk
+    /// behaves (panics, blocks).
+    pub fn map_walks(mut self, wrap: impl Fn(Arc<dyn Walk>) -> Arc<dyn Walk>) -> Self {
+        self.walks = self.walks.into_iter().map(wrap).collect();
+        self
+    }
 }
 
 /// Either walk of the double: both read the same listing, the sweep without a bound.
