@@ -8,6 +8,7 @@ use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::double::{Conv, Double, DoubleProvider, Fault};
 use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_once};
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnection;
 
-use crate::support::TestDb;
+use crate::support::{StorePool, TestDb};
 use crate::support::postgres::TestPgDb;
 
 /// The migrator the PostgreSQL store runs at start and on `convsync migrate`.

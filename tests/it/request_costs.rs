@@ -23,6 +23,7 @@ use convsync_sim::{
 use tokio_util::sync::CancellationToken;
 
 use crate::provider::spruce::{SpruceBed, open_conversations, sync_caught_up, with_messages};
+use crate::support::StorePool;
 use crate::support::{TestDb, schedule, sync_all};
 
 /// The default `reply_state_horizon`.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use convsync::config::HealthConfig;
 use convsync::health::{Notifier, NotifyAddress, Service};
-use convsync::http::{AuthScheme, HttpResponse, RequestSpec, ResponsePolicy};
-use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
+use convsync::http::{AuthScheme, HttpResponse, RequestSpec};
+use convsync::provider::{Page, ProviderError, Walk, WalkContext, WalkSpec};
 use convsync::sync::Engine;
 use tokio_util::sync::CancellationToken;
 
@@ -195,24 +195,15 @@ impl Drop for WedgeOnRelease {
     }
 }
 
-/// The test double's adapter, blocking its thread in `build_request` while the wedge is
-/// armed.
-struct WedgeableProvider {
-    inner: DoubleProvider,
+/// A walk of the double that waits at the wedge before building a request.
+struct WedgeableWalk {
+    inner: Arc<dyn Walk>,
     wedge: Wedge,
 }
 
-impl Provider for WedgeableProvider {
-    fn kind(&self) -> ProviderKind {
-        self.inner.kind()
-    }
-
-    fn account(&self) -> &str {
-        self.inner.account()
-    }
-
-    fn walks(&self) -> &[WalkSpec] {
-        self.inner.walks()
+impl Walk for WedgeableWalk {
+    fn spec(&self) -> WalkSpec {
+        self.inner.spec()
     }
 
     fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
@@ -229,8 +220,6 @@ impl Provider for WedgeableProvider {
     }
 }
 
-impl ResponsePolicy for WedgeableProvider {}
-
 /// A source task blocked in a synchronous call stops the watchdog pings (with a status
 /// line naming it, and `/healthz` failing) while the rest of the runtime keeps running;
 /// the pings resume once it is released.
@@ -239,10 +228,15 @@ async fn a_wedged_source_stops_the_watchdog_pings() {
     let double = Double::start().await;
     let wedge = Wedge::default();
     let _release = WedgeOnRelease(wedge.clone());
-    let provider = Arc::new(WedgeableProvider {
-        inner: DoubleProvider::new(double.base_url.clone(), 10, false),
-        wedge: wedge.clone(),
-    });
+    // The double's walks, blocking their thread in `build_request` while the wedge is armed.
+    let provider = Arc::new(
+        DoubleProvider::new(double.base_url.clone(), 10, false).map_walks(|inner| {
+            Arc::new(WedgeableWalk {
+                inner,
+                wedge: wedge.clone(),
+            })
+        }),
+    );
     let mut fast = schedule();
     fast.poll_interval = Duration::from_millis(100);
     let db = TestDb::new();

@@ -5,37 +5,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convsync::config::Schedule;
-use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec, ResponsePolicy};
-use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
+use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec};
+use convsync::provider::{Page, Provider, ProviderError, Walk, WalkContext, WalkSpec};
 use convsync::store::Store;
 use convsync::sync::{
     CycleOutcome, Engine, EngineError, MAX_IDLE_CYCLES, OnceResult, SyncError, WalkCursor,
 };
 use convsync::time::Timestamp;
-use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::double::{Conv, Double, DoubleProvider, Fault};
 use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_all};
 
 /// Generous bound on any one test's engine call: old code looped forever here.
 const NEVER_ENDS: Duration = Duration::from_secs(60);
 
-/// The double's adapter, except that it panics on a page holding a conversation named
-/// `PANIC`: a stand-in for a parser meeting bytes it did not expect.
-pub(crate) struct PanickyProvider(pub(crate) DoubleProvider);
+/// The double's adapter, except that its walks panic on a page holding a conversation
+/// named `PANIC`: a stand-in for a parser meeting bytes it did not expect.
+pub(crate) fn panicky(double: DoubleProvider) -> DoubleProvider {
+    double.map_walks(|walk| Arc::new(PanickyWalk(walk)))
+}
 
-impl Provider for PanickyProvider {
-    fn kind(&self) -> ProviderKind {
-        self.0.kind()
-    }
+/// A walk of the double that panics on a marked page.
+struct PanickyWalk(Arc<dyn Walk>);
 
-    fn account(&self) -> &str {
-        self.0.account()
-    }
-
-    fn walks(&self) -> &[WalkSpec] {
-        self.0.walks()
+impl Walk for PanickyWalk {
+    fn spec(&self) -> WalkSpec {
+        self.0.spec()
     }
 
     fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
@@ -56,16 +53,6 @@ impl Provider for PanickyProvider {
             panic!("marked page reached");
         }
         Ok(page)
-    }
-
-    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
-        self.0.is_position_rejected(status, body)
-    }
-}
-
-impl ResponsePolicy for PanickyProvider {
-    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
-        self.0.describe_error(status, body)
     }
 }
 
@@ -128,7 +115,7 @@ async fn a_panicking_parser_fails_the_run_and_sync_once() {
     conversations(&double, &["fine", "PANIC"]);
     let db = TestDb::new();
     let store = db.open().await;
-    let provider = PanickyProvider(DoubleProvider::new(double.base_url.clone(), 10, false));
+    let provider = panicky(DoubleProvider::new(double.base_url.clone(), 10, false));
     let engine = engine(store.clone(), Arc::new(provider), &quick_http(), schedule());
 
     let result = sync_once_to_the_end(&engine, false).await;
@@ -161,7 +148,7 @@ async fn a_panicking_parser_is_reported_and_retried_by_run() {
     conversations(&double, &["PANIC"]);
     let db = TestDb::new();
     let store = db.open().await;
-    let provider = PanickyProvider(DoubleProvider::new(double.base_url.clone(), 10, false));
+    let provider = panicky(DoubleProvider::new(double.base_url.clone(), 10, false));
     let engine = engine(store.clone(), Arc::new(provider), &quick_http(), schedule());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn({

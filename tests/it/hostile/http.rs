@@ -16,8 +16,8 @@ use std::time::Duration;
 use convsync::config::Schedule;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::http::{AuthError, AuthScheme, HttpError, HttpSettings};
-use convsync::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
-use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
+use convsync::http::{Pause, ResponsePolicy};
+use convsync::provider::{Provider, ProviderKind, Walk};
 use convsync::record::RAW_OMITTED_KEY;
 use convsync::secret::Secret;
 use convsync::sync::{CycleOutcome, Engine, SyncError};
@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
+use crate::support::StorePool;
 use crate::support::double::DoubleProvider;
 use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_once};
 
@@ -315,20 +316,8 @@ impl Provider for PacedDouble {
         self.0.account()
     }
 
-    fn walks(&self) -> &[WalkSpec] {
+    fn walks(&self) -> &[Arc<dyn Walk>] {
         self.0.walks()
-    }
-
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        self.0.build_request(ctx)
-    }
-
-    fn parse_page(
-        &self,
-        ctx: &WalkContext<'_>,
-        response: &HttpResponse,
-    ) -> Result<Page, ProviderError> {
-        self.0.parse_page(ctx, response)
     }
 }
 

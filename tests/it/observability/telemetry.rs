@@ -9,7 +9,7 @@ use convsync::http::AuthScheme;
 use convsync::sync::Engine;
 use tokio_util::sync::CancellationToken;
 
-use crate::hostile::engine::{PanickyProvider, conversations};
+use crate::hostile::engine::{conversations, panicky};
 use crate::support::capture::trace_capture;
 use crate::support::double::{Double, DoubleProvider};
 use crate::support::reliability::{Site, SiteOptions, sim_options};
@@ -182,7 +182,7 @@ async fn a_panic_is_logged_as_an_event_naming_its_source() {
     let double = Double::start().await;
     conversations(&double, &["calm", "PANIC"]);
     let db = TestDb::new();
-    let provider = Arc::new(PanickyProvider(DoubleProvider::new(
+    let provider = Arc::new(panicky(DoubleProvider::new(
         double.base_url.clone(),
         50,
         false,

@@ -16,6 +16,7 @@ use convsync_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::{TestDb, sync_once};
 
 const SOURCE: &str = "cc";

@@ -19,6 +19,7 @@ use convsync_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::{TestDb, quick_http};
 
 const SOURCE: &str = "sinch-app";

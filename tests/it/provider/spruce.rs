@@ -23,6 +23,7 @@ use convsync_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::{TestDb, quick_http, schedule};
 
 pub(crate) const SPRUCE: Platform = Platform::Spruce;

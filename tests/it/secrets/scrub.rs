@@ -17,6 +17,7 @@ use convsync::sync::{CycleOptions, CycleOutcome, Engine};
 use convsync_sim::{SimHandle, SimOptions, Simulator};
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::capture::{Capture, trace_capture};
 use crate::support::double::{Double, DoubleProvider};
 use crate::support::hostile::{Fault, HostileProxy};

@@ -19,6 +19,8 @@ use convsync_sim::{
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
+use crate::support::StorePool;
+
 /// Hang guard for waits: generous, never a performance threshold.
 pub const PATIENCE: Duration = Duration::from_secs(180);
 
