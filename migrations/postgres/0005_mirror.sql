@@ -3,7 +3,7 @@
 -- for column). It holds the same tables, columns, nullability, keys and indexes as
 -- migrations/sqlite/ after its migrations 0001 to 0005, so it starts at version 5: the same
 -- version number means the same schema on both backends, and a later change adds one
--- migration with the same number to each folder (tests/it/postgres_schema.rs compares them).
+-- migration with the same number to each folder (tests/it/store/schema.rs compares them).
 --
 -- Native types where they help reports: timestamptz for instants, jsonb for a
 -- conversation's `raw`, bytea for hashes, boolean for flags, bigint for SQLite's 64-bit

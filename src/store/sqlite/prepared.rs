@@ -11,11 +11,8 @@
 use rusqlite::{Connection, params};
 use sqlx::{Sqlite, Transaction};
 
-use crate::record::ConversationRecord;
 use crate::store::StoreError;
-
-/// A record with its [`ConversationRecord::content_hash`], computed once per write.
-pub(super) type Hashed<'r> = (&'r ConversationRecord, [u8; 16]);
+use crate::store::upsert::Hashed;
 
 /// What the rows of one write are written with.
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,7 @@ pub mod double;
 pub mod hostile;
 pub mod postgres;
 pub mod reliability;
+pub mod stores;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +34,11 @@ impl StorePool for Store {
     }
 }
 
-/// A mirror database in a temporary directory, removed on drop.
+/// A mirror database in a temporary directory (SQLite), or a database of the tests'
+/// PostgreSQL cluster; removed on drop.
 pub struct TestDb {
     _dir: tempfile::TempDir,
+    _postgres: Option<postgres::TestPgDb>,
     pub settings: StoreSettings,
 }
 
@@ -51,6 +54,21 @@ impl TestDb {
                 ..StoreSettings::default()
             },
             _dir: dir,
+            _postgres: None,
+        }
+    }
+
+    /// A new, empty mirror database on `backend`.
+    pub async fn on(backend: stores::Backend) -> TestDb {
+        match backend {
+            stores::Backend::Sqlite => TestDb::new(),
+            stores::Backend::Postgres => {
+                let database = postgres::TestPgDb::new().await;
+                let mut db = TestDb::new();
+                db.settings.url = database.url.clone();
+                db._postgres = Some(database);
+                db
+            }
         }
     }
 
@@ -150,11 +168,15 @@ pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
     results.remove(0).outcome
 }
 
-/// A mirror row's essentials: (id, title, last_activity_at, deleted).
+/// A mirror row's essentials: (id, title, last_activity_at, deleted), instants in the
+/// mirror's text form on either store.
 pub async fn mirror_rows(
     store: &Store,
     source: &str,
 ) -> Vec<(String, Option<String>, Option<String>, bool)> {
+    if let Some(pg) = store.as_postgres() {
+        return postgres::mirror_rows(pg.pool(), source).await;
+    }
     sqlx::query_as(
         "SELECT conversation_id, title, last_activity_at, deleted_at IS NOT NULL
          FROM conversations WHERE source = ? ORDER BY conversation_id",
@@ -167,6 +189,9 @@ pub async fn mirror_rows(
 
 /// The newest sync_runs row: (outcome, requests, inserted, updated, unchanged, error).
 pub async fn last_run(store: &Store, source: &str) -> (String, i64, i64, i64, i64, Option<String>) {
+    if let Some(pg) = store.as_postgres() {
+        return postgres::last_run(pg.pool(), source).await;
+    }
     sqlx::query_as(
         "SELECT outcome, requests, rows_inserted, rows_updated, rows_unchanged, error
          FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
