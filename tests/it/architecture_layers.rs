@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
         "record",
         "error_text",
         "config_error",
+        "retry",
     ],
     &["http"],
     &["provider", "store"],
