@@ -2,6 +2,8 @@
 //! errors onto these variants (SQLite's result codes: `store::sqlite::error`), so that the
 //! engine's busy wait and readiness read one vocabulary.
 
+use crate::retry::Transient;
+
 /// A backend's own error, kept whole for its message and cause chain.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -73,6 +75,14 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl Transient for StoreError {
+    /// Only another process's write lock passes (`while_busy` waits it out); a full disk,
+    /// an unwritable file, a corrupt value or a newer schema stay until an operator acts.
+    fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Busy(_))
+    }
 }
 
 impl StoreError {
