@@ -508,7 +508,7 @@ impl ApiClient {
             }
             StatusCode::UNAUTHORIZED => HttpError::Unauthorized { endpoint, message },
             StatusCode::FORBIDDEN => HttpError::Forbidden { endpoint, message },
-            s if retry::is_retryable_status(s) => HttpError::Server {
+            s if retry::is_transient_status(s) => HttpError::Server {
                 endpoint,
                 status,
                 message,

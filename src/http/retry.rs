@@ -40,7 +40,7 @@ impl RetryPolicy {
 }
 
 /// Statuses that a later attempt may turn into a success.
-pub fn is_retryable_status(status: StatusCode) -> bool {
+pub fn is_transient_status(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
@@ -164,11 +164,11 @@ mod tests {
     #[test]
     fn only_transient_statuses_are_retryable() {
         for s in [408, 429, 500, 502, 503, 504] {
-            assert!(is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+            assert!(is_transient_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
         for s in [400, 401, 403, 404, 422] {
             assert!(
-                !is_retryable_status(StatusCode::from_u16(s).unwrap()),
+                !is_transient_status(StatusCode::from_u16(s).unwrap()),
                 "{s}"
             );
         }
