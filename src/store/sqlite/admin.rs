@@ -51,28 +51,20 @@ impl Administration for SqliteStore {
     }
 
     async fn source_accounts(&self, source: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "SELECT DISTINCT account FROM conversations WHERE source = ? ORDER BY account",
+            source
         )
-        .bind(source)
         .fetch_all(&self.pool)
         .await?)
     }
 
     async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let held = |name: &str| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT (SELECT COUNT(*) FROM conversations WHERE source = ?1)
-                      + (SELECT COUNT(*) FROM cursors WHERE source = ?1)
-                      + (SELECT COUNT(*) FROM sync_runs WHERE source = ?1)",
-            )
-            .bind(name.to_owned())
-        };
-        if held(new).fetch_one(&mut *tx).await? > 0 {
+        if held(&mut tx, new).await? > 0 {
             return Ok(RenameOutcome::TargetInUse);
         }
-        if held(old).fetch_one(&mut *tx).await? == 0 {
+        if held(&mut tx, old).await? == 0 {
             return Ok(RenameOutcome::NothingToRename);
         }
         let mut rows = 0;
@@ -142,4 +134,16 @@ impl Administration for SqliteStore {
     ) -> Result<BTreeMap<String, PurgeCounts>, StoreError> {
         self.purge_ended(policy, now, apply).await
     }
+}
+
+/// Rows, cursors and runs stored under `name`: whether a source of that name has a past.
+async fn held(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT (SELECT COUNT(*) FROM conversations WHERE source = ?1)
+                + (SELECT COUNT(*) FROM cursors WHERE source = ?1)
+                + (SELECT COUNT(*) FROM sync_runs WHERE source = ?1) AS "n!: i64""#,
+        name
+    )
+    .fetch_one(tx)
+    .await?)
 }

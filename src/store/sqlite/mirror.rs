@@ -219,11 +219,11 @@ async fn write_page(
             continue;
         }
         // Only messages after the activity already mirrored matter.
-        let known: Option<String> = sqlx::query_scalar(
+        let known: Option<String> = sqlx::query_scalar!(
             "SELECT last_activity_at FROM conversations WHERE source = ? AND conversation_id = ?",
+            page.source,
+            follow_up.conversation_id
         )
-        .bind(page.source)
-        .bind(&follow_up.conversation_id)
         .fetch_optional(&mut **tx)
         .await?
         .flatten();
