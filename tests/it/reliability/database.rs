@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::TestDb;
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, TruthCheck, nearly_full_store, run_outcomes, sim_options,
+    PATIENCE, Site, SiteOptions, nearly_full_store, run_outcomes, sim_options,
 };
 
 /// A report holding a read transaction open for the whole sync does not stop it (WAL).
@@ -124,12 +124,7 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
             let state = s.progress.state();
             state.last_error.is_none() && state.last_success_at.is_some()
         });
-        if caught_up
-            && TruthCheck::new(&site.sim)
-                .differences(store.pool())
-                .await
-                .is_empty()
-        {
+        if caught_up && site.truth().differences(store.pool()).await.is_empty() {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -138,7 +133,7 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
                 .iter()
                 .map(|s| (s.name.clone(), s.progress.state().last_error))
                 .collect();
-            let diff = TruthCheck::new(&site.sim).differences(store.pool()).await;
+            let diff = site.truth().differences(store.pool()).await;
             panic!(
                 "the daemon never caught up after space returned: {states:?}\n{}",
                 diff.iter().take(5).cloned().collect::<Vec<_>>().join("\n")

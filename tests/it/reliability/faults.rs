@@ -16,7 +16,7 @@ use convsync_sim::{
 use sqlx::SqlitePool;
 
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, TruthCheck, run_reports, sim_options, watermarks,
+    PATIENCE, Site, SiteOptions, run_reports, sim_options, site_sources, watermarks,
 };
 
 /// What a daemon scenario saw.
@@ -40,7 +40,7 @@ async fn wait_every_source_caught_up(
     pool: &SqlitePool,
     daemon: &mut crate::support::reliability::Daemon,
 ) {
-    let sources = TruthCheck::new(&site.sim).sources;
+    let sources = site_sources(&site.sim);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let done: Vec<String> =
@@ -313,7 +313,7 @@ async fn persistently_malformed_pages_fail_without_advancing_anything() {
     .unwrap();
     assert_eq!(
         errors.len(),
-        TruthCheck::new(&site.sim).sources.len(),
+        site_sources(&site.sim).len(),
         "one failed run per source"
     );
 

@@ -1,17 +1,24 @@
-//! Shared test helpers: a temporary mirror database, engines over the test double, and
-//! readers for the mirror's tables.
+//! The test harness: a temporary mirror database and the configuration that points a
+//! daemon at it (`app` builds the daemon from it), sources over the test double, readers
+//! for the mirror's tables (`mirror`) and the comparison with the truth (`truth`).
 
 pub mod app;
 pub mod capture;
 pub mod deploy;
 pub mod double;
 pub mod hostile;
+pub mod mirror;
 pub mod reliability;
+pub mod truth;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use convsync::config::{Schedule, SourceSettings};
+use std::path::Path;
+
+use convsync::config::{
+    Config, ConfiguredSource, HealthConfig, RetentionConfig, Schedule, SourceSettings,
+};
 use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
 use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
 use convsync::store::{MassChangeGuard, Store, StoreSettings};
@@ -41,6 +48,38 @@ impl TestDb {
 
     pub async fn open(&self) -> Store {
         Store::open(&self.settings).await.unwrap()
+    }
+
+    /// A daemon configuration over this database: `sources` with `http`, every other
+    /// section at its default.
+    pub fn config(&self, http: HttpSettings, sources: Vec<SourceSettings>) -> Config {
+        let configured = sources
+            .iter()
+            .map(|s| ConfiguredSource {
+                name: s.name.clone(),
+                entry: s.name.clone(),
+                provider: s.setup.provider.kind().as_str().to_owned(),
+                enabled: true,
+                poll_interval: Some(s.schedule.poll_interval),
+            })
+            .collect();
+        Config {
+            store: self.settings.clone(),
+            http,
+            health: HealthConfig::default(),
+            retention: RetentionConfig::default().validate().unwrap(),
+            sources,
+            disabled_sources: Vec::new(),
+            configured,
+        }
+    }
+
+    /// The configuration file at `path`, as the daemon loads it, over this database (with
+    /// the test's connection settings).
+    pub fn load_config(&self, path: &Path) -> Config {
+        let mut config = Config::load(path).unwrap();
+        config.store = self.settings.clone();
+        config
     }
 }
 
