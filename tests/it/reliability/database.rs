@@ -84,6 +84,8 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
     let site = Site::start(sim_options(43, 120), SiteOptions::default()).await;
     let mut config = Config::load(&site.config).unwrap();
     let store = nearly_full_store(&mut config, 4).await;
+    // Assembled by hand: the engine must write through this store, whose page limit
+    // stands for the full disk (`App::build` would open a store of its own).
     let engine = Engine::new(store.clone(), &config.http, &config.sources).unwrap();
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn({

@@ -22,8 +22,6 @@ use convsync::config::{
 use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
 use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
 use convsync::store::{MassChangeGuard, Store, StoreSettings};
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, OnceResult};
-use tokio_util::sync::CancellationToken;
 
 /// A mirror database in a temporary directory, removed on drop.
 pub struct TestDb {
@@ -66,7 +64,11 @@ impl TestDb {
         Config {
             store: self.settings.clone(),
             http,
-            health: HealthConfig::default(),
+            // A free port, so that tests may run the whole daemon side by side.
+            health: HealthConfig {
+                listen: "127.0.0.1:0".into(),
+                ..HealthConfig::default()
+            },
             retention: RetentionConfig::default().validate().unwrap(),
             sources,
             disabled_sources: Vec::new(),
@@ -150,53 +152,4 @@ pub fn source(
         },
         quota: None,
     }
-}
-
-/// Runs `sync --once` over every source of `engine`, forcing the sweeps or not.
-pub async fn sync_all(engine: &Engine, force_sweep: bool) -> Vec<OnceResult> {
-    engine
-        .sync_once(
-            None,
-            CycleOptions {
-                force_sweep,
-                ..CycleOptions::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap()
-}
-
-/// Runs `sync --once` over `engine` and returns the single source's outcome.
-pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
-    let mut results = sync_all(engine, force_sweep).await;
-    assert_eq!(results.len(), 1);
-    results.remove(0).outcome
-}
-
-/// A mirror row's essentials: (id, title, last_activity_at, deleted).
-pub async fn mirror_rows(
-    store: &Store,
-    source: &str,
-) -> Vec<(String, Option<String>, Option<String>, bool)> {
-    sqlx::query_as(
-        "SELECT conversation_id, title, last_activity_at, deleted_at IS NOT NULL
-         FROM conversations WHERE source = ? ORDER BY conversation_id",
-    )
-    .bind(source)
-    .fetch_all(store.pool())
-    .await
-    .unwrap()
-}
-
-/// The newest sync_runs row: (outcome, requests, inserted, updated, unchanged, error).
-pub async fn last_run(store: &Store, source: &str) -> (String, i64, i64, i64, i64, Option<String>) {
-    sqlx::query_as(
-        "SELECT outcome, requests, rows_inserted, rows_updated, rows_unchanged, error
-         FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(source)
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
 }
