@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::provider::spruce::{CLINIC, SpruceBed, open_conversations, with_messages};
 use crate::support::app::{Sweep, TestApp, spawn_app};
+use crate::support::world::one_provider;
 use crate::support::{TestDb, schedule};
 
 /// The default `reply_state_horizon`.
@@ -289,16 +290,9 @@ impl DefaultsBed {
         n: u32,
         tune: impl FnOnce(&mut SimOptions),
     ) -> DefaultsBed {
-        let one = |p: Platform| u32::from(p == provider);
         let mut options = SimOptions {
             conversations: n,
-            activity_rate: 0.0,
-            frozen_clock: true,
-            d365_accounts: one(Platform::D365),
-            spruce_accounts: one(Platform::Spruce),
-            sinch_accounts: one(Platform::Sinch),
-            highlevel_locations: one(Platform::HighLevel),
-            ..SimOptions::default()
+            ..one_provider(provider, 1)
         };
         tune(&mut options);
         let sim = Simulator::start(options).await.unwrap();

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use convsync::config::HealthConfig;
 use convsync::health::{Notifier, NotifyAddress, Service};
-use convsync::http::{AuthScheme, HttpResponse, RequestSpec, ResponsePolicy};
-use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
+use convsync::http::AuthScheme;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::app::spawn_app;
 use crate::support::deploy::{NotifySocket, PATIENCE, SpruceSite, position};
-use crate::support::double::{Double, DoubleProvider};
+use crate::support::double::{Double, DoubleProvider, Twist, Twisted};
 use crate::support::{TestDb, quick_http, schedule, source};
 
 fn count(messages: &[String], from: usize, needle: &str) -> usize {
@@ -195,41 +194,13 @@ impl Drop for WedgeOnRelease {
     }
 }
 
-/// The test double's adapter, blocking its thread in `build_request` while the wedge is
-/// armed.
-struct WedgeableProvider {
-    inner: DoubleProvider,
-    wedge: Wedge,
-}
-
-impl Provider for WedgeableProvider {
-    fn kind(&self) -> ProviderKind {
-        self.inner.kind()
-    }
-
-    fn account(&self) -> &str {
-        self.inner.account()
-    }
-
-    fn walks(&self) -> &[WalkSpec] {
-        self.inner.walks()
-    }
-
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        self.wedge.pass();
-        self.inner.build_request(ctx)
-    }
-
-    fn parse_page(
-        &self,
-        ctx: &WalkContext<'_>,
-        response: &HttpResponse,
-    ) -> Result<Page, ProviderError> {
-        self.inner.parse_page(ctx, response)
+/// The wedge as a twist of the double's adapter: it blocks its thread before a request is
+/// built while armed.
+impl Twist for Wedge {
+    fn before_request(&self) {
+        self.pass();
     }
 }
-
-impl ResponsePolicy for WedgeableProvider {}
 
 /// A source task blocked in a synchronous call stops the watchdog pings (with a status
 /// line naming it, and `/healthz` failing) while the rest of the runtime keeps running;
@@ -239,9 +210,9 @@ async fn a_wedged_source_stops_the_watchdog_pings() {
     let double = Double::start().await;
     let wedge = Wedge::default();
     let _release = WedgeOnRelease(wedge.clone());
-    let provider = Arc::new(WedgeableProvider {
+    let provider = Arc::new(Twisted {
         inner: DoubleProvider::new(double.base_url.clone(), 10, false),
-        wedge: wedge.clone(),
+        twist: wedge.clone(),
     });
     let mut fast = schedule();
     fast.poll_interval = Duration::from_millis(100);

@@ -6,49 +6,27 @@ use std::time::Duration;
 
 use convsync::app::AppError;
 use convsync::config::Schedule;
-use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec, ResponsePolicy};
-use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
+use convsync::http::{AuthScheme, HttpSettings};
+use convsync::provider::{Page, Provider};
 use convsync::sync::{
     CycleOutcome, EngineError, MAX_IDLE_CYCLES, OnceResult, SyncError, WalkCursor,
 };
 use convsync::time::Timestamp;
-use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::app::{Sweep, TestApp, spawn_app};
-use crate::support::double::{Conv, Double, DoubleProvider, Fault};
+use crate::support::double::{Conv, Double, DoubleProvider, Fault, Twist, Twisted};
 use crate::support::{TestDb, quick_http, schedule, source};
 
 /// Generous bound on any one test's engine call: old code looped forever here.
 const NEVER_ENDS: Duration = Duration::from_secs(60);
 
-/// The double's adapter, except that it panics on a page holding a conversation named
-/// `PANIC`: a stand-in for a parser meeting bytes it did not expect.
-pub(crate) struct PanickyProvider(pub(crate) DoubleProvider);
+/// A twist of the double's adapter: it panics on a page holding a conversation named
+/// `PANIC`, a stand-in for a parser meeting bytes it did not expect.
+pub(crate) struct PanicOnMarkedPage;
 
-impl Provider for PanickyProvider {
-    fn kind(&self) -> ProviderKind {
-        self.0.kind()
-    }
-
-    fn account(&self) -> &str {
-        self.0.account()
-    }
-
-    fn walks(&self) -> &[WalkSpec] {
-        self.0.walks()
-    }
-
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        self.0.build_request(ctx)
-    }
-
-    fn parse_page(
-        &self,
-        ctx: &WalkContext<'_>,
-        response: &HttpResponse,
-    ) -> Result<Page, ProviderError> {
-        let page = self.0.parse_page(ctx, response)?;
+impl Twist for PanicOnMarkedPage {
+    fn after_parse(&self, page: &Page) {
         if page
             .records
             .iter()
@@ -56,18 +34,15 @@ impl Provider for PanickyProvider {
         {
             panic!("marked page reached");
         }
-        Ok(page)
-    }
-
-    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
-        self.0.is_position_rejected(status, body)
     }
 }
 
-impl ResponsePolicy for PanickyProvider {
-    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
-        self.0.describe_error(status, body)
-    }
+/// The double's adapter over `double`, panicking on the marked page.
+pub(crate) fn panicky(double: &Double, page_size: usize) -> Arc<dyn Provider> {
+    Arc::new(Twisted {
+        inner: DoubleProvider::new(double.base_url.clone(), page_size, false),
+        twist: PanicOnMarkedPage,
+    })
 }
 
 pub(crate) fn conversations(double: &Double, names: &[&str]) {
@@ -125,8 +100,7 @@ async fn a_panicking_parser_fails_the_run_and_sync_once() {
     let double = Double::start().await;
     conversations(&double, &["fine", "PANIC"]);
     let db = TestDb::new();
-    let provider = PanickyProvider(DoubleProvider::new(double.base_url.clone(), 10, false));
-    let app = app(&db, Arc::new(provider), quick_http(), schedule()).await;
+    let app = app(&db, panicky(&double, 10), quick_http(), schedule()).await;
 
     let result = sync_once_to_the_end(&app, Sweep::IfDue).await;
 
@@ -158,8 +132,7 @@ async fn a_panicking_parser_is_reported_and_retried_by_run() {
     conversations(&double, &["PANIC"]);
     let db = TestDb::new();
     let store = db.open().await;
-    let provider = PanickyProvider(DoubleProvider::new(double.base_url.clone(), 10, false));
-    let app = app(&db, Arc::new(provider), quick_http(), schedule()).await;
+    let app = app(&db, panicky(&double, 10), quick_http(), schedule()).await;
     let progress = app.engine().sources()[0].progress.clone();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.app.run_until_stopped(shutdown.clone()));

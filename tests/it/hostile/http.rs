@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convsync::config::Schedule;
+use convsync::http::Pause;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::http::{AuthError, AuthScheme, HttpError, HttpSettings};
-use convsync::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
-use convsync::provider::{Page, Provider, ProviderError, ProviderKind, WalkContext, WalkSpec};
+use convsync::provider::Provider;
 use convsync::record::RAW_OMITTED_KEY;
 use convsync::secret::Secret;
 use convsync::sync::{CycleOutcome, SyncError};
@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
 use crate::support::app::{Sweep, TestApp, spawn_app};
-use crate::support::double::DoubleProvider;
+use crate::support::double::{DoubleProvider, Twist, Twisted};
 use crate::support::{TestDb, quick_http, schedule, source};
 
 /// The source every test syncs.
@@ -310,37 +310,11 @@ async fn huge_retry_after_is_clamped_to_the_provider_wait_cap() {
     }
 }
 
-/// The double's adapter, plus rate-limit headers: `x-pause-seconds` asks for a pause of
-/// that many seconds, as a provider's window length or reset time would.
-struct PacedDouble(DoubleProvider);
+/// A twist of the double's adapter: rate-limit headers, where `x-pause-seconds` asks for a
+/// pause of that many seconds, as a provider's window length or reset time would.
+struct PauseHeader;
 
-impl Provider for PacedDouble {
-    fn kind(&self) -> ProviderKind {
-        self.0.kind()
-    }
-
-    fn account(&self) -> &str {
-        self.0.account()
-    }
-
-    fn walks(&self) -> &[WalkSpec] {
-        self.0.walks()
-    }
-
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        self.0.build_request(ctx)
-    }
-
-    fn parse_page(
-        &self,
-        ctx: &WalkContext<'_>,
-        response: &HttpResponse,
-    ) -> Result<Page, ProviderError> {
-        self.0.parse_page(ctx, response)
-    }
-}
-
-impl ResponsePolicy for PacedDouble {
+impl Twist for PauseHeader {
     fn pacing(&self, headers: &reqwest::header::HeaderMap) -> Option<Pause> {
         let seconds = headers
             .get("x-pause-seconds")?
@@ -372,11 +346,10 @@ async fn huge_rate_limit_pause_is_clamped_to_the_provider_wait_cap() {
     )]);
     let db = TestDb::new();
     let http = hostile_http();
-    let provider = Arc::new(PacedDouble(DoubleProvider::new(
-        hostile.base_url.clone(),
-        50,
-        false,
-    )));
+    let provider = Arc::new(Twisted {
+        inner: DoubleProvider::new(hostile.base_url.clone(), 50, false),
+        twist: PauseHeader,
+    });
     let app = app(&db, provider, AuthScheme::None, http.clone(), schedule()).await;
 
     let first = app.sync_once(Sweep::IfDue).await;

@@ -14,14 +14,14 @@ use convsync::http::StoredRefreshToken;
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
-use convsync::store::MassChangeGuard;
 use convsync::sync::{CycleOutcome, OnceResult};
 use convsync::time::Timestamp;
-use convsync_sim::{SimHandle, SimOptions, Simulator};
+use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::hostile::{Fault, HostileProxy};
-use crate::support::{TestDb, quick_http, schedule};
+use crate::support::world::one_provider;
+use crate::support::{TestDb, entry_sources, quick_http, schedule};
 
 const SOURCE: &str = "hl";
 
@@ -39,13 +39,7 @@ impl Bed {
         let sim = Simulator::start(SimOptions {
             seed: 11,
             conversations: 8,
-            frozen_clock: true,
-            activity_rate: 0.0,
-            highlevel_locations: 2,
-            d365_accounts: 0,
-            spruce_accounts: 0,
-            sinch_accounts: 0,
-            ..SimOptions::default()
+            ..one_provider(Platform::HighLevel, 2)
         })
         .await
         .expect("simulator starts");
@@ -106,24 +100,9 @@ impl Bed {
 
     fn sources(&self, schedule: &Schedule) -> Vec<SourceSettings> {
         let key = format!("sources[{SOURCE}]");
-        setup(&self.config(), &SetupContext { key: &key })
-            .expect("valid highlevel config")
-            .into_iter()
-            .map(|mut setup| {
-                let name = format!("{SOURCE}/{}", setup.name_suffix.clone().unwrap_or_default());
-                setup.auth.name_source(&name);
-                SourceSettings {
-                    name,
-                    quota: setup.defaults.quota,
-                    setup,
-                    schedule: schedule.clone(),
-                    guard: MassChangeGuard {
-                        max_share: 0.5,
-                        floor: 2,
-                    },
-                }
-            })
-            .collect()
+        let setups =
+            setup(&self.config(), &SetupContext { key: &key }).expect("valid highlevel config");
+        entry_sources(SOURCE, setups, schedule)
     }
 
     /// The daemon over both locations as configured.

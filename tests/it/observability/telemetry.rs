@@ -2,16 +2,15 @@
 //! carries the source's name"), so that filtering the logs by source shows all of it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use convsync::http::AuthScheme;
 use tokio_util::sync::CancellationToken;
 
-use crate::hostile::engine::{PanickyProvider, conversations};
+use crate::hostile::engine::{conversations, panicky};
 use crate::support::app::{Sweep, spawn_app};
 use crate::support::capture::trace_capture;
-use crate::support::double::{Double, DoubleProvider, spawn_double_app};
+use crate::support::double::{Double, spawn_double_app};
 use crate::support::reliability::{Site, SiteOptions, sim_options};
 use crate::support::{TestDb, quick_http, schedule, source};
 
@@ -176,12 +175,7 @@ async fn a_panic_is_logged_as_an_event_naming_its_source() {
     let double = Double::start().await;
     conversations(&double, &["calm", "PANIC"]);
     let db = TestDb::new();
-    let provider = Arc::new(PanickyProvider(DoubleProvider::new(
-        double.base_url.clone(),
-        50,
-        false,
-    )));
-    let double = source("double", provider, AuthScheme::None, schedule());
+    let double = source("double", panicky(&double, 50), AuthScheme::None, schedule());
     let app = spawn_app(&db.config(quick_http(), vec![double])).await;
     tokio::time::timeout(Duration::from_secs(60), app.sync_all(Sweep::IfDue))
         .await

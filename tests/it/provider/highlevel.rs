@@ -16,7 +16,6 @@ use convsync::http::{HttpSettings, RetryPolicy};
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::provider::{SetupContext, WalkContext};
 use convsync::secret::SecretRef;
-use convsync::store::MassChangeGuard;
 use convsync::sync::CycleOutcome;
 use convsync_sim::options::StartAfter;
 use convsync_sim::{
@@ -27,7 +26,8 @@ use convsync_sim::{
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::mirror::Mirror;
 use crate::support::truth::{Truth, TruthSource};
-use crate::support::{TestDb, quick_http, schedule};
+use crate::support::world::one_provider;
+use crate::support::{TestDb, entry_sources, quick_http, schedule};
 
 const HL: Platform = Platform::HighLevel;
 const SEARCH: &str = "GET /conversations/search";
@@ -58,13 +58,7 @@ impl HighLevelBed {
         let mut options = SimOptions {
             seed: 7,
             conversations,
-            frozen_clock: true,
-            activity_rate: 0.0,
-            highlevel_locations: locations,
-            d365_accounts: 0,
-            spruce_accounts: 0,
-            sinch_accounts: 0,
-            ..SimOptions::default()
+            ..one_provider(HL, locations)
         };
         tune(&mut options);
         let sim = Simulator::start(options).await.expect("simulator starts");
@@ -129,20 +123,8 @@ impl HighLevelBed {
     /// One running source per location, named `hl/<locationId>`, through `setup`.
     fn sources(&self, config: &HighLevelConfig, schedule: &Schedule) -> Vec<SourceSettings> {
         let key = format!("sources[{SOURCE}]");
-        setup(config, &SetupContext { key: &key })
-            .expect("valid highlevel config")
-            .into_iter()
-            .map(|setup| SourceSettings {
-                name: format!("{SOURCE}/{}", setup.name_suffix.clone().unwrap_or_default()),
-                quota: setup.defaults.quota,
-                setup,
-                schedule: schedule.clone(),
-                guard: MassChangeGuard {
-                    max_share: 0.5,
-                    floor: 2,
-                },
-            })
-            .collect()
+        let setups = setup(config, &SetupContext { key: &key }).expect("valid highlevel config");
+        entry_sources(SOURCE, setups, schedule)
     }
 
     /// The daemon over these locations, each authenticating as `credentials` says.

@@ -12,7 +12,6 @@ use convsync::config::{Schedule, SourceSettings};
 use convsync::provider::SetupContext;
 use convsync::provider::spruce::{SpruceConfig, setup};
 use convsync::secret::SecretRef;
-use convsync::store::MassChangeGuard;
 use convsync::sync::CycleOutcome;
 use convsync::time::Timestamp;
 use convsync_sim::{
@@ -23,7 +22,8 @@ use convsync_sim::{
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::mirror::Mirror;
 use crate::support::truth::{Truth, TruthSource};
-use crate::support::{TestDb, quick_http, schedule};
+use crate::support::world::one_provider;
+use crate::support::{GUARD, TestDb, quick_http, schedule};
 
 pub(crate) const SPRUCE: Platform = Platform::Spruce;
 const LIST: &str = "GET /v1/conversations";
@@ -46,13 +46,7 @@ impl SpruceBed {
         let mut options = SimOptions {
             seed: 5,
             conversations,
-            frozen_clock: true,
-            activity_rate: 0.0,
-            spruce_accounts: 1,
-            d365_accounts: 0,
-            sinch_accounts: 0,
-            highlevel_locations: 0,
-            ..SimOptions::default()
+            ..one_provider(SPRUCE, 1)
         };
         tune(&mut options);
         let sim = Simulator::start(options).await.expect("simulator starts");
@@ -88,10 +82,7 @@ impl SpruceBed {
             name: name.into(),
             setup: setups.remove(0),
             schedule,
-            guard: MassChangeGuard {
-                max_share: 0.5,
-                floor: 2,
-            },
+            guard: GUARD,
             quota: None,
         }
     }

@@ -12,16 +12,16 @@ use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
-use convsync::store::MassChangeGuard;
 use convsync::sync::{CycleOptions, CycleOutcome};
-use convsync_sim::{SimHandle, SimOptions, Simulator};
+use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::capture::{Capture, trace_capture};
 use crate::support::double::{Double, DoubleProvider};
 use crate::support::hostile::{Fault, HostileProxy};
-use crate::support::{TestDb, quick_http, schedule, source};
+use crate::support::world::one_provider;
+use crate::support::{TestDb, entry_sources, quick_http, schedule, source};
 
 /// Everything a failed run left where people look: the trace log, `sync_runs.error` and
 /// the `/readyz` answer of a health endpoint over the same engine.
@@ -79,13 +79,7 @@ async fn highlevel_sim() -> SimHandle {
     Simulator::start(SimOptions {
         seed: 5,
         conversations: 4,
-        frozen_clock: true,
-        activity_rate: 0.0,
-        highlevel_locations: 1,
-        d365_accounts: 0,
-        spruce_accounts: 0,
-        sinch_accounts: 0,
-        ..SimOptions::default()
+        ..one_provider(Platform::HighLevel, 1)
     })
     .await
     .expect("simulator starts")
@@ -120,20 +114,8 @@ fn highlevel_sources(
         client_id: Some(account.client_id.clone()),
         client_secret: Some(file("client-secret", &account.client_secret)),
     };
-    setup(&config, &SetupContext { key: "sources[hl]" })
-        .unwrap()
-        .into_iter()
-        .map(|setup| convsync::config::SourceSettings {
-            name: "hl".into(),
-            quota: None,
-            setup,
-            schedule: schedule(),
-            guard: MassChangeGuard {
-                max_share: 0.5,
-                floor: 2,
-            },
-        })
-        .collect()
+    let setups = setup(&config, &SetupContext { key: "sources[hl]" }).unwrap();
+    entry_sources("hl", setups, &schedule())
 }
 
 /// One failed HighLevel cycle: a location (OAuth or PIT) behind a proxy that meets

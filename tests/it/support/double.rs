@@ -426,6 +426,67 @@ impl ResponsePolicy for DoubleProvider {
     }
 }
 
+/// What a test adds to the double's adapter: a step before each request is built, a look
+/// at each parsed page, rate-limit headers. Each does nothing unless a test says so.
+pub trait Twist: Send + Sync + 'static {
+    fn before_request(&self) {}
+
+    fn after_parse(&self, _page: &Page) {}
+
+    fn pacing(&self, _headers: &reqwest::header::HeaderMap) -> Option<convsync::http::Pause> {
+        None
+    }
+}
+
+/// The double's adapter with a test's [`Twist`]; everything else is the double's.
+pub struct Twisted<T> {
+    pub inner: DoubleProvider,
+    pub twist: T,
+}
+
+impl<T: Twist> Provider for Twisted<T> {
+    fn kind(&self) -> ProviderKind {
+        self.inner.kind()
+    }
+
+    fn account(&self) -> &str {
+        self.inner.account()
+    }
+
+    fn walks(&self) -> &[WalkSpec] {
+        self.inner.walks()
+    }
+
+    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        self.twist.before_request();
+        self.inner.build_request(ctx)
+    }
+
+    fn parse_page(
+        &self,
+        ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        let page = self.inner.parse_page(ctx, response)?;
+        self.twist.after_parse(&page);
+        Ok(page)
+    }
+
+    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
+        self.inner.is_position_rejected(status, body)
+    }
+}
+
+impl<T: Twist> ResponsePolicy for Twisted<T> {
+    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
+        self.inner.describe_error(status, body)
+    }
+
+    fn pacing(&self, headers: &reqwest::header::HeaderMap) -> Option<convsync::http::Pause> {
+        self.twist.pacing(headers)
+    }
+}
+
 /// The daemon over `double` as its one source `double` (no authentication, the test
 /// schedule, quick retries), following the double's truth.
 pub async fn spawn_double_app(

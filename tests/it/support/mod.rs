@@ -10,6 +10,7 @@ pub mod hostile;
 pub mod mirror;
 pub mod reliability;
 pub mod truth;
+pub mod world;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use std::path::Path;
 
 use convsync::config::{
     Config, ConfiguredSource, HealthConfig, RetentionConfig, Schedule, SourceSettings,
+    expanded_name,
 };
 use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
 use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
@@ -146,10 +148,37 @@ pub fn source(
             },
         },
         schedule,
-        guard: MassChangeGuard {
-            max_share: 0.5,
-            floor: 2,
-        },
+        guard: GUARD,
         quota: None,
     }
+}
+
+/// The mass-change guard of the test sources: refuse to close or delete more than half.
+pub const GUARD: MassChangeGuard = MassChangeGuard {
+    max_share: 0.5,
+    floor: 2,
+};
+
+/// The sources of a `[[sources]]` entry named `entry`, from its provider's set-up, named
+/// (`entry/account` where the provider names accounts) and budgeted as the configuration
+/// loader does.
+pub fn entry_sources(
+    entry: &str,
+    setups: Vec<ProviderSetup>,
+    schedule: &Schedule,
+) -> Vec<SourceSettings> {
+    setups
+        .into_iter()
+        .map(|mut setup| {
+            let name = expanded_name(entry, setup.name_suffix.as_deref());
+            setup.auth.name_source(&name);
+            SourceSettings {
+                name,
+                quota: setup.defaults.quota,
+                setup,
+                schedule: schedule.clone(),
+                guard: GUARD,
+            }
+        })
+        .collect()
 }
