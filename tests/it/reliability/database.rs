@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::TestDb;
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, nearly_full_store, run_outcomes, sim_options,
+    PATIENCE, Site, SiteOptions, nearly_full_store, run_outcomes, sim_options, small_pages,
 };
 
 /// A report holding a read transaction open for the whole sync does not stop it (WAL).
@@ -44,8 +44,7 @@ async fn another_writer_holding_the_lock_makes_the_cycle_wait() {
         sim_options(42, 150),
         SiteOptions {
             busy_timeout: "200ms",
-            page_size: 5,
-            ..SiteOptions::default()
+            ..small_pages()
         },
     )
     .await;

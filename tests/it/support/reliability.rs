@@ -12,7 +12,7 @@ use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::Store;
 use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
-use convsync_sim::{SimHandle, SimOptions, Simulator};
+use convsync_sim::{Faults, LatencyFault, SimHandle, SimOptions, Simulator};
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
@@ -23,6 +23,23 @@ pub const PATIENCE: Duration = Duration::from_secs(180);
 
 /// The convsync binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_convsync");
+
+/// Pages of five: every walk of a small world spans several pages, so that a kill, a
+/// fault or a stop lands between two of them.
+pub fn small_pages() -> SiteOptions {
+    SiteOptions {
+        page_size: 5,
+        ..SiteOptions::default()
+    }
+}
+
+/// Every answer delayed by `min_ms` to `max_ms`, so that the daemon is caught mid-walk.
+pub fn latency(min_ms: u64, max_ms: u64) -> Faults {
+    Faults {
+        latency: Some(LatencyFault { min_ms, max_ms }),
+        ..Faults::default()
+    }
+}
 
 /// A simulator with every provider, small worlds and no background activity unless asked.
 pub fn sim_options(seed: u64, conversations: u32) -> SimOptions {
