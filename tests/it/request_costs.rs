@@ -267,7 +267,7 @@ async fn a_reopened_conversation_reads_its_reply_state_from_the_start() {
 }
 
 /// One account of one provider with `n` conversations, no background activity and a
-/// frozen clock, and an engine built from the configuration `convsync_sources` generates:
+/// frozen clock, and the daemon built from the configuration `convsync_sources` generates:
 /// every setting at its product default, page sizes included.
 struct DefaultsBed {
     sim: SimHandle,

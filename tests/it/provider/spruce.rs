@@ -571,8 +571,8 @@ async fn forbidden_token_stops_only_its_source() {
     app.assert_mirror_matches_truth().await;
 }
 
-/// Syncs window by window until caught up: each cycle runs on a fresh engine, standing for
-/// the previous engine's budget pause (a real minute, or up to an hour) having elapsed, and
+/// Syncs window by window until caught up: each cycle runs on a fresh daemon, standing for
+/// the previous daemon's budget pause (a real minute, or up to an hour) having elapsed, and
 /// every rate-limited cycle moves the simulator's clock on by `window`. Checks that no
 /// window carried more than `per_window` requests and that every pause was longer than
 /// `min_pause`; returns the windows used and the daemon that caught up.

@@ -304,7 +304,7 @@ impl Site {
     }
 
     /// Compares the mirror with the truth of every account (see `support::truth`).
-    pub async fn assert_mirror_equals_truth(&self) {
+    pub async fn assert_mirror_matches_truth(&self) {
         let pool = self.pool().await;
         let problems = self.truth().differences(&pool).await;
         if !problems.is_empty() {
