@@ -59,8 +59,7 @@ impl App {
     /// Takes the daemon lock, opens (and migrates) the database, adopts renamed sources'
     /// rows and builds the engine. Nothing is requested from a provider yet.
     pub async fn build(config: &Config) -> Result<App, AppError> {
-        let db = crate::store::sqlite_path(&config.store.url);
-        let lock = DaemonLock::acquire(db.as_deref()).map_err(AppError::Lock)?;
+        let lock = DaemonLock::for_database(&config.store.url).map_err(AppError::Lock)?;
         let store = Store::open(&config.store)
             .await
             .map_err(|source| AppError::OpenStore {

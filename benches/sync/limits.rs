@@ -72,7 +72,7 @@ fn copy_rows(
     let to = Db::open(dest, ffi::SQLITE_OPEN_READWRITE)?;
     // The pragmas convsync's store uses.
     to.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")?;
-    for (name, value) in convsync::store::TUNING_PRAGMAS {
+    for (name, value) in convsync::store::sqlite::TUNING_PRAGMAS {
         to.exec(&format!("PRAGMA {name} = {value}"))?;
     }
     let read = from

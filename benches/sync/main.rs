@@ -36,6 +36,20 @@ use crate::limits::{FetchLimit, WriteLimit};
 use crate::process::ProcessStats;
 use crate::simproc::{Budget, SimProcess};
 
+/// `store.pool()`: the SQLite pool behind the benchmark's store, for its report queries
+/// (the backend-neutral `Store` has no pool of its own).
+trait StorePool {
+    fn pool(&self) -> &sqlx::SqlitePool;
+}
+
+impl StorePool for Store {
+    fn pool(&self) -> &sqlx::SqlitePool {
+        self.as_sqlite()
+            .expect("the benchmark's mirror is SQLite")
+            .pool()
+    }
+}
+
 /// Benchmarks of convsync against the limits (see BENCHMARKS.md).
 #[derive(Debug, Parser)]
 struct Args {

@@ -3,22 +3,23 @@
 //! Both need only `[database]` from the configuration (no secrets), like `migrate`.
 //! `backup` opens its own connection and takes no lock beyond SQLite's read snapshot, so
 //! it runs beside a live daemon; `restore` replaces the file, so it takes the daemon lock
-//! and is refused while a daemon runs.
+//! and is refused while a daemon runs. Both are SQLite's: the backup is reached through
+//! `Store::as_sqlite`, and another backend is refused with a clear error.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::store::{self, BackupSummary, Store, StoreSettings};
+use crate::store::{self, BackupError, BackupSummary, DaemonLock, Store, StoreSettings};
 use crate::time::Timestamp;
 
 /// The database settings of the configuration at `config_path`, with one connection.
 fn database(config_path: &Path) -> anyhow::Result<(StoreSettings, PathBuf)> {
     let file = Config::load_file(config_path)
         .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
-    let path = store::sqlite_path(&file.database.url)
-        .ok_or(store::BackupError::NotAFile)
+    let path = store::database_file(&file.database.url)
+        .ok_or(BackupError::NotAFile)
         .with_context(|| format!("[database] url is {:?}", file.database.url))?;
     let settings = StoreSettings {
         max_connections: 1,
@@ -31,12 +32,17 @@ fn database(config_path: &Path) -> anyhow::Result<(StoreSettings, PathBuf)> {
 pub async fn backup(config_path: &Path, to: &Path) -> anyhow::Result<()> {
     let (settings, path) = database(config_path)?;
     if !path.is_file() {
-        return Err(store::BackupError::NoDatabase(path).into());
+        return Err(BackupError::NoDatabase(path).into());
     }
     let store = Store::connect(&settings)
         .await
         .with_context(|| format!("opening {}", path.display()))?;
-    let result = store.backup_to(to).await;
+    let result = match store.as_sqlite() {
+        Some(sqlite) => sqlite.backup_to(to).await,
+        None => Err(BackupError::Unsupported {
+            backend: store.kind(),
+        }),
+    };
     store.close().await;
     let summary =
         result.with_context(|| format!("backing up {} to {}", path.display(), to.display()))?;
@@ -47,11 +53,11 @@ pub async fn backup(config_path: &Path, to: &Path) -> anyhow::Result<()> {
 /// `convsync restore --from FILE`.
 pub async fn restore(config_path: &Path, from: &Path) -> anyhow::Result<()> {
     let (settings, path) = database(config_path)?;
-    let _lock = store::DaemonLock::acquire(Some(&path)).context(
+    let _lock = DaemonLock::for_database(&settings.url).context(
         "a convsync daemon is running on this database: stop it first (e.g. `systemctl stop \
          convsync`), then restore",
     )?;
-    let (summary, set_aside) = store::restore(from, &path, Timestamp::now())
+    let (summary, set_aside) = store::restore(&settings.url, from, Timestamp::now())
         .await
         .with_context(|| format!("restoring {} from {}", path.display(), from.display()))?;
     if let Some(aside) = set_aside {

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::config::{Config, ConfiguredSource, FileConfig};
-use crate::store::{DaemonLock, Store, sqlite_path};
+use crate::store::{DaemonLock, Store, database_file};
 
 /// The configuration and the existing mirror database it names.
 pub struct Mirror {
@@ -27,7 +27,7 @@ impl Mirror {
         let file = Config::load_file(config_path)
             .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
         let settings = file.store_settings();
-        if let Some(path) = sqlite_path(&settings.url)
+        if let Some(path) = database_file(&settings.url)
             && !path.exists()
         {
             anyhow::bail!(
@@ -55,8 +55,7 @@ impl Mirror {
 /// daemon can start while the edit is under way; the error names the holder.
 pub fn ensure_no_daemon(file: &FileConfig) -> anyhow::Result<DaemonLock> {
     let settings = file.store_settings();
-    let db = sqlite_path(&settings.url);
-    DaemonLock::acquire(db.as_deref()).context(
+    DaemonLock::for_database(&settings.url).context(
         "a convsync daemon is running on this database: stop it first (e.g. `systemctl stop \
          convsync`), then run this command again",
     )

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
-use crate::store::{Store, WAITING_QUERY};
+use crate::store::Store;
 use crate::sync::Engine;
 use convsync_sim::{SimOptions, Simulator};
 
@@ -137,8 +137,10 @@ async fn summary(store: &Store) -> anyhow::Result<String> {
 
 async fn report(store: &Store) -> anyhow::Result<String> {
     let rows = store.longest_waiting().await?;
-    let mut out =
-        format!("Sample report — who has waited longest for a reply:\n\n{WAITING_QUERY};\n\n");
+    let mut out = format!(
+        "Sample report — who has waited longest for a reply:\n\n{};\n\n",
+        store.waiting_query()
+    );
     if rows.is_empty() {
         out.push_str("(no conversation is waiting for a reply)\n");
     }

@@ -1,23 +1,20 @@
 //! Operator tools on the whole database: which sources it holds rows for, renaming and
-//! forgetting a source, writing a walk's cursor back, and which migrations are applied.
-//! Used by the `sources`, `state` and `migrate` commands, never by the engine's cycles.
+//! forgetting a source, the schema's migrations, and retention of personal data. Used by
+//! the `sources`, `migrate` and `purge` commands, the start-up's adoption of renamed
+//! sources and the daemon's retention schedule, never by the engine's cycles.
+//!
+//! Retention only ever touches conversations that *ended* (deleted at the provider, or
+//! closed) before the cutoff **and** did not change after it, so an open conversation, or
+//! one the provider changed within the window, is never touched. Each purge runs in one
+//! transaction; an applied one is recorded in the database.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use sqlx::AssertSqlSafe;
+use async_trait::async_trait;
 
-use super::cursor::write_cursor;
-use super::{CursorState, Store, StoreError};
-
-/// Every table with a `source` column: what a rename moves and a forget deletes. Fixed
-/// names, never input, so formatting them into statements is safe.
-const SOURCE_TABLES: &[&str] = &[
-    "conversations",
-    "cursors",
-    "sync_runs",
-    "follow_ups",
-    "rejected_records",
-];
+use super::StoreError;
+use crate::time::Timestamp;
 
 /// What the database holds for one source name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -46,129 +43,80 @@ pub enum RenameOutcome {
     TargetInUse,
 }
 
-impl Store {
-    /// Every source name found in the database, with its counts, by name.
-    pub async fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
-        let mut by_name: BTreeMap<String, StoredSource> = BTreeMap::new();
-        for table in SOURCE_TABLES {
-            let counts: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-                "SELECT source, COUNT(*) FROM {table} GROUP BY source"
-            )))
-            .fetch_all(&self.pool)
-            .await?;
-            for (name, count) in counts {
-                let entry = by_name.entry(name.clone()).or_insert_with(|| StoredSource {
-                    name,
-                    ..StoredSource::default()
-                });
-                let count = u64::try_from(count).unwrap_or(0);
-                match *table {
-                    "conversations" => entry.rows = count,
-                    "cursors" => entry.walks = count,
-                    "sync_runs" => entry.runs = count,
-                    _ => {}
-                }
-            }
-        }
-        Ok(by_name.into_values().collect())
-    }
+/// How long each kind of data is kept; `None` keeps it for ever (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Clear `raw`, `title` and the contact columns of conversations ended longer ago.
+    pub redact_closed_after: Option<Duration>,
+    /// Remove conversations (and their queued follow-ups) ended longer ago.
+    pub delete_closed_after: Option<Duration>,
+    /// Remove `rejected_records` rows older than this.
+    pub rejected_records_after: Option<Duration>,
+    /// Remove finished `sync_runs` rows older than this (each source's newest run and
+    /// newest successful run are kept: `status` and readiness read them).
+    pub sync_runs_after: Option<Duration>,
+}
 
-    /// The distinct provider accounts (`account` column) of a source's rows.
-    pub async fn source_accounts(&self, source: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT account FROM conversations WHERE source = ? ORDER BY account",
-        )
-        .bind(source)
-        .fetch_all(&self.pool)
-        .await?)
+impl RetentionPolicy {
+    /// Whether any key is set (otherwise nothing is ever purged).
+    pub fn is_active(&self) -> bool {
+        self.redact_closed_after.is_some()
+            || self.delete_closed_after.is_some()
+            || self.rejected_records_after.is_some()
+            || self.sync_runs_after.is_some()
     }
+}
+
+/// What a purge cleared or removed for one source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Conversations whose `raw` and contact columns were cleared.
+    pub redacted: u64,
+    /// Conversations removed.
+    pub deleted: u64,
+    /// `rejected_records` rows removed.
+    pub rejected_records: u64,
+    /// `sync_runs` rows removed.
+    pub sync_runs: u64,
+}
+
+impl PurgeCounts {
+    /// Whether the purge found nothing to do for the source.
+    pub fn is_empty(&self) -> bool {
+        *self == PurgeCounts::default()
+    }
+}
+
+/// Operator tools on sources, the schema and retention.
+#[async_trait]
+pub trait Administration: Send + Sync {
+    /// Every source name found in the database, with its counts, by name.
+    async fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError>;
+
+    /// The distinct provider accounts of a source's rows.
+    async fn source_accounts(&self, source: &str) -> Result<Vec<String>, StoreError>;
 
     /// Moves everything stored under `old` (rows, cursors, runs, follow-ups, rejected
     /// records) to `new` in one transaction, so the next cycle of `new` continues where
     /// `old` stood. Refuses when `new` already has rows or cursors.
-    pub async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let held = |name: &str| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT (SELECT COUNT(*) FROM conversations WHERE source = ?1)
-                      + (SELECT COUNT(*) FROM cursors WHERE source = ?1)
-                      + (SELECT COUNT(*) FROM sync_runs WHERE source = ?1)",
-            )
-            .bind(name.to_owned())
-        };
-        if held(new).fetch_one(&mut *tx).await? > 0 {
-            return Ok(RenameOutcome::TargetInUse);
-        }
-        if held(old).fetch_one(&mut *tx).await? == 0 {
-            return Ok(RenameOutcome::NothingToRename);
-        }
-        let mut rows = 0;
-        for table in SOURCE_TABLES {
-            let done = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE {table} SET source = ? WHERE source = ?"
-            )))
-            .bind(new)
-            .bind(old)
-            .execute(&mut *tx)
-            .await?;
-            if *table == "conversations" {
-                rows = done.rows_affected();
-            }
-        }
-        tx.commit().await?;
-        Ok(RenameOutcome::Renamed { rows })
-    }
+    async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError>;
 
     /// Deletes everything stored under `source`; returns what was there.
-    pub async fn forget_source(&self, source: &str) -> Result<StoredSource, StoreError> {
-        let before = self
-            .stored_sources()
-            .await?
-            .into_iter()
-            .find(|s| s.name == source)
-            .unwrap_or_default();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for table in SOURCE_TABLES {
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE source = ?"
-            )))
-            .bind(source)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(before)
-    }
+    async fn forget_source(&self, source: &str) -> Result<StoredSource, StoreError>;
 
-    /// Writes the given walks' cursors of `source` in one transaction (`convsync state
-    /// set`); walks not named keep theirs.
-    pub async fn write_cursors(
+    /// Applies pending migrations (idempotent), refusing a database that is not
+    /// convsync's or was migrated by a newer convsync (`shown_name` names it in errors).
+    async fn migrate(&self, shown_name: &str) -> Result<(), StoreError>;
+
+    /// Versions of the schema migrations applied so far (none in a new database).
+    async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError>;
+
+    /// Applies `policy` as of `now`, or with `apply = false` only counts what it would do.
+    /// Returns the counts by source (sources with nothing to purge are left out).
+    async fn purge(
         &self,
-        source: &str,
-        walks: &BTreeMap<String, CursorState>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (walk, cursor) in walks {
-            write_cursor(&mut tx, source, walk, cursor).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Versions of the schema migrations applied so far (none in a new file).
-    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
-        let has_table: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        if has_table == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
+        policy: &RetentionPolicy,
+        now: Timestamp,
+        apply: bool,
+    ) -> Result<BTreeMap<String, PurgeCounts>, StoreError>;
 }

@@ -2,17 +2,15 @@
 //! rules ([`crate::sync::cursor`]) decide what the value holds and how it may move; the
 //! store only keeps it atomically with the pages it belongs to.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::{Sqlite, Transaction};
 
-use super::{Store, StoreError};
-use crate::time::Timestamp;
+use super::StoreError;
 
-/// One walk's cursor as stored: JSON text the store never looks into (the `state` column
-/// of `cursors`).
+/// One walk's cursor as stored: JSON text the store never looks into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorState(String);
 
@@ -29,86 +27,53 @@ impl CursorState {
         serde_json::from_str(&self.0)
             .map_err(|e| StoreError::Corrupt(format!("cursor {source}/{walk}: {e}")))
     }
-}
 
-impl Store {
-    /// All walk cursors of `source`, by walk name.
-    pub async fn load_cursors(
-        &self,
-        source: &str,
-    ) -> Result<HashMap<String, CursorState>, StoreError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ?")
-                .bind(source)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(walk, state)| (walk, CursorState(state)))
-            .collect())
+    /// The cursor as a backend read it back.
+    pub(super) fn from_stored(text: String) -> CursorState {
+        CursorState(text)
     }
 
+    /// The text a backend stores.
+    pub(super) fn as_stored(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A rewrite of one walk's cursor ([`Cursors::rewrite_cursors`]): given the walk's name and
+/// its cursor, the cursor to store instead.
+pub type CursorRewrite<'a> =
+    dyn FnMut(&str, &CursorState) -> Result<CursorState, StoreError> + Send + 'a;
+
+/// The walks' cursors outside a page: loading them at the start of a cycle, saving one a
+/// walk changes without a page, and the operator's edits.
+#[async_trait]
+pub trait Cursors: Send + Sync {
+    /// All walk cursors of `source`, by walk name.
+    async fn load_cursors(&self, source: &str) -> Result<HashMap<String, CursorState>, StoreError>;
+
     /// Stores one walk's cursor outside a page (e.g. initialising a sweep schedule).
-    pub async fn save_cursor(
+    async fn save_cursor(
         &self,
         source: &str,
         walk: &str,
         cursor: &CursorState,
-    ) -> Result<(), StoreError> {
-        let result = async {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            write_cursor(&mut tx, source, walk, cursor).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        self.last_write.note(source, &result);
-        result
-    }
+    ) -> Result<(), StoreError>;
+
+    /// Writes the given walks' cursors of `source` in one transaction (`convsync state
+    /// set`); walks not named keep theirs.
+    async fn write_cursors(
+        &self,
+        source: &str,
+        walks: &BTreeMap<String, CursorState>,
+    ) -> Result<(), StoreError>;
 
     /// Rewrites every cursor of `source` in one transaction, walk by walk in name order,
     /// with what `rewrite` makes of it. With `apply` false nothing is written (a dry run:
     /// `rewrite` still sees every cursor).
-    pub async fn rewrite_cursors(
+    async fn rewrite_cursors(
         &self,
         source: &str,
         apply: bool,
-        mut rewrite: impl FnMut(&str, &CursorState) -> Result<CursorState, StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ? ORDER BY walk")
-                .bind(source)
-                .fetch_all(&mut *tx)
-                .await?;
-        for (walk, state) in rows {
-            let rewritten = rewrite(&walk, &CursorState(state))?;
-            write_cursor(&mut tx, source, &walk, &rewritten).await?;
-        }
-        if apply {
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(())
-    }
-}
-
-pub(super) async fn write_cursor(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    walk: &str,
-    cursor: &CursorState,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO cursors (source, walk, state, updated_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (source, walk) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-    )
-    .bind(source)
-    .bind(walk)
-    .bind(&cursor.0)
-    .bind(Timestamp::now().to_mirror_text())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+        rewrite: &mut CursorRewrite<'_>,
+    ) -> Result<(), StoreError>;
 }

@@ -1,12 +1,10 @@
 //! The follow-up queue: per-conversation detail requests (messages, items) that pages
 //! queue, and their results, applied in one transaction with their dequeues.
 
-use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
+use async_trait::async_trait;
 
-use super::mirror::upsert_records;
-use super::{PageCounts, Store, StoreError};
+use super::{PageCounts, StoreError};
 use crate::record::{Absence, ActivityPatch, ConversationRecord, DetailRequest};
-use crate::time::Timestamp;
 
 /// A follow-up's result, written in one transaction.
 #[derive(Debug, Clone, Copy)]
@@ -31,325 +29,37 @@ pub struct DetailWrite<'a> {
     pub next: Option<&'a serde_json::Value>,
 }
 
-impl Store {
+/// The queue of follow-ups pages left behind, and their answers.
+#[async_trait]
+pub trait FollowUpQueue: Send + Sync {
     /// Up to `limit` queued follow-ups of `source`: those that failed least often first,
     /// then the conversations with the newest activity (the ones most likely to be waiting
     /// for a reply), then the oldest queued.
-    pub async fn pending_follow_ups(
+    async fn pending_follow_ups(
         &self,
         source: &str,
         limit: u32,
-    ) -> Result<Vec<DetailRequest>, StoreError> {
-        let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT f.conversation_id, f.kind, f.since, f.position FROM follow_ups f
-             LEFT JOIN conversations c
-               ON c.source = f.source AND c.conversation_id = f.conversation_id
-             WHERE f.source = ?
-             ORDER BY f.attempts, c.last_activity_at IS NULL, c.last_activity_at DESC,
-                      f.queued_at
-             LIMIT ?",
-        )
-        .bind(source)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(conversation_id, kind, since, position)| {
-                Ok(DetailRequest {
-                    conversation_id,
-                    kind,
-                    since: since
-                        .map(|s| Timestamp::parse_rfc3339(&s))
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    position: position
-                        .map(|p| serde_json::from_str(&p))
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                })
-            })
-            .collect()
-    }
+    ) -> Result<Vec<DetailRequest>, StoreError>;
 
     /// Number of follow-ups waiting for `source`.
-    pub async fn count_follow_ups(&self, source: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE source = ?")
-            .bind(source)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n as u64)
-    }
+    async fn count_follow_ups(&self, source: &str) -> Result<u64, StoreError>;
 
     /// Number of follow-ups waiting, per source that has any.
-    pub async fn follow_up_backlog(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT source, COUNT(*) FROM follow_ups GROUP BY source")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(source, n)| (source, n.max(0) as u64))
-            .collect())
-    }
+    async fn follow_up_backlog(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Counts a failed attempt so that a follow-up that keeps failing yields to others.
-    pub async fn defer_follow_up(
-        &self,
-        source: &str,
-        detail: &DetailRequest,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE follow_ups SET attempts = attempts + 1
-             WHERE source = ? AND conversation_id = ? AND kind = ?",
-        )
-        .bind(source)
-        .bind(&detail.conversation_id)
-        .bind(&detail.kind)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+    async fn defer_follow_up(&self, source: &str, detail: &DetailRequest)
+    -> Result<(), StoreError>;
 
     /// Forgets a follow-up's page position (the provider refused it), so it starts again.
-    pub async fn restart_follow_up(
+    async fn restart_follow_up(
         &self,
         source: &str,
         detail: &DetailRequest,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE follow_ups SET position = NULL, attempts = attempts + 1
-             WHERE source = ? AND conversation_id = ? AND kind = ?",
-        )
-        .bind(source)
-        .bind(&detail.conversation_id)
-        .bind(&detail.kind)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+    ) -> Result<(), StoreError>;
 
     /// Applies follow-up results and dequeues them (or stores their next positions), all in
     /// one transaction: a backfill answers thousands of follow-ups, and one commit per
     /// answer would cost more than the answers themselves. Returns the summed counts.
-    pub async fn apply_details(
-        &self,
-        writes: &[DetailWrite<'_>],
-    ) -> Result<PageCounts, StoreError> {
-        let mut counts = PageCounts::default();
-        if writes.is_empty() {
-            return Ok(counts);
-        }
-        let result = async {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let now = Timestamp::now().to_mirror_text();
-            for write in writes {
-                counts += write_detail(&mut tx, write, &now).await?;
-            }
-            tx.commit().await?;
-            Ok(counts)
-        }
-        .await;
-        for source in writes
-            .iter()
-            .map(|w| w.source)
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            self.last_write.note(source, &result);
-        }
-        result
-    }
-}
-
-/// Writes one follow-up's result and its dequeue (or next position).
-async fn write_detail(
-    tx: &mut Transaction<'static, Sqlite>,
-    write: &DetailWrite<'_>,
-    now: &str,
-) -> Result<PageCounts, StoreError> {
-    let DetailWrite {
-        source,
-        provider,
-        account,
-        run_id,
-        detail,
-        record,
-        patch,
-        gone,
-        next,
-    } = *write;
-    let mut counts = match record {
-        Some(r) => {
-            upsert_records(
-                tx,
-                source,
-                provider,
-                account,
-                run_id,
-                &[(r, r.content_hash())],
-                None,
-                &[],
-                now,
-            )
-            .await?
-            .counts
-        }
-        None => PageCounts::default(),
-    };
-    if let Some(patch) = patch.filter(|p| !p.is_empty())
-        && apply_patch(tx, source, &detail.conversation_id, patch, run_id, now).await?
-    {
-        counts.updated += 1;
-    }
-    if let Some(absence) = gone {
-        let set = match absence {
-            Absence::Closed => "active = 0, closed_at = COALESCE(closed_at, ?)",
-            Absence::Deleted => "deleted_at = COALESCE(deleted_at, ?)",
-        };
-        let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE conversations SET {set}, last_changed_at = ?, run_id = ?
-             WHERE source = ? AND conversation_id = ? AND deleted_at IS NULL
-               AND (closed_at IS NULL OR ? = 'deleted')"
-        )))
-        .bind(now)
-        .bind(now)
-        .bind(run_id)
-        .bind(source)
-        .bind(&detail.conversation_id)
-        .bind(match absence {
-            Absence::Closed => "closed",
-            Absence::Deleted => "deleted",
-        })
-        .execute(&mut **tx)
-        .await?;
-        counts.updated += done.rows_affected();
-    }
-    match next {
-        Some(position) => {
-            sqlx::query(
-                "UPDATE follow_ups SET position = ? WHERE source = ? AND conversation_id = ? AND kind = ?",
-            )
-            .bind(position.to_string())
-            .bind(source)
-            .bind(&detail.conversation_id)
-            .bind(&detail.kind)
-            .execute(&mut **tx)
-            .await?;
-        }
-        None => {
-            sqlx::query(
-                "DELETE FROM follow_ups WHERE source = ? AND conversation_id = ? AND kind = ?",
-            )
-            .bind(source)
-            .bind(&detail.conversation_id)
-            .bind(&detail.kind)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(counts)
-}
-
-async fn apply_patch(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    conversation_id: &str,
-    patch: &ActivityPatch,
-    run_id: i64,
-    now: &str,
-) -> Result<bool, StoreError> {
-    let text = |t: Option<Timestamp>| t.map(|t| t.to_mirror_text());
-    let fields: [(&str, Option<String>); 5] = [
-        ("last_activity_at", text(patch.last_activity_at)),
-        ("last_inbound_at", text(patch.last_inbound_at)),
-        ("last_outbound_at", text(patch.last_outbound_at)),
-        (
-            "last_message_direction",
-            patch.last_message_direction.map(|d| d.as_str().to_owned()),
-        ),
-        (
-            "awaiting_reply",
-            patch
-                .awaiting_reply
-                .map(|b| if b { "1" } else { "0" }.to_owned()),
-        ),
-    ];
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE conversations SET ");
-    let mut changed_if: Vec<(&str, String)> = Vec::new();
-    for (column, value) in fields.iter() {
-        if let Some(value) = value {
-            // Timestamps only move forward: an older message list never rewinds them.
-            if column.ends_with("_at") {
-                q.push(format!(
-                    "{column} = CASE WHEN {column} IS NULL OR {column} < "
-                ));
-                q.push_bind(value.clone());
-                q.push(" THEN ");
-                q.push_bind(value.clone());
-                q.push(format!(" ELSE {column} END, "));
-            } else if *column == "awaiting_reply" {
-                q.push(format!("{column} = "));
-                q.push_bind(value.parse::<i64>().unwrap_or(0));
-                q.push(", ");
-            } else {
-                q.push(format!("{column} = "));
-                q.push_bind(value.clone());
-                q.push(", ");
-            }
-            changed_if.push((column, value.clone()));
-        }
-    }
-    q.push("last_changed_at = ");
-    q.push_bind(now.to_owned());
-    q.push(", run_id = ");
-    q.push_bind(run_id);
-    q.push(" WHERE source = ");
-    q.push_bind(source.to_owned());
-    q.push(" AND conversation_id = ");
-    q.push_bind(conversation_id.to_owned());
-    q.push(" AND (");
-    for (i, (column, value)) in changed_if.iter().enumerate() {
-        if i > 0 {
-            q.push(" OR ");
-        }
-        if column.ends_with("_at") {
-            q.push(format!("{column} IS NULL OR {column} < "));
-            q.push_bind(value.clone());
-        } else if *column == "awaiting_reply" {
-            q.push(format!("{column} IS NOT "));
-            q.push_bind(value.parse::<i64>().unwrap_or(0));
-        } else {
-            q.push(format!("{column} IS NOT "));
-            q.push_bind(value.clone());
-        }
-    }
-    q.push(")");
-    let done = q.build().execute(&mut **tx).await?;
-    Ok(done.rows_affected() > 0)
-}
-
-/// Queues one follow-up; queued twice, it keeps the earlier `since`.
-pub(super) async fn queue_follow_up(
-    tx: &mut Transaction<'static, Sqlite>,
-    source: &str,
-    detail: &DetailRequest,
-    now: &str,
-) -> Result<(), StoreError> {
-    // A follow-up queued twice keeps the earlier `since`, so no message is skipped.
-    sqlx::query(
-        "INSERT INTO follow_ups (source, conversation_id, kind, since, position, queued_at)
-         VALUES (?, ?, ?, ?, NULL, ?)
-         ON CONFLICT (source, conversation_id, kind) DO UPDATE SET
-            since = CASE WHEN follow_ups.since IS NULL OR excluded.since IS NULL THEN NULL
-                         WHEN excluded.since < follow_ups.since THEN excluded.since
-                         ELSE follow_ups.since END,
-            position = NULL",
-    )
-    .bind(source)
-    .bind(&detail.conversation_id)
-    .bind(&detail.kind)
-    .bind(detail.since.map(|t| t.to_rfc3339_nanos()))
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    async fn apply_details(&self, writes: &[DetailWrite<'_>]) -> Result<PageCounts, StoreError>;
 }

@@ -11,6 +11,9 @@ use std::sync::Mutex;
 use super::StoreError;
 use crate::time::Timestamp;
 
+/// The writer name under which run records' writes are noted.
+pub(super) const RUN_RECORDS: &str = "sync_runs";
+
 /// A write of mirror data that the disk refused.
 #[derive(Debug, Clone)]
 pub struct WriteFailure {

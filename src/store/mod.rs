@@ -1,174 +1,66 @@
-//! The mirror database. All SQL lives under this module; the engine asks for whole
-//! operations ("apply this page and this cursor atomically") and never writes SQL.
+//! The mirror database, behind a trait. All SQL lives under this module; the engine asks
+//! for whole operations ("apply this page and this cursor atomically") and never writes
+//! SQL.
 //!
-//! SQLite is the only backend today. The SQL is kept portable (no SQLite-only functions in
-//! the mirror's writes, text timestamps, explicit upserts) so that a PostgreSQL store can be
-//! added beside it with its own migrations folder.
+//! The operations are split by concern into a few traits — page writes ([`PageWrites`],
+//! [`PageTransaction`]), [`Cursors`], the [`RunLog`], the [`FollowUpQueue`], the
+//! [`RefreshTokens`] vault, [`StatusReports`], [`Administration`] and [`HealthProbes`] —
+//! that one [`Backend`] implements. Every layer holds the cheap-clone handle [`Store`] and
+//! calls them on it; the backend is chosen once, from `database.url`'s scheme, by
+//! [`Store::open`]. Page writes answer a [`RowChange`] per row, so the engine's own rules
+//! (which rows are late) stay in the engine.
+//!
+//! SQLite is the one backend today: [`sqlite`] (with `migrations/sqlite/` at the
+//! repository's root). A second backend is a folder beside it, a [`BackendKind`] and an
+//! arm in [`Store::connect`]. Outside this module nothing names `store::sqlite`: what only
+//! SQLite has (its pool, backups) is reached through [`Store::as_sqlite`], which says
+//! `None` for another backend.
 
 mod admin;
 mod backup;
 mod busy;
 mod cursor;
-mod daemon_lock;
-mod file;
+mod error;
 mod follow_ups;
 mod last_write;
-mod mirror;
-mod prepared;
-mod rejected;
-mod retention;
+mod page;
+mod probes;
+mod reports;
 mod runs;
-mod summary;
+pub mod sqlite;
 mod vault;
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::any::Any;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use async_trait::async_trait;
 
-pub use admin::{RenameOutcome, StoredSource};
+pub use admin::{Administration, PurgeCounts, RenameOutcome, RetentionPolicy, StoredSource};
 pub use backup::{BackupError, BackupSummary, restore};
 pub use busy::while_busy;
-pub use cursor::CursorState;
-pub use daemon_lock::DaemonLock;
-pub use follow_ups::DetailWrite;
+pub use cursor::{CursorRewrite, CursorState, Cursors};
+pub use error::{BackendError, StoreError};
+pub use follow_ups::{DetailWrite, FollowUpQueue};
 pub use last_write::WriteFailure;
-pub use mirror::{
+pub use page::{
     AbsenceOutcome, MassChangeGuard, PageCounts, PageOutcome, PageTransaction, PageWrite,
-    RowChange, SweepCompletion,
+    PageWrites, RowChange, SweepCompletion,
 };
-pub use retention::{PurgeCounts, RetentionPolicy};
-pub use runs::{LastRun, RunOutcome, RunReport, SourceStatus};
-pub use summary::{SourceSummary, WAITING_QUERY, WaitingRow};
-pub use vault::RefreshTokenAge;
+pub use probes::HealthProbes;
+pub use reports::{LastRun, SourceStatus, SourceSummary, StatusReports, WaitingRow};
+pub use runs::{RunLog, RunOutcome, RunReport};
+pub use sqlite::DaemonLock;
+pub use vault::{RefreshTokenAge, RefreshTokens};
 
-/// Errors from the mirror database.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The file exists but is not a convsync database.
-    #[error(
-        "{path} is not a convsync database (it has tables but no convsync migrations); refusing to touch it"
-    )]
-    NotConvsync {
-        /// The file.
-        path: String,
-    },
-    /// The database was migrated by a newer convsync.
-    #[error(
-        "database schema version {found} is newer than this convsync understands (latest known: {known}); upgrade convsync or use another database"
-    )]
-    NewerSchema {
-        /// Version found in the database.
-        found: i64,
-        /// Newest version this binary has.
-        known: i64,
-    },
-    /// Applying migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The database is locked by another writer for longer than the busy timeout.
-    #[error("database is busy (locked by another writer): {0}")]
-    Busy(String),
-    /// The disk or SQLite's page limit is full.
-    #[error("database is full (disk or size limit): {0}")]
-    Full(String),
-    /// A stored value could not be read back.
-    #[error("corrupt stored value: {0}")]
-    Corrupt(String),
-    /// Any other database error.
-    #[error("database error: {0}")]
-    Sql(sqlx::Error),
-    /// Any other error of a statement run on the connection's own handle
-    /// (`store::prepared`).
-    #[error("database error: {0}")]
-    Statement(rusqlite::Error),
-    /// Another convsync process syncs this database.
-    #[error(
-        "{database} is in use by another convsync ({holder}; lock file {lock_file}): stop that process first, or give this one its own database"
-    )]
-    InUse {
-        /// The database file.
-        database: String,
-        /// Who holds it, as its lock file says.
-        holder: String,
-        /// The lock file.
-        lock_file: String,
-    },
-    /// The lock file beside the database cannot be created or locked.
-    #[error("cannot use the lock file {path}: {source}")]
-    LockFile {
-        /// The lock file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode;
-        match err.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                StoreError::Busy(err.to_string())
-            }
-            Some(ErrorCode::DiskFull) => StoreError::Full(err.to_string()),
-            _ => StoreError::Statement(err),
-        }
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err {
-            match primary_code(&err) {
-                Some(5 | 6) => return StoreError::Busy(db.message().to_owned()),
-                Some(13) => return StoreError::Full(db.message().to_owned()),
-                _ => {}
-            }
-        }
-        StoreError::Sql(err)
-    }
-}
-
-/// SQLite's primary result code of a database error (5 BUSY, 6 LOCKED, 8 READONLY,
-/// 10 IOERR, 13 FULL, 14 CANTOPEN).
-fn primary_code(err: &sqlx::Error) -> Option<i32> {
-    let sqlx::Error::Database(db) = err else {
-        return None;
-    };
-    let code = db.code().and_then(|c| c.parse::<i32>().ok())?;
-    Some(code & 0xff)
-}
-
-impl StoreError {
-    /// Whether the database file itself refused the write (full, read-only, I/O error),
-    /// as opposed to a lock or a bad value: what readiness reports as "not writable".
-    pub fn is_file_failure(&self) -> bool {
-        match self {
-            StoreError::Full(_) => true,
-            StoreError::Sql(sqlx::Error::Io(_)) => true,
-            StoreError::Sql(e) => matches!(primary_code(e), Some(8 | 10 | 14)),
-            StoreError::Statement(e) => matches!(
-                e.sqlite_error_code(),
-                Some(
-                    rusqlite::ErrorCode::ReadOnly
-                        | rusqlite::ErrorCode::SystemIoFailure
-                        | rusqlite::ErrorCode::CannotOpen
-                )
-            ),
-            _ => false,
-        }
-    }
-}
+use sqlite::SqliteStore;
 
 /// Database settings.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    /// `sqlite://path` (created if missing).
+    /// Where the database is; its scheme chooses the backend (`sqlite://path`, created if
+    /// missing).
     pub url: String,
     /// How long a write waits for another writer's lock before failing.
     pub busy_timeout: Duration,
@@ -189,157 +81,180 @@ impl Default for StoreSettings {
     }
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The backends this convsync has, named by their URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A SQLite file (`sqlite://path`, `sqlite::memory:`).
+    Sqlite,
+}
 
-/// Connection pragmas beyond journal mode, synchronous and foreign keys, each with its
-/// reason. Public so that the benchmark's raw write limit runs with the same settings.
-pub const TUNING_PRAGMAS: &[(&str, &str)] = &[
-    // A statement that changes several rows and could fail half-way (a sweep's touch of
-    // last_seen_at, an absence update) keeps a statement journal; on disk (the default)
-    // its writes were a fifth of a backfill's CPU time when new rows still went in through
-    // multi-row INSERTs (BENCHMARKS.md). It holds only the pages one statement touches, so
-    // memory is the right place for it.
-    ("temp_store", "MEMORY"),
-    // Checkpoint the WAL every 8192 pages (32 MiB) instead of every 1000: a backfill
-    // rewrites the same index pages in many commits, and each checkpoint copies a page
-    // once however often it changed since the last one (a tenth of a backfill's CPU time
-    // went to checkpoints at the default). Readers are not slowed; the WAL file on disk
-    // stays at up to that size between checkpoints.
-    ("wal_autocheckpoint", "8192"),
-];
+impl BackendKind {
+    /// The backend `url` names by its scheme; any other scheme is an error naming it (and
+    /// nothing else of the URL, which may hold a password).
+    pub fn of(url: &str) -> Result<BackendKind, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "sqlite" => Ok(BackendKind::Sqlite),
+            other => Err(StoreError::UnsupportedScheme {
+                scheme: other.to_owned(),
+            }),
+        }
+    }
 
-/// Handle to the mirror database; cheap to clone.
+    /// The backend's name, as its URL scheme spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A database the mirror can live in: every operation the engine, the commands and the
+/// health endpoints need, split by concern into the traits it combines.
+#[async_trait]
+pub trait Backend:
+    PageWrites
+    + Cursors
+    + RunLog
+    + FollowUpQueue
+    + RefreshTokens
+    + StatusReports
+    + Administration
+    + HealthProbes
+    + std::fmt::Debug
+    + Send
+    + Sync
+{
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Closes all connections (SQLite checkpoints its WAL).
+    async fn close(&self);
+
+    /// The backend as its concrete type, for [`Store::as_sqlite`].
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Handle to the mirror database; cheap to clone. It dereferences to its [`Backend`], so
+/// every operation is a method call on it (`store.apply_page(..)`).
 #[derive(Clone, Debug)]
-pub struct Store {
-    pool: SqlitePool,
-    /// What the latest write of mirror data met (for readiness).
-    last_write: Arc<last_write::LastWrite>,
-    /// `rejected_records` retention, applied when a run ends.
-    rejected_retention: Duration,
+pub struct Store(Arc<dyn Backend>);
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
 }
 
 impl Store {
-    /// Opens (creating with mode 0600 if missing) the database without migrating it.
-    pub async fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str(&settings.url)?;
-        let path = options.get_filename().to_owned();
-        let on_disk = path != Path::new(":memory:");
-        if on_disk {
-            file::check_existing_file(&options, &path, &settings.url).await?;
-            file::warn_if_exposed(&path);
-            file::create_private_file(&path).map_err(|e| {
-                StoreError::Sql(sqlx::Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot create database file {}: {e}", path.display()),
-                )))
-            })?;
-        }
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(settings.busy_timeout)
-            .foreign_keys(true);
-        let options = TUNING_PRAGMAS
-            .iter()
-            .fold(options, |options, (name, value)| {
-                options.pragma(*name, *value)
-            });
-        let pool = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
-            // When SQLite ends a transaction itself (a full disk rolls it back), sqlx's
-            // ROLLBACK on drop fails and leaves the connection marked "in a transaction":
-            // every later BEGIN on it would fail, and the daemon could not write again
-            // after space returns. Such a connection is closed instead of handed out.
-            .before_acquire(|conn, _| {
-                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
-            })
-            // SQLite creates the WAL and SHM files with the database file's mode on each
-            // open; the mirror's data in them stays owner-only even if the file is not.
-            .after_connect(move |_, _| {
-                if on_disk {
-                    file::restrict_companions(&path);
-                }
-                Box::pin(async { Ok(()) })
-            })
-            .connect_with(options)
-            .await?;
-        Ok(Store {
-            pool,
-            last_write: Arc::default(),
-            rejected_retention: settings.rejected_records_retention,
-        })
+    /// A handle to `backend`.
+    pub fn from_backend(backend: impl Backend + 'static) -> Store {
+        Store(Arc::new(backend))
     }
 
-    /// Opens the database and brings its schema up to date, refusing files that are not
-    /// convsync databases or were written by a newer convsync.
+    /// Opens (creating it if missing) the database `settings.url` names, with the backend
+    /// its scheme chooses, without migrating it.
+    pub async fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
+        match BackendKind::of(&settings.url)? {
+            BackendKind::Sqlite => Ok(Store::from_backend(SqliteStore::connect(settings).await?)),
+        }
+    }
+
+    /// Opens the database and brings its schema up to date, refusing databases that are
+    /// not convsync's or were written by a newer convsync.
     pub async fn open(settings: &StoreSettings) -> Result<Store, StoreError> {
         let store = Store::connect(settings).await?;
         store.migrate(&settings.url).await?;
         Ok(store)
     }
 
-    /// Applies pending migrations (idempotent).
-    pub async fn migrate(&self, shown_name: &str) -> Result<(), StoreError> {
-        file::check_schema(&mut *self.pool.acquire().await?, shown_name).await?;
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Checks the file's integrity (`PRAGMA integrity_check`); `Ok(())` means "ok".
-    pub async fn integrity_check(&self) -> Result<(), StoreError> {
-        let result: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(&self.pool)
-            .await?;
-        if result == "ok" {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt(result))
-        }
-    }
-
-    /// The failure of the latest write of mirror data (pages, cursors, follow-ups),
-    /// unless a later one succeeded.
-    pub fn last_write_failure(&self) -> Option<WriteFailure> {
-        self.last_write.failure()
-    }
-
-    /// Proves that the write lock can be taken (for readiness checks). The probe is rolled
-    /// back and never reaches the disk: see [`Store::last_write_failure`] for that.
-    pub async fn check_writable(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS convsync_probe (x INTEGER)")
-            .execute(&mut *tx)
-            .await?;
-        tx.rollback().await?;
-        Ok(())
-    }
-
-    /// Bytes the database's pages take (the main file; the WAL comes and goes with
-    /// checkpoints), for the size gauge on `/metrics`.
-    pub async fn database_size_bytes(&self) -> Result<u64, StoreError> {
-        let bytes: i64 = sqlx::query_scalar(
-            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(bytes.max(0) as u64)
-    }
-
-    /// The underlying pool, for read-only report queries in tests and tools.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// Closes all connections (checkpointing the WAL).
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// The SQLite backend, for what only SQLite has (its pool for report queries in tests
+    /// and tools, backups); `None` on another backend, which the caller reports.
+    pub fn as_sqlite(&self) -> Option<&SqliteStore> {
+        self.0.as_any().downcast_ref()
     }
 }
 
-/// The database file a `sqlite://` URL points at, when it is a file.
-pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let options = SqliteConnectOptions::from_str(url).ok()?;
-    let path = options.get_filename();
-    (path != Path::new(":memory:")).then(|| path.to_owned())
+/// The local file that holds the database `url` names, when its backend keeps it in one
+/// (SQLite, except `:memory:`).
+pub fn database_file(url: &str) -> Option<PathBuf> {
+    match BackendKind::of(url).ok()? {
+        BackendKind::Sqlite => sqlite::sqlite_path(url),
+    }
+}
+
+impl DaemonLock {
+    /// Takes the single-daemon lock of the database `url` names, or says who holds it.
+    pub fn for_database(url: &str) -> Result<DaemonLock, StoreError> {
+        match BackendKind::of(url)? {
+            BackendKind::Sqlite => DaemonLock::acquire(sqlite::sqlite_path(url).as_deref()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A URL's scheme chooses the backend; another scheme is refused by name alone.
+    #[test]
+    fn a_url_chooses_its_backend_by_scheme() {
+        for url in ["sqlite://mirror.db", "sqlite:mirror.db", "sqlite::memory:"] {
+            assert_eq!(BackendKind::of(url).unwrap(), BackendKind::Sqlite, "{url}");
+        }
+        let refused = BackendKind::of("postgres://convsync:hunter2@db/mirror").unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::UnsupportedScheme { scheme } if scheme == "postgres")
+        );
+        let text = refused.to_string();
+        assert!(text.contains("\"postgres\""), "{text}");
+        assert!(
+            !text.contains("hunter2"),
+            "the URL's password leaked: {text}"
+        );
+        assert!(matches!(
+            BackendKind::of("mirror.db"),
+            Err(StoreError::UnsupportedScheme { scheme }) if scheme.is_empty()
+        ));
+    }
+
+    /// Opening a database of a backend this convsync lacks fails before touching anything.
+    #[tokio::test]
+    async fn a_store_of_another_backend_is_a_typed_error() {
+        let settings = StoreSettings {
+            url: "postgres://localhost/mirror".into(),
+            ..StoreSettings::default()
+        };
+        assert!(matches!(
+            Store::open(&settings).await,
+            Err(StoreError::UnsupportedScheme { .. })
+        ));
+        assert_eq!(database_file(&settings.url), None);
+        assert!(DaemonLock::for_database(&settings.url).is_err());
+    }
+
+    /// The SQLite backend is reached through the neutral handle, and only there.
+    #[tokio::test]
+    async fn the_sqlite_backend_is_reached_through_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mirror.db");
+        let settings = StoreSettings {
+            url: format!("sqlite://{}", path.display()),
+            max_connections: 1,
+            ..StoreSettings::default()
+        };
+        let store = Store::open(&settings).await.unwrap();
+        assert_eq!(store.kind(), BackendKind::Sqlite);
+        assert!(store.as_sqlite().is_some());
+        assert_eq!(database_file(&settings.url), Some(path));
+        store.close().await;
+    }
 }

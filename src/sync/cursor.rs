@@ -273,7 +273,7 @@ pub async fn reset_source(
 ) -> Result<Vec<WalkReset>, StoreError> {
     let mut resets = Vec::new();
     store
-        .rewrite_cursors(source, apply, |walk, state| {
+        .rewrite_cursors(source, apply, &mut |walk, state| {
             let cursor: WalkCursor = state.decode(source, walk)?;
             let reset = cursor.reset(since);
             resets.push(WalkReset {

@@ -2,6 +2,12 @@
 //! use only the modules of the layers below its own. Read from the source text: every
 //! `crate::module` path outside comments and test modules, `use crate::{a, b}` groups
 //! included, so that a new back-edge fails here before review.
+//!
+//! The store's seam is checked the same way: only `store` names the database crates
+//! (`sqlx`, `rusqlite`), and only `store::sqlite` itself names its backend, apart from the
+//! neutral store's own doors to it (`Store::connect` choosing it, `Store::as_sqlite`,
+//! `database_file`, `DaemonLock::for_database`, `restore`: [`SQLITE_DOORS`]). Everything
+//! else reaches SQLite-only operations through `store.as_sqlite()`, which names no type.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -31,6 +37,12 @@ const LAYERS: &[&[&str]] = &[
 /// Modules outside the layers: (module, the modules that may use it, the ones it may use).
 /// The simulator's config writer (`sim_config`) is used by `demo` and names the providers' kinds.
 const STANDALONE: &[(&str, &[&str], &[&str])] = &[("sim_config", &["cli"], &["provider"])];
+
+/// The database crates: named only under `src/store/`.
+const DATABASE_CRATES: &[&str] = &["sqlx", "rusqlite"];
+
+/// The neutral store's files that choose or reach the SQLite backend (under `src/store/`).
+const SQLITE_DOORS: &[&str] = &["store/mod.rs", "store/backup.rs"];
 
 /// Whether `from` may use `to`.
 fn allowed(from: &str, to: &str) -> Result<bool, String> {
@@ -131,6 +143,52 @@ fn back_edges(files: &[(String, String)]) -> Result<Vec<String>, String> {
     Ok(found)
 }
 
+/// Whether `code` holds `word` as a whole identifier (not part of a longer one).
+fn names(code: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    code.match_indices(word).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + word.len()..].chars().next();
+        !before.is_some_and(ident) && !after.is_some_and(ident)
+    })
+}
+
+/// Whether `code` holds a path through the module `module` (`module::…`, not
+/// `other_module::…`).
+fn names_module(code: &str, module: &str) -> bool {
+    let path = format!("{module}::");
+    code.match_indices(&path).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Every file among `files` (path under `src`, text) that reaches past the store's seam: a
+/// database crate named outside `store`, or the SQLite backend named outside
+/// `store::sqlite` and the neutral store's [`SQLITE_DOORS`].
+fn seam_breaches(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (path, text) in files {
+        let code = shipped_code(text);
+        if !path.starts_with("store/") {
+            for krate in DATABASE_CRATES {
+                if names(&code, krate) {
+                    found.push(format!("{path}: names `{krate}` outside `store`"));
+                }
+            }
+        }
+        let in_backend = path.starts_with("store/sqlite/");
+        let door = SQLITE_DOORS.contains(&path.as_str());
+        let names_backend = names_module(&code, "sqlite") || names(&code, "SqliteStore");
+        if names_backend && !in_backend && !door {
+            found.push(format!(
+                "{path}: names `store::sqlite` (reach it through `store.as_sqlite()`)"
+            ));
+        }
+    }
+    found
+}
+
 fn source_files(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
     for entry in std::fs::read_dir(dir).expect("reading src") {
         let path = entry.expect("a src entry").path();
@@ -144,8 +202,8 @@ fn source_files(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
     }
 }
 
-#[test]
-fn no_module_uses_a_layer_above_it() {
+/// Every source file of `src` (path under `src`, text).
+fn shipped_files() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     source_files(&root, &root, &mut files);
@@ -154,11 +212,67 @@ fn no_module_uses_a_layer_above_it() {
         "expected the whole source tree, read {} files",
         files.len()
     );
+    files
+}
+
+#[test]
+fn no_module_uses_a_layer_above_it() {
+    let files = shipped_files();
     let edges = back_edges(&files).unwrap_or_else(|e| panic!("{e}: place it in LAYERS"));
     assert!(
         edges.is_empty(),
         "modules that use a layer above their own:\n{}",
         edges.join("\n")
+    );
+}
+
+#[test]
+fn only_the_store_names_the_database_and_only_its_doors_name_sqlite() {
+    let files = shipped_files();
+    assert!(
+        files.iter().any(|(path, _)| path == "store/sqlite/mod.rs"),
+        "expected the SQLite backend under src/store/sqlite/"
+    );
+    let breaches = seam_breaches(&files);
+    assert!(
+        breaches.is_empty(),
+        "code past the store's seam:\n{}",
+        breaches.join("\n")
+    );
+}
+
+#[test]
+fn a_seam_breach_is_reported_wherever_it_is_written() {
+    let file = |path: &str, text: &str| (path.to_owned(), text.to_owned());
+    let files = [
+        file("cli/report.rs", "fn f(p: &sqlx::SqlitePool) {}\n"),
+        file("sync/cycle.rs", "use rusqlite::Connection;\n"),
+        file("app.rs", "use crate::store::sqlite::SqliteStore;\n"),
+        file("cli/backup.rs", "fn f(s: &SqliteStore) {}\n"),
+        file(
+            "store/sqlite/mirror.rs",
+            "use sqlx::Sqlite; use super::SqliteStore;\n",
+        ),
+        file("store/mod.rs", "pub mod sqlite; use sqlite::SqliteStore;\n"),
+        file("store/page.rs", "use super::sqlite::SqliteStore;\n"),
+        file(
+            "cli/backup.rs",
+            "let s = store.as_sqlite(); // sqlx::Error\n",
+        ),
+        file(
+            "main.rs",
+            "/// sqlx's connection threads\nfn sqlx_free() {}\n",
+        ),
+    ];
+    assert_eq!(
+        seam_breaches(&files),
+        [
+            "cli/report.rs: names `sqlx` outside `store`",
+            "sync/cycle.rs: names `rusqlite` outside `store`",
+            "app.rs: names `store::sqlite` (reach it through `store.as_sqlite()`)",
+            "cli/backup.rs: names `store::sqlite` (reach it through `store.as_sqlite()`)",
+            "store/page.rs: names `store::sqlite` (reach it through `store.as_sqlite()`)",
+        ]
     );
 }
 

@@ -6,6 +6,7 @@ use convsync::sync::{CycleOptions, CycleOutcome, WalkCursor};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::TestDb;
 use crate::support::app::Sweep;
 use crate::support::double::{Conv, Double, Fault, spawn_double_app};

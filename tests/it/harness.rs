@@ -2,10 +2,10 @@
 //! notices every kind of difference, so that a test ending "mirror matches truth" means it.
 
 use crate::provider::spruce::{CLINIC, SpruceBed};
-use crate::support::TestDb;
 use crate::support::app::Sweep;
 use crate::support::double::{Conv, Double, spawn_double_app};
 use crate::support::truth::{Truth, TruthSource};
+use crate::support::{StorePool, TestDb};
 
 /// A changed column, a missing row, a row the provider does not know and a live
 /// conversation marked deleted are each reported, naming the conversation.

@@ -22,6 +22,7 @@ use convsync_sim::{
 use tokio_util::sync::CancellationToken;
 
 use crate::provider::spruce::{CLINIC, SpruceBed, open_conversations, with_messages};
+use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::world::one_provider;
 use crate::support::{TestDb, schedule};

@@ -63,7 +63,7 @@ struct Batch {
     /// The cursor after the last page received.
     cursor: Option<WalkCursor>,
     /// The transaction holding the pages applied so far.
-    open: Option<PageTransaction>,
+    open: Option<Box<dyn PageTransaction>>,
     /// What the applied pages did, counted once they commit (late rows already counted).
     applied: Vec<PageOutcome>,
     /// Rows of the applied pages.

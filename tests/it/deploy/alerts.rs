@@ -11,6 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::observability::health_endpoints::Served;
+use crate::support::StorePool;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

@@ -14,6 +14,7 @@ use convsync::sync::{
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::double::{Conv, Double, DoubleProvider, Fault, Twist, Twisted};
 use crate::support::{TestDb, quick_http, schedule, source};

@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::TestDb;
 use crate::support::reliability::{
     BINARY, PATIENCE, Site, SiteOptions, nearly_full_store, sim_options,

@@ -12,6 +12,7 @@ use convsync_sim::{
     SimHandle, SimOptions, Simulator, TruthConversation,
 };
 
+use crate::support::StorePool;
 use crate::support::TestDb;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::truth::{Reach, Truth, TruthSource};

@@ -14,6 +14,7 @@ use convsync_sim::{
     TruthConversation,
 };
 
+use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::truth::{Truth, TruthSource};
 use crate::support::{TestDb, quick_http};

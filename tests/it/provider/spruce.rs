@@ -19,6 +19,7 @@ use convsync_sim::{
     TruthConversation,
 };
 
+use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::mirror::Mirror;
 use crate::support::truth::{Truth, TruthSource};

@@ -12,6 +12,7 @@ use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::TestDb;
 use crate::support::reliability::{
     PATIENCE, Site, SiteOptions, nearly_full_store, run_outcomes, sim_options, small_pages,

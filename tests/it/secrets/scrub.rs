@@ -16,6 +16,7 @@ use convsync::sync::{CycleOptions, CycleOutcome};
 use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 use tokio_util::sync::CancellationToken;
 
+use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::capture::{Capture, trace_capture};
 use crate::support::double::{Double, DoubleProvider};

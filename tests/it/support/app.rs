@@ -8,6 +8,7 @@ use convsync::store::Store;
 use convsync::sync::{CycleOptions, CycleOutcome, Engine, OnceResult, run_cycle};
 use tokio_util::sync::CancellationToken;
 
+use super::StorePool;
 use super::mirror::{LastRun, Mirror, read_last_run, read_mirror};
 use super::truth::Truth;
 

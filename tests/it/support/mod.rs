@@ -25,6 +25,20 @@ use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
 use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
 use convsync::store::{MassChangeGuard, Store, StoreSettings};
 
+/// `store.pool()`: the SQLite pool behind a test's store, for report queries against the
+/// mirror. The tests' mirror is SQLite; the backend-neutral `Store` has no pool of its own.
+pub trait StorePool {
+    fn pool(&self) -> &sqlx::SqlitePool;
+}
+
+impl StorePool for Store {
+    fn pool(&self) -> &sqlx::SqlitePool {
+        self.as_sqlite()
+            .expect("the tests' mirror is SQLite")
+            .pool()
+    }
+}
+
 /// A mirror database in a temporary directory, removed on drop.
 pub struct TestDb {
     _dir: tempfile::TempDir,

@@ -17,6 +17,7 @@ use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use super::truth::{Reach, Truth, TruthSource, first_lines};
+use crate::support::StorePool;
 
 /// Hang guard for waits: generous, never a performance threshold.
 pub const PATIENCE: Duration = Duration::from_secs(180);

@@ -11,12 +11,15 @@
 use rusqlite::{Connection, params};
 use sqlx::{Sqlite, Transaction};
 
-use super::StoreError;
-use super::mirror::Hashed;
+use crate::record::ConversationRecord;
+use crate::store::StoreError;
 
-/// What a batch of new rows is written with.
+/// A record with its [`ConversationRecord::content_hash`], computed once per write.
+pub(super) type Hashed<'r> = (&'r ConversationRecord, [u8; 16]);
+
+/// What the rows of one write are written with.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct NewRowContext<'a> {
+pub(super) struct RowContext<'a> {
     pub source: &'a str,
     pub provider: &'a str,
     pub account: &'a str,
@@ -48,7 +51,7 @@ const QUEUE_FOLLOW_UP: &str = "INSERT INTO follow_ups
 /// are, for the caller to compare and update).
 pub(super) async fn insert_new_rows(
     tx: &mut Transaction<'static, Sqlite>,
-    context: NewRowContext<'_>,
+    context: RowContext<'_>,
     rows: &[Hashed<'_>],
 ) -> Result<Vec<bool>, StoreError> {
     if rows.is_empty() {
@@ -59,7 +62,7 @@ pub(super) async fn insert_new_rows(
 
 fn write_new_rows(
     conn: &Connection,
-    c: NewRowContext<'_>,
+    c: RowContext<'_>,
     rows: &[Hashed<'_>],
 ) -> rusqlite::Result<Vec<bool>> {
     let mut insert = conn.prepare(INSERT_CONVERSATION)?;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
-use super::{MIGRATOR, StoreError};
+use super::schema::check_schema;
+use crate::store::StoreError;
 
 /// Creates the database file with owner-only permissions before SQLite does.
 pub(super) fn create_private_file(path: &Path) -> std::io::Result<()> {
@@ -110,32 +111,4 @@ pub(super) async fn check_existing_file(
     let verdict = check_schema(&mut conn, shown_name).await;
     conn.close().await?;
     verdict
-}
-
-/// Whether the schema on `conn` is a convsync one this binary understands (or empty).
-pub(super) async fn check_schema(
-    conn: &mut SqliteConnection,
-    shown_name: &str,
-) -> Result<(), StoreError> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let has_migrations = tables.iter().any(|t| t == "_sqlx_migrations");
-    if !tables.is_empty() && !has_migrations {
-        return Err(StoreError::NotConvsync {
-            path: shown_name.to_owned(),
-        });
-    }
-    if has_migrations {
-        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-            .fetch_one(&mut *conn)
-            .await?;
-        if let Some(found) = found.filter(|f| *f > known) {
-            return Err(StoreError::NewerSchema { found, known });
-        }
-    }
-    Ok(())
 }

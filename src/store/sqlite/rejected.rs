@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use sqlx::{Sqlite, Transaction};
 
-use super::{Store, StoreError};
+use super::SqliteStore;
 use crate::record::RejectedRecord;
+use crate::store::StoreError;
 use crate::time::Timestamp;
 
 /// The longest `raw` kept (characters); the hash covers the whole item.
@@ -50,7 +51,7 @@ pub(super) async fn record_rejected(
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// Removes `source`'s rejected items not seen for `retention`; returns how many.
     pub(super) async fn prune_rejected(
         &self,

@@ -12,51 +12,9 @@ use std::time::Duration;
 
 use sqlx::AssertSqlSafe;
 
-use super::{Store, StoreError};
+use super::SqliteStore;
+use crate::store::{PurgeCounts, RetentionPolicy, StoreError};
 use crate::time::Timestamp;
-
-/// How long each kind of data is kept; `None` keeps it for ever (the default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RetentionPolicy {
-    /// Clear `raw`, `title` and the contact columns of conversations ended longer ago.
-    pub redact_closed_after: Option<Duration>,
-    /// Remove conversations (and their queued follow-ups) ended longer ago.
-    pub delete_closed_after: Option<Duration>,
-    /// Remove `rejected_records` rows older than this.
-    pub rejected_records_after: Option<Duration>,
-    /// Remove finished `sync_runs` rows older than this (each source's newest run and
-    /// newest successful run are kept: `status` and readiness read them).
-    pub sync_runs_after: Option<Duration>,
-}
-
-impl RetentionPolicy {
-    /// Whether any key is set (otherwise nothing is ever purged).
-    pub fn is_active(&self) -> bool {
-        self.redact_closed_after.is_some()
-            || self.delete_closed_after.is_some()
-            || self.rejected_records_after.is_some()
-            || self.sync_runs_after.is_some()
-    }
-}
-
-/// What a purge cleared or removed for one source.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PurgeCounts {
-    /// Conversations whose `raw` and contact columns were cleared.
-    pub redacted: u64,
-    /// Conversations removed.
-    pub deleted: u64,
-    /// `rejected_records` rows removed.
-    pub rejected_records: u64,
-    /// `sync_runs` rows removed.
-    pub sync_runs: u64,
-}
-
-impl PurgeCounts {
-    fn is_empty(&self) -> bool {
-        *self == PurgeCounts::default()
-    }
-}
 
 /// The rows of conversations that ended before the cutoff (`?1`) and have not
 /// changed since.
@@ -64,10 +22,10 @@ const ENDED_BEFORE: &str = "((deleted_at IS NOT NULL AND deleted_at < ?1) \
      OR (active = 0 AND closed_at IS NOT NULL AND closed_at < ?1)) \
      AND last_changed_at < ?1";
 
-impl Store {
-    /// Applies `policy` as of `now`, or with `apply = false` only counts what it would do.
-    /// Returns the counts by source (sources with nothing to purge are left out).
-    pub async fn purge(
+impl SqliteStore {
+    /// [`crate::store::Administration::purge`]: applies `policy` as of `now`, or with
+    /// `apply = false` only counts what it would do.
+    pub(super) async fn purge_ended(
         &self,
         policy: &RetentionPolicy,
         now: Timestamp,
@@ -77,7 +35,7 @@ impl Store {
         // Never true of a stored timestamp: "no deletion cutoff".
         let never = String::new();
         let mut counts: BTreeMap<String, PurgeCounts> = BTreeMap::new();
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
 
         // Deletion first: a row about to be removed is not counted as redacted too.
         if let Some(limit) = cutoff(policy.delete_closed_after) {

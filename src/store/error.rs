@@ -1,0 +1,84 @@
+//! What a store operation can fail with, whichever backend ran it. A backend maps its own
+//! errors onto these variants (SQLite's result codes: `store::sqlite::error`), so that the
+//! engine's busy wait and readiness read one vocabulary.
+
+/// A backend's own error, kept whole for its message and cause chain.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors from the mirror database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL names a backend this convsync does not have. Only the scheme is
+    /// quoted: a server URL may carry a password.
+    #[error(
+        "database url scheme {scheme:?} is not supported: expected sqlite://PATH (PostgreSQL is planned)"
+    )]
+    UnsupportedScheme {
+        /// The part of the URL before its first `:`.
+        scheme: String,
+    },
+    /// The file exists but is not a convsync database.
+    #[error(
+        "{path} is not a convsync database (it has tables but no convsync migrations); refusing to touch it"
+    )]
+    NotConvsync {
+        /// The file.
+        path: String,
+    },
+    /// The database was migrated by a newer convsync.
+    #[error(
+        "database schema version {found} is newer than this convsync understands (latest known: {known}); upgrade convsync or use another database"
+    )]
+    NewerSchema {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this binary has.
+        known: i64,
+    },
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] BackendError),
+    /// The database is locked by another writer for longer than the busy timeout.
+    #[error("database is busy (locked by another writer): {0}")]
+    Busy(String),
+    /// The disk or the database's size limit is full.
+    #[error("database is full (disk or size limit): {0}")]
+    Full(String),
+    /// The database itself refused the write: read-only, an I/O error, cannot be opened.
+    #[error("database error: {0}")]
+    Unwritable(BackendError),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(BackendError),
+    /// Another convsync process syncs this database.
+    #[error(
+        "{database} is in use by another convsync ({holder}; lock file {lock_file}): stop that process first, or give this one its own database"
+    )]
+    InUse {
+        /// The database file.
+        database: String,
+        /// Who holds it, as its lock file says.
+        holder: String,
+        /// The lock file.
+        lock_file: String,
+    },
+    /// The lock file beside the database cannot be created or locked.
+    #[error("cannot use the lock file {path}: {source}")]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether the database file itself refused the write (full, read-only, I/O error),
+    /// as opposed to a lock or a bad value: what readiness reports as "not writable".
+    pub fn is_file_failure(&self) -> bool {
+        matches!(self, StoreError::Full(_) | StoreError::Unwritable(_))
+    }
+}

@@ -1,0 +1,238 @@
+//! Pages into the mirror, each transaction ending with the walk's cursor: the open
+//! [`SqlitePageTransaction`] takes pages as they come (rows through `rows.rs`, rejected
+//! items, follow-ups) and commits them with the cursor; a sweep's completion applies its
+//! absences behind the mass-change guard, with its cursor, in one transaction.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Sqlite, Transaction};
+
+use super::SqliteStore;
+use super::cursor::write_cursor;
+use super::prepared::{Hashed, RowContext, insert_new_rows};
+use super::queue::queue_follow_up;
+use super::rejected::record_rejected;
+use super::rows::upsert_records;
+use crate::record::{Absence, DetailRequest};
+use crate::store::last_write::LastWrite;
+use crate::store::{
+    AbsenceOutcome, CursorState, PageOutcome, PageTransaction, PageWrite, PageWrites, StoreError,
+    SweepCompletion,
+};
+use crate::time::Timestamp;
+
+#[async_trait]
+impl PageWrites for SqliteStore {
+    async fn begin_pages(&self) -> Result<Box<dyn PageTransaction>, StoreError> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(SqlitePageTransaction {
+            tx,
+            now: Timestamp::now().to_mirror_text(),
+            last_write: self.last_write.clone(),
+        }))
+    }
+
+    async fn apply_absence(
+        &self,
+        sweep: &SweepCompletion<'_>,
+    ) -> Result<AbsenceOutcome, StoreError> {
+        let result = self.write_absence(sweep).await;
+        self.last_write.note(sweep.source, &result);
+        result
+    }
+}
+
+impl SqliteStore {
+    async fn write_absence(
+        &self,
+        sweep: &SweepCompletion<'_>,
+    ) -> Result<AbsenceOutcome, StoreError> {
+        let SweepCompletion {
+            source,
+            walk,
+            run_id,
+            absence,
+            sweep_started_at,
+            guard,
+            cursor,
+        } = *sweep;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let candidate_filter = match absence {
+            Absence::Closed => "source = ? AND deleted_at IS NULL AND closed_at IS NULL",
+            Absence::Deleted => "source = ? AND deleted_at IS NULL",
+        };
+        let started = sweep_started_at.to_mirror_text();
+        let candidates: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM conversations WHERE {candidate_filter}"
+        )))
+        .bind(source)
+        .fetch_one(&mut *tx)
+        .await?;
+        let missing: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM conversations WHERE {candidate_filter} AND last_seen_at < ?"
+        )))
+        .bind(source)
+        .bind(&started)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (candidates, missing) = (candidates as u64, missing as u64);
+        let outcome = if guard.refuses(missing, candidates) {
+            AbsenceOutcome::Refused {
+                missing,
+                candidates,
+            }
+        } else if missing == 0 {
+            AbsenceOutcome::Applied { count: 0 }
+        } else {
+            let now = Timestamp::now().to_mirror_text();
+            let set = match absence {
+                Absence::Closed => "active = 0, closed_at = ?, last_changed_at = ?, run_id = ?",
+                Absence::Deleted => "deleted_at = ?, last_changed_at = ?, run_id = ?",
+            };
+            let done = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE conversations SET {set} WHERE {candidate_filter} AND last_seen_at < ?"
+            )))
+            .bind(&now)
+            .bind(&now)
+            .bind(run_id)
+            .bind(source)
+            .bind(&started)
+            .execute(&mut *tx)
+            .await?;
+            AbsenceOutcome::Applied {
+                count: done.rows_affected(),
+            }
+        };
+        write_cursor(&mut tx, source, walk, cursor).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// An open `BEGIN IMMEDIATE` transaction of page writes ([`PageWrites::begin_pages`]).
+/// Dropping it without committing rolls everything back, cursor included.
+#[derive(Debug)]
+struct SqlitePageTransaction {
+    tx: Transaction<'static, Sqlite>,
+    /// The transaction's time: first seen, last seen and last changed of what it writes.
+    now: String,
+    /// The store's record of what its latest write met.
+    last_write: Arc<LastWrite>,
+}
+
+#[async_trait]
+impl PageTransaction for SqlitePageTransaction {
+    async fn apply(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>, StoreError> {
+        let result = self.write(pages).await;
+        if let Some(page) = pages.last() {
+            self.last_write.note(page.source, &result);
+        }
+        result
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        source: &str,
+        walk: &str,
+        cursor: &CursorState,
+    ) -> Result<(), StoreError> {
+        let last_write = self.last_write.clone();
+        let result = async {
+            write_cursor(&mut self.tx, source, walk, cursor).await?;
+            self.tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        last_write.note(source, &result);
+        result
+    }
+}
+
+impl SqlitePageTransaction {
+    async fn write(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>, StoreError> {
+        let Some(last) = pages.last() else {
+            return Ok(Vec::new());
+        };
+        debug_assert!(
+            pages.iter().all(|p| p.source == last.source
+                && p.walk == last.walk
+                && p.insert_first == last.insert_first),
+            "a batch holds pages of one walk"
+        );
+        let tx = &mut self.tx;
+        let now = &self.now;
+        let rows: Vec<Hashed<'_>> = pages
+            .iter()
+            .flat_map(|p| p.records.iter().map(|r| (r, r.content_hash())))
+            .collect();
+        // Insert-first pages try all their rows in one go; each page then looks up only the
+        // rows that were already there. (Rows are distinct per id, so trying a later page's
+        // insert before an earlier page's update changes nothing: an id listed on both
+        // fails the later insert and is compared, in page order, like any mirrored row.)
+        let inserted = if last.insert_first {
+            insert_new_rows(tx, row_context(last, now), &rows).await?
+        } else {
+            vec![false; rows.len()]
+        };
+        let mut all_counts = Vec::with_capacity(pages.len());
+        let mut offset = 0;
+        for page in pages {
+            let range = offset..offset + page.records.len();
+            offset = range.end;
+            let (page_rows, page_inserted) = (&rows[range.clone()], &inserted[range]);
+            all_counts.push(write_page(tx, page, page_rows, page_inserted, now).await?);
+        }
+        Ok(all_counts)
+    }
+}
+
+/// What `page`'s rows are written with, at the transaction's time `now`.
+fn row_context<'a>(page: &PageWrite<'a>, now: &'a str) -> RowContext<'a> {
+    RowContext {
+        source: page.source,
+        provider: page.provider,
+        account: page.account,
+        run_id: page.run_id,
+        now,
+    }
+}
+
+/// Writes one page's rows (`rows`, of which `inserted` says which were already inserted),
+/// rejected records and follow-ups (not its cursor).
+async fn write_page(
+    tx: &mut Transaction<'static, Sqlite>,
+    page: &PageWrite<'_>,
+    rows: &[Hashed<'_>],
+    inserted: &[bool],
+    now: &str,
+) -> Result<PageOutcome, StoreError> {
+    let context = row_context(page, now);
+    let mut outcome = upsert_records(tx, context, rows, page.touch_seen_before, inserted).await?;
+    for rejected in page.rejected {
+        record_rejected(tx, page.source, page.run_id, page.walk, rejected, now).await?;
+        outcome.counts.rejected += 1;
+    }
+    for follow_up in page.follow_ups {
+        if follow_up.since.is_some() {
+            queue_follow_up(tx, page.source, follow_up, now).await?;
+            continue;
+        }
+        // Only messages after the activity already mirrored matter.
+        let known: Option<String> = sqlx::query_scalar(
+            "SELECT last_activity_at FROM conversations WHERE source = ? AND conversation_id = ?",
+        )
+        .bind(page.source)
+        .bind(&follow_up.conversation_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .flatten();
+        let since = known.and_then(|t| Timestamp::parse_rfc3339(&t).ok());
+        let with_since = DetailRequest {
+            since,
+            ..follow_up.clone()
+        };
+        queue_follow_up(tx, page.source, &with_since, now).await?;
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,112 @@
+//! Read-only views of the mirror: each source's status, and the demo's rows per source and
+//! sample "who waits longest" report.
+
+use async_trait::async_trait;
+
+use super::SqliteStore;
+use crate::store::{
+    FollowUpQueue, LastRun, SourceStatus, SourceSummary, StatusReports, StoreError, WaitingRow,
+};
+use crate::time::Timestamp;
+
+/// The sample report: who has been waiting longest for a reply.
+const WAITING_QUERY: &str = "SELECT provider, contact_name, channel, last_inbound_at
+FROM conversations
+WHERE awaiting_reply = 1 AND active = 1 AND deleted_at IS NULL
+ORDER BY last_inbound_at
+LIMIT 5";
+
+#[async_trait]
+impl StatusReports for SqliteStore {
+    async fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
+        let (rows, active_rows): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN active = 1 AND closed_at IS NULL THEN 1 ELSE 0 END), 0)
+             FROM conversations WHERE source = ? AND deleted_at IS NULL",
+        )
+        .bind(source)
+        .fetch_one(&self.pool)
+        .await?;
+        type RunRow = (i64, String, Option<String>, String, i64, Option<String>);
+        let last_run: Option<RunRow> = sqlx::query_as(
+            "SELECT id, started_at, finished_at, outcome,
+                        rows_inserted + rows_updated AS rows_changed, error
+                 FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
+        let last_success: Option<String> = sqlx::query_scalar(
+            "SELECT MAX(finished_at) FROM sync_runs
+             WHERE source = ? AND outcome IN ('caught_up', 'more_to_do')",
+        )
+        .bind(source)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SourceStatus {
+            source: source.to_owned(),
+            rows: rows as u64,
+            active_rows: active_rows as u64,
+            last_run: last_run.map(
+                |(id, started_at, finished_at, outcome, rows_changed, error)| LastRun {
+                    id,
+                    started_at,
+                    finished_at,
+                    outcome,
+                    rows_changed,
+                    error,
+                },
+            ),
+            last_success_at: last_success.and_then(|s| Timestamp::parse_rfc3339(&s).ok()),
+            pending_follow_ups: self.count_follow_ups(source).await?,
+        })
+    }
+
+    fn waiting_query(&self) -> &'static str {
+        WAITING_QUERY
+    }
+
+    async fn source_summaries(&self) -> Result<Vec<SourceSummary>, StoreError> {
+        let rows: Vec<(String, String, i64, i64, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT source, provider, COUNT(*),
+                    COALESCE(SUM(active = 1 AND closed_at IS NULL), 0),
+                    SUM(awaiting_reply = 1),
+                    COALESCE(SUM(closed_at IS NOT NULL OR deleted_at IS NOT NULL), 0)
+             FROM conversations GROUP BY source, provider ORDER BY source",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut summaries = Vec::with_capacity(rows.len());
+        for (source, provider, rows, open, awaiting, closed_or_deleted) in rows {
+            let cycles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE source = ?")
+                .bind(&source)
+                .fetch_one(&self.pool)
+                .await?;
+            summaries.push(SourceSummary {
+                source,
+                provider,
+                rows,
+                open,
+                awaiting,
+                closed_or_deleted,
+                cycles,
+            });
+        }
+        Ok(summaries)
+    }
+
+    async fn longest_waiting(&self) -> Result<Vec<WaitingRow>, StoreError> {
+        let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> =
+            sqlx::query_as(WAITING_QUERY).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(provider, contact_name, channel, last_inbound_at)| WaitingRow {
+                    provider,
+                    contact_name,
+                    channel,
+                    last_inbound_at,
+                },
+            )
+            .collect())
+    }
+}
