@@ -308,7 +308,7 @@ pub async fn fetch_limit(config: &Path, scratch: &Path) -> anyhow::Result<FetchL
     for source in engine.sources() {
         let provider = &*source.provider;
         let mut follow_ups = Vec::new();
-        let first_cycle = provider.walks().iter().filter(|w| match w.kind {
+        let first_cycle = provider.walks().iter().filter(|w| match w.spec().kind {
             WalkKind::Delta(_) => true,
             WalkKind::Sweep { initial, .. } => initial == InitialSweep::Immediately,
         });
@@ -316,14 +316,13 @@ pub async fn fetch_limit(config: &Path, scratch: &Path) -> anyhow::Result<FetchL
             let mut position = None;
             loop {
                 let ctx = WalkContext {
-                    walk,
                     since: None,
                     position: position.as_ref(),
                 };
-                let spec = provider.build_request(&ctx)?;
+                let spec = walk.build_request(&ctx)?;
                 let response = source.client.send(&spec, provider).await?;
                 requests += 1;
-                let page = provider.parse_page(&ctx, &response)?;
+                let page = walk.parse_page(&ctx, &response)?;
                 for record in &page.records {
                     // The engine queues a follow-up when a row is inserted: once per id.
                     if seen.insert(record.id.clone())
@@ -346,10 +345,13 @@ pub async fn fetch_limit(config: &Path, scratch: &Path) -> anyhow::Result<FetchL
         }
         for mut detail in follow_ups {
             loop {
-                let spec = provider.build_detail_request(&detail)?;
+                let follow_up = provider.follow_ups().read_queued(&detail)?;
+                let spec = follow_up.build_request()?;
                 let response = source.client.send(&spec, provider).await?;
                 requests += 1;
-                let parsed = provider.parse_detail(&detail, &response)?;
+                let parsed = follow_up.parse_response(&response)?;
+                // It borrows `detail`, whose position moves next.
+                drop(follow_up);
                 match parsed.next {
                     Some(next) => detail.position = Some(next),
                     None => break,

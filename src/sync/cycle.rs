@@ -360,27 +360,30 @@ impl Cycle<'_> {
         let provider = self.source.provider.clone();
         let mut cursors = WalkCursor::load_all(self.store, &self.source.name).await?;
         let lookback = self.source.schedule.lookback;
-        let reach = DeltaReach::of(provider.walks(), &cursors, lookback);
+        let specs: Vec<WalkSpec> = provider.walks().iter().map(|w| w.spec()).collect();
+        let reach = DeltaReach::of(&specs, &cursors, lookback);
         for walk in provider.walks() {
-            let cursor = cursors.remove(walk.name).unwrap_or_default();
-            if let WalkKind::Sweep { initial, .. } = walk.kind
-                && !self.sweep_due(walk, &cursor, initial, options).await?
+            let spec = walk.spec();
+            let cursor = cursors.remove(spec.name).unwrap_or_default();
+            if let WalkKind::Sweep { initial, .. } = spec.kind
+                && !self.sweep_due(&spec, &cursor, initial, options).await?
             {
                 continue;
             }
-            if matches!(walk.kind, WalkKind::Delta(_))
+            if matches!(spec.kind, WalkKind::Delta(_))
                 && options.drain_follow_ups
                 && cursor.completed_within(self.source.schedule.poll_interval, Timestamp::now())
             {
                 continue;
             }
-            let late = LateBounds::for_walk(walk.kind, &cursor, reach, lookback);
-            self.seed_covered_walks(walk, &cursor, &mut cursors).await?;
+            let late = LateBounds::for_walk(spec.kind, &cursor, reach, lookback);
+            self.seed_covered_walks(walk.as_ref(), &cursor, &mut cursors)
+                .await?;
             match self.run_walk(walk, cursor, late).await? {
                 WalkEnd::Complete => {}
                 WalkEnd::PageCap => {
                     tracing::info!(
-                        walk = walk.name,
+                        walk = spec.name,
                         "page cap reached; the walk resumes next cycle"
                     );
                     return Ok(Some(CycleOutcome::MoreToDo));

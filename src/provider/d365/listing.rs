@@ -7,7 +7,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::json::{self, Object};
-use crate::provider::{ConversationRecord, Page, ProviderError, RejectedRecord};
+use crate::provider::{ConversationRecord, FollowUpKind, Page, ProviderError, RejectedRecord};
 use crate::time::Timestamp;
 
 /// Where a walk stands between pages: the token to send and the `StartTimeStamp` text of
@@ -89,7 +89,7 @@ pub(super) fn parse_list(
                 }
                 out.high_water = out.high_water.max(record.created_at);
                 if messages {
-                    record.detail_on_activity = Some(super::MESSAGES);
+                    record.detail_on_activity = Some(super::D365FollowUp::Messages.as_str());
                 }
                 out.records.push(record);
             }

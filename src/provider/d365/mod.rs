@@ -23,38 +23,45 @@ mod listing;
 mod messages;
 mod problem;
 
+use std::sync::Arc;
+
 use reqwest::StatusCode;
 
 pub use config::{D365Config, setup};
 
 use crate::http::{HttpResponse, RequestSpec, ResponsePolicy};
 use crate::provider::{
-    Absence, DetailPage, DetailRequest, InitialSweep, Page, Provider, ProviderError, ProviderKind,
-    WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
+    Absence, DetailPage, DetailRequest, FollowUp, FollowUpKind, FollowUps, InitialSweep, Page,
+    Provider, ProviderError, ProviderKind, Walk, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
 use config::Settings;
 use listing::ListPosition;
 use messages::MessagesPosition;
 use problem::Problem;
 
-/// The follow-up kind that reads a conversation's messages.
-const MESSAGES: &str = "messages";
+/// The follow-ups D365 queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum D365FollowUp {
+    /// A conversation's messages (see `messages`).
+    Messages,
+}
 
-/// The walks: a delta by creation time every cycle, and a full sweep for closures. The
-/// first delta (no watermark yet) lists everything, so the first sweep waits an interval.
-const WALKS: [WalkSpec; 2] = [
-    WalkSpec {
-        name: "delta",
-        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-    },
-    WalkSpec {
-        name: "sweep",
-        kind: WalkKind::Sweep {
-            absence: Absence::Closed,
-            initial: InitialSweep::AfterInterval,
-        },
-    },
-];
+impl FollowUpKind for D365FollowUp {
+    const ALL: &'static [Self] = &[D365FollowUp::Messages];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            D365FollowUp::Messages => "messages",
+        }
+    }
+}
+
+/// A delta by creation time every cycle. Its name keys its cursor in the database: never
+/// rename it.
+const DELTA: WalkSpec = WalkSpec::delta("delta", WatermarkAdvance::AtWalkEnd);
+/// A full sweep for closures. The first delta (no watermark yet) lists everything, so the
+/// first sweep waits an interval.
+const SWEEP: WalkSpec = WalkSpec::sweep("sweep", Absence::Closed, InitialSweep::AfterInterval);
 
 /// Headers that identify a failed request to Microsoft support; the documented one is
 /// `x-ms-correlation-id`, the others are common across Microsoft services.
@@ -72,26 +79,38 @@ const CORRELATION_HEADERS: &[&str] = &[
 /// The adapter for one custom messaging channel.
 #[derive(Debug)]
 pub struct D365 {
-    settings: Settings,
+    settings: Arc<Settings>,
+    /// The delta, then the sweep (when due).
+    walks: [Arc<dyn Walk>; 2],
 }
 
 impl D365 {
     fn new(settings: Settings) -> Self {
-        D365 { settings }
-    }
-
-    /// Adds the channel and organization headers every Messaging API call carries besides
-    /// `Authorization`, under each configured generation of their names (see `config`).
-    fn with_channel_headers(&self, spec: RequestSpec) -> RequestSpec {
-        self.settings
-            .header_names
-            .pairs()
-            .iter()
-            .fold(spec, |spec, &(channel, organization)| {
-                spec.header(channel, self.settings.channel_id.clone())
-                    .header(organization, self.settings.organization_id.clone())
+        let settings = Arc::new(settings);
+        let walk = |spec| -> Arc<dyn Walk> {
+            Arc::new(ListingWalk {
+                spec,
+                settings: settings.clone(),
             })
+        };
+        D365 {
+            walks: [walk(DELTA), walk(SWEEP)],
+            settings,
+        }
     }
+}
+
+/// Adds the channel and organization headers every Messaging API call carries besides
+/// `Authorization`, under each configured generation of their names (see `config`).
+fn with_channel_headers(settings: &Settings, spec: RequestSpec) -> RequestSpec {
+    settings
+        .header_names
+        .pairs()
+        .iter()
+        .fold(spec, |spec, &(channel, organization)| {
+            spec.header(channel, settings.channel_id.clone())
+                .header(organization, settings.organization_id.clone())
+        })
 }
 
 impl Provider for D365 {
@@ -103,92 +122,12 @@ impl Provider for D365 {
         &self.settings.channel_id
     }
 
-    fn walks(&self) -> &[WalkSpec] {
-        &WALKS
+    fn walks(&self) -> &[Arc<dyn Walk>] {
+        &self.walks
     }
 
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        let token = match ctx.position {
-            Some(value) => Some(ListPosition::from_value(value)?.continuationtoken),
-            None => None,
-        };
-        let url = listing::list_url(
-            &self.settings.base_url,
-            walk_start(ctx)?.as_deref(),
-            self.settings.page_size,
-            token.as_deref(),
-        )?;
-        Ok(self.with_channel_headers(RequestSpec::get(url, "conversations")))
-    }
-
-    fn parse_page(
-        &self,
-        ctx: &WalkContext<'_>,
-        response: &HttpResponse,
-    ) -> Result<Page, ProviderError> {
-        // The StartTimeStamp this request carried, to be repeated on the next page.
-        let start = walk_start(ctx)?;
-        let mut page =
-            listing::parse_list(&response.body, start.as_deref(), self.settings.messages)?;
-        if self.settings.messages && matches!(ctx.walk.kind, WalkKind::Sweep { .. }) {
-            // The listing cannot tell which conversations saw new messages: a sweep re-reads
-            // every active one, within the follow-up budget.
-            page.follow_ups = page
-                .records
-                .iter()
-                .map(|r| DetailRequest {
-                    conversation_id: r.id.clone(),
-                    kind: MESSAGES.to_owned(),
-                    since: None,
-                    position: None,
-                })
-                .collect();
-        }
-        Ok(page)
-    }
-
-    fn build_detail_request(&self, detail: &DetailRequest) -> Result<RequestSpec, ProviderError> {
-        if detail.kind != MESSAGES {
-            return Err(ProviderError::UnsupportedDetail(detail.kind.clone()));
-        }
-        let (start, token) = match &detail.position {
-            Some(value) => {
-                let position = MessagesPosition::from_value(value)?;
-                (position.starttimestamp, Some(position.continuationtoken))
-            }
-            None => (detail.since.map(json::tick_before), None),
-        };
-        let url = messages::messages_url(
-            &self.settings.base_url,
-            &detail.conversation_id,
-            start.as_deref(),
-            token.as_deref(),
-        )?;
-        Ok(self
-            .with_channel_headers(RequestSpec::get(url, "messages"))
-            .allow_not_found())
-    }
-
-    fn parse_detail(
-        &self,
-        detail: &DetailRequest,
-        response: &HttpResponse,
-    ) -> Result<DetailPage, ProviderError> {
-        if detail.kind != MESSAGES {
-            return Err(ProviderError::UnsupportedDetail(detail.kind.clone()));
-        }
-        let (position, start) = match &detail.position {
-            Some(value) => {
-                let position = MessagesPosition::from_value(value)?;
-                let start = position.starttimestamp.clone();
-                (position, start)
-            }
-            None => (
-                MessagesPosition::default(),
-                detail.since.map(json::tick_before),
-            ),
-        };
-        messages::parse_messages(response.status, &response.body, &position, start.as_deref())
+    fn follow_ups(&self) -> &dyn FollowUps {
+        self
     }
 
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
@@ -205,10 +144,6 @@ impl Provider for D365 {
                 .any(|t| t.to_ascii_lowercase().contains("continuation")),
         }
     }
-
-    fn follow_up_share(&self) -> f64 {
-        self.settings.messages_share
-    }
 }
 
 impl ResponsePolicy for D365 {
@@ -221,17 +156,138 @@ impl ResponsePolicy for D365 {
     }
 }
 
-/// The `StartTimeStamp` a walk's requests carry: on a continued walk, exactly the text its
-/// first page sent (a token used with other parameters is refused, error 30009); on a
-/// first delta page, one tick before `since`; never on a sweep.
-fn walk_start(ctx: &WalkContext<'_>) -> Result<Option<String>, ProviderError> {
-    Ok(match ctx.position {
-        Some(value) => ListPosition::from_value(value)?.starttimestamp,
-        None => match ctx.walk.kind {
-            WalkKind::Delta(_) => ctx.since.map(json::tick_before),
-            WalkKind::Sweep { .. } => None,
-        },
-    })
+/// The delta or the sweep: both read the channel's list of active conversations; the
+/// delta from `since`, the sweep all of it.
+#[derive(Debug)]
+struct ListingWalk {
+    spec: WalkSpec,
+    settings: Arc<Settings>,
+}
+
+impl ListingWalk {
+    /// The `StartTimeStamp` this walk's requests carry: on a continued walk, exactly the
+    /// text its first page sent (a token used with other parameters is refused, error
+    /// 30009); on a first delta page, one tick before `since`; never on a sweep.
+    fn start(&self, at: &WalkContext<'_>) -> Result<Option<String>, ProviderError> {
+        Ok(match at.position {
+            Some(value) => ListPosition::from_value(value)?.starttimestamp,
+            None => match self.spec.kind {
+                WalkKind::Delta(_) => at.since.map(json::tick_before),
+                WalkKind::Sweep { .. } => None,
+            },
+        })
+    }
+}
+
+impl Walk for ListingWalk {
+    fn spec(&self) -> WalkSpec {
+        self.spec
+    }
+
+    fn build_request(&self, at: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        let token = match at.position {
+            Some(value) => Some(ListPosition::from_value(value)?.continuationtoken),
+            None => None,
+        };
+        let url = listing::list_url(
+            &self.settings.base_url,
+            self.start(at)?.as_deref(),
+            self.settings.page_size,
+            token.as_deref(),
+        )?;
+        Ok(with_channel_headers(
+            &self.settings,
+            RequestSpec::get(url, "conversations"),
+        ))
+    }
+
+    fn parse_page(
+        &self,
+        at: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        // The StartTimeStamp this request carried, to be repeated on the next page.
+        let start = self.start(at)?;
+        let mut page =
+            listing::parse_list(&response.body, start.as_deref(), self.settings.messages)?;
+        if self.settings.messages && matches!(self.spec.kind, WalkKind::Sweep { .. }) {
+            // The listing cannot tell which conversations saw new messages: a sweep re-reads
+            // every active one, within the follow-up budget.
+            page.follow_ups = page
+                .records
+                .iter()
+                .map(|r| DetailRequest {
+                    conversation_id: r.id.clone(),
+                    kind: D365FollowUp::Messages.as_str().to_owned(),
+                    since: None,
+                    position: None,
+                })
+                .collect();
+        }
+        Ok(page)
+    }
+}
+
+impl FollowUps for D365 {
+    fn read_queued<'a>(
+        &'a self,
+        queued: &'a DetailRequest,
+    ) -> Result<Box<dyn FollowUp + 'a>, ProviderError> {
+        match D365FollowUp::parse(&queued.kind)? {
+            D365FollowUp::Messages => Ok(Box::new(MessagesFollowUp {
+                settings: &self.settings,
+                queued,
+            })),
+        }
+    }
+
+    fn budget_share(&self) -> f64 {
+        self.settings.messages_share
+    }
+}
+
+/// A queued `messages` follow-up: a conversation's messages since its known activity,
+/// paged.
+struct MessagesFollowUp<'a> {
+    settings: &'a Settings,
+    queued: &'a DetailRequest,
+}
+
+impl FollowUp for MessagesFollowUp<'_> {
+    fn build_request(&self) -> Result<RequestSpec, ProviderError> {
+        let (start, token) = match &self.queued.position {
+            Some(value) => {
+                let position = MessagesPosition::from_value(value)?;
+                (position.starttimestamp, Some(position.continuationtoken))
+            }
+            None => (self.queued.since.map(json::tick_before), None),
+        };
+        let url = messages::messages_url(
+            &self.settings.base_url,
+            &self.queued.conversation_id,
+            start.as_deref(),
+            token.as_deref(),
+        )?;
+        Ok(
+            with_channel_headers(self.settings, RequestSpec::get(url, "messages"))
+                .allow_not_found(),
+        )
+    }
+
+    fn parse_response(&self, response: &HttpResponse) -> Result<DetailPage, ProviderError> {
+        let (position, start) = match &self.queued.position {
+            Some(value) => {
+                let position = MessagesPosition::from_value(value)?;
+                let start = position.starttimestamp.clone();
+                (position, start)
+            }
+            None => (
+                MessagesPosition::default(),
+                self.queued.since.map(json::tick_before),
+            ),
+        };
+        messages::parse_messages(response.status, &response.body, &position, start.as_deref())
+    }
 }
 
 #[cfg(test)]
@@ -244,15 +300,31 @@ mod tests {
     use serde_json::json;
 
     fn adapter(messages: bool) -> D365 {
+        adapter_with(messages, HeaderNames::Both)
+    }
+
+    fn adapter_with(messages: bool, header_names: HeaderNames) -> D365 {
         D365::new(Settings {
             base_url: url::Url::parse("https://m-org.us.omnichannelengagementhub.com/").unwrap(),
             organization_id: "0b9a3c2e-5d1f-4c7a-9e21-7f3b8d6a1c44".into(),
             channel_id: "6f0e7d12-8a4b-4b3e-b0c9-2d5e9a7c3f10".into(),
-            header_names: HeaderNames::Both,
+            header_names,
             page_size: 250,
             messages,
             messages_share: 0.1,
         })
+    }
+
+    fn delta(d: &D365) -> &dyn Walk {
+        d.walks()[0].as_ref()
+    }
+
+    fn sweep(d: &D365) -> &dyn Walk {
+        d.walks()[1].as_ref()
+    }
+
+    fn detail_request(d: &D365, queued: &DetailRequest) -> Result<RequestSpec, ProviderError> {
+        d.follow_ups().read_queued(queued)?.build_request()
     }
 
     fn ok(body: &str) -> HttpResponse {
@@ -276,11 +348,10 @@ mod tests {
         let d = adapter(false);
         let since = Timestamp::parse_rfc3339("2026-03-02T09:10:03.1234567Z").unwrap();
         let ctx = WalkContext {
-            walk: &WALKS[0],
             since: Some(since),
             position: None,
         };
-        let spec = d.build_request(&ctx).unwrap();
+        let spec = delta(&d).build_request(&ctx).unwrap();
         assert_eq!(
             spec.url.as_str(),
             "https://m-org.us.omnichannelengagementhub.com/api/v1.0/consumer/conversations?StartTimeStamp=2026-03-02T09%3A10%3A03.1234566Z&PageSize=250"
@@ -303,11 +374,10 @@ mod tests {
         let d = adapter(false);
         let since = Timestamp::parse_rfc3339("2026-03-02T09:10:03.1234567Z").unwrap();
         let first = WalkContext {
-            walk: &WALKS[0],
             since: Some(since),
             position: None,
         };
-        let page = d
+        let page = delta(&d)
             .parse_page(
                 &first,
                 &ok(r#"{"conversations":[],"continuationtoken":"tok-1"}"#),
@@ -315,19 +385,18 @@ mod tests {
             .unwrap();
         let next = page.next.unwrap();
         let ctx = WalkContext {
-            walk: &WALKS[0],
             // Even if the engine's bound moved, the walk keeps its own.
             since: Some(Timestamp::now()),
             position: Some(&next),
         };
-        let spec = d.build_request(&ctx).unwrap();
+        let spec = delta(&d).build_request(&ctx).unwrap();
         assert_eq!(
             spec.url.query(),
             Some(
                 "StartTimeStamp=2026-03-02T09%3A10%3A03.1234566Z&PageSize=250&ContinuationToken=tok-1"
             )
         );
-        let again = d
+        let again = delta(&d)
             .parse_page(
                 &ctx,
                 &ok(r#"{"conversations":[],"continuationtoken":"tok-2"}"#),
@@ -345,14 +414,13 @@ mod tests {
     #[test]
     fn sweeps_list_everything() {
         let d = adapter(false);
-        for (walk, since) in [(&WALKS[1], Some(Timestamp::now())), (&WALKS[0], None)] {
+        for (walk, since) in [(sweep(&d), Some(Timestamp::now())), (delta(&d), None)] {
             let ctx = WalkContext {
-                walk,
                 since,
                 position: None,
             };
             assert_eq!(
-                d.build_request(&ctx).unwrap().url.query(),
+                walk.build_request(&ctx).unwrap().url.query(),
                 Some("PageSize=250")
             );
         }
@@ -362,29 +430,28 @@ mod tests {
     #[test]
     fn messages_follow_ups_are_queued() {
         let body = r#"{"conversations":[{"conversationid":"a","timestamp":"2026-03-02T09:15:03.1234567Z"}]}"#;
-        let sweep = WalkContext {
-            walk: &WALKS[1],
+        let sweep_ctx = WalkContext {
             since: None,
             position: None,
         };
-        let delta = WalkContext {
-            walk: &WALKS[0],
+        let delta_ctx = WalkContext {
             since: None,
             position: None,
         };
         let on = adapter(true);
-        let page = on.parse_page(&sweep, &ok(body)).unwrap();
+        let page = sweep(&on).parse_page(&sweep_ctx, &ok(body)).unwrap();
         assert_eq!(page.follow_ups.len(), 1);
         assert_eq!(page.follow_ups[0].kind, "messages");
         assert_eq!(page.records[0].detail_on_activity, Some("messages"));
         assert!(
-            on.parse_page(&delta, &ok(body))
+            delta(&on)
+                .parse_page(&delta_ctx, &ok(body))
                 .unwrap()
                 .follow_ups
                 .is_empty()
         );
         let off = adapter(false);
-        let page = off.parse_page(&sweep, &ok(body)).unwrap();
+        let page = sweep(&off).parse_page(&sweep_ctx, &ok(body)).unwrap();
         assert!(page.follow_ups.is_empty() && page.records[0].detail_on_activity.is_none());
     }
 
@@ -398,7 +465,7 @@ mod tests {
             since: Some(Timestamp::parse_rfc3339("2025-04-15T12:38:00Z").unwrap()),
             position: None,
         };
-        let spec = d.build_detail_request(&detail).unwrap();
+        let spec = detail_request(&d, &detail).unwrap();
         assert_eq!(
             spec.url.path(),
             "/api/v1.0/consumer/conversation/0b9a3c2e/messages"
@@ -416,10 +483,27 @@ mod tests {
             kind: "items".into(),
             ..detail
         };
-        assert!(matches!(
-            d.build_detail_request(&other),
-            Err(ProviderError::UnsupportedDetail(_))
-        ));
+        let error = d.follow_ups().read_queued(&other).err().unwrap();
+        assert!(
+            matches!(&error, ProviderError::UnknownFollowUpKind { kind, .. } if kind == "items"),
+            "{error:?}"
+        );
+    }
+
+    /// Walk names key the cursors in existing databases and follow-up kinds are stored as
+    /// text: both never change. Message follow-ups keep to their share of the budget.
+    #[test]
+    fn walks_and_follow_ups_keep_their_stable_names() {
+        let d = adapter(true);
+        assert_eq!(
+            crate::provider::walk::walk_table(&d),
+            [
+                "delta: Delta(AtWalkEnd)",
+                "sweep: Sweep { absence: Closed, initial: AfterInterval }",
+            ]
+        );
+        assert_eq!(D365FollowUp::Messages.as_str(), "messages");
+        assert_eq!(d.follow_ups().budget_share(), 0.1);
     }
 
     /// Only a 400 about the continuation token restarts the walk.
@@ -479,7 +563,6 @@ mod tests {
             "x-ms-organization-id",
         ];
         let ctx = WalkContext {
-            walk: &WALKS[1],
             since: None,
             position: None,
         };
@@ -488,8 +571,7 @@ mod tests {
             (HeaderNames::Plain, &NAMES[..2]),
             (HeaderNames::XMs, &NAMES[2..]),
         ] {
-            let mut d = adapter(true);
-            d.settings.header_names = names;
+            let d = adapter_with(true, names);
             let detail = DetailRequest {
                 conversation_id: "a".into(),
                 kind: "messages".into(),
@@ -497,8 +579,8 @@ mod tests {
                 position: None,
             };
             for spec in [
-                d.build_request(&ctx).unwrap(),
-                d.build_detail_request(&detail).unwrap(),
+                sweep(&d).build_request(&ctx).unwrap(),
+                detail_request(&d, &detail).unwrap(),
             ] {
                 let sent: Vec<&str> = spec.headers.iter().map(|(n, _)| *n).collect();
                 assert_eq!(sent, expected, "{names:?}");

@@ -528,9 +528,8 @@ mod tests {
             ));
             let setups = setup(&cfg, &ctx()).unwrap();
             let provider = &setups[0].provider;
-            let request = provider
+            let request = provider.walks()[0]
                 .build_request(&crate::provider::WalkContext {
-                    walk: &provider.walks()[0],
                     since: None,
                     position: None,
                 })

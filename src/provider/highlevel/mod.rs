@@ -26,6 +26,8 @@ mod errors;
 mod keyset;
 mod limits;
 
+use std::sync::Arc;
+
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
@@ -39,8 +41,8 @@ use self::conversation::DateField;
 use self::keyset::{PageShape, Position, Role};
 use crate::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
 use crate::provider::{
-    Absence, InitialSweep, Page, Provider, ProviderError, ProviderKind, WalkContext, WalkKind,
-    WalkSpec, WatermarkAdvance,
+    Absence, InitialSweep, Page, Provider, ProviderError, ProviderKind, Walk, WalkContext,
+    WalkKind, WalkSpec, WatermarkAdvance,
 };
 use crate::time::Timestamp;
 
@@ -48,48 +50,56 @@ use crate::time::Timestamp;
 /// spec's enum allows (the server does not enforce the enum; `2021-07-28` works too).
 pub const API_VERSION: &str = "2021-04-15";
 
-/// The walks: the delta first (cheap, every cycle), then the sweep when it is due.
-const WALKS: [WalkSpec; 2] = [
-    WalkSpec {
-        name: "delta",
-        // Newest first: everything below the page's oldest row is unseen until the walk
-        // ends, so the watermark moves only then.
-        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-    },
-    WalkSpec {
-        name: "sweep",
-        kind: WalkKind::Sweep {
-            absence: Absence::Deleted,
-            // The first delta, without a watermark, already lists everything.
-            initial: InitialSweep::AfterInterval,
-        },
-    },
-];
+/// The delta, every cycle. Its name keys its cursor in the database: never rename it.
+/// Newest first: everything below the page's oldest row is unseen until the walk ends, so
+/// the watermark moves only then.
+const DELTA: WalkSpec = WalkSpec::delta("delta", WatermarkAdvance::AtWalkEnd);
+/// The sweep, when it is due. The first delta, without a watermark, already lists
+/// everything.
+const SWEEP: WalkSpec = WalkSpec::sweep("sweep", Absence::Deleted, InitialSweep::AfterInterval);
 
 /// The adapter for one location.
 #[derive(Debug)]
 pub struct HighLevel {
     location_id: String,
-    search_url: Url,
-    page_size: u32,
-    /// The `Version` header value.
-    api_version: String,
     /// The location's burst window, read from its responses' rate-limit headers.
     burst: limits::BurstWindow,
+    /// The delta first (cheap, every cycle), then the sweep when it is due.
+    walks: [Arc<dyn Walk>; 2],
 }
 
 impl HighLevel {
     /// An adapter reading `location_id` through `search_url` (`…/conversations/search`),
     /// `page_size` conversations per request, naming `api_version` in every request.
     pub fn new(location_id: String, search_url: Url, page_size: u32, api_version: String) -> Self {
-        HighLevel {
-            location_id,
+        let search = Arc::new(Search {
+            location_id: location_id.clone(),
             search_url,
             page_size,
             api_version,
+        });
+        let walk = |spec| -> Arc<dyn Walk> {
+            Arc::new(SearchWalk {
+                spec,
+                search: search.clone(),
+            })
+        };
+        HighLevel {
+            location_id,
             burst: limits::BurstWindow::default(),
+            walks: [walk(DELTA), walk(SWEEP)],
         }
     }
+}
+
+/// The search both walks read: one location's conversations, newest message first.
+#[derive(Debug)]
+struct Search {
+    location_id: String,
+    search_url: Url,
+    page_size: u32,
+    /// The `Version` header value.
+    api_version: String,
 }
 
 /// `SendConversationResponseDto`: the items are kept raw so each record holds its JSON as
@@ -102,15 +112,6 @@ struct SearchResponse<'a> {
     total: Option<Value>,
 }
 
-fn role(ctx: &WalkContext<'_>) -> Role {
-    match ctx.walk.kind {
-        WalkKind::Delta(_) => Role::Delta {
-            since_ms: ctx.since.map(Timestamp::epoch_millis),
-        },
-        WalkKind::Sweep { .. } => Role::Sweep,
-    }
-}
-
 impl Provider for HighLevel {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Highlevel
@@ -120,36 +121,93 @@ impl Provider for HighLevel {
         &self.location_id
     }
 
-    fn walks(&self) -> &[WalkSpec] {
-        &WALKS
+    fn walks(&self) -> &[Arc<dyn Walk>] {
+        &self.walks
+    }
+}
+
+impl ResponsePolicy for HighLevel {
+    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
+        errors::describe(status, body, &self.location_id)
     }
 
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        let position = Position::from_cursor(ctx.position)?;
-        let mut url = self.search_url.clone();
+    fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
+        self.burst.pacing(headers)
+    }
+
+    fn remaining_requests(&self, headers: &HeaderMap) -> Option<u64> {
+        limits::remaining_requests(headers)
+    }
+}
+
+/// The delta or the sweep over the search; they differ in where they stop (see `keyset`).
+#[derive(Debug)]
+struct SearchWalk {
+    spec: WalkSpec,
+    search: Arc<Search>,
+}
+
+impl SearchWalk {
+    fn role(&self, at: &WalkContext<'_>) -> Role {
+        match self.spec.kind {
+            WalkKind::Delta(_) => Role::Delta {
+                since_ms: at.since.map(Timestamp::epoch_millis),
+            },
+            WalkKind::Sweep { .. } => Role::Sweep,
+        }
+    }
+
+    /// Adds the next position (and the keyset's notes) to a parsed page.
+    fn finish(
+        &self,
+        at: &WalkContext<'_>,
+        position: &Position,
+        mut page: Page,
+        shape: PageShape,
+    ) -> Result<Page, ProviderError> {
+        let step = keyset::step(self.role(at), position, self.search.page_size, &shape)?;
+        page.next = step.next.map(|p| p.to_value());
+        page.notes.extend(
+            step.notes
+                .into_iter()
+                .map(|n| format!("{}: {n}", self.spec.name)),
+        );
+        Ok(page)
+    }
+}
+
+impl Walk for SearchWalk {
+    fn spec(&self) -> WalkSpec {
+        self.spec
+    }
+
+    fn build_request(&self, at: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        let position = Position::from_cursor(at.position)?;
+        let search = &*self.search;
+        let mut url = search.search_url.clone();
         {
             let mut query = url.query_pairs_mut();
             query
-                .append_pair("locationId", &self.location_id)
+                .append_pair("locationId", &search.location_id)
                 .append_pair("sortBy", "last_message_date")
                 .append_pair("sort", "desc")
                 .append_pair("status", "all")
-                .append_pair("limit", &self.page_size.to_string());
+                .append_pair("limit", &search.page_size.to_string());
             if let Some(after) = position.after {
                 query.append_pair("startAfterDate", &after.to_string());
             }
         }
         Ok(RequestSpec::get(url, "search")
-            .header("Version", self.api_version.clone())
+            .header("Version", search.api_version.clone())
             .header("Accept", "application/json"))
     }
 
     fn parse_page(
         &self,
-        ctx: &WalkContext<'_>,
+        at: &WalkContext<'_>,
         response: &HttpResponse,
     ) -> Result<Page, ProviderError> {
-        let position = Position::from_cursor(ctx.position)?;
+        let position = Position::from_cursor(at.position)?;
         let body: SearchResponse<'_> = serde_json::from_slice(&response.body)
             .map_err(|e| ProviderError::Malformed(format!("search response: {e}")))?;
         let Some(items) = body.conversations else {
@@ -157,7 +215,7 @@ impl Provider for HighLevel {
             let has_key = serde_json::from_slice::<serde_json::Map<String, Value>>(&response.body)
                 .is_ok_and(|m| m.contains_key("conversations"));
             if has_key {
-                return self.finish(ctx, &position, Page::default(), PageShape::default());
+                return self.finish(at, &position, Page::default(), PageShape::default());
             }
             return Err(ProviderError::Malformed(
                 "search response without a `conversations` array".into(),
@@ -188,49 +246,15 @@ impl Provider for HighLevel {
             page.notes.push(format!(
                 "{}: {unreadable_dates} conversation(s) with an unreadable lastMessageDate were \
                  stored without an activity time",
-                ctx.walk.name
+                self.spec.name
             ));
         }
         page.high_water = page.records.iter().filter_map(|r| r.last_activity_at).max();
         // `total` counts the whole listing: what a sweep, or a delta without a watermark
         // yet, reads; a delta stops at its watermark long before.
-        let whole_listing = matches!(ctx.walk.kind, WalkKind::Sweep { .. }) || ctx.since.is_none();
+        let whole_listing = matches!(self.spec.kind, WalkKind::Sweep { .. }) || at.since.is_none();
         page.total_hint = shape.total.filter(|_| whole_listing);
-        self.finish(ctx, &position, page, shape)
-    }
-}
-
-impl ResponsePolicy for HighLevel {
-    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
-        errors::describe(status, body, &self.location_id)
-    }
-
-    fn pacing(&self, headers: &HeaderMap) -> Option<Pause> {
-        self.burst.pacing(headers)
-    }
-
-    fn remaining_requests(&self, headers: &HeaderMap) -> Option<u64> {
-        limits::remaining_requests(headers)
-    }
-}
-
-impl HighLevel {
-    /// Adds the next position (and the keyset's notes) to a parsed page.
-    fn finish(
-        &self,
-        ctx: &WalkContext<'_>,
-        position: &Position,
-        mut page: Page,
-        shape: PageShape,
-    ) -> Result<Page, ProviderError> {
-        let step = keyset::step(role(ctx), position, self.page_size, &shape)?;
-        page.next = step.next.map(|p| p.to_value());
-        page.notes.extend(
-            step.notes
-                .into_iter()
-                .map(|n| format!("{}: {n}", ctx.walk.name)),
-        );
-        Ok(page)
+        self.finish(at, &position, page, shape)
     }
 }
 
@@ -256,16 +280,16 @@ mod tests {
         }
     }
 
-    fn ctx<'a>(
-        walk: &'a WalkSpec,
-        since: Option<Timestamp>,
-        position: Option<&'a Value>,
-    ) -> WalkContext<'a> {
-        WalkContext {
-            walk,
-            since,
-            position,
-        }
+    fn ctx(since: Option<Timestamp>, position: Option<&Value>) -> WalkContext<'_> {
+        WalkContext { since, position }
+    }
+
+    fn delta(hl: &HighLevel) -> &dyn Walk {
+        hl.walks()[0].as_ref()
+    }
+
+    fn sweep(hl: &HighLevel) -> &dyn Walk {
+        hl.walks()[1].as_ref()
     }
 
     fn item(id: &str, last: i64) -> String {
@@ -287,15 +311,28 @@ mod tests {
     fn total_is_a_walk_total_only_where_the_walk_reads_the_whole_listing() {
         let hl = adapter(100);
         let json = body(&[item("a", 1772443200123)], 14021);
-        let hint = |walk, since| {
-            hl.parse_page(&ctx(walk, since, None), &ok(&json))
+        let hint = |walk: &dyn Walk, since| {
+            walk.parse_page(&ctx(since, None), &ok(&json))
                 .unwrap()
                 .total_hint
         };
         let since = Some(Timestamp::from_epoch_millis(1772000000000).unwrap());
-        assert_eq!(hint(&WALKS[0], None), Some(14021));
-        assert_eq!(hint(&WALKS[1], None), Some(14021));
-        assert_eq!(hint(&WALKS[0], since), None);
+        assert_eq!(hint(delta(&hl), None), Some(14021));
+        assert_eq!(hint(sweep(&hl), None), Some(14021));
+        assert_eq!(hint(delta(&hl), since), None);
+    }
+
+    /// Walk names key the cursors in existing databases: they, their order and their
+    /// roles never change.
+    #[test]
+    fn walks_keep_their_stable_names() {
+        assert_eq!(
+            crate::provider::walk::walk_table(&adapter(100)),
+            [
+                "delta: Delta(AtWalkEnd)",
+                "sweep: Sweep { absence: Deleted, initial: AfterInterval }",
+            ]
+        );
     }
 
     /// The first page asks for the newest conversations of the location with the version
@@ -303,7 +340,7 @@ mod tests {
     #[test]
     fn requests_name_location_order_version_and_cursor() {
         let hl = adapter(100);
-        let first = hl.build_request(&ctx(&WALKS[0], None, None)).unwrap();
+        let first = delta(&hl).build_request(&ctx(None, None)).unwrap();
         assert_eq!(
             first.url.as_str(),
             "https://services.leadconnectorhq.com/conversations/search?locationId=ve9EPM428kjkvShlRW1KT&sortBy=last_message_date&sort=desc&status=all&limit=100"
@@ -315,8 +352,8 @@ mod tests {
         );
         assert_eq!(first.method, reqwest::Method::GET);
         let position = serde_json::json!({"after": 1772443200124_i64, "page_size": 100});
-        let next = hl
-            .build_request(&ctx(&WALKS[0], None, Some(&position)))
+        let next = delta(&hl)
+            .build_request(&ctx(None, Some(&position)))
             .unwrap();
         assert!(
             next.url
@@ -332,8 +369,8 @@ mod tests {
     #[test]
     fn reference_example_response() {
         let json = r#"{"conversations":[{"id":"tDtDnQdgm2LXpyiqYvZ6","locationId":"ve9EPM428kjkvShlRW1KT","contactId":"9VEmS0si86GW6gXWU89b","type":"TYPE_PHONE","lastMessageType":"TYPE_SMS","lastMessageBody":"See you at 3pm","lastMessageDirection":"inbound","lastMessageDate":1772443200123,"dateAdded":1770000000000,"dateUpdated":1772443200456,"unreadCount":1,"fullName":"John Doe","contactName":"John Doe","email":"john@example.com","phone":"+15550001234","assignedTo":"ABCHkzuJQ8ZMd4Te84GK","starred":false,"inbox":true}],"total":1}"#;
-        let page = adapter(100)
-            .parse_page(&ctx(&WALKS[0], None, None), &ok(json))
+        let page = delta(&adapter(100))
+            .parse_page(&ctx(None, None), &ok(json))
             .unwrap();
         assert_eq!(page.records.len(), 1);
         assert_eq!(page.high_water.unwrap().epoch_millis(), 1_772_443_200_123);
@@ -346,16 +383,14 @@ mod tests {
     #[test]
     fn tie_cluster_at_a_page_boundary_is_listed_again() {
         let hl = adapter(3);
-        let page = hl
+        let page = delta(&hl)
             .parse_page(
-                &ctx(&WALKS[0], None, None),
+                &ctx(None, None),
                 &ok(&body(&[item("a", 900), item("b", 800), item("c", 800)], 10)),
             )
             .unwrap();
         let next = page.next.unwrap();
-        let request = hl
-            .build_request(&ctx(&WALKS[0], None, Some(&next)))
-            .unwrap();
+        let request = delta(&hl).build_request(&ctx(None, Some(&next))).unwrap();
         assert!(
             request.url.as_str().ends_with("startAfterDate=801"),
             "{}",
@@ -367,9 +402,9 @@ mod tests {
     #[test]
     fn delta_stops_at_its_lower_bound() {
         let since = Timestamp::from_epoch_millis(850).unwrap();
-        let page = adapter(3)
+        let page = delta(&adapter(3))
             .parse_page(
-                &ctx(&WALKS[0], Some(since), None),
+                &ctx(Some(since), None),
                 &ok(&body(&[item("a", 900), item("b", 860), item("c", 800)], 10)),
             )
             .unwrap();
@@ -382,22 +417,22 @@ mod tests {
     #[test]
     fn sweep_ends_with_a_catch_up_phase() {
         let hl = adapter(2);
-        let first = hl
+        let first = sweep(&hl)
             .parse_page(
-                &ctx(&WALKS[1], None, None),
+                &ctx(None, None),
                 &ok(&body(&[item("a", 900), item("b", 800)], 3)),
             )
             .unwrap();
         let second_at = first.next.unwrap();
-        let last = hl
+        let last = sweep(&hl)
             .parse_page(
-                &ctx(&WALKS[1], None, Some(&second_at)),
+                &ctx(None, Some(&second_at)),
                 &ok(&body(&[item("c", 700)], 3)),
             )
             .unwrap();
         let catch_up = last.next.expect("a catch-up phase");
-        let request = hl
-            .build_request(&ctx(&WALKS[1], None, Some(&catch_up)))
+        let request = sweep(&hl)
+            .build_request(&ctx(None, Some(&catch_up)))
             .unwrap();
         assert!(
             !request.url.as_str().contains("startAfterDate"),
@@ -409,9 +444,9 @@ mod tests {
     /// Items without an id are rejected while the rest of the page is kept.
     #[test]
     fn rejected_items_do_not_stop_the_page() {
-        let page = adapter(100)
+        let page = delta(&adapter(100))
             .parse_page(
-                &ctx(&WALKS[0], None, None),
+                &ctx(None, None),
                 &ok(&body(
                     &[item("a", 900), r#"{"contactId":"x"}"#.to_owned()],
                     2,
@@ -427,7 +462,7 @@ mod tests {
     #[test]
     fn malformed_bodies_and_cursors() {
         let hl = adapter(100);
-        let walk = &WALKS[0];
+        let walk = delta(&hl);
         for bad in [
             r#"{"conversations":[{"id":"a""#,
             r#"{"statusCode":200}"#,
@@ -436,22 +471,19 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    hl.parse_page(&ctx(walk, None, None), &ok(bad)),
+                    walk.parse_page(&ctx(None, None), &ok(bad)),
                     Err(ProviderError::Malformed(_))
                 ),
                 "{bad}"
             );
         }
-        let empty = hl
-            .parse_page(
-                &ctx(walk, None, None),
-                &ok(r#"{"conversations":null,"total":0}"#),
-            )
+        let empty = walk
+            .parse_page(&ctx(None, None), &ok(r#"{"conversations":null,"total":0}"#))
             .unwrap();
         assert!(empty.records.is_empty() && empty.next.is_none());
         let garbage = serde_json::json!("page-2");
         assert!(matches!(
-            hl.build_request(&ctx(walk, None, Some(&garbage))),
+            walk.build_request(&ctx(None, Some(&garbage))),
             Err(ProviderError::BadCursor(_))
         ));
     }
@@ -460,8 +492,8 @@ mod tests {
     #[test]
     fn unreadable_dates_are_noted() {
         let json = r#"{"conversations":[{"id":"a","lastMessageDate":"soon"}],"total":1}"#;
-        let page = adapter(100)
-            .parse_page(&ctx(&WALKS[0], None, None), &ok(json))
+        let page = delta(&adapter(100))
+            .parse_page(&ctx(None, None), &ok(json))
             .unwrap();
         assert_eq!(page.records[0].last_activity_at, None);
         assert_eq!(page.notes.len(), 1);
@@ -474,7 +506,7 @@ mod tests {
 
     fn next_start_after(hl: &HighLevel, page: &Page) -> Option<String> {
         let next = page.next.as_ref()?;
-        let request = hl.build_request(&ctx(&WALKS[0], None, Some(next))).unwrap();
+        let request = delta(hl).build_request(&ctx(None, Some(next))).unwrap();
         request
             .url
             .query_pairs()
@@ -487,9 +519,9 @@ mod tests {
     #[test]
     fn start_after_date_comes_from_the_sort_array() {
         let hl = adapter(3);
-        let page = hl
+        let page = delta(&hl)
             .parse_page(
-                &ctx(&WALKS[0], None, None),
+                &ctx(None, None),
                 &ok(&body(
                     &[
                         sorted_item("a", 900, "[1772443200900]"),
@@ -525,8 +557,8 @@ mod tests {
                 sorted_item("c", 1_772_443_200_700, "[9223372036854775807]"),
             ],
         ] {
-            let page = hl
-                .parse_page(&ctx(&WALKS[0], None, None), &ok(&body(&items, 10)))
+            let page = delta(&hl)
+                .parse_page(&ctx(None, None), &ok(&body(&items, 10)))
                 .unwrap();
             assert_eq!(
                 next_start_after(&hl, &page).as_deref(),

@@ -48,7 +48,7 @@ use url::Url;
 use self::position::{InventoryPosition, Phase, RecentPosition};
 use super::{
     Absence, InitialSweep, Page, Provider, ProviderDefaults, ProviderError, ProviderKind,
-    ProviderSetup, RejectedRecord, SetupContext, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
+    ProviderSetup, RejectedRecord, SetupContext, Walk, WalkContext, WalkSpec, WatermarkAdvance,
 };
 use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
@@ -71,26 +71,13 @@ const PROJECT_REQUESTS_PER_SECOND: u32 = 800;
 /// the sends of the application that owns the project.
 const DEFAULT_PROJECT_SHARE_DIVISOR: u32 = 4;
 
-/// The recent-conversations delta (see the module documentation).
-const RECENT: &str = "recent";
-/// The two-listing inventory sweep (see the module documentation).
-const INVENTORY: &str = "inventory";
-
-/// The delta runs first in every cycle; the sweep when due.
-static WALKS: [WalkSpec; 2] = [
-    WalkSpec {
-        name: RECENT,
-        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-    },
-    WalkSpec {
-        name: INVENTORY,
-        kind: WalkKind::Sweep {
-            absence: Absence::Deleted,
-            // The delta cannot see conversations without messages, nor stops and deletions.
-            initial: InitialSweep::Immediately,
-        },
-    },
-];
+/// The recent-conversations delta (see the module documentation). Its name keys its
+/// cursor in the database: never rename it.
+const RECENT: WalkSpec = WalkSpec::delta("recent", WatermarkAdvance::AtWalkEnd);
+/// The two-listing inventory sweep (see the module documentation). It runs in the first
+/// cycle: the delta cannot see conversations without messages, nor stops and deletions.
+const INVENTORY: WalkSpec =
+    WalkSpec::sweep("inventory", Absence::Deleted, InitialSweep::Immediately);
 
 /// `[sources.sinch]`: one Sinch project and the Conversation API app(s) to mirror.
 ///
@@ -299,8 +286,8 @@ fn path_id<'a>(key: &str, value: &'a str) -> Result<&'a str, ConfigError> {
 pub struct SinchProvider {
     app_id: String,
     base_url: Url,
-    conversations_url: Url,
-    recent_url: Url,
+    /// The recent delta, then the inventory sweep (when due).
+    walks: [Arc<dyn Walk>; 2],
 }
 
 impl SinchProvider {
@@ -320,13 +307,34 @@ impl SinchProvider {
         SinchProvider {
             app_id: app_id.to_owned(),
             base_url: base_url.clone(),
-            conversations_url: endpoint("conversations"),
-            recent_url: endpoint("conversations:recent"),
+            walks: [
+                Arc::new(RecentWalk {
+                    app_id: app_id.to_owned(),
+                    recent_url: endpoint("conversations:recent"),
+                }),
+                Arc::new(InventoryWalk {
+                    app_id: app_id.to_owned(),
+                    conversations_url: endpoint("conversations"),
+                }),
+            ],
         }
     }
+}
 
-    fn recent_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        let position = RecentPosition::from_cursor(ctx.position)?;
+/// The `recent` delta over `GET /conversations:recent`.
+#[derive(Debug)]
+struct RecentWalk {
+    app_id: String,
+    recent_url: Url,
+}
+
+impl Walk for RecentWalk {
+    fn spec(&self) -> WalkSpec {
+        RECENT
+    }
+
+    fn build_request(&self, at: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        let position = RecentPosition::from_cursor(at.position)?;
         let mut url = self.recent_url.clone();
         {
             // `only_active` stays out: its default (false) lists every conversation here.
@@ -342,8 +350,52 @@ impl SinchProvider {
         Ok(RequestSpec::get(url, "conversations:recent"))
     }
 
-    fn inventory_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        let position = InventoryPosition::from_cursor(ctx.position)?;
+    /// A page of the recent delta: newest message first, so the walk ends at the first
+    /// conversation whose latest message is at or before `since`.
+    fn parse_page(
+        &self,
+        at: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        let envelope = wire::read_envelope(&response.body)?;
+        let (mut page, activities) = read_items(&envelope.items, wire::recent_item);
+        page.high_water = activities.iter().flatten().max().copied();
+        // Only a real time can end the walk: where message-less conversations sort is
+        // undocumented.
+        let reached_since = at
+            .since
+            .is_some_and(|since| activities.iter().flatten().any(|t| *t <= since));
+        // Without `since` the walk reads the whole listing, which `total_size` counts; a
+        // delta stops at `since`, far short of it.
+        page.total_hint = envelope.total_size.filter(|_| at.since.is_none());
+        page.next = envelope
+            .next_page_token
+            .filter(|_| !reached_since)
+            .map(|page_token| RecentPosition { page_token }.to_cursor());
+        if at.since.is_none() && at.position.is_none() && envelope.items.is_empty() {
+            page.notes.push(format!(
+                "app {} has no conversation with messages yet (an app in DISPATCH processing mode never has any)",
+                self.app_id
+            ));
+        }
+        Ok(page)
+    }
+}
+
+/// The `inventory` sweep over `GET /conversations`, active then inactive.
+#[derive(Debug)]
+struct InventoryWalk {
+    app_id: String,
+    conversations_url: Url,
+}
+
+impl Walk for InventoryWalk {
+    fn spec(&self) -> WalkSpec {
+        INVENTORY
+    }
+
+    fn build_request(&self, at: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        let position = InventoryPosition::from_cursor(at.position)?;
         let mut url = self.conversations_url.clone();
         {
             // `only_active` is always explicit: the older spec makes it required and what
@@ -360,37 +412,13 @@ impl SinchProvider {
         Ok(RequestSpec::get(url, "conversations"))
     }
 
-    /// A page of the recent delta: newest message first, so the walk ends at the first
-    /// conversation whose latest message is at or before `since`.
-    fn parse_recent(&self, ctx: &WalkContext<'_>, body: &[u8]) -> Result<Page, ProviderError> {
-        let envelope = wire::read_envelope(body)?;
-        let (mut page, activities) = read_items(&envelope.items, wire::recent_item);
-        page.high_water = activities.iter().flatten().max().copied();
-        // Only a real time can end the walk: where message-less conversations sort is
-        // undocumented.
-        let reached_since = ctx
-            .since
-            .is_some_and(|since| activities.iter().flatten().any(|t| *t <= since));
-        // Without `since` the walk reads the whole listing, which `total_size` counts; a
-        // delta stops at `since`, far short of it.
-        page.total_hint = envelope.total_size.filter(|_| ctx.since.is_none());
-        page.next = envelope
-            .next_page_token
-            .filter(|_| !reached_since)
-            .map(|page_token| RecentPosition { page_token }.to_cursor());
-        if ctx.since.is_none() && ctx.position.is_none() && envelope.items.is_empty() {
-            page.notes.push(format!(
-                "app {} has no conversation with messages yet (an app in DISPATCH processing mode never has any)",
-                self.app_id
-            ));
-        }
-        Ok(page)
-    }
-
-    /// A page of the inventory sweep.
-    fn parse_inventory(&self, ctx: &WalkContext<'_>, body: &[u8]) -> Result<Page, ProviderError> {
-        let position = InventoryPosition::from_cursor(ctx.position)?;
-        let envelope = wire::read_envelope(body)?;
+    fn parse_page(
+        &self,
+        at: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        let position = InventoryPosition::from_cursor(at.position)?;
+        let envelope = wire::read_envelope(&response.body)?;
         let implied_active = Some(position.phase.implied_active());
         let (mut page, _) = read_items(&envelope.items, |item| {
             wire::conversation(item, implied_active)
@@ -450,32 +478,8 @@ impl Provider for SinchProvider {
         &self.app_id
     }
 
-    fn walks(&self) -> &[WalkSpec] {
-        &WALKS
-    }
-
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        match ctx.walk.name {
-            RECENT => self.recent_request(ctx),
-            INVENTORY => self.inventory_request(ctx),
-            other => Err(ProviderError::BadCursor(format!(
-                "unknown Sinch walk {other:?}"
-            ))),
-        }
-    }
-
-    fn parse_page(
-        &self,
-        ctx: &WalkContext<'_>,
-        response: &HttpResponse,
-    ) -> Result<Page, ProviderError> {
-        match ctx.walk.name {
-            RECENT => self.parse_recent(ctx, &response.body),
-            INVENTORY => self.parse_inventory(ctx, &response.body),
-            other => Err(ProviderError::BadCursor(format!(
-                "unknown Sinch walk {other:?}"
-            ))),
-        }
+    fn walks(&self) -> &[Arc<dyn Walk>] {
+        &self.walks
     }
 
     /// An expired or unknown page token comes back as a 400 (or 410) that mentions a token:

@@ -28,16 +28,16 @@ fn ok(body: &Value) -> HttpResponse {
     }
 }
 
-fn walk(name: &str) -> &'static WalkSpec {
-    WALKS.iter().find(|w| w.name == name).unwrap()
+fn walk(p: &dyn Provider, spec: WalkSpec) -> &dyn Walk {
+    p.walks()
+        .iter()
+        .find(|w| w.spec() == spec)
+        .unwrap()
+        .as_ref()
 }
 
-fn ctx<'a>(name: &str, since: Option<Timestamp>, position: Option<&'a Value>) -> WalkContext<'a> {
-    WalkContext {
-        walk: walk(name),
-        since,
-        position,
-    }
+fn ctx<'a>(since: Option<Timestamp>, position: Option<&'a Value>) -> WalkContext<'a> {
+    WalkContext { since, position }
 }
 
 fn query(spec: &RequestSpec) -> Vec<(String, String)> {
@@ -120,9 +120,8 @@ fn setup_builds_oauth_client_credentials_for_the_region() {
         (quota.requests.get(), quota.per),
         (200, Duration::from_secs(1))
     );
-    let spec = s
-        .provider
-        .build_request(&ctx(INVENTORY, None, None))
+    let spec = walk(&*s.provider, INVENTORY)
+        .build_request(&ctx(None, None))
         .unwrap();
     assert_eq!(spec.url.host_str(), Some("eu.conversation.api.sinch.com"));
 }
@@ -207,30 +206,15 @@ fn setup_errors_name_the_key() {
 }
 
 /// The walks: a recent delta that advances at its end, and an inventory sweep that deletes.
+/// Their names key the cursors in existing databases and never change.
 #[test]
 fn walks_are_a_recent_delta_and_an_inventory_sweep() {
-    let p = provider();
     assert_eq!(
-        p.walks()[0].kind,
-        WalkKind::Delta(WatermarkAdvance::AtWalkEnd)
-    );
-    assert_eq!(
-        p.walks()[1].kind,
-        WalkKind::Sweep {
-            absence: Absence::Deleted,
-            initial: InitialSweep::Immediately
-        }
-    );
-    assert!(
-        p.build_request(&WalkContext {
-            walk: &WalkSpec {
-                name: "other",
-                kind: WALKS[0].kind
-            },
-            since: None,
-            position: None
-        })
-        .is_err()
+        crate::provider::walk::walk_table(&provider()),
+        [
+            "recent: Delta(AtWalkEnd)",
+            "inventory: Sweep { absence: Deleted, initial: Immediately }",
+        ]
     );
 }
 
@@ -238,8 +222,8 @@ fn walks_are_a_recent_delta_and_an_inventory_sweep() {
 #[test]
 fn recent_requests_are_newest_first_with_the_saved_token() {
     let p = provider();
-    let first = p
-        .build_request(&ctx(RECENT, Some(ts("2026-03-01T00:00:00Z")), None))
+    let first = walk(&p, RECENT)
+        .build_request(&ctx(Some(ts("2026-03-01T00:00:00Z")), None))
         .unwrap();
     assert_eq!(
         first.url.path(),
@@ -252,8 +236,8 @@ fn recent_requests_are_newest_first_with_the_saved_token() {
     );
     assert_eq!(first.method, reqwest::Method::GET);
     let position = json!({"page_token": "Ch+/tok=="});
-    let next = p
-        .build_request(&ctx(RECENT, None, Some(&position)))
+    let next = walk(&p, RECENT)
+        .build_request(&ctx(None, Some(&position)))
         .unwrap();
     assert!(query(&next).contains(&("page_token".into(), "Ch+/tok==".into())));
     assert!(
@@ -268,7 +252,7 @@ fn recent_requests_are_newest_first_with_the_saved_token() {
 #[test]
 fn inventory_requests_walk_both_listings() {
     let p = provider();
-    let first = p.build_request(&ctx(INVENTORY, None, None)).unwrap();
+    let first = walk(&p, INVENTORY).build_request(&ctx(None, None)).unwrap();
     assert_eq!(
         first.url.path(),
         format!("/v1/projects/{PROJECT}/conversations")
@@ -284,7 +268,8 @@ fn inventory_requests_walk_both_listings() {
     );
     let inactive = json!({"phase": "inactive", "page_token": "T2", "listed": 40});
     let q = query(
-        &p.build_request(&ctx(INVENTORY, None, Some(&inactive)))
+        &walk(&p, INVENTORY)
+            .build_request(&ctx(None, Some(&inactive)))
             .unwrap(),
     );
     assert!(q.contains(&("only_active".into(), "false".into())));
@@ -296,7 +281,7 @@ fn inventory_requests_walk_both_listings() {
 fn base_url_prefixes_are_kept() {
     let base = Url::parse("http://127.0.0.1:4010/sinch/").unwrap();
     let p = SinchProvider::new(&base, "proj", "app");
-    let spec = p.build_request(&ctx(RECENT, None, None)).unwrap();
+    let spec = walk(&p, RECENT).build_request(&ctx(None, None)).unwrap();
     assert_eq!(
         spec.url.path(),
         "/sinch/v1/projects/proj/conversations:recent"
@@ -316,8 +301,8 @@ fn recent_walk_stops_at_the_watermark() {
         ],
         "next_page_token": "NEXT"
     });
-    let page = p
-        .parse_page(&ctx(RECENT, Some(since), None), &ok(&body))
+    let page = walk(&p, RECENT)
+        .parse_page(&ctx(Some(since), None), &ok(&body))
         .unwrap();
     assert_eq!(page.records.len(), 2);
     assert_eq!(page.high_water, Some(ts("2026-03-02T10:30:00Z")));
@@ -339,8 +324,8 @@ fn recent_walk_stops_at_the_watermark() {
         ],
         "next_page_token": "MORE"
     });
-    let page = p
-        .parse_page(&ctx(RECENT, Some(since), None), &ok(&body))
+    let page = walk(&p, RECENT)
+        .parse_page(&ctx(Some(since), None), &ok(&body))
         .unwrap();
     assert_eq!(page.next, None, "a conversation at `since` ends the walk");
     assert_eq!(
@@ -361,11 +346,8 @@ fn recent_walk_ignores_messageless_conversations_for_stopping() {
         ],
         "next_page_token": "NEXT"
     });
-    let page = p
-        .parse_page(
-            &ctx(RECENT, Some(ts("2026-03-02T10:00:00Z")), None),
-            &ok(&body),
-        )
+    let page = walk(&p, RECENT)
+        .parse_page(&ctx(Some(ts("2026-03-02T10:00:00Z")), None), &ok(&body))
         .unwrap();
     assert_eq!(page.next, Some(json!({"page_token": "NEXT"})));
     assert_eq!(page.records[0].last_activity_at, None);
@@ -380,13 +362,15 @@ fn first_recent_walk_lists_everything() {
         "conversations": [recent("A", "2026-03-02T10:30:00Z", "TO_APP"), recent("B", "2020-01-01T00:00:00Z", "TO_APP")],
         "next_page_token": "NEXT"
     });
-    let page = p.parse_page(&ctx(RECENT, None, None), &ok(&body)).unwrap();
+    let page = walk(&p, RECENT)
+        .parse_page(&ctx(None, None), &ok(&body))
+        .unwrap();
     assert_eq!(page.next, Some(json!({"page_token": "NEXT"})));
     assert_eq!(page.high_water, Some(ts("2026-03-02T10:30:00Z")));
     assert!(page.notes.is_empty());
-    let last = p
+    let last = walk(&p, RECENT)
         .parse_page(
-            &ctx(RECENT, None, page.next.as_ref()),
+            &ctx(None, page.next.as_ref()),
             &ok(&json!({"conversations": []})),
         )
         .unwrap();
@@ -396,8 +380,8 @@ fn first_recent_walk_lists_everything() {
         "an empty last page of a non-empty app is no news"
     );
 
-    let empty = p
-        .parse_page(&ctx(RECENT, None, None), &ok(&json!({})))
+    let empty = walk(&p, RECENT)
+        .parse_page(&ctx(None, None), &ok(&json!({})))
         .unwrap();
     assert!(empty.records.is_empty() && empty.next.is_none());
     assert!(empty.notes[0].contains("DISPATCH"), "{:?}", empty.notes);
@@ -409,8 +393,8 @@ fn inventory_pages_chain_the_listings() {
     let p = provider();
     let body =
         json!({"conversations": [listed("A1", Some(true)), listed("A2", None)], "total_size": 0});
-    let page = p
-        .parse_page(&ctx(INVENTORY, None, None), &ok(&body))
+    let page = walk(&p, INVENTORY)
+        .parse_page(&ctx(None, None), &ok(&body))
         .unwrap();
     assert_eq!(
         page.records.iter().map(|r| r.active).collect::<Vec<_>>(),
@@ -422,8 +406,8 @@ fn inventory_pages_chain_the_listings() {
     let position = page.next.unwrap();
     let body =
         json!({"conversations": [listed("I1", None), {"active": false}], "next_page_token": "T"});
-    let page = p
-        .parse_page(&ctx(INVENTORY, None, Some(&position)), &ok(&body))
+    let page = walk(&p, INVENTORY)
+        .parse_page(&ctx(None, Some(&position)), &ok(&body))
         .unwrap();
     assert_eq!(page.records.len(), 1);
     assert_eq!(page.records[0].active, Some(false));
@@ -434,11 +418,8 @@ fn inventory_pages_chain_the_listings() {
     );
 
     let last = page.next.unwrap();
-    let page = p
-        .parse_page(
-            &ctx(INVENTORY, None, Some(&last)),
-            &ok(&json!({"conversations": []})),
-        )
+    let page = walk(&p, INVENTORY)
+        .parse_page(&ctx(None, Some(&last)), &ok(&json!({"conversations": []})))
         .unwrap();
     assert_eq!(page.next, None);
     assert!(page.notes.is_empty());
@@ -448,12 +429,12 @@ fn inventory_pages_chain_the_listings() {
 #[test]
 fn empty_inventory_is_reported() {
     let p = provider();
-    let page = p
-        .parse_page(&ctx(INVENTORY, None, None), &ok(&json!({})))
+    let page = walk(&p, INVENTORY)
+        .parse_page(&ctx(None, None), &ok(&json!({})))
         .unwrap();
     let position = page.next.unwrap();
-    let page = p
-        .parse_page(&ctx(INVENTORY, None, Some(&position)), &ok(&json!({})))
+    let page = walk(&p, INVENTORY)
+        .parse_page(&ctx(None, Some(&position)), &ok(&json!({})))
         .unwrap();
     assert_eq!(page.next, None);
     assert!(page.notes[0].contains("DISPATCH"), "{:?}", page.notes);
@@ -470,16 +451,16 @@ fn malformed_pages_and_positions_are_errors() {
         body: Bytes::from_static(b"{\"conversations\": [{\"id\": \"A"),
     };
     assert!(matches!(
-        p.parse_page(&ctx(RECENT, None, None), &broken),
+        walk(&p, RECENT).parse_page(&ctx(None, None), &broken),
         Err(ProviderError::Malformed(_))
     ));
     assert!(matches!(
-        p.parse_page(&ctx(INVENTORY, None, None), &broken),
+        walk(&p, INVENTORY).parse_page(&ctx(None, None), &broken),
         Err(ProviderError::Malformed(_))
     ));
     let bad = json!("not a position");
     assert!(matches!(
-        p.build_request(&ctx(INVENTORY, None, Some(&bad))),
+        walk(&p, INVENTORY).build_request(&ctx(None, Some(&bad))),
         Err(ProviderError::BadCursor(_))
     ));
 }
@@ -520,8 +501,9 @@ fn not_found_is_explained_as_a_region_mismatch() {
 #[test]
 fn total_size_is_a_walk_total_only_where_it_covers_the_walk() {
     let p = provider();
-    let page = |walk, since, position: Option<&Value>, body: Value| {
-        p.parse_page(&ctx(walk, since, position), &ok(&body))
+    let page = |spec, since, position: Option<&Value>, body: Value| {
+        walk(&p, spec)
+            .parse_page(&ctx(since, position), &ok(&body))
             .unwrap()
             .total_hint
     };

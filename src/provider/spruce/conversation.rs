@@ -14,9 +14,6 @@ use serde_json::value::RawValue;
 use crate::provider::{ConversationRecord, ProviderError, RejectedRecord};
 use crate::time::Timestamp;
 
-/// The follow-up kind that reads a conversation's items to learn who spoke last.
-pub(super) const ITEMS_FOLLOW_UP: &str = "items";
-
 /// One `ListConversations` response: `conversations`, `hasMore` and `totalCount` are
 /// required; `paginationToken` accompanies `hasMore`. `totalCount` is approximate (cached
 /// up to 60 s): it only feeds the progress display, read as any JSON so that an odd value
@@ -366,7 +363,7 @@ mod tests {
     /// The reference example maps onto every column the listing can fill.
     #[test]
     fn reference_example_maps_onto_the_mirror_columns() {
-        let page = parse_list_page(REFERENCE_PAGE.as_bytes(), Some(ITEMS_FOLLOW_UP)).unwrap();
+        let page = parse_list_page(REFERENCE_PAGE.as_bytes(), Some("items")).unwrap();
         assert_eq!(page.next_token.as_deref(), Some("opaque-token"));
         assert!(page.rejected.is_empty() && page.notes.is_empty());
         let r = &page.records[0];
@@ -384,7 +381,7 @@ mod tests {
         assert_eq!(r.assignee.as_deref(), Some("entity_2A1XYZ0000000"));
         assert_eq!(r.unread_count, None);
         assert_eq!(r.last_message_direction, None);
-        assert_eq!(r.detail_on_activity, Some(ITEMS_FOLLOW_UP));
+        assert_eq!(r.detail_on_activity, Some("items"));
     }
 
     /// `raw` is the conversation's JSON byte for byte, not a re-serialisation.

@@ -31,6 +31,8 @@ mod conversation;
 mod items;
 mod limits;
 
+use std::sync::Arc;
+
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -38,11 +40,10 @@ use url::Url;
 
 pub use config::{SpruceConfig, setup};
 
-use self::conversation::ITEMS_FOLLOW_UP;
 use crate::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
 use crate::provider::{
-    Absence, DetailPage, DetailRequest, InitialSweep, Page, Provider, ProviderError, ProviderKind,
-    WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
+    Absence, DetailPage, DetailRequest, FollowUp, FollowUpKind, FollowUps, InitialSweep, Page,
+    Provider, ProviderError, ProviderKind, Walk, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
 use crate::time::Timestamp;
 
@@ -51,26 +52,12 @@ const ACTIVITY_WALK: &str = "activity";
 const CREATED_WALK: &str = "created";
 const SWEEP_WALK: &str = "sweep";
 
-/// `created` runs first: its first listing is the first sync, and `activity` starts from
-/// where it began (see [`Provider::covered_by_first_listing`]).
-const WALKS: [WalkSpec; 3] = [
-    WalkSpec {
-        name: CREATED_WALK,
-        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-    },
-    WalkSpec {
-        name: ACTIVITY_WALK,
-        kind: WalkKind::Delta(WatermarkAdvance::AtWalkEnd),
-    },
-    WalkSpec {
-        name: SWEEP_WALK,
-        kind: WalkKind::Sweep {
-            absence: Absence::Deleted,
-            // The first deltas (without a watermark) already list everything.
-            initial: InitialSweep::AfterInterval,
-        },
-    },
-];
+/// Runs first: its first listing is the first sync, and `activity` starts from where it
+/// began (see [`Walk::first_listing_covers`]).
+const CREATED: WalkSpec = WalkSpec::delta(CREATED_WALK, WatermarkAdvance::AtWalkEnd);
+const ACTIVITY: WalkSpec = WalkSpec::delta(ACTIVITY_WALK, WatermarkAdvance::AtWalkEnd);
+/// The first deltas (without a watermark) already list everything: the first sweep waits.
+const SWEEP: WalkSpec = WalkSpec::sweep(SWEEP_WALK, Absence::Deleted, InitialSweep::AfterInterval);
 
 /// The listing order a walk asks for (`orderBy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,20 +69,27 @@ enum OrderBy {
 }
 
 impl OrderBy {
-    fn of(walk: &WalkSpec) -> Result<Self, ProviderError> {
-        match walk.name {
-            ACTIVITY_WALK => Ok(OrderBy::LastMessage),
-            CREATED_WALK | SWEEP_WALK => Ok(OrderBy::Created),
-            other => Err(ProviderError::BadCursor(format!(
-                "spruce has no walk named {other:?}"
-            ))),
-        }
-    }
-
     fn as_param(self) -> &'static str {
         match self {
             OrderBy::Created => "created",
             OrderBy::LastMessage => "last_message",
+        }
+    }
+}
+
+/// The follow-ups Spruce queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpruceFollowUp {
+    /// A conversation's newest items, to learn who spoke last (see `items`).
+    Items,
+}
+
+impl FollowUpKind for SpruceFollowUp {
+    const ALL: &'static [Self] = &[SpruceFollowUp::Items];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SpruceFollowUp::Items => "items",
         }
     }
 }
@@ -107,35 +101,17 @@ struct ListPosition {
     pagination_token: String,
 }
 
-/// The adapter for one Spruce organization.
-#[derive(Debug, Clone)]
-pub struct SpruceProvider {
-    /// Organization entity id, for the mirror's `account` column.
-    organization_id: String,
+/// Where one organization's API is and how much a request reads: shared by its walks and
+/// its follow-ups.
+#[derive(Debug)]
+struct Api {
     /// The URL `v1/…` is appended to.
     api_root: Url,
     /// `pageSize` of every request (1–200).
     page_size: u32,
-    /// Whether conversations whose activity moved queue an `items` follow-up.
-    track_reply_state: bool,
 }
 
-impl SpruceProvider {
-    /// An adapter reading `organization_id` through `api_root` (already validated).
-    pub fn new(
-        organization_id: String,
-        api_root: Url,
-        page_size: u32,
-        track_reply_state: bool,
-    ) -> Self {
-        SpruceProvider {
-            organization_id,
-            api_root,
-            page_size,
-            track_reply_state,
-        }
-    }
-
+impl Api {
     /// `api_root` + `v1/<segments…>`, each segment percent-encoded (ids cannot alter the
     /// path).
     fn endpoint(&self, segments: &[&str]) -> Result<Url, ProviderError> {
@@ -148,6 +124,54 @@ impl SpruceProvider {
             .push("v1")
             .extend(segments);
         Ok(url)
+    }
+}
+
+/// The adapter for one Spruce organization.
+#[derive(Debug)]
+pub struct SpruceProvider {
+    /// Organization entity id, for the mirror's `account` column.
+    organization_id: String,
+    api: Arc<Api>,
+    /// `created`, `activity`, `sweep`, in this order.
+    walks: [Arc<dyn Walk>; 3],
+}
+
+impl SpruceProvider {
+    /// An adapter reading `organization_id` through `api_root` (already validated);
+    /// with `track_reply_state`, conversations whose activity moved queue an `items`
+    /// follow-up.
+    pub fn new(
+        organization_id: String,
+        api_root: Url,
+        page_size: u32,
+        track_reply_state: bool,
+    ) -> Self {
+        let api = Arc::new(Api {
+            api_root,
+            page_size,
+        });
+        let walk = |spec, order, covers| -> Arc<dyn Walk> {
+            Arc::new(ConversationsWalk {
+                spec,
+                order,
+                covers,
+                api: api.clone(),
+                track_reply_state,
+            })
+        };
+        let walks = [
+            // The first `created` listing holds every conversation with its
+            // `lastMessageAt`: the `activity` delta need not list them all again.
+            walk(CREATED, OrderBy::Created, &[ACTIVITY_WALK]),
+            walk(ACTIVITY, OrderBy::LastMessage, &[]),
+            walk(SWEEP, OrderBy::Created, &[]),
+        ];
+        SpruceProvider {
+            organization_id,
+            api,
+            walks,
+        }
     }
 }
 
@@ -167,19 +191,44 @@ impl Provider for SpruceProvider {
         &self.organization_id
     }
 
-    fn walks(&self) -> &[WalkSpec] {
-        &WALKS
+    fn walks(&self) -> &[Arc<dyn Walk>] {
+        &self.walks
     }
 
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        let order = OrderBy::of(ctx.walk)?;
-        let mut url = self.endpoint(&["conversations"])?;
+    fn follow_ups(&self) -> &dyn FollowUps {
+        self
+    }
+
+    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
+        limits::is_position_rejected(status, body)
+    }
+}
+
+/// One of the walks over `GET /v1/conversations`: they differ in order and role only.
+#[derive(Debug)]
+struct ConversationsWalk {
+    spec: WalkSpec,
+    order: OrderBy,
+    /// The walks its first listing covers.
+    covers: &'static [&'static str],
+    api: Arc<Api>,
+    /// Whether conversations whose activity moved queue an `items` follow-up.
+    track_reply_state: bool,
+}
+
+impl Walk for ConversationsWalk {
+    fn spec(&self) -> WalkSpec {
+        self.spec
+    }
+
+    fn build_request(&self, at: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        let mut url = self.api.endpoint(&["conversations"])?;
         {
             let mut query = url.query_pairs_mut();
             query
-                .append_pair("orderBy", order.as_param())
-                .append_pair("pageSize", &self.page_size.to_string());
-            match ctx.position {
+                .append_pair("orderBy", self.order.as_param())
+                .append_pair("pageSize", &self.api.page_size.to_string());
+            match at.position {
                 // The token encodes the start point: `startFrom` must not come with it.
                 Some(position) => {
                     let position: ListPosition =
@@ -189,8 +238,8 @@ impl Provider for SpruceProvider {
                     query.append_pair("paginationToken", &position.pagination_token);
                 }
                 None => {
-                    let bounded = matches!(ctx.walk.kind, WalkKind::Delta(_));
-                    if let Some(since) = ctx.since.filter(|_| bounded) {
+                    let bounded = matches!(self.spec.kind, WalkKind::Delta(_));
+                    if let Some(since) = at.since.filter(|_| bounded) {
                         query.append_pair("startFrom", &start_from(since));
                     }
                 }
@@ -201,13 +250,14 @@ impl Provider for SpruceProvider {
 
     fn parse_page(
         &self,
-        ctx: &WalkContext<'_>,
+        _at: &WalkContext<'_>,
         response: &HttpResponse,
     ) -> Result<Page, ProviderError> {
-        let order = OrderBy::of(ctx.walk)?;
-        let follow_up = self.track_reply_state.then_some(ITEMS_FOLLOW_UP);
+        let follow_up = self
+            .track_reply_state
+            .then(|| SpruceFollowUp::Items.as_str());
         let list = conversation::parse_list_page(&response.body, follow_up)?;
-        let high_water = match (ctx.walk.kind, order) {
+        let high_water = match (self.spec.kind, self.order) {
             (WalkKind::Sweep { .. }, _) => None,
             (WalkKind::Delta(_), OrderBy::LastMessage) => {
                 list.records.iter().filter_map(|r| r.last_activity_at).max()
@@ -235,17 +285,43 @@ impl Provider for SpruceProvider {
         })
     }
 
-    fn build_detail_request(&self, detail: &DetailRequest) -> Result<RequestSpec, ProviderError> {
-        if detail.kind != ITEMS_FOLLOW_UP {
-            return Err(ProviderError::UnsupportedDetail(detail.kind.clone()));
+    fn first_listing_covers(&self) -> &'static [&'static str] {
+        self.covers
+    }
+}
+
+impl FollowUps for SpruceProvider {
+    fn read_queued<'a>(
+        &'a self,
+        queued: &'a DetailRequest,
+    ) -> Result<Box<dyn FollowUp + 'a>, ProviderError> {
+        match SpruceFollowUp::parse(&queued.kind)? {
+            SpruceFollowUp::Items => Ok(Box::new(ItemsFollowUp {
+                api: &self.api,
+                queued,
+            })),
         }
-        let mut url = self.endpoint(&["conversations", &detail.conversation_id, "items"])?;
+    }
+}
+
+/// A queued `items` follow-up: the conversation's newest items since its previous
+/// activity, one request.
+struct ItemsFollowUp<'a> {
+    api: &'a Api,
+    queued: &'a DetailRequest,
+}
+
+impl FollowUp for ItemsFollowUp<'_> {
+    fn build_request(&self) -> Result<RequestSpec, ProviderError> {
+        let mut url =
+            self.api
+                .endpoint(&["conversations", &self.queued.conversation_id, "items"])?;
         {
             let mut query = url.query_pairs_mut();
             query
                 .append_pair("order", "newest_first")
-                .append_pair("pageSize", &self.page_size.to_string());
-            if let Some(since) = detail.since {
+                .append_pair("pageSize", &self.api.page_size.to_string());
+            if let Some(since) = self.queued.since {
                 query.append_pair("startFrom", &start_from(since));
             }
         }
@@ -253,14 +329,7 @@ impl Provider for SpruceProvider {
         Ok(RequestSpec::get(url, "items").allow_not_found())
     }
 
-    fn parse_detail(
-        &self,
-        detail: &DetailRequest,
-        response: &HttpResponse,
-    ) -> Result<DetailPage, ProviderError> {
-        if detail.kind != ITEMS_FOLLOW_UP {
-            return Err(ProviderError::UnsupportedDetail(detail.kind.clone()));
-        }
+    fn parse_response(&self, response: &HttpResponse) -> Result<DetailPage, ProviderError> {
         if response.status == StatusCode::NOT_FOUND {
             // Only Spruce's own error body proves the conversation is gone; a 404 page from a
             // proxy or a wrong base URL must not delete rows.
@@ -274,24 +343,11 @@ impl Provider for SpruceProvider {
                 "404 without a Spruce error body; not treating the conversation as deleted".into(),
             ));
         }
-        let patch = items::parse_items_page(&response.body, detail.since)?;
+        let patch = items::parse_items_page(&response.body, self.queued.since)?;
         Ok(DetailPage {
             patch: Some(patch),
             ..DetailPage::default()
         })
-    }
-
-    /// The first `created` listing holds every conversation with its `lastMessageAt`: the
-    /// `activity` delta need not list them all again.
-    fn covered_by_first_listing(&self, walk: &WalkSpec) -> &[&'static str] {
-        match walk.name {
-            CREATED_WALK => &[ACTIVITY_WALK],
-            _ => &[],
-        }
-    }
-
-    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
-        limits::is_position_rejected(status, body)
     }
 }
 
@@ -328,8 +384,27 @@ mod tests {
         )
     }
 
-    fn walk(name: &str) -> &'static WalkSpec {
-        WALKS.iter().find(|w| w.name == name).unwrap()
+    fn walk<'p>(p: &'p SpruceProvider, name: &str) -> &'p dyn Walk {
+        p.walks()
+            .iter()
+            .find(|w| w.spec().name == name)
+            .unwrap()
+            .as_ref()
+    }
+
+    fn detail_request(
+        p: &SpruceProvider,
+        queued: &DetailRequest,
+    ) -> Result<RequestSpec, ProviderError> {
+        p.follow_ups().read_queued(queued)?.build_request()
+    }
+
+    fn parse_detail(
+        p: &SpruceProvider,
+        queued: &DetailRequest,
+        response: &HttpResponse,
+    ) -> Result<DetailPage, ProviderError> {
+        p.follow_ups().read_queued(queued)?.parse_response(response)
     }
 
     fn ts(text: &str) -> Timestamp {
@@ -356,9 +431,8 @@ mod tests {
     fn activity_delta_starts_from_the_bound() {
         let p = provider(true);
         let since = ts("2026-03-01T08:39:52.123456Z");
-        let spec = p
+        let spec = walk(&p, ACTIVITY_WALK)
             .build_request(&WalkContext {
-                walk: walk(ACTIVITY_WALK),
                 since: Some(since),
                 position: None,
             })
@@ -382,9 +456,8 @@ mod tests {
     fn later_pages_send_the_token_without_start_from() {
         let p = provider(true);
         let position = json!({ "paginationToken": "a+b/c=" });
-        let spec = p
+        let spec = walk(&p, CREATED_WALK)
             .build_request(&WalkContext {
-                walk: walk(CREATED_WALK),
                 since: Some(ts("2026-03-01T00:00:00Z")),
                 position: Some(&position),
             })
@@ -401,9 +474,8 @@ mod tests {
     #[test]
     fn the_sweep_is_unbounded_and_ordered_by_creation() {
         let p = provider(true);
-        let spec = p
+        let spec = walk(&p, SWEEP_WALK)
             .build_request(&WalkContext {
-                walk: walk(SWEEP_WALK),
                 since: Some(ts("2026-03-01T00:00:00Z")),
                 position: None,
             })
@@ -420,9 +492,8 @@ mod tests {
     /// A first run without a watermark lists from the beginning.
     #[test]
     fn a_delta_without_watermark_lists_everything() {
-        let spec = provider(true)
+        let spec = walk(&provider(true), ACTIVITY_WALK)
             .build_request(&WalkContext {
-                walk: walk(ACTIVITY_WALK),
                 since: None,
                 position: None,
             })
@@ -434,9 +505,8 @@ mod tests {
     #[test]
     fn a_foreign_position_is_a_bad_cursor() {
         let position = json!({ "page": 3 });
-        let err = provider(true)
+        let err = walk(&provider(true), ACTIVITY_WALK)
             .build_request(&WalkContext {
-                walk: walk(ACTIVITY_WALK),
                 since: None,
                 position: Some(&position),
             })
@@ -454,15 +524,15 @@ mod tests {
         ],"hasMore":true,"paginationToken":"next","totalCount":3}"#;
         let p = provider(true);
         let parse = |name| {
-            p.parse_page(
-                &WalkContext {
-                    walk: walk(name),
-                    since: None,
-                    position: None,
-                },
-                &response(200, body),
-            )
-            .unwrap()
+            walk(&p, name)
+                .parse_page(
+                    &WalkContext {
+                        since: None,
+                        position: None,
+                    },
+                    &response(200, body),
+                )
+                .unwrap()
         };
         let activity = parse(ACTIVITY_WALK);
         assert_eq!(activity.high_water, Some(ts("2026-03-01T00:00:00Z")));
@@ -472,7 +542,7 @@ mod tests {
             activity
                 .records
                 .iter()
-                .all(|r| r.detail_on_activity == Some(ITEMS_FOLLOW_UP))
+                .all(|r| r.detail_on_activity == Some("items"))
         );
         assert_eq!(
             parse(CREATED_WALK).high_water,
@@ -490,10 +560,9 @@ mod tests {
             let body = format!(
                 r#"{{"conversations":[{{"id":"t_1"}}],"hasMore":false,"totalCount":{total}}}"#
             );
-            let page = p
+            let page = walk(&p, ACTIVITY_WALK)
                 .parse_page(
                     &WalkContext {
-                        walk: walk(ACTIVITY_WALK),
                         since: Some(ts("2026-01-01T00:00:00Z")),
                         position: None,
                     },
@@ -514,10 +583,9 @@ mod tests {
     #[test]
     fn reply_state_off_queues_no_follow_ups() {
         let body = r#"{"conversations":[{"id":"t_1","lastMessageAt":"2026-03-01T00:00:00Z"}],"hasMore":false,"totalCount":1}"#;
-        let page = provider(false)
+        let page = walk(&provider(false), ACTIVITY_WALK)
             .parse_page(
                 &WalkContext {
-                    walk: walk(ACTIVITY_WALK),
                     since: None,
                     position: None,
                 },
@@ -533,11 +601,11 @@ mod tests {
     fn items_follow_up_reads_newest_first_since_the_previous_activity() {
         let detail = DetailRequest {
             conversation_id: "t_0E5/QDGJC03000".into(),
-            kind: ITEMS_FOLLOW_UP.into(),
+            kind: "items".into(),
             since: Some(ts("2026-03-01T08:44:52Z")),
             position: None,
         };
-        let spec = provider(true).build_detail_request(&detail).unwrap();
+        let spec = detail_request(&provider(true), &detail).unwrap();
         // The id is one path segment even with a slash in it.
         assert_eq!(
             spec.url.path(),
@@ -559,7 +627,7 @@ mod tests {
             since: None,
             ..detail
         };
-        let spec = provider(true).build_detail_request(&first).unwrap();
+        let spec = detail_request(&provider(true), &first).unwrap();
         assert!(!query(&spec).iter().any(|(k, _)| k == "startFrom"));
     }
 
@@ -568,16 +636,14 @@ mod tests {
     fn items_page_becomes_a_patch() {
         let detail = DetailRequest {
             conversation_id: "t_1".into(),
-            kind: ITEMS_FOLLOW_UP.into(),
+            kind: "items".into(),
             since: None,
             position: None,
         };
         let body = r#"{"conversationItems":[
             {"id":"ti_1","createdAt":"2026-03-01T00:00:00Z","direction":"inbound","isInternalNote":false}
         ],"hasMore":false,"totalCount":1}"#;
-        let page = provider(true)
-            .parse_detail(&detail, &response(200, body))
-            .unwrap();
+        let page = parse_detail(&provider(true), &detail, &response(200, body)).unwrap();
         let patch = page.patch.unwrap();
         assert_eq!(patch.awaiting_reply, Some(true));
         assert_eq!(page.next, None);
@@ -589,34 +655,67 @@ mod tests {
     fn only_a_spruce_404_means_deleted() {
         let detail = DetailRequest {
             conversation_id: "t_1".into(),
-            kind: ITEMS_FOLLOW_UP.into(),
+            kind: "items".into(),
             since: None,
             position: None,
         };
         let p = provider(true);
-        let gone = p
-            .parse_detail(&detail, &response(404, r#"{"statusCode":404,"type":"NOT_FOUND","message":"Conversation t_1 not found"}"#))
-            .unwrap();
+        let gone = parse_detail(
+            &p,
+            &detail,
+            &response(
+                404,
+                r#"{"statusCode":404,"type":"NOT_FOUND","message":"Conversation t_1 not found"}"#,
+            ),
+        )
+        .unwrap();
         assert_eq!(gone.gone, Some(Absence::Deleted));
-        assert!(
-            p.parse_detail(&detail, &response(404, "<html>nginx</html>"))
-                .is_err()
-        );
+        assert!(parse_detail(&p, &detail, &response(404, "<html>nginx</html>")).is_err());
     }
 
-    /// Follow-up kinds other than `items` are refused.
+    /// A stored follow-up kind other than `items` (another provider's, another version's)
+    /// is a typed error when the queue is read, before any request is built.
     #[test]
-    fn unknown_follow_up_kinds_are_unsupported() {
+    fn an_unknown_stored_follow_up_kind_is_refused() {
         let detail = DetailRequest {
             conversation_id: "t_1".into(),
             kind: "messages".into(),
             since: None,
             position: None,
         };
-        assert!(matches!(
-            provider(true).build_detail_request(&detail),
-            Err(ProviderError::UnsupportedDetail(_))
-        ));
+        let p = provider(true);
+        let error = p.follow_ups().read_queued(&detail).err().unwrap();
+        assert!(
+            matches!(&error, ProviderError::UnknownFollowUpKind { kind, .. } if kind == "messages"),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains(r#"queues "items""#), "{error}");
+    }
+
+    /// The queue's text for each follow-up kind, and the budget share: stored follow-ups
+    /// must keep reading back after an upgrade.
+    #[test]
+    fn follow_up_kinds_keep_their_stored_text() {
+        assert_eq!(SpruceFollowUp::Items.as_str(), "items");
+        assert_eq!(
+            SpruceFollowUp::parse("items").unwrap(),
+            SpruceFollowUp::Items
+        );
+        assert_eq!(provider(true).follow_ups().budget_share(), 1.0);
+    }
+
+    /// Walk names key the cursors in existing databases: they, their order and their roles
+    /// never change, and only the `created` walk's first listing covers another walk.
+    #[test]
+    fn walks_keep_their_stable_names() {
+        assert_eq!(
+            crate::provider::walk::walk_table(&provider(true)),
+            [
+                r#"created: Delta(AtWalkEnd), covers ["activity"]"#,
+                "activity: Delta(AtWalkEnd)",
+                "sweep: Sweep { absence: Deleted, initial: AfterInterval }",
+            ]
+        );
     }
 
     /// The request id is logged with errors.

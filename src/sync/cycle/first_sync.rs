@@ -4,7 +4,7 @@
 //! last message), one delta walk each. Without watermarks every one of those walks would
 //! list everything: the first sync would pay for all of them. When the provider says that
 //! one walk's first, unbounded listing covers another walk
-//! ([`Provider::covered_by_first_listing`](crate::provider::Provider::covered_by_first_listing)),
+//! ([`Walk::first_listing_covers`](crate::provider::Walk::first_listing_covers)),
 //! the covered walk gets a watermark at the moment that listing starts, before its first
 //! page. From then on it lists only from `watermark − lookback`: whatever changed while
 //! the listing ran (possibly after the listing had passed the conversation) is still
@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use super::{Cycle, SyncError};
-use crate::provider::WalkSpec;
+use crate::provider::Walk;
 use crate::sync::cursor::WalkCursor;
 use crate::time::Timestamp;
 
@@ -26,15 +26,16 @@ impl Cycle<'_> {
     /// gives the walks it covers that have never run a watermark at its start.
     pub(super) async fn seed_covered_walks(
         &self,
-        walk: &WalkSpec,
+        walk: &dyn Walk,
         cursor: &WalkCursor,
         cursors: &mut HashMap<String, WalkCursor>,
     ) -> Result<(), SyncError> {
-        if !cursor.lists_everything(walk.kind) {
+        let spec = walk.spec();
+        if !cursor.lists_everything(spec.kind) {
             return Ok(());
         }
         let start = Timestamp::now().saturating_sub(self.source.schedule.max_clock_skew);
-        for &covered in self.source.provider.covered_by_first_listing(walk) {
+        for &covered in walk.first_listing_covers() {
             let state = cursors.entry(covered.to_owned()).or_default();
             if !state.seed_from_covering_listing(start) {
                 continue;
@@ -43,7 +44,7 @@ impl Cycle<'_> {
                 .save_cursor(&self.source.name, covered, &state.to_state()?)
                 .await?;
             tracing::info!(
-                walk = walk.name,
+                walk = spec.name,
                 covered,
                 from = %start,
                 "first listing covers another walk; it starts from now instead of listing everything again"

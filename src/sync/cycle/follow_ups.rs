@@ -42,7 +42,7 @@ impl Cycle<'_> {
     /// succeeded and more may wait.
     pub(super) async fn run_follow_ups(&mut self) -> Result<CycleOutcome, SyncError> {
         let source = self.source;
-        let share = source.provider.follow_up_share().clamp(0.0, 1.0);
+        let share = source.provider.follow_ups().budget_share().clamp(0.0, 1.0);
         let budget = (f64::from(source.schedule.max_follow_ups_per_cycle) * share).ceil() as u32;
         if budget == 0 {
             return Ok(CycleOutcome::CaughtUp);
@@ -244,8 +244,13 @@ async fn ask<'d>(source: &Source, detail: &'d DetailRequest) -> (&'d DetailReque
 /// What became of `detail`'s request.
 async fn answer(source: &Source, detail: &DetailRequest) -> Answer {
     let provider = &*source.provider;
-    let spec = match provider.build_detail_request(detail) {
-        Ok(spec) => spec,
+    // The stored kind is read once, here: the typed follow-up builds and reads the rest.
+    let built = provider
+        .follow_ups()
+        .read_queued(detail)
+        .and_then(|follow_up| Ok((follow_up.build_request()?, follow_up)));
+    let (spec, follow_up) = match built {
+        Ok(built) => built,
         Err(e) => return Answer::Failed(format!("cannot be built: {e}")),
     };
     let response = match source.client.send(&spec, provider).await {
@@ -263,7 +268,7 @@ async fn answer(source: &Source, detail: &DetailRequest) -> Answer {
         }
         Err(e) => return Answer::Failed(e.to_string()),
     };
-    match provider.parse_detail(detail, &response) {
+    match follow_up.parse_response(&response) {
         Ok(mut page) => {
             let max_raw_bytes = source.schedule.max_raw_bytes;
             if let Some(record) = &mut page.record

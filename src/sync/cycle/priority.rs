@@ -32,6 +32,7 @@ impl Cycle<'_> {
             .provider
             .walks()
             .iter()
+            .map(|w| w.spec())
             .filter(|w| matches!(w.kind, WalkKind::Delta(_)))
             .filter_map(|w| cursors.get(w.name).and_then(|c| c.last_completed_at))
             .min()

@@ -21,7 +21,9 @@ use tracing::Instrument;
 use super::reply_horizon::keep_follow_ups_within;
 use super::{Cycle, MALFORMED_RETRIES, SyncError, WalkEnd, while_busy};
 use crate::http::{ApiClient, HttpError};
-use crate::provider::{Absence, Page, Provider, ProviderError, WalkContext, WalkKind, WalkSpec};
+use crate::provider::{
+    Absence, Page, Provider, ProviderError, Walk, WalkContext, WalkKind, WalkSpec,
+};
 use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{PageOutcome, PageTransaction, PageWrite, SweepCompletion};
 use crate::sync::cursor::{LateBounds, WalkCursor};
@@ -73,29 +75,30 @@ struct Batch {
 impl Cycle<'_> {
     pub(super) async fn run_walk(
         &mut self,
-        walk: &WalkSpec,
+        walk: &Arc<dyn Walk>,
         mut cursor: WalkCursor,
         late: LateBounds,
     ) -> Result<WalkEnd, SyncError> {
+        let spec = walk.spec();
         let schedule = &self.source.schedule;
         // A sweep's window opens with the cycle: rows this cycle's deltas just listed were
         // seen inside it and need no second write (only their absence would be noticed one
         // sweep later, like any conversation removed while a sweep runs).
         let resumed = cursor.begin(
-            walk.kind,
+            spec.kind,
             self.started_at,
             Timestamp::now(),
             schedule.lookback,
         );
         if resumed {
             tracing::info!(
-                walk = walk.name,
+                walk = spec.name,
                 "resuming an unfinished walk from its saved position"
             );
         }
-        self.source.progress.enter_walk(Some(walk.name));
+        self.source.progress.enter_walk(Some(spec.name));
         self.source.progress.update(|s| {
-            if matches!(walk.kind, WalkKind::Delta(_)) {
+            if matches!(spec.kind, WalkKind::Delta(_)) {
                 s.watermark = cursor.watermark.max(s.watermark);
             }
         });
@@ -106,7 +109,7 @@ impl Cycle<'_> {
             max_raw_bytes: schedule.max_raw_bytes,
             max_empty_pages: schedule.max_empty_pages,
             reply_state_horizon: schedule.reply_state_horizon,
-            walk: *walk,
+            walk: walk.clone(),
             since: cursor.walk_since,
             // The writer ending early (a database error) stops the fetcher too.
             stop: self.cancel.child_token(),
@@ -127,7 +130,7 @@ impl Cycle<'_> {
             }
             .instrument(tracing::Span::current()),
         );
-        let ended = self.write_pages(walk, cursor, late, receiver).await;
+        let ended = self.write_pages(&spec, cursor, late, receiver).await;
         drop(stop_fetching);
         // The fetcher ends as soon as it sees the stop or its channel closed; waiting for
         // it means no request of this walk outlives the walk.
@@ -451,7 +454,8 @@ struct Fetcher {
     max_empty_pages: u32,
     /// Reply-state follow-ups are queued only for open conversations active within this.
     reply_state_horizon: Duration,
-    walk: WalkSpec,
+    /// The walk: it builds the requests and reads the pages.
+    walk: Arc<dyn Walk>,
     since: Option<Timestamp>,
     /// Shutdown, or the writer has ended.
     stop: CancellationToken,
@@ -466,7 +470,7 @@ impl Fetcher {
         page_budget: u32,
         pages: mpsc::Sender<Fetched>,
     ) {
-        let walk = self.walk.name;
+        let walk = self.walk.spec().name;
         let mut restarted = false;
         let mut seen_positions = HashSet::new();
         let mut fetched = 0u32;
@@ -481,7 +485,6 @@ impl Fetcher {
                 return;
             }
             let ctx = WalkContext {
-                walk: &self.walk,
                 since: self.since,
                 position: position.as_ref(),
             };
@@ -547,8 +550,9 @@ impl Fetcher {
     /// One page: the request, retried by the HTTP layer; a malformed answer fetched again.
     async fn fetch_page(&self, ctx: &WalkContext<'_>) -> Result<Page, SyncError> {
         let provider: &dyn Provider = &*self.provider;
-        let walk = ctx.walk.name;
-        let spec = provider
+        let walk = self.walk.spec().name;
+        let spec = self
+            .walk
             .build_request(ctx)
             .map_err(|source| SyncError::Provider { walk, source })?;
         let mut attempt = 0;
@@ -574,7 +578,8 @@ impl Fetcher {
                 Err(e) => return Err(e.into()),
             };
             // Provider text enters the engine's logs and notes here: scrubbed and cut once.
-            match provider
+            match self
+                .walk
                 .parse_page(ctx, &response)
                 .map_err(ProviderError::redacted)
             {

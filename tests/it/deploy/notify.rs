@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use convsync::config::HealthConfig;
 use convsync::health::{Notifier, NotifyAddress, Service};
-use convsync::http::AuthScheme;
+use convsync::http::{AuthScheme, HttpResponse, RequestSpec};
+use convsync::provider::{Page, ProviderError, Walk, WalkContext, WalkSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::app::spawn_app;
 use crate::support::deploy::{NotifySocket, PATIENCE, SpruceSite, position};
-use crate::support::double::{Double, DoubleProvider, Twist, Twisted};
+use crate::support::double::{Double, DoubleProvider};
 use crate::support::{TestDb, quick_http, schedule, source};
 
 fn count(messages: &[String], from: usize, needle: &str) -> usize {
@@ -194,11 +195,28 @@ impl Drop for WedgeOnRelease {
     }
 }
 
-/// The wedge as a twist of the double's adapter: it blocks its thread before a request is
-/// built while armed.
-impl Twist for Wedge {
-    fn before_request(&self) {
-        self.pass();
+/// A walk of the double that waits at the wedge before building a request.
+struct WedgeableWalk {
+    inner: Arc<dyn Walk>,
+    wedge: Wedge,
+}
+
+impl Walk for WedgeableWalk {
+    fn spec(&self) -> WalkSpec {
+        self.inner.spec()
+    }
+
+    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        self.wedge.pass();
+        self.inner.build_request(ctx)
+    }
+
+    fn parse_page(
+        &self,
+        ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        self.inner.parse_page(ctx, response)
     }
 }
 
@@ -210,10 +228,15 @@ async fn a_wedged_source_stops_the_watchdog_pings() {
     let double = Double::start().await;
     let wedge = Wedge::default();
     let _release = WedgeOnRelease(wedge.clone());
-    let provider = Arc::new(Twisted {
-        inner: DoubleProvider::new(double.base_url.clone(), 10, false),
-        twist: wedge.clone(),
-    });
+    // The double's walks, blocking their thread in `build_request` while the wedge is armed.
+    let provider = Arc::new(
+        DoubleProvider::new(double.base_url.clone(), 10, false).map_walks(|inner| {
+            Arc::new(WedgeableWalk {
+                inner,
+                wedge: wedge.clone(),
+            })
+        }),
+    );
     let mut fast = schedule();
     fast.poll_interval = Duration::from_millis(100);
     let db = TestDb::new();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use convsync::app::AppError;
 use convsync::config::Schedule;
-use convsync::http::{AuthScheme, HttpSettings};
-use convsync::provider::{Page, Provider};
+use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec};
+use convsync::provider::{Page, Provider, ProviderError, Walk, WalkContext, WalkSpec};
 use convsync::sync::{
     CycleOutcome, EngineError, MAX_IDLE_CYCLES, OnceResult, SyncError, WalkCursor,
 };
@@ -16,18 +16,37 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
-use crate::support::double::{Conv, Double, DoubleProvider, Fault, Twist, Twisted};
+use crate::support::double::{Conv, Double, DoubleProvider, Fault};
 use crate::support::{TestDb, quick_http, schedule, source};
 
 /// Generous bound on any one test's engine call: old code looped forever here.
 const NEVER_ENDS: Duration = Duration::from_secs(60);
 
-/// A twist of the double's adapter: it panics on a page holding a conversation named
-/// `PANIC`, a stand-in for a parser meeting bytes it did not expect.
-pub(crate) struct PanicOnMarkedPage;
+/// The double's adapter over `double`, except that its walks panic on a page holding a
+/// conversation named `PANIC`: a stand-in for a parser meeting bytes it did not expect.
+pub(crate) fn panicky(double: &Double, page_size: usize) -> Arc<dyn Provider> {
+    let adapter = DoubleProvider::new(double.base_url.clone(), page_size, false);
+    Arc::new(adapter.map_walks(|walk| Arc::new(PanickyWalk(walk))))
+}
 
-impl Twist for PanicOnMarkedPage {
-    fn after_parse(&self, page: &Page) {
+/// A walk of the double that panics on a marked page.
+struct PanickyWalk(Arc<dyn Walk>);
+
+impl Walk for PanickyWalk {
+    fn spec(&self) -> WalkSpec {
+        self.0.spec()
+    }
+
+    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
+        self.0.build_request(ctx)
+    }
+
+    fn parse_page(
+        &self,
+        ctx: &WalkContext<'_>,
+        response: &HttpResponse,
+    ) -> Result<Page, ProviderError> {
+        let page = self.0.parse_page(ctx, response)?;
         if page
             .records
             .iter()
@@ -35,15 +54,8 @@ impl Twist for PanicOnMarkedPage {
         {
             panic!("marked page reached");
         }
+        Ok(page)
     }
-}
-
-/// The double's adapter over `double`, panicking on the marked page.
-pub(crate) fn panicky(double: &Double, page_size: usize) -> Arc<dyn Provider> {
-    Arc::new(Twisted {
-        inner: DoubleProvider::new(double.base_url.clone(), page_size, false),
-        twist: PanicOnMarkedPage,
-    })
 }
 
 pub(crate) fn conversations(double: &Double, names: &[&str]) {

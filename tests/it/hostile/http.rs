@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use convsync::config::Schedule;
 use convsync::http::Pause;
+use convsync::http::ResponsePolicy;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::http::{AuthError, AuthScheme, HttpError, HttpSettings};
-use convsync::provider::Provider;
+use convsync::provider::{Provider, ProviderKind, Walk};
 use convsync::record::RAW_OMITTED_KEY;
 use convsync::secret::Secret;
 use convsync::sync::{CycleOutcome, SyncError};
@@ -26,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
 use crate::support::app::{Sweep, TestApp, spawn_app};
-use crate::support::double::{DoubleProvider, Twist, Twisted};
+use crate::support::double::DoubleProvider;
 use crate::support::{TestDb, quick_http, schedule, source};
 
 /// The source every test syncs.
@@ -310,11 +311,25 @@ async fn huge_retry_after_is_clamped_to_the_provider_wait_cap() {
     }
 }
 
-/// A twist of the double's adapter: rate-limit headers, where `x-pause-seconds` asks for a
-/// pause of that many seconds, as a provider's window length or reset time would.
-struct PauseHeader;
+/// The double's adapter, plus rate-limit headers: `x-pause-seconds` asks for a pause of
+/// that many seconds, as a provider's window length or reset time would.
+struct PacedDouble(DoubleProvider);
 
-impl Twist for PauseHeader {
+impl Provider for PacedDouble {
+    fn kind(&self) -> ProviderKind {
+        self.0.kind()
+    }
+
+    fn account(&self) -> &str {
+        self.0.account()
+    }
+
+    fn walks(&self) -> &[Arc<dyn Walk>] {
+        self.0.walks()
+    }
+}
+
+impl ResponsePolicy for PacedDouble {
     fn pacing(&self, headers: &reqwest::header::HeaderMap) -> Option<Pause> {
         let seconds = headers
             .get("x-pause-seconds")?
@@ -346,10 +361,11 @@ async fn huge_rate_limit_pause_is_clamped_to_the_provider_wait_cap() {
     )]);
     let db = TestDb::new();
     let http = hostile_http();
-    let provider = Arc::new(Twisted {
-        inner: DoubleProvider::new(hostile.base_url.clone(), 50, false),
-        twist: PauseHeader,
-    });
+    let provider = Arc::new(PacedDouble(DoubleProvider::new(
+        hostile.base_url.clone(),
+        50,
+        false,
+    )));
     let app = app(&db, provider, AuthScheme::None, http.clone(), schedule()).await;
 
     let first = app.sync_once(Sweep::IfDue).await;

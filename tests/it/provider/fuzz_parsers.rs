@@ -48,11 +48,10 @@ async fn fetch_corpus() -> Corpus {
         let provider = &*source.provider;
         for walk in provider.walks() {
             let ctx = WalkContext {
-                walk,
                 since: None,
                 position: None,
             };
-            let spec = provider.build_request(&ctx).unwrap();
+            let spec = walk.build_request(&ctx).unwrap();
             let response = source.client.send(&spec, provider).await.unwrap();
             pages.push(serde_json::from_slice(&response.body).unwrap());
         }
@@ -81,12 +80,8 @@ fn parse_everywhere(body: &[u8], headers: &HeaderMap) {
     for provider in &corpus().providers {
         for walk in provider.walks() {
             for (since, position) in [(None, None), (Some(since), Some(&position))] {
-                let ctx = WalkContext {
-                    walk,
-                    since,
-                    position,
-                };
-                let parsed = provider.parse_page(
+                let ctx = WalkContext { since, position };
+                let parsed = walk.parse_page(
                     &ctx,
                     &response(body.to_vec(), StatusCode::OK, headers.clone()),
                 );
@@ -108,9 +103,12 @@ fn parse_everywhere(body: &[u8], headers: &HeaderMap) {
                 since: Some(since),
                 position: None,
             };
+            // A kind the provider does not queue is refused before any parsing.
+            let Ok(follow_up) = provider.follow_ups().read_queued(&detail) else {
+                continue;
+            };
             for status in [StatusCode::OK, StatusCode::NOT_FOUND] {
-                let _ = provider
-                    .parse_detail(&detail, &response(body.to_vec(), status, headers.clone()));
+                let _ = follow_up.parse_response(&response(body.to_vec(), status, headers.clone()));
             }
         }
         for status in [
@@ -293,13 +291,12 @@ fn an_item_without_id_is_rejected_not_dropped() {
                     continue;
                 }
                 let ctx = WalkContext {
-                    walk,
                     since: None,
                     position: None,
                 };
                 let body = serde_json::to_vec(&page).unwrap();
                 if let Ok(parsed) =
-                    provider.parse_page(&ctx, &response(body, StatusCode::OK, HeaderMap::new()))
+                    walk.parse_page(&ctx, &response(body, StatusCode::OK, HeaderMap::new()))
                     && !parsed.rejected.is_empty()
                 {
                     rejected_somewhere += 1;

@@ -408,7 +408,11 @@ async fn a_conversation_moving_mid_sweep_is_still_seen() {
     let token = bed.sim.accounts().highlevel[0]
         .private_integration_token
         .clone();
-    let sweep = provider.walks().iter().find(|w| w.name == "sweep").unwrap();
+    let sweep = provider
+        .walks()
+        .iter()
+        .find(|w| w.spec().name == "sweep")
+        .unwrap();
     let client = reqwest::Client::new();
     let oldest = bed.newest_first(&a).await.last().unwrap().clone();
 
@@ -423,11 +427,10 @@ async fn a_conversation_moving_mid_sweep_is_still_seen() {
             bed.message(&a, &oldest, MessageKind::Inbound);
         }
         let ctx = WalkContext {
-            walk: sweep,
             since: None,
             position: position.as_ref(),
         };
-        let spec = provider.build_request(&ctx).unwrap();
+        let spec = sweep.build_request(&ctx).unwrap();
         let mut request = client.get(spec.url.clone()).bearer_auth(&token);
         for (name, value) in &spec.headers {
             request = request.header(*name, value);
@@ -438,7 +441,7 @@ async fn a_conversation_moving_mid_sweep_is_still_seen() {
             headers: response.headers().clone(),
             body: response.bytes().await.unwrap(),
         };
-        let page = provider.parse_page(&ctx, &response).unwrap();
+        let page = sweep.parse_page(&ctx, &response).unwrap();
         seen.extend(page.records.iter().map(|r| r.id.clone()));
         match page.next {
             Some(next) => position = Some(next),

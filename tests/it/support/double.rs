@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use convsync::http::{HttpResponse, RequestSpec, ResponsePolicy};
 use convsync::provider::{
-    Absence, ConversationRecord, InitialSweep, Page, Provider, ProviderError, ProviderKind,
+    Absence, ConversationRecord, InitialSweep, Page, Provider, ProviderError, ProviderKind, Walk,
     WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
 use convsync::time::Timestamp;
@@ -308,32 +308,47 @@ fn list(state: &Arc<Mutex<State>>, url: &Url, head: &str) -> (u16, String, Vec<(
 /// The adapter for the double: an ascending "updated since" delta and, optionally, a
 /// sweep that marks vanished conversations deleted.
 pub struct DoubleProvider {
-    pub base_url: Url,
-    pub page_size: usize,
-    walks: Vec<WalkSpec>,
+    walks: Vec<Arc<dyn Walk>>,
 }
 
 impl DoubleProvider {
     pub fn new(base_url: Url, page_size: usize, with_sweep: bool) -> Self {
-        let mut walks = vec![WalkSpec {
+        let walk = |spec| -> Arc<dyn Walk> {
+            Arc::new(DoubleWalk {
+                spec,
+                base_url: base_url.clone(),
+                page_size,
+            })
+        };
+        let mut walks = vec![walk(WalkSpec {
             name: "delta",
             kind: WalkKind::Delta(WatermarkAdvance::PerPage),
-        }];
+        })];
         if with_sweep {
-            walks.push(WalkSpec {
+            walks.push(walk(WalkSpec {
                 name: "sweep",
                 kind: WalkKind::Sweep {
                     absence: Absence::Deleted,
                     initial: InitialSweep::AfterInterval,
                 },
-            });
+            }));
         }
-        DoubleProvider {
-            base_url,
-            page_size,
-            walks,
-        }
+        DoubleProvider { walks }
     }
+
+    /// The same adapter with each walk wrapped by `wrap`, for tests that change how a walk
+    /// behaves (panics, blocks).
+    pub fn map_walks(mut self, wrap: impl Fn(Arc<dyn Walk>) -> Arc<dyn Walk>) -> Self {
+        self.walks = self.walks.into_iter().map(wrap).collect();
+        self
+    }
+}
+
+/// Either walk of the double: both read the same listing, the sweep without a bound.
+struct DoubleWalk {
+    spec: WalkSpec,
+    base_url: Url,
+    page_size: usize,
 }
 
 #[derive(Deserialize)]
@@ -359,8 +374,19 @@ impl Provider for DoubleProvider {
         "double-account"
     }
 
-    fn walks(&self) -> &[WalkSpec] {
+    fn walks(&self) -> &[Arc<dyn Walk>] {
         &self.walks
+    }
+
+    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
+        status == StatusCode::BAD_REQUEST
+            && String::from_utf8_lossy(body).contains("invalid page_token")
+    }
+}
+
+impl Walk for DoubleWalk {
+    fn spec(&self) -> WalkSpec {
+        self.spec
     }
 
     fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
@@ -410,11 +436,6 @@ impl Provider for DoubleProvider {
         page.next = body.next_page_token.map(serde_json::Value::String);
         Ok(page)
     }
-
-    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
-        status == StatusCode::BAD_REQUEST
-            && String::from_utf8_lossy(body).contains("invalid page_token")
-    }
 }
 
 impl ResponsePolicy for DoubleProvider {
@@ -423,67 +444,6 @@ impl ResponsePolicy for DoubleProvider {
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
-    }
-}
-
-/// What a test adds to the double's adapter: a step before each request is built, a look
-/// at each parsed page, rate-limit headers. Each does nothing unless a test says so.
-pub trait Twist: Send + Sync + 'static {
-    fn before_request(&self) {}
-
-    fn after_parse(&self, _page: &Page) {}
-
-    fn pacing(&self, _headers: &reqwest::header::HeaderMap) -> Option<convsync::http::Pause> {
-        None
-    }
-}
-
-/// The double's adapter with a test's [`Twist`]; everything else is the double's.
-pub struct Twisted<T> {
-    pub inner: DoubleProvider,
-    pub twist: T,
-}
-
-impl<T: Twist> Provider for Twisted<T> {
-    fn kind(&self) -> ProviderKind {
-        self.inner.kind()
-    }
-
-    fn account(&self) -> &str {
-        self.inner.account()
-    }
-
-    fn walks(&self) -> &[WalkSpec] {
-        self.inner.walks()
-    }
-
-    fn build_request(&self, ctx: &WalkContext<'_>) -> Result<RequestSpec, ProviderError> {
-        self.twist.before_request();
-        self.inner.build_request(ctx)
-    }
-
-    fn parse_page(
-        &self,
-        ctx: &WalkContext<'_>,
-        response: &HttpResponse,
-    ) -> Result<Page, ProviderError> {
-        let page = self.inner.parse_page(ctx, response)?;
-        self.twist.after_parse(&page);
-        Ok(page)
-    }
-
-    fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
-        self.inner.is_position_rejected(status, body)
-    }
-}
-
-impl<T: Twist> ResponsePolicy for Twisted<T> {
-    fn describe_error(&self, status: StatusCode, body: &[u8]) -> String {
-        self.inner.describe_error(status, body)
-    }
-
-    fn pacing(&self, headers: &reqwest::header::HeaderMap) -> Option<convsync::http::Pause> {
-        self.twist.pacing(headers)
     }
 }
 
