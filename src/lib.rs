@@ -5,7 +5,8 @@
 //!
 //! Layout: [`config`] turns the file and environment into validated settings;
 //! [`sync`] is the engine (one task per source); [`provider`] holds the platform adapters;
-//! [`http`] the shared client, budgets, retries and tokens; [`store`] the mirror database.
+//! [`http`] the shared client, budgets, retries and tokens; [`store`] the mirror database;
+//! [`retry`] the backoff schedules and transient-or-final classification they all share.
 
 pub mod app;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod health;
 pub mod http;
 pub mod provider;
 pub mod record;
+pub mod retry;
 pub mod secret;
 #[cfg(feature = "sim")]
 pub mod sim_config;

@@ -1,5 +1,5 @@
 //! What the commands that only read or edit the mirror (`status`, `reset`, `state`,
-//! `sources`) share: the configuration read without resolving a single secret (they must
+//! `sources`, and the demo's summary once its daemon stopped) share: the configuration read without resolving a single secret (they must
 //! work outside the service, where systemd credentials are not readable), and the
 //! database it names, which they never create.
 

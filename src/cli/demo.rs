@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use super::database::Mirror;
+use crate::app::App;
 use crate::config::Config;
 use crate::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use crate::store::Store;
-use crate::sync::Engine;
 use convsync_sim::{SimOptions, Simulator};
 
 /// Options of `convsync demo`.
@@ -48,10 +49,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let config = Config::load(&config_path).context("loading the generated demo config")?;
-    let store = Store::open(&config.store)
-        .await
-        .context("opening the demo mirror")?;
-    let engine = Engine::new(store.clone(), &config.http, &config.sources)?;
+    // The daemon `convsync run` starts, over the demo's mirror.
+    let app = App::build(&config).await?;
     if let Some(duration) = args.duration {
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -59,11 +58,13 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             stop.cancel();
         });
     }
-    let display = super::progress::ProgressDisplay::start(&engine);
-    engine.run(shutdown).await?;
+    let display = super::progress::ProgressDisplay::start(app.engine());
+    app.run_until_stopped(shutdown).await?;
     display.finish().await;
     sim.shutdown().await;
 
+    // The daemon has stopped and closed the mirror: it is read as `convsync status` reads it.
+    let store = Mirror::open(&config_path).await?.store;
     println!("\n{}", summary(&store).await?);
     println!("{}", report(&store).await?);
     println!(

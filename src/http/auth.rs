@@ -17,6 +17,7 @@ use url::Url;
 mod vault;
 pub use vault::{RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault, VaultError};
 
+use crate::retry::Transient;
 use crate::secret::Secret;
 use crate::secret::redact::provider_text;
 use crate::time::Timestamp;
@@ -140,9 +141,9 @@ fn refusal_text(
     )
 }
 
-impl AuthError {
+impl Transient for AuthError {
     /// Network trouble and 5xx from the token endpoint are worth retrying.
-    pub fn is_retryable(&self) -> bool {
+    fn is_transient(&self) -> bool {
         match self {
             AuthError::Unreachable { .. } => true,
             AuthError::Rejected { status, .. } => *status == 429 || *status >= 500,
@@ -153,7 +154,9 @@ impl AuthError {
             | AuthError::RefreshRefused { .. } => false,
         }
     }
+}
 
+impl AuthError {
     /// The credential itself was refused: only an operator can fix it.
     pub fn is_credential_rejected(&self) -> bool {
         match self {

@@ -33,6 +33,7 @@ pub use request::{HttpResponse, RequestSpec};
 pub use retry::RetryPolicy;
 
 use crate::error_text::error_chain;
+use crate::retry::Transient;
 use crate::secret::redact::{ERROR_TEXT_CAP, provider_text, redact};
 
 /// Timeouts and retry settings for the shared client.
@@ -175,13 +176,14 @@ pub enum HttpError {
     Auth(#[from] AuthError),
 }
 
-impl HttpError {
-    /// Whether another attempt may succeed.
-    pub fn is_retryable(&self) -> bool {
+impl Transient for HttpError {
+    /// Network trouble, 5xx, 408 and 429 (after `Retry-After`), and a token endpoint's
+    /// transient failures; a paused budget is waited out by the cycle, not here.
+    fn is_transient(&self) -> bool {
         match self {
             HttpError::Transport { .. } | HttpError::Server { .. } => true,
             HttpError::RateLimited { .. } => true,
-            HttpError::Auth(e) => e.is_retryable(),
+            HttpError::Auth(e) => e.is_transient(),
             HttpError::Paused { .. }
             | HttpError::Unauthorized { .. }
             | HttpError::Forbidden { .. }
@@ -189,7 +191,9 @@ impl HttpError {
             | HttpError::TooLarge { .. } => false,
         }
     }
+}
 
+impl HttpError {
     /// The credential itself was refused: retrying later will not help until an operator
     /// fixes it.
     pub fn is_credential_rejected(&self) -> bool {
@@ -290,8 +294,8 @@ impl ApiClient {
         let attempt = || self.attempt(spec, policy);
         let retries = std::sync::atomic::AtomicU32::new(0);
         let result = attempt
-            .retry(self.settings.retry.backoff())
-            .when(HttpError::is_retryable)
+            .retry(self.settings.retry.backoff().builder())
+            .when(HttpError::is_transient)
             // `Retry-After` replaces the jittered delay exactly: never shorter.
             .adjust(|err: &HttpError, delay| delay.map(|d| err.retry_after().unwrap_or(d)))
             .notify(|err: &HttpError, delay: Duration| {
@@ -504,7 +508,7 @@ impl ApiClient {
             }
             StatusCode::UNAUTHORIZED => HttpError::Unauthorized { endpoint, message },
             StatusCode::FORBIDDEN => HttpError::Forbidden { endpoint, message },
-            s if retry::is_retryable_status(s) => HttpError::Server {
+            s if retry::is_transient_status(s) => HttpError::Server {
                 endpoint,
                 status,
                 message,

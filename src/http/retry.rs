@@ -2,9 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use backon::ExponentialBuilder;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::retry::Backoff;
 
 /// How transient failures are retried: jittered exponential backoff between `min_delay`
 /// and `max_delay`, at most `max_retries` times per request.
@@ -29,18 +30,17 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The backon builder for this policy (full jitter).
-    pub fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
+    /// The schedule of this policy: doubling, with full jitter (a `Retry-After` replaces
+    /// a wait, `ApiClient::send`).
+    pub fn backoff(&self) -> Backoff {
+        Backoff::doubling(self.min_delay, self.max_delay)
+            .with_max_retries(self.max_retries)
             .with_jitter()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_retries)
     }
 }
 
 /// Statuses that a later attempt may turn into a success.
-pub fn is_retryable_status(status: StatusCode) -> bool {
+pub fn is_transient_status(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
@@ -148,14 +148,27 @@ mod tests {
         }
     }
 
+    /// The default policy waits 0.5 s, 1 s, 2 s … (each up to double with jitter), six
+    /// times at most.
+    #[test]
+    fn the_default_policy_doubles_from_half_a_second_six_times() {
+        let backoff = RetryPolicy::default().backoff();
+        assert_eq!(backoff.max_retries, Some(6));
+        assert!(backoff.jitter);
+        let waits: Vec<u64> = (1..=7)
+            .map(|n| backoff.delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16_000, 32_000]);
+    }
+
     #[test]
     fn only_transient_statuses_are_retryable() {
         for s in [408, 429, 500, 502, 503, 504] {
-            assert!(is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+            assert!(is_transient_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
         for s in [400, 401, 403, 404, 422] {
             assert!(
-                !is_retryable_status(StatusCode::from_u16(s).unwrap()),
+                !is_transient_status(StatusCode::from_u16(s).unwrap()),
                 "{s}"
             );
         }

@@ -191,6 +191,14 @@ impl ProviderError {
     }
 }
 
+impl crate::retry::Transient for ProviderError {
+    /// A malformed page may be a provider's hiccup (a truncated or half-written answer):
+    /// fetched again, it may parse. A bad cursor or an unknown follow-up kind stays bad.
+    fn is_transient(&self) -> bool {
+        matches!(self, ProviderError::Malformed(_))
+    }
+}
+
 /// A platform adapter. See the module documentation. How its error answers and rate-limit
 /// headers are read is its [`ResponsePolicy`], which the HTTP client is given with each
 /// request.

@@ -5,6 +5,8 @@
 
 use super::{postgres, sqlite};
 
+use crate::retry::Transient;
+
 /// A backend's own error, kept whole for its message and cause chain.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -76,6 +78,14 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl Transient for StoreError {
+    /// Only another process's write lock passes (`while_busy` waits it out); a full disk,
+    /// an unwritable file, a corrupt value or a newer schema stay until an operator acts.
+    fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Busy(_))
+    }
 }
 
 impl StoreError {

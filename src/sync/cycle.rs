@@ -22,14 +22,17 @@ use crate::config::Schedule;
 use crate::error_text::panic_message;
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{InitialSweep, Provider, ProviderError, WalkKind, WalkSpec};
+use crate::retry::Backoff;
 use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{
     AbsenceOutcome, MassChangeGuard, RunOutcome, RunReport, Store, StoreError, while_busy,
 };
 use crate::time::Timestamp;
 
-/// A malformed page is fetched again this many times before the cycle fails.
-const MALFORMED_RETRIES: u32 = 2;
+/// A malformed page is fetched again after 400 ms, then after 800 ms, before the cycle
+/// fails.
+const MALFORMED_REFETCH: Backoff =
+    Backoff::doubling(Duration::from_millis(400), Duration::from_millis(800)).with_max_retries(2);
 
 /// A configured source, ready to run cycles.
 pub struct Source {

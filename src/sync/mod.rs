@@ -31,6 +31,7 @@ pub use retention::run_retention;
 
 use crate::config::SourceSettings;
 use crate::http::{ApiClient, Authenticator, HttpSettings, RequestBudget, RequestTally};
+use crate::retry::sleep_unless_cancelled;
 use crate::store::Store;
 use crate::time::Timestamp;
 
@@ -360,9 +361,8 @@ async fn drive(
         source
             .progress
             .update(|s| s.next_cycle_at = Some(Timestamp::now().saturating_add(wait)));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => return (CycleOutcome::Stopped, cycles),
+        if !sleep_unless_cancelled(wait, shutdown).await {
+            return (CycleOutcome::Stopped, cycles);
         }
     }
 }

@@ -12,9 +12,13 @@ use rand::Rng;
 
 use super::{CycleOptions, CycleOutcome};
 use crate::config::Schedule;
+use crate::retry::Backoff;
 
-/// Failed cycles are retried after this, doubling up to the poll interval (`run` only).
-const FIRST_FAILURE_DELAY: Duration = Duration::from_secs(5);
+/// Failed cycles are retried after 10 s, doubling up to the poll interval (`run` only);
+/// the schedule's own longest wait (5 s × 2¹⁶, about 91 hours) only binds a poll interval
+/// longer than that.
+const FAILURE_BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_secs(10), Duration::from_secs(5 << 16));
 
 /// Cycles in a row that may end "more to do" without reading a row before `sync --once`
 /// stops repeating them: such a source would otherwise keep the one-shot command alive.
@@ -134,8 +138,7 @@ impl Policy {
             CycleOutcome::Failed(ref e) if e.is_fatal() => Next::Stop(outcome),
             CycleOutcome::Failed(_) | CycleOutcome::Stalled { .. } => {
                 self.consecutive_failures += 1;
-                let backoff =
-                    FIRST_FAILURE_DELAY.saturating_mul(1 << self.consecutive_failures.min(16));
+                let backoff = FAILURE_BACKOFF.delay(self.consecutive_failures);
                 Next::Wait(jittered(backoff.min(self.poll_interval), self.poll_jitter))
             }
             CycleOutcome::RateLimited { wait } => {
@@ -289,6 +292,26 @@ mod tests {
         assert_eq!(wait(policy.next(stalled, READ)), POLL);
         assert_eq!(wait(policy.next(CycleOutcome::CaughtUp, READ)), POLL);
         assert_eq!(wait(policy.next(failed(), READ)), Duration::from_secs(10));
+    }
+
+    /// However many cycles failed, the wait after a failure stays within the poll interval
+    /// and the backoff's longest wait (5 s × 2¹⁶).
+    #[test]
+    fn the_failure_backoff_is_bounded_by_the_poll_interval_and_its_longest_wait() {
+        let mut policy = Policy::new(Mode::Daemon, &schedule());
+        let waits: Vec<Duration> = (0..40).map(|_| wait(policy.next(failed(), READ))).collect();
+        assert_eq!(waits.last(), Some(&POLL));
+        let weekly = Schedule {
+            poll_interval: Duration::from_secs(7 * 86_400),
+            ..schedule()
+        };
+        let mut policy = Policy::new(Mode::Daemon, &weekly);
+        let waits: Vec<u64> = (0..40)
+            .map(|_| wait(policy.next(failed(), READ)).as_secs())
+            .collect();
+        assert_eq!(waits[..3], [10, 20, 40]);
+        assert_eq!(waits[15], 5 << 16);
+        assert_eq!(waits[39], 5 << 16);
     }
 
     /// The daemon stops on shutdown and on rejected credentials, never on other failures.

@@ -26,6 +26,7 @@ const LAYERS: &[&[&str]] = &[
         "record",
         "error_text",
         "config_error",
+        "retry",
     ],
     &["http"],
     &["provider", "store"],

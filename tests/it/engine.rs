@@ -1,16 +1,15 @@
 //! The engine over the provider-shaped test double: deltas, checkpoints, retries, overlap.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use convsync::http::AuthScheme;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor};
+use convsync::sync::{CycleOptions, CycleOutcome, WalkCursor};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::double::{Conv, Double, DoubleProvider, Fault};
+use crate::support::TestDb;
+use crate::support::app::Sweep;
+use crate::support::double::{Conv, Double, Fault, spawn_double_app};
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
-use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_once};
 
 fn conv(id: usize, at: Timestamp) -> Conv {
     Conv {
@@ -34,57 +33,27 @@ fn history(n: usize) -> Vec<Conv> {
         .collect()
 }
 
-async fn engine(double: &Double, db: &TestDb, page_size: usize, with_sweep: bool) -> Engine {
-    let provider = Arc::new(DoubleProvider::new(
-        double.base_url.clone(),
-        page_size,
-        with_sweep,
-    ));
-    let store = db.open().await;
-    Engine::new(
-        store,
-        &quick_http(),
-        &[source("double", provider, AuthScheme::None, schedule())],
-    )
-    .unwrap()
-}
-
-async fn assert_mirror_equals_truth(engine: &Engine, double: &Double) {
-    let rows = mirror_rows(engine.store(), "double").await;
-    let live: Vec<_> = rows
-        .iter()
-        .filter(|r| !r.3)
-        .map(|r| (r.0.clone(), r.1.clone(), r.2.clone()))
-        .collect();
-    let truth: Vec<_> = double
-        .truth()
-        .into_iter()
-        .map(|c| (c.id, Some(c.name), Some(c.updated_at.to_mirror_text())))
-        .collect();
-    assert_eq!(live, truth, "mirror differs from the source");
-}
-
 /// A delta cycle after the initial sync asks only for what changed since the watermark.
 async fn delta_after_initial_sync_requests_only_changes(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(250));
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 100, false).await;
+    let app = spawn_double_app(&double, &db, 100, false).await;
 
     assert!(matches!(
-        sync_once(&engine, false).await,
+        app.sync_once(Sweep::IfDue).await,
         CycleOutcome::CaughtUp
     ));
     assert_eq!(double.list_requests().len(), 3, "250 rows at 100 per page");
-    assert_mirror_equals_truth(&engine, &double).await;
+    app.assert_mirror_matches_truth().await;
 
     // Nothing changed: one request, no writes.
     double.clear_requests();
-    sync_once(&engine, false).await;
+    app.sync_once(Sweep::IfDue).await;
     assert_eq!(double.list_requests().len(), 1);
     assert!(double.list_requests()[0].contains("updated_since="));
-    let (_, requests, inserted, updated, _, _) = last_run(engine.store(), "double").await;
-    assert_eq!((requests, inserted, updated), (1, 0, 0));
+    let run = app.last_run("double").await;
+    assert_eq!((run.requests, run.inserted, run.updated), (1, 0, 0));
 
     // Five conversations change: still one page, five writes.
     let now = Timestamp::now();
@@ -100,11 +69,11 @@ async fn delta_after_initial_sync_requests_only_changes(backend: Backend) {
         .collect();
     double.upsert(changed);
     double.clear_requests();
-    sync_once(&engine, false).await;
+    app.sync_once(Sweep::IfDue).await;
     assert_eq!(double.list_requests().len(), 1);
-    let (_, _, inserted, updated, _, _) = last_run(engine.store(), "double").await;
-    assert_eq!((inserted, updated), (0, 5));
-    assert_mirror_equals_truth(&engine, &double).await;
+    let run = app.last_run("double").await;
+    assert_eq!((run.inserted, run.updated), (0, 5));
+    app.assert_mirror_matches_truth().await;
 }
 
 /// Rows re-read inside the overlap window cost no writes.
@@ -114,22 +83,24 @@ async fn unchanged_rows_in_the_overlap_are_not_rewritten(backend: Backend) {
     // All rows inside the lookback window, so every delta re-reads them.
     double.upsert((0..30).map(|i| conv(i, now.saturating_sub(Duration::from_secs(30 - i as u64)))));
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 50, false).await;
-    sync_once(&engine, false).await;
-    let before: Vec<String> = engine
+    let app = spawn_double_app(&double, &db, 50, false).await;
+    app.sync_once(Sweep::IfDue).await;
+    let before: Vec<String> = app
         .store()
         .sql_column(
-            "SELECT CAST(last_changed_at AS TEXT) FROM conversations ORDER BY conversation_id",
+            "SELECT CAST(last_changed_at AS TEXT) FROM conversations
+             ORDER BY conversation_id",
         )
         .await;
 
-    sync_once(&engine, false).await;
-    let (_, _, inserted, updated, unchanged, _) = last_run(engine.store(), "double").await;
-    assert_eq!((inserted, updated, unchanged), (0, 0, 30));
-    let after: Vec<String> = engine
+    app.sync_once(Sweep::IfDue).await;
+    let run = app.last_run("double").await;
+    assert_eq!((run.inserted, run.updated, run.unchanged), (0, 0, 30));
+    let after: Vec<String> = app
         .store()
         .sql_column(
-            "SELECT CAST(last_changed_at AS TEXT) FROM conversations ORDER BY conversation_id",
+            "SELECT CAST(last_changed_at AS TEXT) FROM conversations
+             ORDER BY conversation_id",
         )
         .await;
     assert_eq!(before, after);
@@ -151,11 +122,11 @@ async fn abort_between_pages_then_restart_loses_nothing(backend: Backend) {
         Fault::Pass,
         Fault::Hang,
     ]);
-    let first = engine(&double, &db, 20, false).await;
+    let first = spawn_double_app(&double, &db, 20, false).await;
     let task = {
-        let first = first.clone();
+        let engine = first.engine().clone();
         tokio::spawn(async move {
-            first
+            engine
                 .sync_once(None, CycleOptions::default(), CancellationToken::new())
                 .await
         })
@@ -184,31 +155,40 @@ async fn abort_between_pages_then_restart_loses_nothing(backend: Backend) {
     );
     let cursor: String = first
         .store()
-        .sql_value("SELECT state FROM cursors WHERE source = 'double'")
+        .sql_value(
+            "SELECT state FROM cursors
+             WHERE source = 'double'",
+        )
         .await;
     assert!(
         cursor.contains("position"),
         "the walk position is checkpointed: {cursor}"
     );
-    first.store().close().await;
+    first.app.close().await;
 
     // Meanwhile the source changes: a new conversation and an edit.
     double.upsert([conv(9999, Timestamp::now())]);
 
-    let second = engine(&double, &db, 20, false).await;
+    let second = spawn_double_app(&double, &db, 20, false).await;
     assert!(matches!(
-        sync_once(&second, false).await,
+        second.sync_once(Sweep::IfDue).await,
         CycleOutcome::CaughtUp
     ));
-    assert_mirror_equals_truth(&second, &double).await;
+    second.assert_mirror_matches_truth().await;
     let duplicates: i64 = second
         .store()
-        .sql_value("SELECT COUNT(*) - COUNT(DISTINCT conversation_id) FROM conversations")
+        .sql_value(
+            "SELECT COUNT(*) - COUNT(DISTINCT conversation_id)
+             FROM conversations",
+        )
         .await;
     assert_eq!(duplicates, 0);
     let interrupted: i64 = second
         .store()
-        .sql_value("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'interrupted'")
+        .sql_value(
+            "SELECT COUNT(*) FROM sync_runs
+             WHERE outcome = 'interrupted'",
+        )
         .await;
     assert_eq!(interrupted, 1, "the aborted run is recorded as interrupted");
 }
@@ -223,9 +203,9 @@ async fn server_errors_and_resets_are_retried(backend: Backend) {
         Fault::Status(503, "{}".into(), vec![]),
     ]);
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 100, false).await;
+    let app = spawn_double_app(&double, &db, 100, false).await;
     assert!(matches!(
-        sync_once(&engine, false).await,
+        app.sync_once(Sweep::IfDue).await,
         CycleOutcome::CaughtUp
     ));
     assert_eq!(
@@ -233,8 +213,8 @@ async fn server_errors_and_resets_are_retried(backend: Backend) {
         4,
         "three failures, then success"
     );
-    assert_mirror_equals_truth(&engine, &double).await;
-    let retries = engine.sources()[0]
+    app.assert_mirror_matches_truth().await;
+    let retries = app.engine().sources()[0]
         .client
         .tally()
         .retries
@@ -252,10 +232,10 @@ async fn retry_after_is_honoured(backend: Backend) {
         vec![("Retry-After".into(), "2".into())],
     )]);
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 100, false).await;
+    let app = spawn_double_app(&double, &db, 100, false).await;
     let started = Instant::now();
     assert!(matches!(
-        sync_once(&engine, false).await,
+        app.sync_once(Sweep::IfDue).await,
         CycleOutcome::CaughtUp
     ));
     assert!(
@@ -264,7 +244,7 @@ async fn retry_after_is_honoured(backend: Backend) {
         started.elapsed()
     );
     assert_eq!(double.list_requests().len(), 2);
-    assert_mirror_equals_truth(&engine, &double).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A 400 is not retried; the cycle fails with the provider's message and writes nothing.
@@ -277,8 +257,8 @@ async fn bad_request_is_not_retried_and_is_reported(backend: Backend) {
         vec![],
     )]);
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 100, false).await;
-    let outcome = sync_once(&engine, false).await;
+    let app = spawn_double_app(&double, &db, 100, false).await;
+    let outcome = app.sync_once(Sweep::IfDue).await;
     let CycleOutcome::Failed(error) = outcome else {
         panic!("expected failure, got {outcome:?}")
     };
@@ -287,14 +267,10 @@ async fn bad_request_is_not_retried_and_is_reported(backend: Backend) {
         "{error}"
     );
     assert_eq!(double.list_requests().len(), 1, "no retry");
-    let (outcome, _, inserted, _, _, stored_error) = last_run(engine.store(), "double").await;
-    assert_eq!((outcome.as_str(), inserted), ("failed", 0));
-    assert!(
-        stored_error
-            .unwrap()
-            .contains("StartTimeStamp is not valid")
-    );
-    assert!(mirror_rows(engine.store(), "double").await.is_empty());
+    let run = app.last_run("double").await;
+    assert_eq!((run.outcome.as_str(), run.inserted), ("failed", 0));
+    assert!(run.error.unwrap().contains("StartTimeStamp is not valid"));
+    assert!(app.mirror("double").await.is_empty());
 }
 
 /// Rows sharing one timestamp across a page boundary, and rows that become visible late
@@ -307,9 +283,9 @@ async fn ties_across_pages_and_late_rows_within_lookback_are_not_lost(backend: B
     convs.extend((100..110).map(|i| conv(i, tie)));
     double.upsert(convs);
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 20, false).await;
-    sync_once(&engine, false).await;
-    assert_mirror_equals_truth(&engine, &double).await;
+    let app = spawn_double_app(&double, &db, 20, false).await;
+    app.sync_once(Sweep::IfDue).await;
+    app.assert_mirror_matches_truth().await;
 
     // A row written 30 s ago becomes visible only now, after the watermark passed it.
     let mut late = conv(
@@ -318,10 +294,10 @@ async fn ties_across_pages_and_late_rows_within_lookback_are_not_lost(backend: B
     );
     late.hidden = true;
     double.upsert([late, conv(501, Timestamp::now())]);
-    sync_once(&engine, false).await;
+    app.sync_once(Sweep::IfDue).await;
     double.reveal_all();
-    sync_once(&engine, false).await;
-    assert_mirror_equals_truth(&engine, &double).await;
+    app.sync_once(Sweep::IfDue).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A sweep marks conversations that vanished as deleted, and refuses a mass deletion.
@@ -329,16 +305,17 @@ async fn sweep_marks_vanished_rows_and_guards_against_mass_deletion(backend: Bac
     let double = Double::start().await;
     double.upsert(history(20));
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 50, true).await;
-    sync_once(&engine, false).await;
+    let app = spawn_double_app(&double, &db, 50, true).await;
+    app.sync_once(Sweep::IfDue).await;
 
     double.remove("c00003");
     double.remove("c00007");
-    sync_once(&engine, true).await;
-    let deleted: Vec<String> = engine
+    app.sync_once(Sweep::Now).await;
+    let deleted: Vec<String> = app
         .store()
         .sql_column(
-            "SELECT conversation_id FROM conversations WHERE deleted_at IS NOT NULL ORDER BY 1",
+            "SELECT conversation_id FROM conversations
+             WHERE deleted_at IS NOT NULL ORDER BY 1",
         )
         .await;
     assert_eq!(deleted, ["c00003", "c00007"]);
@@ -347,15 +324,21 @@ async fn sweep_marks_vanished_rows_and_guards_against_mass_deletion(backend: Bac
     for c in double.truth().into_iter().skip(2) {
         double.remove(&c.id);
     }
-    sync_once(&engine, true).await;
-    let deleted: i64 = engine
+    app.sync_once(Sweep::Now).await;
+    let deleted: i64 = app
         .store()
-        .sql_value("SELECT COUNT(*) FROM conversations WHERE deleted_at IS NOT NULL")
+        .sql_value(
+            "SELECT COUNT(*) FROM conversations
+             WHERE deleted_at IS NOT NULL",
+        )
         .await;
     assert_eq!(deleted, 2, "guard must refuse deleting 16 of 18");
-    let notes: String = engine
+    let notes: String = app
         .store()
-        .sql_value("SELECT notes FROM sync_runs ORDER BY id DESC LIMIT 1")
+        .sql_value(
+            "SELECT notes FROM sync_runs
+             ORDER BY id DESC LIMIT 1",
+        )
         .await;
     assert!(notes.contains("REFUSED"), "{notes}");
 }
@@ -365,17 +348,17 @@ async fn rejected_page_token_restarts_the_walk(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(50));
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 20, false).await;
+    let app = spawn_double_app(&double, &db, 20, false).await;
     // The first page is served; the token it hands out is then rejected once.
     double.push_faults([
         Fault::Pass,
         Fault::Status(400, r#"{"error":"invalid page_token"}"#.into(), vec![]),
     ]);
     assert!(matches!(
-        sync_once(&engine, false).await,
+        app.sync_once(Sweep::IfDue).await,
         CycleOutcome::CaughtUp
     ));
-    assert_mirror_equals_truth(&engine, &double).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A watermark never moves past now (plus the allowed skew) when a provider reports a
@@ -389,11 +372,9 @@ async fn future_timestamps_do_not_move_the_watermark_ahead(backend: Backend) {
     future.name = "from the future".into();
     double.upsert([future]);
     let db = TestDb::on(backend).await;
-    let engine = engine(&double, &db, 20, false).await;
-    sync_once(&engine, false).await;
-    let cursors = WalkCursor::load_all(engine.store(), "double")
-        .await
-        .unwrap();
+    let app = spawn_double_app(&double, &db, 20, false).await;
+    app.sync_once(Sweep::IfDue).await;
+    let cursors = WalkCursor::load_all(app.store(), "double").await.unwrap();
     let watermark = cursors["delta"].watermark.unwrap();
     assert!(
         watermark <= Timestamp::now().saturating_add(Duration::from_secs(121)),

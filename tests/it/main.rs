@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod deploy;
 mod engine;
+mod harness;
 mod hostile;
 mod observability;
 mod ops;

@@ -7,14 +7,13 @@
 //! of K are pinned at the defaults against the API's minimum, with the reason wherever a
 //! count is above it, and Sinch's message-less conversations against the sweep's cost.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use convsync::config::{Config, Schedule};
+use convsync::config::Schedule;
 use convsync::provider::ProviderKind;
 use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor, run_cycle};
+use convsync::sync::{CycleOutcome, WalkCursor};
 use convsync::time::Timestamp;
 use convsync_sim::{
     ConversationState, MessageKind, Mutation, Platform, SimHandle, SimOptions, Simulator,
@@ -22,9 +21,11 @@ use convsync_sim::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::provider::spruce::{SpruceBed, open_conversations, sync_caught_up, with_messages};
+use crate::provider::spruce::{CLINIC, SpruceBed, open_conversations, with_messages};
 use crate::support::StorePool;
-use crate::support::{TestDb, schedule, sync_all};
+use crate::support::app::{Sweep, TestApp, spawn_app};
+use crate::support::world::one_provider;
+use crate::support::{TestDb, schedule};
 
 /// The default `reply_state_horizon`.
 const HORIZON: Duration = Duration::from_secs(30 * 86_400);
@@ -57,8 +58,8 @@ async fn queued(store: &Store, source: &str) -> Vec<String> {
 #[tokio::test]
 async fn spruce_first_sync_lists_once_and_reads_items_inside_the_horizon() {
     let bed = SpruceBed::start(450, |o| o.history = Duration::from_secs(90 * 86_400)).await;
-    let engine = bed
-        .engine_with(
+    let app = bed
+        .app_with(
             200,
             Schedule {
                 reply_state_horizon: HORIZON,
@@ -69,7 +70,7 @@ async fn spruce_first_sync_lists_once_and_reads_items_inside_the_horizon() {
         .await;
 
     let before = Timestamp::now();
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let after = Timestamp::now();
 
     assert_eq!(
@@ -93,11 +94,11 @@ async fn spruce_first_sync_lists_once_and_reads_items_inside_the_horizon() {
         items < all_open,
         "dormant open conversations are not read ({items} of {all_open})"
     );
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
-        .fetch_one(engine.store().pool())
-        .await
-        .unwrap();
-    assert_eq!(rows as usize, truth.len(), "every conversation is mirrored");
+    assert_eq!(
+        app.mirror(CLINIC).await.len(),
+        truth.len(),
+        "every conversation is mirrored"
+    );
     assert_eq!(bed.throttled(), 0);
 
     // A delta with K changed conversations: one page per delta walk, one items request per
@@ -118,7 +119,7 @@ async fn spruce_first_sync_lists_once_and_reads_items_inside_the_horizon() {
         bed.message(id, MessageKind::Inbound);
     }
     bed.sim.reset_counts();
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(
         (bed.list_requests(), bed.item_requests()),
         (2, recent.len() as u64),
@@ -131,8 +132,8 @@ async fn spruce_first_sync_lists_once_and_reads_items_inside_the_horizon() {
 #[tokio::test]
 async fn the_items_backlog_is_read_newest_activity_first() {
     let bed = SpruceBed::start(60, |_| {}).await;
-    let engine = bed
-        .engine_with(
+    let app = bed
+        .app_with(
             200,
             Schedule {
                 max_follow_ups_per_cycle: 10,
@@ -140,22 +141,15 @@ async fn the_items_backlog_is_read_newest_activity_first() {
             },
         )
         .await;
-    let source = Arc::clone(&engine.sources()[0]);
 
-    let outcome = run_cycle(
-        &source,
-        engine.store(),
-        CycleOptions::default(),
-        &CancellationToken::new(),
-    )
-    .await;
+    let outcome = app.cycle(CLINIC, Sweep::IfDue).await;
     assert!(matches!(outcome, CycleOutcome::MoreToDo), "{outcome:?}");
 
     let mut open: Vec<TruthConversation> = bed.truth().await.into_iter().filter(open).collect();
     // Newest activity first; conversations without messages last.
     open.sort_by_key(|t| std::cmp::Reverse(t.last_activity_at.map(|a| (1, a))));
     let (read, waiting) = open.split_at(10);
-    let queued = queued(engine.store(), "clinic").await;
+    let queued = queued(app.store(), CLINIC).await;
     for t in read {
         assert!(
             !queued.contains(&t.id),
@@ -170,27 +164,9 @@ async fn the_items_backlog_is_read_newest_activity_first() {
 }
 
 /// Who spoke last, as the mirror holds it: (direction, awaiting_reply).
-async fn reply_state(store: &Store, id: &str) -> (Option<String>, Option<i64>) {
-    sqlx::query_as(
-        "SELECT last_message_direction, awaiting_reply FROM conversations
-         WHERE source = 'clinic' AND conversation_id = ?",
-    )
-    .bind(id)
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
-}
-
-/// (last_activity_at, last_outbound_at), as the mirror holds them.
-async fn activity_times(store: &Store, id: &str) -> (Option<String>, Option<String>) {
-    sqlx::query_as(
-        "SELECT last_activity_at, last_outbound_at FROM conversations
-         WHERE source = 'clinic' AND conversation_id = ?",
-    )
-    .bind(id)
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
+async fn reply_state(app: &TestApp, id: &str) -> (Option<String>, Option<bool>) {
+    let row = &app.mirror(CLINIC).await[id];
+    (row.last_message_direction.clone(), row.awaiting_reply)
 }
 
 fn mirror_text(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
@@ -213,22 +189,22 @@ async fn activity_outside_the_horizon_makes_reply_state_unknown() {
         lookback: Duration::from_secs(20 * 86_400),
         ..schedule()
     };
-    let engine = bed.engine_with(200, wide.clone()).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app_with(200, wide.clone()).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let mut known = None;
     for id in with_messages(&bed).await {
-        let state = reply_state(engine.store(), &id).await;
+        let state = reply_state(&app, &id).await;
         if state.0.is_some() && state.1.is_some() {
             known = Some(id);
             break;
         }
     }
     let id = known.expect("an open conversation whose reply state was read");
-    drop(engine);
+    drop(app);
 
     bed.message(&id, MessageKind::Inbound);
-    let engine = bed
-        .engine_with(
+    let app = bed
+        .app_with(
             200,
             Schedule {
                 reply_state_horizon: Duration::from_secs(5 * 86_400),
@@ -237,17 +213,17 @@ async fn activity_outside_the_horizon_makes_reply_state_unknown() {
         )
         .await;
     bed.sim.reset_counts();
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
     assert_eq!(
         bed.item_requests(),
         0,
         "ten-day-old activity is outside a 5-day horizon"
     );
-    assert_eq!(reply_state(engine.store(), &id).await, (None, None));
+    assert_eq!(reply_state(&app, &id).await, (None, None));
     let truth = bed.truth().await;
     let t = truth.iter().find(|t| t.id == id).unwrap();
-    let (activity, _) = activity_times(engine.store(), &id).await;
+    let activity = app.mirror(CLINIC).await[&id].last_activity_at.clone();
     assert_eq!(activity, mirror_text(t.last_activity_at));
 }
 
@@ -257,8 +233,8 @@ async fn activity_outside_the_horizon_makes_reply_state_unknown() {
 #[tokio::test]
 async fn a_reopened_conversation_reads_its_reply_state_from_the_start() {
     let bed = SpruceBed::start(60, |_| {}).await;
-    let engine = bed.engine(200).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app(200).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let truth = bed.truth().await;
     let archived = truth
         .iter()
@@ -269,13 +245,10 @@ async fn a_reopened_conversation_reads_its_reply_state_from_the_start() {
                 && t.last_outbound_at < t.last_activity_at
         })
         .expect("an archived conversation the care team answered before its last message");
-    assert_eq!(
-        reply_state(engine.store(), &archived.id).await,
-        (None, None)
-    );
+    assert_eq!(reply_state(&app, &archived.id).await, (None, None));
 
     bed.message(&archived.id, MessageKind::Inbound);
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
     let truth = bed.truth().await;
     let now = truth.iter().find(|t| t.id == archived.id).unwrap();
@@ -284,22 +257,24 @@ async fn a_reopened_conversation_reads_its_reply_state_from_the_start() {
         ConversationState::Active,
         "the message reopened it"
     );
-    let (_, outbound) = activity_times(engine.store(), &archived.id).await;
+    let outbound = app.mirror(CLINIC).await[&archived.id]
+        .last_outbound_at
+        .clone();
     assert_eq!(outbound, mirror_text(now.last_outbound_at));
     assert_eq!(
-        reply_state(engine.store(), &archived.id).await,
-        (Some("inbound".to_owned()), Some(1))
+        reply_state(&app, &archived.id).await,
+        (Some("inbound".to_owned()), Some(true))
     );
 }
 
 /// One account of one provider with `n` conversations, no background activity and a
-/// frozen clock, and an engine built from the configuration `convsync_sources` generates:
+/// frozen clock, and the daemon built from the configuration `convsync_sources` generates:
 /// every setting at its product default, page sizes included.
 struct DefaultsBed {
     sim: SimHandle,
     provider: Platform,
     account: String,
-    engine: Engine,
+    app: TestApp,
     _db: TestDb,
     _dir: tempfile::TempDir,
 }
@@ -316,16 +291,9 @@ impl DefaultsBed {
         n: u32,
         tune: impl FnOnce(&mut SimOptions),
     ) -> DefaultsBed {
-        let one = |p: Platform| u32::from(p == provider);
         let mut options = SimOptions {
             conversations: n,
-            activity_rate: 0.0,
-            frozen_clock: true,
-            d365_accounts: one(Platform::D365),
-            spruce_accounts: one(Platform::Spruce),
-            sinch_accounts: one(Platform::Sinch),
-            highlevel_locations: one(Platform::HighLevel),
-            ..SimOptions::default()
+            ..one_provider(provider, 1)
         };
         tune(&mut options);
         let sim = Simulator::start(options).await.unwrap();
@@ -346,8 +314,7 @@ impl DefaultsBed {
             ),
         )
         .unwrap();
-        let config = Config::load(&path).unwrap();
-        let engine = Engine::new(db.open().await, &config.http, &config.sources).unwrap();
+        let app = spawn_app(&db.load_config(&path)).await;
         let accounts = sim.accounts();
         let account = match provider {
             Platform::D365 => accounts.d365[0].account.clone(),
@@ -359,7 +326,7 @@ impl DefaultsBed {
             sim,
             provider,
             account,
-            engine,
+            app,
             _db: db,
             _dir: dir,
         }
@@ -368,13 +335,7 @@ impl DefaultsBed {
     /// `sync --once` until caught up; the requests it cost.
     async fn sync(&self) -> Cost {
         self.sim.reset_counts();
-        for result in sync_all(&self.engine, false).await {
-            assert!(
-                matches!(result.outcome, CycleOutcome::CaughtUp),
-                "{:?}",
-                result.outcome
-            );
-        }
+        self.app.sync_caught_up(Sweep::IfDue).await;
         self.cost()
     }
 
@@ -472,13 +433,11 @@ impl DefaultsBed {
         self.sim.request_counts().total(Platform::Spruce, "/v1/")
     }
 
+    /// Live rows of the bed's one source.
     async fn mirrored(&self) -> u64 {
-        let rows: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE deleted_at IS NULL")
-                .fetch_one(self.engine.store().pool())
-                .await
-                .unwrap();
-        rows as u64
+        let source = &self.app.engine().sources()[0].name;
+        let mirror = self.app.mirror(source).await;
+        mirror.values().filter(|r| !r.is_deleted()).count() as u64
     }
 }
 
@@ -629,7 +588,7 @@ async fn highlevel_first_sync_and_delta_are_at_the_documented_minimum() {
 async fn a_sinch_conversation_without_messages_waits_for_the_sweep() {
     let bed = DefaultsBed::start(Platform::Sinch, 300).await;
     bed.sync().await;
-    let source = bed.engine.sources()[0].name.clone();
+    let source = bed.app.engine().sources()[0].name.clone();
     let created = bed
         .sim
         .mutate(
@@ -645,15 +604,7 @@ async fn a_sinch_conversation_without_messages_waits_for_the_sweep() {
         new.last_activity_at, None,
         "a conversation without messages"
     );
-    let in_mirror = || async {
-        let rows: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE conversation_id = ?")
-                .bind(id)
-                .fetch_one(bed.engine.store().pool())
-                .await
-                .unwrap();
-        rows == 1
-    };
+    let in_mirror = || async { bed.app.mirror(&source).await.contains_key(id) };
 
     // Cycles before the sweep is due: one `:recent` page each, and no sight of it.
     let overlap = bed.in_lookback().await;
@@ -670,7 +621,7 @@ async fn a_sinch_conversation_without_messages_waits_for_the_sweep() {
     }
 
     // An hour after the last sweep (moved back rather than waited for), the sweep runs.
-    let store = bed.engine.store();
+    let store = bed.app.store();
     let mut cursor = WalkCursor::load_all(store, &source).await.unwrap()["inventory"].clone();
     let interval = ProviderKind::Sinch.defaults().sweep_interval;
     cursor.last_completed_at = cursor.last_completed_at.map(|t| t.saturating_sub(interval));
@@ -702,8 +653,8 @@ const SPRUCE_PER_MINUTE: u32 = 100;
 const ROUNDS: usize = 4;
 const PER_ROUND: usize = 3;
 
-/// The newest `sync_runs` row of `source` (0 when none).
-async fn last_run(store: &Store, source: &str) -> i64 {
+/// The id of the newest `sync_runs` row of `source` (0 when none).
+async fn last_run_id(store: &Store, source: &str) -> i64 {
     sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM sync_runs WHERE source = ?")
         .bind(source)
         .fetch_one(store.pool())
@@ -768,11 +719,11 @@ async fn deltas_reach_the_mirror_within_two_cycles_while_the_backlog_drains() {
         o.spruce_rate_limit = SPRUCE_PER_MINUTE;
     })
     .await;
-    let source = bed.engine.sources()[0].name.clone();
-    let store = bed.engine.store().clone();
+    let source = bed.app.engine().sources()[0].name.clone();
+    let store = bed.app.store().clone();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn({
-        let engine = bed.engine.clone();
+        let engine = bed.app.engine().clone();
         let shutdown = shutdown.clone();
         async move { engine.run(shutdown).await }
     });
@@ -817,7 +768,7 @@ async fn deltas_reach_the_mirror_within_two_cycles_while_the_backlog_drains() {
         if tick % 300 == 0 && rounds.len() < ROUNDS {
             let ids: Vec<String> = candidates.by_ref().take(PER_ROUND).collect();
             let before = mirrored_activity(&store, &ids).await;
-            let mark = last_run(&store, &source).await;
+            let mark = last_run_id(&store, &source).await;
             let sent = bed.spruce_requests();
             for id in &ids {
                 bed.sim

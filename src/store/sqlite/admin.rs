@@ -51,28 +51,20 @@ impl Administration for SqliteStore {
     }
 
     async fn source_accounts(&self, source: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "SELECT DISTINCT account FROM conversations WHERE source = ? ORDER BY account",
+            source
         )
-        .bind(source)
         .fetch_all(&self.pool)
         .await?)
     }
 
     async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let held = |name: &str| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT (SELECT COUNT(*) FROM conversations WHERE source = ?1)
-                      + (SELECT COUNT(*) FROM cursors WHERE source = ?1)
-                      + (SELECT COUNT(*) FROM sync_runs WHERE source = ?1)",
-            )
-            .bind(name.to_owned())
-        };
-        if held(new).fetch_one(&mut *tx).await? > 0 {
+        if held(&mut tx, new).await? > 0 {
             return Ok(RenameOutcome::TargetInUse);
         }
-        if held(old).fetch_one(&mut *tx).await? == 0 {
+        if held(&mut tx, old).await? == 0 {
             return Ok(RenameOutcome::NothingToRename);
         }
         let mut rows = 0;
@@ -130,8 +122,24 @@ impl Administration for SqliteStore {
 
     async fn migrate(&self, shown_name: &str) -> Result<(), StoreError> {
         check_schema(&mut *self.pool.acquire().await?, shown_name).await?;
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        // sqlx takes no lock around SQLite migrations: two processes starting together (a
+        // daemon and `convsync migrate`, say) can both find a migration pending, and the
+        // second one's statements then fail on what the first just added. A run that
+        // failed while another process applied migrations is run again, and finds them
+        // applied; a run that failed with nobody else making progress is a real failure.
+        // Each retry needs one more migration applied, so the loop is bounded.
+        let mut applied = self.applied_migrations().await?;
+        loop {
+            let Err(error) = MIGRATOR.run(&self.pool).await else {
+                return Ok(());
+            };
+            let now = self.applied_migrations().await?;
+            if now.len() <= applied.len() {
+                return Err(error.into());
+            }
+            tracing::debug!(%error, "another process migrated the database meanwhile; migrating again");
+            applied = now;
+        }
     }
 
     async fn purge(
@@ -141,5 +149,48 @@ impl Administration for SqliteStore {
         apply: bool,
     ) -> Result<BTreeMap<String, PurgeCounts>, StoreError> {
         self.purge_ended(policy, now, apply).await
+    }
+}
+
+/// Rows, cursors and runs stored under `name`: whether a source of that name has a past.
+async fn held(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT (SELECT COUNT(*) FROM conversations WHERE source = ?1)
+                + (SELECT COUNT(*) FROM cursors WHERE source = ?1)
+                + (SELECT COUNT(*) FROM sync_runs WHERE source = ?1) AS "n!: i64""#,
+        name
+    )
+    .fetch_one(tx)
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::schema::newest_known_version;
+    use super::*;
+    use crate::store::{Backend, StoreSettings};
+
+    /// Two processes migrating one fresh file at the same moment (a daemon starting while an
+    /// operator runs `convsync migrate`) both succeed: the one that finds its migration
+    /// already applied by the other runs again instead of failing on a duplicate column.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_migrations_of_one_file_both_succeed() {
+        let newest = newest_known_version();
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let settings = StoreSettings {
+                url: format!("sqlite://{}", dir.path().join("mirror.db").display()),
+                max_connections: 1,
+                ..StoreSettings::default()
+            };
+            let first = SqliteStore::connect(&settings).await.unwrap();
+            let second = SqliteStore::connect(&settings).await.unwrap();
+            let (a, b) = tokio::join!(first.migrate(&settings.url), second.migrate(&settings.url));
+            assert!(a.is_ok() && b.is_ok(), "round {round}: {a:?} / {b:?}");
+            let applied = first.applied_migrations().await.unwrap();
+            assert_eq!(applied.last(), Some(&newest), "round {round}");
+            first.close().await;
+            second.close().await;
+        }
     }
 }

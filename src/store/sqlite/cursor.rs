@@ -13,14 +13,12 @@ use crate::time::Timestamp;
 #[async_trait]
 impl Cursors for SqliteStore {
     async fn load_cursors(&self, source: &str) -> Result<HashMap<String, CursorState>, StoreError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ?")
-                .bind(source)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query!("SELECT walk, state FROM cursors WHERE source = ?", source)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
-            .map(|(walk, state)| (walk, CursorState::from_stored(state)))
+            .map(|row| (row.walk, CursorState::from_stored(row.state)))
             .collect())
     }
 
@@ -61,14 +59,15 @@ impl Cursors for SqliteStore {
         rewrite: &mut CursorRewrite<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT walk, state FROM cursors WHERE source = ? ORDER BY walk")
-                .bind(source)
-                .fetch_all(&mut *tx)
-                .await?;
-        for (walk, state) in rows {
-            let rewritten = rewrite(&walk, &CursorState::from_stored(state))?;
-            write_cursor(&mut tx, source, &walk, &rewritten).await?;
+        let rows = sqlx::query!(
+            "SELECT walk, state FROM cursors WHERE source = ? ORDER BY walk",
+            source
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let rewritten = rewrite(&row.walk, &CursorState::from_stored(row.state))?;
+            write_cursor(&mut tx, source, &row.walk, &rewritten).await?;
         }
         if apply {
             tx.commit().await?;
@@ -86,14 +85,16 @@ pub(super) async fn write_cursor(
     walk: &str,
     cursor: &CursorState,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let state = cursor.as_stored();
+    let updated_at = Timestamp::now().to_mirror_text();
+    sqlx::query!(
         "INSERT INTO cursors (source, walk, state, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (source, walk) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        source,
+        walk,
+        state,
+        updated_at
     )
-    .bind(source)
-    .bind(walk)
-    .bind(cursor.as_stored())
-    .bind(Timestamp::now().to_mirror_text())
     .execute(&mut **tx)
     .await?;
     Ok(())

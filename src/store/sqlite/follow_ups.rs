@@ -19,29 +19,33 @@ impl FollowUpQueue for SqliteStore {
         source: &str,
         limit: u32,
     ) -> Result<Vec<DetailRequest>, StoreError> {
-        let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT f.conversation_id, f.kind, f.since, f.position FROM follow_ups f
+        let rows = sqlx::query!(
+            r#"SELECT f.conversation_id AS "conversation_id!", f.kind AS "kind!", f.since,
+                      f.position
+             FROM follow_ups f
              LEFT JOIN conversations c
                ON c.source = f.source AND c.conversation_id = f.conversation_id
              WHERE f.source = ?
              ORDER BY f.attempts, c.last_activity_at IS NULL, c.last_activity_at DESC,
                       f.queued_at
-             LIMIT ?",
+             LIMIT ?"#,
+            source,
+            limit
         )
-        .bind(source)
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(conversation_id, kind, since, position)| {
+            .map(|row| {
                 Ok(DetailRequest {
-                    conversation_id,
-                    kind,
-                    since: since
+                    conversation_id: row.conversation_id,
+                    kind: row.kind,
+                    since: row
+                        .since
                         .map(|s| Timestamp::parse_rfc3339(&s))
                         .transpose()
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    position: position
+                    position: row
+                        .position
                         .map(|p| serde_json::from_str(&p))
                         .transpose()
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -51,21 +55,23 @@ impl FollowUpQueue for SqliteStore {
     }
 
     async fn count_follow_ups(&self, source: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE source = ?")
-            .bind(source)
-            .fetch_one(&self.pool)
-            .await?;
+        let n = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM follow_ups WHERE source = ?"#,
+            source
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n as u64)
     }
 
     async fn follow_up_backlog(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT source, COUNT(*) FROM follow_ups GROUP BY source")
+        let rows =
+            sqlx::query!(r#"SELECT source, COUNT(*) AS "n!: i64" FROM follow_ups GROUP BY source"#)
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(source, n)| (source, n.max(0) as u64))
+            .map(|row| (row.source, row.n.max(0) as u64))
             .collect())
     }
 
@@ -119,15 +125,15 @@ impl SqliteStore {
         detail: &DetailRequest,
         forget_position: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE follow_ups SET attempts = attempts + 1,
                 position = CASE WHEN ? THEN NULL ELSE position END
              WHERE source = ? AND conversation_id = ? AND kind = ?",
+            forget_position,
+            source,
+            detail.conversation_id,
+            detail.kind
         )
-        .bind(forget_position)
-        .bind(source)
-        .bind(&detail.conversation_id)
-        .bind(&detail.kind)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -195,23 +201,24 @@ async fn write_detail(
     }
     match next {
         Some(position) => {
-            sqlx::query(
+            let position = position.to_string();
+            sqlx::query!(
                 "UPDATE follow_ups SET position = ? WHERE source = ? AND conversation_id = ? AND kind = ?",
+                position,
+                source,
+                detail.conversation_id,
+                detail.kind
             )
-            .bind(position.to_string())
-            .bind(source)
-            .bind(&detail.conversation_id)
-            .bind(&detail.kind)
             .execute(&mut **tx)
             .await?;
         }
         None => {
-            sqlx::query(
+            sqlx::query!(
                 "DELETE FROM follow_ups WHERE source = ? AND conversation_id = ? AND kind = ?",
+                source,
+                detail.conversation_id,
+                detail.kind
             )
-            .bind(source)
-            .bind(&detail.conversation_id)
-            .bind(&detail.kind)
             .execute(&mut **tx)
             .await?;
         }

@@ -11,6 +11,8 @@
 //! `cursor::write_cursor`), so no file calls back into the one that called it.
 //!
 //! The SQL is kept portable where it costs nothing (text timestamps, explicit upserts).
+//! Static SQL is compile-checked (`sqlx::query!` against the committed `.sqlx/` data;
+//! docs/architecture.md says how to regenerate it); SQL assembled at run time is not.
 
 mod admin;
 mod backup;

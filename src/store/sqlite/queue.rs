@@ -14,7 +14,8 @@ pub(super) async fn queue_follow_up(
     now: &str,
 ) -> Result<(), StoreError> {
     // A follow-up queued twice keeps the earlier `since`, so no message is skipped.
-    sqlx::query(
+    let since = detail.since.map(|t| t.to_rfc3339_nanos());
+    sqlx::query!(
         "INSERT INTO follow_ups (source, conversation_id, kind, since, position, queued_at)
          VALUES (?, ?, ?, ?, NULL, ?)
          ON CONFLICT (source, conversation_id, kind) DO UPDATE SET
@@ -22,12 +23,12 @@ pub(super) async fn queue_follow_up(
                          WHEN excluded.since < follow_ups.since THEN excluded.since
                          ELSE follow_ups.since END,
             position = NULL",
+        source,
+        detail.conversation_id,
+        detail.kind,
+        since,
+        now
     )
-    .bind(source)
-    .bind(&detail.conversation_id)
-    .bind(&detail.kind)
-    .bind(detail.since.map(|t| t.to_rfc3339_nanos()))
-    .bind(now)
     .execute(&mut **tx)
     .await?;
     Ok(())

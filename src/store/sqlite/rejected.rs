@@ -22,22 +22,23 @@ pub(super) async fn record_rejected(
     now: &str,
 ) -> Result<(), StoreError> {
     let item_hash = rejected.item_hash().to_hex().to_string();
-    sqlx::query(
+    let raw = rejected.kept_raw();
+    sqlx::query!(
         "INSERT INTO rejected_records
             (source, run_id, walk, reason, raw, rejected_at, item_hash, times_seen, last_seen_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
          ON CONFLICT (source, walk, item_hash) DO UPDATE SET
             times_seen = times_seen + 1, last_seen_at = excluded.last_seen_at,
             run_id = excluded.run_id, reason = excluded.reason",
+        source,
+        run_id,
+        walk,
+        rejected.reason,
+        raw,
+        now,
+        item_hash,
+        now
     )
-    .bind(source)
-    .bind(run_id)
-    .bind(walk)
-    .bind(&rejected.reason)
-    .bind(rejected.kept_raw())
-    .bind(now)
-    .bind(item_hash)
-    .bind(now)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -50,13 +51,14 @@ impl SqliteStore {
         source: &str,
         retention: Duration,
     ) -> Result<u64, StoreError> {
-        let cutoff = Timestamp::now().saturating_sub(retention);
-        let done =
-            sqlx::query("DELETE FROM rejected_records WHERE source = ? AND last_seen_at < ?")
-                .bind(source)
-                .bind(cutoff.to_mirror_text())
-                .execute(&self.pool)
-                .await?;
+        let cutoff = Timestamp::now().saturating_sub(retention).to_mirror_text();
+        let done = sqlx::query!(
+            "DELETE FROM rejected_records WHERE source = ? AND last_seen_at < ?",
+            source,
+            cutoff
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }

@@ -9,7 +9,8 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 
-/// The sample report: who has been waiting longest for a reply.
+/// The sample report: who has been waiting longest for a reply. Runtime-checked: the demo
+/// prints this text, and a compile-checked query needs its SQL written in place.
 const WAITING_QUERY: &str = "SELECT provider, contact_name, channel, last_inbound_at
 FROM conversations
 WHERE awaiting_reply = 1 AND active = 1 AND deleted_at IS NULL
@@ -19,43 +20,36 @@ LIMIT 5";
 #[async_trait]
 impl StatusReports for SqliteStore {
     async fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
-        let (rows, active_rows): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN active = 1 AND closed_at IS NULL THEN 1 ELSE 0 END), 0)
-             FROM conversations WHERE source = ? AND deleted_at IS NULL",
+        let counts = sqlx::query!(
+            r#"SELECT COUNT(*) AS "rows!: i64",
+                      COALESCE(SUM(CASE WHEN active = 1 AND closed_at IS NULL THEN 1 ELSE 0 END), 0)
+                          AS "active_rows!: i64"
+             FROM conversations WHERE source = ? AND deleted_at IS NULL"#,
+            source
         )
-        .bind(source)
         .fetch_one(&self.pool)
         .await?;
-        type RunRow = (i64, String, Option<String>, String, i64, Option<String>);
-        let last_run: Option<RunRow> = sqlx::query_as(
-            "SELECT id, started_at, finished_at, outcome,
-                        rows_inserted + rows_updated AS rows_changed, error
-                 FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
+        let last_run = sqlx::query_as!(
+            LastRun,
+            r#"SELECT id AS "id!", started_at, finished_at, outcome,
+                      rows_inserted + rows_updated AS "rows_changed!: i64", error
+             FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1"#,
+            source
         )
-        .bind(source)
         .fetch_optional(&self.pool)
         .await?;
-        let last_success: Option<String> = sqlx::query_scalar(
-            "SELECT MAX(finished_at) FROM sync_runs
-             WHERE source = ? AND outcome IN ('caught_up', 'more_to_do')",
+        let last_success = sqlx::query_scalar!(
+            r#"SELECT MAX(finished_at) AS "last?: String" FROM sync_runs
+             WHERE source = ? AND outcome IN ('caught_up', 'more_to_do')"#,
+            source
         )
-        .bind(source)
         .fetch_one(&self.pool)
         .await?;
         Ok(SourceStatus {
             source: source.to_owned(),
-            rows: rows as u64,
-            active_rows: active_rows as u64,
-            last_run: last_run.map(
-                |(id, started_at, finished_at, outcome, rows_changed, error)| LastRun {
-                    id,
-                    started_at,
-                    finished_at,
-                    outcome,
-                    rows_changed,
-                    error,
-                },
-            ),
+            rows: counts.rows as u64,
+            active_rows: counts.active_rows as u64,
+            last_run,
             last_success_at: last_success.and_then(|s| Timestamp::parse_rfc3339(&s).ok()),
             pending_follow_ups: self.count_follow_ups(source).await?,
         })
@@ -66,28 +60,31 @@ impl StatusReports for SqliteStore {
     }
 
     async fn source_summaries(&self) -> Result<Vec<SourceSummary>, StoreError> {
-        let rows: Vec<(String, String, i64, i64, Option<i64>, i64)> = sqlx::query_as(
-            "SELECT source, provider, COUNT(*),
-                    COALESCE(SUM(active = 1 AND closed_at IS NULL), 0),
-                    SUM(awaiting_reply = 1),
-                    COALESCE(SUM(closed_at IS NOT NULL OR deleted_at IS NOT NULL), 0)
-             FROM conversations GROUP BY source, provider ORDER BY source",
+        let rows = sqlx::query!(
+            r#"SELECT source, provider, COUNT(*) AS "rows!: i64",
+                      COALESCE(SUM(active = 1 AND closed_at IS NULL), 0) AS "open!: i64",
+                      SUM(awaiting_reply = 1) AS "awaiting?: i64",
+                      COALESCE(SUM(closed_at IS NOT NULL OR deleted_at IS NOT NULL), 0)
+                          AS "closed_or_deleted!: i64"
+             FROM conversations GROUP BY source, provider ORDER BY source"#
         )
         .fetch_all(&self.pool)
         .await?;
         let mut summaries = Vec::with_capacity(rows.len());
-        for (source, provider, rows, open, awaiting, closed_or_deleted) in rows {
-            let cycles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE source = ?")
-                .bind(&source)
-                .fetch_one(&self.pool)
-                .await?;
+        for row in rows {
+            let cycles = sqlx::query_scalar!(
+                r#"SELECT COUNT(*) AS "n!: i64" FROM sync_runs WHERE source = ?"#,
+                row.source
+            )
+            .fetch_one(&self.pool)
+            .await?;
             summaries.push(SourceSummary {
-                source,
-                provider,
-                rows,
-                open,
-                awaiting,
-                closed_or_deleted,
+                source: row.source,
+                provider: row.provider,
+                rows: row.rows,
+                open: row.open,
+                awaiting: row.awaiting,
+                closed_or_deleted: row.closed_or_deleted,
                 cycles,
             });
         }

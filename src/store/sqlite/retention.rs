@@ -93,8 +93,7 @@ impl SqliteStore {
                 counts.entry(source).or_default().rejected_records = n;
             }
             if apply {
-                sqlx::query("DELETE FROM rejected_records WHERE rejected_at < ?1")
-                    .bind(&limit)
+                sqlx::query!("DELETE FROM rejected_records WHERE rejected_at < ?1", limit)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -123,18 +122,19 @@ impl SqliteStore {
             tx.rollback().await?;
             return Ok(counts);
         }
+        let purged_at = now.to_string();
         for (source, c) in &counts {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO retention_purges (purged_at, source, conversations_redacted, \
                  conversations_deleted, rejected_records_deleted, sync_runs_deleted) \
                  VALUES (?, ?, ?, ?, ?, ?)",
+                purged_at,
+                source,
+                c.redacted as i64,
+                c.deleted as i64,
+                c.rejected_records as i64,
+                c.sync_runs as i64
             )
-            .bind(now.to_string())
-            .bind(source)
-            .bind(c.redacted as i64)
-            .bind(c.deleted as i64)
-            .bind(c.rejected_records as i64)
-            .bind(c.sync_runs as i64)
             .execute(&mut *tx)
             .await?;
         }

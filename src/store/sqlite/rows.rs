@@ -150,11 +150,11 @@ impl RowStatements for SqliteRows<'_> {
         source: &str,
         conversation_id: &str,
     ) -> Result<Option<Timestamp>, StoreError> {
-        let known: Option<String> = sqlx::query_scalar(
+        let known: Option<String> = sqlx::query_scalar!(
             "SELECT last_activity_at FROM conversations WHERE source = ? AND conversation_id = ?",
+            source,
+            conversation_id
         )
-        .bind(source)
-        .bind(conversation_id)
         .fetch_optional(&mut **self.tx)
         .await?
         .flatten();
@@ -168,12 +168,12 @@ async fn forget_reply_state(
     source: &str,
     conversation_id: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE conversations SET last_message_direction = NULL, awaiting_reply = NULL
          WHERE source = ? AND conversation_id = ?",
+        source,
+        conversation_id
     )
-    .bind(source)
-    .bind(conversation_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -257,7 +257,11 @@ async fn update_record(
     // Listing fields a provider does not report (None) keep what follow-ups learned.
     let inbound = r.last_inbound_at.map(|t| t.to_mirror_text());
     let outbound = r.last_outbound_at.map(|t| t.to_mirror_text());
-    sqlx::query(
+    let created_at = r.created_at.map(|t| t.to_mirror_text());
+    let last_activity_at = r.last_activity_at.map(|t| t.to_mirror_text());
+    let direction = r.last_message_direction.map(|d| d.as_str());
+    let (raw, hash) = (r.raw.get(), &hash[..]);
+    sqlx::query!(
         "UPDATE conversations SET
             created_at = COALESCE(?, created_at),
             last_activity_at = COALESCE(?, last_activity_at),
@@ -275,35 +279,35 @@ async fn update_record(
                              WHEN ? = 1 THEN NULL ELSE closed_at END,
             deleted_at = NULL
          WHERE source = ? AND conversation_id = ?",
+        created_at,
+        last_activity_at,
+        r.active,
+        r.status,
+        r.channel,
+        r.contact_id,
+        r.contact_name,
+        r.contact_phone,
+        r.contact_email,
+        r.title,
+        r.assignee,
+        r.unread_count,
+        direction,
+        inbound,
+        inbound,
+        outbound,
+        outbound,
+        r.awaiting_reply,
+        raw,
+        hash,
+        now,
+        now,
+        run_id,
+        r.active,
+        now,
+        r.active,
+        source,
+        r.id
     )
-    .bind(r.created_at.map(|t| t.to_mirror_text()))
-    .bind(r.last_activity_at.map(|t| t.to_mirror_text()))
-    .bind(r.active)
-    .bind(&r.status)
-    .bind(&r.channel)
-    .bind(&r.contact_id)
-    .bind(&r.contact_name)
-    .bind(&r.contact_phone)
-    .bind(&r.contact_email)
-    .bind(&r.title)
-    .bind(&r.assignee)
-    .bind(r.unread_count)
-    .bind(r.last_message_direction.map(|d| d.as_str()))
-    .bind(&inbound)
-    .bind(&inbound)
-    .bind(&outbound)
-    .bind(&outbound)
-    .bind(r.awaiting_reply)
-    .bind(r.raw.get())
-    .bind(&hash[..])
-    .bind(now)
-    .bind(now)
-    .bind(run_id)
-    .bind(r.active)
-    .bind(now)
-    .bind(r.active)
-    .bind(source)
-    .bind(&r.id)
     .execute(&mut **tx)
     .await?;
     Ok(())

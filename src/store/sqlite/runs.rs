@@ -13,11 +13,12 @@ use crate::time::Timestamp;
 #[async_trait]
 impl RunLog for SqliteStore {
     async fn begin_run(&self, source: &str) -> Result<i64, StoreError> {
-        let id = sqlx::query_scalar(
-            "INSERT INTO sync_runs (source, started_at) VALUES (?, ?) RETURNING id",
+        let started_at = Timestamp::now().to_mirror_text();
+        let id = sqlx::query_scalar!(
+            r#"INSERT INTO sync_runs (source, started_at) VALUES (?, ?) RETURNING id AS "id!""#,
+            source,
+            started_at
         )
-        .bind(source)
-        .bind(Timestamp::now().to_mirror_text())
         .fetch_one(&self.pool)
         .await
         .map_err(StoreError::from);
@@ -37,11 +38,12 @@ impl RunLog for SqliteStore {
     }
 
     async fn mark_interrupted_runs(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let sources: Vec<String> = sqlx::query_scalar(
+        let now = Timestamp::now().to_mirror_text();
+        let sources: Vec<String> = sqlx::query_scalar!(
             "UPDATE sync_runs SET outcome = 'interrupted', finished_at = COALESCE(finished_at, ?)
              WHERE outcome = 'running' RETURNING source",
+            now
         )
-        .bind(Timestamp::now().to_mirror_text())
         .fetch_all(&self.pool)
         .await?;
         let mut runs = BTreeMap::new();
@@ -61,25 +63,27 @@ impl SqliteStore {
         report: &RunReport,
     ) -> Result<(), StoreError> {
         let notes = (!report.notes.is_empty()).then(|| report.notes.join("\n"));
-        let source: Option<String> = sqlx::query_scalar(
+        let finished_at = Timestamp::now().to_mirror_text();
+        let outcome = outcome.as_str();
+        let source: Option<String> = sqlx::query_scalar!(
             "UPDATE sync_runs SET finished_at = ?, outcome = ?, pages = ?, requests = ?,
                 rows_inserted = ?, rows_updated = ?, rows_unchanged = ?, rows_closed = ?,
                 rows_deleted = ?, rows_rejected = ?, error = ?, notes = ?
              WHERE id = ? RETURNING source",
+            finished_at,
+            outcome,
+            report.pages as i64,
+            report.requests as i64,
+            report.inserted as i64,
+            report.updated as i64,
+            report.unchanged as i64,
+            report.closed as i64,
+            report.deleted as i64,
+            report.rejected as i64,
+            report.error,
+            notes,
+            run_id
         )
-        .bind(Timestamp::now().to_mirror_text())
-        .bind(outcome.as_str())
-        .bind(report.pages as i64)
-        .bind(report.requests as i64)
-        .bind(report.inserted as i64)
-        .bind(report.updated as i64)
-        .bind(report.unchanged as i64)
-        .bind(report.closed as i64)
-        .bind(report.deleted as i64)
-        .bind(report.rejected as i64)
-        .bind(&report.error)
-        .bind(notes)
-        .bind(run_id)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(source) = source {

@@ -10,9 +10,6 @@ use crate::secret::Secret;
 use crate::store::{RefreshTokenAge, RefreshTokens, StoreError};
 use crate::time::Timestamp;
 
-/// A `refresh_tokens` row: token, issued, sent, refused, refused after a lost answer.
-type Row = (String, String, Option<String>, Option<String>, i64);
-
 fn timestamp(text: &str) -> Result<Timestamp, StoreError> {
     Timestamp::parse_rfc3339(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -23,21 +20,23 @@ impl RefreshTokens for SqliteStore {
         &self,
         key: &str,
     ) -> Result<Option<StoredRefreshToken>, StoreError> {
-        let row: Option<Row> = sqlx::query_as(
+        let row = sqlx::query!(
             "SELECT token, rotated_at, sent_at, refused_at, refused_after_lost_answer
              FROM refresh_tokens WHERE vault_key = ?",
+            key
         )
-        .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((token, issued_at, sent_at, refused_at, after_lost_answer)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
+        let after_lost_answer = row.refused_after_lost_answer;
         Ok(Some(StoredRefreshToken {
-            token: Secret::new(token),
-            issued_at: timestamp(&issued_at)?,
-            sent_at: sent_at.as_deref().map(timestamp).transpose()?,
-            refused: refused_at
+            token: Secret::new(row.token),
+            issued_at: timestamp(&row.rotated_at)?,
+            sent_at: row.sent_at.as_deref().map(timestamp).transpose()?,
+            refused: row
+                .refused_at
                 .as_deref()
                 .map(timestamp)
                 .transpose()?
@@ -54,15 +53,16 @@ impl RefreshTokens for SqliteStore {
         token: &Secret,
         issued_at: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let (token, issued_at) = (token.expose(), issued_at.to_mirror_text());
+        sqlx::query!(
             "INSERT INTO refresh_tokens (vault_key, token, rotated_at) VALUES (?, ?, ?)
              ON CONFLICT (vault_key) DO UPDATE SET token = excluded.token,
                  rotated_at = excluded.rotated_at, sent_at = NULL, refused_at = NULL,
                  refused_after_lost_answer = 0",
+            key,
+            token,
+            issued_at
         )
-        .bind(key)
-        .bind(token.expose())
-        .bind(issued_at.to_mirror_text())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -70,26 +70,30 @@ impl RefreshTokens for SqliteStore {
 
     async fn mark_refresh_sent(&self, key: &str, token: &Secret) -> Result<(), StoreError> {
         let now = Timestamp::now().to_mirror_text();
-        sqlx::query(
+        let token = token.expose();
+        sqlx::query!(
             "INSERT INTO refresh_tokens (vault_key, token, rotated_at, sent_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (vault_key) DO UPDATE SET sent_at = excluded.sent_at
              WHERE refresh_tokens.token = excluded.token",
+            key,
+            token,
+            now,
+            now
         )
-        .bind(key)
-        .bind(token.expose())
-        .bind(&now)
-        .bind(&now)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn mark_refresh_unspent(&self, key: &str, token: &Secret) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_tokens SET sent_at = NULL WHERE vault_key = ? AND token = ?")
-            .bind(key)
-            .bind(token.expose())
-            .execute(&self.pool)
-            .await?;
+        let token = token.expose();
+        sqlx::query!(
+            "UPDATE refresh_tokens SET sent_at = NULL WHERE vault_key = ? AND token = ?",
+            key,
+            token
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -99,31 +103,34 @@ impl RefreshTokens for SqliteStore {
         token: &Secret,
         after_lost_answer: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let refused_at = Timestamp::now().to_mirror_text();
+        let (after_lost_answer, token) = (i64::from(after_lost_answer), token.expose());
+        sqlx::query!(
             "UPDATE refresh_tokens SET sent_at = NULL, refused_at = ?, refused_after_lost_answer = ?
              WHERE vault_key = ? AND token = ?",
+            refused_at,
+            after_lost_answer,
+            key,
+            token
         )
-        .bind(Timestamp::now().to_mirror_text())
-        .bind(i64::from(after_lost_answer))
-        .bind(key)
-        .bind(token.expose())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn refresh_token_ages(&self) -> Result<Vec<RefreshTokenAge>, StoreError> {
-        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT vault_key, rotated_at, refused_at FROM refresh_tokens ORDER BY vault_key",
+        let rows = sqlx::query!(
+            r#"SELECT vault_key AS "vault_key!", rotated_at, refused_at
+             FROM refresh_tokens ORDER BY vault_key"#
         )
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(vault_key, issued_at, refused_at)| {
+            .map(|row| {
                 Ok(RefreshTokenAge {
-                    vault_key,
-                    issued_at: timestamp(&issued_at)?,
-                    refused_at: refused_at.as_deref().map(timestamp).transpose()?,
+                    vault_key: row.vault_key,
+                    issued_at: timestamp(&row.rotated_at)?,
+                    refused_at: row.refused_at.as_deref().map(timestamp).transpose()?,
                 })
             })
             .collect()

@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::reply_horizon::keep_follow_ups_within;
-use super::{Cycle, MALFORMED_RETRIES, SyncError, WalkEnd, while_busy};
+use super::{Cycle, MALFORMED_REFETCH, SyncError, WalkEnd, while_busy};
 use crate::http::{ApiClient, HttpError};
 use crate::provider::{
     Absence, Page, Provider, ProviderError, Walk, WalkContext, WalkKind, WalkSpec,
 };
+use crate::retry::Transient;
 use crate::secret::redact::{ERROR_TEXT_CAP, redact};
 use crate::store::{PageOutcome, PageTransaction, PageWrite, SweepCompletion};
 use crate::sync::cursor::{LateBounds, WalkCursor};
@@ -555,10 +556,10 @@ impl Fetcher {
             .walk
             .build_request(ctx)
             .map_err(|source| SyncError::Provider { walk, source })?;
-        let mut attempt = 0;
-        loop {
+        let spec = &spec;
+        let fetch = || async move {
             let timeout = self.stall_timeout;
-            let request = tokio::time::timeout(timeout, self.client.send(&spec, provider));
+            let request = tokio::time::timeout(timeout, self.client.send(spec, provider));
             // Shutdown abandons a request in flight (and its retries): nothing of it has
             // been written, so the walk resumes from the same position next time.
             let sent = tokio::select! {
@@ -597,19 +598,33 @@ impl Fetcher {
                             "reply state left unknown for closed or dormant conversations (reply_state_horizon)"
                         );
                     }
-                    return Ok(page);
+                    Ok(page)
                 }
-                Err(ProviderError::Malformed(message)) if attempt < MALFORMED_RETRIES => {
+                Err(source) => Err(SyncError::Provider { walk, source }),
+            }
+        };
+        // Only a malformed answer is fetched again: the HTTP layer has retried the rest.
+        let malformed = |e: &SyncError| match e {
+            SyncError::Provider { source, .. } => source.is_transient(),
+            _ => false,
+        };
+        let mut attempt = 0;
+        let fetched = MALFORMED_REFETCH
+            .retry(&self.stop, malformed, fetch, |error, _| {
+                if let SyncError::Provider {
+                    source: ProviderError::Malformed(message),
+                    ..
+                } = error
+                {
                     attempt += 1;
                     tracing::warn!(walk, %message, attempt, "malformed page; fetching it again");
-                    let delay = Duration::from_millis(200 * 2u64.pow(attempt));
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.stop.cancelled() => {}
-                    }
                 }
-                Err(source) => return Err(SyncError::Provider { walk, source }),
-            }
+            })
+            .await;
+        match fetched {
+            // Shutdown before the refetch abandons the page like a request in flight.
+            Err(e) if malformed(&e) && self.stop.is_cancelled() => Err(SyncError::Interrupted),
+            other => other,
         }
     }
 }

@@ -11,6 +11,7 @@ use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 use serde_json::Value;
 
 use crate::support::reliability::{BINARY, free_loopback_address};
+use crate::support::world::one_provider;
 
 /// The simulator with two HighLevel locations (frozen clock, no activity) and a directory
 /// for the configuration, its secret files and the mirror.
@@ -24,13 +25,7 @@ impl Bed {
         let sim = Simulator::start(SimOptions {
             seed: 18,
             conversations: 25,
-            frozen_clock: true,
-            activity_rate: 0.0,
-            highlevel_locations: 2,
-            d365_accounts: 0,
-            spruce_accounts: 0,
-            sinch_accounts: 0,
-            ..SimOptions::default()
+            ..one_provider(Platform::HighLevel, 2)
         })
         .await
         .expect("simulator starts");

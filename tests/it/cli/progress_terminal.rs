@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use convsync_sim::{Faults, LatencyFault, Platform};
+use convsync_sim::Platform;
 
-use crate::support::reliability::{BINARY, Site, SiteOptions, sim_options};
+use crate::support::reliability::{BINARY, Site, SiteOptions, latency, sim_options};
 
 /// What a pane showed.
 struct Pane {
@@ -162,16 +162,7 @@ async fn progress_fits_80_and_160_columns_with_logs_above_the_bars() {
         let text = text.replace(&app, &format!("app_id = \"{dispatch}\""));
         std::fs::write(&site.config, text).unwrap();
         // HighLevel pages slow enough to watch: its `total` gives an ETA on the way.
-        site.sim.set_faults(
-            Platform::HighLevel,
-            Faults {
-                latency: Some(LatencyFault {
-                    min_ms: 400,
-                    max_ms: 400,
-                }),
-                ..Faults::default()
-            },
-        );
+        site.sim.set_faults(Platform::HighLevel, latency(400, 400));
         let (dir, config) = (site.dir.path().to_owned(), site.config.clone());
         let pane = tokio::task::spawn_blocking(move || sync_in_pane(&dir, &config, columns))
             .await

@@ -11,9 +11,9 @@ use convsync::config::HealthConfig;
 use convsync::health::{Notifier, NotifyAddress, Service};
 use convsync::http::{AuthScheme, HttpResponse, RequestSpec};
 use convsync::provider::{Page, ProviderError, Walk, WalkContext, WalkSpec};
-use convsync::sync::Engine;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::app::spawn_app;
 use crate::support::deploy::{NotifySocket, PATIENCE, SpruceSite, position};
 use crate::support::double::{Double, DoubleProvider};
 use crate::support::{TestDb, quick_http, schedule, source};
@@ -240,12 +240,9 @@ async fn a_wedged_source_stops_the_watchdog_pings() {
     let mut fast = schedule();
     fast.poll_interval = Duration::from_millis(100);
     let db = TestDb::new();
-    let engine = Engine::new(
-        db.open().await,
-        &quick_http(),
-        &[source("wedgeable", provider, AuthScheme::None, fast)],
-    )
-    .unwrap();
+    let wedgeable = source("wedgeable", provider, AuthScheme::None, fast);
+    let app = spawn_app(&db.config(quick_http(), vec![wedgeable])).await;
+    let engine = app.engine();
     let notify = NotifySocket::bind();
     let notifier = Notifier::new(
         NotifyAddress::Path(notify.path.clone()),
@@ -257,7 +254,9 @@ async fn a_wedged_source_stops_the_watchdog_pings() {
         listen: "127.0.0.1:0".into(),
         ..HealthConfig::default()
     };
-    let service = Service::start(&health, &engine, notifier, shutdown.clone())
+    // The health service is started here rather than by `run_until_stopped`, so that it
+    // notifies the socket this test owns.
+    let service = Service::start(&health, engine, notifier, shutdown.clone())
         .await
         .unwrap();
     let healthz = format!("http://{}/healthz", service.local_addr().unwrap());

@@ -4,27 +4,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use convsync::app::AppError;
 use convsync::config::Schedule;
 use convsync::http::{AuthScheme, HttpResponse, HttpSettings, RequestSpec};
 use convsync::provider::{Page, Provider, ProviderError, Walk, WalkContext, WalkSpec};
-use convsync::store::Store;
 use convsync::sync::{
-    CycleOutcome, Engine, EngineError, MAX_IDLE_CYCLES, OnceResult, SyncError, WalkCursor,
+    CycleOutcome, EngineError, MAX_IDLE_CYCLES, OnceResult, SyncError, WalkCursor,
 };
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::StorePool;
+use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::double::{Conv, Double, DoubleProvider, Fault};
-use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_all};
+use crate::support::{TestDb, quick_http, schedule, source};
 
 /// Generous bound on any one test's engine call: old code looped forever here.
 const NEVER_ENDS: Duration = Duration::from_secs(60);
 
-/// The double's adapter, except that its walks panic on a page holding a conversation
-/// named `PANIC`: a stand-in for a parser meeting bytes it did not expect.
-pub(crate) fn panicky(double: DoubleProvider) -> DoubleProvider {
-    double.map_walks(|walk| Arc::new(PanickyWalk(walk)))
+/// The double's adapter over `double`, except that its walks panic on a page holding a
+/// conversation named `PANIC`: a stand-in for a parser meeting bytes it did not expect.
+pub(crate) fn panicky(double: &Double, page_size: usize) -> Arc<dyn Provider> {
+    let adapter = DoubleProvider::new(double.base_url.clone(), page_size, false);
+    Arc::new(adapter.map_walks(|walk| Arc::new(PanickyWalk(walk))))
 }
 
 /// A walk of the double that panics on a marked page.
@@ -77,32 +79,29 @@ fn push_empty_pages(double: &Double, count: u32) {
     }));
 }
 
-fn engine(
-    store: Store,
+/// The daemon over `provider` as its one source `double`.
+async fn app(
+    db: &TestDb,
     provider: Arc<dyn Provider>,
-    http: &HttpSettings,
+    http: HttpSettings,
     schedule: Schedule,
-) -> Engine {
-    Engine::new(
-        store,
-        http,
-        &[source("double", provider, AuthScheme::None, schedule)],
-    )
-    .unwrap()
+) -> TestApp {
+    let double = source("double", provider, AuthScheme::None, schedule);
+    spawn_app(&db.config(http, vec![double])).await
 }
 
-/// `sync --once` of the engine's single source, failing the test if it never ends.
-async fn sync_once_to_the_end(engine: &Engine, force_sweep: bool) -> OnceResult {
-    let mut results = tokio::time::timeout(NEVER_ENDS, sync_all(engine, force_sweep))
+/// `sync --once` of the daemon's single source, failing the test if it never ends.
+async fn sync_once_to_the_end(app: &TestApp, sweep: Sweep) -> OnceResult {
+    let mut results = tokio::time::timeout(NEVER_ENDS, app.sync_all(sweep))
         .await
         .expect("sync --once ended");
     assert_eq!(results.len(), 1, "one verdict per source");
     results.remove(0)
 }
 
-async fn runs_still_running(store: &Store) -> i64 {
+async fn runs_still_running(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'running'")
-        .fetch_one(store.pool())
+        .fetch_one(app.store().pool())
         .await
         .unwrap()
 }
@@ -114,11 +113,9 @@ async fn a_panicking_parser_fails_the_run_and_sync_once() {
     let double = Double::start().await;
     conversations(&double, &["fine", "PANIC"]);
     let db = TestDb::new();
-    let store = db.open().await;
-    let provider = panicky(DoubleProvider::new(double.base_url.clone(), 10, false));
-    let engine = engine(store.clone(), Arc::new(provider), &quick_http(), schedule());
+    let app = app(&db, panicky(&double, 10), quick_http(), schedule()).await;
 
-    let result = sync_once_to_the_end(&engine, false).await;
+    let result = sync_once_to_the_end(&app, Sweep::IfDue).await;
 
     assert!(
         matches!(&result.outcome, CycleOutcome::Failed(SyncError::Panicked { message }) if message == "marked page reached"),
@@ -133,11 +130,11 @@ async fn a_panicking_parser_fails_the_run_and_sync_once() {
         "{}",
         result.verdict()
     );
-    let (outcome, _, inserted, _, _, error) = last_run(&store, "double").await;
-    assert_eq!(outcome, "failed");
-    assert_eq!(inserted, 0, "nothing of the panicked page was applied");
-    assert!(error.unwrap().contains("marked page reached"));
-    assert_eq!(runs_still_running(&store).await, 0);
+    let run = app.last_run("double").await;
+    assert_eq!(run.outcome, "failed");
+    assert_eq!(run.inserted, 0, "nothing of the panicked page was applied");
+    assert!(run.error.unwrap().contains("marked page reached"));
+    assert_eq!(runs_still_running(&app).await, 0);
 }
 
 /// In the daemon, a panicked cycle is recorded like a failure, counted, and the source's
@@ -148,16 +145,11 @@ async fn a_panicking_parser_is_reported_and_retried_by_run() {
     conversations(&double, &["PANIC"]);
     let db = TestDb::new();
     let store = db.open().await;
-    let provider = panicky(DoubleProvider::new(double.base_url.clone(), 10, false));
-    let engine = engine(store.clone(), Arc::new(provider), &quick_http(), schedule());
+    let app = app(&db, panicky(&double, 10), quick_http(), schedule()).await;
+    let progress = app.engine().sources()[0].progress.clone();
     let shutdown = CancellationToken::new();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        let shutdown = shutdown.clone();
-        async move { engine.run(shutdown).await }
-    });
+    let running = tokio::spawn(app.app.run_until_stopped(shutdown.clone()));
 
-    let progress = engine.sources()[0].progress.clone();
     let mut polls = 0;
     let state = loop {
         let state = progress.state();
@@ -186,7 +178,8 @@ async fn a_panicking_parser_is_reported_and_retried_by_run() {
         .expect("run ended on shutdown")
         .unwrap()
         .expect("a shutdown is a clean end");
-    assert_eq!(last_run(&store, "double").await.0, "failed");
+    let last = crate::support::mirror::read_last_run(store.pool(), "double").await;
+    assert_eq!(last.outcome, "failed");
 }
 
 /// `run` whose every source stopped on its own (here: credentials rejected) ends with an
@@ -199,19 +192,15 @@ async fn run_with_every_source_dead_ends_with_the_reason() {
         .push_faults((0..5).map(|_| Fault::Status(401, r#"{"error":"bad token"}"#.into(), vec![])));
     let db = TestDb::new();
     let provider = DoubleProvider::new(double.base_url.clone(), 10, false);
-    let engine = engine(
-        db.open().await,
-        Arc::new(provider),
-        &quick_http(),
-        schedule(),
-    );
+    let app = app(&db, Arc::new(provider), quick_http(), schedule()).await;
 
-    let ended = tokio::time::timeout(NEVER_ENDS, engine.run(CancellationToken::new()))
+    let run = app.app.run_until_stopped(CancellationToken::new());
+    let ended = tokio::time::timeout(NEVER_ENDS, run)
         .await
         .expect("run ended once no source was left");
 
     let error = ended.expect_err("no source left running is an error");
-    let EngineError::NoSourceLeft { stopped } = &error else {
+    let AppError::Engine(EngineError::NoSourceLeft { stopped }) = &error else {
         panic!("{error}");
     };
     assert_eq!(stopped.len(), 1);
@@ -236,11 +225,10 @@ async fn an_endless_empty_listing_stalls_its_walk_and_the_sweep_still_runs() {
     // Just enough endless-looking pages for the delta; the sweep then meets the real list.
     push_empty_pages(&double, empty_pages);
     let db = TestDb::new();
-    let store = db.open().await;
     let provider = DoubleProvider::new(double.base_url.clone(), 2, true);
-    let engine = engine(store.clone(), Arc::new(provider), &quick_http(), schedule());
+    let app = app(&db, Arc::new(provider), quick_http(), schedule()).await;
 
-    let result = sync_once_to_the_end(&engine, true).await;
+    let result = sync_once_to_the_end(&app, Sweep::Now).await;
 
     let CycleOutcome::Stalled { reason } = &result.outcome else {
         panic!("{:?}", result.outcome);
@@ -262,21 +250,11 @@ async fn an_endless_empty_listing_stalls_its_walk_and_the_sweep_still_runs() {
             .iter()
             .all(|r| !r.contains("fresh-"))
     );
-    assert_eq!(
-        mirror_rows(&store, "double").await.len(),
-        3,
-        "the sweep ran"
-    );
-    let (outcome, ..) = last_run(&store, "double").await;
-    assert_eq!(outcome, "stalled");
-    let notes: String = sqlx::query_scalar(
-        "SELECT notes FROM sync_runs WHERE source = 'double' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    assert!(notes.contains("stopped as broken"), "{notes}");
-    let cursors = WalkCursor::load_all(&store, "double").await.unwrap();
+    assert_eq!(app.mirror("double").await.len(), 3, "the sweep ran");
+    let run = app.last_run("double").await;
+    assert_eq!(run.outcome, "stalled");
+    assert!(run.notes().contains("stopped as broken"), "{}", run.notes());
+    let cursors = WalkCursor::load_all(app.store(), "double").await.unwrap();
     assert!(
         cursors["delta"].position.is_none(),
         "the broken walk starts again from its watermark, not from the endless tokens"
@@ -297,9 +275,9 @@ async fn sync_once_gives_up_on_cycles_that_make_no_progress() {
         max_pages_per_cycle: 1,
         ..schedule()
     };
-    let engine = engine(db.open().await, provider, &quick_http(), one_page);
+    let app = app(&db, provider, quick_http(), one_page).await;
 
-    let result = sync_once_to_the_end(&engine, false).await;
+    let result = sync_once_to_the_end(&app, Sweep::IfDue).await;
 
     assert!(
         matches!(&result.outcome, CycleOutcome::Stalled { reason } if reason.contains("without reading a single row")),
@@ -325,7 +303,6 @@ async fn rate_limited_forever_in_sync_once_gives_up_after_the_bound() {
         )
     }));
     let db = TestDb::new();
-    let store = db.open().await;
     let provider: Arc<dyn Provider> =
         Arc::new(DoubleProvider::new(double.base_url.clone(), 2, false));
     let two_seconds_of_waiting = Schedule {
@@ -339,9 +316,9 @@ async fn rate_limited_forever_in_sync_once_gives_up_after_the_bound() {
         },
         ..quick_http()
     };
-    let engine = engine(store.clone(), provider, &no_retries, two_seconds_of_waiting);
+    let app = app(&db, provider, no_retries, two_seconds_of_waiting).await;
 
-    let result = sync_once_to_the_end(&engine, false).await;
+    let result = sync_once_to_the_end(&app, Sweep::IfDue).await;
 
     assert!(
         matches!(result.outcome, CycleOutcome::RateLimited { .. }),
@@ -360,8 +337,8 @@ async fn rate_limited_forever_in_sync_once_gives_up_after_the_bound() {
     // Waits of 1 s, 1 s (2 s in all, within the bound), then a third 429 gives up.
     assert_eq!(result.cycles, 3);
     assert_eq!(double.list_requests().len(), 3);
-    assert_eq!(last_run(&store, "double").await.0, "rate_limited");
-    assert!(mirror_rows(&store, "double").await.is_empty());
+    assert_eq!(app.last_run("double").await.outcome, "rate_limited");
+    assert!(app.mirror("double").await.is_empty());
 }
 
 /// Loads `text` as a configuration file; `SPRUCE_ACCOUNT` in it reads a real token file,

@@ -376,6 +376,8 @@ async fn readyz_reports_the_last_write_meeting_a_full_disk() {
     let site = Site::start(sim_options(76, 60), SiteOptions::default()).await;
     let mut config = Config::load(&site.config).unwrap();
     let store = nearly_full_store(&mut config, 2).await;
+    // Assembled by hand: the engine must write through this store, whose page limit
+    // stands for the full disk (`App::build` would open a store of its own).
     let engine = Engine::new(store.clone(), &config.http, &config.sources).unwrap();
     let app = HealthApp::new(&engine, 3.0, std::sync::Arc::new(Liveness::default()));
 

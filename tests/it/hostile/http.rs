@@ -14,20 +14,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convsync::config::Schedule;
+use convsync::http::Pause;
+use convsync::http::ResponsePolicy;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::http::{AuthError, AuthScheme, HttpError, HttpSettings};
-use convsync::http::{Pause, ResponsePolicy};
 use convsync::provider::{Provider, ProviderKind, Walk};
 use convsync::record::RAW_OMITTED_KEY;
 use convsync::secret::Secret;
-use convsync::sync::{CycleOutcome, Engine, SyncError};
+use convsync::sync::{CycleOutcome, SyncError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
-use crate::support::StorePool;
+use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::double::DoubleProvider;
-use crate::support::{TestDb, last_run, mirror_rows, quick_http, schedule, source, sync_once};
+use crate::support::{TestDb, quick_http, schedule, source};
+
+/// The source every test syncs.
+const SOURCE: &str = "hostile";
 
 /// The response cap the tests configure: small, so that "larger than the cap" is cheap.
 const CAP: u64 = 64 * 1024;
@@ -241,26 +245,30 @@ fn hostile_http() -> HttpSettings {
     }
 }
 
-/// An engine over the fake provider with `auth`, the test's HTTP settings and `schedule`.
-async fn engine(
-    hostile: &Hostile,
+/// The daemon over `provider` (the fake provider read by the double's adapter, unless a
+/// test adds to it) with `auth`, the test's HTTP settings and `schedule`.
+async fn app(
     db: &TestDb,
+    provider: Arc<dyn Provider>,
     auth: AuthScheme,
-    http: &HttpSettings,
+    http: HttpSettings,
     schedule: Schedule,
-) -> Engine {
-    let provider = Arc::new(DoubleProvider::new(hostile.base_url.clone(), 50, false));
-    let settings = source("hostile", provider, auth, schedule);
-    Engine::new(db.open().await, http, &[settings]).unwrap()
+) -> TestApp {
+    let settings = source(SOURCE, provider, auth, schedule);
+    spawn_app(&db.config(http, vec![settings])).await
+}
+
+/// The double's adapter over the fake provider.
+fn reader(hostile: &Hostile) -> Arc<dyn Provider> {
+    Arc::new(DoubleProvider::new(hostile.base_url.clone(), 50, false))
 }
 
 /// A first clean cycle, so that each test can check the mirror keeps what it had.
-async fn mirrored(hostile: &Hostile, db: &TestDb, http: &HttpSettings) -> Engine {
-    let engine = engine(hostile, db, AuthScheme::None, http, schedule()).await;
-    let outcome = sync_once(&engine, false).await;
-    assert!(matches!(outcome, CycleOutcome::CaughtUp), "{outcome:?}");
-    assert_eq!(mirror_rows(engine.store(), "hostile").await.len(), 2);
-    engine
+async fn mirrored(hostile: &Hostile, db: &TestDb, http: HttpSettings) -> TestApp {
+    let app = app(db, reader(hostile), AuthScheme::None, http, schedule()).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    assert_eq!(app.mirror(SOURCE).await.len(), 2);
+    app
 }
 
 /// `Retry-After` values no clock can hold, far-future dates and merely absurd waits are
@@ -278,15 +286,15 @@ async fn huge_retry_after_is_clamped_to_the_provider_wait_cap() {
         let hostile = Hostile::start().await;
         let db = TestDb::new();
         let http = hostile_http();
-        let engine = mirrored(&hostile, &db, &http).await;
-        let before = mirror_rows(engine.store(), "hostile").await;
+        let app = mirrored(&hostile, &db, http.clone()).await;
+        let before = app.mirror(SOURCE).await;
         hostile.script([Answer::Status(
             429,
             vec![("retry-after", value.to_owned())],
             r#"{"error":"slow down"}"#.into(),
         )]);
 
-        let outcome = sync_once(&engine, false).await;
+        let outcome = app.sync_once(Sweep::IfDue).await;
 
         match outcome {
             CycleOutcome::RateLimited { wait } => {
@@ -299,7 +307,7 @@ async fn huge_retry_after_is_clamped_to_the_provider_wait_cap() {
             2,
             "Retry-After: {value}: one 429, no retry"
         );
-        assert_eq!(mirror_rows(engine.store(), "hostile").await, before);
+        assert_eq!(app.mirror(SOURCE).await, before);
     }
 }
 
@@ -358,14 +366,13 @@ async fn huge_rate_limit_pause_is_clamped_to_the_provider_wait_cap() {
         50,
         false,
     )));
-    let settings = source("hostile", provider, AuthScheme::None, schedule());
-    let engine = Engine::new(db.open().await, &http, &[settings]).unwrap();
+    let app = app(&db, provider, AuthScheme::None, http.clone(), schedule()).await;
 
-    let first = sync_once(&engine, false).await;
-    let second = sync_once(&engine, false).await;
+    let first = app.sync_once(Sweep::IfDue).await;
+    let second = app.sync_once(Sweep::IfDue).await;
 
     assert!(matches!(first, CycleOutcome::CaughtUp), "{first:?}");
-    assert_eq!(mirror_rows(engine.store(), "hostile").await.len(), 1);
+    assert_eq!(app.mirror(SOURCE).await.len(), 1);
     match second {
         CycleOutcome::RateLimited { wait } => assert!(
             wait <= http.max_provider_wait && wait > http.max_inline_pause,
@@ -382,13 +389,13 @@ async fn huge_rate_limit_pause_is_clamped_to_the_provider_wait_cap() {
 async fn garbage_retry_after_is_ignored() {
     let hostile = Hostile::start().await;
     let db = TestDb::new();
-    let engine = mirrored(&hostile, &db, &hostile_http()).await;
+    let app = mirrored(&hostile, &db, hostile_http()).await;
     hostile.script(
         ["-5", "nan", "inf"]
             .map(|value| Answer::Status(429, vec![("retry-after", value.into())], "{}".into())),
     );
 
-    let outcome = sync_once(&engine, false).await;
+    let outcome = app.sync_once(Sweep::IfDue).await;
 
     assert!(matches!(outcome, CycleOutcome::CaughtUp), "{outcome:?}");
     assert_eq!(
@@ -407,11 +414,11 @@ async fn oversized_bodies_fail_at_the_cap_without_retries() {
     for framing in [Framing::Announced, Framing::UntilClose, Framing::Chunked] {
         let hostile = Hostile::start().await;
         let db = TestDb::new();
-        let engine = mirrored(&hostile, &db, &hostile_http()).await;
-        let before = mirror_rows(engine.store(), "hostile").await;
+        let app = mirrored(&hostile, &db, hostile_http()).await;
+        let before = app.mirror(SOURCE).await;
         hostile.script([Answer::Huge(framing, TOTAL)]);
 
-        let outcome = sync_once(&engine, false).await;
+        let outcome = app.sync_once(Sweep::IfDue).await;
 
         let CycleOutcome::Failed(error) = &outcome else {
             panic!("{framing:?}: expected a failure, got {outcome:?}");
@@ -432,22 +439,22 @@ async fn oversized_bodies_fail_at_the_cap_without_retries() {
         assert!(message.contains("http.max_response_bytes"), "{message}");
         assert!(message.contains(&CAP.to_string()), "{message}");
         assert_eq!(hostile.list_requests(), 2, "{framing:?}: not retried");
-        let by_status = engine.sources()[0].client.tally().by_status();
+        let by_status = app.engine().sources()[0].client.tally().by_status();
         assert_eq!(
             by_status.into_iter().collect::<Vec<_>>(),
             [(200, 2)],
             "{framing:?}: the oversized answer is counted with its status"
         );
-        let run = last_run(engine.store(), "hostile").await;
-        assert_eq!(run.0, "failed");
+        let run = app.last_run(SOURCE).await;
+        assert_eq!(run.outcome, "failed");
         assert!(
-            run.5
+            run.error
                 .as_deref()
                 .unwrap_or("")
                 .contains("http.max_response_bytes"),
             "{run:?}"
         );
-        assert_eq!(mirror_rows(engine.store(), "hostile").await, before);
+        assert_eq!(app.mirror(SOURCE).await, before);
         // convsync hung up at the cap: the server could not hand over the whole body (the
         // rest of what got through sits in the loopback socket buffers).
         let written = hostile.written.load(Ordering::Relaxed);
@@ -469,9 +476,9 @@ async fn oversized_token_answer_fails_authentication() {
         scope: None,
         placement: CredentialPlacement::FormFields,
     });
-    let engine = engine(&hostile, &db, auth, &hostile_http(), schedule()).await;
+    let app = app(&db, reader(&hostile), auth, hostile_http(), schedule()).await;
 
-    let outcome = sync_once(&engine, false).await;
+    let outcome = app.sync_once(Sweep::IfDue).await;
 
     let CycleOutcome::Failed(error) = &outcome else {
         panic!("expected a failure, got {outcome:?}");
@@ -513,42 +520,24 @@ async fn oversized_raw_is_stored_as_a_stand_in() {
         max_raw_bytes: 16 * 1024,
         ..schedule()
     };
-    let engine = engine(&hostile, &db, AuthScheme::None, &http, capped).await;
+    let app = app(&db, reader(&hostile), AuthScheme::None, http, capped).await;
 
-    let outcome = sync_once(&engine, false).await;
+    let outcome = app.sync_once(Sweep::IfDue).await;
 
     assert!(matches!(outcome, CycleOutcome::CaughtUp), "{outcome:?}");
-    let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
-        "SELECT conversation_id, title, raw FROM conversations WHERE source = 'hostile'
-         ORDER BY conversation_id",
-    )
-    .fetch_all(engine.store().pool())
-    .await
-    .unwrap();
+    let rows = app.mirror(SOURCE).await;
     assert_eq!(rows.len(), 2);
-    let (id, title, raw) = &rows[0];
-    assert_eq!(
-        (id.as_str(), title.as_deref()),
-        ("big", Some("huge attachment"))
-    );
+    let (title, raw) = (&rows["big"].title, &rows["big"].raw);
+    assert_eq!(title.as_deref(), Some("huge attachment"));
     assert!(raw.len() < 1024, "stand-in is small: {} bytes", raw.len());
     let stand_in: serde_json::Value = serde_json::from_str(raw).unwrap();
     let original = item("big", "huge attachment", &padding).len();
     assert_eq!(stand_in[RAW_OMITTED_KEY]["bytes"], original);
     assert_eq!(
-        rows[1].2,
+        rows["small"].raw,
         item("small", "ordinary", ""),
         "small raw kept as received"
     );
-    let run = last_run(engine.store(), "hostile").await;
-    let notes: Option<String> = sqlx::query_scalar(
-        "SELECT notes FROM sync_runs WHERE source = 'hostile' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(engine.store().pool())
-    .await
-    .unwrap();
-    assert!(
-        notes.as_deref().unwrap_or("").contains("max_raw_bytes"),
-        "{run:?} {notes:?}"
-    );
+    let run = app.last_run(SOURCE).await;
+    assert!(run.notes().contains("max_raw_bytes"), "{run:?}");
 }

@@ -14,13 +14,14 @@ use convsync::http::StoredRefreshToken;
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
-use convsync::store::MassChangeGuard;
-use convsync::sync::{CycleOutcome, Engine, OnceResult};
+use convsync::sync::{CycleOutcome, OnceResult};
 use convsync::time::Timestamp;
-use convsync_sim::{SimHandle, SimOptions, Simulator};
+use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 
+use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::hostile::{Fault, HostileProxy};
-use crate::support::{TestDb, quick_http, schedule, sync_all};
+use crate::support::world::one_provider;
+use crate::support::{TestDb, entry_sources, quick_http, schedule};
 
 const SOURCE: &str = "hl";
 
@@ -38,13 +39,7 @@ impl Bed {
         let sim = Simulator::start(SimOptions {
             seed: 11,
             conversations: 8,
-            frozen_clock: true,
-            activity_rate: 0.0,
-            highlevel_locations: 2,
-            d365_accounts: 0,
-            spruce_accounts: 0,
-            sinch_accounts: 0,
-            ..SimOptions::default()
+            ..one_provider(Platform::HighLevel, 2)
         })
         .await
         .expect("simulator starts");
@@ -105,33 +100,18 @@ impl Bed {
 
     fn sources(&self, schedule: &Schedule) -> Vec<SourceSettings> {
         let key = format!("sources[{SOURCE}]");
-        setup(&self.config(), &SetupContext { key: &key })
-            .expect("valid highlevel config")
-            .into_iter()
-            .map(|mut setup| {
-                let name = format!("{SOURCE}/{}", setup.name_suffix.clone().unwrap_or_default());
-                setup.auth.name_source(&name);
-                SourceSettings {
-                    name,
-                    quota: setup.defaults.quota,
-                    setup,
-                    schedule: schedule.clone(),
-                    guard: MassChangeGuard {
-                        max_share: 0.5,
-                        floor: 2,
-                    },
-                }
-            })
-            .collect()
+        let setups =
+            setup(&self.config(), &SetupContext { key: &key }).expect("valid highlevel config");
+        entry_sources(SOURCE, setups, schedule)
     }
 
-    async fn engine(&self) -> Engine {
-        Engine::new(
-            self.db.open().await,
-            &quick_http(),
-            &self.sources(&schedule()),
-        )
-        .unwrap()
+    /// The daemon over both locations as configured.
+    async fn app(&self) -> TestApp {
+        self.app_over(self.sources(&schedule())).await
+    }
+
+    async fn app_over(&self, sources: Vec<SourceSettings>) -> TestApp {
+        spawn_app(&self.db.config(quick_http(), sources)).await
     }
 
     /// The vault key of the OAuth location.
@@ -144,24 +124,12 @@ impl Bed {
 }
 
 /// The OAuth location's vault entry.
-async fn stored(bed: &Bed, engine: &Engine) -> StoredRefreshToken {
-    engine
-        .store()
+async fn stored(bed: &Bed, app: &TestApp) -> StoredRefreshToken {
+    app.store()
         .load_refresh_token(&bed.vault_key())
         .await
         .unwrap()
         .expect("the token is in the vault once a refresh was tried")
-}
-
-/// One `sync --once` in which every source catches up.
-async fn sync_all_caught_up(engine: &Engine) {
-    let results = sync_all(engine, false).await;
-    assert!(
-        results
-            .iter()
-            .all(|r| matches!(r.outcome, CycleOutcome::CaughtUp)),
-        "{results:?}"
-    );
 }
 
 fn outcome<'a>(results: &'a [OnceResult], source: &str) -> &'a CycleOutcome {
@@ -174,8 +142,8 @@ fn outcome<'a>(results: &'a [OnceResult], source: &str) -> &'a CycleOutcome {
 
 /// Runs one `sync --once` and checks the lost-answer outcome: the OAuth location fails
 /// fatally with the recovery command, the PIT location catches up.
-async fn assert_reported_and_other_location_syncs(bed: &Bed, engine: &Engine) {
-    let results = sync_all(engine, false).await;
+async fn assert_reported_and_other_location_syncs(bed: &Bed, app: &TestApp) {
+    let results = app.sync_all(Sweep::IfDue).await;
     match outcome(&results, &bed.oauth_source()) {
         CycleOutcome::Failed(e) => {
             assert!(e.is_fatal(), "{e}");
@@ -209,9 +177,9 @@ async fn lost_answer_is_reported_and_never_resent_after_restart(fault: Fault) {
     bed.proxy.push("oauth/token", fault);
 
     {
-        let engine = bed.engine().await;
-        assert_reported_and_other_location_syncs(&bed, &engine).await;
-        engine.store().close().await;
+        let app = bed.app().await;
+        assert_reported_and_other_location_syncs(&bed, &app).await;
+        app.app.close().await;
     }
     assert_eq!(
         bed.proxy.refresh_tokens_sent(),
@@ -220,14 +188,14 @@ async fn lost_answer_is_reported_and_never_resent_after_restart(fault: Fault) {
     );
 
     // A restart: the vault remembers the refusal, nothing is sent again.
-    let engine = bed.engine().await;
-    assert_reported_and_other_location_syncs(&bed, &engine).await;
+    let app = bed.app().await;
+    assert_reported_and_other_location_syncs(&bed, &app).await;
     assert_eq!(
         bed.proxy.refresh_tokens_sent().len(),
         2,
         "a restart never sends a refused refresh token"
     );
-    let stored = stored(&bed, &engine).await;
+    let stored = stored(&bed, &app).await;
     let refusal = stored.refused.expect("the refusal is recorded");
     assert!(refusal.after_lost_answer);
 }
@@ -263,24 +231,25 @@ async fn a_refresh_that_never_left_is_retried_with_the_same_token() {
     if let AuthScheme::RotatingRefresh(rr) = &mut config_sources[0].setup.auth {
         rr.token_url.set_port(Some(closed_port)).unwrap();
     }
-    let engine = Engine::new(bed.db.open().await, &quick_http(), &config_sources[..1]).unwrap();
-    let results = sync_all(&engine, false).await;
+    let app = bed.app_over(config_sources[..1].to_vec()).await;
+    let results = app.sync_all(Sweep::IfDue).await;
     match outcome(&results, &bed.oauth_source()) {
         CycleOutcome::Failed(e) => assert!(!e.is_fatal(), "{e}"),
         other => panic!("expected a failure, got {other:?}"),
     }
-    let stored = stored(&bed, &engine).await;
+    let stored = stored(&bed, &app).await;
     assert!(stored.sent_at.is_none() && stored.refused.is_none());
-    engine.store().close().await;
+    app.app.close().await;
 
-    let engine = bed.engine().await;
-    sync_all_caught_up(&engine).await;
+    let app = bed.app().await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(
         bed.proxy.refresh_tokens_sent(),
         vec![bed.initial_refresh_token()]
     );
     // `/metrics` reads when the rotated token would die unused: a year from now.
-    let oauth = engine
+    let oauth = app
+        .engine()
         .sources()
         .iter()
         .find(|s| s.name == bed.oauth_source())
@@ -302,18 +271,18 @@ async fn a_refused_client_secret_does_not_condemn_the_refresh_token() {
         rr.client_secret = Secret::new("not-the-app-secret".into());
     }
     {
-        let engine = Engine::new(bed.db.open().await, &quick_http(), &sources[..1]).unwrap();
-        let results = sync_all(&engine, false).await;
+        let app = bed.app_over(sources[..1].to_vec()).await;
+        let results = app.sync_all(Sweep::IfDue).await;
         match outcome(&results, &bed.oauth_source()) {
             CycleOutcome::Failed(e) => assert!(e.is_fatal(), "{e}"),
             other => panic!("expected a fatal failure, got {other:?}"),
         }
-        let stored = stored(&bed, &engine).await;
+        let stored = stored(&bed, &app).await;
         assert!(stored.refused.is_none() && stored.sent_at.is_none());
-        engine.store().close().await;
+        app.app.close().await;
     }
-    let engine = bed.engine().await;
-    sync_all_caught_up(&engine).await;
+    let app = bed.app().await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let initial = bed.initial_refresh_token();
     assert_eq!(
         bed.proxy.refresh_tokens_sent(),

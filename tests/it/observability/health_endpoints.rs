@@ -5,12 +5,11 @@
 use convsync::config::Config;
 use convsync::health::{Notifier, Service};
 use convsync::store::Store;
-use convsync::sync::CycleOutcome;
 use convsync_sim::{MessageKind, Platform};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::app::{TestApp, spawn_app};
+use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::deploy::{Scrape, SpruceSite};
 
 /// An engine over the simulator with its health endpoint on a free loopback port.
@@ -48,12 +47,7 @@ impl Served {
     }
 
     pub(crate) async fn sync(&self) {
-        let results = self.app.sync_once().await;
-        assert!(
-            matches!(results[0].outcome, CycleOutcome::CaughtUp),
-            "{:?}",
-            results[0].outcome
-        );
+        self.app.sync_caught_up(Sweep::IfDue).await;
     }
 
     /// Waits for the supervisor's first verdict (`/healthz` 200) and returns its body.

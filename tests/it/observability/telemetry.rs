@@ -2,18 +2,17 @@
 //! carries the source's name"), so that filtering the logs by source shows all of it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use convsync::http::AuthScheme;
-use convsync::sync::Engine;
 use tokio_util::sync::CancellationToken;
 
 use crate::hostile::engine::{conversations, panicky};
+use crate::support::app::{Sweep, spawn_app};
 use crate::support::capture::trace_capture;
-use crate::support::double::{Double, DoubleProvider};
+use crate::support::double::{Double, spawn_double_app};
 use crate::support::reliability::{Site, SiteOptions, sim_options};
-use crate::support::{TestDb, quick_http, schedule, source, sync_all, sync_once};
+use crate::support::{TestDb, quick_http, schedule, source};
 
 /// Asserts that `logs` hold `count` warnings about runs a previous process left
 /// unfinished, the last of which names the source `double` and `runs` of its runs.
@@ -42,25 +41,19 @@ async fn interrupted_runs_are_logged_with_their_source() {
     let (capture, _guard) = trace_capture();
     let double = Double::start().await;
     let db = TestDb::new();
-    let provider = Arc::new(DoubleProvider::new(double.base_url.clone(), 50, false));
-    let engine = Engine::new(
-        db.open().await,
-        &quick_http(),
-        &[source("double", provider, AuthScheme::None, schedule())],
-    )
-    .unwrap();
+    let app = spawn_double_app(&double, &db, 50, false).await;
 
     // A process that died mid-cycle, twice.
-    engine.store().begin_run("double").await.unwrap();
-    engine.store().begin_run("double").await.unwrap();
-    sync_once(&engine, false).await;
+    app.store().begin_run("double").await.unwrap();
+    app.store().begin_run("double").await.unwrap();
+    app.sync_once(Sweep::IfDue).await;
     assert_last_interrupted_warning(&capture.text(), 1, 2);
 
     // The daemon does the same at its start.
-    engine.store().begin_run("double").await.unwrap();
+    app.store().begin_run("double").await.unwrap();
     let shutdown = CancellationToken::new();
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(60), engine.run(shutdown))
+    tokio::time::timeout(Duration::from_secs(60), app.app.run_until_stopped(shutdown))
         .await
         .expect("a daemon told to stop ends")
         .unwrap();
@@ -182,18 +175,9 @@ async fn a_panic_is_logged_as_an_event_naming_its_source() {
     let double = Double::start().await;
     conversations(&double, &["calm", "PANIC"]);
     let db = TestDb::new();
-    let provider = Arc::new(panicky(DoubleProvider::new(
-        double.base_url.clone(),
-        50,
-        false,
-    )));
-    let engine = Engine::new(
-        db.open().await,
-        &quick_http(),
-        &[source("double", provider, AuthScheme::None, schedule())],
-    )
-    .unwrap();
-    tokio::time::timeout(Duration::from_secs(60), sync_all(&engine, false))
+    let double = source("double", panicky(&double, 50), AuthScheme::None, schedule());
+    let app = spawn_app(&db.config(quick_http(), vec![double])).await;
+    tokio::time::timeout(Duration::from_secs(60), app.sync_all(Sweep::IfDue))
         .await
         .expect("sync --once ends");
 

@@ -17,6 +17,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use crate::support::app::spawn_app;
 use crate::support::reliability::{Site, SiteOptions, sim_options};
 
 /// The four providers as configured for a simulator, and one real first page of each of
@@ -41,11 +42,9 @@ fn corpus() -> &'static Corpus {
 
 async fn fetch_corpus() -> Corpus {
     let site = Site::start(sim_options(51, 30), SiteOptions::default()).await;
-    let config = Config::load(&site.config).unwrap();
-    let store = convsync::store::Store::open(&config.store).await.unwrap();
-    let engine = convsync::sync::Engine::new(store, &config.http, &config.sources).unwrap();
+    let app = spawn_app(&Config::load(&site.config).unwrap()).await;
     let mut pages = Vec::new();
-    for source in engine.sources() {
+    for source in app.engine().sources() {
         let provider = &*source.provider;
         for walk in provider.walks() {
             let ctx = WalkContext {
@@ -57,7 +56,8 @@ async fn fetch_corpus() -> Corpus {
             pages.push(serde_json::from_slice(&response.body).unwrap());
         }
     }
-    let providers = engine
+    let providers = app
+        .engine()
         .sources()
         .iter()
         .map(|s| s.provider.clone())

@@ -8,7 +8,6 @@
 //! The simulator's clock is frozen and moved explicitly, so timestamps are exact and the
 //! per-location quota windows only renew when a test says so.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,18 +16,19 @@ use convsync::http::{HttpSettings, RetryPolicy};
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::provider::{SetupContext, WalkContext};
 use convsync::secret::SecretRef;
-use convsync::store::{MassChangeGuard, Store};
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
-use convsync::time::Timestamp;
+use convsync::sync::CycleOutcome;
 use convsync_sim::options::StartAfter;
 use convsync_sim::{
     EditField, Faults, MessageKind, Platform, RateLimitFault, SimHandle, SimOptions, Simulator,
     TruthConversation,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::support::StorePool;
-use crate::support::{TestDb, quick_http, schedule, sync_all};
+use crate::support::app::{Sweep, TestApp, spawn_app};
+use crate::support::mirror::Mirror;
+use crate::support::truth::{Truth, TruthSource};
+use crate::support::world::one_provider;
+use crate::support::{TestDb, entry_sources, quick_http, schedule};
 
 const HL: Platform = Platform::HighLevel;
 const SEARCH: &str = "GET /conversations/search";
@@ -59,13 +59,7 @@ impl HighLevelBed {
         let mut options = SimOptions {
             seed: 7,
             conversations,
-            frozen_clock: true,
-            activity_rate: 0.0,
-            highlevel_locations: locations,
-            d365_accounts: 0,
-            spruce_accounts: 0,
-            sinch_accounts: 0,
-            ..SimOptions::default()
+            ..one_provider(HL, locations)
         };
         tune(&mut options);
         let sim = Simulator::start(options).await.expect("simulator starts");
@@ -130,38 +124,33 @@ impl HighLevelBed {
     /// One running source per location, named `hl/<locationId>`, through `setup`.
     fn sources(&self, config: &HighLevelConfig, schedule: &Schedule) -> Vec<SourceSettings> {
         let key = format!("sources[{SOURCE}]");
-        setup(config, &SetupContext { key: &key })
-            .expect("valid highlevel config")
-            .into_iter()
-            .map(|setup| SourceSettings {
-                name: format!("{SOURCE}/{}", setup.name_suffix.clone().unwrap_or_default()),
-                quota: setup.defaults.quota,
-                setup,
-                schedule: schedule.clone(),
-                guard: MassChangeGuard {
-                    max_share: 0.5,
-                    floor: 2,
-                },
+        let setups = setup(config, &SetupContext { key: &key }).expect("valid highlevel config");
+        entry_sources(SOURCE, setups, schedule)
+    }
+
+    /// The daemon over these locations, each authenticating as `credentials` says.
+    async fn app(&self, credentials: &[Credential], page_size: u32) -> TestApp {
+        self.app_with(&self.config(credentials, page_size), quick_http())
+            .await
+    }
+
+    /// The daemon over `config`, following the truth of each location it reads.
+    async fn app_with(&self, config: &HighLevelConfig, http: HttpSettings) -> TestApp {
+        let sources = self.sources(config, &schedule());
+        let accounts = &self.sim.accounts().highlevel;
+        let truth = sources
+            .iter()
+            .map(|source| {
+                let index = accounts
+                    .iter()
+                    .position(|a| source.name == source_name(&a.location_id))
+                    .expect("a simulated location");
+                TruthSource::highlevel(&self.sim, index, &source.name)
             })
-            .collect()
-    }
-
-    async fn engine(&self, credentials: &[Credential], page_size: u32) -> Engine {
-        self.engine_with(
-            &self.config(credentials, page_size),
-            &schedule(),
-            &quick_http(),
-        )
-        .await
-    }
-
-    async fn engine_with(
-        &self,
-        config: &HighLevelConfig,
-        schedule: &Schedule,
-        http: &HttpSettings,
-    ) -> Engine {
-        Engine::new(self.db.open().await, http, &self.sources(config, schedule)).unwrap()
+            .collect();
+        spawn_app(&self.db.config(http, sources))
+            .await
+            .following(Truth::simulator(&self.sim, truth))
     }
 
     async fn truth(&self, location: &str) -> Vec<TruthConversation> {
@@ -205,220 +194,29 @@ fn source_name(location: &str) -> String {
     format!("{SOURCE}/{location}")
 }
 
-/// `sync --once` over every source; each must catch up.
-async fn sync_all_caught_up(engine: &Engine, force_sweep: bool) {
-    let results = sync_all(engine, force_sweep).await;
-    for r in &results {
-        assert!(
-            matches!(r.outcome, CycleOutcome::CaughtUp),
-            "{}: {:?}",
-            r.source,
-            r.outcome
-        );
-    }
-}
-
-/// One cycle of the source reading `location`.
-async fn cycle(engine: &Engine, location: &str) -> CycleOutcome {
-    let name = source_name(location);
-    let source = engine
-        .sources()
-        .iter()
-        .find(|s| s.name == name)
-        .expect("source exists");
-    run_cycle(
-        source,
-        engine.store(),
-        CycleOptions::default(),
-        &CancellationToken::new(),
-    )
-    .await
-}
-
-/// One mirror row, as the comparison needs it.
-#[derive(Debug, Clone, PartialEq)]
-struct Row {
-    account: String,
-    created_at: Option<String>,
-    last_activity_at: Option<String>,
-    active: Option<bool>,
-    status: Option<String>,
-    channel: Option<String>,
-    contact_id: Option<String>,
-    contact_name: Option<String>,
-    title: Option<String>,
-    assignee: Option<String>,
-    unread_count: Option<i64>,
-    direction: Option<String>,
-    deleted: bool,
-}
-
-type RowTuple = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<bool>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    bool,
-);
-
-async fn mirror(store: &Store, location: &str) -> BTreeMap<String, Row> {
-    let rows: Vec<RowTuple> = sqlx::query_as(
-        "SELECT conversation_id, account, created_at, last_activity_at, active, status, channel,
-                contact_id, contact_name, title, assignee, unread_count, last_message_direction,
-                deleted_at IS NOT NULL
-         FROM conversations WHERE source = ? AND provider = 'highlevel'",
-    )
-    .bind(source_name(location))
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|r| {
-            (
-                r.0,
-                Row {
-                    account: r.1,
-                    created_at: r.2,
-                    last_activity_at: r.3,
-                    active: r.4,
-                    status: r.5,
-                    channel: r.6,
-                    contact_id: r.7,
-                    contact_name: r.8,
-                    title: r.9,
-                    assignee: r.10,
-                    unread_count: r.11,
-                    direction: r.12,
-                    deleted: r.13,
-                },
-            )
-        })
-        .collect()
-}
-
-fn text(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
-    t.map(|t| Timestamp::from(t).to_mirror_text())
-}
-
-/// What the mirror must hold for a conversation the simulator knows.
-fn expected(location: &str, truth: &TruthConversation) -> Row {
-    Row {
-        account: location.to_owned(),
-        created_at: text(Some(truth.created_at)),
-        last_activity_at: text(truth.last_activity_at),
-        active: Some(true),
-        status: Some(
-            if truth.unread_count > 0 {
-                "unread"
-            } else {
-                "read"
-            }
-            .to_owned(),
-        ),
-        channel: Some(truth.channel.clone()),
-        contact_id: Some(truth.contact_id.clone()),
-        contact_name: Some(truth.contact_name.clone()),
-        title: None,
-        assignee: truth.assignee.clone(),
-        unread_count: Some(i64::from(truth.unread_count)),
-        direction: match truth.last_message_direction {
-            Some(convsync_sim::MessageDirection::Inbound) => Some("inbound".into()),
-            Some(convsync_sim::MessageDirection::Outbound) => Some("outbound".into()),
-            // An internal comment carries no direction: the mirror keeps the last one known.
-            Some(convsync_sim::MessageDirection::Internal) | None => None,
-        },
-        deleted: truth.deleted,
-    }
-}
-
-/// Asserts the mirror of `location` holds exactly the simulator's live conversations,
-/// field by field, and marks the deleted ones it had seen.
-async fn assert_mirror_matches_truth(bed: &HighLevelBed, store: &Store, location: &str) {
-    let truth = bed.truth(location).await;
-    let mirror = mirror(store, location).await;
-    let mut problems = Vec::new();
-    for t in &truth {
-        let mut want = expected(location, t);
-        match mirror.get(&t.id) {
-            None if t.deleted => {}
-            None => problems.push(format!("{}: missing from the mirror", t.id)),
-            Some(got) => {
-                if t.deleted {
-                    if !got.deleted {
-                        problems.push(format!(
-                            "{}: deleted at HighLevel but live in the mirror",
-                            t.id
-                        ));
-                    }
-                    continue;
-                }
-                if t.last_message_direction == Some(convsync_sim::MessageDirection::Internal) {
-                    want.direction = got.direction.clone();
-                }
-                if *got != want {
-                    problems.push(format!("{}:\n  mirror {got:?}\n  truth  {want:?}", t.id));
-                }
-            }
-        }
-    }
-    let known: std::collections::HashSet<&str> = truth.iter().map(|t| t.id.as_str()).collect();
-    for id in mirror.keys().filter(|id| !known.contains(id.as_str())) {
-        problems.push(format!("{id}: in the mirror but unknown to HighLevel"));
-    }
-    assert!(!truth.is_empty(), "the location has conversations");
-    assert!(
-        problems.is_empty(),
-        "{location}: {} difference(s) between mirror and truth:\n{}",
-        problems.len(),
-        problems
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
-/// The newest sync run's counters: (requests, inserted, updated, unchanged, deleted, notes).
-async fn last_run(store: &Store, location: &str) -> (i64, i64, i64, i64, i64, Option<String>) {
-    sqlx::query_as(
-        "SELECT requests, rows_inserted, rows_updated, rows_unchanged, rows_deleted, notes
-         FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(source_name(location))
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
-}
-
 /// Two locations of one `[[sources]]` entry — one with a Private Integration Token, one
 /// with OAuth — become two sources, each with its own cursor, budget and rows.
 #[tokio::test]
 async fn two_locations_sync_independently() {
     let bed = HighLevelBed::start(2, 45, |_| {}).await;
     let (a, b) = (bed.location(0), bed.location(1));
-    let engine = bed
-        .engine(
+    let app = bed
+        .app(
             &[Credential::PrivateIntegrationToken, Credential::OAuth],
             10,
         )
         .await;
-    let names: Vec<_> = engine.sources().iter().map(|s| s.name.clone()).collect();
+    let names: Vec<_> = app
+        .engine()
+        .sources()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     assert_eq!(names, vec![source_name(&a), source_name(&b)]);
 
-    sync_all_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
-    assert_mirror_matches_truth(&bed, engine.store(), &b).await;
+    app.assert_mirror_matches_truth().await;
     assert_eq!(
         bed.with_status(TOKEN, 200),
         1,
@@ -427,7 +225,7 @@ async fn two_locations_sync_independently() {
     assert_eq!(bed.with_status(SEARCH, 200), bed.searches(), "no refusals");
     let cursors: Vec<(String, String)> =
         sqlx::query_as("SELECT source, walk FROM cursors ORDER BY source, walk")
-            .fetch_all(engine.store().pool())
+            .fetch_all(app.store().pool())
             .await
             .unwrap();
     for location in [&a, &b] {
@@ -440,11 +238,10 @@ async fn two_locations_sync_independently() {
     // A change in one location touches only that location's rows.
     let id = bed.newest_first(&b).await[5].clone();
     bed.message(&b, &id, MessageKind::Inbound);
-    sync_all_caught_up(&engine, false).await;
-    assert_eq!(last_run(engine.store(), &a).await.2, 0);
-    assert_eq!(last_run(engine.store(), &b).await.2, 1);
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
-    assert_mirror_matches_truth(&bed, engine.store(), &b).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    assert_eq!(app.last_run(&source_name(&a)).await.updated, 0);
+    assert_eq!(app.last_run(&source_name(&b)).await.updated, 1);
+    app.assert_mirror_matches_truth().await;
 }
 
 /// After the first sync a delta reads one page from the top and stops below its lower
@@ -453,16 +250,16 @@ async fn two_locations_sync_independently() {
 async fn deltas_request_only_the_changed_rows() {
     let bed = HighLevelBed::start(1, 80, |_| {}).await;
     let a = bed.location(0);
-    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
-    sync_all_caught_up(&engine, false).await;
+    let app = bed.app(&[Credential::PrivateIntegrationToken], 10).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert!(bed.searches() >= 8, "the first sync lists everything");
 
     bed.sim.reset_counts();
     bed.tick();
-    sync_all_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(bed.searches(), 1, "a quiet cycle is one page");
-    let (_, inserted, updated, ..) = last_run(engine.store(), &a).await;
-    assert_eq!((inserted, updated), (0, 0));
+    let run = app.last_run(&source_name(&a)).await;
+    assert_eq!((run.inserted, run.updated), (0, 0));
 
     let ids = bed.newest_first(&a).await;
     bed.message(&a, &ids[40], MessageKind::Inbound);
@@ -470,13 +267,13 @@ async fn deltas_request_only_the_changed_rows() {
     bed.message(&a, &ids[79], MessageKind::Inbound);
     let created = bed.sim.create_conversations(HL, &a, 2).unwrap();
     bed.sim.reset_counts();
-    sync_all_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
     assert_eq!(bed.searches(), 1, "five changes fit in the first page");
-    let (requests, inserted, updated, ..) = last_run(engine.store(), &a).await;
-    assert_eq!((requests, inserted, updated), (1, 2, 3));
+    let run = app.last_run(&source_name(&a)).await;
+    assert_eq!((run.requests, run.inserted, run.updated), (1, 2, 3));
     assert_eq!(created.len(), 2);
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// Conversations sharing one `lastMessageDate` across page boundaries are all mirrored,
@@ -498,10 +295,10 @@ async fn tie_clusters_across_page_boundaries_are_not_skipped() {
             dates.windows(6).any(|w| w[0] == w[5]),
             "the world has tie clusters"
         );
-        let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
+        let app = bed.app(&[Credential::PrivateIntegrationToken], 10).await;
 
-        sync_all_caught_up(&engine, false).await;
-        assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+        app.sync_caught_up(Sweep::IfDue).await;
+        app.assert_mirror_matches_truth().await;
 
         // A fresh cluster straddling the first page boundary of the next delta: seven
         // newer single messages push it across.
@@ -515,22 +312,22 @@ async fn tie_clusters_across_page_boundaries_are_not_skipped() {
         for id in others.iter().skip(20).take(7) {
             bed.message(&a, id, MessageKind::Outbound);
         }
-        sync_all_caught_up(&engine, false).await;
-        let unchanged = last_run(engine.store(), &a).await.3;
+        app.sync_caught_up(Sweep::IfDue).await;
+        let unchanged = app.last_run(&source_name(&a)).await.unchanged;
         assert!(
             unchanged >= 3,
             "boundary rows were read again ({unchanged})"
         );
-        assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+        app.assert_mirror_matches_truth().await;
 
         // The full sweep pages through the original clusters as well.
-        sync_all_caught_up(&engine, true).await;
+        app.sync_caught_up(Sweep::Now).await;
         assert_eq!(
-            last_run(engine.store(), &a).await.4,
+            app.last_run(&source_name(&a)).await.deleted,
             0,
             "nothing was wrongly deleted"
         );
-        assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+        app.assert_mirror_matches_truth().await;
         bed.sim.shutdown().await;
     }
 }
@@ -540,15 +337,15 @@ async fn tie_clusters_across_page_boundaries_are_not_skipped() {
 async fn a_silently_clamped_limit_still_lists_everything() {
     let bed = HighLevelBed::start(1, 50, |o| o.highlevel_max_limit = 7).await;
     let a = bed.location(0);
-    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 20).await;
+    let app = bed.app(&[Credential::PrivateIntegrationToken], 20).await;
 
-    sync_all_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert!(bed.searches() >= 8, "pages of 7, not one short page of 20");
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_mirror_matches_truth().await;
 
-    sync_all_caught_up(&engine, true).await;
-    assert_eq!(last_run(engine.store(), &a).await.4, 0);
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.sync_caught_up(Sweep::Now).await;
+    assert_eq!(app.last_run(&source_name(&a)).await.deleted, 0);
+    app.assert_mirror_matches_truth().await;
 }
 
 /// Read/unread, starring, reassignment and contact-name edits do not move
@@ -558,8 +355,8 @@ async fn a_silently_clamped_limit_still_lists_everything() {
 async fn sweep_refreshes_silent_changes_and_marks_deletions() {
     let bed = HighLevelBed::start(1, 40, |_| {}).await;
     let a = bed.location(0);
-    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
-    sync_all_caught_up(&engine, false).await;
+    let app = bed.app(&[Credential::PrivateIntegrationToken], 10).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let ids = bed.newest_first(&a).await;
 
     bed.tick();
@@ -570,19 +367,17 @@ async fn sweep_refreshes_silent_changes_and_marks_deletions() {
     bed.sim.delete(HL, &a, &ids[33]).unwrap();
     bed.sim.delete(HL, &a, &ids[34]).unwrap();
 
-    sync_all_caught_up(&engine, false).await;
-    let stale = mirror(engine.store(), &a).await;
-    assert!(!stale[&ids[33]].deleted, "the delta cannot see deletions");
+    app.sync_caught_up(Sweep::IfDue).await;
+    let stale = app.mirror(&source_name(&a)).await;
+    assert!(
+        !stale[&ids[33]].is_deleted(),
+        "the delta cannot see deletions"
+    );
 
-    sync_all_caught_up(&engine, true).await;
+    app.sync_caught_up(Sweep::Now).await;
 
-    let (.., deleted, _) = last_run(engine.store(), &a).await;
-    assert_eq!(deleted, 2);
-    let raw: String = sqlx::query_scalar("SELECT raw FROM conversations WHERE conversation_id = ?")
-        .bind(&ids[12])
-        .fetch_one(engine.store().pool())
-        .await
-        .unwrap();
+    assert_eq!(app.last_run(&source_name(&a)).await.deleted, 2);
+    let raw = app.mirror(&source_name(&a)).await[&ids[12]].raw.clone();
     let starred = bed
         .truth(&a)
         .await
@@ -594,7 +389,7 @@ async fn sweep_refreshes_silent_changes_and_marks_deletions() {
         raw.contains(&format!("\"starred\":{starred}")),
         "the raw JSON is refreshed: {raw}"
     );
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A conversation that receives a message while a sweep pages past it jumps above the
@@ -677,17 +472,10 @@ async fn refresh_token_rotation_survives_a_crash_between_refresh_and_use() {
         },
     );
     {
-        let engine = bed.engine_with(&config, &schedule(), &quick_http()).await;
-        let results = engine
-            .sync_once(None, CycleOptions::default(), CancellationToken::new())
-            .await
-            .unwrap();
-        assert!(
-            matches!(results[0].outcome, CycleOutcome::Failed(_)),
-            "{:?}",
-            results[0].outcome
-        );
-        engine.store().close().await;
+        let app = bed.app_with(&config, quick_http()).await;
+        let outcome = app.sync_once(Sweep::IfDue).await;
+        assert!(matches!(outcome, CycleOutcome::Failed(_)), "{outcome:?}");
+        app.app.close().await;
     }
     assert_eq!(bed.with_status(TOKEN, 200), 1);
     assert_eq!(
@@ -717,24 +505,24 @@ async fn refresh_token_rotation_survives_a_crash_between_refresh_and_use() {
 
     // Restart with the same config: the stored token authenticates.
     bed.sim.set_faults(HL, Faults::default());
-    let engine = bed.engine_with(&config, &schedule(), &quick_http()).await;
-    sync_all_caught_up(&engine, false).await;
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    let app = bed.app_with(&config, quick_http()).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    app.assert_mirror_matches_truth().await;
 
     // Access tokens revoked: one 401, one refresh with the newest stored token, success.
     bed.sim.revoke_tokens(HL);
     bed.message(&a, &bed.newest_first(&a).await[3], MessageKind::Inbound);
-    sync_all_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(bed.with_status(SEARCH, 401), 1);
     assert_eq!(bed.with_status(TOKEN, 200), 3);
     let stored: Vec<String> = sqlx::query_scalar("SELECT token FROM refresh_tokens")
-        .fetch_all(engine.store().pool())
+        .fetch_all(app.store().pool())
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0], initial);
     let runs: Vec<Option<String>> = sqlx::query_scalar("SELECT error FROM sync_runs")
-        .fetch_all(engine.store().pool())
+        .fetch_all(app.store().pool())
         .await
         .unwrap();
     assert!(
@@ -742,7 +530,7 @@ async fn refresh_token_rotation_survives_a_crash_between_refresh_and_use() {
             .flatten()
             .all(|e| !e.contains(&stored[0]) && !e.contains(&initial))
     );
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A location whose daily quota runs out pauses until the day resets — reported as
@@ -782,26 +570,31 @@ async fn exhausted_daily_quota_pauses_only_that_location() {
         assert_eq!(r.status(), 200);
     }
 
-    let engine = bed.engine_with(&config, &schedule(), &quick_http()).await;
-    assert!(matches!(cycle(&engine, &b).await, CycleOutcome::CaughtUp));
-    match cycle(&engine, &a).await {
+    let app = bed.app_with(&config, quick_http()).await;
+    assert!(matches!(
+        app.cycle(&source_name(&b), Sweep::IfDue).await,
+        CycleOutcome::CaughtUp
+    ));
+    match app.cycle(&source_name(&a), Sweep::IfDue).await {
         CycleOutcome::RateLimited { wait } => assert!(wait >= Duration::from_secs(60), "{wait:?}"),
         other => panic!("expected a daily-quota pause, got {other:?}"),
     }
-    assert_mirror_matches_truth(&bed, engine.store(), &b).await;
+    app.assert_source_matches_truth(&source_name(&b)).await;
     assert_eq!(
         bed.with_status(SEARCH, 429),
         0,
         "pacing stopped before HighLevel had to refuse"
     );
-    engine.store().close().await;
+    app.app.close().await;
 
     // The next day (a fresh process stands for the pause having elapsed).
     bed.sim.advance_clock(Duration::from_secs(24 * 3600));
-    let engine = bed.engine_with(&config, &schedule(), &quick_http()).await;
-    assert!(matches!(cycle(&engine, &a).await, CycleOutcome::CaughtUp));
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
-    assert_mirror_matches_truth(&bed, engine.store(), &b).await;
+    let app = bed.app_with(&config, quick_http()).await;
+    assert!(matches!(
+        app.cycle(&source_name(&a), Sweep::IfDue).await,
+        CycleOutcome::CaughtUp
+    ));
+    app.assert_mirror_matches_truth().await;
 }
 
 /// 429 answers (no `Retry-After`, as HighLevel documents none) are retried with backoff;
@@ -821,13 +614,13 @@ async fn rate_limited_answers_are_retried_and_resumed() {
             ..Faults::default()
         },
     );
-    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
+    let app = bed.app(&[Credential::PrivateIntegrationToken], 10).await;
 
     let mut cycles = 0;
     loop {
         cycles += 1;
         assert!(cycles < 20, "the sync never caught up");
-        match cycle(&engine, &a).await {
+        match app.cycle(&source_name(&a), Sweep::IfDue).await {
             CycleOutcome::CaughtUp => break,
             // The fault's window is on the frozen simulated clock: open the next one.
             CycleOutcome::RateLimited { .. } => bed.sim.advance_clock(Duration::from_secs(1)),
@@ -836,14 +629,13 @@ async fn rate_limited_answers_are_retried_and_resumed() {
     }
     assert!(cycles >= 2, "the quota ran out at least once");
     assert!(bed.with_status(SEARCH, 429) > 0);
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// 5xx answers are retried; the sync completes and the mirror is whole.
 #[tokio::test]
 async fn server_errors_are_retried() {
     let bed = HighLevelBed::start(1, 60, |_| {}).await;
-    let a = bed.location(0);
     bed.sim.set_faults(
         HL,
         Faults {
@@ -859,20 +651,19 @@ async fn server_errors_are_retried() {
         },
         ..quick_http()
     };
-    let engine = bed
-        .engine_with(
+    let app = bed
+        .app_with(
             &bed.config(&[Credential::PrivateIntegrationToken], 10),
-            &schedule(),
-            &patient,
+            patient,
         )
         .await;
 
-    sync_all_caught_up(&engine, false).await;
-    sync_all_caught_up(&engine, true).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    app.sync_caught_up(Sweep::Now).await;
 
     let failures = bed.with_status(SEARCH, 500) + bed.with_status(SEARCH, 503);
     assert!(failures > 0, "the fault fired");
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A token HighLevel refuses stops only its source, with an explanation naming the
@@ -890,10 +681,13 @@ async fn a_refused_token_stops_only_its_location() {
     );
     config.locations[1].private_integration_token =
         Some(bed.secret_file("wrong-pit", "pit-not-a-real-token"));
-    let engine = bed.engine_with(&config, &schedule(), &quick_http()).await;
+    let app = bed.app_with(&config, quick_http()).await;
 
-    assert!(matches!(cycle(&engine, &a).await, CycleOutcome::CaughtUp));
-    match cycle(&engine, &b).await {
+    assert!(matches!(
+        app.cycle(&source_name(&a), Sweep::IfDue).await,
+        CycleOutcome::CaughtUp
+    ));
+    match app.cycle(&source_name(&b), Sweep::IfDue).await {
         CycleOutcome::Failed(e) => {
             assert!(e.is_fatal(), "{e}");
             let message = convsync::error_text::error_chain(&e);
@@ -910,7 +704,7 @@ async fn a_refused_token_stops_only_its_location() {
         1,
         "a static token is not retried"
     );
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_source_matches_truth(&source_name(&a)).await;
 }
 
 /// `Version` is the spec's `2021-04-15` unless the source configures another value, such
@@ -919,28 +713,28 @@ async fn a_refused_token_stops_only_its_location() {
 #[tokio::test]
 async fn the_version_header_is_configurable_per_source() {
     let bed = HighLevelBed::start(1, 30, |_| {}).await;
-    let a = bed.location(0);
     let seen = |version: &str| {
         bed.sim
             .request_counts()
             .seen(HL, &format!("Version: {version}"))
     };
-    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
-    sync_all_caught_up(&engine, false).await;
+    let app = bed.app(&[Credential::PrivateIntegrationToken], 10).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(seen("2021-04-15"), bed.searches());
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_mirror_matches_truth().await;
 
+    drop(app);
     bed.sim.reset_counts();
     let mut config = bed.config(&[Credential::PrivateIntegrationToken], 10);
     config.api_version = Some("2021-07-28".into());
-    let engine = bed.engine_with(&config, &schedule(), &quick_http()).await;
-    sync_all_caught_up(&engine, true).await;
+    let app = bed.app_with(&config, quick_http()).await;
+    app.sync_caught_up(Sweep::Now).await;
     assert!(bed.searches() > 0);
     assert_eq!(
         (seen("2021-07-28"), seen("2021-04-15")),
         (bed.searches(), 0)
     );
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// Results whose `lastMessageDate` is missing are still paged through by their `sort`
@@ -956,21 +750,25 @@ async fn pages_follow_the_sort_array() {
         .filter(|t| !t.deleted)
         .map(|t| t.id)
         .collect();
-    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
+    let app = bed.app(&[Credential::PrivateIntegrationToken], 10).await;
 
-    sync_all_caught_up(&engine, false).await;
-    let mirrored = |rows: BTreeMap<String, Row>| {
+    app.sync_caught_up(Sweep::IfDue).await;
+    let mirrored = |rows: Mirror| {
         rows.into_iter()
-            .filter(|(_, r)| !r.deleted)
+            .filter(|(_, r)| !r.is_deleted())
             .map(|(id, _)| id)
             .collect::<std::collections::BTreeSet<_>>()
     };
-    assert_eq!(mirrored(mirror(engine.store(), &a).await), live);
+    assert_eq!(mirrored(app.mirror(&source_name(&a)).await), live);
     assert!(bed.searches() >= 6, "pages of 10, not one page");
 
-    sync_all_caught_up(&engine, true).await;
-    assert_eq!(last_run(engine.store(), &a).await.4, 0, "nothing deleted");
-    assert_eq!(mirrored(mirror(engine.store(), &a).await), live);
+    app.sync_caught_up(Sweep::Now).await;
+    assert_eq!(
+        app.last_run(&source_name(&a)).await.deleted,
+        0,
+        "nothing deleted"
+    );
+    assert_eq!(mirrored(app.mirror(&source_name(&a)).await), live);
 }
 
 /// Without `sort` arrays (older recordings of the API), the walk pages by
@@ -983,10 +781,14 @@ async fn pages_fall_back_to_last_message_date_without_sort() {
     })
     .await;
     let a = bed.location(0);
-    let engine = bed.engine(&[Credential::PrivateIntegrationToken], 10).await;
-    sync_all_caught_up(&engine, false).await;
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
-    sync_all_caught_up(&engine, true).await;
-    assert_eq!(last_run(engine.store(), &a).await.4, 0, "nothing deleted");
-    assert_mirror_matches_truth(&bed, engine.store(), &a).await;
+    let app = bed.app(&[Credential::PrivateIntegrationToken], 10).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    app.assert_mirror_matches_truth().await;
+    app.sync_caught_up(Sweep::Now).await;
+    assert_eq!(
+        app.last_run(&source_name(&a)).await.deleted,
+        0,
+        "nothing deleted"
+    );
+    app.assert_mirror_matches_truth().await;
 }

@@ -6,25 +6,21 @@
 //! reference are exercised), and every test ends with the mirror equal to the simulator's
 //! truth (or, where a guard is the point, with the mirror deliberately left unchanged).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use convsync::config::Config;
-use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, WalkCursor, run_cycle};
-use convsync::time::Timestamp;
+use convsync::sync::{CycleOutcome, WalkCursor};
 use convsync_sim::{
     Faults, MessageKind, Platform, RequestAuth, SimHandle, SimOptions, Simulator, SinchAccount,
     TruthConversation,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::support::StorePool;
+use crate::support::app::{Sweep, TestApp, spawn_app};
+use crate::support::truth::{Truth, TruthSource};
 use crate::support::{TestDb, quick_http};
 
+/// The `[[sources]]` entry; its one app's rows are stored as `sinch-app/<app id>`.
 const SOURCE: &str = "sinch-app";
-/// Its mirror rows: one app, stored as `sinch-app/<app id>`.
-const SOURCE_ROWS: &str = "sinch-app/%";
 
 /// A simulator with one Sinch project, a mirror database and a config file for it.
 struct SinchTest {
@@ -33,6 +29,8 @@ struct SinchTest {
     /// Holds the config file and the key secret file.
     files: tempfile::TempDir,
     account: SinchAccount,
+    /// The source of the project's app, as the mirror names it.
+    source: String,
 }
 
 impl SinchTest {
@@ -48,6 +46,7 @@ impl SinchTest {
         let sim = Simulator::start(options).await.unwrap();
         let account = sim.accounts().sinch[0].clone();
         SinchTest {
+            source: format!("{SOURCE}/{}", account.app_id),
             sim,
             db: TestDb::new(),
             files: tempfile::tempdir().unwrap(),
@@ -56,8 +55,8 @@ impl SinchTest {
     }
 
     /// Writes a config for the simulator's app (`source_extra` lines go into the
-    /// `[[sources]]` table, `sinch_extra` into `[sources.sinch]`) and builds an engine.
-    async fn engine_with(&self, app_id: &str, source_extra: &str, sinch_extra: &str) -> Engine {
+    /// `[[sources]]` table, `sinch_extra` into `[sources.sinch]`) and builds the daemon.
+    async fn app_with(&self, app_id: &str, source_extra: &str, sinch_extra: &str) -> TestApp {
         let secret = self.files.path().join("sinch-key-secret");
         std::fs::write(&secret, format!("{}\n", self.account.key_secret)).unwrap();
         let config = format!(
@@ -88,12 +87,16 @@ key_secret = {{ file = "{secret}" }}
         );
         let path = self.files.path().join("convsync.toml");
         std::fs::write(&path, config).unwrap();
-        let config = Config::load(&path).unwrap();
-        Engine::new(self.db.open().await, &quick_http(), &config.sources).unwrap()
+        let mut config = self.db.load_config(&path);
+        config.http = quick_http();
+        let truth = TruthSource::sinch(&self.sim, 0, &self.source);
+        spawn_app(&config)
+            .await
+            .following(Truth::simulator(&self.sim, vec![truth]))
     }
 
-    async fn engine(&self) -> Engine {
-        self.engine_with(&self.account.app_id, "", "").await
+    async fn app(&self) -> TestApp {
+        self.app_with(&self.account.app_id, "", "").await
     }
 
     async fn truth(&self) -> Vec<TruthConversation> {
@@ -133,149 +136,10 @@ key_secret = {{ file = "{secret}" }}
         ids.sort();
         ids
     }
-
-    /// The mirror holds exactly the simulator's live conversations, with the columns Sinch
-    /// reports, and every deleted one is absent or marked deleted.
-    async fn assert_mirror_equals_truth(&self, store: &Store) {
-        let mirror = mirror(store).await;
-        let truth = self.truth().await;
-        let mut live = 0;
-        for t in &truth {
-            let row = mirror.get(&t.id);
-            if t.deleted {
-                assert!(
-                    row.is_none_or(|r| r.deleted),
-                    "{} is deleted at Sinch but live in the mirror",
-                    t.id
-                );
-                continue;
-            }
-            live += 1;
-            let row = row.unwrap_or_else(|| panic!("{} missing from the mirror", t.id));
-            let expected = MirrorRow {
-                active: Some(is_active(t)),
-                closed: !is_active(t),
-                deleted: false,
-                last_activity_at: t
-                    .last_activity_at
-                    .map(|at| Timestamp::from(at).to_mirror_text()),
-                channel: Some(t.channel.clone()),
-                contact_id: Some(t.contact_id.clone()),
-                direction: match t.last_message_direction {
-                    Some(convsync_sim::MessageDirection::Inbound) => Some("inbound".to_owned()),
-                    Some(convsync_sim::MessageDirection::Outbound) => Some("outbound".to_owned()),
-                    _ => None,
-                },
-                account: self.account.app_id.clone(),
-            };
-            assert_eq!(
-                row, &expected,
-                "mirror row of {} differs from the truth",
-                t.id
-            );
-        }
-        let known: std::collections::HashSet<_> = truth.iter().map(|t| t.id.as_str()).collect();
-        assert!(
-            mirror.keys().all(|id| known.contains(id.as_str())),
-            "mirror holds unknown ids"
-        );
-        assert!(live > 0, "the test world is empty");
-    }
 }
 
 fn is_active(c: &TruthConversation) -> bool {
     c.state == convsync_sim::ConversationState::Active
-}
-
-#[derive(Debug, PartialEq)]
-struct MirrorRow {
-    active: Option<bool>,
-    closed: bool,
-    deleted: bool,
-    last_activity_at: Option<String>,
-    channel: Option<String>,
-    contact_id: Option<String>,
-    direction: Option<String>,
-    account: String,
-}
-
-type RowTuple = (
-    String,
-    Option<bool>,
-    bool,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-);
-
-async fn mirror(store: &Store) -> HashMap<String, MirrorRow> {
-    let rows: Vec<RowTuple> = sqlx::query_as(
-        "SELECT conversation_id, active, closed_at IS NOT NULL, deleted_at IS NOT NULL,
-                last_activity_at, channel, contact_id, last_message_direction, account
-         FROM conversations WHERE source LIKE ?",
-    )
-    .bind(SOURCE_ROWS)
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(
-            |(
-                id,
-                active,
-                closed,
-                deleted,
-                last_activity_at,
-                channel,
-                contact_id,
-                direction,
-                account,
-            )| {
-                (
-                    id,
-                    MirrorRow {
-                        active,
-                        closed,
-                        deleted,
-                        last_activity_at,
-                        channel,
-                        contact_id,
-                        direction,
-                        account,
-                    },
-                )
-            },
-        )
-        .collect()
-}
-
-/// The newest run: (outcome, requests, inserted, updated, deleted, notes).
-async fn last_run(store: &Store) -> (String, i64, i64, i64, i64, Option<String>) {
-    sqlx::query_as(
-        "SELECT outcome, requests, rows_inserted, rows_updated, rows_deleted, notes
-         FROM sync_runs WHERE source LIKE ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(SOURCE_ROWS)
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
-}
-
-/// One cycle of the only source.
-async fn cycle(engine: &Engine, force_sweep: bool) -> CycleOutcome {
-    run_cycle(
-        &engine.sources()[0],
-        engine.store(),
-        CycleOptions {
-            force_sweep,
-            ..CycleOptions::default()
-        },
-        &CancellationToken::new(),
-    )
-    .await
 }
 
 fn pages(rows: usize, per_page: usize) -> u64 {
@@ -287,14 +151,11 @@ fn pages(rows: usize, per_page: usize) -> u64 {
 #[tokio::test]
 async fn initial_sync_mirrors_active_and_inactive_conversations() {
     let t = SinchTest::start(90, |_| {}).await;
-    let engine = t.engine().await;
+    let app = t.app().await;
 
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
-    t.assert_mirror_equals_truth(engine.store()).await;
+    app.assert_mirror_matches_truth().await;
     let truth = t.truth().await;
     let active = t.live_ids(true).await.len();
     let inactive = t.live_ids(false).await.len();
@@ -321,9 +182,9 @@ async fn initial_sync_mirrors_active_and_inactive_conversations() {
         0,
         "never Basic auth on data calls"
     );
-    let (outcome, _, inserted, _, _, _) = last_run(engine.store()).await;
+    let run = app.last_run(&t.source).await;
     assert_eq!(
-        (outcome.as_str(), inserted as usize),
+        (run.outcome.as_str(), run.inserted as usize),
         ("caught_up", truth.len())
     );
 }
@@ -335,33 +196,30 @@ async fn initial_sync_mirrors_active_and_inactive_conversations() {
 #[tokio::test]
 async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote() {
     let t = SinchTest::start(60, |_| {}).await;
-    let engine = t.engine().await;
-    let seen = |store: Store| async move {
+    let app = t.app().await;
+    let seen = || async {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT conversation_id, first_seen_at, last_seen_at FROM conversations
-             WHERE source LIKE ?",
+             WHERE source = ?",
         )
-        .bind(SOURCE_ROWS)
-        .fetch_all(store.pool())
+        .bind(&t.source)
+        .fetch_all(app.store().pool())
         .await
         .unwrap();
         rows
     };
 
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
     let (list, _) = t.list_and_recent_requests();
     assert!(list > 0, "the first cycle ran the inventory sweep");
-    let first = seen(engine.store().clone()).await;
+    let first = seen().await;
     assert_eq!(first.len(), t.truth().await.len());
     let rewritten: Vec<_> = first.iter().filter(|(_, a, b)| a != b).collect();
     assert!(rewritten.is_empty(), "the sweep rewrote {rewritten:?}");
 
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
-    let second = seen(engine.store().clone()).await;
+    app.cycle_caught_up(&t.source, Sweep::Now).await;
+    let second = seen().await;
     let refreshed = second
         .iter()
         .filter(|(id, _, last)| first.iter().any(|(i, _, l)| i == id && last > l))
@@ -371,7 +229,7 @@ async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote() {
         first.len(),
         "a later sweep refreshes every row it lists"
     );
-    t.assert_mirror_equals_truth(engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A delta cycle costs one recent page per 50 changed conversations, lists nothing else and
@@ -379,21 +237,15 @@ async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote() {
 #[tokio::test]
 async fn delta_cycle_costs_what_the_documented_strategy_says() {
     let t = SinchTest::start(90, |_| {}).await;
-    let engine = t.engine().await;
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    let app = t.app().await;
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
     // Nothing happened: one request, no writes.
     t.sim.reset_counts();
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
     assert_eq!(t.list_and_recent_requests(), (0, 1));
-    let (_, requests, inserted, updated, _, _) = last_run(engine.store()).await;
-    assert_eq!((requests, inserted, updated), (1, 0, 0));
+    let run = app.last_run(&t.source).await;
+    assert_eq!((run.requests, run.inserted, run.updated), (1, 0, 0));
 
     // Three conversations get a message: still one request, three rows rewritten.
     t.sim.advance_clock(Duration::from_secs(30));
@@ -408,14 +260,11 @@ async fn delta_cycle_costs_what_the_documented_strategy_says() {
             .unwrap();
     }
     t.sim.reset_counts();
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
     assert_eq!(t.list_and_recent_requests(), (0, 1));
-    let (_, _, inserted, updated, _, _) = last_run(engine.store()).await;
-    assert_eq!((inserted, updated), (0, 3));
-    t.assert_mirror_equals_truth(engine.store()).await;
+    let run = app.last_run(&t.source).await;
+    assert_eq!((run.inserted, run.updated), (0, 3));
+    app.assert_mirror_matches_truth().await;
 
     // Sixty new conversations: two pages of 50, inserted, nothing else rewritten.
     t.sim.advance_clock(Duration::from_secs(30));
@@ -423,14 +272,11 @@ async fn delta_cycle_costs_what_the_documented_strategy_says() {
         .create_conversations(Platform::Sinch, &t.account.account, 60)
         .unwrap();
     t.sim.reset_counts();
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
     assert_eq!(t.list_and_recent_requests(), (0, 2));
-    let (_, _, inserted, updated, _, _) = last_run(engine.store()).await;
-    assert_eq!((inserted, updated), (60, 0));
-    t.assert_mirror_equals_truth(engine.store()).await;
+    let run = app.last_run(&t.source).await;
+    assert_eq!((run.inserted, run.updated), (60, 0));
+    app.assert_mirror_matches_truth().await;
 }
 
 /// Sixty conversations sharing one message instant span a page boundary of the newest-first
@@ -438,11 +284,8 @@ async fn delta_cycle_costs_what_the_documented_strategy_says() {
 #[tokio::test]
 async fn tie_cluster_across_a_page_boundary_is_read_completely() {
     let t = SinchTest::start(90, |_| {}).await;
-    let engine = t.engine().await;
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    let app = t.app().await;
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
     t.sim.advance_clock(Duration::from_secs(30));
     let tied = t
@@ -451,15 +294,12 @@ async fn tie_cluster_across_a_page_boundary_is_read_completely() {
         .unwrap();
     assert_eq!(tied.len(), 60);
     t.sim.reset_counts();
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
     assert_eq!(t.list_and_recent_requests(), (0, 2));
-    let (_, _, inserted, updated, _, _) = last_run(engine.store()).await;
-    assert_eq!(inserted + updated, 60);
-    t.assert_mirror_equals_truth(engine.store()).await;
+    let run = app.last_run(&t.source).await;
+    assert_eq!(run.inserted + run.updated, 60);
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A walk cut short by the page cap keeps its page token in the cursor and, after a
@@ -468,15 +308,13 @@ async fn tie_cluster_across_a_page_boundary_is_read_completely() {
 async fn interrupted_walk_resumes_from_its_saved_page_token() {
     let t = SinchTest::start(150, |_| {}).await;
     let capped = "max_pages_per_cycle = 2";
-    let engine = t.engine_with(&t.account.app_id, capped, "").await;
+    let app = t.app_with(&t.account.app_id, capped, "").await;
 
     assert!(matches!(
-        cycle(&engine, false).await,
+        app.cycle(&t.source, Sweep::IfDue).await,
         CycleOutcome::MoreToDo
     ));
-    let cursors = WalkCursor::load_all(engine.store(), &engine.sources()[0].name)
-        .await
-        .unwrap();
+    let cursors = WalkCursor::load_all(app.store(), &t.source).await.unwrap();
     let recent = &cursors["recent"];
     assert!(recent.in_progress());
     let token = recent
@@ -487,12 +325,12 @@ async fn interrupted_walk_resumes_from_its_saved_page_token() {
     assert!(!token.is_empty());
 
     // A new process resumes from the database.
-    drop(engine);
-    let engine = t.engine_with(&t.account.app_id, capped, "").await;
+    drop(app);
+    let app = t.app_with(&t.account.app_id, capped, "").await;
     let mut cycles = 1;
     loop {
         cycles += 1;
-        match cycle(&engine, false).await {
+        match app.cycle(&t.source, Sweep::IfDue).await {
             CycleOutcome::MoreToDo => assert!(cycles < 20, "the walk does not end"),
             CycleOutcome::CaughtUp => break,
             other => panic!("unexpected outcome {other:?}"),
@@ -507,18 +345,18 @@ async fn interrupted_walk_resumes_from_its_saved_page_token() {
         pages(t.live_ids(true).await.len(), 20) + pages(t.live_ids(false).await.len(), 20);
     assert_eq!(list, expected_list, "no inventory page fetched twice");
     assert_eq!(recent, 3 + (cycles - 2), "no recent page fetched twice");
-    t.assert_mirror_equals_truth(engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A saved page token the server no longer accepts restarts that walk cleanly.
 #[tokio::test]
 async fn expired_page_token_restarts_the_walk() {
     let t = SinchTest::start(150, |_| {}).await;
-    let engine = t
-        .engine_with(&t.account.app_id, "max_pages_per_cycle = 2", "")
+    let app = t
+        .app_with(&t.account.app_id, "max_pages_per_cycle = 2", "")
         .await;
     assert!(matches!(
-        cycle(&engine, false).await,
+        app.cycle(&t.source, Sweep::IfDue).await,
         CycleOutcome::MoreToDo
     ));
 
@@ -532,8 +370,8 @@ async fn expired_page_token_restarts_the_walk() {
     t.sim.advance_clock(Duration::from_secs(90));
     let mut notes = String::new();
     for _ in 0..20 {
-        let outcome = cycle(&engine, false).await;
-        notes.push_str(&last_run(engine.store()).await.5.unwrap_or_default());
+        let outcome = app.cycle(&t.source, Sweep::IfDue).await;
+        notes.push_str(app.last_run(&t.source).await.notes());
         match outcome {
             CycleOutcome::MoreToDo => {}
             CycleOutcome::CaughtUp => break,
@@ -549,7 +387,7 @@ async fn expired_page_token_restarts_the_walk() {
         counts.with_status(Platform::Sinch, "conversations:recent", Some(400)),
         1
     );
-    t.assert_mirror_equals_truth(engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A conversation stopped without a new message is invisible to the delta; the sweep
@@ -557,11 +395,8 @@ async fn expired_page_token_restarts_the_walk() {
 #[tokio::test]
 async fn deactivated_conversations_are_updated_by_the_sweep() {
     let t = SinchTest::start(90, |_| {}).await;
-    let engine = t.engine().await;
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    let app = t.app().await;
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
     let stopped: Vec<String> = t.live_ids(true).await.into_iter().take(3).collect();
     for id in &stopped {
@@ -569,28 +404,25 @@ async fn deactivated_conversations_are_updated_by_the_sweep() {
             .close(Platform::Sinch, &t.account.account, id)
             .unwrap();
     }
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
-    let rows = mirror(engine.store()).await;
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
+    let rows = app.mirror(&t.source).await;
     assert!(
         stopped.iter().all(|id| rows[id].active == Some(true)),
         "the delta cannot see a stop"
     );
 
-    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
-    let rows = mirror(engine.store()).await;
+    app.cycle_caught_up(&t.source, Sweep::Now).await;
+    let rows = app.mirror(&t.source).await;
     for id in &stopped {
         assert_eq!(
-            (rows[id].active, rows[id].closed, rows[id].deleted),
+            (rows[id].active, rows[id].is_closed(), rows[id].is_deleted()),
             (Some(false), true, false),
             "{id}"
         );
     }
-    let (_, _, _, updated, deleted, _) = last_run(engine.store()).await;
-    assert_eq!((updated, deleted), (3, 0));
-    t.assert_mirror_equals_truth(engine.store()).await;
+    let run = app.last_run(&t.source).await;
+    assert_eq!((run.updated, run.deleted), (3, 0));
+    app.assert_mirror_matches_truth().await;
 }
 
 /// Conversations absent from both listings are marked deleted; a sweep that would delete
@@ -598,11 +430,8 @@ async fn deactivated_conversations_are_updated_by_the_sweep() {
 #[tokio::test]
 async fn deletions_are_applied_behind_the_mass_deletion_guard() {
     let t = SinchTest::start(40, |_| {}).await;
-    let engine = t.engine().await;
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    let app = t.app().await;
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
     // A few deletions (one active, one inactive) are applied.
     let gone = [
@@ -614,9 +443,9 @@ async fn deletions_are_applied_behind_the_mass_deletion_guard() {
             .delete(Platform::Sinch, &t.account.account, id)
             .unwrap();
     }
-    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
-    assert_eq!(last_run(engine.store()).await.4, 2);
-    t.assert_mirror_equals_truth(engine.store()).await;
+    app.cycle_caught_up(&t.source, Sweep::Now).await;
+    assert_eq!(app.last_run(&t.source).await.deleted, 2);
+    app.assert_mirror_matches_truth().await;
 
     // Most of the app vanishing at once looks like an outage: nothing is marked.
     let mut doomed = t.live_ids(true).await;
@@ -627,21 +456,21 @@ async fn deletions_are_applied_behind_the_mass_deletion_guard() {
             .delete(Platform::Sinch, &t.account.account, id)
             .unwrap();
     }
-    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
-    let (_, _, _, _, deleted, notes) = last_run(engine.store()).await;
-    assert_eq!(deleted, 0);
-    assert!(notes.unwrap_or_default().contains("REFUSED"));
-    let rows = mirror(engine.store()).await;
-    assert!(doomed.iter().all(|id| !rows[id].deleted));
+    app.cycle_caught_up(&t.source, Sweep::Now).await;
+    let run = app.last_run(&t.source).await;
+    assert_eq!(run.deleted, 0);
+    assert!(run.notes().contains("REFUSED"));
+    let rows = app.mirror(&t.source).await;
+    assert!(doomed.iter().all(|id| !rows[id].is_deleted()));
 
     // The operator confirms by raising the guard.
-    drop(engine);
-    let engine = t
-        .engine_with(&t.account.app_id, "mass_change_max_share = 1.0", "")
+    drop(app);
+    let app = t
+        .app_with(&t.account.app_id, "mass_change_max_share = 1.0", "")
         .await;
-    assert!(matches!(cycle(&engine, true).await, CycleOutcome::CaughtUp));
-    assert_eq!(last_run(engine.store()).await.4 as usize, doomed.len());
-    t.assert_mirror_equals_truth(engine.store()).await;
+    app.cycle_caught_up(&t.source, Sweep::Now).await;
+    assert_eq!(app.last_run(&t.source).await.deleted as usize, doomed.len());
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A revoked access token is replaced once on 401 and the cycle carries on; the key
@@ -649,11 +478,8 @@ async fn deletions_are_applied_behind_the_mass_deletion_guard() {
 #[tokio::test]
 async fn revoked_token_is_refreshed_once() {
     let t = SinchTest::start(60, |o| o.sinch_reject_basic_auth = true).await;
-    let engine = t.engine().await;
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    let app = t.app().await;
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
     assert_eq!(t.token_requests(), 1);
 
     t.sim.revoke_tokens(Platform::Sinch);
@@ -667,10 +493,7 @@ async fn revoked_token_is_refreshed_once() {
             MessageKind::Inbound,
         )
         .unwrap();
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
     let counts = t.sim.request_counts();
     assert_eq!(t.token_requests(), 2, "one new token after the 401");
@@ -682,14 +505,14 @@ async fn revoked_token_is_refreshed_once() {
         counts.data_requests_with_auth(Platform::Sinch, RequestAuth::Basic),
         0
     );
-    t.assert_mirror_equals_truth(engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// 429 answers without `Retry-After` are retried with backoff and the cycle completes.
 #[tokio::test]
 async fn rate_limited_requests_back_off_and_complete() {
     let t = SinchTest::start(90, |o| o.frozen_clock = false).await;
-    let engine = t.engine().await;
+    let app = t.app().await;
     t.sim.set_faults(
         Platform::Sinch,
         Faults {
@@ -701,24 +524,21 @@ async fn rate_limited_requests_back_off_and_complete() {
             ..Faults::default()
         },
     );
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.cycle_caught_up(&t.source, Sweep::IfDue).await;
     let counts = t.sim.request_counts();
     assert!(
         counts.with_status(Platform::Sinch, "conversations", Some(429)) > 0,
         "the quota was hit"
     );
     assert!(
-        engine.sources()[0]
+        app.engine().sources()[0]
             .client
             .tally()
             .retries
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     );
-    t.assert_mirror_equals_truth(engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// An app in DISPATCH mode lists nothing: the run says why instead of staying silently empty.
@@ -726,29 +546,29 @@ async fn rate_limited_requests_back_off_and_complete() {
 async fn dispatch_mode_app_is_reported() {
     let t = SinchTest::start(20, |o| o.sinch_dispatch_app = true).await;
     let dispatch = t.account.dispatch_app_id.clone().unwrap();
-    let engine = t.engine_with(&dispatch, "", "").await;
+    let app = t.app_with(&dispatch, "", "").await;
+    let source = format!("{SOURCE}/{dispatch}");
 
-    assert!(matches!(
-        cycle(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
-    let (_, _, inserted, _, _, notes) = last_run(engine.store()).await;
-    assert_eq!(inserted, 0);
-    let notes = notes.unwrap_or_default();
+    app.cycle_caught_up(&source, Sweep::IfDue).await;
+    let run = app.last_run(&source).await;
+    assert_eq!(run.inserted, 0);
     assert!(
-        notes.contains("DISPATCH") && notes.contains(&dispatch),
-        "{notes}"
+        run.notes().contains("DISPATCH") && run.notes().contains(&dispatch),
+        "{}",
+        run.notes()
     );
-    assert!(mirror(engine.store()).await.is_empty());
+    assert!(app.mirror(&source).await.is_empty());
 }
 
 /// A 404 (wrong region, project or app) fails the cycle with Sinch's message and the hint.
 #[tokio::test]
 async fn not_found_is_explained_as_a_region_or_id_mismatch() {
     let t = SinchTest::start(20, |_| {}).await;
-    let engine = t.engine_with("01WRONGAPP0000000000000000", "", "").await;
+    let wrong = "01WRONGAPP0000000000000000";
+    let app = t.app_with(wrong, "", "").await;
+    let source = format!("{SOURCE}/{wrong}");
 
-    let CycleOutcome::Failed(error) = cycle(&engine, false).await else {
+    let CycleOutcome::Failed(error) = app.cycle(&source, Sweep::IfDue).await else {
         panic!("a 404 must fail the cycle");
     };
     let text = convsync::error_text::error_chain(&error);
@@ -760,5 +580,5 @@ async fn not_found_is_explained_as_a_region_or_id_mismatch() {
         !text.contains(&t.account.key_secret),
         "the secret leaked into the error"
     );
-    assert!(mirror(engine.store()).await.is_empty());
+    assert!(app.mirror(&source).await.is_empty());
 }

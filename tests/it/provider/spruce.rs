@@ -6,29 +6,31 @@
 //! The simulator's clock is frozen and moved explicitly, so timestamps are exact and
 //! Spruce's per-minute window only renews when a test says so.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use convsync::config::{Schedule, SourceSettings};
 use convsync::provider::SetupContext;
 use convsync::provider::spruce::{SpruceConfig, setup};
 use convsync::secret::SecretRef;
-use convsync::store::{MassChangeGuard, Store};
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, run_cycle};
+use convsync::sync::CycleOutcome;
 use convsync::time::Timestamp;
 use convsync_sim::{
     ConversationState, EditField, Faults, MessageKind, Platform, SimHandle, SimOptions, Simulator,
     TruthConversation,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::support::StorePool;
-use crate::support::{TestDb, quick_http, schedule};
+use crate::support::app::{Sweep, TestApp, spawn_app};
+use crate::support::mirror::Mirror;
+use crate::support::truth::{Truth, TruthSource};
+use crate::support::world::one_provider;
+use crate::support::{GUARD, TestDb, quick_http, schedule};
 
 pub(crate) const SPRUCE: Platform = Platform::Spruce;
 const LIST: &str = "GET /v1/conversations";
 const ITEMS: &str = "/items";
+/// The source every scenario syncs.
+pub(crate) const CLINIC: &str = "clinic";
 
 /// A Spruce test bed: the simulator (frozen clock, no background activity), a mirror file
 /// and the token files.
@@ -45,13 +47,7 @@ impl SpruceBed {
         let mut options = SimOptions {
             seed: 5,
             conversations,
-            frozen_clock: true,
-            activity_rate: 0.0,
-            spruce_accounts: 1,
-            d365_accounts: 0,
-            sinch_accounts: 0,
-            highlevel_locations: 0,
-            ..SimOptions::default()
+            ..one_provider(SPRUCE, 1)
         };
         tune(&mut options);
         let sim = Simulator::start(options).await.expect("simulator starts");
@@ -87,10 +83,7 @@ impl SpruceBed {
             name: name.into(),
             setup: setups.remove(0),
             schedule,
-            guard: MassChangeGuard {
-                max_share: 0.5,
-                floor: 2,
-            },
+            guard: GUARD,
             quota: None,
         }
     }
@@ -99,13 +92,22 @@ impl SpruceBed {
         self.sim.accounts().spruce[0].api_token.clone()
     }
 
-    pub(crate) async fn engine(&self, page_size: u32) -> Engine {
-        self.engine_with(page_size, schedule()).await
+    pub(crate) async fn app(&self, page_size: u32) -> TestApp {
+        self.app_with(page_size, schedule()).await
     }
 
-    pub(crate) async fn engine_with(&self, page_size: u32, schedule: Schedule) -> Engine {
-        let settings = self.source("clinic", &self.token(), page_size, schedule);
-        Engine::new(self.db.open().await, &quick_http(), &[settings]).unwrap()
+    /// The daemon over source `clinic` with `schedule`, following the organization's truth.
+    pub(crate) async fn app_with(&self, page_size: u32, schedule: Schedule) -> TestApp {
+        let settings = self.source(CLINIC, &self.token(), page_size, schedule);
+        self.app_over(vec![settings]).await
+    }
+
+    /// The daemon over `sources`, of which `clinic` follows the organization's truth.
+    pub(crate) async fn app_over(&self, sources: Vec<SourceSettings>) -> TestApp {
+        let truth = TruthSource::spruce(&self.sim, 0, CLINIC);
+        spawn_app(&self.db.config(quick_http(), sources))
+            .await
+            .following(Truth::simulator(&self.sim, vec![truth]))
     }
 
     pub(crate) async fn truth(&self) -> Vec<TruthConversation> {
@@ -139,184 +141,8 @@ impl SpruceBed {
     }
 }
 
-/// `sync --once` for the single source, forcing the sweep or not.
-async fn sync(engine: &Engine, force_sweep: bool) -> CycleOutcome {
-    crate::support::sync_once(engine, force_sweep).await
-}
-
-pub(crate) async fn sync_caught_up(engine: &Engine, force_sweep: bool) {
-    let outcome = sync(engine, force_sweep).await;
-    assert!(matches!(outcome, CycleOutcome::CaughtUp), "{outcome:?}");
-}
-
-/// One mirror row, as the comparison needs it.
-#[derive(Debug, Clone, PartialEq)]
-struct Row {
-    created_at: Option<String>,
-    last_activity_at: Option<String>,
-    active: Option<bool>,
-    channel: Option<String>,
-    contact_id: Option<String>,
-    contact_name: Option<String>,
-    title: Option<String>,
-    assignee: Option<String>,
-    direction: Option<String>,
-    last_inbound_at: Option<String>,
-    last_outbound_at: Option<String>,
-    awaiting_reply: Option<bool>,
-    deleted: bool,
-}
-
-type RowTuple = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<bool>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<bool>,
-    bool,
-);
-
-async fn mirror(store: &Store) -> BTreeMap<String, Row> {
-    let rows: Vec<RowTuple> = sqlx::query_as(
-        "SELECT conversation_id, created_at, last_activity_at, active, channel, contact_id,
-                contact_name, title, assignee, last_message_direction, last_inbound_at,
-                last_outbound_at, awaiting_reply, deleted_at IS NOT NULL
-         FROM conversations WHERE source = 'clinic' AND provider = 'spruce'",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|r| {
-            (
-                r.0,
-                Row {
-                    created_at: r.1,
-                    last_activity_at: r.2,
-                    active: r.3,
-                    channel: r.4,
-                    contact_id: r.5,
-                    contact_name: r.6,
-                    title: r.7,
-                    assignee: r.8,
-                    direction: r.9,
-                    last_inbound_at: r.10,
-                    last_outbound_at: r.11,
-                    awaiting_reply: r.12,
-                    deleted: r.13,
-                },
-            )
-        })
-        .collect()
-}
-
 fn text(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
     t.map(|t| Timestamp::from(t).to_mirror_text())
-}
-
-/// What the mirror must hold for a conversation the simulator knows.
-fn expected(truth: &TruthConversation) -> Row {
-    let internal_only = matches!(truth.channel.as_str(), "team" | "note");
-    Row {
-        created_at: text(Some(truth.created_at)),
-        last_activity_at: text(truth.last_activity_at),
-        active: Some(truth.state != ConversationState::Archived),
-        channel: Some(truth.channel.clone()),
-        contact_id: Some(truth.contact_id.clone()),
-        // Team and note conversations have no external participant to name.
-        contact_name: (!internal_only).then(|| truth.contact_name.clone()),
-        title: Some(truth.title.clone()),
-        assignee: truth.assignee.clone(),
-        direction: match truth.last_message_direction {
-            Some(convsync_sim::MessageDirection::Inbound) => Some("inbound".into()),
-            Some(convsync_sim::MessageDirection::Outbound) => Some("outbound".into()),
-            // The newest item is an internal note: the mirror keeps the newest message
-            // that counts, which the truth does not name; checked by the scenarios.
-            Some(convsync_sim::MessageDirection::Internal) | None => None,
-        },
-        last_inbound_at: text(truth.last_inbound_at),
-        last_outbound_at: text(truth.last_outbound_at),
-        awaiting_reply: Some(truth.awaiting_reply),
-        deleted: truth.deleted,
-    }
-}
-
-/// Asserts the mirror holds exactly the simulator's live conversations, field by field,
-/// and marks the deleted ones it had seen.
-async fn assert_mirror_matches_truth(bed: &SpruceBed, store: &Store) {
-    let truth = bed.truth().await;
-    let mirror = mirror(store).await;
-    let mut problems = Vec::new();
-    for t in &truth {
-        let mut want = expected(t);
-        match mirror.get(&t.id) {
-            None if t.deleted => {}
-            None => problems.push(format!("{}: missing from the mirror", t.id)),
-            Some(got) => {
-                if t.deleted {
-                    if !got.deleted {
-                        problems.push(format!(
-                            "{}: deleted at Spruce but live in the mirror",
-                            t.id
-                        ));
-                    }
-                    continue;
-                }
-                if t.last_message_direction == Some(convsync_sim::MessageDirection::Internal) {
-                    want.direction = got.direction.clone();
-                }
-                // Reply state is read for open conversations only (reply_state_horizon): an
-                // archived one whose items were never read keeps it unknown.
-                let reply_unread = got.direction.is_none()
-                    && got.last_inbound_at.is_none()
-                    && got.last_outbound_at.is_none()
-                    && got.awaiting_reply.is_none();
-                if t.state == ConversationState::Archived && reply_unread {
-                    want.direction = None;
-                    want.last_inbound_at = None;
-                    want.last_outbound_at = None;
-                    want.awaiting_reply = None;
-                }
-                if *got != want {
-                    problems.push(format!("{}:\n  mirror {got:?}\n  truth  {want:?}", t.id));
-                }
-            }
-        }
-    }
-    let known: std::collections::HashSet<&str> = truth.iter().map(|t| t.id.as_str()).collect();
-    for id in mirror.keys().filter(|id| !known.contains(id.as_str())) {
-        problems.push(format!("{id}: in the mirror but unknown to Spruce"));
-    }
-    assert!(
-        problems.is_empty(),
-        "{} difference(s) between mirror and truth:\n{}",
-        problems.len(),
-        problems
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
-/// The newest sync run's counters: (inserted, updated, unchanged, deleted, notes).
-async fn last_run(store: &Store) -> (i64, i64, i64, i64, Option<String>) {
-    sqlx::query_as(
-        "SELECT rows_inserted, rows_updated, rows_unchanged, rows_deleted, notes
-         FROM sync_runs WHERE source = 'clinic' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
 }
 
 /// How many conversations are open (not archived, not deleted): those whose reply state a
@@ -362,11 +188,11 @@ async fn initial_sync_mirrors_everything_with_reply_state() {
         max_follow_ups_per_cycle: 1000,
         ..schedule()
     };
-    let engine = bed.engine_with(50, all_follow_ups_at_once).await;
+    let app = bed.app_with(50, all_follow_ups_at_once).await;
 
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
     // One full listing of 150 at 50 per page and one page of the `activity` delta from
     // where it began; one items request per open conversation.
     assert_eq!(bed.list_requests(), 4);
@@ -379,11 +205,11 @@ async fn initial_sync_mirrors_everything_with_reply_state() {
 #[tokio::test]
 async fn initial_sync_handles_omitted_last_message_at() {
     let bed = SpruceBed::start(80, |_| {}).await;
-    let engine = bed.engine(200).await;
+    let app = bed.app(200).await;
 
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// After the first sync each delta asks only from its watermark: a quiet cycle costs one
@@ -391,8 +217,8 @@ async fn initial_sync_handles_omitted_last_message_at() {
 #[tokio::test]
 async fn deltas_request_only_what_changed() {
     let bed = SpruceBed::start(60, |_| {}).await;
-    let engine = bed.engine(10).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app(10).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(
         bed.list_requests(),
         7,
@@ -401,21 +227,21 @@ async fn deltas_request_only_what_changed() {
 
     bed.sim.reset_counts();
     bed.tick();
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(
         (bed.list_requests(), bed.item_requests()),
         (2, 0),
         "a quiet cycle"
     );
-    let (inserted, updated, ..) = last_run(engine.store()).await;
-    assert_eq!((inserted, updated), (0, 0));
+    let run = app.last_run(CLINIC).await;
+    assert_eq!((run.inserted, run.updated), (0, 0));
 
     let ids = with_messages(&bed).await;
     bed.message(&ids[0], MessageKind::Inbound);
     bed.message(&ids[1], MessageKind::Outbound);
     bed.message(&ids[2], MessageKind::Inbound);
     bed.sim.reset_counts();
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
     assert_eq!(bed.list_requests(), 2, "one page per delta");
     assert_eq!(
@@ -423,7 +249,7 @@ async fn deltas_request_only_what_changed() {
         3,
         "one items request per changed conversation"
     );
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// New conversations are caught by the deltas, with the patient's first message owed a
@@ -431,22 +257,26 @@ async fn deltas_request_only_what_changed() {
 #[tokio::test]
 async fn new_conversations_arrive_through_the_deltas() {
     let bed = SpruceBed::start(30, |_| {}).await;
-    let engine = bed.engine(200).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app(200).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
     bed.tick();
     let created = bed
         .sim
         .create_conversations(SPRUCE, &bed.account, 4)
         .unwrap();
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
-    let mirror = mirror(engine.store()).await;
+    let mirror = app.mirror(CLINIC).await;
     for id in &created {
         assert_eq!(mirror[id].awaiting_reply, Some(true), "{id}");
-        assert_eq!(mirror[id].direction.as_deref(), Some("inbound"), "{id}");
+        assert_eq!(
+            mirror[id].last_message_direction.as_deref(),
+            Some("inbound"),
+            "{id}"
+        );
     }
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// Conversations sharing one `lastMessageAt` across page boundaries are all mirrored, and
@@ -454,15 +284,15 @@ async fn new_conversations_arrive_through_the_deltas() {
 #[tokio::test]
 async fn boundary_ties_are_not_lost() {
     let bed = SpruceBed::start(40, |_| {}).await;
-    let engine = bed.engine(5).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app(5).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
     bed.tick();
     let tied = bed.sim.tie_cluster(SPRUCE, &bed.account, 12).unwrap();
     assert_eq!(tied.len(), 12);
-    sync_caught_up(&engine, false).await;
-    assert_mirror_matches_truth(&bed, engine.store()).await;
-    let mirror_now = mirror(engine.store()).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    app.assert_mirror_matches_truth().await;
+    let mirror_now = app.mirror(CLINIC).await;
     assert!(
         tied.iter()
             .all(|id| mirror_now[id].awaiting_reply == Some(true))
@@ -470,15 +300,16 @@ async fn boundary_ties_are_not_lost() {
 
     // The watermark sits on the tie: the next delta lists it again, unchanged.
     bed.sim.reset_counts();
-    sync_caught_up(&engine, false).await;
-    let (inserted, updated, unchanged, ..) = last_run(engine.store()).await;
-    assert_eq!((inserted, updated), (0, 0));
+    app.sync_caught_up(Sweep::IfDue).await;
+    let run = app.last_run(CLINIC).await;
+    assert_eq!((run.inserted, run.updated), (0, 0));
     assert!(
-        unchanged >= 12,
-        "the tie is re-read, not skipped ({unchanged})"
+        run.unchanged >= 12,
+        "the tie is re-read, not skipped ({})",
+        run.unchanged
     );
     assert_eq!(bed.item_requests(), 0);
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A message that becomes visible in the listing after a newer one moved the watermark is
@@ -486,8 +317,8 @@ async fn boundary_ties_are_not_lost() {
 #[tokio::test]
 async fn late_visible_conversations_within_the_lookback_are_caught() {
     let bed = SpruceBed::start(30, |_| {}).await;
-    let engine = bed.engine(200).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app(200).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let ids = with_messages(&bed).await;
     let (late, early) = (&ids[0], &ids[1]);
 
@@ -511,18 +342,18 @@ async fn late_visible_conversations_within_the_lookback_are_caught() {
     // …while `early` is visible at once, with a newer time that moves the watermark.
     bed.sim.set_faults(SPRUCE, Faults::default());
     bed.message(early, MessageKind::Inbound);
-    sync_caught_up(&engine, false).await;
-    let before = mirror(engine.store()).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    let before = app.mirror(CLINIC).await;
     assert_eq!(before[early].awaiting_reply, Some(true));
     assert_ne!(before[late].last_activity_at, late_at, "not visible yet");
 
     bed.sim.advance_clock(Duration::from_secs(31));
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
-    let after = mirror(engine.store()).await;
+    let after = app.mirror(CLINIC).await;
     assert_eq!(after[late].last_activity_at, late_at);
     assert_eq!(after[late].awaiting_reply, Some(true));
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// Reply state follows the conversation: inbound → owed; outbound → answered; a new
@@ -544,37 +375,37 @@ async fn reply_state_scenario(items_start_exclusive: bool) {
         o.spruce_items_start_exclusive = items_start_exclusive
     })
     .await;
-    let engine = bed.engine(200).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app(200).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let id = with_messages(&bed).await[0].clone();
-    let state = |m: &BTreeMap<String, Row>| (m[&id].direction.clone(), m[&id].awaiting_reply);
+    let state = |m: &Mirror| (m[&id].last_message_direction.clone(), m[&id].awaiting_reply);
 
     bed.message(&id, MessageKind::Inbound);
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(
-        state(&mirror(engine.store()).await),
+        state(&app.mirror(CLINIC).await),
         (Some("inbound".into()), Some(true))
     );
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 
     bed.message(&id, MessageKind::Outbound);
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(
-        state(&mirror(engine.store()).await),
+        state(&app.mirror(CLINIC).await),
         (Some("outbound".into()), Some(false))
     );
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 
     bed.message(&id, MessageKind::Inbound);
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(
-        state(&mirror(engine.store()).await),
+        state(&app.mirror(CLINIC).await),
         (Some("inbound".into()), Some(true))
     );
 
     bed.message(&id, MessageKind::InternalNote);
-    sync_caught_up(&engine, false).await;
-    let after_note = mirror(engine.store()).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    let after_note = app.mirror(CLINIC).await;
     assert_eq!(
         state(&after_note),
         (Some("inbound".into()), Some(true)),
@@ -592,7 +423,7 @@ async fn reply_state_scenario(items_start_exclusive: bool) {
         ),
         "the note still moves the activity time"
     );
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A conversation deleted before its queued items request runs is marked deleted by
@@ -604,8 +435,8 @@ async fn a_conversation_deleted_before_its_items_are_read_is_marked_deleted() {
         max_follow_ups_per_cycle: 1,
         ..schedule()
     };
-    let engine = bed
-        .engine_with(
+    let app = bed
+        .app_with(
             200,
             Schedule {
                 max_follow_ups_per_cycle: 100,
@@ -613,36 +444,35 @@ async fn a_conversation_deleted_before_its_items_are_read_is_marked_deleted() {
             },
         )
         .await;
-    sync_caught_up(&engine, false).await;
-    let engine = bed.engine_with(200, one_follow_up).await;
-    let source = Arc::clone(&engine.sources()[0]);
-    let cancel = CancellationToken::new();
+    app.sync_caught_up(Sweep::IfDue).await;
+    drop(app);
+    let app = bed.app_with(200, one_follow_up).await;
     let ids = with_messages(&bed).await;
     bed.message(&ids[0], MessageKind::Inbound);
     bed.message(&ids[1], MessageKind::Inbound);
 
     // One follow-up per cycle: the second waits in the queue…
-    let first = run_cycle(&source, engine.store(), CycleOptions::default(), &cancel).await;
+    let first = app.cycle(CLINIC, Sweep::IfDue).await;
     assert!(matches!(first, CycleOutcome::MoreToDo), "{first:?}");
-    let pending = engine.store().count_follow_ups("clinic").await.unwrap();
+    let pending = app.store().count_follow_ups(CLINIC).await.unwrap();
     assert_eq!(pending, 1);
     // …while its conversation is deleted at Spruce.
     let waiting: String =
         sqlx::query_scalar("SELECT conversation_id FROM follow_ups WHERE source = 'clinic'")
-            .fetch_one(engine.store().pool())
+            .fetch_one(app.store().pool())
             .await
             .unwrap();
     bed.sim.delete(SPRUCE, &bed.account, &waiting).unwrap();
 
-    let second = run_cycle(&source, engine.store(), CycleOptions::default(), &cancel).await;
+    let second = app.cycle(CLINIC, Sweep::IfDue).await;
     assert!(
         matches!(second, CycleOutcome::CaughtUp | CycleOutcome::MoreToDo),
         "{second:?}"
     );
 
-    assert_eq!(engine.store().count_follow_ups("clinic").await.unwrap(), 0);
-    assert!(mirror(engine.store()).await[&waiting].deleted);
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    assert_eq!(app.store().count_follow_ups(CLINIC).await.unwrap(), 0);
+    assert!(app.mirror(CLINIC).await[&waiting].is_deleted());
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A sweep refreshes what the deltas cannot see (archive, title, assignment) and marks
@@ -650,8 +480,8 @@ async fn a_conversation_deleted_before_its_items_are_read_is_marked_deleted() {
 #[tokio::test]
 async fn sweep_refreshes_silent_changes_and_marks_deletions() {
     let bed = SpruceBed::start(40, |_| {}).await;
-    let engine = bed.engine(200).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app(200).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let ids = with_messages(&bed).await;
 
     bed.tick();
@@ -666,19 +496,18 @@ async fn sweep_refreshes_silent_changes_and_marks_deletions() {
     bed.sim.delete(SPRUCE, &bed.account, &ids[4]).unwrap();
 
     // The deltas alone see none of it.
-    sync_caught_up(&engine, false).await;
-    let stale = mirror(engine.store()).await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    let stale = app.mirror(CLINIC).await;
     assert_eq!(stale[&ids[0]].active, Some(true));
-    assert!(!stale[&ids[3]].deleted);
+    assert!(!stale[&ids[3]].is_deleted());
 
-    sync_caught_up(&engine, true).await;
+    app.sync_caught_up(Sweep::Now).await;
 
-    let (.., deleted, _) = last_run(engine.store()).await;
-    assert_eq!(deleted, 2);
-    let swept = mirror(engine.store()).await;
+    assert_eq!(app.last_run(CLINIC).await.deleted, 2);
+    let swept = app.mirror(CLINIC).await;
     assert_eq!(swept[&ids[0]].active, Some(false));
-    assert!(swept[&ids[3]].deleted && swept[&ids[4]].deleted);
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    assert!(swept[&ids[3]].is_deleted() && swept[&ids[4]].is_deleted());
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A sweep that would delete most of the mirror at once (an outage-shaped listing) is
@@ -686,19 +515,19 @@ async fn sweep_refreshes_silent_changes_and_marks_deletions() {
 #[tokio::test]
 async fn sweep_guard_refuses_mass_deletion() {
     let bed = SpruceBed::start(12, |_| {}).await;
-    let engine = bed.engine(200).await;
-    sync_caught_up(&engine, false).await;
+    let app = bed.app(200).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
     let truth = bed.truth().await;
     for t in truth.iter().take(9) {
         bed.sim.delete(SPRUCE, &bed.account, &t.id).unwrap();
     }
-    sync_caught_up(&engine, true).await;
+    app.sync_caught_up(Sweep::Now).await;
 
-    let (.., deleted, notes) = last_run(engine.store()).await;
-    assert_eq!(deleted, 0);
-    assert!(notes.unwrap_or_default().contains("REFUSED"));
-    assert!(mirror(engine.store()).await.values().all(|r| !r.deleted));
+    let run = app.last_run(CLINIC).await;
+    assert_eq!(run.deleted, 0);
+    assert!(run.notes().contains("REFUSED"));
+    assert!(app.mirror(CLINIC).await.values().all(|r| !r.is_deleted()));
 }
 
 /// A refused token (Spruce answers 403) stops that source at once with a clear error,
@@ -708,12 +537,9 @@ async fn forbidden_token_stops_only_its_source() {
     let bed = SpruceBed::start(20, |_| {}).await;
     let good = bed.source("clinic", &bed.token(), 200, schedule());
     let bad = bed.source("revoked", "spr_this-token-was-disabled", 200, schedule());
-    let engine = Engine::new(bed.db.open().await, &quick_http(), &[good, bad]).unwrap();
+    let app = bed.app_over(vec![good, bad]).await;
 
-    let results = engine
-        .sync_once(None, CycleOptions::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let results = app.sync_all(Sweep::IfDue).await;
 
     let outcome = |name: &str| &results.iter().find(|r| r.source == name).unwrap().outcome;
     assert!(
@@ -743,41 +569,34 @@ async fn forbidden_token_stops_only_its_source() {
         1,
         "no retries"
     );
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
-/// Syncs window by window until caught up: each cycle runs on a fresh engine, standing for
-/// the previous engine's budget pause (a real minute, or up to an hour) having elapsed, and
+/// Syncs window by window until caught up: each cycle runs on a fresh daemon, standing for
+/// the previous daemon's budget pause (a real minute, or up to an hour) having elapsed, and
 /// every rate-limited cycle moves the simulator's clock on by `window`. Checks that no
 /// window carried more than `per_window` requests and that every pause was longer than
-/// `min_pause`; returns the windows used.
+/// `min_pause`; returns the windows used and the daemon that caught up.
 async fn sync_window_by_window(
     bed: &SpruceBed,
     schedule: &Schedule,
     per_window: u64,
     window: Duration,
     min_pause: Duration,
-) -> u64 {
+) -> (u64, TestApp) {
     let mut windows = 0;
     loop {
         windows += 1;
         assert!(windows <= 10, "the sync never caught up");
-        let engine = bed.engine_with(200, schedule.clone()).await;
-        let source = Arc::clone(&engine.sources()[0]);
-        let outcome = run_cycle(
-            &source,
-            engine.store(),
-            CycleOptions::default(),
-            &CancellationToken::new(),
-        )
-        .await;
+        let app = bed.app_with(200, schedule.clone()).await;
+        let outcome = app.cycle(CLINIC, Sweep::IfDue).await;
         let sent = bed.sim.request_counts().total(SPRUCE, "/v1/");
         assert!(
             sent <= per_window * windows,
             "at most a window's worth per window ({sent})"
         );
         match outcome {
-            CycleOutcome::CaughtUp => return windows,
+            CycleOutcome::CaughtUp => return (windows, app),
             CycleOutcome::RateLimited { wait } => {
                 assert!(wait > min_pause, "paused for the window ({wait:?})");
                 bed.sim.advance_clock(window);
@@ -798,7 +617,7 @@ async fn pacing_on_rate_limit_headers_avoids_refusals() {
     };
 
     let minute = Duration::from_secs(60);
-    let windows = sync_window_by_window(&bed, &schedule, 6, minute, minute / 2).await;
+    let (windows, app) = sync_window_by_window(&bed, &schedule, 6, minute, minute / 2).await;
 
     assert!(windows >= 2, "the budget ran out at least once");
     assert_eq!(
@@ -806,7 +625,7 @@ async fn pacing_on_rate_limit_headers_avoids_refusals() {
         0,
         "pacing kept every request within the budget"
     );
-    assert_mirror_matches_truth(&bed, &bed.db.open().await).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// When `s-ratelimit-daily-remaining` reaches 0 the source stops sending for the day, even
@@ -826,7 +645,7 @@ async fn pacing_on_the_daily_window_avoids_refusals() {
 
     let day = Duration::from_secs(86_400);
     // The daily pause is an hour, or less just before midnight UTC: any pause will do.
-    let days = sync_window_by_window(&bed, &schedule, 5, day, Duration::ZERO).await;
+    let (days, app) = sync_window_by_window(&bed, &schedule, 5, day, Duration::ZERO).await;
 
     assert!(
         days >= 3,
@@ -837,7 +656,7 @@ async fn pacing_on_the_daily_window_avoids_refusals() {
         0,
         "pacing kept every request within the daily budget"
     );
-    assert_mirror_matches_truth(&bed, &bed.db.open().await).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// An expired page token makes the interrupted walk start again from its watermark
@@ -856,10 +675,8 @@ async fn expired_page_token_restarts_the_walk() {
         max_pages_per_cycle: 2,
         ..schedule()
     };
-    let engine = bed.engine_with(5, schedule).await;
-    let source = Arc::clone(&engine.sources()[0]);
-    let cancel = CancellationToken::new();
-    let cycle = || run_cycle(&source, engine.store(), CycleOptions::default(), &cancel);
+    let app = bed.app_with(5, schedule).await;
+    let cycle = || app.cycle(CLINIC, Sweep::IfDue);
 
     assert!(
         matches!(cycle().await, CycleOutcome::MoreToDo),
@@ -876,7 +693,7 @@ async fn expired_page_token_restarts_the_walk() {
     assert!(matches!(outcome, CycleOutcome::CaughtUp), "{outcome:?}");
     let notes: Vec<Option<String>> =
         sqlx::query_scalar("SELECT notes FROM sync_runs WHERE source = 'clinic'")
-            .fetch_all(engine.store().pool())
+            .fetch_all(app.store().pool())
             .await
             .unwrap();
     assert!(
@@ -886,7 +703,7 @@ async fn expired_page_token_restarts_the_walk() {
             .any(|n| n.contains("page position rejected")),
         "{notes:?}"
     );
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    app.assert_mirror_matches_truth().await;
 }
 
 /// A backlog of follow-ups larger than a cycle's share is drained by extra cycles that do
@@ -895,8 +712,8 @@ async fn expired_page_token_restarts_the_walk() {
 #[tokio::test]
 async fn draining_follow_ups_does_not_repeat_fresh_deltas() {
     let bed = SpruceBed::start(40, |_| {}).await;
-    let engine = bed
-        .engine_with(
+    let app = bed
+        .app_with(
             200,
             Schedule {
                 max_follow_ups_per_cycle: 7,
@@ -904,9 +721,9 @@ async fn draining_follow_ups_does_not_repeat_fresh_deltas() {
             },
         )
         .await;
-    sync_caught_up(&engine, false).await;
+    app.sync_caught_up(Sweep::IfDue).await;
     let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs")
-        .fetch_one(engine.store().pool())
+        .fetch_one(app.store().pool())
         .await
         .unwrap();
     let open = open_conversations(&bed).await;
@@ -924,6 +741,6 @@ async fn draining_follow_ups_does_not_repeat_fresh_deltas() {
         2,
         "each delta walk listed its one page once, in the first cycle"
     );
-    assert_eq!(engine.store().count_follow_ups("clinic").await.unwrap(), 0);
-    assert_mirror_matches_truth(&bed, engine.store()).await;
+    assert_eq!(app.store().count_follow_ups(CLINIC).await.unwrap(), 0);
+    app.assert_mirror_matches_truth().await;
 }

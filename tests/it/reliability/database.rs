@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::StorePool;
 use crate::support::TestDb;
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, TruthCheck, nearly_full_store, run_outcomes, sim_options,
+    PATIENCE, Site, SiteOptions, nearly_full_store, run_outcomes, sim_options, small_pages,
 };
 
 /// A report holding a read transaction open for the whole sync does not stop it (WAL).
@@ -32,7 +32,7 @@ async fn a_long_report_read_does_not_stop_syncing() {
 
     site.sync_full().await;
 
-    site.assert_mirror_equals_truth().await;
+    site.assert_mirror_matches_truth().await;
     report.rollback().await.unwrap();
     pool.close().await;
 }
@@ -45,8 +45,7 @@ async fn another_writer_holding_the_lock_makes_the_cycle_wait() {
         sim_options(42, 150),
         SiteOptions {
             busy_timeout: "200ms",
-            page_size: 5,
-            ..SiteOptions::default()
+            ..small_pages()
         },
     )
     .await;
@@ -74,7 +73,7 @@ async fn another_writer_holding_the_lock_makes_the_cycle_wait() {
     );
     assert_eq!(run_outcomes(&pool).await.get("failed"), None);
     pool.close().await;
-    site.assert_mirror_equals_truth().await;
+    site.assert_mirror_matches_truth().await;
     site.assert_integrity().await;
 }
 
@@ -85,6 +84,8 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
     let site = Site::start(sim_options(43, 120), SiteOptions::default()).await;
     let mut config = Config::load(&site.config).unwrap();
     let store = nearly_full_store(&mut config, 4).await;
+    // Assembled by hand: the engine must write through this store, whose page limit
+    // stands for the full disk (`App::build` would open a store of its own).
     let engine = Engine::new(store.clone(), &config.http, &config.sources).unwrap();
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn({
@@ -125,12 +126,7 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
             let state = s.progress.state();
             state.last_error.is_none() && state.last_success_at.is_some()
         });
-        if caught_up
-            && TruthCheck::new(&site.sim)
-                .differences(store.pool())
-                .await
-                .is_empty()
-        {
+        if caught_up && site.truth().differences(store.pool()).await.is_empty() {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -139,7 +135,7 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
                 .iter()
                 .map(|s| (s.name.clone(), s.progress.state().last_error))
                 .collect();
-            let diff = TruthCheck::new(&site.sim).differences(store.pool()).await;
+            let diff = site.truth().differences(store.pool()).await;
             panic!(
                 "the daemon never caught up after space returned: {states:?}\n{}",
                 diff.iter().take(5).cloned().collect::<Vec<_>>().join("\n")

@@ -10,13 +10,12 @@
 
 use std::time::Duration;
 
-use convsync_sim::{
-    Faults, LatencyFault, MessageKind, Platform, PlatformSelector, RateLimitFault, RetryAfter,
-};
+use convsync_sim::{Faults, MessageKind, Platform, PlatformSelector, RateLimitFault, RetryAfter};
 use sqlx::SqlitePool;
 
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, TruthCheck, run_reports, sim_options, watermarks,
+    PATIENCE, Site, SiteOptions, latency, run_reports, sim_options, site_sources, small_pages,
+    watermarks,
 };
 
 /// What a daemon scenario saw.
@@ -40,7 +39,7 @@ async fn wait_every_source_caught_up(
     pool: &SqlitePool,
     daemon: &mut crate::support::reliability::Daemon,
 ) {
-    let sources = TruthCheck::new(&site.sim).sources;
+    let sources = site_sources(&site.sim);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let done: Vec<String> =
@@ -100,7 +99,7 @@ async fn settle(site: &Site, pool: &SqlitePool) {
 
 /// The mirror equals the truth, the file is intact, `status` works and nothing leaked.
 async fn finish(site: &Site, texts: &[&str]) {
-    site.assert_mirror_equals_truth().await;
+    site.assert_mirror_matches_truth().await;
     site.assert_integrity().await;
     let status = site.run(&["status"]).await;
     assert!(status.status.success(), "{}", status.tail());
@@ -214,13 +213,7 @@ async fn thirty_percent_server_errors_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_beyond_the_request_timeout_is_retried() {
     let site = site_with(
-        Faults {
-            latency: Some(LatencyFault {
-                min_ms: 0,
-                max_ms: 1_600,
-            }),
-            ..Faults::default()
-        },
+        latency(0, 1_600),
         SiteOptions {
             http_timeout: "1s",
             ..SiteOptions::default()
@@ -313,7 +306,7 @@ async fn persistently_malformed_pages_fail_without_advancing_anything() {
     .unwrap();
     assert_eq!(
         errors.len(),
-        TruthCheck::new(&site.sim).sources.len(),
+        site_sources(&site.sim).len(),
         "one failed run per source"
     );
 
@@ -350,23 +343,12 @@ async fn snapshot(
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_page_tokens_restart_the_walk() {
-    let site = Site::start(
-        sim_options(33, 150),
-        SiteOptions {
-            page_size: 5,
-            ..SiteOptions::default()
-        },
-    )
-    .await;
+    let site = Site::start(sim_options(33, 150), small_pages()).await;
     site.sim.set_faults(
         PlatformSelector::All,
         Faults {
             page_token_ttl_ms: Some(1_500),
-            latency: Some(LatencyFault {
-                min_ms: 20,
-                max_ms: 40,
-            }),
-            ..Faults::default()
+            ..latency(20, 40)
         },
     );
     let mut daemon = site.spawn_daemon();
@@ -421,9 +403,8 @@ async fn credentials_expiring_mid_walk_are_refreshed() {
     let site = Site::start(
         sim_options(34, 150),
         SiteOptions {
-            page_size: 5,
             highlevel_oauth: true,
-            ..SiteOptions::default()
+            ..small_pages()
         },
     )
     .await;
@@ -431,11 +412,7 @@ async fn credentials_expiring_mid_walk_are_refreshed() {
         PlatformSelector::All,
         Faults {
             access_token_ttl_ms: Some(3_000),
-            latency: Some(LatencyFault {
-                min_ms: 10,
-                max_ms: 30,
-            }),
-            ..Faults::default()
+            ..latency(10, 30)
         },
     );
     let mut daemon = site.spawn_daemon();
@@ -657,16 +634,9 @@ async fn consistency_delay_beyond_the_lookback_is_reported_and_repaired() {
 async fn tie_clusters_across_page_boundaries_are_not_lost() {
     let mut options = sim_options(35, 60);
     options.tie_cluster_size = 4;
-    let site = Site::start(
-        options,
-        SiteOptions {
-            page_size: 5,
-            ..SiteOptions::default()
-        },
-    )
-    .await;
+    let site = Site::start(options, small_pages()).await;
     site.sync_full().await;
-    site.assert_mirror_equals_truth().await;
+    site.assert_mirror_matches_truth().await;
     let a = site.sim.accounts().clone();
     for (provider, account) in [
         (Platform::D365, &a.d365[0].account),

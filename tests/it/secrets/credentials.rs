@@ -6,14 +6,16 @@ use std::time::Duration;
 use convsync::http::AuthScheme;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::secret::Secret;
-use convsync::sync::{CycleOutcome, Engine};
+use convsync::sync::CycleOutcome;
 use convsync::time::Timestamp;
 
+use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::capture::trace_capture;
 use crate::support::double::{Conv, Double, DoubleProvider, Fault};
-use crate::support::{TestDb, quick_http, schedule, source, sync_once};
+use crate::support::{TestDb, quick_http, schedule, source};
 
-async fn engine_with_client_credentials(double: &Double, db: &TestDb) -> Engine {
+/// The daemon over the double as source `double`, with an OAuth client-credentials grant.
+async fn app_with_client_credentials(double: &Double, db: &TestDb) -> TestApp {
     let provider = Arc::new(DoubleProvider::new(double.base_url.clone(), 50, false));
     let auth = AuthScheme::ClientCredentials(ClientCredentials {
         token_url: double.base_url.join("token").unwrap(),
@@ -22,12 +24,8 @@ async fn engine_with_client_credentials(double: &Double, db: &TestDb) -> Engine 
         scope: Some("https://example.invalid/.default".into()),
         placement: CredentialPlacement::FormFields,
     });
-    Engine::new(
-        db.open().await,
-        &quick_http(),
-        &[source("double", provider, auth, schedule())],
-    )
-    .unwrap()
+    let source = source("double", provider, auth, schedule());
+    spawn_app(&db.config(quick_http(), vec![source])).await
 }
 
 pub(crate) fn seed(double: &Double) {
@@ -54,11 +52,8 @@ async fn secrets_never_reach_trace_logs() {
         vec![],
     )]);
     let db = TestDb::new();
-    let engine = engine_with_client_credentials(&double, &db).await;
-    assert!(matches!(
-        sync_once(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    let app = app_with_client_credentials(&double, &db).await;
+    app.sync_caught_up(Sweep::IfDue).await;
 
     let logs = capture.text();
     assert!(
@@ -79,7 +74,7 @@ async fn secrets_never_reach_trace_logs() {
         "access token leaked into logs"
     );
     assert!(
-        format!("{engine:?}")
+        format!("{:?}", app.engine())
             .find(&double.client_secret())
             .is_none(),
         "secret in Debug output"
@@ -93,9 +88,9 @@ async fn access_token_is_cached_and_refreshed_once_on_401() {
     let double = Double::start().await;
     seed(&double);
     let db = TestDb::new();
-    let engine = engine_with_client_credentials(&double, &db).await;
-    sync_once(&engine, false).await;
-    sync_once(&engine, false).await;
+    let app = app_with_client_credentials(&double, &db).await;
+    app.sync_once(Sweep::IfDue).await;
+    app.sync_once(Sweep::IfDue).await;
     assert_eq!(double.token_requests(), 1, "one token for two cycles");
 
     double.push_faults([Fault::Status(
@@ -103,10 +98,7 @@ async fn access_token_is_cached_and_refreshed_once_on_401() {
         r#"{"error":"token expired"}"#.into(),
         vec![],
     )]);
-    assert!(matches!(
-        sync_once(&engine, false).await,
-        CycleOutcome::CaughtUp
-    ));
+    app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(double.token_requests(), 2, "refreshed once after the 401");
 }
 
@@ -117,10 +109,10 @@ async fn persistent_401_fails_as_rejected_credentials() {
     let double = Double::start().await;
     seed(&double);
     let db = TestDb::new();
-    let engine = engine_with_client_credentials(&double, &db).await;
+    let app = app_with_client_credentials(&double, &db).await;
     let reject = || Fault::Status(401, r#"{"error":"channel not authorized"}"#.into(), vec![]);
     double.push_faults([reject(), reject()]);
-    let outcome = sync_once(&engine, false).await;
+    let outcome = app.sync_once(Sweep::IfDue).await;
     let CycleOutcome::Failed(e) = outcome else {
         panic!("expected failure, got {outcome:?}")
     };

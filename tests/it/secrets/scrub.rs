@@ -12,22 +12,23 @@ use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
-use convsync::store::MassChangeGuard;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine};
-use convsync_sim::{SimHandle, SimOptions, Simulator};
+use convsync::sync::{CycleOptions, CycleOutcome};
+use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::StorePool;
+use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::capture::{Capture, trace_capture};
 use crate::support::double::{Double, DoubleProvider};
 use crate::support::hostile::{Fault, HostileProxy};
-use crate::support::{TestDb, quick_http, schedule, source, sync_all};
+use crate::support::world::one_provider;
+use crate::support::{TestDb, entry_sources, quick_http, schedule, source};
 
 /// Everything a failed run left where people look: the trace log, `sync_runs.error` and
 /// the `/readyz` answer of a health endpoint over the same engine.
-async fn everything_shown(engine: &Engine, capture: &Capture) -> String {
+async fn everything_shown(app: &TestApp, capture: &Capture) -> String {
     let errors: Vec<Option<String>> = sqlx::query_scalar("SELECT error FROM sync_runs")
-        .fetch_all(engine.store().pool())
+        .fetch_all(app.store().pool())
         .await
         .unwrap();
     assert!(errors.iter().any(Option::is_some), "a run failed");
@@ -36,7 +37,7 @@ async fn everything_shown(engine: &Engine, capture: &Capture) -> String {
             listen: "127.0.0.1:0".into(),
             ..HealthConfig::default()
         },
-        engine,
+        app.engine(),
         Notifier::disabled(),
         CancellationToken::new(),
     )
@@ -79,20 +80,14 @@ async fn highlevel_sim() -> SimHandle {
     Simulator::start(SimOptions {
         seed: 5,
         conversations: 4,
-        frozen_clock: true,
-        activity_rate: 0.0,
-        highlevel_locations: 1,
-        d365_accounts: 0,
-        spruce_accounts: 0,
-        sinch_accounts: 0,
-        ..SimOptions::default()
+        ..one_provider(Platform::HighLevel, 1)
     })
     .await
     .expect("simulator starts")
 }
 
 /// One HighLevel location behind `proxy`, with a refresh token or a PIT.
-fn highlevel_engine_sources(
+fn highlevel_sources(
     sim: &SimHandle,
     proxy: &HostileProxy,
     secrets: &std::path::Path,
@@ -120,27 +115,15 @@ fn highlevel_engine_sources(
         client_id: Some(account.client_id.clone()),
         client_secret: Some(file("client-secret", &account.client_secret)),
     };
-    setup(&config, &SetupContext { key: "sources[hl]" })
-        .unwrap()
-        .into_iter()
-        .map(|setup| convsync::config::SourceSettings {
-            name: "hl".into(),
-            quota: None,
-            setup,
-            schedule: schedule(),
-            guard: MassChangeGuard {
-                max_share: 0.5,
-                floor: 2,
-            },
-        })
-        .collect()
+    let setups = setup(&config, &SetupContext { key: "sources[hl]" }).unwrap();
+    entry_sources("hl", setups, &schedule())
 }
 
 /// One failed HighLevel cycle: a location (OAuth or PIT) behind a proxy that meets
-/// `fault` on `path`. Returns the simulator and the engine, with the trace log captured.
+/// `fault` on `path`. Returns the simulator and the daemon, with the trace log captured.
 struct Failed {
     sim: SimHandle,
-    engine: Engine,
+    app: TestApp,
     _db: TestDb,
     _secrets: tempfile::TempDir,
 }
@@ -157,16 +140,13 @@ async fn fail_highlevel_once(
     for fault in faults {
         proxy.push(path, fault);
     }
-    let sources = highlevel_engine_sources(&sim, &proxy, secrets.path(), oauth);
-    let engine = Engine::new(db.open().await, &quick_http(), &sources).unwrap();
-    let results = sync_all(&engine, false).await;
-    assert!(
-        matches!(results[0].outcome, CycleOutcome::Failed(_)),
-        "{results:?}"
-    );
+    let sources = highlevel_sources(&sim, &proxy, secrets.path(), oauth);
+    let app = spawn_app(&db.config(quick_http(), sources)).await;
+    let outcome = app.sync_once(Sweep::IfDue).await;
+    assert!(matches!(outcome, CycleOutcome::Failed(_)), "{outcome:?}");
     Failed {
         sim,
-        engine,
+        app,
         _db: db,
         _secrets: secrets,
     }
@@ -182,7 +162,7 @@ async fn an_echoed_bearer_token_is_scrubbed_everywhere() {
         [Fault::EchoAuthorization(401)],
     )
     .await;
-    let shown = everything_shown(&failed.engine, &capture).await;
+    let shown = everything_shown(&failed.app, &capture).await;
     assert!(shown.contains("Invalid token"), "{shown}");
     let account = &failed.sim.accounts().highlevel[0];
     assert_scrubbed(
@@ -197,7 +177,7 @@ async fn an_echoed_bearer_token_is_scrubbed_everywhere() {
 async fn an_echoed_refresh_form_is_scrubbed_everywhere() {
     let (capture, _guard) = trace_capture();
     let failed = fail_highlevel_once(true, "oauth/token", [Fault::EchoForm(400)]).await;
-    let shown = everything_shown(&failed.engine, &capture).await;
+    let shown = everything_shown(&failed.app, &capture).await;
     assert!(shown.contains("grant_type=refresh_token"), "{shown}");
     let account = &failed.sim.accounts().highlevel[0];
     assert_scrubbed(
@@ -226,10 +206,9 @@ async fn echoed_client_credentials_are_scrubbed_in_every_form() {
     };
     let db = TestDb::new();
     let provider = Arc::new(DoubleProvider::new(double.base_url.clone(), 50, false));
-    let engine = Engine::new(
-        db.open().await,
-        &quick_http(),
-        &[
+    let app = spawn_app(&db.config(
+        quick_http(),
+        vec![
             source(
                 "entra",
                 provider.clone(),
@@ -243,15 +222,16 @@ async fn echoed_client_credentials_are_scrubbed_in_every_form() {
                 schedule(),
             ),
         ],
-    )
-    .unwrap();
+    ))
+    .await;
     // One source at a time, so each meets its own fault.
     for (name, fault) in [
         ("entra", Fault::EchoForm(400)),
         ("sinch", Fault::EchoAuthorization(401)),
     ] {
         proxy.push("token", fault);
-        let results = engine
+        let results = app
+            .app
             .sync_once(
                 Some(name),
                 CycleOptions::default(),
@@ -264,7 +244,7 @@ async fn echoed_client_credentials_are_scrubbed_in_every_form() {
             "{results:?}"
         );
     }
-    let shown = everything_shown(&engine, &capture).await;
+    let shown = everything_shown(&app, &capture).await;
     assert!(
         shown.contains("Basic "),
         "the echo reached the error: {shown}"
@@ -286,10 +266,9 @@ async fn a_megabyte_of_provider_text_is_cut() {
     let body = format!("{{\"statusCode\":422,\"message\":\"bad id {huge}\"}}");
     let failed =
         fail_highlevel_once(false, "conversations/search", [Fault::Status(422, body)]).await;
-    let engine = &failed.engine;
     let errors: Vec<String> =
         sqlx::query_scalar("SELECT error FROM sync_runs WHERE error IS NOT NULL")
-            .fetch_all(engine.store().pool())
+            .fetch_all(failed.app.store().pool())
             .await
             .unwrap();
     assert_eq!(errors.len(), 1);
@@ -321,7 +300,7 @@ async fn a_megabyte_in_a_malformed_page_is_cut_in_every_log_line() {
     assert!(longest < 4000, "a log line of {longest} bytes");
     let errors: Vec<String> =
         sqlx::query_scalar("SELECT error FROM sync_runs WHERE error IS NOT NULL")
-            .fetch_all(failed.engine.store().pool())
+            .fetch_all(failed.app.store().pool())
             .await
             .unwrap();
     assert!(errors[0].len() < 1000, "{} bytes", errors[0].len());

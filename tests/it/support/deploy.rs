@@ -34,12 +34,8 @@ impl SpruceSite {
             seed: 8,
             bind,
             conversations,
-            activity_rate: 0.0,
-            spruce_accounts: 1,
-            d365_accounts: 0,
-            sinch_accounts: 0,
-            highlevel_locations: 0,
-            ..SimOptions::default()
+            frozen_clock: false,
+            ..super::world::one_provider(Platform::Spruce, 1)
         })
         .await
         .expect("simulator starts");

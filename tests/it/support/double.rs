@@ -446,3 +446,27 @@ impl ResponsePolicy for DoubleProvider {
             .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
     }
 }
+
+/// The daemon over `double` as its one source `double` (no authentication, the test
+/// schedule, quick retries), following the double's truth.
+pub async fn spawn_double_app(
+    double: &Double,
+    db: &super::TestDb,
+    page_size: usize,
+    with_sweep: bool,
+) -> super::app::TestApp {
+    let provider = Arc::new(DoubleProvider::new(
+        double.base_url.clone(),
+        page_size,
+        with_sweep,
+    ));
+    let source = super::source(
+        "double",
+        provider,
+        convsync::http::AuthScheme::None,
+        super::schedule(),
+    );
+    super::app::spawn_app(&db.config(super::quick_http(), vec![source]))
+        .await
+        .following(super::truth::Truth::double(double, "double"))
+}

@@ -1,24 +1,31 @@
-//! Shared test helpers: a temporary mirror database, engines over the test double, and
-//! readers for the mirror's tables.
+//! The test harness: a temporary mirror database and the configuration that points a
+//! daemon at it (`app` builds the daemon from it), sources over the test double, readers
+//! for the mirror's tables (`mirror`) and the comparison with the truth (`truth`).
 
 pub mod app;
 pub mod capture;
 pub mod deploy;
 pub mod double;
 pub mod hostile;
+pub mod mirror;
 pub mod postgres;
 pub mod reliability;
 pub mod stores;
+pub mod truth;
+pub mod world;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use convsync::config::{Schedule, SourceSettings};
+use std::path::Path;
+
+use convsync::config::{
+    Config, ConfiguredSource, HealthConfig, RetentionConfig, Schedule, SourceSettings,
+    expanded_name,
+};
 use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
 use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
 use convsync::store::{MassChangeGuard, Store, StoreSettings};
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, OnceResult};
-use tokio_util::sync::CancellationToken;
 
 /// `store.pool()`: the SQLite pool behind a test's store, for report queries against the
 /// mirror. The tests' mirror is SQLite; the backend-neutral `Store` has no pool of its own.
@@ -35,7 +42,7 @@ impl StorePool for Store {
 }
 
 /// A mirror database in a temporary directory (SQLite), or a database of the tests'
-/// PostgreSQL cluster; removed on drop.
+/// PostgreSQL cluster ([`TestDb::on`]); removed on drop.
 pub struct TestDb {
     _dir: tempfile::TempDir,
     _postgres: Option<postgres::TestPgDb>,
@@ -74,6 +81,42 @@ impl TestDb {
 
     pub async fn open(&self) -> Store {
         Store::open(&self.settings).await.unwrap()
+    }
+
+    /// A daemon configuration over this database: `sources` with `http`, every other
+    /// section at its default.
+    pub fn config(&self, http: HttpSettings, sources: Vec<SourceSettings>) -> Config {
+        let configured = sources
+            .iter()
+            .map(|s| ConfiguredSource {
+                name: s.name.clone(),
+                entry: s.name.clone(),
+                provider: s.setup.provider.kind().as_str().to_owned(),
+                enabled: true,
+                poll_interval: Some(s.schedule.poll_interval),
+            })
+            .collect();
+        Config {
+            store: self.settings.clone(),
+            http,
+            // A free port, so that tests may run the whole daemon side by side.
+            health: HealthConfig {
+                listen: "127.0.0.1:0".into(),
+                ..HealthConfig::default()
+            },
+            retention: RetentionConfig::default().validate().unwrap(),
+            sources,
+            disabled_sources: Vec::new(),
+            configured,
+        }
+    }
+
+    /// The configuration file at `path`, as the daemon loads it, over this database (with
+    /// the test's connection settings).
+    pub fn load_config(&self, path: &Path) -> Config {
+        let mut config = Config::load(path).unwrap();
+        config.store = self.settings.clone();
+        config
     }
 }
 
@@ -138,66 +181,37 @@ pub fn source(
             },
         },
         schedule,
-        guard: MassChangeGuard {
-            max_share: 0.5,
-            floor: 2,
-        },
+        guard: GUARD,
         quota: None,
     }
 }
 
-/// Runs `sync --once` over every source of `engine`, forcing the sweeps or not.
-pub async fn sync_all(engine: &Engine, force_sweep: bool) -> Vec<OnceResult> {
-    engine
-        .sync_once(
-            None,
-            CycleOptions {
-                force_sweep,
-                ..CycleOptions::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap()
-}
+/// The mass-change guard of the test sources: refuse to close or delete more than half.
+pub const GUARD: MassChangeGuard = MassChangeGuard {
+    max_share: 0.5,
+    floor: 2,
+};
 
-/// Runs `sync --once` over `engine` and returns the single source's outcome.
-pub async fn sync_once(engine: &Engine, force_sweep: bool) -> CycleOutcome {
-    let mut results = sync_all(engine, force_sweep).await;
-    assert_eq!(results.len(), 1);
-    results.remove(0).outcome
-}
-
-/// A mirror row's essentials: (id, title, last_activity_at, deleted), instants in the
-/// mirror's text form on either store.
-pub async fn mirror_rows(
-    store: &Store,
-    source: &str,
-) -> Vec<(String, Option<String>, Option<String>, bool)> {
-    if let Some(pg) = store.as_postgres() {
-        return postgres::mirror_rows(pg.pool(), source).await;
-    }
-    sqlx::query_as(
-        "SELECT conversation_id, title, last_activity_at, deleted_at IS NOT NULL
-         FROM conversations WHERE source = ? ORDER BY conversation_id",
-    )
-    .bind(source)
-    .fetch_all(store.pool())
-    .await
-    .unwrap()
-}
-
-/// The newest sync_runs row: (outcome, requests, inserted, updated, unchanged, error).
-pub async fn last_run(store: &Store, source: &str) -> (String, i64, i64, i64, i64, Option<String>) {
-    if let Some(pg) = store.as_postgres() {
-        return postgres::last_run(pg.pool(), source).await;
-    }
-    sqlx::query_as(
-        "SELECT outcome, requests, rows_inserted, rows_updated, rows_unchanged, error
-         FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(source)
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
+/// The sources of a `[[sources]]` entry named `entry`, from its provider's set-up, named
+/// (`entry/account` where the provider names accounts) and budgeted as the configuration
+/// loader does.
+pub fn entry_sources(
+    entry: &str,
+    setups: Vec<ProviderSetup>,
+    schedule: &Schedule,
+) -> Vec<SourceSettings> {
+    setups
+        .into_iter()
+        .map(|mut setup| {
+            let name = expanded_name(entry, setup.name_suffix.as_deref());
+            setup.auth.name_source(&name);
+            SourceSettings {
+                name,
+                quota: setup.defaults.quota,
+                setup,
+                schedule: schedule.clone(),
+                guard: GUARD,
+            }
+        })
+        .collect()
 }

@@ -113,38 +113,6 @@ impl Drop for TestPgDb {
     }
 }
 
-/// [`crate::support::mirror_rows`] on PostgreSQL: instants in the mirror's text form.
-pub async fn mirror_rows(
-    pool: &sqlx::PgPool,
-    source: &str,
-) -> Vec<(String, Option<String>, Option<String>, bool)> {
-    sqlx::query_as(
-        r#"SELECT conversation_id, title,
-                  to_char(last_activity_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                  deleted_at IS NOT NULL
-           FROM conversations WHERE source = $1 ORDER BY conversation_id COLLATE "C""#,
-    )
-    .bind(source)
-    .fetch_all(pool)
-    .await
-    .unwrap()
-}
-
-/// [`crate::support::last_run`] on PostgreSQL.
-pub async fn last_run(
-    pool: &sqlx::PgPool,
-    source: &str,
-) -> (String, i64, i64, i64, i64, Option<String>) {
-    sqlx::query_as(
-        "SELECT outcome, requests, rows_inserted, rows_updated, rows_unchanged, error
-         FROM sync_runs WHERE source = $1 ORDER BY id DESC LIMIT 1",
-    )
-    .bind(source)
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
 /// The test process's cluster, started on first use; every test fails with the same
 /// message when it could not start.
 fn cluster() -> &'static Cluster {

@@ -1,7 +1,7 @@
 //! Helpers for the reliability suite (`reliability::*`): a simulator site with a generated
 //! configuration for the real `convsync` binary, child processes whose every log line is
-//! kept, a [`TruthCheck`] comparing the mirror with the simulator's truth for every
-//! provider, watermark history, and a scan for secrets in everything convsync produced.
+//! kept, the sources it generates (compared with the simulator's truth by `support::truth`),
+//! watermark history, and a scan for secrets in everything convsync produced.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +12,11 @@ use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::Store;
 use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
-use convsync_sim::{
-    ConversationState, MessageDirection, Platform, SimHandle, SimOptions, Simulator,
-    TruthConversation,
-};
+use convsync_sim::{Faults, LatencyFault, SimHandle, SimOptions, Simulator};
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
+use super::truth::{Reach, Truth, TruthSource, first_lines};
 use crate::support::StorePool;
 
 /// Hang guard for waits: generous, never a performance threshold.
@@ -26,6 +24,23 @@ pub const PATIENCE: Duration = Duration::from_secs(180);
 
 /// The convsync binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_convsync");
+
+/// Pages of five: every walk of a small world spans several pages, so that a kill, a
+/// fault or a stop lands between two of them.
+pub fn small_pages() -> SiteOptions {
+    SiteOptions {
+        page_size: 5,
+        ..SiteOptions::default()
+    }
+}
+
+/// Every answer delayed by `min_ms` to `max_ms`, so that the daemon is caught mid-walk.
+pub fn latency(min_ms: u64, max_ms: u64) -> Faults {
+    Faults {
+        latency: Some(LatencyFault { min_ms, max_ms }),
+        ..Faults::default()
+    }
+}
 
 /// A simulator with every provider, small worlds and no background activity unless asked.
 pub fn sim_options(seed: u64, conversations: u32) -> SimOptions {
@@ -284,10 +299,15 @@ impl Site {
         }
     }
 
-    /// Compares the mirror with the truth of every account (see [`TruthCheck`]).
-    pub async fn assert_mirror_equals_truth(&self) {
+    /// Every account's truth, as the site's sources follow it.
+    pub fn truth(&self) -> Truth {
+        Truth::simulator(&self.sim, site_sources(&self.sim))
+    }
+
+    /// Compares the mirror with the truth of every account (see `support::truth`).
+    pub async fn assert_mirror_matches_truth(&self) {
         let pool = self.pool().await;
-        let problems = TruthCheck::new(&self.sim).differences(&pool).await;
+        let problems = self.truth().differences(&pool).await;
         if !problems.is_empty() {
             let reports = run_reports(&pool).await;
             let reports: Vec<&str> = reports.lines().collect();
@@ -301,12 +321,7 @@ impl Site {
             panic!(
                 "{} difference(s) between mirror and truth:\n{}\n--- last sync_runs ---\n{}\n--- last notable log lines ---\n{}",
                 problems.len(),
-                problems
-                    .iter()
-                    .take(15)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n"),
+                first_lines(&problems, 15),
                 reports[reports.len().saturating_sub(25)..].join("\n"),
                 notable[notable.len().saturating_sub(40)..].join("\n"),
             );
@@ -610,307 +625,25 @@ pub async fn run_reports(pool: &SqlitePool) -> String {
         .join("\n")
 }
 
-/// The mirror columns a comparison reads, as text (`1`/`0` for booleans, NULL as `None`).
-const COLUMNS: [&str; 19] = [
-    "provider",
-    "account",
-    "created_at",
-    "last_activity_at",
-    "active",
-    "status",
-    "channel",
-    "contact_id",
-    "contact_name",
-    "title",
-    "assignee",
-    "unread_count",
-    "last_message_direction",
-    "last_inbound_at",
-    "last_outbound_at",
-    "awaiting_reply",
-    "closed",
-    "deleted",
-    "raw",
-];
-
-type MirrorRow = BTreeMap<&'static str, Option<String>>;
-
-/// One configured source of a generated site: its name, provider and account.
-#[derive(Debug, Clone)]
-pub struct SiteSource {
-    pub name: String,
-    pub provider: Platform,
-    /// The simulator's account key (for `truth`).
-    pub account: String,
-    /// The mirror's `account` column.
-    pub mirror_account: String,
-}
-
-/// Compares a mirror with the simulator's truth for every source of a generated site, by
-/// each provider's rules (the same as the `provider::*` tests):
-/// - D365 lists only active conversations: exactly the active ones are active in the
-///   mirror, a mirrored row that left the list is closed, and nothing else is filled in
-///   (the messages follow-up is off);
-/// - Spruce, Sinch and HighLevel: every live conversation is mirrored with the columns the
-///   API reports; a deleted one is absent or marked deleted;
-/// - no source holds a row the simulator does not know.
-pub struct TruthCheck {
-    sim: SimHandle,
-    pub sources: Vec<SiteSource>,
-}
-
-impl TruthCheck {
-    /// The sources `convsync_sources` generates for `sim`.
-    pub fn new(sim: &SimHandle) -> TruthCheck {
-        let a = sim.accounts();
-        let mut sources = Vec::new();
-        for (i, x) in a.d365.iter().enumerate() {
-            sources.push(SiteSource {
-                name: format!("d365-{i}"),
-                provider: Platform::D365,
-                account: x.account.clone(),
-                mirror_account: x.channel_id.clone(),
-            });
-        }
-        for (i, x) in a.spruce.iter().enumerate() {
-            sources.push(SiteSource {
-                name: format!("spruce-{i}"),
-                provider: Platform::Spruce,
-                account: x.account.clone(),
-                mirror_account: x.organization_id.clone(),
-            });
-        }
-        for (i, x) in a.sinch.iter().enumerate() {
-            sources.push(SiteSource {
-                name: format!("sinch-{i}/{}", x.app_id),
-                provider: Platform::Sinch,
-                account: x.account.clone(),
-                mirror_account: x.app_id.clone(),
-            });
-        }
-        for x in &a.highlevel {
-            sources.push(SiteSource {
-                name: format!("highlevel/{}", x.location_id),
-                provider: Platform::HighLevel,
-                account: x.account.clone(),
-                mirror_account: x.location_id.clone(),
-            });
-        }
-        TruthCheck {
-            sim: sim.clone(),
-            sources,
-        }
-    }
-
-    /// Every difference between the mirror and the truth, one line each.
-    pub async fn differences(&self, pool: &SqlitePool) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut compared = 0;
-        for source in &self.sources {
-            let truth = self
-                .sim
-                .truth(source.provider, &source.account)
-                .await
-                .unwrap();
-            let mirror = mirror_rows(pool, &source.name).await;
-            for t in &truth {
-                let row = mirror.get(&t.id);
-                if let Some(problem) = compare(source, t, row) {
-                    problems.push(format!("{} {}: {problem}", source.name, t.id));
-                }
-                compared += 1;
-            }
-            let known: std::collections::HashSet<&str> =
-                truth.iter().map(|t| t.id.as_str()).collect();
-            for id in mirror.keys().filter(|id| !known.contains(id.as_str())) {
-                problems.push(format!(
-                    "{} {id}: in the mirror but unknown to the provider",
-                    source.name
-                ));
-            }
-        }
-        assert!(compared > 0, "the simulated world is empty");
-        problems
-    }
-}
-
-async fn mirror_rows(pool: &SqlitePool, source: &str) -> BTreeMap<String, MirrorRow> {
-    let rows = sqlx::query(
-        "SELECT conversation_id, provider, account, created_at, last_activity_at,
-                CAST(active AS TEXT), status, channel, contact_id, contact_name, title, assignee,
-                CAST(unread_count AS TEXT), last_message_direction, last_inbound_at,
-                last_outbound_at, CAST(awaiting_reply AS TEXT),
-                CASE WHEN closed_at IS NULL THEN '0' ELSE '1' END,
-                CASE WHEN deleted_at IS NULL THEN '0' ELSE '1' END, raw
-         FROM conversations WHERE source = ?",
-    )
-    .bind(source)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|row| {
-            let id: String = row.get(0);
-            let columns = COLUMNS
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (*c, row.get::<Option<String>, _>(i + 1)))
-                .collect();
-            (id, columns)
-        })
+/// The sources `convsync_sources` generates for `sim`, each following its account in a
+/// busy world (background activity, the product's default horizon).
+pub fn site_sources(sim: &SimHandle) -> Vec<TruthSource> {
+    let a = sim.accounts();
+    let d365 = (0..a.d365.len()).map(|i| TruthSource::d365(sim, i, &format!("d365-{i}")));
+    let spruce = (0..a.spruce.len()).map(|i| TruthSource::spruce(sim, i, &format!("spruce-{i}")));
+    let sinch = a
+        .sinch
+        .iter()
+        .enumerate()
+        .map(|(i, x)| TruthSource::sinch(sim, i, &format!("sinch-{i}/{}", x.app_id)));
+    let highlevel = a
+        .highlevel
+        .iter()
+        .enumerate()
+        .map(|(i, x)| TruthSource::highlevel(sim, i, &format!("highlevel/{}", x.location_id)));
+    d365.chain(spruce)
+        .chain(sinch)
+        .chain(highlevel)
+        .map(|source| source.reaching(Reach::BUSY))
         .collect()
-}
-
-fn text(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
-    t.map(|t| Timestamp::from(t).to_mirror_text())
-}
-
-fn flag(b: bool) -> Option<String> {
-    Some(if b { "1" } else { "0" }.to_owned())
-}
-
-fn direction(t: &TruthConversation) -> Option<Option<String>> {
-    match t.last_message_direction {
-        Some(MessageDirection::Inbound) => Some(Some("inbound".into())),
-        Some(MessageDirection::Outbound) => Some(Some("outbound".into())),
-        // The newest item is internal: the mirror keeps the newest message that counts,
-        // which the truth does not name.
-        Some(MessageDirection::Internal) => None,
-        None => Some(None),
-    }
-}
-
-/// Whether a Spruce row's reply state may differ from the truth: its items are read only
-/// for open conversations active within `reply_state_horizon` (default 30 days, the
-/// simulator's whole history; a day less here, so that a conversation on the edge when the
-/// sync ran counts either way). An archived conversation's reply state is never read (what
-/// it holds is what was read while it was open, or nothing); a dormant one's was never
-/// read when all four reply columns are NULL.
-fn spruce_reply_state_may_be_unknown(t: &TruthConversation, row: &MirrorRow) -> bool {
-    let unread = [
-        "last_message_direction",
-        "last_inbound_at",
-        "last_outbound_at",
-        "awaiting_reply",
-    ]
-    .iter()
-    .all(|c| row.get(c).is_none_or(Option::is_none));
-    let edge = chrono::Utc::now() - chrono::Duration::days(29);
-    let dormant = t.last_activity_at.unwrap_or(t.created_at) < edge;
-    t.state == ConversationState::Archived || (unread && dormant)
-}
-
-/// What is wrong with `row` as the mirror of `t`, if anything.
-fn compare(source: &SiteSource, t: &TruthConversation, row: Option<&MirrorRow>) -> Option<String> {
-    let live = !t.deleted;
-    let d365_active = t.state == ConversationState::Active && live;
-    let Some(row) = row else {
-        let may_be_absent = match source.provider {
-            // D365 lists only active conversations: one that closed before it was ever
-            // listed was never visible.
-            Platform::D365 => !d365_active,
-            _ => t.deleted,
-        };
-        return (!may_be_absent).then(|| "missing from the mirror".to_owned());
-    };
-    let mut want: Vec<(&str, Option<String>)> = vec![
-        ("account", Some(source.mirror_account.clone())),
-        ("provider", Some(provider_name(source.provider).into())),
-    ];
-    match source.provider {
-        Platform::D365 => {
-            want.extend([
-                ("created_at", text(Some(t.created_at))),
-                ("active", flag(d365_active)),
-                ("closed", flag(!d365_active)),
-                ("deleted", flag(false)),
-                ("last_activity_at", None),
-                ("status", None),
-                ("title", None),
-            ]);
-        }
-        Platform::Spruce | Platform::Sinch | Platform::HighLevel if t.deleted => {
-            want.push(("deleted", flag(true)));
-        }
-        Platform::Spruce => {
-            let internal_only = matches!(t.channel.as_str(), "team" | "note");
-            want.extend([
-                ("created_at", text(Some(t.created_at))),
-                ("last_activity_at", text(t.last_activity_at)),
-                ("active", flag(t.state != ConversationState::Archived)),
-                ("deleted", flag(false)),
-                ("channel", Some(t.channel.clone())),
-                ("contact_id", Some(t.contact_id.clone())),
-                (
-                    "contact_name",
-                    (!internal_only).then(|| t.contact_name.clone()),
-                ),
-                ("title", Some(t.title.clone())),
-                ("assignee", t.assignee.clone()),
-            ]);
-            if !spruce_reply_state_may_be_unknown(t, row) {
-                want.extend([
-                    ("last_inbound_at", text(t.last_inbound_at)),
-                    ("last_outbound_at", text(t.last_outbound_at)),
-                    ("awaiting_reply", flag(t.awaiting_reply)),
-                ]);
-                if let Some(d) = direction(t) {
-                    want.push(("last_message_direction", d));
-                }
-            }
-        }
-        Platform::Sinch => {
-            let active = t.state == ConversationState::Active;
-            want.extend([
-                ("active", flag(active)),
-                ("closed", flag(!active)),
-                ("deleted", flag(false)),
-                ("last_activity_at", text(t.last_activity_at)),
-                ("channel", Some(t.channel.clone())),
-                ("contact_id", Some(t.contact_id.clone())),
-                ("last_message_direction", direction(t).unwrap_or(None)),
-            ]);
-        }
-        Platform::HighLevel => {
-            want.extend([
-                ("created_at", text(Some(t.created_at))),
-                ("last_activity_at", text(t.last_activity_at)),
-                ("active", flag(true)),
-                ("deleted", flag(false)),
-                (
-                    "status",
-                    Some(if t.unread_count > 0 { "unread" } else { "read" }.into()),
-                ),
-                ("channel", Some(t.channel.clone())),
-                ("contact_id", Some(t.contact_id.clone())),
-                ("contact_name", Some(t.contact_name.clone())),
-                ("title", None),
-                ("assignee", t.assignee.clone()),
-                ("unread_count", Some(t.unread_count.to_string())),
-            ]);
-            if let Some(d) = direction(t) {
-                want.push(("last_message_direction", d));
-            }
-        }
-    }
-    let wrong: Vec<String> = want
-        .into_iter()
-        .filter(|(column, value)| row.get(column) != Some(value))
-        .map(|(column, value)| {
-            format!(
-                "{column} is {:?}, truth {value:?}",
-                row.get(column).cloned().flatten()
-            )
-        })
-        .collect();
-    (!wrong.is_empty()).then(|| wrong.join("; "))
-}
-
-fn provider_name(p: Platform) -> &'static str {
-    match p {
-        Platform::D365 => "d365",
-        Platform::Spruce => "spruce",
-        Platform::Sinch => "sinch",
-        Platform::HighLevel => "highlevel",
-    }
 }
