@@ -201,6 +201,15 @@ impl Store {
     }
 }
 
+/// The database URL `url` as messages and logs show it: without the password a server URL
+/// may carry.
+pub fn shown_url(url: &str) -> String {
+    match BackendKind::of(url) {
+        Ok(BackendKind::Postgres) => postgres::without_password(url),
+        _ => url.to_owned(),
+    }
+}
+
 /// The local file that holds the database `url` names, when its backend keeps it in one
 /// (SQLite, except `:memory:`).
 pub fn database_file(url: &str) -> Option<PathBuf> {
@@ -254,6 +263,18 @@ mod tests {
             BackendKind::of("mirror.db"),
             Err(StoreError::UnsupportedScheme { scheme }) if scheme.is_empty()
         ));
+    }
+
+    /// Messages show a server URL without its password, and a file URL as it is.
+    #[test]
+    fn a_shown_url_has_no_password() {
+        let shown = shown_url("postgres://convsync:hunter2@db:5432/mirror?sslmode=require");
+        assert_eq!(shown, "postgres://convsync@db:5432/mirror?sslmode=require");
+        assert_eq!(shown_url("sqlite://mirror.db"), "sqlite://mirror.db");
+        assert_eq!(
+            shown_url("postgres://convsync:hunter2@[db"),
+            "the PostgreSQL database"
+        );
     }
 
     /// Opening a database of a backend this convsync lacks fails before touching anything.

@@ -85,25 +85,17 @@ async fn unchanged_rows_in_the_overlap_are_not_rewritten(backend: Backend) {
     let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 50, false).await;
     app.sync_once(Sweep::IfDue).await;
-    let before: Vec<String> = app
-        .store()
-        .sql_column(
-            "SELECT CAST(last_changed_at AS TEXT) FROM conversations
-             ORDER BY conversation_id",
+    let changed_at = || {
+        app.store().sql_column::<String>(
+            "SELECT CAST(last_changed_at AS TEXT) FROM conversations ORDER BY conversation_id",
         )
-        .await;
+    };
+    let before = changed_at().await;
 
     app.sync_once(Sweep::IfDue).await;
     let run = app.last_run("double").await;
     assert_eq!((run.inserted, run.updated, run.unchanged), (0, 0, 30));
-    let after: Vec<String> = app
-        .store()
-        .sql_column(
-            "SELECT CAST(last_changed_at AS TEXT) FROM conversations
-             ORDER BY conversation_id",
-        )
-        .await;
-    assert_eq!(before, after);
+    assert_eq!(before, changed_at().await);
 }
 
 /// A sync aborted between pages resumes from its checkpoint and ends equal to the source,

@@ -5,14 +5,10 @@
 use sqlx::PgConnection;
 
 use crate::store::StoreError;
+use crate::store::admin::{holds_convsync_schema, refuse_newer_schema};
 
 /// The schema, from `migrations/postgres/`.
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The newest schema version this binary knows.
-fn newest_known_version() -> i64 {
-    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
-}
 
 /// Whether the schema on `conn` (its current schema, `public` by default) is a convsync one
 /// this binary understands, or empty.
@@ -25,20 +21,11 @@ pub(super) async fn check_schema(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let has_migrations = tables.iter().any(|t| t == "_sqlx_migrations");
-    if !tables.is_empty() && !has_migrations {
-        return Err(StoreError::NotConvsync {
-            path: shown_name.to_owned(),
-        });
-    }
-    if has_migrations {
-        let known = newest_known_version();
-        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+    if holds_convsync_schema(&tables, shown_name)? {
+        let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
             .fetch_one(&mut *conn)
             .await?;
-        if let Some(found) = found.filter(|f| *f > known) {
-            return Err(StoreError::NewerSchema { found, known });
-        }
+        refuse_newer_schema(found, &MIGRATOR)?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::prepared::{RowContext, insert_new_rows};
+use super::prepared::insert_new_rows;
 use super::queue::queue_follow_up;
 use super::rejected::record_rejected;
 use crate::record::{ConversationRecord, DetailRequest, RejectedRecord};
@@ -89,14 +89,7 @@ impl RowStatements for SqliteRows<'_> {
         owner: Owner<'_>,
         rows: &[Hashed<'_>],
     ) -> Result<Vec<bool>, StoreError> {
-        let context = RowContext {
-            source: owner.source,
-            provider: owner.provider,
-            account: owner.account,
-            run_id: owner.run_id,
-            now: &self.now,
-        };
-        insert_new_rows(self.tx, context, rows).await
+        insert_new_rows(self.tx, owner, &self.now, rows).await
     }
 
     async fn update(

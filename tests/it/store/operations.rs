@@ -412,40 +412,24 @@ async fn the_vault_keeps_what_happened_to_a_token(backend: Backend) {
     assert_eq!(stored.token.expose(), "rt-1");
     assert!(stored.sent_at.is_none() && stored.refused.is_none());
 
-    store.mark_refresh_sent(key, &token).await.unwrap();
-    assert!(
+    let sent = || async {
         store
             .load_refresh_token(key)
             .await
             .unwrap()
             .unwrap()
             .sent_at
-            .is_some()
-    );
+    };
+    store.mark_refresh_sent(key, &token).await.unwrap();
+    assert!(sent().await.is_some());
     // Another token's mark does not touch the stored one.
     store
         .mark_refresh_unspent(key, &Secret::new("other".to_owned()))
         .await
         .unwrap();
-    assert!(
-        store
-            .load_refresh_token(key)
-            .await
-            .unwrap()
-            .unwrap()
-            .sent_at
-            .is_some()
-    );
+    assert!(sent().await.is_some());
     store.mark_refresh_unspent(key, &token).await.unwrap();
-    assert!(
-        store
-            .load_refresh_token(key)
-            .await
-            .unwrap()
-            .unwrap()
-            .sent_at
-            .is_none()
-    );
+    assert!(sent().await.is_none());
 
     store.mark_refresh_refused(key, &token, true).await.unwrap();
     let refused = store
@@ -711,6 +695,32 @@ async fn a_write_blocked_past_the_busy_timeout_is_busy(backend: Backend) {
     );
 }
 
+/// A database that holds someone else's tables is refused before anything is written, and
+/// the refusal names it without the password its URL carries.
+async fn a_database_that_is_not_convsyncs_is_left_untouched(backend: Backend) {
+    let db = TestDb::on(backend).await;
+    let mut settings = db.settings.clone();
+    if backend == Backend::Postgres {
+        // The test cluster trusts loopback, so the password is never asked for.
+        settings.url =
+            settings
+                .url
+                .replacen("postgres://postgres@", "postgres://postgres:hunter2@", 1);
+    }
+    let store = Store::connect(&settings).await.unwrap();
+    let _: Vec<i64> = store.sql_column("CREATE TABLE theirs (x INTEGER)").await;
+
+    let refused = store.migrate(&settings.url).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::NotConvsync { .. }),
+        "{refused}"
+    );
+    assert!(!refused.to_string().contains("hunter2"), "{refused}");
+    let theirs: i64 = store.sql_value("SELECT COUNT(*) FROM theirs").await;
+    assert_eq!(theirs, 0);
+    assert!(store.applied_migrations().await.unwrap().is_empty());
+}
+
 on_both_stores!(
     a_page_and_its_cursor_land_together_or_not_at_all,
     unchanged_rows_are_left_alone_and_changed_rows_updated,
@@ -725,4 +735,5 @@ on_both_stores!(
     reports_and_probes_read_the_mirror,
     text_with_nul_characters_is_mirrored,
     a_write_blocked_past_the_busy_timeout_is_busy,
+    a_database_that_is_not_convsyncs_is_left_untouched,
 );

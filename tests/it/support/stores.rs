@@ -73,18 +73,9 @@ pub trait MirrorSql {
 
 impl MirrorSql for Store {
     async fn sql_value<T: Column>(&self, sql: &str) -> T {
-        let query = sqlx::AssertSqlSafe(sql.to_owned());
-        let value = match self.kind() {
-            BackendKind::Sqlite => {
-                let pool = self.as_sqlite().unwrap().pool();
-                sqlx::query_scalar(query).fetch_one(pool).await
-            }
-            BackendKind::Postgres => {
-                let pool = self.as_postgres().unwrap().pool();
-                sqlx::query_scalar(query).fetch_one(pool).await
-            }
-        };
-        value.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        let mut values = self.sql_column(sql).await;
+        assert_eq!(values.len(), 1, "{sql}: one row expected");
+        values.remove(0)
     }
 
     async fn sql_column<T: Column>(&self, sql: &str) -> Vec<T> {
