@@ -45,18 +45,11 @@ impl SqliteStore {
                 counts.entry(source).or_default().deleted = n;
             }
             if apply {
-                sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM follow_ups WHERE (source, conversation_id) IN ({ended})"
-                )))
-                .bind(&limit)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM conversations WHERE {ENDED_BEFORE}"
-                )))
-                .bind(&limit)
-                .execute(&mut *tx)
-                .await?;
+                let follow_ups =
+                    format!("DELETE FROM follow_ups WHERE (source, conversation_id) IN ({ended})");
+                execute_bound(&mut tx, follow_ups, &[&limit]).await?;
+                let conversations = format!("DELETE FROM conversations WHERE {ENDED_BEFORE}");
+                execute_bound(&mut tx, conversations, &[&limit]).await?;
             }
         }
         if let Some(limit) = cutoff(policy.redact_closed_after) {
@@ -75,16 +68,13 @@ impl SqliteStore {
                 counts.entry(source).or_default().redacted = n;
             }
             if apply {
-                sqlx::query(AssertSqlSafe(format!(
+                let redact = format!(
                     "UPDATE conversations SET raw = '{{}}', title = NULL, contact_id = NULL, \
                      contact_name = NULL, contact_phone = NULL, contact_email = NULL, \
                      redacted_at = ?2 WHERE {pending}"
-                )))
-                .bind(&limit)
-                .bind(now.to_string())
-                .bind(&deletion)
-                .execute(&mut *tx)
-                .await?;
+                );
+                let redacted_at = now.to_string();
+                execute_bound(&mut tx, redact, &[&limit, &redacted_at, &deletion]).await?;
             }
         }
         if let Some(limit) = cutoff(policy.rejected_records_after) {
@@ -108,12 +98,8 @@ impl SqliteStore {
                 counts.entry(source).or_default().sync_runs = n;
             }
             if apply {
-                sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM sync_runs WHERE id IN (SELECT id FROM ({old}))"
-                )))
-                .bind(&limit)
-                .execute(&mut *tx)
-                .await?;
+                let trim = format!("DELETE FROM sync_runs WHERE id IN (SELECT id FROM ({old}))");
+                execute_bound(&mut tx, trim, &[&limit]).await?;
             }
         }
 
@@ -161,4 +147,22 @@ async fn count_by_source(
         .into_iter()
         .map(|(source, n)| (source, n.max(0) as u64))
         .collect())
+}
+
+/// Runs one retention statement built from the shared cutoff fragments, binding `binds` in
+/// order; the same binding as [`count_by_source`], so a dry run counts what an applied one
+/// changes.
+async fn execute_bound(
+    tx: &mut sqlx::SqliteConnection,
+    sql: String,
+    binds: &[&str],
+) -> Result<(), StoreError> {
+    binds
+        .iter()
+        .fold(sqlx::query(AssertSqlSafe(sql)), |query, value| {
+            query.bind(*value)
+        })
+        .execute(tx)
+        .await?;
+    Ok(())
 }

@@ -11,7 +11,7 @@ use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
 use serde_json::Value;
 
 use crate::support::reliability::{BINARY, free_loopback_address};
-use crate::support::world::one_provider;
+use crate::support::world::start_one_provider;
 
 /// The simulator with two HighLevel locations (frozen clock, no activity) and a directory
 /// for the configuration, its secret files and the mirror.
@@ -22,13 +22,7 @@ struct Bed {
 
 impl Bed {
     async fn start() -> Bed {
-        let sim = Simulator::start(SimOptions {
-            seed: 18,
-            conversations: 25,
-            ..one_provider(Platform::HighLevel, 2)
-        })
-        .await
-        .expect("simulator starts");
+        let sim = start_one_provider(Platform::HighLevel, 2, 18, 25).await;
         Bed {
             sim,
             dir: tempfile::tempdir().unwrap(),
@@ -41,6 +35,18 @@ impl Bed {
 
     fn location(&self, index: usize) -> String {
         self.sim.accounts().highlevel[index].location_id.clone()
+    }
+
+    /// The source an `entry` expands to for location `index`: `entry/location`.
+    fn source(&self, entry: &str, index: usize) -> String {
+        format!("{entry}/{}", self.location(index))
+    }
+
+    /// [`Bed::configure`], then a first `sync --once` that must succeed.
+    fn configure_and_sync(&self, entry: &str, locations: usize) -> PathBuf {
+        let config = self.configure(entry, locations);
+        ok(&config, &["sync", "--once"]);
+        config
     }
 
     /// Writes `convsync.toml` with one `[[sources]]` entry named `entry` for the first
@@ -119,6 +125,20 @@ fn ok(config: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Runs `check-config` on the configuration `write` returns for the path of a secret file
+/// (both in a fresh directory), asserts it is refused and returns everything it printed.
+fn refused_config(write: impl FnOnce(&Path) -> String) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("convsync.toml");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    std::fs::write(&config, write(&secret)).unwrap();
+    let output = convsync(&config, &["check-config"]);
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    all
+}
+
 async fn query<T>(db: &Path, sql: &'static str) -> Vec<T>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
@@ -137,10 +157,9 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_location_keeps_the_first_sources_name_and_rows() {
     let bed = Bed::start().await;
-    let first = format!("hl/{}", bed.location(0));
-    let second = format!("hl/{}", bed.location(1));
-    let config = bed.configure("hl", 1);
-    ok(&config, &["sync", "--once"]);
+    let first = bed.source("hl", 0);
+    let second = bed.source("hl", 1);
+    bed.configure_and_sync("hl", 1);
     let truth0 = bed.truth(0).await as i64;
     assert!(truth0 > 0);
     assert_eq!(bed.rows().await, [(first.clone(), truth0)]);
@@ -159,9 +178,8 @@ async fn a_second_location_keeps_the_first_sources_name_and_rows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_under_the_old_bare_name_are_adopted() {
     let bed = Bed::start().await;
-    let name = format!("hl/{}", bed.location(0));
-    let config = bed.configure("hl", 1);
-    ok(&config, &["sync", "--once"]);
+    let name = bed.source("hl", 0);
+    let config = bed.configure_and_sync("hl", 1);
     let truth0 = bed.truth(0).await as i64;
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", bed.db().display()))
         .await
@@ -214,9 +232,9 @@ async fn rows_under_the_old_bare_name_are_adopted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sources_rename_keeps_rows_and_forget_asks_for_yes() {
     let bed = Bed::start().await;
-    let old = format!("hl/{}", bed.location(0));
-    let new = format!("chat/{}", bed.location(0));
-    ok(&bed.configure("hl", 1), &["sync", "--once"]);
+    let old = bed.source("hl", 0);
+    let new = bed.source("chat", 0);
+    bed.configure_and_sync("hl", 1);
     let truth0 = bed.truth(0).await as i64;
     let state_before = ok(
         &bed.configure("hl", 1),
@@ -267,10 +285,7 @@ async fn sources_rename_keeps_rows_and_forget_asks_for_yes() {
         .any(|l| l.contains("not configured") && l.contains(&new));
     assert!(warning, "no warning about {new}: {}", text(&synced));
     ok(&config, &["sources", "forget", &new, "--yes"]);
-    assert_eq!(
-        bed.rows().await,
-        [(format!("other/{}", bed.location(0)), truth0)]
-    );
+    assert_eq!(bed.rows().await, [(bed.source("other", 0), truth0)]);
 }
 
 /// `status`, `reset`, `state` and `sources` read no secret: they work with a
@@ -331,12 +346,7 @@ fn database_commands_read_no_secret_and_create_no_database() {
 /// `check-config` names every mistake, not only the first, and exits non-zero.
 #[test]
 fn check_config_names_every_mistake() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("convsync.toml");
-    let token = dir.path().join("token");
-    std::fs::write(&token, "t").unwrap();
-    std::fs::write(
-        &config,
+    let all = refused_config(|token| {
         format!(
             "[http]\ntimeout = \"0s\"\n\n[health]\nlisten = \"everywhere\"\n\n\
              [[sources]]\nname = \"clinic\"\nprovider = \"spruce\"\npoll_jitter = 0.9\n\
@@ -347,12 +357,8 @@ fn check_config_names_every_mistake() {
              [[sources]]\nname = \"back\"\nprovider = \"spruce\"\n\
              [sources.spruce]\norganization_id = \"entity_2\"\napi_token = {{ file = \"{t}\" }}\n",
             t = token.display()
-        ),
-    )
-    .unwrap();
-    let output = convsync(&config, &["check-config"]);
-    let all = text(&output);
-    assert!(!output.status.success(), "{all}");
+        )
+    });
     for key in [
         "http.timeout",
         "health.listen",
@@ -368,9 +374,8 @@ fn check_config_names_every_mistake() {
 #[tokio::test(flavor = "multi_thread")]
 async fn state_round_trips_and_refusals_change_nothing() {
     let bed = Bed::start().await;
-    let name = format!("hl/{}", bed.location(0));
-    let config = bed.configure("hl", 1);
-    ok(&config, &["sync", "--once"]);
+    let name = bed.source("hl", 0);
+    let config = bed.configure_and_sync("hl", 1);
     let show = || ok(&config, &["state", "show", "--source", &name, "--json"]);
     let saved = show();
     let walks = serde_json::from_str::<Value>(&saved).unwrap()["walks"].clone();
@@ -496,12 +501,7 @@ async fn the_demo_config_polls_d365_at_its_minimum() {
 /// `check-config` refuses it and names the source.
 #[test]
 fn colliding_source_names_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("convsync.toml");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "s").unwrap();
-    std::fs::write(
-        &config,
+    let all = refused_config(|secret| {
         format!(
             "[[sources]]\nname = \"sms/APP1\"\nprovider = \"spruce\"\n\
              [sources.spruce]\norganization_id = \"entity_1\"\napi_token = {{ file = \"{s}\" }}\n\n\
@@ -509,14 +509,7 @@ fn colliding_source_names_are_refused() {
              [sources.sinch]\nregion = \"eu\"\nproject_id = \"p1\"\napp_id = \"APP1\"\n\
              key_id = \"k1\"\nkey_secret = {{ file = \"{s}\" }}\n",
             s = secret.display()
-        ),
-    )
-    .unwrap();
-    let output = convsync(&config, &["check-config"]);
-    assert!(!output.status.success(), "{}", text(&output));
-    assert!(
-        text(&output).contains("sources[sms/APP1].name"),
-        "{}",
-        text(&output)
-    );
+        )
+    });
+    assert!(all.contains("sources[sms/APP1].name"), "{all}");
 }

@@ -418,11 +418,7 @@ async fn oversized_bodies_fail_at_the_cap_without_retries() {
         let before = app.mirror(SOURCE).await;
         hostile.script([Answer::Huge(framing, TOTAL)]);
 
-        let outcome = app.sync_once(Sweep::IfDue).await;
-
-        let CycleOutcome::Failed(error) = &outcome else {
-            panic!("{framing:?}: expected a failure, got {outcome:?}");
-        };
+        let error = &app.sync_once_failed(Sweep::IfDue).await;
         assert!(
             matches!(
                 error,
@@ -478,11 +474,7 @@ async fn oversized_token_answer_fails_authentication() {
     });
     let app = app(&db, reader(&hostile), auth, hostile_http(), schedule()).await;
 
-    let outcome = app.sync_once(Sweep::IfDue).await;
-
-    let CycleOutcome::Failed(error) = &outcome else {
-        panic!("expected a failure, got {outcome:?}");
-    };
+    let error = &app.sync_once_failed(Sweep::IfDue).await;
     assert!(
         matches!(
             error,

@@ -16,11 +16,11 @@ use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
 use convsync::sync::{CycleOutcome, OnceResult};
 use convsync::time::Timestamp;
-use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
+use convsync_sim::{Platform, SimHandle};
 
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::hostile::{Fault, HostileProxy};
-use crate::support::world::one_provider;
+use crate::support::world::start_one_provider;
 use crate::support::{TestDb, entry_sources, quick_http, schedule};
 
 const SOURCE: &str = "hl";
@@ -36,13 +36,7 @@ struct Bed {
 
 impl Bed {
     async fn start() -> Bed {
-        let sim = Simulator::start(SimOptions {
-            seed: 11,
-            conversations: 8,
-            ..one_provider(Platform::HighLevel, 2)
-        })
-        .await
-        .expect("simulator starts");
+        let sim = start_one_provider(Platform::HighLevel, 2, 11, 8).await;
         let proxy = HostileProxy::start(sim.highlevel_base_url()).await;
         Bed {
             sim,
@@ -140,6 +134,21 @@ fn outcome<'a>(results: &'a [OnceResult], source: &str) -> &'a CycleOutcome {
         .outcome
 }
 
+/// A daemon over `sources` fails the OAuth location's cycle (fatally or not, as `fatal`
+/// says) while the stored refresh token records neither a send nor a refusal; the daemon
+/// is closed before the test goes on.
+async fn assert_refresh_fails_unspent(bed: &Bed, sources: &[SourceSettings], fatal: bool) {
+    let app = bed.app_over(sources.to_vec()).await;
+    let results = app.sync_all(Sweep::IfDue).await;
+    match outcome(&results, &bed.oauth_source()) {
+        CycleOutcome::Failed(e) => assert_eq!(e.is_fatal(), fatal, "{e}"),
+        other => panic!("expected a failure (fatal: {fatal}), got {other:?}"),
+    }
+    let stored = stored(bed, &app).await;
+    assert!(stored.sent_at.is_none() && stored.refused.is_none());
+    app.app.close().await;
+}
+
 /// Runs one `sync --once` and checks the lost-answer outcome: the OAuth location fails
 /// fatally with the recovery command, the PIT location catches up.
 async fn assert_reported_and_other_location_syncs(bed: &Bed, app: &TestApp) {
@@ -231,15 +240,7 @@ async fn a_refresh_that_never_left_is_retried_with_the_same_token() {
     if let AuthScheme::RotatingRefresh(rr) = &mut config_sources[0].setup.auth {
         rr.token_url.set_port(Some(closed_port)).unwrap();
     }
-    let app = bed.app_over(config_sources[..1].to_vec()).await;
-    let results = app.sync_all(Sweep::IfDue).await;
-    match outcome(&results, &bed.oauth_source()) {
-        CycleOutcome::Failed(e) => assert!(!e.is_fatal(), "{e}"),
-        other => panic!("expected a failure, got {other:?}"),
-    }
-    let stored = stored(&bed, &app).await;
-    assert!(stored.sent_at.is_none() && stored.refused.is_none());
-    app.app.close().await;
+    assert_refresh_fails_unspent(&bed, &config_sources[..1], false).await;
 
     let app = bed.app().await;
     app.sync_caught_up(Sweep::IfDue).await;
@@ -270,17 +271,7 @@ async fn a_refused_client_secret_does_not_condemn_the_refresh_token() {
     if let AuthScheme::RotatingRefresh(rr) = &mut sources[0].setup.auth {
         rr.client_secret = Secret::new("not-the-app-secret".into());
     }
-    {
-        let app = bed.app_over(sources[..1].to_vec()).await;
-        let results = app.sync_all(Sweep::IfDue).await;
-        match outcome(&results, &bed.oauth_source()) {
-            CycleOutcome::Failed(e) => assert!(e.is_fatal(), "{e}"),
-            other => panic!("expected a fatal failure, got {other:?}"),
-        }
-        let stored = stored(&bed, &app).await;
-        assert!(stored.refused.is_none() && stored.sent_at.is_none());
-        app.app.close().await;
-    }
+    assert_refresh_fails_unspent(&bed, &sources[..1], true).await;
     let app = bed.app().await;
     app.sync_caught_up(Sweep::IfDue).await;
     let initial = bed.initial_refresh_token();

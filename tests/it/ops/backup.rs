@@ -7,7 +7,7 @@ use std::time::Duration;
 use convsync_sim::{Faults, PlatformSelector};
 
 use crate::support::reliability::{
-    Site, SiteOptions, create_pool, latency, pool, sim_options, small_pages,
+    Finished, Site, SiteOptions, create_pool, latency, pool, sim_options, small_pages,
 };
 
 async fn conversations(path: &std::path::Path) -> i64 {
@@ -18,6 +18,26 @@ async fn conversations(path: &std::path::Path) -> i64 {
         .unwrap();
     pool.close().await;
     n
+}
+
+/// `convsync restore --from from` on `site`.
+async fn restore(site: &Site, from: &std::path::Path) -> Finished {
+    site.run(&["restore", "--from", from.to_str().unwrap()])
+        .await
+}
+
+/// The command (`what`) succeeded and its output says each of `says`.
+fn assert_done(done: &Finished, what: &str, says: &[&str]) {
+    assert!(done.status.success(), "{what} failed:\n{}", done.tail());
+    for said in says {
+        assert!(done.stdout.contains(said), "{}", done.stdout);
+    }
+}
+
+/// The command failed and its error output says `why`.
+fn assert_refused(done: &Finished, why: &str) {
+    assert!(!done.status.success(), "{}", done.stdout);
+    assert!(done.stderr.contains(why), "{}", done.stderr);
 }
 
 /// The names in `dir` starting with `prefix`.
@@ -44,7 +64,7 @@ async fn backup_during_a_sync_restores_and_converges() {
     let done = site
         .run(&["backup", "--to", backup.to_str().unwrap()])
         .await;
-    assert!(done.status.success(), "backup failed:\n{}", done.tail());
+    assert_done(&done, "backup", &[]);
     assert!(
         daemon.is_running(),
         "the backup stopped the daemon:\n{}",
@@ -70,15 +90,7 @@ async fn backup_during_a_sync_restores_and_converges() {
     assert_eq!(leftovers.len(), 1, "only the backup is left: {leftovers:?}");
 
     // Restoring under the running daemon is refused, naming it, and changes nothing.
-    let refused = site
-        .run(&["restore", "--from", backup.to_str().unwrap()])
-        .await;
-    assert!(!refused.status.success(), "{}", refused.stdout);
-    assert!(
-        refused.stderr.contains("daemon is running"),
-        "{}",
-        refused.stderr
-    );
+    assert_refused(&restore(&site, &backup).await, "daemon is running");
 
     // The daemon goes on; the provider keeps changing after the backup.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -88,23 +100,11 @@ async fn backup_during_a_sync_restores_and_converges() {
     site.sim
         .set_faults(PlatformSelector::All, Faults::default());
 
-    let restored = site
-        .run(&["restore", "--from", backup.to_str().unwrap()])
-        .await;
-    assert!(
-        restored.status.success(),
-        "restore failed:\n{}",
-        restored.tail()
-    );
-    assert!(
-        restored.stdout.contains("previous database moved to"),
-        "{}",
-        restored.stdout
-    );
-    assert!(
-        restored.stdout.contains("database restored: "),
-        "{}",
-        restored.stdout
+    let restored = restore(&site, &backup).await;
+    assert_done(
+        &restored,
+        "restore",
+        &["previous database moved to", "database restored: "],
     );
     assert_eq!(
         conversations(&site.db_path()).await,
@@ -116,8 +116,7 @@ async fn backup_during_a_sync_restores_and_converges() {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     site.sync_full().await;
-    site.assert_mirror_matches_truth().await;
-    site.assert_integrity().await;
+    site.assert_converged().await;
 }
 
 /// A backup never overwrites a file, and a file that is not a convsync database is refused
@@ -131,8 +130,7 @@ async fn backup_and_restore_refuse_to_destroy_anything() {
     let taken = site.dir.path().join("taken.db");
     std::fs::write(&taken, b"someone's file").unwrap();
     let done = site.run(&["backup", "--to", taken.to_str().unwrap()]).await;
-    assert!(!done.status.success());
-    assert!(done.stderr.contains("already exists"), "{}", done.stderr);
+    assert_refused(&done, "already exists");
     assert_eq!(std::fs::read(&taken).unwrap(), b"someone's file");
 
     let other = site.dir.path().join("other.db");
@@ -143,14 +141,9 @@ async fn backup_and_restore_refuse_to_destroy_anything() {
         .unwrap();
     pool.close().await;
     for bad in [&taken, &other] {
-        let done = site
-            .run(&["restore", "--from", bad.to_str().unwrap()])
-            .await;
-        assert!(!done.status.success(), "{}", done.stdout);
-        assert!(
-            done.stderr.contains("is not a usable convsync backup"),
-            "{}",
-            done.stderr
+        assert_refused(
+            &restore(&site, bad).await,
+            "is not a usable convsync backup",
         );
     }
     assert_eq!(conversations(&site.db_path()).await, before);

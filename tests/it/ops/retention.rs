@@ -135,6 +135,16 @@ async fn count(pool: &SqlitePool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// A site of twelve conversations (from `seed`), synced, with
+/// [`shape_history`] applied to its mirror.
+async fn synced_with_history(seed: u64) -> (Site, SqlitePool, Shaped) {
+    let site = Site::start(sim_options(seed, 12), SiteOptions::default()).await;
+    site.sync_full().await;
+    let pool = site.pool().await;
+    let shaped = shape_history(&pool).await;
+    (site, pool, shaped)
+}
+
 fn add_retention(site: &Site, text: &str) {
     let mut config = std::fs::read_to_string(&site.config).unwrap();
     config.push_str(text);
@@ -143,10 +153,7 @@ fn add_retention(site: &Site, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_dry_run_then_apply_touches_only_what_ended_long_ago() {
-    let site = Site::start(sim_options(0x9E7A, 12), SiteOptions::default()).await;
-    site.sync_full().await;
-    let pool = site.pool().await;
-    let shaped = shape_history(&pool).await;
+    let (site, pool, shaped) = synced_with_history(0x9E7A).await;
     let untouched = vec![Some((false, false)); 5];
     assert_eq!(redaction_states(&pool, &shaped).await, untouched);
 
@@ -224,10 +231,7 @@ async fn purge_dry_run_then_apply_touches_only_what_ended_long_ago() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_applies_retention_and_records_it() {
-    let site = Site::start(sim_options(0x9E7B, 12), SiteOptions::default()).await;
-    site.sync_full().await;
-    let pool = site.pool().await;
-    let shaped = shape_history(&pool).await;
+    let (site, pool, shaped) = synced_with_history(0x9E7B).await;
     add_retention(&site, &format!("{RETENTION}interval = \"1h\"\n"));
     // Every provider answers 503, so the daemon's cycles cannot rewrite the rows shaped
     // above: what changes them is retention alone.

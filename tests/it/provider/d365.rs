@@ -405,9 +405,7 @@ async fn rejected_credentials_fail_with_the_entra_error() {
         .app_with_secret(Knobs::default(), "wrong-secret-value")
         .await;
 
-    let CycleOutcome::Failed(error) = app.sync_once(Sweep::IfDue).await else {
-        panic!("expected a failed cycle");
-    };
+    let error = app.sync_once_failed(Sweep::IfDue).await;
     assert!(error.is_fatal(), "{error}");
     let message = convsync::error_text::error_chain(&error);
     assert!(message.contains("invalid_client"), "{message}");

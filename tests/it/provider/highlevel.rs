@@ -19,7 +19,7 @@ use convsync::secret::SecretRef;
 use convsync::sync::CycleOutcome;
 use convsync_sim::options::StartAfter;
 use convsync_sim::{
-    EditField, Faults, MessageKind, Platform, RateLimitFault, SimHandle, SimOptions, Simulator,
+    EditField, Faults, MessageKind, Platform, RateLimitFault, SimHandle, SimOptions,
     TruthConversation,
 };
 
@@ -27,7 +27,7 @@ use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::mirror::Mirror;
 use crate::support::truth::{Truth, TruthSource};
-use crate::support::world::one_provider;
+use crate::support::world::start_one_provider_tuned;
 use crate::support::{TestDb, entry_sources, quick_http, schedule};
 
 const HL: Platform = Platform::HighLevel;
@@ -56,13 +56,7 @@ impl HighLevelBed {
         conversations: u32,
         tune: impl FnOnce(&mut SimOptions),
     ) -> HighLevelBed {
-        let mut options = SimOptions {
-            seed: 7,
-            conversations,
-            ..one_provider(HL, locations)
-        };
-        tune(&mut options);
-        let sim = Simulator::start(options).await.expect("simulator starts");
+        let sim = start_one_provider_tuned(HL, locations, 7, conversations, tune).await;
         HighLevelBed {
             sim,
             db: TestDb::new(),

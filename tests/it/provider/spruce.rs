@@ -15,7 +15,7 @@ use convsync::secret::SecretRef;
 use convsync::sync::CycleOutcome;
 use convsync::time::Timestamp;
 use convsync_sim::{
-    ConversationState, EditField, Faults, MessageKind, Platform, SimHandle, SimOptions, Simulator,
+    ConversationState, EditField, Faults, MessageKind, Platform, SimHandle, SimOptions,
     TruthConversation,
 };
 
@@ -23,7 +23,7 @@ use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::mirror::Mirror;
 use crate::support::truth::{Truth, TruthSource};
-use crate::support::world::one_provider;
+use crate::support::world::start_one_provider_tuned;
 use crate::support::{GUARD, TestDb, quick_http, schedule};
 
 pub(crate) const SPRUCE: Platform = Platform::Spruce;
@@ -44,13 +44,7 @@ pub(crate) struct SpruceBed {
 
 impl SpruceBed {
     pub(crate) async fn start(conversations: u32, tune: impl FnOnce(&mut SimOptions)) -> SpruceBed {
-        let mut options = SimOptions {
-            seed: 5,
-            conversations,
-            ..one_provider(SPRUCE, 1)
-        };
-        tune(&mut options);
-        let sim = Simulator::start(options).await.expect("simulator starts");
+        let sim = start_one_provider_tuned(SPRUCE, 1, 5, conversations, tune).await;
         let account = sim.accounts().spruce[0].organization_id.clone();
         SpruceBed {
             sim,

@@ -65,8 +65,7 @@ async fn kill_storm(kills: u32, seed: u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     site.sync_full().await;
 
-    site.assert_mirror_matches_truth().await;
-    site.assert_integrity().await;
+    site.assert_converged().await;
     let pool = site.pool().await;
     history.observe(&pool).await;
     assert!(
@@ -147,7 +146,6 @@ async fn sigterm_is_graceful_and_exits_zero() {
     site.sim
         .set_faults(PlatformSelector::All, Faults::default());
     site.sync_full().await;
-    site.assert_mirror_matches_truth().await;
-    site.assert_integrity().await;
+    site.assert_converged().await;
     site.assert_no_secrets(&[]).await;
 }

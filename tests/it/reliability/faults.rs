@@ -15,7 +15,7 @@ use sqlx::SqlitePool;
 
 use crate::support::reliability::{
     PATIENCE, Site, SiteOptions, latency, run_reports, sim_options, site_sources, small_pages,
-    watermarks,
+    wait_for_rows, watermarks,
 };
 
 /// What a daemon scenario saw.
@@ -99,8 +99,7 @@ async fn settle(site: &Site, pool: &SqlitePool) {
 
 /// The mirror equals the truth, the file is intact, `status` works and nothing leaked.
 async fn finish(site: &Site, texts: &[&str]) {
-    site.assert_mirror_matches_truth().await;
-    site.assert_integrity().await;
+    site.assert_converged().await;
     let status = site.run(&["status"]).await;
     assert!(status.status.success(), "{}", status.tail());
     let mut all = texts.to_vec();
@@ -375,25 +374,6 @@ async fn expired_page_tokens_restart_the_walk() {
     );
     pool.close().await;
     finish(&site, &[]).await;
-}
-
-async fn wait_for_rows(pool: &SqlitePool, daemon: &mut crate::support::reliability::Daemon) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(0);
-        if rows > 0 {
-            return;
-        }
-        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no page was ever written"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Access tokens revoked mid-walk (and short-lived ones) are refreshed and the request

@@ -32,79 +32,65 @@ async fn configuration_mistakes_are_named_never_panics() {
         .join("secrets")
         .join("SIM_SPRUCE_API_TOKEN_0");
 
-    assert_refused(
-        &site,
-        &format!("{good}\n[[sources]\nname = "),
-        "convsync.toml",
-        "",
-    )
-    .await;
-    assert_refused(
-        &site,
-        &good.replacen("poll_interval = \"10s\"", "poll_interval = 10", 1),
-        "poll_interval",
-        "",
-    )
-    .await;
-    assert_refused(
-        &site,
-        &good.replacen("[http]\n", "[http]\nretries_max = 3\n", 1),
-        "http",
-        "retries_max",
-    )
-    .await;
-    assert_refused(
-        &site,
-        &good.replacen(
-            &format!("{{ file = \"{}\" }}", spruce_secret.display()),
-            "{ env = \"CONVSYNC_TEST_UNSET_SECRET\" }",
-            1,
-        ),
-        "api_token",
-        "CONVSYNC_TEST_UNSET_SECRET",
-    )
-    .await;
     let directory = site.dir.path().join("not-a-file");
     std::fs::create_dir_all(&directory).unwrap();
-    assert_refused(
-        &site,
-        &good.replacen(
-            &spruce_secret.display().to_string(),
-            &directory.display().to_string(),
-            1,
-        ),
-        "api_token",
-        "not-a-file",
-    )
-    .await;
-    assert_refused(
-        &site,
-        &good.replacen(
-            "[[sources]]\n",
-            "[[sources]]\nmass_change_max_share = 7.5\n",
-            1,
-        ),
-        "mass_change_max_share",
-        "between",
-    )
-    .await;
-    assert_refused(
-        &site,
-        &good.replacen("page_size = 20", "page_size = 0", 1),
-        "page_size",
-        "",
-    )
-    .await;
     let spruce_url = site.sim.spruce_base_url().to_string();
-    assert_refused(
-        &site,
-        &good.replacen(
-            &format!("base_url = \"{spruce_url}\""),
-            "base_url = \"http://api.sprucehealth.com\"",
-            1,
+    // (configuration, the key the error names, what else it says)
+    let mistakes = [
+        (format!("{good}\n[[sources]\nname = "), "convsync.toml", ""),
+        (
+            good.replacen("poll_interval = \"10s\"", "poll_interval = 10", 1),
+            "poll_interval",
+            "",
         ),
-        "spruce.base_url",
-        "https",
-    )
-    .await;
+        (
+            good.replacen("[http]\n", "[http]\nretries_max = 3\n", 1),
+            "http",
+            "retries_max",
+        ),
+        (
+            good.replacen(
+                &format!("{{ file = \"{}\" }}", spruce_secret.display()),
+                "{ env = \"CONVSYNC_TEST_UNSET_SECRET\" }",
+                1,
+            ),
+            "api_token",
+            "CONVSYNC_TEST_UNSET_SECRET",
+        ),
+        (
+            good.replacen(
+                &spruce_secret.display().to_string(),
+                &directory.display().to_string(),
+                1,
+            ),
+            "api_token",
+            "not-a-file",
+        ),
+        (
+            good.replacen(
+                "[[sources]]\n",
+                "[[sources]]\nmass_change_max_share = 7.5\n",
+                1,
+            ),
+            "mass_change_max_share",
+            "between",
+        ),
+        (
+            good.replacen("page_size = 20", "page_size = 0", 1),
+            "page_size",
+            "",
+        ),
+        (
+            good.replacen(
+                &format!("base_url = \"{spruce_url}\""),
+                "base_url = \"http://api.sprucehealth.com\"",
+                1,
+            ),
+            "spruce.base_url",
+            "https",
+        ),
+    ];
+    for (text, key, fragment) in &mistakes {
+        assert_refused(&site, text, key, fragment).await;
+    }
 }

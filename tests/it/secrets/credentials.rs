@@ -6,7 +6,6 @@ use std::time::Duration;
 use convsync::http::AuthScheme;
 use convsync::http::auth::{ClientCredentials, CredentialPlacement};
 use convsync::secret::Secret;
-use convsync::sync::CycleOutcome;
 use convsync::time::Timestamp;
 
 use crate::support::app::{Sweep, TestApp, spawn_app};
@@ -26,6 +25,16 @@ async fn app_with_client_credentials(double: &Double, db: &TestDb) -> TestApp {
     });
     let source = source("double", provider, auth, schedule());
     spawn_app(&db.config(quick_http(), vec![source])).await
+}
+
+/// A seeded double and the daemon over it; the database is returned so that it outlives
+/// the app.
+async fn seeded_app() -> (Double, TestDb, TestApp) {
+    let double = Double::start().await;
+    seed(&double);
+    let db = TestDb::new();
+    let app = app_with_client_credentials(&double, &db).await;
+    (double, db, app)
 }
 
 pub(crate) fn seed(double: &Double) {
@@ -85,10 +94,7 @@ async fn secrets_never_reach_trace_logs() {
 /// otherwise cached across requests and cycles.
 #[tokio::test]
 async fn access_token_is_cached_and_refreshed_once_on_401() {
-    let double = Double::start().await;
-    seed(&double);
-    let db = TestDb::new();
-    let app = app_with_client_credentials(&double, &db).await;
+    let (double, _db, app) = seeded_app().await;
     app.sync_once(Sweep::IfDue).await;
     app.sync_once(Sweep::IfDue).await;
     assert_eq!(double.token_requests(), 1, "one token for two cycles");
@@ -106,16 +112,10 @@ async fn access_token_is_cached_and_refreshed_once_on_401() {
 /// says the credentials were rejected.
 #[tokio::test]
 async fn persistent_401_fails_as_rejected_credentials() {
-    let double = Double::start().await;
-    seed(&double);
-    let db = TestDb::new();
-    let app = app_with_client_credentials(&double, &db).await;
+    let (double, _db, app) = seeded_app().await;
     let reject = || Fault::Status(401, r#"{"error":"channel not authorized"}"#.into(), vec![]);
     double.push_faults([reject(), reject()]);
-    let outcome = app.sync_once(Sweep::IfDue).await;
-    let CycleOutcome::Failed(e) = outcome else {
-        panic!("expected failure, got {outcome:?}")
-    };
+    let e = app.sync_once_failed(Sweep::IfDue).await;
     assert!(e.is_fatal(), "{e}");
     assert!(e.to_string().contains("channel not authorized"), "{e}");
 }

@@ -13,7 +13,7 @@ use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
 use convsync::secret::{Secret, SecretRef};
 use convsync::sync::{CycleOptions, CycleOutcome};
-use convsync_sim::{Platform, SimHandle, SimOptions, Simulator};
+use convsync_sim::{Platform, SimHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::StorePool;
@@ -21,7 +21,7 @@ use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::capture::{Capture, trace_capture};
 use crate::support::double::{Double, DoubleProvider};
 use crate::support::hostile::{Fault, HostileProxy};
-use crate::support::world::one_provider;
+use crate::support::world::start_one_provider;
 use crate::support::{TestDb, entry_sources, quick_http, schedule, source};
 
 /// Everything a failed run left where people look: the trace log, `sync_runs.error` and
@@ -77,13 +77,7 @@ fn assert_scrubbed(shown: &str, secrets: &[String]) {
 }
 
 async fn highlevel_sim() -> SimHandle {
-    Simulator::start(SimOptions {
-        seed: 5,
-        conversations: 4,
-        ..one_provider(Platform::HighLevel, 1)
-    })
-    .await
-    .expect("simulator starts")
+    start_one_provider(Platform::HighLevel, 1, 5, 4).await
 }
 
 /// One HighLevel location behind `proxy`, with a refresh token or a PIT.

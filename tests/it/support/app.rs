@@ -5,7 +5,7 @@
 use convsync::app::App;
 use convsync::config::Config;
 use convsync::store::Store;
-use convsync::sync::{CycleOptions, CycleOutcome, Engine, OnceResult, run_cycle};
+use convsync::sync::{CycleOptions, CycleOutcome, Engine, OnceResult, SyncError, run_cycle};
 use tokio_util::sync::CancellationToken;
 
 use super::mirror::{LastRun, Mirror, read_last_run, read_mirror};
@@ -71,6 +71,14 @@ impl TestApp {
         let mut results = self.sync_all(sweep).await;
         assert_eq!(results.len(), 1, "sync_once is for a single source");
         results.remove(0).outcome
+    }
+
+    /// [`TestApp::sync_once`] that must fail: the cycle's error.
+    pub async fn sync_once_failed(&self, sweep: Sweep) -> SyncError {
+        match self.sync_once(sweep).await {
+            CycleOutcome::Failed(error) => error,
+            other => panic!("expected a failed cycle, got {other:?}"),
+        }
     }
 
     /// `sync --once` of every source; each must catch up.

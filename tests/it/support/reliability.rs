@@ -242,22 +242,7 @@ impl Site {
     pub async fn spawn_daemon_mid_sync(&self) -> Daemon {
         let mut daemon = self.spawn_daemon();
         let pool = self.pool().await;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
-                .fetch_one(&pool)
-                .await
-                .unwrap_or(0);
-            if rows > 0 {
-                break;
-            }
-            assert!(daemon.is_running(), "daemon died:\n{}", daemon.output());
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no page was ever written"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_rows(&pool, &mut daemon).await;
         pool.close().await;
         daemon
     }
@@ -327,6 +312,13 @@ impl Site {
             );
         }
         pool.close().await;
+    }
+
+    /// The end state of a run that must recover: the mirror matches the truth and the file
+    /// is intact.
+    pub async fn assert_converged(&self) {
+        self.assert_mirror_matches_truth().await;
+        self.assert_integrity().await;
     }
 
     /// `PRAGMA integrity_check` is `ok`.
@@ -646,4 +638,25 @@ pub fn site_sources(sim: &SimHandle) -> Vec<TruthSource> {
         .chain(highlevel)
         .map(|source| source.reaching(Reach::BUSY))
         .collect()
+}
+
+/// Waits until `daemon` has committed a page to the mirror behind `pool`, failing the test
+/// if it dies first or takes longer than [`PATIENCE`].
+pub async fn wait_for_rows(pool: &SqlitePool, daemon: &mut Daemon) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0);
+        if rows > 0 {
+            return;
+        }
+        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no page was ever written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
