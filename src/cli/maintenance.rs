@@ -6,14 +6,14 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::database::Mirror;
-use crate::store::{Store, StoreSettings, shown_url};
+use crate::store::{Store, StoreSettings};
 use crate::time::Timestamp;
 
 /// Creates or upgrades the schema; returns the sentence saying which.
 pub async fn migrate(settings: &StoreSettings) -> anyhow::Result<String> {
     let store = Store::connect(settings)
         .await
-        .with_context(|| format!("opening {}", shown_url(&settings.url)))?;
+        .with_context(|| format!("opening {}", settings.url))?;
     let before = store.applied_migrations().await?;
     store.migrate(&settings.url).await?;
     let after = store.applied_migrations().await?;
@@ -24,14 +24,17 @@ pub async fn migrate(settings: &StoreSettings) -> anyhow::Result<String> {
         .map(i64::to_string)
         .collect();
     let version = after.last().copied().unwrap_or(0);
-    let database = shown_url(&settings.url);
     Ok(if before.is_empty() {
-        format!("{database}: created the schema (version {version})")
+        format!("{}: created the schema (version {version})", settings.url)
     } else if applied.is_empty() {
-        format!("{database}: schema already up to date (version {version}); nothing changed")
+        format!(
+            "{}: schema already up to date (version {version}); nothing changed",
+            settings.url
+        )
     } else {
         format!(
-            "{database}: upgraded the schema to version {version} (applied migration(s) {})",
+            "{}: upgraded the schema to version {version} (applied migration(s) {})",
+            settings.url,
             applied.join(", ")
         )
     })

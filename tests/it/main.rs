@@ -14,5 +14,4 @@ mod provider;
 mod reliability;
 mod request_costs;
 mod secrets;
-mod store;
 mod support;

@@ -4,7 +4,6 @@
 use sqlx::sqlite::SqliteConnection;
 
 use crate::store::StoreError;
-use crate::store::admin::{holds_convsync_schema, refuse_newer_schema};
 
 /// The schema, from `migrations/sqlite/`.
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -24,11 +23,20 @@ pub(super) async fn check_schema(
     )
     .fetch_all(&mut *conn)
     .await?;
-    if holds_convsync_schema(&tables, shown_name)? {
+    let has_migrations = tables.iter().any(|t| t == "_sqlx_migrations");
+    if !tables.is_empty() && !has_migrations {
+        return Err(StoreError::NotConvsync {
+            path: shown_name.to_owned(),
+        });
+    }
+    if has_migrations {
+        let known = newest_known_version();
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&mut *conn)
             .await?;
-        refuse_newer_schema(found, &MIGRATOR)?;
+        if let Some(found) = found.filter(|f| *f > known) {
+            return Err(StoreError::NewerSchema { found, known });
+        }
     }
     Ok(())
 }
