@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HealthConfig, RetentionSettings};
 use crate::health::{HealthError, Notifier, Service};
-use crate::store::{DaemonLock, Store, StoreError};
+use crate::store::{DaemonLock, Store, StoreError, shown_url};
 use crate::sync::{CycleOptions, Engine, EngineError, OnceResult};
 
 pub use adopt::{adopt_and_warn, unconfigured};
@@ -63,7 +63,7 @@ impl App {
         let store = Store::open(&config.store)
             .await
             .map_err(|source| AppError::OpenStore {
-                url: config.store.url.clone(),
+                url: shown_url(&config.store.url),
                 source,
             })?;
         adopt_and_warn(&store, &config.configured)

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::{HttpSettings, RateQuota, RetryPolicy};
 use crate::provider::{self, ProviderKind, ProviderSetup, ProviderTable};
-use crate::store::{MassChangeGuard, RetentionPolicy, StoreSettings};
+use crate::store::{BackendKind, MassChangeGuard, RetentionPolicy, StoreSettings};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -41,7 +41,9 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path/to/file.db`; the file is created (mode 0600) if missing.
+    /// `sqlite://path/to/file.db` (the file is created, mode 0600, if missing), or a
+    /// PostgreSQL database: `postgres://user:password@host:5432/database`, with
+    /// `?sslmode=verify-full&sslrootcert=/path/ca.pem` for TLS (docs/deploy.md).
     pub url: String,
     /// How long a write waits for another writer (a report tool, a backup) to release the
     /// lock before the page is retried.
@@ -468,14 +470,9 @@ impl Config {
     /// all in one go.
     pub fn validate_all(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
         let mut mistakes = Vec::new();
-        if !file.database.url.starts_with("sqlite:") {
-            mistakes.push(ConfigError::new(
-                "database.url",
-                format!(
-                    "{:?} is not supported: expected sqlite://PATH (PostgreSQL is planned)",
-                    file.database.url
-                ),
-            ));
+        // The error names the scheme alone: a server URL may hold a password.
+        if let Err(unsupported) = BackendKind::of(&file.database.url) {
+            mistakes.push(ConfigError::new("database.url", unsupported.to_string()));
         }
         let retention = file.retention.validate().map_err(|e| vec![e])?;
         if file.http.timeout.is_zero() {

@@ -201,6 +201,26 @@ pub struct RejectedRecord {
     pub raw: String,
 }
 
+impl RejectedRecord {
+    /// The most of `raw` the mirror keeps, in characters: a page of huge bad items must not
+    /// bloat `rejected_records`, and the start of an item is enough to see what is wrong.
+    pub const MAX_KEPT_CHARS: usize = 64 * 1024;
+
+    /// The part of `raw` the mirror keeps: its first [`Self::MAX_KEPT_CHARS`] characters.
+    pub fn kept_raw(&self) -> &str {
+        match self.raw.char_indices().nth(Self::MAX_KEPT_CHARS) {
+            Some((end, _)) => &self.raw[..end],
+            None => &self.raw,
+        }
+    }
+
+    /// BLAKE3 of the whole item as received: what tells one bad item from another, so
+    /// that an item read again is counted rather than recorded twice.
+    pub fn item_hash(&self) -> blake3::Hash {
+        blake3::hash(self.raw.as_bytes())
+    }
+}
+
 /// What happens to mirrored conversations that a complete sweep did not list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Absence {

@@ -11,13 +11,19 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::store::{self, BackupError, BackupSummary, DaemonLock, Store, StoreSettings};
+use crate::store::{
+    self, BackendKind, BackupError, BackupSummary, DaemonLock, Store, StoreSettings,
+};
 use crate::time::Timestamp;
 
 /// The database settings of the configuration at `config_path`, with one connection.
 fn database(config_path: &Path) -> anyhow::Result<(StoreSettings, PathBuf)> {
     let file = Config::load_file(config_path)
         .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
+    let backend = BackendKind::of(&file.database.url)?;
+    if backend != BackendKind::Sqlite {
+        return Err(BackupError::Unsupported { backend }.into());
+    }
     let path = store::database_file(&file.database.url)
         .ok_or(BackupError::NotAFile)
         .with_context(|| format!("[database] url is {:?}", file.database.url))?;

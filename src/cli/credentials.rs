@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use crate::config::Config;
 use crate::http::AuthScheme;
 use crate::secret::Secret;
-use crate::store::Store;
+use crate::store::{Store, shown_url};
 
 /// Refresh tokens are a few hundred bytes; anything far larger is the wrong file.
 const MAX_TOKEN_BYTES: u64 = 16 * 1024;
@@ -62,7 +62,7 @@ async fn set_refresh_token(args: SetRefreshToken, config: &Config) -> anyhow::Re
     };
     let store = Store::open(&config.store)
         .await
-        .with_context(|| format!("opening {}", config.store.url))?;
+        .with_context(|| format!("opening {}", shown_url(&config.store.url)))?;
     store
         .save_refresh_token(&rr.vault_key, &token)
         .await

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::config::{Config, ConfiguredSource, FileConfig};
-use crate::store::{DaemonLock, Store, database_file};
+use crate::store::{DaemonLock, Store, database_file, shown_url};
 
 /// The configuration and the existing mirror database it names.
 pub struct Mirror {
@@ -39,7 +39,7 @@ impl Mirror {
         }
         let store = Store::open(&settings)
             .await
-            .with_context(|| format!("opening {}", settings.url))?;
+            .with_context(|| format!("opening {}", shown_url(&settings.url)))?;
         let sources = file.configured_sources();
         Ok(Mirror {
             file,

@@ -6,14 +6,14 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::database::Mirror;
-use crate::store::{Store, StoreSettings};
+use crate::store::{Store, StoreSettings, shown_url};
 use crate::time::Timestamp;
 
 /// Creates or upgrades the schema; returns the sentence saying which.
 pub async fn migrate(settings: &StoreSettings) -> anyhow::Result<String> {
     let store = Store::connect(settings)
         .await
-        .with_context(|| format!("opening {}", settings.url))?;
+        .with_context(|| format!("opening {}", shown_url(&settings.url)))?;
     let before = store.applied_migrations().await?;
     store.migrate(&settings.url).await?;
     let after = store.applied_migrations().await?;
@@ -24,17 +24,14 @@ pub async fn migrate(settings: &StoreSettings) -> anyhow::Result<String> {
         .map(i64::to_string)
         .collect();
     let version = after.last().copied().unwrap_or(0);
+    let database = shown_url(&settings.url);
     Ok(if before.is_empty() {
-        format!("{}: created the schema (version {version})", settings.url)
+        format!("{database}: created the schema (version {version})")
     } else if applied.is_empty() {
-        format!(
-            "{}: schema already up to date (version {version}); nothing changed",
-            settings.url
-        )
+        format!("{database}: schema already up to date (version {version}); nothing changed")
     } else {
         format!(
-            "{}: upgraded the schema to version {version} (applied migration(s) {})",
-            settings.url,
+            "{database}: upgraded the schema to version {version} (applied migration(s) {})",
             applied.join(", ")
         )
     })

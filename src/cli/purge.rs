@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::store::{Store, StoreSettings};
+use crate::store::{Store, StoreSettings, shown_url};
 use crate::time::Timestamp;
 
 /// Purges (or with `apply = false` counts) what `[retention]` says is past keeping.
@@ -26,7 +26,7 @@ pub async fn run(config_path: &Path, apply: bool) -> anyhow::Result<()> {
         ..file.store_settings()
     })
     .await
-    .with_context(|| format!("opening {}", file.database.url))?;
+    .with_context(|| format!("opening {}", shown_url(&file.database.url)))?;
     let result = store.purge(&settings.policy, Timestamp::now(), apply).await;
     store.close().await;
     let counts = result.context("purging")?;

@@ -87,6 +87,35 @@ impl PurgeCounts {
     }
 }
 
+/// Whether a database's tables (the names in its schema) are convsync's to migrate: an
+/// empty database is (`false`: nothing applied yet), one with convsync's migrations table
+/// is (`true`), and anything else is refused untouched, named `shown_name`.
+pub(super) fn holds_convsync_schema(
+    tables: &[String],
+    shown_name: &str,
+) -> Result<bool, StoreError> {
+    let has_migrations = tables.iter().any(|t| t == "_sqlx_migrations");
+    if !tables.is_empty() && !has_migrations {
+        return Err(StoreError::NotConvsync {
+            path: shown_name.to_owned(),
+        });
+    }
+    Ok(has_migrations)
+}
+
+/// Refuses a database whose newest applied migration (`found`) is newer than any of
+/// `migrator`'s: a newer convsync wrote it.
+pub(super) fn refuse_newer_schema(
+    found: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match found.filter(|f| *f > known) {
+        Some(found) => Err(StoreError::NewerSchema { found, known }),
+        None => Ok(()),
+    }
+}
+
 /// Operator tools on sources, the schema and retention.
 #[async_trait]
 pub trait Administration: Send + Sync {

@@ -89,5 +89,6 @@ pub async fn restore(
             let database = sqlite::sqlite_path(url).ok_or(BackupError::NotAFile)?;
             sqlite::restore(backup, &database, now).await
         }
+        backend @ BackendKind::Postgres => Err(BackupError::Unsupported { backend }),
     }
 }

@@ -1,6 +1,9 @@
 //! What a store operation can fail with, whichever backend ran it. A backend maps its own
-//! errors onto these variants (SQLite's result codes: `store::sqlite::error`), so that the
-//! engine's busy wait and readiness read one vocabulary.
+//! errors onto these variants (SQLite's result codes: `store::sqlite::error`; PostgreSQL's
+//! SQLSTATEs: `store::postgres::error`), so that the engine's busy wait and readiness read
+//! one vocabulary.
+
+use super::{postgres, sqlite};
 
 use crate::retry::Transient;
 
@@ -13,7 +16,7 @@ pub enum StoreError {
     /// The database URL names a backend this convsync does not have. Only the scheme is
     /// quoted: a server URL may carry a password.
     #[error(
-        "database url scheme {scheme:?} is not supported: expected sqlite://PATH (PostgreSQL is planned)"
+        "database url scheme {scheme:?} is not supported: expected sqlite://PATH or postgres://HOST/DATABASE"
     )]
     UnsupportedScheme {
         /// The part of the URL before its first `:`.
@@ -90,5 +93,45 @@ impl StoreError {
     /// as opposed to a lock or a bad value: what readiness reports as "not writable".
     pub fn is_file_failure(&self) -> bool {
         matches!(self, StoreError::Full(_) | StoreError::Unwritable(_))
+    }
+}
+
+/// What a database error means to the store beyond "it failed", as the backend that
+/// raised it reads its own codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// Another writer holds a lock for longer than the busy timeout: wait and try again.
+    Busy,
+    /// The disk (or the database's size limit) is full.
+    Full,
+    /// The database refuses writes: read-only, an I/O error, not reachable.
+    Unwritable,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        let failure = match &err {
+            sqlx::Error::Database(db) => {
+                sqlite::error::failure_of(&**db).or_else(|| postgres::error::failure_of(&**db))
+            }
+            sqlx::Error::Io(_) => Some(Failure::Unwritable),
+            _ => None,
+        };
+        let message = || match &err {
+            sqlx::Error::Database(db) => db.message().to_owned(),
+            other => other.to_string(),
+        };
+        match failure {
+            Some(Failure::Busy) => StoreError::Busy(message()),
+            Some(Failure::Full) => StoreError::Full(message()),
+            Some(Failure::Unwritable) => StoreError::Unwritable(Box::new(err)),
+            None => StoreError::Database(Box::new(err)),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(Box::new(err))
     }
 }

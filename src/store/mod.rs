@@ -10,11 +10,14 @@
 //! [`Store::open`]. Page writes answer a [`RowChange`] per row, so the engine's own rules
 //! (which rows are late) stay in the engine.
 //!
-//! SQLite is the one backend today: [`sqlite`] (with `migrations/sqlite/` at the
-//! repository's root). A second backend is a folder beside it, a [`BackendKind`] and an
-//! arm in [`Store::connect`]. Outside this module nothing names `store::sqlite`: what only
-//! SQLite has (its pool, backups) is reached through [`Store::as_sqlite`], which says
-//! `None` for another backend.
+//! Two backends: [`sqlite`], the embedded default, and [`postgres`], a shared server that
+//! reports run against (each with its migrations folder at the repository's root,
+//! `migrations/sqlite/` and `migrations/postgres/`). A backend is a folder here, a
+//! [`BackendKind`] and an arm in [`Store::connect`]; the rules both follow when they write
+//! a page's rows live once, in `upsert.rs`. Outside this module nothing names
+//! `store::sqlite` or `store::postgres`: what only one backend has (SQLite's backups, each
+//! one's pool for report queries in tests and tools) is reached through
+//! [`Store::as_sqlite`] and [`Store::as_postgres`], which say `None` for the other.
 
 mod admin;
 mod backup;
@@ -24,10 +27,12 @@ mod error;
 mod follow_ups;
 mod last_write;
 mod page;
+pub mod postgres;
 mod probes;
 mod reports;
 mod runs;
 pub mod sqlite;
+mod upsert;
 mod vault;
 
 use std::any::Any;
@@ -54,6 +59,7 @@ pub use runs::{RunLog, RunOutcome, RunReport};
 pub use sqlite::DaemonLock;
 pub use vault::{RefreshTokenAge, RefreshTokens};
 
+use postgres::PgStore;
 use sqlite::SqliteStore;
 
 /// Database settings.
@@ -86,6 +92,8 @@ impl Default for StoreSettings {
 pub enum BackendKind {
     /// A SQLite file (`sqlite://path`, `sqlite::memory:`).
     Sqlite,
+    /// A PostgreSQL database (`postgres://user@host/database`, also `postgresql://`).
+    Postgres,
 }
 
 impl BackendKind {
@@ -95,6 +103,7 @@ impl BackendKind {
         let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         match scheme {
             "sqlite" => Ok(BackendKind::Sqlite),
+            "postgres" | "postgresql" => Ok(BackendKind::Postgres),
             other => Err(StoreError::UnsupportedScheme {
                 scheme: other.to_owned(),
             }),
@@ -105,6 +114,7 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
         }
     }
 }
@@ -137,7 +147,8 @@ pub trait Backend:
     /// Closes all connections (SQLite checkpoints its WAL).
     async fn close(&self);
 
-    /// The backend as its concrete type, for [`Store::as_sqlite`].
+    /// The backend as its concrete type, for [`Store::as_sqlite`] and
+    /// [`Store::as_postgres`].
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -165,6 +176,7 @@ impl Store {
     pub async fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
         match BackendKind::of(&settings.url)? {
             BackendKind::Sqlite => Ok(Store::from_backend(SqliteStore::connect(settings).await?)),
+            BackendKind::Postgres => Ok(Store::from_backend(PgStore::connect(settings).await?)),
         }
     }
 
@@ -181,6 +193,21 @@ impl Store {
     pub fn as_sqlite(&self) -> Option<&SqliteStore> {
         self.0.as_any().downcast_ref()
     }
+
+    /// The PostgreSQL backend, for its pool (report queries in tests and tools); `None` on
+    /// another backend.
+    pub fn as_postgres(&self) -> Option<&PgStore> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+/// The database URL `url` as messages and logs show it: without the password a server URL
+/// may carry.
+pub fn shown_url(url: &str) -> String {
+    match BackendKind::of(url) {
+        Ok(BackendKind::Postgres) => postgres::without_password(url),
+        _ => url.to_owned(),
+    }
 }
 
 /// The local file that holds the database `url` names, when its backend keeps it in one
@@ -188,14 +215,18 @@ impl Store {
 pub fn database_file(url: &str) -> Option<PathBuf> {
     match BackendKind::of(url).ok()? {
         BackendKind::Sqlite => sqlite::sqlite_path(url),
+        BackendKind::Postgres => None,
     }
 }
 
 impl DaemonLock {
     /// Takes the single-daemon lock of the database `url` names, or says who holds it.
+    /// A PostgreSQL database has no file to lock beside it: there the lock holds nothing
+    /// yet, and keeping daemons apart is left to the replicas' leases (issue #22).
     pub fn for_database(url: &str) -> Result<DaemonLock, StoreError> {
         match BackendKind::of(url)? {
             BackendKind::Sqlite => DaemonLock::acquire(sqlite::sqlite_path(url).as_deref()),
+            BackendKind::Postgres => DaemonLock::acquire(None),
         }
     }
 }
@@ -210,12 +241,20 @@ mod tests {
         for url in ["sqlite://mirror.db", "sqlite:mirror.db", "sqlite::memory:"] {
             assert_eq!(BackendKind::of(url).unwrap(), BackendKind::Sqlite, "{url}");
         }
-        let refused = BackendKind::of("postgres://convsync:hunter2@db/mirror").unwrap_err();
-        assert!(
-            matches!(&refused, StoreError::UnsupportedScheme { scheme } if scheme == "postgres")
-        );
+        for url in [
+            "postgres://db/mirror",
+            "postgresql://convsync@db:5432/mirror",
+        ] {
+            assert_eq!(
+                BackendKind::of(url).unwrap(),
+                BackendKind::Postgres,
+                "{url}"
+            );
+        }
+        let refused = BackendKind::of("mysql://convsync:hunter2@db/mirror").unwrap_err();
+        assert!(matches!(&refused, StoreError::UnsupportedScheme { scheme } if scheme == "mysql"));
         let text = refused.to_string();
-        assert!(text.contains("\"postgres\""), "{text}");
+        assert!(text.contains("\"mysql\""), "{text}");
         assert!(
             !text.contains("hunter2"),
             "the URL's password leaked: {text}"
@@ -226,11 +265,23 @@ mod tests {
         ));
     }
 
+    /// Messages show a server URL without its password, and a file URL as it is.
+    #[test]
+    fn a_shown_url_has_no_password() {
+        let shown = shown_url("postgres://convsync:hunter2@db:5432/mirror?sslmode=require");
+        assert_eq!(shown, "postgres://convsync@db:5432/mirror?sslmode=require");
+        assert_eq!(shown_url("sqlite://mirror.db"), "sqlite://mirror.db");
+        assert_eq!(
+            shown_url("postgres://convsync:hunter2@[db"),
+            "the PostgreSQL database"
+        );
+    }
+
     /// Opening a database of a backend this convsync lacks fails before touching anything.
     #[tokio::test]
     async fn a_store_of_another_backend_is_a_typed_error() {
         let settings = StoreSettings {
-            url: "postgres://localhost/mirror".into(),
+            url: "mysql://localhost/mirror".into(),
             ..StoreSettings::default()
         };
         assert!(matches!(

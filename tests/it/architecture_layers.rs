@@ -4,10 +4,12 @@
 //! included, so that a new back-edge fails here before review.
 //!
 //! The store's seam is checked the same way: only `store` names the database crates
-//! (`sqlx`, `rusqlite`), and only `store::sqlite` itself names its backend, apart from the
-//! neutral store's own doors to it (`Store::connect` choosing it, `Store::as_sqlite`,
-//! `database_file`, `DaemonLock::for_database`, `restore`: [`SQLITE_DOORS`]). Everything
-//! else reaches SQLite-only operations through `store.as_sqlite()`, which names no type.
+//! (`sqlx`, `rusqlite`), and only a backend itself (`store::sqlite`, `store::postgres`)
+//! names it, apart from the neutral store's own doors to them (`Store::connect` choosing
+//! one, `Store::as_sqlite`/`as_postgres`, `database_file`, `DaemonLock::for_database`,
+//! `restore`, the errors each backend reads: [`BACKEND_DOORS`]). Everything else reaches
+//! backend-only operations through `store.as_sqlite()` or `store.as_postgres()`, which
+//! name no type.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -42,8 +44,14 @@ const STANDALONE: &[(&str, &[&str], &[&str])] = &[("sim_config", &["cli"], &["pr
 /// The database crates: named only under `src/store/`.
 const DATABASE_CRATES: &[&str] = &["sqlx", "rusqlite"];
 
-/// The neutral store's files that choose or reach the SQLite backend (under `src/store/`).
-const SQLITE_DOORS: &[&str] = &["store/mod.rs", "store/backup.rs"];
+/// The backends: their module, their store type, and their folder under `src/`.
+const BACKENDS: &[(&str, &str, &str)] = &[
+    ("sqlite", "SqliteStore", "store/sqlite/"),
+    ("postgres", "PgStore", "store/postgres/"),
+];
+
+/// The neutral store's files that choose or reach a backend (under `src/store/`).
+const BACKEND_DOORS: &[&str] = &["store/mod.rs", "store/backup.rs", "store/error.rs"];
 
 /// Whether `from` may use `to`.
 fn allowed(from: &str, to: &str) -> Result<bool, String> {
@@ -166,7 +174,7 @@ fn names_module(code: &str, module: &str) -> bool {
 
 /// Every file among `files` (path under `src`, text) that reaches past the store's seam: a
 /// database crate named outside `store`, or the SQLite backend named outside
-/// `store::sqlite` and the neutral store's [`SQLITE_DOORS`].
+/// its own folder and the neutral store's [`BACKEND_DOORS`].
 fn seam_breaches(files: &[(String, String)]) -> Vec<String> {
     let mut found = Vec::new();
     for (path, text) in files {
@@ -178,13 +186,16 @@ fn seam_breaches(files: &[(String, String)]) -> Vec<String> {
                 }
             }
         }
-        let in_backend = path.starts_with("store/sqlite/");
-        let door = SQLITE_DOORS.contains(&path.as_str());
-        let names_backend = names_module(&code, "sqlite") || names(&code, "SqliteStore");
-        if names_backend && !in_backend && !door {
-            found.push(format!(
-                "{path}: names `store::sqlite` (reach it through `store.as_sqlite()`)"
-            ));
+        let door = BACKEND_DOORS.contains(&path.as_str());
+        for (module, store, folder) in BACKENDS {
+            // `sqlx::postgres::…` is the driver, not the backend.
+            let code = code.replace(&format!("sqlx::{module}::"), "");
+            let names_backend = names_module(&code, module) || names(&code, store);
+            if names_backend && !path.starts_with(folder) && !door {
+                found.push(format!(
+                    "{path}: names `store::{module}` (reach it through `store.as_{module}()`)"
+                ));
+            }
         }
     }
     found
@@ -228,7 +239,7 @@ fn no_module_uses_a_layer_above_it() {
 }
 
 #[test]
-fn only_the_store_names_the_database_and_only_its_doors_name_sqlite() {
+fn only_the_store_names_the_database_and_only_its_doors_name_a_backend() {
     let files = shipped_files();
     assert!(
         files.iter().any(|(path, _)| path == "store/sqlite/mod.rs"),
@@ -257,6 +268,14 @@ fn a_seam_breach_is_reported_wherever_it_is_written() {
         file("store/mod.rs", "pub mod sqlite; use sqlite::SqliteStore;\n"),
         file("store/page.rs", "use super::sqlite::SqliteStore;\n"),
         file(
+            "store/sqlite/rows.rs",
+            "use crate::store::postgres::PgStore;\n",
+        ),
+        file(
+            "store/postgres/rows.rs",
+            "use sqlx::postgres::PgConnection; use super::PgStore;\n",
+        ),
+        file(
             "cli/backup.rs",
             "let s = store.as_sqlite(); // sqlx::Error\n",
         ),
@@ -273,6 +292,7 @@ fn a_seam_breach_is_reported_wherever_it_is_written() {
             "app.rs: names `store::sqlite` (reach it through `store.as_sqlite()`)",
             "cli/backup.rs: names `store::sqlite` (reach it through `store.as_sqlite()`)",
             "store/page.rs: names `store::sqlite` (reach it through `store.as_sqlite()`)",
+            "store/sqlite/rows.rs: names `store::postgres` (reach it through `store.as_postgres()`)",
         ]
     );
 }

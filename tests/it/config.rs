@@ -77,7 +77,8 @@ fn malformed_toml_is_an_error() {
     assert!(!err.is_empty());
 }
 
-/// A database URL that is not SQLite is refused.
+/// A database URL that is neither SQLite nor PostgreSQL is refused, naming its scheme and
+/// never the password it may carry.
 #[test]
 fn unsupported_database_is_named() {
     assert_error(
@@ -85,6 +86,32 @@ fn unsupported_database_is_named() {
         "database.url",
         "sqlite://",
     );
+    let err = load("[database]\nurl = \"mysql://convsync:hunter2@db/mirror\"\n").unwrap_err();
+    assert!(
+        err.contains("\"mysql\"") && err.contains("postgres://"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+}
+
+/// A PostgreSQL URL, either scheme, selects the PostgreSQL store.
+#[test]
+fn a_postgres_database_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t").unwrap();
+    for url in [
+        "postgres://convsync@db/mirror",
+        "postgresql://db:5432/mirror?sslmode=require",
+    ] {
+        let config = load(&format!(
+            "[database]\nurl = \"{url}\"\n\n[[sources]]\nname = \"a\"\nprovider = \"spruce\"\n\
+             [sources.spruce]\norganization_id = \"entity_1\"\napi_token = {{ file = \"{}\" }}\n",
+            token.display()
+        ))
+        .unwrap();
+        assert_eq!(config.store.url, url);
+    }
 }
 
 /// Out-of-range shares are refused.

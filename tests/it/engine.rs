@@ -6,10 +6,10 @@ use convsync::sync::{CycleOptions, CycleOutcome, WalkCursor};
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::StorePool;
 use crate::support::TestDb;
 use crate::support::app::Sweep;
 use crate::support::double::{Conv, Double, Fault, spawn_double_app};
+use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 
 fn conv(id: usize, at: Timestamp) -> Conv {
     Conv {
@@ -34,11 +34,10 @@ fn history(n: usize) -> Vec<Conv> {
 }
 
 /// A delta cycle after the initial sync asks only for what changed since the watermark.
-#[tokio::test]
-async fn delta_after_initial_sync_requests_only_changes() {
+async fn delta_after_initial_sync_requests_only_changes(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(250));
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 100, false).await;
 
     assert!(matches!(
@@ -78,39 +77,33 @@ async fn delta_after_initial_sync_requests_only_changes() {
 }
 
 /// Rows re-read inside the overlap window cost no writes.
-#[tokio::test]
-async fn unchanged_rows_in_the_overlap_are_not_rewritten() {
+async fn unchanged_rows_in_the_overlap_are_not_rewritten(backend: Backend) {
     let double = Double::start().await;
     let now = Timestamp::now();
     // All rows inside the lookback window, so every delta re-reads them.
     double.upsert((0..30).map(|i| conv(i, now.saturating_sub(Duration::from_secs(30 - i as u64)))));
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 50, false).await;
     app.sync_once(Sweep::IfDue).await;
-    let before: Vec<String> =
-        sqlx::query_scalar("SELECT last_changed_at FROM conversations ORDER BY conversation_id")
-            .fetch_all(app.store().pool())
-            .await
-            .unwrap();
+    let changed_at = || {
+        app.store().sql_column::<String>(
+            "SELECT CAST(last_changed_at AS TEXT) FROM conversations ORDER BY conversation_id",
+        )
+    };
+    let before = changed_at().await;
 
     app.sync_once(Sweep::IfDue).await;
     let run = app.last_run("double").await;
     assert_eq!((run.inserted, run.updated, run.unchanged), (0, 0, 30));
-    let after: Vec<String> =
-        sqlx::query_scalar("SELECT last_changed_at FROM conversations ORDER BY conversation_id")
-            .fetch_all(app.store().pool())
-            .await
-            .unwrap();
-    assert_eq!(before, after);
+    assert_eq!(before, changed_at().await);
 }
 
 /// A sync aborted between pages resumes from its checkpoint and ends equal to the source,
 /// with nothing lost and nothing duplicated.
-#[tokio::test]
-async fn abort_between_pages_then_restart_loses_nothing() {
+async fn abort_between_pages_then_restart_loses_nothing(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(500));
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
 
     // Five pages are served, then the sixth request hangs: the abort lands mid-walk.
     double.push_faults([
@@ -136,10 +129,10 @@ async fn abort_between_pages_then_restart_loses_nothing() {
     // The writer commits the pages received while the next fetch hangs; a sixth page can
     // never arrive, so the count settles at five pages.
     let committed = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM conversations")
-            .fetch_one(first.store().pool())
+        first
+            .store()
+            .sql_value::<i64>("SELECT COUNT(*) FROM conversations")
             .await
-            .unwrap()
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while committed().await < 100 && tokio::time::Instant::now() < deadline {
@@ -152,10 +145,13 @@ async fn abort_between_pages_then_restart_loses_nothing() {
         100,
         "the five pages received were committed before the abort, and nothing more"
     );
-    let cursor: String = sqlx::query_scalar("SELECT state FROM cursors WHERE source = 'double'")
-        .fetch_one(first.store().pool())
-        .await
-        .unwrap();
+    let cursor: String = first
+        .store()
+        .sql_value(
+            "SELECT state FROM cursors
+             WHERE source = 'double'",
+        )
+        .await;
     assert!(
         cursor.contains("position"),
         "the walk position is checkpointed: {cursor}"
@@ -171,23 +167,26 @@ async fn abort_between_pages_then_restart_loses_nothing() {
         CycleOutcome::CaughtUp
     ));
     second.assert_mirror_matches_truth().await;
-    let duplicates: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) - COUNT(DISTINCT conversation_id) FROM conversations")
-            .fetch_one(second.store().pool())
-            .await
-            .unwrap();
+    let duplicates: i64 = second
+        .store()
+        .sql_value(
+            "SELECT COUNT(*) - COUNT(DISTINCT conversation_id)
+             FROM conversations",
+        )
+        .await;
     assert_eq!(duplicates, 0);
-    let interrupted: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs WHERE outcome = 'interrupted'")
-            .fetch_one(second.store().pool())
-            .await
-            .unwrap();
+    let interrupted: i64 = second
+        .store()
+        .sql_value(
+            "SELECT COUNT(*) FROM sync_runs
+             WHERE outcome = 'interrupted'",
+        )
+        .await;
     assert_eq!(interrupted, 1, "the aborted run is recorded as interrupted");
 }
 
 /// Server errors and connection resets are retried until the page succeeds.
-#[tokio::test]
-async fn server_errors_and_resets_are_retried() {
+async fn server_errors_and_resets_are_retried(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(10));
     double.push_faults([
@@ -195,7 +194,7 @@ async fn server_errors_and_resets_are_retried() {
         Fault::Reset,
         Fault::Status(503, "{}".into(), vec![]),
     ]);
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 100, false).await;
     assert!(matches!(
         app.sync_once(Sweep::IfDue).await,
@@ -216,8 +215,7 @@ async fn server_errors_and_resets_are_retried() {
 }
 
 /// A 429 with `Retry-After: 2` is retried no sooner than two seconds later.
-#[tokio::test]
-async fn retry_after_is_honoured() {
+async fn retry_after_is_honoured(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(3));
     double.push_faults([Fault::Status(
@@ -225,7 +223,7 @@ async fn retry_after_is_honoured() {
         r#"{"error":"slow down"}"#.into(),
         vec![("Retry-After".into(), "2".into())],
     )]);
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 100, false).await;
     let started = Instant::now();
     assert!(matches!(
@@ -242,8 +240,7 @@ async fn retry_after_is_honoured() {
 }
 
 /// A 400 is not retried; the cycle fails with the provider's message and writes nothing.
-#[tokio::test]
-async fn bad_request_is_not_retried_and_is_reported() {
+async fn bad_request_is_not_retried_and_is_reported(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(3));
     double.push_faults([Fault::Status(
@@ -251,7 +248,7 @@ async fn bad_request_is_not_retried_and_is_reported() {
         r#"{"error":"StartTimeStamp is not valid"}"#.into(),
         vec![],
     )]);
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 100, false).await;
     let outcome = app.sync_once(Sweep::IfDue).await;
     let CycleOutcome::Failed(error) = outcome else {
@@ -270,15 +267,14 @@ async fn bad_request_is_not_retried_and_is_reported() {
 
 /// Rows sharing one timestamp across a page boundary, and rows that become visible late
 /// (within the lookback), are all mirrored.
-#[tokio::test]
-async fn ties_across_pages_and_late_rows_within_lookback_are_not_lost() {
+async fn ties_across_pages_and_late_rows_within_lookback_are_not_lost(backend: Backend) {
     let double = Double::start().await;
     let tie = Timestamp::now().saturating_sub(Duration::from_secs(605));
     let mut convs = history(15);
     // Ten rows with the exact same timestamp straddle the page boundary at 20.
     convs.extend((100..110).map(|i| conv(i, tie)));
     double.upsert(convs);
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 20, false).await;
     app.sync_once(Sweep::IfDue).await;
     app.assert_mirror_matches_truth().await;
@@ -297,23 +293,23 @@ async fn ties_across_pages_and_late_rows_within_lookback_are_not_lost() {
 }
 
 /// A sweep marks conversations that vanished as deleted, and refuses a mass deletion.
-#[tokio::test]
-async fn sweep_marks_vanished_rows_and_guards_against_mass_deletion() {
+async fn sweep_marks_vanished_rows_and_guards_against_mass_deletion(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(20));
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 50, true).await;
     app.sync_once(Sweep::IfDue).await;
 
     double.remove("c00003");
     double.remove("c00007");
     app.sync_once(Sweep::Now).await;
-    let deleted: Vec<String> = sqlx::query_scalar(
-        "SELECT conversation_id FROM conversations WHERE deleted_at IS NOT NULL ORDER BY 1",
-    )
-    .fetch_all(app.store().pool())
-    .await
-    .unwrap();
+    let deleted: Vec<String> = app
+        .store()
+        .sql_column(
+            "SELECT conversation_id FROM conversations
+             WHERE deleted_at IS NOT NULL ORDER BY 1",
+        )
+        .await;
     assert_eq!(deleted, ["c00003", "c00007"]);
 
     // The listing suddenly returns almost nothing: the guard applies nothing.
@@ -321,25 +317,29 @@ async fn sweep_marks_vanished_rows_and_guards_against_mass_deletion() {
         double.remove(&c.id);
     }
     app.sync_once(Sweep::Now).await;
-    let deleted: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE deleted_at IS NOT NULL")
-            .fetch_one(app.store().pool())
-            .await
-            .unwrap();
+    let deleted: i64 = app
+        .store()
+        .sql_value(
+            "SELECT COUNT(*) FROM conversations
+             WHERE deleted_at IS NOT NULL",
+        )
+        .await;
     assert_eq!(deleted, 2, "guard must refuse deleting 16 of 18");
-    let notes: String = sqlx::query_scalar("SELECT notes FROM sync_runs ORDER BY id DESC LIMIT 1")
-        .fetch_one(app.store().pool())
-        .await
-        .unwrap();
+    let notes: String = app
+        .store()
+        .sql_value(
+            "SELECT notes FROM sync_runs
+             ORDER BY id DESC LIMIT 1",
+        )
+        .await;
     assert!(notes.contains("REFUSED"), "{notes}");
 }
 
 /// An expired page token restarts the walk from the watermark instead of failing.
-#[tokio::test]
-async fn rejected_page_token_restarts_the_walk() {
+async fn rejected_page_token_restarts_the_walk(backend: Backend) {
     let double = Double::start().await;
     double.upsert(history(50));
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 20, false).await;
     // The first page is served; the token it hands out is then rejected once.
     double.push_faults([
@@ -355,8 +355,7 @@ async fn rejected_page_token_restarts_the_walk() {
 
 /// A watermark never moves past now (plus the allowed skew) when a provider reports a
 /// timestamp in the future.
-#[tokio::test]
-async fn future_timestamps_do_not_move_the_watermark_ahead() {
+async fn future_timestamps_do_not_move_the_watermark_ahead(backend: Backend) {
     let double = Double::start().await;
     let mut future = conv(
         1,
@@ -364,7 +363,7 @@ async fn future_timestamps_do_not_move_the_watermark_ahead() {
     );
     future.name = "from the future".into();
     double.upsert([future]);
-    let db = TestDb::new();
+    let db = TestDb::on(backend).await;
     let app = spawn_double_app(&double, &db, 20, false).await;
     app.sync_once(Sweep::IfDue).await;
     let cursors = WalkCursor::load_all(app.store(), "double").await.unwrap();
@@ -374,3 +373,16 @@ async fn future_timestamps_do_not_move_the_watermark_ahead() {
         "{watermark}"
     );
 }
+
+on_both_stores!(
+    delta_after_initial_sync_requests_only_changes,
+    unchanged_rows_in_the_overlap_are_not_rewritten,
+    abort_between_pages_then_restart_loses_nothing,
+    server_errors_and_resets_are_retried,
+    retry_after_is_honoured,
+    bad_request_is_not_retried_and_is_reported,
+    ties_across_pages_and_late_rows_within_lookback_are_not_lost,
+    sweep_marks_vanished_rows_and_guards_against_mass_deletion,
+    rejected_page_token_restarts_the_walk,
+    future_timestamps_do_not_move_the_watermark_ahead,
+);

@@ -14,4 +14,5 @@ mod provider;
 mod reliability;
 mod request_costs;
 mod secrets;
+mod store;
 mod support;

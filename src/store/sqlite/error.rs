@@ -3,24 +3,22 @@
 //! (what readiness reports). The same mapping for statements run through sqlx and through
 //! the rusqlite fast path (`prepared.rs`).
 
-use crate::store::StoreError;
+use sqlx::error::DatabaseError;
+use sqlx::sqlite::SqliteError;
 
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err {
-            match primary_code(&err) {
-                Some(5 | 6) => return StoreError::Busy(db.message().to_owned()),
-                Some(13) => return StoreError::Full(db.message().to_owned()),
-                _ => {}
-            }
-        }
-        let refused_by_file =
-            matches!(err, sqlx::Error::Io(_)) || matches!(primary_code(&err), Some(8 | 10 | 14));
-        if refused_by_file {
-            StoreError::Unwritable(Box::new(err))
-        } else {
-            StoreError::Database(Box::new(err))
-        }
+use crate::store::StoreError;
+use crate::store::error::Failure;
+
+/// What a database error of SQLite's means to the store; `None` for another backend's
+/// error, or one that is none of these.
+pub(in crate::store) fn failure_of(error: &dyn DatabaseError) -> Option<Failure> {
+    let error = error.try_downcast_ref::<SqliteError>()?;
+    let code = error.code().and_then(|c| c.parse::<i32>().ok())? & 0xff;
+    match code {
+        5 | 6 => Some(Failure::Busy),
+        13 => Some(Failure::Full),
+        8 | 10 | 14 => Some(Failure::Unwritable),
+        _ => None,
     }
 }
 
@@ -38,22 +36,6 @@ impl From<rusqlite::Error> for StoreError {
             _ => StoreError::Database(Box::new(err)),
         }
     }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(err: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Migrate(Box::new(err))
-    }
-}
-
-/// SQLite's primary result code of a database error (5 BUSY, 6 LOCKED, 8 READONLY,
-/// 10 IOERR, 13 FULL, 14 CANTOPEN).
-fn primary_code(err: &sqlx::Error) -> Option<i32> {
-    let sqlx::Error::Database(db) = err else {
-        return None;
-    };
-    let code = db.code().and_then(|c| c.parse::<i32>().ok())?;
-    Some(code & 0xff)
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
 use super::SqliteStore;
-use super::prepared::RowContext;
 use super::rows::upsert_records;
 use crate::record::{Absence, ActivityPatch, DetailRequest};
+use crate::store::upsert::Owner;
 use crate::store::{DetailWrite, FollowUpQueue, PageCounts, StoreError};
 use crate::time::Timestamp;
 
@@ -159,14 +159,13 @@ async fn write_detail(
     } = *write;
     let mut counts = match record {
         Some(r) => {
-            let context = RowContext {
+            let owner = Owner {
                 source,
                 provider,
                 account,
                 run_id,
-                now,
             };
-            upsert_records(tx, context, &[(r, r.content_hash())], None, &[])
+            upsert_records(tx, owner, now, &[(r, r.content_hash())])
                 .await?
                 .counts
         }

@@ -10,12 +10,10 @@ use sqlx::{AssertSqlSafe, Sqlite, Transaction};
 
 use super::SqliteStore;
 use super::cursor::write_cursor;
-use super::prepared::{Hashed, RowContext, insert_new_rows};
-use super::queue::queue_follow_up;
-use super::rejected::record_rejected;
-use super::rows::upsert_records;
-use crate::record::{Absence, DetailRequest};
+use super::rows::SqliteRows;
+use crate::record::Absence;
 use crate::store::last_write::LastWrite;
+use crate::store::upsert;
 use crate::store::{
     AbsenceOutcome, CursorState, PageOutcome, PageTransaction, PageWrite, PageWrites, StoreError,
     SweepCompletion,
@@ -151,88 +149,6 @@ impl PageTransaction for SqlitePageTransaction {
 
 impl SqlitePageTransaction {
     async fn write(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>, StoreError> {
-        let Some(last) = pages.last() else {
-            return Ok(Vec::new());
-        };
-        debug_assert!(
-            pages.iter().all(|p| p.source == last.source
-                && p.walk == last.walk
-                && p.insert_first == last.insert_first),
-            "a batch holds pages of one walk"
-        );
-        let tx = &mut self.tx;
-        let now = &self.now;
-        let rows: Vec<Hashed<'_>> = pages
-            .iter()
-            .flat_map(|p| p.records.iter().map(|r| (r, r.content_hash())))
-            .collect();
-        // Insert-first pages try all their rows in one go; each page then looks up only the
-        // rows that were already there. (Rows are distinct per id, so trying a later page's
-        // insert before an earlier page's update changes nothing: an id listed on both
-        // fails the later insert and is compared, in page order, like any mirrored row.)
-        let inserted = if last.insert_first {
-            insert_new_rows(tx, row_context(last, now), &rows).await?
-        } else {
-            vec![false; rows.len()]
-        };
-        let mut all_counts = Vec::with_capacity(pages.len());
-        let mut offset = 0;
-        for page in pages {
-            let range = offset..offset + page.records.len();
-            offset = range.end;
-            let (page_rows, page_inserted) = (&rows[range.clone()], &inserted[range]);
-            all_counts.push(write_page(tx, page, page_rows, page_inserted, now).await?);
-        }
-        Ok(all_counts)
+        upsert::write_pages(&mut SqliteRows::new(&mut self.tx, &self.now), pages).await
     }
-}
-
-/// What `page`'s rows are written with, at the transaction's time `now`.
-fn row_context<'a>(page: &PageWrite<'a>, now: &'a str) -> RowContext<'a> {
-    RowContext {
-        source: page.source,
-        provider: page.provider,
-        account: page.account,
-        run_id: page.run_id,
-        now,
-    }
-}
-
-/// Writes one page's rows (`rows`, of which `inserted` says which were already inserted),
-/// rejected records and follow-ups (not its cursor).
-async fn write_page(
-    tx: &mut Transaction<'static, Sqlite>,
-    page: &PageWrite<'_>,
-    rows: &[Hashed<'_>],
-    inserted: &[bool],
-    now: &str,
-) -> Result<PageOutcome, StoreError> {
-    let context = row_context(page, now);
-    let mut outcome = upsert_records(tx, context, rows, page.touch_seen_before, inserted).await?;
-    for rejected in page.rejected {
-        record_rejected(tx, page.source, page.run_id, page.walk, rejected, now).await?;
-        outcome.counts.rejected += 1;
-    }
-    for follow_up in page.follow_ups {
-        if follow_up.since.is_some() {
-            queue_follow_up(tx, page.source, follow_up, now).await?;
-            continue;
-        }
-        // Only messages after the activity already mirrored matter.
-        let known: Option<String> = sqlx::query_scalar!(
-            "SELECT last_activity_at FROM conversations WHERE source = ? AND conversation_id = ?",
-            page.source,
-            follow_up.conversation_id
-        )
-        .fetch_optional(&mut **tx)
-        .await?
-        .flatten();
-        let since = known.and_then(|t| Timestamp::parse_rfc3339(&t).ok());
-        let with_since = DetailRequest {
-            since,
-            ..follow_up.clone()
-        };
-        queue_follow_up(tx, page.source, &with_since, now).await?;
-    }
-    Ok(outcome)
 }

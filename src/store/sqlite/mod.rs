@@ -18,7 +18,7 @@ mod admin;
 mod backup;
 mod cursor;
 mod daemon_lock;
-mod error;
+pub(super) mod error;
 mod file;
 mod follow_ups;
 mod mirror;

@@ -11,23 +11,8 @@
 use rusqlite::{Connection, params};
 use sqlx::{Sqlite, Transaction};
 
-use crate::record::ConversationRecord;
 use crate::store::StoreError;
-
-/// A record with its [`ConversationRecord::content_hash`], computed once per write.
-pub(super) type Hashed<'r> = (&'r ConversationRecord, [u8; 16]);
-
-/// What the rows of one write are written with.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RowContext<'a> {
-    pub source: &'a str,
-    pub provider: &'a str,
-    pub account: &'a str,
-    pub run_id: i64,
-    /// The transaction's timestamp: first seen, last seen, last changed (and closed, for
-    /// rows listed as closed).
-    pub now: &'a str,
-}
+use crate::store::upsert::{Hashed, Owner};
 
 const INSERT_CONVERSATION: &str = "INSERT INTO conversations (
     source, conversation_id, provider, account, created_at, last_activity_at, active,
@@ -46,23 +31,26 @@ const QUEUE_FOLLOW_UP: &str = "INSERT INTO follow_ups
  VALUES (?1, ?2, ?3, NULL, NULL, ?4)
  ON CONFLICT (source, conversation_id, kind) DO UPDATE SET since = NULL, position = NULL";
 
-/// Inserts those of `rows` the mirror does not hold yet and queues the follow-ups they ask
-/// for, inside `tx`. Says, row by row, which were inserted (the others are left as they
-/// are, for the caller to compare and update).
+/// Inserts those of `rows` (of `owner`) the mirror does not hold yet and queues the
+/// follow-ups they ask for, inside `tx`, at the transaction's time `now` (first seen, last
+/// seen, last changed, and closed for rows listed as closed). Says, row by row, which were
+/// inserted (the others are left as they are, for the caller to compare and update).
 pub(super) async fn insert_new_rows(
     tx: &mut Transaction<'static, Sqlite>,
-    context: RowContext<'_>,
+    owner: Owner<'_>,
+    now: &str,
     rows: &[Hashed<'_>],
 ) -> Result<Vec<bool>, StoreError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    with_handle(tx, |conn| write_new_rows(conn, context, rows)).await
+    with_handle(tx, |conn| write_new_rows(conn, owner, now, rows)).await
 }
 
 fn write_new_rows(
     conn: &Connection,
-    c: RowContext<'_>,
+    c: Owner<'_>,
+    now: &str,
     rows: &[Hashed<'_>],
 ) -> rusqlite::Result<Vec<bool>> {
     let mut insert = conn.prepare(INSERT_CONVERSATION)?;
@@ -92,9 +80,9 @@ fn write_new_rows(
             r.awaiting_reply,
             r.raw.get(),
             &hash[..],
-            c.now,
+            now,
             c.run_id,
-            (r.active == Some(false)).then_some(c.now),
+            (r.active == Some(false)).then_some(now),
         ])?;
         inserted.push(changed == 1);
     }
@@ -105,7 +93,7 @@ fn write_new_rows(
                 Some(statement) => statement,
                 None => queue.insert(conn.prepare(QUEUE_FOLLOW_UP)?),
             };
-            queue.execute(params![c.source, r.id, kind, c.now])?;
+            queue.execute(params![c.source, r.id, kind, now])?;
         }
     }
     Ok(inserted)

@@ -12,9 +12,6 @@ use crate::record::RejectedRecord;
 use crate::store::StoreError;
 use crate::time::Timestamp;
 
-/// The longest `raw` kept (characters); the hash covers the whole item.
-const MAX_RAW: usize = 64 * 1024;
-
 /// Records one sighting of a rejected item.
 pub(super) async fn record_rejected(
     tx: &mut Transaction<'static, Sqlite>,
@@ -24,12 +21,8 @@ pub(super) async fn record_rejected(
     rejected: &RejectedRecord,
     now: &str,
 ) -> Result<(), StoreError> {
-    let raw: String = if rejected.raw.len() > MAX_RAW {
-        rejected.raw.chars().take(MAX_RAW).collect()
-    } else {
-        rejected.raw.clone()
-    };
-    let item_hash = blake3::hash(rejected.raw.as_bytes()).to_hex().to_string();
+    let item_hash = rejected.item_hash().to_hex().to_string();
+    let raw = rejected.kept_raw();
     sqlx::query!(
         "INSERT INTO rejected_records
             (source, run_id, walk, reason, raw, rejected_at, item_hash, times_seen, last_seen_at)

@@ -1,17 +1,30 @@
-//! The rows of one page (or one follow-up's fresh copy) against the mirror: new rows
-//! inserted through the prepared fast path, changed rows updated, unchanged rows left
-//! alone (or touched by a sweep), and a per-row [`RowChange`] answered. Everything runs
-//! inside the caller's open transaction.
+//! SQLite's statements for the row rules of `store::upsert`: new rows through the prepared
+//! fast path (`prepared.rs`), changed rows updated, re-listed unchanged rows touched, all
+//! inside the caller's open transaction. Instants are the mirror's fixed-width text.
 
 use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::prepared::{Hashed, RowContext, insert_new_rows};
+use super::prepared::insert_new_rows;
 use super::queue::queue_follow_up;
-use crate::record::{ConversationRecord, DetailRequest};
-use crate::store::{PageCounts, PageOutcome, RowChange, StoreError};
+use super::rejected::record_rejected;
+use crate::record::{ConversationRecord, DetailRequest, RejectedRecord};
+use crate::store::upsert::{self, Hashed, MirrorTime, Owner, ReplyFacts, RowStatements, StoredRow};
+use crate::store::{PageOutcome, StoreError};
 use crate::time::Timestamp;
+
+/// The mirror's text form of an instant (`Timestamp::to_mirror_text`): fixed width, so
+/// text order is time order.
+impl MirrorTime for String {
+    fn of(t: Timestamp) -> Self {
+        t.to_mirror_text()
+    }
+
+    fn to_timestamp(&self) -> Option<Timestamp> {
+        Timestamp::parse_rfc3339(self).ok()
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct ExistingRow {
@@ -27,188 +40,122 @@ struct ExistingRow {
     awaiting_reply: Option<bool>,
 }
 
-struct Existing {
-    hash: Vec<u8>,
-    last_activity_at: Option<String>,
-    last_seen_at: String,
-    closed: bool,
-    deleted: bool,
-    reply: ReplyFacts,
-}
-
-/// The who-spoke-last columns as stored. A listing may carry them outside the record's raw
-/// JSON (Sinch's recent listing reads them from the last message), so an equal payload
-/// hash does not prove they are unchanged.
-#[derive(Debug, Clone, PartialEq)]
-struct ReplyFacts {
-    direction: Option<String>,
-    inbound: Option<String>,
-    outbound: Option<String>,
-    awaiting: Option<bool>,
-}
-
-impl ReplyFacts {
-    /// The stored facts once `r` is written, by `update_record`'s rules: a fact the record
-    /// does not carry is kept, and message times only move forward.
-    fn merged(&self, r: &ConversationRecord) -> ReplyFacts {
-        let later = |stored: &Option<String>, new: Option<Timestamp>| match (
-            stored,
-            new.map(|t| t.to_mirror_text()),
-        ) {
-            (Some(s), Some(n)) if n > *s => Some(n),
-            (None, n) => n,
-            (s, _) => s.clone(),
-        };
-        ReplyFacts {
-            direction: r
-                .last_message_direction
-                .map(|d| d.as_str().to_owned())
-                .or_else(|| self.direction.clone()),
-            inbound: later(&self.inbound, r.last_inbound_at),
-            outbound: later(&self.outbound, r.last_outbound_at),
-            awaiting: r.awaiting_reply.or(self.awaiting),
-        }
-    }
-}
-
 const SELECT_CHUNK: usize = 400;
 
-/// Writes `records` of one source: rows `inserted` says an insert-first pass already
-/// wrote are counted; the others are looked up and inserted, updated (queuing the
-/// follow-up a moved activity asks for) or left alone, and a sweep's unchanged rows last
-/// seen before `touch_seen_before` are touched. Answers a [`RowChange`] per record.
+/// Writes `records` of `owner` by `store::upsert`'s rules inside `tx` at the
+/// transaction's time `now` (see [`upsert::upsert_records`]).
 pub(super) async fn upsert_records(
     tx: &mut Transaction<'static, Sqlite>,
-    context: RowContext<'_>,
+    owner: Owner<'_>,
+    now: &str,
     records: &[Hashed<'_>],
-    touch_seen_before: Option<Timestamp>,
-    inserted: &[bool],
 ) -> Result<PageOutcome, StoreError> {
-    let RowContext {
-        source,
-        run_id,
-        now,
-        ..
-    } = context;
-    let mut counts = PageCounts::default();
-    let mut rows = vec![RowChange::Unchanged; records.len()];
-    // Rows an insert-first pass wrote are done; the others are compared with the mirror.
-    let mut to_look_up = Vec::with_capacity(records.len());
-    for (i, &(record, hash)) in records.iter().enumerate() {
-        if inserted.get(i).copied().unwrap_or(false) {
-            counts.inserted += 1;
-            rows[i] = RowChange::Inserted;
-        } else {
-            to_look_up.push((i, (record, hash)));
-        }
-    }
-    let mut existing = load_existing(tx, source, to_look_up.iter().map(|(_, row)| row)).await?;
-    let touch_before = touch_seen_before.map(|t| t.to_mirror_text());
-    // New rows (with the follow-ups they queue) go in together through `prepared.rs`,
-    // and re-listed unchanged rows are touched a chunk at a time: a statement per row
-    // through sqlx costs a round trip to its worker thread (see BENCHMARKS.md).
-    let mut new_rows = NewRows::default();
-    let mut touched: Vec<&str> = Vec::new();
-    for &(i, (record, hash)) in &to_look_up {
-        let previous = existing.get(&record.id);
-        match previous {
-            None => {
-                counts.inserted += 1;
-                rows[i] = RowChange::Inserted;
-                new_rows.push(record, hash);
-            }
-            Some(prev)
-                if prev.hash == hash
-                    && !prev.deleted
-                    && !(prev.closed && record.active == Some(true))
-                    && prev.reply.merged(record) == prev.reply =>
-            {
-                counts.unchanged += 1;
-                if touch_before
-                    .as_ref()
-                    .is_some_and(|before| prev.last_seen_at < *before)
-                {
-                    touched.push(&record.id);
-                }
-                continue;
-            }
-            Some(prev) => {
-                let activity_moved = record.last_activity_at.map(|t| t.to_mirror_text())
-                    != prev.last_activity_at
-                    && record.last_activity_at.is_some();
-                // Only messages after the activity already mirrored matter, unless who spoke
-                // last was never read (e.g. the row was archived or dormant when first
-                // listed, outside the reply-state horizon): then the follow-up reads from
-                // the start.
-                let reply_never_read = prev.reply.direction.is_none()
-                    && prev.reply.inbound.is_none()
-                    && prev.reply.outbound.is_none()
-                    && prev.reply.awaiting.is_none();
-                let previous_activity = prev
-                    .last_activity_at
-                    .as_deref()
-                    .and_then(|s| Timestamp::parse_rfc3339(s).ok())
-                    .filter(|_| !reply_never_read);
-                // The row may be one of this page's new rows listed twice: insert those first.
-                new_rows.flush(tx, context).await?;
-                update_record(tx, source, run_id, record, &hash, now).await?;
-                counts.updated += 1;
-                rows[i] = RowChange::Updated { activity_moved };
-                if let (Some(kind), true) = (record.detail_on_activity, activity_moved) {
-                    queue_follow_up(
-                        tx,
-                        source,
-                        &DetailRequest {
-                            conversation_id: record.id.clone(),
-                            kind: kind.to_owned(),
-                            since: previous_activity,
-                            position: None,
-                        },
-                        now,
-                    )
-                    .await?;
-                }
-                if activity_moved && record.reply_state_unknown {
-                    forget_reply_state(tx, source, &record.id).await?;
-                    if let Some(stored) = existing.get_mut(&record.id) {
-                        stored.reply.direction = None;
-                        stored.reply.awaiting = None;
-                    }
-                }
-            }
-        }
-        // A page may list the same id twice (tie clusters); the second copy compares
-        // against what was just written.
-        let reply = match existing.get(&record.id) {
-            Some(prev) => prev.reply.merged(record),
-            None => ReplyFacts {
-                direction: record.last_message_direction.map(|d| d.as_str().to_owned()),
-                inbound: record.last_inbound_at.map(|t| t.to_mirror_text()),
-                outbound: record.last_outbound_at.map(|t| t.to_mirror_text()),
-                awaiting: record.awaiting_reply,
-            },
-        };
-        existing.insert(
-            record.id.clone(),
-            Existing {
-                hash: hash.to_vec(),
-                last_activity_at: record.last_activity_at.map(|t| t.to_mirror_text()),
-                last_seen_at: now.to_owned(),
-                closed: record.active == Some(false),
-                deleted: false,
-                reply,
-            },
-        );
-    }
-    new_rows.flush(tx, context).await?;
-    touch_rows(tx, source, &touched, now).await?;
-    Ok(PageOutcome { counts, rows })
+    let mut statements = SqliteRows::new(tx, now);
+    upsert::upsert_records(&mut statements, owner, records, None, &[]).await
 }
 
-/// Clears who spoke last of a row whose activity moved without its reply state being read
-/// (outside the source's `reply_state_horizon`): the stored direction and `awaiting_reply`
-/// described an older message. The newest inbound and outbound times stay: they are still
-/// true, and only ever move forward.
+/// The row statements on an open SQLite transaction, at its time `now`.
+pub(super) struct SqliteRows<'t> {
+    tx: &'t mut Transaction<'static, Sqlite>,
+    now: String,
+}
+
+impl<'t> SqliteRows<'t> {
+    pub(super) fn new(tx: &'t mut Transaction<'static, Sqlite>, now: &str) -> Self {
+        SqliteRows {
+            tx,
+            now: now.to_owned(),
+        }
+    }
+}
+
+impl RowStatements for SqliteRows<'_> {
+    type Time = String;
+
+    fn now(&self) -> &String {
+        &self.now
+    }
+
+    async fn load_existing(
+        &mut self,
+        source: &str,
+        ids: &[&str],
+    ) -> Result<HashMap<String, StoredRow<String>>, StoreError> {
+        load_existing(self.tx, source, ids).await
+    }
+
+    async fn insert_new(
+        &mut self,
+        owner: Owner<'_>,
+        rows: &[Hashed<'_>],
+    ) -> Result<Vec<bool>, StoreError> {
+        insert_new_rows(self.tx, owner, &self.now, rows).await
+    }
+
+    async fn update(
+        &mut self,
+        owner: Owner<'_>,
+        record: &ConversationRecord,
+        hash: &[u8; 16],
+    ) -> Result<(), StoreError> {
+        update_record(self.tx, owner.source, owner.run_id, record, hash, &self.now).await
+    }
+
+    async fn queue_follow_up(
+        &mut self,
+        source: &str,
+        detail: &DetailRequest,
+    ) -> Result<(), StoreError> {
+        queue_follow_up(self.tx, source, detail, &self.now).await
+    }
+
+    async fn forget_reply_state(
+        &mut self,
+        source: &str,
+        conversation_id: &str,
+    ) -> Result<(), StoreError> {
+        forget_reply_state(self.tx, source, conversation_id).await
+    }
+
+    async fn touch(&mut self, source: &str, ids: &[&str]) -> Result<(), StoreError> {
+        touch_rows(self.tx, source, ids, &self.now).await
+    }
+
+    async fn record_rejected(
+        &mut self,
+        owner: Owner<'_>,
+        walk: &str,
+        rejected: &RejectedRecord,
+    ) -> Result<(), StoreError> {
+        record_rejected(
+            self.tx,
+            owner.source,
+            owner.run_id,
+            walk,
+            rejected,
+            &self.now,
+        )
+        .await
+    }
+
+    async fn last_activity(
+        &mut self,
+        source: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let known: Option<String> = sqlx::query_scalar!(
+            "SELECT last_activity_at FROM conversations WHERE source = ? AND conversation_id = ?",
+            source,
+            conversation_id
+        )
+        .fetch_optional(&mut **self.tx)
+        .await?
+        .flatten();
+        Ok(known.and_then(|t| Timestamp::parse_rfc3339(&t).ok()))
+    }
+}
+
+/// [`RowStatements::forget_reply_state`].
 async fn forget_reply_state(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
@@ -225,14 +172,13 @@ async fn forget_reply_state(
     Ok(())
 }
 
-async fn load_existing<'r>(
+async fn load_existing(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,
-    records: impl ExactSizeIterator<Item = &'r Hashed<'r>>,
-) -> Result<HashMap<String, Existing>, StoreError> {
-    let mut found = HashMap::with_capacity(records.len());
-    let records: Vec<&Hashed<'_>> = records.collect();
-    for chunk in records.chunks(SELECT_CHUNK) {
+    ids: &[&str],
+) -> Result<HashMap<String, StoredRow<String>>, StoreError> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(SELECT_CHUNK) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT conversation_id, payload_hash, last_activity_at, last_seen_at,
                     closed_at IS NOT NULL AS closed, deleted_at IS NOT NULL AS deleted,
@@ -242,15 +188,15 @@ async fn load_existing<'r>(
         q.push_bind(source);
         q.push(" AND conversation_id IN (");
         let mut separated = q.separated(", ");
-        for (r, _) in chunk {
-            separated.push_bind(&r.id);
+        for id in chunk {
+            separated.push_bind(*id);
         }
         q.push(")");
         let rows: Vec<ExistingRow> = q.build_query_as().fetch_all(&mut **tx).await?;
         for row in rows {
             found.insert(
                 row.conversation_id,
-                Existing {
+                StoredRow {
                     hash: row.payload_hash,
                     last_activity_at: row.last_activity_at,
                     last_seen_at: row.last_seen_at,
@@ -267,31 +213,6 @@ async fn load_existing<'r>(
         }
     }
     Ok(found)
-}
-
-/// A page's new rows, waiting to be inserted together with the follow-ups they queue.
-#[derive(Default)]
-struct NewRows<'r> {
-    rows: Vec<Hashed<'r>>,
-}
-
-impl<'r> NewRows<'r> {
-    fn push(&mut self, record: &'r ConversationRecord, hash: [u8; 16]) {
-        self.rows.push((record, hash));
-    }
-
-    /// Inserts the buffered rows, then queues their follow-ups (new rows read their
-    /// details from the start: no `since`).
-    async fn flush(
-        &mut self,
-        tx: &mut Transaction<'static, Sqlite>,
-        context: RowContext<'_>,
-    ) -> Result<(), StoreError> {
-        let inserted = insert_new_rows(tx, context, &self.rows).await?;
-        debug_assert!(inserted.iter().all(|new| *new), "looked up as absent");
-        self.rows.clear();
-        Ok(())
-    }
 }
 
 /// Refreshes `last_seen_at` of rows a sweep listed unchanged, a chunk of ids at a time.

@@ -4,6 +4,7 @@
 use sqlx::sqlite::SqliteConnection;
 
 use crate::store::StoreError;
+use crate::store::admin::{holds_convsync_schema, refuse_newer_schema};
 
 /// The schema, from `migrations/sqlite/`.
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -23,20 +24,11 @@ pub(super) async fn check_schema(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let has_migrations = tables.iter().any(|t| t == "_sqlx_migrations");
-    if !tables.is_empty() && !has_migrations {
-        return Err(StoreError::NotConvsync {
-            path: shown_name.to_owned(),
-        });
-    }
-    if has_migrations {
-        let known = newest_known_version();
+    if holds_convsync_schema(&tables, shown_name)? {
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&mut *conn)
             .await?;
-        if let Some(found) = found.filter(|f| *f > known) {
-            return Err(StoreError::NewerSchema { found, known });
-        }
+        refuse_newer_schema(found, &MIGRATOR)?;
     }
     Ok(())
 }

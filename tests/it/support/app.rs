@@ -8,7 +8,6 @@ use convsync::store::Store;
 use convsync::sync::{CycleOptions, CycleOutcome, Engine, OnceResult, SyncError, run_cycle};
 use tokio_util::sync::CancellationToken;
 
-use super::StorePool;
 use super::mirror::{LastRun, Mirror, read_last_run, read_mirror};
 use super::truth::Truth;
 
@@ -122,25 +121,25 @@ impl TestApp {
 
     /// Every mirrored row of `source`, deleted ones included, by conversation id.
     pub async fn mirror(&self, source: &str) -> Mirror {
-        read_mirror(self.store().pool(), source).await
+        read_mirror(self.store(), source).await
     }
 
     /// The newest run of `source`.
     pub async fn last_run(&self, source: &str) -> LastRun {
-        read_last_run(self.store().pool(), source).await
+        read_last_run(self.store(), source).await
     }
 
     /// The mirror holds what the truth given to [`TestApp::following`] holds, by each
     /// provider's rules (`support::truth`).
     pub async fn assert_mirror_matches_truth(&self) {
-        self.truth().assert_matches(self.store().pool()).await;
+        self.truth().assert_matches(self.store()).await;
     }
 
     /// Like [`TestApp::assert_mirror_matches_truth`], for the one source named `source`.
     pub async fn assert_source_matches_truth(&self, source: &str) {
         self.truth()
             .of_source(source)
-            .assert_matches(self.store().pool())
+            .assert_matches(self.store())
             .await;
     }
 

@@ -1,10 +1,47 @@
 //! What the tests read back from a mirror database: one row type for the `conversations`
 //! table and one for the newest `sync_runs` row, read the same way whether the daemon runs
-//! in the test (`TestApp`) or as a child process (a pool on its file).
+//! in the test (`TestApp`) or as a child process (a pool on its file), and whichever store
+//! holds it ([`MirrorDb`]: on PostgreSQL, instants are read in the mirror's text form).
 
 use std::collections::BTreeMap;
 
-use sqlx::SqlitePool;
+use convsync::store::Store;
+use sqlx::{PgPool, SqlitePool};
+
+/// A mirror database the tests read: a SQLite pool, or a PostgreSQL one.
+#[derive(Debug, Clone, Copy)]
+pub enum MirrorDb<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
+}
+
+impl<'a> From<&'a SqlitePool> for MirrorDb<'a> {
+    fn from(pool: &'a SqlitePool) -> Self {
+        MirrorDb::Sqlite(pool)
+    }
+}
+
+impl<'a> From<&'a Store> for MirrorDb<'a> {
+    fn from(store: &'a Store) -> Self {
+        match (store.as_sqlite(), store.as_postgres()) {
+            (Some(sqlite), _) => MirrorDb::Sqlite(sqlite.pool()),
+            (None, Some(postgres)) => MirrorDb::Postgres(postgres.pool()),
+            (None, None) => unreachable!("a store is SQLite or PostgreSQL"),
+        }
+    }
+}
+
+/// A `timestamptz` column in the mirror's text form, as SQLite stores it.
+macro_rules! mirror_text {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            r#" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "#,
+            $column
+        )
+    };
+}
 
 /// One mirrored conversation, every column a test compares or inspects.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -53,18 +90,40 @@ impl MirrorRow {
 pub type Mirror = BTreeMap<String, MirrorRow>;
 
 /// Every row of `source`, deleted ones included.
-pub async fn read_mirror(pool: &SqlitePool, source: &str) -> Mirror {
-    let rows: Vec<MirrorRow> = sqlx::query_as(
-        "SELECT conversation_id, provider, account, created_at, last_activity_at, active, status,
-                channel, contact_id, contact_name, title, assignee, unread_count,
-                last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply,
-                closed_at, deleted_at, raw
-         FROM conversations WHERE source = ?",
-    )
-    .bind(source)
-    .fetch_all(pool)
-    .await
-    .unwrap();
+pub async fn read_mirror<'a>(db: impl Into<MirrorDb<'a>>, source: &str) -> Mirror {
+    let rows: Vec<MirrorRow> = match db.into() {
+        MirrorDb::Sqlite(pool) => sqlx::query_as(
+            "SELECT conversation_id, provider, account, created_at, last_activity_at, active,
+                    status, channel, contact_id, contact_name, title, assignee, unread_count,
+                    last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply,
+                    closed_at, deleted_at, raw
+             FROM conversations WHERE source = ?",
+        )
+        .bind(source)
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        MirrorDb::Postgres(pool) => sqlx::query_as(concat!(
+            "SELECT conversation_id, provider, account, ",
+            mirror_text!("created_at"),
+            ", ",
+            mirror_text!("last_activity_at"),
+            ", active, status, channel, contact_id, contact_name, title, assignee,
+                    unread_count, last_message_direction, ",
+            mirror_text!("last_inbound_at"),
+            ", ",
+            mirror_text!("last_outbound_at"),
+            ", awaiting_reply, ",
+            mirror_text!("closed_at"),
+            ", ",
+            mirror_text!("deleted_at"),
+            ", raw::text AS raw FROM conversations WHERE source = $1"
+        ))
+        .bind(source)
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    };
     rows.into_iter()
         .map(|row| (row.conversation_id.clone(), row))
         .collect()
@@ -99,14 +158,26 @@ impl LastRun {
 }
 
 /// The newest run of `source`; panics when it has none.
-pub async fn read_last_run(pool: &SqlitePool, source: &str) -> LastRun {
-    sqlx::query_as(
-        "SELECT id, outcome, pages, requests, rows_inserted, rows_updated, rows_unchanged,
-                rows_closed, rows_deleted, error, notes
-         FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(source)
-    .fetch_one(pool)
-    .await
-    .unwrap_or_else(|e| panic!("no sync run of {source}: {e}"))
+pub async fn read_last_run<'a>(db: impl Into<MirrorDb<'a>>, source: &str) -> LastRun {
+    const COLUMNS: &str = "id, outcome, pages, requests, rows_inserted, rows_updated,
+        rows_unchanged, rows_closed, rows_deleted, error, notes";
+    let run = match db.into() {
+        MirrorDb::Sqlite(pool) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM sync_runs WHERE source = ? ORDER BY id DESC LIMIT 1"
+            )))
+            .bind(source)
+            .fetch_one(pool)
+            .await
+        }
+        MirrorDb::Postgres(pool) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM sync_runs WHERE source = $1 ORDER BY id DESC LIMIT 1"
+            )))
+            .bind(source)
+            .fetch_one(pool)
+            .await
+        }
+    };
+    run.unwrap_or_else(|e| panic!("no sync run of {source}: {e}"))
 }

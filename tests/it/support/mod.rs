@@ -8,7 +8,9 @@ pub mod deploy;
 pub mod double;
 pub mod hostile;
 pub mod mirror;
+pub mod postgres;
 pub mod reliability;
+pub mod stores;
 pub mod truth;
 pub mod world;
 
@@ -39,9 +41,11 @@ impl StorePool for Store {
     }
 }
 
-/// A mirror database in a temporary directory, removed on drop.
+/// A mirror database in a temporary directory (SQLite), or a database of the tests'
+/// PostgreSQL cluster ([`TestDb::on`]); removed on drop.
 pub struct TestDb {
     _dir: tempfile::TempDir,
+    _postgres: Option<postgres::TestPgDb>,
     pub settings: StoreSettings,
 }
 
@@ -57,6 +61,21 @@ impl TestDb {
                 ..StoreSettings::default()
             },
             _dir: dir,
+            _postgres: None,
+        }
+    }
+
+    /// A new, empty mirror database on `backend`.
+    pub async fn on(backend: stores::Backend) -> TestDb {
+        match backend {
+            stores::Backend::Sqlite => TestDb::new(),
+            stores::Backend::Postgres => {
+                let database = postgres::TestPgDb::new().await;
+                let mut db = TestDb::new();
+                db.settings.url = database.url.clone();
+                db._postgres = Some(database);
+                db
+            }
         }
     }
 

@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use convsync::time::Timestamp;
 use convsync_sim::{ConversationState, MessageDirection, Platform, SimHandle, TruthConversation};
-use sqlx::SqlitePool;
 
 use super::double::Double;
-use super::mirror::{Mirror, MirrorRow, read_mirror};
+use super::mirror::{Mirror, MirrorDb, MirrorRow, read_mirror};
 
 /// A source whose mirror follows one simulator account.
 #[derive(Debug, Clone)]
@@ -149,8 +148,9 @@ impl Truth {
         }
     }
 
-    /// Every difference between the mirror in `pool` and the truth, one line each.
-    pub async fn differences(&self, pool: &SqlitePool) -> Vec<String> {
+    /// Every difference between the mirror in `db` and the truth, one line each.
+    pub async fn differences<'a>(&self, db: impl Into<MirrorDb<'a>>) -> Vec<String> {
+        let db = db.into();
         let mut problems = Vec::new();
         match self {
             Truth::Simulator { sim, sources } => {
@@ -162,7 +162,7 @@ impl Truth {
                         "{}: the simulated world is empty",
                         source.name
                     );
-                    let mirror = read_mirror(pool, &source.name).await;
+                    let mirror = read_mirror(db, &source.name).await;
                     let expected = truth
                         .iter()
                         .map(|t| simulator_row(source, t, mirror.get(&t.id)))
@@ -171,7 +171,7 @@ impl Truth {
                 }
             }
             Truth::Double { double, source } => {
-                let mirror = read_mirror(pool, source).await;
+                let mirror = read_mirror(db, source).await;
                 let expected = double
                     .truth()
                     .into_iter()
@@ -191,8 +191,8 @@ impl Truth {
     }
 
     /// Panics with the first differences, if there are any.
-    pub async fn assert_matches(&self, pool: &SqlitePool) {
-        let problems = self.differences(pool).await;
+    pub async fn assert_matches<'a>(&self, db: impl Into<MirrorDb<'a>>) {
+        let problems = self.differences(db).await;
         assert!(
             problems.is_empty(),
             "{} difference(s) between mirror and truth:\n{}",

@@ -1,0 +1,4 @@
+//! The store's two backends: their schemas compared, and every store operation run on both.
+
+mod operations;
+mod schema;

@@ -1,0 +1,546 @@
+//! A real PostgreSQL server for the tests, started by the tests themselves, so that a plain
+//! `cargo test` needs no database set up beforehand (only Debian's `postgresql` package,
+//! which `.ci/install-packages` installs).
+//!
+//! Once per test process the first [`TestPgDb::new`] creates a throw-away cluster in a
+//! temporary directory (`initdb`) and starts its postmaster on 127.0.0.1 at a free port and
+//! on a unix socket in that directory; every test then gets a database of its own
+//! (`test_<n>`), dropped when its handle is. The cluster never outlives the test process,
+//! however that process ends:
+//! - the postmaster is started from a dedicated thread that lives as long as the process,
+//!   with `PR_SET_PDEATHSIG` = SIGQUIT (immediate shutdown) set after the switch of user, so
+//!   the kernel stops it when the process is gone, even after a SIGKILL;
+//! - a small reaper (`sh`) reads a pipe that only the test process writes to: at its EOF it
+//!   waits for the postmaster to leave and removes the directory.
+//!
+//! `initdb` refuses to run as root (CI runs as root), so under uid 0 the cluster belongs to
+//! the `postgres` system user that Debian's package creates, and the directory is chowned
+//! to it.
+
+use std::fs::{self, File};
+use std::os::unix::fs::chown;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+/// The superuser `initdb` creates; every test connects as it (trust authentication).
+const SUPERUSER: &str = "postgres";
+/// How long a start-up may take on a loaded machine before the tests give up.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Start-up attempts: the free port found may be taken by someone else before the
+/// postmaster binds it.
+const START_ATTEMPTS: u32 = 3;
+
+/// A database of its own on the test process's PostgreSQL cluster, dropped with the handle.
+pub struct TestPgDb {
+    /// The database's name (`test_<n>`).
+    pub name: String,
+    /// `postgres://postgres@127.0.0.1:<port>/test_<n>`.
+    pub url: String,
+}
+
+impl TestPgDb {
+    /// Creates a fresh, empty database, starting the cluster first if this is the process's
+    /// first.
+    pub async fn new() -> TestPgDb {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        let cluster = cluster();
+        let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut admin = PgConnection::connect(&cluster.url("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        admin.close().await.ok();
+        TestPgDb {
+            url: cluster.url(&name),
+            name,
+        }
+    }
+
+    /// A connection to this database, for checks that read its catalog.
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url))
+    }
+}
+
+impl Drop for TestPgDb {
+    /// Drops the database (closing whatever the test left connected), so that a long test
+    /// run does not fill the disk with copies of `template1`. Synchronous through `psql`:
+    /// a test's runtime may already be gone when its handle drops.
+    fn drop(&mut self) {
+        let cluster = cluster();
+        let dropped = Command::new(cluster.bin.join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+            ])
+            .arg("-h")
+            .arg(&cluster.dir)
+            .args(["-p", &cluster.port.to_string()])
+            .args([
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .stdin(Stdio::null())
+            .output();
+        match dropped {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "cannot drop test database {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("cannot run psql to drop {}: {e}", self.name),
+        }
+    }
+}
+
+/// The test process's cluster, started on first use; every test fails with the same
+/// message when it could not start.
+fn cluster() -> &'static Cluster {
+    static CLUSTER: LazyLock<Result<Cluster, String>> = LazyLock::new(Cluster::start);
+    match &*CLUSTER {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("cannot start the test PostgreSQL: {e}"),
+    }
+}
+
+/// A running throw-away cluster.
+struct Cluster {
+    /// The directory of `initdb`, `postgres` and `psql`.
+    bin: PathBuf,
+    /// The temporary directory: the data directory `data/`, the unix socket, the server log.
+    dir: PathBuf,
+    /// The loopback TCP port.
+    port: u16,
+    /// The reaper's stdin: never written, closed by the kernel when the process ends, which
+    /// is the reaper's signal to clean up.
+    _reaper_pipe: ChildStdin,
+}
+
+/// The user that runs the cluster when the tests run as root.
+#[derive(Debug, Clone, Copy)]
+struct ServerUser {
+    uid: u32,
+    gid: u32,
+}
+
+impl Cluster {
+    fn start() -> Result<Cluster, String> {
+        let started = Instant::now();
+        let bin = find_bin_dir()?;
+        let user = server_user()?;
+        let dir = tempfile::Builder::new()
+            .prefix("convsync-pg-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?
+            .keep();
+        // From here on the reaper removes the directory, whatever happens next.
+        let reaper_pipe = spawn_reaper(&dir)?;
+        if let Some(user) = user {
+            chown(&dir, Some(user.uid), Some(user.gid))
+                .map_err(|e| format!("cannot give {} to the postgres user: {e}", dir.display()))?;
+        }
+        init_data_dir(&bin, &dir, user)?;
+        let initialised = started.elapsed();
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            match start_postmaster(&bin, &dir, port, user) {
+                Ok(()) => {
+                    eprintln!(
+                        "test PostgreSQL ({}) in {} ready on 127.0.0.1:{port} after {} ms \
+                         (initdb {} ms)",
+                        bin.display(),
+                        dir.display(),
+                        started.elapsed().as_millis(),
+                        initialised.as_millis()
+                    );
+                    return Ok(Cluster {
+                        bin,
+                        dir,
+                        port,
+                        _reaper_pipe: reaper_pipe,
+                    });
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+/// Debian's newest server binaries (`/usr/lib/postgresql/<version>/bin`), or `initdb` on
+/// `PATH` elsewhere.
+fn find_bin_dir() -> Result<PathBuf, String> {
+    let debian = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .max();
+    if let Some((_, bin)) = debian {
+        return Ok(bin);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+        .ok_or_else(|| {
+            "no PostgreSQL server binaries (initdb) under /usr/lib/postgresql/*/bin or on PATH; \
+             install Debian's `postgresql` package (.ci/install-packages does)"
+                .to_owned()
+        })
+}
+
+/// `None` when the tests may run the server themselves; the `postgres` system user under
+/// root, which `initdb` and `postgres` refuse.
+fn server_user() -> Result<Option<ServerUser>, String> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let id = |flag: &str| -> Result<u32, String> {
+        let out = Command::new("id")
+            .args([flag, SUPERUSER])
+            .output()
+            .map_err(|e| format!("cannot run id: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "running as root, but there is no `{SUPERUSER}` user to run the server as \
+                 (Debian's `postgresql` package creates it): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|e| format!("id {flag} {SUPERUSER}: {e}"))
+    };
+    Ok(Some(ServerUser {
+        uid: id("-u")?,
+        gid: id("-g")?,
+    }))
+}
+
+/// A command that runs as the server's user (when the tests run as root) in `dir`.
+fn server_command(program: PathBuf, dir: &Path, user: Option<ServerUser>) -> Command {
+    let mut command = Command::new(program);
+    command.current_dir(dir).env_remove("PGDATA");
+    if let Some(user) = user {
+        command.uid(user.uid).gid(user.gid);
+    }
+    command
+}
+
+/// `initdb` without fsync: the cluster is thrown away with the process.
+fn init_data_dir(bin: &Path, dir: &Path, user: Option<ServerUser>) -> Result<(), String> {
+    let out = server_command(bin.join("initdb"), dir, user)
+        .arg("--pgdata")
+        .arg(dir.join("data"))
+        .args([
+            "--username",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run initdb: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A loopback port free at the moment of asking.
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("cannot find a free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// Starts the postmaster from a thread that lives as long as the process (the parent-death
+/// signal follows the thread that forked, not the process) and waits until it accepts
+/// connections.
+fn start_postmaster(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    user: Option<ServerUser>,
+) -> Result<(), String> {
+    let log_path = dir.join("postgres.log");
+    let log = File::create(&log_path).map_err(|e| format!("cannot create the server log: {e}"))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("cannot share the server log: {e}"))?;
+    let mut command = server_command(bin.join("postgres"), dir, user);
+    command
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", &format!("port={port}")])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.display()))
+        // Durability buys nothing in a cluster thrown away with the process.
+        .args(["-c", "fsync=off"])
+        .args(["-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off"])
+        .args(["-c", "shared_buffers=16MB"])
+        .args(["-c", "max_connections=200"])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    let test_process = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid). std switches the user before it runs,
+    // which matters: a change of credentials clears the parent-death signal.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The test process died between fork and prctl: do not start an orphan.
+            if libc::getppid() as u32 != test_process {
+                return Err(std::io::Error::other("the test process is gone"));
+            }
+            Ok(())
+        });
+    }
+
+    let (started, outcome) = mpsc::channel::<Result<(), String>>();
+    let pid_file = dir.join("data").join("postmaster.pid");
+    std::thread::Builder::new()
+        .name(format!("postgres-{port}"))
+        .spawn(move || {
+            let mut child = match command.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    let _ = started.send(Err(format!("cannot start postgres: {e}")));
+                    return;
+                }
+            };
+            let ready = wait_until_ready(&mut child, &pid_file);
+            let failed = ready.is_err();
+            let _ = started.send(ready);
+            if failed {
+                let _ = child.kill();
+            }
+            // Holding this thread is what keeps the parent-death signal armed.
+            let _ = child.wait();
+        })
+        .map_err(|e| format!("cannot start the postgres thread: {e}"))?;
+    outcome
+        .recv()
+        .map_err(|_| "the postgres thread ended without an answer".to_owned())?
+        .map_err(|e| {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            format!("{e}\n--- server log ---\n{log}")
+        })
+}
+
+/// Waits until the postmaster says "ready" in its pid file (what `pg_ctl -w` reads).
+fn wait_until_ready(child: &mut Child, pid_file: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("postgres exited during start-up ({status})"));
+        }
+        let ready = fs::read_to_string(pid_file)
+            .map(|text| text.lines().nth(7).map(str::trim) == Some("ready"))
+            .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("postgres not ready after {START_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts the process that removes `dir` once the test process is gone: it blocks reading a
+/// pipe whose only writer is this process (the pipe is close-on-exec here, so no other
+/// child inherits it), then gives the postmaster up to ten seconds to leave its pid file.
+fn spawn_reaper(dir: &Path) -> Result<ChildStdin, String> {
+    const SCRIPT: &str = r#"
+cat >/dev/null
+i=0
+while [ -e "$1/data/postmaster.pid" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+rm -rf -- "$1"
+"#;
+    let mut reaper = Command::new("sh")
+        .args(["-c", SCRIPT, "convsync-pg-reaper"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the cluster's reaper: {e}"))?;
+    Ok(reaper.stdin.take().expect("piped stdin"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    use super::{TestPgDb, cluster};
+
+    /// Set in the child process of [`the_cluster_dies_with_a_killed_test_process`].
+    const CHILD_ROLE: &str = "CONVSYNC_TEST_PG_CHILD";
+    /// The line the child prints once its cluster is up.
+    const DIR_LINE: &str = "convsync-test-pg-dir=";
+
+    /// Each test gets an empty database of its own, reachable on loopback only.
+    #[tokio::test]
+    async fn each_test_gets_its_own_database_on_loopback() {
+        let first = TestPgDb::new().await;
+        let second = TestPgDb::new().await;
+        assert_ne!(first.name, second.name);
+        assert!(first.url.starts_with("postgres://postgres@127.0.0.1:"));
+
+        let mut one = first.connect().await;
+        sqlx::query("CREATE TABLE only_here (x int)")
+            .execute(&mut one)
+            .await
+            .unwrap();
+        let mut other = second.connect().await;
+        let tables: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+                .fetch_one(&mut other)
+                .await
+                .unwrap();
+        assert_eq!(tables, 0);
+        let listen: String = sqlx::query_scalar("SHOW listen_addresses")
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(listen, "127.0.0.1");
+        let socket_dir: String = sqlx::query_scalar("SHOW unix_socket_directories")
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(std::path::Path::new(&socket_dir), cluster().dir);
+    }
+
+    /// A test process killed with SIGKILL leaves no server and no directory behind: the
+    /// postmaster gets its parent-death signal, the reaper removes the directory.
+    #[tokio::test]
+    async fn the_cluster_dies_with_a_killed_test_process() {
+        let this_test = format!(
+            "{}::the_cluster_dies_with_a_killed_test_process",
+            module_path!().split_once("::").unwrap().1
+        );
+        if std::env::var_os(CHILD_ROLE).is_some() {
+            // The child: start the cluster, say where it is, and wait to be killed.
+            let _db = TestPgDb::new().await;
+            println!("{DIR_LINE}{}", cluster().dir.display());
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            return;
+        }
+
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([&this_test, "--exact", "--nocapture"])
+            .env(CHILD_ROLE, "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let dir = stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix(DIR_LINE).map(std::path::PathBuf::from))
+            .expect("the child reports its cluster");
+        let postmaster: u32 = std::fs::read_to_string(dir.join("data/postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut server = children_of(postmaster);
+        server.push(postmaster);
+        assert!(server.iter().all(|pid| alive(*pid)), "{server:?}");
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (server.iter().any(|pid| alive(*pid)) || dir.exists()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left: Vec<u32> = server.into_iter().filter(|pid| alive(*pid)).collect();
+        assert!(left.is_empty(), "server processes left running: {left:?}");
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+
+    /// Whether `pid` runs (a zombie does not: it only waits for its parent to reap it).
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| process_state(&stat) != Some('Z'))
+            .unwrap_or(false)
+    }
+
+    /// The processes whose parent is `parent`.
+    fn children_of(parent: u32) -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let after_name = &stat[stat.rfind(')')? + 2..];
+                        after_name.split(' ').nth(1)?.parse::<u32>().ok()
+                    })
+                    == Some(parent)
+            })
+            .collect()
+    }
+
+    /// The state letter of a `/proc/<pid>/stat` line (after the command name, which may
+    /// hold spaces and parentheses).
+    fn process_state(stat: &str) -> Option<char> {
+        stat[stat.rfind(')')? + 2..].chars().next()
+    }
+}
