@@ -5,7 +5,9 @@
 //! and peak RSS are the sync process's alone (read from the kernel with `wait4`).
 //!
 //! 1. **Backfill** of N conversations into a fresh mirror, several runs, against the
-//!    write limit and the fetch+parse limit measured in the same run (`limits`).
+//!    write limit and the fetch+parse limit measured in the same run (`limits`); the same
+//!    into PostgreSQL, against a raw `COPY` of the same rows measured in the same run
+//!    (`postgres`).
 //! 2. **Delta**: after the backfill, K conversations change; one more `sync --once`;
 //!    requests by kind (listing, follow-up, token) against the minimum, rows written.
 //!    The first backfill's requests go in a table of their own, next to the minimum and the
@@ -18,6 +20,7 @@
 
 mod costs;
 mod limits;
+mod postgres;
 mod process;
 mod simproc;
 
@@ -26,7 +29,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use convsync::store::{Store, StoreSettings};
 use convsync::time::Timestamp;
 use convsync_sim::{MessageKind, Mutation, Platform, RequestCounts};
@@ -60,6 +63,10 @@ struct Args {
     /// Conversations per account for the backfills.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     sizes: Vec<u32>,
+    /// Mirrors to backfill: a SQLite file (backfill, limits, deltas) and a PostgreSQL
+    /// database of a throw-away cluster (backfill against its raw `COPY` limit).
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    backends: Vec<BackendArg>,
     /// Providers to measure (d365, spruce, sinch, highlevel).
     #[arg(
         long,
@@ -91,6 +98,13 @@ struct Args {
     /// `cargo bench` passes `--bench` to every bench target; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// A mirror backend to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Sqlite,
+    Postgres,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +160,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     println!("work directory: {}\n", env.work.display());
 
     let mut backfills = Vec::new();
+    let mut pg_backfills = Vec::new();
     let mut first_mirrors = Vec::new();
     let mut deltas = Vec::new();
     let mut checks = Checks::default();
@@ -163,6 +178,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 size,
                 &mut Samples {
                     backfills: &mut backfills,
+                    pg_backfills: &mut pg_backfills,
                     first_mirrors: &mut first_mirrors,
                     deltas: &mut deltas,
                 },
@@ -188,6 +204,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     println!("\n## Results (load average now: {})\n", load_average());
     print_backfills(&backfills);
+    postgres::print_backfills(&pg_backfills);
     costs::print_first_mirrors(&first_mirrors);
     print_deltas(&deltas);
     print_rates(&rates);
@@ -275,12 +292,13 @@ struct Delta {
 /// Where `measure_size` puts what it measured.
 struct Samples<'a> {
     backfills: &'a mut Vec<Backfill>,
+    pg_backfills: &'a mut Vec<postgres::PgBackfill>,
     first_mirrors: &'a mut Vec<FirstMirror>,
     deltas: &'a mut Vec<Delta>,
 }
 
-/// Backfills `size` conversations `args.runs` times, then runs the delta cycles on the
-/// last mirror.
+/// Backfills `size` conversations `args.runs` times into each backend asked for, then runs
+/// the delta cycles on the last SQLite mirror.
 async fn measure_size(
     env: &Env,
     args: &Args,
@@ -304,22 +322,65 @@ async fn measure_size(
         "[{provider} N={size}] simulator ready in {:.1} s",
         generation.elapsed().as_secs_f64()
     );
+    if args.backends.contains(&BackendArg::Sqlite) {
+        measure_sqlite(env, args, &sim, &dir, size, samples, checks).await?;
+    }
+    if args.backends.contains(&BackendArg::Postgres) {
+        for run in 0..args.runs {
+            let run_dir = dir.join(format!("postgres-run-{run}"));
+            std::fs::create_dir_all(&run_dir)?;
+            let sample = postgres::backfill(env, &sim, size, &run_dir, args.no_limits).await?;
+            checks.expect(
+                sample.rows > 0,
+                format!("{provider} N={size}: the PostgreSQL mirror is empty"),
+            );
+            eprintln!(
+                "[{provider} N={size} postgres run {run}] sync {:.2} s ({:.0} conv/s; cycles {:.2} s, {:.0} conv/s; CPU {:.2} s, peak RSS {:.1} MiB); raw COPY limit {}",
+                sample.sync.wall.as_secs_f64(),
+                sample.rate(),
+                sample.cycles.as_secs_f64(),
+                sample.cycles_rate(),
+                sample.sync.cpu.as_secs_f64(),
+                sample.sync.peak_rss_mib,
+                sample
+                    .limit_rate()
+                    .map_or("-".into(), |r| format!("{r:.0} conv/s")),
+            );
+            samples.pg_backfills.push(sample);
+            if !args.keep {
+                let _ = std::fs::remove_dir_all(&run_dir);
+            }
+        }
+    }
+    sim.stop().await;
+    Ok(())
+}
+
+/// The SQLite backfills of `size` conversations from `sim`, then the delta cycles on the
+/// last mirror.
+async fn measure_sqlite(
+    env: &Env,
+    args: &Args,
+    sim: &SimProcess,
+    dir: &Path,
+    size: u32,
+    samples: &mut Samples<'_>,
+    checks: &mut Checks,
+) -> anyhow::Result<()> {
+    let provider = sim.provider;
     let mut last_run = None;
     for run in 0..args.runs {
         let run_dir = dir.join(format!("run-{run}"));
         std::fs::create_dir_all(&run_dir)?;
         let db = run_dir.join("mirror.db");
-        let config = sim.write_config(&run_dir, &db, Budget::Unlimited)?;
+        let config = sim.write_config(&run_dir, &sqlite_url(&db), Budget::Unlimited)?;
         sim.client.reset_requests().await?;
         let started = chrono::Utc::now();
         let sync = process::sync_once(&env.bin, &config, &run_dir.join("sync.log")).await?;
         let (requests, listing, follow_ups, tokens) =
             data_requests(&sim.client.requests().await?, provider);
         if run == 0 {
-            let truth = sim
-                .client
-                .truth(provider, &account_key(&sim).await?)
-                .await?;
+            let truth = sim.client.truth(provider, &account_key(sim).await?).await?;
             samples.first_mirrors.push(FirstMirror {
                 provider,
                 size,
@@ -402,7 +463,7 @@ async fn measure_size(
         let mut offset = 0;
         for &changed in &args.delta {
             let delta =
-                measure_delta(env, &sim, &run_dir, &db, &config, size, changed, offset).await?;
+                measure_delta(env, sim, &run_dir, &db, &config, size, changed, offset).await?;
             offset += changed;
             if changed == 0 {
                 checks.expect(
@@ -419,7 +480,6 @@ async fn measure_size(
             let _ = std::fs::remove_dir_all(&run_dir);
         }
     }
-    sim.stop().await;
     Ok(())
 }
 
@@ -553,9 +613,14 @@ fn remove_database(db: &Path) {
     }
 }
 
+/// The `database.url` of the SQLite file `db`.
+fn sqlite_url(db: &Path) -> String {
+    format!("sqlite://{}", db.display())
+}
+
 async fn open_mirror(db: &Path) -> anyhow::Result<Store> {
     Ok(Store::connect(&StoreSettings {
-        url: format!("sqlite://{}", db.display()),
+        url: sqlite_url(db),
         max_connections: 1,
         ..StoreSettings::default()
     })
@@ -712,7 +777,7 @@ async fn measure_rate(env: &Env, args: &Args, case: &RateCase) -> anyhow::Result
         &dir.join("simulator.log"),
     )
     .await?;
-    let config = sim.write_config(&dir, &dir.join("mirror.db"), case.budget)?;
+    let config = sim.write_config(&dir, &sqlite_url(&dir.join("mirror.db")), case.budget)?;
     sim.client.reset_requests().await?;
     let running = process::spawn(
         &env.bin,

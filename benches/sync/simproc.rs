@@ -106,9 +106,15 @@ impl SimProcess {
         })
     }
 
-    /// Writes a configuration for a mirror at `db`: secrets as files under `dir`, the
-    /// budget as asked, sweeps pushed a day out so that delta cycles measure deltas only.
-    pub fn write_config(&self, dir: &Path, db: &Path, budget: Budget) -> anyhow::Result<PathBuf> {
+    /// Writes a configuration for the mirror at `database_url` (a SQLite file or a
+    /// PostgreSQL database): secrets as files under `dir`, the budget as asked, sweeps
+    /// pushed a day out so that delta cycles measure deltas only.
+    pub fn write_config(
+        &self,
+        dir: &Path,
+        database_url: &str,
+        budget: Budget,
+    ) -> anyhow::Result<PathBuf> {
         let secret_dir = dir.join("secrets");
         std::fs::create_dir_all(&secret_dir)?;
         let mut toml = self.sources_toml.clone();
@@ -130,7 +136,7 @@ impl SimProcess {
                 "rate_limit = {{ requests = {requests}, per = \"{per_ms}ms\" }}"
             )),
         };
-        let mut out = format!("[database]\nurl = \"sqlite://{}\"\n\n", db.display());
+        let mut out = format!("[database]\nurl = \"{database_url}\"\n\n");
         for line in toml.lines() {
             out.push_str(line);
             out.push('\n');

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 
+use super::copy::Staging;
 use super::cursor::write_cursor;
 use super::locks::lock_sources;
 use super::rows::PgRows;
@@ -31,6 +32,7 @@ impl PageWrites for PgStore {
             tx,
             locked: None,
             now: instant(Timestamp::now()),
+            staging: Staging::default(),
             last_write: self.last_write.clone(),
         }))
     }
@@ -118,6 +120,8 @@ struct PgPageTransaction {
     locked: Option<String>,
     /// The transaction's time: first seen, last seen and last changed of what it writes.
     now: DateTime<Utc>,
+    /// Its staging table for large batches of new rows (`copy.rs`).
+    staging: Staging,
     /// The store's record of what its latest write met.
     last_write: Arc<LastWrite>,
 }
@@ -133,6 +137,7 @@ impl PageTransaction for PgPageTransaction {
             let mut rows = PgRows {
                 tx: &mut self.tx,
                 now: self.now,
+                staging: &mut self.staging,
             };
             upsert::write_pages(&mut rows, pages).await
         }

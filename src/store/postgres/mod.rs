@@ -4,7 +4,8 @@
 //! (`timestamptz`, `jsonb`, `bytea`, `boolean`; docs/schema.md).
 //!
 //! Each file implements one of the store's traits on [`PgStore`], as the SQLite backend's
-//! files do: pages and absences (`mirror.rs`, over the row statements of `rows.rs`),
+//! files do: pages and absences (`mirror.rs`, over the row statements of `rows.rs`, whose
+//! large batches of new rows go through `COPY`: `copy.rs`),
 //! `cursor.rs`, `runs.rs`, `follow_ups.rs`, `vault.rs`, `reports.rs`, `admin.rs` (with
 //! `retention.rs`) and `probes.rs`. The helpers a write needs take its open transaction and
 //! sit below the files that use them (`rows.rs`, `queue.rs`, `rejected.rs`,
@@ -18,6 +19,7 @@
 //! [`StoreError::Busy`] as a locked SQLite file, waited out by `store::while_busy`.
 
 mod admin;
+mod copy;
 mod cursor;
 pub(super) mod error;
 mod follow_ups;
@@ -42,6 +44,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub use copy::COPY_MIN_ROWS;
 
 use super::last_write::LastWrite;
 use super::upsert::MirrorTime;

@@ -2,14 +2,17 @@
 //! transaction: new rows (and the follow-ups they ask for) in one multi-row insert per
 //! batch, a batch's stored rows in one lookup, changed rows updated one by one, re-listed
 //! unchanged rows touched together. Arrays are bound column by column (`unnest`), so a
-//! batch costs one round trip whatever its size.
+//! batch costs one round trip whatever its size; a large batch of new rows (a backfill's)
+//! goes through `COPY` instead (`copy.rs`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::postgres::PgBindIterExt;
 
+use super::copy::{COPY_MIN_ROWS, Staging, insert_staged};
 use super::instant;
 use super::queue::queue_follow_up;
 use super::rejected::record_rejected;
@@ -27,7 +30,12 @@ pub(super) async fn upsert_records(
     now: DateTime<Utc>,
     records: &[Hashed<'_>],
 ) -> Result<PageOutcome, StoreError> {
-    let mut statements = PgRows { tx, now };
+    let mut staging = Staging::default();
+    let mut statements = PgRows {
+        tx,
+        now,
+        staging: &mut staging,
+    };
     upsert::upsert_records(&mut statements, owner, records, None, &[]).await
 }
 
@@ -35,6 +43,8 @@ pub(super) async fn upsert_records(
 pub(super) struct PgRows<'t> {
     pub tx: &'t mut PgConnection,
     pub now: DateTime<Utc>,
+    /// The transaction's staging table for new rows (`copy.rs`).
+    pub staging: &'t mut Staging,
 }
 
 #[derive(sqlx::FromRow)]
@@ -71,7 +81,7 @@ impl RowStatements for PgRows<'_> {
         owner: Owner<'_>,
         rows: &[Hashed<'_>],
     ) -> Result<Vec<bool>, StoreError> {
-        insert_new_rows(self.tx, owner, self.now, rows).await
+        insert_new_rows(self.tx, self.staging, owner, self.now, rows).await
     }
 
     async fn update(
@@ -204,12 +214,70 @@ async fn load_existing(
         .collect())
 }
 
+/// The columns a new row takes from its record, in the order both ways of inserting
+/// them bind or copy them: `r.<name>` in [`INSERT_NEW_ROWS`].
+pub(super) const NEW_ROW_COLUMNS: [(&str, &str); 19] = [
+    ("id", "text"),
+    ("created_at", "timestamptz"),
+    ("last_activity_at", "timestamptz"),
+    ("active", "boolean"),
+    ("status", "text"),
+    ("channel", "text"),
+    ("contact_id", "text"),
+    ("contact_name", "text"),
+    ("contact_phone", "text"),
+    ("contact_email", "text"),
+    ("title", "text"),
+    ("assignee", "text"),
+    ("unread_count", "bigint"),
+    ("direction", "text"),
+    ("inbound", "timestamptz"),
+    ("outbound", "timestamptz"),
+    ("awaiting", "boolean"),
+    ("raw", "text"),
+    ("hash", "bytea"),
+];
+
+/// New rows from a row source `r` with [`NEW_ROW_COLUMNS`] (what follows is `FROM …`):
+/// $1 source, $2 provider, $3 account, $4 the transaction's time, $5 the run.
+pub(super) const INSERT_NEW_ROWS: &str = "INSERT INTO conversations (
+        source, conversation_id, provider, account, created_at, last_activity_at, active,
+        status, channel, contact_id, contact_name, contact_phone, contact_email, title,
+        assignee, unread_count, last_message_direction, last_inbound_at, last_outbound_at,
+        awaiting_reply, raw, payload_hash,
+        first_seen_at, last_seen_at, last_changed_at, run_id, closed_at)
+     SELECT $1, r.id, $2, $3, r.created_at, r.last_activity_at, r.active,
+            r.status, r.channel, r.contact_id, r.contact_name, r.contact_phone,
+            r.contact_email, r.title, r.assignee, r.unread_count, r.direction,
+            r.inbound, r.outbound, r.awaiting, r.raw::jsonb, r.hash,
+            $4, $4, $4, $5, CASE WHEN r.active = false THEN $4 END";
+
+/// A mirrored row is left alone; the ids written are the answer.
+pub(super) const ON_CONFLICT_RETURNING: &str =
+    "ON CONFLICT (source, conversation_id) DO NOTHING RETURNING conversation_id";
+
+/// [`INSERT_NEW_ROWS`] from one array per column ($6 onwards).
+static INSERT_UNNESTED: LazyLock<String> = LazyLock::new(|| {
+    let arrays: Vec<String> = NEW_ROW_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kind))| format!("${}::{kind}[]", i + 6))
+        .collect();
+    let names: Vec<&str> = NEW_ROW_COLUMNS.iter().map(|(name, _)| *name).collect();
+    format!(
+        "{INSERT_NEW_ROWS} FROM unnest({}) AS r({}) {ON_CONFLICT_RETURNING}",
+        arrays.join(", "),
+        names.join(", ")
+    )
+});
+
 /// Inserts those of `rows` the mirror does not hold yet and queues the follow-ups they ask
 /// for (from the start: no `since`), inside `tx`. Says, row by row, which were inserted:
 /// of an id listed twice, only the first copy can be; the others are left for the caller
 /// to compare and update.
 async fn insert_new_rows(
     tx: &mut PgConnection,
+    staging: &mut Staging,
     c: Owner<'_>,
     now: DateTime<Utc>,
     rows: &[Hashed<'_>],
@@ -219,82 +287,17 @@ async fn insert_new_rows(
     }
     let mut seen = HashSet::with_capacity(rows.len());
     let first: Vec<bool> = rows.iter().map(|(r, _)| seen.insert(&r.id)).collect();
-    let batch = || {
-        rows.iter()
-            .zip(&first)
-            .filter(|(_, first)| **first)
-            .map(|(row, _)| row)
+    let batch: Vec<&Hashed<'_>> = rows
+        .iter()
+        .zip(&first)
+        .filter(|(_, first)| **first)
+        .map(|(row, _)| row)
+        .collect();
+    let inserted = if batch.len() >= COPY_MIN_ROWS {
+        insert_staged(tx, staging, c, now, &batch).await?
+    } else {
+        insert_unnested(tx, c, now, &batch).await?
     };
-    let time = |t: Option<Timestamp>| t.map(instant);
-    let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO conversations (
-            source, conversation_id, provider, account, created_at, last_activity_at, active,
-            status, channel, contact_id, contact_name, contact_phone, contact_email, title,
-            assignee, unread_count, last_message_direction, last_inbound_at, last_outbound_at,
-            awaiting_reply, raw, payload_hash,
-            first_seen_at, last_seen_at, last_changed_at, run_id, closed_at)
-         SELECT $1, r.id, $2, $3, r.created_at, r.last_activity_at, r.active,
-                r.status, r.channel, r.contact_id, r.contact_name, r.contact_phone,
-                r.contact_email, r.title, r.assignee, r.unread_count, r.direction,
-                r.inbound, r.outbound, r.awaiting, r.raw::jsonb, r.hash,
-                $4, $4, $4, $5, CASE WHEN r.active = false THEN $4 END
-         FROM unnest($6::text[], $7::timestamptz[], $8::timestamptz[], $9::boolean[],
-                     $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                     $15::text[], $16::text[], $17::text[], $18::bigint[], $19::text[],
-                     $20::timestamptz[], $21::timestamptz[], $22::boolean[], $23::text[],
-                     $24::bytea[])
-              AS r(id, created_at, last_activity_at, active, status, channel, contact_id,
-                   contact_name, contact_phone, contact_email, title, assignee, unread_count,
-                   direction, inbound, outbound, awaiting, raw, hash)
-         ON CONFLICT (source, conversation_id) DO NOTHING
-         RETURNING conversation_id",
-    )
-    .bind(c.source)
-    .bind(c.provider)
-    .bind(c.account)
-    .bind(now)
-    .bind(c.run_id)
-    .bind(batch().map(|(r, _)| storable(&r.id)).bind_iter())
-    .bind(batch().map(|(r, _)| time(r.created_at)).bind_iter())
-    .bind(batch().map(|(r, _)| time(r.last_activity_at)).bind_iter())
-    .bind(batch().map(|(r, _)| r.active).bind_iter())
-    .bind(batch().map(|(r, _)| storable_opt(&r.status)).bind_iter())
-    .bind(batch().map(|(r, _)| storable_opt(&r.channel)).bind_iter())
-    .bind(
-        batch()
-            .map(|(r, _)| storable_opt(&r.contact_id))
-            .bind_iter(),
-    )
-    .bind(
-        batch()
-            .map(|(r, _)| storable_opt(&r.contact_name))
-            .bind_iter(),
-    )
-    .bind(
-        batch()
-            .map(|(r, _)| storable_opt(&r.contact_phone))
-            .bind_iter(),
-    )
-    .bind(
-        batch()
-            .map(|(r, _)| storable_opt(&r.contact_email))
-            .bind_iter(),
-    )
-    .bind(batch().map(|(r, _)| storable_opt(&r.title)).bind_iter())
-    .bind(batch().map(|(r, _)| storable_opt(&r.assignee)).bind_iter())
-    .bind(batch().map(|(r, _)| r.unread_count).bind_iter())
-    .bind(
-        batch()
-            .map(|(r, _)| r.last_message_direction.map(|d| d.as_str()))
-            .bind_iter(),
-    )
-    .bind(batch().map(|(r, _)| time(r.last_inbound_at)).bind_iter())
-    .bind(batch().map(|(r, _)| time(r.last_outbound_at)).bind_iter())
-    .bind(batch().map(|(r, _)| r.awaiting_reply).bind_iter())
-    .bind(batch().map(|(r, _)| storable_json(r.raw.get())).bind_iter())
-    .bind(batch().map(|(_, hash)| &hash[..]).bind_iter())
-    .fetch_all(&mut *tx)
-    .await?;
     let inserted: HashSet<String> = inserted.into_iter().collect();
     let result: Vec<bool> = rows
         .iter()
@@ -323,6 +326,66 @@ async fn insert_new_rows(
         .await?;
     }
     Ok(result)
+}
+
+/// Inserts `rows` (distinct ids) of `c` at `now` with one statement binding an array per
+/// column. Answers the (storable) ids inserted.
+async fn insert_unnested(
+    tx: &mut PgConnection,
+    c: Owner<'_>,
+    now: DateTime<Utc>,
+    rows: &[&Hashed<'_>],
+) -> Result<Vec<String>, StoreError> {
+    let batch = || rows.iter().copied();
+    let time = |t: Option<Timestamp>| t.map(instant);
+    let inserted = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT_UNNESTED.as_str()))
+        .bind(c.source)
+        .bind(c.provider)
+        .bind(c.account)
+        .bind(now)
+        .bind(c.run_id)
+        .bind(batch().map(|(r, _)| storable(&r.id)).bind_iter())
+        .bind(batch().map(|(r, _)| time(r.created_at)).bind_iter())
+        .bind(batch().map(|(r, _)| time(r.last_activity_at)).bind_iter())
+        .bind(batch().map(|(r, _)| r.active).bind_iter())
+        .bind(batch().map(|(r, _)| storable_opt(&r.status)).bind_iter())
+        .bind(batch().map(|(r, _)| storable_opt(&r.channel)).bind_iter())
+        .bind(
+            batch()
+                .map(|(r, _)| storable_opt(&r.contact_id))
+                .bind_iter(),
+        )
+        .bind(
+            batch()
+                .map(|(r, _)| storable_opt(&r.contact_name))
+                .bind_iter(),
+        )
+        .bind(
+            batch()
+                .map(|(r, _)| storable_opt(&r.contact_phone))
+                .bind_iter(),
+        )
+        .bind(
+            batch()
+                .map(|(r, _)| storable_opt(&r.contact_email))
+                .bind_iter(),
+        )
+        .bind(batch().map(|(r, _)| storable_opt(&r.title)).bind_iter())
+        .bind(batch().map(|(r, _)| storable_opt(&r.assignee)).bind_iter())
+        .bind(batch().map(|(r, _)| r.unread_count).bind_iter())
+        .bind(
+            batch()
+                .map(|(r, _)| r.last_message_direction.map(|d| d.as_str()))
+                .bind_iter(),
+        )
+        .bind(batch().map(|(r, _)| time(r.last_inbound_at)).bind_iter())
+        .bind(batch().map(|(r, _)| time(r.last_outbound_at)).bind_iter())
+        .bind(batch().map(|(r, _)| r.awaiting_reply).bind_iter())
+        .bind(batch().map(|(r, _)| storable_json(r.raw.get())).bind_iter())
+        .bind(batch().map(|(_, hash)| &hash[..]).bind_iter())
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(inserted)
 }
 
 /// [`RowStatements::update`]: listing fields a provider does not report (None) keep what

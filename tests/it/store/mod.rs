@@ -1,4 +1,6 @@
-//! The store's two backends: their schemas compared, and every store operation run on both.
+//! The store's two backends: their schemas compared, every store operation run on both,
+//! and PostgreSQL's `COPY` path for new rows against its `unnest` path.
 
+mod bulk_copy;
 mod operations;
 mod schema;

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnection;
 
-use crate::support::postgres::TestPgDb;
 use crate::support::{StorePool, TestDb};
+use convsync_testpg::TestPgDb;
 
 /// The migrator the PostgreSQL store runs at start and on `convsync migrate`.
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -8,7 +8,6 @@ pub mod deploy;
 pub mod double;
 pub mod hostile;
 pub mod mirror;
-pub mod postgres;
 pub mod reliability;
 pub mod stores;
 pub mod truth;
@@ -26,6 +25,7 @@ use convsync::config::{
 use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
 use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
 use convsync::store::{MassChangeGuard, Store, StoreSettings};
+use convsync_testpg::TestPgDb;
 
 /// `store.pool()`: the SQLite pool behind a test's store, for report queries against the
 /// mirror. The tests' mirror is SQLite; the backend-neutral `Store` has no pool of its own.
@@ -45,7 +45,7 @@ impl StorePool for Store {
 /// PostgreSQL cluster ([`TestDb::on`]); removed on drop.
 pub struct TestDb {
     _dir: tempfile::TempDir,
-    _postgres: Option<postgres::TestPgDb>,
+    _postgres: Option<TestPgDb>,
     pub settings: StoreSettings,
 }
 
@@ -70,7 +70,7 @@ impl TestDb {
         match backend {
             stores::Backend::Sqlite => TestDb::new(),
             stores::Backend::Postgres => {
-                let database = postgres::TestPgDb::new().await;
+                let database = TestPgDb::new().await;
                 let mut db = TestDb::new();
                 db.settings.url = database.url.clone();
                 db._postgres = Some(database);

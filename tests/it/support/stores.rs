@@ -1,5 +1,5 @@
 //! Tests that run against both stores: SQLite (a temporary file) and PostgreSQL (a database
-//! of the tests' own cluster, `support::postgres`). A test body takes the [`Backend`];
+//! of the tests' own cluster, `convsync_testpg`). A test body takes the [`Backend`];
 //! [`on_both_stores!`] makes a `sqlite::` and a `postgres::` test of it. What a test reads
 //! back from the mirror goes through [`MirrorSql`], which runs the same SQL on either.
 

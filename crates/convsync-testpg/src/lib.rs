@@ -1,8 +1,8 @@
-//! A real PostgreSQL server for the tests, started by the tests themselves, so that a plain
-//! `cargo test` needs no database set up beforehand (only Debian's `postgresql` package,
-//! which `.ci/install-packages` installs).
+//! A real PostgreSQL server for convsync's tests and benchmarks, started by the process
+//! itself, so that a plain `cargo test` or `cargo bench` needs no database set up beforehand
+//! (only Debian's `postgresql` package, which `.ci/install-packages` installs).
 //!
-//! Once per test process the first [`TestPgDb::new`] creates a throw-away cluster in a
+//! Once per process the first [`TestPgDb::new`] creates a throw-away cluster in a
 //! temporary directory (`initdb`) and starts its postmaster on 127.0.0.1 at a free port and
 //! on a unix socket in that directory; every test then gets a database of its own
 //! (`test_<n>`), dropped when its handle is. The cluster never outlives the test process,
