@@ -2,7 +2,8 @@
 //! another process holding the write lock, a full disk (SQLite's page limit; on PostgreSQL
 //! a write failing mid-transaction with the server's `disk_full`), databases that are not
 //! convsync's or have a newer schema, and rows whose reply facts live outside their raw
-//! JSON. The file's permissions are SQLite's alone.
+//! JSON. The file's permissions are SQLite's alone; connections ended by the server,
+//! PostgreSQL's.
 
 use std::time::Duration;
 
@@ -12,12 +13,14 @@ use convsync::store::{CursorState, PageWrite, Store};
 use convsync::sync::Engine;
 use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
+use convsync_sim::{Faults, PlatformSelector};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::TestDb;
 use crate::support::mirror::MirrorPool;
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, nearly_full_store, run_outcomes, sim_options, small_pages,
+    PATIENCE, Site, SiteOptions, latency, nearly_full_store, run_outcomes, run_reports,
+    sim_options, site_sources, small_pages,
 };
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 
@@ -261,6 +264,81 @@ async fn free_space(backend: Backend, store: &Store) {
         Backend::Postgres => "DROP TRIGGER test_disk_full ON conversations",
     };
     store.sql_execute(sql).await;
+}
+
+/// PostgreSQL only (a SQLite file has no connection to lose): the server ending convsync's
+/// connections while pages are being written (`pg_terminate_backend`, as an operator, a
+/// failover or a restarted pooler does) rolls back at most the transactions in flight and
+/// fails at most their cycles; the daemon keeps running, reconnects, catches up, and the
+/// mirror ends equal to the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_ended_by_the_server_mid_page_are_survived() {
+    const KILLS: usize = 3;
+    let site = Site::start_on(Backend::Postgres, sim_options(46, 150), small_pages()).await;
+    site.sim.set_faults(PlatformSelector::All, latency(20, 60));
+    let mut daemon = site.spawn_daemon_mid_sync().await;
+    let pool = site.mirror().await;
+
+    // Only backends inside a transaction: a page (or run, or cursor) being written. Until
+    // one of them has failed a cycle, which the run log names.
+    let mut killed = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while killed < KILLS || ended_cycles(&pool).await == 0 {
+        let ended: Vec<bool> = pool
+            .sql_column(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'convsync' AND datname = current_database()
+                   AND xact_start IS NOT NULL AND pid <> pg_backend_pid()",
+            )
+            .await;
+        killed += ended.into_iter().filter(|ended| *ended).count();
+        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no transaction of convsync's to end"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after_kills: i64 = pool
+        .sql_value("SELECT COALESCE(MAX(id), 0) FROM sync_runs")
+        .await;
+
+    let sources = site_sources(&site.sim);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let caught_up: Vec<String> = pool
+            .sql_column(&format!(
+                "SELECT DISTINCT source FROM sync_runs
+                 WHERE outcome = 'caught_up' AND id > {after_kills}"
+            ))
+            .await;
+        if sources.iter().all(|s| caught_up.contains(&s.name)) {
+            break;
+        }
+        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every source caught up after the kills:\n{}",
+            run_reports(&pool).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(daemon.sigterm().await.code(), Some(0));
+    pool.close().await;
+
+    site.sim
+        .set_faults(PlatformSelector::All, Faults::default());
+    site.sync_full().await;
+    site.assert_converged().await;
+}
+
+/// Runs that failed because the server ended their connection.
+async fn ended_cycles(pool: &MirrorPool) -> i64 {
+    pool.sql_value(
+        "SELECT COUNT(*) FROM sync_runs
+         WHERE outcome = 'failed' AND error LIKE '%terminating connection%'",
+    )
+    .await
 }
 
 /// A database that belongs to something else, or was written by a newer convsync, is
