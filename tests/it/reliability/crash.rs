@@ -6,7 +6,7 @@
 //! journal does on the next open.
 //!
 //! The default run kills 30 times; `CONVSYNC_SOAK=1` turns on the long run (300 kills, or
-//! `CONVSYNC_SOAK_KILLS`), documented in docs/promises.md.
+//! `CONVSYNC_SOAK_KILLS`), documented in README.md ("Soak runs").
 
 use std::time::Duration;
 
@@ -111,6 +111,38 @@ async fn soak_sigkill_hundreds_of_times(backend: Backend) {
         .and_then(|k| k.parse().ok())
         .unwrap_or(0x50AC);
     kill_storm(backend, kills, seed).await;
+}
+
+/// The soak commands README.md gives select the soak tests, and nothing else: a filter
+/// that matched no test would run nothing and pass.
+#[test]
+fn the_readme_soak_commands_select_the_soak_tests() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let filters: Vec<&str> = readme
+        .lines()
+        .filter(|line| line.starts_with("CONVSYNC_SOAK=1 "))
+        .filter_map(|line| line.split('#').next()?.split_whitespace().last())
+        .collect();
+    assert!(
+        filters.len() >= 2,
+        "the README's soak commands: {filters:?}"
+    );
+    for filter in filters {
+        let listed = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([filter, "--list"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8(listed.stdout).unwrap();
+        let tests: Vec<&str> = listed.lines().filter(|l| l.ends_with(": test")).collect();
+        assert!(
+            !tests.is_empty()
+                && tests
+                    .iter()
+                    .all(|t| t.contains("::soak_sigkill_hundreds_of_times")),
+            "{filter} selects {tests:?}"
+        );
+    }
 }
 
 /// SIGTERM mid-sync lets the page in flight commit, then the daemon exits 0 and a restart

@@ -494,7 +494,7 @@ async fn dump_sqlite_tables(pool: &SqlitePool) -> Vec<(String, String)> {
 /// The mirror's database is intact: SQLite's `PRAGMA integrity_check` says `ok`; on
 /// PostgreSQL, `amcheck` finds every B-tree index of the mirror's tables consistent, with
 /// every heap tuple indexed (`heapallindexed`).
-pub async fn assert_integrity(pool: &MirrorPool) {
+async fn assert_integrity(pool: &MirrorPool) {
     match pool {
         MirrorPool::Sqlite(_) => {
             let verdict: String = pool.sql_value("PRAGMA integrity_check").await;
