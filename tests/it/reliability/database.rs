@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::support::TestDb;
 use crate::support::mirror::MirrorPool;
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, latency, nearly_full_store, run_outcomes, run_reports,
-    sim_options, site_sources, small_pages,
+    PATIENCE, Site, SiteOptions, latency, nearly_full_store, run_outcomes, sim_options,
+    small_pages, wait_every_source_caught_up,
 };
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 
@@ -303,26 +303,7 @@ async fn connections_ended_by_the_server_mid_page_are_survived() {
         .sql_value("SELECT COALESCE(MAX(id), 0) FROM sync_runs")
         .await;
 
-    let sources = site_sources(&site.sim);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let caught_up: Vec<String> = pool
-            .sql_column(&format!(
-                "SELECT DISTINCT source FROM sync_runs
-                 WHERE outcome = 'caught_up' AND id > {after_kills}"
-            ))
-            .await;
-        if sources.iter().all(|s| caught_up.contains(&s.name)) {
-            break;
-        }
-        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not every source caught up after the kills:\n{}",
-            run_reports(&pool).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_every_source_caught_up(&site, &pool, &mut daemon, after_kills).await;
     assert_eq!(daemon.sigterm().await.code(), Some(0));
     pool.close().await;
 

@@ -15,8 +15,8 @@ use convsync_sim::{Faults, MessageKind, Platform, PlatformSelector, RateLimitFau
 
 use crate::support::mirror::{MirrorPool, read_conversation};
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, latency, run_reports, sim_options, site_sources, small_pages,
-    wait_for_rows, watermarks,
+    Site, SiteOptions, latency, run_reports, sim_options, site_sources, small_pages,
+    wait_every_source_caught_up, wait_for_rows, watermarks,
 };
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 
@@ -35,32 +35,6 @@ fn metric_sum(metrics: &str, metric: &str, filters: &[&str]) -> f64 {
         .sum()
 }
 
-/// Waits until every source of the site has a `caught_up` run.
-async fn wait_every_source_caught_up(
-    site: &Site,
-    pool: &MirrorPool,
-    daemon: &mut crate::support::reliability::Daemon,
-) {
-    let sources = site_sources(&site.sim);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let done: Vec<String> = pool
-            .try_sql_column("SELECT DISTINCT source FROM sync_runs WHERE outcome = 'caught_up'")
-            .await
-            .unwrap_or_default();
-        if sources.iter().all(|s| done.contains(&s.name)) {
-            return;
-        }
-        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not every source caught up; runs:\n{}",
-            run_reports(pool).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Runs `convsync run` under the site's faults until every source caught up, scrapes
 /// `/metrics`, stops it with SIGTERM (exit 0), then runs `sync --once --full` with the
 /// faults still on until it succeeds with no follow-up left, and checks the mirror, the
@@ -68,7 +42,7 @@ async fn wait_every_source_caught_up(
 async fn daemon_scenario(site: &Site) -> Observed {
     let mut daemon = site.spawn_daemon();
     let pool = site.mirror().await;
-    wait_every_source_caught_up(site, &pool, &mut daemon).await;
+    wait_every_source_caught_up(site, &pool, &mut daemon, 0).await;
     let metrics = site.scrape_metrics().await;
     let status = daemon.sigterm().await;
     assert_eq!(status.code(), Some(0), "SIGTERM exit status");
@@ -389,7 +363,7 @@ async fn credentials_expiring_mid_walk_are_refreshed(backend: Backend) {
     let pool = site.mirror().await;
     wait_for_rows(&pool, &mut daemon).await;
     site.sim.revoke_tokens(PlatformSelector::All);
-    wait_every_source_caught_up(&site, &pool, &mut daemon).await;
+    wait_every_source_caught_up(&site, &pool, &mut daemon, 0).await;
     let metrics = site.scrape_metrics().await;
     assert_eq!(daemon.sigterm().await.code(), Some(0));
     assert!(

@@ -765,3 +765,34 @@ pub async fn wait_for_rows<'a>(db: impl Into<MirrorDb<'a>>, daemon: &mut Daemon)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until every source of `site` has a `caught_up` run newer than run `after` (0 for
+/// any), failing the test if `daemon` dies first or it takes longer than [`PATIENCE`].
+pub async fn wait_every_source_caught_up(
+    site: &Site,
+    pool: &MirrorPool,
+    daemon: &mut Daemon,
+    after: i64,
+) {
+    let sources = site_sources(&site.sim);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        // No table yet until convsync has migrated the database.
+        let done: Vec<String> = pool
+            .try_sql_column(&format!(
+                "SELECT DISTINCT source FROM sync_runs WHERE outcome = 'caught_up' AND id > {after}"
+            ))
+            .await
+            .unwrap_or_default();
+        if sources.iter().all(|s| done.contains(&s.name)) {
+            return;
+        }
+        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every source caught up; runs:\n{}",
+            run_reports(pool).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
