@@ -1,7 +1,7 @@
 //! The D365 adapter against the simulator over real HTTP: configuration from a TOML file,
 //! Entra client credentials, delta by creation time, closures by sweep, the mass-closure
 //! guard, token refresh, 429 and 5xx faults, and the optional messages follow-up. Every
-//! test ends with the mirror equal to the simulator's truth.
+//! test ends with the mirror equal to the simulator's truth, and runs on both stores.
 
 use std::time::Duration;
 
@@ -12,9 +12,9 @@ use convsync_sim::{
     SimHandle, SimOptions, Simulator, TruthConversation,
 };
 
-use crate::support::StorePool;
 use crate::support::TestDb;
 use crate::support::app::{Sweep, TestApp, spawn_app};
+use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 use crate::support::truth::{Reach, Truth, TruthSource};
 
 const SOURCE: &str = "cc";
@@ -46,7 +46,7 @@ impl Default for Knobs {
 }
 
 /// A D365 test bed: a simulator with one channel and no background activity (only the
-/// test changes the world), and a mirror file.
+/// test changes the world), and a mirror database on the test's backend.
 struct D365Bed {
     sim: SimHandle,
     db: TestDb,
@@ -54,16 +54,19 @@ struct D365Bed {
 
 impl D365Bed {
     /// `conversations` of history, tokens that live `token_ttl`.
-    async fn start(conversations: u32, token_ttl: Duration) -> D365Bed {
-        D365Bed::start_with(SimOptions {
-            conversations,
-            token_ttl,
-            ..SimOptions::default()
-        })
+    async fn start(backend: Backend, conversations: u32, token_ttl: Duration) -> D365Bed {
+        D365Bed::start_with(
+            backend,
+            SimOptions {
+                conversations,
+                token_ttl,
+                ..SimOptions::default()
+            },
+        )
         .await
     }
 
-    async fn start_with(options: SimOptions) -> D365Bed {
+    async fn start_with(backend: Backend, options: SimOptions) -> D365Bed {
         let sim = Simulator::start(SimOptions {
             activity_rate: 0.0,
             ..options
@@ -72,7 +75,7 @@ impl D365Bed {
         .unwrap();
         D365Bed {
             sim,
-            db: TestDb::new(),
+            db: TestDb::on(backend).await,
         }
     }
 
@@ -215,9 +218,8 @@ fn correlation_id(text: &str) -> &str {
 }
 
 /// The initial sync lists every active conversation through all pages, with one token.
-#[tokio::test]
-async fn initial_sync_mirrors_every_active_conversation() {
-    let bed = D365Bed::start(300, HOUR).await;
+async fn initial_sync_mirrors_every_active_conversation(backend: Backend) {
+    let bed = D365Bed::start(backend, 300, HOUR).await;
     let app = bed.app(Knobs::default()).await;
 
     app.sync_caught_up(Sweep::IfDue).await;
@@ -240,9 +242,8 @@ async fn initial_sync_mirrors_every_active_conversation() {
 
 /// After the initial sync, a delta asks only for recent creations: one page, however
 /// large the listing, and only the new conversations are written.
-#[tokio::test]
-async fn delta_requests_only_new_conversations() {
-    let bed = D365Bed::start(300, HOUR).await;
+async fn delta_requests_only_new_conversations(backend: Backend) {
+    let bed = D365Bed::start(backend, 300, HOUR).await;
     let app = bed.app(Knobs::default()).await;
     app.sync_once(Sweep::IfDue).await;
     assert!(bed.list_requests() >= 4);
@@ -275,9 +276,8 @@ async fn delta_requests_only_new_conversations() {
 
 /// Conversations that vanish from the listing are closed by the next complete sweep, and
 /// a conversation listed again is reopened.
-#[tokio::test]
-async fn sweep_closes_vanished_conversations_and_reopens_returning_ones() {
-    let bed = D365Bed::start(300, HOUR).await;
+async fn sweep_closes_vanished_conversations_and_reopens_returning_ones(backend: Backend) {
+    let bed = D365Bed::start(backend, 300, HOUR).await;
     let app = bed.app(Knobs::default()).await;
     app.sync_once(Sweep::IfDue).await;
 
@@ -296,11 +296,15 @@ async fn sweep_closes_vanished_conversations_and_reopens_returning_ones() {
     app.assert_mirror_matches_truth().await;
 
     // A row closed by mistake (say, a listing outage) comes back with the next sweep.
-    sqlx::query("UPDATE conversations SET active = 0, closed_at = '2026-01-01T00:00:00.000000Z' WHERE conversation_id = ?")
-        .bind(&ids[5])
-        .execute(app.store().pool())
-        .await
-        .unwrap();
+    let closed = app
+        .store()
+        .sql_execute(&format!(
+            "UPDATE conversations SET active = false, closed_at = '2026-01-01T00:00:00.000000Z'
+             WHERE conversation_id = '{}'",
+            ids[5]
+        ))
+        .await;
+    assert_eq!(closed, 1);
     app.sync_once(Sweep::Now).await;
     let reopened = &app.mirror(SOURCE).await[&ids[5]];
     assert_eq!(
@@ -313,9 +317,8 @@ async fn sweep_closes_vanished_conversations_and_reopens_returning_ones() {
 
 /// A sweep that would close more than the allowed share applies nothing and says so
 /// loudly; once the share is raised (the closures are real), it applies them.
-#[tokio::test]
-async fn mass_closure_guard_refuses_then_applies_when_allowed() {
-    let bed = D365Bed::start(120, HOUR).await;
+async fn mass_closure_guard_refuses_then_applies_when_allowed(backend: Backend) {
+    let bed = D365Bed::start(backend, 120, HOUR).await;
     let app = bed.app(Knobs::default()).await;
     app.sync_once(Sweep::IfDue).await;
 
@@ -352,9 +355,8 @@ async fn mass_closure_guard_refuses_then_applies_when_allowed() {
 
 /// A token near the end of its stated lifetime is replaced before use: once the first
 /// token has expired at the service, the next cycle still sees no 401.
-#[tokio::test]
-async fn token_is_refreshed_before_it_expires() {
-    let bed = D365Bed::start(60, Duration::from_secs(2)).await;
+async fn token_is_refreshed_before_it_expires(backend: Backend) {
+    let bed = D365Bed::start(backend, 60, Duration::from_secs(2)).await;
     let app = bed.app(Knobs::default()).await;
     app.sync_once(Sweep::IfDue).await;
     let first_tokens = bed.token_requests();
@@ -377,9 +379,8 @@ async fn token_is_refreshed_before_it_expires() {
 }
 
 /// A token the service stops accepting (401) is replaced once and the request repeated.
-#[tokio::test]
-async fn token_is_refreshed_once_on_401() {
-    let bed = D365Bed::start(60, HOUR).await;
+async fn token_is_refreshed_once_on_401(backend: Backend) {
+    let bed = D365Bed::start(backend, 60, HOUR).await;
     let app = bed.app(Knobs::default()).await;
     app.sync_once(Sweep::IfDue).await;
 
@@ -398,9 +399,8 @@ async fn token_is_refreshed_once_on_401() {
 }
 
 /// Wrong credentials stop the source with the Entra error, and nothing is written.
-#[tokio::test]
-async fn rejected_credentials_fail_with_the_entra_error() {
-    let bed = D365Bed::start(20, HOUR).await;
+async fn rejected_credentials_fail_with_the_entra_error(backend: Backend) {
+    let bed = D365Bed::start(backend, 20, HOUR).await;
     let app = bed
         .app_with_secret(Knobs::default(), "wrong-secret-value")
         .await;
@@ -423,8 +423,8 @@ async fn rejected_credentials_fail_with_the_entra_error() {
 
 /// A sync that meets `faults` on the listing still catches up, exactly, having met each
 /// of `statuses` at least once.
-async fn catches_up_through(faults: Faults, statuses: &[u16]) {
-    let bed = D365Bed::start(300, HOUR).await;
+async fn catches_up_through(backend: Backend, faults: Faults, statuses: &[u16]) {
+    let bed = D365Bed::start(backend, 300, HOUR).await;
     bed.sim.set_faults(Platform::D365, faults);
     let app = bed.app(Knobs::default()).await;
 
@@ -446,8 +446,7 @@ async fn catches_up_through(faults: Faults, statuses: &[u16]) {
 }
 
 /// 429 answers with `Retry-After` are waited out and the sync completes.
-#[tokio::test]
-async fn rate_limited_requests_wait_for_retry_after() {
+async fn rate_limited_requests_wait_for_retry_after(backend: Backend) {
     let limited = Faults {
         rate_limit: Some(RateLimitFault {
             max_requests: 3,
@@ -456,24 +455,22 @@ async fn rate_limited_requests_wait_for_retry_after() {
         }),
         ..Faults::default()
     };
-    catches_up_through(limited, &[429]).await;
+    catches_up_through(backend, limited, &[429]).await;
 }
 
 /// 500 and 503 answers are retried; the mirror ends complete and exact.
-#[tokio::test]
-async fn server_errors_are_retried() {
+async fn server_errors_are_retried(backend: Backend) {
     let failing = Faults {
         error_5xx_ratio: 0.3,
         ..Faults::default()
     };
-    catches_up_through(failing, &[500, 503]).await;
+    catches_up_through(backend, failing, &[500, 503]).await;
 }
 
 /// With `messages = true`, follow-ups fill last activity, direction and reply state for
 /// every active conversation, and a sweep picks up new messages.
-#[tokio::test]
-async fn messages_follow_ups_fill_activity_and_direction() {
-    let bed = D365Bed::start(60, HOUR).await;
+async fn messages_follow_ups_fill_activity_and_direction(backend: Backend) {
+    let bed = D365Bed::start(backend, 60, HOUR).await;
     let knobs = Knobs {
         messages: true,
         ..Knobs::default()
@@ -508,15 +505,17 @@ async fn messages_follow_ups_fill_activity_and_direction() {
 /// The listing's order is not documented: with an unordered listing, a trailing empty page
 /// that still carries a token, and an inclusive `StartTimeStamp`, nothing is lost or
 /// duplicated and the watermark only moves when a walk completes.
-#[tokio::test]
-async fn unordered_listing_with_trailing_empty_pages_loses_nothing() {
-    let bed = D365Bed::start_with(SimOptions {
-        conversations: 300,
-        d365_order: D365Order::Shuffled,
-        d365_trailing_empty_page: true,
-        d365_start_inclusive: true,
-        ..SimOptions::default()
-    })
+async fn unordered_listing_with_trailing_empty_pages_loses_nothing(backend: Backend) {
+    let bed = D365Bed::start_with(
+        backend,
+        SimOptions {
+            conversations: 300,
+            d365_order: D365Order::Shuffled,
+            d365_trailing_empty_page: true,
+            d365_start_inclusive: true,
+            ..SimOptions::default()
+        },
+    )
     .await;
     let app = bed.app(Knobs::default()).await;
     app.sync_caught_up(Sweep::IfDue).await;
@@ -544,9 +543,8 @@ async fn unordered_listing_with_trailing_empty_pages_loses_nothing() {
 
 /// Conversations sharing one creation instant across several pages are all mirrored, and
 /// the next delta re-lists them without writing anything.
-#[tokio::test]
-async fn tie_cluster_across_pages_is_mirrored_whole() {
-    let bed = D365Bed::start(40, HOUR).await;
+async fn tie_cluster_across_pages_is_mirrored_whole(backend: Backend) {
+    let bed = D365Bed::start(backend, 40, HOUR).await;
     let app = bed
         .app(Knobs {
             page_size: 5,
@@ -575,9 +573,8 @@ async fn tie_cluster_across_pages_is_mirrored_whole() {
 
 /// A saved continuation token that expired between cycles (error 30009) makes the walk
 /// start again instead of failing, and the sync completes.
-#[tokio::test]
-async fn expired_continuation_token_restarts_the_walk() {
-    let bed = D365Bed::start(300, HOUR).await;
+async fn expired_continuation_token_restarts_the_walk(backend: Backend) {
+    let bed = D365Bed::start(backend, 300, HOUR).await;
     bed.sim.set_faults(
         Platform::D365,
         Faults {
@@ -608,9 +605,8 @@ async fn expired_continuation_token_restarts_the_walk() {
 
 /// A conversation closed before its messages were read answers 404 there, which closes
 /// its row without waiting for a sweep.
-#[tokio::test]
-async fn messages_404_closes_the_conversation() {
-    let bed = D365Bed::start(60, HOUR).await;
+async fn messages_404_closes_the_conversation(backend: Backend) {
+    let bed = D365Bed::start(backend, 60, HOUR).await;
     let knobs = Knobs {
         messages: true,
         max_follow_ups: 5,
@@ -620,12 +616,12 @@ async fn messages_404_closes_the_conversation() {
     let first = app.cycle(SOURCE, Sweep::IfDue).await;
     assert!(matches!(first, CycleOutcome::MoreToDo), "{first:?}");
 
-    let pending: String =
-        sqlx::query_scalar("SELECT conversation_id FROM follow_ups WHERE source = ? LIMIT 1")
-            .bind(SOURCE)
-            .fetch_one(app.store().pool())
-            .await
-            .unwrap();
+    let pending: String = app
+        .store()
+        .sql_value(&format!(
+            "SELECT conversation_id FROM follow_ups WHERE source = '{SOURCE}' LIMIT 1"
+        ))
+        .await;
     bed.sim
         .close(Platform::D365, &bed.account().account, &pending)
         .unwrap();
@@ -642,15 +638,17 @@ async fn messages_404_closes_the_conversation() {
 /// By default every request carries both generations of the header names, so tenants
 /// whose build knows only `x-ms-channel-id` (2025-04 docs) or only `channel-id` (2025-09
 /// docs) both sync completely; `header_names` narrows it to one pair.
-#[tokio::test]
-async fn both_generations_of_header_names_are_sent_by_default() {
+async fn both_generations_of_header_names_are_sent_by_default(backend: Backend) {
     use convsync_sim::options::D365HeaderNames;
     let tenant = |names| {
-        D365Bed::start_with(SimOptions {
-            conversations: 120,
-            d365_header_names: names,
-            ..SimOptions::default()
-        })
+        D365Bed::start_with(
+            backend,
+            SimOptions {
+                conversations: 120,
+                d365_header_names: names,
+                ..SimOptions::default()
+            },
+        )
     };
     for names in [
         D365HeaderNames::XMs,
@@ -687,9 +685,8 @@ async fn both_generations_of_header_names_are_sent_by_default() {
 
 /// A D365 error names Microsoft's `x-ms-correlation-id` (the id support asks for) in the
 /// run's recorded error.
-#[tokio::test]
-async fn errors_carry_the_correlation_id() {
-    let bed = D365Bed::start(30, HOUR).await;
+async fn errors_carry_the_correlation_id(backend: Backend) {
+    let bed = D365Bed::start(backend, 30, HOUR).await;
     bed.sim.set_faults(
         Platform::D365,
         Faults {
@@ -711,9 +708,8 @@ async fn errors_carry_the_correlation_id() {
 
 /// A 429 that outlasts the retries ends the cycle as rate limited; its log line still
 /// names Microsoft's `x-ms-correlation-id`, the id support asks for.
-#[tokio::test]
-async fn rate_limited_requests_log_the_correlation_id() {
-    let bed = D365Bed::start(5, HOUR).await;
+async fn rate_limited_requests_log_the_correlation_id(backend: Backend) {
+    let bed = D365Bed::start(backend, 5, HOUR).await;
     bed.sim.set_faults(
         Platform::D365,
         Faults {
@@ -741,3 +737,23 @@ async fn rate_limited_requests_log_the_correlation_id() {
     correlation_id(gave_up);
     bed.sim.shutdown().await;
 }
+
+on_both_stores!(
+    initial_sync_mirrors_every_active_conversation,
+    delta_requests_only_new_conversations,
+    sweep_closes_vanished_conversations_and_reopens_returning_ones,
+    mass_closure_guard_refuses_then_applies_when_allowed,
+    token_is_refreshed_before_it_expires,
+    token_is_refreshed_once_on_401,
+    rejected_credentials_fail_with_the_entra_error,
+    rate_limited_requests_wait_for_retry_after,
+    server_errors_are_retried,
+    messages_follow_ups_fill_activity_and_direction,
+    unordered_listing_with_trailing_empty_pages_loses_nothing,
+    tie_cluster_across_pages_is_mirrored_whole,
+    expired_continuation_token_restarts_the_walk,
+    messages_404_closes_the_conversation,
+    both_generations_of_header_names_are_sent_by_default,
+    errors_carry_the_correlation_id,
+    rate_limited_requests_log_the_correlation_id,
+);

@@ -5,6 +5,7 @@
 //! Every source is configured through a real config file (so `setup` and the secret
 //! reference are exercised), and every test ends with the mirror equal to the simulator's
 //! truth (or, where a guard is the point, with the mirror deliberately left unchanged).
+//! Every test runs on both stores.
 
 use std::time::Duration;
 
@@ -14,15 +15,16 @@ use convsync_sim::{
     TruthConversation,
 };
 
-use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
+use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 use crate::support::truth::{Truth, TruthSource};
 use crate::support::{TestDb, quick_http};
 
 /// The `[[sources]]` entry; its one app's rows are stored as `sinch-app/<app id>`.
 const SOURCE: &str = "sinch-app";
 
-/// A simulator with one Sinch project, a mirror database and a config file for it.
+/// A simulator with one Sinch project, a mirror database on the test's backend and a
+/// config file for it.
 struct SinchTest {
     sim: SimHandle,
     db: TestDb,
@@ -35,7 +37,11 @@ struct SinchTest {
 
 impl SinchTest {
     /// `conversations` per account, no background activity, frozen simulated clock.
-    async fn start(conversations: u32, tune: impl FnOnce(&mut SimOptions)) -> SinchTest {
+    async fn start(
+        backend: Backend,
+        conversations: u32,
+        tune: impl FnOnce(&mut SimOptions),
+    ) -> SinchTest {
         let mut options = SimOptions {
             conversations,
             activity_rate: 0.0,
@@ -48,7 +54,7 @@ impl SinchTest {
         SinchTest {
             source: format!("{SOURCE}/{}", account.app_id),
             sim,
-            db: TestDb::new(),
+            db: TestDb::on(backend).await,
             files: tempfile::tempdir().unwrap(),
             account,
         }
@@ -148,9 +154,8 @@ fn pages(rows: usize, per_page: usize) -> u64 {
 
 /// The first cycle walks the recent listing and both halves of the inventory, and mirrors
 /// active, inactive and message-less conversations alike.
-#[tokio::test]
-async fn initial_sync_mirrors_active_and_inactive_conversations() {
-    let t = SinchTest::start(90, |_| {}).await;
+async fn initial_sync_mirrors_active_and_inactive_conversations(backend: Backend) {
+    let t = SinchTest::start(backend, 90, |_| {}).await;
     let app = t.app().await;
 
     app.cycle_caught_up(&t.source, Sweep::IfDue).await;
@@ -193,19 +198,20 @@ async fn initial_sync_mirrors_active_and_inactive_conversations() {
 /// written: those rows were seen inside the sweep's window (it opens with the cycle), so
 /// the sweep writes nothing to them. A sweep in a later cycle refreshes `last_seen_at` of
 /// everything it lists, which is how it tells present rows from absent ones.
-#[tokio::test]
-async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote() {
-    let t = SinchTest::start(60, |_| {}).await;
+async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote(backend: Backend) {
+    let t = SinchTest::start(backend, 60, |_| {}).await;
     let app = t.app().await;
     let seen = || async {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT conversation_id, first_seen_at, last_seen_at FROM conversations
-             WHERE source = ?",
-        )
-        .bind(&t.source)
-        .fetch_all(app.store().pool())
-        .await
-        .unwrap();
+        // Instants as text: SQLite's mirror text, or PostgreSQL's in UTC; either sorts
+        // in time order within one test.
+        let rows: Vec<(String, String, String)> = app
+            .store()
+            .sql_rows(&format!(
+                "SELECT conversation_id, CAST(first_seen_at AS TEXT), CAST(last_seen_at AS TEXT)
+                 FROM conversations WHERE source = '{}'",
+                t.source
+            ))
+            .await;
         rows
     };
 
@@ -234,9 +240,8 @@ async fn a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote() {
 
 /// A delta cycle costs one recent page per 50 changed conversations, lists nothing else and
 /// rewrites only the conversations that changed.
-#[tokio::test]
-async fn delta_cycle_costs_what_the_documented_strategy_says() {
-    let t = SinchTest::start(90, |_| {}).await;
+async fn delta_cycle_costs_what_the_documented_strategy_says(backend: Backend) {
+    let t = SinchTest::start(backend, 90, |_| {}).await;
     let app = t.app().await;
     app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
@@ -281,9 +286,8 @@ async fn delta_cycle_costs_what_the_documented_strategy_says() {
 
 /// Sixty conversations sharing one message instant span a page boundary of the newest-first
 /// walk and are all read: a tie never ends the walk early.
-#[tokio::test]
-async fn tie_cluster_across_a_page_boundary_is_read_completely() {
-    let t = SinchTest::start(90, |_| {}).await;
+async fn tie_cluster_across_a_page_boundary_is_read_completely(backend: Backend) {
+    let t = SinchTest::start(backend, 90, |_| {}).await;
     let app = t.app().await;
     app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
@@ -304,9 +308,8 @@ async fn tie_cluster_across_a_page_boundary_is_read_completely() {
 
 /// A walk cut short by the page cap keeps its page token in the cursor and, after a
 /// restart, resumes from it: no page is fetched twice.
-#[tokio::test]
-async fn interrupted_walk_resumes_from_its_saved_page_token() {
-    let t = SinchTest::start(150, |_| {}).await;
+async fn interrupted_walk_resumes_from_its_saved_page_token(backend: Backend) {
+    let t = SinchTest::start(backend, 150, |_| {}).await;
     let capped = "max_pages_per_cycle = 2";
     let app = t.app_with(&t.account.app_id, capped, "").await;
 
@@ -349,9 +352,8 @@ async fn interrupted_walk_resumes_from_its_saved_page_token() {
 }
 
 /// A saved page token the server no longer accepts restarts that walk cleanly.
-#[tokio::test]
-async fn expired_page_token_restarts_the_walk() {
-    let t = SinchTest::start(150, |_| {}).await;
+async fn expired_page_token_restarts_the_walk(backend: Backend) {
+    let t = SinchTest::start(backend, 150, |_| {}).await;
     let app = t
         .app_with(&t.account.app_id, "max_pages_per_cycle = 2", "")
         .await;
@@ -392,9 +394,8 @@ async fn expired_page_token_restarts_the_walk() {
 
 /// A conversation stopped without a new message is invisible to the delta; the sweep
 /// finds it in the inactive listing and updates the row instead of deleting it.
-#[tokio::test]
-async fn deactivated_conversations_are_updated_by_the_sweep() {
-    let t = SinchTest::start(90, |_| {}).await;
+async fn deactivated_conversations_are_updated_by_the_sweep(backend: Backend) {
+    let t = SinchTest::start(backend, 90, |_| {}).await;
     let app = t.app().await;
     app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
@@ -427,9 +428,8 @@ async fn deactivated_conversations_are_updated_by_the_sweep() {
 
 /// Conversations absent from both listings are marked deleted; a sweep that would delete
 /// most of the mirror at once is refused until the guard is raised.
-#[tokio::test]
-async fn deletions_are_applied_behind_the_mass_deletion_guard() {
-    let t = SinchTest::start(40, |_| {}).await;
+async fn deletions_are_applied_behind_the_mass_deletion_guard(backend: Backend) {
+    let t = SinchTest::start(backend, 40, |_| {}).await;
     let app = t.app().await;
     app.cycle_caught_up(&t.source, Sweep::IfDue).await;
 
@@ -475,9 +475,8 @@ async fn deletions_are_applied_behind_the_mass_deletion_guard() {
 
 /// A revoked access token is replaced once on 401 and the cycle carries on; the key
 /// secret only ever goes to the token endpoint.
-#[tokio::test]
-async fn revoked_token_is_refreshed_once() {
-    let t = SinchTest::start(60, |o| o.sinch_reject_basic_auth = true).await;
+async fn revoked_token_is_refreshed_once(backend: Backend) {
+    let t = SinchTest::start(backend, 60, |o| o.sinch_reject_basic_auth = true).await;
     let app = t.app().await;
     app.cycle_caught_up(&t.source, Sweep::IfDue).await;
     assert_eq!(t.token_requests(), 1);
@@ -509,9 +508,8 @@ async fn revoked_token_is_refreshed_once() {
 }
 
 /// 429 answers without `Retry-After` are retried with backoff and the cycle completes.
-#[tokio::test]
-async fn rate_limited_requests_back_off_and_complete() {
-    let t = SinchTest::start(90, |o| o.frozen_clock = false).await;
+async fn rate_limited_requests_back_off_and_complete(backend: Backend) {
+    let t = SinchTest::start(backend, 90, |o| o.frozen_clock = false).await;
     let app = t.app().await;
     t.sim.set_faults(
         Platform::Sinch,
@@ -542,9 +540,8 @@ async fn rate_limited_requests_back_off_and_complete() {
 }
 
 /// An app in DISPATCH mode lists nothing: the run says why instead of staying silently empty.
-#[tokio::test]
-async fn dispatch_mode_app_is_reported() {
-    let t = SinchTest::start(20, |o| o.sinch_dispatch_app = true).await;
+async fn dispatch_mode_app_is_reported(backend: Backend) {
+    let t = SinchTest::start(backend, 20, |o| o.sinch_dispatch_app = true).await;
     let dispatch = t.account.dispatch_app_id.clone().unwrap();
     let app = t.app_with(&dispatch, "", "").await;
     let source = format!("{SOURCE}/{dispatch}");
@@ -561,9 +558,8 @@ async fn dispatch_mode_app_is_reported() {
 }
 
 /// A 404 (wrong region, project or app) fails the cycle with Sinch's message and the hint.
-#[tokio::test]
-async fn not_found_is_explained_as_a_region_or_id_mismatch() {
-    let t = SinchTest::start(20, |_| {}).await;
+async fn not_found_is_explained_as_a_region_or_id_mismatch(backend: Backend) {
+    let t = SinchTest::start(backend, 20, |_| {}).await;
     let wrong = "01WRONGAPP0000000000000000";
     let app = t.app_with(wrong, "", "").await;
     let source = format!("{SOURCE}/{wrong}");
@@ -582,3 +578,18 @@ async fn not_found_is_explained_as_a_region_or_id_mismatch() {
     );
     assert!(app.mirror(&source).await.is_empty());
 }
+
+on_both_stores!(
+    initial_sync_mirrors_active_and_inactive_conversations,
+    a_sweep_does_not_rewrite_rows_its_own_cycle_just_wrote,
+    delta_cycle_costs_what_the_documented_strategy_says,
+    tie_cluster_across_a_page_boundary_is_read_completely,
+    interrupted_walk_resumes_from_its_saved_page_token,
+    expired_page_token_restarts_the_walk,
+    deactivated_conversations_are_updated_by_the_sweep,
+    deletions_are_applied_behind_the_mass_deletion_guard,
+    revoked_token_is_refreshed_once,
+    rate_limited_requests_back_off_and_complete,
+    dispatch_mode_app_is_reported,
+    not_found_is_explained_as_a_region_or_id_mismatch,
+);

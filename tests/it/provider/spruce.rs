@@ -3,6 +3,8 @@
 //! refused token, and pacing on Spruce's rate-limit headers. Every scenario ends by
 //! comparing the mirror with the simulator's truth.
 //!
+//! Every scenario runs on both stores (`spruce::sqlite::…`, `spruce::postgres::…`).
+//!
 //! The simulator's clock is frozen and moved explicitly, so timestamps are exact and
 //! Spruce's per-minute window only renews when a test says so.
 
@@ -19,9 +21,9 @@ use convsync_sim::{
     TruthConversation,
 };
 
-use crate::support::StorePool;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::mirror::Mirror;
+use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 use crate::support::truth::{Truth, TruthSource};
 use crate::support::world::start_one_provider_tuned;
 use crate::support::{GUARD, TestDb, quick_http, schedule};
@@ -32,8 +34,8 @@ const ITEMS: &str = "/items";
 /// The source every scenario syncs.
 pub(crate) const CLINIC: &str = "clinic";
 
-/// A Spruce test bed: the simulator (frozen clock, no background activity), a mirror file
-/// and the token files.
+/// A Spruce test bed: the simulator (frozen clock, no background activity), a mirror
+/// database (SQLite unless started on another backend) and the token files.
 pub(crate) struct SpruceBed {
     pub(crate) sim: SimHandle,
     pub(crate) db: TestDb,
@@ -44,11 +46,20 @@ pub(crate) struct SpruceBed {
 
 impl SpruceBed {
     pub(crate) async fn start(conversations: u32, tune: impl FnOnce(&mut SimOptions)) -> SpruceBed {
+        SpruceBed::start_on(Backend::Sqlite, conversations, tune).await
+    }
+
+    /// As [`SpruceBed::start`], with the mirror on `backend`.
+    pub(crate) async fn start_on(
+        backend: Backend,
+        conversations: u32,
+        tune: impl FnOnce(&mut SimOptions),
+    ) -> SpruceBed {
         let sim = start_one_provider_tuned(SPRUCE, 1, 5, conversations, tune).await;
         let account = sim.accounts().spruce[0].organization_id.clone();
         SpruceBed {
             sim,
-            db: TestDb::new(),
+            db: TestDb::on(backend).await,
             secrets: tempfile::tempdir().unwrap(),
             account,
         }
@@ -166,9 +177,8 @@ pub(crate) async fn with_messages(bed: &SpruceBed) -> Vec<String> {
 /// The first sync mirrors every conversation, including those without messages, which
 /// `orderBy=last_message` leaves out here so that only the `created` delta can catch them
 /// (and whose `lastMessageAt` is an explicit `null`), with who spoke last for each.
-#[tokio::test]
-async fn initial_sync_mirrors_everything_with_reply_state() {
-    let bed = SpruceBed::start(150, |o| {
+async fn initial_sync_mirrors_everything_with_reply_state(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 150, |o| {
         o.spruce_messageless_order = convsync_sim::options::MessagelessOrder::Excluded;
         o.spruce_null_last_message_at = true;
     })
@@ -196,9 +206,8 @@ async fn initial_sync_mirrors_everything_with_reply_state() {
 
 /// With Spruce's other plausible behaviours (message-less conversations listed first,
 /// `lastMessageAt` omitted) the first sync is just as complete.
-#[tokio::test]
-async fn initial_sync_handles_omitted_last_message_at() {
-    let bed = SpruceBed::start(80, |_| {}).await;
+async fn initial_sync_handles_omitted_last_message_at(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 80, |_| {}).await;
     let app = bed.app(200).await;
 
     app.sync_caught_up(Sweep::IfDue).await;
@@ -208,9 +217,8 @@ async fn initial_sync_handles_omitted_last_message_at() {
 
 /// After the first sync each delta asks only from its watermark: a quiet cycle costs one
 /// page per delta and no items; changed conversations cost one items request each.
-#[tokio::test]
-async fn deltas_request_only_what_changed() {
-    let bed = SpruceBed::start(60, |_| {}).await;
+async fn deltas_request_only_what_changed(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 60, |_| {}).await;
     let app = bed.app(10).await;
     app.sync_caught_up(Sweep::IfDue).await;
     assert_eq!(
@@ -248,9 +256,8 @@ async fn deltas_request_only_what_changed() {
 
 /// New conversations are caught by the deltas, with the patient's first message owed a
 /// reply.
-#[tokio::test]
-async fn new_conversations_arrive_through_the_deltas() {
-    let bed = SpruceBed::start(30, |_| {}).await;
+async fn new_conversations_arrive_through_the_deltas(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 30, |_| {}).await;
     let app = bed.app(200).await;
     app.sync_caught_up(Sweep::IfDue).await;
 
@@ -275,9 +282,8 @@ async fn new_conversations_arrive_through_the_deltas() {
 
 /// Conversations sharing one `lastMessageAt` across page boundaries are all mirrored, and
 /// re-reading the tie at the inclusive `startFrom` costs no writes.
-#[tokio::test]
-async fn boundary_ties_are_not_lost() {
-    let bed = SpruceBed::start(40, |_| {}).await;
+async fn boundary_ties_are_not_lost(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 40, |_| {}).await;
     let app = bed.app(5).await;
     app.sync_caught_up(Sweep::IfDue).await;
 
@@ -308,9 +314,8 @@ async fn boundary_ties_are_not_lost() {
 
 /// A message that becomes visible in the listing after a newer one moved the watermark is
 /// still caught, because each delta starts a lookback before its watermark.
-#[tokio::test]
-async fn late_visible_conversations_within_the_lookback_are_caught() {
-    let bed = SpruceBed::start(30, |_| {}).await;
+async fn late_visible_conversations_within_the_lookback_are_caught(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 30, |_| {}).await;
     let app = bed.app(200).await;
     app.sync_caught_up(Sweep::IfDue).await;
     let ids = with_messages(&bed).await;
@@ -352,20 +357,18 @@ async fn late_visible_conversations_within_the_lookback_are_caught() {
 
 /// Reply state follows the conversation: inbound → owed; outbound → answered; a new
 /// inbound → owed again; an internal note after it changes nothing.
-#[tokio::test]
-async fn reply_state_follows_inbound_outbound_and_internal_notes() {
-    reply_state_scenario(false).await;
+async fn reply_state_follows_inbound_outbound_and_internal_notes(backend: Backend) {
+    reply_state_scenario(backend, false).await;
 }
 
 /// The same holds when the items `startFrom` is strictly "after" (as its docs word it)
 /// rather than inclusive.
-#[tokio::test]
-async fn reply_state_holds_with_an_exclusive_items_start() {
-    reply_state_scenario(true).await;
+async fn reply_state_holds_with_an_exclusive_items_start(backend: Backend) {
+    reply_state_scenario(backend, true).await;
 }
 
-async fn reply_state_scenario(items_start_exclusive: bool) {
-    let bed = SpruceBed::start(20, |o| {
+async fn reply_state_scenario(backend: Backend, items_start_exclusive: bool) {
+    let bed = SpruceBed::start_on(backend, 20, |o| {
         o.spruce_items_start_exclusive = items_start_exclusive
     })
     .await;
@@ -422,9 +425,8 @@ async fn reply_state_scenario(items_start_exclusive: bool) {
 
 /// A conversation deleted before its queued items request runs is marked deleted by
 /// Spruce's 404 instead of failing the follow-up forever.
-#[tokio::test]
-async fn a_conversation_deleted_before_its_items_are_read_is_marked_deleted() {
-    let bed = SpruceBed::start(20, |_| {}).await;
+async fn a_conversation_deleted_before_its_items_are_read_is_marked_deleted(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 20, |_| {}).await;
     let one_follow_up = Schedule {
         max_follow_ups_per_cycle: 1,
         ..schedule()
@@ -451,11 +453,10 @@ async fn a_conversation_deleted_before_its_items_are_read_is_marked_deleted() {
     let pending = app.store().count_follow_ups(CLINIC).await.unwrap();
     assert_eq!(pending, 1);
     // …while its conversation is deleted at Spruce.
-    let waiting: String =
-        sqlx::query_scalar("SELECT conversation_id FROM follow_ups WHERE source = 'clinic'")
-            .fetch_one(app.store().pool())
-            .await
-            .unwrap();
+    let waiting: String = app
+        .store()
+        .sql_value("SELECT conversation_id FROM follow_ups WHERE source = 'clinic'")
+        .await;
     bed.sim.delete(SPRUCE, &bed.account, &waiting).unwrap();
 
     let second = app.cycle(CLINIC, Sweep::IfDue).await;
@@ -471,9 +472,8 @@ async fn a_conversation_deleted_before_its_items_are_read_is_marked_deleted() {
 
 /// A sweep refreshes what the deltas cannot see (archive, title, assignment) and marks
 /// conversations Spruce no longer lists as deleted.
-#[tokio::test]
-async fn sweep_refreshes_silent_changes_and_marks_deletions() {
-    let bed = SpruceBed::start(40, |_| {}).await;
+async fn sweep_refreshes_silent_changes_and_marks_deletions(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 40, |_| {}).await;
     let app = bed.app(200).await;
     app.sync_caught_up(Sweep::IfDue).await;
     let ids = with_messages(&bed).await;
@@ -506,9 +506,8 @@ async fn sweep_refreshes_silent_changes_and_marks_deletions() {
 
 /// A sweep that would delete most of the mirror at once (an outage-shaped listing) is
 /// refused: nothing is marked and the run says why.
-#[tokio::test]
-async fn sweep_guard_refuses_mass_deletion() {
-    let bed = SpruceBed::start(12, |_| {}).await;
+async fn sweep_guard_refuses_mass_deletion(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 12, |_| {}).await;
     let app = bed.app(200).await;
     app.sync_caught_up(Sweep::IfDue).await;
 
@@ -526,9 +525,8 @@ async fn sweep_guard_refuses_mass_deletion() {
 
 /// A refused token (Spruce answers 403) stops that source at once with a clear error,
 /// without a retry loop, while another source of the same organization keeps syncing.
-#[tokio::test]
-async fn forbidden_token_stops_only_its_source() {
-    let bed = SpruceBed::start(20, |_| {}).await;
+async fn forbidden_token_stops_only_its_source(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 20, |_| {}).await;
     let good = bed.source("clinic", &bed.token(), 200, schedule());
     let bad = bed.source("revoked", "spr_this-token-was-disabled", 200, schedule());
     let app = bed.app_over(vec![good, bad]).await;
@@ -602,9 +600,8 @@ async fn sync_window_by_window(
 
 /// When `s-ratelimit-remaining` reaches 0 the source stops sending until the window has
 /// renewed, so Spruce never has to refuse a request; the work resumes from its checkpoint.
-#[tokio::test]
-async fn pacing_on_rate_limit_headers_avoids_refusals() {
-    let bed = SpruceBed::start(10, |o| o.spruce_rate_limit = 6).await;
+async fn pacing_on_rate_limit_headers_avoids_refusals(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 10, |o| o.spruce_rate_limit = 6).await;
     let schedule = Schedule {
         max_clock_skew: Duration::from_secs(3600),
         ..schedule()
@@ -625,9 +622,8 @@ async fn pacing_on_rate_limit_headers_avoids_refusals() {
 /// When `s-ratelimit-daily-remaining` reaches 0 the source stops sending for the day, even
 /// with the minute window far from spent: Spruce never has to refuse a request, and the
 /// work resumes from its checkpoint once the day has renewed.
-#[tokio::test]
-async fn pacing_on_the_daily_window_avoids_refusals() {
-    let bed = SpruceBed::start(16, |o| {
+async fn pacing_on_the_daily_window_avoids_refusals(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 16, |o| {
         o.spruce_rate_limit = 1000;
         o.spruce_daily_limit = Some(5);
     })
@@ -655,9 +651,8 @@ async fn pacing_on_the_daily_window_avoids_refusals() {
 
 /// An expired page token makes the interrupted walk start again from its watermark
 /// instead of failing every cycle.
-#[tokio::test]
-async fn expired_page_token_restarts_the_walk() {
-    let bed = SpruceBed::start(30, |_| {}).await;
+async fn expired_page_token_restarts_the_walk(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 30, |_| {}).await;
     bed.sim.set_faults(
         SPRUCE,
         Faults {
@@ -685,11 +680,10 @@ async fn expired_page_token_restarts_the_walk() {
         outcome = cycle().await;
     }
     assert!(matches!(outcome, CycleOutcome::CaughtUp), "{outcome:?}");
-    let notes: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT notes FROM sync_runs WHERE source = 'clinic'")
-            .fetch_all(app.store().pool())
-            .await
-            .unwrap();
+    let notes: Vec<Option<String>> = app
+        .store()
+        .sql_column("SELECT notes FROM sync_runs WHERE source = 'clinic'")
+        .await;
     assert!(
         notes
             .iter()
@@ -703,9 +697,8 @@ async fn expired_page_token_restarts_the_walk() {
 /// A backlog of follow-ups larger than a cycle's share is drained by extra cycles that do
 /// not list again what the deltas listed moments before: the listing costs its minimum
 /// (one page per delta walk) however many cycles the items take.
-#[tokio::test]
-async fn draining_follow_ups_does_not_repeat_fresh_deltas() {
-    let bed = SpruceBed::start(40, |_| {}).await;
+async fn draining_follow_ups_does_not_repeat_fresh_deltas(backend: Backend) {
+    let bed = SpruceBed::start_on(backend, 40, |_| {}).await;
     let app = bed
         .app_with(
             200,
@@ -716,10 +709,10 @@ async fn draining_follow_ups_does_not_repeat_fresh_deltas() {
         )
         .await;
     app.sync_caught_up(Sweep::IfDue).await;
-    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_runs")
-        .fetch_one(app.store().pool())
-        .await
-        .unwrap();
+    let runs: i64 = app
+        .store()
+        .sql_value("SELECT COUNT(*) FROM sync_runs")
+        .await;
     let open = open_conversations(&bed).await;
     assert!(
         runs >= open.div_ceil(7) as i64,
@@ -738,3 +731,22 @@ async fn draining_follow_ups_does_not_repeat_fresh_deltas() {
     assert_eq!(app.store().count_follow_ups(CLINIC).await.unwrap(), 0);
     app.assert_mirror_matches_truth().await;
 }
+
+on_both_stores!(
+    initial_sync_mirrors_everything_with_reply_state,
+    initial_sync_handles_omitted_last_message_at,
+    deltas_request_only_what_changed,
+    new_conversations_arrive_through_the_deltas,
+    boundary_ties_are_not_lost,
+    late_visible_conversations_within_the_lookback_are_caught,
+    reply_state_follows_inbound_outbound_and_internal_notes,
+    reply_state_holds_with_an_exclusive_items_start,
+    a_conversation_deleted_before_its_items_are_read_is_marked_deleted,
+    sweep_refreshes_silent_changes_and_marks_deletions,
+    sweep_guard_refuses_mass_deletion,
+    forbidden_token_stops_only_its_source,
+    pacing_on_rate_limit_headers_avoids_refusals,
+    pacing_on_the_daily_window_avoids_refusals,
+    expired_page_token_restarts_the_walk,
+    draining_follow_ups_does_not_repeat_fresh_deltas,
+);

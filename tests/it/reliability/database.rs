@@ -1,47 +1,93 @@
-//! Database faults: a long report read (WAL), another process holding the write lock, a
-//! full disk (SQLite's page limit), files that are not convsync databases or have a newer
-//! schema, the file's permissions, and rows whose reply facts live outside their raw JSON.
+//! Database faults, on both stores: a long report read (SQLite's WAL, PostgreSQL's MVCC),
+//! another process holding the write lock, a full disk (SQLite's page limit; on PostgreSQL
+//! a write failing mid-transaction with the server's `disk_full`), databases that are not
+//! convsync's or have a newer schema, and rows whose reply facts live outside their raw
+//! JSON. The file's permissions are SQLite's alone; connections ended by the server,
+//! PostgreSQL's.
 
 use std::time::Duration;
 
 use convsync::config::Config;
 use convsync::provider::{ConversationRecord, Direction};
-use convsync::store::{CursorState, PageWrite};
+use convsync::store::{CursorState, PageWrite, Store};
 use convsync::sync::Engine;
 use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
+use convsync_sim::{Faults, PlatformSelector};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::StorePool;
 use crate::support::TestDb;
+use crate::support::mirror::MirrorPool;
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, nearly_full_store, run_outcomes, sim_options, small_pages,
+    PATIENCE, Site, SiteOptions, latency, nearly_full_store, run_outcomes, sim_options,
+    small_pages, wait_every_source_caught_up,
 };
+use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 
-/// A report holding a read transaction open for the whole sync does not stop it (WAL).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_report_read_does_not_stop_syncing() {
-    let site = Site::start(sim_options(41, 60), SiteOptions::default()).await;
+/// A report holding a read transaction open for the whole sync does not stop it (SQLite's
+/// WAL; a repeatable-read snapshot on PostgreSQL).
+async fn a_long_report_read_does_not_stop_syncing(backend: Backend) {
+    let site = Site::start_on(backend, sim_options(41, 60), SiteOptions::default()).await;
     assert!(site.run(&["migrate"]).await.status.success());
-    let pool = site.pool().await;
-    let mut report = pool.begin().await.unwrap();
-    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
-        .fetch_one(&mut *report)
-        .await
-        .unwrap();
+    let pool = site.mirror().await;
+    let report = ReportRead::begin(&pool).await;
 
     site.sync_full().await;
 
     site.assert_mirror_matches_truth().await;
-    report.rollback().await.unwrap();
+    report.end().await;
     pool.close().await;
 }
 
+/// A report's read transaction, open from its first read to [`ReportRead::end`].
+enum ReportRead {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl ReportRead {
+    /// Opens the transaction and reads, so that it holds its snapshot from here on.
+    async fn begin(pool: &MirrorPool) -> ReportRead {
+        const READ: &str = "SELECT COUNT(*) FROM conversations";
+        match pool {
+            MirrorPool::Sqlite(pool) => {
+                let mut report = pool.begin().await.unwrap();
+                let _: i64 = sqlx::query_scalar(READ)
+                    .fetch_one(&mut *report)
+                    .await
+                    .unwrap();
+                ReportRead::Sqlite(report)
+            }
+            MirrorPool::Postgres(pool) => {
+                let mut report = pool.begin().await.unwrap();
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .execute(&mut *report)
+                    .await
+                    .unwrap();
+                let _: i64 = sqlx::query_scalar(READ)
+                    .fetch_one(&mut *report)
+                    .await
+                    .unwrap();
+                ReportRead::Postgres(report)
+            }
+        }
+    }
+
+    async fn end(self) {
+        match self {
+            ReportRead::Sqlite(report) => report.rollback().await.unwrap(),
+            ReportRead::Postgres(report) => report.rollback().await.unwrap(),
+        }
+    }
+}
+
 /// Another process holding the write lock longer than the busy timeout makes the cycle
-/// wait and try again: the sync succeeds, no run fails, nothing is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_writer_holding_the_lock_makes_the_cycle_wait() {
-    let site = Site::start(
+/// wait and try again: the sync succeeds, no run fails, nothing is lost. (On SQLite the
+/// lock is the file's; on PostgreSQL, exclusive locks on every table convsync writes,
+/// which its `lock_timeout` meets as SQLite's busy timeout.)
+async fn another_writer_holding_the_lock_makes_the_cycle_wait(backend: Backend) {
+    let site = Site::start_on(
+        backend,
         sim_options(42, 150),
         SiteOptions {
             busy_timeout: "200ms",
@@ -50,17 +96,13 @@ async fn another_writer_holding_the_lock_makes_the_cycle_wait() {
     )
     .await;
     assert!(site.run(&["migrate"]).await.status.success());
-    let pool = site.pool().await;
+    let pool = site.mirror().await;
     // The lock is taken before the sync starts, so the sync meets it however fast it runs
     // (waiting for its first page instead raced with a sync that finished first).
-    let mut writer = pool.acquire().await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *writer)
-        .await
-        .unwrap();
+    let release = hold_write_lock(&pool).await;
     let hold_lock = async move {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        sqlx::query("COMMIT").execute(&mut *writer).await.unwrap();
+        release.await;
     };
 
     let (sync, ()) = tokio::join!(site.run(&["sync", "--once", "--full"]), hold_lock);
@@ -76,15 +118,51 @@ async fn another_writer_holding_the_lock_makes_the_cycle_wait() {
     site.assert_converged().await;
 }
 
-/// A full disk (SQLite's page limit) fails the cycle cleanly while the daemon keeps
-/// running; once space returns it catches up, and the file stays intact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
-    let site = Site::start(sim_options(43, 120), SiteOptions::default()).await;
+/// Takes the mirror's write lock as another process would, and returns the commit that
+/// releases it.
+async fn hold_write_lock(pool: &MirrorPool) -> impl Future<Output = ()> + use<> {
+    let (mut writer, take, release) = match pool {
+        MirrorPool::Sqlite(pool) => (
+            MirrorConnection::Sqlite(pool.acquire().await.unwrap()),
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+        ),
+        MirrorPool::Postgres(pool) => (
+            MirrorConnection::Postgres(pool.acquire().await.unwrap()),
+            "BEGIN; LOCK TABLE conversations, cursors, sync_runs, follow_ups, \
+             rejected_records, refresh_tokens IN EXCLUSIVE MODE",
+            "COMMIT",
+        ),
+    };
+    writer.execute(take).await;
+    async move { writer.execute(release).await }
+}
+
+/// One connection of a [`MirrorPool`].
+enum MirrorConnection {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl MirrorConnection {
+    /// Runs `sql` (statements separated by `;`).
+    async fn execute(&mut self, sql: &'static str) {
+        match self {
+            MirrorConnection::Sqlite(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(drop),
+            MirrorConnection::Postgres(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// A full disk fails the cycle cleanly while the daemon keeps running; once space returns
+/// it catches up, and the database stays intact.
+async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up(backend: Backend) {
+    let site = Site::start_on(backend, sim_options(43, 120), SiteOptions::default()).await;
     let mut config = Config::load(&site.config).unwrap();
-    let store = nearly_full_store(&mut config, 4).await;
+    let store = nearly_full(backend, &mut config).await;
     // Assembled by hand: the engine must write through this store, whose page limit
-    // stands for the full disk (`App::build` would open a store of its own).
+    // stands for the full disk on SQLite (`App::build` would open a store of its own).
     let engine = Engine::new(store.clone(), &config.http, &config.sources).unwrap();
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn({
@@ -115,17 +193,14 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
     assert!(engine.sources().iter().all(|s| !s.progress.state().stopped));
     store.integrity_check().await.unwrap();
 
-    sqlx::query("PRAGMA max_page_count = 1073741823")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    free_space(backend, &store).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let caught_up = engine.sources().iter().all(|s| {
             let state = s.progress.state();
             state.last_error.is_none() && state.last_success_at.is_some()
         });
-        if caught_up && site.truth().differences(store.pool()).await.is_empty() {
+        if caught_up && site.truth().differences(&store).await.is_empty() {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -134,7 +209,7 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
                 .iter()
                 .map(|s| (s.name.clone(), s.progress.state().last_error))
                 .collect();
-            let diff = site.truth().differences(store.pool()).await;
+            let diff = site.truth().differences(&store).await;
             panic!(
                 "the daemon never caught up after space returned: {states:?}\n{}",
                 diff.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
@@ -146,21 +221,121 @@ async fn a_full_disk_fails_cleanly_and_the_daemon_catches_up() {
     daemon.await.unwrap().unwrap();
     store.integrity_check().await.unwrap();
     store.close().await;
+    site.assert_integrity().await;
+}
+
+/// The site's store, migrated, on a disk that fills after a few pages. SQLite: one
+/// connection whose database may grow by only four pages (its page limit, a full disk
+/// that is real to SQLite). PostgreSQL: once the mirror holds 40 conversations, every new
+/// row fails its transaction with the server's own `disk_full` (SQLSTATE 53100), which is
+/// what PostgreSQL raises when it cannot extend a table's file.
+async fn nearly_full(backend: Backend, config: &mut Config) -> Store {
+    match backend {
+        Backend::Sqlite => nearly_full_store(config, 4).await,
+        Backend::Postgres => {
+            let store = Store::open(&config.store).await.unwrap();
+            store
+                .sql_execute(
+                    "CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN
+                         IF (SELECT COUNT(*) FROM conversations) >= 40 THEN
+                             RAISE EXCEPTION 'could not extend file: No space left on device'
+                                 USING ERRCODE = 'disk_full';
+                         END IF;
+                         RETURN NEW;
+                     END $$",
+                )
+                .await;
+            store
+                .sql_execute(
+                    "CREATE TRIGGER test_disk_full BEFORE INSERT ON conversations
+                     FOR EACH ROW EXECUTE FUNCTION test_disk_full()",
+                )
+                .await;
+            store
+        }
+    }
+}
+
+/// Space returns to the disk [`nearly_full`] filled.
+async fn free_space(backend: Backend, store: &Store) {
+    let sql = match backend {
+        Backend::Sqlite => "PRAGMA max_page_count = 1073741823",
+        Backend::Postgres => "DROP TRIGGER test_disk_full ON conversations",
+    };
+    store.sql_execute(sql).await;
+}
+
+/// PostgreSQL only (a SQLite file has no connection to lose): the server ending convsync's
+/// connections while pages are being written (`pg_terminate_backend`, as an operator, a
+/// failover or a restarted pooler does) rolls back at most the transactions in flight and
+/// fails at most their cycles; the daemon keeps running, reconnects, catches up, and the
+/// mirror ends equal to the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_ended_by_the_server_mid_page_are_survived() {
+    const KILLS: usize = 3;
+    let site = Site::start_on(Backend::Postgres, sim_options(46, 150), small_pages()).await;
+    site.sim.set_faults(PlatformSelector::All, latency(20, 60));
+    let mut daemon = site.spawn_daemon_mid_sync().await;
+    let pool = site.mirror().await;
+
+    // Only backends inside a transaction: a page (or run, or cursor) being written. Until
+    // one of them has failed a cycle, which the run log names.
+    let mut killed = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while killed < KILLS || ended_cycles(&pool).await == 0 {
+        let ended: Vec<bool> = pool
+            .sql_column(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'convsync' AND datname = current_database()
+                   AND xact_start IS NOT NULL AND pid <> pg_backend_pid()",
+            )
+            .await;
+        killed += ended.into_iter().filter(|ended| *ended).count();
+        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no transaction of convsync's to end"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after_kills: i64 = pool
+        .sql_value("SELECT COALESCE(MAX(id), 0) FROM sync_runs")
+        .await;
+
+    wait_every_source_caught_up(&site, &pool, &mut daemon, after_kills).await;
+    assert_eq!(daemon.sigterm().await.code(), Some(0));
+    pool.close().await;
+
+    site.sim
+        .set_faults(PlatformSelector::All, Faults::default());
+    site.sync_full().await;
+    site.assert_converged().await;
+}
+
+/// Runs that failed because the server ended their connection.
+async fn ended_cycles(pool: &MirrorPool) -> i64 {
+    pool.sql_value(
+        "SELECT COUNT(*) FROM sync_runs
+         WHERE outcome = 'failed' AND error LIKE '%terminating connection%'",
+    )
+    .await
 }
 
 /// A database that belongs to something else, or was written by a newer convsync, is
 /// refused with a clear message and left untouched.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn foreign_or_newer_databases_are_refused() {
-    let site = Site::start(sim_options(44, 20), SiteOptions::default()).await;
-    {
-        let foreign = crate::support::reliability::create_pool(&site.db_path()).await;
-        sqlx::query("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
-            .execute(&foreign)
-            .await
-            .unwrap();
-        foreign.close().await;
-    }
+async fn foreign_or_newer_databases_are_refused(backend: Backend) {
+    let site = Site::start_on(backend, sim_options(44, 20), SiteOptions::default()).await;
+    let foreign = match backend {
+        Backend::Sqlite => {
+            MirrorPool::Sqlite(crate::support::reliability::create_pool(&site.db_path()).await)
+        }
+        Backend::Postgres => site.mirror().await,
+    };
+    foreign
+        .sql_execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        .await;
+    foreign.close().await;
     let refused = site.run(&["sync", "--once"]).await;
     assert!(!refused.status.success());
     assert!(
@@ -169,25 +344,35 @@ async fn foreign_or_newer_databases_are_refused() {
         refused.tail()
     );
     assert!(!refused.stderr.contains("panicked"));
-    let pool = site.pool().await;
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(tables, ["invoices"], "the foreign file is left untouched");
-    pool.close().await;
+    let pool = site.mirror().await;
+    let tables: Vec<String> = pool
+        .sql_column(match backend {
+            Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+            Backend::Postgres => {
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = 'public'"
+            }
+        })
+        .await;
+    assert_eq!(
+        tables,
+        ["invoices"],
+        "the foreign database is left untouched"
+    );
+    pool.sql_execute("DROP TABLE invoices").await;
 
-    std::fs::remove_file(site.db_path()).unwrap();
     assert!(site.run(&["migrate"]).await.status.success());
-    let pool = site.pool().await;
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
-         VALUES (999999, 'from the future', CURRENT_TIMESTAMP, 1, x'00', 0)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    pool.sql_execute(match backend {
+        Backend::Sqlite => {
+            "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
+             VALUES (999999, 'from the future', CURRENT_TIMESTAMP, 1, x'00', 0)"
+        }
+        Backend::Postgres => {
+            "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
+             VALUES (999999, 'from the future', CURRENT_TIMESTAMP, true, '\\x00', 0)"
+        }
+    })
+    .await;
     pool.close().await;
     for command in [&["sync", "--once"][..], &["migrate"], &["status"]] {
         let refused = site.run(command).await;
@@ -203,6 +388,7 @@ async fn foreign_or_newer_databases_are_refused() {
 }
 
 /// The database file (and its WAL companions) are created readable by the owner only.
+/// SQLite only: a PostgreSQL mirror has no file of convsync's (the server owns its files).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_file_is_created_owner_only() {
     use std::os::unix::fs::PermissionsExt;
@@ -222,9 +408,8 @@ async fn the_database_file_is_created_owner_only() {
 /// Who spoke last can come from outside a record's raw JSON (Sinch's recent listing reads
 /// it from the last message): a re-listed conversation whose raw JSON did not change but
 /// whose direction did is updated, not skipped as unchanged.
-#[tokio::test]
-async fn reply_facts_outside_the_raw_json_are_not_skipped() {
-    let db = TestDb::new();
+async fn reply_facts_outside_the_raw_json_are_not_skipped(backend: Backend) {
+    let db = TestDb::on(backend).await;
     let store = db.open().await;
     let run = store.begin_run("s").await.unwrap();
     let raw = serde_json::value::RawValue::from_string(r#"{"id":"c1"}"#.into()).unwrap();
@@ -252,22 +437,21 @@ async fn reply_facts_outside_the_raw_json_are_not_skipped() {
     let counts = write(vec![page(Direction::Outbound)]).await;
 
     assert_eq!(counts.updated, 1, "{counts:?}");
-    let (direction, awaiting): (String, bool) = sqlx::query_as(
-        "SELECT last_message_direction, awaiting_reply FROM conversations WHERE conversation_id = 'c1'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    assert_eq!((direction.as_str(), awaiting), ("outbound", false));
+    let rows: Vec<(String, bool)> = store
+        .sql_rows(
+            "SELECT last_message_direction, awaiting_reply FROM conversations
+             WHERE conversation_id = 'c1'",
+        )
+        .await;
+    assert_eq!(rows, [("outbound".to_owned(), false)]);
 }
 
 /// A delta's pages applied in one transaction insert their new rows in one pass and
 /// compare the rest with the mirror in page order: a row mirrored before is updated or
 /// left alone, and a row that is new on one page and listed again, changed, on a later
 /// page ends with the later content.
-#[tokio::test]
-async fn pages_applied_together_insert_first_then_compare_in_page_order() {
-    let db = TestDb::new();
+async fn pages_applied_together_insert_first_then_compare_in_page_order(backend: Backend) {
+    let db = TestDb::on(backend).await;
     let store = db.open().await;
     let run = store.begin_run("s").await.unwrap();
     let record = |id: &str, content: &str| {
@@ -292,12 +476,18 @@ async fn pages_applied_together_insert_first_then_compare_in_page_order() {
         .map(|c| (c.inserted, c.updated, c.unchanged))
         .collect();
     assert_eq!(summary, [(1, 1, 1), (1, 1, 0)]);
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT conversation_id, raw ->> '$.v' FROM conversations ORDER BY conversation_id",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
+    let rows: Vec<(String, String)> = store
+        .sql_rows::<(String, String)>(
+            "SELECT conversation_id, CAST(raw AS TEXT) FROM conversations
+             ORDER BY conversation_id",
+        )
+        .await
+        .into_iter()
+        .map(|(id, raw)| {
+            let raw: serde_json::Value = serde_json::from_str(&raw).unwrap();
+            (id, raw["v"].as_str().unwrap().to_owned())
+        })
+        .collect();
     let expected = [("a", "2"), ("b", "2"), ("c", "1"), ("d", "1")];
     assert_eq!(
         rows,
@@ -321,3 +511,12 @@ fn delta_page(run_id: i64, records: &[ConversationRecord]) -> PageWrite<'_> {
         insert_first: true,
     }
 }
+
+on_both_stores!(
+    multi_thread: a_long_report_read_does_not_stop_syncing,
+    another_writer_holding_the_lock_makes_the_cycle_wait,
+    a_full_disk_fails_cleanly_and_the_daemon_catches_up,
+    foreign_or_newer_databases_are_refused,
+    reply_facts_outside_the_raw_json_are_not_skipped,
+    pages_applied_together_insert_first_then_compare_in_page_order,
+);

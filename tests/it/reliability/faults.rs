@@ -6,17 +6,19 @@
 //!
 //! Each scenario ends with the mirror equal to the simulator's truth and checks that what
 //! happened is visible in `sync_runs`, the logs (at `RUST_LOG=trace`) and, where a daemon
-//! ran, `/metrics` — and that no secret or token appears in any of them.
+//! ran, `/metrics` — and that no secret or token appears in any of them. Every scenario
+//! runs on both stores.
 
 use std::time::Duration;
 
 use convsync_sim::{Faults, MessageKind, Platform, PlatformSelector, RateLimitFault, RetryAfter};
-use sqlx::SqlitePool;
 
+use crate::support::mirror::{MirrorPool, read_conversation};
 use crate::support::reliability::{
-    PATIENCE, Site, SiteOptions, latency, run_reports, sim_options, site_sources, small_pages,
-    wait_for_rows, watermarks,
+    Site, SiteOptions, latency, run_reports, sim_options, site_sources, small_pages,
+    wait_every_source_caught_up, wait_for_rows, watermarks,
 };
+use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 
 /// What a daemon scenario saw.
 struct Observed {
@@ -33,41 +35,14 @@ fn metric_sum(metrics: &str, metric: &str, filters: &[&str]) -> f64 {
         .sum()
 }
 
-/// Waits until every source of the site has a `caught_up` run.
-async fn wait_every_source_caught_up(
-    site: &Site,
-    pool: &SqlitePool,
-    daemon: &mut crate::support::reliability::Daemon,
-) {
-    let sources = site_sources(&site.sim);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let done: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT source FROM sync_runs WHERE outcome = 'caught_up'")
-                .fetch_all(pool)
-                .await
-                .unwrap_or_default();
-        if sources.iter().all(|s| done.contains(&s.name)) {
-            return;
-        }
-        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not every source caught up; runs:\n{}",
-            run_reports(pool).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Runs `convsync run` under the site's faults until every source caught up, scrapes
 /// `/metrics`, stops it with SIGTERM (exit 0), then runs `sync --once --full` with the
 /// faults still on until it succeeds with no follow-up left, and checks the mirror, the
 /// file and the secrets.
 async fn daemon_scenario(site: &Site) -> Observed {
     let mut daemon = site.spawn_daemon();
-    let pool = site.pool().await;
-    wait_every_source_caught_up(site, &pool, &mut daemon).await;
+    let pool = site.mirror().await;
+    wait_every_source_caught_up(site, &pool, &mut daemon, 0).await;
     let metrics = site.scrape_metrics().await;
     let status = daemon.sigterm().await;
     assert_eq!(status.code(), Some(0), "SIGTERM exit status");
@@ -80,13 +55,10 @@ async fn daemon_scenario(site: &Site) -> Observed {
 
 /// `sync --once --full` until it succeeds with no follow-up pending (bounded: faults may
 /// fail a cycle now and then).
-async fn settle(site: &Site, pool: &SqlitePool) {
+async fn settle(site: &Site, pool: &MirrorPool) {
     for _ in 0..6 {
         let done = site.run(&["sync", "--once", "--full"]).await;
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let pending: i64 = pool.sql_value("SELECT COUNT(*) FROM follow_ups").await;
         if done.status.success() && pending == 0 {
             return;
         }
@@ -107,8 +79,8 @@ async fn finish(site: &Site, texts: &[&str]) {
     site.assert_no_secrets(&all).await;
 }
 
-async fn site_with(faults: Faults, site: SiteOptions) -> Site {
-    let site = Site::start(sim_options(31, 60), site).await;
+async fn site_with(backend: Backend, faults: Faults, site: SiteOptions) -> Site {
+    let site = Site::start_on(backend, sim_options(31, 60), site).await;
     site.sim.set_faults(PlatformSelector::All, faults);
     site
 }
@@ -123,9 +95,8 @@ fn rate_limit(retry_after: RetryAfter) -> Option<RateLimitFault> {
 
 /// A 429 storm whose answers say when to come back (seconds for D365 and Spruce, an HTTP
 /// date for Sinch and HighLevel) is waited out: nothing fails, nothing is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_storm_with_retry_after_is_waited_out() {
-    let site = site_with(Faults::default(), SiteOptions::default()).await;
+async fn rate_limit_storm_with_retry_after_is_waited_out(backend: Backend) {
+    let site = site_with(backend, Faults::default(), SiteOptions::default()).await;
     for (provider, style) in [
         (Platform::D365, RetryAfter::Seconds),
         (Platform::Spruce, RetryAfter::Seconds),
@@ -157,9 +128,9 @@ async fn rate_limit_storm_with_retry_after_is_waited_out() {
 
 /// A 429 storm without `Retry-After` is retried with backoff (or resumed next cycle) until
 /// everything is mirrored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_storm_without_retry_after_is_retried() {
+async fn rate_limit_storm_without_retry_after_is_retried(backend: Backend) {
     let site = site_with(
+        backend,
         Faults {
             rate_limit: rate_limit(RetryAfter::None),
             ..Faults::default()
@@ -182,9 +153,9 @@ async fn rate_limit_storm_without_retry_after_is_retried() {
 
 /// 30 % of requests answered 500/503 are retried; the retries show in metrics and in the
 /// runs' request counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_percent_server_errors_are_retried() {
+async fn thirty_percent_server_errors_are_retried(backend: Backend) {
     let site = site_with(
+        backend,
         Faults {
             error_5xx_ratio: 0.3,
             ..Faults::default()
@@ -209,9 +180,9 @@ async fn thirty_percent_server_errors_are_retried() {
 }
 
 /// Responses slower than the request timeout are abandoned and retried.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latency_beyond_the_request_timeout_is_retried() {
+async fn latency_beyond_the_request_timeout_is_retried(backend: Backend) {
     let site = site_with(
+        backend,
         latency(0, 1_600),
         SiteOptions {
             http_timeout: "1s",
@@ -233,9 +204,9 @@ async fn latency_beyond_the_request_timeout_is_retried() {
 }
 
 /// Connections dropped without an answer are retried.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_resets_are_retried() {
+async fn connection_resets_are_retried(backend: Backend) {
     let site = site_with(
+        backend,
         Faults {
             reset_ratio: 0.3,
             ..Faults::default()
@@ -257,9 +228,9 @@ async fn connection_resets_are_retried() {
 }
 
 /// A truncated JSON page is fetched again; the mirror ends complete.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_pages_are_fetched_again() {
+async fn malformed_pages_are_fetched_again(backend: Backend) {
     let site = site_with(
+        backend,
         Faults {
             malformed_ratio: 0.25,
             ..Faults::default()
@@ -274,12 +245,11 @@ async fn malformed_pages_are_fetched_again() {
 /// A page that stays malformed fails the cycle (non-zero exit, `failed` runs naming the
 /// problem) without advancing any cursor or touching any row; once the provider recovers,
 /// the next sync completes the mirror.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn persistently_malformed_pages_fail_without_advancing_anything() {
-    let site = site_with(Faults::default(), SiteOptions::default()).await;
+async fn persistently_malformed_pages_fail_without_advancing_anything(backend: Backend) {
+    let site = site_with(backend, Faults::default(), SiteOptions::default()).await;
     site.sync_full().await;
     site.sim.apply_activity(40).await;
-    let pool = site.pool().await;
+    let pool = site.mirror().await;
     let before = snapshot(&pool).await;
     site.sim.set_faults(
         PlatformSelector::All,
@@ -297,12 +267,11 @@ async fn persistently_malformed_pages_fail_without_advancing_anything() {
     );
     assert!(failed.stdout.contains("FAILED"), "{}", failed.tail());
     assert_eq!(snapshot(&pool).await, before, "nothing advanced or changed");
-    let errors: Vec<String> = sqlx::query_scalar(
-        "SELECT error FROM sync_runs WHERE outcome = 'failed' AND error LIKE '%malformed%'",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let errors: Vec<String> = pool
+        .sql_column(
+            "SELECT error FROM sync_runs WHERE outcome = 'failed' AND error LIKE '%malformed%'",
+        )
+        .await;
     assert_eq!(
         errors.len(),
         site_sources(&site.sim).len(),
@@ -318,31 +287,28 @@ async fn persistently_malformed_pages_fail_without_advancing_anything() {
 
 /// Cursors and rows (with their provenance), as text.
 async fn snapshot(
-    pool: &SqlitePool,
+    pool: &MirrorPool,
 ) -> (
     Vec<(String, String, String)>,
     Vec<(String, String, String, String)>,
 ) {
-    let cursors = sqlx::query_as("SELECT source, walk, state FROM cursors ORDER BY source, walk")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    let rows = sqlx::query_as(
-        "SELECT source, conversation_id, raw, last_changed_at FROM conversations
-         ORDER BY source, conversation_id",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let cursors = pool
+        .sql_rows("SELECT source, walk, state FROM cursors ORDER BY source, walk")
+        .await;
+    let rows = pool
+        .sql_rows(
+            "SELECT source, conversation_id, CAST(raw AS TEXT), CAST(last_changed_at AS TEXT)
+             FROM conversations ORDER BY source, conversation_id",
+        )
+        .await;
     (cursors, rows)
 }
 
 /// Page tokens that expired while the daemon was stopped mid-walk are refused by the
 /// providers; the walk restarts from its watermark, says so in `sync_runs.notes`, and loses
 /// nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_page_tokens_restart_the_walk() {
-    let site = Site::start(sim_options(33, 150), small_pages()).await;
+async fn expired_page_tokens_restart_the_walk(backend: Backend) {
+    let site = Site::start_on(backend, sim_options(33, 150), small_pages()).await;
     site.sim.set_faults(
         PlatformSelector::All,
         Faults {
@@ -351,14 +317,12 @@ async fn expired_page_tokens_restart_the_walk() {
         },
     );
     let mut daemon = site.spawn_daemon();
-    let pool = site.pool().await;
+    let pool = site.mirror().await;
     wait_for_rows(&pool, &mut daemon).await;
     assert_eq!(daemon.sigterm().await.code(), Some(0));
-    let saved: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM cursors WHERE state LIKE '%\"position\"%'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let saved: i64 = pool
+        .sql_value("SELECT COUNT(*) FROM cursors WHERE state LIKE '%\"position\"%'")
+        .await;
     assert!(
         saved > 0,
         "some walk stopped mid-way with its page token saved"
@@ -378,9 +342,9 @@ async fn expired_page_tokens_restart_the_walk() {
 
 /// Access tokens revoked mid-walk (and short-lived ones) are refreshed and the request
 /// retried; HighLevel's rotating refresh token survives every rotation.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credentials_expiring_mid_walk_are_refreshed() {
-    let site = Site::start(
+async fn credentials_expiring_mid_walk_are_refreshed(backend: Backend) {
+    let site = Site::start_on(
+        backend,
         sim_options(34, 150),
         SiteOptions {
             highlevel_oauth: true,
@@ -396,10 +360,10 @@ async fn credentials_expiring_mid_walk_are_refreshed() {
         },
     );
     let mut daemon = site.spawn_daemon();
-    let pool = site.pool().await;
+    let pool = site.mirror().await;
     wait_for_rows(&pool, &mut daemon).await;
     site.sim.revoke_tokens(PlatformSelector::All);
-    wait_every_source_caught_up(&site, &pool, &mut daemon).await;
+    wait_every_source_caught_up(&site, &pool, &mut daemon, 0).await;
     let metrics = site.scrape_metrics().await;
     assert_eq!(daemon.sigterm().await.code(), Some(0));
     assert!(
@@ -496,7 +460,7 @@ async fn late_and_early_messages(
 /// The mirrored `last_activity_at` of `id` equals the truth.
 async fn is_current(
     site: &Site,
-    pool: &SqlitePool,
+    pool: &MirrorPool,
     provider: Platform,
     account: &str,
     id: &str,
@@ -507,22 +471,17 @@ async fn is_current(
         .find(|t| t.id == id)
         .and_then(|t| t.last_activity_at)
         .map(|t| convsync::time::Timestamp::from(t).to_mirror_text());
-    let got: Option<String> =
-        sqlx::query_scalar("SELECT last_activity_at FROM conversations WHERE conversation_id = ?")
-            .bind(id)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    got == want
+    let rows = read_conversation(pool, id).await;
+    assert_eq!(rows.len(), 1, "{id} is mirrored once");
+    rows[0].last_activity_at == want
 }
 
 /// A change that shows up in the listing later than a newer one, but within the lookback,
 /// is caught by the next delta (no sweep) and is not reported as late.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consistency_delay_within_the_lookback_loses_nothing() {
-    let site = site_with(Faults::default(), SiteOptions::default()).await;
+async fn consistency_delay_within_the_lookback_loses_nothing(backend: Backend) {
+    let site = site_with(backend, Faults::default(), SiteOptions::default()).await;
     site.sync_full().await;
-    let pool = site.pool().await;
+    let pool = site.mirror().await;
     let (late, visible) = late_and_early_messages(
         &site,
         &[Platform::Spruce, Platform::Sinch, Platform::HighLevel],
@@ -558,9 +517,9 @@ async fn consistency_delay_within_the_lookback_loses_nothing() {
 /// next sweep repairs it and reports it in `sync_runs.notes` and the logs. (Spruce: its
 /// delta filters by time; the newest-first walks of Sinch and HighLevel read whole pages
 /// past the bound and may catch such a change early.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consistency_delay_beyond_the_lookback_is_reported_and_repaired() {
+async fn consistency_delay_beyond_the_lookback_is_reported_and_repaired(backend: Backend) {
     let site = site_with(
+        backend,
         Faults::default(),
         SiteOptions {
             source_extra: "lookback = \"1s\"",
@@ -569,7 +528,7 @@ async fn consistency_delay_beyond_the_lookback_is_reported_and_repaired() {
     )
     .await;
     site.sync_full().await;
-    let pool = site.pool().await;
+    let pool = site.mirror().await;
     let (late, visible) = late_and_early_messages(
         &site,
         &[Platform::Spruce],
@@ -610,11 +569,10 @@ async fn consistency_delay_beyond_the_lookback_is_reported_and_repaired() {
 /// initial sync and by the deltas. (Clusters stay smaller than a page: HighLevel's only
 /// cursor is a timestamp, so a larger cluster cannot be paged through; see
 /// src/provider/highlevel/keyset.rs.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tie_clusters_across_page_boundaries_are_not_lost() {
+async fn tie_clusters_across_page_boundaries_are_not_lost(backend: Backend) {
     let mut options = sim_options(35, 60);
     options.tie_cluster_size = 4;
-    let site = Site::start(options, small_pages()).await;
+    let site = Site::start_on(backend, options, small_pages()).await;
     site.sync_full().await;
     site.assert_mirror_matches_truth().await;
     let a = site.sim.accounts().clone();
@@ -658,9 +616,8 @@ async fn tie_clusters_across_page_boundaries_are_not_lost() {
 
 /// Provider timestamps ahead of the clock are mirrored as given, but no watermark moves
 /// past now plus `max_clock_skew`; the run notes say so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn future_timestamps_do_not_move_the_watermark_ahead() {
-    let site = site_with(Faults::default(), SiteOptions::default()).await;
+async fn future_timestamps_do_not_move_the_watermark_ahead(backend: Backend) {
+    let site = site_with(backend, Faults::default(), SiteOptions::default()).await;
     site.sync_full().await;
     site.sim.set_faults(
         PlatformSelector::All,
@@ -674,7 +631,7 @@ async fn future_timestamps_do_not_move_the_watermark_ahead() {
 
     site.sync_full().await;
 
-    let pool = site.pool().await;
+    let pool = site.mirror().await;
     let ceiling = convsync::time::Timestamp::now().saturating_add(Duration::from_secs(120));
     for (walk, watermark) in watermarks(&pool).await {
         assert!(watermark <= ceiling, "{walk:?} jumped ahead to {watermark}");
@@ -687,12 +644,26 @@ async fn future_timestamps_do_not_move_the_watermark_ahead() {
 
 /// Retries are counted: the runs sent more requests than they applied pages.
 async fn assert_requests_exceed_pages(site: &Site) {
-    let pool = site.pool().await;
-    let (requests, pages): (i64, i64) =
-        sqlx::query_as("SELECT SUM(requests), SUM(pages) FROM sync_runs")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let pool = site.mirror().await;
+    let (requests, pages): (i64, i64) = pool
+        .sql_rows("SELECT CAST(SUM(requests) AS BIGINT), CAST(SUM(pages) AS BIGINT) FROM sync_runs")
+        .await[0];
     assert!(requests > pages, "requests {requests}, pages {pages}");
     pool.close().await;
 }
+
+on_both_stores!(
+    multi_thread: rate_limit_storm_with_retry_after_is_waited_out,
+    rate_limit_storm_without_retry_after_is_retried,
+    thirty_percent_server_errors_are_retried,
+    latency_beyond_the_request_timeout_is_retried,
+    connection_resets_are_retried,
+    malformed_pages_are_fetched_again,
+    persistently_malformed_pages_fail_without_advancing_anything,
+    expired_page_tokens_restart_the_walk,
+    credentials_expiring_mid_walk_are_refreshed,
+    consistency_delay_within_the_lookback_loses_nothing,
+    consistency_delay_beyond_the_lookback_is_reported_and_repaired,
+    tie_clusters_across_page_boundaries_are_not_lost,
+    future_timestamps_do_not_move_the_watermark_ahead,
+);

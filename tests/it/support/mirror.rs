@@ -2,6 +2,7 @@
 //! table and one for the newest `sync_runs` row, read the same way whether the daemon runs
 //! in the test (`TestApp`) or as a child process (a pool on its file), and whichever store
 //! holds it ([`MirrorDb`]: on PostgreSQL, instants are read in the mirror's text form).
+//! A child process's mirror is read through a [`MirrorPool`] of the test's own.
 
 use std::collections::BTreeMap;
 
@@ -21,12 +22,70 @@ impl<'a> From<&'a SqlitePool> for MirrorDb<'a> {
     }
 }
 
+impl<'a> From<&'a PgPool> for MirrorDb<'a> {
+    fn from(pool: &'a PgPool) -> Self {
+        MirrorDb::Postgres(pool)
+    }
+}
+
+/// What a test reads the mirror through: a [`Store`], a pool, a [`MirrorDb`].
+pub trait AsMirrorDb {
+    fn mirror_db(&self) -> MirrorDb<'_>;
+}
+
+/// `AsMirrorDb` for types whose reference converts into a [`MirrorDb`].
+macro_rules! as_mirror_db_by_from {
+    ($($type:ty),*) => {
+        $(
+            impl AsMirrorDb for $type {
+                fn mirror_db(&self) -> MirrorDb<'_> {
+                    self.into()
+                }
+            }
+        )*
+    };
+}
+
+as_mirror_db_by_from!(Store, SqlitePool, PgPool, MirrorPool);
+
+impl AsMirrorDb for MirrorDb<'_> {
+    fn mirror_db(&self) -> MirrorDb<'_> {
+        *self
+    }
+}
+
 impl<'a> From<&'a Store> for MirrorDb<'a> {
     fn from(store: &'a Store) -> Self {
         match (store.as_sqlite(), store.as_postgres()) {
             (Some(sqlite), _) => MirrorDb::Sqlite(sqlite.pool()),
             (None, Some(postgres)) => MirrorDb::Postgres(postgres.pool()),
             (None, None) => unreachable!("a store is SQLite or PostgreSQL"),
+        }
+    }
+}
+
+/// A pool of the test's own on a mirror that a convsync child process writes: another
+/// process, as far as either database is concerned.
+#[derive(Debug, Clone)]
+pub enum MirrorPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl MirrorPool {
+    pub async fn close(&self) {
+        match self {
+            MirrorPool::Sqlite(pool) => pool.close().await,
+            MirrorPool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl<'a> From<&'a MirrorPool> for MirrorDb<'a> {
+    fn from(pool: &'a MirrorPool) -> Self {
+        match pool {
+            MirrorPool::Sqlite(pool) => MirrorDb::Sqlite(pool),
+            MirrorPool::Postgres(pool) => MirrorDb::Postgres(pool),
         }
     }
 }
@@ -91,42 +150,56 @@ pub type Mirror = BTreeMap<String, MirrorRow>;
 
 /// Every row of `source`, deleted ones included.
 pub async fn read_mirror<'a>(db: impl Into<MirrorDb<'a>>, source: &str) -> Mirror {
-    let rows: Vec<MirrorRow> = match db.into() {
-        MirrorDb::Sqlite(pool) => sqlx::query_as(
+    read_rows(db.into(), "source", source)
+        .await
+        .into_iter()
+        .map(|row| (row.conversation_id.clone(), row))
+        .collect()
+}
+
+/// The rows of conversation `id`, one per source that mirrors it.
+pub async fn read_conversation<'a>(db: impl Into<MirrorDb<'a>>, id: &str) -> Vec<MirrorRow> {
+    read_rows(db.into(), "conversation_id", id).await
+}
+
+/// The rows whose `key` column (a literal of this module) holds `value`.
+async fn read_rows(db: MirrorDb<'_>, key: &'static str, value: &str) -> Vec<MirrorRow> {
+    match db {
+        MirrorDb::Sqlite(pool) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT conversation_id, provider, account, created_at, last_activity_at, active,
                     status, channel, contact_id, contact_name, title, assignee, unread_count,
                     last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply,
                     closed_at, deleted_at, raw
-             FROM conversations WHERE source = ?",
-        )
-        .bind(source)
+             FROM conversations WHERE {key} = ?"
+        )))
+        .bind(value)
         .fetch_all(pool)
         .await
         .unwrap(),
-        MirrorDb::Postgres(pool) => sqlx::query_as(concat!(
-            "SELECT conversation_id, provider, account, ",
-            mirror_text!("created_at"),
-            ", ",
-            mirror_text!("last_activity_at"),
-            ", active, status, channel, contact_id, contact_name, title, assignee,
+        MirrorDb::Postgres(pool) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            concat!(
+                "SELECT conversation_id, provider, account, ",
+                mirror_text!("created_at"),
+                ", ",
+                mirror_text!("last_activity_at"),
+                ", active, status, channel, contact_id, contact_name, title, assignee,
                     unread_count, last_message_direction, ",
-            mirror_text!("last_inbound_at"),
-            ", ",
-            mirror_text!("last_outbound_at"),
-            ", awaiting_reply, ",
-            mirror_text!("closed_at"),
-            ", ",
-            mirror_text!("deleted_at"),
-            ", raw::text AS raw FROM conversations WHERE source = $1"
-        ))
-        .bind(source)
+                mirror_text!("last_inbound_at"),
+                ", ",
+                mirror_text!("last_outbound_at"),
+                ", awaiting_reply, ",
+                mirror_text!("closed_at"),
+                ", ",
+                mirror_text!("deleted_at"),
+                ", raw::text AS raw FROM conversations WHERE {} = $1"
+            ),
+            key
+        )))
+        .bind(value)
         .fetch_all(pool)
         .await
         .unwrap(),
-    };
-    rows.into_iter()
-        .map(|row| (row.conversation_id.clone(), row))
-        .collect()
+    }
 }
 
 /// The newest `sync_runs` row of a source: how its last cycle ended and what it counted.

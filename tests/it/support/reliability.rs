@@ -2,10 +2,15 @@
 //! configuration for the real `convsync` binary, child processes whose every log line is
 //! kept, the sources it generates (compared with the simulator's truth by `support::truth`),
 //! watermark history, and a scan for secrets in everything convsync produced.
+//!
+//! A site's mirror is a SQLite file in its directory ([`Site::start`]) or a database of
+//! the tests' PostgreSQL cluster ([`Site::start_on`]); the test reads it back through a
+//! [`MirrorPool`] of its own ([`Site::mirror`]), as another process would.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::str::FromStr;
 use std::time::Duration;
 
 use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
@@ -14,8 +19,12 @@ use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
 use convsync_sim::{Faults, LatencyFault, SimHandle, SimOptions, Simulator};
 use sqlx::Row as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
+use super::mirror::{MirrorDb, MirrorPool};
+use super::postgres::TestPgDb;
+use super::stores::{Backend, MirrorSql};
 use super::truth::{Reach, Truth, TruthSource, first_lines};
 use crate::support::StorePool;
 
@@ -101,11 +110,18 @@ pub struct Site {
     pub secrets: Vec<(String, String)>,
     env_secrets: bool,
     runs: std::sync::atomic::AtomicU32,
+    /// The mirror's database on the tests' cluster, when the site's store is PostgreSQL.
+    postgres: Option<TestPgDb>,
 }
 
 impl Site {
-    /// Starts the simulator and writes the configuration.
+    /// Starts the simulator and writes the configuration, with the mirror in a SQLite file.
     pub async fn start(options: SimOptions, site: SiteOptions) -> Site {
+        Site::start_on(Backend::Sqlite, options, site).await
+    }
+
+    /// Starts the simulator and writes the configuration, with the mirror on `backend`.
+    pub async fn start_on(backend: Backend, options: SimOptions, site: SiteOptions) -> Site {
         let sim = Simulator::start(options).await.expect("simulator starts");
         let dir = tempfile::tempdir().unwrap();
         let placement = if site.env_secrets {
@@ -138,13 +154,19 @@ impl Site {
             );
         }
         let health = free_loopback_address();
-        let db = dir.path().join("mirror.db");
+        let postgres = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestPgDb::new().await),
+        };
+        let url = match &postgres {
+            None => format!("sqlite://{}", dir.path().join("mirror.db").display()),
+            Some(database) => database.url.clone(),
+        };
         let text = format!(
-            "[database]\nurl = \"sqlite://{db}\"\nbusy_timeout = \"{busy}\"\n\n\
+            "[database]\nurl = \"{url}\"\nbusy_timeout = \"{busy}\"\n\n\
              [http]\ntimeout = \"{timeout}\"\nconnect_timeout = \"2s\"\nmax_retries = 5\n\
              min_backoff = \"20ms\"\nmax_backoff = \"300ms\"\nmax_inline_pause = \"30s\"\n\n\
              [health]\nlisten = \"{health}\"\n\n{sources}",
-            db = db.display(),
             busy = site.busy_timeout,
             timeout = site.http_timeout,
         );
@@ -159,11 +181,16 @@ impl Site {
             secrets: generated.secrets.clone(),
             env_secrets: site.env_secrets,
             runs: Default::default(),
+            postgres,
         }
     }
 
-    /// The mirror's file.
+    /// The mirror's file (a SQLite site's).
     pub fn db_path(&self) -> PathBuf {
+        assert!(
+            self.postgres.is_none(),
+            "a PostgreSQL site has no mirror file"
+        );
         self.dir.path().join("mirror.db")
     }
 
@@ -241,7 +268,7 @@ impl Site {
     /// the test does next lands during an active sync.
     pub async fn spawn_daemon_mid_sync(&self) -> Daemon {
         let mut daemon = self.spawn_daemon();
-        let pool = self.pool().await;
+        let pool = self.mirror().await;
         wait_for_rows(&pool, &mut daemon).await;
         pool.close().await;
         daemon
@@ -261,9 +288,31 @@ impl Site {
             .join("\n")
     }
 
-    /// A read-write pool on the mirror (another process, as far as SQLite is concerned).
+    /// A read-write pool on a SQLite site's mirror file (another process, as far as SQLite
+    /// is concerned).
     pub async fn pool(&self) -> SqlitePool {
         pool(&self.db_path()).await
+    }
+
+    /// A read-write pool on the mirror, whichever store holds it (another process, as far
+    /// as the database is concerned). On SQLite it waits for convsync to create the file;
+    /// a PostgreSQL database exists from the start, its tables once convsync migrated it.
+    pub async fn mirror(&self) -> MirrorPool {
+        match &self.postgres {
+            None => MirrorPool::Sqlite(self.pool().await),
+            Some(database) => {
+                // Instants as text in UTC, as convsync's own sessions show them.
+                let options = PgConnectOptions::from_str(&database.url)
+                    .unwrap()
+                    .options([("timezone", "UTC")]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(options)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", database.url));
+                MirrorPool::Postgres(pool)
+            }
+        }
     }
 
     /// The `/metrics` text of a running daemon, once it answers.
@@ -291,7 +340,7 @@ impl Site {
 
     /// Compares the mirror with the truth of every account (see `support::truth`).
     pub async fn assert_mirror_matches_truth(&self) {
-        let pool = self.pool().await;
+        let pool = self.mirror().await;
         let problems = self.truth().differences(&pool).await;
         if !problems.is_empty() {
             let reports = run_reports(&pool).await;
@@ -314,21 +363,18 @@ impl Site {
         pool.close().await;
     }
 
-    /// The end state of a run that must recover: the mirror matches the truth and the file
-    /// is intact.
+    /// The end state of a run that must recover: the mirror matches the truth and the
+    /// database is intact.
     pub async fn assert_converged(&self) {
         self.assert_mirror_matches_truth().await;
         self.assert_integrity().await;
     }
 
-    /// `PRAGMA integrity_check` is `ok`.
+    /// The database is intact: SQLite's `PRAGMA integrity_check` is `ok`; on PostgreSQL
+    /// every index of the mirror agrees with its table (`amcheck`).
     pub async fn assert_integrity(&self) {
-        let pool = self.pool().await;
-        let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(verdict, "ok", "integrity_check");
+        let pool = self.mirror().await;
+        assert_integrity(&pool).await;
         pool.close().await;
     }
 
@@ -342,7 +388,7 @@ impl Site {
             .map(|(i, t)| (format!("text #{i}"), (*t).to_owned()))
             .collect();
         haystacks.push(("logs".into(), self.logs()));
-        let pool = self.pool().await;
+        let pool = self.mirror().await;
         for (table, text) in dump_tables(&pool).await {
             haystacks.push((format!("table {table}"), text));
         }
@@ -393,7 +439,30 @@ fn find_token(text: &str, prefix: &str) -> Option<usize> {
 
 /// Every table but the refresh-token vault (whose purpose is to hold HighLevel's rotated
 /// refresh token) as text.
-async fn dump_tables(pool: &SqlitePool) -> Vec<(String, String)> {
+async fn dump_tables(pool: &MirrorPool) -> Vec<(String, String)> {
+    match pool {
+        MirrorPool::Sqlite(pool) => dump_sqlite_tables(pool).await,
+        MirrorPool::Postgres(_) => {
+            let tables: Vec<String> = pool
+                .sql_column(
+                    "SELECT table_name::text FROM information_schema.tables
+                     WHERE table_schema = 'public' AND table_name <> 'refresh_tokens'",
+                )
+                .await;
+            let mut out = Vec::new();
+            for table in tables {
+                // A row as text holds every column, whatever its type (jsonb, bytea, …).
+                let rows: Vec<String> = pool
+                    .sql_column(&format!("SELECT CAST(t AS TEXT) FROM \"{table}\" t"))
+                    .await;
+                out.push((table, rows.join("\n")));
+            }
+            out
+        }
+    }
+}
+
+async fn dump_sqlite_tables(pool: &SqlitePool) -> Vec<(String, String)> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
          AND name <> 'refresh_tokens'",
@@ -420,6 +489,39 @@ async fn dump_tables(pool: &SqlitePool) -> Vec<(String, String)> {
         out.push((table, text));
     }
     out
+}
+
+/// The mirror's database is intact: SQLite's `PRAGMA integrity_check` says `ok`; on
+/// PostgreSQL, `amcheck` finds every B-tree index of the mirror's tables consistent, with
+/// every heap tuple indexed (`heapallindexed`).
+async fn assert_integrity(pool: &MirrorPool) {
+    match pool {
+        MirrorPool::Sqlite(_) => {
+            let verdict: String = pool.sql_value("PRAGMA integrity_check").await;
+            assert_eq!(verdict, "ok", "integrity_check");
+        }
+        MirrorPool::Postgres(_) => {
+            pool.sql_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+                .await;
+            let indexes: Vec<String> = pool
+                .sql_column(
+                    "SELECT c.relname::text FROM pg_index i
+                     JOIN pg_class c ON c.oid = i.indexrelid
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     JOIN pg_am a ON a.oid = c.relam
+                     WHERE n.nspname = 'public' AND a.amname = 'btree'",
+                )
+                .await;
+            assert!(!indexes.is_empty(), "the mirror has indexes");
+            for index in indexes {
+                // Fails (and so panics) on the first inconsistency it finds.
+                pool.sql_rows::<(String,)>(&format!(
+                    "SELECT CAST(bt_index_check('public.\"{index}\"'::regclass, true) AS TEXT)"
+                ))
+                .await;
+            }
+        }
+    }
 }
 
 /// What a finished convsync process printed.
@@ -545,13 +647,14 @@ pub async fn create_pool(path: &Path) -> SqlitePool {
         .unwrap()
 }
 
-/// Delta watermarks by (source, walk), as stored.
-pub async fn watermarks(pool: &SqlitePool) -> BTreeMap<(String, String), Timestamp> {
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT source, walk, state FROM cursors")
-            .fetch_all(pool)
-            .await
-            .unwrap_or_default();
+/// Delta watermarks by (source, walk), as stored (none before convsync created the table).
+pub async fn watermarks<'a>(db: impl Into<MirrorDb<'a>>) -> BTreeMap<(String, String), Timestamp> {
+    const SQL: &str = "SELECT source, walk, state FROM cursors";
+    let rows: Vec<(String, String, String)> = match db.into() {
+        MirrorDb::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+        MirrorDb::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+    }
+    .unwrap_or_default();
     rows.into_iter()
         .filter_map(|(source, walk, state)| {
             let cursor: WalkCursor = serde_json::from_str(&state).unwrap();
@@ -569,8 +672,8 @@ pub struct WatermarkHistory {
 
 impl WatermarkHistory {
     /// Reads the current watermarks and checks them against the highest seen so far.
-    pub async fn observe(&mut self, pool: &SqlitePool) {
-        for (key, now) in watermarks(pool).await {
+    pub async fn observe<'a>(&mut self, db: impl Into<MirrorDb<'a>>) {
+        for (key, now) in watermarks(db).await {
             self.observations += 1;
             if let Some(before) = self.highest.get(&key) {
                 assert!(
@@ -589,22 +692,20 @@ impl WatermarkHistory {
 }
 
 /// `(outcome, count)` of every `sync_runs` outcome.
-pub async fn run_outcomes(pool: &SqlitePool) -> BTreeMap<String, i64> {
-    sqlx::query_as("SELECT outcome, COUNT(*) FROM sync_runs GROUP BY outcome")
-        .fetch_all(pool)
+pub async fn run_outcomes<'a>(db: impl Into<MirrorDb<'a>>) -> BTreeMap<String, i64> {
+    let db: MirrorDb = db.into();
+    db.sql_rows("SELECT outcome, COUNT(*) FROM sync_runs GROUP BY outcome")
         .await
-        .unwrap()
         .into_iter()
         .collect()
 }
 
 /// Every `sync_runs` error and note, one per line.
-pub async fn run_reports(pool: &SqlitePool) -> String {
-    let rows: Vec<(String, String, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT source, outcome, error, notes FROM sync_runs ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .unwrap();
+pub async fn run_reports<'a>(db: impl Into<MirrorDb<'a>>) -> String {
+    let db: MirrorDb = db.into();
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = db
+        .sql_rows("SELECT source, outcome, error, notes FROM sync_runs ORDER BY id")
+        .await;
     rows.into_iter()
         .map(|(s, o, e, n)| {
             format!(
@@ -640,15 +741,19 @@ pub fn site_sources(sim: &SimHandle) -> Vec<TruthSource> {
         .collect()
 }
 
-/// Waits until `daemon` has committed a page to the mirror behind `pool`, failing the test
+/// Waits until `daemon` has committed a page to the mirror behind `db`, failing the test
 /// if it dies first or takes longer than [`PATIENCE`].
-pub async fn wait_for_rows(pool: &SqlitePool, daemon: &mut Daemon) {
+pub async fn wait_for_rows<'a>(db: impl Into<MirrorDb<'a>>, daemon: &mut Daemon) {
+    const SQL: &str = "SELECT COUNT(*) FROM conversations";
+    let db = db.into();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(0);
+        // No table yet until convsync has migrated the database.
+        let rows: i64 = match db {
+            MirrorDb::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await,
+            MirrorDb::Postgres(pool) => sqlx::query_scalar(SQL).fetch_one(pool).await,
+        }
+        .unwrap_or(0);
         if rows > 0 {
             return;
         }
@@ -658,5 +763,36 @@ pub async fn wait_for_rows(pool: &SqlitePool, daemon: &mut Daemon) {
             "no page was ever written"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every source of `site` has a `caught_up` run newer than run `after` (0 for
+/// any), failing the test if `daemon` dies first or it takes longer than [`PATIENCE`].
+pub async fn wait_every_source_caught_up(
+    site: &Site,
+    pool: &MirrorPool,
+    daemon: &mut Daemon,
+    after: i64,
+) {
+    let sources = site_sources(&site.sim);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        // No table yet until convsync has migrated the database.
+        let done: Vec<String> = pool
+            .try_sql_column(&format!(
+                "SELECT DISTINCT source FROM sync_runs WHERE outcome = 'caught_up' AND id > {after}"
+            ))
+            .await
+            .unwrap_or_default();
+        if sources.iter().all(|s| done.contains(&s.name)) {
+            return;
+        }
+        assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every source caught up; runs:\n{}",
+            run_reports(pool).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
