@@ -23,10 +23,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use super::mirror::{MirrorDb, MirrorPool};
-use super::postgres::TestPgDb;
 use super::stores::{Backend, MirrorSql};
 use super::truth::{Reach, Truth, TruthSource, first_lines};
 use crate::support::StorePool;
+use convsync_testpg::TestPgDb;
 
 /// Hang guard for waits: generous, never a performance threshold.
 pub const PATIENCE: Duration = Duration::from_secs(180);
