@@ -234,7 +234,8 @@ async fn expiry_is_by_the_database_clock() {
 }
 
 /// A release leaves the scope unowned at once, with the budget's rate-limit state for the
-/// next owner's claim; a release under a stale fence changes nothing.
+/// next owner's claim (as does a renewal, for an owner that dies); a release or a state
+/// under a stale fence changes nothing.
 #[tokio::test]
 async fn a_release_hands_the_rate_limit_state_over() {
     let (_db, store) = open().await;
@@ -267,6 +268,28 @@ async fn a_release_hands_the_rate_limit_state_over() {
     let next = store.claim(&replica("r2"), &wanted, 1, HOUR).await.unwrap();
     assert_eq!(next[0].epoch, 2);
     assert_eq!(next[0].rate_limit.as_ref(), Some(&state));
+
+    // A replica that dies without releasing leaves the state it stored on renewal.
+    let r2 = Fence {
+        scope: SCOPE.into(),
+        owner: replica("r2"),
+        epoch: 2,
+    };
+    let renewed_state = serde_json::json!({ "requests_left": 1 });
+    store
+        .store_rate_limits(&[
+            (r2, renewed_state.clone()),
+            (fence, serde_json::json!({ "requests_left": 99 })),
+        ])
+        .await
+        .unwrap();
+    expire_now(&store).await;
+    let after_crash = store.claim(&replica("r3"), &wanted, 1, HOUR).await.unwrap();
+    assert_eq!(
+        after_crash[0].rate_limit.as_ref(),
+        Some(&renewed_state),
+        "only the owner's state is stored"
+    );
 }
 
 /// Replicas count as live while their heartbeat is younger than a lease's lifetime; one
