@@ -23,7 +23,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::process::ProcessCollector;
 use super::readiness::{ReadinessRule, assess};
 use crate::store::Store;
-use crate::sync::Source;
+use crate::sync::{ReplicaProgress, Source};
 use crate::time::Timestamp;
 
 /// The `Content-Type` of the body [`encode`] produces.
@@ -35,6 +35,7 @@ pub fn registry(
     ready_after_intervals: f64,
     started_at: Timestamp,
     store_figures: Arc<StoreFigures>,
+    replica: Arc<ReplicaProgress>,
 ) -> Registry {
     let mut root = Registry::default();
     root.register_collector(Box::new(ProcessCollector));
@@ -50,7 +51,50 @@ pub fn registry(
         started_at,
         store_figures,
     }));
+    registry.register_collector(Box::new(ReplicaCollector(replica)));
     root
+}
+
+/// Reads the replica's lease figures on each scrape; nothing when the engine does not run
+/// as a replica (SQLite).
+#[derive(Debug)]
+struct ReplicaCollector(Arc<ReplicaProgress>);
+
+impl Collector for ReplicaCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(name) = self.0.name() else {
+            return Ok(());
+        };
+        let mut family = Family {
+            encoder: &mut encoder,
+        };
+        family.gauges(
+            "replica_info",
+            "This process's replica name (1 while it runs as a replica)",
+            None,
+            [(vec![("replica", name.as_str())], 1.0)],
+        )?;
+        family.gauge(
+            "leases_held",
+            "Rate-limit scopes whose lease this replica holds (it runs their sources)",
+            None,
+            self.0.held.load(Relaxed) as f64,
+        )?;
+        family.counters(
+            "lease_claims",
+            "Leases this replica claimed",
+            None,
+            [(Vec::new(), self.0.claims.load(Relaxed))],
+        )?;
+        family.counters(
+            "lease_lost",
+            "Leases this replica lost: taken over by another replica, or not renewed before its local deadline",
+            None,
+            [(Vec::new(), self.0.lost.load(Relaxed))],
+        )?;
+        Ok(())
+    }
 }
 
 /// The figures `/metrics` reads from the database, as of the last scrape.

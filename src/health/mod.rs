@@ -107,6 +107,7 @@ impl HealthApp {
                 ready_after_intervals,
                 started_at,
                 store_figures.clone(),
+                engine.replica_progress().clone(),
             )),
             store_figures,
             sources,
