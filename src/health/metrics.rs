@@ -81,17 +81,15 @@ impl Collector for ReplicaCollector {
             None,
             self.0.held.load(Relaxed) as f64,
         )?;
-        family.counters(
+        family.counter(
             "lease_claims",
             "Leases this replica claimed",
-            None,
-            [(Vec::new(), self.0.claims.load(Relaxed))],
+            self.0.claims.load(Relaxed),
         )?;
-        family.counters(
+        family.counter(
             "lease_lost",
             "Leases this replica lost: taken over by another replica, or not renewed before its local deadline",
-            None,
-            [(Vec::new(), self.0.lost.load(Relaxed))],
+            self.0.lost.load(Relaxed),
         )?;
         Ok(())
     }
@@ -178,6 +176,14 @@ impl<'w> Family<'_, 'w> {
             ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+
+    /// One counter without labels.
+    fn counter(&mut self, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+        let metric = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(value).encode(metric)
     }
 
     fn gauge(

@@ -4,6 +4,7 @@
 
 mod engines;
 mod fencing;
+mod operator;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -81,6 +82,29 @@ impl ReplicaBed {
             max_scopes: 0,
         };
         config
+    }
+
+    /// A configuration file over the organizations `indices` and this database, as an
+    /// operator's commands read it.
+    fn config_file(&self, indices: &[usize]) -> std::path::PathBuf {
+        let mut text = format!("[database]\nurl = \"{}\"\n", self.db.settings.url);
+        for &i in indices {
+            let account = &self.sim.accounts().spruce[i];
+            let token = self.tokens.path().join(format!("{i}.token"));
+            std::fs::write(&token, &account.api_token).unwrap();
+            text.push_str(&format!(
+                "[[sources]]\nname = \"{}\"\nprovider = \"spruce\"\n\
+                 [sources.spruce]\norganization_id = \"{}\"\napi_token = {{ file = \"{}\" }}\n\
+                 base_url = \"{}\"\n",
+                source_name(i),
+                account.organization_id,
+                token.display(),
+                self.sim.spruce_base_url()
+            ));
+        }
+        let path = self.tokens.path().join("convsync.toml");
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     /// Replica `name` over the organizations `indices`, built as `convsync run` builds it
