@@ -6,8 +6,8 @@
 use convsync::sync::{CycleOutcome, SyncError};
 
 use super::{
-    ReplicaBed, all_caught_up, assert_no_overlap, committed_runs, eventually, held_by, owners,
-    source_name,
+    ReplicaBed, all_caught_up, assert_no_overlap, caught_up_under, committed_runs, eventually,
+    held_by, owners, source_name,
 };
 use crate::support::app::Sweep;
 
@@ -34,13 +34,7 @@ async fn two_replicas_share_four_scopes_fairly() {
     .await;
     eventually("every source caught up", || all_caught_up(&store, &names)).await;
     eventually("r2 caught up the scopes it took over", || async {
-        let caught_up: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT source) FROM sync_runs WHERE replica = 'r2' AND outcome = 'caught_up'",
-        )
-        .fetch_one(store.as_postgres().unwrap().pool())
-        .await
-        .unwrap();
-        caught_up == 2
+        caught_up_under(&store, "r2").await == 2
     })
     .await;
 
@@ -89,16 +83,8 @@ async fn shutdown_releases_the_leases_and_the_other_replica_takes_over() {
         held_by(&store).await.get("r2") == Some(&2)
     })
     .await;
-    let names: Vec<String> = both.iter().map(|&i| source_name(i)).collect();
     eventually("both sources caught up under r2", || async {
-        let caught_up: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT source) FROM sync_runs WHERE replica = 'r2' AND outcome = 'caught_up' AND source = ANY($1)",
-        )
-        .bind(&names)
-        .fetch_one(store.as_postgres().unwrap().pool())
-        .await
-        .unwrap();
-        caught_up == 2
+        caught_up_under(&store, "r2").await == 2
     })
     .await;
     second.stop().await;

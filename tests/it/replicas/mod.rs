@@ -219,6 +219,17 @@ async fn all_caught_up(store: &Store, sources: &[String]) -> bool {
     caught_up.len() == sources.len()
 }
 
+/// How many sources have a run under `replica` that caught up.
+async fn caught_up_under(store: &Store, replica: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT source) FROM sync_runs WHERE replica = $1 AND outcome = 'caught_up'",
+    )
+    .bind(replica)
+    .fetch_one(store.as_postgres().unwrap().pool())
+    .await
+    .unwrap()
+}
+
 /// One run that committed something: when it started and last committed, under which
 /// lease.
 #[derive(Debug, Clone)]
@@ -233,13 +244,9 @@ struct LeasedRun {
 /// Every run that committed a write, with its source's scope.
 async fn committed_runs(store: &Store) -> Vec<LeasedRun> {
     let pool = store.as_postgres().unwrap().pool();
-    let rows: Vec<(
-        String,
-        Option<String>,
-        Option<i64>,
-        chrono::DateTime<chrono::Utc>,
-        chrono::DateTime<chrono::Utc>,
-    )> = sqlx::query_as(
+    type Instant = chrono::DateTime<chrono::Utc>;
+    type Row = (String, Option<String>, Option<i64>, Instant, Instant);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT l.scope, r.replica, r.epoch, r.started_at, r.last_commit_at
          FROM sync_runs r JOIN leases l ON r.source = ANY(l.sources)
          WHERE r.last_commit_at IS NOT NULL
