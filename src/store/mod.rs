@@ -225,8 +225,8 @@ pub fn database_file(url: &str) -> Option<PathBuf> {
 
 impl DaemonLock {
     /// Takes the single-daemon lock of the database `url` names, or says who holds it.
-    /// A PostgreSQL database has no file to lock beside it: there the lock holds nothing
-    /// yet, and keeping daemons apart is left to the replicas' leases (issue #22).
+    /// A PostgreSQL database has no file to lock beside it: there the lock holds nothing,
+    /// and daemons share the database as replicas, each scope under one lease ([`Leases`]).
     pub fn for_database(url: &str) -> Result<DaemonLock, StoreError> {
         match BackendKind::of(url)? {
             BackendKind::Sqlite => DaemonLock::acquire(sqlite::sqlite_path(url).as_deref()),
