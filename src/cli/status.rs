@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::app::unconfigured;
 use crate::config::ConfiguredSource;
 use crate::http::auth::RotatingRefresh;
-use crate::store::{LastRun, Store, StoreError};
+use crate::store::{BackendKind, LastRun, Store, StoreError};
 use crate::sync::WalkCursor;
 use crate::time::Timestamp;
 
@@ -48,6 +48,24 @@ pub struct SourceReport {
     /// operator must act; `None` for other credentials, or when the secrets that name the
     /// token could not be read here.
     pub refresh_token: Option<String>,
+    /// On PostgreSQL, which replica runs the source (it holds the lease on its rate-limit
+    /// scope) and since when; `None` on SQLite, whose file has one daemon.
+    pub lease: Option<SourceLease>,
+}
+
+/// Which replica holds the lease on a source's rate-limit scope.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceLease {
+    /// The rate-limit scope (`None` when no replica has registered the source yet).
+    pub scope: Option<String>,
+    /// The replica holding it; `None` when unowned.
+    pub owner: Option<String>,
+    /// When the owner claimed it.
+    pub since: Option<Timestamp>,
+    /// The lease's epoch (raised by every claim).
+    pub epoch: i64,
+    /// Whether the lease expired (its owner stopped renewing it) and awaits a claim.
+    pub expired: bool,
 }
 
 /// One walk's standing.
@@ -80,6 +98,7 @@ pub async fn collect(
         .map(|c| (c.name.clone(), Some(c)))
         .chain(orphans.map(|s| (s.name, None)))
         .collect::<Vec<_>>();
+    let leases = leases_by_source(store).await?;
     let mut sources = Vec::with_capacity(names.len());
     for (name, settings) in names {
         let status = store.source_status(&name).await?;
@@ -108,7 +127,17 @@ pub async fn collect(
             Some(rr) => Some(refresh_token_line(store, rr, &name, now).await?),
             None => None,
         };
+        let lease = leases.as_ref().map(|by_source| {
+            by_source.get(&name).cloned().unwrap_or(SourceLease {
+                scope: None,
+                owner: None,
+                since: None,
+                epoch: 0,
+                expired: false,
+            })
+        });
         sources.push(SourceReport {
+            lease,
             refresh_token,
             name,
             provider: settings.map(|c| c.provider.clone()),
@@ -128,6 +157,45 @@ pub async fn collect(
     Ok(StatusReport { now, sources })
 }
 
+/// Each source's lease, on a backend with leases (PostgreSQL); `None` on SQLite.
+async fn leases_by_source(
+    store: &Store,
+) -> Result<Option<HashMap<String, SourceLease>>, StoreError> {
+    if store.kind() != BackendKind::Postgres {
+        return Ok(None);
+    }
+    let mut by_source = HashMap::new();
+    for lease in store.lease_owners().await? {
+        for source in &lease.sources {
+            by_source.insert(
+                source.clone(),
+                SourceLease {
+                    scope: Some(lease.scope.clone()),
+                    owner: lease.owner.clone(),
+                    since: lease.owner.as_ref().and(lease.acquired_at),
+                    epoch: lease.epoch,
+                    expired: lease.expired,
+                },
+            );
+        }
+    }
+    Ok(Some(by_source))
+}
+
+/// The text line of a source's lease.
+fn lease_line(lease: &SourceLease) -> String {
+    match (&lease.owner, lease.since) {
+        (Some(owner), _) if lease.expired => format!(
+            "  replica: {owner} (lease EXPIRED: it stopped renewing; another replica takes the source over)"
+        ),
+        (Some(owner), Some(since)) => {
+            format!("  replica: {owner} since {since} (epoch {})", lease.epoch)
+        }
+        (Some(owner), None) => format!("  replica: {owner} (epoch {})", lease.epoch),
+        (None, _) => "  replica: unowned (no replica runs it now)".to_owned(),
+    }
+}
+
 /// Renders the status as text.
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
@@ -139,6 +207,9 @@ pub fn render(report: &StatusReport) -> String {
                 .to_owned(),
         };
         let _ = writeln!(out, "{} ({kind})", source.name);
+        if let Some(lease) = &source.lease {
+            let _ = writeln!(out, "{}", lease_line(lease));
+        }
         let _ = writeln!(
             out,
             "  rows: {} ({} open), follow-ups queued: {}",

@@ -21,9 +21,9 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::process::ProcessCollector;
-use super::readiness::{ReadinessRule, SourceState, assess};
+use super::readiness::{ReadinessRule, assess};
 use crate::store::Store;
-use crate::sync::Source;
+use crate::sync::{ReplicaProgress, Source};
 use crate::time::Timestamp;
 
 /// The `Content-Type` of the body [`encode`] produces.
@@ -35,6 +35,7 @@ pub fn registry(
     ready_after_intervals: f64,
     started_at: Timestamp,
     store_figures: Arc<StoreFigures>,
+    replica: Arc<ReplicaProgress>,
 ) -> Registry {
     let mut root = Registry::default();
     root.register_collector(Box::new(ProcessCollector));
@@ -50,7 +51,48 @@ pub fn registry(
         started_at,
         store_figures,
     }));
+    registry.register_collector(Box::new(ReplicaCollector(replica)));
     root
+}
+
+/// Reads the replica's lease figures on each scrape; nothing when the engine does not run
+/// as a replica (SQLite).
+#[derive(Debug)]
+struct ReplicaCollector(Arc<ReplicaProgress>);
+
+impl Collector for ReplicaCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(name) = self.0.name() else {
+            return Ok(());
+        };
+        let mut family = Family {
+            encoder: &mut encoder,
+        };
+        family.gauges(
+            "replica_info",
+            "This process's replica name (1 while it runs as a replica)",
+            None,
+            [(vec![("replica", name.as_str())], 1.0)],
+        )?;
+        family.gauge(
+            "leases_held",
+            "Rate-limit scopes whose lease this replica holds (it runs their sources)",
+            None,
+            self.0.held.load(Relaxed) as f64,
+        )?;
+        family.counter(
+            "lease_claims",
+            "Leases this replica claimed",
+            self.0.claims.load(Relaxed),
+        )?;
+        family.counter(
+            "lease_lost",
+            "Leases this replica lost: taken over by another replica, or not renewed before its local deadline",
+            self.0.lost.load(Relaxed),
+        )?;
+        Ok(())
+    }
 }
 
 /// The figures `/metrics` reads from the database, as of the last scrape.
@@ -134,6 +176,14 @@ impl<'w> Family<'_, 'w> {
             ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+
+    /// One counter without labels.
+    fn counter(&mut self, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+        let metric = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(value).encode(metric)
     }
 
     fn gauge(
@@ -245,7 +295,7 @@ impl Collector for SourceCollector {
                     ready_after_intervals: self.ready_after_intervals,
                     started_at: self.started_at,
                 };
-                let ready = assess(st, rule, now).0 == SourceState::Ok;
+                let ready = assess(st, rule, now).0.is_fine();
                 (labels(s), if ready { 1.0 } else { 0.0 })
             }),
         )?;

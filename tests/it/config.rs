@@ -261,3 +261,77 @@ fn conflicting_rate_limits_on_a_shared_budget_are_refused() {
     );
     assert!(load(&config(slow, slow)).is_ok());
 }
+
+/// A minimal valid source, for tests about other sections: its token in a file in `dir`.
+fn one_source(dir: &tempfile::TempDir) -> String {
+    let token = dir.path().join("spruce.token");
+    std::fs::write(&token, "token").unwrap();
+    format!(
+        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\n\
+         [sources.spruce]\norganization_id = \"entity_1\"\napi_token = {{ file = \"{}\" }}\n",
+        token.display()
+    )
+}
+
+/// `[replicas]`: a name and a lease's lifetime are read and checked by key; without a
+/// name a replica is called after its host and process.
+#[test]
+fn replica_settings_are_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_source = one_source(&dir);
+    let config = load(&format!(
+        "[replicas]\nname = \"web-1\"\nlease_ttl = \"45s\"\nmax_scopes = 12\n{one_source}"
+    ))
+    .unwrap();
+    assert_eq!(config.replicas.name.as_str(), "web-1");
+    assert_eq!(
+        config.replicas.lease_ttl,
+        std::time::Duration::from_secs(45)
+    );
+    assert_eq!(config.replicas.max_scopes, 12);
+
+    let defaults = load(&one_source).unwrap().replicas;
+    assert_eq!(defaults.lease_ttl, std::time::Duration::from_secs(30));
+    assert_eq!(defaults.max_scopes, 0);
+    let pid = format!(":{}", std::process::id());
+    assert!(
+        defaults.name.as_str().ends_with(&pid) && defaults.name.as_str().len() > pid.len(),
+        "{}",
+        defaults.name
+    );
+
+    assert_error(
+        &format!("[replicas]\nlease_ttl = \"2s\"\n{one_source}"),
+        "replicas.lease_ttl",
+        "at least 5s",
+    );
+    assert_error(
+        &format!("[replicas]\nname = \"  \"\n{one_source}"),
+        "replicas.name",
+        "must not be empty",
+    );
+}
+
+/// `CONVSYNC_REPLICAS__*` overrides `[replicas]` like the other sections' variables, so each
+/// replica of one shared file gets its own name from its environment.
+#[test]
+fn replica_settings_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("convsync.toml");
+    std::fs::write(&path, one_source(&dir)).unwrap();
+    // In a child process: the variable must not leak into this process's other tests.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_convsync"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("CONVSYNC_REPLICAS__LEASE_TTL", "1s")
+        .env("CONVSYNC_REPLICAS__NAME", "web-2")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("replicas.lease_ttl"), "{text}");
+}
