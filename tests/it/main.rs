@@ -12,6 +12,7 @@ mod observability;
 mod ops;
 mod provider;
 mod reliability;
+mod replicas;
 mod request_costs;
 mod secrets;
 mod store;

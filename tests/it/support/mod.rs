@@ -10,6 +10,7 @@ pub mod hostile;
 pub mod mirror;
 pub mod postgres;
 pub mod reliability;
+pub mod replicas;
 pub mod stores;
 pub mod truth;
 pub mod world;

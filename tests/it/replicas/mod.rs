@@ -1,0 +1,3 @@
+//! Several replicas sharing one PostgreSQL mirror (issue #22).
+
+mod scale;
