@@ -69,8 +69,9 @@ impl App {
         adopt_and_warn(&store, &config.configured)
             .await
             .map_err(AppError::AdoptSources)?;
-        let engine =
-            Engine::new(store, &config.http, &config.sources).map_err(AppError::HttpClient)?;
+        let engine = Engine::new(store, &config.http, &config.sources)
+            .map_err(AppError::HttpClient)?
+            .with_replicas(config.replicas.clone());
         Ok(App {
             engine,
             health: config.health.clone(),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::{HttpSettings, RateQuota, RetryPolicy};
 use crate::provider::{self, ProviderKind, ProviderSetup, ProviderTable};
-use crate::store::{BackendKind, MassChangeGuard, RetentionPolicy, StoreSettings};
+use crate::store::{BackendKind, MassChangeGuard, ReplicaName, RetentionPolicy, StoreSettings};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// How long personal data is kept (default: for ever).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// How replicas sharing one PostgreSQL database divide the sources.
+    #[serde(default)]
+    pub replicas: ReplicasConfig,
     /// The provider accounts to mirror. Not overridable from the environment.
     #[serde(default, skip_serializing)]
     pub sources: Vec<SourceConfig>,
@@ -148,6 +151,105 @@ impl Default for HealthConfig {
             max_connections: 64,
         }
     }
+}
+
+/// `lease_ttl` at least: a shorter lease would expire under ordinary database latency.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// `[replicas]`: several `convsync run` processes with the same configuration and the same
+/// PostgreSQL database share its sources, each rate-limit scope (a HighLevel location, a
+/// Spruce organization, a Sinch project, a D365 org) run by one replica at a time under a
+/// lease (docs/deploy.md, "Running several replicas"). Ignored on SQLite, whose file has
+/// one daemon.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicasConfig {
+    /// This replica's name, unique among those sharing the database: it is stored as the
+    /// owner of its leases and in `sync_runs.replica`. Default: `hostname:pid`.
+    pub name: Option<String>,
+    /// How long a lease lasts unless renewed (every third of it). A replica that dies
+    /// without releasing its scopes (SIGKILL, a lost host) leaves them to the others after
+    /// about this long; at least 5 s.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Most scopes this replica runs at once; 0: its fair share alone (the scopes divided
+    /// by the live replicas, rounded up).
+    pub max_scopes: usize,
+}
+
+impl Default for ReplicasConfig {
+    fn default() -> Self {
+        ReplicasConfig {
+            name: None,
+            lease_ttl: Duration::from_secs(30),
+            max_scopes: 0,
+        }
+    }
+}
+
+/// The validated `[replicas]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    /// This replica's name.
+    pub name: ReplicaName,
+    /// How long a lease lasts unless renewed.
+    pub lease_ttl: Duration,
+    /// Most scopes held at once; 0 for the fair share alone.
+    pub max_scopes: usize,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        let defaults = ReplicasConfig::default();
+        ReplicaSettings {
+            name: default_replica_name(),
+            lease_ttl: defaults.lease_ttl,
+            max_scopes: defaults.max_scopes,
+        }
+    }
+}
+
+impl ReplicasConfig {
+    /// Checks the name and the lease's lifetime.
+    pub fn validate(&self) -> Result<ReplicaSettings, ConfigError> {
+        let name = match &self.name {
+            Some(name) => ReplicaName::new(name)
+                .map_err(|why| ConfigError::new("replicas.name", format!("{name:?} {why}")))?,
+            None => default_replica_name(),
+        };
+        if self.lease_ttl < MIN_LEASE_TTL {
+            return Err(ConfigError::new(
+                "replicas.lease_ttl",
+                format!(
+                    "{} is too short: expected at least 5s (default 30s)",
+                    humantime::format_duration(self.lease_ttl)
+                ),
+            ));
+        }
+        Ok(ReplicaSettings {
+            name,
+            lease_ttl: self.lease_ttl,
+            max_scopes: self.max_scopes,
+        })
+    }
+}
+
+/// `hostname:pid`: unique per process on a host, and says where to look.
+fn default_replica_name() -> ReplicaName {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let host = if host.trim().is_empty() {
+        "convsync".to_owned()
+    } else {
+        host
+    };
+    let name = format!("{host}:{}", std::process::id());
+    ReplicaName::new(&name).unwrap_or_else(|_| {
+        ReplicaName::new(&format!("convsync:{}", std::process::id()))
+            .expect("a plain name is valid")
+    })
 }
 
 /// `[retention]`: how long the mirror keeps personal data. Every key unset (the default)
@@ -406,6 +508,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// What retention purges, and how often.
     pub retention: RetentionSettings,
+    /// How replicas share a PostgreSQL database's sources.
+    pub replicas: ReplicaSettings,
     /// Enabled sources.
     pub sources: Vec<SourceSettings>,
     /// Names of sources present but disabled.
@@ -475,6 +579,7 @@ impl Config {
             mistakes.push(ConfigError::new("database.url", unsupported.to_string()));
         }
         let retention = file.retention.validate().map_err(|e| vec![e])?;
+        let replicas = file.replicas.validate().map_err(|e| vec![e])?;
         if file.http.timeout.is_zero() {
             mistakes.push(ConfigError::new(
                 "http.timeout",
@@ -597,6 +702,7 @@ impl Config {
             },
             health: file.health,
             retention,
+            replicas,
             sources,
             disabled_sources: disabled,
             configured,
@@ -604,14 +710,14 @@ impl Config {
     }
 }
 
-/// `CONVSYNC_*` variables for the `database`, `http` and `health` sections only, so that
-/// unrelated variables (secrets named `CONVSYNC_...`, `CONVSYNC_CONFIG`) are never read as
-/// config keys.
+/// `CONVSYNC_*` variables for the `database`, `http`, `health` and `replicas` sections
+/// only (`CONVSYNC_REPLICAS__NAME=web-1`), so that unrelated variables (secrets named
+/// `CONVSYNC_...`, `CONVSYNC_CONFIG`) are never read as config keys.
 fn environment() -> Env {
     Env::prefixed("CONVSYNC_")
         .filter(|key| {
             let key = key.as_str().to_ascii_lowercase();
-            ["database__", "http__", "health__"]
+            ["database__", "http__", "health__", "replicas__"]
                 .iter()
                 .any(|section| key.starts_with(section))
         })

@@ -21,7 +21,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::process::ProcessCollector;
-use super::readiness::{ReadinessRule, SourceState, assess};
+use super::readiness::{ReadinessRule, assess};
 use crate::store::Store;
 use crate::sync::Source;
 use crate::time::Timestamp;
@@ -245,7 +245,7 @@ impl Collector for SourceCollector {
                     ready_after_intervals: self.ready_after_intervals,
                     started_at: self.started_at,
                 };
-                let ready = assess(st, rule, now).0 == SourceState::Ok;
+                let ready = assess(st, rule, now).0.is_fine();
                 (labels(s), if ready { 1.0 } else { 0.0 })
             }),
         )?;

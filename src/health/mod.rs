@@ -42,7 +42,7 @@ pub use self::server::ConnectionLimits;
 pub use self::supervisor::Liveness;
 pub use self::systemd::{Notifier, NotifyAddress};
 
-use self::readiness::{DatabaseCheck, Readiness, ReadinessRule, SourceReadiness, SourceState};
+use self::readiness::{DatabaseCheck, Readiness, ReadinessRule, SourceReadiness};
 use crate::config::HealthConfig;
 use crate::store::Store;
 use crate::sync::{Engine, Source};
@@ -174,7 +174,7 @@ impl HealthApp {
             })
             .collect();
         Readiness {
-            ready: database.writable && sources.iter().all(|s| s.state == SourceState::Ok),
+            ready: database.writable && sources.iter().all(|s| s.state.is_fine()),
             database,
             sources,
         }

@@ -65,6 +65,16 @@ pub enum SourceState {
     Failed,
     /// Stopped for good (credentials rejected) until the configuration is fixed.
     Stopped,
+    /// Another replica runs it: this one holds no lease on its scope. Fine for this
+    /// replica's readiness.
+    Elsewhere,
+}
+
+impl SourceState {
+    /// Whether the source leaves this process ready.
+    pub fn is_fine(self) -> bool {
+        matches!(self, SourceState::Ok | SourceState::Elsewhere)
+    }
 }
 
 /// One source's entry in the `/readyz` body.
@@ -113,6 +123,12 @@ pub fn assess(
     now: Timestamp,
 ) -> (SourceState, Option<String>) {
     let window = rule.window();
+    if state.held_elsewhere && !state.stopped {
+        return (
+            SourceState::Elsewhere,
+            Some("another replica holds the lease on its rate-limit scope".to_owned()),
+        );
+    }
     if state.stopped {
         let cause = state.last_error.as_deref().unwrap_or("fatal error");
         return (

@@ -12,8 +12,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::time::Timestamp;
 
 /// The longest pause a budget can hold (about 30 years, as tokio's own "far future").
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
@@ -29,6 +32,32 @@ pub struct RateQuota {
     /// never exceeds a fixed-window limit; larger bursts trade that for latency.
     pub burst: NonZeroU32,
 }
+
+/// What a budget knows of the provider's limits that outlives the process holding it: a
+/// pause in force (as a wall-clock instant, since a monotonic one means nothing to another
+/// process) and the requests the provider's latest headers said were left. A replica
+/// stores it with a scope's lease and the next owner seeds its budget from it
+/// ([`RequestBudget::seed`]), so that a scope changing hands does not burst.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitSnapshot {
+    /// Until when the provider asked for no requests, if that is still ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<Timestamp>,
+    /// Requests left in the provider's tightest window by its latest answer, less those
+    /// sent since; `None` when no header said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_left: Option<u64>,
+}
+
+impl RateLimitSnapshot {
+    /// Whether it says anything a new owner must respect.
+    pub fn is_empty(&self) -> bool {
+        self.paused_until.is_none() && self.requests_left.is_none()
+    }
+}
+
+/// The reason a budget seeded from a previous owner's pause gives for it.
+const INHERITED_PAUSE: &str = "rate-limit pause inherited with the lease";
 
 /// One shared budget.
 pub struct RequestBudget {
@@ -162,6 +191,34 @@ impl RequestBudget {
         Ok((permit, start.elapsed()))
     }
 
+    /// The state another process needs to go on where this budget stops (see
+    /// [`RateLimitSnapshot`]), `now` being the wall clock's present.
+    pub fn snapshot(&self, now: Timestamp) -> RateLimitSnapshot {
+        let paused_until = self
+            .pause_remaining()
+            .map(|(wait, _)| now.saturating_add(wait));
+        let requests_left = self.credit.lock().expect("budget lock poisoned").left;
+        RateLimitSnapshot {
+            paused_until,
+            requests_left,
+        }
+    }
+
+    /// Takes over a previous owner's state: its pause, as far as it is still ahead of
+    /// `now` (extending, never shortening, one in force), and its count of requests left
+    /// when this budget has none of its own yet.
+    pub fn seed(&self, snapshot: &RateLimitSnapshot, now: Timestamp) {
+        if let Some(until) = snapshot.paused_until
+            && until > now
+        {
+            self.pause_for(now.elapsed_until(until), INHERITED_PAUSE);
+        }
+        let mut credit = self.credit.lock().expect("budget lock poisoned");
+        if credit.left.is_none() {
+            credit.left = snapshot.requests_left;
+        }
+    }
+
     fn end_request(&self, remaining: Option<u64>) {
         {
             let mut credit = self.credit.lock().expect("budget lock poisoned");
@@ -264,6 +321,44 @@ mod tests {
         let (wait, reason) = budget.acquire(Duration::from_secs(90)).await.unwrap_err();
         assert!(wait > Duration::from_secs(86_400 * 365), "{wait:?}");
         assert_eq!(reason, "retry-after");
+    }
+
+    /// A budget's pause and count survive a snapshot as JSON and seed another budget, which
+    /// then waits out the same pause and spends the same count.
+    #[tokio::test]
+    async fn a_snapshot_seeds_the_next_owners_budget() {
+        let now = Timestamp::now();
+        let first = RequestBudget::new(None);
+        assert!(first.snapshot(now).is_empty());
+        let (mut permit, _) = first.acquire(Duration::MAX).await.unwrap();
+        permit.report(Some(7));
+        drop(permit);
+        first.pause_for(Duration::from_secs(120), "minute");
+        let snapshot = first.snapshot(now);
+        assert_eq!(snapshot.requests_left, Some(7));
+        let until = snapshot.paused_until.expect("the pause is carried");
+        assert!(
+            now.elapsed_until(until) > Duration::from_secs(110),
+            "{until}"
+        );
+
+        let json = serde_json::to_value(&snapshot).unwrap();
+        let back: RateLimitSnapshot = serde_json::from_value(json).unwrap();
+        let next = RequestBudget::new(None);
+        next.seed(&back, now);
+        let (wait, reason) = next.pause_remaining().expect("the pause goes on");
+        assert!(wait > Duration::from_secs(110), "{wait:?}");
+        assert_eq!(reason, INHERITED_PAUSE);
+        assert_eq!(next.snapshot(now).requests_left, Some(7));
+
+        // A pause already over by the time the lease changes hands is not inherited.
+        let stale = RateLimitSnapshot {
+            paused_until: Some(now.saturating_sub(Duration::from_secs(1))),
+            requests_left: None,
+        };
+        let fresh = RequestBudget::new(None);
+        fresh.seed(&stale, now);
+        assert!(fresh.pause_remaining().is_none());
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ pub use auth::{
     AuthError, AuthScheme, Authenticator, RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault,
     VaultError,
 };
-pub use limiter::{RateQuota, RequestBudget};
+pub use limiter::{RateLimitSnapshot, RateQuota, RequestBudget};
 pub use policy::{Pause, ResponsePolicy};
 pub use request::{HttpResponse, RequestSpec};
 pub use retry::RetryPolicy;

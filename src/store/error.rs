@@ -70,6 +70,23 @@ pub enum StoreError {
         /// The lock file.
         lock_file: String,
     },
+    /// This replica's lease on the scope was taken over (or expired and was claimed by
+    /// another replica) before the write committed: nothing of it was written. Never
+    /// retried: the replica stops the scope's sources.
+    #[error(
+        "the lease on scope {scope:?} is no longer held by this replica (another replica took it over); nothing was written"
+    )]
+    LeaseLost {
+        /// The rate-limit scope.
+        scope: String,
+    },
+    /// Leases between replicas need a shared server database; a SQLite file keeps to one
+    /// daemon with its lock file instead.
+    #[error("replica leases need a PostgreSQL database; the {backend} backend has none")]
+    LeasesUnsupported {
+        /// The backend's name.
+        backend: &'static str,
+    },
     /// The lock file beside the database cannot be created or locked.
     #[error("cannot use the lock file {path}: {source}")]
     LockFile {

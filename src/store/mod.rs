@@ -4,7 +4,8 @@
 //!
 //! The operations are split by concern into a few traits — page writes ([`PageWrites`],
 //! [`PageTransaction`]), [`Cursors`], the [`RunLog`], the [`FollowUpQueue`], the
-//! [`RefreshTokens`] vault, [`StatusReports`], [`Administration`] and [`HealthProbes`] —
+//! [`RefreshTokens`] vault, [`StatusReports`], [`Administration`], [`HealthProbes`] and the
+//! replicas' [`Leases`] —
 //! that one [`Backend`] implements. Every layer holds the cheap-clone handle [`Store`] and
 //! calls them on it; the backend is chosen once, from `database.url`'s scheme, by
 //! [`Store::open`]. Page writes answer a [`RowChange`] per row, so the engine's own rules
@@ -26,6 +27,7 @@ mod cursor;
 mod error;
 mod follow_ups;
 mod last_write;
+mod leases;
 mod page;
 pub mod postgres;
 mod probes;
@@ -49,6 +51,7 @@ pub use cursor::{CursorRewrite, CursorState, Cursors};
 pub use error::{BackendError, StoreError};
 pub use follow_ups::{DetailWrite, FollowUpQueue};
 pub use last_write::WriteFailure;
+pub use leases::{Claim, Fence, LeaseOwner, Leases, ReplicaName};
 pub use page::{
     AbsenceOutcome, MassChangeGuard, PageCounts, PageOutcome, PageTransaction, PageWrite,
     PageWrites, RowChange, SweepCompletion,
@@ -137,6 +140,7 @@ pub trait Backend:
     + StatusReports
     + Administration
     + HealthProbes
+    + Leases
     + std::fmt::Debug
     + Send
     + Sync

@@ -42,6 +42,9 @@ pub struct Source {
     pub provider: Arc<dyn Provider>,
     /// HTTP client with this source's credential and budget.
     pub client: ApiClient,
+    /// The rate-limit scope whose budget the source shares (`ProviderSetup::budget_key`):
+    /// the unit replicas lease.
+    pub scope: String,
     /// Scheduling settings.
     pub schedule: Schedule,
     /// Sweep guard.
@@ -143,6 +146,17 @@ pub enum SyncError {
         /// The panic's message.
         message: String,
     },
+    /// `sync --once` on PostgreSQL: another replica kept the lease on the source's scope
+    /// for longer than a lease lasts, so this process did not sync it.
+    #[error(
+        "another replica ({owner}) runs rate-limit scope {scope:?}: not synced here; stop that replica or let it sync this source"
+    )]
+    LeaseHeld {
+        /// The rate-limit scope.
+        scope: String,
+        /// The replica holding its lease.
+        owner: String,
+    },
     /// The provider refused a saved page position (expired token).
     #[error("walk {walk}: the provider rejected the saved page position: {message}")]
     PositionRejected {
@@ -154,6 +168,12 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// The replica's lease on the source's scope was lost: the source must stop at once
+    /// (another replica runs it now), never retry.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, SyncError::Store(StoreError::LeaseLost { .. }))
+    }
+
     /// The credential was refused: retrying without an operator's fix is pointless, so the
     /// source stops (other sources keep running).
     pub fn is_fatal(&self) -> bool {

@@ -11,6 +11,7 @@ pub mod cursor;
 mod cycle;
 mod policy;
 pub mod progress;
+mod replica;
 mod retention;
 
 use std::collections::HashMap;
@@ -27,12 +28,13 @@ pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
 pub use policy::MAX_IDLE_CYCLES;
 use policy::{CycleFacts, Mode, Next, Policy};
 pub use progress::SourceProgress;
+pub use replica::ReplicaProgress;
 pub use retention::run_retention;
 
-use crate::config::SourceSettings;
+use crate::config::{ReplicaSettings, SourceSettings};
 use crate::http::{ApiClient, Authenticator, HttpSettings, RequestBudget, RequestTally};
 use crate::retry::sleep_unless_cancelled;
-use crate::store::Store;
+use crate::store::{BackendKind, Store};
 use crate::time::Timestamp;
 
 /// All configured sources and the store they write to.
@@ -40,6 +42,13 @@ use crate::time::Timestamp;
 pub struct Engine {
     store: Store,
     sources: Vec<Arc<Source>>,
+    /// Each rate-limit scope's request budget, by scope: a replica hands its state over
+    /// with the scope's lease.
+    budgets: HashMap<String, Arc<RequestBudget>>,
+    /// How this process shares a PostgreSQL database with other replicas.
+    replicas: ReplicaSettings,
+    /// The replica's live figures (leases held, claimed, lost).
+    replica_progress: Arc<ReplicaProgress>,
 }
 
 /// The result of `sync --once` for one source.
@@ -117,6 +126,7 @@ impl Engine {
                 name: settings.name.clone(),
                 provider: setup.provider.clone(),
                 client: api,
+                scope: setup.budget_key.clone(),
                 schedule: settings.schedule.clone(),
                 guard: settings.guard,
                 progress: Arc::new(SourceProgress::default()),
@@ -125,7 +135,22 @@ impl Engine {
         Ok(Engine {
             store,
             sources: built,
+            budgets,
+            replicas: ReplicaSettings::default(),
+            replica_progress: Arc::default(),
         })
+    }
+
+    /// The same engine, sharing a PostgreSQL database with other replicas as `replicas`
+    /// says (on SQLite it has no effect).
+    pub fn with_replicas(self, replicas: ReplicaSettings) -> Engine {
+        Engine { replicas, ..self }
+    }
+
+    /// The replica's figures: leases held, claimed and lost (zero unless the store is
+    /// PostgreSQL), and its name once it runs.
+    pub fn replica_progress(&self) -> &Arc<ReplicaProgress> {
+        &self.replica_progress
     }
 
     /// The sources, in config order.
@@ -173,45 +198,35 @@ impl Engine {
     /// own before that (credentials rejected, a task that died), nothing is left to keep
     /// current: this returns [`EngineError::NoSourceLeft`] saying why, so that the
     /// process exits non-zero and a supervisor (systemd's `Restart=on-failure`) notices.
+    ///
+    /// On PostgreSQL the engine runs as one of the replicas sharing the database
+    /// (`sync::replica`): it runs the sources of the scopes it holds leases on, for as
+    /// long as it holds them, until `shutdown`; then it releases them.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        if self.store.kind() == BackendKind::Postgres {
+            return replica::run(self, shutdown).await;
+        }
         self.close_interrupted_runs(&shutdown).await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in &self.sources {
-            let source = source.clone();
-            let store = self.store.clone();
-            let shutdown = shutdown.clone();
-            let span = tracing::info_span!("source", source = %source.name, provider = %source.provider.kind());
-            // Driven under the source's pulse: the watchdog supervisor (crate::health) pings
-            // systemd only while every running source task is being polled.
-            let progress = source.progress.clone();
-            let name = source.name.clone();
-            let task = tasks.spawn(
-                async move {
-                    progress
-                        .pulse
-                        .drive(source_loop(source, store, shutdown))
-                        .await
-                }
-                .instrument(span),
+            let task = spawn_source_loop(
+                &mut tasks,
+                source.clone(),
+                self.store.clone(),
+                shutdown.clone(),
             );
-            names.insert(task.id(), name);
+            names.insert(task, source.name.clone());
         }
         let mut stopped = Vec::new();
         while let Some(done) = tasks.join_next_with_id().await {
             match done {
-                Ok((_, SourceEnd::Shutdown)) => {}
+                Ok((_, SourceEnd::Shutdown | SourceEnd::LeaseLost)) => {}
                 Ok((id, SourceEnd::Stopped(why))) => stopped.push((names[&id].clone(), why)),
                 Err(e) => {
                     let (id, why) = task_death(e);
                     let name = &names[&id];
-                    tracing::error!(source = %name, error = %why, "a source task died; it is not restarted until convsync is");
-                    if let Some(source) = self.sources.iter().find(|s| &s.name == name) {
-                        source.progress.update(|s| {
-                            s.stopped = true;
-                            s.last_error = Some(why.clone());
-                        });
-                    }
+                    self.note_task_death(name, &why);
                     stopped.push((name.clone(), why));
                 }
             }
@@ -221,6 +236,18 @@ impl Engine {
         }
         stopped.sort();
         Err(EngineError::NoSourceLeft { stopped })
+    }
+
+    /// Records that the task of the source named `name` died (a panic that escaped its
+    /// cycle): logged, and shown by readiness and status as stopped.
+    fn note_task_death(&self, name: &str, why: &str) {
+        tracing::error!(source = %name, error = %why, "a source task died; it is not restarted until convsync is");
+        if let Some(source) = self.sources.iter().find(|s| s.name == name) {
+            source.progress.update(|s| {
+                s.stopped = true;
+                s.last_error = Some(why.to_owned());
+            });
+        }
     }
 
     /// Runs sources (all, or the one named) until each is caught up, has failed, or
@@ -234,6 +261,9 @@ impl Engine {
         options: CycleOptions,
         shutdown: CancellationToken,
     ) -> Result<Vec<OnceResult>, crate::store::StoreError> {
+        if self.store.kind() == BackendKind::Postgres {
+            return replica::sync_once(self, only, options, shutdown).await;
+        }
         self.close_interrupted_runs(&shutdown).await?;
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
@@ -353,6 +383,9 @@ async fn drive(
             resumed,
             read_rows: source.progress.rows_seen() != rows_before,
         };
+        if matches!(&outcome, CycleOutcome::Failed(e) if e.is_lease_lost()) {
+            return (outcome, cycles);
+        }
         let wait = match policy.next(outcome, facts) {
             Next::Stop(outcome) => return (outcome, cycles),
             Next::Again => Duration::ZERO,
@@ -369,10 +402,37 @@ async fn drive(
 
 /// How a source's loop ended.
 enum SourceEnd {
-    /// Shutdown was requested.
+    /// Shutdown was requested (or, under a lease, the scope was given up).
     Shutdown,
     /// The source stopped on its own, for this reason.
     Stopped(String),
+    /// Another replica took the source's scope over: it runs the source now.
+    LeaseLost,
+}
+
+/// Spawns `source`'s loop into `tasks`, in its span and under its pulse (the watchdog
+/// supervisor, `crate::health`, pings systemd only while every running source task is
+/// being polled), until `shutdown`. Returns the task's id.
+fn spawn_source_loop(
+    tasks: &mut JoinSet<SourceEnd>,
+    source: Arc<Source>,
+    store: Store,
+    shutdown: CancellationToken,
+) -> tokio::task::Id {
+    let span =
+        tracing::info_span!("source", source = %source.name, provider = %source.provider.kind());
+    let progress = source.progress.clone();
+    tasks
+        .spawn(
+            async move {
+                progress
+                    .pulse
+                    .drive(source_loop(source, store, shutdown))
+                    .await
+            }
+            .instrument(span),
+        )
+        .id()
 }
 
 /// One source's life: cycles as the daemon's [`Policy`] says, until shutdown or until its
@@ -382,6 +442,10 @@ async fn source_loop(source: Arc<Source>, store: Store, shutdown: CancellationTo
     tracing::info!(poll_interval = ?source.schedule.poll_interval, "source started");
     let policy = Policy::new(Mode::Daemon, &source.schedule);
     match drive(&source, &store, policy, &shutdown).await.0 {
+        CycleOutcome::Failed(e) if e.is_lease_lost() => {
+            tracing::warn!(error = %e, "lease lost: another replica runs this source now");
+            SourceEnd::LeaseLost
+        }
         CycleOutcome::Failed(e) if e.is_fatal() => {
             tracing::error!(error = %e, "credentials rejected: this source stops until the configuration is fixed and convsync restarted; other sources keep running");
             source.progress.update(|s| s.stopped = true);

@@ -77,6 +77,9 @@ pub struct ProgressState {
     pub next_cycle_at: Option<Timestamp>,
     /// The source stopped for good (credentials rejected, or its task died).
     pub stopped: bool,
+    /// Replicas only: this replica holds no lease on the source's scope, so another one
+    /// runs it (or will, once it claims it).
+    pub held_elsewhere: bool,
 }
 
 impl SourceProgress {

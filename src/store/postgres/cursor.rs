@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
+use super::leases::hold_fence;
 use super::locks::lock_sources;
 use super::{PgStore, instant};
 use crate::store::{CursorRewrite, CursorState, Cursors, StoreError};
@@ -35,6 +36,7 @@ impl Cursors for PgStore {
         let result = async {
             let mut tx = self.pool.begin().await?;
             lock_sources(&mut tx, &[source]).await?;
+            hold_fence(&mut tx, self.fence.as_ref()).await?;
             write_cursor(&mut tx, source, walk, cursor).await?;
             tx.commit().await?;
             Ok(())

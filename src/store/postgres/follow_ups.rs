@@ -8,8 +8,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use super::leases::hold_fence;
 use super::locks::lock_sources;
 use super::rows::upsert_records;
+use super::runs::note_commit;
 use super::text::storable;
 use super::{PgStore, instant};
 use crate::record::{Absence, ActivityPatch, DetailRequest};
@@ -101,6 +103,11 @@ impl FollowUpQueue for PgStore {
             for write in writes {
                 counts += write_detail(&mut tx, write, now).await?;
             }
+            hold_fence(&mut tx, self.fence.as_ref()).await?;
+            let mut runs: Vec<i64> = writes.iter().map(|w| w.run_id).collect();
+            runs.sort_unstable();
+            runs.dedup();
+            note_commit(&mut tx, &runs).await?;
             tx.commit().await?;
             Ok(counts)
         }

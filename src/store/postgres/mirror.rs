@@ -2,7 +2,8 @@
 //! [`PgPageTransaction`] takes pages as they come (rows through `rows.rs`, rejected
 //! items, follow-ups) under their source's lock and commits them with the cursor; a
 //! sweep's completion applies its absences behind the mass-change guard, with its cursor,
-//! in one transaction.
+//! in one transaction. Under a lease each proves the lease still holds just before it
+//! commits, and every commit stamps its runs' `last_commit_at`.
 
 use std::sync::Arc;
 
@@ -11,15 +12,17 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 
 use super::cursor::write_cursor;
+use super::leases::hold_fence;
 use super::locks::lock_sources;
 use super::rows::PgRows;
+use super::runs::note_commit;
 use super::{PgStore, instant};
 use crate::record::Absence;
 use crate::store::last_write::LastWrite;
 use crate::store::upsert;
 use crate::store::{
-    AbsenceOutcome, CursorState, PageOutcome, PageTransaction, PageWrite, PageWrites, StoreError,
-    SweepCompletion,
+    AbsenceOutcome, CursorState, Fence, PageOutcome, PageTransaction, PageWrite, PageWrites,
+    StoreError, SweepCompletion,
 };
 use crate::time::Timestamp;
 
@@ -30,6 +33,8 @@ impl PageWrites for PgStore {
         Ok(Box::new(PgPageTransaction {
             tx,
             locked: None,
+            fence: self.fence.clone(),
+            runs: Vec::new(),
             now: instant(Timestamp::now()),
             last_write: self.last_write.clone(),
         }))
@@ -103,7 +108,9 @@ impl PgStore {
                 count: done.rows_affected(),
             }
         };
+        hold_fence(&mut tx, self.fence.as_ref()).await?;
         write_cursor(&mut tx, source, walk, cursor).await?;
+        note_commit(&mut tx, &[run_id]).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -116,6 +123,10 @@ struct PgPageTransaction {
     tx: Transaction<'static, Postgres>,
     /// The source whose lock the transaction holds, once a page or its cursor came.
     locked: Option<String>,
+    /// The lease the pages are written under, proved before the commit.
+    fence: Option<Fence>,
+    /// The runs whose pages the transaction holds (`sync_runs.last_commit_at`).
+    runs: Vec<i64>,
     /// The transaction's time: first seen, last seen and last changed of what it writes.
     now: DateTime<Utc>,
     /// The store's record of what its latest write met.
@@ -128,6 +139,11 @@ impl PageTransaction for PgPageTransaction {
         let Some(last) = pages.last() else {
             return Ok(Vec::new());
         };
+        for page in pages {
+            if !self.runs.contains(&page.run_id) {
+                self.runs.push(page.run_id);
+            }
+        }
         let result = async {
             self.lock(last.source).await?;
             let mut rows = PgRows {
@@ -150,7 +166,9 @@ impl PageTransaction for PgPageTransaction {
         let last_write = self.last_write.clone();
         let result = async {
             self.lock(source).await?;
+            hold_fence(&mut self.tx, self.fence.as_ref()).await?;
             write_cursor(&mut self.tx, source, walk, cursor).await?;
+            note_commit(&mut self.tx, &self.runs).await?;
             self.tx.commit().await?;
             Ok(())
         }

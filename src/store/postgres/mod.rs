@@ -6,7 +6,7 @@
 //! Each file implements one of the store's traits on [`PgStore`], as the SQLite backend's
 //! files do: pages and absences (`mirror.rs`, over the row statements of `rows.rs`),
 //! `cursor.rs`, `runs.rs`, `follow_ups.rs`, `vault.rs`, `reports.rs`, `admin.rs` (with
-//! `retention.rs`) and `probes.rs`. The helpers a write needs take its open transaction and
+//! `retention.rs`), `probes.rs` and the replicas' `leases.rs`. The helpers a write needs take its open transaction and
 //! sit below the files that use them (`rows.rs`, `queue.rs`, `rejected.rs`,
 //! `cursor::write_cursor`, `locks.rs`).
 //!
@@ -16,11 +16,16 @@
 //! follow-ups and cursors are written one transaction at a time, different sources in
 //! parallel. A lock held longer than `[database] busy_timeout` is the same
 //! [`StoreError::Busy`] as a locked SQLite file, waited out by `store::while_busy`.
+//!
+//! A handle made by `Leases::fenced` writes for a replica holding a scope's lease: the
+//! writes a cycle makes (pages, absences, follow-up answers, cursors, run starts) also
+//! prove the lease still holds before they commit (`leases::hold_fence`).
 
 mod admin;
 mod cursor;
 pub(super) mod error;
 mod follow_ups;
+mod leases;
 mod locks;
 mod mirror;
 mod probes;
@@ -45,7 +50,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::last_write::LastWrite;
 use super::upsert::MirrorTime;
-use super::{Backend, BackendKind, StoreError, StoreSettings};
+use super::{Backend, BackendKind, Fence, StoreError, StoreSettings};
 use crate::time::Timestamp;
 
 /// The mirror in a PostgreSQL database; reached as a [`crate::store::Store`].
@@ -57,6 +62,9 @@ pub struct PgStore {
     last_write: Arc<LastWrite>,
     /// `rejected_records` retention, applied when a run ends.
     rejected_retention: Duration,
+    /// The lease this handle writes under ([`crate::store::Leases::fenced`]): every write
+    /// of mirror data proves it still holds before committing. `None`: not leased.
+    fence: Option<Fence>,
 }
 
 impl PgStore {
@@ -83,6 +91,7 @@ impl PgStore {
             pool,
             last_write: Arc::default(),
             rejected_retention: settings.rejected_records_retention,
+            fence: None,
         })
     }
 

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use sqlx::PgConnection;
+
+use super::leases::hold_fence;
 use super::text::storable;
 use super::{PgStore, instant};
 use crate::store::last_write::RUN_RECORDS;
@@ -14,14 +17,7 @@ use crate::time::Timestamp;
 #[async_trait]
 impl RunLog for PgStore {
     async fn begin_run(&self, source: &str) -> Result<i64, StoreError> {
-        let id = sqlx::query_scalar(
-            "INSERT INTO sync_runs (source, started_at) VALUES ($1, $2) RETURNING id",
-        )
-        .bind(source)
-        .bind(instant(Timestamp::now()))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::from);
+        let id = self.record_run_start(source).await;
         self.last_write.note(RUN_RECORDS, &id);
         id
     }
@@ -54,6 +50,25 @@ impl RunLog for PgStore {
 }
 
 impl PgStore {
+    /// Opens the run's row: under a lease, only while the lease holds, with the replica
+    /// and epoch. Its start is the database's clock, as its commits' are
+    /// ([`note_commit`]), so that the runs of different replicas compare.
+    async fn record_run_start(&self, source: &str) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        hold_fence(&mut tx, self.fence.as_ref()).await?;
+        let id = sqlx::query_scalar(
+            "INSERT INTO sync_runs (source, started_at, replica, epoch)
+             VALUES ($1, clock_timestamp(), $2, $3) RETURNING id",
+        )
+        .bind(source)
+        .bind(self.fence.as_ref().map(|f| f.owner.as_str()))
+        .bind(self.fence.as_ref().map(|f| f.epoch))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// Completes the run's row, then prunes its source's old rejected items.
     async fn record_run_end(
         &self,
@@ -64,12 +79,11 @@ impl PgStore {
         let notes = (!report.notes.is_empty()).then(|| report.notes.join("\n"));
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let source: Option<String> = sqlx::query_scalar(
-            "UPDATE sync_runs SET finished_at = $1, outcome = $2, pages = $3, requests = $4,
-                rows_inserted = $5, rows_updated = $6, rows_unchanged = $7, rows_closed = $8,
-                rows_deleted = $9, rows_rejected = $10, error = $11, notes = $12
-             WHERE id = $13 RETURNING source",
+            "UPDATE sync_runs SET finished_at = clock_timestamp(), outcome = $1, pages = $2,
+                requests = $3, rows_inserted = $4, rows_updated = $5, rows_unchanged = $6,
+                rows_closed = $7, rows_deleted = $8, rows_rejected = $9, error = $10, notes = $11
+             WHERE id = $12 RETURNING source",
         )
-        .bind(instant(Timestamp::now()))
         .bind(outcome.as_str())
         .bind(count(report.pages))
         .bind(count(report.requests))
@@ -90,4 +104,18 @@ impl PgStore {
         }
         Ok(())
     }
+}
+
+/// Stamps `runs` with the time of a write about to commit in the transaction on `conn`
+/// (`last_commit_at`, by the database's clock): a run's rows were all written between its
+/// start and this instant.
+pub(super) async fn note_commit(conn: &mut PgConnection, runs: &[i64]) -> Result<(), StoreError> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE sync_runs SET last_commit_at = clock_timestamp() WHERE id = ANY($1)")
+        .bind(runs)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

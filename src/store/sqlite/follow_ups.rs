@@ -7,6 +7,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 
 use super::SqliteStore;
 use super::rows::upsert_records;
+use super::runs::note_commit;
 use crate::record::{Absence, ActivityPatch, DetailRequest};
 use crate::store::upsert::Owner;
 use crate::store::{DetailWrite, FollowUpQueue, PageCounts, StoreError};
@@ -102,6 +103,10 @@ impl FollowUpQueue for SqliteStore {
             for write in writes {
                 counts += write_detail(&mut tx, write, &now).await?;
             }
+            let mut runs: Vec<i64> = writes.iter().map(|w| w.run_id).collect();
+            runs.sort_unstable();
+            runs.dedup();
+            note_commit(&mut tx, &runs).await?;
             tx.commit().await?;
             Ok(counts)
         }

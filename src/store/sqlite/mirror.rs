@@ -11,6 +11,7 @@ use sqlx::{AssertSqlSafe, Sqlite, Transaction};
 use super::SqliteStore;
 use super::cursor::write_cursor;
 use super::rows::SqliteRows;
+use super::runs::note_commit;
 use crate::record::Absence;
 use crate::store::last_write::LastWrite;
 use crate::store::upsert;
@@ -28,6 +29,7 @@ impl PageWrites for SqliteStore {
             tx,
             now: Timestamp::now().to_mirror_text(),
             last_write: self.last_write.clone(),
+            runs: Vec::new(),
         }))
     }
 
@@ -103,6 +105,7 @@ impl SqliteStore {
             }
         };
         write_cursor(&mut tx, source, walk, cursor).await?;
+        note_commit(&mut tx, &[run_id]).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -117,11 +120,18 @@ struct SqlitePageTransaction {
     now: String,
     /// The store's record of what its latest write met.
     last_write: Arc<LastWrite>,
+    /// The runs whose pages the transaction holds (`sync_runs.last_commit_at`).
+    runs: Vec<i64>,
 }
 
 #[async_trait]
 impl PageTransaction for SqlitePageTransaction {
     async fn apply(&mut self, pages: &[PageWrite<'_>]) -> Result<Vec<PageOutcome>, StoreError> {
+        for page in pages {
+            if !self.runs.contains(&page.run_id) {
+                self.runs.push(page.run_id);
+            }
+        }
         let result = self.write(pages).await;
         if let Some(page) = pages.last() {
             self.last_write.note(page.source, &result);
@@ -138,6 +148,7 @@ impl PageTransaction for SqlitePageTransaction {
         let last_write = self.last_write.clone();
         let result = async {
             write_cursor(&mut self.tx, source, walk, cursor).await?;
+            note_commit(&mut self.tx, &self.runs).await?;
             self.tx.commit().await?;
             Ok(())
         }

@@ -21,6 +21,7 @@ mod daemon_lock;
 pub(super) mod error;
 mod file;
 mod follow_ups;
+mod leases;
 mod mirror;
 mod prepared;
 mod probes;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use sqlx::{Sqlite, Transaction};
 
 use super::SqliteStore;
 use crate::store::last_write::RUN_RECORDS;
@@ -92,4 +93,21 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Stamps `runs` with the time of a write about to commit in `tx` (`last_commit_at`): a
+/// run's rows were all written between its start and this instant.
+pub(super) async fn note_commit(
+    tx: &mut Transaction<'static, Sqlite>,
+    runs: &[i64],
+) -> Result<(), StoreError> {
+    let now = Timestamp::now().to_mirror_text();
+    for run in runs {
+        sqlx::query("UPDATE sync_runs SET last_commit_at = ? WHERE id = ?")
+            .bind(&now)
+            .bind(run)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }

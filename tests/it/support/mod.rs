@@ -21,8 +21,8 @@ use std::time::Duration;
 use std::path::Path;
 
 use convsync::config::{
-    Config, ConfiguredSource, HealthConfig, RetentionConfig, Schedule, SourceSettings,
-    expanded_name,
+    Config, ConfiguredSource, HealthConfig, ReplicaSettings, RetentionConfig, Schedule,
+    SourceSettings, expanded_name,
 };
 use convsync::http::{AuthScheme, HttpSettings, RetryPolicy};
 use convsync::provider::{Provider, ProviderDefaults, ProviderSetup};
@@ -106,6 +106,7 @@ impl TestDb {
                 ..HealthConfig::default()
             },
             retention: RetentionConfig::default().validate().unwrap(),
+            replicas: ReplicaSettings::default(),
             sources,
             disabled_sources: Vec::new(),
             configured,
