@@ -135,12 +135,12 @@ pub trait Leases: Send + Sync {
         ttl: Duration,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Stores the scope's rate-limit state with its lease (when the fence still holds),
-    /// so that a replica taking it over after a crash does not burst either.
-    async fn store_rate_limit(
+    /// Stores each scope's rate-limit state with its lease (where the fence still holds),
+    /// in one statement, so that a replica taking a scope over after a crash does not
+    /// burst either.
+    async fn store_rate_limits(
         &self,
-        fence: &Fence,
-        rate_limit: &serde_json::Value,
+        states: &[(Fence, serde_json::Value)],
     ) -> Result<(), StoreError>;
 
     /// Gives the lease up (when the fence still holds): unowned, with `released_at` and

@@ -109,6 +109,8 @@ struct HeldScope {
     tracker: TaskTracker,
     /// Set when a source found the lease lost while writing.
     lease_lost: Arc<std::sync::atomic::AtomicBool>,
+    /// The rate-limit state last stored with the lease.
+    stored_rate_limit: Option<serde_json::Value>,
 }
 
 /// The leases a replica holds and the tasks running their sources; `T` is what a source
@@ -273,6 +275,7 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
                 deadline,
                 tracker,
                 lease_lost,
+                stored_rate_limit: claim.rate_limit,
             },
         );
         self.note_held();
@@ -306,13 +309,21 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
                 .await;
         }
         let deadline = lease_deadline(asked_at, self.ttl());
-        for held in self.held.values() {
+        let mut changed = Vec::new();
+        for held in self.held.values_mut() {
             held.deadline.send_replace(deadline);
-            if let Some(state) = self.rate_limit_of(&held.fence.scope)
-                && let Err(e) = self.store().store_rate_limit(&held.fence, &state).await
+            let state = rate_limit_of(self.engine, &held.fence.scope);
+            if let Some(state) = state
+                && held.stored_rate_limit.as_ref() != Some(&state)
             {
-                tracing::debug!(scope = %held.fence.scope, error = %e, "could not store the rate-limit state with the lease");
+                held.stored_rate_limit = Some(state.clone());
+                changed.push((held.fence.clone(), state));
             }
+        }
+        // Only what changed since the last turn: thousands of scopes must not cost
+        // thousands of writes a turn.
+        if let Err(e) = self.store().store_rate_limits(&changed).await {
+            tracing::debug!(error = %e, "could not store the rate-limit states with the leases");
         }
     }
 
@@ -401,11 +412,7 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
 
     /// The scope's budget's rate-limit state as the lease stores it, if it says anything.
     fn rate_limit_of(&self, scope: &str) -> Option<serde_json::Value> {
-        let snapshot = self.engine.budgets.get(scope)?.snapshot(Timestamp::now());
-        if snapshot.is_empty() {
-            return None;
-        }
-        serde_json::to_value(snapshot).ok()
+        rate_limit_of(self.engine, scope)
     }
 
     fn note_held(&self) {
@@ -414,6 +421,15 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
             .held
             .store(self.held.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// `scope`'s budget's rate-limit state as a lease stores it, if it says anything.
+fn rate_limit_of(engine: &Engine, scope: &str) -> Option<serde_json::Value> {
+    let snapshot = engine.budgets.get(scope)?.snapshot(Timestamp::now());
+    if snapshot.is_empty() {
+        return None;
+    }
+    serde_json::to_value(snapshot).ok()
 }
 
 /// A source's task, boxed so that the daemon's and `sync --once`'s fit one [`Replica`].

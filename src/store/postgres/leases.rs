@@ -150,18 +150,27 @@ impl Leases for PgStore {
         Ok(renewed)
     }
 
-    async fn store_rate_limit(
+    async fn store_rate_limits(
         &self,
-        fence: &Fence,
-        rate_limit: &serde_json::Value,
+        states: &[(Fence, serde_json::Value)],
     ) -> Result<(), StoreError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let scopes: Vec<&str> = states.iter().map(|(f, _)| f.scope.as_str()).collect();
+        let owners: Vec<&str> = states.iter().map(|(f, _)| f.owner.as_str()).collect();
+        let epochs: Vec<i64> = states.iter().map(|(f, _)| f.epoch).collect();
+        let values: Vec<&serde_json::Value> = states.iter().map(|(_, v)| v).collect();
         sqlx::query(
-            "UPDATE leases SET rate_limit = $1 WHERE scope = $2 AND owner = $3 AND epoch = $4",
+            "UPDATE leases AS l SET rate_limit = s.rate_limit
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
+                AS s(scope, owner, epoch, rate_limit)
+             WHERE l.scope = s.scope AND l.owner = s.owner AND l.epoch = s.epoch",
         )
-        .bind(rate_limit)
-        .bind(&fence.scope)
-        .bind(fence.owner.as_str())
-        .bind(fence.epoch)
+        .bind(&scopes)
+        .bind(&owners)
+        .bind(&epochs)
+        .bind(&values)
         .execute(&self.pool)
         .await?;
         Ok(())

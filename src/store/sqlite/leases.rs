@@ -44,7 +44,7 @@ impl Leases for SqliteStore {
         Err(UNSUPPORTED)
     }
 
-    async fn store_rate_limit(&self, _: &Fence, _: &serde_json::Value) -> Result<(), StoreError> {
+    async fn store_rate_limits(&self, _: &[(Fence, serde_json::Value)]) -> Result<(), StoreError> {
         Err(UNSUPPORTED)
     }
 
