@@ -157,7 +157,11 @@ async fn measure_count(
                 &config,
                 &["run"],
                 &log,
-                &[("CONVSYNC_REPLICAS__NAME", name.as_str())],
+                &[
+                    ("CONVSYNC_REPLICAS__NAME", name.as_str()),
+                    // One host: each replica's health endpoint on a port of its own.
+                    ("CONVSYNC_HEALTH__LISTEN", "127.0.0.1:0"),
+                ],
             )?,
         ));
     }
