@@ -57,16 +57,8 @@ impl TestPgDb {
         static NEXT: AtomicU32 = AtomicU32::new(1);
         let cluster = cluster();
         let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let mut admin = PgConnection::connect(&cluster.url("postgres"))
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-        admin.close().await.ok();
         TestPgDb {
-            url: cluster.url(&name),
+            url: cluster.create_database(&name).await,
             name,
         }
     }
@@ -138,15 +130,7 @@ impl OwnPgCluster {
 
     /// Creates database `name` and returns its URL.
     pub async fn create_database(&self, name: &str) -> String {
-        let mut admin = PgConnection::connect(&self.cluster.url("postgres"))
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test's PostgreSQL: {e}"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-        admin.close().await.ok();
-        self.cluster.url(name)
+        self.cluster.create_database(name).await
     }
 
     /// Stops the server as an operator's restart does (fast shutdown: every connection is
@@ -272,6 +256,19 @@ impl Cluster {
             }
         }
         Err(last_error)
+    }
+
+    /// Creates database `name` and returns its URL.
+    async fn create_database(&self, name: &str) -> String {
+        let mut admin = PgConnection::connect(&self.url("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        admin.close().await.ok();
+        self.url(name)
     }
 
     fn url(&self, database: &str) -> String {

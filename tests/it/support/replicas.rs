@@ -158,7 +158,7 @@ impl Replica {
 
 /// One run of one scope's source, as `sync_runs` recorded it: who ran it under which
 /// fencing token, and from its start to its last committed write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ScopeRun {
     pub scope: String,
     pub source: String,
@@ -168,31 +168,29 @@ pub struct ScopeRun {
     pub last_commit_at: DateTime<Utc>,
 }
 
-/// Every run that committed something, with the scope its source belongs to (from
-/// `leases.sources`).
+/// Every run that committed something under a lease, with the scope its source belongs to
+/// (from `leases.sources`).
 pub async fn scope_runs(pool: &PgPool) -> Vec<ScopeRun> {
-    let rows: Vec<(String, String, String, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT l.scope, r.source, r.replica, r.epoch::bigint,
-                r.started_at::timestamptz, r.last_commit_at::timestamptz
+    sqlx::query_as(
+        "SELECT l.scope, r.source, r.replica, r.epoch::bigint AS epoch,
+                r.started_at::timestamptz AS started_at,
+                r.last_commit_at::timestamptz AS last_commit_at
          FROM sync_runs r JOIN leases l ON r.source = ANY (l.sources)
-         WHERE r.last_commit_at IS NOT NULL
+         WHERE r.last_commit_at IS NOT NULL AND r.epoch IS NOT NULL AND r.replica IS NOT NULL
          ORDER BY l.scope, r.started_at",
     )
     .fetch_all(pool)
     .await
-    .unwrap_or_else(|e| panic!("reading sync_runs and leases: {e}"));
-    rows.into_iter()
-        .map(
-            |(scope, source, replica, epoch, started_at, last_commit_at)| ScopeRun {
-                scope,
-                source,
-                replica,
-                epoch,
-                started_at,
-                last_commit_at,
-            },
-        )
-        .collect()
+    .unwrap_or_else(|e| panic!("reading sync_runs and leases: {e}"))
+}
+
+/// The time one epoch of one scope's lease was worked: its runs' first start to their last
+/// commit.
+#[derive(Debug, Clone, Copy)]
+struct EpochSpan<'a> {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    replica: &'a str,
 }
 
 /// Every place where two holders of one scope's lease worked at the same time: per scope,
@@ -200,30 +198,32 @@ pub async fn scope_runs(pool: &PgPool) -> Vec<ScopeRun> {
 /// next epoch's span starts, and epochs must follow each other in time. Runs of one epoch
 /// belong to one holder, which runs a scope's sources one after another or side by side.
 pub fn overlaps(runs: &[ScopeRun]) -> Vec<String> {
-    let mut spans: BTreeMap<(&str, i64), (DateTime<Utc>, DateTime<Utc>, &str)> = BTreeMap::new();
+    let mut spans: BTreeMap<(&str, i64), EpochSpan<'_>> = BTreeMap::new();
     for run in runs {
-        let span = spans.entry((run.scope.as_str(), run.epoch)).or_insert((
-            run.started_at,
-            run.last_commit_at,
-            run.replica.as_str(),
-        ));
-        span.0 = span.0.min(run.started_at);
-        span.1 = span.1.max(run.last_commit_at);
+        let span = spans
+            .entry((run.scope.as_str(), run.epoch))
+            .or_insert(EpochSpan {
+                start: run.started_at,
+                end: run.last_commit_at,
+                replica: run.replica.as_str(),
+            });
+        span.start = span.start.min(run.started_at);
+        span.end = span.end.max(run.last_commit_at);
     }
     let mut problems = Vec::new();
-    let mut previous: Option<(&str, i64, DateTime<Utc>, DateTime<Utc>, &str)> = None;
-    for (&(scope, epoch), &(start, end, replica)) in &spans {
-        if let Some((p_scope, p_epoch, p_start, p_end, p_replica)) = previous
+    let mut previous: Option<((&str, i64), EpochSpan<'_>)> = None;
+    for (&(scope, epoch), &span) in &spans {
+        if let Some(((p_scope, p_epoch), p)) = previous
             && p_scope == scope
+            && span.start < p.end
         {
-            if start < p_end {
-                problems.push(format!(
-                    "{scope}: epoch {epoch} ({replica}) started at {start} before epoch \
-                     {p_epoch} ({p_replica}, from {p_start}) last committed at {p_end}"
-                ));
-            }
+            problems.push(format!(
+                "{scope}: epoch {epoch} ({}) started at {} before epoch {p_epoch} ({}, from \
+                 {}) last committed at {}",
+                span.replica, span.start, p.replica, p.start, p.end
+            ));
         }
-        previous = Some((scope, epoch, start, end, replica));
+        previous = Some(((scope, epoch), span));
     }
     problems
 }
