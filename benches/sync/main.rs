@@ -15,6 +15,9 @@
 //! 3. **Rate limit**: the simulator enforces a limit, convsync is configured to it; the
 //!    requests per second achieved as a share of the limit, and the 429s received.
 //!
+//! 4. **Scale-out** (`-- --replicas 1,2,3`, alone): 2,000 HighLevel locations mirrored into
+//!    PostgreSQL by 1, 2 and 3 `convsync run` replicas (`replicas`).
+//!
 //! `-- --smoke` runs a small version of everything in seconds (CI). BENCHMARKS.md has the
 //! figures and how to read them.
 
@@ -22,6 +25,7 @@ mod costs;
 mod limits;
 mod postgres;
 mod process;
+mod replicas;
 mod simproc;
 
 use std::path::{Path, PathBuf};
@@ -92,6 +96,16 @@ struct Args {
     /// Skip the backfill limits (write, fetch+parse): end-to-end figures only.
     #[arg(long)]
     no_limits: bool,
+    /// The scale-out scenario alone: these replica counts, one after another, each
+    /// mirroring `--replica-locations` HighLevel locations into PostgreSQL.
+    #[arg(long, value_delimiter = ',')]
+    replicas: Vec<usize>,
+    /// HighLevel locations (rate-limit scopes) of the scale-out scenario.
+    #[arg(long, default_value_t = 2000)]
+    replica_locations: u32,
+    /// Conversations per location in the scale-out scenario.
+    #[arg(long, default_value_t = 50)]
+    replica_conversations: u32,
     /// Keep the work directory (databases, configs, logs) for inspection.
     #[arg(long)]
     keep: bool,
@@ -114,6 +128,11 @@ fn main() -> ExitCode {
         args.runs = 1;
         args.delta = vec![0, 10];
         args.rate_duration = Duration::from_secs(4);
+        if args.replicas.is_empty() {
+            args.replicas = vec![1, 2];
+            args.replica_locations = 40;
+            args.replica_conversations = 20;
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,12 +178,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     println!("{}", machine());
     println!("work directory: {}\n", env.work.display());
 
+    let scale_only = !args.replicas.is_empty() && !args.smoke;
     let mut backfills = Vec::new();
     let mut pg_backfills = Vec::new();
     let mut first_mirrors = Vec::new();
     let mut deltas = Vec::new();
     let mut checks = Checks::default();
-    let sizes = if args.no_backfill {
+    let sizes = if args.no_backfill || scale_only {
         &[][..]
     } else {
         &args.sizes[..]
@@ -189,7 +209,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     let mut rates = Vec::new();
-    if !args.no_rate {
+    if !args.no_rate && !scale_only {
         for case in rate_cases(&args) {
             let sample = measure_rate(&env, &args, &case)
                 .await
@@ -202,12 +222,33 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
 
+    let scale = if args.replicas.is_empty() {
+        Vec::new()
+    } else {
+        let samples = replicas::measure(
+            &env,
+            &args.replicas,
+            args.replica_locations,
+            args.replica_conversations,
+        )
+        .await
+        .context("scale-out")?;
+        for s in &samples {
+            checks.expect(
+                s.per_replica.iter().all(|(_, _, stats)| stats.success),
+                format!("{} replica(s): a replica did not exit cleanly", s.replicas),
+            );
+        }
+        samples
+    };
+
     println!("\n## Results (load average now: {})\n", load_average());
     print_backfills(&backfills);
     postgres::print_backfills(&pg_backfills);
     costs::print_first_mirrors(&first_mirrors);
     print_deltas(&deltas);
     print_rates(&rates);
+    replicas::print(&scale);
     println!(
         "\ntotal bench time: {:.0} s",
         started.elapsed().as_secs_f64()

@@ -32,6 +32,17 @@ pub struct Running {
 
 /// Starts `convsync <args> --config <config>` with its log in `log`.
 pub fn spawn(bin: &Path, config: &Path, args: &[&str], log: &Path) -> anyhow::Result<Running> {
+    spawn_with_env(bin, config, args, log, &[])
+}
+
+/// As [`spawn`], with `env` added to the environment (a replica's name).
+pub fn spawn_with_env(
+    bin: &Path,
+    config: &Path,
+    args: &[&str],
+    log: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Running> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -41,6 +52,7 @@ pub fn spawn(bin: &Path, config: &Path, args: &[&str], log: &Path) -> anyhow::Re
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

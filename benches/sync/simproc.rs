@@ -77,12 +77,24 @@ impl SimProcess {
         extra: &[String],
         log: &Path,
     ) -> anyhow::Result<SimProcess> {
+        let mut flags = vec!["--conversations".to_owned(), conversations.to_string()];
+        flags.extend(account_flags(provider));
+        flags.extend_from_slice(extra);
+        SimProcess::start_with(bin, &flags, provider, log).await
+    }
+
+    /// Starts the simulator with no background activity and exactly `flags` besides (the
+    /// accounts and conversations included); `provider` is the one measured.
+    pub async fn start_with(
+        bin: &Path,
+        flags: &[String],
+        provider: Platform,
+        log: &Path,
+    ) -> anyhow::Result<SimProcess> {
         let mut child = tokio::process::Command::new(bin)
             .arg("simulate")
             .args(["--seed", "42", "--activity-rate", "0"])
-            .args(["--conversations", &conversations.to_string()])
-            .args(account_flags(provider))
-            .args(extra)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(log)?)

@@ -4,7 +4,10 @@
 //! backed off after a 429, that it never used Sinch Basic auth for data calls. Beside the
 //! counts, *sightings* record request details a handler found worth noting (which
 //! generation of D365 auth headers, which HighLevel `Version`), so that tests can see
-//! what a client actually sent.
+//! what a client actually sent. Per *scope* (one account's own budget or credential: a
+//! HighLevel location, a Spruce organization) they count what clients sharing the work
+//! must never cause: 429s from the account's own quota, and refresh tokens presented again
+//! after they were rotated away.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -75,6 +78,18 @@ pub struct Sighting {
     pub count: u64,
 }
 
+/// How often something happened to one account (a rate-limit scope).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeCount {
+    /// Which simulated provider counted it.
+    pub provider: Platform,
+    /// The account as the provider names it (HighLevel location id, Spruce organization
+    /// id).
+    pub scope: String,
+    /// Number of times since start or the last reset.
+    pub count: u64,
+}
+
 /// Snapshot of all counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
@@ -83,6 +98,12 @@ pub struct RequestCounts {
     /// Request details seen, sorted by provider and detail.
     #[serde(default)]
     pub sightings: Vec<Sighting>,
+    /// 429s answered because one account's own quota was spent, per account.
+    #[serde(default)]
+    pub quota_refusals: Vec<ScopeCount>,
+    /// Rotated (already spent) refresh tokens presented again, per account.
+    #[serde(default)]
+    pub refresh_token_reuses: Vec<ScopeCount>,
 }
 
 impl RequestCounts {
@@ -120,6 +141,16 @@ impl RequestCounts {
             .sum()
     }
 
+    /// 429s from the accounts' own quotas, summed over every account.
+    pub fn total_quota_refusals(&self) -> u64 {
+        self.quota_refusals.iter().map(|s| s.count).sum()
+    }
+
+    /// Spent refresh tokens presented again, summed over every account.
+    pub fn total_refresh_token_reuses(&self) -> u64 {
+        self.refresh_token_reuses.iter().map(|s| s.count).sum()
+    }
+
     fn matching<'a>(
         &'a self,
         provider: Platform,
@@ -133,11 +164,41 @@ impl RequestCounts {
 
 type CounterKey = (Platform, String, Option<u16>, RequestAuth);
 
+/// Counts per (provider, scope).
+#[derive(Debug, Default)]
+struct ScopeCounters(Mutex<BTreeMap<(Platform, String), u64>>);
+
+impl ScopeCounters {
+    fn add(&self, provider: Platform, scope: &str) {
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *table.entry((provider, scope.to_owned())).or_insert(0) += 1;
+    }
+
+    fn snapshot(&self) -> Vec<ScopeCount> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((provider, scope), count)| ScopeCount {
+                provider: *provider,
+                scope: scope.clone(),
+                count: *count,
+            })
+            .collect()
+    }
+
+    fn reset(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 /// Thread-safe counter table shared by all provider listeners.
 #[derive(Debug, Default)]
 pub(crate) struct RequestCounters {
     table: Mutex<BTreeMap<CounterKey, u64>>,
     sightings: Mutex<BTreeMap<(Platform, String), u64>>,
+    quota_refusals: ScopeCounters,
+    refresh_token_reuses: ScopeCounters,
 }
 
 impl RequestCounters {
@@ -161,6 +222,16 @@ impl RequestCounters {
         *sightings.entry((provider, detail.to_owned())).or_insert(0) += 1;
     }
 
+    /// Notes a 429 answered because `scope`'s own quota was spent.
+    pub(crate) fn refused_by_quota(&self, provider: Platform, scope: &str) {
+        self.quota_refusals.add(provider, scope);
+    }
+
+    /// Notes that a refresh token of `scope` was presented after it had been spent.
+    pub(crate) fn reused_refresh_token(&self, provider: Platform, scope: &str) {
+        self.refresh_token_reuses.add(provider, scope);
+    }
+
     pub(crate) fn snapshot(&self) -> RequestCounts {
         let sightings = self
             .sightings
@@ -176,6 +247,8 @@ impl RequestCounters {
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         RequestCounts {
             sightings,
+            quota_refusals: self.quota_refusals.snapshot(),
+            refresh_token_reuses: self.refresh_token_reuses.snapshot(),
             entries: table
                 .iter()
                 .map(|((provider, endpoint, status, auth), count)| RequestCount {
@@ -195,5 +268,7 @@ impl RequestCounters {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.quota_refusals.reset();
+        self.refresh_token_reuses.reset();
     }
 }

@@ -39,7 +39,7 @@ use super::naming;
 use super::options::StartAfter;
 use super::quota::{Quota, QuotaStatus};
 use super::state::{PlatformState, Shared};
-use super::tokens::TokenRejection;
+use super::tokens::{Spend, TokenRejection};
 use super::wire::{self, Params};
 use super::world::{AccountWorld, Conv, IndexKind, MessageDirection, MessageKind, NO_TS};
 
@@ -166,8 +166,16 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let now = shared.clock.now_us();
     let ttl = shared.token_ttl_us();
     let mut state = shared.lock();
-    let Some(account) = state.tokens.spend_refresh(refresh_token) else {
-        return unauthorized("Invalid grant: refresh token is invalid");
+    let account = match state.tokens.spend_refresh(refresh_token) {
+        Spend::Spent(account) => account,
+        Spend::AlreadySpent(account) => {
+            let location = &shared.accounts.highlevel[account].location_id;
+            shared
+                .counters
+                .reused_refresh_token(shared.provider, location);
+            return unauthorized("Invalid grant: refresh token is invalid");
+        }
+        Spend::Unknown => return unauthorized("Invalid grant: refresh token is invalid"),
     };
     let access_token = state.tokens.issue("hl_at_", account, now, Some(ttl));
     let new_refresh = state.tokens.random_string("hl_rt_");
@@ -324,6 +332,7 @@ fn admit(
     });
     let status = quota.hit(shared.clock.now_us());
     if !status.allowed {
+        shared.counters.refused_by_quota(shared.provider, location);
         return Err(Refusal::RateLimited(status));
     }
     Ok((account, status))

@@ -54,7 +54,7 @@ pub use self::accounts::{
 pub use self::activity::{Affected, EditField, Mutation, SimError};
 pub use self::client::SimClient;
 pub use self::control::{ActivityCommand, ActivityOutcome, ClockReading, SimUrls};
-pub use self::counters::{RequestAuth, RequestCount, RequestCounts, Sighting};
+pub use self::counters::{RequestAuth, RequestCount, RequestCounts, ScopeCount, Sighting};
 pub use self::faults::{Faults, LatencyFault, RateLimitFault, RetryAfter};
 pub use self::options::SimOptions;
 pub use self::platform::{Platform, PlatformSelector, UnknownPlatform};

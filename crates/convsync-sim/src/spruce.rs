@@ -146,6 +146,10 @@ fn admit(
     });
     let status = quota.hit(shared.clock.now_us());
     if !status.allowed {
+        let organization = &shared.accounts.spruce[account].organization_id;
+        shared
+            .counters
+            .refused_by_quota(shared.provider, organization);
         return Err(SpruceError {
             quota: Some(status),
             ..error(

@@ -1,7 +1,8 @@
 //! Issued access tokens and single-use refresh tokens.
 //!
 //! Expired tokens are remembered (up to a bound) so a client can be told "expired"
-//! rather than "unknown", as real providers do in `WWW-Authenticate`.
+//! rather than "unknown", as real providers do in `WWW-Authenticate`; spent refresh tokens
+//! too, so that a client presenting one again is told apart from one presenting garbage.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -34,7 +35,20 @@ pub(crate) struct TokenStore {
     access: HashMap<String, Issued>,
     order: VecDeque<String>,
     refresh: HashMap<String, usize>,
+    /// Refresh tokens already spent, with their account (forgotten in bulk past the bound).
+    spent: HashMap<String, usize>,
     rng: StdRng,
+}
+
+/// What spending a refresh token found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Spend {
+    /// Valid: spent now, for this account.
+    Spent(usize),
+    /// Spent before (rotated away), by this account.
+    AlreadySpent(usize),
+    /// Never issued (or forgotten).
+    Unknown,
 }
 
 impl TokenStore {
@@ -43,6 +57,7 @@ impl TokenStore {
             access: HashMap::new(),
             order: VecDeque::new(),
             refresh: HashMap::new(),
+            spent: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -122,8 +137,18 @@ impl TokenStore {
         self.refresh.insert(token, account);
     }
 
-    /// Spend a refresh token: returns its account and forgets it.
-    pub(crate) fn spend_refresh(&mut self, token: &str) -> Option<usize> {
-        self.refresh.remove(token)
+    /// Spend a refresh token: it is valid once.
+    pub(crate) fn spend_refresh(&mut self, token: &str) -> Spend {
+        if let Some(account) = self.refresh.remove(token) {
+            if self.spent.len() >= MAX_REMEMBERED {
+                self.spent.clear();
+            }
+            self.spent.insert(token.to_owned(), account);
+            return Spend::Spent(account);
+        }
+        match self.spent.get(token) {
+            Some(&account) => Spend::AlreadySpent(account),
+            None => Spend::Unknown,
+        }
     }
 }

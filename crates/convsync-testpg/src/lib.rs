@@ -13,18 +13,22 @@
 //! - a small reaper (`sh`) reads a pipe that only the test process writes to: at its EOF it
 //!   waits for the postmaster to leave and removes the directory.
 //!
+//! A test that restarts PostgreSQL under running daemons takes a cluster of its own instead
+//! ([`OwnPgCluster`]): the same set-up and clean-up, a restart that keeps the port, and no
+//! effect on the shared cluster the other tests use.
+//!
 //! `initdb` refuses to run as root (CI runs as root), so under uid 0 the cluster belongs to
 //! the `postgres` system user that Debian's package creates, and the directory is chowned
 //! to it.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::chown;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
@@ -53,16 +57,8 @@ impl TestPgDb {
         static NEXT: AtomicU32 = AtomicU32::new(1);
         let cluster = cluster();
         let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let mut admin = PgConnection::connect(&cluster.url("postgres"))
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-        admin.close().await.ok();
         TestPgDb {
-            url: cluster.url(&name),
+            url: cluster.create_database(&name).await,
             name,
         }
     }
@@ -113,10 +109,81 @@ impl Drop for TestPgDb {
     }
 }
 
+/// A cluster of one test's own, for a test that restarts PostgreSQL under running
+/// daemons; stopped and removed on drop.
+pub struct OwnPgCluster {
+    cluster: Cluster,
+    /// `None` only while a restart is under way.
+    postmaster: Mutex<Option<Postmaster>>,
+}
+
+impl OwnPgCluster {
+    /// Creates and starts a new cluster (blocking, a few seconds: `initdb`).
+    pub fn start() -> OwnPgCluster {
+        let (cluster, postmaster) = Cluster::start()
+            .unwrap_or_else(|e| panic!("cannot start a PostgreSQL of the test's own: {e}"));
+        OwnPgCluster {
+            cluster,
+            postmaster: Mutex::new(Some(postmaster)),
+        }
+    }
+
+    /// Creates database `name` and returns its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        self.cluster.create_database(name).await
+    }
+
+    /// Stops the server as an operator's restart does (fast shutdown: every connection is
+    /// closed, open transactions roll back) and starts it again on the same port; returns
+    /// how long it was unreachable. Blocking.
+    pub fn restart(&self) -> Duration {
+        let mut running = self.postmaster.lock().unwrap();
+        let stopped = Instant::now();
+        running
+            .take()
+            .expect("the server is running")
+            .stop(libc::SIGINT);
+        let cluster = &self.cluster;
+        let mut last_error = String::new();
+        // The port was ours a moment ago; another process may hold it for a moment.
+        for _ in 0..START_ATTEMPTS {
+            match start_postmaster(&cluster.bin, &cluster.dir, cluster.port, cluster.user) {
+                Ok(postmaster) => {
+                    *running = Some(postmaster);
+                    return stopped.elapsed();
+                }
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "PostgreSQL did not start again on port {}: {last_error}",
+            cluster.port
+        )
+    }
+
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.cluster.dir.join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for OwnPgCluster {
+    /// Stops the server at once; the reaper then removes the directory.
+    fn drop(&mut self) {
+        let postmaster = self.postmaster.get_mut().map(Option::take);
+        if let Ok(Some(postmaster)) = postmaster {
+            postmaster.stop(libc::SIGQUIT);
+        }
+    }
+}
+
 /// The test process's cluster, started on first use; every test fails with the same
 /// message when it could not start.
 fn cluster() -> &'static Cluster {
-    static CLUSTER: LazyLock<Result<Cluster, String>> = LazyLock::new(Cluster::start);
+    // The shared postmaster runs until the process ends: its handle is not kept.
+    static CLUSTER: LazyLock<Result<Cluster, String>> =
+        LazyLock::new(|| Cluster::start().map(|(cluster, _postmaster)| cluster));
     match &*CLUSTER {
         Ok(cluster) => cluster,
         Err(e) => panic!("cannot start the test PostgreSQL: {e}"),
@@ -131,6 +198,8 @@ struct Cluster {
     dir: PathBuf,
     /// The loopback TCP port.
     port: u16,
+    /// Who runs the server (under root).
+    user: Option<ServerUser>,
     /// The reaper's stdin: never written, closed by the kernel when the process ends, which
     /// is the reaper's signal to clean up.
     _reaper_pipe: ChildStdin,
@@ -144,7 +213,7 @@ struct ServerUser {
 }
 
 impl Cluster {
-    fn start() -> Result<Cluster, String> {
+    fn start() -> Result<(Cluster, Postmaster), String> {
         let started = Instant::now();
         let bin = find_bin_dir()?;
         let user = server_user()?;
@@ -165,7 +234,7 @@ impl Cluster {
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
             match start_postmaster(&bin, &dir, port, user) {
-                Ok(()) => {
+                Ok(postmaster) => {
                     eprintln!(
                         "test PostgreSQL ({}) in {} ready on 127.0.0.1:{port} after {} ms \
                          (initdb {} ms)",
@@ -174,17 +243,32 @@ impl Cluster {
                         started.elapsed().as_millis(),
                         initialised.as_millis()
                     );
-                    return Ok(Cluster {
+                    let cluster = Cluster {
                         bin,
                         dir,
                         port,
+                        user,
                         _reaper_pipe: reaper_pipe,
-                    });
+                    };
+                    return Ok((cluster, postmaster));
                 }
                 Err(e) => last_error = e,
             }
         }
         Err(last_error)
+    }
+
+    /// Creates database `name` and returns its URL.
+    async fn create_database(&self, name: &str) -> String {
+        let mut admin = PgConnection::connect(&self.url("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        admin.close().await.ok();
+        self.url(name)
     }
 
     fn url(&self, database: &str) -> String {
@@ -296,17 +380,39 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
-/// Starts the postmaster from a thread that lives as long as the process (the parent-death
-/// signal follows the thread that forked, not the process) and waits until it accepts
-/// connections.
+/// A running postmaster and the thread that waits for it.
+struct Postmaster {
+    pid: libc::pid_t,
+    /// Ends when the postmaster has exited (and been reaped).
+    waiter: std::thread::JoinHandle<()>,
+}
+
+impl Postmaster {
+    /// Sends `signal` (`SIGINT`: fast shutdown; `SIGQUIT`: immediate) and waits until the
+    /// postmaster has exited.
+    fn stop(self, signal: libc::c_int) {
+        // SAFETY: kill has no memory effects; the pid is not reused before `waiter` reaps it.
+        unsafe { libc::kill(self.pid, signal) };
+        let _ = self.waiter.join();
+    }
+}
+
+/// Starts the postmaster from a thread that lives as long as the postmaster (the
+/// parent-death signal follows the thread that forked, not the process) and waits until it
+/// accepts connections.
 fn start_postmaster(
     bin: &Path,
     dir: &Path,
     port: u16,
     user: Option<ServerUser>,
-) -> Result<(), String> {
+) -> Result<Postmaster, String> {
     let log_path = dir.join("postgres.log");
-    let log = File::create(&log_path).map_err(|e| format!("cannot create the server log: {e}"))?;
+    // Appended to: a restarted server keeps what the previous one wrote.
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot create the server log: {e}"))?;
     let log_err = log
         .try_clone()
         .map_err(|e| format!("cannot share the server log: {e}"))?;
@@ -344,9 +450,9 @@ fn start_postmaster(
         });
     }
 
-    let (started, outcome) = mpsc::channel::<Result<(), String>>();
+    let (started, outcome) = mpsc::channel::<Result<libc::pid_t, String>>();
     let pid_file = dir.join("data").join("postmaster.pid");
-    std::thread::Builder::new()
+    let waiter = std::thread::Builder::new()
         .name(format!("postgres-{port}"))
         .spawn(move || {
             let mut child = match command.spawn() {
@@ -358,7 +464,7 @@ fn start_postmaster(
             };
             let ready = wait_until_ready(&mut child, &pid_file);
             let failed = ready.is_err();
-            let _ = started.send(ready);
+            let _ = started.send(ready.map(|()| child.id() as libc::pid_t));
             if failed {
                 let _ = child.kill();
             }
@@ -366,13 +472,14 @@ fn start_postmaster(
             let _ = child.wait();
         })
         .map_err(|e| format!("cannot start the postgres thread: {e}"))?;
-    outcome
+    let pid = outcome
         .recv()
         .map_err(|_| "the postgres thread ended without an answer".to_owned())?
         .map_err(|e| {
             let log = fs::read_to_string(&log_path).unwrap_or_default();
             format!("{e}\n--- server log ---\n{log}")
-        })
+        })?;
+    Ok(Postmaster { pid, waiter })
 }
 
 /// Waits until the postmaster says "ready" in its pid file (what `pg_ctl -w` reads).
@@ -421,7 +528,10 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
 
-    use super::{TestPgDb, cluster};
+    use sqlx::Connection as _;
+    use sqlx::postgres::PgConnection;
+
+    use super::{OwnPgCluster, TestPgDb, cluster};
 
     /// Set in the child process of [`the_cluster_dies_with_a_killed_test_process`].
     const CHILD_ROLE: &str = "CONVSYNC_TEST_PG_CHILD";
@@ -458,6 +568,58 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::path::Path::new(&socket_dir), cluster().dir);
+    }
+
+    /// A test's own cluster restarts on the same port with its data: a connection opened
+    /// before the restart is gone, a new one finds the rows; the shared cluster is another
+    /// server, untouched.
+    #[tokio::test]
+    async fn an_own_cluster_restarts_on_the_same_port_with_its_data() {
+        let shared = TestPgDb::new().await;
+        let own = tokio::task::spawn_blocking(OwnPgCluster::start)
+            .await
+            .unwrap();
+        let url = own.create_database("kept").await;
+        assert_ne!(url, shared.url);
+        let mut before = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)")
+            .execute(&mut before)
+            .await
+            .unwrap();
+        let shared_started: String = sqlx::query_scalar("SELECT pg_postmaster_start_time()::text")
+            .fetch_one(&mut shared.connect().await)
+            .await
+            .unwrap();
+
+        let own = std::sync::Arc::new(own);
+        let restarting = own.clone();
+        tokio::task::spawn_blocking(move || restarting.restart())
+            .await
+            .unwrap();
+
+        assert!(
+            sqlx::query("SELECT 1").execute(&mut before).await.is_err(),
+            "the connection from before the restart is closed"
+        );
+        let mut after = PgConnection::connect(&url).await.unwrap();
+        let x: i32 = sqlx::query_scalar("SELECT x FROM kept")
+            .fetch_one(&mut after)
+            .await
+            .unwrap();
+        assert_eq!(x, 7);
+        let still: String = sqlx::query_scalar("SELECT pg_postmaster_start_time()::text")
+            .fetch_one(&mut shared.connect().await)
+            .await
+            .unwrap();
+        assert_eq!(
+            still, shared_started,
+            "the shared cluster was not restarted"
+        );
+        assert!(
+            own.log().contains("database system is ready"),
+            "{}",
+            own.log()
+        );
     }
 
     /// A test process killed with SIGKILL leaves no server and no directory behind: the

@@ -1,7 +1,8 @@
 //! deploy/docker/compose.yaml with the Compose found on the machine: Debian's
 //! `docker-compose` 1.29 (the Python one) and/or the `docker compose` plugin.
 //!
-//! Every installed Compose validates the file (`config`). Then Debian's `docker-compose`
+//! Every installed Compose validates the file and the replicas' file,
+//! deploy/docker/compose.replicas.yaml (`config`). Then Debian's `docker-compose`
 //! runs the commands docs/deploy.md marks (`compose-prepare`, `compose-offline`,
 //! `compose-down`) for real, in a copy of the checkout, against an image built offline:
 //! the container mirrors the simulator running on the host, `/readyz` turns healthy, and
@@ -22,6 +23,11 @@ use crate::support::deploy::{
 };
 
 const COMPOSE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/compose.yaml");
+/// PostgreSQL and two replicas (docs/deploy.md, "Running several replicas").
+const REPLICAS_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/docker/compose.replicas.yaml"
+);
 /// What docs/deploy.md names, and the test replaces.
 const DOC_PROJECT: &str = "-p convsync ";
 const DOC_FILE: &str = "-f deploy/docker/compose.yaml";
@@ -56,17 +62,19 @@ fn compose_file_is_valid_for_every_installed_compose() {
         return;
     }
     for compose in found {
-        let output = Command::new(compose[0])
-            .args(&compose[1..])
-            .args(["-p", "convsync", "-f", COMPOSE_FILE, "config", "-q"])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{} refuses {COMPOSE_FILE}:\n{}",
-            compose.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        for file in [COMPOSE_FILE, REPLICAS_FILE] {
+            let output = Command::new(compose[0])
+                .args(&compose[1..])
+                .args(["-p", "convsync", "-f", file, "config", "-q"])
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{} refuses {file}:\n{}",
+                compose.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 }
 

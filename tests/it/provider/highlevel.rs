@@ -494,6 +494,11 @@ async fn refresh_token_rotation_survives_a_crash_between_refresh_and_use(backend
         .await
         .unwrap();
     assert_eq!(spent.status(), 401, "the config's refresh token is spent");
+    assert_eq!(
+        bed.sim.request_counts().total_refresh_token_reuses(),
+        1,
+        "the simulator counts a spent refresh token presented again"
+    );
 
     // Restart with the same config: the stored token authenticates.
     bed.sim.set_faults(HL, Faults::default());
@@ -513,6 +518,11 @@ async fn refresh_token_rotation_survives_a_crash_between_refresh_and_use(backend
         .await;
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0], initial);
+    assert_eq!(
+        bed.sim.request_counts().total_refresh_token_reuses(),
+        1,
+        "the daemon never presents a spent refresh token"
+    );
     let runs: Vec<Option<String>> = app.store().sql_column("SELECT error FROM sync_runs").await;
     assert!(
         runs.iter()

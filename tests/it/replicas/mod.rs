@@ -1,10 +1,13 @@
 //! Replicas sharing one PostgreSQL database under fenced leases (issue #22): the store's
 //! lease operations and fence (`fencing`), and whole engines in this process sharing the
-//! scopes of a simulated world (`engines`). PostgreSQL only: a SQLite file has one daemon.
+//! scopes of a simulated world (`engines`), and three real `convsync run` processes under
+//! kills, pauses and a PostgreSQL restart (`scale`). PostgreSQL only: a SQLite file has one
+//! daemon.
 
 mod engines;
 mod fencing;
 mod operator;
+mod scale;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -9,6 +9,7 @@ pub mod double;
 pub mod hostile;
 pub mod mirror;
 pub mod reliability;
+pub mod replicas;
 pub mod stores;
 pub mod truth;
 pub mod world;

@@ -162,7 +162,7 @@ async fn invalid_parameters_are_422() {
 }
 
 /// A refresh returns a new access token and a new refresh token; the old refresh token
-/// is refused afterwards (single use).
+/// is refused afterwards (single use), and its reuse is counted for its location.
 #[tokio::test]
 async fn refresh_tokens_rotate_and_are_single_use() {
     let sim = start(|_| {}).await;
@@ -174,8 +174,22 @@ async fn refresh_tokens_rotate_and_are_single_use() {
     assert_ne!(next, initial);
     assert_eq!(body["locationId"], location(&sim, 0));
     assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(sim.request_counts().total_refresh_token_reuses(), 0);
     let (status, body) = highlevel_refresh(&sim, 0, &initial).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let reuses = sim.request_counts().refresh_token_reuses;
+    assert_eq!(reuses.len(), 1, "{reuses:?}");
+    assert_eq!(
+        (reuses[0].scope.as_str(), reuses[0].count),
+        (location(&sim, 0).as_str(), 1)
+    );
+    let (status, _) = highlevel_refresh(&sim, 0, "rt_never_issued").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        sim.request_counts().total_refresh_token_reuses(),
+        1,
+        "a token never issued is no reuse"
+    );
     let (status, _) = read(
         search(&sim, &access)
             .query(&[("locationId", location(&sim, 0))])
@@ -232,7 +246,7 @@ async fn access_tokens_expire_and_can_be_revoked() {
 }
 
 /// Every search answer carries the five rate-limit headers; the burst quota gives 429
-/// until the window passes.
+/// until the window passes, counted for its location.
 #[tokio::test]
 async fn rate_limit_headers_and_burst_429() {
     let sim = start(|o| {
@@ -258,6 +272,12 @@ async fn rate_limit_headers_and_burst_429() {
     let limited = go().await.expect("request");
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    let refusals = sim.request_counts().quota_refusals;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(
+        (refusals[0].scope.as_str(), refusals[0].count),
+        (loc.as_str(), 1)
+    );
     sim.advance_clock(Duration::from_secs(10));
     assert_eq!(go().await.expect("request").status(), StatusCode::OK);
 }

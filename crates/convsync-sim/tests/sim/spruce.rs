@@ -236,7 +236,8 @@ async fn last_message_at_omitted_or_null() {
     }
 }
 
-/// Every response carries the rate-limit and request-id headers; exhaustion is a 429.
+/// Every response carries the rate-limit and request-id headers; exhaustion is a 429,
+/// counted for the organization.
 #[tokio::test]
 async fn rate_limit_headers_and_429() {
     let sim = start(|o| o.spruce_rate_limit = 3).await;
@@ -262,6 +263,11 @@ async fn rate_limit_headers_and_429() {
     .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_error(&body, 429);
+    let organization = &sim.accounts().spruce[0].organization_id;
+    let refusals = sim.request_counts().quota_refusals;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(&refusals[0].scope, organization);
+    assert_eq!(refusals[0].count, 1);
     sim.advance_clock(Duration::from_secs(60));
     let (status, _) = read(
         get(&sim, "v1/conversations?orderBy=created")
