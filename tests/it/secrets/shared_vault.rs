@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
-use convsync::http::{AuthScheme, Authenticator, HttpSettings, build_client};
+use convsync::http::{AuthError, AuthScheme, Authenticator, HttpSettings, build_client};
 use convsync::provider::SetupContext;
 use convsync::provider::highlevel::{HighLevelConfig, LocationConfig, setup};
+use convsync::retry::Transient;
 use convsync::secret::SecretRef;
 use convsync::store::{Store, StoreSettings};
 use convsync_sim::{Platform, SimHandle};
@@ -124,6 +125,57 @@ async fn two_replicas_never_spend_one_refresh_token_twice() {
     assert!(stored.refused.is_none() && stored.sent_at.is_none());
     first.close().await;
     second.close().await;
+}
+
+/// A replica that finds the credential's lock held for longer than `busy_timeout` (another
+/// replica stuck mid-refresh) sends nothing and says it will try again; once the holder is
+/// gone (its session ends, even without an orderly release) the refresh goes through.
+#[tokio::test]
+async fn a_refresh_that_waits_out_the_busy_timeout_sends_nothing() {
+    let sim = start_one_provider(Platform::HighLevel, 1, 29, 3).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let scheme = rotating_scheme(&sim, secrets.path());
+    let db = TestPgDb::new().await;
+    let settings = StoreSettings {
+        url: db.url.clone(),
+        busy_timeout: std::time::Duration::from_millis(300),
+        max_connections: 2,
+        ..StoreSettings::default()
+    };
+    let holder = Store::open(&settings).await.unwrap();
+    let replica = Store::open(&settings).await.unwrap();
+    let authenticator = Authenticator::new(scheme, Some(Arc::new(replica.clone())));
+    let client = build_client(&HttpSettings::default()).unwrap();
+    sim.reset_counts();
+
+    let held = holder
+        .lock_refresh_token(&vault_key(&sim, secrets.path()))
+        .await
+        .unwrap();
+    let error = authenticator.authorization(&client).await.unwrap_err();
+    assert!(
+        matches!(error, AuthError::RefreshLocked(_)) && error.is_transient(),
+        "{error}"
+    );
+    assert_eq!(sim.request_counts().total(Platform::HighLevel, "token"), 0);
+
+    drop(held);
+    let mut attempts = 0;
+    let header = loop {
+        attempts += 1;
+        match authenticator.authorization(&client).await {
+            Ok(header) => break header.unwrap(),
+            Err(AuthError::RefreshLocked(_)) if attempts < 50 => {
+                // The dropped session ends as soon as the server reads its closed socket.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    };
+    assert!(works(&sim, &client, header.expose()).await);
+    assert_eq!(sim.request_counts().total(Platform::HighLevel, "token"), 1);
+    holder.close().await;
+    replica.close().await;
 }
 
 fn vault_key(sim: &SimHandle, secrets: &std::path::Path) -> String {
