@@ -145,34 +145,14 @@ impl Drop for TestPgDb {
     /// a test's runtime may already be gone when its handle drops.
     fn drop(&mut self) {
         let cluster = self.cluster;
-        let dropped = Command::new(cluster.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                SUPERUSER,
-                "-d",
-                "postgres",
-            ])
-            .arg("-h")
-            .arg(&cluster.dir)
-            .args(["-p", &cluster.port.to_string()])
-            .args([
-                "-c",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .stdin(Stdio::null())
-            .output();
-        match dropped {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "cannot drop test database {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("cannot run psql to drop {}: {e}", self.name),
+        let dropped = superuser_sql(
+            &cluster.bin,
+            &cluster.dir,
+            cluster.port,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+        if let Err(e) = dropped {
+            eprintln!("cannot drop test database {}: {e}", self.name);
         }
     }
 }
@@ -456,8 +436,19 @@ fn certificate_authority(name: &str) -> Result<Authority, rcgen::Error> {
     })
 }
 
-/// Creates the secured cluster's groups (`pg_hba.conf` names them) through the unix socket.
+/// Creates the secured cluster's groups (`pg_hba.conf` names them).
 fn create_groups(bin: &Path, dir: &Path, port: u16) -> Result<(), String> {
+    superuser_sql(
+        bin,
+        dir,
+        port,
+        &format!("CREATE ROLE {TLS_ONLY_GROUP} NOLOGIN; CREATE ROLE {PASSWORD_GROUP} NOLOGIN"),
+    )
+    .map_err(|e| format!("cannot create the groups: {e}"))
+}
+
+/// Runs `sql` as the superuser through the cluster's unix socket, synchronously (`psql`).
+fn superuser_sql(bin: &Path, dir: &Path, port: u16, sql: &str) -> Result<(), String> {
     let out = Command::new(bin.join("psql"))
         .args([
             "-X",
@@ -471,21 +462,14 @@ fn create_groups(bin: &Path, dir: &Path, port: u16) -> Result<(), String> {
         ])
         .arg("-h")
         .arg(dir)
-        .args(["-p", &port.to_string()])
-        .args([
-            "-c",
-            &format!("CREATE ROLE {TLS_ONLY_GROUP} NOLOGIN; CREATE ROLE {PASSWORD_GROUP} NOLOGIN"),
-        ])
+        .args(["-p", &port.to_string(), "-c", sql])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run psql: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "cannot create the groups: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 

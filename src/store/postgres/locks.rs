@@ -66,17 +66,21 @@ pub(super) async fn lock_mirror(tx: &mut PgConnection) -> Result<(), StoreError>
 /// Holds the lock of the vault key `key` for the session of `conn` (waiting at most its
 /// `lock_timeout`), until [`unlock_vault_key`] or the session's end.
 pub(super) async fn lock_vault_key(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-        .bind(VAULT_LOCKS)
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    on_vault_key(conn, "SELECT pg_advisory_lock($1, hashtext($2))", key).await
 }
 
 /// Releases the lock [`lock_vault_key`] took.
 pub(super) async fn unlock_vault_key(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+    on_vault_key(conn, "SELECT pg_advisory_unlock($1, hashtext($2))", key).await
+}
+
+/// Runs `sql`, a session advisory-lock call, on the lock of the vault key `key`.
+async fn on_vault_key(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(sql)
         .bind(VAULT_LOCKS)
         .bind(key)
         .execute(&mut *conn)

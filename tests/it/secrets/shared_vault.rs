@@ -16,6 +16,7 @@ use convsync::store::{Store, StoreSettings};
 use convsync_sim::{Platform, SimHandle};
 
 use crate::support::world::start_one_provider;
+use crate::support::write_file;
 use convsync_testpg::TestPgDb;
 
 /// Rounds of two simultaneous refreshes.
@@ -24,10 +25,8 @@ const ROUNDS: u64 = 5;
 /// The OAuth (rotating refresh token) scheme of the simulator's first location.
 fn rotating_scheme(sim: &SimHandle, secrets: &std::path::Path) -> AuthScheme {
     let account = &sim.accounts().highlevel[0];
-    let file = |name: &str, value: &str| {
-        let file = secrets.join(name);
-        std::fs::write(&file, value).unwrap();
-        SecretRef::File { file }
+    let file = |name: &str, value: &str| SecretRef::File {
+        file: write_file(secrets, name, value),
     };
     let config = HighLevelConfig {
         base_url: Some(sim.highlevel_base_url().to_string()),

@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use crate::support::capture::trace_capture;
 use crate::support::deploy::documented_steps;
+use crate::support::write_file;
 use convsync_testpg::{CERTIFIED_HOST, PASSWORD_GROUP, TLS_ONLY_GROUP, TestPgDb};
 
 /// A database on the secured cluster owned by a TLS-only role, and that role's name.
@@ -22,13 +23,23 @@ async fn tls_only_database() -> (TestPgDb, String) {
     (db, role)
 }
 
-fn settings(url: String, mode: TlsMode, root_cert: Option<std::path::PathBuf>) -> StoreSettings {
-    StoreSettings {
-        url,
+/// Connects as `role` to `host` (`127.0.0.1` or [`CERTIFIED_HOST`]) with `mode` and
+/// `root_cert`; the error as its text.
+async fn connect(
+    db: &TestPgDb,
+    role: &str,
+    host: &str,
+    mode: TlsMode,
+    root_cert: Option<std::path::PathBuf>,
+) -> Result<Store, String> {
+    Store::connect(&StoreSettings {
+        url: db.url_as(role, host),
         max_connections: 2,
         tls: TlsSettings { mode, root_cert },
         ..StoreSettings::default()
-    }
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Whether the store's own connection is encrypted, as the server sees it.
@@ -46,21 +57,29 @@ async fn encrypted(store: &Store) -> bool {
 #[tokio::test]
 async fn verify_full_with_the_right_ca_connects_over_tls() {
     let (db, role) = tls_only_database().await;
-    let store = Store::open(&settings(
-        db.url_as(&role, CERTIFIED_HOST),
+    let store = connect(
+        &db,
+        &role,
+        CERTIFIED_HOST,
         TlsMode::VerifyFull,
         Some(db.ca_cert()),
-    ))
+    )
     .await
     .unwrap();
     assert!(encrypted(&store).await);
+    store
+        .migrate(&db.url_as(&role, CERTIFIED_HOST))
+        .await
+        .unwrap();
     store.close().await;
 
-    let store = Store::connect(&settings(
-        db.url_as(&role, "127.0.0.1"),
+    let store = connect(
+        &db,
+        &role,
+        "127.0.0.1",
         TlsMode::VerifyCa,
         Some(db.ca_cert()),
-    ))
+    )
     .await
     .unwrap();
     assert!(encrypted(&store).await);
@@ -73,14 +92,15 @@ async fn verify_full_with_the_right_ca_connects_over_tls() {
 #[tokio::test]
 async fn a_wrong_ca_or_host_name_is_refused_clearly() {
     let (db, role) = tls_only_database().await;
-    let wrong_ca = Store::connect(&settings(
-        db.url_as(&role, CERTIFIED_HOST),
+    let wrong_ca = connect(
+        &db,
+        &role,
+        CERTIFIED_HOST,
         TlsMode::VerifyFull,
         Some(db.unrelated_ca_cert()),
-    ))
+    )
     .await
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
     assert!(
         wrong_ca.starts_with("cannot connect to postgres://")
             && wrong_ca.contains("tls_mode verify-full")
@@ -88,14 +108,15 @@ async fn a_wrong_ca_or_host_name_is_refused_clearly() {
         "{wrong_ca}"
     );
 
-    let wrong_name = Store::connect(&settings(
-        db.url_as(&role, "127.0.0.1"),
+    let wrong_name = connect(
+        &db,
+        &role,
+        "127.0.0.1",
         TlsMode::VerifyFull,
         Some(db.ca_cert()),
-    ))
+    )
     .await
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
     assert!(
         wrong_name.contains("tls_mode verify-full") && wrong_name.contains("not valid for name"),
         "{wrong_name}"
@@ -107,24 +128,15 @@ async fn a_wrong_ca_or_host_name_is_refused_clearly() {
 #[tokio::test]
 async fn require_encrypts_and_disable_meets_a_tls_only_server() {
     let (db, role) = tls_only_database().await;
-    let store = Store::connect(&settings(
-        db.url_as(&role, "127.0.0.1"),
-        TlsMode::Require,
-        None,
-    ))
-    .await
-    .unwrap();
+    let store = connect(&db, &role, "127.0.0.1", TlsMode::Require, None)
+        .await
+        .unwrap();
     assert!(encrypted(&store).await);
     store.close().await;
 
-    let refused = Store::connect(&settings(
-        db.url_as(&role, "127.0.0.1"),
-        TlsMode::Disable,
-        None,
-    ))
-    .await
-    .unwrap_err()
-    .to_string();
+    let refused = connect(&db, &role, "127.0.0.1", TlsMode::Disable, None)
+        .await
+        .unwrap_err();
     assert!(
         refused.contains("tls_mode disable")
             && refused.contains("pg_hba.conf rejects connection")
@@ -136,11 +148,7 @@ async fn require_encrypts_and_disable_meets_a_tls_only_server() {
 /// Writes a config over `db` as `role` with `[database] password` read from a file holding
 /// `password`, and a Spruce source (never polled here); returns the config's path.
 fn write_config(dir: &std::path::Path, db: &TestPgDb, role: &str, password: &str) -> String {
-    let file = |name: &str, value: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, value).unwrap();
-        path.display().to_string()
-    };
+    let file = |name: &str, value: &str| write_file(dir, name, value).display().to_string();
     let text = format!(
         r#"
 [database]
