@@ -14,10 +14,10 @@ use convsync::retry::Transient;
 use convsync::secret::SecretRef;
 use convsync::store::{Store, StoreSettings};
 use convsync_sim::{Platform, SimHandle};
+use convsync_testpg::TestPgDb;
 
 use crate::support::world::start_one_provider;
 use crate::support::write_file;
-use convsync_testpg::TestPgDb;
 
 /// Rounds of two simultaneous refreshes.
 const ROUNDS: u64 = 5;

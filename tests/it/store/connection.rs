@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use convsync::config::Config;
 use convsync::store::{Store, StoreSettings, TlsMode, TlsSettings};
+use convsync_testpg::{CERTIFIED_HOST, PASSWORD_GROUP, TLS_ONLY_GROUP, TestPgDb};
 use sqlx::Row;
 
 use crate::support::capture::trace_capture;
 use crate::support::deploy::documented_steps;
 use crate::support::write_file;
-use convsync_testpg::{CERTIFIED_HOST, PASSWORD_GROUP, TLS_ONLY_GROUP, TestPgDb};
 
 /// A database on the secured cluster owned by a TLS-only role, and that role's name.
 async fn tls_only_database() -> (TestPgDb, String) {
