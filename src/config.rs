@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::{HttpSettings, RateQuota, RetryPolicy};
 use crate::provider::{self, ProviderKind, ProviderSetup, ProviderTable};
-use crate::store::{BackendKind, MassChangeGuard, ReplicaName, RetentionPolicy, StoreSettings};
+use crate::secret::SecretRef;
+use crate::store::{
+    BackendKind, MassChangeGuard, ReplicaName, RetentionPolicy, StoreSettings, TlsMode, TlsSettings,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -45,8 +48,8 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` (the file is created, mode 0600, if missing), or a
-    /// PostgreSQL database: `postgres://user:password@host:5432/database`, with
-    /// `?sslmode=verify-full&sslrootcert=/path/ca.pem` for TLS (docs/deploy.md).
+    /// PostgreSQL database: `postgres://user@host:5432/database`, with TLS and the password
+    /// in the keys below (docs/deploy.md, "PostgreSQL").
     pub url: String,
     /// How long a write waits for another writer (a report tool, a backup) to release the
     /// lock before the page is retried.
@@ -58,6 +61,18 @@ pub struct DatabaseConfig {
     /// provider still sends is kept, with its count; one fixed at the source ages out).
     #[serde(with = "humantime_serde")]
     pub rejected_records_retention: Duration,
+    /// PostgreSQL only: the role's password, as a secret reference like every other
+    /// secret (never in the URL, so it stays out of logs and `status`).
+    #[serde(skip_serializing)]
+    pub password: Option<SecretRef>,
+    /// PostgreSQL only: libpq's `sslmode` (`disable`, `allow`, `prefer`, `require`,
+    /// `verify-ca`, `verify-full`); unset means `prefer`, as with libpq.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_mode: Option<TlsMode>,
+    /// PostgreSQL only: the CA certificate (PEM) that signed the server's certificate, for
+    /// `verify-ca` and `verify-full`; unset trusts the public roots built in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_root_cert: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
@@ -68,7 +83,141 @@ impl Default for DatabaseConfig {
             busy_timeout: s.busy_timeout,
             max_connections: s.max_connections,
             rejected_records_retention: s.rejected_records_retention,
+            password: None,
+            tls_mode: None,
+            tls_root_cert: None,
         }
+    }
+}
+
+/// Query parameters of a PostgreSQL URL that `[database]` keys set instead: one place for
+/// each setting, and a URL that never carries a secret.
+const URL_PARAMETERS_OF_KEYS: [(&str, &str); 7] = [
+    ("sslmode", "tls_mode"),
+    ("ssl-mode", "tls_mode"),
+    ("sslrootcert", "tls_root_cert"),
+    ("ssl-root-cert", "tls_root_cert"),
+    ("ssl-ca", "tls_root_cert"),
+    ("password", "password"),
+    ("passfile", "password"),
+];
+
+impl DatabaseConfig {
+    /// The store's settings: the URL's backend checked, the server-only keys refused for a
+    /// SQLite file, the password resolved from its reference (the one secret that the
+    /// commands which only read the mirror need).
+    pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
+        // The errors name the URL's scheme or parameter names alone: it may hold a password.
+        let backend = BackendKind::of(&self.url)
+            .map_err(|unsupported| ConfigError::new("database.url", unsupported.to_string()))?;
+        if self.rejected_records_retention.is_zero() {
+            return Err(ConfigError::new(
+                "database.rejected_records_retention",
+                "must be greater than zero, such as \"30d\"",
+            ));
+        }
+        let tls = match backend {
+            BackendKind::Sqlite => {
+                self.refuse_server_keys()?;
+                TlsSettings::default()
+            }
+            BackendKind::Postgres => self.server_tls()?,
+        };
+        let password = match &self.password {
+            Some(reference) => Some(reference.resolve().map_err(|e| {
+                ConfigError::new(
+                    "database.password",
+                    format!(
+                        "cannot read the database password ({}): {e}",
+                        reference.describe()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        Ok(StoreSettings {
+            url: self.url.clone(),
+            busy_timeout: self.busy_timeout,
+            max_connections: self.max_connections,
+            rejected_records_retention: self.rejected_records_retention,
+            password,
+            tls,
+        })
+    }
+
+    /// A SQLite file is opened, not connected to: a password or TLS key is a mistake (most
+    /// likely a PostgreSQL URL that was meant), not something to ignore.
+    fn refuse_server_keys(&self) -> Result<(), ConfigError> {
+        let set = [
+            ("password", self.password.is_some()),
+            ("tls_mode", self.tls_mode.is_some()),
+            ("tls_root_cert", self.tls_root_cert.is_some()),
+        ];
+        match set.into_iter().find(|(_, is_set)| *is_set) {
+            Some((key, _)) => Err(ConfigError::new(
+                format!("database.{key}"),
+                "applies to a PostgreSQL database only, but database.url names a SQLite file \
+                 (sqlite://...): remove the key, or use a postgres:// URL",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The TLS settings of a PostgreSQL connection, after refusing a URL that sets what a
+    /// key sets (or carries a password) and a root certificate that no mode would check.
+    fn server_tls(&self) -> Result<TlsSettings, ConfigError> {
+        if let Ok(url) = url::Url::parse(&self.url) {
+            if url.password().is_some() && self.password.is_some() {
+                return Err(ConfigError::new(
+                    "database.password",
+                    "database.url carries a password too: keep it in one place, remove it \
+                     from the URL",
+                ));
+            }
+            for (parameter, _) in url.query_pairs() {
+                if let Some((_, key)) = URL_PARAMETERS_OF_KEYS
+                    .iter()
+                    .find(|(name, _)| *name == parameter)
+                {
+                    return Err(ConfigError::new(
+                        "database.url",
+                        format!(
+                            "the URL sets `{parameter}`: set database.{key} instead (one place \
+                             for each setting, and no secret in the URL)"
+                        ),
+                    ));
+                }
+            }
+        }
+        let mode = self.tls_mode.unwrap_or_default();
+        let Some(root_cert) = &self.tls_root_cert else {
+            return Ok(TlsSettings {
+                mode,
+                root_cert: None,
+            });
+        };
+        if !mode.verifies_server() {
+            return Err(ConfigError::new(
+                "database.tls_root_cert",
+                format!(
+                    "is only used to check the server, but database.tls_mode is {mode}: set \
+                     tls_mode = \"verify-full\" (or \"verify-ca\")"
+                ),
+            ));
+        }
+        if let Err(error) = std::fs::File::open(root_cert) {
+            return Err(ConfigError::new(
+                "database.tls_root_cert",
+                format!(
+                    "CA certificate {}",
+                    crate::file_access::describe(root_cert, &error)
+                ),
+            ));
+        }
+        Ok(TlsSettings {
+            mode,
+            root_cert: Some(root_cert.clone()),
+        })
     }
 }
 
@@ -574,10 +723,11 @@ impl Config {
     /// all in one go.
     pub fn validate_all(file: FileConfig) -> Result<Config, Vec<ConfigError>> {
         let mut mistakes = Vec::new();
-        // The error names the scheme alone: a server URL may hold a password.
-        if let Err(unsupported) = BackendKind::of(&file.database.url) {
-            mistakes.push(ConfigError::new("database.url", unsupported.to_string()));
-        }
+        let store = file
+            .database
+            .settings()
+            .map_err(|mistake| mistakes.push(mistake))
+            .ok();
         let retention = file.retention.validate().map_err(|e| vec![e])?;
         let replicas = file.replicas.validate().map_err(|e| vec![e])?;
         if file.http.timeout.is_zero() {
@@ -630,12 +780,6 @@ impl Config {
                 format!("must be between 1 and {MAX_HEALTH_CONNECTIONS}, such as 64"),
             ));
         }
-        if file.database.rejected_records_retention.is_zero() {
-            mistakes.push(ConfigError::new(
-                "database.rejected_records_retention",
-                "must be greater than zero, such as \"30d\"",
-            ));
-        }
         let mut names = HashSet::new();
         let mut sources = Vec::new();
         let mut disabled = Vec::new();
@@ -677,17 +821,12 @@ impl Config {
                 "no [[sources]] configured: add at least one provider account",
             ));
         }
-        if !mistakes.is_empty() {
+        let Some(store) = store.filter(|_| mistakes.is_empty()) else {
             return Err(mistakes);
-        }
+        };
         let configured = file.configured_sources();
         Ok(Config {
-            store: StoreSettings {
-                url: file.database.url,
-                busy_timeout: file.database.busy_timeout,
-                max_connections: file.database.max_connections,
-                rejected_records_retention: file.database.rejected_records_retention,
-            },
+            store,
             http: HttpSettings {
                 timeout: file.http.timeout,
                 connect_timeout: file.http.connect_timeout,
@@ -1035,13 +1174,9 @@ impl FileConfig {
         out
     }
 
-    /// The database settings alone (for commands that only read or edit the mirror).
-    pub fn store_settings(&self) -> StoreSettings {
-        StoreSettings {
-            url: self.database.url.clone(),
-            busy_timeout: self.database.busy_timeout,
-            max_connections: self.database.max_connections,
-            rejected_records_retention: self.database.rejected_records_retention,
-        }
+    /// The database settings alone (for commands that only read or edit the mirror): the
+    /// `[database]` keys checked and its password, if any, resolved.
+    pub fn store_settings(&self) -> Result<StoreSettings, ConfigError> {
+        self.database.settings()
     }
 }

@@ -29,7 +29,9 @@ fn database(config_path: &Path) -> anyhow::Result<(StoreSettings, PathBuf)> {
         .with_context(|| format!("[database] url is {:?}", file.database.url))?;
     let settings = StoreSettings {
         max_connections: 1,
-        ..file.store_settings()
+        ..file
+            .store_settings()
+            .with_context(|| format!("invalid configuration in {}", config_path.display()))?
     };
     Ok((settings, path))
 }

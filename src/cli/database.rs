@@ -26,7 +26,9 @@ impl Mirror {
     pub async fn open(config_path: &Path) -> anyhow::Result<Mirror> {
         let file = Config::load_file(config_path)
             .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
-        let settings = file.store_settings();
+        let settings = file
+            .store_settings()
+            .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
         if let Some(path) = database_file(&settings.url)
             && !path.exists()
         {
@@ -54,8 +56,7 @@ impl Mirror {
 /// or split by its next page. Takes the daemon lock itself and returns it, so that no
 /// daemon can start while the edit is under way; the error names the holder.
 pub fn ensure_no_daemon(file: &FileConfig) -> anyhow::Result<DaemonLock> {
-    let settings = file.store_settings();
-    DaemonLock::for_database(&settings.url).context(
+    DaemonLock::for_database(&file.database.url).context(
         "a convsync daemon is running on this database: stop it first (e.g. `systemctl stop \
          convsync`), then run this command again",
     )

@@ -340,10 +340,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let file = Config::load_file(&config_path)?;
             let settings = StoreSettings {
-                url: file.database.url.clone(),
-                busy_timeout: file.database.busy_timeout,
                 max_connections: 1,
-                rejected_records_retention: file.database.rejected_records_retention,
+                ..file.store_settings()?
             };
             println!("{}", maintenance::migrate(&settings).await?);
             Ok(ExitCode::SUCCESS)

@@ -21,9 +21,12 @@ pub async fn run(config_path: &Path, apply: bool) -> anyhow::Result<()> {
         println!("[retention] sets no key: everything is kept, nothing to purge");
         return Ok(());
     }
+    let store_settings = file
+        .store_settings()
+        .with_context(|| format!("invalid configuration in {}", config_path.display()))?;
     let store = Store::open(&StoreSettings {
         max_connections: 1,
-        ..file.store_settings()
+        ..store_settings
     })
     .await
     .with_context(|| format!("opening {}", shown_url(&file.database.url)))?;

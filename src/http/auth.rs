@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use url::Url;
 
 mod vault;
-pub use vault::{RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault, VaultError};
+pub use vault::{
+    HeldVaultLock, RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault, VaultError, VaultLock,
+};
 
 use crate::retry::Transient;
 use crate::secret::Secret;
@@ -85,6 +87,13 @@ pub enum AuthError {
         /// The cap in bytes.
         limit: u64,
     },
+    /// Another process sharing the token vault (a replica on the same PostgreSQL) is
+    /// refreshing this credential and held its lock for longer than the vault waits. Tried
+    /// again; nothing was sent.
+    #[error(
+        "another convsync sharing this database is refreshing the same credential and held its lock too long; nothing was sent, trying again: {0}"
+    )]
+    RefreshLocked(String),
     /// The rotating refresh token could not be stored; the new token is not used.
     #[error("could not persist the rotated refresh token: {0}")]
     Persist(String),
@@ -147,7 +156,7 @@ impl Transient for AuthError {
         match self {
             AuthError::Unreachable { .. } => true,
             AuthError::Rejected { status, .. } => *status == 429 || *status >= 500,
-            AuthError::AnswerLost { .. } => true,
+            AuthError::AnswerLost { .. } | AuthError::RefreshLocked(_) => true,
             AuthError::Malformed { .. }
             | AuthError::TooLarge { .. }
             | AuthError::Persist(_)
@@ -413,8 +422,10 @@ impl Authenticator {
         }
     }
 
-    /// One refresh with the rotating refresh token, written ahead in the vault so that no
-    /// answer — given, refused or lost — is ever forgotten:
+    /// One refresh with the rotating refresh token, under the vault key's lock (so that
+    /// processes sharing the vault take turns, each spending the token the previous one
+    /// stored), written ahead in the vault so that no answer — given, refused or lost — is
+    /// ever forgotten:
     ///
     /// 1. the vault is read first, every time: a token refused before (in any run) is not
     ///    sent again, and a token set by `convsync credentials set-refresh-token` is used;
@@ -428,8 +439,27 @@ impl Authenticator {
     ) -> Result<CachedToken, AuthError> {
         let vault = self
             .vault
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| AuthError::Persist("no database for refresh tokens".into()))?;
+        let lock = vault.lock(&rr.vault_key).await.map_err(|e| {
+            if e.is_busy() {
+                AuthError::RefreshLocked(e.to_string())
+            } else {
+                AuthError::Persist(e.to_string())
+            }
+        })?;
+        let rotated = self.rotate_locked(client, rr, vault).await;
+        lock.release().await;
+        rotated
+    }
+
+    /// [`Authenticator::rotate`] once the vault key is locked.
+    async fn rotate_locked(
+        &self,
+        client: &reqwest::Client,
+        rr: &RotatingRefresh,
+        vault: &dyn TokenVault,
+    ) -> Result<CachedToken, AuthError> {
         let persist = |e: VaultError| AuthError::Persist(e.to_string());
         let url = rr.token_url.as_str().to_owned();
         let stored = vault.load(&rr.vault_key).await.map_err(persist)?;

@@ -24,8 +24,8 @@ use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 
 pub use auth::{
-    AuthError, AuthScheme, Authenticator, RefreshRefusal, StoredRefreshToken, TokenUse, TokenVault,
-    VaultError,
+    AuthError, AuthScheme, Authenticator, HeldVaultLock, RefreshRefusal, StoredRefreshToken,
+    TokenUse, TokenVault, VaultError, VaultLock,
 };
 pub use limiter::{RateLimitSnapshot, RateQuota, RequestBudget};
 pub use policy::{Pause, ResponsePolicy};

@@ -22,6 +22,17 @@ pub enum StoreError {
         /// The part of the URL before its first `:`.
         scheme: String,
     },
+    /// The first connection to a database server failed (refused, unreachable, TLS or
+    /// password not accepted). Names the database without its password.
+    #[error("cannot connect to {database} ({tls}): {source}")]
+    Connect {
+        /// The database URL, without a password.
+        database: String,
+        /// The TLS settings tried.
+        tls: String,
+        /// Why, as the server or the TLS check said.
+        source: BackendError,
+    },
     /// The file exists but is not a convsync database.
     #[error(
         "{path} is not a convsync database (it has tables but no convsync migrations); refusing to touch it"

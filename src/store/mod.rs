@@ -23,6 +23,7 @@
 mod admin;
 mod backup;
 mod busy;
+mod connection;
 mod cursor;
 mod error;
 mod follow_ups;
@@ -47,6 +48,7 @@ use async_trait::async_trait;
 pub use admin::{Administration, PurgeCounts, RenameOutcome, RetentionPolicy, StoredSource};
 pub use backup::{BackupError, BackupSummary, restore};
 pub use busy::while_busy;
+pub use connection::{TlsMode, TlsSettings};
 pub use cursor::{CursorRewrite, CursorState, Cursors};
 pub use error::{BackendError, StoreError};
 pub use follow_ups::{DetailWrite, FollowUpQueue};
@@ -65,6 +67,8 @@ pub use vault::{RefreshTokenAge, RefreshTokens};
 use postgres::PgStore;
 use sqlite::SqliteStore;
 
+use crate::secret::Secret;
+
 /// Database settings.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -77,6 +81,10 @@ pub struct StoreSettings {
     pub max_connections: u32,
     /// How long a rejected item that is not seen again stays in `rejected_records`.
     pub rejected_records_retention: Duration,
+    /// The server's password (`[database] password`), never part of the URL then.
+    pub password: Option<Secret>,
+    /// How the connection to a server is encrypted and the server checked.
+    pub tls: TlsSettings,
 }
 
 impl Default for StoreSettings {
@@ -86,6 +94,8 @@ impl Default for StoreSettings {
             busy_timeout: Duration::from_secs(10),
             max_connections: 4,
             rejected_records_retention: Duration::from_secs(30 * 24 * 3600),
+            password: None,
+            tls: TlsSettings::default(),
         }
     }
 }

@@ -6,13 +6,18 @@
 //! answer is lost may or may not have spent it: "sent" is written *before* a refresh is
 //! sent and cleared when an answer is recorded, and a token the endpoint refused is marked
 //! so that no later attempt, not even after a restart, sends it again.
+//!
+//! Replicas that share a PostgreSQL mirror share its vault: each refresh holds the vault
+//! key's lock from reading the token to storing its successor
+//! ([`RefreshTokens::lock_refresh_token`]), so a replica that waited reads the successor.
 
 use async_trait::async_trait;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{Store, StoreError};
-use crate::http::{StoredRefreshToken, TokenUse, TokenVault, VaultError};
+use crate::http::{StoredRefreshToken, TokenUse, TokenVault, VaultError, VaultLock};
+use crate::retry::Transient;
 use crate::secret::Secret;
 use crate::time::Timestamp;
 
@@ -68,6 +73,14 @@ pub trait RefreshTokens: Send + Sync {
 
     /// The age of every stored refresh token.
     async fn refresh_token_ages(&self) -> Result<Vec<RefreshTokenAge>, StoreError>;
+
+    /// Locks `key` for one refresh (see [`TokenVault::lock`]), waiting at most the busy
+    /// timeout. The default holds nothing: a SQLite file has one daemon, whose
+    /// authenticator already refreshes a credential one at a time.
+    async fn lock_refresh_token(&self, key: &str) -> Result<VaultLock, StoreError> {
+        let _ = key;
+        Ok(VaultLock::none())
+    }
 }
 
 /// The HTTP layer's vault for rotating refresh tokens is this database.
@@ -77,6 +90,18 @@ impl TokenVault for Store {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredRefreshToken>, VaultError>> {
         vault_call(self.load_refresh_token(key))
+    }
+
+    fn lock<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<VaultLock, VaultError>> {
+        Box::pin(self.lock_refresh_token(key).map(|locked| {
+            locked.map_err(|e| {
+                if e.is_transient() {
+                    VaultError::busy(e)
+                } else {
+                    VaultError::new(e)
+                }
+            })
+        }))
     }
 
     fn save<'a>(

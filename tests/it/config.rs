@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use convsync::config::Config;
+use convsync::store::TlsMode;
 
 fn load(text: &str) -> Result<Config, String> {
     let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -102,7 +103,7 @@ fn a_postgres_database_is_accepted() {
     std::fs::write(&token, "t").unwrap();
     for url in [
         "postgres://convsync@db/mirror",
-        "postgresql://db:5432/mirror?sslmode=require",
+        "postgresql://db:5432/mirror",
     ] {
         let config = load(&format!(
             "[database]\nurl = \"{url}\"\n\n[[sources]]\nname = \"a\"\nprovider = \"spruce\"\n\
@@ -112,6 +113,140 @@ fn a_postgres_database_is_accepted() {
         .unwrap();
         assert_eq!(config.store.url, url);
     }
+}
+
+/// A config with `database` as its `[database]` table and one valid source, and the
+/// directory that holds the source's token (and whatever else the test puts there).
+fn with_database(database: &str) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t").unwrap();
+    let text = format!(
+        "[database]\n{database}\n\n[[sources]]\nname = \"a\"\nprovider = \"spruce\"\n\
+         [sources.spruce]\norganization_id = \"entity_1\"\napi_token = {{ file = \"{}\" }}\n",
+        token.display()
+    );
+    (text, dir)
+}
+
+/// The PostgreSQL keys: the password read from its secret reference, the TLS mode and root
+/// certificate taken as written, `prefer` when unset (as with libpq); the password shows
+/// nowhere in the settings' `Debug`.
+#[test]
+fn postgres_tls_and_password_keys_are_read() {
+    let secrets = tempfile::tempdir().unwrap();
+    let password = secrets.path().join("db-password");
+    std::fs::write(&password, "s3cret-db-pass\n").unwrap();
+    let ca = secrets.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let (text, _dir) = with_database(&format!(
+        "url = \"postgres://convsync@db/mirror\"\npassword = {{ file = \"{}\" }}\n\
+         tls_mode = \"verify-full\"\ntls_root_cert = \"{}\"",
+        password.display(),
+        ca.display()
+    ));
+    let config = load(&text).unwrap();
+    assert_eq!(
+        config.store.password.as_ref().unwrap().expose(),
+        "s3cret-db-pass"
+    );
+    assert_eq!(config.store.tls.mode, TlsMode::VerifyFull);
+    assert_eq!(config.store.tls.root_cert.as_deref(), Some(ca.as_path()));
+    let shown = format!("{:?}", config.store);
+    assert!(!shown.contains("s3cret-db-pass"), "{shown}");
+
+    let (text, _dir) = with_database("url = \"postgres://convsync@db/mirror\"");
+    let config = load(&text).unwrap();
+    assert_eq!(config.store.tls.mode, TlsMode::Prefer);
+    assert!(config.store.password.is_none());
+}
+
+/// The server-only keys on a SQLite URL are a mistake, named by key.
+#[test]
+fn postgres_keys_are_refused_for_a_sqlite_file() {
+    for (key, line) in [
+        ("database.tls_mode", "tls_mode = \"require\""),
+        ("database.tls_root_cert", "tls_root_cert = \"/ca.pem\""),
+        ("database.password", "password = { env = \"DB_PASSWORD\" }"),
+    ] {
+        let (text, _dir) = with_database(&format!("url = \"sqlite://mirror.db\"\n{line}"));
+        let err = load(&text).unwrap_err();
+        assert!(
+            err.contains(key) && err.contains("PostgreSQL database only"),
+            "{err}"
+        );
+    }
+}
+
+/// One place for each setting: a URL with a password beside `password`, or with TLS or
+/// password parameters, is refused, and the error shows no part of the URL's secret.
+#[test]
+fn a_url_that_sets_what_a_key_sets_is_refused() {
+    let (text, _dir) = with_database(
+        "url = \"postgres://convsync:hunter2@db/mirror\"\npassword = { env = \"HOME\" }",
+    );
+    let err = load(&text).unwrap_err();
+    assert!(
+        err.contains("database.password") && err.contains("one place"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    for (parameter, key) in [
+        ("sslmode=verify-full", "database.tls_mode"),
+        ("sslrootcert=/ca.pem", "database.tls_root_cert"),
+        ("password=hunter2", "database.password"),
+    ] {
+        let (text, _dir) = with_database(&format!(
+            "url = \"postgres://convsync@db/mirror?{parameter}\""
+        ));
+        let err = load(&text).unwrap_err();
+        assert!(err.contains("database.url") && err.contains(key), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+/// A root certificate is only useful to a mode that checks the server, and must exist.
+#[test]
+fn a_root_certificate_needs_a_verifying_mode_and_a_file() {
+    let (text, dir) = with_database("url = \"postgres://db/mirror\"");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "pem").unwrap();
+    let text = text.replace(
+        "[database]\n",
+        &format!(
+            "[database]\ntls_mode = \"require\"\ntls_root_cert = \"{}\"\n",
+            ca.display()
+        ),
+    );
+    let err = load(&text).unwrap_err();
+    assert!(
+        err.contains("database.tls_root_cert") && err.contains("verify-full"),
+        "{err}"
+    );
+    let (text, _dir) = with_database(
+        "url = \"postgres://db/mirror\"\ntls_mode = \"verify-ca\"\ntls_root_cert = \"/nonexistent/ca.pem\"",
+    );
+    let err = load(&text).unwrap_err();
+    assert!(
+        err.contains("database.tls_root_cert") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+    let (text, _dir) = with_database("url = \"postgres://db/mirror\"\ntls_mode = \"sometimes\"");
+    let err = load(&text).unwrap_err();
+    assert!(err.contains("database.tls_mode"), "{err}");
+}
+
+/// A password that cannot be read fails the start, naming where it was looked for.
+#[test]
+fn an_unreadable_password_names_its_reference() {
+    let (text, _dir) = with_database(
+        "url = \"postgres://db/mirror\"\npassword = { file = \"/nonexistent/db-password\" }",
+    );
+    let err = load(&text).unwrap_err();
+    assert!(
+        err.contains("database.password") && err.contains("/nonexistent/db-password"),
+        "{err}"
+    );
 }
 
 /// Out-of-range shares are refused.

@@ -17,12 +17,18 @@
 //! ([`OwnPgCluster`]): the same set-up and clean-up, a restart that keeps the port, and no
 //! effect on the shared cluster the other tests use.
 //!
+//! A second cluster, started only by the tests that need it ([`TestPgDb::secured`]), serves
+//! TLS with a certificate made at its start (a CA of its own, the server's certificate for
+//! `localhost` only) and authenticates by group: members of [`TLS_ONLY_GROUP`] over TLS
+//! only, members of [`PASSWORD_GROUP`] by password (SCRAM), everyone else as on the first.
+//! The first cluster stays plain, so the other tests pay for no handshake.
+//!
 //! `initdb` refuses to run as root (CI runs as root), so under uid 0 the cluster belongs to
 //! the `postgres` system user that Debian's package creates, and the directory is chowned
 //! to it.
 
 use std::fs;
-use std::os::unix::fs::chown;
+use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -42,25 +48,83 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// postmaster binds it.
 const START_ATTEMPTS: u32 = 3;
 
+/// On the secured cluster, roles in this group may connect over TLS only (`hostssl`); a
+/// plain connection is refused by `pg_hba.conf`.
+pub const TLS_ONLY_GROUP: &str = "convsync_tls_only";
+/// On the secured cluster, roles in this group log in with their password (SCRAM).
+pub const PASSWORD_GROUP: &str = "convsync_password_auth";
+/// The only name the secured cluster's certificate is issued for.
+pub const CERTIFIED_HOST: &str = "localhost";
+
 /// A database of its own on the test process's PostgreSQL cluster, dropped with the handle.
 pub struct TestPgDb {
     /// The database's name (`test_<n>`).
     pub name: String,
     /// `postgres://postgres@127.0.0.1:<port>/test_<n>`.
     pub url: String,
+    /// The cluster that holds it.
+    cluster: &'static Cluster,
 }
 
 impl TestPgDb {
     /// Creates a fresh, empty database, starting the cluster first if this is the process's
     /// first.
     pub async fn new() -> TestPgDb {
+        TestPgDb::on(cluster()).await
+    }
+
+    /// A fresh database on the secured cluster (TLS, password and TLS-only groups),
+    /// started by the first test that asks.
+    pub async fn secured() -> TestPgDb {
+        TestPgDb::on(secured_cluster()).await
+    }
+
+    async fn on(cluster: &'static Cluster) -> TestPgDb {
         static NEXT: AtomicU32 = AtomicU32::new(1);
-        let cluster = cluster();
         let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
         TestPgDb {
             url: cluster.create_database(&name).await,
             name,
+            cluster,
         }
+    }
+
+    /// This database's URL for `role` at `host` (`127.0.0.1` or [`CERTIFIED_HOST`]),
+    /// without a password.
+    pub fn url_as(&self, role: &str, host: &str) -> String {
+        format!(
+            "postgres://{role}@{host}:{}/{}",
+            self.cluster.port, self.name
+        )
+    }
+
+    /// Creates a login role `role` in `group`, with `password` if given, that owns this
+    /// database (so that it may migrate it). Roles are the cluster's: give each a name of
+    /// its own.
+    pub async fn create_owner(&self, role: &str, group: &str, password: Option<&str>) {
+        let mut admin = self.connect().await;
+        let password = password.map_or(String::new(), |p| format!(" PASSWORD '{p}'"));
+        for statement in [
+            format!("CREATE ROLE {role} LOGIN{password} IN ROLE {group}"),
+            format!("ALTER DATABASE {} OWNER TO {role}", self.name),
+            format!("ALTER SCHEMA public OWNER TO {role}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("cannot create role {role}: {e}"));
+        }
+        admin.close().await.ok();
+    }
+
+    /// The secured cluster's CA certificate (PEM), which signed its server certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.cluster.dir.join(CA_CERT)
+    }
+
+    /// A CA certificate (PEM) that signed nothing the server has.
+    pub fn unrelated_ca_cert(&self) -> PathBuf {
+        self.cluster.dir.join(UNRELATED_CA_CERT)
     }
 
     /// A connection to this database, for checks that read its catalog.
@@ -76,35 +140,15 @@ impl Drop for TestPgDb {
     /// run does not fill the disk with copies of `template1`. Synchronous through `psql`:
     /// a test's runtime may already be gone when its handle drops.
     fn drop(&mut self) {
-        let cluster = cluster();
-        let dropped = Command::new(cluster.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                SUPERUSER,
-                "-d",
-                "postgres",
-            ])
-            .arg("-h")
-            .arg(&cluster.dir)
-            .args(["-p", &cluster.port.to_string()])
-            .args([
-                "-c",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .stdin(Stdio::null())
-            .output();
-        match dropped {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "cannot drop test database {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("cannot run psql to drop {}: {e}", self.name),
+        let cluster = self.cluster;
+        let dropped = superuser_sql(
+            &cluster.bin,
+            &cluster.dir,
+            cluster.port,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+        if let Err(e) = dropped {
+            eprintln!("cannot drop test database {}: {e}", self.name);
         }
     }
 }
@@ -120,7 +164,7 @@ pub struct OwnPgCluster {
 impl OwnPgCluster {
     /// Creates and starts a new cluster (blocking, a few seconds: `initdb`).
     pub fn start() -> OwnPgCluster {
-        let (cluster, postmaster) = Cluster::start()
+        let (cluster, postmaster) = Cluster::start(Flavour::Plain)
             .unwrap_or_else(|e| panic!("cannot start a PostgreSQL of the test's own: {e}"));
         OwnPgCluster {
             cluster,
@@ -147,7 +191,7 @@ impl OwnPgCluster {
         let mut last_error = String::new();
         // The port was ours a moment ago; another process may hold it for a moment.
         for _ in 0..START_ATTEMPTS {
-            match start_postmaster(&cluster.bin, &cluster.dir, cluster.port, cluster.user) {
+            match start_postmaster(&cluster.bin, &cluster.dir, cluster.port, cluster.user, &[]) {
                 Ok(postmaster) => {
                     *running = Some(postmaster);
                     return stopped.elapsed();
@@ -183,12 +227,47 @@ impl Drop for OwnPgCluster {
 fn cluster() -> &'static Cluster {
     // The shared postmaster runs until the process ends: its handle is not kept.
     static CLUSTER: LazyLock<Result<Cluster, String>> =
-        LazyLock::new(|| Cluster::start().map(|(cluster, _postmaster)| cluster));
+        LazyLock::new(|| Cluster::start(Flavour::Plain).map(|(cluster, _postmaster)| cluster));
     match &*CLUSTER {
         Ok(cluster) => cluster,
         Err(e) => panic!("cannot start the test PostgreSQL: {e}"),
     }
 }
+
+/// The secured cluster (TLS, authentication by group), started on first use.
+fn secured_cluster() -> &'static Cluster {
+    static CLUSTER: LazyLock<Result<Cluster, String>> =
+        LazyLock::new(|| Cluster::start(Flavour::Secured).map(|(cluster, _postmaster)| cluster));
+    match &*CLUSTER {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("cannot start the secured test PostgreSQL: {e}"),
+    }
+}
+
+/// What a cluster serves besides plain trusted connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    /// Plain TCP, every role trusted.
+    Plain,
+    /// TLS, with the TLS-only and password groups of `SECURED_HBA`.
+    Secured,
+}
+
+/// The secured cluster's files in its directory.
+const CA_CERT: &str = "ca.pem";
+const UNRELATED_CA_CERT: &str = "unrelated-ca.pem";
+const SERVER_CERT: &str = "server.crt";
+const SERVER_KEY: &str = "server.key";
+const HBA_FILE: &str = "pg_hba.conf";
+
+/// The secured cluster's `pg_hba.conf`: first match wins.
+const SECURED_HBA: &str = "\
+local   all  all                        trust
+hostssl all  +convsync_tls_only  127.0.0.1/32  trust
+host    all  +convsync_tls_only  127.0.0.1/32  reject
+host    all  +convsync_password_auth  127.0.0.1/32  scram-sha-256
+host    all  all                 127.0.0.1/32  trust
+";
 
 /// A running throw-away cluster.
 struct Cluster {
@@ -213,7 +292,7 @@ struct ServerUser {
 }
 
 impl Cluster {
-    fn start() -> Result<(Cluster, Postmaster), String> {
+    fn start(flavour: Flavour) -> Result<(Cluster, Postmaster), String> {
         let started = Instant::now();
         let bin = find_bin_dir()?;
         let user = server_user()?;
@@ -229,14 +308,21 @@ impl Cluster {
                 .map_err(|e| format!("cannot give {} to the postgres user: {e}", dir.display()))?;
         }
         init_data_dir(&bin, &dir, user)?;
+        let settings = match flavour {
+            Flavour::Plain => Vec::new(),
+            Flavour::Secured => secure(&dir, user)?,
+        };
         let initialised = started.elapsed();
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            match start_postmaster(&bin, &dir, port, user) {
+            match start_postmaster(&bin, &dir, port, user, &settings) {
                 Ok(postmaster) => {
+                    if flavour == Flavour::Secured {
+                        create_groups(&bin, &dir, port)?;
+                    }
                     eprintln!(
-                        "test PostgreSQL ({}) in {} ready on 127.0.0.1:{port} after {} ms \
+                        "test PostgreSQL ({flavour:?}, {}) in {} ready on 127.0.0.1:{port} after {} ms \
                          (initdb {} ms)",
                         bin.display(),
                         dir.display(),
@@ -370,6 +456,106 @@ fn init_data_dir(bin: &Path, dir: &Path, user: Option<ServerUser>) -> Result<(),
     }
 }
 
+/// Writes the secured cluster's certificates (a CA, the server's for [`CERTIFIED_HOST`],
+/// an unrelated CA) and `pg_hba.conf` into `dir`, readable by the server; returns the
+/// server settings that use them.
+fn secure(dir: &Path, user: Option<ServerUser>) -> Result<Vec<String>, String> {
+    let failed = |e: rcgen::Error| format!("cannot make the test certificates: {e}");
+    let ca = certificate_authority("convsync test CA").map_err(failed)?;
+    let unrelated = certificate_authority("unrelated test CA").map_err(failed)?;
+    let server_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let server_cert = rcgen::CertificateParams::new(vec![CERTIFIED_HOST.to_owned()])
+        .map_err(failed)?
+        .signed_by(&server_key, &ca.issuer)
+        .map_err(failed)?;
+    let files = [
+        (CA_CERT, ca.cert.pem(), 0o644),
+        (UNRELATED_CA_CERT, unrelated.cert.pem(), 0o644),
+        (SERVER_CERT, server_cert.pem(), 0o644),
+        // The server refuses a key that others may read.
+        (SERVER_KEY, server_key.serialize_pem(), 0o600),
+        (HBA_FILE, SECURED_HBA.to_owned(), 0o644),
+    ];
+    for (name, text, mode) in files {
+        let path = dir.join(name);
+        fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+        if let Some(user) = user {
+            chown(&path, Some(user.uid), Some(user.gid))
+                .map_err(|e| format!("cannot give {} to the postgres user: {e}", path.display()))?;
+        }
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    Ok(vec![
+        "ssl=on".to_owned(),
+        format!("ssl_cert_file={}", path(SERVER_CERT)),
+        format!("ssl_key_file={}", path(SERVER_KEY)),
+        format!("hba_file={}", path(HBA_FILE)),
+    ])
+}
+
+/// A self-signed CA certificate and what signs with it.
+struct Authority {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+fn certificate_authority(name: &str) -> Result<Authority, rcgen::Error> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key)?;
+    Ok(Authority {
+        cert,
+        issuer: rcgen::Issuer::new(params, key),
+    })
+}
+
+/// Creates the secured cluster's groups (`pg_hba.conf` names them).
+fn create_groups(bin: &Path, dir: &Path, port: u16) -> Result<(), String> {
+    superuser_sql(
+        bin,
+        dir,
+        port,
+        &format!("CREATE ROLE {TLS_ONLY_GROUP} NOLOGIN; CREATE ROLE {PASSWORD_GROUP} NOLOGIN"),
+    )
+    .map_err(|e| format!("cannot create the groups: {e}"))
+}
+
+/// Runs `sql` as the superuser through the cluster's unix socket, synchronously (`psql`).
+fn superuser_sql(bin: &Path, dir: &Path, port: u16, sql: &str) -> Result<(), String> {
+    let out = Command::new(bin.join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            SUPERUSER,
+            "-d",
+            "postgres",
+        ])
+        .arg("-h")
+        .arg(dir)
+        .args(["-p", &port.to_string(), "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// A loopback port free at the moment of asking.
 fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -405,6 +591,7 @@ fn start_postmaster(
     dir: &Path,
     port: u16,
     user: Option<ServerUser>,
+    settings: &[String],
 ) -> Result<Postmaster, String> {
     let log_path = dir.join("postgres.log");
     // Appended to: a restarted server keeps what the previous one wrote.
@@ -430,6 +617,7 @@ fn start_postmaster(
         .args(["-c", "full_page_writes=off"])
         .args(["-c", "shared_buffers=16MB"])
         .args(["-c", "max_connections=200"])
+        .args(settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);

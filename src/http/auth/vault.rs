@@ -1,7 +1,8 @@
 //! The token vault: where a rotating refresh token is committed before the access token
 //! that came with it is used, with what is known about its use. The HTTP layer owns the
 //! trait (it decides when a token is spent); the store implements it, so that the client
-//! does not depend on the database.
+//! does not depend on the database. A vault shared by several processes also locks a key
+//! for the length of a refresh ([`TokenVault::lock`]).
 
 use futures::future::BoxFuture;
 
@@ -33,13 +34,66 @@ pub struct RefreshRefusal {
 
 /// A vault that could not read or write: the new token is not used.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct VaultError(Box<dyn std::error::Error + Send + Sync>);
+#[error("{error}")]
+pub struct VaultError {
+    #[source]
+    error: Box<dyn std::error::Error + Send + Sync>,
+    /// The vault key's lock was held elsewhere for longer than the vault waits.
+    busy: bool,
+}
 
 impl VaultError {
     /// Wraps the backend's error, keeping its text.
     pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        VaultError(error.into())
+        VaultError {
+            error: error.into(),
+            busy: false,
+        }
+    }
+
+    /// The lock of a vault key was not granted in time: another process is refreshing
+    /// the same credential. Worth trying again.
+    pub fn busy(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        VaultError {
+            error: error.into(),
+            busy: true,
+        }
+    }
+
+    /// Whether this is [`VaultError::busy`].
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+}
+
+/// What a vault backend holds while a key is locked (a database session holding a lock).
+pub trait HeldVaultLock: Send {
+    /// Releases the lock. Dropping it unreleased must release it too (a cancelled refresh
+    /// must not keep other processes waiting), if less promptly.
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// The lock of one vault key, from [`TokenVault::lock`]: held until released or dropped.
+#[must_use = "the lock is released when dropped"]
+pub struct VaultLock(Option<Box<dyn HeldVaultLock>>);
+
+impl VaultLock {
+    /// No lock at all: for a vault that one process alone uses, where the authenticator's
+    /// own mutex already keeps refreshes of a credential one at a time.
+    pub fn none() -> VaultLock {
+        VaultLock(None)
+    }
+
+    /// A lock the backend holds.
+    pub fn held(lock: Box<dyn HeldVaultLock>) -> VaultLock {
+        VaultLock(Some(lock))
+    }
+
+    /// Releases the lock now.
+    pub async fn release(self) {
+        if let Some(lock) = self.0 {
+            lock.release().await;
+        }
     }
 }
 
@@ -70,6 +124,16 @@ pub trait TokenVault: Send + Sync {
     /// Replaces the refresh token under `key` with a newly issued one, with a clean state.
     fn save<'a>(&'a self, key: &'a str, token: &'a Secret)
     -> BoxFuture<'a, Result<(), VaultError>>;
+
+    /// Locks `key` until the returned lock is released, for one refresh: read the token,
+    /// spend it, store its successor. Processes that share the vault (replicas on one
+    /// PostgreSQL) wait here, then read the successor, so that no two ever send the same
+    /// refresh token. The wait is bounded: a lock held elsewhere for longer fails with
+    /// [`VaultError::is_busy`]. A vault that one process alone uses needs no lock.
+    fn lock<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<VaultLock, VaultError>> {
+        let _ = key;
+        Box::pin(async { Ok(VaultLock::none()) })
+    }
 
     /// Records what happened to `token` (see [`TokenUse`]).
     fn mark<'a>(

@@ -9,6 +9,11 @@
 //! - Those writes also hold the whole mirror's lock in shared mode; what rewrites every
 //!   source at once (retention, renaming or forgetting a source) holds it exclusively.
 //!
+//! - A refresh of a rotating refresh token holds its vault key's lock from reading the
+//!   token to storing its successor, across the request to the token endpoint. That lock
+//!   is a session's, on a connection of its own (`vault.rs`), because the refresh commits
+//!   its steps as it goes; closing the connection (or losing it) releases it.
+//!
 //! Locks are taken in one order (the mirror's, then sources by name), so two transactions
 //! never wait on each other. A lock not granted within `lock_timeout` fails the write as
 //! busy, to be tried again.
@@ -22,6 +27,8 @@ use crate::store::StoreError;
 const SOURCE_LOCKS: i32 = 0x6376_7301;
 /// The namespace of the whole mirror's lock (its second key is 0).
 const MIRROR_LOCK: i32 = 0x6376_7300;
+/// The namespace of the vault keys' locks; the second key is a hash of the vault key.
+const VAULT_LOCKS: i32 = 0x6376_7302;
 
 /// Holds, until the transaction ends, the mirror's lock in shared mode and the locks of
 /// `sources` (any order, repeats allowed) exclusively.
@@ -52,6 +59,31 @@ pub(super) async fn lock_mirror(tx: &mut PgConnection) -> Result<(), StoreError>
     sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
         .bind(MIRROR_LOCK)
         .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Holds the lock of the vault key `key` for the session of `conn` (waiting at most its
+/// `lock_timeout`), until [`unlock_vault_key`] or the session's end.
+pub(super) async fn lock_vault_key(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
+    on_vault_key(conn, "SELECT pg_advisory_lock($1, hashtext($2))", key).await
+}
+
+/// Releases the lock [`lock_vault_key`] took.
+pub(super) async fn unlock_vault_key(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
+    on_vault_key(conn, "SELECT pg_advisory_unlock($1, hashtext($2))", key).await
+}
+
+/// Runs `sql`, a session advisory-lock call, on the lock of the vault key `key`.
+async fn on_vault_key(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(sql)
+        .bind(VAULT_LOCKS)
+        .bind(key)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

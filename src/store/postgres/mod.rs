@@ -1,6 +1,6 @@
 //! The PostgreSQL backend: the mirror in a shared server that reports, dashboards and
-//! other tools query directly (`postgres://` or `postgresql://` URLs; TLS by the URL's
-//! `sslmode` and `sslrootcert`), its schema in `migrations/postgres/` with native types
+//! other tools query directly (`postgres://` or `postgresql://` URLs; TLS and the password
+//! from `[database]`, `store::connection`), its schema in `migrations/postgres/` with native types
 //! (`timestamptz`, `jsonb`, `bytea`, `boolean`; docs/schema.md).
 //!
 //! Each file implements one of the store's traits on [`PgStore`], as the SQLite backend's
@@ -48,13 +48,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 
 pub use copy::COPY_MIN_ROWS;
 
 use super::last_write::LastWrite;
 use super::upsert::MirrorTime;
-use super::{Backend, BackendKind, Fence, StoreError, StoreSettings};
+use super::{Backend, BackendKind, Fence, StoreError, StoreSettings, TlsMode};
 use crate::time::Timestamp;
 
 /// The mirror in a PostgreSQL database; reached as a [`crate::store::Store`].
@@ -72,25 +72,20 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to the database `settings.url` names, without migrating it.
+    /// Connects to the database `settings.url` names, without migrating it, with the TLS
+    /// mode and password of `[database]`. A refused first connection names the database
+    /// (without a password) and the TLS settings tried.
     pub async fn connect(settings: &StoreSettings) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(&settings.url)?
-            .application_name("convsync")
-            .options([
-                // A write that waits longer than this for another writer's lock fails as
-                // busy and is tried again (store::while_busy), as on SQLite.
-                (
-                    "lock_timeout",
-                    format!("{}ms", settings.busy_timeout.as_millis()),
-                ),
-                // Text the server renders for a session (errors, `now()::text`) in UTC,
-                // as the mirror is.
-                ("timezone", "UTC".to_owned()),
-            ]);
+        let options = connect_options(settings)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|error| StoreError::Connect {
+                database: without_password(&settings.url),
+                tls: settings.tls.describe(),
+                source: Box::new(error),
+            })?;
         Ok(PgStore {
             pool,
             last_write: Arc::default(),
@@ -117,6 +112,56 @@ impl Backend for PgStore {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// The connection options of `settings`: its URL, then `[database]`'s TLS settings and
+/// password (the configuration refuses a URL that carries either too).
+fn connect_options(settings: &StoreSettings) -> Result<PgConnectOptions, StoreError> {
+    let mut options = PgConnectOptions::from_str(&settings.url)?
+        .application_name("convsync")
+        .options([
+            // A write that waits longer than this for another writer's lock fails as
+            // busy and is tried again (store::while_busy), as on SQLite.
+            (
+                "lock_timeout",
+                format!("{}ms", settings.busy_timeout.as_millis()),
+            ),
+            // Text the server renders for a session (errors, `now()::text`) in UTC, as
+            // the mirror is.
+            ("timezone", "UTC".to_owned()),
+        ])
+        .ssl_mode(ssl_mode(settings.tls.mode));
+    if settings.tls.mode.verifies_server() {
+        choose_crypto_provider();
+    }
+    if let Some(root_cert) = &settings.tls.root_cert {
+        options = options.ssl_root_cert(root_cert);
+    }
+    if let Some(password) = &settings.password {
+        options = options.password(password.expose());
+    }
+    Ok(options)
+}
+
+/// Names aws-lc-rs as the process's TLS crypto provider, unless one is named already.
+/// sqlx checks a server's certificate with rustls's process-wide default, which rustls
+/// picks alone only when exactly one provider is linked; a binary that links a second
+/// (the tests do, through Docker's client) would panic at the first `verify-ca`.
+fn choose_crypto_provider() {
+    // An `Err` says a provider was named first, which is as good.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The configuration's TLS mode as sqlx names it (libpq's `sslmode`).
+fn ssl_mode(mode: TlsMode) -> PgSslMode {
+    match mode {
+        TlsMode::Disable => PgSslMode::Disable,
+        TlsMode::Allow => PgSslMode::Allow,
+        TlsMode::Prefer => PgSslMode::Prefer,
+        TlsMode::Require => PgSslMode::Require,
+        TlsMode::VerifyCa => PgSslMode::VerifyCa,
+        TlsMode::VerifyFull => PgSslMode::VerifyFull,
     }
 }
 

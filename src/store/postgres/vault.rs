@@ -1,13 +1,17 @@
 //! The `refresh_tokens` table: one row per vault key. `sent_at` is written before a refresh
 //! is sent and cleared when an answer is recorded; `refused_at` marks a token the endpoint
 //! refused, so that it is never sent again (see `store::vault`). Each is one statement,
-//! atomic on its own.
+//! atomic on its own, committed at once: a refresh's steps must be durable before the
+//! next one (its request) happens. What keeps two replicas from spending one token is the
+//! vault key's lock, held by a connection of its own for the whole refresh.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use sqlx::{ConnectOptions, PgConnection};
 
-use super::{PgStore, instant};
-use crate::http::{RefreshRefusal, StoredRefreshToken};
+use super::{PgStore, instant, locks};
+use crate::http::{HeldVaultLock, RefreshRefusal, StoredRefreshToken, VaultLock};
 use crate::secret::Secret;
 use crate::store::{RefreshTokenAge, RefreshTokens, StoreError};
 use crate::time::Timestamp;
@@ -112,6 +116,17 @@ impl RefreshTokens for PgStore {
         Ok(())
     }
 
+    async fn lock_refresh_token(&self, key: &str) -> Result<VaultLock, StoreError> {
+        // Not a pooled connection: a lock must never go back to the pool with it, and the
+        // refresh's own writes need the pool meanwhile.
+        let mut session = self.pool.connect_options().connect().await?;
+        locks::lock_vault_key(&mut session, key).await?;
+        Ok(VaultLock::held(Box::new(VaultKeySession {
+            session,
+            key: key.to_owned(),
+        })))
+    }
+
     async fn refresh_token_ages(&self) -> Result<Vec<RefreshTokenAge>, StoreError> {
         let rows: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
             "SELECT vault_key, rotated_at, refused_at FROM refresh_tokens
@@ -127,5 +142,26 @@ impl RefreshTokens for PgStore {
                 refused_at: refused_at.map(Timestamp::from),
             })
             .collect())
+    }
+}
+
+/// The connection whose session holds a vault key's lock. Dropped without
+/// [`HeldVaultLock::release`], its socket closes and the server ends the session, which
+/// releases the lock.
+struct VaultKeySession {
+    session: PgConnection,
+    key: String,
+}
+
+impl HeldVaultLock for VaultKeySession {
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let VaultKeySession { mut session, key } = *self;
+            if let Err(error) = locks::unlock_vault_key(&mut session, &key).await {
+                // Closing the session below releases it all the same.
+                tracing::debug!(error = %error, "unlocking the vault key failed");
+            }
+            let _ = sqlx::Connection::close(session).await;
+        })
     }
 }

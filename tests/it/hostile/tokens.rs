@@ -21,7 +21,7 @@ use convsync_sim::{Platform, SimHandle};
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::hostile::{Fault, HostileProxy};
 use crate::support::world::start_one_provider;
-use crate::support::{TestDb, entry_sources, quick_http, schedule};
+use crate::support::{TestDb, entry_sources, quick_http, schedule, write_file};
 
 const SOURCE: &str = "hl";
 
@@ -284,11 +284,7 @@ async fn a_refused_client_secret_does_not_condemn_the_refresh_token() {
 /// Writes the configuration a user would for the bed, with the mirror in `db`.
 fn write_config(bed: &Bed, dir: &std::path::Path) -> std::path::PathBuf {
     let accounts = &bed.sim.accounts().highlevel;
-    let file = |name: &str, value: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, value).unwrap();
-        path.display().to_string()
-    };
+    let file = |name: &str, value: &str| write_file(dir, name, value).display().to_string();
     let text = format!(
         r#"
 [database]

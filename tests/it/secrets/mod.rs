@@ -2,3 +2,4 @@
 
 mod credentials;
 mod scrub;
+mod shared_vault;

@@ -2,5 +2,6 @@
 //! and PostgreSQL's `COPY` path for new rows against its `unnest` path.
 
 mod bulk_copy;
+mod connection;
 mod operations;
 mod schema;

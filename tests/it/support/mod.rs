@@ -217,3 +217,11 @@ pub fn entry_sources(
         })
         .collect()
 }
+
+/// Writes `value` to the file `name` in `dir` (a secret a config refers to) and returns its
+/// path.
+pub fn write_file(dir: &Path, name: &str, value: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, value).unwrap();
+    path
+}
