@@ -646,8 +646,19 @@ pub(super) async fn sync_once(
     loop {
         if !pending.is_empty() && !shutdown.is_cancelled() {
             let wanted: Vec<String> = pending.iter().cloned().collect();
-            for scope in replica.claim(&wanted, wanted.len(), &mut start).await? {
-                pending.remove(&scope);
+            match replica.claim(&wanted, wanted.len(), &mut start).await {
+                Ok(claimed) => {
+                    for scope in claimed {
+                        pending.remove(&scope);
+                    }
+                }
+                // A claim also closes the scope's leftover runs, so another writer's lock
+                // on the mirror delays it like any write: it is tried again next turn.
+                Err(StoreError::Busy(message)) => tracing::warn!(
+                    %message,
+                    "the database is locked by another process; claiming the leases waits and tries again"
+                ),
+                Err(e) => return Err(e),
             }
         }
         if !pending.is_empty() && (Instant::now() >= give_up_at || shutdown.is_cancelled()) {
