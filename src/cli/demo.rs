@@ -151,8 +151,8 @@ async fn report(store: &Store) -> anyhow::Result<String> {
             "  {:<10} {:<28} {:<18} waiting since {}\n",
             row.provider,
             row.contact_name.unwrap_or_else(dash),
-            row.channel.unwrap_or_else(dash),
-            row.last_inbound_at.unwrap_or_else(dash)
+            row.channel_kind.unwrap_or_else(dash),
+            row.waiting_since.unwrap_or_else(dash)
         ));
     }
     Ok(out)

@@ -59,6 +59,7 @@ pub use page::{
     PageWrites, RowChange, SweepCompletion,
 };
 pub use probes::HealthProbes;
+pub(crate) use reports::WAITING_QUERY;
 pub use reports::{LastRun, SourceStatus, SourceSummary, StatusReports, WaitingRow};
 pub use runs::{RunLog, RunOutcome, RunReport};
 pub use sqlite::DaemonLock;

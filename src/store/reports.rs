@@ -68,11 +68,20 @@ pub struct WaitingRow {
     pub provider: String,
     /// The contact, when the provider names one.
     pub contact_name: Option<String>,
-    /// The channel, when known.
-    pub channel: Option<String>,
-    /// When the contact last wrote (RFC 3339), when known.
-    pub last_inbound_at: Option<String>,
+    /// The channel's kind (`v1_conversations.channel_kind`), when known.
+    pub channel_kind: Option<String>,
+    /// Since when the contact waits: their last message (RFC 3339).
+    pub waiting_since: Option<String>,
 }
+
+/// The sample report: who has waited longest for a reply, read from the versioned view
+/// reports use (docs/schema.md, "Report views"), in SQL both backends read alike.
+/// Runtime-checked: the demo prints this text, and a compile-checked query needs its SQL
+/// written in place.
+pub(crate) const WAITING_QUERY: &str = "SELECT provider, contact_name, channel_kind, waiting_since
+FROM v1_awaiting_reply
+ORDER BY waiting_since
+LIMIT 5";
 
 /// Read-only views of the mirror for `status`, readiness and the demo.
 #[async_trait]

@@ -13,6 +13,7 @@ mod ops;
 mod provider;
 mod reliability;
 mod replicas;
+mod reports;
 mod request_costs;
 mod secrets;
 mod store;

@@ -106,11 +106,12 @@ pub(crate) fn message_text(key: u64, message: u32, internal_note: bool) -> &'sta
     }
 }
 
-/// The documented values of each provider's conversation-channel enum.
+/// The documented values of each provider's conversation-channel enum (public so that
+/// clients can check their mapping of every value the simulator may send).
 ///
 /// Channel numbers index this table; the number equal to its length stands for a value
 /// the documentation does not list, used to exercise "open enum" handling in clients.
-pub(crate) fn channel_table(provider: Platform) -> &'static [&'static str] {
+pub fn channel_table(provider: Platform) -> &'static [&'static str] {
     match provider {
         Platform::D365 => &["custom"],
         Platform::Spruce => &["phone", "email", "secure", "fax", "team", "note", "other"],
@@ -140,8 +141,9 @@ pub(crate) fn channel_table(provider: Platform) -> &'static [&'static str] {
     }
 }
 
-/// The undocumented ("future") enum value each provider occasionally returns.
-fn unknown_channel(provider: Platform) -> &'static str {
+/// The undocumented ("future") enum value each provider occasionally returns (with
+/// `unknown_enum_ratio`; never for D365, whose one value is also its documented one).
+pub fn unknown_channel(provider: Platform) -> &'static str {
     match provider {
         Platform::D365 => "custom",
         Platform::Spruce => "video_visit",

@@ -55,6 +55,7 @@ pub use self::activity::{Affected, EditField, Mutation, SimError};
 pub use self::client::SimClient;
 pub use self::control::{ActivityCommand, ActivityOutcome, ClockReading, SimUrls};
 pub use self::counters::{RequestAuth, RequestCount, RequestCounts, ScopeCount, Sighting};
+pub use self::fake::{channel_table, unknown_channel};
 pub use self::faults::{Faults, LatencyFault, RateLimitFault, RetryAfter};
 pub use self::options::SimOptions;
 pub use self::platform::{Platform, PlatformSelector, UnknownPlatform};

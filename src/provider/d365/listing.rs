@@ -116,6 +116,10 @@ pub(super) fn parse_list(
     Ok(out)
 }
 
+/// The channel of every conversation a source lists: a source reads one custom messaging
+/// channel (the `channel-id` header), which Dynamics 365 calls a "custom" channel.
+const CUSTOM_CHANNEL: &str = "custom";
+
 /// One list item: `conversationid` (required) and `timestamp` (creation time).
 fn read_item(item: &serde_json::value::RawValue) -> Result<ConversationRecord, String> {
     let object = Object::from_raw(item).ok_or("list item is not a JSON object")?;
@@ -128,6 +132,7 @@ fn read_item(item: &serde_json::value::RawValue) -> Result<ConversationRecord, S
     record.created_at = created_at;
     // The endpoint lists active conversations only; closures are learned by absence.
     record.active = Some(true);
+    record.channel = Some(CUSTOM_CHANNEL.to_owned());
     Ok(record)
 }
 
@@ -148,7 +153,8 @@ mod tests {
         Url::parse("https://m-org.us.omnichannelengagementhub.com/").unwrap()
     }
 
-    /// Items become active records with their exact JSON, creation time to the tick.
+    /// Items become active records of the custom channel with their exact JSON, creation
+    /// time to the tick, and no unread count (the API reports none: unknown, not 0).
     #[test]
     fn reads_the_documented_page() {
         let page = parse_list(DOC_PAGE.as_bytes(), None, false).unwrap();
@@ -156,6 +162,8 @@ mod tests {
         let first = &page.records[0];
         assert_eq!(first.id, "0b9a3c2e-5d1f-4c7a-9e21-7f3b8d6a1c44");
         assert_eq!(first.active, Some(true));
+        assert_eq!(first.channel.as_deref(), Some("custom"));
+        assert_eq!(first.unread_count, None);
         assert_eq!(first.last_activity_at, None);
         assert_eq!(first.status, None);
         assert_eq!(

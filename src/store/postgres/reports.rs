@@ -7,16 +7,11 @@ use chrono::{DateTime, Utc};
 
 use super::{PgStore, mirror_text};
 use crate::store::{
-    FollowUpQueue, LastRun, SourceStatus, SourceSummary, StatusReports, StoreError, WaitingRow,
+    FollowUpQueue, LastRun, SourceStatus, SourceSummary, StatusReports, StoreError, WAITING_QUERY,
+    WaitingRow,
 };
 use crate::time::Timestamp;
 
-/// The sample report: who has been waiting longest for a reply.
-const WAITING_QUERY: &str = "SELECT provider, contact_name, channel, last_inbound_at
-FROM conversations
-WHERE awaiting_reply AND active AND deleted_at IS NULL
-ORDER BY last_inbound_at
-LIMIT 5";
 
 #[async_trait]
 impl StatusReports for PgStore {
@@ -115,11 +110,11 @@ impl StatusReports for PgStore {
         Ok(rows
             .into_iter()
             .map(
-                |(provider, contact_name, channel, last_inbound_at)| WaitingRow {
+                |(provider, contact_name, channel_kind, waiting_since)| WaitingRow {
                     provider,
                     contact_name,
-                    channel,
-                    last_inbound_at: last_inbound_at.map(mirror_text),
+                    channel_kind,
+                    waiting_since: waiting_since.map(mirror_text),
                 },
             )
             .collect())

@@ -5,17 +5,11 @@ use async_trait::async_trait;
 
 use super::SqliteStore;
 use crate::store::{
-    FollowUpQueue, LastRun, SourceStatus, SourceSummary, StatusReports, StoreError, WaitingRow,
+    FollowUpQueue, LastRun, SourceStatus, SourceSummary, StatusReports, StoreError, WAITING_QUERY,
+    WaitingRow,
 };
 use crate::time::Timestamp;
 
-/// The sample report: who has been waiting longest for a reply. Runtime-checked: the demo
-/// prints this text, and a compile-checked query needs its SQL written in place.
-const WAITING_QUERY: &str = "SELECT provider, contact_name, channel, last_inbound_at
-FROM conversations
-WHERE awaiting_reply = 1 AND active = 1 AND deleted_at IS NULL
-ORDER BY last_inbound_at
-LIMIT 5";
 
 #[async_trait]
 impl StatusReports for SqliteStore {
@@ -97,11 +91,11 @@ impl StatusReports for SqliteStore {
         Ok(rows
             .into_iter()
             .map(
-                |(provider, contact_name, channel, last_inbound_at)| WaitingRow {
+                |(provider, contact_name, channel_kind, waiting_since)| WaitingRow {
                     provider,
                     contact_name,
-                    channel,
-                    last_inbound_at,
+                    channel_kind,
+                    waiting_since,
                 },
             )
             .collect())

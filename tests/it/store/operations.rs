@@ -626,7 +626,7 @@ async fn reports_and_probes_read_the_mirror(backend: Backend) {
     let longest = store.longest_waiting().await.unwrap();
     assert_eq!(longest.len(), 1);
     assert_eq!(longest[0].contact_name.as_deref(), Some("Wanda"));
-    assert_eq!(longest[0].last_inbound_at, Some(inbound.to_mirror_text()));
+    assert_eq!(longest[0].waiting_since, Some(inbound.to_mirror_text()));
     let rows: i64 = store
         .sql_value(&format!(
             "SELECT COUNT(*) FROM ({}) AS report",
@@ -639,7 +639,7 @@ async fn reports_and_probes_read_the_mirror(backend: Backend) {
     store.integrity_check().await.unwrap();
     assert!(store.database_size_bytes().await.unwrap() > 0);
     assert!(store.last_write_failure().is_none());
-    assert_eq!(store.applied_migrations().await.unwrap().last(), Some(&6));
+    assert_eq!(store.applied_migrations().await.unwrap().last(), Some(&7));
 }
 
 /// Text a provider sends with NUL characters is mirrored (PostgreSQL stores them as

@@ -415,8 +415,8 @@ fn simulator_row(source: &TruthSource, t: &TruthConversation, row: Option<&Mirro
     }
 }
 
-/// D365: creation time and lifecycle from the listing, no status, channel, title or
-/// contact; message facts only from the messages follow-up, for active conversations.
+/// D365: creation time and lifecycle from the listing, the source's `custom` channel, no
+/// status, title or contact; message facts only from the messages follow-up, for active conversations.
 fn d365_columns(
     t: &TruthConversation,
     active: bool,
@@ -428,7 +428,7 @@ fn d365_columns(
         (Column::Closed, flag(!active)),
         (Column::Deleted, flag(false)),
         (Column::Status, None),
-        (Column::Channel, None),
+        (Column::Channel, Some("custom".to_owned())),
         (Column::Title, None),
         (Column::ContactName, None),
     ];
