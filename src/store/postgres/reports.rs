@@ -12,7 +12,6 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 
-
 #[async_trait]
 impl StatusReports for PgStore {
     async fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {

@@ -10,7 +10,6 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 
-
 #[async_trait]
 impl StatusReports for SqliteStore {
     async fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {

@@ -91,7 +91,10 @@ async fn provider_pages_show_the_channel_kinds_rows(backend: Backend) {
                 .map(|(channel, kind)| (provider.to_string(), channel, kind))
         })
         .collect();
-    assert!(table.len() > 30, "the migration filled the table: {table:?}");
+    assert!(
+        table.len() > 30,
+        "the migration filled the table: {table:?}"
+    );
     assert_eq!(documented, table, "docs/providers/*.md vs channel_kinds");
 
     let vocabulary = documented_vocabulary();
@@ -100,7 +103,10 @@ async fn provider_pages_show_the_channel_kinds_rows(backend: Backend) {
         .iter()
         .filter(|(_, _, kind)| !vocabulary.contains(kind))
         .collect();
-    assert!(undefined.is_empty(), "kinds not in docs/schema.md: {undefined:?}");
+    assert!(
+        undefined.is_empty(),
+        "kinds not in docs/schema.md: {undefined:?}"
+    );
     store.close().await;
 }
 

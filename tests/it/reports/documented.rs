@@ -85,7 +85,10 @@ async fn documented_report_queries_answer_for_every_provider(backend: Backend) {
     for query in &queries {
         let rows = json_rows(&mirror, query).await;
         assert!(!rows.is_empty(), "no rows: {query}");
-        let providers: BTreeSet<&str> = rows.iter().filter_map(|r| text(r.get("provider"))).collect();
+        let providers: BTreeSet<&str> = rows
+            .iter()
+            .filter_map(|r| text(r.get("provider")))
+            .collect();
         for row in &rows {
             if let Some(day) = row.get("day").or(row.get("month")) {
                 let day = day.as_str().unwrap_or_else(|| panic!("{row:?}: {query}"));

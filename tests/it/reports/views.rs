@@ -208,36 +208,39 @@ async fn v1_views_keep_their_columns(backend: Backend) {
                 (name.to_string(), ty.to_owned())
             })
             .collect();
-        let found: Vec<(String, String)> = match backend {
-            Backend::Sqlite => {
-                let names: Vec<String> = store
-                    .sql_column(&format!(
-                        "SELECT name FROM pragma_table_info('{view}') ORDER BY cid"
-                    ))
-                    .await;
-                let mut found = Vec::new();
-                for name in names {
-                    let classes: Vec<String> = store
+        let found: Vec<(String, String)> =
+            match backend {
+                Backend::Sqlite => {
+                    let names: Vec<String> = store
                         .sql_column(&format!(
-                            "SELECT DISTINCT typeof({name}) FROM {view} \
-                             WHERE {name} IS NOT NULL"
+                            "SELECT name FROM pragma_table_info('{view}') ORDER BY cid"
                         ))
                         .await;
-                    assert_eq!(classes.len(), 1, "{view}.{name} has one storage class: {classes:?}");
-                    found.push((name, classes[0].clone()));
+                    let mut found = Vec::new();
+                    for name in names {
+                        let classes: Vec<String> = store
+                            .sql_column(&format!(
+                                "SELECT DISTINCT typeof({name}) FROM {view} \
+                             WHERE {name} IS NOT NULL"
+                            ))
+                            .await;
+                        assert_eq!(
+                            classes.len(),
+                            1,
+                            "{view}.{name} has one storage class: {classes:?}"
+                        );
+                        found.push((name, classes[0].clone()));
+                    }
+                    found
                 }
-                found
-            }
-            Backend::Postgres => {
-                store
+                Backend::Postgres => store
                     .sql_rows(&format!(
                         "SELECT column_name::text, data_type::text FROM information_schema.columns \
                          WHERE table_schema = current_schema() AND table_name = '{view}' \
                          ORDER BY ordinal_position"
                     ))
-                    .await
-            }
-        };
+                    .await,
+            };
         assert_eq!(found, expected, "{view}");
     }
     store.close().await;

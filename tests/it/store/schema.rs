@@ -198,6 +198,7 @@ async fn postgres_schema(conn: &mut PgConnection) -> Schema {
          JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = c.column_name
          LEFT JOIN pg_index pk ON pk.indrelid = t.oid AND pk.indisprimary
          WHERE c.table_schema = current_schema() AND c.table_name <> $1
+           AND t.relkind = 'r' -- tables only: the views are pinned by tests/it/reports/views.rs
          ORDER BY c.table_name, c.ordinal_position",
     )
     .bind(NOT_THE_MIRROR)
