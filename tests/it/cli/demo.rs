@@ -21,6 +21,8 @@ fn demo_leaves_a_non_empty_mirror() {
         "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("Sample report"), "{stdout}");
+    // The printed query reads the versioned view reports are meant to use.
+    assert!(stdout.contains("FROM v1_awaiting_reply"), "{stdout}");
     // The config points at this run's random ports: the demo must not promise more.
     assert!(
         stdout.contains("works only while this demo runs"),

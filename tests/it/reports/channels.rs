@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use convsync::record::ConversationRecord;
-use convsync::store::{CursorState, PageWrite, Store};
 use convsync_sim::{Platform, channel_table, unknown_channel};
 use serde_json::value::RawValue;
 
+use super::mirror_records;
 use crate::support::TestDb;
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 
@@ -119,24 +119,6 @@ fn conversation(id: &str, channel: Option<&str>) -> ConversationRecord {
     record
 }
 
-/// Mirrors `records` as the conversations of a source named after `provider`.
-async fn mirror(store: &Store, provider: &str, records: &[ConversationRecord]) {
-    let page = PageWrite {
-        source: provider,
-        provider,
-        account: "account",
-        walk: "delta",
-        run_id: 1,
-        records,
-        rejected: &[],
-        follow_ups: &[],
-        touch_seen_before: None,
-        insert_first: false,
-    };
-    let cursor = CursorState::encode(&serde_json::json!({ "position": 1 })).unwrap();
-    store.apply_page(&page, &cursor).await.unwrap();
-}
-
 /// Every channel word the simulator documents for a provider has a kind other than
 /// `other` (Spruce's own `other` excepted), in its documented spelling, lower and upper
 /// case alike; the simulator's undocumented words are `other`; a NULL channel has a NULL
@@ -163,7 +145,7 @@ async fn every_simulated_channel_has_its_kind(backend: Backend) {
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
         records.dedup_by(|a, b| a.id == b.id);
-        mirror(&store, provider, &records).await;
+        mirror_records(&store, provider, &records).await;
     }
 
     let kinds: BTreeMap<(String, String), Option<String>> = store

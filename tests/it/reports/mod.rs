@@ -8,6 +8,8 @@ mod views;
 
 use std::collections::BTreeMap;
 
+use convsync::record::ConversationRecord;
+use convsync::store::{CursorState, PageWrite, Store};
 use serde_json::Value;
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 
@@ -58,4 +60,22 @@ async fn json_rows(db: &(impl AsMirrorDb + ?Sized), sql: &str) -> Vec<JsonRow> {
                 .collect()
         }
     }
+}
+
+/// Mirrors `records` as one page of a source named after `provider`, as a sync would.
+async fn mirror_records(store: &Store, provider: &str, records: &[ConversationRecord]) {
+    let page = PageWrite {
+        source: provider,
+        provider,
+        account: "account",
+        walk: "delta",
+        run_id: 1,
+        records,
+        rejected: &[],
+        follow_ups: &[],
+        touch_seen_before: None,
+        insert_first: false,
+    };
+    let cursor = CursorState::encode(&serde_json::json!({ "position": 1 })).unwrap();
+    store.apply_page(&page, &cursor).await.unwrap();
 }

@@ -4,10 +4,10 @@
 //! a new `v1_` view is pinned here when it is added.
 
 use convsync::record::{ConversationRecord, Direction};
-use convsync::store::{CursorState, PageWrite};
 use convsync::time::Timestamp;
 use serde_json::value::RawValue;
 
+use super::mirror_records;
 use crate::support::TestDb;
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 
@@ -153,20 +153,7 @@ async fn v1_views_keep_their_columns(backend: Backend) {
     );
     closed.active = Some(false);
     let records = [filled_conversation(), closed];
-    let page = PageWrite {
-        source: "hl",
-        provider: "highlevel",
-        account: "location",
-        walk: "delta",
-        run_id: 1,
-        records: &records,
-        rejected: &[],
-        follow_ups: &[],
-        touch_seen_before: None,
-        insert_first: false,
-    };
-    let cursor = CursorState::encode(&serde_json::json!({ "position": 1 })).unwrap();
-    store.apply_page(&page, &cursor).await.unwrap();
+    mirror_records(&store, "highlevel", &records).await;
     // A closed day and a deleted day, so that every column of every view has a value.
     store
         .sql_execute(
