@@ -4,6 +4,7 @@
 
 mod channels;
 mod documented;
+mod upgrade;
 mod views;
 
 use std::collections::BTreeMap;
