@@ -432,9 +432,9 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
             .held
             .keys()
             .filter(|scope| {
-                self.scopes
-                    .get(*scope)
-                    .is_some_and(|sources| sources.iter().all(|s| self.stopped.contains_key(&s.name)))
+                self.scopes.get(*scope).is_some_and(|sources| {
+                    sources.iter().all(|s| self.stopped.contains_key(&s.name))
+                })
             })
             .cloned()
             .collect();
@@ -452,7 +452,9 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
     /// Whether nothing is left for this replica to run, ever: every scope of its
     /// configuration was given up here (none while other replicas merely hold them).
     fn nothing_left(&self) -> bool {
-        self.scopes.keys().all(|scope| self.given_up.contains(scope))
+        self.scopes
+            .keys()
+            .all(|scope| self.given_up.contains(scope))
     }
 
     /// Releases every lease held (their sources stop first), and leaves.

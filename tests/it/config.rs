@@ -168,8 +168,14 @@ fn postgres_keys_are_refused_for_a_sqlite_file() {
         ("database.tls_mode", "tls_mode = \"require\""),
         ("database.tls_root_cert", "tls_root_cert = \"/ca.pem\""),
         ("database.password", "password = { env = \"DB_PASSWORD\" }"),
-        ("database.tls_client_cert", "tls_client_cert = \"/client.pem\""),
-        ("database.tls_client_key", "tls_client_key = { env = \"DB_KEY\" }"),
+        (
+            "database.tls_client_cert",
+            "tls_client_cert = \"/client.pem\"",
+        ),
+        (
+            "database.tls_client_key",
+            "tls_client_key = { env = \"DB_KEY\" }",
+        ),
     ] {
         let (text, _dir) = with_database(&format!("url = \"sqlite://mirror.db\"\n{line}"));
         let err = load(&text).unwrap_err();

@@ -155,7 +155,9 @@ impl DetailStatements for SqliteDetails<'_> {
         record: &ConversationRecord,
     ) -> Result<PageCounts, StoreError> {
         let rows = [(record, record.content_hash())];
-        Ok(upsert_records(self.tx, owner, &self.now, &rows).await?.counts)
+        Ok(upsert_records(self.tx, owner, &self.now, &rows)
+            .await?
+            .counts)
     }
 
     async fn apply_patch(

@@ -182,11 +182,10 @@ async fn replicas_whose_every_source_is_refused_exit_non_zero_naming_them() {
     }
 
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let owners: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT owner FROM leases ORDER BY scope")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let owners: Vec<Option<String>> = sqlx::query_scalar("SELECT owner FROM leases ORDER BY scope")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(owners, [None, None], "every lease released");
     let claims: Vec<i64> = sqlx::query_scalar("SELECT epoch FROM leases ORDER BY scope")
         .fetch_all(&pool)
