@@ -155,15 +155,30 @@ async fn require_encrypts_and_disable_meets_a_tls_only_server() {
 /// Writes a config over `db` as `role` with `[database] password` read from a file holding
 /// `password`, and a Spruce source (never polled here); returns the config's path.
 fn write_config(dir: &std::path::Path, db: &TestPgDb, role: &str, password: &str) -> String {
-    let file = |name: &str, value: &str| write_file(dir, name, value).display().to_string();
+    let password = write_file(dir, "db-password", &format!("{password}\n"));
+    let keys = format!("password = {{ file = \"{}\" }}\n", password.display());
+    write_config_with(dir, db, role, &keys)
+        .display()
+        .to_string()
+}
+
+/// Writes a config over `db` as `role` (TLS verify-full with the cluster's CA) with the
+/// `[database]` keys `keys` besides, and a Spruce source (never polled here); returns the
+/// config's path.
+fn write_config_with(
+    dir: &std::path::Path,
+    db: &TestPgDb,
+    role: &str,
+    keys: &str,
+) -> std::path::PathBuf {
+    let token = write_file(dir, "spruce-token", "spruce-token-value");
     let text = format!(
         r#"
 [database]
 url = "{url}"
-password = {{ file = "{password}" }}
 tls_mode = "verify-full"
 tls_root_cert = "{ca}"
-
+{keys}
 [health]
 enabled = false
 
@@ -175,13 +190,12 @@ organization_id = "entity_1"
 api_token = {{ file = "{token}" }}
 "#,
         url = db.url_as(role, CERTIFIED_HOST),
-        password = file("db-password", &format!("{password}\n")),
         ca = db.ca_cert().display(),
-        token = file("spruce-token", "spruce-token-value"),
+        token = token.display(),
     );
     let path = dir.join("convsync.toml");
     std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    path
 }
 
 /// A role that logs in by password (SCRAM) connects with the password its
@@ -275,47 +289,22 @@ async fn the_documented_postgres_commands_work_and_never_show_the_password() {
     }
 }
 
-/// Writes a config over `db` as `role` (TLS verify-full), with `[database] tls_client_cert`
-/// and `tls_client_key` (a file reference) when `client` is given; returns the config
-/// loaded.
+/// Loads a config over `db` as `role` with `[database] tls_client_cert` and
+/// `tls_client_key` (a file reference) when `client` is given.
 fn client_cert_config(
     dir: &std::path::Path,
     db: &TestPgDb,
     role: &str,
     client: Option<&ClientCertFiles>,
 ) -> Config {
-    let client_keys = client.map_or(String::new(), |files| {
+    let keys = client.map_or(String::new(), |files| {
         format!(
             "tls_client_cert = \"{}\"\ntls_client_key = {{ file = \"{}\" }}\n",
             files.cert.display(),
             files.key.display()
         )
     });
-    let token = write_file(dir, "spruce-token", "spruce-token-value");
-    let text = format!(
-        r#"
-[database]
-url = "{url}"
-tls_mode = "verify-full"
-tls_root_cert = "{ca}"
-{client_keys}
-[health]
-enabled = false
-
-[[sources]]
-name = "clinic"
-provider = "spruce"
-[sources.spruce]
-organization_id = "entity_1"
-api_token = {{ file = "{token}" }}
-"#,
-        url = db.url_as(role, CERTIFIED_HOST),
-        ca = db.ca_cert().display(),
-        token = token.display(),
-    );
-    let path = dir.join("convsync.toml");
-    std::fs::write(&path, text).unwrap();
-    Config::load(&path).unwrap()
+    Config::load(&write_config_with(dir, db, role, &keys)).unwrap()
 }
 
 /// A server that requires a client certificate (`clientcert=verify-full`) accepts the one
