@@ -16,7 +16,8 @@ use crate::http::{HttpSettings, RateQuota, RetryPolicy};
 use crate::provider::{self, ProviderKind, ProviderSetup, ProviderTable};
 use crate::secret::SecretRef;
 use crate::store::{
-    BackendKind, MassChangeGuard, ReplicaName, RetentionPolicy, StoreSettings, TlsMode, TlsSettings,
+    BackendKind, ClientIdentity, MassChangeGuard, ReplicaName, RetentionPolicy, StoreSettings,
+    TlsMode, TlsSettings,
 };
 
 /// The whole configuration file.
@@ -73,6 +74,14 @@ pub struct DatabaseConfig {
     /// `verify-ca` and `verify-full`; unset trusts the public roots built in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_root_cert: Option<PathBuf>,
+    /// PostgreSQL only: the client certificate (PEM) this process shows a server that
+    /// requires one (`clientcert=verify-full` in `pg_hba.conf`); needs `tls_client_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// PostgreSQL only: the client certificate's private key (PEM), as a secret reference
+    /// like `password`.
+    #[serde(skip_serializing)]
+    pub tls_client_key: Option<SecretRef>,
 }
 
 impl Default for DatabaseConfig {
@@ -86,18 +95,24 @@ impl Default for DatabaseConfig {
             password: None,
             tls_mode: None,
             tls_root_cert: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         }
     }
 }
 
 /// Query parameters of a PostgreSQL URL that `[database]` keys set instead: one place for
 /// each setting, and a URL that never carries a secret.
-const URL_PARAMETERS_OF_KEYS: [(&str, &str); 7] = [
+const URL_PARAMETERS_OF_KEYS: [(&str, &str); 11] = [
     ("sslmode", "tls_mode"),
     ("ssl-mode", "tls_mode"),
     ("sslrootcert", "tls_root_cert"),
     ("ssl-root-cert", "tls_root_cert"),
     ("ssl-ca", "tls_root_cert"),
+    ("sslcert", "tls_client_cert"),
+    ("ssl-cert", "tls_client_cert"),
+    ("sslkey", "tls_client_key"),
+    ("ssl-key", "tls_client_key"),
     ("password", "password"),
     ("passfile", "password"),
 ];
@@ -152,6 +167,8 @@ impl DatabaseConfig {
             ("password", self.password.is_some()),
             ("tls_mode", self.tls_mode.is_some()),
             ("tls_root_cert", self.tls_root_cert.is_some()),
+            ("tls_client_cert", self.tls_client_cert.is_some()),
+            ("tls_client_key", self.tls_client_key.is_some()),
         ];
         match set.into_iter().find(|(_, is_set)| *is_set) {
             Some((key, _)) => Err(ConfigError::new(
@@ -190,10 +207,12 @@ impl DatabaseConfig {
             }
         }
         let mode = self.tls_mode.unwrap_or_default();
+        let client = self.client_identity(mode)?;
         let Some(root_cert) = &self.tls_root_cert else {
             return Ok(TlsSettings {
                 mode,
                 root_cert: None,
+                client,
             });
         };
         if !mode.verifies_server() {
@@ -217,7 +236,60 @@ impl DatabaseConfig {
         Ok(TlsSettings {
             mode,
             root_cert: Some(root_cert.clone()),
+            client,
         })
+    }
+
+    /// The client certificate and its key, both or neither, the certificate readable and
+    /// the key resolved from its reference; refused with `tls_mode = "disable"`, which
+    /// never shows it.
+    fn client_identity(&self, mode: TlsMode) -> Result<Option<ClientIdentity>, ConfigError> {
+        let (cert, key) = match (&self.tls_client_cert, &self.tls_client_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "database.tls_client_key",
+                    "is missing: database.tls_client_cert needs its private key (a secret \
+                     reference, like password)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "database.tls_client_cert",
+                    "is missing: database.tls_client_key is set, but not the certificate \
+                     (PEM) it belongs to",
+                ));
+            }
+        };
+        if mode == TlsMode::Disable {
+            return Err(ConfigError::new(
+                "database.tls_client_cert",
+                "needs TLS, but database.tls_mode is disable: set tls_mode = \"verify-full\"",
+            ));
+        }
+        if let Err(error) = std::fs::File::open(cert) {
+            return Err(ConfigError::new(
+                "database.tls_client_cert",
+                format!(
+                    "client certificate {}",
+                    crate::file_access::describe(cert, &error)
+                ),
+            ));
+        }
+        let key = key.resolve().map_err(|e| {
+            ConfigError::new(
+                "database.tls_client_key",
+                format!(
+                    "cannot read the client certificate's key ({}): {e}",
+                    key.describe()
+                ),
+            )
+        })?;
+        Ok(Some(ClientIdentity {
+            cert: cert.clone(),
+            key,
+        }))
     }
 }
 

@@ -9,6 +9,7 @@
 //! transaction; an applied one is recorded in the database.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -90,6 +91,73 @@ impl PurgeCounts {
 /// Whether a database's tables (the names in its schema) are convsync's to migrate: an
 /// empty database is (`false`: nothing applied yet), one with convsync's migrations table
 /// is (`true`), and anything else is refused untouched, named `shown_name`.
+/// Every table with a `source` column: what a rename moves and a forget deletes. Fixed
+/// names, never input, so a backend may format them into its statements.
+pub(super) const SOURCE_TABLES: &[&str] = &[
+    "conversations",
+    "cursors",
+    "sync_runs",
+    "follow_ups",
+    "rejected_records",
+];
+
+/// The statements that move or delete one source's data, run by a backend inside a
+/// transaction that holds the whole mirror; [`rename_source_rows`] and
+/// [`forget_source_rows`] decide which run.
+pub(super) trait SourceStatements: Send {
+    /// How many rows, cursors and runs are stored under `name`.
+    fn held(&mut self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Moves `table`'s rows of `old` to `new`; returns how many moved.
+    fn rename_in(
+        &mut self,
+        table: &'static str,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes `table`'s rows of `source`.
+    fn delete_from(
+        &mut self,
+        table: &'static str,
+        source: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Moves everything of `old` to `new` through `statements`, unless `new` already holds
+/// something or `old` nothing. The caller commits only a [`RenameOutcome::Renamed`].
+pub(super) async fn rename_source_rows<S: SourceStatements>(
+    statements: &mut S,
+    old: &str,
+    new: &str,
+) -> Result<RenameOutcome, StoreError> {
+    if statements.held(new).await? > 0 {
+        return Ok(RenameOutcome::TargetInUse);
+    }
+    if statements.held(old).await? == 0 {
+        return Ok(RenameOutcome::NothingToRename);
+    }
+    let mut rows = 0;
+    for table in SOURCE_TABLES {
+        let moved = statements.rename_in(table, old, new).await?;
+        if *table == "conversations" {
+            rows = moved;
+        }
+    }
+    Ok(RenameOutcome::Renamed { rows })
+}
+
+/// Deletes everything of `source` through `statements`.
+pub(super) async fn forget_source_rows<S: SourceStatements>(
+    statements: &mut S,
+    source: &str,
+) -> Result<(), StoreError> {
+    for table in SOURCE_TABLES {
+        statements.delete_from(table, source).await?;
+    }
+    Ok(())
+}
+
 pub(super) fn holds_convsync_schema(
     tables: &[String],
     shown_name: &str,

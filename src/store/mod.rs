@@ -48,7 +48,7 @@ use async_trait::async_trait;
 pub use admin::{Administration, PurgeCounts, RenameOutcome, RetentionPolicy, StoredSource};
 pub use backup::{BackupError, BackupSummary, restore};
 pub use busy::while_busy;
-pub use connection::{TlsMode, TlsSettings};
+pub use connection::{ClientIdentity, TlsMode, TlsSettings};
 pub use cursor::{CursorRewrite, CursorState, Cursors};
 pub use error::{BackendError, StoreError};
 pub use follow_ups::{DetailWrite, FollowUpQueue};

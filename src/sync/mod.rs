@@ -201,7 +201,9 @@ impl Engine {
     ///
     /// On PostgreSQL the engine runs as one of the replicas sharing the database
     /// (`sync::replica`): it runs the sources of the scopes it holds leases on, for as
-    /// long as it holds them, until `shutdown`; then it releases them.
+    /// long as it holds them, until `shutdown`; then it releases them. A scope whose every
+    /// source stopped here is released for another replica and not claimed again; once
+    /// that is true of every scope, nothing is left and this returns `NoSourceLeft` too.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
         if self.store.kind() == BackendKind::Postgres {
             return replica::run(self, shutdown).await;

@@ -17,6 +17,11 @@
 //! When the deadline passes without a renewal the scope's token is cancelled, so no request
 //! goes to the provider after the database may have handed the scope to someone else.
 //!
+//! A scope whose every source stops for a final reason (credentials rejected, a task that
+//! died) is released for the other replicas, whose configuration may work, and never
+//! claimed again by this one; when that is true of every scope of its configuration, the
+//! replica exits with [`EngineError::NoSourceLeft`] as a SQLite daemon does.
+//!
 //! On shutdown the sources stop (a page in flight commits), then every lease is released
 //! with its budget's rate-limit state, and the next replica takes over on its next loop
 //! without bursting. `sync --once` claims the scopes it needs the same way, waits up to a
@@ -124,6 +129,12 @@ struct Replica<'a, T> {
     tasks: JoinSet<T>,
     /// Each task's source name.
     task_sources: HashMap<tokio::task::Id, String>,
+    /// The sources that stopped here for a final reason (credentials rejected, a task
+    /// that died), with the reason: they do not run again in this process.
+    stopped: BTreeMap<String, String>,
+    /// The scopes given up because every source of theirs stopped here: released for a
+    /// replica with a working configuration, never claimed again by this one.
+    given_up: BTreeSet<String>,
     shutdown: CancellationToken,
 }
 
@@ -146,6 +157,8 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
             held: BTreeMap::new(),
             tasks: JoinSet::new(),
             task_sources: HashMap::new(),
+            stopped: BTreeMap::new(),
+            given_up: BTreeSet::new(),
             shutdown,
         }
     }
@@ -181,11 +194,11 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
         self.store().register_scopes(&scopes).await
     }
 
-    /// The scopes of this replica's configuration it does not hold.
+    /// The scopes of this replica's configuration it does not hold and has not given up.
     fn not_held(&self) -> Vec<String> {
         self.scopes
             .keys()
-            .filter(|scope| !self.held.contains_key(*scope))
+            .filter(|scope| !self.held.contains_key(*scope) && !self.given_up.contains(*scope))
             .cloned()
             .collect()
     }
@@ -249,7 +262,15 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
         ));
         let tracker = TaskTracker::new();
         let lease_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sources = self.scopes.get(&claim.scope).cloned().unwrap_or_default();
+        // A source that stopped here for a final reason stays stopped, as on SQLite.
+        let sources: Vec<Arc<Source>> = self
+            .scopes
+            .get(&claim.scope)
+            .into_iter()
+            .flatten()
+            .filter(|s| !self.stopped.contains_key(&s.name))
+            .cloned()
+            .collect();
         for source in &sources {
             source.progress.update(|s| s.held_elsewhere = false);
             let (name, task) = start(source.clone(), store.clone(), token.clone());
@@ -402,6 +423,40 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
         }
     }
 
+    /// Gives up each held scope whose every source stopped here for a final reason: its
+    /// lease is released at once, so that a replica whose configuration works (the right
+    /// credentials) can claim it, and this replica never claims it again, so that a scope
+    /// every replica fails on goes round them once instead of bouncing for ever.
+    async fn give_up_stopped_scopes(&mut self) {
+        let dead: Vec<String> = self
+            .held
+            .keys()
+            .filter(|scope| {
+                self.scopes.get(*scope).is_some_and(|sources| {
+                    sources.iter().all(|s| self.stopped.contains_key(&s.name))
+                })
+            })
+            .cloned()
+            .collect();
+        for scope in dead {
+            tracing::error!(
+                scope = %scope,
+                "every source of this scope stopped here; its lease is released for another replica and this one does not claim it again until it restarts"
+            );
+            self.release(&scope, "every source of the scope stopped in this replica")
+                .await;
+            self.given_up.insert(scope);
+        }
+    }
+
+    /// Whether nothing is left for this replica to run, ever: every scope of its
+    /// configuration was given up here (none while other replicas merely hold them).
+    fn nothing_left(&self) -> bool {
+        self.scopes
+            .keys()
+            .all(|scope| self.given_up.contains(scope))
+    }
+
     /// Releases every lease held (their sources stop first), and leaves.
     async fn release_all(&mut self, why: &str) {
         let scopes: Vec<String> = self.held.keys().cloned().collect();
@@ -464,7 +519,9 @@ async fn enforce_deadline(
 }
 
 /// `convsync run` on PostgreSQL: the lease loop, until `shutdown`; then every lease is
-/// released.
+/// released. A scope whose every source stops here for a final reason is given up
+/// ([`Replica::give_up_stopped_scopes`]); once every scope of the configuration is, this
+/// returns [`EngineError::NoSourceLeft`] naming the stopped sources, as on SQLite.
 pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<(), EngineError> {
     let mut replica: Replica<'_, SourceEnd> =
         Replica::new(engine, engine.sources.iter().cloned(), shutdown.clone());
@@ -491,6 +548,10 @@ pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<
             lease_step(&mut replica, &mut start).await;
         }
         reap_daemon_tasks(&mut replica);
+        replica.give_up_stopped_scopes().await;
+        if replica.nothing_left() {
+            break;
+        }
         if !sleep_unless_cancelled(period, &shutdown).await {
             break;
         }
@@ -507,7 +568,12 @@ pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<
     if let Err(e) = engine.store.leave(replica.name()).await {
         tracing::debug!(error = %e, "could not remove this replica's heartbeat; it ages out");
     }
-    Ok(())
+    if shutdown.is_cancelled() {
+        return Ok(());
+    }
+    Err(EngineError::NoSourceLeft {
+        stopped: replica.stopped.into_iter().collect(),
+    })
 }
 
 /// One turn of the lease loop: heartbeat, renewals, then the fair share: surplus
@@ -593,13 +659,19 @@ fn reap_daemon_tasks(replica: &mut Replica<'_, SourceEnd>) {
                     held.lease_lost.store(true, Ordering::Relaxed);
                 }
             }
-            Ok((id, _)) => {
+            Ok((id, SourceEnd::Stopped(why))) => {
+                if let Some(name) = replica.task_sources.remove(&id) {
+                    replica.stopped.insert(name, why);
+                }
+            }
+            Ok((id, SourceEnd::Shutdown)) => {
                 replica.task_sources.remove(&id);
             }
             Err(e) => {
                 let (id, why) = task_death(e);
                 if let Some(name) = replica.task_sources.remove(&id) {
                     replica.engine.note_task_death(&name, &why);
+                    replica.stopped.insert(name, why);
                 }
             }
         }

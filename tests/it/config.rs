@@ -168,6 +168,14 @@ fn postgres_keys_are_refused_for_a_sqlite_file() {
         ("database.tls_mode", "tls_mode = \"require\""),
         ("database.tls_root_cert", "tls_root_cert = \"/ca.pem\""),
         ("database.password", "password = { env = \"DB_PASSWORD\" }"),
+        (
+            "database.tls_client_cert",
+            "tls_client_cert = \"/client.pem\"",
+        ),
+        (
+            "database.tls_client_key",
+            "tls_client_key = { env = \"DB_KEY\" }",
+        ),
     ] {
         let (text, _dir) = with_database(&format!("url = \"sqlite://mirror.db\"\n{line}"));
         let err = load(&text).unwrap_err();
@@ -195,6 +203,8 @@ fn a_url_that_sets_what_a_key_sets_is_refused() {
         ("sslmode=verify-full", "database.tls_mode"),
         ("sslrootcert=/ca.pem", "database.tls_root_cert"),
         ("password=hunter2", "database.password"),
+        ("sslcert=/client.pem", "database.tls_client_cert"),
+        ("sslkey=/client.key", "database.tls_client_key"),
     ] {
         let (text, _dir) = with_database(&format!(
             "url = \"postgres://convsync@db/mirror?{parameter}\""
@@ -234,6 +244,52 @@ fn a_root_certificate_needs_a_verifying_mode_and_a_file() {
     let (text, _dir) = with_database("url = \"postgres://db/mirror\"\ntls_mode = \"sometimes\"");
     let err = load(&text).unwrap_err();
     assert!(err.contains("database.tls_mode"), "{err}");
+}
+
+/// A client certificate comes with its key (and the key with its certificate), needs TLS,
+/// and must be readable; the key is read from its secret reference and never shows in the
+/// settings' `Debug`.
+#[test]
+fn a_client_certificate_needs_its_key_tls_and_a_file() {
+    let (text, dir) = with_database("url = \"postgres://db/mirror\"");
+    let cert = dir.path().join("client.pem");
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let key = dir.path().join("client.key");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nclient-key-body\n").unwrap();
+    let with = |lines: &str| text.replace("[database]\n", &format!("[database]\n{lines}\n"));
+    let cert_line = format!("tls_client_cert = \"{}\"", cert.display());
+    let key_line = format!("tls_client_key = {{ file = \"{}\" }}", key.display());
+
+    let config = load(&with(&format!("{cert_line}\n{key_line}"))).unwrap();
+    let client = config.store.tls.client.as_ref().unwrap();
+    assert_eq!(client.cert, cert);
+    assert!(client.key.expose().contains("client-key-body"));
+    let shown = format!("{:?}", config.store);
+    assert!(!shown.contains("client-key-body"), "{shown}");
+
+    for (lines, key, says) in [
+        (cert_line.clone(), "database.tls_client_key", "is missing"),
+        (key_line.clone(), "database.tls_client_cert", "is missing"),
+        (
+            format!("{cert_line}\n{key_line}\ntls_mode = \"disable\""),
+            "database.tls_client_cert",
+            "needs TLS",
+        ),
+        (
+            format!("tls_client_cert = \"/nonexistent/client.pem\"\n{key_line}"),
+            "database.tls_client_cert",
+            "/nonexistent/client.pem",
+        ),
+        (
+            format!("{cert_line}\ntls_client_key = {{ file = \"/nonexistent/client.key\" }}"),
+            "database.tls_client_key",
+            "/nonexistent/client.key",
+        ),
+    ] {
+        let err = load(&with(&lines)).unwrap_err();
+        assert!(err.contains(key) && err.contains(says), "{lines}: {err}");
+        assert!(!err.contains("client-key-body"), "{err}");
+    }
 }
 
 /// A password that cannot be read fails the start, naming where it was looked for.

@@ -20,7 +20,10 @@
 //! A second cluster, started only by the tests that need it ([`TestPgDb::secured`]), serves
 //! TLS with a certificate made at its start (a CA of its own, the server's certificate for
 //! `localhost` only) and authenticates by group: members of [`TLS_ONLY_GROUP`] over TLS
-//! only, members of [`PASSWORD_GROUP`] by password (SCRAM), everyone else as on the first.
+//! only, members of [`PASSWORD_GROUP`] by password (SCRAM), members of
+//! [`CLIENT_CERT_GROUP`] by a client certificate that a client CA of its own signed for
+//! their name (`clientcert=verify-full`, issued by [`TestPgDb::issue_client_cert`]),
+//! everyone else as on the first.
 //! The first cluster stays plain, so the other tests pay for no handshake.
 //!
 //! `initdb` refuses to run as root (CI runs as root), so under uid 0 the cluster belongs to
@@ -53,6 +56,9 @@ const START_ATTEMPTS: u32 = 3;
 pub const TLS_ONLY_GROUP: &str = "convsync_tls_only";
 /// On the secured cluster, roles in this group log in with their password (SCRAM).
 pub const PASSWORD_GROUP: &str = "convsync_password_auth";
+/// On the secured cluster, roles in this group connect only with a client certificate
+/// issued for their name by the cluster's client CA (`clientcert=verify-full`).
+pub const CLIENT_CERT_GROUP: &str = "convsync_client_cert";
 /// The only name the secured cluster's certificate is issued for.
 pub const CERTIFIED_HOST: &str = "localhost";
 
@@ -127,12 +133,59 @@ impl TestPgDb {
         self.cluster.dir.join(UNRELATED_CA_CERT)
     }
 
+    /// A client certificate for `role` and its key (PEM files written into `dir`, the key
+    /// readable by its owner only), signed by the secured cluster's client CA when
+    /// `trusted`, else by a CA made for the occasion that the server does not know.
+    pub fn issue_client_cert(&self, role: &str, dir: &Path, trusted: bool) -> ClientCertFiles {
+        fn failed<T>(e: rcgen::Error) -> T {
+            panic!("cannot issue a client certificate: {e}")
+        }
+        let stranger;
+        let issuer = if trusted {
+            self.cluster
+                .client_ca
+                .as_ref()
+                .expect("client certificates come from the secured cluster")
+        } else {
+            stranger = certificate_authority("stranger test CA").unwrap_or_else(failed);
+            &stranger
+        };
+        let key = rcgen::KeyPair::generate().unwrap_or_else(failed);
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(failed);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, role);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &issuer.issuer)
+            .unwrap_or_else(failed);
+        let label = if trusted { "client" } else { "stranger" };
+        let files = ClientCertFiles {
+            cert: dir.join(format!("{role}-{label}.crt")),
+            key: dir.join(format!("{role}-{label}.key")),
+        };
+        fs::write(&files.cert, cert.pem()).expect("writing the client certificate");
+        fs::write(&files.key, key.serialize_pem()).expect("writing the client key");
+        fs::set_permissions(&files.key, fs::Permissions::from_mode(0o600))
+            .expect("restricting the client key");
+        files
+    }
+
     /// A connection to this database, for checks that read its catalog.
     pub async fn connect(&self) -> PgConnection {
         PgConnection::connect(&self.url)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url))
     }
+}
+
+/// A client certificate and its private key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct ClientCertFiles {
+    /// The certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 impl Drop for TestPgDb {
@@ -256,6 +309,7 @@ enum Flavour {
 /// The secured cluster's files in its directory.
 const CA_CERT: &str = "ca.pem";
 const UNRELATED_CA_CERT: &str = "unrelated-ca.pem";
+const CLIENT_CA_CERT: &str = "client-ca.pem";
 const SERVER_CERT: &str = "server.crt";
 const SERVER_KEY: &str = "server.key";
 const HBA_FILE: &str = "pg_hba.conf";
@@ -263,6 +317,8 @@ const HBA_FILE: &str = "pg_hba.conf";
 /// The secured cluster's `pg_hba.conf`: first match wins.
 const SECURED_HBA: &str = "\
 local   all  all                        trust
+hostssl all  +convsync_client_cert  127.0.0.1/32  trust  clientcert=verify-full
+host    all  +convsync_client_cert  127.0.0.1/32  reject
 hostssl all  +convsync_tls_only  127.0.0.1/32  trust
 host    all  +convsync_tls_only  127.0.0.1/32  reject
 host    all  +convsync_password_auth  127.0.0.1/32  scram-sha-256
@@ -279,6 +335,8 @@ struct Cluster {
     port: u16,
     /// Who runs the server (under root).
     user: Option<ServerUser>,
+    /// The secured cluster's client CA, which issues the certificates the server accepts.
+    client_ca: Option<Authority>,
     /// The reaper's stdin: never written, closed by the kernel when the process ends, which
     /// is the reaper's signal to clean up.
     _reaper_pipe: ChildStdin,
@@ -308,9 +366,12 @@ impl Cluster {
                 .map_err(|e| format!("cannot give {} to the postgres user: {e}", dir.display()))?;
         }
         init_data_dir(&bin, &dir, user)?;
-        let settings = match flavour {
-            Flavour::Plain => Vec::new(),
-            Flavour::Secured => secure(&dir, user)?,
+        let (settings, client_ca) = match flavour {
+            Flavour::Plain => (Vec::new(), None),
+            Flavour::Secured => {
+                let (settings, client_ca) = secure(&dir, user)?;
+                (settings, Some(client_ca))
+            }
         };
         let initialised = started.elapsed();
         let mut last_error = String::new();
@@ -334,6 +395,7 @@ impl Cluster {
                         dir,
                         port,
                         user,
+                        client_ca,
                         _reaper_pipe: reaper_pipe,
                     };
                     return Ok((cluster, postmaster));
@@ -457,12 +519,13 @@ fn init_data_dir(bin: &Path, dir: &Path, user: Option<ServerUser>) -> Result<(),
 }
 
 /// Writes the secured cluster's certificates (a CA, the server's for [`CERTIFIED_HOST`],
-/// an unrelated CA) and `pg_hba.conf` into `dir`, readable by the server; returns the
-/// server settings that use them.
-fn secure(dir: &Path, user: Option<ServerUser>) -> Result<Vec<String>, String> {
+/// an unrelated CA, the client CA) and `pg_hba.conf` into `dir`, readable by the server;
+/// returns the server settings that use them, and the client CA.
+fn secure(dir: &Path, user: Option<ServerUser>) -> Result<(Vec<String>, Authority), String> {
     let failed = |e: rcgen::Error| format!("cannot make the test certificates: {e}");
     let ca = certificate_authority("convsync test CA").map_err(failed)?;
     let unrelated = certificate_authority("unrelated test CA").map_err(failed)?;
+    let client_ca = certificate_authority("convsync test client CA").map_err(failed)?;
     let server_key = rcgen::KeyPair::generate().map_err(failed)?;
     let server_cert = rcgen::CertificateParams::new(vec![CERTIFIED_HOST.to_owned()])
         .map_err(failed)?
@@ -471,6 +534,7 @@ fn secure(dir: &Path, user: Option<ServerUser>) -> Result<Vec<String>, String> {
     let files = [
         (CA_CERT, ca.cert.pem(), 0o644),
         (UNRELATED_CA_CERT, unrelated.cert.pem(), 0o644),
+        (CLIENT_CA_CERT, client_ca.cert.pem(), 0o644),
         (SERVER_CERT, server_cert.pem(), 0o644),
         // The server refuses a key that others may read.
         (SERVER_KEY, server_key.serialize_pem(), 0o600),
@@ -487,12 +551,15 @@ fn secure(dir: &Path, user: Option<ServerUser>) -> Result<Vec<String>, String> {
         }
     }
     let path = |name: &str| dir.join(name).display().to_string();
-    Ok(vec![
+    let settings = vec![
         "ssl=on".to_owned(),
         format!("ssl_cert_file={}", path(SERVER_CERT)),
         format!("ssl_key_file={}", path(SERVER_KEY)),
+        // The CA whose client certificates `clientcert=verify-full` accepts.
+        format!("ssl_ca_file={}", path(CLIENT_CA_CERT)),
         format!("hba_file={}", path(HBA_FILE)),
-    ])
+    ];
+    Ok((settings, client_ca))
 }
 
 /// A self-signed CA certificate and what signs with it.
@@ -525,7 +592,10 @@ fn create_groups(bin: &Path, dir: &Path, port: u16) -> Result<(), String> {
         bin,
         dir,
         port,
-        &format!("CREATE ROLE {TLS_ONLY_GROUP} NOLOGIN; CREATE ROLE {PASSWORD_GROUP} NOLOGIN"),
+        &format!(
+            "CREATE ROLE {TLS_ONLY_GROUP} NOLOGIN; CREATE ROLE {PASSWORD_GROUP} NOLOGIN; \
+             CREATE ROLE {CLIENT_CERT_GROUP} NOLOGIN"
+        ),
     )
     .map_err(|e| format!("cannot create the groups: {e}"))
 }

@@ -5,24 +5,16 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use sqlx::PgConnection;
 
 use super::PgStore;
 use super::locks::lock_mirror;
 use super::schema::{MIGRATOR, check_schema};
+use crate::store::admin::{SourceStatements, forget_source_rows, rename_source_rows};
 use crate::store::{
     Administration, PurgeCounts, RenameOutcome, RetentionPolicy, StoreError, StoredSource,
 };
 use crate::time::Timestamp;
-
-/// Every table with a `source` column: what a rename moves and a forget deletes. Fixed
-/// names, never input, so formatting them into statements is safe.
-const SOURCE_TABLES: &[&str] = &[
-    "conversations",
-    "cursors",
-    "sync_runs",
-    "follow_ups",
-    "rejected_records",
-];
 
 #[async_trait]
 impl Administration for PgStore {
@@ -67,35 +59,11 @@ impl Administration for PgStore {
     async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock_mirror(&mut tx).await?;
-        let held = |name: &str| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT (SELECT count(*) FROM conversations WHERE source = $1)
-                      + (SELECT count(*) FROM cursors WHERE source = $1)
-                      + (SELECT count(*) FROM sync_runs WHERE source = $1)",
-            )
-            .bind(name.to_owned())
-        };
-        if held(new).fetch_one(&mut *tx).await? > 0 {
-            return Ok(RenameOutcome::TargetInUse);
+        let outcome = rename_source_rows(&mut PgSources { tx: &mut tx }, old, new).await?;
+        if matches!(outcome, RenameOutcome::Renamed { .. }) {
+            tx.commit().await?;
         }
-        if held(old).fetch_one(&mut *tx).await? == 0 {
-            return Ok(RenameOutcome::NothingToRename);
-        }
-        let mut rows = 0;
-        for table in SOURCE_TABLES {
-            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {table} SET source = $1 WHERE source = $2"
-            )))
-            .bind(new)
-            .bind(old)
-            .execute(&mut *tx)
-            .await?;
-            if *table == "conversations" {
-                rows = done.rows_affected();
-            }
-        }
-        tx.commit().await?;
-        Ok(RenameOutcome::Renamed { rows })
+        Ok(outcome)
     }
 
     async fn forget_source(&self, source: &str) -> Result<StoredSource, StoreError> {
@@ -107,14 +75,7 @@ impl Administration for PgStore {
             .unwrap_or_default();
         let mut tx = self.pool.begin().await?;
         lock_mirror(&mut tx).await?;
-        for table in SOURCE_TABLES {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE source = $1"
-            )))
-            .bind(source)
-            .execute(&mut *tx)
-            .await?;
-        }
+        forget_source_rows(&mut PgSources { tx: &mut tx }, source).await?;
         tx.commit().await?;
         Ok(before)
     }
@@ -148,5 +109,50 @@ impl Administration for PgStore {
         apply: bool,
     ) -> Result<BTreeMap<String, PurgeCounts>, StoreError> {
         self.purge_ended(policy, now, apply).await
+    }
+}
+
+/// A source's rows, inside the transaction that holds the mirror's lock.
+struct PgSources<'t> {
+    tx: &'t mut PgConnection,
+}
+
+impl SourceStatements for PgSources<'_> {
+    async fn held(&mut self, name: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM conversations WHERE source = $1)
+                  + (SELECT count(*) FROM cursors WHERE source = $1)
+                  + (SELECT count(*) FROM sync_runs WHERE source = $1)",
+        )
+        .bind(name)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn rename_in(
+        &mut self,
+        table: &'static str,
+        old: &str,
+        new: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET source = $1 WHERE source = $2"
+        )))
+        .bind(new)
+        .bind(old)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_from(&mut self, table: &'static str, source: &str) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE source = $1"
+        )))
+        .bind(source)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 }

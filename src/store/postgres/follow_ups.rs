@@ -2,8 +2,6 @@
 //! priority order, and the answers, each applied in one transaction with its dequeue,
 //! under the locks of the sources they answer for.
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -14,7 +12,8 @@ use super::rows::upsert_records;
 use super::runs::note_commit;
 use super::text::storable;
 use super::{PgStore, instant};
-use crate::record::{Absence, ActivityPatch, DetailRequest};
+use crate::record::{Absence, ActivityPatch, ConversationRecord, DetailRequest};
+use crate::store::follow_ups::{DetailStatements, runs_of, sources_of, write_detail};
 use crate::store::upsert::Owner;
 use crate::store::{DetailWrite, FollowUpQueue, PageCounts, StoreError};
 use crate::time::Timestamp;
@@ -95,19 +94,19 @@ impl FollowUpQueue for PgStore {
         if writes.is_empty() {
             return Ok(counts);
         }
-        let sources: BTreeSet<&str> = writes.iter().map(|w| w.source).collect();
+        let sources = sources_of(writes);
         let result = async {
             let mut tx = self.pool.begin().await?;
             lock_sources(&mut tx, &sources.iter().copied().collect::<Vec<_>>()).await?;
-            let now = instant(Timestamp::now());
+            let mut details = PgDetails {
+                tx: &mut tx,
+                now: instant(Timestamp::now()),
+            };
             for write in writes {
-                counts += write_detail(&mut tx, write, now).await?;
+                counts += write_detail(&mut details, write).await?;
             }
             hold_fence(&mut tx, self.fence.as_ref()).await?;
-            let mut runs: Vec<i64> = writes.iter().map(|w| w.run_id).collect();
-            runs.sort_unstable();
-            runs.dedup();
-            note_commit(&mut tx, &runs).await?;
+            note_commit(&mut tx, &runs_of(writes)).await?;
             tx.commit().await?;
             Ok(counts)
         }
@@ -142,45 +141,43 @@ impl PgStore {
     }
 }
 
-/// Writes one follow-up's result and its dequeue (or next position).
-async fn write_detail(
-    tx: &mut PgConnection,
-    write: &DetailWrite<'_>,
+/// The follow-up answers' statements, inside the transaction that holds the sources'
+/// locks.
+struct PgDetails<'t> {
+    tx: &'t mut PgConnection,
     now: DateTime<Utc>,
-) -> Result<PageCounts, StoreError> {
-    let DetailWrite {
-        source,
-        provider,
-        account,
-        run_id,
-        detail,
-        record,
-        patch,
-        gone,
-        next,
-    } = *write;
-    let conversation_id = storable(&detail.conversation_id);
-    let mut counts = match record {
-        Some(r) => {
-            let owner = Owner {
-                source,
-                provider,
-                account,
-                run_id,
-            };
-            upsert_records(tx, owner, now, &[(r, r.content_hash())])
-                .await?
-                .counts
-        }
-        None => PageCounts::default(),
-    };
-    if let Some(patch) = patch.filter(|p| !p.is_empty())
-        && apply_patch(tx, source, &conversation_id, patch, run_id, now).await?
-    {
-        counts.updated += 1;
+}
+
+impl DetailStatements for PgDetails<'_> {
+    async fn upsert_record(
+        &mut self,
+        owner: Owner<'_>,
+        record: &ConversationRecord,
+    ) -> Result<PageCounts, StoreError> {
+        let rows = [(record, record.content_hash())];
+        Ok(upsert_records(self.tx, owner, self.now, &rows)
+            .await?
+            .counts)
     }
-    if let Some(absence) = gone {
-        // A deletion also reaches a closed row; a closing leaves it as it is.
+
+    async fn apply_patch(
+        &mut self,
+        source: &str,
+        conversation_id: &str,
+        patch: &ActivityPatch,
+        run_id: i64,
+    ) -> Result<bool, StoreError> {
+        let conversation_id = storable(conversation_id);
+        apply_patch(self.tx, source, &conversation_id, patch, run_id, self.now).await
+    }
+
+    async fn mark_gone(
+        &mut self,
+        source: &str,
+        conversation_id: &str,
+        absence: Absence,
+        run_id: i64,
+    ) -> Result<u64, StoreError> {
         let (set, also_closed) = match absence {
             Absence::Closed => ("active = false, closed_at = COALESCE(closed_at, $1)", false),
             Absence::Deleted => ("deleted_at = COALESCE(deleted_at, $1)", true),
@@ -190,40 +187,46 @@ async fn write_detail(
              WHERE source = $3 AND conversation_id = $4 AND deleted_at IS NULL
                AND (closed_at IS NULL OR $5)"
         )))
-        .bind(now)
+        .bind(self.now)
         .bind(run_id)
         .bind(source)
-        .bind(&conversation_id)
+        .bind(storable(conversation_id))
         .bind(also_closed)
-        .execute(&mut *tx)
+        .execute(&mut *self.tx)
         .await?;
-        counts.updated += done.rows_affected();
+        Ok(done.rows_affected())
     }
-    match next {
-        Some(position) => {
-            sqlx::query(
-                "UPDATE follow_ups SET position = $1
-                 WHERE source = $2 AND conversation_id = $3 AND kind = $4",
-            )
-            .bind(position.to_string())
-            .bind(source)
-            .bind(&conversation_id)
-            .bind(&detail.kind)
-            .execute(&mut *tx)
-            .await?;
-        }
-        None => {
-            sqlx::query(
-                "DELETE FROM follow_ups WHERE source = $1 AND conversation_id = $2 AND kind = $3",
-            )
-            .bind(source)
-            .bind(&conversation_id)
-            .bind(&detail.kind)
-            .execute(&mut *tx)
-            .await?;
-        }
+
+    async fn store_position(
+        &mut self,
+        source: &str,
+        detail: &DetailRequest,
+        position: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE follow_ups SET position = $1
+             WHERE source = $2 AND conversation_id = $3 AND kind = $4",
+        )
+        .bind(position.to_string())
+        .bind(source)
+        .bind(storable(&detail.conversation_id))
+        .bind(&detail.kind)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
-    Ok(counts)
+
+    async fn dequeue(&mut self, source: &str, detail: &DetailRequest) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM follow_ups WHERE source = $1 AND conversation_id = $2 AND kind = $3",
+        )
+        .bind(source)
+        .bind(storable(&detail.conversation_id))
+        .bind(&detail.kind)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Writes who spoke last as a conversation's messages tell it: message times only move

@@ -138,6 +138,12 @@ fn connect_options(settings: &StoreSettings) -> Result<PgConnectOptions, StoreEr
     if let Some(root_cert) = &settings.tls.root_cert {
         options = options.ssl_root_cert(root_cert);
     }
+    if let Some(client) = &settings.tls.client {
+        choose_crypto_provider();
+        options = options
+            .ssl_client_cert(&client.cert)
+            .ssl_client_key_from_pem(client.key.expose().as_bytes());
+    }
     if let Some(password) = &settings.password {
         options = options.password(password.expose());
     }

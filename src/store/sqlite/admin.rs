@@ -8,20 +8,13 @@ use sqlx::AssertSqlSafe;
 
 use super::SqliteStore;
 use super::schema::{MIGRATOR, check_schema};
+use crate::store::admin::{
+    SOURCE_TABLES, SourceStatements, forget_source_rows, rename_source_rows,
+};
 use crate::store::{
     Administration, PurgeCounts, RenameOutcome, RetentionPolicy, StoreError, StoredSource,
 };
 use crate::time::Timestamp;
-
-/// Every table with a `source` column: what a rename moves and a forget deletes. Fixed
-/// names, never input, so formatting them into statements is safe.
-const SOURCE_TABLES: &[&str] = &[
-    "conversations",
-    "cursors",
-    "sync_runs",
-    "follow_ups",
-    "rejected_records",
-];
 
 #[async_trait]
 impl Administration for SqliteStore {
@@ -61,27 +54,11 @@ impl Administration for SqliteStore {
 
     async fn rename_source(&self, old: &str, new: &str) -> Result<RenameOutcome, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if held(&mut tx, new).await? > 0 {
-            return Ok(RenameOutcome::TargetInUse);
+        let outcome = rename_source_rows(&mut SqliteSources { tx: &mut tx }, old, new).await?;
+        if matches!(outcome, RenameOutcome::Renamed { .. }) {
+            tx.commit().await?;
         }
-        if held(&mut tx, old).await? == 0 {
-            return Ok(RenameOutcome::NothingToRename);
-        }
-        let mut rows = 0;
-        for table in SOURCE_TABLES {
-            let done = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE {table} SET source = ? WHERE source = ?"
-            )))
-            .bind(new)
-            .bind(old)
-            .execute(&mut *tx)
-            .await?;
-            if *table == "conversations" {
-                rows = done.rows_affected();
-            }
-        }
-        tx.commit().await?;
-        Ok(RenameOutcome::Renamed { rows })
+        Ok(outcome)
     }
 
     async fn forget_source(&self, source: &str) -> Result<StoredSource, StoreError> {
@@ -92,14 +69,7 @@ impl Administration for SqliteStore {
             .find(|s| s.name == source)
             .unwrap_or_default();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for table in SOURCE_TABLES {
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE source = ?"
-            )))
-            .bind(source)
-            .execute(&mut *tx)
-            .await?;
-        }
+        forget_source_rows(&mut SqliteSources { tx: &mut tx }, source).await?;
         tx.commit().await?;
         Ok(before)
     }
@@ -152,16 +122,49 @@ impl Administration for SqliteStore {
     }
 }
 
-/// Rows, cursors and runs stored under `name`: whether a source of that name has a past.
-async fn held(tx: &mut sqlx::SqliteConnection, name: &str) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar!(
-        r#"SELECT (SELECT COUNT(*) FROM conversations WHERE source = ?1)
+/// A source's rows, inside the write transaction.
+struct SqliteSources<'t> {
+    tx: &'t mut sqlx::SqliteConnection,
+}
+
+impl SourceStatements for SqliteSources<'_> {
+    async fn held(&mut self, name: &str) -> Result<u64, StoreError> {
+        let n = sqlx::query_scalar!(
+            r#"SELECT (SELECT COUNT(*) FROM conversations WHERE source = ?1)
                 + (SELECT COUNT(*) FROM cursors WHERE source = ?1)
                 + (SELECT COUNT(*) FROM sync_runs WHERE source = ?1) AS "n!: i64""#,
-        name
-    )
-    .fetch_one(tx)
-    .await?)
+            name
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn rename_in(
+        &mut self,
+        table: &'static str,
+        old: &str,
+        new: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {table} SET source = ? WHERE source = ?"
+        )))
+        .bind(new)
+        .bind(old)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_from(&mut self, table: &'static str, source: &str) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE source = ?"
+        )))
+        .bind(source)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, Transaction};
 use super::SqliteStore;
 use super::rows::upsert_records;
 use super::runs::note_commit;
-use crate::record::{Absence, ActivityPatch, DetailRequest};
+use crate::record::{Absence, ActivityPatch, ConversationRecord, DetailRequest};
+use crate::store::follow_ups::{DetailStatements, runs_of, sources_of, write_detail};
 use crate::store::upsert::Owner;
 use crate::store::{DetailWrite, FollowUpQueue, PageCounts, StoreError};
 use crate::time::Timestamp;
@@ -99,23 +100,19 @@ impl FollowUpQueue for SqliteStore {
         }
         let result = async {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let now = Timestamp::now().to_mirror_text();
+            let mut details = SqliteDetails {
+                tx: &mut tx,
+                now: Timestamp::now().to_mirror_text(),
+            };
             for write in writes {
-                counts += write_detail(&mut tx, write, &now).await?;
+                counts += write_detail(&mut details, write).await?;
             }
-            let mut runs: Vec<i64> = writes.iter().map(|w| w.run_id).collect();
-            runs.sort_unstable();
-            runs.dedup();
-            note_commit(&mut tx, &runs).await?;
+            note_commit(&mut tx, &runs_of(writes)).await?;
             tx.commit().await?;
             Ok(counts)
         }
         .await;
-        for source in writes
-            .iter()
-            .map(|w| w.source)
-            .collect::<std::collections::BTreeSet<_>>()
-        {
+        for source in sources_of(writes) {
             self.last_write.note(source, &result);
         }
         result
@@ -145,43 +142,41 @@ impl SqliteStore {
     }
 }
 
-/// Writes one follow-up's result and its dequeue (or next position).
-async fn write_detail(
-    tx: &mut Transaction<'static, Sqlite>,
-    write: &DetailWrite<'_>,
-    now: &str,
-) -> Result<PageCounts, StoreError> {
-    let DetailWrite {
-        source,
-        provider,
-        account,
-        run_id,
-        detail,
-        record,
-        patch,
-        gone,
-        next,
-    } = *write;
-    let mut counts = match record {
-        Some(r) => {
-            let owner = Owner {
-                source,
-                provider,
-                account,
-                run_id,
-            };
-            upsert_records(tx, owner, now, &[(r, r.content_hash())])
-                .await?
-                .counts
-        }
-        None => PageCounts::default(),
-    };
-    if let Some(patch) = patch.filter(|p| !p.is_empty())
-        && apply_patch(tx, source, &detail.conversation_id, patch, run_id, now).await?
-    {
-        counts.updated += 1;
+/// The follow-up answers' statements, inside the write transaction.
+struct SqliteDetails<'t> {
+    tx: &'t mut Transaction<'static, Sqlite>,
+    now: String,
+}
+
+impl DetailStatements for SqliteDetails<'_> {
+    async fn upsert_record(
+        &mut self,
+        owner: Owner<'_>,
+        record: &ConversationRecord,
+    ) -> Result<PageCounts, StoreError> {
+        let rows = [(record, record.content_hash())];
+        Ok(upsert_records(self.tx, owner, &self.now, &rows)
+            .await?
+            .counts)
     }
-    if let Some(absence) = gone {
+
+    async fn apply_patch(
+        &mut self,
+        source: &str,
+        conversation_id: &str,
+        patch: &ActivityPatch,
+        run_id: i64,
+    ) -> Result<bool, StoreError> {
+        apply_patch(self.tx, source, conversation_id, patch, run_id, &self.now).await
+    }
+
+    async fn mark_gone(
+        &mut self,
+        source: &str,
+        conversation_id: &str,
+        absence: Absence,
+        run_id: i64,
+    ) -> Result<u64, StoreError> {
         let set = match absence {
             Absence::Closed => "active = 0, closed_at = COALESCE(closed_at, ?)",
             Absence::Deleted => "deleted_at = COALESCE(deleted_at, ?)",
@@ -191,46 +186,55 @@ async fn write_detail(
              WHERE source = ? AND conversation_id = ? AND deleted_at IS NULL
                AND (closed_at IS NULL OR ? = 'deleted')"
         )))
-        .bind(now)
-        .bind(now)
+        .bind(&self.now)
+        .bind(&self.now)
         .bind(run_id)
         .bind(source)
-        .bind(&detail.conversation_id)
+        .bind(conversation_id)
         .bind(match absence {
             Absence::Closed => "closed",
             Absence::Deleted => "deleted",
         })
-        .execute(&mut **tx)
+        .execute(&mut **self.tx)
         .await?;
-        counts.updated += done.rows_affected();
+        Ok(done.rows_affected())
     }
-    match next {
-        Some(position) => {
-            let position = position.to_string();
-            sqlx::query!(
-                "UPDATE follow_ups SET position = ? WHERE source = ? AND conversation_id = ? AND kind = ?",
-                position,
-                source,
-                detail.conversation_id,
-                detail.kind
-            )
-            .execute(&mut **tx)
-            .await?;
-        }
-        None => {
-            sqlx::query!(
-                "DELETE FROM follow_ups WHERE source = ? AND conversation_id = ? AND kind = ?",
-                source,
-                detail.conversation_id,
-                detail.kind
-            )
-            .execute(&mut **tx)
-            .await?;
-        }
+
+    async fn store_position(
+        &mut self,
+        source: &str,
+        detail: &DetailRequest,
+        position: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let position = position.to_string();
+        sqlx::query!(
+            "UPDATE follow_ups SET position = ? WHERE source = ? AND conversation_id = ? AND kind = ?",
+            position,
+            source,
+            detail.conversation_id,
+            detail.kind
+        )
+        .execute(&mut **self.tx)
+        .await?;
+        Ok(())
     }
-    Ok(counts)
+
+    async fn dequeue(&mut self, source: &str, detail: &DetailRequest) -> Result<(), StoreError> {
+        sqlx::query!(
+            "DELETE FROM follow_ups WHERE source = ? AND conversation_id = ? AND kind = ?",
+            source,
+            detail.conversation_id,
+            detail.kind
+        )
+        .execute(&mut **self.tx)
+        .await?;
+        Ok(())
+    }
 }
 
+/// Writes who spoke last as a conversation's messages tell it: message times only move
+/// forward (an older message list never rewinds them), and the row counts as changed only
+/// when a value moved. Says whether it did.
 async fn apply_patch(
     tx: &mut Transaction<'static, Sqlite>,
     source: &str,

@@ -4,6 +4,7 @@
 //! kills, pauses and a PostgreSQL restart (`scale`). PostgreSQL only: a SQLite file has one
 //! daemon.
 
+mod defaults;
 mod engines;
 mod fencing;
 mod operator;

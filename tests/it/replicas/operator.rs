@@ -1,6 +1,7 @@
 //! What an operator sees of replicas: `convsync status` names each source's replica and
 //! since when (or `unowned`), `/readyz` leaves a source another replica runs to it, and
-//! `/metrics` counts the replica's leases.
+//! `/metrics` counts the replica's leases; a replica left with nothing it could run exits
+//! non-zero naming what stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,11 @@ use convsync::health::readiness::SourceState;
 use convsync::health::{HealthApp, Liveness};
 use convsync::time::Timestamp;
 
+use convsync::sim_config::SourceTuning;
+
 use super::{ReplicaBed, all_caught_up, eventually, held_by, source_name};
-use crate::support::reliability::BINARY;
+use crate::support::reliability::{BINARY, PATIENCE};
+use crate::support::replicas::ReplicaConfig;
 
 /// A replica that finds one of its two scopes held by another replica runs the other one;
 /// `/readyz` counts the scope held elsewhere as fine, `/metrics` names the replica and
@@ -118,4 +122,85 @@ fn status_text(config: &std::path::Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     text
+}
+
+/// The real binary: two `convsync run` replicas whose every source has its credentials
+/// rejected each give up every scope once it failed in them (released, never claimed
+/// again, so each scope goes round the replicas once instead of bouncing), then exit
+/// non-zero naming every source and why, as a SQLite daemon does; the leases end unowned
+/// and nothing was committed.
+#[tokio::test]
+async fn replicas_whose_every_source_is_refused_exit_non_zero_naming_them() {
+    let sim = convsync_sim::Simulator::start(convsync_sim::SimOptions {
+        spruce_accounts: 2,
+        d365_accounts: 0,
+        sinch_accounts: 0,
+        highlevel_locations: 0,
+        conversations: 5,
+        activity_rate: 0.0,
+        ..convsync_sim::SimOptions::default()
+    })
+    .await
+    .expect("simulator starts");
+    let db = convsync_testpg::TestPgDb::new().await;
+    let config = ReplicaConfig::write(
+        &sim,
+        &db.url,
+        "lease_ttl = \"5s\"",
+        &SourceTuning::default(),
+    );
+    for i in 0..2 {
+        let secret = config
+            .dir
+            .path()
+            .join("secrets")
+            .join(format!("SIM_SPRUCE_API_TOKEN_{i}"));
+        std::fs::write(secret, "a-token-spruce-refuses").unwrap();
+    }
+
+    let mut replicas = [config.spawn("refused-1"), config.spawn("refused-2")];
+    for replica in &mut replicas {
+        let status = replica.exit_within(PATIENCE).await;
+        let output = replica.output();
+        assert_eq!(status.code(), Some(1), "{}:\n{output}", replica.name);
+        for source in ["spruce-0", "spruce-1"] {
+            assert!(
+                output.contains(&format!("{source}: credentials rejected")),
+                "{} does not name {source}:\n{output}",
+                replica.name
+            );
+        }
+        assert!(output.contains("no source is left running"), "{output}");
+        assert_eq!(
+            output
+                .matches("every source of this scope stopped here")
+                .count(),
+            2,
+            "each scope given up once in {}:\n{output}",
+            replica.name
+        );
+    }
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let owners: Vec<Option<String>> = sqlx::query_scalar("SELECT owner FROM leases ORDER BY scope")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(owners, [None, None], "every lease released");
+    let claims: Vec<i64> = sqlx::query_scalar("SELECT epoch FROM leases ORDER BY scope")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        claims.iter().all(|&epoch| epoch >= 2),
+        "each scope tried by both replicas: {claims:?}"
+    );
+    let committed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE last_commit_at IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(committed, 0);
+    pool.close().await;
+    sim.shutdown().await;
 }

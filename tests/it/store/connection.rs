@@ -1,14 +1,17 @@
 //! How convsync reaches a PostgreSQL server, against the tests' secured cluster (TLS with a
 //! CA of its own, a TLS-only group, a password group; `convsync_testpg`): the server is
-//! checked as `[database] tls_mode` says, the password comes from a secret reference, and
-//! neither a wrong certificate nor a wrong password is ever reported with the password.
+//! checked as `[database] tls_mode` says, the password comes from a secret reference, a
+//! client certificate is shown to a server that requires one, and neither a wrong
+//! certificate nor a wrong password is ever reported with the password or the key.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use convsync::config::Config;
 use convsync::store::{Store, StoreSettings, TlsMode, TlsSettings};
-use convsync_testpg::{CERTIFIED_HOST, PASSWORD_GROUP, TLS_ONLY_GROUP, TestPgDb};
+use convsync_testpg::{
+    CERTIFIED_HOST, CLIENT_CERT_GROUP, ClientCertFiles, PASSWORD_GROUP, TLS_ONLY_GROUP, TestPgDb,
+};
 use sqlx::Row;
 
 use crate::support::capture::trace_capture;
@@ -35,7 +38,11 @@ async fn connect(
     Store::connect(&StoreSettings {
         url: db.url_as(role, host),
         max_connections: 2,
-        tls: TlsSettings { mode, root_cert },
+        tls: TlsSettings {
+            mode,
+            root_cert,
+            client: None,
+        },
         ..StoreSettings::default()
     })
     .await
@@ -148,15 +155,30 @@ async fn require_encrypts_and_disable_meets_a_tls_only_server() {
 /// Writes a config over `db` as `role` with `[database] password` read from a file holding
 /// `password`, and a Spruce source (never polled here); returns the config's path.
 fn write_config(dir: &std::path::Path, db: &TestPgDb, role: &str, password: &str) -> String {
-    let file = |name: &str, value: &str| write_file(dir, name, value).display().to_string();
+    let password = write_file(dir, "db-password", &format!("{password}\n"));
+    let keys = format!("password = {{ file = \"{}\" }}\n", password.display());
+    write_config_with(dir, db, role, &keys)
+        .display()
+        .to_string()
+}
+
+/// Writes a config over `db` as `role` (TLS verify-full with the cluster's CA) with the
+/// `[database]` keys `keys` besides, and a Spruce source (never polled here); returns the
+/// config's path.
+fn write_config_with(
+    dir: &std::path::Path,
+    db: &TestPgDb,
+    role: &str,
+    keys: &str,
+) -> std::path::PathBuf {
+    let token = write_file(dir, "spruce-token", "spruce-token-value");
     let text = format!(
         r#"
 [database]
 url = "{url}"
-password = {{ file = "{password}" }}
 tls_mode = "verify-full"
 tls_root_cert = "{ca}"
-
+{keys}
 [health]
 enabled = false
 
@@ -168,13 +190,12 @@ organization_id = "entity_1"
 api_token = {{ file = "{token}" }}
 "#,
         url = db.url_as(role, CERTIFIED_HOST),
-        password = file("db-password", &format!("{password}\n")),
         ca = db.ca_cert().display(),
-        token = file("spruce-token", "spruce-token-value"),
+        token = token.display(),
     );
     let path = dir.join("convsync.toml");
     std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    path
 }
 
 /// A role that logs in by password (SCRAM) connects with the password its
@@ -265,5 +286,83 @@ async fn the_documented_postgres_commands_work_and_never_show_the_password() {
             !text.contains(PASSWORD),
             "{step} showed the password:\n{text}"
         );
+    }
+}
+
+/// Loads a config over `db` as `role` with `[database] tls_client_cert` and
+/// `tls_client_key` (a file reference) when `client` is given.
+fn client_cert_config(
+    dir: &std::path::Path,
+    db: &TestPgDb,
+    role: &str,
+    client: Option<&ClientCertFiles>,
+) -> Config {
+    let keys = client.map_or(String::new(), |files| {
+        format!(
+            "tls_client_cert = \"{}\"\ntls_client_key = {{ file = \"{}\" }}\n",
+            files.cert.display(),
+            files.key.display()
+        )
+    });
+    Config::load(&write_config_with(dir, db, role, &keys)).unwrap()
+}
+
+/// A server that requires a client certificate (`clientcert=verify-full`) accepts the one
+/// its client CA issued for the role, given as `[database] tls_client_cert` and
+/// `tls_client_key`; without a certificate, or with one from another CA, the connection is
+/// refused with an error that says why and shows no key, in the error, the settings'
+/// `Debug` or any log line.
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_certificate_is_shown_to_a_server_that_requires_one() {
+    let db = TestPgDb::secured().await;
+    let role = format!("cert_{}", db.name);
+    db.create_owner(&role, CLIENT_CERT_GROUP, None).await;
+    let (capture, _guard) = trace_capture();
+    let dir = tempfile::tempdir().unwrap();
+    let right = db.issue_client_cert(&role, dir.path(), true);
+    let stranger = db.issue_client_cert(&role, dir.path(), false);
+    let keys: Vec<String> = [&right, &stranger]
+        .iter()
+        .map(|files| std::fs::read_to_string(&files.key).unwrap())
+        .collect();
+
+    let config = client_cert_config(dir.path(), &db, &role, Some(&right));
+    let store = Store::open(&config.store).await.unwrap();
+    let user: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(store.as_postgres().unwrap().pool())
+        .await
+        .unwrap();
+    assert_eq!(user, role);
+    assert!(encrypted(&store).await);
+    let shown = format!("{store:?} {:?}", config.store);
+    store.close().await;
+
+    let config = client_cert_config(dir.path(), &db, &role, None);
+    let without = Store::open(&config.store).await.unwrap_err();
+    let without = convsync::error_text::error_chain(&without);
+    assert!(
+        without.contains("cannot connect to postgres://")
+            && without.contains("connection requires a valid client certificate")
+            && without.contains(&role),
+        "{without}"
+    );
+
+    let config = client_cert_config(dir.path(), &db, &role, Some(&stranger));
+    let foreign = Store::open(&config.store).await.unwrap_err();
+    let foreign = convsync::error_text::error_chain(&foreign);
+    assert!(
+        foreign.contains("cannot connect to postgres://")
+            && foreign.contains(&format!("tls_client_cert {}", stranger.cert.display()))
+            && foreign.contains("UnknownCA"),
+        "{foreign}"
+    );
+
+    let everything = format!("{shown}\n{without}\n{foreign}\n{}", capture.text());
+    for key in &keys {
+        let body = key.lines().nth(1).unwrap();
+        assert!(!everything.contains(body), "a key leaked:\n{everything}");
+    }
+    for words in ["tls_client_key", "PRIVATE KEY"] {
+        assert!(!everything.contains(words), "{words} shown:\n{everything}");
     }
 }

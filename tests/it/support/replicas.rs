@@ -145,6 +145,14 @@ impl Replica {
             .unwrap()
     }
 
+    /// Waits up to `limit` for it to exit on its own; its exit status.
+    pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit on its own:\n{}", self.name, self.output()))
+            .unwrap()
+    }
+
     /// Whether it is still running (a crash shows up here).
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
