@@ -76,6 +76,9 @@ struct Credit {
     left: Option<u64>,
     /// Requests sent and not yet answered.
     in_flight: u64,
+    /// Requests answered so far. A permit notes it when sent: the requests answered while
+    /// it was in flight may have been served after it, so its answer's count never saw them.
+    ended: u64,
 }
 
 /// One request's claim on a budget, from sending until it is dropped. Dropping it ends
@@ -85,6 +88,8 @@ struct Credit {
 pub struct Permit<'a> {
     budget: &'a RequestBudget,
     remaining: Option<u64>,
+    /// [`Credit::ended`] when this request was sent.
+    ended_before: u64,
 }
 
 impl Permit<'_> {
@@ -97,7 +102,7 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.budget.end_request(self.remaining);
+        self.budget.end_request(self.remaining, self.ended_before);
     }
 }
 
@@ -157,6 +162,7 @@ impl RequestBudget {
         max_pause: Duration,
     ) -> Result<(Permit<'_>, Duration), (Duration, &'static str)> {
         let start = Instant::now();
+        let ended_before;
         loop {
             if let Some((wait, reason)) = self.pause_remaining() {
                 if wait > max_pause {
@@ -175,6 +181,7 @@ impl RequestBudget {
                     left => {
                         credit.left = left.map(|n| n.saturating_sub(1));
                         credit.in_flight += 1;
+                        ended_before = credit.ended;
                         break;
                     }
                 }
@@ -184,6 +191,7 @@ impl RequestBudget {
         let permit = Permit {
             budget: self,
             remaining: None,
+            ended_before,
         };
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
@@ -219,13 +227,22 @@ impl RequestBudget {
         }
     }
 
-    fn end_request(&self, remaining: Option<u64>) {
+    fn end_request(&self, remaining: Option<u64>, ended_before: u64) {
         {
             let mut credit = self.credit.lock().expect("budget lock poisoned");
             credit.in_flight = credit.in_flight.saturating_sub(1);
+            // Answers arrive in any order: the requests answered while this one was in
+            // flight, like those still in flight, may have been served after it, so the
+            // count it reports may not include them. Taking the count as it stands would
+            // hand back what they spent, and a window's last requests would be refused.
+            let answered_meanwhile = credit.ended.saturating_sub(ended_before);
+            credit.ended = credit.ended.saturating_add(1);
             if let Some(remaining) = remaining {
-                // The other requests in flight may each spend one of what is left.
-                credit.left = Some(remaining.saturating_sub(credit.in_flight));
+                credit.left = Some(
+                    remaining
+                        .saturating_sub(credit.in_flight)
+                        .saturating_sub(answered_meanwhile),
+                );
             }
         }
         self.request_ended.notify_waiters();
@@ -241,6 +258,39 @@ mod tests {
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// An answer that arrives after a later-served request's answer reports a count that
+    /// does not include that request: it must not hand back what that request spent.
+    #[tokio::test]
+    async fn answers_out_of_order_never_raise_the_count_above_the_providers() {
+        let budget = RequestBudget::new(None);
+        let (mut first, _) = budget.acquire(Duration::MAX).await.unwrap();
+        first.report(Some(10));
+        drop(first);
+        let now = Timestamp::from_epoch_millis(0).unwrap();
+        // The provider serves `a` (9 left), then `b` (8 left); `b`'s answer arrives first.
+        let (mut a, _) = budget.acquire(Duration::MAX).await.unwrap();
+        let (mut b, _) = budget.acquire(Duration::MAX).await.unwrap();
+        b.report(Some(8));
+        drop(b);
+        assert_eq!(
+            budget.snapshot(now).requests_left,
+            Some(7),
+            "`a` is still in flight and may spend one"
+        );
+        a.report(Some(9));
+        drop(a);
+        assert_eq!(
+            budget.snapshot(now).requests_left,
+            Some(8),
+            "the provider has 8 left, not the 9 `a` saw before `b` was served"
+        );
+        // A later answer (a fresh window) is taken as it stands.
+        let (mut c, _) = budget.acquire(Duration::MAX).await.unwrap();
+        c.report(Some(100));
+        drop(c);
+        assert_eq!(budget.snapshot(now).requests_left, Some(100));
     }
 
     /// Requests in flight spend the count the provider reported: the one that would

@@ -30,11 +30,9 @@ async fn two_default_replicas_keep_to_every_providers_limits() {
     let db = convsync_testpg::TestPgDb::new().await;
     let sim = Simulator::start(SimOptions {
         seed: 0xDEFA,
-        // Several pages per scope, and some 600 reply-state reads per Spruce organization:
-        // over half its minute's quota. (A first sync that needs more than a minute's
-        // quota, 1,500 conversations here, draws a few 429s from Spruce even in one
-        // process: the header-paced budget overshoots; see the report of this change.)
-        conversations: 800,
+        // Several pages per scope, and over a minute's quota of reply-state reads per
+        // Spruce organization: its header-paced budget must stop at the window's end.
+        conversations: 1_500,
         activity_rate: 0.0,
         d365_accounts: 0,
         spruce_accounts: 2,
