@@ -106,6 +106,11 @@ struct Args {
     /// Conversations per location in the scale-out scenario.
     #[arg(long, default_value_t = 50)]
     replica_conversations: u32,
+    /// Measure this `convsync` binary instead of the one cargo built with the bench: a
+    /// before/after comparison of a change in one session (build the "before", copy its
+    /// `target/release/convsync` aside, then run the bench with this flag and without).
+    #[arg(long)]
+    convsync_bin: Option<PathBuf>,
     /// Keep the work directory (databases, configs, logs) for inspection.
     #[arg(long)]
     keep: bool,
@@ -165,7 +170,10 @@ struct Env {
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let env = Env {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_convsync")),
+        bin: args
+            .convsync_bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_convsync"))),
         work: Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("bench-sync-{}", std::process::id())),
     };
@@ -176,6 +184,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         if args.smoke { " (smoke)" } else { "" }
     );
     println!("{}", machine());
+    println!("binary: {}", env.bin.display());
     println!("work directory: {}\n", env.work.display());
 
     let scale_only = !args.replicas.is_empty() && !args.smoke;

@@ -2,6 +2,12 @@
 //! scope (the sources sharing one request budget) is run by the replica holding its lease
 //! (`store::Leases`), so that each budget lives in exactly one process at a time.
 //!
+//! A replica that starts records its heartbeat at once and waits a short **join window**
+//! ([`join_window`]) before it first counts the live replicas and claims: replicas started
+//! together are then all counted by each other's first claim, and split the scopes from the
+//! start instead of the first one taking everything and handing most of it on a lease turn
+//! later. A lone replica's first claim, for every scope, comes that window late, once.
+//!
 //! Every third of the lease's lifetime (`[replicas] lease_ttl`) the lease loop
 //! - beats the replica's heartbeat and renews the leases it holds; a scope whose lease was
 //!   not renewed was taken over, and its sources stop at once;
@@ -99,6 +105,20 @@ pub fn lease_deadline(asked_at: Instant, ttl: Duration) -> Instant {
 /// How often the lease loop runs.
 fn loop_period(ttl: Duration) -> Duration {
     ttl / 3
+}
+
+/// The longest a starting replica waits for its peers before its first claim: Kafka's
+/// consumer groups wait as long for members to join before their first assignment
+/// (`group.initial.rebalance.delay.ms`, 3 s), for the same trade. Replicas an orchestrator
+/// starts together (a compose file, a Deployment's pods, systemd units) start within it;
+/// a lone replica's first sync is delayed by no more, once.
+const JOIN_WINDOW_MAX: Duration = Duration::from_secs(3);
+
+/// How long a starting replica waits, its heartbeat recorded, before it first counts the
+/// live replicas and claims its share: [`JOIN_WINDOW_MAX`], and never more than one turn
+/// of the lease loop, since a peer that comes later is counted at the next turn anyway.
+pub fn join_window(ttl: Duration) -> Duration {
+    loop_period(ttl).min(JOIN_WINDOW_MAX)
 }
 
 /// A scope this replica holds, and what runs its sources.
@@ -533,6 +553,12 @@ pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<
     );
     let mut start = daemon_task;
     let period = loop_period(replica.ttl());
+    // Announced at once, so that peers starting now count this replica in their first claim.
+    let joined_at = Instant::now() + join_window(replica.ttl());
+    if let Err(e) = replica.store().heartbeat(replica.name()).await {
+        tracing::warn!(error = %e, "could not record this replica's heartbeat");
+    }
+    let mut joining = true;
     let mut registered = false;
     while !shutdown.is_cancelled() {
         if !registered {
@@ -543,6 +569,17 @@ pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<
                     false
                 }
             };
+        }
+        if registered && joining {
+            let wait = joined_at.saturating_duration_since(Instant::now());
+            tracing::debug!(
+                ?wait,
+                "waiting for the replicas started together to announce themselves"
+            );
+            if !sleep_unless_cancelled(wait, &shutdown).await {
+                break;
+            }
+            joining = false;
         }
         if registered {
             lease_step(&mut replica, &mut start).await;
@@ -865,6 +902,19 @@ mod tests {
                 "two renewals fit before it"
             );
             assert_eq!(deadline - asked, ttl - ttl / 4);
+        }
+    }
+
+    /// The join window is a few seconds at the default lease and never longer than a turn
+    /// of the lease loop, so a lone replica's first claim is late by at most that.
+    #[test]
+    fn the_join_window_is_short_and_within_a_turn() {
+        assert_eq!(join_window(Duration::from_secs(30)), Duration::from_secs(3));
+        assert_eq!(join_window(Duration::from_secs(6)), Duration::from_secs(2));
+        for secs in [3, 5, 9, 30, 300] {
+            let ttl = Duration::from_secs(secs);
+            assert!(join_window(ttl) <= loop_period(ttl));
+            assert!(join_window(ttl) <= JOIN_WINDOW_MAX);
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod defaults;
 mod engines;
+mod fairness;
 mod fencing;
 mod operator;
 mod scale;
@@ -125,18 +126,7 @@ impl ReplicaBed {
 
     /// Replica `name` running (`Engine::run`) over the organizations `indices`.
     async fn run(&self, name: &str, indices: &[usize]) -> Running {
-        let app = self.app(name, indices).await;
-        let engine = app.engine().clone();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { engine.run(shutdown).await }
-        });
-        Running {
-            app,
-            shutdown,
-            task: Some(task),
-        }
+        Running::start(self.app(name, indices).await)
     }
 }
 
@@ -153,6 +143,21 @@ struct Running {
 }
 
 impl Running {
+    /// Runs `app`'s engine (`Engine::run`) until stopped.
+    fn start(app: TestApp) -> Running {
+        let engine = app.engine().clone();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { engine.run(shutdown).await }
+        });
+        Running {
+            app,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
     fn store(&self) -> &Store {
         self.app.store()
     }
