@@ -29,14 +29,15 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
     exit 0
 fi
 
-# The first non-security archive in apt's sources (one-line or deb822 format), as
-# tests/systemd-image.sh finds it.
-mirror="$( {
-    grep -hsE '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
-        sed -E 's/\[[^]]*\]//' | awk '{print $2}'
-    grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
-} | grep -v security | head -n 1)"
-[[ -n "$mirror" ]] || { echo "postgres-image: no Debian archive in apt's sources" >&2; exit 1; }
+# Tests running at the same time build it once: the others wait here, then find it.
+exec 9>/var/tmp/convsync-postgres-image.lock
+flock 9
+if docker image inspect "$tag" >/dev/null 2>&1; then
+    echo "$tag"
+    exit 0
+fi
+
+mirror="$("$(dirname "$0")/debian-mirror.sh")"
 
 work="$(mktemp -d /var/tmp/convsync-postgres-image.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -20,7 +20,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::deploy::{
-    PATIENCE, SpruceSite, checkout_files, documented_steps, skip, static_binary, text, wait_until,
+    PATIENCE, SpruceSite, checkout_files, documented_steps, simulate_args, skip, static_binary,
+    text, wait_until,
 };
 
 const COMPOSE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/compose.yaml");
@@ -208,14 +209,16 @@ pub(super) fn simulator_service(
     simulator: &str,
     organizations: u32,
 ) -> String {
+    let command: Vec<String> = std::iter::once("/usr/local/bin/convsync-sim".to_owned())
+        .chain(simulate_args(SIM_PORT, organizations, "127.0.0.1"))
+        .map(|arg| format!("\"{arg}\""))
+        .collect();
     format!(
         "  {name}:\n    image: {tag}\n    network_mode: \"service:{beside}\"\n    \
          read_only: true\n    tmpfs: [/var/lib/convsync]\n    \
-         volumes: [\"{simulator}:/usr/local/bin/convsync-sim:ro\"]\n    entrypoint: \
-         [/usr/local/bin/convsync-sim, simulate, --seed, \"8\", --spruce-port, \"{SIM_PORT}\", \
-         --spruce-accounts, \"{organizations}\", --conversations, \"40\", \
-         --activity-rate, \"0\", --d365-accounts, \"0\", --sinch-accounts, \"0\", \
-         --highlevel-locations, \"0\"]\n"
+         volumes: [\"{simulator}:/usr/local/bin/convsync-sim:ro\"]\n    \
+         entrypoint: [{}]\n",
+        command.join(", ")
     )
 }
 
@@ -228,12 +231,17 @@ pub(super) fn free_port() -> u16 {
         .port()
 }
 
-/// Whether a Docker engine answers.
-pub(super) fn docker_engine() -> bool {
-    Command::new("docker")
+/// Why the documented Compose commands cannot run here, if they cannot: they need
+/// Debian's docker-compose and a Docker engine.
+pub(super) fn compose_unavailable() -> Option<&'static str> {
+    if !composes().contains(&vec!["docker-compose"]) {
+        return Some("Debian's docker-compose is not installed");
+    }
+    let engine = Command::new("docker")
         .arg("info")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    (!engine).then_some("no Docker engine")
 }
 
 /// The documented Compose commands, run for real with Debian's docker-compose 1.29 on an
@@ -241,13 +249,8 @@ pub(super) fn docker_engine() -> bool {
 /// `down` stops it cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_compose_commands_run_the_mirror_offline() {
-    let test = "documented_compose_commands_run_the_mirror_offline";
-    if !composes().contains(&vec!["docker-compose"]) {
-        skip(test, "Debian's docker-compose is not installed");
-        return;
-    }
-    if !docker_engine() {
-        skip(test, "no Docker engine");
+    if let Some(why) = compose_unavailable() {
+        skip("documented_compose_commands_run_the_mirror_offline", why);
         return;
     }
     // The binary the offline build packs (without the simulator, like the image the docs

@@ -21,10 +21,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::compose::{
-    DOC_REPLICAS_FILE, Run, SIM_PORT, composes, docker_engine, free_port, simulator_service,
+    DOC_REPLICAS_FILE, Run, SIM_PORT, compose_unavailable, free_port, simulator_service,
 };
 use crate::support::deploy::{
-    PATIENCE, SpruceSite, lease_events, skip, static_binary, text, wait_until,
+    LEASE_OWNERS, PATIENCE, SpruceSite, lease_events, lease_owners, psql_args, psql_rows, skip,
+    static_binary, text, wait_until,
 };
 
 /// Replica names the compose file gives.
@@ -35,36 +36,16 @@ impl Run {
     /// psql in the `postgres` service, as the server's own user over its socket: one
     /// query, unaligned rows of `|`-separated fields.
     fn psql(&self, query: &str) -> Vec<Vec<String>> {
-        let output = self.compose(&[
-            "exec",
-            "-T",
-            "postgres",
-            "psql",
-            "--no-psqlrc",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "convsync",
-            "-d",
-            "mirror",
-            "-At",
-            "-c",
-            query,
-        ]);
+        let mut args = vec!["exec", "-T", "postgres"];
+        args.extend(psql_args(query));
+        let output = self.compose(&args);
         assert!(output.status.success(), "psql {query}: {}", text(&output));
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.split('|').map(str::to_owned).collect())
-            .collect()
+        psql_rows(&String::from_utf8_lossy(&output.stdout))
     }
 
     /// Each scope's lease holder (empty when unowned).
     fn owners(&self) -> BTreeMap<String, String> {
-        self.psql("SELECT scope, coalesce(owner, '') FROM leases ORDER BY scope")
-            .into_iter()
-            .map(|mut row| (row.remove(0), row.remove(0)))
-            .collect()
+        lease_owners(self.psql(LEASE_OWNERS))
     }
 
     /// The container of `service`.
@@ -104,13 +85,11 @@ fn watch(container: &str) -> impl FnOnce() -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_compose_replicas_share_and_hand_over_the_mirror() {
-    let test = "documented_compose_replicas_share_and_hand_over_the_mirror";
-    if !composes().contains(&vec!["docker-compose"]) {
-        skip(test, "Debian's docker-compose is not installed");
-        return;
-    }
-    if !docker_engine() {
-        skip(test, "no Docker engine");
+    if let Some(why) = compose_unavailable() {
+        skip(
+            "documented_compose_replicas_share_and_hand_over_the_mirror",
+            why,
+        );
         return;
     }
     let started = Instant::now();

@@ -23,7 +23,10 @@ use std::time::Instant;
 
 use super::compose_replicas::run_image_script;
 use super::systemd::{Machine, StdoutText as _, build_deb, missing_prerequisite, repo, run};
-use crate::support::deploy::{LeaseEvent, SpruceSite, documented_steps, lease_events, wait_until};
+use crate::support::deploy::{
+    LEASE_OWNERS, LeaseEvent, SpruceSite, documented_steps, lease_events, lease_owners, psql_args,
+    psql_rows, simulate_args, wait_until,
+};
 
 /// Where the simulator serves Spruce, on the network and on each host's loopback.
 const SPRUCE_PORT: u16 = 18480;
@@ -94,35 +97,14 @@ impl Drop for Infra {
 
 /// One query on the server, as its own user over its socket; `|`-separated rows.
 fn psql(server: &str, query: &str) -> Vec<Vec<String>> {
-    run(Command::new("docker").args([
-        "exec",
-        server,
-        "psql",
-        "--no-psqlrc",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "convsync",
-        "-d",
-        "mirror",
-        "-At",
-        "-c",
-        query,
-    ]))
-    .lines()
-    .map(|l| l.split('|').map(str::to_owned).collect())
-    .collect()
+    psql_rows(&run(Command::new("docker")
+        .args(["exec", server])
+        .args(psql_args(query))))
 }
 
 /// Each scope's lease holder (empty when unowned).
 fn owners(server: &str) -> BTreeMap<String, String> {
-    psql(
-        server,
-        "SELECT scope, coalesce(owner, '') FROM leases ORDER BY scope",
-    )
-    .into_iter()
-    .map(|mut r| (r.remove(0), r.remove(0)))
-    .collect()
+    lease_owners(psql(server, LEASE_OWNERS))
 }
 
 /// Whether both replicas hold one scope each; the scope `mirror-a` holds, if so.
@@ -211,6 +193,7 @@ fn documented_replicas_on_two_systemd_hosts_share_and_fail_over() {
         ],
     );
     let simulator_name = format!("convsync-it-sim-{id}");
+    let simulate = simulate_args(SPRUCE_PORT, 2, "0.0.0.0");
     infra.start(
         &simulator_name,
         &[
@@ -221,26 +204,10 @@ fn documented_replicas_on_two_systemd_hosts_share_and_fail_over() {
             "--entrypoint",
             "/usr/local/bin/convsync-sim",
             &postgres_image,
-            "simulate",
-            "--bind",
-            "0.0.0.0",
-            "--seed",
-            "8",
-            "--spruce-port",
-            &SPRUCE_PORT.to_string(),
-            "--spruce-accounts",
-            "2",
-            "--conversations",
-            "40",
-            "--activity-rate",
-            "0",
-            "--d365-accounts",
-            "0",
-            "--sinch-accounts",
-            "0",
-            "--highlevel-locations",
-            "0",
-        ],
+        ]
+        .into_iter()
+        .chain(simulate.iter().map(String::as_str))
+        .collect::<Vec<_>>(),
     );
     wait_until("the server to accept connections", || {
         Command::new("docker")

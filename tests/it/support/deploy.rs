@@ -447,3 +447,68 @@ pub fn lease_events(logs: &str, message: &str, scope: &str) -> Vec<LeaseEvent> {
         })
         .collect()
 }
+
+/// The arguments after a simulator binary that serve the world of
+/// [`SpruceSite::start_organizations`]`(40, organizations, …)`: Spruce alone on
+/// `spruce_port`, seed 8, no activity, listening on `bind`.
+pub fn simulate_args(spruce_port: u16, organizations: u32, bind: &str) -> Vec<String> {
+    [
+        "simulate",
+        "--bind",
+        bind,
+        "--seed",
+        "8",
+        "--spruce-port",
+        &spruce_port.to_string(),
+        "--spruce-accounts",
+        &organizations.to_string(),
+        "--conversations",
+        "40",
+        "--activity-rate",
+        "0",
+        "--d365-accounts",
+        "0",
+        "--sinch-accounts",
+        "0",
+        "--highlevel-locations",
+        "0",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// psql's arguments for one `query` on the replicas' mirror (role `convsync`, database
+/// `mirror`) over the server's own socket, printing unaligned rows.
+pub fn psql_args(query: &str) -> [&str; 11] {
+    [
+        "psql",
+        "--no-psqlrc",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "convsync",
+        "-d",
+        "mirror",
+        "-At",
+        "-c",
+        query,
+    ]
+}
+
+/// The rows psql printed with [`psql_args`], as fields.
+pub fn psql_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Each scope's lease holder (empty when unowned), from the replicas' `leases` table.
+pub const LEASE_OWNERS: &str = "SELECT scope, coalesce(owner, '') FROM leases ORDER BY scope";
+
+/// [`LEASE_OWNERS`]' rows as scope → owner.
+pub fn lease_owners(rows: Vec<Vec<String>>) -> std::collections::BTreeMap<String, String> {
+    rows.into_iter()
+        .map(|mut row| (row.remove(0), row.remove(0)))
+        .collect()
+}
