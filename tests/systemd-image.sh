@@ -22,13 +22,7 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
     exit 0
 fi
 
-# The first non-security archive in apt's sources (one-line or deb822 format).
-mirror="$( {
-    grep -hsE '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
-        sed -E 's/\[[^]]*\]//' | awk '{print $2}'
-    grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
-} | grep -v security | head -n 1)"
-[[ -n "$mirror" ]] || { echo "systemd-image: no Debian archive in apt's sources" >&2; exit 1; }
+mirror="$("$(dirname "$0")/debian-mirror.sh")"
 
 work="$(mktemp -d /var/tmp/convsync-systemd-image.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -2,7 +2,8 @@
 //! `docker-compose` 1.29 (the Python one) and/or the `docker compose` plugin.
 //!
 //! Every installed Compose validates the file and the replicas' file,
-//! deploy/docker/compose.replicas.yaml (`config`). Then Debian's `docker-compose`
+//! deploy/docker/compose.replicas.yaml (`config`; the replicas run for real in
+//! compose_replicas.rs, with the [`Run`] set-up shared from here). Then Debian's `docker-compose`
 //! runs the commands docs/deploy.md marks (`compose-prepare`, `compose-offline`,
 //! `compose-down`) for real, in a copy of the checkout, against an image built offline:
 //! the container mirrors the simulator running on the host, `/readyz` turns healthy, and
@@ -19,7 +20,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::deploy::{
-    PATIENCE, SpruceSite, checkout_files, documented_steps, skip, static_binary, text, wait_until,
+    PATIENCE, SpruceSite, checkout_files, documented_steps, simulate_args, skip, static_binary,
+    text, wait_until,
 };
 
 const COMPOSE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/compose.yaml");
@@ -30,13 +32,15 @@ const REPLICAS_FILE: &str = concat!(
 );
 /// What docs/deploy.md names, and the test replaces.
 const DOC_PROJECT: &str = "-p convsync ";
-const DOC_FILE: &str = "-f deploy/docker/compose.yaml";
+/// The compose files docs/deploy.md names, relative to the checkout.
+pub(super) const DOC_FILE: &str = "deploy/docker/compose.yaml";
+pub(super) const DOC_REPLICAS_FILE: &str = "deploy/docker/compose.replicas.yaml";
 const DOC_TAG: &str = "convsync:latest";
 /// Where the simulator serves Spruce, on the service's loopback.
-const SIM_PORT: u16 = 18480;
+pub(super) const SIM_PORT: u16 = 18480;
 
 /// Each Compose on the machine, as the program and arguments that run it.
-fn composes() -> Vec<Vec<&'static str>> {
+pub(super) fn composes() -> Vec<Vec<&'static str>> {
     let candidates: [&[&'static str]; 2] = [&["docker-compose"], &["docker", "compose"]];
     candidates
         .into_iter()
@@ -79,39 +83,57 @@ fn compose_file_is_valid_for_every_installed_compose() {
 }
 
 /// The run's own names, and the cleanup of whatever the run made, even when it fails.
-struct Run {
-    project: String,
-    /// The host port the service's health endpoint is published on.
-    health_port: String,
-    tag: String,
-    dir: tempfile::TempDir,
+pub(super) struct Run {
+    pub(super) project: String,
+    /// The documented compose file the run uses ([`DOC_FILE`] or [`DOC_REPLICAS_FILE`]).
+    pub(super) file: &'static str,
+    pub(super) tag: String,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Run {
-    fn checkout(&self) -> std::path::PathBuf {
+    /// A run of `file` named after this process and `what`, in a copy of the checkout
+    /// (the copy has no target directory: binaries come from the real checkout).
+    pub(super) fn new(file: &'static str, what: &str) -> Run {
+        let run = Run {
+            project: format!("convsync-it-{what}-{}", std::process::id()),
+            file,
+            tag: format!("convsync:it-{what}-{}", std::process::id()),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for file in checkout_files() {
+            let to = run.checkout().join(&file);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(root.join(&file), &to).unwrap();
+        }
+        run
+    }
+
+    pub(super) fn checkout(&self) -> std::path::PathBuf {
         self.dir.path().join("checkout")
     }
 
-    fn override_file(&self) -> std::path::PathBuf {
+    pub(super) fn override_file(&self) -> std::path::PathBuf {
         self.dir.path().join("test-override.yaml")
     }
 
-    /// A documented command with the run's names: `docker-compose -p convsync -f
-    /// deploy/docker/compose.yaml …` gets this run's project and the override file, and
-    /// the image tag becomes this run's.
+    /// A documented command with the run's names: `docker-compose -p convsync -f FILE …`
+    /// gets this run's project and the override file, and the image tag becomes this run's.
     fn rewrite(&self, step: &str) -> String {
         let mut step = step.replace(DOC_TAG, &self.tag);
         if step.starts_with("docker-compose ") {
-            let documented = format!("{DOC_PROJECT}{DOC_FILE}");
+            let documented = format!("{DOC_PROJECT}-f {}", self.file);
             assert!(
-                step.contains(&documented),
+                step.contains(&format!("{documented} ")),
                 "a compose command without `{documented}`: {step}"
             );
             step = step.replace(
                 &documented,
                 &format!(
-                    "-p {} {DOC_FILE} -f {}",
+                    "-p {} -f {} -f {}",
                     self.project,
+                    self.file,
                     self.override_file().display()
                 ),
             );
@@ -120,7 +142,7 @@ impl Run {
     }
 
     /// Runs the documented steps of `section` in the checkout copy, one by one.
-    fn run_section(&self, section: &str, env: &[(&str, &str)]) -> Vec<String> {
+    pub(super) fn run_section(&self, section: &str, env: &[(&str, &str)]) -> Vec<String> {
         let mut outputs = Vec::new();
         for step in documented_steps(section) {
             let step = self.rewrite(&step);
@@ -143,16 +165,10 @@ impl Run {
     }
 
     /// `docker-compose` with this run's project and files.
-    fn compose(&self, args: &[&str]) -> Output {
+    pub(super) fn compose(&self, args: &[&str]) -> Output {
         Command::new("docker-compose")
             .current_dir(self.checkout())
-            .args([
-                "-p",
-                &self.project,
-                "-f",
-                "deploy/docker/compose.yaml",
-                "-f",
-            ])
+            .args(["-p", &self.project, "-f", self.file, "-f"])
             .arg(self.override_file())
             .args(args)
             .output()
@@ -168,7 +184,7 @@ impl Drop for Run {
                 text(&self.compose(&["logs", "--no-color"]))
             );
         }
-        if self.checkout().join("deploy/docker/compose.yaml").exists() {
+        if self.checkout().join(self.file).exists() {
             let down = self.compose(&["down", "--volumes", "--timeout", "5"]);
             if !down.status.success() {
                 eprintln!("cleanup: compose down failed: {}", text(&down));
@@ -180,22 +196,61 @@ impl Drop for Run {
     }
 }
 
+/// An override's service `name` running `convsync simulate` (the build at `simulator`,
+/// mounted into image `tag`) in the network namespace of service `beside`, so that it
+/// answers on that service's loopback, the only place plain http is accepted: Spruce
+/// alone, `organizations` organizations of 40 conversations, seed 8 and no activity,
+/// the world of [`SpruceSite::start_organizations`]. A tmpfs over the image's volume, so
+/// that it leaves no anonymous volume behind.
+pub(super) fn simulator_service(
+    name: &str,
+    beside: &str,
+    tag: &str,
+    simulator: &str,
+    organizations: u32,
+) -> String {
+    let command: Vec<String> = std::iter::once("/usr/local/bin/convsync-sim".to_owned())
+        .chain(simulate_args(SIM_PORT, organizations, "127.0.0.1"))
+        .map(|arg| format!("\"{arg}\""))
+        .collect();
+    format!(
+        "  {name}:\n    image: {tag}\n    network_mode: \"service:{beside}\"\n    \
+         read_only: true\n    tmpfs: [/var/lib/convsync]\n    \
+         volumes: [\"{simulator}:/usr/local/bin/convsync-sim:ro\"]\n    \
+         entrypoint: [{}]\n",
+        command.join(", ")
+    )
+}
+
+/// A TCP port free on the host's loopback now.
+pub(super) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Why the documented Compose commands cannot run here, if they cannot: they need
+/// Debian's docker-compose and a Docker engine.
+pub(super) fn compose_unavailable() -> Option<&'static str> {
+    if !composes().contains(&vec!["docker-compose"]) {
+        return Some("Debian's docker-compose is not installed");
+    }
+    let engine = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!engine).then_some("no Docker engine")
+}
+
 /// The documented Compose commands, run for real with Debian's docker-compose 1.29 on an
 /// image built offline: the service mirrors the simulator, `/readyz` turns healthy, and
 /// `down` stops it cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_compose_commands_run_the_mirror_offline() {
-    let test = "documented_compose_commands_run_the_mirror_offline";
-    if !composes().contains(&vec!["docker-compose"]) {
-        skip(test, "Debian's docker-compose is not installed");
-        return;
-    }
-    if !Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        skip(test, "no Docker engine");
+    if let Some(why) = compose_unavailable() {
+        skip("documented_compose_commands_run_the_mirror_offline", why);
         return;
     }
     // The binary the offline build packs (without the simulator, like the image the docs
@@ -205,23 +260,8 @@ async fn documented_compose_commands_run_the_mirror_offline() {
     let binary = static_binary(&["--without-sim"]);
     let simulator = static_binary(&[]);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let run = Run {
-        project: format!("convsync-it-{}", std::process::id()),
-        health_port: port.to_string(),
-        tag: format!("convsync:it-compose-{}", std::process::id()),
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for file in checkout_files() {
-        let to = run.checkout().join(&file);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(root.join(&file), &to).unwrap();
-    }
+    let port = free_port();
+    let run = Run::new(DOC_FILE, "compose");
     let site = SpruceSite::start(40).await;
     // Test only: this run's image tag, and the simulator beside the service, in the
     // service's network namespace (so convsync reaches it on its own loopback, the only
@@ -232,20 +272,16 @@ async fn documented_compose_commands_run_the_mirror_offline() {
     std::fs::write(
         run.override_file(),
         format!(
-            "services:\n  convsync:\n    image: {tag}\n  simulator:\n    image: {tag}\n    \
-             network_mode: \"service:convsync\"\n    read_only: true\n    \
-             tmpfs: [/var/lib/convsync]\n    \
-             volumes: [\"{simulator}:/usr/local/bin/convsync-sim:ro\"]\n    entrypoint: \
-             [/usr/local/bin/convsync-sim, simulate, --seed, \"8\", --spruce-port, \"{SIM_PORT}\", \
-             --conversations, \"40\", --activity-rate, \"0\", --d365-accounts, \"0\", \
-             --sinch-accounts, \"0\", --highlevel-locations, \"0\"]\n",
+            "services:\n  convsync:\n    image: {tag}\n{simulator}",
             tag = run.tag,
+            simulator = simulator_service("simulator", "convsync", &run.tag, &simulator, 1),
         ),
     )
     .unwrap();
 
     let token = site.sim.accounts().spruce[0].api_token.clone();
-    let health_port = [("CONVSYNC_HEALTH_PORT", run.health_port.as_str())];
+    let port_text = port.to_string();
+    let health_port = [("CONVSYNC_HEALTH_PORT", port_text.as_str())];
     run.run_section("compose-prepare", &[("SPRUCE_TOKEN", &token)]);
     // "Edit deploy/docker/convsync.toml", as the docs ask: the secret from its file,
     // the default database URL, the simulator's address in the container.

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod compose;
+mod compose_replicas;
 mod container;
 mod docker_api;
 mod docker_run;
@@ -9,3 +10,4 @@ mod files;
 mod notify;
 mod permissions;
 mod systemd;
+mod systemd_replicas;

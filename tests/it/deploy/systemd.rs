@@ -34,7 +34,7 @@ const DOC_PACKAGE: &str = "systemd-install";
 const DOC_BUILD: &str = "systemd-build";
 const DOC_MANUAL: &str = "systemd-install-manual";
 
-fn repo(path: &str) -> PathBuf {
+pub(super) fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
@@ -43,7 +43,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Runs `command`; panics with its output unless it succeeds; returns stdout.
-fn run(command: &mut Command) -> String {
+pub(super) fn run(command: &mut Command) -> String {
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("{command:?}: {e}"));
@@ -58,7 +58,7 @@ fn run(command: &mut Command) -> String {
 }
 
 /// Why the test cannot run on this machine, if it cannot.
-fn missing_prerequisite() -> Option<String> {
+pub(super) fn missing_prerequisite() -> Option<String> {
     let works = |program: &str, args: &[&str]| {
         Command::new(program)
             .args(args)
@@ -81,7 +81,7 @@ fn missing_prerequisite() -> Option<String> {
 
 /// Builds the package with the project's script and copies it into `into` (cargo-deb
 /// deletes older builds of the package from its output directory); returns that copy.
-fn build_deb(skip_build: bool, cargo_deb_args: &[&str], into: &Path) -> PathBuf {
+pub(super) fn build_deb(skip_build: bool, cargo_deb_args: &[&str], into: &Path) -> PathBuf {
     let mut command = Command::new(repo("deploy/debian/build-deb.sh"));
     command.args(cargo_deb_args);
     if skip_build {
@@ -98,14 +98,24 @@ fn build_deb(skip_build: bool, cargo_deb_args: &[&str], into: &Path) -> PathBuf 
     path
 }
 
-/// A booted container with systemd as PID 1 and no network but its own loopback.
-struct Machine {
-    name: String,
+/// A booted container with systemd as PID 1.
+pub(super) struct Machine {
+    pub(super) name: String,
 }
 
 impl Machine {
+    /// A machine with no network but its own loopback.
     fn boot(image: &str) -> Machine {
-        let name = format!("convsync-systemd-it-{}", std::process::id());
+        Machine::boot_on(
+            image,
+            &format!("convsync-systemd-it-{}", std::process::id()),
+            "none",
+        )
+    }
+
+    /// A machine named `name` (also its host name) on the Docker network `network`.
+    pub(super) fn boot_on(image: &str, name: &str, network: &str) -> Machine {
+        let name = name.to_owned();
         let _ = Command::new("docker").args(["rm", "-f", &name]).output();
         // The capabilities systemd needs for the unit's sandbox (mount namespaces,
         // credentials on ramfs); `--privileged` would also ask for ones a nested engine
@@ -118,7 +128,9 @@ impl Machine {
             "--name",
             &name,
             "--network",
-            "none",
+            network,
+            "--hostname",
+            &name,
             "--cap-add",
             "SYS_ADMIN",
             "--cap-add",
@@ -163,7 +175,7 @@ impl Machine {
     }
 
     /// Runs `script` with bash in the machine, as root, with `env` set.
-    fn exec(&self, script: &str, env: &[(&str, &str)]) -> Output {
+    pub(super) fn exec(&self, script: &str, env: &[(&str, &str)]) -> Output {
         let mut command = Command::new("docker");
         command.arg("exec");
         for (key, value) in env {
@@ -176,7 +188,7 @@ impl Machine {
     }
 
     /// Like [`Machine::exec`] without environment; panics unless it succeeds.
-    fn sh(&self, script: &str) -> String {
+    pub(super) fn sh(&self, script: &str) -> String {
         let output = self.exec(script, &[]);
         assert!(
             output.status.success(),
@@ -188,7 +200,7 @@ impl Machine {
         text(&output.stdout)
     }
 
-    fn write(&self, path: &str, contents: &str) {
+    pub(super) fn write(&self, path: &str, contents: &str) {
         let mut child = Command::new("docker")
             .args([
                 "exec",
@@ -210,7 +222,7 @@ impl Machine {
         assert!(child.wait().unwrap().success(), "writing {path}");
     }
 
-    fn copy_in(&self, host: &Path, dir: &str) {
+    pub(super) fn copy_in(&self, host: &Path, dir: &str) {
         self.sh(&format!("mkdir -p {dir}"));
         run(Command::new("docker").args([
             "cp",
@@ -220,7 +232,7 @@ impl Machine {
     }
 
     /// One property of the convsync unit.
-    fn property(&self, name: &str) -> String {
+    pub(super) fn property(&self, name: &str) -> String {
         self.sh(&format!(
             "systemctl show --property={name} --value convsync"
         ))
@@ -229,7 +241,7 @@ impl Machine {
     }
 
     /// Waits until `done` holds, polling once a second; panics after [`PATIENCE`].
-    fn wait_until(&self, what: &str, mut done: impl FnMut(&Machine) -> bool) {
+    pub(super) fn wait_until(&self, what: &str, mut done: impl FnMut(&Machine) -> bool) {
         let deadline = Instant::now() + PATIENCE;
         while !done(self) {
             assert!(
@@ -241,7 +253,7 @@ impl Machine {
         }
     }
 
-    fn journal(&self) -> String {
+    pub(super) fn journal(&self) -> String {
         self.exec(
             "journalctl --no-pager -o short-precise -u convsync -u convsync-simulator | tail -n 60",
             &[],
@@ -271,7 +283,7 @@ impl Drop for Machine {
     }
 }
 
-trait StdoutText {
+pub(super) trait StdoutText {
     fn stdout_text(&self) -> String;
 }
 

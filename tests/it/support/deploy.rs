@@ -30,12 +30,25 @@ impl SpruceSite {
 
     /// Like [`SpruceSite::start`], binding the simulator to `bind`.
     pub async fn start_on(conversations: u32, bind: std::net::IpAddr) -> SpruceSite {
+        SpruceSite::start_organizations(conversations, 1, bind).await
+    }
+
+    /// Like [`SpruceSite::start_on`] with `organizations` Spruce organizations (each a
+    /// rate-limit scope of its own, with its own token); the first is [`SpruceSite::account`].
+    /// The same world as `convsync simulate --seed 8 --spruce-accounts N --conversations C
+    /// --activity-rate 0` with no other provider, so a simulator started in a container
+    /// serves what this one holds.
+    pub async fn start_organizations(
+        conversations: u32,
+        organizations: u32,
+        bind: std::net::IpAddr,
+    ) -> SpruceSite {
         let sim = Simulator::start(SimOptions {
             seed: 8,
             bind,
             conversations,
             frozen_clock: false,
-            ..super::world::one_provider(Platform::Spruce, 1)
+            ..super::world::one_provider(Platform::Spruce, organizations)
         })
         .await
         .expect("simulator starts");
@@ -100,6 +113,44 @@ track_reply_state = false
     /// The database a local configuration uses.
     pub fn database_path(&self) -> PathBuf {
         self.dir.path().join("mirror.db")
+    }
+
+    /// One `[[sources]]` per organization, `clinic-0`, `clinic-1`, …, served at
+    /// `base_url`, organization `i` reading its token through the secret reference
+    /// `token(i)` (TOML, e.g. `{ file = "/run/secrets/x" }`), at the default schedule but a
+    /// 10 s poll interval.
+    pub fn sources_text(&self, base_url: &str, token: impl Fn(usize) -> String) -> String {
+        let mut text = String::new();
+        for (i, account) in self.sim.accounts().spruce.iter().enumerate() {
+            text.push_str(&format!(
+                "[[sources]]\nname = \"clinic-{i}\"\nprovider = \"spruce\"\npoll_interval = \"10s\"\n\n\
+                 [sources.spruce]\nbase_url = \"{base_url}\"\norganization_id = \"{}\"\n\
+                 api_token = {}\ntrack_reply_state = false\n\n",
+                account.organization_id,
+                token(i),
+            ));
+        }
+        text
+    }
+
+    /// The token of organization `i`.
+    pub fn token(&self, i: usize) -> String {
+        self.sim.accounts().spruce[i].api_token.clone()
+    }
+
+    /// The ids of the visible conversations of every organization, sorted.
+    pub async fn visible_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for account in &self.sim.accounts().spruce {
+            let truth = self
+                .sim
+                .truth(Platform::Spruce, &account.account)
+                .await
+                .unwrap();
+            ids.extend(truth.into_iter().filter(|c| !c.deleted).map(|c| c.id));
+        }
+        ids.sort();
+        ids
     }
 
     /// Visible conversations of the organization as (id, last activity in mirror text).
@@ -371,4 +422,93 @@ pub fn static_binary(args: &[&str]) -> String {
     .unwrap();
     assert!(built.status.success(), "{}", text(&built));
     String::from_utf8(built.stdout).unwrap().trim().to_owned()
+}
+
+/// A lease event a replica logged (`lease claimed; running its sources`, `lease released`):
+/// its epoch and when it was logged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaseEvent {
+    pub epoch: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every event of `message` about `scope` in a replica's JSON log lines (other lines, and
+/// anything before the JSON object on a line, such as a journal prefix, are skipped).
+pub fn lease_events(logs: &str, message: &str, scope: &str) -> Vec<LeaseEvent> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line[line.find('{')?..]).ok())
+        .filter(|event| event["fields"]["message"] == message && event["fields"]["scope"] == scope)
+        .map(|event| LeaseEvent {
+            epoch: event["fields"]["epoch"].as_i64().expect("an epoch"),
+            at: event["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .expect("a timestamp"),
+        })
+        .collect()
+}
+
+/// The arguments after a simulator binary that serve the world of
+/// [`SpruceSite::start_organizations`]`(40, organizations, …)`: Spruce alone on
+/// `spruce_port`, seed 8, no activity, listening on `bind`.
+pub fn simulate_args(spruce_port: u16, organizations: u32, bind: &str) -> Vec<String> {
+    [
+        "simulate",
+        "--bind",
+        bind,
+        "--seed",
+        "8",
+        "--spruce-port",
+        &spruce_port.to_string(),
+        "--spruce-accounts",
+        &organizations.to_string(),
+        "--conversations",
+        "40",
+        "--activity-rate",
+        "0",
+        "--d365-accounts",
+        "0",
+        "--sinch-accounts",
+        "0",
+        "--highlevel-locations",
+        "0",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// psql's arguments for one `query` on the replicas' mirror (role `convsync`, database
+/// `mirror`) over the server's own socket, printing unaligned rows.
+pub fn psql_args(query: &str) -> [&str; 11] {
+    [
+        "psql",
+        "--no-psqlrc",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "convsync",
+        "-d",
+        "mirror",
+        "-At",
+        "-c",
+        query,
+    ]
+}
+
+/// The rows psql printed with [`psql_args`], as fields.
+pub fn psql_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Each scope's lease holder (empty when unowned), from the replicas' `leases` table.
+pub const LEASE_OWNERS: &str = "SELECT scope, coalesce(owner, '') FROM leases ORDER BY scope";
+
+/// [`LEASE_OWNERS`]' rows as scope → owner.
+pub fn lease_owners(rows: Vec<Vec<String>>) -> std::collections::BTreeMap<String, String> {
+    rows.into_iter()
+        .map(|mut row| (row.remove(0), row.remove(0)))
+        .collect()
 }
