@@ -43,8 +43,8 @@ pub async fn run(config_path: &Path, apply: bool) -> anyhow::Result<()> {
     }
     for (source, c) in &counts {
         println!(
-            "{source}: {verb}: {} conversation(s) redacted, {} conversation(s) deleted, {} rejected record(s), {} sync run(s)",
-            c.redacted, c.deleted, c.rejected_records, c.sync_runs
+            "{source}: {verb}: {} conversation(s) redacted, {} conversation(s) deleted, {} rejected record(s), {} sync run(s), {} event(s)",
+            c.redacted, c.deleted, c.rejected_records, c.sync_runs, c.events
         );
     }
     Ok(())

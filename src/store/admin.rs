@@ -55,6 +55,8 @@ pub struct RetentionPolicy {
     /// Remove finished `sync_runs` rows older than this (each source's newest run and
     /// newest successful run are kept: `status` and readiness read them).
     pub sync_runs_after: Option<Duration>,
+    /// Remove `conversation_events` rows observed longer ago than this.
+    pub events_after: Option<Duration>,
 }
 
 impl RetentionPolicy {
@@ -64,6 +66,7 @@ impl RetentionPolicy {
             || self.delete_closed_after.is_some()
             || self.rejected_records_after.is_some()
             || self.sync_runs_after.is_some()
+            || self.events_after.is_some()
     }
 }
 
@@ -78,6 +81,9 @@ pub struct PurgeCounts {
     pub rejected_records: u64,
     /// `sync_runs` rows removed.
     pub sync_runs: u64,
+    /// `conversation_events` rows removed by `events_after` (not those that went with
+    /// their deleted conversation).
+    pub events: u64,
 }
 
 impl PurgeCounts {

@@ -21,6 +21,8 @@ const SOURCE_TABLES: &[&str] = &[
     "sync_runs",
     "follow_ups",
     "rejected_records",
+    "conversation_events",
+    "backfilled_sources",
 ];
 
 #[async_trait]

@@ -13,7 +13,7 @@ use convsync_testpg::TestPgDb;
 /// The migrator the PostgreSQL store runs at start and on `convsync migrate`.
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// One column as both catalogs can tell it.
+/// One column (of a table or a view) as both catalogs can tell it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Column {
     name: String,
@@ -137,7 +137,7 @@ async fn sqlite_schema() -> Schema {
     let rows: Vec<(String, String, bool, i64, String)> = sqlx::query_as(
         "SELECT m.name, p.name, p.\"notnull\", p.pk, p.type
          FROM sqlite_master m JOIN pragma_table_info(m.name) p
-         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> ?
+         WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' AND m.name <> ?
          ORDER BY m.name, p.cid",
     )
     .bind(NOT_THE_MIRROR)
