@@ -12,7 +12,8 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::TestDb;
-use crate::support::reliability::{PATIENCE, Site, SiteOptions};
+use crate::support::deploy::documented_steps;
+use crate::support::reliability::{BINARY, PATIENCE, Site, SiteOptions};
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 use crate::support::world::one_provider;
 
@@ -175,7 +176,72 @@ async fn changes_prints_resumes_and_follows(backend: Backend) {
     assert!(status.success(), "{status}");
 }
 
+/// docs/deploy.md's batch loader ("Feeding a warehouse from the change history"), run
+/// verbatim: the first run loads every event, a run with nothing new loads nothing and
+/// keeps its position, and a run after a sync loads exactly what came after it.
+async fn the_documented_batch_loader_resumes_where_it_stopped(backend: Backend) {
+    let site = spruce_site(backend, 12).await;
+    site.sync_full().await;
+    let script = documented_steps("change-feed").join("\n");
+    let work = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(BINARY).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let run_loader = || async {
+        let done = tokio::process::Command::new("sh")
+            .args(["-euc", &script])
+            .current_dir(work.path())
+            .env("PATH", &path)
+            .env("CONVSYNC_CONFIG", &site.config)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let batch = std::fs::read_to_string(work.path().join("batch.jsonl")).unwrap();
+        let last: i64 = std::fs::read_to_string(work.path().join("last-seq"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let seqs: Vec<i64> = batch
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        (seqs, last)
+    };
+
+    let (first, last) = run_loader().await;
+    assert_eq!(first.len(), 12);
+    assert_eq!(last, *first.last().unwrap());
+    let (none, still) = run_loader().await;
+    assert!(none.is_empty());
+    assert_eq!(still, last, "an empty batch keeps the position");
+
+    let account = site.sim.accounts().spruce[0].organization_id.clone();
+    let truth = site.sim.truth(Platform::Spruce, &account).await.unwrap();
+    let target = truth.iter().find(|t| !t.deleted).unwrap().id.clone();
+    site.sim.advance_clock(Duration::from_secs(5));
+    site.sim
+        .add_message(Platform::Spruce, &account, &target, MessageKind::Inbound)
+        .unwrap();
+    site.sync_full().await;
+    let (next, moved) = run_loader().await;
+    assert!(
+        !next.is_empty() && next.iter().all(|&seq| seq > last),
+        "{next:?}"
+    );
+    assert_eq!(moved, *next.last().unwrap());
+}
+
 on_both_stores!(
     multi_thread: the_feed_under_concurrent_writers_misses_and_repeats_nothing,
     changes_prints_resumes_and_follows,
+    the_documented_batch_loader_resumes_where_it_stopped,
 );
