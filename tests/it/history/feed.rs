@@ -107,6 +107,20 @@ async fn spruce_site(backend: Backend, conversations: u32) -> Site {
     Site::start_on(backend, options, SiteOptions::default()).await
 }
 
+/// A contact writes in one of the site's conversations and a full sync observes it;
+/// returns the conversation's id.
+async fn message_and_sync(site: &Site) -> String {
+    let account = site.sim.accounts().spruce[0].organization_id.clone();
+    let truth = site.sim.truth(Platform::Spruce, &account).await.unwrap();
+    let target = truth.iter().find(|t| !t.deleted).unwrap().id.clone();
+    site.sim.advance_clock(Duration::from_secs(5));
+    site.sim
+        .add_message(Platform::Spruce, &account, &target, MessageKind::Inbound)
+        .unwrap();
+    site.sync_full().await;
+    target
+}
+
 /// `convsync changes` prints the history as JSON lines or CSV, resumes after `--after`,
 /// stops at `--limit`; `--follow` prints events committed while it runs and ends cleanly
 /// on SIGTERM.
@@ -146,14 +160,7 @@ async fn changes_prints_resumes_and_follows(backend: Backend) {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(follower.stdout.take().unwrap()).lines();
-    let account = site.sim.accounts().spruce[0].organization_id.clone();
-    let truth = site.sim.truth(Platform::Spruce, &account).await.unwrap();
-    let target = truth.iter().find(|t| !t.deleted).unwrap().id.clone();
-    site.sim.advance_clock(Duration::from_secs(5));
-    site.sim
-        .add_message(Platform::Spruce, &account, &target, MessageKind::Inbound)
-        .unwrap();
-    site.sync_full().await;
+    let target = message_and_sync(&site).await;
     let line = tokio::time::timeout(PATIENCE, out.next_line())
         .await
         .expect("--follow prints the new event")
@@ -224,14 +231,7 @@ async fn the_documented_batch_loader_resumes_where_it_stopped(backend: Backend) 
     assert!(none.is_empty());
     assert_eq!(still, last, "an empty batch keeps the position");
 
-    let account = site.sim.accounts().spruce[0].organization_id.clone();
-    let truth = site.sim.truth(Platform::Spruce, &account).await.unwrap();
-    let target = truth.iter().find(|t| !t.deleted).unwrap().id.clone();
-    site.sim.advance_clock(Duration::from_secs(5));
-    site.sim
-        .add_message(Platform::Spruce, &account, &target, MessageKind::Inbound)
-        .unwrap();
-    site.sync_full().await;
+    message_and_sync(&site).await;
     let (next, moved) = run_loader().await;
     assert!(
         !next.is_empty() && next.iter().all(|&seq| seq > last),
