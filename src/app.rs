@@ -66,6 +66,13 @@ impl App {
                 url: shown_url(&config.store.url),
                 source,
             })?;
+        store
+            .set_backfill_events(config.history.backfill)
+            .await
+            .map_err(|source| AppError::OpenStore {
+                url: shown_url(&config.store.url),
+                source,
+            })?;
         adopt_and_warn(&store, &config.configured)
             .await
             .map_err(AppError::AdoptSources)?;

@@ -16,8 +16,8 @@ use crate::http::{HttpSettings, RateQuota, RetryPolicy};
 use crate::provider::{self, ProviderKind, ProviderSetup, ProviderTable};
 use crate::secret::SecretRef;
 use crate::store::{
-    BackendKind, ClientIdentity, MassChangeGuard, ReplicaName, RetentionPolicy, StoreSettings,
-    TlsMode, TlsSettings,
+    BackendKind, BackfillEvents, ClientIdentity, MassChangeGuard, ReplicaName, RetentionPolicy,
+    StoreSettings, TlsMode, TlsSettings,
 };
 
 /// The whole configuration file.
@@ -39,6 +39,9 @@ pub struct FileConfig {
     /// How replicas sharing one PostgreSQL database divide the sources.
     #[serde(default)]
     pub replicas: ReplicasConfig,
+    /// What the change history (`conversation_events`) records during a backfill.
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// The provider accounts to mirror. Not overridable from the environment.
     #[serde(default, skip_serializing)]
     pub sources: Vec<SourceConfig>,
@@ -491,6 +494,10 @@ pub struct RetentionConfig {
     /// Remove finished `sync_runs` rows older than this (each source's latest are kept).
     #[serde(with = "humantime_serde")]
     pub sync_runs_after: Option<Duration>,
+    /// Remove `conversation_events` rows observed longer ago than this (a conversation's
+    /// events also go when the conversation is deleted).
+    #[serde(with = "humantime_serde")]
+    pub events_after: Option<Duration>,
     /// How often `convsync run` applies the keys above.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -503,6 +510,7 @@ impl Default for RetentionConfig {
             delete_closed_after: None,
             rejected_records_after: None,
             sync_runs_after: None,
+            events_after: None,
             interval: Duration::from_secs(3600),
         }
     }
@@ -525,6 +533,7 @@ impl RetentionConfig {
             ("delete_closed_after", self.delete_closed_after),
             ("rejected_records_after", self.rejected_records_after),
             ("sync_runs_after", self.sync_runs_after),
+            ("events_after", self.events_after),
             ("interval", Some(self.interval)),
         ];
         for (key, value) in keys {
@@ -541,10 +550,23 @@ impl RetentionConfig {
                 delete_closed_after: self.delete_closed_after,
                 rejected_records_after: self.rejected_records_after,
                 sync_runs_after: self.sync_runs_after,
+                events_after: self.events_after,
             },
             interval: self.interval,
         })
     }
+}
+
+/// `[history]`: the change history (`conversation_events`, docs/schema.md "Change
+/// history"). Every later change is always recorded; only the backfill is a choice.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// What a source's backfill (its pages before its first cycle that caught up) records:
+    /// `"first_seen"` (the default: one event per conversation, so the feed lists every
+    /// conversation) or `"none"` (the history starts when the backfill is over). Replicas
+    /// sharing a database must agree: the database keeps the latest started one's value.
+    pub backfill: BackfillEvents,
 }
 
 // The provider tables (`[sources.<name>]`, one per provider) are appended from the registry.
@@ -731,6 +753,8 @@ pub struct Config {
     pub retention: RetentionSettings,
     /// How replicas share a PostgreSQL database's sources.
     pub replicas: ReplicaSettings,
+    /// What the change history records during a backfill.
+    pub history: HistoryConfig,
     /// Enabled sources.
     pub sources: Vec<SourceSettings>,
     /// Names of sources present but disabled.
@@ -914,6 +938,7 @@ impl Config {
             health: file.health,
             retention,
             replicas,
+            history: file.history,
             sources,
             disabled_sources: disabled,
             configured,

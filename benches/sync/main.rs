@@ -18,10 +18,14 @@
 //! 4. **Scale-out** (`-- --replicas 1,2,3`, alone): 2,000 HighLevel locations mirrored into
 //!    PostgreSQL by 1, 2 and 3 `convsync run` replicas (`replicas`).
 //!
+//! 5. **Change history** (`-- --history`, alone): the backfill with and without the
+//!    history's events, on each backend (`history`).
+//!
 //! `-- --smoke` runs a small version of everything in seconds (CI). BENCHMARKS.md has the
 //! figures and how to read them.
 
 mod costs;
+mod history;
 mod limits;
 mod postgres;
 mod process;
@@ -111,6 +115,11 @@ struct Args {
     /// `target/release/convsync` aside, then run the bench with this flag and without).
     #[arg(long)]
     convsync_bin: Option<PathBuf>,
+    /// The change-history scenario alone: each size's backfill with the history's
+    /// triggers removed, with `[history] backfill = "none"` and with the default, on each
+    /// backend asked for (`history`).
+    #[arg(long)]
+    history: bool,
     /// Keep the work directory (databases, configs, logs) for inspection.
     #[arg(long)]
     keep: bool,
@@ -187,6 +196,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     println!("binary: {}", env.bin.display());
     println!("work directory: {}\n", env.work.display());
 
+    if args.history {
+        let mut checks = Checks::default();
+        history::measure(&env, &args, &mut checks).await?;
+        return Ok(checks.failures.is_empty());
+    }
     let scale_only = !args.replicas.is_empty() && !args.smoke;
     let mut backfills = Vec::new();
     let mut pg_backfills = Vec::new();

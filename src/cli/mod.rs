@@ -4,6 +4,7 @@
 //! a provider's fields.
 
 mod backup;
+pub mod changes;
 mod credentials;
 mod database;
 #[cfg(feature = "sim")]
@@ -131,6 +132,27 @@ pub enum Command {
         /// Purge, and record the counts in `retention_purges`.
         #[arg(long)]
         apply: bool,
+    },
+    /// Print the change history (`conversation_events`) in `seq` order, as JSON lines or
+    /// CSV: every committed change exactly once. Store the last `seq` you processed and
+    /// resume with `--after` it to feed a warehouse or a queue incrementally. Reads the
+    /// database only (no secret is read), beside the daemon.
+    Changes {
+        /// Print the events after this `seq` (0: from the start of the history).
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: i64,
+        /// Keep waiting for new events until SIGINT/SIGTERM.
+        #[arg(long)]
+        follow: bool,
+        /// Only this source's events.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: changes::ChangesFormat,
+        /// Stop after this many events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
     },
     /// Manage stored credentials (`credentials set-refresh-token --source NAME`).
     Credentials {
@@ -423,6 +445,23 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Purge { dry_run: _, apply } => {
             purge::run(&config_path, apply).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Changes {
+            after,
+            follow,
+            source,
+            format,
+            limit,
+        } => {
+            let request = changes::ChangesRequest {
+                after,
+                follow,
+                source,
+                format,
+                limit,
+            };
+            changes::run(&config_path, &request, shutdown_on_signals()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Credentials { action } => {

@@ -42,8 +42,13 @@ pub async fn run(config_path: &Path, apply: bool) -> anyhow::Result<()> {
         println!("nothing to purge");
     }
     for (source, c) in &counts {
+        // The history's count only where `events_after` asks for it.
+        let events = match settings.policy.events_after {
+            Some(_) => format!(", {} event(s)", c.events),
+            None => String::new(),
+        };
         println!(
-            "{source}: {verb}: {} conversation(s) redacted, {} conversation(s) deleted, {} rejected record(s), {} sync run(s)",
+            "{source}: {verb}: {} conversation(s) redacted, {} conversation(s) deleted, {} rejected record(s), {} sync run(s){events}",
             c.redacted, c.deleted, c.rejected_records, c.sync_runs
         );
     }

@@ -56,6 +56,8 @@ pub struct RetentionPolicy {
     /// Remove finished `sync_runs` rows older than this (each source's newest run and
     /// newest successful run are kept: `status` and readiness read them).
     pub sync_runs_after: Option<Duration>,
+    /// Remove `conversation_events` rows observed longer ago than this.
+    pub events_after: Option<Duration>,
 }
 
 impl RetentionPolicy {
@@ -65,6 +67,7 @@ impl RetentionPolicy {
             || self.delete_closed_after.is_some()
             || self.rejected_records_after.is_some()
             || self.sync_runs_after.is_some()
+            || self.events_after.is_some()
     }
 }
 
@@ -79,6 +82,9 @@ pub struct PurgeCounts {
     pub rejected_records: u64,
     /// `sync_runs` rows removed.
     pub sync_runs: u64,
+    /// `conversation_events` rows removed by `events_after` (not those that went with
+    /// their deleted conversation).
+    pub events: u64,
 }
 
 impl PurgeCounts {
@@ -99,6 +105,8 @@ pub(super) const SOURCE_TABLES: &[&str] = &[
     "sync_runs",
     "follow_ups",
     "rejected_records",
+    "conversation_events",
+    "backfilled_sources",
 ];
 
 /// The statements that move or delete one source's data, run by a backend inside a

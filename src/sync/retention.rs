@@ -29,6 +29,7 @@ pub async fn run_retention(store: Store, settings: RetentionSettings, shutdown: 
                         deleted = c.deleted,
                         rejected_records = c.rejected_records,
                         sync_runs = c.sync_runs,
+                        events = c.events,
                         "retention purge applied"
                     );
                 }

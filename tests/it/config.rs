@@ -526,3 +526,35 @@ fn replica_settings_come_from_the_environment() {
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("replicas.lease_ttl"), "{text}");
 }
+
+/// `[history] backfill` and `[retention] events_after` are read; the default records a
+/// first_seen per conversation, an unknown mode and a zero window are refused by name.
+#[test]
+fn history_keys_are_read_and_checked() {
+    use convsync::store::BackfillEvents;
+    let (base, _dir) = with_database("url = \"sqlite://mirror.db\"");
+    let default = load(&base).unwrap();
+    assert_eq!(default.history.backfill, BackfillEvents::FirstSeen);
+    assert_eq!(default.retention.policy.events_after, None);
+
+    let set = format!(
+        "[history]\nbackfill = \"none\"\n\n[retention]\nevents_after = \"400days\"\n\n{base}"
+    );
+    let config = load(&set).unwrap();
+    assert_eq!(config.history.backfill, BackfillEvents::None);
+    assert_eq!(
+        config.retention.policy.events_after,
+        Some(std::time::Duration::from_secs(400 * 86_400))
+    );
+
+    assert_error(
+        &format!("[history]\nbackfill = \"everything\"\n\n{base}"),
+        "history.backfill",
+        "first_seen",
+    );
+    assert_error(
+        &format!("[retention]\nevents_after = \"0s\"\n\n{base}"),
+        "retention.events_after",
+        "greater than zero",
+    );
+}

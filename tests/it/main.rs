@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod engine;
 mod harness;
+mod history;
 mod hostile;
 mod observability;
 mod ops;

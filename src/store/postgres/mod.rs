@@ -26,6 +26,7 @@ mod admin;
 mod copy;
 mod cursor;
 pub(super) mod error;
+mod events;
 mod follow_ups;
 mod leases;
 mod locks;

@@ -126,6 +126,19 @@ impl PgStore {
             }
         }
 
+        if let Some(limit) = cutoff(policy.events_after) {
+            let old = "SELECT source, seq FROM conversation_events WHERE observed_at < $1";
+            for (source, n) in count_by_source(&mut tx, old, &[Some(limit)]).await? {
+                counts.entry(source).or_default().events = n;
+            }
+            if apply {
+                sqlx::query("DELETE FROM conversation_events WHERE observed_at < $1")
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+
         counts.retain(|_, c| !c.is_empty());
         if !apply {
             tx.rollback().await?;

@@ -19,6 +19,7 @@ mod backup;
 mod cursor;
 mod daemon_lock;
 pub(super) mod error;
+mod events;
 mod file;
 mod follow_ups;
 mod leases;

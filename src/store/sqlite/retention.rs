@@ -103,6 +103,17 @@ impl SqliteStore {
             }
         }
 
+        if let Some(limit) = cutoff(policy.events_after) {
+            let old = "SELECT source, seq FROM conversation_events WHERE observed_at < ?1";
+            for (source, n) in count_by_source(&mut tx, old, &[&limit]).await? {
+                counts.entry(source).or_default().events = n;
+            }
+            if apply {
+                let trim = "DELETE FROM conversation_events WHERE observed_at < ?1".to_owned();
+                execute_bound(&mut tx, trim, &[&limit]).await?;
+            }
+        }
+
         counts.retain(|_, c| !c.is_empty());
         if !apply {
             tx.rollback().await?;

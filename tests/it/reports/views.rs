@@ -72,6 +72,21 @@ const V1_VIEWS: &[(&str, &[(&str, Type)])] = &[
         ],
     ),
     (
+        "v1_conversation_events",
+        &[
+            ("seq", Integer),
+            ("source", Text),
+            ("conversation_id", Text),
+            ("kind", Text),
+            ("old_value", Text),
+            ("new_value", Text),
+            ("direction", Text),
+            ("provider_at", Instant),
+            ("observed_at", Instant),
+            ("run_id", Integer),
+        ],
+    ),
+    (
         "v1_conversations",
         &[
             ("source", Text),
@@ -159,6 +174,21 @@ async fn v1_views_keep_their_columns(backend: Backend) {
         .sql_execute(
             "UPDATE conversations SET closed_at = last_changed_at, deleted_at = last_changed_at \
              WHERE conversation_id = 'closed'",
+        )
+        .await;
+    // Once the source's backfill is over, a change of the filled conversation writes the
+    // history's events with every column set (an earlier value, a direction, a run).
+    store
+        .sql_execute(
+            "INSERT INTO backfilled_sources (source, caught_up_at) \
+             SELECT source, min(last_changed_at) FROM conversations GROUP BY source",
+        )
+        .await;
+    store
+        .sql_execute(
+            "UPDATE conversations SET last_activity_at = last_changed_at, \
+             last_inbound_at = last_changed_at, unread_count = 3, assignee = 'b', run_id = 7 \
+             WHERE conversation_id <> 'closed'",
         )
         .await;
 

@@ -107,6 +107,7 @@ impl TestDb {
             },
             retention: RetentionConfig::default().validate().unwrap(),
             replicas: ReplicaSettings::default(),
+            history: Default::default(),
             sources,
             disabled_sources: Vec::new(),
             configured,

@@ -1,0 +1,213 @@
+//! The change history's cost (`-- --history`, alone): the same backfill with the history
+//! triggers removed (no history at all), with `[history] backfill = "none"` and with the
+//! default `"first_seen"` (one event row per conversation, written by the triggers in the
+//! page's transaction), on each backend asked for, runs interleaved so that a busy moment
+//! of the machine hits every variant alike. The ratio to "off" is the history's price.
+
+use std::path::Path;
+
+use convsync::store::{Store, StoreSettings};
+use convsync_sim::Platform;
+use convsync_testpg::TestPgDb;
+
+use crate::process::{self, ProcessStats};
+use crate::simproc::{self, Budget, SimProcess};
+use crate::{Args, BackendArg, Checks, Env, median, sqlite_url};
+
+/// How a backfill treats the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// The history's triggers dropped before the sync: the cost of a mirror without it.
+    Off,
+    /// `[history] backfill = "none"`: the triggers run and write nothing.
+    Quiet,
+    /// The default: a `first_seen` row per conversation.
+    FirstSeen,
+}
+
+impl Variant {
+    const ALL: [Variant; 3] = [Variant::Off, Variant::Quiet, Variant::FirstSeen];
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Off => "off (no triggers)",
+            Variant::Quiet => "backfill = \"none\"",
+            Variant::FirstSeen => "backfill = \"first_seen\" (default)",
+        }
+    }
+}
+
+/// One backfill's figures.
+struct Sample {
+    provider: Platform,
+    size: u32,
+    backend: BackendArg,
+    variant: Variant,
+    sync: ProcessStats,
+    events: i64,
+}
+
+/// Runs the scenario for every provider and size asked for; prints its table.
+pub async fn measure(env: &Env, args: &Args, checks: &mut Checks) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for &provider in &args.providers {
+        for &size in &args.sizes {
+            let dir = env.work.join(format!("history-{provider}-{size}"));
+            std::fs::create_dir_all(&dir)?;
+            let sim = SimProcess::start(
+                &env.bin,
+                provider,
+                size,
+                &simproc::unlimited_flags(),
+                &dir.join("simulator.log"),
+            )
+            .await?;
+            for run in 0..args.runs {
+                for &backend in &args.backends {
+                    for variant in Variant::ALL {
+                        let run_dir = dir.join(format!("{backend:?}-{variant:?}-{run}"));
+                        std::fs::create_dir_all(&run_dir)?;
+                        let sample = backfill(env, &sim, size, backend, variant, &run_dir).await?;
+                        eprintln!(
+                            "[history {provider} N={size} {backend:?} run {run}] {}: {:.2} s wall, {:.2} s CPU, {} events",
+                            variant.label(),
+                            sample.sync.wall.as_secs_f64(),
+                            sample.sync.cpu.as_secs_f64(),
+                            sample.events
+                        );
+                        checks.expect(
+                            sample.sync.success,
+                            format!("history {provider} {backend:?} {variant:?}: sync failed"),
+                        );
+                        checks.expect(
+                            (sample.events > 0) == (variant == Variant::FirstSeen),
+                            format!(
+                                "history {provider} {backend:?} {variant:?}: {} events",
+                                sample.events
+                            ),
+                        );
+                        samples.push(sample);
+                        if !args.keep {
+                            let _ = std::fs::remove_dir_all(&run_dir);
+                        }
+                    }
+                }
+            }
+            sim.stop().await;
+        }
+    }
+    print(&samples);
+    Ok(())
+}
+
+/// One backfill of `sim`'s world into a fresh mirror on `backend`, prepared for `variant`.
+async fn backfill(
+    env: &Env,
+    sim: &SimProcess,
+    size: u32,
+    backend: BackendArg,
+    variant: Variant,
+    run_dir: &Path,
+) -> anyhow::Result<Sample> {
+    let postgres = match backend {
+        BackendArg::Sqlite => None,
+        BackendArg::Postgres => Some(TestPgDb::new().await),
+    };
+    let url = match &postgres {
+        Some(db) => db.url.clone(),
+        None => sqlite_url(&run_dir.join("mirror.db")),
+    };
+    let store = Store::open(&StoreSettings {
+        url: url.clone(),
+        max_connections: 1,
+        ..StoreSettings::default()
+    })
+    .await?;
+    if variant == Variant::Off {
+        for trigger in ["conversation_first_seen", "conversation_changed"] {
+            let drop = match backend {
+                BackendArg::Sqlite => format!("DROP TRIGGER {trigger}"),
+                BackendArg::Postgres => format!("DROP TRIGGER {trigger} ON conversations"),
+            };
+            execute(&store, &drop).await?;
+        }
+    }
+    store.close().await;
+    let config = sim.write_config(run_dir, &url, Budget::Unlimited)?;
+    if variant == Variant::Quiet {
+        let mut text = std::fs::read_to_string(&config)?;
+        text.push_str("\n[history]\nbackfill = \"none\"\n");
+        std::fs::write(&config, text)?;
+    }
+    let sync = process::sync_once(&env.bin, &config, &run_dir.join("sync.log")).await?;
+    let store = Store::connect(&StoreSettings {
+        url,
+        max_connections: 1,
+        ..StoreSettings::default()
+    })
+    .await?;
+    let events = store.events_after(0, None, u32::MAX).await?.len() as i64;
+    store.close().await;
+    Ok(Sample {
+        provider: sim.provider,
+        size,
+        backend,
+        variant,
+        sync,
+        events,
+    })
+}
+
+/// Runs one statement on the store's own pool.
+async fn execute(store: &Store, sql: &str) -> anyhow::Result<()> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if let Some(sqlite) = store.as_sqlite() {
+        sqlx::query(sql).execute(sqlite.pool()).await?;
+    } else if let Some(postgres) = store.as_postgres() {
+        sqlx::query(sql).execute(postgres.pool()).await?;
+    }
+    Ok(())
+}
+
+fn print(samples: &[Sample]) {
+    if samples.is_empty() {
+        return;
+    }
+    println!("### Change history: backfill with and without events (medians)\n");
+    println!(
+        "| provider | N | backend | history | runs | sync wall s | sync CPU s | events | wall vs off |"
+    );
+    println!("|---|---:|---|---|---:|---:|---:|---:|---:|");
+    let mut keys: Vec<(Platform, u32, BackendArg)> = Vec::new();
+    for s in samples {
+        if !keys.contains(&(s.provider, s.size, s.backend)) {
+            keys.push((s.provider, s.size, s.backend));
+        }
+    }
+    for (provider, size, backend) in keys {
+        let of = |variant: Variant| -> Vec<&Sample> {
+            samples
+                .iter()
+                .filter(|s| {
+                    (s.provider, s.size, s.backend, s.variant) == (provider, size, backend, variant)
+                })
+                .collect()
+        };
+        let wall = |v: &[&Sample]| median(v.iter().map(|s| s.sync.wall.as_secs_f64()).collect());
+        let off = wall(&of(Variant::Off));
+        for variant in Variant::ALL {
+            let runs = of(variant);
+            let cpu = median(runs.iter().map(|s| s.sync.cpu.as_secs_f64()).collect());
+            let events = runs.last().map_or(0, |s| s.events);
+            println!(
+                "| {provider} | {size} | {backend:?} | {} | {} | {:.2} | {:.2} | {events} | {:+.1} % |",
+                variant.label(),
+                runs.len(),
+                wall(&runs),
+                cpu,
+                (wall(&runs) / off - 1.0) * 100.0
+            );
+        }
+    }
+    println!();
+}
