@@ -4,8 +4,8 @@
 //!
 //! The operations are split by concern into a few traits — page writes ([`PageWrites`],
 //! [`PageTransaction`]), [`Cursors`], the [`RunLog`], the [`FollowUpQueue`], the
-//! [`RefreshTokens`] vault, [`StatusReports`], [`Administration`], [`HealthProbes`] and the
-//! replicas' [`Leases`] —
+//! [`RefreshTokens`] vault, [`StatusReports`], the report views' [`ViewExports`],
+//! [`Administration`], [`HealthProbes`] and the replicas' [`Leases`] —
 //! that one [`Backend`] implements. Every layer holds the cheap-clone handle [`Store`] and
 //! calls them on it; the backend is chosen once, from `database.url`'s scheme, by
 //! [`Store::open`]. Page writes answer a [`RowChange`] per row, so the engine's own rules
@@ -26,6 +26,7 @@ mod busy;
 mod connection;
 mod cursor;
 mod error;
+pub mod export;
 mod follow_ups;
 mod last_write;
 mod leases;
@@ -51,6 +52,7 @@ pub use busy::while_busy;
 pub use connection::{TlsMode, TlsSettings};
 pub use cursor::{CursorRewrite, CursorState, Cursors};
 pub use error::{BackendError, StoreError};
+pub use export::ViewExports;
 pub use follow_ups::{DetailWrite, FollowUpQueue};
 pub use last_write::WriteFailure;
 pub use leases::{Claim, Fence, LeaseOwner, Leases, ReplicaName};
@@ -152,6 +154,7 @@ pub trait Backend:
     + Administration
     + HealthProbes
     + Leases
+    + ViewExports
     + std::fmt::Debug
     + Send
     + Sync

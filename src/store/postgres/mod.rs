@@ -25,6 +25,7 @@
 mod admin;
 mod copy;
 mod cursor;
+mod export;
 pub(super) mod error;
 mod follow_ups;
 mod leases;

@@ -18,6 +18,7 @@ mod admin;
 mod backup;
 mod cursor;
 mod daemon_lock;
+mod export;
 pub(super) mod error;
 mod file;
 mod follow_ups;
