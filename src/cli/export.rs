@@ -87,7 +87,10 @@ fn exportable(name: &str) -> anyhow::Result<&'static ExportView> {
 pub async fn run(config_path: &Path, args: ExportArgs) -> anyhow::Result<()> {
     let view = exportable(&args.view)?;
     if args.source.is_some() && !view.has_source() {
-        anyhow::bail!("{} has no source column: --source cannot filter it", view.name);
+        anyhow::bail!(
+            "{} has no source column: --source cannot filter it",
+            view.name
+        );
     }
     let to_stdout = args.to.as_os_str() == "-";
     let target = if to_stdout {
@@ -180,6 +183,9 @@ mod tests {
     fn only_report_views_are_exportable() {
         assert!(exportable("v1_conversations").is_ok());
         let refused = exportable("conversations").unwrap_err().to_string();
-        assert!(refused.contains("v1_conversations, v1_awaiting_reply, v1_daily_volume"), "{refused}");
+        assert!(
+            refused.contains("v1_conversations, v1_awaiting_reply, v1_daily_volume"),
+            "{refused}"
+        );
     }
 }

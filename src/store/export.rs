@@ -4,8 +4,9 @@
 //! Each exportable view's columns carry a neutral [`ColumnType`], so that CSV, JSONL and
 //! Parquet get the same values from SQLite (flags as 0/1, instants as text) and PostgreSQL
 //! (`boolean`, `timestamptz`). A backend streams the view's rows in bounded batches
-//! ([`ViewExports::export_batches`]) and checks, on the first row, that the view still
-//! has exactly these columns, so a drifted view fails loudly instead of mislabelling data.
+//! ([`ViewExports::export_batches`]), naming each column, and decodes each value as its
+//! neutral type: a view that lost a column, or whose column changed type, fails the export
+//! loudly instead of mislabelling data.
 
 use futures::stream::BoxStream;
 
@@ -76,25 +77,12 @@ impl ExportView {
         )
     }
 
-    /// Fails unless `found` (the columns a row came with) are this view's, in order.
-    pub(crate) fn check_columns<'a>(
-        &self,
-        found: impl Iterator<Item = &'a str>,
-    ) -> Result<(), StoreError> {
-        let found: Vec<&str> = found.collect();
-        let expected: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
-        if found == expected {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt(format!(
-                "view {} has columns {found:?}, expected {expected:?}",
-                self.name
-            )))
-        }
-    }
-
     /// The error for a stored value of `column` that is not of its type.
-    pub(crate) fn bad_value(&self, column: &ExportColumn, detail: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn bad_value(
+        &self,
+        column: &ExportColumn,
+        detail: impl std::fmt::Display,
+    ) -> StoreError {
         StoreError::Corrupt(format!(
             "{}.{} is not a {:?}: {detail}",
             self.name, column.name, column.kind

@@ -52,7 +52,9 @@ fn json(value: &ExportValue) -> Value {
         ExportValue::Null => Value::Null,
         ExportValue::Text(text) => Value::from(text.as_str()),
         ExportValue::Integer(n) => Value::from(*n),
-        ExportValue::Float(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
+        ExportValue::Float(x) => {
+            serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number)
+        }
         ExportValue::Boolean(b) => Value::from(*b),
         ExportValue::Timestamp(at) => Value::from(at.to_mirror_text()),
         ExportValue::Date(day) => Value::from(day.to_string()),

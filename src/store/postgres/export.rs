@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Column, Row};
+use sqlx::{AssertSqlSafe, Row};
 
 use super::PgStore;
 use crate::store::export::{ColumnType, EXPORT_BATCH_ROWS, ExportRow, ExportValue, ExportView};
@@ -24,17 +24,9 @@ impl ViewExports for PgStore {
             Some(source) => query.bind(source),
             None => query,
         };
-        let mut checked = false;
         query
             .fetch(&self.pool)
-            .map(move |row| {
-                let row = row?;
-                if !checked {
-                    view.check_columns(row.columns().iter().map(|c| c.name()))?;
-                    checked = true;
-                }
-                decode_row(view, &row)
-            })
+            .map(move |row| decode_row(view, &row?))
             .try_chunks(EXPORT_BATCH_ROWS)
             .map_err(|e| e.1)
             .boxed()
@@ -53,7 +45,9 @@ fn decode_row(view: &ExportView, row: &PgRow) -> Result<ExportRow, StoreError> {
             ColumnType::Timestamp => row
                 .try_get::<Option<DateTime<Utc>>, _>(i)?
                 .map(|at| ExportValue::Timestamp(Timestamp::from(at))),
-            ColumnType::Date => row.try_get::<Option<NaiveDate>, _>(i)?.map(ExportValue::Date),
+            ColumnType::Date => row
+                .try_get::<Option<NaiveDate>, _>(i)?
+                .map(ExportValue::Date),
         };
         values.push(value.unwrap_or(ExportValue::Null));
     }

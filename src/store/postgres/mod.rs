@@ -25,8 +25,8 @@
 mod admin;
 mod copy;
 mod cursor;
-mod export;
 pub(super) mod error;
+mod export;
 mod follow_ups;
 mod leases;
 mod locks;

@@ -4,7 +4,7 @@
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Column, Row};
+use sqlx::{AssertSqlSafe, Row};
 
 use super::SqliteStore;
 use crate::store::export::{ColumnType, EXPORT_BATCH_ROWS, ExportRow, ExportValue, ExportView};
@@ -22,17 +22,9 @@ impl ViewExports for SqliteStore {
             Some(source) => query.bind(source),
             None => query,
         };
-        let mut checked = false;
         query
             .fetch(&self.pool)
-            .map(move |row| {
-                let row = row?;
-                if !checked {
-                    view.check_columns(row.columns().iter().map(|c| c.name()))?;
-                    checked = true;
-                }
-                decode_row(view, &row)
-            })
+            .map(move |row| decode_row(view, &row?))
             .try_chunks(EXPORT_BATCH_ROWS)
             .map_err(|e| e.1)
             .boxed()
