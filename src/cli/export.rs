@@ -10,6 +10,8 @@
 mod csv;
 mod jsonl;
 mod output;
+#[cfg(feature = "parquet")]
+mod parquet;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,9 @@ pub enum Format {
     Csv,
     /// One JSON object per line, keys in the view's column order; NULL is `null`.
     Jsonl,
+    /// Apache Parquet (typed columns, Snappy-compressed); not to stdout.
+    #[cfg(feature = "parquet")]
+    Parquet,
 }
 
 /// `convsync export`'s arguments.
@@ -68,6 +73,8 @@ fn writer_for(
     Ok(match format {
         Format::Csv => Box::new(csv::CsvWriter::new(view, out)?),
         Format::Jsonl => Box::new(jsonl::JsonlWriter::new(view, out)),
+        #[cfg(feature = "parquet")]
+        Format::Parquet => Box::new(parquet::ParquetWriter::new(view, out)?),
     })
 }
 
@@ -93,6 +100,10 @@ pub async fn run(config_path: &Path, args: ExportArgs) -> anyhow::Result<()> {
         );
     }
     let to_stdout = args.to.as_os_str() == "-";
+    #[cfg(feature = "parquet")]
+    if to_stdout && args.format == Format::Parquet {
+        anyhow::bail!("Parquet is written to a file only: pass --to FILE");
+    }
     let target = if to_stdout {
         Target::Stdout
     } else {
@@ -103,9 +114,9 @@ pub async fn run(config_path: &Path, args: ExportArgs) -> anyhow::Result<()> {
     mirror.store.close().await;
     let (rows, bytes) = result?;
     let summary = format!(
-        "exported {rows} rows of {} ({bytes} bytes, {:?}) to {}",
+        "exported {rows} rows of {} ({bytes} bytes, {}) to {}",
         view.name,
-        args.format,
+        format!("{:?}", args.format).to_lowercase(),
         if to_stdout {
             "stdout".to_owned()
         } else {

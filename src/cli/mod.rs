@@ -117,7 +117,7 @@ pub enum Command {
         to: PathBuf,
     },
     /// Write a report view (`v1_conversations`, `v1_awaiting_reply`, `v1_daily_volume`)
-    /// to FILE as CSV or JSON Lines, streaming: memory stays flat at any size. FILE
+    /// to FILE as CSV, JSON Lines or Parquet, streaming: memory stays flat at any size. FILE
     /// appears only once complete; an existing FILE is kept unless --force.
     Export(export::ExportArgs),
     /// Replace the mirror database with a backup, after checking it. Refused while a

@@ -127,6 +127,79 @@ fn assert_same_rows(found: &[Vec<Value>], expected: &[Vec<Value>], view: &Export
     assert_eq!(found.len(), expected.len(), "{what}: rows");
 }
 
+/// A Parquet export read back with the parquet crate's reader: its schema's columns and
+/// types, then each value as the JSON value the other formats spell.
+#[cfg(feature = "parquet")]
+fn parquet_rows(path: &Path, view: &ExportView) -> Vec<Vec<Value>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Date32Type, Int64Type, TimestampMicrosecondType};
+    use arrow_schema::{DataType, TimeUnit};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let file = std::fs::File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let expected: Vec<&str> = view.columns.iter().map(|c| c.name).collect();
+        assert_eq!(names, expected);
+        let mut batch_rows = vec![Vec::new(); batch.num_rows()];
+        for (column, array) in view.columns.iter().zip(batch.columns()) {
+            let expected_type = match column.kind {
+                ColumnType::Text => DataType::Utf8,
+                ColumnType::Integer => DataType::Int64,
+                ColumnType::Float => DataType::Float64,
+                ColumnType::Boolean => DataType::Boolean,
+                ColumnType::Timestamp => {
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                }
+                ColumnType::Date => DataType::Date32,
+            };
+            assert_eq!(array.data_type(), &expected_type, "{}", column.name);
+            for (i, row) in batch_rows.iter_mut().enumerate() {
+                let value = if array.is_null(i) {
+                    Value::Null
+                } else {
+                    match column.kind {
+                        ColumnType::Text => Value::from(array.as_string::<i32>().value(i)),
+                        ColumnType::Integer => {
+                            Value::from(array.as_primitive::<Int64Type>().value(i))
+                        }
+                        ColumnType::Float => Value::from(
+                            array
+                                .as_primitive::<arrow_array::types::Float64Type>()
+                                .value(i),
+                        ),
+                        ColumnType::Boolean => Value::from(array.as_boolean().value(i)),
+                        ColumnType::Timestamp => {
+                            let micros = array.as_primitive::<TimestampMicrosecondType>().value(i);
+                            Value::from(
+                                chrono::DateTime::from_timestamp_micros(micros)
+                                    .unwrap()
+                                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                            )
+                        }
+                        ColumnType::Date => {
+                            let days = array.as_primitive::<Date32Type>().value(i);
+                            let day = chrono::NaiveDate::default()
+                                + chrono::Duration::days(i64::from(days));
+                            Value::from(day.to_string())
+                        }
+                    }
+                };
+                row.push(value);
+            }
+        }
+        rows.extend(batch_rows);
+    }
+    rows
+}
+
 fn order_of(view: &ExportView) -> &'static str {
     match view.name {
         "v1_conversations" => "source, conversation_id",
@@ -135,7 +208,7 @@ fn order_of(view: &ExportView) -> &'static str {
     }
 }
 
-/// CSV and JSONL (file and stdout) exports of every `v1_` view equal the view, NULLs
+/// CSV, JSONL (file and stdout) and Parquet exports of every `v1_` view equal the view, NULLs
 /// included, and `--source` keeps only that source's rows.
 async fn every_format_carries_the_views_values(backend: Backend) {
     let site = Site::start_on(backend, sim_options(23, 30), SiteOptions::default()).await;
@@ -186,6 +259,29 @@ async fn every_format_carries_the_views_values(backend: Backend) {
         assert!(done.status.success(), "{}", done.tail());
         let jsonl = std::fs::read_to_string(&jsonl_file).unwrap();
         assert_same_rows(&jsonl_rows(&jsonl, view), &expected, view, "JSONL");
+
+        #[cfg(feature = "parquet")]
+        {
+            let parquet_file = dir.join(format!("{}.parquet", view.name));
+            let done = site
+                .run(&[
+                    "export",
+                    "--view",
+                    view.name,
+                    "--format",
+                    "parquet",
+                    "--to",
+                    parquet_file.to_str().unwrap(),
+                ])
+                .await;
+            assert!(done.status.success(), "{}", done.tail());
+            assert_same_rows(
+                &parquet_rows(&parquet_file, view),
+                &expected,
+                view,
+                "Parquet",
+            );
+        }
 
         let to_stdout = site
             .run(&[
@@ -393,4 +489,44 @@ async fn refusals_and_failures_leave_no_file(backend: Backend) {
         "no half file: {:?}",
         exports_in(dir)
     );
+}
+
+/// The zero-export path docs/schema.md shows (DuckDB attaching the SQLite file) needs the
+/// file readable by another program while the daemon runs: the `sqlite3` CLI opens it
+/// read-only and reads the views, and an export runs beside the daemon too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_file_reads_read_only_beside_the_daemon() {
+    let site = Site::start(sim_options(7, 10), SiteOptions::default()).await;
+    site.sync_full().await;
+    let mut daemon = site.spawn_daemon();
+    let db = site.db_path();
+    let read = tokio::process::Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(&db)
+        .arg("SELECT count(*) FROM v1_conversations; SELECT count(*) FROM v1_daily_volume;")
+        .output()
+        .await
+        .expect("the sqlite3 CLI is installed (.ci/install-packages)");
+    let text = String::from_utf8_lossy(&read.stdout).into_owned();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let counts: Vec<i64> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert!(counts.len() == 2 && counts.iter().all(|n| *n > 0), "{text}");
+    let export = site
+        .run(&[
+            "export",
+            "--view",
+            "v1_conversations",
+            "--format",
+            "csv",
+            "--to",
+            "-",
+        ])
+        .await;
+    assert!(export.status.success(), "{}", export.tail());
+    assert!(daemon.is_running(), "{}", daemon.output());
+    daemon.sigterm().await;
 }
