@@ -9,6 +9,7 @@ mod credentials;
 mod database;
 #[cfg(feature = "sim")]
 mod demo;
+mod export;
 mod install_files;
 mod maintenance;
 mod progress;
@@ -116,6 +117,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
+    /// Write a report view (`v1_conversations`, `v1_awaiting_reply`, `v1_daily_volume`)
+    /// to FILE as CSV, JSON Lines or Parquet, streaming: memory stays flat at any size. FILE
+    /// appears only once complete; an existing FILE is kept unless --force.
+    Export(export::ExportArgs),
     /// Replace the mirror database with a backup, after checking it. Refused while a
     /// daemon runs; the current database is moved aside, not deleted.
     Restore {
@@ -437,6 +442,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { to } => {
             backup::backup(&config_path, &to).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => {
+            export::run(&config_path, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { from } => {

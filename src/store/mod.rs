@@ -4,8 +4,9 @@
 //!
 //! The operations are split by concern into a few traits — page writes ([`PageWrites`],
 //! [`PageTransaction`]), [`Cursors`], the [`RunLog`], the [`FollowUpQueue`], the
-//! [`RefreshTokens`] vault, [`StatusReports`], [`Administration`], [`HealthProbes`], the
-//! replicas' [`Leases`] and the history's [`ChangeFeed`] —
+//! [`RefreshTokens`] vault, [`StatusReports`], the report views' [`ViewExports`],
+//! [`Administration`], [`HealthProbes`], the replicas' [`Leases`] and the history's
+//! [`ChangeFeed`] —
 //! that one [`Backend`] implements. Every layer holds the cheap-clone handle [`Store`] and
 //! calls them on it; the backend is chosen once, from `database.url`'s scheme, by
 //! [`Store::open`]. Page writes answer a [`RowChange`] per row, so the engine's own rules
@@ -27,6 +28,7 @@ mod connection;
 mod cursor;
 mod error;
 mod events;
+pub mod export;
 mod follow_ups;
 mod last_write;
 mod leases;
@@ -53,6 +55,7 @@ pub use connection::{ClientIdentity, TlsMode, TlsSettings};
 pub use cursor::{CursorRewrite, CursorState, Cursors};
 pub use error::{BackendError, StoreError};
 pub use events::{BackfillEvents, ChangeFeed, ConversationEvent};
+pub use export::ViewExports;
 pub use follow_ups::{DetailWrite, FollowUpQueue};
 pub use last_write::WriteFailure;
 pub use leases::{Claim, Fence, LeaseOwner, Leases, ReplicaName};
@@ -155,6 +158,7 @@ pub trait Backend:
     + HealthProbes
     + Leases
     + ChangeFeed
+    + ViewExports
     + std::fmt::Debug
     + Send
     + Sync

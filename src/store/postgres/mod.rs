@@ -27,6 +27,7 @@ mod copy;
 mod cursor;
 pub(super) mod error;
 mod events;
+mod export;
 mod follow_ups;
 mod leases;
 mod locks;

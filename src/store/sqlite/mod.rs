@@ -20,6 +20,7 @@ mod cursor;
 mod daemon_lock;
 pub(super) mod error;
 mod events;
+mod export;
 mod file;
 mod follow_ups;
 mod leases;

@@ -4,6 +4,7 @@
 
 mod channels;
 mod documented;
+mod export;
 mod upgrade;
 mod views;
 
