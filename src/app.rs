@@ -66,13 +66,24 @@ impl App {
                 url: shown_url(&config.store.url),
                 source,
             })?;
-        store
-            .set_backfill_events(config.history.backfill)
-            .await
-            .map_err(|source| AppError::OpenStore {
-                url: shown_url(&config.store.url),
-                source,
-            })?;
+        // A changed setting is a write: wait out another writer's lock like every write.
+        let limit = config
+            .sources
+            .iter()
+            .map(|s| s.schedule.stall_timeout)
+            .max()
+            .unwrap_or(config.store.busy_timeout);
+        crate::store::while_busy(
+            limit,
+            &CancellationToken::new(),
+            "recording the history's backfill setting",
+            || store.set_backfill_events(config.history.backfill),
+        )
+        .await
+        .map_err(|source| AppError::OpenStore {
+            url: shown_url(&config.store.url),
+            source,
+        })?;
         adopt_and_warn(&store, &config.configured)
             .await
             .map_err(AppError::AdoptSources)?;

@@ -79,6 +79,6 @@ pub trait ChangeFeed: Send + Sync {
     ) -> Result<Vec<ConversationEvent>, StoreError>;
 
     /// Stores what a backfill writes (read by the database's triggers), set at start from
-    /// `[history] backfill`.
+    /// `[history] backfill`; writes only when the stored setting differs.
     async fn set_backfill_events(&self, mode: BackfillEvents) -> Result<(), StoreError>;
 }

@@ -28,7 +28,7 @@ pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
 pub use policy::MAX_IDLE_CYCLES;
 use policy::{CycleFacts, Mode, Next, Policy};
 pub use progress::SourceProgress;
-pub use replica::ReplicaProgress;
+pub use replica::{ReplicaProgress, join_window};
 pub use retention::run_retention;
 
 use crate::config::{ReplicaSettings, SourceSettings};

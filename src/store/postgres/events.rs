@@ -51,10 +51,16 @@ impl ChangeFeed for PgStore {
     }
 
     async fn set_backfill_events(&self, mode: BackfillEvents) -> Result<(), StoreError> {
-        sqlx::query("UPDATE event_settings SET backfill = $1 WHERE id = 1 AND backfill <> $1")
-            .bind(mode.as_str())
-            .execute(&self.pool)
+        // Read first, as on SQLite: a start that changes nothing takes no lock.
+        let stored: String = sqlx::query_scalar("SELECT backfill FROM event_settings WHERE id = 1")
+            .fetch_one(&self.pool)
             .await?;
+        if stored != mode.as_str() {
+            sqlx::query("UPDATE event_settings SET backfill = $1 WHERE id = 1")
+                .bind(mode.as_str())
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -30,11 +30,17 @@ impl ChangeFeed for SqliteStore {
     }
 
     async fn set_backfill_events(&self, mode: BackfillEvents) -> Result<(), StoreError> {
-        sqlx::query("UPDATE event_settings SET backfill = ? WHERE id = 1 AND backfill <> ?")
-            .bind(mode.as_str())
-            .bind(mode.as_str())
-            .execute(&self.pool)
+        // Read first: an UPDATE takes the write lock even when it changes nothing, and
+        // every start would then wait for whoever holds it.
+        let stored: String = sqlx::query_scalar("SELECT backfill FROM event_settings WHERE id = 1")
+            .fetch_one(&self.pool)
             .await?;
+        if stored != mode.as_str() {
+            sqlx::query("UPDATE event_settings SET backfill = ? WHERE id = 1")
+                .bind(mode.as_str())
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use convsync::config::ReplicaSettings;
+use convsync::sync::join_window;
 use convsync_sim::{Faults, PlatformSelector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,10 +50,17 @@ async fn kill_storm(backend: Backend, kills: u32, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut history = WatermarkHistory::default();
     let mut metrics = Vec::new();
+    // On PostgreSQL the daemon is a replica: it claims its scopes only after the join
+    // window, so the kills' range is that much longer there.
+    let start_up = match backend {
+        Backend::Sqlite => Duration::ZERO,
+        Backend::Postgres => join_window(ReplicaSettings::default().lease_ttl),
+    };
+    let longest = 2_500 + u64::try_from(start_up.as_millis()).unwrap();
     for round in 0..kills {
         let daemon = site.spawn_daemon();
         // Early kills land in start-up and the first pages; later ones anywhere in a cycle.
-        let delay = Duration::from_millis(rng.random_range(50..2_500));
+        let delay = Duration::from_millis(rng.random_range(50..longest));
         if round % 10 == 9 {
             metrics.push(site.scrape_metrics().await);
         }
