@@ -115,7 +115,7 @@ fn loop_period(ttl: Duration) -> Duration {
 const JOIN_WINDOW_MAX: Duration = Duration::from_secs(3);
 
 /// How long a starting replica waits, its heartbeat recorded, before it first counts the
-/// live replicas and claims its share: [`JOIN_WINDOW_MAX`], and never more than one turn
+/// live replicas and claims its share: 3 s (`JOIN_WINDOW_MAX`), and never more than one turn
 /// of the lease loop, since a peer that comes later is counted at the next turn anyway.
 pub fn join_window(ttl: Duration) -> Duration {
     loop_period(ttl).min(JOIN_WINDOW_MAX)
