@@ -82,6 +82,12 @@ pub(super) fn missing_prerequisite() -> Option<String> {
 /// Builds the package with the project's script and copies it into `into` (cargo-deb
 /// deletes older builds of the package from its output directory); returns that copy.
 pub(super) fn build_deb(skip_build: bool, cargo_deb_args: &[&str], into: &Path) -> PathBuf {
+    // One build at a time: cargo-deb writes every build to the same path and deletes the
+    // older ones there, so two tests building at once would read each other's half files.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut command = Command::new(repo("deploy/debian/build-deb.sh"));
     command.args(cargo_deb_args);
     if skip_build {
