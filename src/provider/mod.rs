@@ -28,6 +28,7 @@ pub mod registry;
 pub mod sinch;
 pub mod spruce;
 pub mod walk;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ pub use crate::record::{
 pub use follow_up::{DetailPage, FollowUp, FollowUpKind, FollowUps, NoFollowUps};
 pub use registry::{ProviderKind, ProviderTable};
 pub use walk::{InitialSweep, Page, Walk, WalkContext, WalkKind, WalkSpec, WatermarkAdvance};
+pub use webhook::{WebhookChange, WebhookEvent, WebhookRejection, WebhookRequest, Webhooks};
 
 use crate::http::{AuthScheme, RateQuota, ResponsePolicy};
 
@@ -223,5 +225,11 @@ pub trait Provider: ResponsePolicy + Send + Sync + 'static {
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
         let _ = (status, body);
         false
+    }
+
+    /// Its webhooks ([`webhook`]), when the source's config gives their key; none by
+    /// default.
+    fn webhooks(&self) -> Option<&dyn Webhooks> {
+        None
     }
 }
