@@ -411,7 +411,12 @@ mod tests {
     fn webhooks_need_a_webhook_token() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(&dir, Some("s3cr3t-value\n"));
-        assert!(setup(&cfg, &ctx()).unwrap()[0].provider.webhooks().is_none());
+        assert!(
+            setup(&cfg, &ctx()).unwrap()[0]
+                .provider
+                .webhooks()
+                .is_none()
+        );
         let path = dir.path().join("webhook-token");
         std::fs::write(&path, "hook-token\n").unwrap();
         cfg.webhook_token = Some(SecretRef::File { file: path.clone() });

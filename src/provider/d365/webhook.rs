@@ -9,7 +9,9 @@
 //! events are the primary closure signal; the sweep (disappearance from the active list)
 //! remains the reconciliation.
 
-use crate::provider::webhook::fields::{self, MAX_NAME_BYTES, body_hash_id, malformed, message_activity};
+use crate::provider::webhook::fields::{
+    self, MAX_NAME_BYTES, body_hash_id, malformed, message_activity,
+};
 use crate::provider::webhook::signature::{hmac_sha256_matches, hmac_sha256_tag};
 use crate::provider::webhook::{
     WebhookChange, WebhookEvent, WebhookRejection, WebhookRequest, Webhooks,
@@ -129,9 +131,9 @@ fn activity(body: &[u8], conversation_id: String) -> Result<WebhookEvent, Webhoo
     let conversation_id_for_id = conversation_id.clone();
     let change = match (&name, kind.as_str()) {
         // The documented samples send events as `message` activities with a `name`.
-        (Some(name), _) if CLOSING.contains(&name.as_str()) => WebhookChange::Closed {
-            conversation_id,
-        },
+        (Some(name), _) if CLOSING.contains(&name.as_str()) => {
+            WebhookChange::Closed { conversation_id }
+        }
         (Some(_), _) => WebhookChange::Unrelated,
         (None, "message") => match at {
             Some(at) => message_activity(conversation_id, Direction::Outbound, at),

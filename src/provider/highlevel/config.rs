@@ -462,7 +462,9 @@ mod tests {
     fn webhooks_use_the_published_key_or_the_configured_one() {
         let files = SecretFiles::new();
         let pit = files.add("pit", "pit-123");
-        let base = format!("private_integration_token = {pit}\n[[locations]]\nid = \"locA\"\n[[locations]]\nid = \"locB\"\n");
+        let base = format!(
+            "private_integration_token = {pit}\n[[locations]]\nid = \"locA\"\n[[locations]]\nid = \"locB\"\n"
+        );
         let setups = setup(&parse(&base), &ctx()).unwrap();
         assert!(setups.iter().all(|s| s.provider.webhooks().is_some()));
 
@@ -471,13 +473,23 @@ mod tests {
             "/src/provider/highlevel/testdata/webhook-test-only-public-key.pem"
         );
         let cfg = parse(&format!("webhook_public_key = \"{test_key}\"\n{base}"));
-        assert!(setup(&cfg, &ctx()).unwrap()[0].provider.webhooks().is_some());
+        assert!(
+            setup(&cfg, &ctx()).unwrap()[0]
+                .provider
+                .webhooks()
+                .is_some()
+        );
 
         let not_a_key = files.add("not-a-key.pem", "hello");
-        let not_a_key = not_a_key.trim_start_matches("{ file = \"").trim_end_matches("\" }");
+        let not_a_key = not_a_key
+            .trim_start_matches("{ file = \"")
+            .trim_end_matches("\" }");
         for (path, words) in [
             (not_a_key, "PUBLIC KEY"),
-            ("/nonexistent/highlevel.pem", "cannot read /nonexistent/highlevel.pem"),
+            (
+                "/nonexistent/highlevel.pem",
+                "cannot read /nonexistent/highlevel.pem",
+            ),
         ] {
             let cfg = parse(&format!("webhook_public_key = \"{path}\"\n{base}"));
             let e = err(&cfg);

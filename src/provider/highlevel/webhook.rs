@@ -71,7 +71,8 @@ impl std::fmt::Debug for HighLevelWebhooks {
 impl HighLevelWebhooks {
     /// Verifies with the key in `pem` (a `PUBLIC KEY` section, SubjectPublicKeyInfo).
     pub fn from_pem(pem: &[u8]) -> Result<Self, WebhookKeyError> {
-        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem).map_err(|_| WebhookKeyError::NotPem)?;
+        let der =
+            SubjectPublicKeyInfoDer::from_pem_slice(pem).map_err(|_| WebhookKeyError::NotPem)?;
         let key = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der.as_ref())
             .map_err(|_| WebhookKeyError::NotRsa)?;
         Ok(HighLevelWebhooks { key })

@@ -197,8 +197,8 @@ fn raw_conversation<'a>(body: &'a [u8], field: &str) -> Result<&'a RawValue, Web
         #[serde(borrow, default)]
         conversation: Option<&'a RawValue>,
     }
-    let read: Notifications<'a> = serde_json::from_slice(body)
-        .map_err(|_| malformed(format!("{field} cannot be read")))?;
+    let read: Notifications<'a> =
+        serde_json::from_slice(body).map_err(|_| malformed(format!("{field} cannot be read")))?;
     let lifecycle = if field == "conversation_start_notification" {
         read.conversation_start_notification
     } else {

@@ -175,7 +175,11 @@ pub fn time_text_or_epoch(
 /// A message in `conversation_id` at `at`, sent in `direction`: the activity it means for
 /// the mirror (an inbound message leaves the contact waiting for a reply, an outbound one
 /// answers).
-pub fn message_activity(conversation_id: String, direction: Direction, at: Timestamp) -> WebhookChange {
+pub fn message_activity(
+    conversation_id: String,
+    direction: Direction,
+    at: Timestamp,
+) -> WebhookChange {
     let inbound = direction == Direction::Inbound;
     WebhookChange::Activity {
         conversation_id,
@@ -226,13 +230,22 @@ mod tests {
         assert_eq!(id(&m, "id").unwrap().as_deref(), Some("a"));
         assert_eq!(id(&m, "empty").unwrap(), None);
         assert_eq!(id(&m, "absent").unwrap(), None);
-        assert!(matches!(required_id(&m, "absent"), Err(WebhookRejection::Malformed(_))));
-        assert!(matches!(id(&m, "long"), Err(WebhookRejection::Malformed(_))));
+        assert!(matches!(
+            required_id(&m, "absent"),
+            Err(WebhookRejection::Malformed(_))
+        ));
+        assert!(matches!(
+            id(&m, "long"),
+            Err(WebhookRejection::Malformed(_))
+        ));
         assert!(matches!(id(&m, "n"), Err(WebhookRejection::Malformed(_))));
         assert_eq!(count(&m, "n", MAX_UNREAD_COUNT).unwrap(), Some(3));
         for bad in ["neg", "frac", "big", "s"] {
             assert!(
-                matches!(count(&m, bad, MAX_UNREAD_COUNT), Err(WebhookRejection::Malformed(_))),
+                matches!(
+                    count(&m, bad, MAX_UNREAD_COUNT),
+                    Err(WebhookRejection::Malformed(_))
+                ),
                 "{bad}"
             );
         }
@@ -240,11 +253,17 @@ mod tests {
             time(&m, "t").unwrap(),
             Some(Timestamp::parse_rfc3339("2025-01-28T14:35:00Z").unwrap())
         );
-        assert!(matches!(time(&m, "bad_t"), Err(WebhookRejection::Malformed(_))));
+        assert!(matches!(
+            time(&m, "bad_t"),
+            Err(WebhookRejection::Malformed(_))
+        ));
         assert_eq!(flag(&m, "b").unwrap(), Some(true));
         assert!(matches!(flag(&m, "n"), Err(WebhookRejection::Malformed(_))));
         assert!(child(&m, "o").unwrap().is_some());
-        assert!(matches!(child(&m, "n"), Err(WebhookRejection::Malformed(_))));
+        assert!(matches!(
+            child(&m, "n"),
+            Err(WebhookRejection::Malformed(_))
+        ));
     }
 
     #[test]
@@ -262,7 +281,13 @@ mod tests {
             time_text_or_epoch("2025-12-07T10:00:00Z", "ts", EpochUnit::Seconds).unwrap(),
             t
         );
-        for bad in ["99999999999999999999", "9223372036854775807", "-5", "", "1e9"] {
+        for bad in [
+            "99999999999999999999",
+            "9223372036854775807",
+            "-5",
+            "",
+            "1e9",
+        ] {
             assert!(
                 time_text_or_epoch(bad, "ts", EpochUnit::Seconds).is_err(),
                 "{bad}"

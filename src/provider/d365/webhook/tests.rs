@@ -67,7 +67,10 @@ fn both_documented_token_headers_are_accepted() {
         token_header(AUTHORIZATION_HEADER, &format!("Bearer {TOKEN}")),
         token_header(AUTHORIZATION_HEADER, &format!("bearer {TOKEN}")),
     ] {
-        assert_eq!(webhooks().authenticate(&request(PATH, &h, AGENT_MESSAGE)), Ok(()));
+        assert_eq!(
+            webhooks().authenticate(&request(PATH, &h, AGENT_MESSAGE)),
+            Ok(())
+        );
     }
 }
 
@@ -88,9 +91,18 @@ fn missing_and_wrong_tokens_are_refused() {
     let bad_token = WebhookRejection::BadSignature {
         header: TOKEN_HEADER,
     };
-    check(token_header(TOKEN_HEADER, "test-d365-tokem"), bad_token.clone());
-    check(token_header(TOKEN_HEADER, "test-d365-token-and-more"), bad_token.clone());
-    check(token_header(TOKEN_HEADER, "test-d365-toke"), bad_token.clone());
+    check(
+        token_header(TOKEN_HEADER, "test-d365-tokem"),
+        bad_token.clone(),
+    );
+    check(
+        token_header(TOKEN_HEADER, "test-d365-token-and-more"),
+        bad_token.clone(),
+    );
+    check(
+        token_header(TOKEN_HEADER, "test-d365-toke"),
+        bad_token.clone(),
+    );
     check(token_header(TOKEN_HEADER, ""), bad_token);
     let bad_bearer = WebhookRejection::BadSignature {
         header: AUTHORIZATION_HEADER,
@@ -125,7 +137,10 @@ fn an_agent_message_is_outbound_activity_or_a_refetch() {
     let event = accept(AGENT_MESSAGE);
     assert_eq!(event.kind, "message");
     assert_eq!(event.event_id, body_hash_id(AGENT_MESSAGE.as_bytes()));
-    assert_eq!((event.sent_at, event.changed_at, event.account), (None, None, None));
+    assert_eq!(
+        (event.sent_at, event.changed_at, event.account),
+        (None, None, None)
+    );
     let WebhookChange::Refetch(request) = event.change else {
         panic!("expected a refetch, got {:?}", event.change);
     };
@@ -172,7 +187,10 @@ fn closing_events_of_either_doc_generation_close_the_conversation() {
     for name in CLOSING {
         for kind in ["message", "event"] {
             let body = CONVERSATION_CLOSED
-                .replace(r#""name":"ConversationClosed""#, &format!(r#""name":"{name}""#))
+                .replace(
+                    r#""name":"ConversationClosed""#,
+                    &format!(r#""name":"{name}""#),
+                )
                 .replace(r#""type":"message""#, &format!(r#""type":"{kind}""#));
             assert!(
                 matches!(accept(&body).change, WebhookChange::Closed { .. }),
@@ -190,9 +208,16 @@ fn other_events_and_typing_are_unrelated() {
     let typing = accept(AGENT_TYPING);
     assert_eq!(typing.kind, "typing");
     assert!(matches!(typing.change, WebhookChange::Unrelated));
-    for name in ["AgentDisconnected", "TransferToQueueInitiated", "OutOfOperatingHoursDueToHoliday"] {
+    for name in [
+        "AgentDisconnected",
+        "TransferToQueueInitiated",
+        "OutOfOperatingHoursDueToHoliday",
+    ] {
         let body = AGENT_ACCEPTED.replace("AgentAccepted\"", &format!("{name}\""));
-        assert!(matches!(accept(&body).change, WebhookChange::Unrelated), "{name}");
+        assert!(
+            matches!(accept(&body).change, WebhookChange::Unrelated),
+            "{name}"
+        );
     }
 }
 
@@ -213,7 +238,11 @@ fn wrong_paths_and_undocumented_bodies_are_malformed() {
     assert!(malformed_reason(&long, AGENT_MESSAGE).contains("the path is not"));
     // Without the leading slash the same path reads.
     let h = token_header(TOKEN_HEADER, TOKEN);
-    assert!(webhooks().parse(&request(&PATH[1..], &h, AGENT_MESSAGE)).is_ok());
+    assert!(
+        webhooks()
+            .parse(&request(&PATH[1..], &h, AGENT_MESSAGE))
+            .is_ok()
+    );
 
     let other = AGENT_MESSAGE.replace(CONVERSATION, "another-conversation");
     assert!(malformed_reason(PATH, &other).contains("differs from the conversation in the path"));
@@ -222,7 +251,10 @@ fn wrong_paths_and_undocumented_bodies_are_malformed() {
         (r#"{"text":"hello"}"#, "type is missing"),
         (r#"{"type":"message","timestamp":"now"}"#, "timestamp"),
         (r#"{"type":"message","name":7}"#, "name is not a string"),
-        (r#"{"type":"message","conversation":"x"}"#, "conversation is not an object"),
+        (
+            r#"{"type":"message","conversation":"x"}"#,
+            "conversation is not an object",
+        ),
     ] {
         let reason = malformed_reason(PATH, body);
         assert!(reason.contains(words), "{body}: {reason}");

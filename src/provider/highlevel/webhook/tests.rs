@@ -47,14 +47,22 @@ fn sign(body: &[u8]) -> String {
     let der = PrivatePkcs8KeyDer::from_pem_slice(TEST_PRIVATE_KEY.as_bytes()).unwrap();
     let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
     let mut signature = vec![0; pair.public_modulus_len()];
-    pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), body, &mut signature)
-        .unwrap();
+    pair.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        body,
+        &mut signature,
+    )
+    .unwrap();
     STANDARD.encode(signature)
 }
 
 fn signed(body: &[u8]) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(SIGNATURE_HEADER, HeaderValue::from_str(&sign(body)).unwrap());
+    h.insert(
+        SIGNATURE_HEADER,
+        HeaderValue::from_str(&sign(body)).unwrap(),
+    );
     h
 }
 
@@ -171,7 +179,10 @@ fn unread_updates_set_the_count_or_delete() {
     let seven = UNREAD.replace(r#""unreadCount":0"#, r#""unreadCount":7"#);
     assert!(matches!(
         accept(&seven).change,
-        WebhookChange::UnreadCount { unread_count: 7, .. }
+        WebhookChange::UnreadCount {
+            unread_count: 7,
+            ..
+        }
     ));
     let deleted = UNREAD.replace(r#""deleted":false"#, r#""deleted":true"#);
     assert!(matches!(
@@ -246,17 +257,47 @@ fn authentic_but_undocumented_bodies_are_malformed() {
     for (body, words) in [
         ("[]", "not a JSON object"),
         (r#"{"locationId":"L"}"#, "type is missing"),
-        (r#"{"type":"InboundMessage","dateAdded":"2021-04-21T11:31:45.750Z"}"#, "conversationId is missing"),
-        (r#"{"type":"InboundMessage","conversationId":"C"}"#, "dateAdded is missing"),
-        (r#"{"type":"InboundMessage","conversationId":"C","dateAdded":"April"}"#, "dateAdded"),
-        (r#"{"type":"ConversationUnreadUpdate","id":"C","unreadCount":-1}"#, "unreadCount"),
-        (r#"{"type":"ConversationUnreadUpdate","id":"C","unreadCount":1.5}"#, "unreadCount"),
-        (r#"{"type":"ConversationUnreadUpdate","id":"C","unreadCount":1000001}"#, "unreadCount"),
-        (r#"{"type":"ConversationUnreadUpdate","id":"C"}"#, "unreadCount is missing"),
-        (r#"{"type":"ConversationUnreadUpdate","id":"C","deleted":"yes","unreadCount":1}"#, "deleted"),
-        (r#"{"type":"ContactCreate","timestamp":"soon"}"#, "timestamp"),
+        (
+            r#"{"type":"InboundMessage","dateAdded":"2021-04-21T11:31:45.750Z"}"#,
+            "conversationId is missing",
+        ),
+        (
+            r#"{"type":"InboundMessage","conversationId":"C"}"#,
+            "dateAdded is missing",
+        ),
+        (
+            r#"{"type":"InboundMessage","conversationId":"C","dateAdded":"April"}"#,
+            "dateAdded",
+        ),
+        (
+            r#"{"type":"ConversationUnreadUpdate","id":"C","unreadCount":-1}"#,
+            "unreadCount",
+        ),
+        (
+            r#"{"type":"ConversationUnreadUpdate","id":"C","unreadCount":1.5}"#,
+            "unreadCount",
+        ),
+        (
+            r#"{"type":"ConversationUnreadUpdate","id":"C","unreadCount":1000001}"#,
+            "unreadCount",
+        ),
+        (
+            r#"{"type":"ConversationUnreadUpdate","id":"C"}"#,
+            "unreadCount is missing",
+        ),
+        (
+            r#"{"type":"ConversationUnreadUpdate","id":"C","deleted":"yes","unreadCount":1}"#,
+            "deleted",
+        ),
+        (
+            r#"{"type":"ContactCreate","timestamp":"soon"}"#,
+            "timestamp",
+        ),
         (r#"{"type":"ContactCreate","timestamp":true}"#, "timestamp"),
-        (r#"{"type":"ContactCreate","timestamp":99999999999999999999}"#, "timestamp"),
+        (
+            r#"{"type":"ContactCreate","timestamp":99999999999999999999}"#,
+            "timestamp",
+        ),
     ] {
         let reason = malformed_reason(body);
         assert!(reason.contains(words), "{body}: {reason}");

@@ -58,7 +58,11 @@ fn headers(signature: &str, nonce: &str, timestamp: &str) -> HeaderMap {
 }
 
 fn signed(body: &str) -> HeaderMap {
-    headers(&sign(SECRET, body.as_bytes(), NONCE, TIMESTAMP), NONCE, TIMESTAMP)
+    headers(
+        &sign(SECRET, body.as_bytes(), NONCE, TIMESTAMP),
+        NONCE,
+        TIMESTAMP,
+    )
 }
 
 fn request<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> WebhookRequest<'a> {
@@ -177,7 +181,10 @@ fn delete_is_a_tombstone_and_other_triggers_are_unrelated() {
     );
     let contact = accept(CONTACT_CREATE);
     assert!(matches!(contact.change, WebhookChange::Unrelated));
-    assert_eq!(contact.account.as_deref(), Some("01EB37KMH1M6SV18ASNS3G135H"));
+    assert_eq!(
+        contact.account.as_deref(),
+        Some("01EB37KMH1M6SV18ASNS3G135H")
+    );
     // A message outside any conversation (DISPATCH mode) is unrelated too.
     let dispatch = INBOUND.replace(r#""conversation_id":"01EQ8172WMDB8008EFT4M30481","#, "");
     assert!(matches!(accept(&dispatch).change, WebhookChange::Unrelated));
@@ -202,13 +209,21 @@ fn forged_altered_and_incomplete_requests_are_refused() {
     flipped[40] ^= 0x01;
     check(&signed(INBOUND), &flipped, bad.clone());
     // Signed with another secret.
-    let h = headers(&sign("other-secret", body, NONCE, TIMESTAMP), NONCE, TIMESTAMP);
+    let h = headers(
+        &sign("other-secret", body, NONCE, TIMESTAMP),
+        NONCE,
+        TIMESTAMP,
+    );
     check(&h, body, bad.clone());
     // The signature of this body, sent with another timestamp or nonce (a replay with a
     // fresh timestamp cannot be re-signed without the secret).
     let signature = sign(SECRET, body, NONCE, TIMESTAMP);
     check(&headers(&signature, NONCE, "1765101601"), body, bad.clone());
-    check(&headers(&signature, "another-nonce", TIMESTAMP), body, bad.clone());
+    check(
+        &headers(&signature, "another-nonce", TIMESTAMP),
+        body,
+        bad.clone(),
+    );
     // Not base64.
     check(&headers("not base64!", NONCE, TIMESTAMP), body, bad.clone());
     // Another algorithm.
@@ -242,7 +257,8 @@ fn a_refusal_never_quotes_the_secret_or_the_body() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains(SECRET) && !text.contains("Hi!"), "{text}");
     assert!(!format!("{:?}", webhooks()).contains(SECRET));
-    let reason = malformed_reason(r#"{"app_id":"A","message":{"direction":"SIDEWAYS-secret-ish"}}"#);
+    let reason =
+        malformed_reason(r#"{"app_id":"A","message":{"direction":"SIDEWAYS-secret-ish"}}"#);
     assert!(!reason.contains("SIDEWAYS"), "{reason}");
 }
 
@@ -271,8 +287,14 @@ fn authentic_but_undocumented_bodies_are_malformed() {
             r#"{"app_id":"A","event_time":"soon","message":{}}"#,
             "event_time",
         ),
-        (r#"{"app_id":"A","conversation_delete_notification":{}}"#, "conversation_id is missing"),
-        (r#"{"app_id":"A","conversation_stop_notification":{}}"#, "conversation is missing"),
+        (
+            r#"{"app_id":"A","conversation_delete_notification":{}}"#,
+            "conversation_id is missing",
+        ),
+        (
+            r#"{"app_id":"A","conversation_stop_notification":{}}"#,
+            "conversation is missing",
+        ),
         (r#"{"app_id":"A","message":"text"}"#, "not an object"),
     ] {
         let reason = malformed_reason(body);
@@ -301,5 +323,8 @@ fn the_signed_timestamp_is_the_send_time_in_either_format() {
     let h = headers(&sign(SECRET, DELETE.as_bytes(), NONCE, stamp), NONCE, stamp);
     let r = request(&h, DELETE.as_bytes());
     webhooks().authenticate(&r).unwrap();
-    assert!(matches!(webhooks().parse(&r), Err(WebhookRejection::Malformed(_))));
+    assert!(matches!(
+        webhooks().parse(&r),
+        Err(WebhookRejection::Malformed(_))
+    ));
 }
