@@ -193,6 +193,37 @@ pub fn message_activity(
     }
 }
 
+/// Asserts that `change` is the activity [`message_activity`] makes of a message in
+/// `conversation_id` at `at`, sent in `direction` (for the providers' tests).
+#[cfg(test)]
+pub(crate) fn assert_message_activity(
+    change: &WebhookChange,
+    conversation_id: &str,
+    direction: Direction,
+    at: Timestamp,
+) {
+    let inbound = direction == Direction::Inbound;
+    match change {
+        WebhookChange::Activity {
+            conversation_id: id,
+            patch,
+        } => {
+            assert_eq!(id, conversation_id);
+            assert_eq!(
+                patch,
+                &ActivityPatch {
+                    last_activity_at: Some(at),
+                    last_inbound_at: inbound.then_some(at),
+                    last_outbound_at: (!inbound).then_some(at),
+                    last_message_direction: Some(direction),
+                    awaiting_reply: Some(inbound),
+                }
+            );
+        }
+        other => panic!("expected activity, got {other:?}"),
+    }
+}
+
 /// The unit of an epoch number in [`time_text_or_epoch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EpochUnit {

@@ -5,7 +5,7 @@
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::*;
-use crate::record::ActivityPatch;
+use crate::provider::webhook::fields::assert_message_activity;
 use crate::time::Timestamp;
 
 const TOKEN: &str = "test-d365-token";
@@ -157,24 +157,7 @@ fn an_agent_message_is_outbound_activity_or_a_refetch() {
     let at = Timestamp::parse_rfc3339("2025-12-07T10:00:00.1234567Z").unwrap();
     assert_eq!(event.event_id, format!("{CONVERSATION}/1733565600123"));
     assert_eq!((event.sent_at, event.changed_at), (Some(at), Some(at)));
-    let WebhookChange::Activity {
-        conversation_id,
-        patch,
-    } = event.change
-    else {
-        panic!("expected activity");
-    };
-    assert_eq!(conversation_id, CONVERSATION);
-    assert_eq!(
-        patch,
-        ActivityPatch {
-            last_activity_at: Some(at),
-            last_inbound_at: None,
-            last_outbound_at: Some(at),
-            last_message_direction: Some(Direction::Outbound),
-            awaiting_reply: Some(false),
-        }
-    );
+    assert_message_activity(&event.change, CONVERSATION, Direction::Outbound, at);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
 use super::*;
-use crate::record::ActivityPatch;
+use crate::provider::webhook::fields::assert_message_activity;
 
 /// TEST-ONLY key pair, committed on purpose: it signs nothing but test bodies.
 const TEST_PRIVATE_KEY: &str = include_str!("../testdata/webhook-test-only-private-key.pem");
@@ -136,23 +136,11 @@ fn an_inbound_message_is_inbound_activity_at_date_added() {
     assert_eq!(event.sent_at, Some(ts("2025-01-28T14:35:00Z")));
     let at = ts("2021-04-21T11:31:45.750Z");
     assert_eq!(event.changed_at, Some(at));
-    let WebhookChange::Activity {
-        conversation_id,
-        patch,
-    } = event.change
-    else {
-        panic!("expected activity, got {:?}", event.change);
-    };
-    assert_eq!(conversation_id, "fcanlLgpbQgQhderivVs");
-    assert_eq!(
-        patch,
-        ActivityPatch {
-            last_activity_at: Some(at),
-            last_inbound_at: Some(at),
-            last_outbound_at: None,
-            last_message_direction: Some(Direction::Inbound),
-            awaiting_reply: Some(true),
-        }
+    assert_message_activity(
+        &event.change,
+        "fcanlLgpbQgQhderivVs",
+        Direction::Inbound,
+        at,
     );
 }
 
@@ -160,12 +148,13 @@ fn an_inbound_message_is_inbound_activity_at_date_added() {
 fn an_outbound_message_is_outbound_whatever_its_direction_field_says() {
     let event = accept(OUTBOUND);
     assert_eq!(event.event_id, "def456uvw");
-    let WebhookChange::Activity { patch, .. } = event.change else {
-        panic!("expected activity");
-    };
-    assert_eq!(patch.last_message_direction, Some(Direction::Outbound));
-    assert_eq!(patch.last_outbound_at, Some(ts("2021-04-21T11:31:45.750Z")));
-    assert_eq!(patch.awaiting_reply, Some(false));
+    let at = ts("2021-04-21T11:31:45.750Z");
+    assert_message_activity(
+        &event.change,
+        "fcanlLgpbQgQhderivVs",
+        Direction::Outbound,
+        at,
+    );
 }
 
 #[test]

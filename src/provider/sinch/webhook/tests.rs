@@ -7,8 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::*;
+use crate::provider::webhook::fields::assert_message_activity;
 use crate::provider::webhook::signature::hmac_sha256_tag;
-use crate::record::ActivityPatch;
 
 const SECRET: &str = "test-sinch-secret";
 const NONCE: &str = "01FJA8B4A7BM43YGWSG9GBV067";
@@ -102,23 +102,11 @@ fn the_documented_inbound_message_becomes_inbound_activity() {
     assert_eq!(event.sent_at, Some(ts("2025-12-07T10:00:00Z")));
     let at = ts("2025-12-07T10:00:00.915829Z");
     assert_eq!(event.changed_at, Some(at));
-    let WebhookChange::Activity {
-        conversation_id,
-        patch,
-    } = event.change
-    else {
-        panic!("expected activity, got {:?}", event.change);
-    };
-    assert_eq!(conversation_id, "01EQ8172WMDB8008EFT4M30481");
-    assert_eq!(
-        patch,
-        ActivityPatch {
-            last_activity_at: Some(at),
-            last_inbound_at: Some(at),
-            last_outbound_at: None,
-            last_message_direction: Some(Direction::Inbound),
-            awaiting_reply: Some(true),
-        }
+    assert_message_activity(
+        &event.change,
+        "01EQ8172WMDB8008EFT4M30481",
+        Direction::Inbound,
+        at,
     );
 }
 
@@ -129,18 +117,7 @@ fn a_submitted_message_is_outbound_activity_at_its_event_time() {
     assert_eq!(event.event_id, "MESSAGE_SUBMIT/01H9876543");
     let at = ts("2024-06-15T14:24:30.123Z");
     assert_eq!(event.changed_at, Some(at));
-    let WebhookChange::Activity {
-        conversation_id,
-        patch,
-    } = event.change
-    else {
-        panic!("expected activity");
-    };
-    assert_eq!(conversation_id, "01H5555555");
-    assert_eq!(patch.last_outbound_at, Some(at));
-    assert_eq!(patch.last_inbound_at, None);
-    assert_eq!(patch.last_message_direction, Some(Direction::Outbound));
-    assert_eq!(patch.awaiting_reply, Some(false));
+    assert_message_activity(&event.change, "01H5555555", Direction::Outbound, at);
 }
 
 #[test]
