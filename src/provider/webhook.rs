@@ -10,6 +10,7 @@
 //! the durable write, and the ordering rule that keeps an older event from overwriting newer
 //! state (from [`WebhookEvent::changed_at`]).
 
+pub mod fields;
 pub mod signature;
 
 use reqwest::header::HeaderMap;

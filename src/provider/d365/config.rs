@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::D365;
+use super::{D365, D365Webhooks};
 use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
 use crate::http::{AuthScheme, RateQuota};
@@ -83,6 +83,11 @@ pub struct D365Config {
     /// (2025-04 docs), for a gateway that refuses unknown headers.
     #[serde(default)]
     pub header_names: Option<String>,
+    /// The token the channel's webhook requests carry (`x-ms-token`, or `Authorization:
+    /// Bearer`), as a secret reference. When set, the receiver accepts the activities posted
+    /// to `/webhooks/NAME/v3/conversations/{id}/activities` (docs/webhooks.md).
+    #[serde(default)]
+    pub webhook_token: Option<SecretRef>,
 }
 
 /// The names the channel and organization headers are sent under (`header_names`).
@@ -204,8 +209,26 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
         messages: cfg.messages,
         messages_share,
     };
+    let webhooks = match &cfg.webhook_token {
+        None => None,
+        Some(reference) => {
+            let token = reference.resolve().map_err(|e| {
+                ConfigError::new(
+                    key("webhook_token"),
+                    format!("cannot read {}: {e}", reference.describe()),
+                )
+            })?;
+            if token.expose().is_empty() {
+                return Err(ConfigError::new(
+                    key("webhook_token"),
+                    "is empty: give the token the channel's webhook requests carry",
+                ));
+            }
+            Some(D365Webhooks::new(token))
+        }
+    };
     Ok(vec![ProviderSetup {
-        provider: Arc::new(D365::new(settings)),
+        provider: Arc::new(D365::new(settings).with_webhooks(webhooks)),
         auth: AuthScheme::ClientCredentials(ClientCredentials {
             token_url,
             client_id,
@@ -379,6 +402,34 @@ mod tests {
             messages: false,
             messages_share: None,
             header_names: None,
+            webhook_token: None,
+        }
+    }
+
+    /// `webhook_token` gives the source its webhook; without it the source has none.
+    #[test]
+    fn webhooks_need_a_webhook_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&dir, Some("s3cr3t-value\n"));
+        assert!(
+            setup(&cfg, &ctx()).unwrap()[0]
+                .provider
+                .webhooks()
+                .is_none()
+        );
+        let path = dir.path().join("webhook-token");
+        std::fs::write(&path, "hook-token\n").unwrap();
+        cfg.webhook_token = Some(SecretRef::File { file: path.clone() });
+        let setups = setup(&cfg, &ctx()).unwrap();
+        assert!(setups[0].provider.webhooks().is_some());
+        assert!(!format!("{setups:?}").contains("hook-token"));
+        for content in [None, Some("\n")] {
+            match content {
+                Some(text) => std::fs::write(&path, text).unwrap(),
+                None => std::fs::remove_file(&path).unwrap(),
+            }
+            let err = setup(&cfg, &ctx()).unwrap_err();
+            assert_eq!(err.key, "sources[cc].d365.webhook_token", "{err}");
         }
     }
 

@@ -22,17 +22,20 @@ mod json;
 mod listing;
 mod messages;
 mod problem;
+mod webhook;
 
 use std::sync::Arc;
 
 use reqwest::StatusCode;
 
 pub use config::{D365Config, setup};
+pub use webhook::D365Webhooks;
 
 use crate::http::{HttpResponse, RequestSpec, ResponsePolicy};
 use crate::provider::{
     Absence, DetailPage, DetailRequest, FollowUp, FollowUpKind, FollowUps, InitialSweep, Page,
     Provider, ProviderError, ProviderKind, Walk, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
+    Webhooks,
 };
 use config::Settings;
 use listing::ListPosition;
@@ -82,6 +85,8 @@ pub struct D365 {
     settings: Arc<Settings>,
     /// The delta, then the sweep (when due).
     walks: [Arc<dyn Walk>; 2],
+    /// Its webhook's check and reading, when `webhook_token` is configured.
+    webhooks: Option<D365Webhooks>,
 }
 
 impl D365 {
@@ -96,7 +101,14 @@ impl D365 {
         D365 {
             walks: [walk(DELTA), walk(SWEEP)],
             settings,
+            webhooks: None,
         }
+    }
+
+    /// The same adapter, accepting the webhook requests `webhooks` checks.
+    fn with_webhooks(mut self, webhooks: Option<D365Webhooks>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 }
 
@@ -128,6 +140,10 @@ impl Provider for D365 {
 
     fn follow_ups(&self) -> &dyn FollowUps {
         self
+    }
+
+    fn webhooks(&self) -> Option<&dyn Webhooks> {
+        self.webhooks.as_ref().map(|w| w as &dyn Webhooks)
     }
 
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {

@@ -8,13 +8,14 @@
 //! one running source per location (`name/locationId`, also when there is only one), each with
 //! its own cursor and its own request budget.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
-use super::{API_VERSION, HighLevel};
+use super::{API_VERSION, HighLevel, HighLevelWebhooks};
 use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::RotatingRefresh;
 use crate::http::{AuthScheme, RateQuota};
@@ -68,6 +69,11 @@ pub struct HighLevelConfig {
     /// OAuth app client secret; required when any location uses a refresh token.
     #[serde(default)]
     pub client_secret: Option<SecretRef>,
+    /// Path to the PEM public key that verifies the app's webhooks (`x-wh-signature`).
+    /// Default: the key HighLevel publishes, built into convsync; set this only when
+    /// HighLevel announces a new key before convsync ships it.
+    #[serde(default)]
+    pub webhook_public_key: Option<PathBuf>,
 }
 
 /// One entry of `locations`.
@@ -153,6 +159,12 @@ pub fn setup(
         ));
     }
     let api_version = api_version(cfg.api_version.as_deref(), &key("api_version"))?;
+    let webhooks = match &cfg.webhook_public_key {
+        None => HighLevelWebhooks::published(),
+        Some(path) => HighLevelWebhooks::from_file(path),
+    }
+    .map(Arc::new)
+    .map_err(|e| ConfigError::new(key("webhook_public_key"), e.to_string()))?;
     let locations = locations(cfg, &key)?;
     let shared_pit = resolve(
         &cfg.private_integration_token,
@@ -245,12 +257,15 @@ pub fn setup(
             }
         };
         setups.push(ProviderSetup {
-            provider: Arc::new(HighLevel::new(
-                location.clone(),
-                search_url.clone(),
-                cfg.page_size,
-                api_version.clone(),
-            )),
+            provider: Arc::new(
+                HighLevel::new(
+                    location.clone(),
+                    search_url.clone(),
+                    cfg.page_size,
+                    api_version.clone(),
+                )
+                .with_webhooks(Some(webhooks.clone())),
+            ),
             auth,
             credential_key,
             budget_key,
@@ -439,6 +454,48 @@ mod tests {
         assert!(s.budget_key.ends_with("/locA"));
         assert!(!s.credential_key.contains("pit-123") && !s.budget_key.contains("pit-123"));
         assert_eq!(s.defaults.quota.unwrap().requests.get(), 100);
+    }
+
+    /// Every location verifies webhooks, with HighLevel's published key unless
+    /// `webhook_public_key` names another PEM; a key that cannot verify is a config error.
+    #[test]
+    fn webhooks_use_the_published_key_or_the_configured_one() {
+        let files = SecretFiles::new();
+        let pit = files.add("pit", "pit-123");
+        let base = format!(
+            "private_integration_token = {pit}\n[[locations]]\nid = \"locA\"\n[[locations]]\nid = \"locB\"\n"
+        );
+        let setups = setup(&parse(&base), &ctx()).unwrap();
+        assert!(setups.iter().all(|s| s.provider.webhooks().is_some()));
+
+        let test_key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/provider/highlevel/testdata/webhook-test-only-public-key.pem"
+        );
+        let cfg = parse(&format!("webhook_public_key = \"{test_key}\"\n{base}"));
+        assert!(
+            setup(&cfg, &ctx()).unwrap()[0]
+                .provider
+                .webhooks()
+                .is_some()
+        );
+
+        let not_a_key = files.add("not-a-key.pem", "hello");
+        let not_a_key = not_a_key
+            .trim_start_matches("{ file = \"")
+            .trim_end_matches("\" }");
+        for (path, words) in [
+            (not_a_key, "PUBLIC KEY"),
+            (
+                "/nonexistent/highlevel.pem",
+                "cannot read /nonexistent/highlevel.pem",
+            ),
+        ] {
+            let cfg = parse(&format!("webhook_public_key = \"{path}\"\n{base}"));
+            let e = err(&cfg);
+            assert_eq!(e.key, "sources[hl].highlevel.webhook_public_key");
+            assert!(e.message.contains(words), "{e}");
+        }
     }
 
     /// Several locations with their own credentials get separate budgets; an OAuth one

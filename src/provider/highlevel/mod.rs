@@ -25,6 +25,7 @@ mod conversation;
 mod errors;
 mod keyset;
 mod limits;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -36,13 +37,14 @@ use serde_json::value::RawValue;
 use url::Url;
 
 pub use config::{DEFAULT_BASE_URL, HighLevelConfig, LocationConfig, setup};
+pub use webhook::{HighLevelWebhooks, PUBLISHED_PUBLIC_KEY_PEM, WebhookKeyError};
 
 use self::conversation::DateField;
 use self::keyset::{PageShape, Position, Role};
 use crate::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
 use crate::provider::{
     Absence, InitialSweep, Page, Provider, ProviderError, ProviderKind, Walk, WalkContext,
-    WalkKind, WalkSpec, WatermarkAdvance,
+    WalkKind, WalkSpec, WatermarkAdvance, Webhooks,
 };
 use crate::time::Timestamp;
 
@@ -66,6 +68,8 @@ pub struct HighLevel {
     burst: limits::BurstWindow,
     /// The delta first (cheap, every cycle), then the sweep when it is due.
     walks: [Arc<dyn Walk>; 2],
+    /// Its webhooks' check and reading (set up for every configured source).
+    webhooks: Option<Arc<HighLevelWebhooks>>,
 }
 
 impl HighLevel {
@@ -88,7 +92,14 @@ impl HighLevel {
             location_id,
             burst: limits::BurstWindow::default(),
             walks: [walk(DELTA), walk(SWEEP)],
+            webhooks: None,
         }
+    }
+
+    /// The same adapter, accepting the webhooks `webhooks` verifies.
+    pub fn with_webhooks(mut self, webhooks: Option<Arc<HighLevelWebhooks>>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 }
 
@@ -123,6 +134,10 @@ impl Provider for HighLevel {
 
     fn walks(&self) -> &[Arc<dyn Walk>] {
         &self.walks
+    }
+
+    fn webhooks(&self) -> Option<&dyn Webhooks> {
+        self.webhooks.as_deref().map(|w| w as &dyn Webhooks)
     }
 }
 

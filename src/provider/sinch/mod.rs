@@ -35,6 +35,7 @@
 //! No follow-up requests are needed: both listings return whole conversation objects.
 
 mod position;
+mod webhook;
 mod wire;
 
 use std::sync::Arc;
@@ -46,9 +47,11 @@ use serde_json::value::RawValue;
 use url::Url;
 
 use self::position::{InventoryPosition, Phase, RecentPosition};
+pub use self::webhook::SinchWebhooks;
 use super::{
     Absence, InitialSweep, Page, Provider, ProviderDefaults, ProviderError, ProviderKind,
     ProviderSetup, RejectedRecord, SetupContext, Walk, WalkContext, WalkSpec, WatermarkAdvance,
+    Webhooks,
 };
 use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
@@ -113,6 +116,12 @@ pub struct SinchConfig {
     /// OAuth2 token endpoint (default `https://auth.sinch.com/oauth2/token`).
     #[serde(default)]
     pub token_url: Option<String>,
+    /// The secret of the Conversation API webhook that posts to this source's
+    /// `/webhooks/NAME` (the webhook's "Secret token"), as a secret reference. When set, the
+    /// receiver accepts the callbacks it signs (docs/webhooks.md); one webhook serves every
+    /// app of the entry when they share the secret.
+    #[serde(default)]
+    pub webhook_secret: Option<SecretRef>,
 }
 
 /// One app id or several.
@@ -220,6 +229,21 @@ pub fn setup(cfg: &SinchConfig, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSe
         .resolve()
         .map_err(|e| ConfigError::new(key("key_secret"), e.to_string()))?;
     let credential_key = format!("sinch:{token_url}:{key_id}:{}", secret.fingerprint());
+    let webhooks = match &cfg.webhook_secret {
+        None => None,
+        Some(reference) => {
+            let secret = reference
+                .resolve()
+                .map_err(|e| ConfigError::new(key("webhook_secret"), e.to_string()))?;
+            if secret.expose().is_empty() {
+                return Err(ConfigError::new(
+                    key("webhook_secret"),
+                    "is empty: give the secret set on the Sinch webhook",
+                ));
+            }
+            Some(Arc::new(SinchWebhooks::new(secret)))
+        }
+    };
     let auth = AuthScheme::ClientCredentials(ClientCredentials {
         token_url,
         client_id: key_id.to_owned(),
@@ -232,7 +256,10 @@ pub fn setup(cfg: &SinchConfig, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSe
         .map(|app_id| {
             let app_id = app_id.trim();
             ProviderSetup {
-                provider: Arc::new(SinchProvider::new(&base_url, project_id, app_id)),
+                provider: Arc::new(
+                    SinchProvider::new(&base_url, project_id, app_id)
+                        .with_webhooks(webhooks.clone()),
+                ),
                 auth: auth.clone(),
                 credential_key: credential_key.clone(),
                 // The documented limit is per project.
@@ -288,6 +315,8 @@ pub struct SinchProvider {
     base_url: Url,
     /// The recent delta, then the inventory sweep (when due).
     walks: [Arc<dyn Walk>; 2],
+    /// Its callbacks' check and reading, when `webhook_secret` is configured.
+    webhooks: Option<Arc<SinchWebhooks>>,
 }
 
 impl SinchProvider {
@@ -317,7 +346,14 @@ impl SinchProvider {
                     conversations_url: endpoint("conversations"),
                 }),
             ],
+            webhooks: None,
         }
+    }
+
+    /// The same adapter, accepting the callbacks `webhooks` checks.
+    pub fn with_webhooks(mut self, webhooks: Option<Arc<SinchWebhooks>>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 }
 
@@ -486,6 +522,10 @@ impl Provider for SinchProvider {
     /// every other parameter of a later page was already accepted on the walk's first page.
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {
         matches!(status, StatusCode::BAD_REQUEST | StatusCode::GONE) && wire::mentions_token(body)
+    }
+
+    fn webhooks(&self) -> Option<&dyn Webhooks> {
+        self.webhooks.as_deref().map(|w| w as &dyn Webhooks)
     }
 }
 

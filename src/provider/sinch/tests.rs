@@ -87,6 +87,7 @@ fn config(secret: SecretRef) -> SinchConfig {
         key_id: "key-id-1".into(),
         key_secret: secret,
         token_url: None,
+        webhook_secret: None,
     }
 }
 
@@ -533,4 +534,31 @@ fn total_size_is_a_walk_total_only_where_it_covers_the_walk() {
     );
     let further = json!({"phase": "inactive", "page_token": "T", "listed": 6});
     assert_eq!(page(INVENTORY, None, Some(&further), body), None);
+}
+
+/// `webhook_secret` gives the source its webhooks (shared by every app of the entry);
+/// without it the source has none.
+#[test]
+fn setup_builds_webhooks_only_with_a_webhook_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let setups = setup(&config(secret_file(&dir)), &CTX).unwrap();
+    assert!(setups[0].provider.webhooks().is_none());
+
+    let mut cfg = config(secret_file(&dir));
+    cfg.app_id = AppIds::Many(vec!["APP1".into(), "APP2".into()]);
+    let path = dir.path().join("sinch-webhook-secret");
+    std::fs::write(&path, "hook-secret\n").unwrap();
+    cfg.webhook_secret = Some(SecretRef::File { file: path.clone() });
+    let setups = setup(&cfg, &CTX).unwrap();
+    assert!(setups.iter().all(|s| s.provider.webhooks().is_some()));
+    assert!(!format!("{setups:?}").contains("hook-secret"));
+
+    std::fs::write(&path, "\n").unwrap();
+    let err = setup(&cfg, &CTX).unwrap_err();
+    assert_eq!(err.key, "sources[sms].sinch.webhook_secret");
+    cfg.webhook_secret = Some(SecretRef::File {
+        file: dir.path().join("absent"),
+    });
+    let err = setup(&cfg, &CTX).unwrap_err();
+    assert_eq!(err.key, "sources[sms].sinch.webhook_secret");
 }

@@ -114,6 +114,7 @@ impl HighLevelBed {
             refresh_token: None,
             client_id: Some(accounts[0].client_id.clone()),
             client_secret: Some(self.secret_file("client-secret", &accounts[0].client_secret)),
+            webhook_public_key: None,
             api_version: None,
         }
     }

@@ -108,6 +108,7 @@ fn highlevel_sources(
         refresh_token: None,
         client_id: Some(account.client_id.clone()),
         client_secret: Some(file("client-secret", &account.client_secret)),
+        webhook_public_key: None,
     };
     let setups = setup(&config, &SetupContext { key: "sources[hl]" }).unwrap();
     entry_sources("hl", setups, &schedule())

@@ -42,6 +42,7 @@ fn rotating_scheme(sim: &SimHandle, secrets: &std::path::Path) -> AuthScheme {
         refresh_token: None,
         client_id: Some(account.client_id.clone()),
         client_secret: Some(file("client-secret", &account.client_secret)),
+        webhook_public_key: None,
     };
     let key = "sources[hl]";
     let setups = setup(&config, &SetupContext { key }).expect("valid highlevel config");
