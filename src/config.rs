@@ -598,6 +598,11 @@ provider::registry::with_provider_tables! {
         /// cannot see.
         #[serde(default, with = "humantime_serde")]
         pub sweep_interval: Option<Duration>,
+        /// Time between the daemon's verifications of this source against the provider
+        /// (`convsync verify`, at background priority in the source's budget). Off when
+        /// absent.
+        #[serde(default, with = "humantime_serde")]
+        pub verify_interval: Option<Duration>,
         /// Request quota for this credential (provider's documented default when absent).
         #[serde(default)]
         pub rate_limit: Option<RateLimitConfig>,
@@ -707,6 +712,8 @@ pub struct Schedule {
     pub lookback: Duration,
     /// Time between sweeps.
     pub sweep_interval: Duration,
+    /// Time between the daemon's verifications; `None`: none.
+    pub verify_interval: Option<Duration>,
     /// Page cap per cycle.
     pub max_pages_per_cycle: u32,
     /// Stall timeout.
@@ -1122,6 +1129,12 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             Some(skew) => skew,
             None => DEFAULT_MAX_CLOCK_SKEW.min(lookback),
         };
+        if source.verify_interval.is_some_and(|v| v.is_zero()) {
+            return Err(ConfigError::new(
+                format!("{key}.verify_interval"),
+                "must be greater than zero, such as \"1d\" (leave it unset for no scheduled verification)",
+            ));
+        }
         let name = expanded_name(&source.name, setup.name_suffix.as_deref());
         let mut setup = setup;
         setup.auth.name_source(&name);
@@ -1134,6 +1147,7 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 sweep_interval: source
                     .sweep_interval
                     .unwrap_or(setup.defaults.sweep_interval),
+                verify_interval: source.verify_interval,
                 max_pages_per_cycle: source.max_pages_per_cycle,
                 stall_timeout: source.stall_timeout,
                 max_clock_skew,
