@@ -1066,6 +1066,12 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             "must be a positive duration like \"30days\" (default 30 days); to read no reply state at all, turn it off in the provider's settings (e.g. spruce.track_reply_state = false)",
         ));
     }
+    if source.verify_interval.is_some_and(|v| v.is_zero()) {
+        return Err(ConfigError::new(
+            format!("{key}.verify_interval"),
+            "must be greater than zero, such as \"1d\" (leave it unset for no scheduled verification)",
+        ));
+    }
     if source.max_pages_per_cycle == 0 {
         return Err(ConfigError::new(
             format!("{key}.max_pages_per_cycle"),
@@ -1129,12 +1135,6 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             Some(skew) => skew,
             None => DEFAULT_MAX_CLOCK_SKEW.min(lookback),
         };
-        if source.verify_interval.is_some_and(|v| v.is_zero()) {
-            return Err(ConfigError::new(
-                format!("{key}.verify_interval"),
-                "must be greater than zero, such as \"1d\" (leave it unset for no scheduled verification)",
-            ));
-        }
         let name = expanded_name(&source.name, setup.name_suffix.as_deref());
         let mut setup = setup;
         setup.auth.name_source(&name);

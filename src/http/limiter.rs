@@ -319,6 +319,42 @@ mod tests {
         }
     }
 
+    /// A background request waits while a foreground one waits for the budget, and goes
+    /// once the foreground one has its permit; with none waiting it goes at once.
+    #[tokio::test]
+    async fn background_requests_go_after_waiting_foreground_ones() {
+        let budget = std::sync::Arc::new(RequestBudget::new(None));
+        let (alone, _) = budget
+            .acquire_at(Priority::Background, Duration::MAX)
+            .await
+            .unwrap();
+        drop(alone);
+        // Nothing left by the provider's count, one request in flight: senders wait.
+        let (mut a, _) = budget.acquire(Duration::MAX).await.unwrap();
+        let (mut b, _) = budget.acquire(Duration::MAX).await.unwrap();
+        a.report(Some(0));
+        drop(a);
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sender = |priority: Priority, name: &'static str| {
+            let (budget, order) = (budget.clone(), order.clone());
+            tokio::spawn(async move {
+                let permit = budget.acquire_at(priority, Duration::MAX).await.unwrap();
+                order.lock().unwrap().push(name);
+                drop(permit);
+            })
+        };
+        let foreground = sender(Priority::Foreground, "foreground");
+        settle().await;
+        let background = sender(Priority::Background, "background");
+        settle().await;
+        assert!(order.lock().unwrap().is_empty());
+        b.report(Some(5));
+        drop(b);
+        foreground.await.unwrap();
+        background.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["foreground", "background"]);
+    }
+
     /// An answer that arrives after a later-served request's answer reports a count that
     /// does not include that request: it must not hand back what that request spent.
     #[tokio::test]

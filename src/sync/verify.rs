@@ -407,3 +407,107 @@ pub async fn run_scheduled(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    fn listed(activity: &str, active: Option<bool>) -> ConversationRecord {
+        let raw = serde_json::value::RawValue::from_string("{}".to_owned()).unwrap();
+        let mut record = ConversationRecord::new("c1", raw);
+        record.last_activity_at = Some(at(activity));
+        record.active = active;
+        record
+    }
+
+    fn row(activity: &str, active: Option<bool>, closed: bool, deleted: bool) -> MirroredState {
+        MirroredState {
+            conversation_id: "c1".to_owned(),
+            last_activity_at: Some(at(activity)),
+            active,
+            closed,
+            deleted,
+        }
+    }
+
+    const START: &str = "2026-06-01T12:00:00Z";
+
+    /// Each kind as docs/schema.md ("Verifying the mirror") defines it, and what changed
+    /// at the provider after the start is tolerated, not drift.
+    #[test]
+    fn each_kind_and_the_tolerance_of_changes_after_the_start() {
+        let start = at(START);
+        let d = Some(Absence::Deleted);
+        let old = "2026-06-01T10:00:00Z";
+        let newer = "2026-06-01T11:00:00Z";
+        let after_start = "2026-06-01T12:00:01Z";
+        let same = row(old, Some(true), false, false);
+        let check = |l: &ConversationRecord, r: Option<&MirroredState>, a| compare(l, r, a, start);
+
+        assert!(matches!(
+            check(&listed(old, Some(true)), Some(&same), d),
+            Ok(None)
+        ));
+        assert!(matches!(
+            check(&listed(old, None), None, d),
+            Ok(Some(DriftKind::Missing))
+        ));
+        assert!(matches!(
+            check(&listed(after_start, None), None, d),
+            Err(())
+        ));
+        assert!(matches!(
+            check(&listed(newer, Some(true)), Some(&same), d),
+            Ok(Some(DriftKind::Stale))
+        ));
+        assert!(matches!(
+            check(&listed(after_start, Some(true)), Some(&same), d),
+            Err(())
+        ));
+        assert!(matches!(
+            check(&listed(old, Some(false)), Some(&same), d),
+            Ok(Some(DriftKind::Stale))
+        ));
+        // A mirror newer than the listing (a follow-up saw the activity first) is not stale.
+        assert!(matches!(
+            check(
+                &listed(old, Some(true)),
+                Some(&row(newer, Some(true), false, false)),
+                d
+            ),
+            Ok(None)
+        ));
+        assert!(matches!(
+            check(
+                &listed(old, Some(true)),
+                Some(&row(old, Some(true), false, true)),
+                d
+            ),
+            Ok(Some(DriftKind::DeletedListed))
+        ));
+        // Closed yet listed is drift only where the listing lists open conversations only.
+        let closed = row(old, Some(false), true, false);
+        assert!(matches!(
+            check(
+                &listed(old, Some(true)),
+                Some(&closed),
+                Some(Absence::Closed)
+            ),
+            Ok(Some(DriftKind::DeletedListed))
+        ));
+        assert!(matches!(
+            check(&listed(old, Some(false)), Some(&closed), d),
+            Ok(None)
+        ));
+
+        assert!(is_extra(&same, d));
+        assert!(!is_extra(&row(old, None, false, true), d));
+        assert!(is_extra(&same, Some(Absence::Closed)));
+        assert!(!is_extra(&closed, Some(Absence::Closed)));
+        assert!(!is_extra(&same, None));
+    }
+}

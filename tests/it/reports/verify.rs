@@ -71,7 +71,11 @@ async fn each_corruption_is_reported_with_its_id(backend: Backend) {
     let site = Site::start_on(backend, sim_options(91, 30), SiteOptions::default()).await;
     site.sync_full().await;
 
-    // A clean mirror: no drift on any provider's source, exit 0, each one recorded.
+    // A clean mirror: no drift on any provider's source, exit 0, each one recorded; the
+    // docs' first command, then as JSON.
+    let text = site.run(&["verify"]).await;
+    assert_eq!(text.status.code(), Some(0), "{}", text.tail());
+    assert!(text.stdout.ends_with("no drift\n"), "{}", text.stdout);
     let (code, clean) = verify_json(&site, &[]).await;
     assert_eq!(code, 0, "{clean:#}");
     assert_eq!(clean["drift"], Value::Bool(false));
@@ -156,10 +160,11 @@ async fn each_corruption_is_reported_with_its_id(backend: Backend) {
     }
     assert!(text.stdout.contains("ghost-1"), "{}", text.stdout);
 
-    // Each verification is recorded: six source results so far, the latest with its drift.
+    // Each verification is recorded: twice five sources, then the Spruce source twice; the
+    // latest with its drift.
     let mirror = site.mirror().await;
     let recorded: i64 = mirror.sql_value("SELECT COUNT(*) FROM verifications").await;
-    assert_eq!(recorded, 7);
+    assert_eq!(recorded, 12);
     let latest: Vec<(String, i64, i64, i64, i64, i64, i64)> = mirror
         .sql_rows(&format!(
             "SELECT mode, checked, missing, stale, extra, deleted_listed, requests
@@ -200,6 +205,12 @@ async fn a_sample_checks_n(backend: Backend) {
         .sql_value("SELECT DISTINCT source FROM conversations WHERE provider = 'spruce'")
         .await;
     mirror.close().await;
+    // The docs' command, then as JSON.
+    let text = site
+        .run(&["verify", "--source", &source, "--sample", "5"])
+        .await;
+    assert_eq!(text.status.code(), Some(0), "{}", text.tail());
+    assert!(text.stdout.contains(" sample "), "{}", text.stdout);
     let (code, json) = verify_json(&site, &["--source", &source, "--sample", "5"]).await;
     assert_eq!(code, 0, "{json:#}");
     let result = only_source(&json);
@@ -209,6 +220,27 @@ async fn a_sample_checks_n(backend: Backend) {
     // The listing is read only until the five are found: two pages at most.
     let requests = result["requests"].as_u64().unwrap();
     assert!((1..=2).contains(&requests), "{result:#}");
+
+    // A verification that cannot be done exits 2 and records nothing: an unknown source,
+    // and a provider that does not answer (its URL now a closed loopback port).
+    let mirror = site.mirror().await;
+    let before: i64 = mirror.sql_value("SELECT COUNT(*) FROM verifications").await;
+    let unknown = site.run(&["verify", "--source", "nope"]).await;
+    assert_eq!(unknown.status.code(), Some(2), "{}", unknown.tail());
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    let spruce_url = site.sim.spruce_base_url().to_string();
+    let spruce_url = spruce_url.trim_end_matches('/');
+    assert!(config.contains(spruce_url), "{config}");
+    std::fs::write(
+        &site.config,
+        config.replace(spruce_url, "http://127.0.0.1:9"),
+    )
+    .unwrap();
+    let failed = site.run(&["verify", "--source", &source]).await;
+    assert_eq!(failed.status.code(), Some(2), "{}", failed.tail());
+    let after: i64 = mirror.sql_value("SELECT COUNT(*) FROM verifications").await;
+    assert_eq!(after, before, "a failed verification records nothing");
+    mirror.close().await;
 }
 
 async fn the_daemon_verifies_only_when_verify_interval_is_set(backend: Backend) {
