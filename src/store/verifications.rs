@@ -114,20 +114,60 @@ pub trait Verifications: Send + Sync {
     async fn latest_verifications(&self) -> Result<Vec<VerificationRecord>, StoreError>;
 }
 
-/// The stored `mode` read back (an unknown word reads as a sample: the narrower claim).
-pub(super) fn mode_from_str(mode: &str) -> VerifyMode {
-    match mode {
-        "full" => VerifyMode::Full,
-        _ => VerifyMode::Sample,
-    }
+/// A `verifications` row as both backends read it: instants in the mirror's text form
+/// (PostgreSQL formats its `timestamptz` with `convsync_event_time`).
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct StoredVerification {
+    pub source: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub mode: String,
+    pub walk: String,
+    pub checked: i64,
+    pub missing: i64,
+    pub stale: i64,
+    pub extra: i64,
+    pub deleted_listed: i64,
+    pub verified_through: Option<String>,
+    pub requests: i64,
+}
+
+/// A stored instant read back; text the mirror did not write reads as unknown.
+pub(super) fn instant(text: Option<&str>) -> Option<Timestamp> {
+    text.and_then(|t| Timestamp::parse_rfc3339(t).ok())
 }
 
 /// A stored count (never negative: written from a `u64`) read back.
-pub(super) fn count(value: i64) -> u64 {
+fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
 /// A count as the databases' signed 64-bit integers hold it (capped, never wrapped).
 pub(super) fn stored(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl From<StoredVerification> for VerificationRecord {
+    fn from(row: StoredVerification) -> Self {
+        VerificationRecord {
+            started_at: instant(Some(&row.started_at)).unwrap_or(Timestamp::UNIX_EPOCH),
+            finished_at: instant(Some(&row.finished_at)).unwrap_or(Timestamp::UNIX_EPOCH),
+            // An unknown word reads as a sample: the narrower claim.
+            mode: match row.mode.as_str() {
+                "full" => VerifyMode::Full,
+                _ => VerifyMode::Sample,
+            },
+            checked: count(row.checked),
+            drift: DriftCounts {
+                missing: count(row.missing),
+                stale: count(row.stale),
+                extra: count(row.extra),
+                deleted_listed: count(row.deleted_listed),
+            },
+            verified_through: instant(row.verified_through.as_deref()),
+            requests: count(row.requests),
+            source: row.source,
+            walk: row.walk,
+        }
+    }
 }

@@ -4,26 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::PgStore;
-use crate::store::verifications::{count, mode_from_str, stored};
-use crate::store::{DriftCounts, MirroredState, StoreError, VerificationRecord, Verifications};
+use crate::store::verifications::{StoredVerification, stored};
+use crate::store::{MirroredState, StoreError, VerificationRecord, Verifications};
 use crate::time::Timestamp;
-
-/// One `verifications` row as PostgreSQL answers it.
-#[derive(sqlx::FromRow)]
-struct Row {
-    source: String,
-    started_at: DateTime<Utc>,
-    finished_at: DateTime<Utc>,
-    mode: String,
-    walk: String,
-    checked: i64,
-    missing: i64,
-    stale: i64,
-    extra: i64,
-    deleted_listed: i64,
-    verified_through: Option<DateTime<Utc>>,
-    requests: i64,
-}
 
 #[async_trait]
 impl Verifications for PgStore {
@@ -75,31 +58,16 @@ impl Verifications for PgStore {
     }
 
     async fn latest_verifications(&self) -> Result<Vec<VerificationRecord>, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT DISTINCT ON (source) source, started_at, finished_at, mode, walk, checked,
-                    missing, stale, extra, deleted_listed, verified_through, requests
+        let rows: Vec<StoredVerification> = sqlx::query_as(
+            "SELECT DISTINCT ON (source) source,
+                    convsync_event_time(started_at) AS started_at,
+                    convsync_event_time(finished_at) AS finished_at, mode, walk, checked,
+                    missing, stale, extra, deleted_listed,
+                    convsync_event_time(verified_through) AS verified_through, requests
              FROM verifications ORDER BY source, id DESC",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| VerificationRecord {
-                source: row.source,
-                started_at: row.started_at.into(),
-                finished_at: row.finished_at.into(),
-                mode: mode_from_str(&row.mode),
-                walk: row.walk,
-                checked: count(row.checked),
-                drift: DriftCounts {
-                    missing: count(row.missing),
-                    stale: count(row.stale),
-                    extra: count(row.extra),
-                    deleted_listed: count(row.deleted_listed),
-                },
-                verified_through: row.verified_through.map(Timestamp::from),
-                requests: count(row.requests),
-            })
-            .collect())
+        Ok(rows.into_iter().map(VerificationRecord::from).collect())
     }
 }

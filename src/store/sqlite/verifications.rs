@@ -5,14 +5,9 @@
 use async_trait::async_trait;
 
 use super::SqliteStore;
-use crate::store::verifications::{count, mode_from_str, stored};
-use crate::store::{DriftCounts, MirroredState, StoreError, VerificationRecord, Verifications};
+use crate::store::verifications::{StoredVerification, instant, stored};
+use crate::store::{MirroredState, StoreError, VerificationRecord, Verifications};
 use crate::time::Timestamp;
-
-/// A stored instant read back; text the mirror did not write reads as unknown.
-fn instant(text: Option<String>) -> Option<Timestamp> {
-    text.and_then(|t| Timestamp::parse_rfc3339(&t).ok())
-}
 
 #[async_trait]
 impl Verifications for SqliteStore {
@@ -30,7 +25,7 @@ impl Verifications for SqliteStore {
             .into_iter()
             .map(|row| MirroredState {
                 conversation_id: row.conversation_id,
-                last_activity_at: instant(row.last_activity_at),
+                last_activity_at: instant(row.last_activity_at.as_deref()),
                 active: row.active,
                 closed: row.closed,
                 deleted: row.deleted,
@@ -74,33 +69,16 @@ impl Verifications for SqliteStore {
     }
 
     async fn latest_verifications(&self) -> Result<Vec<VerificationRecord>, StoreError> {
-        let rows = sqlx::query!(
-            r#"SELECT source, started_at, finished_at, mode, walk, checked, missing, stale,
-                      extra, deleted_listed, verified_through, requests
-               FROM verifications
-               WHERE id IN (SELECT MAX(id) FROM verifications GROUP BY source)
-               ORDER BY source"#
+        let rows = sqlx::query_as!(
+            StoredVerification,
+            "SELECT source, started_at, finished_at, mode, walk, checked, missing, stale,
+                    extra, deleted_listed, verified_through, requests
+             FROM verifications
+             WHERE id IN (SELECT MAX(id) FROM verifications GROUP BY source)
+             ORDER BY source"
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| VerificationRecord {
-                source: row.source,
-                started_at: instant(Some(row.started_at)).unwrap_or(Timestamp::UNIX_EPOCH),
-                finished_at: instant(Some(row.finished_at)).unwrap_or(Timestamp::UNIX_EPOCH),
-                mode: mode_from_str(&row.mode),
-                walk: row.walk,
-                checked: count(row.checked),
-                drift: DriftCounts {
-                    missing: count(row.missing),
-                    stale: count(row.stale),
-                    extra: count(row.extra),
-                    deleted_listed: count(row.deleted_listed),
-                },
-                verified_through: instant(row.verified_through),
-                requests: count(row.requests),
-            })
-            .collect())
+        Ok(rows.into_iter().map(VerificationRecord::from).collect())
     }
 }
