@@ -229,6 +229,22 @@ async fn a_sample_checks_n(backend: Backend) {
     let requests = result["requests"].as_u64().unwrap();
     assert!((1..=2).contains(&requests), "{result:#}");
 
+    // A sample of every mirrored conversation reads the whole listing: the full
+    // verification's two pages of 20, no more.
+    let mirror = site.mirror().await;
+    let mirrored: i64 = mirror
+        .sql_value(&format!(
+            "SELECT COUNT(*) FROM conversations WHERE source = '{source}'"
+        ))
+        .await;
+    mirror.close().await;
+    let all = mirrored.to_string();
+    let (code, json) = verify_json(&site, &["--source", &source, "--sample", &all]).await;
+    assert_eq!(code, 0, "{json:#}");
+    let result = only_source(&json);
+    assert_eq!(result["checked"], mirrored, "{result:#}");
+    assert_eq!(result["requests"], 2, "{result:#}");
+
     // A verification that cannot be done exits 2 and records nothing: an unknown source,
     // and a provider that does not answer (its URL now a closed loopback port).
     let mirror = site.mirror().await;
