@@ -117,9 +117,21 @@ impl App {
             self.retention,
             shutdown.clone(),
         ));
+        let mut verifications = tokio::task::JoinSet::new();
+        for source in engine.sources() {
+            if let Some(interval) = source.schedule.verify_interval {
+                verifications.spawn(crate::sync::verify::run_scheduled(
+                    source.clone(),
+                    engine.store().clone(),
+                    interval,
+                    shutdown.clone(),
+                ));
+            }
+        }
         let ended = engine.run(shutdown.clone()).await;
         shutdown.cancel();
         let _ = retention.await;
+        verifications.join_all().await;
         service.stop().await;
         // Checkpoints the WAL so a stopped service leaves one self-contained file.
         engine.store().close().await;

@@ -598,6 +598,11 @@ provider::registry::with_provider_tables! {
         /// cannot see.
         #[serde(default, with = "humantime_serde")]
         pub sweep_interval: Option<Duration>,
+        /// Time between the daemon's verifications of this source against the provider
+        /// (`convsync verify`, at background priority in the source's budget). Off when
+        /// absent.
+        #[serde(default, with = "humantime_serde")]
+        pub verify_interval: Option<Duration>,
         /// Request quota for this credential (provider's documented default when absent).
         #[serde(default)]
         pub rate_limit: Option<RateLimitConfig>,
@@ -707,6 +712,8 @@ pub struct Schedule {
     pub lookback: Duration,
     /// Time between sweeps.
     pub sweep_interval: Duration,
+    /// Time between the daemon's verifications; `None`: none.
+    pub verify_interval: Option<Duration>,
     /// Page cap per cycle.
     pub max_pages_per_cycle: u32,
     /// Stall timeout.
@@ -1059,6 +1066,12 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
             "must be a positive duration like \"30days\" (default 30 days); to read no reply state at all, turn it off in the provider's settings (e.g. spruce.track_reply_state = false)",
         ));
     }
+    if source.verify_interval.is_some_and(|v| v.is_zero()) {
+        return Err(ConfigError::new(
+            format!("{key}.verify_interval"),
+            "must be greater than zero, such as \"1d\" (leave it unset for no scheduled verification)",
+        ));
+    }
     if source.max_pages_per_cycle == 0 {
         return Err(ConfigError::new(
             format!("{key}.max_pages_per_cycle"),
@@ -1134,6 +1147,7 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
                 sweep_interval: source
                     .sweep_interval
                     .unwrap_or(setup.defaults.sweep_interval),
+                verify_interval: source.verify_interval,
                 max_pages_per_cycle: source.max_pages_per_cycle,
                 stall_timeout: source.stall_timeout,
                 max_clock_skew,

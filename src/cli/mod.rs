@@ -20,6 +20,7 @@ mod sources;
 mod state;
 mod status;
 mod table;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -159,6 +160,11 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
     },
+    /// Check the mirror against each source's provider (or one source) without writing a
+    /// conversation: report conversations missing, stale, extra and deleted-but-listed,
+    /// with their ids, and record the verification. Exits 0 when there is no drift, 1 on
+    /// drift, 2 when a verification could not be done.
+    Verify(verify::VerifyArgs),
     /// Manage stored credentials (`credentials set-refresh-token --source NAME`).
     Credentials {
         /// What to do.
@@ -472,6 +478,15 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             changes::run(&config_path, &request, shutdown_on_signals()).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => {
+            match verify::run(&config_path, &args, shutdown_on_signals()).await {
+                Ok(drift) => Ok(ExitCode::from(u8::from(drift))),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    Ok(ExitCode::from(2))
+                }
+            }
         }
         Command::Credentials { action } => {
             let config = load_config(&config_path)?;

@@ -22,7 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::process::ProcessCollector;
 use super::readiness::{ReadinessRule, assess};
-use crate::store::Store;
+use crate::store::{Store, VerificationRecord};
 use crate::sync::{ReplicaProgress, Source};
 use crate::time::Timestamp;
 
@@ -104,6 +104,8 @@ pub struct StoreFigures(Mutex<StoreSnapshot>);
 struct StoreSnapshot {
     database_bytes: Option<u64>,
     follow_ups: Option<BTreeMap<String, u64>>,
+    /// Each source's latest verification (`convsync verify`).
+    verifications: Option<BTreeMap<String, VerificationRecord>>,
 }
 
 impl StoreFigures {
@@ -112,16 +114,23 @@ impl StoreFigures {
     pub async fn refresh(&self, store: &Store) {
         let database_bytes = store.database_size_bytes().await;
         let follow_ups = store.follow_up_backlog().await;
+        let verifications = store.latest_verifications().await;
         if let Err(e) = database_bytes
             .as_ref()
             .map(|_| ())
             .and(follow_ups.as_ref().map(|_| ()))
+            .and(verifications.as_ref().map(|_| ()))
         {
             tracing::debug!(error = %e, "metrics: could not read the database's figures");
         }
         *self.0.lock().expect("store figures lock poisoned") = StoreSnapshot {
             database_bytes: database_bytes.ok(),
             follow_ups: follow_ups.ok().map(|rows| rows.into_iter().collect()),
+            verifications: verifications.ok().map(|rows| {
+                rows.into_iter()
+                    .map(|row| (row.source.clone(), row))
+                    .collect()
+            }),
         };
     }
 
@@ -328,6 +337,42 @@ impl Collector for SourceCollector {
                 self.sources.iter().map(|s| {
                     let queued = backlog.get(&s.name).copied().unwrap_or(0);
                     (labels(s), queued as f64)
+                }),
+            )?;
+        }
+        if let Some(verified) = &figures.verifications {
+            let last = |s: &Source| verified.get(&s.name);
+            let mut drift = Vec::new();
+            for s in &self.sources {
+                if let Some(v) = last(s) {
+                    for (kind, count) in v.drift.by_kind() {
+                        let mut l = labels(s);
+                        l.push(("kind", kind));
+                        drift.push((l, count as f64));
+                    }
+                }
+            }
+            family.gauges(
+                "mirror_drift",
+                "Conversations the source's latest verification found drifted, by kind \
+                 (missing, stale, extra, deleted_listed)",
+                None,
+                drift,
+            )?;
+            family.gauges(
+                "last_verification_timestamp",
+                "When the source's latest verification finished (Unix time)",
+                Some(&Unit::Seconds),
+                self.sources
+                    .iter()
+                    .filter_map(|s| last(s).map(|v| (labels(s), epoch_seconds(v.finished_at)))),
+            )?;
+            family.gauges(
+                "last_verification_age",
+                "Now minus when the source's latest verification finished",
+                Some(&Unit::Seconds),
+                self.sources.iter().filter_map(|s| {
+                    last(s).map(|v| (labels(s), signed_seconds(v.finished_at, now)))
                 }),
             )?;
         }

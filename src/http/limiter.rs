@@ -6,9 +6,14 @@
 //! count of requests the headers say are left is a credit that requests sent concurrently
 //! spend, so that several requests in flight never overrun a window that the next
 //! response would only report as exhausted after the fact.
+//!
+//! Requests have a [`Priority`]: a background one (a verification's) is let through only
+//! while no foreground request (the daemon's deltas, follow-ups, sweeps) waits for the
+//! budget, so that background work never delays the mirror's own reads.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -66,6 +71,30 @@ pub struct RequestBudget {
     credit: Mutex<Credit>,
     /// Signalled whenever a request in flight ends: a sender waiting for credit looks again.
     request_ended: Notify,
+    /// Foreground senders waiting in [`RequestBudget::acquire`].
+    foreground_waiting: AtomicU64,
+    /// Signalled whenever a foreground sender stops waiting: a background one looks again.
+    foreground_left: Notify,
+}
+
+/// Whose request waits for the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// The mirror's own reads.
+    #[default]
+    Foreground,
+    /// Work that may wait (verifications): sent only while no foreground request waits.
+    Background,
+}
+
+/// Counts a foreground sender as waiting until dropped.
+struct ForegroundWait<'a>(&'a RequestBudget);
+
+impl Drop for ForegroundWait<'_> {
+    fn drop(&mut self) {
+        self.0.foreground_waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.foreground_left.notify_waiters();
+    }
 }
 
 /// What the provider's headers say is left, less what was sent since.
@@ -129,6 +158,8 @@ impl RequestBudget {
             paused_until: Mutex::new(None),
             credit: Mutex::new(Credit::default()),
             request_ended: Notify::new(),
+            foreground_waiting: AtomicU64::new(0),
+            foreground_left: Notify::new(),
         }
     }
 
@@ -161,7 +192,35 @@ impl RequestBudget {
         &self,
         max_pause: Duration,
     ) -> Result<(Permit<'_>, Duration), (Duration, &'static str)> {
+        self.acquire_at(Priority::Foreground, max_pause).await
+    }
+
+    /// [`RequestBudget::acquire`] at `priority`: a background request first waits until
+    /// no foreground request waits.
+    pub async fn acquire_at(
+        &self,
+        priority: Priority,
+        max_pause: Duration,
+    ) -> Result<(Permit<'_>, Duration), (Duration, &'static str)> {
         let start = Instant::now();
+        let _waiting = match priority {
+            Priority::Foreground => {
+                self.foreground_waiting.fetch_add(1, Ordering::SeqCst);
+                Some(ForegroundWait(self))
+            }
+            Priority::Background => {
+                loop {
+                    // Registered before the count is read, so a sender leaving in between
+                    // is not missed.
+                    let left = self.foreground_left.notified();
+                    if self.foreground_waiting.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                    left.await;
+                }
+                None
+            }
+        };
         let ended_before;
         loop {
             if let Some((wait, reason)) = self.pause_remaining() {
@@ -258,6 +317,42 @@ mod tests {
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// A background request waits while a foreground one waits for the budget, and goes
+    /// once the foreground one has its permit; with none waiting it goes at once.
+    #[tokio::test]
+    async fn background_requests_go_after_waiting_foreground_ones() {
+        let budget = std::sync::Arc::new(RequestBudget::new(None));
+        let (alone, _) = budget
+            .acquire_at(Priority::Background, Duration::MAX)
+            .await
+            .unwrap();
+        drop(alone);
+        // Nothing left by the provider's count, one request in flight: senders wait.
+        let (mut a, _) = budget.acquire(Duration::MAX).await.unwrap();
+        let (mut b, _) = budget.acquire(Duration::MAX).await.unwrap();
+        a.report(Some(0));
+        drop(a);
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sender = |priority: Priority, name: &'static str| {
+            let (budget, order) = (budget.clone(), order.clone());
+            tokio::spawn(async move {
+                let permit = budget.acquire_at(priority, Duration::MAX).await.unwrap();
+                order.lock().unwrap().push(name);
+                drop(permit);
+            })
+        };
+        let foreground = sender(Priority::Foreground, "foreground");
+        settle().await;
+        let background = sender(Priority::Background, "background");
+        settle().await;
+        assert!(order.lock().unwrap().is_empty());
+        b.report(Some(5));
+        drop(b);
+        foreground.await.unwrap();
+        background.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["foreground", "background"]);
     }
 
     /// An answer that arrives after a later-served request's answer reports a count that

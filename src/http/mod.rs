@@ -27,7 +27,7 @@ pub use auth::{
     AuthError, AuthScheme, Authenticator, HeldVaultLock, RefreshRefusal, StoredRefreshToken,
     TokenUse, TokenVault, VaultError, VaultLock,
 };
-pub use limiter::{RateLimitSnapshot, RateQuota, RequestBudget};
+pub use limiter::{Priority, RateLimitSnapshot, RateQuota, RequestBudget};
 pub use policy::{Pause, ResponsePolicy};
 pub use request::{HttpResponse, RequestSpec};
 pub use retry::RetryPolicy;
@@ -248,6 +248,7 @@ pub struct ApiClient {
     budget: Arc<RequestBudget>,
     settings: HttpSettings,
     tally: Arc<RequestTally>,
+    priority: Priority,
 }
 
 impl ApiClient {
@@ -266,6 +267,18 @@ impl ApiClient {
             budget,
             settings,
             tally,
+            priority: Priority::Foreground,
+        }
+    }
+
+    /// The same credential and budget, at background priority ([`Priority`]), with
+    /// counters of its own: for work such as a verification, which must not delay the
+    /// mirror's reads and whose requests are counted apart.
+    pub fn background(&self) -> ApiClient {
+        ApiClient {
+            tally: Arc::new(RequestTally::default()),
+            priority: Priority::Background,
+            ..self.clone()
         }
     }
 
@@ -335,7 +348,7 @@ impl ApiClient {
         loop {
             let (mut permit, waited) = match self
                 .budget
-                .acquire(self.settings.max_inline_pause)
+                .acquire_at(self.priority, self.settings.max_inline_pause)
                 .await
             {
                 Ok(acquired) => acquired,

@@ -107,6 +107,7 @@ pub(super) const SOURCE_TABLES: &[&str] = &[
     "rejected_records",
     "conversation_events",
     "backfilled_sources",
+    "verifications",
 ];
 
 /// The statements that move or delete one source's data, run by a backend inside a

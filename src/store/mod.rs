@@ -6,7 +6,7 @@
 //! [`PageTransaction`]), [`Cursors`], the [`RunLog`], the [`FollowUpQueue`], the
 //! [`RefreshTokens`] vault, [`StatusReports`], the report views' [`ViewExports`],
 //! [`Administration`], [`HealthProbes`], the replicas' [`Leases`] and the history's
-//! [`ChangeFeed`] —
+//! [`ChangeFeed`], the mirror's [`Verifications`] —
 //! that one [`Backend`] implements. Every layer holds the cheap-clone handle [`Store`] and
 //! calls them on it; the backend is chosen once, from `database.url`'s scheme, by
 //! [`Store::open`]. Page writes answer a [`RowChange`] per row, so the engine's own rules
@@ -40,6 +40,7 @@ mod runs;
 pub mod sqlite;
 mod upsert;
 mod vault;
+mod verifications;
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -69,6 +70,9 @@ pub use reports::{LastRun, SourceStatus, SourceSummary, StatusReports, WaitingRo
 pub use runs::{RunLog, RunOutcome, RunReport};
 pub use sqlite::DaemonLock;
 pub use vault::{RefreshTokenAge, RefreshTokens};
+pub use verifications::{
+    DriftCounts, MirroredState, VerificationRecord, Verifications, VerifyMode,
+};
 
 use postgres::PgStore;
 use sqlite::SqliteStore;
@@ -159,6 +163,7 @@ pub trait Backend:
     + Leases
     + ChangeFeed
     + ViewExports
+    + Verifications
     + std::fmt::Debug
     + Send
     + Sync

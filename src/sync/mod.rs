@@ -13,6 +13,7 @@ mod policy;
 pub mod progress;
 mod replica;
 mod retention;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::Arc;

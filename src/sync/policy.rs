@@ -232,6 +232,7 @@ mod tests {
             poll_jitter: 0.0,
             lookback: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(86_400),
+            verify_interval: None,
             max_pages_per_cycle: 100,
             stall_timeout: Duration::from_secs(300),
             max_clock_skew: Duration::from_secs(120),

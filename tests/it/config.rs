@@ -414,6 +414,17 @@ fn zero_reply_state_horizon_is_named() {
     );
 }
 
+/// A zero `verify_interval` would verify without pause: it is refused, naming the key and
+/// how to turn scheduled verification off.
+#[test]
+fn zero_verify_interval_is_named() {
+    assert_error(
+        "[[sources]]\nname = \"a\"\nprovider = \"spruce\"\nverify_interval = \"0s\"\n",
+        "sources[a].verify_interval",
+        "leave it unset",
+    );
+}
+
 /// Two sources sharing one request budget (the same Spruce organization) with different
 /// `rate_limit`s are refused, naming both; the same `rate_limit` on both is accepted.
 #[test]

@@ -6,6 +6,7 @@ mod channels;
 mod documented;
 mod export;
 mod upgrade;
+mod verify;
 mod views;
 
 use std::collections::BTreeMap;

@@ -271,7 +271,7 @@ fn type_pairs(sqlite: &Schema, postgres: &Schema) -> Vec<(String, String, String
 /// Whether a PostgreSQL type may stand for a SQLite one: the native types of
 /// docs/schema.md, and never a type narrower than SQLite's 64-bit INTEGER.
 fn native_type_fits(column: &str, sqlite: &str, postgres: &str) -> bool {
-    let instant = column.ends_with("_at") || column == "since";
+    let instant = column.ends_with("_at") || matches!(column, "since" | "verified_through");
     match (sqlite, postgres) {
         ("TEXT", "timestamp with time zone") => instant,
         ("TEXT", "text") => !instant && column != "item_hash",

@@ -146,6 +146,7 @@ pub fn schedule() -> Schedule {
         poll_jitter: 0.0,
         lookback: Duration::from_secs(120),
         sweep_interval: Duration::from_secs(3600),
+        verify_interval: None,
         max_pages_per_cycle: 10_000,
         stall_timeout: Duration::from_secs(60),
         max_clock_skew: Duration::from_secs(120),
