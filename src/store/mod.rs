@@ -40,6 +40,7 @@ mod runs;
 pub mod sqlite;
 mod upsert;
 mod vault;
+mod webhooks;
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -69,6 +70,7 @@ pub use reports::{LastRun, SourceStatus, SourceSummary, StatusReports, WaitingRo
 pub use runs::{RunLog, RunOutcome, RunReport};
 pub use sqlite::DaemonLock;
 pub use vault::{RefreshTokenAge, RefreshTokens};
+pub use webhooks::{EventChange, EventOutcome, EventWrite, WEBHOOK_RUN_ID, WebhookWrites};
 
 use postgres::PgStore;
 use sqlite::SqliteStore;
@@ -159,6 +161,7 @@ pub trait Backend:
     + Leases
     + ChangeFeed
     + ViewExports
+    + WebhookWrites
     + std::fmt::Debug
     + Send
     + Sync

@@ -42,6 +42,7 @@ mod runs;
 mod schema;
 mod text;
 mod vault;
+mod webhooks;
 
 use std::any::Any;
 use std::str::FromStr;

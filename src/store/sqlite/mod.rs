@@ -35,6 +35,7 @@ mod rows;
 mod runs;
 mod schema;
 mod vault;
+mod webhooks;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};

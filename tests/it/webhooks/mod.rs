@@ -1,0 +1,5 @@
+//! Webhooks (docs/webhooks-receiver.md): the receiver over loopback with real signatures,
+//! and the ordering rule between events and polls, on both stores.
+
+mod ordering;
+mod receiver;
