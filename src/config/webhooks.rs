@@ -110,7 +110,9 @@ impl WebhooksConfig {
                         ),
                     )
                 })?;
-                if health_listen.trim().parse::<SocketAddr>().ok() == Some(addr) {
+                // Port 0 (a free port, chosen at bind time) never collides.
+                if addr.port() != 0 && health_listen.trim().parse::<SocketAddr>().ok() == Some(addr)
+                {
                     return Err(ConfigError::new(
                         key("listen"),
                         "must differ from health.listen: the health port is never exposed to providers",

@@ -257,33 +257,24 @@ async fn apply<S: EventStatements>(
         account: write.account,
         run_id: WEBHOOK_RUN_ID,
     };
-    // A fact older than the row's newest state is stale.
-    let older_than_row = |at: Option<Timestamp>| match (at, version.and_then(|v| v.newest())) {
-        (Some(at), Some(newest)) => at < newest,
-        _ => false,
-    };
     let outcome = match write.change {
         EventChange::Conversation(record) => {
-            if older_than_row(record.last_activity_at) {
-                return Ok(EventOutcome::Stale);
+            // A new row is inserted: only a mirrored row can be newer.
+            if version.is_some()
+                && let Some(refused) = gate(version, record.last_activity_at)
+            {
+                return Ok(refused);
             }
             let counts = statements.upsert_record(owner, record).await?;
             if let Some(at) = record.last_activity_at {
                 statements.raise_state_version(source, id, at).await?;
             }
-            if counts.inserted + counts.updated > 0 {
-                EventOutcome::Applied
-            } else {
-                EventOutcome::Unchanged
-            }
+            changed(counts.inserted + counts.updated > 0)
         }
         EventChange::Activity { patch, .. } => {
-            if version.is_none() {
-                return Ok(EventOutcome::NotMirrored);
-            }
             let at = patch.last_activity_at.or(write.changed_at);
-            if older_than_row(at) {
-                return Ok(EventOutcome::Stale);
+            if let Some(refused) = gate(version, at) {
+                return Ok(refused);
             }
             let moved = !patch.is_empty()
                 && statements
@@ -292,41 +283,24 @@ async fn apply<S: EventStatements>(
             if let Some(at) = at {
                 statements.raise_state_version(source, id, at).await?;
             }
-            if moved {
-                EventOutcome::Applied
-            } else {
-                EventOutcome::Unchanged
-            }
+            changed(moved)
         }
         EventChange::UnreadCount { unread_count, .. } => {
-            if version.is_none() {
-                return Ok(EventOutcome::NotMirrored);
+            if let Some(refused) = gate(version, write.changed_at) {
+                return Ok(refused);
             }
-            if older_than_row(write.changed_at) {
-                return Ok(EventOutcome::Stale);
-            }
-            if statements.set_unread(source, id, unread_count).await? {
-                EventOutcome::Applied
-            } else {
-                EventOutcome::Unchanged
-            }
+            changed(statements.set_unread(source, id, unread_count).await?)
         }
         EventChange::Gone { absence, .. } => {
-            if version.is_none() {
-                return Ok(EventOutcome::NotMirrored);
+            if let Some(refused) = gate(version, write.changed_at) {
+                return Ok(refused);
             }
-            if older_than_row(write.changed_at) {
-                return Ok(EventOutcome::Stale);
-            }
-            if statements
-                .mark_gone(source, id, absence, WEBHOOK_RUN_ID)
-                .await?
-                > 0
-            {
-                EventOutcome::Applied
-            } else {
-                EventOutcome::Unchanged
-            }
+            changed(
+                statements
+                    .mark_gone(source, id, absence, WEBHOOK_RUN_ID)
+                    .await?
+                    > 0,
+            )
         }
         EventChange::Refetch(detail) => {
             let Some(version) = version else {
@@ -343,4 +317,26 @@ async fn apply<S: EventStatements>(
         EventChange::Nothing => EventOutcome::Unrelated,
     };
     Ok(outcome)
+}
+
+/// Whether a fact of time `at` about a row at `version` is refused: the mirror does not
+/// hold the row (the poll brings it with all its facts), or the fact is older than the
+/// row's newest provider time (the ordering rule).
+fn gate(version: Option<RowVersion>, at: Option<Timestamp>) -> Option<EventOutcome> {
+    let Some(version) = version else {
+        return Some(EventOutcome::NotMirrored);
+    };
+    match (at, version.newest()) {
+        (Some(at), Some(newest)) if at < newest => Some(EventOutcome::Stale),
+        _ => None,
+    }
+}
+
+/// `Applied` when the write changed the mirror, `Unchanged` otherwise.
+fn changed(mirror_changed: bool) -> EventOutcome {
+    if mirror_changed {
+        EventOutcome::Applied
+    } else {
+        EventOutcome::Unchanged
+    }
 }

@@ -40,6 +40,9 @@ impl WebhookWrites for PgStore {
     }
 }
 
+/// A row's `last_activity_at` and `state_changed_at`.
+type StoredVersion = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// A stored instant, read back.
 fn parsed(at: Option<DateTime<Utc>>) -> Option<Timestamp> {
     at.map(Timestamp::from)
@@ -108,7 +111,7 @@ impl EventStatements for PgDetails<'_> {
         source: &str,
         conversation_id: &str,
     ) -> Result<Option<RowVersion>, StoreError> {
-        let row: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        let row: Option<StoredVersion> = sqlx::query_as(
             "SELECT last_activity_at, state_changed_at FROM conversations
              WHERE source = $1 AND conversation_id = $2",
         )

@@ -98,6 +98,11 @@ impl Running {
         request.send().await.unwrap().status().as_u16()
     }
 
+    /// POSTs `body` signed with `key`.
+    async fn signed(&self, url: &str, body: &str, key: &str) -> u16 {
+        self.post(url, body, Some(&signature(body, key))).await
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         self.server.await.unwrap();
@@ -126,12 +131,7 @@ async fn signed_events_change_the_mirror_and_refused_ones_nothing(backend: Backe
     let body = conversation_event("wev_1", Timestamp::now(), "Ann");
 
     // Forged, unsigned, tampered: 401, nothing written.
-    assert_eq!(
-        running
-            .post(&url, &body, Some(&signature(&body, "another key")))
-            .await,
-        401
-    );
+    assert_eq!(running.signed(&url, &body, "another key").await, 401);
     assert_eq!(running.post(&url, &body, None).await, 401);
     let tampered = body.replace("Ann", "Eve");
     assert_eq!(
@@ -148,20 +148,10 @@ async fn signed_events_change_the_mirror_and_refused_ones_nothing(backend: Backe
         Timestamp::now().saturating_sub(Duration::from_secs(3600)),
         "Old",
     );
-    assert_eq!(
-        running
-            .post(&url, &old, Some(&signature(&old, SECRET)))
-            .await,
-        400
-    );
+    assert_eq!(running.signed(&url, &old, SECRET).await, 400);
     // Oversized: 413 before anything is checked.
     let huge = conversation_event("wev_big", Timestamp::now(), &"x".repeat(20 * 1024));
-    assert_eq!(
-        running
-            .post(&url, &huge, Some(&signature(&huge, SECRET)))
-            .await,
-        413
-    );
+    assert_eq!(running.signed(&url, &huge, SECRET).await, 413);
     // Signed but not an envelope: 400.
     let junk = "{\"object\":\"event\"}";
     assert_eq!(
@@ -172,36 +162,16 @@ async fn signed_events_change_the_mirror_and_refused_ones_nothing(backend: Backe
     );
     // Another entry's path: 404.
     let elsewhere = url.replace("/clinic", "/other");
-    assert_eq!(
-        running
-            .post(&elsewhere, &body, Some(&signature(&body, SECRET)))
-            .await,
-        404
-    );
+    assert_eq!(running.signed(&elsewhere, &body, SECRET).await, 404);
     assert_eq!(written(&store).await, (vec![], 0));
 
     // Signed and fresh: 200 and the mirror has it; the retry is written once.
-    assert_eq!(
-        running
-            .post(&url, &body, Some(&signature(&body, SECRET)))
-            .await,
-        200
-    );
+    assert_eq!(running.signed(&url, &body, SECRET).await, 200);
     assert_eq!(written(&store).await, (vec!["entity_c1:Ann".to_owned()], 1));
-    assert_eq!(
-        running
-            .post(&url, &body, Some(&signature(&body, SECRET)))
-            .await,
-        200
-    );
+    assert_eq!(running.signed(&url, &body, SECRET).await, 200);
     assert_eq!(written(&store).await, (vec!["entity_c1:Ann".to_owned()], 1));
     let next = conversation_event("wev_2", Timestamp::now(), "Ann B.");
-    assert_eq!(
-        running
-            .post(&url, &next, Some(&signature(&next, SECRET)))
-            .await,
-        200
-    );
+    assert_eq!(running.signed(&url, &next, SECRET).await, 200);
     assert_eq!(
         written(&store).await,
         (vec!["entity_c1:Ann B.".to_owned()], 2)
