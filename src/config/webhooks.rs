@@ -191,6 +191,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(on.listen, Some("127.0.0.1:9478".parse().unwrap()));
+        // Port 0 (tests, a free port) is never the health endpoint's.
+        let free = WebhooksConfig {
+            listen: Some("127.0.0.1:0".into()),
+            ..WebhooksConfig::default()
+        };
+        assert!(free.validate("127.0.0.1:0").is_ok());
         let refused = |cfg: WebhooksConfig| check(cfg).unwrap_err().key;
         let base = WebhooksConfig::default;
         assert_eq!(
