@@ -49,6 +49,7 @@ pub enum AppError {
 pub struct App {
     engine: Engine,
     health: HealthConfig,
+    webhooks: crate::config::WebhookSettings,
     retention: RetentionSettings,
     /// One syncing process per database: a second would double every provider's request
     /// budget and race on single-use refresh tokens. Held until the App is dropped.
@@ -93,6 +94,7 @@ impl App {
         Ok(App {
             engine,
             health: config.health.clone(),
+            webhooks: config.webhooks,
             retention: config.retention,
             _lock: lock,
         })
@@ -108,9 +110,15 @@ impl App {
     /// every source stopped on its own, so that systemd's Restart=on-failure notices.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
         let engine = &self.engine;
-        let service = Service::start(&self.health, engine, Notifier::from_env(), shutdown.clone())
-            .await
-            .map_err(AppError::Health)?;
+        let service = Service::start_with_webhooks(
+            &self.health,
+            &self.webhooks,
+            engine,
+            Notifier::from_env(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(AppError::Health)?;
         tracing::info!(sources = engine.sources().len(), "convsync running");
         let retention = tokio::spawn(crate::sync::run_retention(
             engine.store().clone(),

@@ -3,6 +3,8 @@
 //! turned into runtime settings here, once, so that a mistake fails the start with the
 //! offending key's name instead of failing the first poll.
 
+mod webhooks;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use crate::store::{
     BackendKind, BackfillEvents, ClientIdentity, MassChangeGuard, ReplicaName, RetentionPolicy,
     StoreSettings, TlsMode, TlsSettings,
 };
+pub use webhooks::{WebhookSettings, WebhooksConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -42,6 +45,9 @@ pub struct FileConfig {
     /// What the change history (`conversation_events`) records during a backfill.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// The webhook receiver (off unless `listen` is set).
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// The provider accounts to mirror. Not overridable from the environment.
     #[serde(default, skip_serializing)]
     pub sources: Vec<SourceConfig>,
@@ -551,6 +557,7 @@ impl RetentionConfig {
                 rejected_records_after: self.rejected_records_after,
                 sync_runs_after: self.sync_runs_after,
                 events_after: self.events_after,
+                webhook_deliveries_after: None,
             },
             interval: self.interval,
         })
@@ -762,6 +769,8 @@ pub struct Config {
     pub replicas: ReplicaSettings,
     /// What the change history records during a backfill.
     pub history: HistoryConfig,
+    /// The webhook receiver.
+    pub webhooks: WebhookSettings,
     /// Enabled sources.
     pub sources: Vec<SourceSettings>,
     /// Names of sources present but disabled.
@@ -831,7 +840,15 @@ impl Config {
             .settings()
             .map_err(|mistake| mistakes.push(mistake))
             .ok();
-        let retention = file.retention.validate().map_err(|e| vec![e])?;
+        let mut retention = file.retention.validate().map_err(|e| vec![e])?;
+        let webhooks = file
+            .webhooks
+            .validate(&file.health.listen)
+            .map_err(|e| vec![e])?;
+        if webhooks.listen.is_some() {
+            // The webhook dedupe keys go with the `[retention]` purge.
+            retention.policy.webhook_deliveries_after = Some(webhooks.dedupe_retention);
+        }
         let replicas = file.replicas.validate().map_err(|e| vec![e])?;
         if file.http.timeout.is_zero() {
             mistakes.push(ConfigError::new(
@@ -946,6 +963,7 @@ impl Config {
             retention,
             replicas,
             history: file.history,
+            webhooks,
             sources,
             disabled_sources: disabled,
             configured,

@@ -23,6 +23,7 @@ pub mod readiness;
 mod server;
 pub mod supervisor;
 pub mod systemd;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub use self::supervisor::Liveness;
 pub use self::systemd::{Notifier, NotifyAddress};
 
 use self::readiness::{DatabaseCheck, Readiness, ReadinessRule, SourceReadiness};
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, WebhookSettings};
 use crate::store::Store;
 use crate::sync::{Engine, Source};
 use crate::time::Timestamp;
@@ -60,6 +61,14 @@ pub enum HealthError {
     /// The address is taken or not ours to bind.
     #[error("cannot listen on {addr} (config key `health.listen`): {source}")]
     Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The webhook receiver's address is taken or not ours to bind.
+    #[error("cannot listen on {addr} (config key `webhooks.listen`): {source}")]
+    BindWebhooks {
         /// The address.
         addr: SocketAddr,
         /// The cause.
@@ -92,6 +101,7 @@ pub struct HealthApp {
     liveness: Arc<Liveness>,
     registry: Arc<Registry>,
     store_figures: Arc<metrics::StoreFigures>,
+    replica: Arc<crate::sync::ReplicaProgress>,
 }
 
 impl HealthApp {
@@ -110,12 +120,30 @@ impl HealthApp {
                 engine.replica_progress().clone(),
             )),
             store_figures,
+            replica: engine.replica_progress().clone(),
             sources,
             store: engine.store().clone(),
             ready_after_intervals,
             started_at,
             liveness,
         }
+    }
+
+    /// The endpoint with the webhook receiver's series on `/metrics` too.
+    pub fn with_webhook_metrics(mut self, webhooks: &webhooks::WebhookMetrics) -> HealthApp {
+        let mut registry = metrics::registry(
+            self.sources.clone(),
+            self.ready_after_intervals,
+            self.started_at,
+            self.store_figures.clone(),
+            self.replica.clone(),
+        );
+        webhooks.register(
+            registry.sub_registry_with_prefix("convsync"),
+            self.sources.clone(),
+        );
+        self.registry = Arc::new(registry);
+        self
     }
 
     /// The routes, for serving or for in-process requests.
@@ -270,6 +298,7 @@ pub async fn serve(
 /// The running health endpoint and watchdog supervisor of `convsync run`.
 pub struct Service {
     local_addr: Option<SocketAddr>,
+    webhook_addr: Option<SocketAddr>,
     notifier: Arc<Notifier>,
     done: CancellationToken,
     tasks: JoinSet<()>,
@@ -285,11 +314,59 @@ impl Service {
         notifier: Notifier,
         shutdown: CancellationToken,
     ) -> Result<Service, HealthError> {
+        Service::start_with_webhooks(
+            config,
+            &WebhookSettings::default(),
+            engine,
+            notifier,
+            shutdown,
+        )
+        .await
+    }
+
+    /// [`Service::start`], plus the webhook receiver when `webhooks.listen` is set: its
+    /// own listener, one path per source entry whose provider takes events, its series on
+    /// the health endpoint's `/metrics`.
+    pub async fn start_with_webhooks(
+        config: &HealthConfig,
+        webhook_settings: &WebhookSettings,
+        engine: &Engine,
+        notifier: Notifier,
+        shutdown: CancellationToken,
+    ) -> Result<Service, HealthError> {
+        let webhook_metrics = webhooks::WebhookMetrics::default();
+        let mut webhook_addr = None;
         let notifier = Arc::new(notifier);
         let liveness = Arc::new(Liveness::default());
         let done = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut local_addr = None;
+        if let Some(wanted) = webhook_settings.listen {
+            let listener =
+                TcpListener::bind(wanted)
+                    .await
+                    .map_err(|source| HealthError::BindWebhooks {
+                        addr: wanted,
+                        source,
+                    })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| HealthError::BindWebhooks {
+                    addr: wanted,
+                    source,
+                })?;
+            let targets = webhooks::targets_of(engine.sources());
+            let entries = targets.len();
+            let receiver = Arc::new(webhooks::Receiver::new(
+                targets,
+                engine.store().clone(),
+                *webhook_settings,
+                Arc::new(webhook_metrics.clone()),
+            ));
+            tasks.spawn(webhooks::serve(listener, receiver, done.clone()));
+            webhook_addr = Some(addr);
+            tracing::info!(%addr, sources = entries, "webhook receiver listening (POST /webhooks/NAME)");
+        }
         if config.enabled {
             let wanted = listen_address(&config.listen)?;
             let listener = bind(wanted).await?;
@@ -298,7 +375,10 @@ impl Service {
                 source,
             })?;
             local_addr = Some(addr);
-            let app = HealthApp::new(engine, config.ready_after_intervals, liveness.clone());
+            let mut app = HealthApp::new(engine, config.ready_after_intervals, liveness.clone());
+            if webhook_addr.is_some() {
+                app = app.with_webhook_metrics(&webhook_metrics);
+            }
             let stop = done.clone();
             let limits = ConnectionLimits {
                 read_timeout: config.read_timeout,
@@ -324,6 +404,7 @@ impl Service {
         ));
         Ok(Service {
             local_addr,
+            webhook_addr,
             notifier,
             done,
             tasks,
@@ -333,6 +414,11 @@ impl Service {
     /// Where the endpoint listens (`None` when `[health] enabled = false`).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// Where the webhook receiver listens (`None` without `[webhooks] listen`).
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_addr
     }
 
     /// The notifier, to report status lines.

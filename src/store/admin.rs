@@ -58,6 +58,9 @@ pub struct RetentionPolicy {
     pub sync_runs_after: Option<Duration>,
     /// Remove `conversation_events` rows observed longer ago than this.
     pub events_after: Option<Duration>,
+    /// Remove `webhook_deliveries` (the webhook dedupe keys) received longer ago than this
+    /// (`[webhooks] dedupe_retention`, when the receiver is on).
+    pub webhook_deliveries_after: Option<Duration>,
 }
 
 impl RetentionPolicy {
@@ -68,6 +71,7 @@ impl RetentionPolicy {
             || self.rejected_records_after.is_some()
             || self.sync_runs_after.is_some()
             || self.events_after.is_some()
+            || self.webhook_deliveries_after.is_some()
     }
 }
 
@@ -85,6 +89,8 @@ pub struct PurgeCounts {
     /// `conversation_events` rows removed by `events_after` (not those that went with
     /// their deleted conversation).
     pub events: u64,
+    /// `webhook_deliveries` rows removed.
+    pub webhook_deliveries: u64,
 }
 
 impl PurgeCounts {

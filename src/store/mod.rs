@@ -41,6 +41,7 @@ pub mod sqlite;
 mod upsert;
 mod vault;
 mod verifications;
+mod webhooks;
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -73,6 +74,7 @@ pub use vault::{RefreshTokenAge, RefreshTokens};
 pub use verifications::{
     DriftCounts, MirroredState, VerificationRecord, Verifications, VerifyMode,
 };
+pub use webhooks::{EventChange, EventOutcome, EventWrite, WEBHOOK_RUN_ID, WebhookWrites};
 
 use postgres::PgStore;
 use sqlite::SqliteStore;
@@ -164,6 +166,7 @@ pub trait Backend:
     + ChangeFeed
     + ViewExports
     + Verifications
+    + WebhookWrites
     + std::fmt::Debug
     + Send
     + Sync

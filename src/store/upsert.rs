@@ -98,6 +98,20 @@ pub(super) struct StoredRow<T> {
     pub deleted: bool,
     /// The who-spoke-last columns.
     pub reply: ReplyFacts<T>,
+    /// `state_changed_at`: the activity time of the newest state a webhook event applied
+    /// (the ordering rule's version; `None` until an event changed the row).
+    pub state_changed_at: Option<T>,
+}
+
+/// The ordering rule (docs/webhooks-receiver.md, "Ordering"): a record whose provider
+/// time (its last activity) is older than the state an event already applied to the row
+/// is stale, whichever path brought it: a poll page read before the event must not roll
+/// the row back. A record without a time, or at the same time, is applied.
+fn is_stale<T: MirrorTime>(record: &ConversationRecord, stored: &StoredRow<T>) -> bool {
+    match (record.last_activity_at, &stored.state_changed_at) {
+        (Some(at), Some(version)) => T::of(at) < *version,
+        _ => false,
+    }
 }
 
 /// Whose rows a write writes.
@@ -307,6 +321,10 @@ pub(super) async fn upsert_records<S: RowStatements>(
     let mut touched: Vec<&str> = Vec::new();
     for &(i, (record, hash)) in &to_look_up {
         match existing.get(&record.id) {
+            Some(prev) if is_stale(record, prev) => {
+                counts.unchanged += 1;
+                continue;
+            }
             None => {
                 counts.inserted += 1;
                 rows[i] = RowChange::Inserted;
@@ -373,6 +391,9 @@ pub(super) async fn upsert_records<S: RowStatements>(
             closed: record.active == Some(false),
             deleted: false,
             reply,
+            state_changed_at: existing
+                .get(&record.id)
+                .and_then(|prev| prev.state_changed_at.clone()),
         };
         existing.insert(record.id.clone(), written);
     }

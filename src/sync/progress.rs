@@ -30,6 +30,10 @@ pub struct SourceProgress {
     pub rejected: AtomicU64,
     /// Records that showed up later than the lookback allows for.
     pub late: AtomicU64,
+    /// Rows a listing page inserted or changed: changes a poll found first (an event that
+    /// had brought the change already leaves the row unchanged for the poll). Against the
+    /// webhook receiver's count, the share of changes webhooks announced.
+    pub poll_changes: AtomicU64,
     /// Records read from listing pages as they arrive (before they are written), whatever
     /// the walk: what a progress rate towards a provider's total counts.
     pub listed: AtomicU64,
@@ -86,6 +90,10 @@ impl SourceProgress {
     /// Adds a page's counts.
     pub fn record_page(&self, counts: &PageCounts) {
         self.pages.fetch_add(1, Ordering::Relaxed);
+        self.poll_changes.fetch_add(
+            counts.inserted.saturating_add(counts.updated),
+            Ordering::Relaxed,
+        );
         self.add_counts(counts);
     }
 

@@ -19,3 +19,4 @@ mod request_costs;
 mod secrets;
 mod store;
 mod support;
+mod webhooks;

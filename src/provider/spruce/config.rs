@@ -50,6 +50,12 @@ pub struct SpruceConfig {
     /// extra request per such conversation. Turn off to mirror the listing only.
     #[serde(default = "default_true")]
     pub track_reply_state: bool,
+    /// The webhook endpoint's signing secret (`webhookSigningSecret.value`, returned once
+    /// when the endpoint is created), as a secret reference: with it, the source takes
+    /// signed events at `/webhooks/NAME` when `[webhooks] listen` is set. Used as the
+    /// UTF-8 text Spruce returns, not base64-decoded.
+    #[serde(default)]
+    pub webhook_secret: Option<SecretRef>,
 }
 
 fn default_base_url() -> String {
@@ -118,12 +124,24 @@ pub fn setup(
             ),
         )
     })?;
-    let provider = SpruceProvider::new(
+    let mut provider = SpruceProvider::new(
         organization_id.to_owned(),
         api_root,
         cfg.page_size,
         cfg.track_reply_state,
     );
+    if let Some(secret) = &cfg.webhook_secret {
+        let secret = secret.resolve().map_err(|e| {
+            ConfigError::new(
+                key("webhook_secret"),
+                format!(
+                    "cannot read the Spruce webhook signing secret ({}): {e}",
+                    secret.describe()
+                ),
+            )
+        })?;
+        provider = provider.with_webhooks(secret);
+    }
     Ok(vec![ProviderSetup {
         credential_key: format!("spruce:{}", token.fingerprint()),
         budget_key: format!("spruce:{organization_id}"),

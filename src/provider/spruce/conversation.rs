@@ -194,7 +194,9 @@ where
 }
 
 /// Maps one conversation; `Err` carries why it cannot be a record (no id).
-fn map_conversation(raw: &RawValue) -> Result<(ConversationRecord, Vec<String>), String> {
+pub(super) fn map_conversation(
+    raw: &RawValue,
+) -> Result<(ConversationRecord, Vec<String>), String> {
     let wire: WireConversation = serde_json::from_str(raw.get())
         .map_err(|e| format!("conversation is not a JSON object: {e}"))?;
     let id = wire

@@ -46,7 +46,7 @@ impl ItemDirection {
     }
 
     /// The mirror's direction, for the two values that say who spoke.
-    fn speaker(&self) -> Option<Direction> {
+    pub(super) fn speaker(&self) -> Option<Direction> {
         match self {
             ItemDirection::Inbound => Some(Direction::Inbound),
             ItemDirection::Outbound => Some(Direction::Outbound),

@@ -30,6 +30,7 @@ pub(crate) use config::{account_suffixes, defaults};
 mod conversation;
 mod items;
 mod limits;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -39,12 +40,15 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use config::{SpruceConfig, setup};
+pub use webhook::SpruceWebhooks;
 
 use crate::http::{HttpResponse, Pause, RequestSpec, ResponsePolicy};
+use crate::provider::webhook::Webhooks;
 use crate::provider::{
     Absence, DetailPage, DetailRequest, FollowUp, FollowUpKind, FollowUps, InitialSweep, Page,
     Provider, ProviderError, ProviderKind, Walk, WalkContext, WalkKind, WalkSpec, WatermarkAdvance,
 };
+use crate::secret::Secret;
 use crate::time::Timestamp;
 
 /// Walk names key the cursors in the database: never rename them.
@@ -135,6 +139,8 @@ pub struct SpruceProvider {
     api: Arc<Api>,
     /// `created`, `activity`, `sweep`, in this order.
     walks: [Arc<dyn Walk>; 3],
+    /// Its webhooks, when the source configures their signing secret.
+    webhooks: Option<SpruceWebhooks>,
 }
 
 impl SpruceProvider {
@@ -171,7 +177,14 @@ impl SpruceProvider {
             organization_id,
             api,
             walks,
+            webhooks: None,
         }
+    }
+
+    /// The adapter with webhooks signed with `secret` (`webhook_secret`).
+    pub fn with_webhooks(mut self, secret: Secret) -> Self {
+        self.webhooks = Some(SpruceWebhooks::new(secret));
+        self
     }
 }
 
@@ -197,6 +210,10 @@ impl Provider for SpruceProvider {
 
     fn follow_ups(&self) -> &dyn FollowUps {
         self
+    }
+
+    fn webhooks(&self) -> Option<&dyn Webhooks> {
+        self.webhooks.as_ref().map(|w| w as &dyn Webhooks)
     }
 
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {

@@ -143,9 +143,9 @@ impl PgStore {
 
 /// The follow-up answers' statements, inside the transaction that holds the sources'
 /// locks.
-struct PgDetails<'t> {
-    tx: &'t mut PgConnection,
-    now: DateTime<Utc>,
+pub(super) struct PgDetails<'t> {
+    pub(super) tx: &'t mut PgConnection,
+    pub(super) now: DateTime<Utc>,
 }
 
 impl DetailStatements for PgDetails<'_> {

@@ -43,6 +43,7 @@ mod schema;
 mod text;
 mod vault;
 mod verifications;
+mod webhooks;
 
 use std::any::Any;
 use std::str::FromStr;

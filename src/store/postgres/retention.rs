@@ -138,6 +138,19 @@ impl PgStore {
                     .await?;
             }
         }
+        // The webhook dedupe keys: older than every provider's retry horizon.
+        if let Some(limit) = cutoff(policy.webhook_deliveries_after) {
+            let old = "SELECT source, event_id FROM webhook_deliveries WHERE received_at < $1";
+            for (source, n) in count_by_source(&mut tx, old, &[Some(limit)]).await? {
+                counts.entry(source).or_default().webhook_deliveries = n;
+            }
+            if apply {
+                sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < $1")
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
 
         counts.retain(|_, c| !c.is_empty());
         if !apply {

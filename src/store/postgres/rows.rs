@@ -59,6 +59,7 @@ struct ExistingRow {
     last_inbound_at: Option<DateTime<Utc>>,
     last_outbound_at: Option<DateTime<Utc>>,
     awaiting_reply: Option<bool>,
+    state_changed_at: Option<DateTime<Utc>>,
 }
 
 impl RowStatements for PgRows<'_> {
@@ -177,7 +178,8 @@ async fn load_existing(
     let rows: Vec<ExistingRow> = sqlx::query_as(
         "SELECT conversation_id, payload_hash, last_activity_at, last_seen_at,
                 closed_at IS NOT NULL AS closed, deleted_at IS NOT NULL AS deleted,
-                last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply
+                last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply,
+                    state_changed_at
          FROM conversations WHERE source = $1 AND conversation_id = ANY($2)",
     )
     .bind(source)
@@ -208,6 +210,7 @@ async fn load_existing(
                     outbound: row.last_outbound_at,
                     awaiting: row.awaiting_reply,
                 },
+                state_changed_at: row.state_changed_at,
             };
             (id, stored)
         })

@@ -143,9 +143,9 @@ impl SqliteStore {
 }
 
 /// The follow-up answers' statements, inside the write transaction.
-struct SqliteDetails<'t> {
-    tx: &'t mut Transaction<'static, Sqlite>,
-    now: String,
+pub(super) struct SqliteDetails<'t> {
+    pub(super) tx: &'t mut Transaction<'static, Sqlite>,
+    pub(super) now: String,
 }
 
 impl DetailStatements for SqliteDetails<'_> {

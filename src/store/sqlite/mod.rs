@@ -36,6 +36,7 @@ mod runs;
 mod schema;
 mod vault;
 mod verifications;
+mod webhooks;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};

@@ -113,6 +113,17 @@ impl SqliteStore {
                 execute_bound(&mut tx, trim, &[&limit]).await?;
             }
         }
+        // The webhook dedupe keys: older than every provider's retry horizon.
+        if let Some(limit) = cutoff(policy.webhook_deliveries_after) {
+            let old = "SELECT source, event_id FROM webhook_deliveries WHERE received_at < ?1";
+            for (source, n) in count_by_source(&mut tx, old, &[&limit]).await? {
+                counts.entry(source).or_default().webhook_deliveries = n;
+            }
+            if apply {
+                let trim = "DELETE FROM webhook_deliveries WHERE received_at < ?1".to_owned();
+                execute_bound(&mut tx, trim, &[&limit]).await?;
+            }
+        }
 
         counts.retain(|_, c| !c.is_empty());
         if !apply {

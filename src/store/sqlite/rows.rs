@@ -38,6 +38,7 @@ struct ExistingRow {
     last_inbound_at: Option<String>,
     last_outbound_at: Option<String>,
     awaiting_reply: Option<bool>,
+    state_changed_at: Option<String>,
 }
 
 const SELECT_CHUNK: usize = 400;
@@ -182,7 +183,8 @@ async fn load_existing(
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT conversation_id, payload_hash, last_activity_at, last_seen_at,
                     closed_at IS NOT NULL AS closed, deleted_at IS NOT NULL AS deleted,
-                    last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply
+                    last_message_direction, last_inbound_at, last_outbound_at, awaiting_reply,
+                    state_changed_at
              FROM conversations WHERE source = ",
         );
         q.push_bind(source);
@@ -208,6 +210,7 @@ async fn load_existing(
                         outbound: row.last_outbound_at,
                         awaiting: row.awaiting_reply,
                     },
+                    state_changed_at: row.state_changed_at,
                 },
             );
         }

@@ -81,6 +81,7 @@ impl SpruceBed {
             base_url: self.sim.spruce_base_url().to_string(),
             page_size,
             track_reply_state: true,
+            webhook_secret: None,
         };
         let key = format!("sources[{name}]");
         let mut setups = setup(&config, &SetupContext { key: &key }).expect("valid spruce config");

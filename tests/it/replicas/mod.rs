@@ -65,6 +65,7 @@ impl ReplicaBed {
             base_url: self.sim.spruce_base_url().to_string(),
             page_size: 10,
             track_reply_state: true,
+            webhook_secret: None,
         };
         let key = format!("sources[spruce-{index}]");
         let mut setups = setup(&config, &SetupContext { key: &key }).expect("valid spruce config");

@@ -108,6 +108,7 @@ impl TestDb {
             retention: RetentionConfig::default().validate().unwrap(),
             replicas: ReplicaSettings::default(),
             history: Default::default(),
+            webhooks: Default::default(),
             sources,
             disabled_sources: Vec::new(),
             configured,

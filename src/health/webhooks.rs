@@ -1,0 +1,309 @@
+//! The webhook receiver (docs/webhooks-receiver.md, "Receiver"): one path per source entry,
+//! `POST /webhooks/{entry}` (and `/webhooks/{entry}/{*subpath}` for D365), on its own
+//! listener, never the health port's.
+//!
+//! A request goes through, in this order, and stops at the first refusal:
+//! 1. the path names a configured entry that takes events (404 otherwise);
+//! 2. the body fits `max_body_bytes` (413, read no further);
+//! 3. the provider authenticates it (401, counted by reason, logged without the body or
+//!    the key, nothing written);
+//! 4. the provider parses it (400 `malformed`);
+//! 5. each event was sent within the replay window (400 `stale`: a replay or an event held
+//!    back too long, nothing written; never 429, which HighLevel would retry);
+//! 6. each event is recorded by its id and applied in one transaction (a known id is a
+//!    duplicate: 200, nothing else written);
+//! 7. 200 once committed.
+//!
+//! There is no inbox: the answer waits for the commit, which is one short transaction, well
+//! within the providers' acknowledgement windows (Spruce 5 s, D365 10 s). When more
+//! events than `max_in_flight` are being written, or the write fails, the receiver answers
+//! 429 to HighLevel (it retries only on 429) and 503 to the others, which retry on any
+//! failure; polling covers what is dropped.
+
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use self::metrics::WebhookMetrics;
+use super::server::{ConnectionLimits, serve_bounded};
+use crate::config::WebhookSettings;
+use crate::provider::webhook::{WebhookChange, WebhookEvent, WebhookRequest};
+use crate::provider::{Provider, ProviderKind};
+use crate::record::Absence;
+use crate::store::{EventChange, EventWrite, Store};
+use crate::time::Timestamp;
+
+/// One source that takes events at its entry's path.
+#[derive(Clone)]
+pub struct WebhookTarget {
+    /// The `[sources.NAME]` entry: the path segment.
+    pub entry: String,
+    /// The source's name (the mirror's `source`).
+    pub source: String,
+    /// Its provider, whose [`Provider::webhooks`] is set.
+    pub provider: Arc<dyn Provider>,
+}
+
+/// The receiver's state: the routes, the store, the bounds and the counters.
+pub struct Receiver {
+    by_entry: HashMap<String, Vec<WebhookTarget>>,
+    store: Store,
+    settings: WebhookSettings,
+    metrics: Arc<WebhookMetrics>,
+    writes: Semaphore,
+}
+
+impl Receiver {
+    /// A receiver for `targets` (those whose provider has no webhooks are left out) writing
+    /// into `store`.
+    pub fn new(
+        targets: Vec<WebhookTarget>,
+        store: Store,
+        settings: WebhookSettings,
+        metrics: Arc<WebhookMetrics>,
+    ) -> Receiver {
+        let mut by_entry: HashMap<String, Vec<WebhookTarget>> = HashMap::new();
+        for target in targets {
+            if target.provider.webhooks().is_some() {
+                by_entry
+                    .entry(target.entry.clone())
+                    .or_default()
+                    .push(target);
+            }
+        }
+        Receiver {
+            by_entry,
+            store,
+            writes: Semaphore::new(settings.max_in_flight.max(1)),
+            settings,
+            metrics,
+        }
+    }
+
+    /// The routes.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/webhooks/{entry}", post(receive_at_entry))
+            .route("/webhooks/{entry}/{*subpath}", post(receive_below_entry))
+            .with_state(self)
+    }
+}
+
+/// Serves `receiver` on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, receiver: Arc<Receiver>, shutdown: CancellationToken) {
+    let limits = ConnectionLimits {
+        read_timeout: receiver.settings.read_timeout,
+        max_connections: receiver.settings.max_connections,
+    };
+    serve_bounded(listener, receiver.router(), limits, shutdown).await
+}
+
+async fn receive_at_entry(
+    State(receiver): State<Arc<Receiver>>,
+    Path(entry): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> StatusCode {
+    receiver.receive(&entry, "", &headers, body).await
+}
+
+async fn receive_below_entry(
+    State(receiver): State<Arc<Receiver>>,
+    Path((entry, subpath)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> StatusCode {
+    let subpath = format!("/{subpath}");
+    receiver.receive(&entry, &subpath, &headers, body).await
+}
+
+/// The sources whose provider takes events, each at its entry's path: a source's entry is
+/// its name before the `/` an expanded entry adds (`NAME/<location>`).
+pub fn targets_of(sources: &[Arc<crate::sync::Source>]) -> Vec<WebhookTarget> {
+    sources
+        .iter()
+        .filter(|s| s.provider.webhooks().is_some())
+        .map(|s| WebhookTarget {
+            entry: s.name.split('/').next().unwrap_or(&s.name).to_owned(),
+            source: s.name.clone(),
+            provider: s.provider.clone(),
+        })
+        .collect()
+}
+
+/// The status that asks the provider to send again later: HighLevel retries only 429.
+fn busy(kind: ProviderKind) -> StatusCode {
+    match kind {
+        ProviderKind::Highlevel => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl Receiver {
+    async fn receive(
+        &self,
+        entry: &str,
+        subpath: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> StatusCode {
+        let received = Instant::now();
+        let Some(targets) = self.by_entry.get(entry) else {
+            return StatusCode::NOT_FOUND;
+        };
+        let first = &targets[0];
+        let Some(webhooks) = first.provider.webhooks() else {
+            return StatusCode::NOT_FOUND;
+        };
+        let body: Bytes = match axum::body::to_bytes(body, self.settings.max_body_bytes).await {
+            Ok(body) => body,
+            Err(_) => {
+                self.metrics.rejected(&first.source, "too_large");
+                tracing::warn!(source = %first.source, "webhook refused: body over webhooks.max_body_bytes");
+                return StatusCode::PAYLOAD_TOO_LARGE;
+            }
+        };
+        let request = WebhookRequest {
+            subpath,
+            headers,
+            body: &body,
+        };
+        if let Err(rejection) = webhooks.authenticate(&request) {
+            self.metrics.rejected(&first.source, rejection.reason());
+            // The rejection names the header only: never the body or the key.
+            tracing::warn!(source = %first.source, reason = rejection.reason(), error = %rejection, "webhook refused");
+            return StatusCode::UNAUTHORIZED;
+        }
+        let events = match webhooks.parse(&request) {
+            Ok(events) => events,
+            Err(rejection) => {
+                self.metrics.rejected(&first.source, rejection.reason());
+                tracing::warn!(source = %first.source, reason = rejection.reason(), error = %rejection, "webhook refused");
+                return StatusCode::BAD_REQUEST;
+            }
+        };
+        // Every event of the request must be fresh and for a known source before any is
+        // written.
+        let now = Timestamp::now();
+        let mut routed = Vec::with_capacity(events.len());
+        for event in &events {
+            let Some(target) = pick(targets, event) else {
+                self.metrics.rejected(&first.source, "unknown_account");
+                tracing::warn!(source = %first.source, kind = %event.kind, "webhook refused: its account is none of this entry's sources");
+                return StatusCode::BAD_REQUEST;
+            };
+            if let Some(sent_at) = event.sent_at
+                && outside_window(sent_at, now, self.settings.replay_window)
+            {
+                self.metrics.rejected(&target.source, "stale");
+                tracing::warn!(source = %target.source, kind = %event.kind, sent_at = %sent_at, "webhook refused: sent outside webhooks.replay_window");
+                return StatusCode::BAD_REQUEST;
+            }
+            routed.push((target, event));
+        }
+        let Ok(_slot) = self.writes.try_acquire() else {
+            self.metrics.rejected(&first.source, "busy");
+            tracing::warn!(source = %first.source, "webhook deferred: webhooks.max_in_flight events are being written");
+            return busy(first.provider.kind());
+        };
+        for (target, event) in routed {
+            let change = store_change(&event.change);
+            let write = EventWrite {
+                source: &target.source,
+                provider: target.provider.kind().as_str(),
+                account: target.provider.account(),
+                event_id: &event.event_id,
+                kind: &event.kind,
+                sent_at: event.sent_at,
+                changed_at: event.changed_at,
+                change,
+            };
+            match self.store.apply_event(&write).await {
+                Ok(outcome) => {
+                    self.metrics
+                        .written(&target.source, outcome, event.sent_at, received);
+                    tracing::debug!(source = %target.source, kind = %event.kind, outcome = outcome.as_str(), "webhook event");
+                }
+                Err(e) => {
+                    self.metrics.rejected(&target.source, "store");
+                    tracing::warn!(source = %target.source, kind = %event.kind, error = %e, "webhook event not written; the provider is asked to send it again");
+                    return busy(target.provider.kind());
+                }
+            }
+        }
+        StatusCode::OK
+    }
+}
+
+/// The source an event is for: the one whose account it names, or the entry's only one.
+fn pick<'t>(targets: &'t [WebhookTarget], event: &WebhookEvent) -> Option<&'t WebhookTarget> {
+    match (&event.account, targets) {
+        (_, [only])
+            if event
+                .account
+                .as_deref()
+                .is_none_or(|a| a == only.provider.account()) =>
+        {
+            Some(only)
+        }
+        (Some(account), _) => targets.iter().find(|t| t.provider.account() == account),
+        (None, _) => None,
+    }
+}
+
+/// Whether `sent_at` is further than `window` from `now`, either way (a clock ahead by more
+/// than the window is as suspect as an old event).
+fn outside_window(sent_at: Timestamp, now: Timestamp, window: std::time::Duration) -> bool {
+    let (early, late) = if sent_at <= now {
+        (sent_at, now)
+    } else {
+        (now, sent_at)
+    };
+    early.saturating_add(window) < late
+}
+
+/// What `change` asks of the store.
+fn store_change(change: &WebhookChange) -> EventChange<'_> {
+    match change {
+        WebhookChange::Conversation(record) => EventChange::Conversation(record),
+        WebhookChange::Activity {
+            conversation_id,
+            patch,
+        } => EventChange::Activity {
+            conversation_id,
+            patch,
+        },
+        WebhookChange::UnreadCount {
+            conversation_id,
+            unread_count,
+        } => EventChange::UnreadCount {
+            conversation_id,
+            unread_count: *unread_count,
+        },
+        WebhookChange::Closed { conversation_id } => EventChange::Gone {
+            conversation_id,
+            absence: Absence::Closed,
+        },
+        WebhookChange::Deleted { conversation_id } => EventChange::Gone {
+            conversation_id,
+            absence: Absence::Deleted,
+        },
+        WebhookChange::Refetch(detail) => EventChange::Refetch(detail),
+        // Installs and uninstalls change which sources run, not the mirror: recorded (so a
+        // retry is a duplicate) and left to the configuration (docs/webhooks-receiver.md).
+        WebhookChange::AccountInstalled { .. }
+        | WebhookChange::AccountUninstalled { .. }
+        | WebhookChange::Unrelated => EventChange::Nothing,
+    }
+}

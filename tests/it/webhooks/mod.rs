@@ -1,0 +1,6 @@
+//! Webhooks (docs/webhooks-receiver.md): the receiver over loopback with real signatures,
+//! and the ordering rule between events and polls, on both stores.
+
+mod daemon;
+mod ordering;
+mod receiver;
