@@ -21,6 +21,9 @@
 //! 5. **Change history** (`-- --history`, alone): the backfill with and without the
 //!    history's events, on each backend (`history`).
 //!
+//! 6. **Webhooks** (`-- --webhooks`, alone): signed events into `convsync run`'s receiver
+//!    at increasing concurrency, clean and with faults (`webhooks`).
+//!
 //! `-- --smoke` runs a small version of everything in seconds (CI). BENCHMARKS.md has the
 //! figures and how to read them.
 
@@ -31,6 +34,7 @@ mod postgres;
 mod process;
 mod replicas;
 mod simproc;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -120,6 +124,16 @@ struct Args {
     /// backend asked for (`history`).
     #[arg(long)]
     history: bool,
+    /// The webhook scenario alone: signed Spruce events into `convsync run`'s receiver at
+    /// each `--webhook-concurrency`, clean and with faults (`webhooks`).
+    #[arg(long)]
+    webhooks: bool,
+    /// Concurrent senders of the webhook scenario, one level each.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    webhook_concurrency: Vec<usize>,
+    /// Events per webhook level (bounded to 60 s per level).
+    #[arg(long, default_value_t = 5000)]
+    webhook_events: usize,
     /// Keep the work directory (databases, configs, logs) for inspection.
     #[arg(long)]
     keep: bool,
@@ -201,6 +215,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         history::measure(&env, &args, &mut checks).await?;
         return Ok(checks.failures.is_empty());
     }
+    if args.webhooks && !args.smoke {
+        let mut checks = Checks::default();
+        webhooks::run(&env, &args, &mut checks).await?;
+        return Ok(checks.failures.is_empty());
+    }
     let scale_only = !args.replicas.is_empty() && !args.smoke;
     let mut backfills = Vec::new();
     let mut pg_backfills = Vec::new();
@@ -272,6 +291,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     print_deltas(&deltas);
     print_rates(&rates);
     replicas::print(&scale);
+    if args.smoke {
+        webhooks::run(&env, &args, &mut checks).await?;
+    }
     println!(
         "\ntotal bench time: {:.0} s",
         started.elapsed().as_secs_f64()

@@ -72,6 +72,11 @@ impl Running {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
     }
 
+    /// The process id (for readings from `/proc` while it runs).
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
     /// Waits for the process (blocking) and returns its kernel-reported usage.
     pub fn wait(self) -> anyhow::Result<ProcessStats> {
         let pid = self.child.id() as libc::pid_t;
