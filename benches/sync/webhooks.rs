@@ -226,7 +226,7 @@ async fn load(
             let level = Level {
                 server_commit: (count > 0.0).then(|| Duration::from_secs_f64(sum / count)),
                 cpu: cpu_time(pid)?.saturating_sub(cpu_before),
-                peak_rss_mib: peak_rss_mib(pid),
+                peak_rss_mib: process::vm_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0,
                 load: load_average(),
                 ..level
             };
@@ -528,21 +528,6 @@ fn cpu_time(pid: libc::pid_t) -> anyhow::Result<Duration> {
     let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
     let total = ticks(11)?.saturating_add(ticks(12)?);
     Ok(Duration::from_secs_f64(total as f64 / per_second as f64))
-}
-
-/// The process's peak RSS so far (`VmHWM`), in MiB.
-fn peak_rss_mib(pid: libc::pid_t) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// The `q`-quantile of sorted `values`, in milliseconds.
