@@ -1,5 +1,6 @@
 //! Webhook throughput (`-- --webhooks`, alone; a small version in `--smoke`): the real
-//! `convsync run` daemon with its receiver on loopback and a SQLite mirror, fed correctly
+//! `convsync run` daemon with its receiver on loopback and a SQLite mirror (and a PostgreSQL
+//! one of a throw-away cluster, `--backends`), fed correctly
 //! signed Spruce events (`X-Spruce-Signature`, signed with the receiver's own HMAC helper)
 //! about N distinct mirrored conversations by a bounded load generator, at increasing
 //! concurrency; then the same with faults (10 % duplicates, 5 % forged) to show what a
@@ -20,12 +21,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use convsync::provider::webhook::signature::hmac_sha256_tag;
+use convsync::store::{Store, StoreSettings};
 use convsync::time::Timestamp;
 use convsync_sim::Platform;
+use convsync_testpg::TestPgDb;
 
 use crate::process;
 use crate::simproc::{self, Budget, SimProcess};
-use crate::{Args, Checks, Env, StorePool as _, load_average, sqlite_url};
+use crate::{Args, BackendArg, Checks, Env, load_average, sqlite_url};
 
 /// The signing secret configured for the measured source (a bench value, not a secret).
 const SECRET: &str = "whsec-bench-spruce";
@@ -69,6 +72,7 @@ impl Plan {
 
 /// One level's figures.
 pub struct Level {
+    backend: BackendArg,
     faults: bool,
     concurrency: usize,
     /// New events answered 200.
@@ -97,14 +101,21 @@ pub struct Level {
 /// Measures and prints the scenario `args` asks for (the CI version under `--smoke`).
 pub async fn run(env: &Env, args: &Args, checks: &mut Checks) -> anyhow::Result<()> {
     let plan = Plan::new(args.smoke, &args.webhook_concurrency, args.webhook_events);
-    let levels = measure(env, &plan, checks).await.context("webhooks")?;
+    let levels = measure(env, &plan, &args.backends, checks)
+        .await
+        .context("webhooks")?;
     print(&levels);
     Ok(())
 }
 
 /// Backfills the mirror, starts `convsync run` with the receiver, sends every level, and
 /// checks the daemon's counters against what was sent.
-pub async fn measure(env: &Env, plan: &Plan, checks: &mut Checks) -> anyhow::Result<Vec<Level>> {
+pub async fn measure(
+    env: &Env,
+    plan: &Plan,
+    backends: &[BackendArg],
+    checks: &mut Checks,
+) -> anyhow::Result<Vec<Level>> {
     let dir = env.work.join("webhooks");
     std::fs::create_dir_all(&dir)?;
     let sim = SimProcess::start(
@@ -115,9 +126,21 @@ pub async fn measure(env: &Env, plan: &Plan, checks: &mut Checks) -> anyhow::Res
         &dir.join("simulator.log"),
     )
     .await?;
-    let result = with_simulator(env, plan, &sim, &dir, checks).await;
+    let mut levels = Vec::new();
+    let mut result = Ok(());
+    for &backend in backends {
+        let run_dir = dir.join(format!("{backend:?}"));
+        std::fs::create_dir_all(&run_dir)?;
+        match with_simulator(env, plan, &sim, &run_dir, backend, checks).await {
+            Ok(mut more) => levels.append(&mut more),
+            Err(e) => {
+                result = Err(e.context(format!("{backend:?}")));
+                break;
+            }
+        }
+    }
     sim.stop().await;
-    result
+    result.map(|()| levels)
 }
 
 async fn with_simulator(
@@ -125,13 +148,21 @@ async fn with_simulator(
     plan: &Plan,
     sim: &SimProcess,
     dir: &Path,
+    backend: BackendArg,
     checks: &mut Checks,
 ) -> anyhow::Result<Vec<Level>> {
-    let db = dir.join("mirror.db");
-    let config = sim.write_config(dir, &sqlite_url(&db), Budget::Unlimited)?;
+    let postgres = match backend {
+        BackendArg::Sqlite => None,
+        BackendArg::Postgres => Some(TestPgDb::new().await),
+    };
+    let url = match &postgres {
+        Some(db) => db.url.clone(),
+        None => sqlite_url(&dir.join("mirror.db")),
+    };
+    let config = sim.write_config(dir, &url, Budget::Unlimited)?;
     let backfill = process::sync_once(&env.bin, &config, &dir.join("sync.log")).await?;
     anyhow::ensure!(backfill.success, "the backfill failed (see sync.log)");
-    let ids = conversation_ids(&db, plan.conversations).await?;
+    let ids = conversation_ids(&url, plan.conversations).await?;
     anyhow::ensure!(!ids.is_empty(), "the backfill mirrored nothing");
     println!(
         "webhooks: {} events per level about {} distinct mirrored conversations",
@@ -159,6 +190,7 @@ async fn with_simulator(
     let daemon = process::spawn(&env.bin, &config, &["run"], &dir.join("run.log"))?;
     let pid = daemon.pid();
     let loaded = load(
+        backend,
         plan,
         pid,
         &ids,
@@ -181,6 +213,7 @@ async fn with_simulator(
 
 /// Waits for the daemon, runs every level, and compares its counters with the generator's.
 async fn load(
+    backend: BackendArg,
     plan: &Plan,
     pid: libc::pid_t,
     ids: &[String],
@@ -212,6 +245,7 @@ async fn load(
             let level = send_level(&client, receiver, ids, plan, faults, concurrency, first)
                 .await
                 .with_context(|| format!("concurrency {concurrency}"))?;
+            let level = Level { backend, ..level };
             first += plan.events;
             let after = scrape(&client, health).await?;
             let histogram = |text: &str, part: &str| {
@@ -231,7 +265,7 @@ async fn load(
                 ..level
             };
             eprintln!(
-                "[webhooks{} c={concurrency}] {} accepted in {:.2} s, {} duplicates, {} forged, {} unexpected",
+                "[webhooks {backend:?}{} c={concurrency}] {} accepted in {:.2} s, {} duplicates, {} forged, {} unexpected",
                 if faults { " faults" } else { "" },
                 level.accepted,
                 level.wall.as_secs_f64(),
@@ -410,6 +444,7 @@ async fn send_level(
         .map(|(_, _, t)| *t)
         .collect();
     Ok(Level {
+        backend: BackendArg::Sqlite,
         faults,
         concurrency,
         accepted: ack.len(),
@@ -459,21 +494,34 @@ fn sign(body: &str, key: &str) -> String {
         .encode(hmac_sha256_tag(key.as_bytes(), &[body.as_bytes()]))
 }
 
-/// The first `limit` mirrored conversations.
-async fn conversation_ids(db: &Path, limit: u32) -> anyhow::Result<Vec<String>> {
-    let store = convsync::store::Store::connect(&convsync::store::StoreSettings {
-        url: sqlite_url(db),
+/// The first `limit` mirrored conversations of the mirror at `url`.
+async fn conversation_ids(url: &str, limit: u32) -> anyhow::Result<Vec<String>> {
+    let store = Store::connect(&StoreSettings {
+        url: url.to_owned(),
         max_connections: 1,
-        ..convsync::store::StoreSettings::default()
+        ..StoreSettings::default()
     })
     .await?;
-    let ids = sqlx::query_scalar(
-        "SELECT conversation_id FROM conversations WHERE deleted_at IS NULL
-         ORDER BY conversation_id LIMIT ?",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(store.pool())
-    .await?;
+    let limit = i64::from(limit);
+    let ids = if let Some(sqlite) = store.as_sqlite() {
+        sqlx::query_scalar(
+            "SELECT conversation_id FROM conversations WHERE deleted_at IS NULL
+             ORDER BY conversation_id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(sqlite.pool())
+        .await?
+    } else if let Some(postgres) = store.as_postgres() {
+        sqlx::query_scalar(
+            "SELECT conversation_id FROM conversations WHERE deleted_at IS NULL
+             ORDER BY conversation_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(postgres.pool())
+        .await?
+    } else {
+        bail!("a mirror that is neither SQLite nor PostgreSQL")
+    };
     store.close().await;
     Ok(ids)
 }
@@ -544,12 +592,12 @@ pub fn print(levels: &[Level]) {
     if levels.is_empty() {
         return;
     }
-    println!("### Webhooks: signed Spruce events into `convsync run` (SQLite)\n");
+    println!("### Webhooks: signed Spruce events into `convsync run` \n");
     println!(
-        "| faults | concurrency | accepted | applied | events/s | ack p50 ms | ack p95 ms | ack p99 ms | receiver arrival→commit mean ms | duplicates | forged (401) | forged ack mean ms | unexpected | daemon CPU s | CPU % | peak RSS MiB | load average |"
+        "| backend | faults | concurrency | accepted | applied | events/s | ack p50 ms | ack p95 ms | ack p99 ms | receiver arrival→commit mean ms | duplicates | forged (401) | forged ack mean ms | unexpected | daemon CPU s | CPU % | peak RSS MiB | load average |"
     );
     println!(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for l in levels {
         let ms = |d: Option<Duration>| {
@@ -559,7 +607,8 @@ pub fn print(levels: &[Level]) {
         };
         let wall = l.wall.as_secs_f64();
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {:.0} % | {:.1} | {} |",
+            "| {:?} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {:.0} % | {:.1} | {} |",
+            l.backend,
             if l.faults {
                 "10 % dup, 5 % forged"
             } else {
