@@ -1,4 +1,4 @@
-//! The webhook receiver (docs/webhooks-receiver.md, "Receiver"): one path per source entry,
+//! The webhook receiver (docs/webhooks.md, "Receiver"): one path per source entry,
 //! `POST /webhooks/{entry}` (and `/webhooks/{entry}/{*subpath}` for D365), on its own
 //! listener, never the health port's.
 //!
@@ -301,7 +301,7 @@ fn store_change(change: &WebhookChange) -> EventChange<'_> {
         },
         WebhookChange::Refetch(detail) => EventChange::Refetch(detail),
         // Installs and uninstalls change which sources run, not the mirror: recorded (so a
-        // retry is a duplicate) and left to the configuration (docs/webhooks-receiver.md).
+        // retry is a duplicate) and left to the configuration (docs/webhooks.md).
         WebhookChange::AccountInstalled { .. }
         | WebhookChange::AccountUninstalled { .. }
         | WebhookChange::Unrelated => EventChange::Nothing,

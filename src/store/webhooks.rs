@@ -6,7 +6,7 @@
 //! statements ([`EventStatements`], on top of the follow-up answers' statements), run
 //! inside its open transaction.
 //!
-//! **The ordering rule** (docs/webhooks-receiver.md, "Ordering"): the mirror merges by the
+//! **The ordering rule** (docs/webhooks.md, "Ordering"): the mirror merges by the
 //! provider's own times, so an older fact never overwrites a newer one, whichever path
 //! (event or poll) brought it:
 //! - an event older (`changed_at`) than an event already applied to the conversation is

@@ -1,4 +1,4 @@
-//! Webhooks (docs/webhooks-receiver.md): the receiver over loopback with real signatures,
+//! Webhooks (docs/webhooks.md): the receiver over loopback with real signatures,
 //! and the ordering rule between events and polls, on both stores.
 
 mod daemon;
