@@ -17,7 +17,7 @@ use super::clock::SimClock;
 use super::control::{self, ActivityCommand, ActivityOutcome, ClockReading, SimUrls};
 use super::counters::RequestCounters;
 use super::faults::Faults;
-use super::options::SimOptions;
+use super::options::{D365HeaderNames, SimOptions};
 use super::platform::{Platform, PlatformSelector};
 use super::server;
 use super::state::{Shared, SimContext};
@@ -62,6 +62,7 @@ impl SimCore {
                 queue_cap: options.webhook_queue_cap,
                 retry_scale: options.webhook_retry_scale,
                 max_pending_retries: options.webhook_max_pending_retries,
+                d365_bearer: options.d365_header_names == D365HeaderNames::Plain,
             },
             Platform::ALL.map(|p| options.initial_webhook_faults(p)),
         ));

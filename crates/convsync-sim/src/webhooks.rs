@@ -10,6 +10,13 @@
 //!
 //! Nothing is generated for an account without a target, so the simulator costs
 //! nothing extra unless a test or the demo asks for webhooks.
+//!
+//! Every time in an event (Spruce `eventTime`, Sinch's timestamp header, HighLevel
+//! `timestamp`, D365 activity `timestamp`) is the simulated clock's: a receiver that
+//! checks a replay window against its own clock needs a simulator whose clock runs from
+//! the real now (no `--clock-start`, no `--frozen-clock`).
+//!
+//! Not modelled: Spruce's 1,000 events per minute per endpoint, HighLevel's retry jitter.
 
 mod delivery;
 pub(crate) mod events;
@@ -196,6 +203,8 @@ pub(crate) struct DeliverySettings {
     pub(crate) retry_scale: f64,
     /// Retries waiting at once at most; a failure beyond it is final.
     pub(crate) max_pending_retries: usize,
+    /// D365 authenticates with `Authorization: Bearer` (2025-09) instead of `x-ms-token`.
+    pub(crate) d365_bearer: bool,
 }
 
 type CounterKey = (Platform, usize, WebhookOutcome);
@@ -413,5 +422,23 @@ impl WebhookHub {
 
     pub(crate) fn seed(&self) -> u64 {
         self.seed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_literal_loopback_http_urls_are_targets() {
+        let ok = |text: &str| is_loopback(&text.parse().expect("url"));
+        assert!(ok("http://127.0.0.1:8080/webhooks/a"));
+        assert!(ok("http://127.255.0.9/"));
+        assert!(ok("http://[::1]:9/"));
+        assert!(!ok("https://127.0.0.1/"));
+        assert!(!ok("http://localhost/"));
+        assert!(!ok("http://10.1.2.3/"));
+        assert!(!ok("http://[::ffff:10.0.0.1]/"));
+        assert!(!ok("http://128.0.0.1/"));
     }
 }

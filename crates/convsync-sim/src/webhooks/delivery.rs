@@ -205,7 +205,7 @@ pub(crate) async fn run(
         }
     };
     let sender = Sender {
-        signer: Arc::new(Signer::new(hub.accounts())),
+        signer: Arc::new(Signer::new(hub.accounts(), hub.settings.d365_bearer)),
         retries: Arc::new(Semaphore::new(hub.settings.max_pending_retries.max(1))),
         hub: Arc::clone(&hub),
         http,
@@ -431,12 +431,67 @@ impl Sender {
         for (name, value) in &request.headers {
             builder = builder.header(*name, value);
         }
-        match builder.send().await {
+        let sent = tokio::select! {
+            _ = self.cancel.cancelled() => return Answer::None,
+            sent = builder.send() => sent,
+        };
+        match sent {
             Ok(response) => Answer::Status(response.status()),
             Err(error) => {
                 tracing::debug!(source = %provider, event = %event.name, %error, "webhook attempt failed");
                 Answer::None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn retry_waits_follow_the_policy_and_its_scale() {
+        let spruce = RetryPolicy::of(Platform::Spruce);
+        assert_eq!(spruce.wait(1, 1.0), Duration::from_secs(120));
+        assert_eq!(spruce.wait(9, 1.0), Duration::from_secs(120));
+        assert_eq!(spruce.wait(1, 0.001), Duration::from_millis(120));
+        let sinch = RetryPolicy::of(Platform::Sinch);
+        assert_eq!(sinch.wait(1, 1.0), Duration::from_secs(1));
+        assert_eq!(sinch.wait(4, 1.0), Duration::from_secs(8));
+        assert_eq!(sinch.wait(u32::MAX, 1.0), Duration::from_secs(65_536));
+        let highlevel = RetryPolicy::of(Platform::HighLevel);
+        assert!(highlevel.retries(&Answer::Status(StatusCode::TOO_MANY_REQUESTS)));
+        assert!(!highlevel.retries(&Answer::Status(StatusCode::INTERNAL_SERVER_ERROR)));
+        assert!(!highlevel.retries(&Answer::None));
+        assert!(spruce.retries(&Answer::None));
+        assert!(spruce.retries(&Answer::Status(StatusCode::BAD_REQUEST)));
+        assert!(!spruce.retries(&Answer::Status(StatusCode::NO_CONTENT)));
+    }
+
+    #[test]
+    fn a_copy_moves_the_send_time_swaps_the_id_or_pads_the_body() {
+        let event = Outgoing {
+            provider: Platform::Spruce,
+            account: 0,
+            event_id: "wev_1".to_owned(),
+            name: "conversation.updated".to_owned(),
+            body: json!({ "id": "wev_1", "eventTime": wire::rfc3339_ms(1_000_000_000) }),
+            time_fields: &["/eventTime"],
+            id_field: "/id",
+            sent_at_us: 1_000_000_000,
+            subpath: None,
+        };
+        let plain: Value =
+            serde_json::from_slice(&event.render(1_000_000_000, None, None)).expect("json");
+        assert_eq!(plain, event.body);
+        let old: Value =
+            serde_json::from_slice(&event.render(400_000_000, Some("wev_2"), None)).expect("json");
+        assert_eq!(old["eventTime"], "1970-01-01T00:06:40.000Z");
+        assert_eq!(old["id"], "wev_2");
+        let padded = event.render(1_000_000_000, None, Some(4096));
+        assert!(padded.len() >= 4096);
+        assert!(serde_json::from_slice::<Value>(&padded).is_ok());
     }
 }

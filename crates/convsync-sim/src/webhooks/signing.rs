@@ -8,7 +8,9 @@
 //! * HighLevel: `x-wh-signature` = base64 RSASSA-PKCS1-v1_5 SHA-256 of the raw body. The
 //!   simulator signs with a committed test-only key pair; a daemon pointed at the
 //!   simulator sets `webhook_public_key` to [`HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM`].
-//! * D365: no signature; `x-ms-token: <token>` authenticates the request.
+//! * D365: no signature; `x-ms-token: <token>` (the 2025-04 docs) authenticates the
+//!   request, or `Authorization: Bearer <token>` (the 2025-09 docs) for a tenant run with
+//!   `--d365-header-names plain`.
 //!
 //! A forged request carries a signature made with the wrong key (D365: a wrong token).
 
@@ -52,11 +54,13 @@ pub(crate) struct Signer {
     spruce: Vec<String>,
     sinch: Vec<String>,
     d365: Vec<String>,
+    /// D365 sends `Authorization: Bearer` instead of `x-ms-token`.
+    d365_bearer: bool,
     highlevel: Option<RsaKeyPair>,
 }
 
 impl Signer {
-    pub(crate) fn new(accounts: &SimAccounts) -> Signer {
+    pub(crate) fn new(accounts: &SimAccounts, d365_bearer: bool) -> Signer {
         let highlevel = pem_der(HIGHLEVEL_WEBHOOK_PRIVATE_KEY_PEM)
             .and_then(|der| RsaKeyPair::from_pkcs8(&der).ok());
         if highlevel.is_none() {
@@ -81,6 +85,7 @@ impl Signer {
                 .iter()
                 .map(|a| a.webhook_token.clone())
                 .collect(),
+            d365_bearer,
             highlevel,
         }
     }
@@ -123,6 +128,9 @@ impl Signer {
                         "HmacSHA256".to_owned(),
                     ),
                 ]
+            }
+            Platform::D365 if self.d365_bearer => {
+                vec![("authorization", format!("Bearer {}", key(&self.d365)))]
             }
             Platform::D365 => vec![("x-ms-token", key(&self.d365))],
             Platform::HighLevel => {

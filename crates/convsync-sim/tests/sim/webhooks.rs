@@ -679,3 +679,67 @@ async fn the_delivery_log_pages_by_twenty_behind_spruce_auth() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_control_api_drives_webhooks_and_d365_can_send_a_bearer_token() {
+    let sim =
+        support::start(|o| o.d365_header_names = convsync_sim::options::D365HeaderNames::Plain)
+            .await;
+    let (receiver, base) = Receiver::start(200).await;
+    let client = sim.client();
+    let d365 = first_key(&sim, Platform::D365);
+    client
+        .set_webhook_target(
+            Platform::D365,
+            &d365,
+            Some(base.join("d365-0").expect("url")),
+        )
+        .await
+        .expect("target over the control API");
+    let faults = WebhookFaults {
+        duplicate_ratio: 1.0,
+        ..WebhookFaults::default()
+    };
+    client
+        .set_webhook_faults(Platform::D365, &faults)
+        .await
+        .expect("faults over the control API");
+    assert_eq!(sim.webhook_faults(Platform::D365), faults);
+    let open = open_ids(&sim, Platform::D365).await;
+    sim.close(Platform::D365, &d365, &open[0]).expect("close");
+    settled(&sim, Platform::D365).await;
+    let counts = client.webhook_counts().await.expect("counts");
+    assert_eq!(counts, sim.webhook_counts());
+    assert_eq!(
+        counts.of(Platform::D365, &d365, WebhookOutcome::Delivered),
+        1
+    );
+    assert_eq!(
+        counts.of(Platform::D365, &d365, WebhookOutcome::Duplicated),
+        1
+    );
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body, got[1].body, "a duplicate is byte for byte");
+    assert_eq!(
+        got[0].header("authorization"),
+        format!("Bearer {}", sim.accounts().d365[0].webhook_token)
+    );
+    assert_eq!(got[0].header("x-ms-token"), "");
+    let pem = http()
+        .get(
+            sim.control_url()
+                .join("webhooks/highlevel-public-key")
+                .expect("url"),
+        )
+        .send()
+        .await
+        .expect("public key")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(pem, HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM);
+    client.reset_webhook_counts().await.expect("reset");
+    assert!(sim.webhook_counts().entries.is_empty());
+    sim.shutdown().await;
+}
