@@ -210,6 +210,13 @@ async fn reset_requests(State(core): State<Arc<SimCore>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// `all` or a provider name from a path segment (404 otherwise).
+fn parse_selector(text: &str) -> Result<PlatformSelector, ControlError> {
+    text.parse().map_err(|e: super::platform::UnknownPlatform| {
+        ControlError(StatusCode::NOT_FOUND, e.to_string())
+    })
+}
+
 async fn faults(State(core): State<Arc<SimCore>>) -> Json<BTreeMap<Platform, Faults>> {
     Json(core.all_faults())
 }
@@ -219,12 +226,7 @@ async fn set_faults(
     Path(selector): Path<String>,
     Json(faults): Json<Faults>,
 ) -> Result<Json<BTreeMap<Platform, Faults>>, ControlError> {
-    let selector: PlatformSelector =
-        selector
-            .parse()
-            .map_err(|e: super::platform::UnknownPlatform| {
-                ControlError(StatusCode::NOT_FOUND, e.to_string())
-            })?;
+    let selector = parse_selector(&selector)?;
     core.set_faults(selector, faults);
     Ok(Json(core.all_faults()))
 }
@@ -284,12 +286,7 @@ async fn set_webhook_faults(
     Path(selector): Path<String>,
     Json(faults): Json<WebhookFaults>,
 ) -> Result<Json<BTreeMap<Platform, WebhookFaults>>, ControlError> {
-    let selector: PlatformSelector =
-        selector
-            .parse()
-            .map_err(|e: super::platform::UnknownPlatform| {
-                ControlError(StatusCode::NOT_FOUND, e.to_string())
-            })?;
+    let selector = parse_selector(&selector)?;
     for provider in selector.providers() {
         core.webhooks.set_faults(provider, faults.clone());
     }

@@ -335,18 +335,7 @@ async fn faulty_run() -> FaultyRun {
             oversize_bytes: 100_000,
         },
     );
-    let open = open_ids(&sim, Platform::Spruce).await;
-    for i in 0..400 {
-        sim.add_message(
-            Platform::Spruce,
-            &spruce,
-            &open[i % open.len()],
-            MessageKind::Outbound,
-        )
-        .expect("message");
-    }
-    let counts = settled(&sim, Platform::Spruce).await;
-    let log = delivery_log(&sim, None).await;
+    let (counts, log) = spruce_messages(&sim, 400, MessageKind::Outbound).await;
     let secret = sim.accounts().spruce[0].webhook_signing_secret.clone();
     sim.shutdown().await;
     FaultyRun {
@@ -355,6 +344,23 @@ async fn faulty_run() -> FaultyRun {
         log,
         secret,
     }
+}
+
+/// `n` messages of `kind` spread over Spruce account 0's open conversations; once their
+/// events settled, the counters and the whole delivery log.
+async fn spruce_messages(
+    sim: &SimHandle,
+    n: usize,
+    kind: MessageKind,
+) -> (WebhookCounts, Vec<Value>) {
+    let spruce = first_key(sim, Platform::Spruce);
+    let open = open_ids(sim, Platform::Spruce).await;
+    for i in 0..n {
+        sim.add_message(Platform::Spruce, &spruce, &open[i % open.len()], kind)
+            .expect("message");
+    }
+    let counts = settled(sim, Platform::Spruce).await;
+    (counts, delivery_log(sim, None).await)
 }
 
 /// Every event of account 0's delivery log, page by page (pages of 20, the last short).
@@ -600,18 +606,7 @@ async fn the_delivery_log_pages_by_twenty_behind_spruce_auth() {
             ..WebhookFaults::default()
         },
     );
-    let open = open_ids(&sim, Platform::Spruce).await;
-    for i in 0..45 {
-        sim.add_message(
-            Platform::Spruce,
-            &spruce,
-            &open[i % open.len()],
-            MessageKind::Inbound,
-        )
-        .expect("message");
-    }
-    let counts = settled(&sim, Platform::Spruce).await;
-    let log = delivery_log(&sim, None).await;
+    let (counts, log) = spruce_messages(&sim, 45, MessageKind::Inbound).await;
     assert_eq!(log.len(), 45, "three pages: 20, 20, 5");
     let failed = log
         .iter()
