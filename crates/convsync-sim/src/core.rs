@@ -63,6 +63,7 @@ impl SimCore {
                 retry_scale: options.webhook_retry_scale,
                 max_pending_retries: options.webhook_max_pending_retries,
                 d365_bearer: options.d365_header_names == D365HeaderNames::Plain,
+                concurrency: options.webhook_concurrency,
             },
             Platform::ALL.map(|p| options.initial_webhook_faults(p)),
         ));

@@ -269,6 +269,10 @@ pub struct SimOptions {
     /// Webhooks: events waiting to be sent at most (more are lost, and counted).
     #[arg(long, default_value_t = 10_000)]
     pub webhook_queue_cap: usize,
+    /// Webhooks: events in flight at once (1 sends strictly in order, as the providers do;
+    /// more loads a receiver harder).
+    #[arg(long, default_value_t = 1)]
+    pub webhook_concurrency: usize,
     /// Webhooks: multiplier on the providers' retry intervals (Spruce: 2 min).
     #[arg(long, default_value_t = 1.0)]
     pub webhook_retry_scale: f64,

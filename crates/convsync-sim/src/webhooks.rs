@@ -121,6 +121,10 @@ pub enum WebhookOutcome {
     Replayed,
     /// Oversize fault.
     Oversized,
+    /// The event left the outbox and its first attempt and every extra copy are done
+    /// (dropped and overflowed ones included; retries may follow). When it equals
+    /// `Generated`, nothing is queued or about to be sent.
+    Handled,
 }
 
 /// One counter row.
@@ -205,6 +209,8 @@ pub(crate) struct DeliverySettings {
     pub(crate) max_pending_retries: usize,
     /// D365 authenticates with `Authorization: Bearer` (2025-09) instead of `x-ms-token`.
     pub(crate) d365_bearer: bool,
+    /// Events in flight at once (1: strictly in order).
+    pub(crate) concurrency: usize,
 }
 
 type CounterKey = (Platform, usize, WebhookOutcome);
@@ -379,6 +385,7 @@ impl WebhookHub {
                     | mpsc::error::TrySendError::Closed(event) => event,
                 };
                 self.count(provider, account, WebhookOutcome::Overflowed);
+                self.count(provider, account, WebhookOutcome::Handled);
                 self.log.finish(&event.event_id, log::Status::Failed, None);
             }
         }

@@ -1,8 +1,9 @@
 //! The delivery task: takes events from the outbox in order, draws their faults, signs
 //! and sends them to the account's loopback target, and retries as the provider does.
 //!
-//! Events are sent one after the other (the providers send in order; Spruce says so), so
-//! the fault draws happen in outbox order and the same seed gives the same faults. A
+//! Events are sent one after the other (the providers send in order; Spruce says so), or
+//! on `--webhook-concurrency` lanes at once for load tests; the fault draws happen in
+//! outbox order either way, so the same seed gives the same faults. A
 //! delayed event is sent by a task of its own; a failed one is retried by a task of its
 //! own (at most `max_pending_retries` at once), so neither holds up the others.
 
@@ -217,6 +218,7 @@ pub(crate) async fn run(
         .map(|p| StdRng::seed_from_u64(hash_all(&[hub.seed(), p.index() as u64])))
         .collect();
     let mut held: Option<Plan> = None;
+    let lanes = Arc::new(Semaphore::new(hub.settings.concurrency.max(1)));
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -224,7 +226,7 @@ pub(crate) async fn run(
             // A held (reordered) event waits for the next one only so long.
             () = tokio::time::sleep(Duration::from_secs(1)), if held.is_some() => {
                 if let Some(plan) = held.take() {
-                    sender.send(plan).await;
+                    sender.send_in_turn(vec![plan], &lanes).await;
                 }
                 continue;
             }
@@ -249,6 +251,7 @@ pub(crate) async fn run(
         let (provider, account) = (event.provider, event.account);
         if drop {
             hub.count(provider, account, WebhookOutcome::Dropped);
+            hub.count(provider, account, WebhookOutcome::Handled);
             hub.log.finish(&event.event_id, Status::Failed, None);
             continue;
         }
@@ -277,16 +280,37 @@ pub(crate) async fn run(
             held = Some(plan);
             continue;
         }
-        sender.send(plan).await;
-        if let Some(plan) = held.take() {
-            sender.send(plan).await;
-        }
+        let mut plans = vec![plan];
+        plans.extend(held.take());
+        sender.send_in_turn(plans, &lanes).await;
     }
 }
 
 impl Sender {
-    /// Send one event with its extra copies (forged before, duplicate and replay after).
+    /// Send `plans` one after the other on a free lane (waits for one): with one lane,
+    /// every event is sent after the previous one settled its first attempt.
+    async fn send_in_turn(&self, plans: Vec<Plan>, lanes: &Arc<Semaphore>) {
+        let Ok(lane) = Arc::clone(lanes).acquire_owned().await else {
+            return;
+        };
+        let sender = self.clone();
+        self.tracker.spawn(async move {
+            for plan in plans {
+                sender.send(plan).await;
+            }
+            drop(lane);
+        });
+    }
+
+    /// Send one event with its extra copies, then count it handled.
     async fn send(&self, plan: Plan) {
+        let (provider, account) = (plan.event.provider, plan.event.account);
+        self.send_copies(plan).await;
+        self.hub.count(provider, account, WebhookOutcome::Handled);
+    }
+
+    /// Send one event with its extra copies (forged before, duplicate and replay after).
+    async fn send_copies(&self, plan: Plan) {
         let Plan {
             event,
             duplicate,

@@ -88,13 +88,13 @@ async fn record(
     StatusCode::from_u16(receiver.status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK)
 }
 
-/// Wait (bounded) until every generated event of `provider` is settled: delivered,
-/// failed, dropped or lost to a full outbox.
+/// Wait (bounded) until every generated event of `provider` is handled (every copy
+/// sent) and settled (delivered, failed, dropped or lost to a full outbox).
 async fn settled(sim: &SimHandle, provider: Platform) -> WebhookCounts {
-    for _ in 0..600 {
+    for _ in 0..1200 {
         let counts = sim.webhook_counts();
         let generated = counts.total(provider, WebhookOutcome::Generated);
-        let done = [
+        let settled = [
             WebhookOutcome::Delivered,
             WebhookOutcome::Failed,
             WebhookOutcome::Dropped,
@@ -103,10 +103,9 @@ async fn settled(sim: &SimHandle, provider: Platform) -> WebhookCounts {
         .iter()
         .map(|o| counts.total(provider, *o))
         .sum::<u64>();
-        if generated > 0 && done >= generated {
-            // Extra copies (duplicates, replays) go out after the event settles.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            return sim.webhook_counts();
+        let handled = counts.total(provider, WebhookOutcome::Handled);
+        if generated > 0 && settled == generated && handled == generated {
+            return counts;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -736,5 +735,42 @@ async fn the_control_api_drives_webhooks_and_d365_can_send_a_bearer_token() {
     assert_eq!(pem, HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM);
     client.reset_webhook_counts().await.expect("reset");
     assert!(sim.webhook_counts().entries.is_empty());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_lanes_deliver_every_event_once() {
+    let sim = support::start(|o| o.webhook_concurrency = 8).await;
+    let (receiver, base) = Receiver::start(200).await;
+    let sinch = first_key(&sim, Platform::Sinch);
+    sim.set_webhook_target(
+        Platform::Sinch,
+        &sinch,
+        Some(base.join("sinch-0").expect("url")),
+    )
+    .expect("target");
+    let open = open_ids(&sim, Platform::Sinch).await;
+    for i in 0..200 {
+        sim.add_message(
+            Platform::Sinch,
+            &sinch,
+            &open[i % open.len()],
+            MessageKind::Inbound,
+        )
+        .expect("message");
+    }
+    let counts = settled(&sim, Platform::Sinch).await;
+    assert_eq!(
+        counts.total(Platform::Sinch, WebhookOutcome::Delivered),
+        200
+    );
+    let ids: std::collections::HashSet<Value> = receiver
+        .got()
+        .iter()
+        .filter(|r| sinch_valid(&sim, r))
+        .map(|r| r.json()["message"]["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 200);
+    assert_eq!(receiver.got().len(), 200);
     sim.shutdown().await;
 }
