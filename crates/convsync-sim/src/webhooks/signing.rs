@@ -6,8 +6,9 @@
 //!   `body.nonce.timestamp` with the webhook secret, plus the `-nonce`, `-timestamp`
 //!   (epoch seconds) and `-algorithm` (`HmacSHA256`) headers.
 //! * HighLevel: `x-wh-signature` = base64 RSASSA-PKCS1-v1_5 SHA-256 of the raw body. The
-//!   simulator signs with a committed test-only key pair; a daemon pointed at the
-//!   simulator sets `webhook_public_key` to [`HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM`].
+//!   simulator signs with the daemon's committed TEST-ONLY key pair
+//!   (`src/provider/highlevel/testdata/`); a daemon pointed at the simulator sets
+//!   `webhook_public_key` to that public half ([`HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM`]).
 //! * D365: no signature; `x-ms-token: <token>` (the 2025-04 docs) authenticates the
 //!   request, or `Authorization: Bearer <token>` (the 2025-09 docs) for a tenant run with
 //!   `--d365-header-names plain`.
@@ -23,18 +24,23 @@ use super::super::ids::{base64, base64_decode, crockford};
 use super::super::platform::Platform;
 
 /// Public half of the simulator's HighLevel signing key (SPKI PEM), for the daemon's
-/// `webhook_public_key`. Test-only: the private half is committed beside it.
-pub const HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM: &str = include_str!("highlevel-test-key.pub.pem");
+/// `webhook_public_key`. TEST-ONLY: the private half is committed beside it, in the
+/// daemon's test data, so that the daemon's tests and the simulator share one pair.
+pub const HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM: &str =
+    include_str!("../../../../src/provider/highlevel/testdata/webhook-test-only-public-key.pem");
 
 /// Private half (PKCS#8 PEM). Generating an RSA key at start is slow in debug builds,
 /// so the simulator uses this fixed one.
-const HIGHLEVEL_WEBHOOK_PRIVATE_KEY_PEM: &str = include_str!("highlevel-test-key.pem");
+const HIGHLEVEL_WEBHOOK_PRIVATE_KEY_PEM: &str =
+    include_str!("../../../../src/provider/highlevel/testdata/webhook-test-only-private-key.pem");
 
-/// The DER bytes inside a PEM document.
-pub(crate) fn pem_der(pem: &str) -> Option<Vec<u8>> {
+/// The DER bytes of the first PEM block in `pem` (text around the block is ignored).
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
     let text: String = pem
         .lines()
-        .filter(|line| !line.starts_with("-----"))
+        .skip_while(|line| !line.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END"))
         .collect();
     base64_decode(text.trim())
 }
@@ -154,5 +160,17 @@ impl Signer {
                 vec![("x-wh-signature", base64(&signature))]
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_key_pair_loads() {
+        let der = pem_der(HIGHLEVEL_WEBHOOK_PRIVATE_KEY_PEM).expect("a PEM block");
+        assert!(RsaKeyPair::from_pkcs8(&der).is_ok());
+        assert!(pem_der(HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM).is_some_and(|der| !der.is_empty()));
     }
 }

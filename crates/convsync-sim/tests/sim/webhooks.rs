@@ -150,7 +150,9 @@ fn highlevel_valid(got: &Received) -> bool {
         .decode(
             HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM
                 .lines()
-                .filter(|l| !l.starts_with("-----"))
+                .skip_while(|l| !l.starts_with("-----BEGIN"))
+                .skip(1)
+                .take_while(|l| !l.starts_with("-----END"))
                 .collect::<String>(),
         )
         .expect("PEM body is base64");
