@@ -196,6 +196,10 @@ impl Receiver {
         // Every event of the request must be fresh and for a known source before any is
         // written.
         let now = Timestamp::now();
+        let replay_window = self
+            .settings
+            .replay_window
+            .saturating_add(webhooks.retry_horizon());
         let mut routed = Vec::with_capacity(events.len());
         for event in &events {
             let Some(target) = pick(targets, event) else {
@@ -204,10 +208,10 @@ impl Receiver {
                 return StatusCode::BAD_REQUEST;
             };
             if let Some(sent_at) = event.sent_at
-                && outside_window(sent_at, now, self.settings.replay_window)
+                && outside_window(sent_at, now, replay_window)
             {
                 self.metrics.rejected(&target.source, "stale");
-                tracing::warn!(source = %target.source, kind = %event.kind, sent_at = %sent_at, "webhook refused: sent outside webhooks.replay_window");
+                tracing::warn!(source = %target.source, kind = %event.kind, sent_at = %sent_at, "webhook refused: sent outside webhooks.replay_window (and the provider's retry horizon)");
                 return StatusCode::BAD_REQUEST;
             }
             routed.push((target, event));
