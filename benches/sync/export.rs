@@ -30,7 +30,10 @@ use convsync_testpg::TestPgDb;
 
 use crate::process::{self, ProcessStats};
 use crate::simproc::{Budget, SimProcess};
-use crate::{Args, BackendArg, Checks, Env, load_average_now, load_range, median, sqlite_url};
+use crate::{
+    Args, BackendArg, Checks, Env, distinct, fresh_mirror, load_average_now, load_range, median,
+    table_head,
+};
 
 /// The view exported: the widest one, one row per conversation.
 const VIEW: &str = "v1_conversations";
@@ -140,14 +143,7 @@ async fn build(
     dir: &Path,
 ) -> anyhow::Result<Mirror> {
     std::fs::create_dir_all(dir)?;
-    let postgres = match backend {
-        BackendArg::Sqlite => None,
-        BackendArg::Postgres => Some(TestPgDb::new().await),
-    };
-    let url = match &postgres {
-        Some(db) => db.url.clone(),
-        None => sqlite_url(&dir.join("mirror.db")),
-    };
+    let (postgres, url) = fresh_mirror(backend, dir).await;
     let config = sim.write_config(dir, &url, Budget::Unlimited)?;
     let mut text = std::fs::read_to_string(&config)?;
     text.push_str("\n[history]\nbackfill = \"none\"\n");
@@ -256,17 +252,24 @@ pub fn print(samples: &[Sample]) {
     if samples.is_empty() {
         return;
     }
-    println!("### Export of {VIEW} (medians)\n");
-    println!(
-        "| backend | rows | format | runs | wall s | rows/s | CPU s | peak RSS MiB | output MiB | bytes/row | load average (1 min) at start |"
+    table_head(
+        &format!("Export of {VIEW} (medians)"),
+        &[
+            "backend",
+            "rows",
+            "format",
+            "runs",
+            "wall s",
+            "rows/s",
+            "CPU s",
+            "peak RSS MiB",
+            "output MiB",
+            "bytes/row",
+            "load average (1 min) at start",
+        ],
+        "lrlrrrrrrrl",
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
-    let mut keys: Vec<(BackendArg, u32, &str)> = Vec::new();
-    for s in samples {
-        if !keys.contains(&(s.backend, s.size, s.format)) {
-            keys.push((s.backend, s.size, s.format));
-        }
-    }
+    let mut keys = distinct(samples.iter().map(|s| (s.backend, s.size, s.format)));
     keys.sort_by_key(|&(backend, size, format)| {
         (
             backend == BackendArg::Postgres,

@@ -8,11 +8,13 @@ use std::path::Path;
 
 use convsync::store::{Store, StoreSettings};
 use convsync_sim::Platform;
-use convsync_testpg::TestPgDb;
 
 use crate::process::{self, ProcessStats};
 use crate::simproc::{self, Budget, SimProcess};
-use crate::{Args, BackendArg, Checks, Env, load_average_now, load_range, median, sqlite_url};
+use crate::{
+    Args, BackendArg, Checks, Env, distinct, fresh_mirror, load_average_now, load_range, median,
+    table_head,
+};
 
 /// How a backfill treats the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,14 +114,7 @@ async fn backfill(
     variant: Variant,
     run_dir: &Path,
 ) -> anyhow::Result<Sample> {
-    let postgres = match backend {
-        BackendArg::Sqlite => None,
-        BackendArg::Postgres => Some(TestPgDb::new().await),
-    };
-    let url = match &postgres {
-        Some(db) => db.url.clone(),
-        None => sqlite_url(&run_dir.join("mirror.db")),
-    };
+    let (_postgres, url) = fresh_mirror(backend, run_dir).await;
     let store = Store::open(&StoreSettings {
         url: url.clone(),
         max_connections: 1,
@@ -178,18 +173,25 @@ fn print(samples: &[Sample]) {
     if samples.is_empty() {
         return;
     }
-    println!("### Change history: backfill with and without events (medians)\n");
-    println!(
-        "| provider | N | backend | history | runs | sync wall s | sync CPU s | events | wall vs off | CPU vs off | load average (1 min) at start |"
+    table_head(
+        "Change history: backfill with and without events (medians)",
+        &[
+            "provider",
+            "N",
+            "backend",
+            "history",
+            "runs",
+            "sync wall s",
+            "sync CPU s",
+            "events",
+            "wall vs off",
+            "CPU vs off",
+            "load average (1 min) at start",
+        ],
+        "lrllrrrrrrl",
     );
-    println!("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|");
     let mut paired = Vec::new();
-    let mut keys: Vec<(Platform, u32, BackendArg)> = Vec::new();
-    for s in samples {
-        if !keys.contains(&(s.provider, s.size, s.backend)) {
-            keys.push((s.provider, s.size, s.backend));
-        }
-    }
+    let keys = distinct(samples.iter().map(|s| (s.provider, s.size, s.backend)));
     for (provider, size, backend) in keys {
         let of = |variant: Variant| -> Vec<&Sample> {
             samples
@@ -223,7 +225,7 @@ fn print(samples: &[Sample]) {
             per_run(&of(Variant::Off), &of(Variant::FirstSeen))
         ));
     }
-    println!("\nPer run, the default against the run's own *off* (wall): ");
+    println!("\nPer run, the default against the run's own *off* (wall):");
     for line in paired {
         println!("- {line}");
     }

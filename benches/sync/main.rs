@@ -1119,3 +1119,43 @@ fn load_range(loads: impl Iterator<Item = f64>) -> String {
         format!("{low:.1}–{high:.1}")
     }
 }
+
+/// `items` without repeats, in first-seen order (a table's rows from its samples).
+fn distinct<K: PartialEq>(items: impl Iterator<Item = K>) -> Vec<K> {
+    let mut out: Vec<K> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// Prints a Markdown table's title, header row and alignment row (`align`: one `l` or `r`
+/// per column).
+fn table_head(title: &str, columns: &[&str], align: &str) {
+    println!("### {title}\n");
+    println!("| {} |", columns.join(" | "));
+    let marks: Vec<&str> = align
+        .chars()
+        .map(|a| if a == 'r' { "---:" } else { "---" })
+        .collect();
+    println!("|{}|", marks.join("|"));
+}
+
+/// A fresh, empty mirror on `backend`: a new database of the throw-away PostgreSQL
+/// cluster (dropped with the handle), or a SQLite file `mirror.db` under `dir`; and its
+/// `database.url`.
+async fn fresh_mirror(
+    backend: BackendArg,
+    dir: &Path,
+) -> (Option<convsync_testpg::TestPgDb>, String) {
+    match backend {
+        BackendArg::Sqlite => (None, sqlite_url(&dir.join("mirror.db"))),
+        BackendArg::Postgres => {
+            let db = convsync_testpg::TestPgDb::new().await;
+            let url = db.url.clone();
+            (Some(db), url)
+        }
+    }
+}
