@@ -56,6 +56,12 @@ pub struct SpruceConfig {
     /// UTF-8 text Spruce returns, not base64-decoded.
     #[serde(default)]
     pub webhook_secret: Option<SecretRef>,
+    /// The webhook endpoint's id (`id` of the endpoint `CreateWebhookEndpoint` returned):
+    /// with it (and `webhook_secret`), the daemon replays the endpoint's delivery log at
+    /// start-up from the newest event it recorded, so events sent while it was down reach
+    /// the mirror before the next poll (docs/webhooks.md, "Replay after downtime").
+    #[serde(default)]
+    pub webhook_endpoint_id: Option<String>,
 }
 
 fn default_base_url() -> String {
@@ -141,6 +147,22 @@ pub fn setup(
             )
         })?;
         provider = provider.with_webhooks(secret);
+    }
+    if let Some(endpoint_id) = &cfg.webhook_endpoint_id {
+        let endpoint_id = endpoint_id.trim();
+        if endpoint_id.is_empty() || endpoint_id.contains(char::is_whitespace) {
+            return Err(ConfigError::new(
+                key("webhook_endpoint_id"),
+                "must be the webhook endpoint's id, as CreateWebhookEndpoint returned it",
+            ));
+        }
+        if cfg.webhook_secret.is_none() {
+            return Err(ConfigError::new(
+                key("webhook_endpoint_id"),
+                "needs webhook_secret: the replayed events are the endpoint's signed events",
+            ));
+        }
+        provider = provider.with_event_log(endpoint_id.to_owned());
     }
     Ok(vec![ProviderSetup {
         credential_key: format!("spruce:{}", token.fingerprint()),
