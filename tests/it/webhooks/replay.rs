@@ -3,21 +3,22 @@
 //! dropped while the receiver was down reach the mirror; a replay over events already
 //! recorded writes nothing. On both stores, through a real configuration file.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use convsync::config::Config;
 use convsync::health::webhooks::replay::{MAX_REPLAY_PAGES, ReplayReport, replay_source};
-use convsync::health::{Notifier, Service};
 use convsync::sync::Source;
 use convsync_sim::{MessageKind, Platform, SimHandle, WebhookFaults, WebhookOutcome};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::TestDb;
 use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::deploy::SpruceSite;
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
+
+use super::start_service;
 
 /// Waits (bounded) until every Spruce event the simulator generated was delivered or
 /// dropped; returns how many were generated.
@@ -48,19 +49,6 @@ async fn activity(app: &TestApp, id: &str) -> String {
             "SELECT CAST(last_activity_at AS TEXT) FROM conversations WHERE conversation_id = '{id}'"
         ))
         .await
-}
-
-/// The receiver (and the start-up replay) as `convsync run` starts them.
-async fn start_service(config: &Config, app: &TestApp, stop: &CancellationToken) -> Service {
-    Service::start_with_webhooks(
-        &config.health,
-        &config.webhooks,
-        app.engine(),
-        Notifier::disabled(),
-        stop.clone(),
-    )
-    .await
-    .unwrap()
 }
 
 fn requests(source: &Source) -> u64 {
