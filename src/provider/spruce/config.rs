@@ -313,4 +313,33 @@ mod tests {
         let proxied = api_root(&Url::parse("http://127.0.0.1:8080/spruce/v1").unwrap()).unwrap();
         assert_eq!(proxied.as_str(), "http://127.0.0.1:8080/spruce");
     }
+
+    /// `webhook_endpoint_id` turns on the delivery-log replay only beside the signing
+    /// secret, and must look like an id.
+    #[test]
+    fn the_endpoint_id_needs_the_secret_and_a_real_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "tok").unwrap();
+        let with = |extra: &str| {
+            config(&format!(
+                "organization_id = \"entity_1\"\napi_token = {{ file = \"{}\" }}\n{extra}",
+                token.display()
+            ))
+        };
+        let err = error_of(&with("webhook_endpoint_id = \"wde_1\""));
+        assert_eq!(err.key, "sources[clinic].spruce.webhook_endpoint_id");
+        assert!(err.message.contains("webhook_secret"), "{err}");
+        let secret = format!("webhook_secret = {{ file = \"{}\" }}", token.display());
+        let err = error_of(&with(&format!("{secret}\nwebhook_endpoint_id = \" \"")));
+        assert_eq!(err.key, "sources[clinic].spruce.webhook_endpoint_id");
+        let setups = setup(
+            &with(&format!("{secret}\nwebhook_endpoint_id = \"wde_1\"")),
+            &ctx(),
+        )
+        .unwrap();
+        assert!(setups[0].provider.event_log().is_some());
+        let setups = setup(&with(&secret), &ctx()).unwrap();
+        assert!(setups[0].provider.event_log().is_none());
+    }
 }
