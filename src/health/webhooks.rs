@@ -21,6 +21,7 @@
 //! failure; polling covers what is dropped.
 
 pub mod metrics;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -222,18 +223,7 @@ impl Receiver {
             return busy(first.provider.kind());
         };
         for (target, event) in routed {
-            let change = store_change(&event.change);
-            let write = EventWrite {
-                source: &target.source,
-                provider: target.provider.kind().as_str(),
-                account: target.provider.account(),
-                event_id: &event.event_id,
-                kind: &event.kind,
-                sent_at: event.sent_at,
-                changed_at: event.changed_at,
-                change,
-            };
-            match self.store.apply_event(&write).await {
+            match self.store.apply_event(&event_write(target, event)).await {
                 Ok(outcome) => {
                     self.metrics
                         .written(&target.source, outcome, event.sent_at, received);
@@ -275,6 +265,21 @@ fn outside_window(sent_at: Timestamp, now: Timestamp, window: std::time::Duratio
         (now, sent_at)
     };
     early.saturating_add(window) < late
+}
+
+/// What writing `event` for `target` asks of the store: the one apply path of the
+/// receiver and the replay (`replay`).
+fn event_write<'e>(target: &'e WebhookTarget, event: &'e WebhookEvent) -> EventWrite<'e> {
+    EventWrite {
+        source: &target.source,
+        provider: target.provider.kind().as_str(),
+        account: target.provider.account(),
+        event_id: &event.event_id,
+        kind: &event.kind,
+        sent_at: event.sent_at,
+        changed_at: event.changed_at,
+        change: store_change(&event.change),
+    }
 }
 
 /// What `change` asks of the store.

@@ -11,6 +11,7 @@
 //! state (from [`WebhookEvent::changed_at`]).
 
 pub mod fields;
+pub mod replay;
 pub mod signature;
 
 use std::time::Duration;

@@ -145,6 +145,11 @@ impl EventOutcome {
 pub trait WebhookWrites: Send + Sync {
     /// Records `write`'s event id and applies it, atomically. A duplicate id writes nothing.
     async fn apply_event(&self, write: &EventWrite<'_>) -> Result<EventOutcome, StoreError>;
+
+    /// The newest `sent_at` of the events recorded for `source`: where a replay of the
+    /// provider's event log resumes. It moves in the transactions that apply the events,
+    /// so it never runs ahead of what the mirror holds.
+    async fn newest_delivery(&self, source: &str) -> Result<Option<Timestamp>, StoreError>;
 }
 
 /// A mirrored row's versions, as the ordering rule reads them.
