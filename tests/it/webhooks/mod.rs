@@ -2,5 +2,6 @@
 //! and the ordering rule between events and polls, on both stores.
 
 mod daemon;
+mod end_to_end;
 mod ordering;
 mod receiver;
