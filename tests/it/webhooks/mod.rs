@@ -3,6 +3,7 @@
 //! delivery log after downtime.
 
 mod daemon;
+mod end_to_end;
 mod ordering;
 mod receiver;
 mod replay;
