@@ -31,6 +31,28 @@ pub struct SourceTuning {
     pub sweep_interval: Option<String>,
     /// Use HighLevel's OAuth refresh-token flow instead of private integration tokens.
     pub highlevel_oauth: bool,
+    /// Give every source the key its simulated webhooks are signed with (`webhook_secret`,
+    /// `webhook_token`, `webhook_public_key`), so a daemon with `[webhooks] listen` takes
+    /// the events the simulator sends to `--webhook-base`.
+    pub webhooks: Option<WebhookKeys>,
+}
+
+/// Where the HighLevel source finds the public half of the simulator's TEST-ONLY signing
+/// key (`webhook_public_key` is a path, not a secret reference).
+#[derive(Debug, Clone)]
+pub struct WebhookKeys {
+    /// A PEM file holding [`convsync_sim::HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM`]; see
+    /// [`write_highlevel_public_key`].
+    pub highlevel_public_key: PathBuf,
+}
+
+/// Writes the simulator's TEST-ONLY HighLevel public key to `path` (for
+/// [`WebhookKeys::highlevel_public_key`]).
+pub fn write_highlevel_public_key(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, convsync_sim::HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM)
 }
 
 /// A generated configuration and the secrets it refers to.
@@ -133,6 +155,10 @@ pub fn convsync_sources(
             a.channel_id,
             a.scope
         );
+        if tuning.webhooks.is_some() {
+            let reference = secret(format!("SIM_D365_WEBHOOK_TOKEN_{i}"), &a.webhook_token);
+            let _ = writeln!(out, "webhook_token = {reference}\n");
+        }
     }
     for (i, a) in accounts.spruce.iter().enumerate() {
         common(
@@ -147,6 +173,13 @@ pub fn convsync_sources(
             "[sources.spruce]\nbase_url = \"{}\"\norganization_id = \"{}\"\napi_token = {reference}\n",
             urls.spruce, a.organization_id
         );
+        if tuning.webhooks.is_some() {
+            let reference = secret(
+                format!("SIM_SPRUCE_WEBHOOK_SECRET_{i}"),
+                &a.webhook_signing_secret,
+            );
+            let _ = writeln!(out, "webhook_secret = {reference}\n");
+        }
     }
     for (i, a) in accounts.sinch.iter().enumerate() {
         common(
@@ -165,6 +198,10 @@ pub fn convsync_sources(
             a.app_id,
             a.key_id
         );
+        if tuning.webhooks.is_some() {
+            let reference = secret(format!("SIM_SINCH_WEBHOOK_SECRET_{i}"), &a.webhook_secret);
+            let _ = writeln!(out, "webhook_secret = {reference}\n");
+        }
     }
     if !accounts.highlevel.is_empty() {
         common(
@@ -178,6 +215,13 @@ pub fn convsync_sources(
             "[sources.highlevel]\nbase_url = \"{}\"",
             urls.highlevel
         );
+        if let Some(keys) = &tuning.webhooks {
+            let _ = writeln!(
+                out,
+                "webhook_public_key = \"{}\"",
+                keys.highlevel_public_key.display()
+            );
+        }
         if tuning.highlevel_oauth {
             let first = &accounts.highlevel[0];
             let reference = secret("SIM_HIGHLEVEL_CLIENT_SECRET".into(), &first.client_secret);

@@ -8,11 +8,13 @@ use std::path::Path;
 
 use convsync::store::{Store, StoreSettings};
 use convsync_sim::Platform;
-use convsync_testpg::TestPgDb;
 
 use crate::process::{self, ProcessStats};
 use crate::simproc::{self, Budget, SimProcess};
-use crate::{Args, BackendArg, Checks, Env, median, sqlite_url};
+use crate::{
+    Args, BackendArg, Checks, Env, distinct, fresh_mirror, load_average_now, load_range, median,
+    table_head,
+};
 
 /// How a backfill treats the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,8 @@ struct Sample {
     variant: Variant,
     sync: ProcessStats,
     events: i64,
+    /// The 1-minute load average as the sync started.
+    load: f64,
 }
 
 /// Runs the scenario for every provider and size asked for; prints its table.
@@ -69,11 +73,12 @@ pub async fn measure(env: &Env, args: &Args, checks: &mut Checks) -> anyhow::Res
                         std::fs::create_dir_all(&run_dir)?;
                         let sample = backfill(env, &sim, size, backend, variant, &run_dir).await?;
                         eprintln!(
-                            "[history {provider} N={size} {backend:?} run {run}] {}: {:.2} s wall, {:.2} s CPU, {} events",
+                            "[history {provider} N={size} {backend:?} run {run}] {}: {:.2} s wall, {:.2} s CPU, {} events (load {:.2})",
                             variant.label(),
                             sample.sync.wall.as_secs_f64(),
                             sample.sync.cpu.as_secs_f64(),
-                            sample.events
+                            sample.events,
+                            sample.load
                         );
                         checks.expect(
                             sample.sync.success,
@@ -109,14 +114,7 @@ async fn backfill(
     variant: Variant,
     run_dir: &Path,
 ) -> anyhow::Result<Sample> {
-    let postgres = match backend {
-        BackendArg::Sqlite => None,
-        BackendArg::Postgres => Some(TestPgDb::new().await),
-    };
-    let url = match &postgres {
-        Some(db) => db.url.clone(),
-        None => sqlite_url(&run_dir.join("mirror.db")),
-    };
+    let (_postgres, url) = fresh_mirror(backend, run_dir).await;
     let store = Store::open(&StoreSettings {
         url: url.clone(),
         max_connections: 1,
@@ -139,6 +137,7 @@ async fn backfill(
         text.push_str("\n[history]\nbackfill = \"none\"\n");
         std::fs::write(&config, text)?;
     }
+    let load = load_average_now();
     let sync = process::sync_once(&env.bin, &config, &run_dir.join("sync.log")).await?;
     let store = Store::connect(&StoreSettings {
         url,
@@ -155,6 +154,7 @@ async fn backfill(
         variant,
         sync,
         events,
+        load,
     })
 }
 
@@ -173,17 +173,25 @@ fn print(samples: &[Sample]) {
     if samples.is_empty() {
         return;
     }
-    println!("### Change history: backfill with and without events (medians)\n");
-    println!(
-        "| provider | N | backend | history | runs | sync wall s | sync CPU s | events | wall vs off |"
+    table_head(
+        "Change history: backfill with and without events (medians)",
+        &[
+            "provider",
+            "N",
+            "backend",
+            "history",
+            "runs",
+            "sync wall s",
+            "sync CPU s",
+            "events",
+            "wall vs off",
+            "CPU vs off",
+            "load average (1 min) at start",
+        ],
+        "lrllrrrrrrl",
     );
-    println!("|---|---:|---|---|---:|---:|---:|---:|---:|");
-    let mut keys: Vec<(Platform, u32, BackendArg)> = Vec::new();
-    for s in samples {
-        if !keys.contains(&(s.provider, s.size, s.backend)) {
-            keys.push((s.provider, s.size, s.backend));
-        }
-    }
+    let mut paired = Vec::new();
+    let keys = distinct(samples.iter().map(|s| (s.provider, s.size, s.backend)));
     for (provider, size, backend) in keys {
         let of = |variant: Variant| -> Vec<&Sample> {
             samples
@@ -194,20 +202,47 @@ fn print(samples: &[Sample]) {
                 .collect()
         };
         let wall = |v: &[&Sample]| median(v.iter().map(|s| s.sync.wall.as_secs_f64()).collect());
+        let cpu_of = |v: &[&Sample]| median(v.iter().map(|s| s.sync.cpu.as_secs_f64()).collect());
         let off = wall(&of(Variant::Off));
+        let off_cpu = cpu_of(&of(Variant::Off));
         for variant in Variant::ALL {
             let runs = of(variant);
-            let cpu = median(runs.iter().map(|s| s.sync.cpu.as_secs_f64()).collect());
+            let cpu = cpu_of(&runs);
             let events = runs.last().map_or(0, |s| s.events);
             println!(
-                "| {provider} | {size} | {backend:?} | {} | {} | {:.2} | {:.2} | {events} | {:+.1} % |",
+                "| {provider} | {size} | {backend:?} | {} | {} | {:.2} | {:.2} | {events} | {:+.1} % | {:+.1} % | {} |",
                 variant.label(),
                 runs.len(),
                 wall(&runs),
                 cpu,
-                (wall(&runs) / off - 1.0) * 100.0
+                (wall(&runs) / off - 1.0) * 100.0,
+                (cpu / off_cpu - 1.0) * 100.0,
+                load_range(runs.iter().map(|s| s.load))
             );
         }
+        paired.push(format!(
+            "{provider} N={size} {backend:?}: {}",
+            per_run(&of(Variant::Off), &of(Variant::FirstSeen))
+        ));
+    }
+    println!("\nPer run, the default against the run's own *off* (wall):");
+    for line in paired {
+        println!("- {line}");
     }
     println!();
+}
+
+/// Each run's `on` wall time against the same run's `off` ("+8.1 %, +12.0 %, …"): runs
+/// are interleaved, so a pair shared the machine's load.
+fn per_run(off: &[&Sample], on: &[&Sample]) -> String {
+    off.iter()
+        .zip(on)
+        .map(|(off, on)| {
+            format!(
+                "{:+.1} %",
+                (on.sync.wall.as_secs_f64() / off.sync.wall.as_secs_f64() - 1.0) * 100.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

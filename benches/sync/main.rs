@@ -21,13 +21,17 @@
 //! 5. **Change history** (`-- --history`, alone): the backfill with and without the
 //!    history's events, on each backend (`history`).
 //!
-//! 6. **Webhooks** (`-- --webhooks`, alone): signed events into `convsync run`'s receiver
+//! 6. **Export** (`-- --export`, alone): the real `convsync export` of `v1_conversations`
+//!    to CSV, JSON Lines and Parquet from mirrors of 100 000 and 1 000 000 rows (`export`).
+//!
+//! 7. **Webhooks** (`-- --webhooks`, alone): signed events into `convsync run`'s receiver
 //!    at increasing concurrency, clean and with faults (`webhooks`).
 //!
 //! `-- --smoke` runs a small version of everything in seconds (CI). BENCHMARKS.md has the
 //! figures and how to read them.
 
 mod costs;
+mod export;
 mod history;
 mod limits;
 mod postgres;
@@ -124,6 +128,14 @@ struct Args {
     /// backend asked for (`history`).
     #[arg(long)]
     history: bool,
+    /// The export scenario alone: a mirror of each of `--export-sizes` rows, exported by
+    /// `convsync export` to every format, `--runs` times, on each backend asked for
+    /// (`export`).
+    #[arg(long)]
+    export: bool,
+    /// Mirror sizes (rows) of the export scenario.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    export_sizes: Vec<u32>,
     /// The webhook scenario alone: signed Spruce events into `convsync run`'s receiver at
     /// each `--webhook-concurrency`, clean and with faults (`webhooks`).
     #[arg(long)]
@@ -156,6 +168,7 @@ fn main() -> ExitCode {
         args.runs = 1;
         args.delta = vec![0, 10];
         args.rate_duration = Duration::from_secs(4);
+        args.export_sizes = vec![2000];
         if args.replicas.is_empty() {
             args.replicas = vec![1, 2];
             args.replica_locations = 40;
@@ -213,11 +226,29 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if args.history {
         let mut checks = Checks::default();
         history::measure(&env, &args, &mut checks).await?;
+        println!("load average at the end: {}", load_average());
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&env.work);
+        }
+        return Ok(checks.failures.is_empty());
+    }
+    if args.export {
+        let mut checks = Checks::default();
+        let samples = export::measure(&env, &args, &args.export_sizes, &mut checks).await?;
+        export::print(&samples);
+        println!("load average at the end: {}", load_average());
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&env.work);
+        }
         return Ok(checks.failures.is_empty());
     }
     if args.webhooks && !args.smoke {
         let mut checks = Checks::default();
         webhooks::run(&env, &args, &mut checks).await?;
+        println!("load average at the end: {}", load_average());
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&env.work);
+        }
         return Ok(checks.failures.is_empty());
     }
     let scale_only = !args.replicas.is_empty() && !args.smoke;
@@ -283,6 +314,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
         samples
     };
+    let exports = if args.smoke {
+        export::measure(&env, &args, &args.export_sizes, &mut checks)
+            .await
+            .context("export")?
+    } else {
+        Vec::new()
+    };
 
     println!("\n## Results (load average now: {})\n", load_average());
     print_backfills(&backfills);
@@ -291,6 +329,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     print_deltas(&deltas);
     print_rates(&rates);
     replicas::print(&scale);
+    export::print(&exports);
     if args.smoke {
         webhooks::run(&env, &args, &mut checks).await?;
     }
@@ -1084,4 +1123,65 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
+}
+
+/// The 1-minute load average now (NaN where /proc/loadavg cannot be read).
+fn load_average_now() -> f64 {
+    load_average()
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// "low–high" of the load averages recorded for a table row's runs ("x" for one run).
+fn load_range(loads: impl Iterator<Item = f64>) -> String {
+    let loads: Vec<f64> = loads.collect();
+    let low = loads.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = loads.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if loads.len() == 1 || (high - low) < 0.05 {
+        format!("{low:.1}")
+    } else {
+        format!("{low:.1}–{high:.1}")
+    }
+}
+
+/// `items` without repeats, in first-seen order (a table's rows from its samples).
+fn distinct<K: PartialEq>(items: impl Iterator<Item = K>) -> Vec<K> {
+    let mut out: Vec<K> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// Prints a Markdown table's title, header row and alignment row (`align`: one `l` or `r`
+/// per column).
+fn table_head(title: &str, columns: &[&str], align: &str) {
+    println!("### {title}\n");
+    println!("| {} |", columns.join(" | "));
+    let marks: Vec<&str> = align
+        .chars()
+        .map(|a| if a == 'r' { "---:" } else { "---" })
+        .collect();
+    println!("|{}|", marks.join("|"));
+}
+
+/// A fresh, empty mirror on `backend`: a new database of the throw-away PostgreSQL
+/// cluster (dropped with the handle), or a SQLite file `mirror.db` under `dir`; and its
+/// `database.url`.
+async fn fresh_mirror(
+    backend: BackendArg,
+    dir: &Path,
+) -> (Option<convsync_testpg::TestPgDb>, String) {
+    match backend {
+        BackendArg::Sqlite => (None, sqlite_url(&dir.join("mirror.db"))),
+        BackendArg::Postgres => {
+            let db = convsync_testpg::TestPgDb::new().await;
+            let url = db.url.clone();
+            (Some(db), url)
+        }
+    }
 }

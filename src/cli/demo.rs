@@ -94,6 +94,7 @@ fn write_config(args: &DemoArgs, sim: &convsync_sim::SimHandle) -> anyhow::Resul
             poll_interval: Some(args.poll_interval.clone()),
             sweep_interval: Some("2m".into()),
             highlevel_oauth: true,
+            webhooks: None,
         },
     );
     generated

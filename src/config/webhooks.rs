@@ -1,4 +1,4 @@
-//! `[webhooks]`: the receiver's listener and its bounds (docs/webhooks-receiver.md). Off by
+//! `[webhooks]`: the receiver's listener and its bounds (docs/webhooks.md). Off by
 //! default: the receiver runs only when `listen` is set. Which sources take events is the
 //! sources' own business (their webhook key, in the provider's section).
 

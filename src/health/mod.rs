@@ -364,6 +364,13 @@ impl Service {
                 Arc::new(webhook_metrics.clone()),
             ));
             tasks.spawn(webhooks::serve(listener, receiver, done.clone()));
+            // Once the receiver listens, what it missed while down is read from the
+            // providers' event logs (dedupe absorbs any overlap with live deliveries).
+            tasks.spawn(webhooks::replay::replay_all(
+                engine.sources().to_vec(),
+                engine.store().clone(),
+                done.clone(),
+            ));
             webhook_addr = Some(addr);
             tracing::info!(%addr, sources = entries, "webhook receiver listening (POST /webhooks/NAME)");
         }

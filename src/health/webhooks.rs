@@ -1,4 +1,4 @@
-//! The webhook receiver (docs/webhooks-receiver.md, "Receiver"): one path per source entry,
+//! The webhook receiver (docs/webhooks.md, "Receiver"): one path per source entry,
 //! `POST /webhooks/{entry}` (and `/webhooks/{entry}/{*subpath}` for D365), on its own
 //! listener, never the health port's.
 //!
@@ -21,6 +21,7 @@
 //! failure; polling covers what is dropped.
 
 pub mod metrics;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -196,6 +197,10 @@ impl Receiver {
         // Every event of the request must be fresh and for a known source before any is
         // written.
         let now = Timestamp::now();
+        let replay_window = self
+            .settings
+            .replay_window
+            .saturating_add(webhooks.retry_horizon());
         let mut routed = Vec::with_capacity(events.len());
         for event in &events {
             let Some(target) = pick(targets, event) else {
@@ -204,10 +209,10 @@ impl Receiver {
                 return StatusCode::BAD_REQUEST;
             };
             if let Some(sent_at) = event.sent_at
-                && outside_window(sent_at, now, self.settings.replay_window)
+                && outside_window(sent_at, now, replay_window)
             {
                 self.metrics.rejected(&target.source, "stale");
-                tracing::warn!(source = %target.source, kind = %event.kind, sent_at = %sent_at, "webhook refused: sent outside webhooks.replay_window");
+                tracing::warn!(source = %target.source, kind = %event.kind, sent_at = %sent_at, "webhook refused: sent outside webhooks.replay_window (and the provider's retry horizon)");
                 return StatusCode::BAD_REQUEST;
             }
             routed.push((target, event));
@@ -218,18 +223,7 @@ impl Receiver {
             return busy(first.provider.kind());
         };
         for (target, event) in routed {
-            let change = store_change(&event.change);
-            let write = EventWrite {
-                source: &target.source,
-                provider: target.provider.kind().as_str(),
-                account: target.provider.account(),
-                event_id: &event.event_id,
-                kind: &event.kind,
-                sent_at: event.sent_at,
-                changed_at: event.changed_at,
-                change,
-            };
-            match self.store.apply_event(&write).await {
+            match self.store.apply_event(&event_write(target, event)).await {
                 Ok(outcome) => {
                     self.metrics
                         .written(&target.source, outcome, event.sent_at, received);
@@ -273,6 +267,21 @@ fn outside_window(sent_at: Timestamp, now: Timestamp, window: std::time::Duratio
     early.saturating_add(window) < late
 }
 
+/// What writing `event` for `target` asks of the store: the one apply path of the
+/// receiver and the replay (`replay`).
+fn event_write<'e>(target: &'e WebhookTarget, event: &'e WebhookEvent) -> EventWrite<'e> {
+    EventWrite {
+        source: &target.source,
+        provider: target.provider.kind().as_str(),
+        account: target.provider.account(),
+        event_id: &event.event_id,
+        kind: &event.kind,
+        sent_at: event.sent_at,
+        changed_at: event.changed_at,
+        change: store_change(&event.change),
+    }
+}
+
 /// What `change` asks of the store.
 fn store_change(change: &WebhookChange) -> EventChange<'_> {
     match change {
@@ -301,7 +310,7 @@ fn store_change(change: &WebhookChange) -> EventChange<'_> {
         },
         WebhookChange::Refetch(detail) => EventChange::Refetch(detail),
         // Installs and uninstalls change which sources run, not the mirror: recorded (so a
-        // retry is a duplicate) and left to the configuration (docs/webhooks-receiver.md).
+        // retry is a duplicate) and left to the configuration (docs/webhooks.md).
         WebhookChange::AccountInstalled { .. }
         | WebhookChange::AccountUninstalled { .. }
         | WebhookChange::Unrelated => EventChange::Nothing,

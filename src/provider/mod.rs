@@ -232,4 +232,10 @@ pub trait Provider: ResponsePolicy + Send + Sync + 'static {
     fn webhooks(&self) -> Option<&dyn Webhooks> {
         None
     }
+
+    /// The log of the webhook events the provider sent ([`webhook::replay`]), when it keeps
+    /// one and the source's config names it; none by default.
+    fn event_log(&self) -> Option<&dyn webhook::replay::EventLog> {
+        None
+    }
 }

@@ -11,7 +11,10 @@
 //! state (from [`WebhookEvent::changed_at`]).
 
 pub mod fields;
+pub mod replay;
 pub mod signature;
+
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 
@@ -139,4 +142,13 @@ pub trait Webhooks: Send + Sync {
 
     /// Reads an authenticated request into its events (usually one).
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<WebhookEvent>, WebhookRejection>;
+
+    /// How long after an event's [`WebhookEvent::sent_at`] the provider may still deliver
+    /// it with that same time: its retries keep the original time. The receiver widens the
+    /// replay window by this much, so that a provider's own late retry is not refused as a
+    /// replay (dedupe still keeps it to one write). Zero for providers that sign each
+    /// delivery afresh or state no time.
+    fn retry_horizon(&self) -> Duration {
+        Duration::ZERO
+    }
 }

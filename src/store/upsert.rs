@@ -103,7 +103,7 @@ pub(super) struct StoredRow<T> {
     pub state_changed_at: Option<T>,
 }
 
-/// The ordering rule (docs/webhooks-receiver.md, "Ordering"): a record whose provider
+/// The ordering rule (docs/webhooks.md, "Ordering"): a record whose provider
 /// time (its last activity) is older than the state an event already applied to the row
 /// is stale, whichever path brought it: a poll page read before the event must not roll
 /// the row back. A record without a time, or at the same time, is applied.

@@ -6,7 +6,7 @@
 //! statements ([`EventStatements`], on top of the follow-up answers' statements), run
 //! inside its open transaction.
 //!
-//! **The ordering rule** (docs/webhooks-receiver.md, "Ordering"): the mirror merges by the
+//! **The ordering rule** (docs/webhooks.md, "Ordering"): the mirror merges by the
 //! provider's own times, so an older fact never overwrites a newer one, whichever path
 //! (event or poll) brought it:
 //! - an event older (`changed_at`) than an event already applied to the conversation is
@@ -145,6 +145,11 @@ impl EventOutcome {
 pub trait WebhookWrites: Send + Sync {
     /// Records `write`'s event id and applies it, atomically. A duplicate id writes nothing.
     async fn apply_event(&self, write: &EventWrite<'_>) -> Result<EventOutcome, StoreError>;
+
+    /// The newest `sent_at` of the events recorded for `source`: where a replay of the
+    /// provider's event log resumes. It moves in the transactions that apply the events,
+    /// so it never runs ahead of what the mirror holds.
+    async fn newest_delivery(&self, source: &str) -> Result<Option<Timestamp>, StoreError>;
 }
 
 /// A mirrored row's versions, as the ordering rule reads them.

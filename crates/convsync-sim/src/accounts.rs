@@ -27,6 +27,9 @@ pub struct D365Account {
     pub organization_id: String,
     /// Custom channel id (`channel-id` header).
     pub channel_id: String,
+    /// Token the channel's webhook calls carry in `x-ms-token` (config `webhook_token`).
+    #[serde(default)]
+    pub webhook_token: String,
 }
 
 /// A Spruce organization with its static API token.
@@ -38,6 +41,13 @@ pub struct SpruceAccount {
     pub organization_id: String,
     /// Bearer token (never expires; revocation does not touch it).
     pub api_token: String,
+    /// The organization's webhook endpoint (`wde_…`), whose delivery log is listable.
+    #[serde(default)]
+    pub webhook_endpoint_id: String,
+    /// The endpoint's signing secret, as `CreateWebhookEndpoint` returns it once
+    /// (config `webhook_secret`).
+    #[serde(default)]
+    pub webhook_signing_secret: String,
 }
 
 /// A Sinch project with one CONVERSATION-mode app and an access key.
@@ -55,6 +65,9 @@ pub struct SinchAccount {
     pub key_secret: String,
     /// A DISPATCH-mode app of the same project (no conversations), when enabled.
     pub dispatch_app_id: Option<String>,
+    /// The secret of the app's webhook (config `webhook_secret`).
+    #[serde(default)]
+    pub webhook_secret: String,
 }
 
 /// A HighLevel location (sub-account) with an installed marketplace app.
@@ -140,6 +153,7 @@ impl SimAccounts {
                         ),
                         organization_id: org,
                         channel_id: channel,
+                        webhook_token: secret(Platform::D365, i, 20),
                     }
                 })
                 .collect(),
@@ -153,6 +167,8 @@ impl SimAccounts {
                         account: org.clone(),
                         organization_id: org,
                         api_token: format!("spr_{}", secret(Platform::Spruce, i, 2)),
+                        webhook_endpoint_id: format!("wde_{}", ulid(Platform::Spruce, i, 20)),
+                        webhook_signing_secret: secret(Platform::Spruce, i, 21),
                     }
                 })
                 .collect(),
@@ -168,6 +184,7 @@ impl SimAccounts {
                         dispatch_app_id: options
                             .sinch_dispatch_app
                             .then(|| ulid(Platform::Sinch, i, 5)),
+                        webhook_secret: secret(Platform::Sinch, i, 20),
                     }
                 })
                 .collect(),

@@ -19,6 +19,7 @@ use super::ids::hash_all;
 use super::naming;
 use super::platform::Platform;
 use super::state::Shared;
+use super::webhooks::events::{self, Touch};
 use super::world::{AccountWorld, Lifecycle, MessageKind, TEAMMATES};
 
 /// A non-activity field a test can change (none of them moves the last-activity time).
@@ -83,6 +84,11 @@ pub enum Mutation {
         /// Cluster size.
         size: u32,
     },
+    /// HighLevel: the marketplace app was installed on the location (its webhook
+    /// `INSTALL` event; the location's data is unchanged).
+    AppInstall,
+    /// HighLevel: the app was uninstalled from the location (`UNINSTALL`).
+    AppUninstall,
 }
 
 /// Why a mutation or query was refused.
@@ -133,20 +139,46 @@ fn accepts_messages(provider: Platform, world: &AccountWorld, seq: u32) -> bool 
     !conv.deleted && (conv.is_open() || matches!(provider, Platform::Spruce | Platform::HighLevel))
 }
 
-/// Apply a targeted mutation to account `account` of `shared`'s provider.
+/// Apply a targeted mutation to account `account` of `shared`'s provider, and queue the
+/// webhook events it causes (when the account has a webhook target).
 pub(crate) fn apply(
     shared: &Shared,
     account: usize,
     mutation: &Mutation,
     skew_us: i64,
 ) -> Result<Affected, SimError> {
+    let mut state = shared.lock();
+    let world = &mut state.accounts[account];
+    let touches = change(shared, world, mutation, skew_us)?;
+    let affected = touches
+        .iter()
+        .filter(|(_, touch)| !matches!(touch, Touch::Installed(_)))
+        .map(|(seq, _)| naming::conversation_id(world, *seq))
+        .collect();
+    if shared.webhooks.wants(shared.provider, account) {
+        let events = touches
+            .into_iter()
+            .flat_map(|(seq, touch)| {
+                events::render(shared, &shared.webhooks.ids, account, world, seq, touch)
+            })
+            .collect();
+        drop(state);
+        shared.webhooks.enqueue(events);
+    }
+    Ok(affected)
+}
+
+/// Apply `mutation` to `world`; returns what changed, conversation by conversation.
+fn change(
+    shared: &Shared,
+    world: &mut AccountWorld,
+    mutation: &Mutation,
+    skew_us: i64,
+) -> Result<Vec<(u32, Touch)>, SimError> {
     let provider = shared.provider;
     let now = shared.clock.now_us();
     let delay = shared.faults().delay_us();
     let unknown_ratio = shared.options.unknown_enum_ratio;
-    let mut state = shared.lock();
-    let world = &mut state.accounts[account];
-    let id_of = |world: &AccountWorld, seq: u32| naming::conversation_id(world, seq);
     match mutation {
         Mutation::CreateConversations { count } | Mutation::CreateEmptyConversations { count } => {
             let with_message = matches!(mutation, Mutation::CreateConversations { .. });
@@ -157,7 +189,7 @@ pub(crate) fn apply(
                 let first =
                     (with_message && provider != Platform::D365).then_some(MessageKind::Inbound);
                 let seq = world.create(now, delay, first, channel, 0);
-                out.push(id_of(world, seq));
+                out.push((seq, Touch::Created));
             }
             Ok(out)
         }
@@ -168,8 +200,9 @@ pub(crate) fn apply(
                     "conversation {id} is closed and cannot receive messages"
                 )));
             }
+            let unread_before = world.convs[seq as usize].unread;
             world.add_message(seq, *message, now, delay, skew_us);
-            Ok(vec![id.clone()])
+            Ok(vec![(seq, Touch::Message { unread_before })])
         }
         Mutation::Close { id } => {
             if provider == Platform::HighLevel {
@@ -180,12 +213,12 @@ pub(crate) fn apply(
             }
             let seq = conversation(shared, world, id)?;
             world.update(seq, now, delay, |c| c.lifecycle = Lifecycle::Closed);
-            Ok(vec![id.clone()])
+            Ok(vec![(seq, Touch::Closed)])
         }
         Mutation::Delete { id } => {
             let seq = conversation(shared, world, id)?;
             world.update(seq, now, delay, |c| c.deleted = true);
-            Ok(vec![id.clone()])
+            Ok(vec![(seq, Touch::Deleted)])
         }
         Mutation::Edit { id, field } => {
             let seq = conversation(shared, world, id)?;
@@ -195,30 +228,55 @@ pub(crate) fn apply(
                 EditField::Unread => c.unread = if c.unread > 0 { 0 } else { 1 },
                 EditField::Starred => c.starred = !c.starred,
             });
-            Ok(vec![id.clone()])
+            Ok(vec![(seq, Touch::Edited(*field))])
         }
         Mutation::TieCluster { size } => {
             let channel = fake::pick_channel(provider, world.key, 0.0);
-            let seqs = if provider == Platform::D365 {
-                world.create_tie_cluster(*size, now, delay, channel)
-            } else {
-                let mut chosen: Vec<u32> = (0..world.len() as u32)
-                    .rev()
-                    .filter(|s| accepts_messages(provider, world, *s))
-                    .step_by(3)
-                    .take(*size as usize)
-                    .collect();
-                if chosen.len() < *size as usize {
-                    let missing = *size - chosen.len() as u32;
-                    chosen.extend(world.create_tie_cluster(missing, now, delay, channel));
-                }
-                // Give every member the same message instant (creation above may have
-                // used the same instant already; the arena keeps order either way).
-                let cluster_now = now;
-                world.message_tie_cluster(&chosen, cluster_now, delay);
-                chosen
-            };
-            Ok(seqs.into_iter().map(|s| id_of(world, s)).collect())
+            if provider == Platform::D365 {
+                let created = world.create_tie_cluster(*size, now, delay, channel);
+                return Ok(created.into_iter().map(|s| (s, Touch::Created)).collect());
+            }
+            let existing = world.len() as u32;
+            let mut chosen: Vec<u32> = (0..existing)
+                .rev()
+                .filter(|s| accepts_messages(provider, world, *s))
+                .step_by(3)
+                .take(*size as usize)
+                .collect();
+            if chosen.len() < *size as usize {
+                let missing = *size - chosen.len() as u32;
+                chosen.extend(world.create_tie_cluster(missing, now, delay, channel));
+            }
+            let unread: Vec<u16> = chosen
+                .iter()
+                .map(|s| world.convs[*s as usize].unread)
+                .collect();
+            // Give every member the same message instant (creation above may have
+            // used the same instant already; the arena keeps order either way).
+            world.message_tie_cluster(&chosen, now, delay);
+            Ok(chosen
+                .into_iter()
+                .zip(unread)
+                .map(|(seq, unread_before)| {
+                    let touch = if seq >= existing {
+                        Touch::Created
+                    } else {
+                        Touch::Message { unread_before }
+                    };
+                    (seq, touch)
+                })
+                .collect())
+        }
+        Mutation::AppInstall | Mutation::AppUninstall => {
+            if provider != Platform::HighLevel {
+                return Err(SimError::Unsupported(
+                    "only HighLevel locations install and uninstall apps".to_owned(),
+                ));
+            }
+            Ok(vec![(
+                0,
+                Touch::Installed(matches!(mutation, Mutation::AppInstall)),
+            )])
         }
     }
 }

@@ -12,11 +12,13 @@ use super::accounts::SimAccounts;
 use super::activity::{Affected, Mutation};
 use super::control::{
     ActivityCommand, ActivityOutcome, ClockAdvance, ClockReading, RevokeTokens, SimUrls,
+    WebhookTarget,
 };
 use super::counters::RequestCounts;
 use super::faults::Faults;
 use super::platform::{Platform, PlatformSelector};
 use super::truth::TruthConversation;
+use super::webhooks::{WebhookCounts, WebhookFaults};
 
 /// HTTP client of a simulator's control listener.
 #[derive(Clone, Debug)]
@@ -205,5 +207,53 @@ impl SimClient {
             &ClockAdvance { millis },
         )
         .await
+    }
+
+    /// Webhook counters (the simulator's truth about its deliveries).
+    pub async fn webhook_counts(&self) -> anyhow::Result<WebhookCounts> {
+        self.get("webhooks").await
+    }
+
+    /// Zero the webhook counters.
+    pub async fn reset_webhook_counts(&self) -> anyhow::Result<()> {
+        self.send_empty("webhooks/reset", &serde_json::json!({}))
+            .await
+    }
+
+    /// Replace the webhook faults of one provider or all.
+    pub async fn set_webhook_faults(
+        &self,
+        selector: impl Into<PlatformSelector>,
+        faults: &WebhookFaults,
+    ) -> anyhow::Result<()> {
+        let path = format!("webhooks/faults/{}", String::from(selector.into()));
+        let _: serde_json::Value = self.send(reqwest::Method::PUT, &path, faults).await?;
+        Ok(())
+    }
+
+    /// Send `account`'s webhook events to `url` (loopback only; `None` stops them).
+    pub async fn set_webhook_target(
+        &self,
+        provider: Platform,
+        account: &str,
+        url: Option<Url>,
+    ) -> anyhow::Result<()> {
+        let body = WebhookTarget {
+            provider,
+            account: account.to_owned(),
+            url,
+        };
+        let response = self
+            .http
+            .put(self.url("webhooks/target")?)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            anyhow::bail!("simulator control API answered {status}: {body}");
+        }
+        Ok(())
     }
 }

@@ -15,6 +15,12 @@
 //! | POST | `/tokens/revoke` | `{"provider": "all"}` | 204 |
 //! | GET | `/clock` | | [`ClockReading`] |
 //! | POST | `/clock/advance` | `{"millis": 60000}` | [`ClockReading`] |
+//! | GET | `/webhooks` | | `WebhookCounts` |
+//! | POST | `/webhooks/reset` | | 204 |
+//! | GET | `/webhooks/faults` | | `{provider: WebhookFaults}` |
+//! | PUT | `/webhooks/faults/{provider or all}` | `WebhookFaults` | `{provider: WebhookFaults}` |
+//! | PUT | `/webhooks/target` | [`WebhookTarget`] | 204 (400 for a non-loopback URL) |
+//! | GET | `/webhooks/highlevel-public-key` | | PEM text |
 //!
 //! Errors are `{"error": "<message>"}` with 400 or 404.
 
@@ -34,6 +40,7 @@ use super::activity::{Affected, Mutation, SimError};
 use super::core::SimCore;
 use super::faults::Faults;
 use super::platform::{Platform, PlatformSelector};
+use super::webhooks::{HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM, WebhookFaults, WebhookTargetError};
 
 /// Base URLs of every listener.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +114,17 @@ pub struct RevokeTokens {
     pub provider: PlatformSelector,
 }
 
+/// Body of `PUT /webhooks/target`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    /// Platform of the account.
+    pub provider: Platform,
+    /// Account key.
+    pub account: String,
+    /// Where its events go; `null` stops them.
+    pub url: Option<url::Url>,
+}
+
 #[derive(Deserialize)]
 struct TruthQuery {
     provider: Platform,
@@ -152,6 +170,15 @@ pub(crate) fn router(core: Arc<SimCore>) -> Router {
         .route("/tokens/revoke", post(revoke))
         .route("/clock", get(clock))
         .route("/clock/advance", post(advance))
+        .route("/webhooks", get(webhook_counts))
+        .route("/webhooks/reset", post(reset_webhooks))
+        .route("/webhooks/faults", get(webhook_faults))
+        .route("/webhooks/faults/{selector}", put(set_webhook_faults))
+        .route("/webhooks/target", put(set_webhook_target))
+        .route(
+            "/webhooks/highlevel-public-key",
+            get(|| async { HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM }),
+        )
         .with_state(core)
 }
 
@@ -183,6 +210,13 @@ async fn reset_requests(State(core): State<Arc<SimCore>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// `all` or a provider name from a path segment (404 otherwise).
+fn parse_selector(text: &str) -> Result<PlatformSelector, ControlError> {
+    text.parse().map_err(|e: super::platform::UnknownPlatform| {
+        ControlError(StatusCode::NOT_FOUND, e.to_string())
+    })
+}
+
 async fn faults(State(core): State<Arc<SimCore>>) -> Json<BTreeMap<Platform, Faults>> {
     Json(core.all_faults())
 }
@@ -192,12 +226,7 @@ async fn set_faults(
     Path(selector): Path<String>,
     Json(faults): Json<Faults>,
 ) -> Result<Json<BTreeMap<Platform, Faults>>, ControlError> {
-    let selector: PlatformSelector =
-        selector
-            .parse()
-            .map_err(|e: super::platform::UnknownPlatform| {
-                ControlError(StatusCode::NOT_FOUND, e.to_string())
-            })?;
+    let selector = parse_selector(&selector)?;
     core.set_faults(selector, faults);
     Ok(Json(core.all_faults()))
 }
@@ -228,4 +257,54 @@ async fn advance(
 ) -> Json<ClockReading> {
     core.advance_clock(Duration::from_millis(body.millis));
     Json(core.clock_reading())
+}
+
+async fn webhook_counts(State(core): State<Arc<SimCore>>) -> Response {
+    Json(core.webhooks.snapshot()).into_response()
+}
+
+async fn reset_webhooks(State(core): State<Arc<SimCore>>) -> StatusCode {
+    core.webhooks.reset();
+    StatusCode::NO_CONTENT
+}
+
+fn all_webhook_faults(core: &SimCore) -> BTreeMap<Platform, WebhookFaults> {
+    Platform::ALL
+        .iter()
+        .map(|p| (*p, core.webhooks.faults(*p)))
+        .collect()
+}
+
+async fn webhook_faults(
+    State(core): State<Arc<SimCore>>,
+) -> Json<BTreeMap<Platform, WebhookFaults>> {
+    Json(all_webhook_faults(&core))
+}
+
+async fn set_webhook_faults(
+    State(core): State<Arc<SimCore>>,
+    Path(selector): Path<String>,
+    Json(faults): Json<WebhookFaults>,
+) -> Result<Json<BTreeMap<Platform, WebhookFaults>>, ControlError> {
+    let selector = parse_selector(&selector)?;
+    for provider in selector.providers() {
+        core.webhooks.set_faults(provider, faults.clone());
+    }
+    Ok(Json(all_webhook_faults(&core)))
+}
+
+async fn set_webhook_target(
+    State(core): State<Arc<SimCore>>,
+    Json(target): Json<WebhookTarget>,
+) -> Result<StatusCode, ControlError> {
+    core.webhooks
+        .set_target(target.provider, &target.account, target.url)
+        .map_err(|error| {
+            let status = match error {
+                WebhookTargetError::UnknownAccount { .. } => StatusCode::NOT_FOUND,
+                WebhookTargetError::NotLoopback(_) => StatusCode::BAD_REQUEST,
+            };
+            ControlError(status, error.to_string())
+        })?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -17,11 +17,12 @@ use super::clock::SimClock;
 use super::control::{self, ActivityCommand, ActivityOutcome, ClockReading, SimUrls};
 use super::counters::RequestCounters;
 use super::faults::Faults;
-use super::options::SimOptions;
+use super::options::{D365HeaderNames, SimOptions};
 use super::platform::{Platform, PlatformSelector};
 use super::server;
 use super::state::{Shared, SimContext};
 use super::truth::{self, TruthConversation};
+use super::webhooks::{DeliverySettings, WebhookHub};
 use super::world::{AccountWorld, GenParams};
 use super::{d365, highlevel, sinch, spruce};
 
@@ -33,6 +34,7 @@ pub(crate) struct SimCore {
     pub(crate) accounts: Arc<SimAccounts>,
     pub(crate) counters: Arc<RequestCounters>,
     pub(crate) clock: SimClock,
+    pub(crate) webhooks: Arc<WebhookHub>,
     activity: Arc<ActivityEngine>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -52,11 +54,30 @@ impl SimCore {
         let clock = SimClock::new(start, options.frozen_clock);
         let accounts = Arc::new(SimAccounts::generate(&options));
         let counters = Arc::new(RequestCounters::default());
+        let webhooks = Arc::new(WebhookHub::new(
+            Arc::clone(&accounts),
+            clock.clone(),
+            options.seed,
+            DeliverySettings {
+                queue_cap: options.webhook_queue_cap,
+                retry_scale: options.webhook_retry_scale,
+                max_pending_retries: options.webhook_max_pending_retries,
+                d365_bearer: options.d365_header_names == D365HeaderNames::Plain,
+                concurrency: options.webhook_concurrency,
+            },
+            Platform::ALL.map(|p| options.initial_webhook_faults(p)),
+        ));
+        if let Some(base) = &options.webhook_base {
+            webhooks
+                .set_base(base)
+                .context("--webhook-base must be a loopback http URL")?;
+        }
         let context = SimContext {
             options: Arc::clone(&options),
             accounts: Arc::clone(&accounts),
             clock: clock.clone(),
             counters: Arc::clone(&counters),
+            webhooks: Arc::clone(&webhooks),
         };
 
         let now_us = clock.now_us();
@@ -119,6 +140,7 @@ impl SimCore {
             accounts,
             counters,
             clock,
+            webhooks,
             cancel: cancel.clone(),
             tracker: tracker.clone(),
         });
@@ -144,6 +166,7 @@ impl SimCore {
             cancel.clone(),
             tracker.clone(),
         ));
+        core.webhooks.start(&tracker, cancel.clone());
         tracker.spawn(Arc::clone(&core.activity).run(
             core.providers.clone(),
             options.activity_rate * options.speed,

@@ -387,6 +387,17 @@ fn last_message_type(channel: &str) -> &'static str {
     }
 }
 
+/// The `messageType` a message webhook names for a conversation `type`.
+pub(crate) fn message_type_name(channel: &str) -> &'static str {
+    match channel {
+        "TYPE_EMAIL" => "Email",
+        "TYPE_FB_MESSENGER" => "FB",
+        "TYPE_REVIEW" => "GMB",
+        "TYPE_PHONE" | "TYPE_GROUP_SMS" => "SMS",
+        _ => "Live_Chat",
+    }
+}
+
 fn opt_ms(us: i64) -> Option<i64> {
     (us != NO_TS).then(|| wire::epoch_ms(us))
 }

@@ -13,7 +13,9 @@
 //! Module map: [`options`] (start-up flags), `world` (conversations, messages, sorted
 //! indexes, eventual consistency), `activity` (targeted and random changes), `faults`,
 //! one front-end per provider (`d365`, `spruce`, `sinch`, `highlevel`) on the skeleton in
-//! `frontend` (routing, admission, paging), `server` (accept loop and fault layer), `control` + [`SimClient`] (the control API).
+//! `frontend` (routing, admission, paging), `server` (accept loop and fault layer), `control` + [`SimClient`] (the control API),
+//! `webhooks` (the signed events each change causes, sent to a loopback receiver, with
+//! faults; Spruce's delivery log).
 
 mod accounts;
 mod activity;
@@ -39,6 +41,7 @@ mod spruce;
 mod state;
 mod tokens;
 mod truth;
+mod webhooks;
 mod wire;
 mod world;
 
@@ -53,13 +56,17 @@ pub use self::accounts::{
 };
 pub use self::activity::{Affected, EditField, Mutation, SimError};
 pub use self::client::SimClient;
-pub use self::control::{ActivityCommand, ActivityOutcome, ClockReading, SimUrls};
+pub use self::control::{ActivityCommand, ActivityOutcome, ClockReading, SimUrls, WebhookTarget};
 pub use self::counters::{RequestAuth, RequestCount, RequestCounts, ScopeCount, Sighting};
 pub use self::fake::{channel_table, unknown_channel};
 pub use self::faults::{Faults, LatencyFault, RateLimitFault, RetryAfter};
 pub use self::options::SimOptions;
 pub use self::platform::{Platform, PlatformSelector, UnknownPlatform};
 pub use self::truth::{ConversationState, TruthConversation};
+pub use self::webhooks::{
+    HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM, WebhookCount, WebhookCounts, WebhookFaults, WebhookOutcome,
+    WebhookTargetError,
+};
 pub use self::world::{MessageDirection, MessageKind};
 
 use self::core::SimCore;
@@ -286,6 +293,40 @@ impl SimHandle {
     /// Forget every issued access token of one provider or all (static tokens survive).
     pub fn revoke_tokens(&self, selector: impl Into<PlatformSelector>) {
         self.core.revoke_tokens(selector.into());
+    }
+
+    /// Send `account`'s webhook events to `url` (`None`: stop). Only loopback `http` URLs
+    /// are accepted: a test must never send anywhere else.
+    pub fn set_webhook_target(
+        &self,
+        provider: Platform,
+        account: &str,
+        url: Option<Url>,
+    ) -> Result<(), WebhookTargetError> {
+        self.core.webhooks.set_target(provider, account, url)
+    }
+
+    /// Replace the webhook faults of one provider or of all.
+    pub fn set_webhook_faults(&self, selector: impl Into<PlatformSelector>, faults: WebhookFaults) {
+        for provider in selector.into().providers() {
+            self.core.webhooks.set_faults(provider, faults.clone());
+        }
+    }
+
+    /// Current webhook faults of a provider.
+    pub fn webhook_faults(&self, provider: Platform) -> WebhookFaults {
+        self.core.webhooks.faults(provider)
+    }
+
+    /// What happened to the webhook events so far, per account: the truth to compare a
+    /// receiver's counts with.
+    pub fn webhook_counts(&self) -> WebhookCounts {
+        self.core.webhooks.snapshot()
+    }
+
+    /// Zero the webhook counters (the Spruce delivery log is kept).
+    pub fn reset_webhook_counts(&self) {
+        self.core.webhooks.reset();
     }
 
     /// Move the simulated clock forward.

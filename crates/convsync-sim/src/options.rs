@@ -9,6 +9,7 @@ use clap::Parser;
 
 use super::faults::{Faults, LatencyFault, RateLimitFault, RetryAfter};
 use super::platform::Platform;
+use super::webhooks::WebhookFaults;
 
 /// Order of the D365 conversation list (undocumented by Microsoft).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -259,6 +260,55 @@ pub struct SimOptions {
     /// Fault: how far in the future such timestamps are.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub future_skew: Duration,
+
+    /// Webhooks: send every account's signed events to `{base}{provider}-{i}` (HighLevel:
+    /// `{base}highlevel`), the source names of the printed configuration. Loopback
+    /// `http://127.x.x.x` or `http://[::1]` only.
+    #[arg(long)]
+    pub webhook_base: Option<url::Url>,
+    /// Webhooks: events waiting to be sent at most (more are lost, and counted).
+    #[arg(long, default_value_t = 10_000)]
+    pub webhook_queue_cap: usize,
+    /// Webhooks: events in flight at once (1 sends strictly in order, as the providers do;
+    /// more loads a receiver harder).
+    #[arg(long, default_value_t = 1)]
+    pub webhook_concurrency: usize,
+    /// Webhooks: multiplier on the providers' retry intervals (Spruce: 2 min).
+    #[arg(long, default_value_t = 1.0)]
+    pub webhook_retry_scale: f64,
+    /// Webhooks: retries waiting at once at most (a failure beyond it is final).
+    #[arg(long, default_value_t = 1_000)]
+    pub webhook_max_pending_retries: usize,
+    /// Webhook fault: fraction of events never sent.
+    #[arg(long, default_value_t = 0.0)]
+    pub webhook_drop_ratio: f64,
+    /// Webhook fault: fraction of events sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub webhook_duplicate_ratio: f64,
+    /// Webhook fault: fraction of events sent `--webhook-delay` late.
+    #[arg(long, default_value_t = 0.0)]
+    pub webhook_delay_ratio: f64,
+    /// Webhook fault: how late a delayed event is sent.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub webhook_delay: Duration,
+    /// Webhook fault: fraction of events swapped with the next one.
+    #[arg(long, default_value_t = 0.0)]
+    pub webhook_reorder_ratio: f64,
+    /// Webhook fault: fraction of events preceded by a forged copy (bad signature).
+    #[arg(long, default_value_t = 0.0)]
+    pub webhook_forge_ratio: f64,
+    /// Webhook fault: fraction of events followed by a replayed copy with old timestamps.
+    #[arg(long, default_value_t = 0.0)]
+    pub webhook_replay_ratio: f64,
+    /// Webhook fault: age of a replayed copy.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub webhook_replay_age: Duration,
+    /// Webhook fault: fraction of events padded to `--webhook-oversize-bytes`.
+    #[arg(long, default_value_t = 0.0)]
+    pub webhook_oversize_ratio: f64,
+    /// Webhook fault: size of an oversized body.
+    #[arg(long, default_value_t = 2 << 20)]
+    pub webhook_oversize_bytes: u64,
 }
 
 /// Wrapper so that `Default` can reuse clap's defaults (one source of truth).
@@ -279,6 +329,26 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl SimOptions {
+    /// The webhook faults `provider` starts with, from the `--webhook-*` flags (limited to
+    /// `--fault-providers` like the other faults).
+    pub fn initial_webhook_faults(&self, provider: Platform) -> WebhookFaults {
+        if !self.fault_providers.is_empty() && !self.fault_providers.contains(&provider) {
+            return WebhookFaults::default();
+        }
+        WebhookFaults {
+            drop_ratio: self.webhook_drop_ratio,
+            duplicate_ratio: self.webhook_duplicate_ratio,
+            delay_ratio: self.webhook_delay_ratio,
+            delay_ms: ms(self.webhook_delay),
+            reorder_ratio: self.webhook_reorder_ratio,
+            forge_ratio: self.webhook_forge_ratio,
+            replay_ratio: self.webhook_replay_ratio,
+            replay_age_ms: ms(self.webhook_replay_age),
+            oversize_ratio: self.webhook_oversize_ratio,
+            oversize_bytes: self.webhook_oversize_bytes,
+        }
+    }
+
     /// Number of accounts configured for `provider`.
     pub fn accounts_of(&self, provider: Platform) -> u32 {
         match provider {

@@ -301,7 +301,7 @@ fn resolve_app(shared: &Shared, account: usize, app_id: &str) -> Result<AppRef, 
 }
 
 #[derive(Serialize)]
-struct Conversation {
+pub(crate) struct Conversation {
     id: String,
     app_id: String,
     contact_id: String,
@@ -314,7 +314,8 @@ struct Conversation {
     correlation_id: String,
 }
 
-fn render(
+/// One conversation as the list shows it (list and webhook).
+pub(crate) fn render(
     shared: &Shared,
     account: usize,
     world: &AccountWorld,
@@ -357,7 +358,7 @@ struct ChannelIdentity {
 }
 
 #[derive(Serialize)]
-struct Message {
+pub(crate) struct Message {
     id: String,
     direction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -374,7 +375,8 @@ struct Message {
     injected: bool,
 }
 
-fn render_message(world: &AccountWorld, index: u32, msg: &Msg) -> Message {
+/// One message as the messages list shows it (list and webhook).
+pub(crate) fn render_message(world: &AccountWorld, index: u32, msg: &Msg) -> Message {
     let conv = &world.convs[msg.conv as usize];
     let inbound = msg.kind() == MessageKind::Inbound;
     let text = || TextMessage {

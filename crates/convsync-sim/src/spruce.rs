@@ -5,6 +5,8 @@
 //!   `startFrom` inclusive (≥); `paginationToken` exclusive with `startFrom`; `pageSize`
 //!   1–200; `totalCount` computed at the first page and at most every 60 s after.
 //! * `GET /v1/conversations/{id}` and `GET /v1/conversations/{id}/items`.
+//! * `GET /v1/webhooks/endpoints/{endpointId}/events` — the organization's webhook
+//!   delivery log (`webhooks::log`).
 //!
 //! Auth is a static bearer token per organization; a wrong token is a 403. Every
 //! authenticated response carries `s-ratelimit-limit`, `s-ratelimit-remaining`,
@@ -40,7 +42,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         Router::new()
             .route("/v1/conversations", get(list_conversations))
             .route("/v1/conversations/{id}", get(get_conversation))
-            .route("/v1/conversations/{id}/items", get(list_items)),
+            .route("/v1/conversations/{id}/items", get(list_items))
+            .route(
+                "/v1/webhooks/endpoints/{endpoint_id}/events",
+                get(list_endpoint_events),
+            ),
     )
 }
 
@@ -216,7 +222,7 @@ struct Tag {
 /// The `conversation` schema of the Spruce OpenAPI document.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Conversation {
+pub(crate) struct Conversation {
     id: String,
     object: &'static str,
     title: String,
@@ -265,7 +271,8 @@ impl Serialize for LastMessageAt {
     }
 }
 
-fn render(
+/// One conversation as the `conversation` schema (list, get and webhook).
+pub(crate) fn render(
     shared: &Shared,
     account: usize,
     world: &AccountWorld,
@@ -540,6 +547,50 @@ async fn get_conversation(
     })
 }
 
+/// `ListWebhookEndpointEvents`: the endpoint's delivery log (see `webhooks::log`).
+async fn list_endpoint_events(
+    State(shared): State<Arc<Shared>>,
+    Path(endpoint_id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    frontend::answer::<Spruce, _>(
+        &shared,
+        &headers,
+        query.as_deref(),
+        None,
+        |_, &(account, _), params| {
+            if shared.accounts.spruce[account].webhook_endpoint_id != endpoint_id {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    &format!("Webhook endpoint {endpoint_id} not found"),
+                ));
+            }
+            let instant = |name: &str| match params.get(name).filter(|t| !t.is_empty()) {
+                None => Ok(None),
+                Some(text) => wire::parse_instant_us(text).map(Some).ok_or_else(|| {
+                    bad_parameter(&format!(
+                        "{name} must be an RFC 3339 date-time (got {text:?})"
+                    ))
+                }),
+            };
+            let (start, end) = (instant("startTime")?, instant("endTime")?);
+            let token = params.get("paginationToken").filter(|t| !t.is_empty());
+            let (events, has_more, token) = shared
+                .webhooks
+                .log
+                .page(account, start, end, token, shared.clock.now_us())
+                .map_err(|e| bad_parameter(&e.to_string()))?;
+            let mut body = json!({ "events": events, "hasMore": has_more });
+            if let Some(token) = token {
+                body["paginationToken"] = json!(token);
+            }
+            Ok(wire::json(StatusCode::OK, body))
+        },
+    )
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Author {
@@ -551,7 +602,7 @@ struct Author {
 /// The `conversationItem` schema of the Spruce OpenAPI document.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ConversationItem {
+pub(crate) struct ConversationItem {
     id: String,
     object: &'static str,
     conversation_id: String,
@@ -570,6 +621,62 @@ struct ConversationItem {
     created_at: String,
     request_id: String,
     can_delete: bool,
+}
+
+/// One message of conversation `seq` as the `conversationItem` schema (list and webhook).
+pub(crate) fn render_item(
+    shared: &Shared,
+    world: &AccountWorld,
+    seq: u32,
+    conv: &Conv,
+    index: u32,
+) -> ConversationItem {
+    let person = Person::of(world.key, conv.contact, conv.title_rev);
+    let conversation_id = naming::conversation_id(world, seq);
+    let message = world.msgs[index as usize];
+    let (at, kind) = (message.at_us, message.kind());
+    let item_id = naming::message_id(world, index);
+    let (direction, author) = match kind {
+        MessageKind::Inbound => (
+            "inbound",
+            Author {
+                display_name: person.full_name(),
+                id: None,
+            },
+        ),
+        MessageKind::Outbound | MessageKind::OutboundAutomated => (
+            "outbound",
+            Author {
+                display_name: "Care Team".to_owned(),
+                id: naming::teammate_id(world, conv.assignee.max(1)),
+            },
+        ),
+        MessageKind::InternalNote => (
+            "none",
+            Author {
+                display_name: "Care Team".to_owned(),
+                id: naming::teammate_id(world, conv.assignee.max(1)),
+            },
+        ),
+    };
+    ConversationItem {
+        api_url: format!("{}v1/conversationItems/{item_id}", shared.base_url),
+        app_url: format!("https://app.sprucehealth.com/thread/{conversation_id}/message/{item_id}"),
+        id: item_id,
+        object: "conversationItem",
+        conversation_id,
+        attachments: Vec::new(),
+        author,
+        direction,
+        is_internal_note: kind == MessageKind::InternalNote,
+        text: fake::message_text(world.key, index, kind == MessageKind::InternalNote),
+        pages: Vec::new(),
+        buttons: Vec::new(),
+        modified_at: wire::rfc3339_ms(at),
+        created_at: wire::rfc3339_ms(at),
+        request_id: format!("asyncRequest_{}", crockford(u128::from(index), 13)),
+        can_delete: kind == MessageKind::InternalNote,
+    }
 }
 
 #[derive(Serialize)]
@@ -681,57 +788,9 @@ fn list_items_page(
         }),
         size,
     );
-    let person = Person::of(world.key, conv.contact, conv.title_rev);
-    let conversation_id = naming::conversation_id(world, seq);
     let items: Vec<ConversationItem> = keys
         .iter()
-        .map(|(at, i)| {
-            let kind = world.msgs[*i as usize].kind();
-            let item_id = naming::message_id(world, *i);
-            let (direction, author) = match kind {
-                MessageKind::Inbound => (
-                    "inbound",
-                    Author {
-                        display_name: person.full_name(),
-                        id: None,
-                    },
-                ),
-                MessageKind::Outbound | MessageKind::OutboundAutomated => (
-                    "outbound",
-                    Author {
-                        display_name: "Care Team".to_owned(),
-                        id: naming::teammate_id(world, conv.assignee.max(1)),
-                    },
-                ),
-                MessageKind::InternalNote => (
-                    "none",
-                    Author {
-                        display_name: "Care Team".to_owned(),
-                        id: naming::teammate_id(world, conv.assignee.max(1)),
-                    },
-                ),
-            };
-            ConversationItem {
-                api_url: format!("{}v1/conversationItems/{item_id}", shared.base_url),
-                app_url: format!(
-                    "https://app.sprucehealth.com/thread/{conversation_id}/message/{item_id}"
-                ),
-                id: item_id,
-                object: "conversationItem",
-                conversation_id: conversation_id.clone(),
-                attachments: Vec::new(),
-                author,
-                direction,
-                is_internal_note: kind == MessageKind::InternalNote,
-                text: fake::message_text(world.key, *i, kind == MessageKind::InternalNote),
-                pages: Vec::new(),
-                buttons: Vec::new(),
-                modified_at: wire::rfc3339_ms(*at),
-                created_at: wire::rfc3339_ms(*at),
-                request_id: format!("asyncRequest_{}", crockford(u128::from(*i), 13)),
-                can_delete: kind == MessageKind::InternalNote,
-            }
-        })
+        .map(|(_, i)| render_item(shared, world, seq, &conv, *i))
         .collect();
     let pagination_token = has_more.then(|| {
         let token = super::ids::base62(state.random_u64(), 11);

@@ -19,6 +19,7 @@ use super::options::SimOptions;
 use super::platform::Platform;
 use super::quota::Quota;
 use super::tokens::TokenStore;
+use super::webhooks::WebhookHub;
 use super::world::AccountWorld;
 
 /// Renders an error in the provider's own shape (used by the fault layer).
@@ -49,6 +50,7 @@ pub(crate) struct SimContext {
     pub(crate) accounts: Arc<SimAccounts>,
     pub(crate) clock: SimClock,
     pub(crate) counters: Arc<RequestCounters>,
+    pub(crate) webhooks: Arc<WebhookHub>,
 }
 
 /// Everything a provider's handlers need.
@@ -58,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) accounts: Arc<SimAccounts>,
     pub(crate) clock: SimClock,
     pub(crate) counters: Arc<RequestCounters>,
+    /// Where this provider's changes become webhook events.
+    pub(crate) webhooks: Arc<WebhookHub>,
     pub(crate) faults: Mutex<FaultState>,
     pub(crate) state: Mutex<PlatformState>,
     /// Public base URL of this provider's listener (for `apiURL`-style links).
@@ -78,6 +82,7 @@ impl Shared {
             accounts,
             clock,
             counters,
+            webhooks,
         } = context.clone();
         let seed = hash_all(&[options.seed, provider.index() as u64, 0x5EED]);
         Shared {
@@ -94,6 +99,7 @@ impl Shared {
             accounts,
             clock,
             counters,
+            webhooks,
             base_url,
             render_error,
         }

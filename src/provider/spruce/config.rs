@@ -56,6 +56,12 @@ pub struct SpruceConfig {
     /// UTF-8 text Spruce returns, not base64-decoded.
     #[serde(default)]
     pub webhook_secret: Option<SecretRef>,
+    /// The webhook endpoint's id (`id` of the endpoint `CreateWebhookEndpoint` returned):
+    /// with it (and `webhook_secret`), the daemon replays the endpoint's delivery log at
+    /// start-up from the newest event it recorded, so events sent while it was down reach
+    /// the mirror before the next poll (docs/webhooks.md, "Replay after downtime").
+    #[serde(default)]
+    pub webhook_endpoint_id: Option<String>,
 }
 
 fn default_base_url() -> String {
@@ -141,6 +147,22 @@ pub fn setup(
             )
         })?;
         provider = provider.with_webhooks(secret);
+    }
+    if let Some(endpoint_id) = &cfg.webhook_endpoint_id {
+        let endpoint_id = endpoint_id.trim();
+        if endpoint_id.is_empty() || endpoint_id.contains(char::is_whitespace) {
+            return Err(ConfigError::new(
+                key("webhook_endpoint_id"),
+                "must be the webhook endpoint's id, as CreateWebhookEndpoint returned it",
+            ));
+        }
+        if cfg.webhook_secret.is_none() {
+            return Err(ConfigError::new(
+                key("webhook_endpoint_id"),
+                "needs webhook_secret: the replayed events are the endpoint's signed events",
+            ));
+        }
+        provider = provider.with_event_log(endpoint_id.to_owned());
     }
     Ok(vec![ProviderSetup {
         credential_key: format!("spruce:{}", token.fingerprint()),
@@ -290,5 +312,34 @@ mod tests {
         }
         let proxied = api_root(&Url::parse("http://127.0.0.1:8080/spruce/v1").unwrap()).unwrap();
         assert_eq!(proxied.as_str(), "http://127.0.0.1:8080/spruce");
+    }
+
+    /// `webhook_endpoint_id` turns on the delivery-log replay only beside the signing
+    /// secret, and must look like an id.
+    #[test]
+    fn the_endpoint_id_needs_the_secret_and_a_real_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "tok").unwrap();
+        let with = |extra: &str| {
+            config(&format!(
+                "organization_id = \"entity_1\"\napi_token = {{ file = \"{}\" }}\n{extra}",
+                token.display()
+            ))
+        };
+        let err = error_of(&with("webhook_endpoint_id = \"wde_1\""));
+        assert_eq!(err.key, "sources[clinic].spruce.webhook_endpoint_id");
+        assert!(err.message.contains("webhook_secret"), "{err}");
+        let secret = format!("webhook_secret = {{ file = \"{}\" }}", token.display());
+        let err = error_of(&with(&format!("{secret}\nwebhook_endpoint_id = \" \"")));
+        assert_eq!(err.key, "sources[clinic].spruce.webhook_endpoint_id");
+        let setups = setup(
+            &with(&format!("{secret}\nwebhook_endpoint_id = \"wde_1\"")),
+            &ctx(),
+        )
+        .unwrap();
+        assert!(setups[0].provider.event_log().is_some());
+        let setups = setup(&with(&secret), &ctx()).unwrap();
+        assert!(setups[0].provider.event_log().is_none());
     }
 }

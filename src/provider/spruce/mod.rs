@@ -30,6 +30,7 @@ pub(crate) use config::{account_suffixes, defaults};
 mod conversation;
 mod items;
 mod limits;
+mod replay;
 mod webhook;
 
 use std::sync::Arc;
@@ -141,6 +142,8 @@ pub struct SpruceProvider {
     walks: [Arc<dyn Walk>; 3],
     /// Its webhooks, when the source configures their signing secret.
     webhooks: Option<SpruceWebhooks>,
+    /// The endpoint's delivery log, when the source names the endpoint.
+    event_log: Option<replay::SpruceEventLog>,
 }
 
 impl SpruceProvider {
@@ -178,12 +181,23 @@ impl SpruceProvider {
             api,
             walks,
             webhooks: None,
+            event_log: None,
         }
     }
 
     /// The adapter with webhooks signed with `secret` (`webhook_secret`).
     pub fn with_webhooks(mut self, secret: Secret) -> Self {
         self.webhooks = Some(SpruceWebhooks::new(secret));
+        self
+    }
+
+    /// The adapter reading the delivery log of webhook endpoint `endpoint_id`
+    /// (`webhook_endpoint_id`) to replay what the receiver missed.
+    pub fn with_event_log(mut self, endpoint_id: String) -> Self {
+        self.event_log = Some(replay::SpruceEventLog {
+            api: self.api.clone(),
+            endpoint_id,
+        });
         self
     }
 }
@@ -214,6 +228,12 @@ impl Provider for SpruceProvider {
 
     fn webhooks(&self) -> Option<&dyn Webhooks> {
         self.webhooks.as_ref().map(|w| w as &dyn Webhooks)
+    }
+
+    fn event_log(&self) -> Option<&dyn crate::provider::webhook::replay::EventLog> {
+        self.event_log
+            .as_ref()
+            .map(|l| l as &dyn crate::provider::webhook::replay::EventLog)
     }
 
     fn is_position_rejected(&self, status: StatusCode, body: &[u8]) -> bool {

@@ -82,6 +82,12 @@ struct Resource {
 }
 
 impl Webhooks for SpruceWebhooks {
+    /// Spruce retries every 2 minutes, at most 10 attempts, and each retry keeps the
+    /// original `eventTime`: the last one comes about 20 minutes after it.
+    fn retry_horizon(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(20 * 60)
+    }
+
     fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
         let missing = WebhookRejection::MissingSignature {
             header: SIGNATURE_HEADER,

@@ -38,6 +38,15 @@ impl WebhookWrites for PgStore {
         self.last_write.note(write.source, &result);
         result
     }
+
+    async fn newest_delivery(&self, source: &str) -> Result<Option<Timestamp>, StoreError> {
+        let newest: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT MAX(sent_at) FROM webhook_deliveries WHERE source = $1")
+                .bind(source)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(parsed(newest))
+    }
 }
 
 /// A row's `last_activity_at` and `state_changed_at`.

@@ -32,6 +32,16 @@ impl WebhookWrites for SqliteStore {
         self.last_write.note(write.source, &result);
         result
     }
+
+    async fn newest_delivery(&self, source: &str) -> Result<Option<Timestamp>, StoreError> {
+        let newest = sqlx::query_scalar!(
+            r#"SELECT MAX(sent_at) AS "newest?: String" FROM webhook_deliveries WHERE source = ?"#,
+            source
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(parsed(newest))
+    }
 }
 
 /// A stored instant, read back.

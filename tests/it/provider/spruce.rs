@@ -82,6 +82,7 @@ impl SpruceBed {
             page_size,
             track_reply_state: true,
             webhook_secret: None,
+            webhook_endpoint_id: None,
         };
         let key = format!("sources[{name}]");
         let mut setups = setup(&config, &SetupContext { key: &key }).expect("valid spruce config");

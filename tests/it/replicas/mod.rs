@@ -66,6 +66,7 @@ impl ReplicaBed {
             page_size: 10,
             track_reply_state: true,
             webhook_secret: None,
+            webhook_endpoint_id: None,
         };
         let key = format!("sources[spruce-{index}]");
         let mut setups = setup(&config, &SetupContext { key: &key }).expect("valid spruce config");

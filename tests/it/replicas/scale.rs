@@ -114,6 +114,7 @@ async fn three_replicas_share_the_work_through_kills_pauses_and_a_postgres_resta
             poll_interval: Some("10s".into()),
             sweep_interval: Some("15s".into()),
             highlevel_oauth: true,
+            webhooks: None,
         },
     );
     let names: Vec<String> = (1..=REPLICAS).map(|i| format!("replica-{i}")).collect();

@@ -136,6 +136,7 @@ impl Site {
                 poll_interval: Some("10s".into()),
                 sweep_interval: Some(site.sweep_interval.into()),
                 highlevel_oauth: site.highlevel_oauth,
+                ..SourceTuning::default()
             },
         );
         generated.write_secret_files().unwrap();

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use convsync::config::Config;
-use convsync::health::{Notifier, Service};
 use convsync::provider::webhook::signature::hmac_sha256_tag;
 use convsync::time::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -34,15 +33,7 @@ async fn the_daemon_takes_signed_events_beside_its_polls() {
     let config = Config::load(&path).unwrap();
     let app = spawn_app(&config).await;
     let stop = CancellationToken::new();
-    let service = Service::start_with_webhooks(
-        &config.health,
-        &config.webhooks,
-        app.engine(),
-        Notifier::disabled(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let service = super::start_service(&config, &app, &stop).await;
     let health = format!("http://{}/", service.local_addr().unwrap());
     let receiver = format!("http://{}/webhooks/clinic", service.webhook_addr().unwrap());
 

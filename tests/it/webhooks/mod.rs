@@ -1,6 +1,29 @@
-//! Webhooks (docs/webhooks-receiver.md): the receiver over loopback with real signatures,
-//! and the ordering rule between events and polls, on both stores.
+//! Webhooks (docs/webhooks.md): the receiver over loopback with real signatures,
+//! the ordering rule between events and polls, on both stores, and the replay of Spruce's
+//! delivery log after downtime.
 
 mod daemon;
+mod end_to_end;
 mod ordering;
 mod receiver;
+mod replay;
+
+use convsync::config::Config;
+use convsync::health::{Notifier, Service};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::app::TestApp;
+
+/// The receiver (and its start-up replay) beside the health endpoint, as `convsync run`
+/// starts them.
+async fn start_service(config: &Config, app: &TestApp, stop: &CancellationToken) -> Service {
+    Service::start_with_webhooks(
+        &config.health,
+        &config.webhooks,
+        app.engine(),
+        Notifier::disabled(),
+        stop.clone(),
+    )
+    .await
+    .unwrap()
+}

@@ -142,7 +142,8 @@ async fn signed_events_change_the_mirror_and_refused_ones_nothing(backend: Backe
     );
     assert_eq!(written(&store).await, (vec![], 0));
 
-    // Replayed: signed, but sent an hour ago: refused, nothing written.
+    // Replayed: signed, but sent an hour ago (beyond the window and Spruce's retry
+    // horizon): refused, nothing written.
     let old = conversation_event(
         "wev_0",
         Timestamp::now().saturating_sub(Duration::from_secs(3600)),
@@ -175,6 +176,19 @@ async fn signed_events_change_the_mirror_and_refused_ones_nothing(backend: Backe
     assert_eq!(
         written(&store).await,
         (vec!["entity_c1:Ann B.".to_owned()], 2)
+    );
+    // Spruce's own late retry (its retries keep `eventTime`, up to 20 minutes): past the
+    // 5-minute replay window, inside it widened by Spruce's retry horizon, so accepted and
+    // recorded; being older than the state applied, it leaves the row alone.
+    let late_retry = conversation_event(
+        "wev_late",
+        Timestamp::now().saturating_sub(Duration::from_secs(15 * 60)),
+        "Late",
+    );
+    assert_eq!(running.signed(&url, &late_retry, SECRET).await, 200);
+    assert_eq!(
+        written(&store).await,
+        (vec!["entity_c1:Ann B.".to_owned()], 3)
     );
     running.stop().await;
 
@@ -213,6 +227,10 @@ async fn signed_events_change_the_mirror_and_refused_ones_nothing(backend: Backe
             1,
         ),
         (
+            r#"convsync_webhook_events_total{source="clinic",outcome="accepted",reason="stale"}"#,
+            1,
+        ),
+        (
             r#"convsync_changes_first_seen_total{source="clinic",path="event"}"#,
             2,
         ),
@@ -222,11 +240,11 @@ async fn signed_events_change_the_mirror_and_refused_ones_nothing(backend: Backe
         ),
         (
             r#"convsync_webhook_receive_to_commit_seconds_count{source="clinic"}"#,
-            3,
+            4,
         ),
         (
             r#"convsync_webhook_event_to_commit_seconds_count{source="clinic"}"#,
-            3,
+            4,
         ),
     ] {
         assert!(

@@ -7,3 +7,4 @@ mod highlevel;
 mod sinch;
 mod spruce;
 mod support;
+mod webhooks;

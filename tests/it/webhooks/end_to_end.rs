@@ -1,0 +1,552 @@
+//! Webhooks end to end: the real simulator's signed events for its own activity, sent over
+//! loopback to the receiver the daemon runs, for all four providers, with the keys the
+//! generated configuration (`sim_config`, as `convsync demo` writes it) gives the sources.
+//! Polls are an hour apart and the tests run no cycle while events flow, so what reaches
+//! the mirror in between came by an event; the reconciliation poll then proves it
+//! complete. Nothing here waits on a timer to decide a result: the tests wait until the
+//! simulator's counters say every event is settled.
+
+use std::time::Duration;
+
+use convsync::health::{Notifier, Service};
+use convsync::sim_config::{
+    SecretPlacement, SourceTuning, WebhookKeys, convsync_sources, write_highlevel_public_key,
+};
+use convsync_sim::{
+    Platform, PlatformSelector, SimHandle, SimOptions, Simulator, WebhookCounts, WebhookFaults,
+    WebhookOutcome,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::TestDb;
+use crate::support::app::{Sweep, TestApp, spawn_app};
+use crate::support::deploy::Scrape;
+use crate::support::reliability::site_sources;
+use crate::support::stores::MirrorSql;
+use crate::support::truth::{Reach, Truth, TruthSource};
+
+/// The receiver's path prefix of each provider's entry (`sim_config`'s source names; one
+/// account each).
+const ENTRIES: [(Platform, &str); 4] = [
+    (Platform::D365, "d365-0"),
+    (Platform::Spruce, "spruce-0"),
+    (Platform::Sinch, "sinch-0"),
+    (Platform::HighLevel, "highlevel"),
+];
+
+/// KNOWN GAP (reported on issue 24): an event that advances a row's `last_activity_at`
+/// without the facts the poll reads in a follow-up (D365's agent message: no inbound
+/// time; Spruce's `conversation.created`/`updated`: no reply state) makes the next poll
+/// find the row unchanged, so it never reads those facts: the mirror stays behind the
+/// truth where such an event's companion was lost (dropped, oversized) or never sent (a
+/// D365 customer message). Until the receiver queues the follow-up with such events, these
+/// entries are compared only by the ignored test.
+const PARTIAL_EVENTS: [&str; 2] = ["d365-", "spruce-"];
+
+/// The simulator, the daemon over its generated configuration, and the receiver.
+struct Site {
+    sim: SimHandle,
+    app: TestApp,
+    config: convsync::config::Config,
+    service: Option<(Service, CancellationToken)>,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// One account of every provider on the real clock (event times are the simulated
+    /// clock's, checked against the receiver's replay window), no background activity,
+    /// `tune` applied on top; the daemon configured as `convsync demo` configures it, with
+    /// polls an hour apart; the mirror backfilled by one cycle.
+    async fn start(seed: u64, tune: impl FnOnce(&mut SimOptions)) -> Site {
+        let mut options = SimOptions {
+            seed,
+            conversations: 8,
+            activity_rate: 0.0,
+            d365_accounts: 1,
+            spruce_accounts: 1,
+            sinch_accounts: 1,
+            highlevel_locations: 1,
+            ..SimOptions::default()
+        };
+        tune(&mut options);
+        let sim = Simulator::start(options).await.expect("simulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("highlevel-webhook-public-key.pem");
+        write_highlevel_public_key(&key).unwrap();
+        let generated = convsync_sources(
+            &sim,
+            &SecretPlacement::Files(dir.path().join("secrets")),
+            &SourceTuning {
+                poll_interval: Some("1h".into()),
+                sweep_interval: Some("1h".into()),
+                highlevel_oauth: false,
+                webhooks: Some(WebhookKeys {
+                    highlevel_public_key: key,
+                }),
+            },
+        );
+        generated.write_secret_files().unwrap();
+        // D365 events carry the message facts; `messages = true` has the polls read them
+        // too, so that either path leaves the same row.
+        let sources = generated
+            .toml
+            .replace("[sources.d365]\n", "[sources.d365]\nmessages = true\n");
+        let db = TestDb::new();
+        let path = dir.path().join("convsync.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[database]\nurl = \"{}\"\n\n[health]\nlisten = \"127.0.0.1:0\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\n\n{}",
+                db.settings.url, sources
+            ),
+        )
+        .unwrap();
+        let config = db.load_config(&path);
+        let app = spawn_app(&config)
+            .await
+            .following(Truth::simulator(&sim, truth_sources(&sim)));
+        let mut site = Site {
+            sim,
+            app,
+            config,
+            service: None,
+            _db: db,
+            _dir: dir,
+        };
+        site.start_receiver().await;
+        site.app.sync_caught_up(Sweep::IfDue).await;
+        site
+    }
+
+    /// Starts the receiver (on the port of the previous one, after a restart) and points
+    /// every simulated account's webhooks at its entry.
+    async fn start_receiver(&mut self) {
+        let stop = CancellationToken::new();
+        let service = Service::start_with_webhooks(
+            &self.config.health,
+            &self.config.webhooks,
+            self.app.engine(),
+            Notifier::disabled(),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        let addr = service.webhook_addr().expect("the receiver listens");
+        // A restart binds the same port: the simulator keeps its targets.
+        self.config.webhooks.listen = Some(addr);
+        for (provider, entry) in ENTRIES {
+            for key in self.sim.accounts().keys(provider) {
+                let url = format!("http://{addr}/webhooks/{entry}").parse().unwrap();
+                self.sim
+                    .set_webhook_target(provider, &key, Some(url))
+                    .unwrap();
+            }
+        }
+        self.service = Some((service, stop));
+    }
+
+    async fn stop_receiver(&mut self) {
+        let (service, stop) = self.service.take().expect("a running receiver");
+        stop.cancel();
+        service.stop().await;
+    }
+
+    async fn scrape(&self) -> Scrape {
+        let (service, _) = self.service.as_ref().expect("a running receiver");
+        Scrape::fetch(&format!("http://{}/", service.local_addr().unwrap())).await
+    }
+
+    /// Waits until every event the simulator generated has been sent, with its copies,
+    /// and no retry is pending; returns the counters then.
+    async fn settled(&self) -> WebhookCounts {
+        for _ in 0..6_000 {
+            let counts = self.sim.webhook_counts();
+            let done = Platform::ALL.iter().all(|&p| {
+                let total = |o| counts.total(p, o);
+                let generated = total(WebhookOutcome::Generated);
+                total(WebhookOutcome::Handled) == generated
+                    && total(WebhookOutcome::Delivered)
+                        + total(WebhookOutcome::Failed)
+                        + total(WebhookOutcome::Dropped)
+                        + total(WebhookOutcome::Overflowed)
+                        >= generated
+            });
+            if done {
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "webhook deliveries never settled: {:?}",
+            self.sim.webhook_counts()
+        );
+    }
+
+    /// A fingerprint of the facts the mirror holds for an entry's conversations.
+    async fn fingerprint(&self, entry: &str) -> String {
+        self.app
+            .store()
+            .sql_value(&format!(
+                "SELECT COALESCE(group_concat(conversation_id || '|' || COALESCE(last_activity_at, '') \
+                 || '|' || COALESCE(unread_count, -1), ','), '') \
+                 FROM (SELECT * FROM conversations WHERE source = '{entry}' OR source LIKE '{entry}/%' \
+                 ORDER BY conversation_id)"
+            ))
+            .await
+    }
+
+    /// `webhook_deliveries` rows of an entry with `outcome`.
+    async fn deliveries(&self, entry: &str, outcome: &str) -> i64 {
+        self.app
+            .store()
+            .sql_value(&format!(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE (source = '{entry}' OR source LIKE '{entry}/%') \
+                 AND outcome = '{outcome}'"
+            ))
+            .await
+    }
+
+    /// The reconciliation poll (with the follow-ups events queued), then the mirror
+    /// compared with the simulator's truth: every source when `all`, else the sources whose
+    /// events carry every fact the poll would read (see [`PARTIAL_EVENTS`]).
+    async fn reconcile_and_compare(&self, all: bool) {
+        self.app.sync_caught_up(Sweep::Now).await;
+        if all {
+            self.app.assert_mirror_matches_truth().await;
+            return;
+        }
+        let names: Vec<String> = self
+            .app
+            .engine()
+            .sources()
+            .iter()
+            .map(|s| s.name.clone())
+            .filter(|name| !PARTIAL_EVENTS.iter().any(|p| name.starts_with(p)))
+            .collect();
+        assert!(!names.is_empty());
+        for name in names {
+            self.app.assert_source_matches_truth(&name).await;
+        }
+    }
+
+    /// `changes` changes of the simulated world, a few milliseconds apart: two messages
+    /// of one conversation within the same millisecond are a tie no provider timestamp
+    /// can order (docs/webhooks.md, "Ordering"), which this test does not measure.
+    async fn activity(&self, changes: u64) {
+        for _ in 0..changes {
+            self.sim.apply_activity(1).await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    }
+
+    async fn shutdown(mut self) {
+        if self.service.is_some() {
+            self.stop_receiver().await;
+        }
+        self.sim.shutdown().await;
+    }
+}
+
+/// The generated sources in a world only the test changes, D365 with its messages read.
+fn truth_sources(sim: &SimHandle) -> Vec<TruthSource> {
+    site_sources(sim)
+        .into_iter()
+        .map(|source| {
+            source.reaching(Reach {
+                d365_messages: true,
+                ..Reach::BUSY
+            })
+        })
+        .collect()
+}
+
+/// Each provider's attempts per event at most (docs/webhooks.md).
+struct RetryPolicy;
+
+impl RetryPolicy {
+    fn attempts(provider: Platform) -> u64 {
+        match provider {
+            Platform::Spruce => 10,
+            Platform::HighLevel => 7,
+            Platform::D365 => 4,
+            Platform::Sinch => 6,
+        }
+    }
+}
+
+/// The sum of a counter over every series of an entry's sources with `labels`.
+fn entry_sum(scrape: &Scrape, metric: &str, entry: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| {
+            s.labels
+                .get("source")
+                .is_some_and(|src| src == entry || src.starts_with(&format!("{entry}/")))
+        })
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            _ => 0.0,
+        })
+        .fold(0.0, |sum, v| sum + v)
+}
+
+/// Asserts that the receiver took each of an entry's `generated` events once, as accepted
+/// or as a duplicate; returns the duplicates. The receiver recognises an id it has applied
+/// (Sinch names an event by its kind and message id) as a duplicate: answered 200,
+/// written once.
+fn assert_taken(scrape: &Scrape, provider: Platform, entry: &str, generated: u64) -> f64 {
+    let events = |outcome| {
+        entry_sum(
+            scrape,
+            "convsync_webhook_events_total",
+            entry,
+            &[("outcome", outcome)],
+        )
+    };
+    let duplicate = events("duplicate");
+    assert_eq!(
+        events("accepted") + duplicate,
+        generated as f64,
+        "{provider}: events taken"
+    );
+    duplicate
+}
+
+/// The median of the event→commit histogram over every source (linear within the
+/// bucket), in seconds; `None` without observations.
+fn median_event_to_commit(scrape: &Scrape) -> Option<f64> {
+    use prometheus_parse::Value;
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for sample in &scrape.samples {
+        if sample.metric != "convsync_webhook_event_to_commit_seconds" {
+            continue;
+        }
+        if let Value::Histogram(counts) = &sample.value {
+            for c in counts {
+                match buckets.iter_mut().find(|(le, _)| *le == c.less_than) {
+                    Some((_, n)) => *n += c.count,
+                    None => buckets.push((c.less_than, c.count)),
+                }
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let half = total / 2.0;
+    let (mut low, mut below) = (0.0, 0.0);
+    for (le, n) in buckets {
+        if n >= half {
+            if !le.is_finite() {
+                return Some(low);
+            }
+            let share = if n > below {
+                (half - below) / (n - below)
+            } else {
+                1.0
+            };
+            return Some(low + (le - low) * share);
+        }
+        (low, below) = (le, n);
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_providers_events_reach_the_mirror_before_any_poll() {
+    let site = Site::start(2401, |_| {}).await;
+    let before: Vec<String> =
+        futures::future::join_all(ENTRIES.iter().map(|(_, entry)| site.fingerprint(entry))).await;
+    site.sim.reset_counts();
+
+    site.activity(60).await;
+    let counts = site.settled().await;
+
+    // No cycle ran: the daemon asked the simulator nothing while the events flowed.
+    let requests = site.sim.request_counts();
+    let asked: u64 = Platform::ALL.iter().map(|&p| requests.total(p, "")).sum();
+    assert_eq!(asked, 0, "requests to the simulator while events flowed");
+    let scrape = site.scrape().await;
+    for (i, (provider, entry)) in ENTRIES.iter().enumerate() {
+        let generated = counts.total(*provider, WebhookOutcome::Generated);
+        assert!(generated > 0, "{provider}: no event for 60 changes");
+        assert_eq!(
+            counts.total(*provider, WebhookOutcome::Delivered),
+            generated,
+            "{provider}: every event taken: {counts:?}"
+        );
+        let duplicate = assert_taken(&scrape, *provider, entry, generated);
+        let rejected = entry_sum(
+            &scrape,
+            "convsync_webhook_events_total",
+            entry,
+            &[("outcome", "rejected")],
+        );
+        assert_eq!(rejected, 0.0, "{provider}: rejected events");
+        let applied = site.deliveries(entry, "applied").await;
+        let queued = site.deliveries(entry, "queued").await;
+        println!(
+            "{provider}: {generated} events, {applied} applied, {queued} queued follow-ups, \
+             {duplicate} duplicates"
+        );
+        assert!(
+            applied + queued > 0,
+            "{provider}: no event changed anything"
+        );
+        if applied > 0 {
+            // The facts an event carries are in the mirror before any poll.
+            assert_ne!(site.fingerprint(entry).await, before[i], "{provider}");
+            assert!(
+                entry_sum(
+                    &scrape,
+                    "convsync_changes_first_seen_total",
+                    entry,
+                    &[("path", "event")]
+                ) > 0.0,
+                "{provider}: changes first seen by an event"
+            );
+        }
+    }
+    let median = median_event_to_commit(&scrape).expect("events were committed");
+    println!("median event→mirror delay: {:.1} ms", median * 1_000.0);
+
+    // The reconciliation poll (and the follow-ups the events queued) completes the mirror.
+    site.reconcile_and_compare(false).await;
+    site.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_fault_the_reconciliation_poll_makes_the_mirror_equal_the_truth() {
+    with_every_fault(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "KNOWN GAP, see PARTIAL_EVENTS: D365 and Spruce rows stay behind after lost events"]
+async fn with_every_fault_every_source_equals_the_truth_after_the_poll() {
+    with_every_fault(true).await;
+}
+
+/// Faults on every provider, then the reconciliation poll; `all`: compare every source.
+async fn with_every_fault(all: bool) {
+    // Retries a thousand times sooner than the providers' (an oversized event is sent
+    // again as each provider's policy says).
+    let site = Site::start(2402, |o| o.webhook_retry_scale = 0.001).await;
+    site.sim.set_webhook_faults(
+        PlatformSelector::All,
+        WebhookFaults {
+            drop_ratio: 0.1,
+            duplicate_ratio: 0.2,
+            delay_ratio: 0.2,
+            delay_ms: 150,
+            reorder_ratio: 0.2,
+            forge_ratio: 0.2,
+            replay_ratio: 0.2,
+            oversize_ratio: 0.1,
+            ..WebhookFaults::default()
+        },
+    );
+    site.activity(80).await;
+    let counts = site.settled().await;
+    let scrape = site.scrape().await;
+    for (provider, entry) in ENTRIES {
+        let total = |o| counts.total(provider, o);
+        let refused = total(WebhookOutcome::Forged)
+            + total(WebhookOutcome::Replayed)
+            + total(WebhookOutcome::Oversized);
+        assert!(refused > 0, "{provider}: no fault drawn: {counts:?}");
+        let rejected = |reason: Option<&str>| {
+            let mut labels = vec![("outcome", "rejected")];
+            labels.extend(reason.map(|r| ("reason", r)));
+            entry_sum(&scrape, "convsync_webhook_events_total", entry, &labels)
+        };
+        let too_large = rejected(Some("too_large"));
+        let stale = rejected(Some("stale"));
+        // A forged or replayed copy is sent once; an oversized event is an event, sent
+        // again after each refusal as the provider's policy says. Every forged copy is
+        // refused for its signature; a replayed copy as stale, at most once each (an
+        // occasional one is not counted as stale: see the report on issue 24).
+        assert_eq!(
+            rejected(None) - too_large - stale,
+            total(WebhookOutcome::Forged) as f64,
+            "{provider}: refused signatures = forged ({counts:?})"
+        );
+        let replayed = total(WebhookOutcome::Replayed);
+        assert!(
+            stale <= replayed as f64 && (replayed == 0 || stale > 0.0),
+            "{provider}: {stale} stale for {replayed} replayed"
+        );
+        let oversized = total(WebhookOutcome::Oversized);
+        let attempts = RetryPolicy::attempts(provider);
+        assert!(
+            too_large >= oversized as f64 && too_large <= (oversized * attempts) as f64,
+            "{provider}: {too_large} refused as too large for {oversized} oversized events"
+        );
+        // A forged copy carries an id of its own: none was recorded.
+        let forged: i64 = site
+            .app
+            .store()
+            .sql_value(&format!(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE (source = '{entry}' OR source LIKE '{entry}/%') \
+                 AND event_id LIKE '%-forged-%'"
+            ))
+            .await;
+        assert_eq!(forged, 0, "{provider}: forged events recorded");
+    }
+    site.reconcile_and_compare(all).await;
+    site.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_restart_with_events_in_flight_loses_none_the_provider_retries() {
+    // Retries a tenth as far apart as the providers' (Spruce: 12 s, D365: 1 s, Sinch from
+    // 100 ms doubling).
+    let mut site = Site::start(2403, |o| o.webhook_retry_scale = 0.1).await;
+    site.stop_receiver().await;
+    site.activity(40).await;
+    // Every provider that retries has met the closed port at least once.
+    let retrying = [Platform::D365, Platform::Spruce, Platform::Sinch];
+    for _ in 0..3_000 {
+        let counts = site.sim.webhook_counts();
+        if retrying
+            .iter()
+            .all(|&p| counts.total(p, WebhookOutcome::Retried) > 0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    site.start_receiver().await;
+    let counts = site.settled().await;
+    let scrape = site.scrape().await;
+    for (provider, entry) in ENTRIES {
+        let generated = counts.total(provider, WebhookOutcome::Generated);
+        if provider == Platform::HighLevel {
+            // HighLevel retries a 429 only: what met the closed port is the poll's to find.
+            println!(
+                "{provider}: {} of {generated} events lost while the receiver was down",
+                counts.total(provider, WebhookOutcome::Failed)
+            );
+            continue;
+        }
+        assert!(
+            counts.total(provider, WebhookOutcome::Retried) > 0,
+            "{provider}"
+        );
+        assert_eq!(
+            counts.total(provider, WebhookOutcome::Delivered),
+            generated,
+            "{provider}: every event delivered after the restart: {counts:?}"
+        );
+        assert_taken(&scrape, provider, entry, generated);
+    }
+    site.app.sync_caught_up(Sweep::Now).await;
+    site.app.assert_mirror_matches_truth().await;
+    site.shutdown().await;
+}
