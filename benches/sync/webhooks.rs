@@ -592,7 +592,7 @@ pub fn print(levels: &[Level]) {
     if levels.is_empty() {
         return;
     }
-    println!("### Webhooks: signed Spruce events into `convsync run` \n");
+    println!("### Webhooks: signed Spruce events into `convsync run`\n");
     println!(
         "| backend | faults | concurrency | accepted | applied | events/s | ack p50 ms | ack p95 ms | ack p99 ms | receiver arrival→commit mean ms | duplicates | forged (401) | forged ack mean ms | unexpected | daemon CPU s | CPU % | peak RSS MiB | load average |"
     );
