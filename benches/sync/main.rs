@@ -24,6 +24,9 @@
 //! 6. **Export** (`-- --export`, alone): the real `convsync export` of `v1_conversations`
 //!    to CSV, JSON Lines and Parquet from mirrors of 100 000 and 1 000 000 rows (`export`).
 //!
+//! 7. **Webhooks** (`-- --webhooks`, alone): signed events into `convsync run`'s receiver
+//!    at increasing concurrency, clean and with faults (`webhooks`).
+//!
 //! `-- --smoke` runs a small version of everything in seconds (CI). BENCHMARKS.md has the
 //! figures and how to read them.
 
@@ -35,6 +38,7 @@ mod postgres;
 mod process;
 mod replicas;
 mod simproc;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -132,6 +136,16 @@ struct Args {
     /// Mirror sizes (rows) of the export scenario.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     export_sizes: Vec<u32>,
+    /// The webhook scenario alone: signed Spruce events into `convsync run`'s receiver at
+    /// each `--webhook-concurrency`, clean and with faults (`webhooks`).
+    #[arg(long)]
+    webhooks: bool,
+    /// Concurrent senders of the webhook scenario, one level each.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    webhook_concurrency: Vec<usize>,
+    /// Events per webhook level (bounded to 60 s per level).
+    #[arg(long, default_value_t = 5000)]
+    webhook_events: usize,
     /// Keep the work directory (databases, configs, logs) for inspection.
     #[arg(long)]
     keep: bool,
@@ -228,6 +242,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
         return Ok(checks.failures.is_empty());
     }
+    if args.webhooks && !args.smoke {
+        let mut checks = Checks::default();
+        webhooks::run(&env, &args, &mut checks).await?;
+        println!("load average at the end: {}", load_average());
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&env.work);
+        }
+        return Ok(checks.failures.is_empty());
+    }
     let scale_only = !args.replicas.is_empty() && !args.smoke;
     let mut backfills = Vec::new();
     let mut pg_backfills = Vec::new();
@@ -307,6 +330,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     print_rates(&rates);
     replicas::print(&scale);
     export::print(&exports);
+    if args.smoke {
+        webhooks::run(&env, &args, &mut checks).await?;
+    }
     println!(
         "\ntotal bench time: {:.0} s",
         started.elapsed().as_secs_f64()

@@ -72,6 +72,11 @@ impl Running {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
     }
 
+    /// The process id (for readings from `/proc` while it runs).
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
     /// Waits for the process (blocking) and returns its kernel-reported usage.
     pub fn wait(self) -> anyhow::Result<ProcessStats> {
         let pid = self.child.id() as libc::pid_t;
@@ -113,7 +118,7 @@ impl Running {
 }
 
 /// The process's peak RSS so far, in KiB (gone once it has exited).
-fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
+pub fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
