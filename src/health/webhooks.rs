@@ -279,6 +279,10 @@ fn event_write<'e>(target: &'e WebhookTarget, event: &'e WebhookEvent) -> EventW
         sent_at: event.sent_at,
         changed_at: event.changed_at,
         change: store_change(&event.change),
+        follow_up_on_activity: target
+            .provider
+            .webhooks()
+            .and_then(|webhooks| webhooks.follow_up_on_activity()),
     }
 }
 

@@ -151,4 +151,13 @@ pub trait Webhooks: Send + Sync {
     fn retry_horizon(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// The follow-up this source's polls queue when a conversation's activity moves (it
+    /// reads what a listing does not carry, e.g. who spoke last), or `None`. An event that
+    /// moves the activity queues it too: the next poll then finds the activity already
+    /// moved and would not, so without this what the event did not carry would never be
+    /// read.
+    fn follow_up_on_activity(&self) -> Option<&'static str> {
+        None
+    }
 }

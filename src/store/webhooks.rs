@@ -52,6 +52,10 @@ pub struct EventWrite<'a> {
     pub changed_at: Option<Timestamp>,
     /// What it changes.
     pub change: EventChange<'a>,
+    /// The follow-up the source's polls queue when a conversation's activity moves
+    /// (`Webhooks::follow_up_on_activity`): queued when this event moves it, since the
+    /// next poll will find the activity already moved and not queue it.
+    pub follow_up_on_activity: Option<&'a str>,
 }
 
 /// What an event changes in the mirror.
@@ -274,6 +278,10 @@ async fn apply<S: EventStatements>(
             if let Some(at) = record.last_activity_at {
                 statements.raise_state_version(source, id, at).await?;
             }
+            let previous = version.and_then(|v| v.last_activity_at);
+            if record.last_activity_at.is_some() && record.last_activity_at != previous {
+                queue_on_activity(statements, write, id, previous).await?;
+            }
             changed(counts.inserted + counts.updated > 0)
         }
         EventChange::Activity { patch, .. } => {
@@ -287,6 +295,10 @@ async fn apply<S: EventStatements>(
                     .await?;
             if let Some(at) = at {
                 statements.raise_state_version(source, id, at).await?;
+            }
+            let previous = version.and_then(|v| v.last_activity_at);
+            if at.is_some() && at > previous {
+                queue_on_activity(statements, write, id, previous).await?;
             }
             changed(moved)
         }
@@ -322,6 +334,26 @@ async fn apply<S: EventStatements>(
         EventChange::Nothing => EventOutcome::Unrelated,
     };
     Ok(outcome)
+}
+
+/// Queues the source's on-activity follow-up for conversation `id`, whose activity the
+/// event moved from `previous`: only messages after it matter.
+async fn queue_on_activity<S: EventStatements>(
+    statements: &mut S,
+    write: &EventWrite<'_>,
+    id: &str,
+    previous: Option<Timestamp>,
+) -> Result<(), StoreError> {
+    let Some(kind) = write.follow_up_on_activity else {
+        return Ok(());
+    };
+    let detail = DetailRequest {
+        conversation_id: id.to_owned(),
+        kind: kind.to_owned(),
+        since: previous,
+        position: None,
+    };
+    statements.queue(write.source, &detail).await
 }
 
 /// Whether a fact of time `at` about a row at `version` is refused: the mirror does not

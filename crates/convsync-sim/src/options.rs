@@ -301,7 +301,7 @@ pub struct SimOptions {
     #[arg(long, default_value_t = 0.0)]
     pub webhook_replay_ratio: f64,
     /// Webhook fault: age of a replayed copy.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub webhook_replay_age: Duration,
     /// Webhook fault: fraction of events padded to `--webhook-oversize-bytes`.
     #[arg(long, default_value_t = 0.0)]

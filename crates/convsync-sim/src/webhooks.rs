@@ -64,7 +64,8 @@ pub struct WebhookFaults {
     /// Followed by a replayed copy: the same event as a capture `replay_age_ms` old would
     /// carry it (old timestamps, validly signed at that time).
     pub replay_ratio: f64,
-    /// Age of a replayed copy, in milliseconds (default 10 minutes when 0).
+    /// Age of a replayed copy, in milliseconds (default 1 hour when 0: beyond every
+    /// receiver's replay window, widened by the providers' retry horizons).
     pub replay_age_ms: u64,
     /// Padded with a filler field to `oversize_bytes` (validly signed).
     pub oversize_ratio: f64,
@@ -75,7 +76,7 @@ pub struct WebhookFaults {
 impl WebhookFaults {
     pub(crate) fn replay_age(&self) -> Duration {
         Duration::from_millis(if self.replay_age_ms == 0 {
-            600_000
+            3_600_000
         } else {
             self.replay_age_ms
         })

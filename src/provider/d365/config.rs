@@ -224,7 +224,7 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
                     "is empty: give the token the channel's webhook requests carry",
                 ));
             }
-            Some(D365Webhooks::new(token))
+            Some(D365Webhooks::new(token).reading_messages(settings.messages))
         }
     };
     Ok(vec![ProviderSetup {

@@ -49,12 +49,24 @@ const COMPARE_CONTEXT: &[u8] = b"convsync d365 webhook token";
 #[derive(Debug)]
 pub struct D365Webhooks {
     token: Secret,
+    /// `messages`: the source reads each active conversation's messages.
+    follow_up_on_activity: Option<&'static str>,
 }
 
 impl D365Webhooks {
     /// Accepts requests carrying `token`.
     pub fn new(token: Secret) -> Self {
-        D365Webhooks { token }
+        D365Webhooks {
+            token,
+            follow_up_on_activity: None,
+        }
+    }
+
+    /// The same, queueing the messages follow-up when an event moves a conversation's
+    /// activity (the source's `messages = true`), as the listing does.
+    pub fn reading_messages(mut self, messages: bool) -> Self {
+        self.follow_up_on_activity = messages.then_some(super::D365FollowUp::Messages.as_str());
+        self
     }
 
     fn matches(&self, presented: &str, header: &'static str) -> Result<(), WebhookRejection> {
@@ -68,6 +80,10 @@ impl D365Webhooks {
 }
 
 impl Webhooks for D365Webhooks {
+    fn follow_up_on_activity(&self) -> Option<&'static str> {
+        self.follow_up_on_activity
+    }
+
     fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
         if let Some(token) = fields::header(request, TOKEN_HEADER)? {
             return self.matches(token, TOKEN_HEADER);

@@ -144,6 +144,8 @@ pub struct SpruceProvider {
     webhooks: Option<SpruceWebhooks>,
     /// The endpoint's delivery log, when the source names the endpoint.
     event_log: Option<replay::SpruceEventLog>,
+    /// Conversations whose activity moved queue an `items` follow-up.
+    track_reply_state: bool,
 }
 
 impl SpruceProvider {
@@ -182,12 +184,14 @@ impl SpruceProvider {
             walks,
             webhooks: None,
             event_log: None,
+            track_reply_state,
         }
     }
 
     /// The adapter with webhooks signed with `secret` (`webhook_secret`).
     pub fn with_webhooks(mut self, secret: Secret) -> Self {
-        self.webhooks = Some(SpruceWebhooks::new(secret));
+        self.webhooks =
+            Some(SpruceWebhooks::new(secret).tracking_reply_state(self.track_reply_state));
         self
     }
 

@@ -31,6 +31,8 @@ const MAX_SIGNATURE_CHARS: usize = 128;
 /// One Spruce endpoint's webhooks: its signing secret.
 pub struct SpruceWebhooks {
     secret: Secret,
+    /// `items`: the source tracks reply state (`track_reply_state`).
+    follow_up_on_activity: Option<&'static str>,
 }
 
 impl std::fmt::Debug for SpruceWebhooks {
@@ -42,7 +44,17 @@ impl std::fmt::Debug for SpruceWebhooks {
 impl SpruceWebhooks {
     /// Webhooks signed with `secret` (the endpoint's `webhookSigningSecret.value`).
     pub fn new(secret: Secret) -> Self {
-        SpruceWebhooks { secret }
+        SpruceWebhooks {
+            secret,
+            follow_up_on_activity: None,
+        }
+    }
+
+    /// The same, queueing the items follow-up when an event moves a conversation's
+    /// activity (the source's `track_reply_state`), as the listing does.
+    pub fn tracking_reply_state(mut self, track: bool) -> Self {
+        self.follow_up_on_activity = track.then_some("items");
+        self
     }
 }
 
@@ -86,6 +98,10 @@ impl Webhooks for SpruceWebhooks {
     /// original `eventTime`: the last one comes about 20 minutes after it.
     fn retry_horizon(&self) -> std::time::Duration {
         std::time::Duration::from_secs(20 * 60)
+    }
+
+    fn follow_up_on_activity(&self) -> Option<&'static str> {
+        self.follow_up_on_activity
     }
 
     fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {

@@ -65,6 +65,7 @@ async fn event(
             sent_at: Some(changed_at),
             changed_at: Some(changed_at),
             change,
+            follow_up_on_activity: None,
         })
         .await
         .unwrap()
@@ -277,10 +278,67 @@ async fn two_events_reversed(backend: Backend) {
     store.close().await;
 }
 
+/// An event that moves a conversation's activity queues the source's on-activity
+/// follow-up (Spruce's items, D365's messages), from the activity mirrored before it: the
+/// next poll finds the activity already moved and would not queue it. An event that does
+/// not move the activity queues nothing.
+async fn moved_activity_queues_the_follow_up(backend: Backend) {
+    let db = TestDb::on(backend).await;
+    let store = db.open().await;
+    poll(&store, &[record("c1", at(30), "first")]).await;
+    let queued = || async {
+        let rows: Vec<String> = store
+            .sql_column(&format!(
+                "SELECT kind || ':' || CASE WHEN since IS NULL THEN '-' ELSE 'since' END FROM follow_ups
+                 WHERE source = '{SOURCE}' AND conversation_id = 'c1'"
+            ))
+            .await;
+        rows
+    };
+    let before = queued().await;
+    let patch = ActivityPatch {
+        last_activity_at: Some(at(10)),
+        last_outbound_at: Some(at(10)),
+        last_message_direction: Some(Direction::Outbound),
+        awaiting_reply: Some(false),
+        ..ActivityPatch::default()
+    };
+    let write = |id: &'static str, patch: &'static ActivityPatch| EventWrite {
+        source: SOURCE,
+        provider: "spruce",
+        account: "entity_org",
+        event_id: id,
+        kind: "test",
+        sent_at: Some(at(10)),
+        changed_at: Some(at(10)),
+        change: EventChange::Activity {
+            conversation_id: "c1",
+            patch,
+        },
+        follow_up_on_activity: Some("items"),
+    };
+    let patch: &'static ActivityPatch = Box::leak(Box::new(patch));
+    let outcome = store.apply_event(&write("ev1", patch)).await.unwrap();
+    assert_eq!(outcome, EventOutcome::Applied);
+    let after = queued().await;
+    assert_eq!(after.len(), before.len() + 1, "{before:?} -> {after:?}");
+    assert!(
+        after
+            .iter()
+            .any(|q| q.starts_with("items:") && !q.ends_with(":-")),
+        "queued from the activity mirrored before: {after:?}"
+    );
+    // The same activity again (another event id): nothing moves, nothing more is queued.
+    store.apply_event(&write("ev2", patch)).await.unwrap();
+    assert_eq!(queued().await, after);
+    store.close().await;
+}
+
 on_both_stores!(
     event_before_poll,
     poll_before_event,
     event_without_poll,
     duplicate_is_written_once,
-    two_events_reversed
+    two_events_reversed,
+    moved_activity_queues_the_follow_up
 );
