@@ -123,9 +123,9 @@ struct Args {
     /// `target/release/convsync` aside, then run the bench with this flag and without).
     #[arg(long)]
     convsync_bin: Option<PathBuf>,
-    /// The change-history scenario alone: each size's backfill with the history's
-    /// triggers removed, with `[history] backfill = "none"` and with the default, on each
-    /// backend asked for (`history`).
+    /// The change-history scenario alone: each size's backfill with the history off, with
+    /// `[history] backfill = "none"` and with the default, on each backend asked for
+    /// (`history`).
     #[arg(long)]
     history: bool,
     /// The export scenario alone: a mirror of each of `--export-sizes` rows, exported by

@@ -355,8 +355,59 @@ async fn retention_trims_events_and_deleted_conversations_take_theirs(backend: B
     store.close().await;
 }
 
+/// A backfill's batch (insert-first, as the walks write it) that holds rows the mirror
+/// already has and new ones writes `first_seen` for the new ones only, in the page's order,
+/// also after the newest row was deleted (SQLite writes them per batch from the rows
+/// inserted after the batch's newest row id; migration 0011).
+async fn a_batch_of_known_and_new_rows_writes_first_seen_for_the_new_ones(backend: Backend) {
+    let db = TestDb::on(backend).await;
+    let store = db.open().await;
+    let run = store.begin_run(SOURCE).await.unwrap();
+    let known: Vec<_> = ["k1", "k2", "gone"]
+        .iter()
+        .map(|id| record(id, ago(900)))
+        .collect();
+    store
+        .apply_page(&page(&known, run), &cursor(1))
+        .await
+        .unwrap();
+    // The newest row goes: a new row may now reuse its row id.
+    let forgotten = store
+        .sql_execute(&format!(
+            "DELETE FROM conversations WHERE source = '{SOURCE}' AND conversation_id = 'gone'"
+        ))
+        .await;
+    assert_eq!(forgotten, 1);
+    let batch = [
+        record("n1", ago(60)),
+        known[0].clone(),
+        record("n2", ago(50)),
+        known[1].clone(),
+        record("gone", ago(40)),
+    ];
+    let mut first = page(&batch[..3], run);
+    first.insert_first = true;
+    let mut second = page(&batch[3..], run);
+    second.insert_first = true;
+    store
+        .apply_pages(&[first, second], &cursor(2))
+        .await
+        .unwrap();
+    let seen: Vec<String> = store
+        .events_after(0, Some(SOURCE), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "first_seen")
+        .map(|e| e.conversation_id)
+        .collect();
+    assert_eq!(seen, ["k1", "k2", "n1", "n2", "gone"]);
+    store.close().await;
+}
+
 on_both_stores!(
     each_tracked_change_writes_one_event,
+    a_batch_of_known_and_new_rows_writes_first_seen_for_the_new_ones,
     an_uncommitted_page_leaves_no_event,
     backfill_none_records_nothing_until_the_first_catch_up,
     retention_trims_events_and_deleted_conversations_take_theirs,

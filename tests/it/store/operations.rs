@@ -639,7 +639,7 @@ async fn reports_and_probes_read_the_mirror(backend: Backend) {
     store.integrity_check().await.unwrap();
     assert!(store.database_size_bytes().await.unwrap() > 0);
     assert!(store.last_write_failure().is_none());
-    assert_eq!(store.applied_migrations().await.unwrap().last(), Some(&10));
+    assert_eq!(store.applied_migrations().await.unwrap().last(), Some(&11));
 }
 
 /// Text a provider sends with NUL characters is mirrored (PostgreSQL stores them as

@@ -1,0 +1,11 @@
+-- `first_seen` events are written by the new-row fast path (src/store/sqlite/prepared.rs),
+-- one `INSERT … SELECT` per batch of new rows in the same transaction, instead of by a row
+-- trigger on insert. The trigger's mere presence made a SQLite backfill 40 % slower even
+-- when it wrote nothing (`backfill = "none"`): a statement that can fire a trigger runs the
+-- trigger program per row and opens a statement journal per one-row INSERT (BENCHMARKS.md,
+-- "Change history"). Every insert into `conversations` goes through that fast path
+-- (listing pages, webhook events, follow-ups' new rows), so what is recorded is unchanged:
+-- a new row writes `first_seen` when `event_settings` asks for it during a backfill or
+-- once its source's backfill is over. PostgreSQL keeps its statement trigger, which costs
+-- one `INSERT … SELECT` per statement already.
+DROP TRIGGER conversation_first_seen;
