@@ -181,9 +181,16 @@ fn demo_shows_webhook_freshness_beside_polling() {
             "{source}: {stdout}"
         );
     }
-    // The HighLevel public key is a path beside the generated config.
+    // The generated config has the receiver and every provider's webhook key.
     let config = std::fs::read_to_string(demo_dir.join("convsync.toml")).unwrap();
-    assert!(config.contains("[webhooks]"), "{config}");
+    for key in [
+        "[webhooks]",
+        "webhook_secret",
+        "webhook_token",
+        "webhook_public_key",
+    ] {
+        assert!(config.contains(key), "{key}: {config}");
+    }
 }
 
 /// `--no-webhooks`: polling alone, no receiver in the config and no webhook table.
