@@ -109,43 +109,47 @@ impl App {
     /// retention until `shutdown` is cancelled, then closes the database. An error when
     /// every source stopped on its own, so that systemd's Restart=on-failure notices.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        let engine = &self.engine;
+        self.start(shutdown).await?.run().await
+    }
+
+    /// The first half of [`App::run_until_stopped`]: binds the health endpoint and the
+    /// webhook receiver, sends READY=1 and starts retention and verification; the sources
+    /// poll once [`RunningApp::run`] is called. In between, the caller can read where the
+    /// listeners are (`convsync demo` points its simulator's webhooks at the receiver).
+    pub async fn start(self, shutdown: CancellationToken) -> Result<RunningApp, AppError> {
         let service = Service::start_with_webhooks(
             &self.health,
             &self.webhooks,
-            engine,
+            &self.engine,
             Notifier::from_env(),
             shutdown.clone(),
         )
         .await
         .map_err(AppError::Health)?;
-        tracing::info!(sources = engine.sources().len(), "convsync running");
+        tracing::info!(sources = self.engine.sources().len(), "convsync running");
         let retention = tokio::spawn(crate::sync::run_retention(
-            engine.store().clone(),
+            self.engine.store().clone(),
             self.retention,
             shutdown.clone(),
         ));
         let mut verifications = tokio::task::JoinSet::new();
-        for source in engine.sources() {
+        for source in self.engine.sources() {
             if let Some(interval) = source.schedule.verify_interval {
                 verifications.spawn(crate::sync::verify::run_scheduled(
                     source.clone(),
-                    engine.store().clone(),
+                    self.engine.store().clone(),
                     interval,
                     shutdown.clone(),
                 ));
             }
         }
-        let ended = engine.run(shutdown.clone()).await;
-        shutdown.cancel();
-        let _ = retention.await;
-        verifications.join_all().await;
-        service.stop().await;
-        // Checkpoints the WAL so a stopped service leaves one self-contained file.
-        engine.store().close().await;
-        ended?;
-        tracing::info!("convsync stopped");
-        Ok(())
+        Ok(RunningApp {
+            app: self,
+            service,
+            retention,
+            verifications,
+            shutdown,
+        })
     }
 
     /// `convsync sync --once`: each source (or the one named) until it is caught up or
@@ -162,5 +166,49 @@ impl App {
     /// Closes the database (checkpointing the WAL) and releases the daemon lock.
     pub async fn close(self) {
         self.engine.store().close().await;
+    }
+}
+
+/// The daemon with its listeners bound ([`App::start`]), before its sources run.
+pub struct RunningApp {
+    app: App,
+    service: Service,
+    retention: tokio::task::JoinHandle<()>,
+    verifications: tokio::task::JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+impl RunningApp {
+    /// The engine, for what watches it (the progress display).
+    pub fn engine(&self) -> &Engine {
+        &self.app.engine
+    }
+
+    /// The health endpoint and webhook receiver.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Runs every source until the shutdown token is cancelled, then stops the listeners
+    /// and closes the database (see [`App::run_until_stopped`]).
+    pub async fn run(self) -> Result<(), AppError> {
+        let RunningApp {
+            app,
+            service,
+            retention,
+            verifications,
+            shutdown,
+        } = self;
+        let engine = &app.engine;
+        let ended = engine.run(shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = retention.await;
+        verifications.join_all().await;
+        service.stop().await;
+        // Checkpoints the WAL so a stopped service leaves one self-contained file.
+        engine.store().close().await;
+        ended?;
+        tracing::info!("convsync stopped");
+        Ok(())
     }
 }

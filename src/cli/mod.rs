@@ -401,7 +401,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let shutdown = shutdown_on_signals();
             let app = App::build(&config).await?;
-            let display = progress::ProgressDisplay::start(app.engine());
+            let display = progress::ProgressDisplay::start(app.engine(), None);
             let results = app
                 .sync_once(
                     source.as_deref(),

@@ -1,6 +1,9 @@
-//! Live progress of `sync --once`: a line per source redrawn on a terminal, periodic log
-//! lines otherwise (so CI logs and journald stay readable).
+//! Live progress of `sync --once` and `demo`: a line per source redrawn on a terminal,
+//! periodic log lines otherwise (so CI logs and journald stay readable). With the webhook
+//! receiver's metrics (`demo`), each line also carries the source's events beside its
+//! polling figures.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +13,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::webhooks::WebhookMetrics;
+use crate::health::webhooks::freshness::{self, SourceFreshness};
 use crate::sync::{Engine, Source};
 
 mod eta;
@@ -23,17 +28,18 @@ pub struct ProgressDisplay {
 }
 
 impl ProgressDisplay {
-    /// Starts showing progress for every source of `engine`.
-    pub fn start(engine: &Engine) -> Self {
+    /// Starts showing progress for every source of `engine`, with its webhook events
+    /// when `webhooks` (the receiver's metrics) is given.
+    pub fn start(engine: &Engine, webhooks: Option<WebhookMetrics>) -> Self {
         let sources: Vec<Arc<Source>> = engine.sources().to_vec();
         let stop = CancellationToken::new();
         let token = stop.clone();
         // Bars only for a person at a terminal: under `--log-format json` the progress is
         // JSON `progress` events like every other line.
         let task = if std::io::stderr().is_terminal() && !crate::telemetry::json_logs() {
-            tokio::spawn(draw_bars(sources, token))
+            tokio::spawn(draw_bars(sources, webhooks, token))
         } else {
-            tokio::spawn(log_lines(sources, token))
+            tokio::spawn(log_lines(sources, webhooks, token))
         };
         ProgressDisplay { stop, task }
     }
@@ -61,10 +67,12 @@ struct Figures {
     /// Records read from listings since the start, the counter an ETA's rate follows.
     listed: u64,
     watermark: String,
+    /// The source's webhook figures, when the receiver runs and the source takes events.
+    events: Option<SourceFreshness>,
 }
 
 impl Figures {
-    fn of(source: &Source, elapsed: Duration) -> Self {
+    fn of(source: &Source, elapsed: Duration, events: Option<SourceFreshness>) -> Self {
         let p = &source.progress;
         let inserted = p.inserted.load(Ordering::Relaxed);
         let updated = p.updated.load(Ordering::Relaxed);
@@ -90,6 +98,7 @@ impl Figures {
                 .watermark
                 .map(|w| w.to_string())
                 .unwrap_or_else(|| "-".into()),
+            events,
         }
     }
 
@@ -107,6 +116,13 @@ impl Figures {
             walk_read = self.walk_read,
             walk_total = self.walk_total,
             watermark = %self.watermark,
+            events_accepted = self.events.as_ref().map(|e| e.accepted),
+            events_refused = self.events.as_ref().map(SourceFreshness::rejected_total),
+            event_to_commit_p50_ms = self
+                .events
+                .as_ref()
+                .and_then(|e| e.event_to_commit_p50)
+                .map(|d| d.as_millis() as u64),
             "progress"
         );
     }
@@ -128,15 +144,30 @@ fn bar_text(f: &Figures, per_sec: f64, listed_per_sec: f64, columns: u16) -> Str
             Some(t) => format!("{} {t}", f.walk),
             None => f.walk.clone(),
         };
-        format!(
-            "new {}  changed {}  {:.0}/s  requests {}  walk {walk}  watermark {}",
-            f.inserted, f.updated, per_sec, f.requests, f.watermark
-        )
+        let mut text = format!(
+            "new {}  changed {}  {:.0}/s  requests {}",
+            f.inserted, f.updated, per_sec, f.requests
+        );
+        // Events next to the polling figures, before what is cut first on narrower
+        // terminals.
+        if let Some(e) = &f.events {
+            text.push_str(&format!(
+                "  events {} (refused {}, p50 {})",
+                e.accepted,
+                e.rejected_total(),
+                latency_text(e.event_to_commit_p50)
+            ));
+        }
+        text.push_str(&format!("  walk {walk}  watermark {}", f.watermark));
+        text
     } else {
         let mut text = format!(
             "new {} chg {} {:.0}/s req {}",
             f.inserted, f.updated, per_sec, f.requests
         );
+        if let Some(e) = &f.events {
+            text.push_str(&format!(" ev {}", e.accepted));
+        }
         if let Some(t) = toward_total {
             text.push(' ');
             text.push_str(&t);
@@ -145,7 +176,39 @@ fn bar_text(f: &Figures, per_sec: f64, listed_per_sec: f64, columns: u16) -> Str
     }
 }
 
-async fn draw_bars(sources: Vec<Arc<Source>>, stop: CancellationToken) {
+/// A latency as a newcomer reads it: milliseconds below 10 s, else seconds; `–` when
+/// nothing was measured.
+pub fn latency_text(latency: Option<Duration>) -> String {
+    match latency {
+        None => "–".to_owned(),
+        Some(d) if d < Duration::from_secs(10) => format!("{} ms", d.as_millis()),
+        Some(d) => format!("{:.1} s", d.as_secs_f64()),
+    }
+}
+
+/// Each source's webhook figures now, by source name (empty without a receiver, or when
+/// they cannot be rendered).
+fn events_by_source(
+    webhooks: Option<&WebhookMetrics>,
+    sources: &[Arc<Source>],
+) -> HashMap<String, SourceFreshness> {
+    let Some(metrics) = webhooks else {
+        return HashMap::new();
+    };
+    match freshness::read(metrics, sources) {
+        Ok(rows) => rows.into_iter().map(|r| (r.source.clone(), r)).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "progress: the webhook figures could not be read");
+            HashMap::new()
+        }
+    }
+}
+
+async fn draw_bars(
+    sources: Vec<Arc<Source>>,
+    webhooks: Option<WebhookMetrics>,
+    stop: CancellationToken,
+) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let name_width = sources
         .iter()
@@ -177,10 +240,11 @@ async fn draw_bars(sources: Vec<Arc<Source>>, stop: CancellationToken) {
     loop {
         let columns = terminal.size().1;
         let now = Instant::now();
+        let mut events = events_by_source(webhooks.as_ref(), &sources);
         for (((bar, source), rate), text) in
             bars.iter().zip(&sources).zip(&mut rates).zip(&mut texts)
         {
-            let f = Figures::of(source, started.elapsed());
+            let f = Figures::of(source, started.elapsed(), events.remove(&source.name));
             let per_sec = rate.0.record(now, f.inserted.saturating_add(f.updated));
             let listed_per_sec = rate.1.record(now, f.listed);
             // Cut to the columns left after the spinner and the name, one spare: a line
@@ -210,15 +274,20 @@ async fn draw_bars(sources: Vec<Arc<Source>>, stop: CancellationToken) {
 
 /// Every 10 s, and once more when stopped (as the bars leave their final figures on
 /// screen), one `progress` event per source.
-async fn log_lines(sources: Vec<Arc<Source>>, stop: CancellationToken) {
+async fn log_lines(
+    sources: Vec<Arc<Source>>,
+    webhooks: Option<WebhookMetrics>,
+    stop: CancellationToken,
+) {
     let started = Instant::now();
     loop {
         let stopped = tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => false,
             _ = stop.cancelled() => true,
         };
+        let mut events = events_by_source(webhooks.as_ref(), &sources);
         for source in &sources {
-            Figures::of(source, started.elapsed()).log(source);
+            Figures::of(source, started.elapsed(), events.remove(&source.name)).log(source);
         }
         if stopped {
             break;
@@ -243,6 +312,7 @@ mod tests {
             walk_total,
             listed: 20,
             watermark: "-".into(),
+            events: None,
         }
     }
 
@@ -259,6 +329,27 @@ mod tests {
         );
         // No rate yet: the fraction without an ETA.
         assert_eq!(bar_text(&f, 0.0, 0.0, 80), "new 20 chg 0 0/s req 1 20/100");
+    }
+
+    #[test]
+    fn events_show_beside_the_polling_figures() {
+        let mut f = figures(None);
+        f.events = Some(SourceFreshness {
+            accepted: 12,
+            rejected: [("stale".to_owned(), 1)].into(),
+            event_to_commit_p50: Some(Duration::from_millis(35)),
+            ..SourceFreshness::default()
+        });
+        assert_eq!(
+            bar_text(&f, 40.0, 40.0, 160),
+            "new 20  changed 0  40/s  requests 1  events 12 (refused 1, p50 35 ms)  walk delta  watermark -"
+        );
+        assert_eq!(
+            bar_text(&f, 40.0, 40.0, 80),
+            "new 20 chg 0 40/s req 1 ev 12"
+        );
+        assert_eq!(latency_text(None), "–");
+        assert_eq!(latency_text(Some(Duration::from_secs(12))), "12.0 s");
     }
 
     #[test]

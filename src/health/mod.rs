@@ -299,6 +299,8 @@ pub async fn serve(
 pub struct Service {
     local_addr: Option<SocketAddr>,
     webhook_addr: Option<SocketAddr>,
+    /// The receiver's counters, shared with `/metrics` (`None` without a receiver).
+    webhook_metrics: Option<webhooks::WebhookMetrics>,
     notifier: Arc<Notifier>,
     done: CancellationToken,
     tasks: JoinSet<()>,
@@ -411,6 +413,7 @@ impl Service {
         ));
         Ok(Service {
             local_addr,
+            webhook_metrics: webhook_addr.map(|_| webhook_metrics),
             webhook_addr,
             notifier,
             done,
@@ -426,6 +429,12 @@ impl Service {
     /// Where the webhook receiver listens (`None` without `[webhooks] listen`).
     pub fn webhook_addr(&self) -> Option<SocketAddr> {
         self.webhook_addr
+    }
+
+    /// The receiver's counters, the very ones `/metrics` serves (`None` without
+    /// `[webhooks] listen`): what `convsync demo` shows beside polling.
+    pub fn webhook_metrics(&self) -> Option<&webhooks::WebhookMetrics> {
+        self.webhook_metrics.as_ref()
     }
 
     /// The notifier, to report status lines.

@@ -20,6 +20,7 @@
 //! 429 to HighLevel (it retries only on 429) and 503 to the others, which retry on any
 //! failure; polling covers what is dropped.
 
+pub mod freshness;
 pub mod metrics;
 pub mod replay;
 

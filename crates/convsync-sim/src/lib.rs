@@ -306,6 +306,13 @@ impl SimHandle {
         self.core.webhooks.set_target(provider, account, url)
     }
 
+    /// Send every account's webhook events to `{base}{provider}-{i}` (HighLevel:
+    /// `{base}highlevel`), as `--webhook-base` does at start: for a receiver whose port is
+    /// known only once the simulator runs (`convsync demo`).
+    pub fn set_webhook_base(&self, base: &Url) -> Result<(), WebhookTargetError> {
+        self.core.webhooks.set_base(base)
+    }
+
     /// Replace the webhook faults of one provider or of all.
     pub fn set_webhook_faults(&self, selector: impl Into<PlatformSelector>, faults: WebhookFaults) {
         for provider in selector.into().providers() {
