@@ -7,7 +7,7 @@
 //! histogram's quantiles are estimated the way Prometheus' `histogram_quantile` does
 //! (linear within the bucket), so they are as coarse as its doubling buckets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,21 +66,23 @@ pub fn read(
         sources.to_vec(),
     );
     let text = crate::health::metrics::encode(&registry)?;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .map_err(|_| std::fmt::Error)?;
     let mut by_source: BTreeMap<String, SourceFreshness> = BTreeMap::new();
     let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for sample in text.lines().filter_map(Sample::parse) {
+    for sample in &scrape.samples {
         let Some(source) = sample.labels.get("source") else {
             continue;
         };
         let figures = by_source
-            .entry(source.clone())
+            .entry(source.to_owned())
             .or_insert_with(|| SourceFreshness {
-                source: source.clone(),
+                source: source.to_owned(),
                 ..SourceFreshness::default()
             });
-        let label = |name: &str| sample.labels.get(name).map(String::as_str);
-        let count = sample.count();
-        match sample.name {
+        let label = |name: &str| sample.labels.get(name);
+        let count = count_of(&sample.value);
+        match sample.metric.as_str() {
             "convsync_webhook_events_total" => match (label("outcome"), label("reason")) {
                 (Some("accepted"), _) => {
                     figures.accepted = figures.accepted.saturating_add(count);
@@ -94,19 +96,13 @@ pub fn read(
                 }
                 _ => {}
             },
-            "convsync_webhook_event_to_commit_seconds_bucket" => {
-                let upper = match label("le") {
-                    Some("+Inf") => f64::INFINITY,
-                    Some(le) => match le.parse::<f64>() {
-                        Ok(upper) => upper,
-                        Err(_) => continue,
-                    },
-                    None => continue,
-                };
-                buckets
-                    .entry(source.clone())
-                    .or_default()
-                    .push((upper, sample.value));
+            "convsync_webhook_event_to_commit_seconds" => {
+                if let prometheus_parse::Value::Histogram(counts) = &sample.value {
+                    buckets
+                        .entry(source.to_owned())
+                        .or_default()
+                        .extend(counts.iter().map(|b| (b.less_than, b.count)));
+                }
             }
             "convsync_changes_first_seen_total" => match label("path") {
                 Some("event") => figures.first_by_event = count,
@@ -165,88 +161,21 @@ fn quantile(cumulative: &[(f64, f64)], q: f64) -> Option<Duration> {
     None
 }
 
-/// One sample line of the text format: `name{label="value",…} value`.
-struct Sample<'t> {
-    name: &'t str,
-    labels: HashMap<String, String>,
-    value: f64,
-}
-
-impl<'t> Sample<'t> {
-    /// The sample on `line`, `None` for comments and anything not a sample.
-    fn parse(line: &'t str) -> Option<Sample<'t>> {
-        if line.starts_with('#') {
-            return None;
+/// A counter's value as a count (counters are whole numbers; anything else reads as 0).
+fn count_of(value: &prometheus_parse::Value) -> u64 {
+    match value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)
+            if v.is_finite() && *v >= 0.0 =>
+        {
+            *v as u64
         }
-        let name_end = line.find(['{', ' '])?;
-        let name = &line[..name_end];
-        let mut rest = &line[name_end..];
-        let mut labels = HashMap::new();
-        if let Some(inside) = rest.strip_prefix('{') {
-            let (parsed, after) = parse_labels(inside)?;
-            labels = parsed;
-            rest = after;
-        }
-        let value = rest.split_whitespace().next()?.parse::<f64>().ok()?;
-        Some(Sample {
-            name,
-            labels,
-            value,
-        })
-    }
-
-    /// The value as a count (counters are whole numbers; anything else reads as 0).
-    fn count(&self) -> u64 {
-        if self.value.is_finite() && self.value >= 0.0 {
-            self.value as u64
-        } else {
-            0
-        }
-    }
-}
-
-/// `key="value",…}` (the opening brace consumed) with the text format's escapes
-/// (`\\`, `\"`, `\n`); returns the labels and what follows the closing brace.
-fn parse_labels(mut text: &str) -> Option<(HashMap<String, String>, &str)> {
-    let mut labels = HashMap::new();
-    loop {
-        text = text.trim_start_matches(',');
-        if let Some(after) = text.strip_prefix('}') {
-            return Some((labels, after));
-        }
-        let (key, after_key) = text.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = after_key.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    other => value.push(other),
-                },
-                (_, c) => value.push(c),
-            }
-        };
-        labels.insert(key.to_owned(), value);
-        text = &after_key[end + 1..];
+        _ => 0,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_sample_line_reads_with_escaped_label_values() {
-        let sample = Sample::parse(r#"x_total{source="a\"b\\c",path="event"} 3"#).unwrap();
-        assert_eq!(sample.name, "x_total");
-        assert_eq!(sample.labels["source"], "a\"b\\c");
-        assert_eq!(sample.labels["path"], "event");
-        assert_eq!(sample.count(), 3);
-        assert!(Sample::parse("# TYPE x counter").is_none());
-        assert!(Sample::parse("x_total{source=\"unterminated} 3").is_none());
-        assert_eq!(Sample::parse("y 1.5").unwrap().value, 1.5);
-    }
 
     #[test]
     fn quantiles_interpolate_within_the_bucket_like_prometheus() {
