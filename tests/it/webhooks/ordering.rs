@@ -55,6 +55,18 @@ async fn event(
     changed_at: Timestamp,
     change: EventChange<'_>,
 ) -> EventOutcome {
+    event_of_source(store, id, changed_at, change, None).await
+}
+
+/// [`event`] for a source whose polls queue `follow_up_on_activity` when a
+/// conversation's activity moves.
+async fn event_of_source(
+    store: &Store,
+    id: &str,
+    changed_at: Timestamp,
+    change: EventChange<'_>,
+    follow_up_on_activity: Option<&str>,
+) -> EventOutcome {
     store
         .apply_event(&EventWrite {
             source: SOURCE,
@@ -65,7 +77,7 @@ async fn event(
             sent_at: Some(changed_at),
             changed_at: Some(changed_at),
             change,
-            follow_up_on_activity: None,
+            follow_up_on_activity,
         })
         .await
         .unwrap()
@@ -299,23 +311,11 @@ async fn outbound_message(store: &Store, id: &str) -> EventOutcome {
         awaiting_reply: Some(false),
         ..ActivityPatch::default()
     };
-    store
-        .apply_event(&EventWrite {
-            source: SOURCE,
-            provider: "spruce",
-            account: "entity_org",
-            event_id: id,
-            kind: "test",
-            sent_at: Some(at(10)),
-            changed_at: Some(at(10)),
-            change: EventChange::Activity {
-                conversation_id: "c1",
-                patch: &patch,
-            },
-            follow_up_on_activity: Some("items"),
-        })
-        .await
-        .unwrap()
+    let change = EventChange::Activity {
+        conversation_id: "c1",
+        patch: &patch,
+    };
+    event_of_source(store, id, at(10), change, Some("items")).await
 }
 
 /// An event that moves a conversation's activity queues the source's on-activity
