@@ -33,7 +33,9 @@ pub struct SourceTuning {
     pub highlevel_oauth: bool,
     /// Give every source the key its simulated webhooks are signed with (`webhook_secret`,
     /// `webhook_token`, `webhook_public_key`), so a daemon with `[webhooks] listen` takes
-    /// the events the simulator sends to `--webhook-base`.
+    /// the events the simulator sends to `--webhook-base`. D365 sources then read their
+    /// messages too (`messages = true`): D365 events carry message facts, and a poll that
+    /// never reads them would leave a row whose message columns only events ever filled.
     pub webhooks: Option<WebhookKeys>,
 }
 
@@ -157,7 +159,7 @@ pub fn convsync_sources(
         );
         if tuning.webhooks.is_some() {
             let reference = secret(format!("SIM_D365_WEBHOOK_TOKEN_{i}"), &a.webhook_token);
-            let _ = writeln!(out, "webhook_token = {reference}\n");
+            let _ = writeln!(out, "messages = true\nwebhook_token = {reference}\n");
         }
     }
     for (i, a) in accounts.spruce.iter().enumerate() {

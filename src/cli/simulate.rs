@@ -139,6 +139,14 @@ mod tests {
                 .unwrap();
             assert!(source[provider].get(field).is_some(), "{provider}.{field}");
         }
+        // D365 events carry message facts: the polls read the messages too.
+        let d365 = config["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["provider"].as_str() == Some("d365"))
+            .unwrap();
+        assert_eq!(d365["d365"]["messages"].as_bool(), Some(true));
         assert!(text.contains("export SIM_SPRUCE_WEBHOOK_SECRET_0="));
     }
 }

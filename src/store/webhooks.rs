@@ -163,12 +163,23 @@ pub(super) struct RowVersion {
     pub last_activity_at: Option<Timestamp>,
     /// `state_changed_at`.
     pub state_changed_at: Option<Timestamp>,
+    /// Who spoke last was never read for the row: every reply column is NULL (archived
+    /// or dormant when first listed, outside the reply-state horizon).
+    pub reply_never_read: bool,
 }
 
 impl RowVersion {
     /// The newest provider time the row's state reflects.
     fn newest(&self) -> Option<Timestamp> {
         self.last_activity_at.max(self.state_changed_at)
+    }
+
+    /// Where a follow-up the event queues starts reading: after the activity already
+    /// mirrored, since only newer messages matter, unless who spoke last was never read
+    /// for the row; then from the start, as a poll's follow-up does (`store::upsert`),
+    /// or the messages before that activity (the newest outbound one) are never read.
+    fn follow_up_since(&self) -> Option<Timestamp> {
+        self.last_activity_at.filter(|_| !self.reply_never_read)
     }
 }
 
@@ -280,7 +291,8 @@ async fn apply<S: EventStatements>(
             }
             let previous = version.and_then(|v| v.last_activity_at);
             if record.last_activity_at.is_some() && record.last_activity_at != previous {
-                queue_on_activity(statements, write, id, previous).await?;
+                let since = version.and_then(|v| v.follow_up_since());
+                queue_on_activity(statements, write, id, since).await?;
             }
             changed(counts.inserted + counts.updated > 0)
         }
@@ -298,7 +310,8 @@ async fn apply<S: EventStatements>(
             }
             let previous = version.and_then(|v| v.last_activity_at);
             if at.is_some() && at > previous {
-                queue_on_activity(statements, write, id, previous).await?;
+                let since = version.and_then(|v| v.follow_up_since());
+                queue_on_activity(statements, write, id, since).await?;
             }
             changed(moved)
         }
@@ -323,9 +336,8 @@ async fn apply<S: EventStatements>(
             let Some(version) = version else {
                 return Ok(EventOutcome::NotMirrored);
             };
-            // Only messages after the activity already mirrored matter.
             let detail = DetailRequest {
-                since: detail.since.or(version.last_activity_at),
+                since: detail.since.or(version.follow_up_since()),
                 ..detail.clone()
             };
             statements.queue(source, &detail).await?;
@@ -337,12 +349,12 @@ async fn apply<S: EventStatements>(
 }
 
 /// Queues the source's on-activity follow-up for conversation `id`, whose activity the
-/// event moved from `previous`: only messages after it matter.
+/// event moved, reading from `since` ([`RowVersion::follow_up_since`]).
 async fn queue_on_activity<S: EventStatements>(
     statements: &mut S,
     write: &EventWrite<'_>,
     id: &str,
-    previous: Option<Timestamp>,
+    since: Option<Timestamp>,
 ) -> Result<(), StoreError> {
     let Some(kind) = write.follow_up_on_activity else {
         return Ok(());
@@ -350,7 +362,7 @@ async fn queue_on_activity<S: EventStatements>(
     let detail = DetailRequest {
         conversation_id: id.to_owned(),
         kind: kind.to_owned(),
-        since: previous,
+        since,
         position: None,
     };
     statements.queue(write.source, &detail).await

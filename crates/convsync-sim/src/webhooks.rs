@@ -118,6 +118,9 @@ pub enum WebhookOutcome {
     Reordered,
     /// Forge fault: a copy with a bad signature was sent.
     Forged,
+    /// A forged copy was answered 401 Unauthorized: the receiver refused its signature
+    /// (a copy it refused for another reason, or did not answer, is not counted).
+    ForgedRefused,
     /// Replay fault: an old copy was sent.
     Replayed,
     /// Oversize fault.

@@ -49,8 +49,8 @@ impl WebhookWrites for PgStore {
     }
 }
 
-/// A row's `last_activity_at` and `state_changed_at`.
-type StoredVersion = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+/// A row's `last_activity_at`, `state_changed_at`, and whether every reply column is NULL.
+type StoredVersion = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool);
 
 /// A stored instant, read back.
 fn parsed(at: Option<DateTime<Utc>>) -> Option<Timestamp> {
@@ -121,17 +121,22 @@ impl EventStatements for PgDetails<'_> {
         conversation_id: &str,
     ) -> Result<Option<RowVersion>, StoreError> {
         let row: Option<StoredVersion> = sqlx::query_as(
-            "SELECT last_activity_at, state_changed_at FROM conversations
-             WHERE source = $1 AND conversation_id = $2",
+            "SELECT last_activity_at, state_changed_at,
+                    (last_message_direction IS NULL AND last_inbound_at IS NULL
+                     AND last_outbound_at IS NULL AND awaiting_reply IS NULL)
+             FROM conversations WHERE source = $1 AND conversation_id = $2",
         )
         .bind(source)
         .bind(storable(conversation_id))
         .fetch_optional(&mut *self.tx)
         .await?;
-        Ok(row.map(|(last_activity_at, state_changed_at)| RowVersion {
-            last_activity_at: parsed(last_activity_at),
-            state_changed_at: parsed(state_changed_at),
-        }))
+        Ok(row.map(
+            |(last_activity_at, state_changed_at, reply_never_read)| RowVersion {
+                last_activity_at: parsed(last_activity_at),
+                state_changed_at: parsed(state_changed_at),
+                reply_never_read,
+            },
+        ))
     }
 
     async fn raise_state_version(

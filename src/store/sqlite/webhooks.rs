@@ -116,14 +116,19 @@ impl EventStatements for SqliteDetails<'_> {
         conversation_id: &str,
     ) -> Result<Option<RowVersion>, StoreError> {
         let row = sqlx::query!(
-            "SELECT last_activity_at, state_changed_at FROM conversations
-             WHERE source = ? AND conversation_id = ?",
+            "SELECT last_activity_at, state_changed_at, last_message_direction,
+                    last_inbound_at, last_outbound_at, awaiting_reply
+             FROM conversations WHERE source = ? AND conversation_id = ?",
             source,
             conversation_id
         )
         .fetch_optional(&mut **self.tx)
         .await?;
         Ok(row.map(|row| RowVersion {
+            reply_never_read: row.last_message_direction.is_none()
+                && row.last_inbound_at.is_none()
+                && row.last_outbound_at.is_none()
+                && row.awaiting_reply.is_none(),
             last_activity_at: parsed(row.last_activity_at),
             state_changed_at: parsed(row.state_changed_at),
         }))

@@ -327,15 +327,19 @@ impl Scrape {
 /// `<!-- name -->` to `<!-- end name -->`): every line of its `sh` blocks, comments and
 /// blank lines left out, `\` continuations joined. Tests run these as the docs write them.
 pub fn documented_steps(name: &str) -> Vec<String> {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md")).unwrap();
+    documented_steps_in("docs/deploy.md", name)
+}
+
+/// [`documented_steps`] of the document at `path` (relative to the checkout).
+pub fn documented_steps_in(path: &str, name: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
     let start = [format!("<!-- {name}:"), format!("<!-- {name} -->")]
         .iter()
         .find_map(|begin| doc.find(begin.as_str()))
-        .unwrap_or_else(|| panic!("docs/deploy.md has no section marked {name}"));
+        .unwrap_or_else(|| panic!("{path} has no section marked {name}"));
     let end = doc[start..]
         .find(&format!("<!-- end {name} -->"))
-        .unwrap_or_else(|| panic!("the section {name} of docs/deploy.md has no end marker"))
+        .unwrap_or_else(|| panic!("the section {name} of {path} has no end marker"))
         + start;
     let mut steps = Vec::new();
     let mut in_block = false;

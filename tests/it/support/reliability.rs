@@ -17,7 +17,7 @@ use convsync::sim_config::{SecretPlacement, SourceTuning, convsync_sources};
 use convsync::store::Store;
 use convsync::sync::WalkCursor;
 use convsync::time::Timestamp;
-use convsync_sim::{Faults, LatencyFault, SimHandle, SimOptions, Simulator};
+use convsync_sim::{Faults, LatencyFault, Platform, SimAccounts, SimHandle, SimOptions, Simulator};
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -254,15 +254,7 @@ impl Site {
 
     /// Starts `convsync run`; its output goes to a log file of the site.
     pub fn spawn_daemon(&self) -> Daemon {
-        let log = self.next_log("daemon");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = self
-            .command(&["run"])
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("convsync run starts");
-        Daemon { child, log }
+        Daemon::spawn(self.command(&["run"]), self.next_log("daemon"))
     }
 
     /// Starts `convsync run` and returns once it has committed a page, so that whatever
@@ -301,18 +293,7 @@ impl Site {
     pub async fn mirror(&self) -> MirrorPool {
         match &self.postgres {
             None => MirrorPool::Sqlite(self.pool().await),
-            Some(database) => {
-                // Instants as text in UTC, as convsync's own sessions show them.
-                let options = PgConnectOptions::from_str(&database.url)
-                    .unwrap()
-                    .options([("timezone", "UTC")]);
-                let pool = PgPoolOptions::new()
-                    .max_connections(2)
-                    .connect_with(options)
-                    .await
-                    .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", database.url));
-                MirrorPool::Postgres(pool)
-            }
+            Some(database) => postgres_mirror(&database.url).await,
         }
     }
 
@@ -548,6 +529,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `command` (a `convsync run`) with its stdout and stderr going to `log`.
+    pub fn spawn(mut command: tokio::process::Command, log: PathBuf) -> Daemon {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("convsync run starts");
+        Daemon { child, log }
+    }
+
     /// Kills it with SIGKILL and reaps it.
     pub async fn sigkill(mut self) {
         self.child.start_kill().unwrap();
@@ -613,6 +605,21 @@ pub async fn nearly_full_store(config: &mut convsync::config::Config, spare_page
 pub fn free_loopback_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
+}
+
+/// A pool of the test's own on the PostgreSQL mirror at `url` (another process, as far as
+/// the database is concerned).
+pub async fn postgres_mirror(url: &str) -> MirrorPool {
+    // Instants as text in UTC, as convsync's own sessions show them.
+    let options = PgConnectOptions::from_str(url)
+        .unwrap()
+        .options([("timezone", "UTC")]);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    MirrorPool::Postgres(pool)
 }
 
 /// A pool on the database file at `path`, once convsync has created it.
@@ -722,19 +729,27 @@ pub async fn run_reports<'a>(db: impl Into<MirrorDb<'a>>) -> String {
 /// The sources `convsync_sources` generates for `sim`, each following its account in a
 /// busy world (background activity, the product's default horizon).
 pub fn site_sources(sim: &SimHandle) -> Vec<TruthSource> {
-    let a = sim.accounts();
-    let d365 = (0..a.d365.len()).map(|i| TruthSource::d365(sim, i, &format!("d365-{i}")));
-    let spruce = (0..a.spruce.len()).map(|i| TruthSource::spruce(sim, i, &format!("spruce-{i}")));
+    generated_sources(sim.accounts())
+}
+
+/// [`site_sources`] of a simulator's `accounts` (read over the control API of a
+/// `convsync simulate` child, whose banner generated the configuration).
+pub fn generated_sources(a: &SimAccounts) -> Vec<TruthSource> {
+    let source = |provider, i, name: String| TruthSource::account(a, provider, i, &name);
+    let d365 = (0..a.d365.len()).map(|i| source(Platform::D365, i, format!("d365-{i}")));
+    let spruce = (0..a.spruce.len()).map(|i| source(Platform::Spruce, i, format!("spruce-{i}")));
     let sinch = a
         .sinch
         .iter()
         .enumerate()
-        .map(|(i, x)| TruthSource::sinch(sim, i, &format!("sinch-{i}/{}", x.app_id)));
-    let highlevel = a
-        .highlevel
-        .iter()
-        .enumerate()
-        .map(|(i, x)| TruthSource::highlevel(sim, i, &format!("highlevel/{}", x.location_id)));
+        .map(|(i, x)| source(Platform::Sinch, i, format!("sinch-{i}/{}", x.app_id)));
+    let highlevel = a.highlevel.iter().enumerate().map(|(i, x)| {
+        source(
+            Platform::HighLevel,
+            i,
+            format!("highlevel/{}", x.location_id),
+        )
+    });
     d365.chain(spruce)
         .chain(sinch)
         .chain(highlevel)
@@ -775,7 +790,22 @@ pub async fn wait_every_source_caught_up(
     daemon: &mut Daemon,
     after: i64,
 ) {
-    let sources = site_sources(&site.sim);
+    let names: Vec<String> = site_sources(&site.sim)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    wait_caught_up(&names, pool, daemon, after).await;
+}
+
+/// Waits until every source named in `sources` has a `caught_up` run newer than run
+/// `after` (0 for any), failing the test if `daemon` dies first or it takes longer than
+/// [`PATIENCE`].
+pub async fn wait_caught_up(
+    sources: &[String],
+    pool: &MirrorPool,
+    daemon: &mut Daemon,
+    after: i64,
+) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         // No table yet until convsync has migrated the database.
@@ -785,7 +815,7 @@ pub async fn wait_every_source_caught_up(
             ))
             .await
             .unwrap_or_default();
-        if sources.iter().all(|s| done.contains(&s.name)) {
+        if sources.iter().all(|s| done.contains(s)) {
             return;
         }
         assert!(daemon.is_running(), "the daemon died:\n{}", daemon.output());

@@ -15,7 +15,10 @@
 use std::time::Duration;
 
 use convsync::time::Timestamp;
-use convsync_sim::{ConversationState, MessageDirection, Platform, SimHandle, TruthConversation};
+use convsync_sim::{
+    ConversationState, MessageDirection, Platform, SimAccounts, SimClient, SimHandle,
+    TruthConversation,
+};
 
 use super::double::Double;
 use super::mirror::{Mirror, MirrorDb, MirrorRow, read_mirror};
@@ -67,26 +70,52 @@ impl Reach {
 impl TruthSource {
     /// The `index`th D365 channel of `sim`, mirrored as `name`.
     pub fn d365(sim: &SimHandle, index: usize, name: &str) -> TruthSource {
-        let a = &sim.accounts().d365[index];
-        TruthSource::new(name, Platform::D365, &a.account, &a.channel_id)
+        TruthSource::account(sim.accounts(), Platform::D365, index, name)
     }
 
     /// The `index`th Spruce organization of `sim`, mirrored as `name`.
     pub fn spruce(sim: &SimHandle, index: usize, name: &str) -> TruthSource {
-        let a = &sim.accounts().spruce[index];
-        TruthSource::new(name, Platform::Spruce, &a.account, &a.organization_id)
+        TruthSource::account(sim.accounts(), Platform::Spruce, index, name)
     }
 
     /// The `index`th Sinch app of `sim`, mirrored as `name`.
     pub fn sinch(sim: &SimHandle, index: usize, name: &str) -> TruthSource {
-        let a = &sim.accounts().sinch[index];
-        TruthSource::new(name, Platform::Sinch, &a.account, &a.app_id)
+        TruthSource::account(sim.accounts(), Platform::Sinch, index, name)
     }
 
     /// The `index`th HighLevel location of `sim`, mirrored as `name`.
     pub fn highlevel(sim: &SimHandle, index: usize, name: &str) -> TruthSource {
-        let a = &sim.accounts().highlevel[index];
-        TruthSource::new(name, Platform::HighLevel, &a.account, &a.location_id)
+        TruthSource::account(sim.accounts(), Platform::HighLevel, index, name)
+    }
+
+    /// The `index`th account of `provider` among `accounts` (of a simulator in this
+    /// process, or of a `convsync simulate` child read over its control API), mirrored as
+    /// `name`.
+    pub fn account(
+        accounts: &SimAccounts,
+        provider: Platform,
+        index: usize,
+        name: &str,
+    ) -> TruthSource {
+        let (account, mirror_account) = match provider {
+            Platform::D365 => {
+                let a = &accounts.d365[index];
+                (&a.account, &a.channel_id)
+            }
+            Platform::Spruce => {
+                let a = &accounts.spruce[index];
+                (&a.account, &a.organization_id)
+            }
+            Platform::Sinch => {
+                let a = &accounts.sinch[index];
+                (&a.account, &a.app_id)
+            }
+            Platform::HighLevel => {
+                let a = &accounts.highlevel[index];
+                (&a.account, &a.location_id)
+            }
+        };
+        TruthSource::new(name, provider, account, mirror_account)
     }
 
     fn new(name: &str, provider: Platform, account: &str, mirror_account: &str) -> TruthSource {
@@ -105,12 +134,30 @@ impl TruthSource {
     }
 }
 
+/// A simulator whose truth is read: in this process, or a `convsync simulate` child
+/// over its control API.
+#[derive(Clone)]
+pub enum SimTruth {
+    InProcess(SimHandle),
+    Control(SimClient),
+}
+
+impl SimTruth {
+    /// Every conversation of one account, as the simulator holds it now.
+    async fn conversations(&self, provider: Platform, account: &str) -> Vec<TruthConversation> {
+        match self {
+            SimTruth::InProcess(sim) => sim.truth(provider, account).await.unwrap(),
+            SimTruth::Control(client) => client.truth(provider, account).await.unwrap(),
+        }
+    }
+}
+
 /// What a mirror is compared with.
 #[derive(Clone)]
 pub enum Truth {
     /// Simulator accounts, each mirrored by one source.
     Simulator {
-        sim: SimHandle,
+        sim: SimTruth,
         sources: Vec<TruthSource>,
     },
     /// The engine tests' double, mirrored by one source. The double forgets a removed
@@ -121,7 +168,15 @@ pub enum Truth {
 impl Truth {
     pub fn simulator(sim: &SimHandle, sources: Vec<TruthSource>) -> Truth {
         Truth::Simulator {
-            sim: sim.clone(),
+            sim: SimTruth::InProcess(sim.clone()),
+            sources,
+        }
+    }
+
+    /// The truth of a simulator in another process, read through its control API.
+    pub fn control(client: &SimClient, sources: Vec<TruthSource>) -> Truth {
+        Truth::Simulator {
+            sim: SimTruth::Control(client.clone()),
             sources,
         }
     }
@@ -156,7 +211,7 @@ impl Truth {
             Truth::Simulator { sim, sources } => {
                 assert!(!sources.is_empty(), "no source follows this truth");
                 for source in sources {
-                    let truth = sim.truth(source.provider, &source.account).await.unwrap();
+                    let truth = sim.conversations(source.provider, &source.account).await;
                     assert!(
                         !truth.is_empty(),
                         "{}: the simulated world is empty",

@@ -1,10 +1,12 @@
 //! Webhooks (docs/webhooks.md): the receiver over loopback with real signatures,
-//! the ordering rule between events and polls, on both stores, and the replay of Spruce's
-//! delivery log after downtime.
+//! the ordering rule between events and polls, on both stores, the replay of Spruce's
+//! delivery log after downtime, and the simulator's events end to end, in process and
+//! through the real binaries.
 
 mod daemon;
 mod end_to_end;
 mod ordering;
+mod process;
 mod receiver;
 mod replay;
 

@@ -55,6 +55,18 @@ async fn event(
     changed_at: Timestamp,
     change: EventChange<'_>,
 ) -> EventOutcome {
+    event_of_source(store, id, changed_at, change, None).await
+}
+
+/// [`event`] for a source whose polls queue `follow_up_on_activity` when a
+/// conversation's activity moves.
+async fn event_of_source(
+    store: &Store,
+    id: &str,
+    changed_at: Timestamp,
+    change: EventChange<'_>,
+    follow_up_on_activity: Option<&str>,
+) -> EventOutcome {
     store
         .apply_event(&EventWrite {
             source: SOURCE,
@@ -65,7 +77,7 @@ async fn event(
             sent_at: Some(changed_at),
             changed_at: Some(changed_at),
             change,
-            follow_up_on_activity: None,
+            follow_up_on_activity,
         })
         .await
         .unwrap()
@@ -278,24 +290,20 @@ async fn two_events_reversed(backend: Backend) {
     store.close().await;
 }
 
-/// An event that moves a conversation's activity queues the source's on-activity
-/// follow-up (Spruce's items, D365's messages), from the activity mirrored before it: the
-/// next poll finds the activity already moved and would not queue it. An event that does
-/// not move the activity queues nothing.
-async fn moved_activity_queues_the_follow_up(backend: Backend) {
-    let db = TestDb::on(backend).await;
-    let store = db.open().await;
-    poll(&store, &[record("c1", at(30), "first")]).await;
-    let queued = || async {
-        let rows: Vec<String> = store
-            .sql_column(&format!(
-                "SELECT kind || ':' || CASE WHEN since IS NULL THEN '-' ELSE 'since' END FROM follow_ups
-                 WHERE source = '{SOURCE}' AND conversation_id = 'c1'"
-            ))
-            .await;
-        rows
-    };
-    let before = queued().await;
+/// The follow-ups queued for `c1`, each as `kind:since`, or `kind:-` when it reads from
+/// the start.
+async fn queued(store: &Store) -> Vec<String> {
+    store
+        .sql_column(&format!(
+            "SELECT kind || ':' || CASE WHEN since IS NULL THEN '-' ELSE 'since' END FROM follow_ups
+             WHERE source = '{SOURCE}' AND conversation_id = 'c1' ORDER BY kind"
+        ))
+        .await
+}
+
+/// Applies event `id`, an outbound message on `c1` at `at(10)`, from a source whose polls
+/// queue Spruce's items when a conversation's activity moves.
+async fn outbound_message(store: &Store, id: &str) -> EventOutcome {
     let patch = ActivityPatch {
         last_activity_at: Some(at(10)),
         last_outbound_at: Some(at(10)),
@@ -303,34 +311,46 @@ async fn moved_activity_queues_the_follow_up(backend: Backend) {
         awaiting_reply: Some(false),
         ..ActivityPatch::default()
     };
-    let write = |id: &'static str, patch: &'static ActivityPatch| EventWrite {
-        source: SOURCE,
-        provider: "spruce",
-        account: "entity_org",
-        event_id: id,
-        kind: "test",
-        sent_at: Some(at(10)),
-        changed_at: Some(at(10)),
-        change: EventChange::Activity {
-            conversation_id: "c1",
-            patch,
-        },
-        follow_up_on_activity: Some("items"),
+    let change = EventChange::Activity {
+        conversation_id: "c1",
+        patch: &patch,
     };
-    let patch: &'static ActivityPatch = Box::leak(Box::new(patch));
-    let outcome = store.apply_event(&write("ev1", patch)).await.unwrap();
-    assert_eq!(outcome, EventOutcome::Applied);
-    let after = queued().await;
-    assert_eq!(after.len(), before.len() + 1, "{before:?} -> {after:?}");
-    assert!(
-        after
-            .iter()
-            .any(|q| q.starts_with("items:") && !q.ends_with(":-")),
-        "queued from the activity mirrored before: {after:?}"
-    );
+    event_of_source(store, id, at(10), change, Some("items")).await
+}
+
+/// An event that moves a conversation's activity queues the source's on-activity
+/// follow-up (Spruce's items, D365's messages), from the activity mirrored before it: the
+/// next poll finds the activity already moved and would not queue it. An event that does
+/// not move the activity queues nothing.
+async fn moved_activity_queues_the_follow_up(backend: Backend) {
+    let db = TestDb::on(backend).await;
+    let store = db.open().await;
+    // Listed while open: who spoke last was read.
+    let mut first = record("c1", at(30), "first");
+    first.last_inbound_at = Some(at(30));
+    first.last_message_direction = Some(Direction::Inbound);
+    first.awaiting_reply = Some(true);
+    poll(&store, &[first]).await;
+    assert_eq!(queued(&store).await, Vec::<String>::new());
+    assert_eq!(outbound_message(&store, "ev1").await, EventOutcome::Applied);
+    // Queued from the activity mirrored before.
+    assert_eq!(queued(&store).await, ["items:since"]);
     // The same activity again (another event id): nothing moves, nothing more is queued.
-    store.apply_event(&write("ev2", patch)).await.unwrap();
-    assert_eq!(queued().await, after);
+    outbound_message(&store, "ev2").await;
+    assert_eq!(queued(&store).await, ["items:since"]);
+    store.close().await;
+}
+
+/// An event that moves the activity of a conversation whose reply state was never read
+/// (archived or dormant when first listed) queues the follow-up from the start, as a poll
+/// does: reading only after the mirrored activity would never read the messages before
+/// it, such as the newest outbound one (found by `webhooks::process`).
+async fn never_read_reply_state_is_followed_up_from_the_start(backend: Backend) {
+    let db = TestDb::on(backend).await;
+    let store = db.open().await;
+    poll(&store, &[record("c1", at(30), "archived when listed")]).await;
+    assert_eq!(outbound_message(&store, "ev1").await, EventOutcome::Applied);
+    assert_eq!(queued(&store).await, ["items:-"]);
     store.close().await;
 }
 
@@ -340,5 +360,6 @@ on_both_stores!(
     event_without_poll,
     duplicate_is_written_once,
     two_events_reversed,
-    moved_activity_queues_the_follow_up
+    moved_activity_queues_the_follow_up,
+    never_read_reply_state_is_followed_up_from_the_start
 );

@@ -337,16 +337,21 @@ impl Sender {
                 self.signer
                     .sign(provider, account, &body, event.sent_at_us, nonce ^ 1, true);
             self.hub.count(provider, account, WebhookOutcome::Forged);
-            self.attempt(
-                &Request {
-                    url: url.clone(),
-                    headers,
-                    body,
-                },
-                &event,
-                RetryPolicy::of(provider).timeout,
-            )
-            .await;
+            let answer = self
+                .attempt(
+                    &Request {
+                        url: url.clone(),
+                        headers,
+                        body,
+                    },
+                    &event,
+                    RetryPolicy::of(provider).timeout,
+                )
+                .await;
+            if matches!(answer, Answer::Status(StatusCode::UNAUTHORIZED)) {
+                self.hub
+                    .count(provider, account, WebhookOutcome::ForgedRefused);
+            }
         }
         let pad = oversize.then(|| self.hub.faults(provider).oversize_len());
         if oversize {

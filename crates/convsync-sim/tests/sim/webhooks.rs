@@ -440,6 +440,11 @@ async fn each_fault_happens_at_its_rate_and_the_same_seed_repeats_it() {
     assert_eq!(got.len(), sent + duplicated + forged + replayed);
     let forgeries = got.iter().filter(|r| !spruce_valid(&run.secret, r)).count();
     assert_eq!(forgeries, forged);
+    // Only a 401 counts a forged copy as refused; this receiver answered every copy 200.
+    assert_eq!(
+        counts.total(Platform::Spruce, WebhookOutcome::ForgedRefused),
+        0
+    );
     let now = "2026-03-01T12:00:00.000Z";
     let stale = got
         .iter()
