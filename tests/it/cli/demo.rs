@@ -79,8 +79,9 @@ fn demo_leaves_a_non_empty_mirror() {
         stdout.contains("works only while this demo runs"),
         "{stdout}"
     );
-    // D365's listing does not say who wrote last: only its events do (an agent's message
-    // answers the conversation), so "awaiting" counts the rows they told about.
+    // D365's listing does not say who wrote last: its message follow-ups (on with webhooks,
+    // `messages = true`) and its events (an agent's message answers the conversation) do,
+    // so "awaiting" counts the rows they told about.
     let db = demo_dir.join("mirror.db");
     let known = counts_by_key(
         &db,
