@@ -26,6 +26,7 @@ mod core;
 mod counters;
 mod cursors;
 mod d365;
+pub mod entra;
 mod fake;
 mod faults;
 mod frontend;

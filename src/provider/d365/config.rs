@@ -8,10 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::webhook::entra::{EntraRules, EntraTokenCheck};
 use super::{D365, D365Webhooks};
 use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
-use crate::http::{AuthScheme, RateQuota};
+use crate::http::jwks::{JwksPolicy, SigningKeys};
+use crate::http::{AuthScheme, HttpSettings, RateQuota};
 use crate::provider::{ProviderDefaults, ProviderKind, ProviderSetup, SetupContext};
 use crate::secret::SecretRef;
 
@@ -23,6 +25,10 @@ const DEFAULT_ZONE: &str = "crm";
 
 /// The largest page the list endpoint accepts (error 30007 above it).
 pub(super) const MAX_PAGE_SIZE: u32 = 250;
+
+/// How long one fetch of the Entra signing keys may take: webhook requests wait for it, and
+/// D365 gives each delivery 10 s.
+const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Share of the cycle's requests that message follow-ups may use by default.
 const DEFAULT_MESSAGES_SHARE: f64 = 0.1;
@@ -83,11 +89,43 @@ pub struct D365Config {
     /// (2025-04 docs), for a gateway that refuses unknown headers.
     #[serde(default)]
     pub header_names: Option<String>,
-    /// The token the channel's webhook requests carry (`x-ms-token`, or `Authorization:
-    /// Bearer`), as a secret reference. When set, the receiver accepts the activities posted
-    /// to `/webhooks/NAME/v3/conversations/{id}/activities` (docs/webhooks.md).
+    /// The static token the channel's webhook requests carry (`x-ms-token`, or
+    /// `Authorization: Bearer`), as a secret reference. When set, the receiver accepts the
+    /// activities posted to `/webhooks/NAME/v3/conversations/{id}/activities`
+    /// (docs/webhooks.md). Not together with `webhook_entra`.
     #[serde(default)]
     pub webhook_token: Option<SecretRef>,
+    /// The Entra app whose access tokens the channel's webhook requests carry in
+    /// `Authorization: Bearer` (Microsoft's 2025-09 docs): when set, the receiver accepts
+    /// requests whose token passes the checks of docs/webhooks.md. Not together with
+    /// `webhook_token`.
+    #[serde(default)]
+    pub webhook_entra: Option<WebhookEntraConfig>,
+}
+
+/// `webhook_entra = { … }`: which Entra access tokens authenticate webhook requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEntraConfig {
+    /// The directory (tenant) id, a GUID: tokens must carry it as `tid` and come from its
+    /// issuer.
+    pub tenant_id: String,
+    /// The accepted `aud` values: the registered app's client id (v2 tokens) and/or its
+    /// application id URI (`api://…`, v1 tokens). At least one.
+    pub audiences: Vec<String>,
+    /// The callers (client ids, the token's `azp` or `appid`) accepted; empty or absent:
+    /// any app of the tenant that can get a token for the audience.
+    #[serde(default)]
+    pub allowed_client_ids: Vec<String>,
+    /// Where the tenant's signing keys are published; default
+    /// `{login_url}/{tenant_id}/discovery/v2.0/keys`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The accepted `iss` values; default the tenant's v2
+    /// (`https://login.microsoftonline.com/{tenant_id}/v2.0`) and v1
+    /// (`https://sts.windows.net/{tenant_id}/`) issuers. Sovereign clouds set theirs.
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
 }
 
 /// The names the channel and organization headers are sent under (`header_names`).
@@ -209,9 +247,18 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
         messages: cfg.messages,
         messages_share,
     };
-    let webhooks = match &cfg.webhook_token {
-        None => None,
-        Some(reference) => {
+    let webhooks = match (&cfg.webhook_token, &cfg.webhook_entra) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                key("webhook_entra"),
+                "is set together with webhook_token: a bearer value cannot be both a static \
+                 token and an Entra access token. Keep webhook_token for a channel that sends \
+                 a fixed token (x-ms-token, or a static Authorization: Bearer), or \
+                 webhook_entra for one that sends tokens of its registered Entra app",
+            ));
+        }
+        (Some(reference), None) => {
             let token = reference.resolve().map_err(|e| {
                 ConfigError::new(
                     key("webhook_token"),
@@ -224,9 +271,16 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
                     "is empty: give the token the channel's webhook requests carry",
                 ));
             }
-            Some(D365Webhooks::new(token).reading_messages(settings.messages))
+            Some(D365Webhooks::new(token))
         }
-    };
+        (None, Some(entra)) => Some(D365Webhooks::entra(entra_check(
+            entra,
+            &login_url,
+            &key("webhook_entra"),
+            source_name(ctx.key),
+        )?)),
+    }
+    .map(|webhooks| webhooks.reading_messages(settings.messages));
     Ok(vec![ProviderSetup {
         provider: Arc::new(D365::new(settings).with_webhooks(webhooks)),
         auth: AuthScheme::ClientCredentials(ClientCredentials {
@@ -241,6 +295,76 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
         name_suffix: None,
         defaults: defaults(),
     }])
+}
+
+/// The Entra token check of `webhook_entra`, its keys fetched from the tenant's key set.
+fn entra_check(
+    cfg: &WebhookEntraConfig,
+    login_url: &Url,
+    key: &str,
+    owner: &str,
+) -> Result<EntraTokenCheck, ConfigError> {
+    let field = |name: &str| format!("{key}.{name}");
+    let tenant_id = guid(&field("tenant_id"), &cfg.tenant_id)?;
+    let audiences = cfg
+        .audiences
+        .iter()
+        .map(|audience| required(&field("audiences"), audience))
+        .collect::<Result<Vec<_>, _>>()?;
+    if audiences.is_empty() {
+        return Err(ConfigError::new(
+            field("audiences"),
+            "is empty: give the registered app's client id and/or application id URI",
+        ));
+    }
+    let allowed_client_ids = cfg
+        .allowed_client_ids
+        .iter()
+        .map(|id| guid(&field("allowed_client_ids"), id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let issuers = match &cfg.issuers {
+        None => EntraRules::default_issuers(&tenant_id),
+        Some(issuers) if issuers.is_empty() => {
+            return Err(ConfigError::new(
+                field("issuers"),
+                "is empty: leave it out for the tenant's own issuers",
+            ));
+        }
+        Some(issuers) => issuers
+            .iter()
+            .map(|issuer| required(&field("issuers"), issuer))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let jwks_url = match &cfg.jwks_url {
+        Some(url) => validate_base_url(&field("jwks_url"), url)?,
+        None => {
+            let base = login_url.as_str().trim_end_matches('/');
+            Url::parse(&format!("{base}/{tenant_id}/discovery/v2.0/keys")).map_err(|e| {
+                ConfigError::new(field("jwks_url"), format!("cannot build the URL: {e}"))
+            })?
+        }
+    };
+    let client = crate::http::build_client(&HttpSettings {
+        timeout: JWKS_TIMEOUT,
+        connect_timeout: JWKS_TIMEOUT,
+        ..HttpSettings::default()
+    })
+    .map_err(|e| ConfigError::new(key, format!("cannot build an HTTP client: {e}")))?;
+    let keys = SigningKeys::new(jwks_url, client, JwksPolicy::default(), owner.to_owned());
+    let rules = EntraRules {
+        tenant_id,
+        audiences,
+        issuers,
+        allowed_client_ids,
+    };
+    Ok(EntraTokenCheck::new(rules, Arc::new(keys)))
+}
+
+/// The source's name in `sources[NAME]`, for log lines.
+fn source_name(key: &str) -> &str {
+    key.strip_prefix("sources[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(key)
 }
 
 /// A D365 entry is one account, named as written.
@@ -403,6 +527,7 @@ mod tests {
             messages_share: None,
             header_names: None,
             webhook_token: None,
+            webhook_entra: None,
         }
     }
 

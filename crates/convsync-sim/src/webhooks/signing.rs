@@ -35,7 +35,7 @@ const HIGHLEVEL_WEBHOOK_PRIVATE_KEY_PEM: &str =
     include_str!("../../../../src/provider/highlevel/testdata/webhook-test-only-private-key.pem");
 
 /// The DER bytes of the first PEM block in `pem` (text around the block is ignored).
-fn pem_der(pem: &str) -> Option<Vec<u8>> {
+pub(crate) fn pem_der(pem: &str) -> Option<Vec<u8>> {
     let text: String = pem
         .lines()
         .skip_while(|line| !line.starts_with("-----BEGIN"))
