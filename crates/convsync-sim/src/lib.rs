@@ -158,6 +158,13 @@ impl SimHandle {
         &self.core.accounts
     }
 
+    /// Whether D365's webhooks authenticate with Entra access tokens in `Authorization:
+    /// Bearer` (a 2025-09 tenant, `--d365-header-names plain`) rather than a static
+    /// `x-ms-token`: a daemon then configures `webhook_entra`, not `webhook_token`.
+    pub fn d365_sends_entra_tokens(&self) -> bool {
+        self.core.webhooks.settings.d365_bearer
+    }
+
     /// Truth of one account: every conversation ever created (deleted ones flagged),
     /// changes included immediately, with the time each becomes visible.
     pub async fn truth(

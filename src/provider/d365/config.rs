@@ -558,6 +558,105 @@ mod tests {
         }
     }
 
+    const TENANT: &str = "7d3c1a52-9b4e-4f0a-8c61-2e5d9f7b3a18";
+
+    fn entra() -> WebhookEntraConfig {
+        WebhookEntraConfig {
+            tenant_id: TENANT.to_uppercase(),
+            audiences: vec!["api://convsync-webhook".into()],
+            allowed_client_ids: Vec::new(),
+            jwks_url: None,
+            issuers: None,
+        }
+    }
+
+    /// `webhook_entra` alone gives the source a webhook checking Entra tokens, with the
+    /// key set under `login_url` unless `jwks_url` says otherwise.
+    #[test]
+    fn webhook_entra_gives_the_source_an_entra_checked_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&dir, Some("s3cr3t-value\n"));
+        cfg.webhook_entra = Some(entra());
+        assert!(setup(&cfg, &ctx()).unwrap()[0].provider.webhooks().is_some());
+        let keys_url = |settings: &WebhookEntraConfig, login_url: &str| {
+            let login_url = Url::parse(login_url).unwrap();
+            entra_check(settings, &login_url, "k", "cc")
+                .unwrap()
+                .keys()
+                .url()
+                .to_string()
+        };
+        assert_eq!(
+            keys_url(&entra(), DEFAULT_LOGIN_URL),
+            format!("https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys")
+        );
+        assert_eq!(
+            keys_url(&entra(), "http://127.0.0.1:4010/"),
+            format!("http://127.0.0.1:4010/{TENANT}/discovery/v2.0/keys")
+        );
+        let overridden = WebhookEntraConfig {
+            jwks_url: Some("https://keys.example.test/jwks".into()),
+            issuers: Some(vec!["https://login.microsoftonline.us/x/v2.0".into()]),
+            allowed_client_ids: vec!["3F2B1A90-7C6D-4E5F-8A9B-0C1D2E3F4A5B".into()],
+            ..entra()
+        };
+        assert_eq!(
+            keys_url(&overridden, DEFAULT_LOGIN_URL),
+            "https://keys.example.test/jwks"
+        );
+    }
+
+    /// A static token and Entra tokens together are ambiguous; each Entra setting is
+    /// checked with its key named.
+    #[test]
+    fn ambiguous_or_broken_entra_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&dir, Some("s3cr3t-value\n"));
+        let path = dir.path().join("webhook-token");
+        std::fs::write(&path, "hook-token\n").unwrap();
+        cfg.webhook_token = Some(SecretRef::File { file: path });
+        cfg.webhook_entra = Some(entra());
+        let err = setup(&cfg, &ctx()).unwrap_err();
+        assert_eq!(err.key, "sources[cc].d365.webhook_entra", "{err}");
+        assert!(err.to_string().contains("webhook_token"), "{err}");
+        cfg.webhook_token = None;
+        let broken: [(fn(&mut WebhookEntraConfig), &str); 6] = [
+            (|e| e.tenant_id = "contoso.onmicrosoft.com".into(), "tenant_id"),
+            (|e| e.audiences.clear(), "audiences"),
+            (|e| e.audiences = vec![" ".into()], "audiences"),
+            (|e| e.allowed_client_ids = vec!["my-app".into()], "allowed_client_ids"),
+            (|e| e.jwks_url = Some("http://keys.example.test/".into()), "jwks_url"),
+            (|e| e.issuers = Some(Vec::new()), "issuers"),
+        ];
+        for (breaks, field) in broken {
+            let mut settings = entra();
+            breaks(&mut settings);
+            cfg.webhook_entra = Some(settings);
+            let err = setup(&cfg, &ctx()).unwrap_err();
+            assert_eq!(err.key, format!("sources[cc].d365.webhook_entra.{field}"), "{err}");
+        }
+    }
+
+    /// The TOML form of the documentation parses, and a misspelt key is refused.
+    #[test]
+    fn webhook_entra_parses_from_toml() {
+        use figment::providers::Format as _;
+        let text = format!(
+            "tenant_id = \"{TENANT}\"\naudiences = [\"api://convsync-webhook\"]\nallowed_client_ids = [\"3f2b1a90-7c6d-4e5f-8a9b-0c1d2e3f4a5b\"]\n"
+        );
+        let parsed: WebhookEntraConfig =
+            figment::Figment::from(figment::providers::Toml::string(&text))
+                .extract()
+                .unwrap();
+        assert_eq!(parsed.audiences, ["api://convsync-webhook"]);
+        let misspelt = format!("{text}audience = \"x\"\n");
+        assert!(
+            figment::Figment::from(figment::providers::Toml::string(&misspelt))
+                .extract::<WebhookEntraConfig>()
+                .is_err()
+        );
+    }
+
     fn ctx() -> SetupContext<'static> {
         SetupContext { key: "sources[cc]" }
     }

@@ -519,3 +519,55 @@ async fn a_receiver_restart_with_events_in_flight_loses_none_the_provider_retrie
     site.app.assert_mirror_matches_truth().await;
     site.shutdown().await;
 }
+
+/// A 2025-09 D365 tenant authenticates its webhooks with Entra access tokens: the daemon,
+/// configured with `webhook_entra` as `sim_config` writes it, checks each against the
+/// tenant's signing keys, which it fetches from the simulator once; forged tokens (signed
+/// with an unpublished key under a published key's id) are refused as invalid and write
+/// nothing; the reconciliation poll then finds the D365 mirror equal to the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d365_entra_tokens_are_checked_against_the_tenants_published_keys() {
+    let site = Site::start(2404, |o| {
+        o.d365_header_names = convsync_sim::options::D365HeaderNames::Plain;
+    })
+    .await;
+    assert!(site.sim.d365_sends_entra_tokens());
+    site.sim.set_webhook_faults(
+        Platform::D365,
+        WebhookFaults {
+            forge_ratio: 0.3,
+            ..WebhookFaults::default()
+        },
+    );
+    site.activity(40).await;
+    let counts = site.settled().await;
+    let scrape = site.scrape().await;
+    let (provider, entry) = ENTRIES[0];
+    let generated = counts.total(provider, WebhookOutcome::Generated);
+    let forged = counts.total(provider, WebhookOutcome::Forged);
+    assert!(generated > 0 && forged > 0, "{counts:?}");
+    assert_taken(&scrape, provider, entry, generated);
+    let invalid = entry_sum(
+        &scrape,
+        "convsync_webhook_events_total",
+        entry,
+        &[("outcome", "rejected"), ("reason", "invalid_token")],
+    );
+    assert_eq!(invalid, forged as f64, "{counts:?}");
+    let rejected = entry_sum(
+        &scrape,
+        "convsync_webhook_events_total",
+        entry,
+        &[("outcome", "rejected")],
+    );
+    assert_eq!(rejected, invalid, "no other refusal");
+    let key_fetches = site
+        .sim
+        .request_counts()
+        .total(provider, "/discovery/v2.0/keys");
+    assert_eq!(key_fetches, 1, "the tenant's keys fetched once for every token");
+    // What this test is about is D365's: its source is compared with the truth.
+    site.app.sync_caught_up(Sweep::Now).await;
+    site.app.assert_source_matches_truth(entry).await;
+    site.shutdown().await;
+}
