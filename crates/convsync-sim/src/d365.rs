@@ -145,7 +145,11 @@ async fn signing_keys(State(shared): State<Arc<Shared>>, Path(tenant): Path<Stri
         );
     }
     let mut response = super::entra::TEST_JWKS.into_response();
-    wire::set_header(&mut response, "content-type", "application/json; charset=utf-8");
+    wire::set_header(
+        &mut response,
+        "content-type",
+        "application/json; charset=utf-8",
+    );
     response
 }
 

@@ -26,7 +26,7 @@ const TEST_KEYS: [&str; 2] = [
     include_str!("../../../src/provider/d365/testdata/entra-test-only-key-2.pem"),
 ];
 
-/// The key ids of [`TEST_KEYS`] in the published sets.
+/// The key ids of the two TEST-ONLY keys in the published sets.
 pub const TEST_KEY_IDS: [&str; 2] = ["test-only-key-1", "test-only-key-2"];
 
 /// The tenant's v2 issuer, as Entra writes it into `iss`.

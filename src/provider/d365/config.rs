@@ -577,7 +577,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(&dir, Some("s3cr3t-value\n"));
         cfg.webhook_entra = Some(entra());
-        assert!(setup(&cfg, &ctx()).unwrap()[0].provider.webhooks().is_some());
+        assert!(
+            setup(&cfg, &ctx()).unwrap()[0]
+                .provider
+                .webhooks()
+                .is_some()
+        );
         let keys_url = |settings: &WebhookEntraConfig, login_url: &str| {
             let login_url = Url::parse(login_url).unwrap();
             entra_check(settings, &login_url, "k", "cc")
@@ -620,12 +625,22 @@ mod tests {
         assert_eq!(err.key, "sources[cc].d365.webhook_entra", "{err}");
         assert!(err.to_string().contains("webhook_token"), "{err}");
         cfg.webhook_token = None;
-        let broken: [(fn(&mut WebhookEntraConfig), &str); 6] = [
-            (|e| e.tenant_id = "contoso.onmicrosoft.com".into(), "tenant_id"),
+        type Breaks = fn(&mut WebhookEntraConfig);
+        let broken: [(Breaks, &str); 6] = [
+            (
+                |e| e.tenant_id = "contoso.onmicrosoft.com".into(),
+                "tenant_id",
+            ),
             (|e| e.audiences.clear(), "audiences"),
             (|e| e.audiences = vec![" ".into()], "audiences"),
-            (|e| e.allowed_client_ids = vec!["my-app".into()], "allowed_client_ids"),
-            (|e| e.jwks_url = Some("http://keys.example.test/".into()), "jwks_url"),
+            (
+                |e| e.allowed_client_ids = vec!["my-app".into()],
+                "allowed_client_ids",
+            ),
+            (
+                |e| e.jwks_url = Some("http://keys.example.test/".into()),
+                "jwks_url",
+            ),
             (|e| e.issuers = Some(Vec::new()), "issuers"),
         ];
         for (breaks, field) in broken {
@@ -633,7 +648,11 @@ mod tests {
             breaks(&mut settings);
             cfg.webhook_entra = Some(settings);
             let err = setup(&cfg, &ctx()).unwrap_err();
-            assert_eq!(err.key, format!("sources[cc].d365.webhook_entra.{field}"), "{err}");
+            assert_eq!(
+                err.key,
+                format!("sources[cc].d365.webhook_entra.{field}"),
+                "{err}"
+            );
         }
     }
 

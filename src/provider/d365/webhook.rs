@@ -57,7 +57,7 @@ enum Credential {
     /// A static token, in `x-ms-token` or `Authorization: Bearer` (`webhook_token`).
     Token(Secret),
     /// An Entra-issued access token in `Authorization: Bearer` (`webhook_entra`).
-    Entra(EntraTokenCheck),
+    Entra(Box<EntraTokenCheck>),
 }
 
 /// The webhooks of a D365 source: how its requests are authenticated.
@@ -80,7 +80,7 @@ impl D365Webhooks {
     /// Accepts requests whose `Authorization: Bearer` token passes `check`.
     pub fn entra(check: EntraTokenCheck) -> Self {
         D365Webhooks {
-            credential: Credential::Entra(check),
+            credential: Credential::Entra(Box::new(check)),
             follow_up_on_activity: None,
         }
     }

@@ -565,7 +565,10 @@ async fn d365_entra_tokens_are_checked_against_the_tenants_published_keys() {
         .sim
         .request_counts()
         .total(provider, "/discovery/v2.0/keys");
-    assert_eq!(key_fetches, 1, "the tenant's keys fetched once for every token");
+    assert_eq!(
+        key_fetches, 1,
+        "the tenant's keys fetched once for every token"
+    );
     // What this test is about is D365's: its source is compared with the truth.
     site.app.sync_caught_up(Sweep::Now).await;
     site.app.assert_source_matches_truth(entry).await;

@@ -719,7 +719,9 @@ async fn the_control_api_drives_webhooks_and_d365_can_send_a_bearer_token() {
     assert_eq!(got[0].body, got[1].body, "a duplicate is byte for byte");
     // A 2025-09 tenant sends an Entra access token (a JWT) that its published keys verify.
     let authorization = got[0].header("authorization");
-    let token = authorization.strip_prefix("Bearer ").expect("a bearer token");
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .expect("a bearer token");
     assert_eq!(token.split('.').count(), 3, "{token}");
     assert_eq!(got[0].header("x-ms-token"), "");
     let d365_account = &sim.accounts().d365[0];
