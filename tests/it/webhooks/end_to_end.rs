@@ -561,6 +561,7 @@ async fn d365_entra_tokens_are_checked_against_the_tenants_published_keys() {
         &[("outcome", "rejected")],
     );
     assert_eq!(rejected, invalid, "no other refusal");
+    println!("D365: {generated} events, {forged} forged copies refused as invalid_token");
     let key_fetches = site
         .sim
         .request_counts()
@@ -569,7 +570,83 @@ async fn d365_entra_tokens_are_checked_against_the_tenants_published_keys() {
         key_fetches, 1,
         "the tenant's keys fetched once for every token"
     );
+    let forged_recorded: i64 = site
+        .app
+        .store()
+        .sql_value(&format!(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE source = '{entry}' \
+             AND event_id LIKE '%-forged-%'"
+        ))
+        .await;
+    assert_eq!(forged_recorded, 0, "forged events recorded");
     // What this test is about is D365's: its source is compared with the truth.
+    site.app.sync_caught_up(Sweep::Now).await;
+    site.app.assert_source_matches_truth(entry).await;
+    site.shutdown().await;
+}
+
+/// While the tenant's signing keys cannot be fetched, a D365 event is neither accepted nor
+/// refused for good: it is answered 503 (D365 sends it again), counted as
+/// `keys_unavailable`, and writes nothing; the failed fetch is not repeated for every
+/// request; the reconciliation poll then brings the D365 mirror up to the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d365_events_are_deferred_while_the_tenants_keys_cannot_be_fetched() {
+    let site = Site::start(2405, |o| {
+        o.d365_header_names = convsync_sim::options::D365HeaderNames::Plain;
+        o.webhook_retry_scale = 0.001;
+    })
+    .await;
+    let (provider, entry) = ENTRIES[0];
+    // Every D365 request fails, the key set's included (the token endpoint is spared).
+    site.sim.set_faults(
+        provider,
+        convsync_sim::Faults {
+            error_5xx_ratio: 1.0,
+            ..convsync_sim::Faults::default()
+        },
+    );
+    site.activity(80).await;
+    let counts = site.settled().await;
+    let scrape = site.scrape().await;
+    let generated = counts.total(provider, WebhookOutcome::Generated);
+    assert!(generated > 0, "{counts:?}");
+    assert_eq!(
+        counts.total(provider, WebhookOutcome::Delivered),
+        0,
+        "{counts:?}"
+    );
+    let events = |labels: &[(&str, &str)]| {
+        entry_sum(&scrape, "convsync_webhook_events_total", entry, labels)
+    };
+    let unavailable = events(&[("outcome", "rejected"), ("reason", "keys_unavailable")]);
+    assert!(
+        unavailable >= generated as f64,
+        "{unavailable} deferred for {generated} events"
+    );
+    assert_eq!(events(&[("outcome", "rejected")]), unavailable);
+    assert_eq!(events(&[("outcome", "accepted")]), 0.0);
+    let recorded: i64 = site
+        .app
+        .store()
+        .sql_value(&format!(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE source = '{entry}'"
+        ))
+        .await;
+    assert_eq!(recorded, 0, "nothing written");
+    let key_fetches = site
+        .sim
+        .request_counts()
+        .total(provider, "/discovery/v2.0/keys");
+    println!(
+        "D365: {generated} events, {unavailable} requests deferred (503), {key_fetches} key fetches"
+    );
+    // One failed fetch, then none for 30 s (two if this test ran past that gap).
+    assert!(
+        (1..=2).contains(&key_fetches) && unavailable >= 4.0 * key_fetches as f64,
+        "{key_fetches} key fetches for {unavailable} deferred requests"
+    );
+    site.sim
+        .set_faults(provider, convsync_sim::Faults::default());
     site.app.sync_caught_up(Sweep::Now).await;
     site.app.assert_source_matches_truth(entry).await;
     site.shutdown().await;
