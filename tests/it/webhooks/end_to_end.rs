@@ -539,7 +539,7 @@ async fn d365_entra_tokens_are_checked_against_the_tenants_published_keys() {
             ..WebhookFaults::default()
         },
     );
-    site.activity(40).await;
+    site.activity(120).await;
     let counts = site.settled().await;
     let scrape = site.scrape().await;
     let (provider, entry) = ENTRIES[0];
