@@ -32,10 +32,11 @@ pub struct SourceTuning {
     /// Use HighLevel's OAuth refresh-token flow instead of private integration tokens.
     pub highlevel_oauth: bool,
     /// Give every source the key its simulated webhooks are signed with (`webhook_secret`,
-    /// `webhook_token`, `webhook_public_key`), so a daemon with `[webhooks] listen` takes
-    /// the events the simulator sends to `--webhook-base`. D365 sources then read their
-    /// messages too (`messages = true`): D365 events carry message facts, and a poll that
-    /// never reads them would leave a row whose message columns only events ever filled.
+    /// `webhook_token` or, for a 2025-09 D365 tenant, `webhook_entra`, `webhook_public_key`),
+    /// so a daemon with `[webhooks] listen` takes the events the simulator sends to
+    /// `--webhook-base`. D365 sources then read their messages too (`messages = true`):
+    /// D365 events carry message facts, and a poll that never reads them would leave a row
+    /// whose message columns only events ever filled.
     pub webhooks: Option<WebhookKeys>,
 }
 
@@ -158,8 +159,18 @@ pub fn convsync_sources(
             a.scope
         );
         if tuning.webhooks.is_some() {
-            let reference = secret(format!("SIM_D365_WEBHOOK_TOKEN_{i}"), &a.webhook_token);
-            let _ = writeln!(out, "messages = true\nwebhook_token = {reference}\n");
+            let _ = writeln!(out, "messages = true");
+            if handle.d365_sends_entra_tokens() {
+                // A 2025-09 tenant: Entra tokens of the channel's app, for its client id.
+                let _ = writeln!(
+                    out,
+                    "webhook_entra = {{ tenant_id = \"{}\", audiences = [\"{}\"], allowed_client_ids = [\"{}\"] }}\n",
+                    a.tenant_id, a.client_id, a.client_id
+                );
+            } else {
+                let reference = secret(format!("SIM_D365_WEBHOOK_TOKEN_{i}"), &a.webhook_token);
+                let _ = writeln!(out, "webhook_token = {reference}\n");
+            }
         }
     }
     for (i, a) in accounts.spruce.iter().enumerate() {

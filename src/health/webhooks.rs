@@ -6,7 +6,8 @@
 //! 1. the path names a configured entry that takes events (404 otherwise);
 //! 2. the body fits `max_body_bytes` (413, read no further);
 //! 3. the provider authenticates it (401, counted by reason, logged without the body or
-//!    the key, nothing written);
+//!    the key, nothing written; 503 when what the token is checked against cannot be
+//!    fetched now, so that the provider sends it again);
 //! 4. the provider parses it (400 `malformed`);
 //! 5. each event was sent within the replay window (400 `stale`: a replay or an event held
 //!    back too long, nothing written; never 429, which HighLevel would retry);
@@ -181,9 +182,13 @@ impl Receiver {
             headers,
             body: &body,
         };
-        if let Err(rejection) = webhooks.authenticate(&request) {
+        if let Err(rejection) = webhooks.authenticate(&request).await {
             self.metrics.rejected(&first.source, rejection.reason());
-            // The rejection names the header only: never the body or the key.
+            // The rejection names the header only: never the body, the token or the key.
+            if rejection.is_retryable() {
+                tracing::warn!(source = %first.source, reason = rejection.reason(), error = %rejection, "webhook deferred: it cannot be authenticated now; the provider is asked to send it again");
+                return busy(first.provider.kind());
+            }
             tracing::warn!(source = %first.source, reason = rejection.reason(), error = %rejection, "webhook refused");
             return StatusCode::UNAUTHORIZED;
         }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod jwks;
 pub mod limiter;
 pub mod policy;
 pub mod request;

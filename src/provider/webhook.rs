@@ -50,6 +50,23 @@ pub enum WebhookRejection {
         /// The header that carried it.
         header: &'static str,
     },
+    /// The bearer token is not one the source accepts (D365's Entra-issued tokens): the
+    /// problem names the check that failed, never the token.
+    #[error("invalid token in {header}: {problem}")]
+    InvalidToken {
+        /// The header that carried it.
+        header: &'static str,
+        /// Which check failed.
+        problem: &'static str,
+    },
+    /// What the token is checked against (an identity provider's signing keys) cannot be
+    /// had now: the request is neither accepted nor refused for good, and the provider is
+    /// asked to send it again.
+    #[error("the keys to check the {header} token against cannot be fetched")]
+    KeysUnavailable {
+        /// The header that carried the token.
+        header: &'static str,
+    },
     /// Authentic, but not what the provider documents.
     #[error("malformed event: {0}")]
     Malformed(String),
@@ -61,8 +78,16 @@ impl WebhookRejection {
         match self {
             WebhookRejection::MissingSignature { .. } => "missing_signature",
             WebhookRejection::BadSignature { .. } => "bad_signature",
+            WebhookRejection::InvalidToken { .. } => "invalid_token",
+            WebhookRejection::KeysUnavailable { .. } => "keys_unavailable",
             WebhookRejection::Malformed(_) => "malformed",
         }
+    }
+
+    /// Whether the request may succeed when sent again unchanged (the receiver then asks
+    /// the provider to retry instead of answering 401).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WebhookRejection::KeysUnavailable { .. })
     }
 }
 
@@ -135,10 +160,12 @@ pub enum WebhookChange {
 }
 
 /// A provider's webhooks: how a request is authenticated and what its body means.
+#[async_trait::async_trait]
 pub trait Webhooks: Send + Sync {
     /// Accepts the request only when its signature or token matches the source's key.
     /// Called before [`Webhooks::parse`], which never sees an unauthenticated body.
-    fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection>;
+    /// Asynchronous because a key may have to be fetched first (D365's Entra signing keys).
+    async fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection>;
 
     /// Reads an authenticated request into its events (usually one).
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<WebhookEvent>, WebhookRejection>;

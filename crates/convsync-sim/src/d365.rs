@@ -3,6 +3,8 @@
 //!
 //! * `POST /{tenant}/oauth2/v2.0/token` — Entra client-credentials token (Entra error
 //!   shape: `error`, `error_description`, `error_codes`, …).
+//! * `GET /{tenant}/discovery/v2.0/keys` — the tenant's signing keys (a JWK set), which
+//!   verify the access tokens the 2025-09 webhook sends ([`super::entra`]).
 //! * `GET /api/v1.0/consumer/conversations` — active conversations only, ascending by
 //!   creation time (or shuffled), `StartTimeStamp` strictly after (or inclusive),
 //!   `PageSize` 1–250, GUID `ContinuationToken` bound to the other parameters.
@@ -45,6 +47,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         shared,
         Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/{tenant}/discovery/v2.0/keys", get(signing_keys))
             .route("/api/v1.0/consumer/conversations", get(list_conversations))
             .route(
                 "/api/v1.0/consumer/conversation/{id}/messages",
@@ -124,6 +127,30 @@ fn entra_error(status: StatusCode, error: &str, code: u32, description: &str) ->
             "correlation_id": guid(rand::random::<u128>()),
         }),
     )
+}
+
+/// The published key set of a known tenant (Entra answers an unknown one with AADSTS90002).
+async fn signing_keys(State(shared): State<Arc<Shared>>, Path(tenant): Path<String>) -> Response {
+    if !shared
+        .accounts
+        .d365
+        .iter()
+        .any(|a| a.tenant_id.eq_ignore_ascii_case(&tenant))
+    {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant",
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
+    }
+    let mut response = super::entra::TEST_JWKS.into_response();
+    wire::set_header(
+        &mut response,
+        "content-type",
+        "application/json; charset=utf-8",
+    );
+    response
 }
 
 async fn token(

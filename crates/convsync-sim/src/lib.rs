@@ -26,6 +26,7 @@ mod core;
 mod counters;
 mod cursors;
 mod d365;
+pub mod entra;
 mod fake;
 mod faults;
 mod frontend;
@@ -155,6 +156,13 @@ impl SimHandle {
     /// Accounts and credentials, to write a convsync configuration.
     pub fn accounts(&self) -> &SimAccounts {
         &self.core.accounts
+    }
+
+    /// Whether D365's webhooks authenticate with Entra access tokens in `Authorization:
+    /// Bearer` (a 2025-09 tenant, `--d365-header-names plain`) rather than a static
+    /// `x-ms-token`: a daemon then configures `webhook_entra`, not `webhook_token`.
+    pub fn d365_sends_entra_tokens(&self) -> bool {
+        self.core.webhooks.settings.d365_bearer
     }
 
     /// Truth of one account: every conversation ever created (deleted ones flagged),

@@ -30,7 +30,8 @@ pub enum D365HeaderNames {
     /// Either pair (a request carrying both is fine too).
     #[default]
     Either,
-    /// Only `channel-id` / `organization-id` (the 2025-09 docs).
+    /// Only `channel-id` / `organization-id` (the 2025-09 docs); its webhooks carry Entra
+    /// access tokens in `Authorization: Bearer`, as that generation documents.
     Plain,
     /// Only `x-ms-channel-id` / `x-ms-organization-id` (the 2025-04 docs).
     #[value(name = "x-ms")]

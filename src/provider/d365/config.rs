@@ -8,10 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::webhook::entra::{EntraRules, EntraTokenCheck};
 use super::{D365, D365Webhooks};
 use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::{ClientCredentials, CredentialPlacement};
-use crate::http::{AuthScheme, RateQuota};
+use crate::http::jwks::{JwksPolicy, SigningKeys};
+use crate::http::{AuthScheme, HttpSettings, RateQuota};
 use crate::provider::{ProviderDefaults, ProviderKind, ProviderSetup, SetupContext};
 use crate::secret::SecretRef;
 
@@ -23,6 +25,10 @@ const DEFAULT_ZONE: &str = "crm";
 
 /// The largest page the list endpoint accepts (error 30007 above it).
 pub(super) const MAX_PAGE_SIZE: u32 = 250;
+
+/// How long one fetch of the Entra signing keys may take: webhook requests wait for it, and
+/// D365 gives each delivery 10 s.
+const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Share of the cycle's requests that message follow-ups may use by default.
 const DEFAULT_MESSAGES_SHARE: f64 = 0.1;
@@ -83,11 +89,43 @@ pub struct D365Config {
     /// (2025-04 docs), for a gateway that refuses unknown headers.
     #[serde(default)]
     pub header_names: Option<String>,
-    /// The token the channel's webhook requests carry (`x-ms-token`, or `Authorization:
-    /// Bearer`), as a secret reference. When set, the receiver accepts the activities posted
-    /// to `/webhooks/NAME/v3/conversations/{id}/activities` (docs/webhooks.md).
+    /// The static token the channel's webhook requests carry (`x-ms-token`, or
+    /// `Authorization: Bearer`), as a secret reference. When set, the receiver accepts the
+    /// activities posted to `/webhooks/NAME/v3/conversations/{id}/activities`
+    /// (docs/webhooks.md). Not together with `webhook_entra`.
     #[serde(default)]
     pub webhook_token: Option<SecretRef>,
+    /// The Entra app whose access tokens the channel's webhook requests carry in
+    /// `Authorization: Bearer` (Microsoft's 2025-09 docs): when set, the receiver accepts
+    /// requests whose token passes the checks of docs/webhooks.md. Not together with
+    /// `webhook_token`.
+    #[serde(default)]
+    pub webhook_entra: Option<WebhookEntraConfig>,
+}
+
+/// `webhook_entra = { … }`: which Entra access tokens authenticate webhook requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEntraConfig {
+    /// The directory (tenant) id, a GUID: tokens must carry it as `tid` and come from its
+    /// issuer.
+    pub tenant_id: String,
+    /// The accepted `aud` values: the registered app's client id (v2 tokens) and/or its
+    /// application id URI (`api://…`, v1 tokens). At least one.
+    pub audiences: Vec<String>,
+    /// The callers (client ids, the token's `azp` or `appid`) accepted; empty or absent:
+    /// any app of the tenant that can get a token for the audience.
+    #[serde(default)]
+    pub allowed_client_ids: Vec<String>,
+    /// Where the tenant's signing keys are published; default
+    /// `{login_url}/{tenant_id}/discovery/v2.0/keys`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The accepted `iss` values; default the tenant's v2
+    /// (`https://login.microsoftonline.com/{tenant_id}/v2.0`) and v1
+    /// (`https://sts.windows.net/{tenant_id}/`) issuers. Sovereign clouds set theirs.
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
 }
 
 /// The names the channel and organization headers are sent under (`header_names`).
@@ -209,9 +247,18 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
         messages: cfg.messages,
         messages_share,
     };
-    let webhooks = match &cfg.webhook_token {
-        None => None,
-        Some(reference) => {
+    let webhooks = match (&cfg.webhook_token, &cfg.webhook_entra) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                key("webhook_entra"),
+                "is set together with webhook_token: a bearer value cannot be both a static \
+                 token and an Entra access token. Keep webhook_token for a channel that sends \
+                 a fixed token (x-ms-token, or a static Authorization: Bearer), or \
+                 webhook_entra for one that sends tokens of its registered Entra app",
+            ));
+        }
+        (Some(reference), None) => {
             let token = reference.resolve().map_err(|e| {
                 ConfigError::new(
                     key("webhook_token"),
@@ -224,9 +271,16 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
                     "is empty: give the token the channel's webhook requests carry",
                 ));
             }
-            Some(D365Webhooks::new(token).reading_messages(settings.messages))
+            Some(D365Webhooks::new(token))
         }
-    };
+        (None, Some(entra)) => Some(D365Webhooks::entra(entra_check(
+            entra,
+            &login_url,
+            &key("webhook_entra"),
+            source_name(ctx.key),
+        )?)),
+    }
+    .map(|webhooks| webhooks.reading_messages(settings.messages));
     Ok(vec![ProviderSetup {
         provider: Arc::new(D365::new(settings).with_webhooks(webhooks)),
         auth: AuthScheme::ClientCredentials(ClientCredentials {
@@ -241,6 +295,76 @@ pub fn setup(cfg: &D365Config, ctx: &SetupContext<'_>) -> Result<Vec<ProviderSet
         name_suffix: None,
         defaults: defaults(),
     }])
+}
+
+/// The Entra token check of `webhook_entra`, its keys fetched from the tenant's key set.
+fn entra_check(
+    cfg: &WebhookEntraConfig,
+    login_url: &Url,
+    key: &str,
+    owner: &str,
+) -> Result<EntraTokenCheck, ConfigError> {
+    let field = |name: &str| format!("{key}.{name}");
+    let tenant_id = guid(&field("tenant_id"), &cfg.tenant_id)?;
+    let audiences = cfg
+        .audiences
+        .iter()
+        .map(|audience| required(&field("audiences"), audience))
+        .collect::<Result<Vec<_>, _>>()?;
+    if audiences.is_empty() {
+        return Err(ConfigError::new(
+            field("audiences"),
+            "is empty: give the registered app's client id and/or application id URI",
+        ));
+    }
+    let allowed_client_ids = cfg
+        .allowed_client_ids
+        .iter()
+        .map(|id| guid(&field("allowed_client_ids"), id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let issuers = match &cfg.issuers {
+        None => EntraRules::default_issuers(&tenant_id),
+        Some(issuers) if issuers.is_empty() => {
+            return Err(ConfigError::new(
+                field("issuers"),
+                "is empty: leave it out for the tenant's own issuers",
+            ));
+        }
+        Some(issuers) => issuers
+            .iter()
+            .map(|issuer| required(&field("issuers"), issuer))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let jwks_url = match &cfg.jwks_url {
+        Some(url) => validate_base_url(&field("jwks_url"), url)?,
+        None => {
+            let base = login_url.as_str().trim_end_matches('/');
+            Url::parse(&format!("{base}/{tenant_id}/discovery/v2.0/keys")).map_err(|e| {
+                ConfigError::new(field("jwks_url"), format!("cannot build the URL: {e}"))
+            })?
+        }
+    };
+    let client = crate::http::build_client(&HttpSettings {
+        timeout: JWKS_TIMEOUT,
+        connect_timeout: JWKS_TIMEOUT,
+        ..HttpSettings::default()
+    })
+    .map_err(|e| ConfigError::new(key, format!("cannot build an HTTP client: {e}")))?;
+    let keys = SigningKeys::new(jwks_url, client, JwksPolicy::default(), owner.to_owned());
+    let rules = EntraRules {
+        tenant_id,
+        audiences,
+        issuers,
+        allowed_client_ids,
+    };
+    Ok(EntraTokenCheck::new(rules, Arc::new(keys)))
+}
+
+/// The source's name in `sources[NAME]`, for log lines.
+fn source_name(key: &str) -> &str {
+    key.strip_prefix("sources[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(key)
 }
 
 /// A D365 entry is one account, named as written.
@@ -403,6 +527,7 @@ mod tests {
             messages_share: None,
             header_names: None,
             webhook_token: None,
+            webhook_entra: None,
         }
     }
 
@@ -431,6 +556,124 @@ mod tests {
             let err = setup(&cfg, &ctx()).unwrap_err();
             assert_eq!(err.key, "sources[cc].d365.webhook_token", "{err}");
         }
+    }
+
+    const TENANT: &str = "7d3c1a52-9b4e-4f0a-8c61-2e5d9f7b3a18";
+
+    fn entra() -> WebhookEntraConfig {
+        WebhookEntraConfig {
+            tenant_id: TENANT.to_uppercase(),
+            audiences: vec!["api://convsync-webhook".into()],
+            allowed_client_ids: Vec::new(),
+            jwks_url: None,
+            issuers: None,
+        }
+    }
+
+    /// `webhook_entra` alone gives the source a webhook checking Entra tokens, with the
+    /// key set under `login_url` unless `jwks_url` says otherwise.
+    #[test]
+    fn webhook_entra_gives_the_source_an_entra_checked_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&dir, Some("s3cr3t-value\n"));
+        cfg.webhook_entra = Some(entra());
+        assert!(
+            setup(&cfg, &ctx()).unwrap()[0]
+                .provider
+                .webhooks()
+                .is_some()
+        );
+        let keys_url = |settings: &WebhookEntraConfig, login_url: &str| {
+            let login_url = Url::parse(login_url).unwrap();
+            entra_check(settings, &login_url, "k", "cc")
+                .unwrap()
+                .keys()
+                .url()
+                .to_string()
+        };
+        assert_eq!(
+            keys_url(&entra(), DEFAULT_LOGIN_URL),
+            format!("https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys")
+        );
+        assert_eq!(
+            keys_url(&entra(), "http://127.0.0.1:4010/"),
+            format!("http://127.0.0.1:4010/{TENANT}/discovery/v2.0/keys")
+        );
+        let overridden = WebhookEntraConfig {
+            jwks_url: Some("https://keys.example.test/jwks".into()),
+            issuers: Some(vec!["https://login.microsoftonline.us/x/v2.0".into()]),
+            allowed_client_ids: vec!["3F2B1A90-7C6D-4E5F-8A9B-0C1D2E3F4A5B".into()],
+            ..entra()
+        };
+        assert_eq!(
+            keys_url(&overridden, DEFAULT_LOGIN_URL),
+            "https://keys.example.test/jwks"
+        );
+    }
+
+    /// A static token and Entra tokens together are ambiguous; each Entra setting is
+    /// checked with its key named.
+    #[test]
+    fn ambiguous_or_broken_entra_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&dir, Some("s3cr3t-value\n"));
+        let path = dir.path().join("webhook-token");
+        std::fs::write(&path, "hook-token\n").unwrap();
+        cfg.webhook_token = Some(SecretRef::File { file: path });
+        cfg.webhook_entra = Some(entra());
+        let err = setup(&cfg, &ctx()).unwrap_err();
+        assert_eq!(err.key, "sources[cc].d365.webhook_entra", "{err}");
+        assert!(err.to_string().contains("webhook_token"), "{err}");
+        cfg.webhook_token = None;
+        type Breaks = fn(&mut WebhookEntraConfig);
+        let broken: [(Breaks, &str); 6] = [
+            (
+                |e| e.tenant_id = "contoso.onmicrosoft.com".into(),
+                "tenant_id",
+            ),
+            (|e| e.audiences.clear(), "audiences"),
+            (|e| e.audiences = vec![" ".into()], "audiences"),
+            (
+                |e| e.allowed_client_ids = vec!["my-app".into()],
+                "allowed_client_ids",
+            ),
+            (
+                |e| e.jwks_url = Some("http://keys.example.test/".into()),
+                "jwks_url",
+            ),
+            (|e| e.issuers = Some(Vec::new()), "issuers"),
+        ];
+        for (breaks, field) in broken {
+            let mut settings = entra();
+            breaks(&mut settings);
+            cfg.webhook_entra = Some(settings);
+            let err = setup(&cfg, &ctx()).unwrap_err();
+            assert_eq!(
+                err.key,
+                format!("sources[cc].d365.webhook_entra.{field}"),
+                "{err}"
+            );
+        }
+    }
+
+    /// The TOML form of the documentation parses, and a misspelt key is refused.
+    #[test]
+    fn webhook_entra_parses_from_toml() {
+        use figment::providers::Format as _;
+        let text = format!(
+            "tenant_id = \"{TENANT}\"\naudiences = [\"api://convsync-webhook\"]\nallowed_client_ids = [\"3f2b1a90-7c6d-4e5f-8a9b-0c1d2e3f4a5b\"]\n"
+        );
+        let parsed: WebhookEntraConfig =
+            figment::Figment::from(figment::providers::Toml::string(&text))
+                .extract()
+                .unwrap();
+        assert_eq!(parsed.audiences, ["api://convsync-webhook"]);
+        let misspelt = format!("{text}audience = \"x\"\n");
+        assert!(
+            figment::Figment::from(figment::providers::Toml::string(&misspelt))
+                .extract::<WebhookEntraConfig>()
+                .is_err()
+        );
     }
 
     fn ctx() -> SetupContext<'static> {

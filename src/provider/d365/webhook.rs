@@ -4,10 +4,13 @@
 //! Dynamics 365 posts the representative's side of an active conversation to
 //! `{webhook_url}/v3/conversations/{conversationId}/activities`: messages, typing, and
 //! events named by `name` (accepted, transferred, closed, …). Nothing is signed; the request
-//! carries a token, `x-ms-token` in Microsoft's 2025-04 docs and `Authorization: Bearer` in
-//! its 2025-09 docs, compared here in constant time with the configured one. The closing
-//! events are the primary closure signal; the sweep (disappearance from the active list)
-//! remains the reconciliation.
+//! carries a token: `x-ms-token` in Microsoft's 2025-04 docs, compared here in constant time
+//! with the configured static one, and `Authorization: Bearer` in its 2025-09 docs, either
+//! that same static token or an access token issued by Microsoft Entra ID to the channel's
+//! registered app, checked as a JWT ([`entra`]). The closing events are the primary closure
+//! signal; the sweep (disappearance from the active list) remains the reconciliation.
+
+pub mod entra;
 
 use crate::provider::webhook::fields::{
     self, MAX_NAME_BYTES, body_hash_id, malformed, message_activity,
@@ -18,6 +21,8 @@ use crate::provider::webhook::{
 };
 use crate::record::{DetailRequest, Direction};
 use crate::secret::Secret;
+
+use self::entra::{EntraTokenCheck, TokenRefusal};
 
 use super::D365FollowUp;
 use crate::provider::FollowUpKind;
@@ -45,19 +50,37 @@ const CLOSING: [&str; 7] = [
 /// the token, so the comparison is constant-time and independent of the tokens' lengths.
 const COMPARE_CONTEXT: &[u8] = b"convsync d365 webhook token";
 
-/// The webhooks of a D365 source: its webhook token.
+/// How a D365 source's webhook requests prove where they come from: exactly one way per
+/// source, so that a bearer value is never tried both as a static token and as a JWT.
+#[derive(Debug)]
+enum Credential {
+    /// A static token, in `x-ms-token` or `Authorization: Bearer` (`webhook_token`).
+    Token(Secret),
+    /// An Entra-issued access token in `Authorization: Bearer` (`webhook_entra`).
+    Entra(Box<EntraTokenCheck>),
+}
+
+/// The webhooks of a D365 source: how its requests are authenticated.
 #[derive(Debug)]
 pub struct D365Webhooks {
-    token: Secret,
+    credential: Credential,
     /// `messages`: the source reads each active conversation's messages.
     follow_up_on_activity: Option<&'static str>,
 }
 
 impl D365Webhooks {
-    /// Accepts requests carrying `token`.
+    /// Accepts requests carrying the static `token`.
     pub fn new(token: Secret) -> Self {
         D365Webhooks {
-            token,
+            credential: Credential::Token(token),
+            follow_up_on_activity: None,
+        }
+    }
+
+    /// Accepts requests whose `Authorization: Bearer` token passes `check`.
+    pub fn entra(check: EntraTokenCheck) -> Self {
+        D365Webhooks {
+            credential: Credential::Entra(Box::new(check)),
             follow_up_on_activity: None,
         }
     }
@@ -68,39 +91,72 @@ impl D365Webhooks {
         self.follow_up_on_activity = messages.then_some(super::D365FollowUp::Messages.as_str());
         self
     }
+}
 
-    fn matches(&self, presented: &str, header: &'static str) -> Result<(), WebhookRejection> {
-        let expected = hmac_sha256_tag(self.token.expose().as_bytes(), &[COMPARE_CONTEXT]);
-        if hmac_sha256_matches(presented.as_bytes(), &[COMPARE_CONTEXT], &expected) {
-            Ok(())
-        } else {
-            Err(WebhookRejection::BadSignature { header })
-        }
+/// Whether `presented` is `token`, compared in constant time.
+fn matches(token: &Secret, presented: &str, header: &'static str) -> Result<(), WebhookRejection> {
+    let expected = hmac_sha256_tag(token.expose().as_bytes(), &[COMPARE_CONTEXT]);
+    if hmac_sha256_matches(presented.as_bytes(), &[COMPARE_CONTEXT], &expected) {
+        Ok(())
+    } else {
+        Err(WebhookRejection::BadSignature { header })
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, or `None` when the header is
+/// absent; another scheme is refused.
+fn bearer<'r>(request: &WebhookRequest<'r>) -> Result<Option<&'r str>, WebhookRejection> {
+    let Some(value) = fields::header(request, AUTHORIZATION_HEADER)? else {
+        return Ok(None);
+    };
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(WebhookRejection::BadSignature {
+            header: AUTHORIZATION_HEADER,
+        });
+    }
+    Ok(Some(token.trim()))
+}
+
+#[async_trait::async_trait]
 impl Webhooks for D365Webhooks {
     fn follow_up_on_activity(&self) -> Option<&'static str> {
         self.follow_up_on_activity
     }
 
-    fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
-        if let Some(token) = fields::header(request, TOKEN_HEADER)? {
-            return self.matches(token, TOKEN_HEADER);
-        }
-        match fields::header(request, AUTHORIZATION_HEADER)? {
-            Some(value) => {
-                let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-                if !scheme.eq_ignore_ascii_case("bearer") {
-                    return Err(WebhookRejection::BadSignature {
+    async fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
+        match &self.credential {
+            Credential::Token(token) => {
+                if let Some(presented) = fields::header(request, TOKEN_HEADER)? {
+                    return matches(token, presented, TOKEN_HEADER);
+                }
+                match bearer(request)? {
+                    Some(presented) => matches(token, presented, AUTHORIZATION_HEADER),
+                    None => Err(WebhookRejection::MissingSignature {
+                        header: TOKEN_HEADER,
+                    }),
+                }
+            }
+            // An `x-ms-token` proves nothing here: only the Entra token is accepted.
+            Credential::Entra(check) => {
+                let Some(presented) = bearer(request)? else {
+                    return Err(WebhookRejection::MissingSignature {
                         header: AUTHORIZATION_HEADER,
                     });
-                }
-                self.matches(token.trim(), AUTHORIZATION_HEADER)
+                };
+                check
+                    .check(presented)
+                    .await
+                    .map_err(|refusal| match refusal {
+                        TokenRefusal::KeysUnavailable => WebhookRejection::KeysUnavailable {
+                            header: AUTHORIZATION_HEADER,
+                        },
+                        TokenRefusal::Invalid(problem) => WebhookRejection::InvalidToken {
+                            header: AUTHORIZATION_HEADER,
+                            problem,
+                        },
+                    })
             }
-            None => Err(WebhookRejection::MissingSignature {
-                header: TOKEN_HEADER,
-            }),
         }
     }
 

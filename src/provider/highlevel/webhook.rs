@@ -93,8 +93,9 @@ impl HighLevelWebhooks {
     }
 }
 
+#[async_trait::async_trait]
 impl Webhooks for HighLevelWebhooks {
-    fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
+    async fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
         let signature = fields::required_header(request, SIGNATURE_HEADER)?;
         let bad = WebhookRejection::BadSignature {
             header: SIGNATURE_HEADER,

@@ -59,8 +59,9 @@ impl SinchWebhooks {
     }
 }
 
+#[async_trait::async_trait]
 impl Webhooks for SinchWebhooks {
-    fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
+    async fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
         let signature = fields::required_header(request, SIGNATURE_HEADER)?;
         let nonce = fields::required_header(request, NONCE_HEADER)?;
         let timestamp = fields::required_header(request, TIMESTAMP_HEADER)?;

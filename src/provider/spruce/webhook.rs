@@ -93,6 +93,7 @@ struct Resource {
     created_at: Option<String>,
 }
 
+#[async_trait::async_trait]
 impl Webhooks for SpruceWebhooks {
     /// Spruce retries every 2 minutes, at most 10 attempts, and each retry keeps the
     /// original `eventTime`: the last one comes about 20 minutes after it.
@@ -104,7 +105,7 @@ impl Webhooks for SpruceWebhooks {
         self.follow_up_on_activity
     }
 
-    fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
+    async fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookRejection> {
         let missing = WebhookRejection::MissingSignature {
             header: SIGNATURE_HEADER,
         };
@@ -255,6 +256,7 @@ fn body_hash(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use futures::executor::block_on;
     use reqwest::header::{HeaderMap, HeaderValue};
 
     use super::*;
@@ -292,27 +294,27 @@ mod tests {
     fn only_the_endpoint_secret_signs() {
         let body = ITEM_EVENT.as_bytes();
         let good = signed(body, SECRET);
-        assert_eq!(hooks().authenticate(&request(&good, body)), Ok(()));
+        assert_eq!(
+            block_on(hooks().authenticate(&request(&good, body))),
+            Ok(())
+        );
         let forged = signed(body, "another-secret");
         assert_eq!(
-            hooks()
-                .authenticate(&request(&forged, body))
+            block_on(hooks().authenticate(&request(&forged, body)))
                 .unwrap_err()
                 .reason(),
             "bad_signature"
         );
         let tampered = ITEM_EVENT.replace("inbound", "outbound");
         assert_eq!(
-            hooks()
-                .authenticate(&request(&good, tampered.as_bytes()))
+            block_on(hooks().authenticate(&request(&good, tampered.as_bytes())))
                 .unwrap_err()
                 .reason(),
             "bad_signature"
         );
         let none = HeaderMap::new();
         assert_eq!(
-            hooks()
-                .authenticate(&request(&none, body))
+            block_on(hooks().authenticate(&request(&none, body)))
                 .unwrap_err()
                 .reason(),
             "missing_signature"
@@ -323,8 +325,7 @@ mod tests {
             HeaderValue::from_static("not base64!"),
         );
         assert_eq!(
-            hooks()
-                .authenticate(&request(&garbage, body))
+            block_on(hooks().authenticate(&request(&garbage, body)))
                 .unwrap_err()
                 .reason(),
             "bad_signature"

@@ -586,6 +586,138 @@ async fn a_receiver_restart_with_events_in_flight_loses_none_the_provider_retrie
     site.shutdown().await;
 }
 
+/// A 2025-09 D365 tenant authenticates its webhooks with Entra access tokens: the daemon,
+/// configured with `webhook_entra` as `sim_config` writes it, checks each against the
+/// tenant's signing keys, which it fetches from the simulator once; forged tokens (signed
+/// with an unpublished key under a published key's id) are refused as invalid and write
+/// nothing; the reconciliation poll then finds the D365 mirror equal to the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d365_entra_tokens_are_checked_against_the_tenants_published_keys() {
+    let site = Site::start(Backend::Sqlite, 2404, |o| {
+        o.d365_header_names = convsync_sim::options::D365HeaderNames::Plain;
+    })
+    .await;
+    assert!(site.sim.d365_sends_entra_tokens());
+    site.sim.set_webhook_faults(
+        Platform::D365,
+        WebhookFaults {
+            forge_ratio: 0.3,
+            ..WebhookFaults::default()
+        },
+    );
+    site.activity(120).await;
+    let counts = site.settled().await;
+    let scrape = site.scrape().await;
+    let (provider, entry) = ENTRIES[0];
+    let generated = counts.total(provider, WebhookOutcome::Generated);
+    let forged = counts.total(provider, WebhookOutcome::Forged);
+    assert!(generated > 0 && forged > 0, "{counts:?}");
+    assert_taken(&scrape, provider, entry, generated);
+    let invalid = entry_sum(
+        &scrape,
+        "convsync_webhook_events_total",
+        entry,
+        &[("outcome", "rejected"), ("reason", "invalid_token")],
+    );
+    assert_eq!(invalid, forged as f64, "{counts:?}");
+    let rejected = entry_sum(
+        &scrape,
+        "convsync_webhook_events_total",
+        entry,
+        &[("outcome", "rejected")],
+    );
+    assert_eq!(rejected, invalid, "no other refusal");
+    println!("D365: {generated} events, {forged} forged copies refused as invalid_token");
+    let key_fetches = site
+        .sim
+        .request_counts()
+        .total(provider, "/discovery/v2.0/keys");
+    assert_eq!(
+        key_fetches, 1,
+        "the tenant's keys fetched once for every token"
+    );
+    let forged_recorded: i64 = site
+        .app
+        .store()
+        .sql_value(&format!(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE source = '{entry}' \
+             AND event_id LIKE '%-forged-%'"
+        ))
+        .await;
+    assert_eq!(forged_recorded, 0, "forged events recorded");
+    // What this test is about is D365's: its source is compared with the truth.
+    site.app.sync_caught_up(Sweep::Now).await;
+    site.app.assert_source_matches_truth(entry).await;
+    site.shutdown().await;
+}
+
+/// While the tenant's signing keys cannot be fetched, a D365 event is neither accepted nor
+/// refused for good: it is answered 503 (D365 sends it again), counted as
+/// `keys_unavailable`, and writes nothing; the failed fetch is not repeated for every
+/// request; the reconciliation poll then brings the D365 mirror up to the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d365_events_are_deferred_while_the_tenants_keys_cannot_be_fetched() {
+    let site = Site::start(Backend::Sqlite, 2405, |o| {
+        o.d365_header_names = convsync_sim::options::D365HeaderNames::Plain;
+        o.webhook_retry_scale = 0.001;
+    })
+    .await;
+    let (provider, entry) = ENTRIES[0];
+    // Every D365 request fails, the key set's included (the token endpoint is spared).
+    site.sim.set_faults(
+        provider,
+        convsync_sim::Faults {
+            error_5xx_ratio: 1.0,
+            ..convsync_sim::Faults::default()
+        },
+    );
+    site.activity(80).await;
+    let counts = site.settled().await;
+    let scrape = site.scrape().await;
+    let generated = counts.total(provider, WebhookOutcome::Generated);
+    assert!(generated > 0, "{counts:?}");
+    assert_eq!(
+        counts.total(provider, WebhookOutcome::Delivered),
+        0,
+        "{counts:?}"
+    );
+    let events = |labels: &[(&str, &str)]| {
+        entry_sum(&scrape, "convsync_webhook_events_total", entry, labels)
+    };
+    let unavailable = events(&[("outcome", "rejected"), ("reason", "keys_unavailable")]);
+    assert!(
+        unavailable >= generated as f64,
+        "{unavailable} deferred for {generated} events"
+    );
+    assert_eq!(events(&[("outcome", "rejected")]), unavailable);
+    assert_eq!(events(&[("outcome", "accepted")]), 0.0);
+    let recorded: i64 = site
+        .app
+        .store()
+        .sql_value(&format!(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE source = '{entry}'"
+        ))
+        .await;
+    assert_eq!(recorded, 0, "nothing written");
+    let key_fetches = site
+        .sim
+        .request_counts()
+        .total(provider, "/discovery/v2.0/keys");
+    println!(
+        "D365: {generated} events, {unavailable} requests deferred (503), {key_fetches} key fetches"
+    );
+    // One failed fetch, then none for 30 s (two if this test ran past that gap).
+    assert!(
+        (1..=2).contains(&key_fetches) && unavailable >= 4.0 * key_fetches as f64,
+        "{key_fetches} key fetches for {unavailable} deferred requests"
+    );
+    site.sim
+        .set_faults(provider, convsync_sim::Faults::default());
+    site.app.sync_caught_up(Sweep::Now).await;
+    site.app.assert_source_matches_truth(entry).await;
+    site.shutdown().await;
+}
+
 on_both_stores!(
     multi_thread: every_providers_events_reach_the_mirror_before_any_poll,
     with_every_fault_the_reconciliation_poll_makes_the_mirror_equal_the_truth,

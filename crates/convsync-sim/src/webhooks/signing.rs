@@ -10,16 +10,19 @@
 //!   (`src/provider/highlevel/testdata/`); a daemon pointed at the simulator sets
 //!   `webhook_public_key` to that public half ([`HIGHLEVEL_WEBHOOK_PUBLIC_KEY_PEM`]).
 //! * D365: no signature; `x-ms-token: <token>` (the 2025-04 docs) authenticates the
-//!   request, or `Authorization: Bearer <token>` (the 2025-09 docs) for a tenant run with
-//!   `--d365-header-names plain`.
+//!   request, or, for a tenant run with `--d365-header-names plain` (the 2025-09 docs),
+//!   `Authorization: Bearer <JWT>`: an access token of the tenant ([`crate::entra`]), for
+//!   the audience of the channel's app (its client id), fresh for each request.
 //!
-//! A forged request carries a signature made with the wrong key (D365: a wrong token).
+//! A forged request carries a signature made with the wrong key (D365: a wrong token, or a
+//! JWT signed with an unpublished key under a published key's id).
 
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::super::accounts::SimAccounts;
+use super::super::entra::EntraToken;
 use super::super::ids::{base64, base64_decode, crockford};
 use super::super::platform::Platform;
 
@@ -35,7 +38,7 @@ const HIGHLEVEL_WEBHOOK_PRIVATE_KEY_PEM: &str =
     include_str!("../../../../src/provider/highlevel/testdata/webhook-test-only-private-key.pem");
 
 /// The DER bytes of the first PEM block in `pem` (text around the block is ignored).
-fn pem_der(pem: &str) -> Option<Vec<u8>> {
+pub(crate) fn pem_der(pem: &str) -> Option<Vec<u8>> {
     let text: String = pem
         .lines()
         .skip_while(|line| !line.starts_with("-----BEGIN"))
@@ -60,7 +63,9 @@ pub(crate) struct Signer {
     spruce: Vec<String>,
     sinch: Vec<String>,
     d365: Vec<String>,
-    /// D365 sends `Authorization: Bearer` instead of `x-ms-token`.
+    /// Each D365 account's (tenant id, client id), for its Entra tokens.
+    d365_apps: Vec<(String, String)>,
+    /// D365 sends `Authorization: Bearer` with an Entra token instead of `x-ms-token`.
     d365_bearer: bool,
     highlevel: Option<RsaKeyPair>,
 }
@@ -90,6 +95,11 @@ impl Signer {
                 .d365
                 .iter()
                 .map(|a| a.webhook_token.clone())
+                .collect(),
+            d365_apps: accounts
+                .d365
+                .iter()
+                .map(|a| (a.tenant_id.clone(), a.client_id.clone()))
                 .collect(),
             d365_bearer,
             highlevel,
@@ -136,7 +146,12 @@ impl Signer {
                 ]
             }
             Platform::D365 if self.d365_bearer => {
-                vec![("authorization", format!("Bearer {}", key(&self.d365)))]
+                let Some((tenant, client)) = self.d365_apps.get(account) else {
+                    return Vec::new();
+                };
+                let token = EntraToken::valid(tenant, client, client);
+                let token = if forged { token.forged() } else { token };
+                vec![("authorization", format!("Bearer {}", token.mint()))]
             }
             Platform::D365 => vec![("x-ms-token", key(&self.d365))],
             Platform::HighLevel => {

@@ -722,11 +722,28 @@ async fn the_control_api_drives_webhooks_and_d365_can_send_a_bearer_token() {
     let got = receiver.got();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].body, got[1].body, "a duplicate is byte for byte");
-    assert_eq!(
-        got[0].header("authorization"),
-        format!("Bearer {}", sim.accounts().d365[0].webhook_token)
-    );
+    // A 2025-09 tenant sends an Entra access token (a JWT) that its published keys verify.
+    let authorization = got[0].header("authorization");
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .expect("a bearer token");
+    assert_eq!(token.split('.').count(), 3, "{token}");
     assert_eq!(got[0].header("x-ms-token"), "");
+    let d365_account = &sim.accounts().d365[0];
+    let keys = http()
+        .get(
+            sim.urls()
+                .d365
+                .join(&format!("{}/discovery/v2.0/keys", d365_account.tenant_id))
+                .expect("url"),
+        )
+        .send()
+        .await
+        .expect("signing keys")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(keys, convsync_sim::entra::TEST_JWKS);
     let pem = http()
         .get(
             sim.control_url()

@@ -2,6 +2,7 @@
 //! 2025-04 and 2025-09) posted with the right token are read into the mirror's changes; a
 //! missing or wrong token, a wrong path or an undocumented body is refused.
 
+use futures::executor::block_on;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::*;
@@ -46,7 +47,7 @@ fn request<'a>(subpath: &'a str, headers: &'a HeaderMap, body: &'a str) -> Webho
 fn accept(body: &str) -> WebhookEvent {
     let h = token_header(TOKEN_HEADER, TOKEN);
     let r = request(PATH, &h, body);
-    webhooks().authenticate(&r).unwrap();
+    block_on(webhooks().authenticate(&r)).unwrap();
     let mut events = webhooks().parse(&r).unwrap();
     assert_eq!(events.len(), 1);
     events.remove(0)
@@ -68,7 +69,7 @@ fn both_documented_token_headers_are_accepted() {
         token_header(AUTHORIZATION_HEADER, &format!("bearer {TOKEN}")),
     ] {
         assert_eq!(
-            webhooks().authenticate(&request(PATH, &h, AGENT_MESSAGE)),
+            block_on(webhooks().authenticate(&request(PATH, &h, AGENT_MESSAGE))),
             Ok(())
         );
     }
@@ -78,7 +79,7 @@ fn both_documented_token_headers_are_accepted() {
 fn missing_and_wrong_tokens_are_refused() {
     let check = |h: HeaderMap, expected: WebhookRejection| {
         assert_eq!(
-            webhooks().authenticate(&request(PATH, &h, AGENT_MESSAGE)),
+            block_on(webhooks().authenticate(&request(PATH, &h, AGENT_MESSAGE))),
             Err(expected)
         );
     };

@@ -5,6 +5,7 @@
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use futures::executor::block_on;
 use reqwest::header::{HeaderMap, HeaderValue};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
@@ -78,7 +79,7 @@ fn request<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> WebhookRequest<'a> {
 fn accept(body: &str) -> WebhookEvent {
     let h = signed(body.as_bytes());
     let r = request(&h, body.as_bytes());
-    webhooks().authenticate(&r).unwrap();
+    block_on(webhooks().authenticate(&r)).unwrap();
     let mut events = webhooks().parse(&r).unwrap();
     assert_eq!(events.len(), 1);
     events.remove(0)
@@ -98,7 +99,7 @@ fn the_published_key_is_embedded_and_parses() {
     // It does not accept what the test key signed: the key really takes part.
     let h = signed(INBOUND.as_bytes());
     assert_eq!(
-        published.authenticate(&request(&h, INBOUND.as_bytes())),
+        block_on(published.authenticate(&request(&h, INBOUND.as_bytes()))),
         Err(WebhookRejection::BadSignature {
             header: SIGNATURE_HEADER
         })
@@ -218,10 +219,13 @@ fn forged_and_altered_requests_are_refused() {
     let mut flipped = body.to_vec();
     flipped[30] ^= 0x01;
     let h = signed(body);
-    assert_eq!(webhooks().authenticate(&request(&h, &flipped)), bad);
+    assert_eq!(
+        block_on(webhooks().authenticate(&request(&h, &flipped))),
+        bad
+    );
     // The signature of another body.
     let h = signed(OUTBOUND.as_bytes());
-    assert_eq!(webhooks().authenticate(&request(&h, body)), bad);
+    assert_eq!(block_on(webhooks().authenticate(&request(&h, body))), bad);
     // A truncated signature, and one that is not base64.
     let mut truncated = HeaderMap::new();
     let full = sign(body);
@@ -229,12 +233,18 @@ fn forged_and_altered_requests_are_refused() {
         SIGNATURE_HEADER,
         HeaderValue::from_str(&full[..full.len() - 4]).unwrap(),
     );
-    assert_eq!(webhooks().authenticate(&request(&truncated, body)), bad);
+    assert_eq!(
+        block_on(webhooks().authenticate(&request(&truncated, body))),
+        bad
+    );
     let mut garbage = HeaderMap::new();
     garbage.insert(SIGNATURE_HEADER, HeaderValue::from_static("%%%"));
-    assert_eq!(webhooks().authenticate(&request(&garbage, body)), bad);
     assert_eq!(
-        webhooks().authenticate(&request(&HeaderMap::new(), body)),
+        block_on(webhooks().authenticate(&request(&garbage, body))),
+        bad
+    );
+    assert_eq!(
+        block_on(webhooks().authenticate(&request(&HeaderMap::new(), body))),
         Err(WebhookRejection::MissingSignature {
             header: SIGNATURE_HEADER
         })
