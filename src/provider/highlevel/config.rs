@@ -7,6 +7,9 @@
 //! locations, each with its own credential or sharing the source-level one, and becomes
 //! one running source per location (`name/locationId`, also when there is only one), each with
 //! its own cursor and its own request budget.
+//!
+//! In agency mode (`company_id` + `agency_refresh_token`) the source lists no location:
+//! [`directory`] builds the `agency` directory that finds them where the app is installed.
 
 use std::path::PathBuf;
 use std::sync::Arc;

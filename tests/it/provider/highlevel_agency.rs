@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use convsync::config::Config;
+use convsync::sync::CycleOutcome;
 use convsync_sim::{Mutation, Platform, SimHandle};
 
 use crate::support::TestDb;
@@ -225,7 +226,35 @@ async fn refused_tokens_are_minted_again(backend: Backend) {
     app.assert_mirror_matches_truth().await;
 }
 
+/// A location uninstalled while convsync runs: its next search is refused, no token is
+/// minted for it any more, and its source stops with its credential refused (the daemon
+/// sends it no further request); the other location keeps syncing and the rows stay.
+async fn an_uninstalled_location_stops_and_keeps_its_rows(backend: Backend) {
+    let bed = AgencyBed::start(backend).await;
+    let (a, b) = (bed.location(0), bed.location(1));
+    bed.uninstall(2);
+    let app = bed.app().await;
+    app.sync_caught_up(Sweep::IfDue).await;
+    let rows = bed.rows(&app, 0).await;
+
+    bed.uninstall(0);
+    match app.cycle(&format!("hl/{a}"), Sweep::IfDue).await {
+        CycleOutcome::Failed(e) => assert!(e.is_fatal(), "{e}"),
+        other => panic!("expected the credential refused, got {other:?}"),
+    }
+    assert_eq!(bed.count(SEARCH, 401), 1, "one search refused");
+    assert_eq!(bed.count(MINT, 400), 1, "one mint refused: not installed");
+    app.cycle_caught_up(&format!("hl/{b}"), Sweep::IfDue).await;
+    assert_eq!(
+        bed.count(SEARCH, 401),
+        1,
+        "the other location is unaffected"
+    );
+    assert_eq!(bed.rows(&app, 0).await, rows, "its rows stay");
+}
+
 on_both_stores!(
     an_agency_mirrors_its_installed_locations,
     refused_tokens_are_minted_again,
+    an_uninstalled_location_stops_and_keeps_its_rows,
 );
