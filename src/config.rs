@@ -762,6 +762,8 @@ pub struct SourceSettings {
 pub struct DirectorySettings {
     /// The `[[sources]]` entry's name.
     pub entry: String,
+    /// Its provider.
+    pub kind: ProviderKind,
     /// Lists the accounts and builds each one's adapter.
     pub directory: Arc<dyn AccountDirectory>,
     /// Each account's schedule.
@@ -1179,6 +1181,7 @@ fn validate_source(
             let defaults = kind.defaults();
             Some(DirectorySettings {
                 entry: source.name.clone(),
+                kind,
                 directory,
                 schedule: schedule(source, &key, kind, &defaults)?,
                 guard,

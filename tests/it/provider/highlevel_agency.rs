@@ -65,6 +65,11 @@ impl AgencyBed {
     /// The documented agency configuration: company id, the agency's refresh token and the
     /// app's client, no locations.
     fn config(&self) -> Config {
+        self.db.load_config(&self.config_file())
+    }
+
+    /// The file of [`AgencyBed::config`].
+    fn config_file(&self) -> PathBuf {
         let agency = self.sim.accounts().highlevel_agency.clone().unwrap();
         let location = &self.sim.accounts().highlevel[0];
         let refresh = self.secret("agency.refresh", &agency.refresh_token);
@@ -85,7 +90,7 @@ impl AgencyBed {
             ),
         )
         .unwrap();
-        self.db.load_config(&path)
+        path
     }
 
     /// The daemon over the agency, following the truth of the locations it runs.
@@ -205,6 +210,37 @@ async fn an_agency_mirrors_its_installed_locations(backend: Backend) {
         .refresh_token;
     assert_eq!(stored.len(), 1, "one chain: the agency's");
     assert_ne!(stored[0], initial);
+}
+
+/// `check-config` accepts the agency file and shows its entry as the installed locations
+/// listed at start (it requests nothing).
+#[test]
+fn check_config_shows_an_agency_entry() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bed = runtime.block_on(AgencyBed::start(Backend::Sqlite));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_convsync"))
+        .arg("--config")
+        .arg(bed.config_file())
+        .arg("check-config")
+        .env_remove("CONVSYNC_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("hl/*"), "{stdout}");
+    assert!(
+        stdout.contains("each installed location, listed at start"),
+        "{stdout}"
+    );
+    assert_eq!(
+        bed.sim.request_counts().total(HL, LISTING),
+        0,
+        "nothing requested"
+    );
 }
 
 /// Revoked access tokens: a location's search is refused once, its token is minted again;
