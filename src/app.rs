@@ -6,7 +6,7 @@ mod adopt;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, HealthConfig, RetentionSettings};
+use crate::config::{Config, ConfiguredSource, HealthConfig, RetentionSettings, SourceSettings};
 use crate::health::{HealthError, Notifier, Service};
 use crate::store::{DaemonLock, Store, StoreError, shown_url};
 use crate::sync::{CycleOptions, Engine, EngineError, OnceResult};
@@ -31,6 +31,9 @@ pub enum AppError {
     /// The stored source names could not be checked against the configuration.
     #[error("checking the database's source names against the configuration")]
     AdoptSources(#[source] StoreError),
+    /// An agency source's locations could not be listed.
+    #[error("finding the accounts of a source that lists none")]
+    Discovery(#[source] crate::sync::discovery::DiscoveryError),
     /// The process's HTTP client could not be built.
     #[error("building the HTTP client")]
     HttpClient(#[source] reqwest::Error),
@@ -57,8 +60,9 @@ pub struct App {
 }
 
 impl App {
-    /// Takes the daemon lock, opens (and migrates) the database, adopts renamed sources'
-    /// rows and builds the engine. Nothing is requested from a provider yet.
+    /// Takes the daemon lock, opens (and migrates) the database, lists the accounts of the
+    /// entries that find theirs at the provider (a HighLevel agency's installed locations:
+    /// the only requests made here), adopts renamed sources' rows and builds the engine.
     pub async fn build(config: &Config) -> Result<App, AppError> {
         let lock = DaemonLock::for_database(&config.store.url).map_err(AppError::Lock)?;
         let store = Store::open(&config.store)
@@ -85,10 +89,31 @@ impl App {
             url: shown_url(&config.store.url),
             source,
         })?;
-        adopt_and_warn(&store, &config.configured)
+        let discovered = crate::sync::discovery::discover_sources(
+            &config.http,
+            std::sync::Arc::new(store.clone()),
+            &config.directories,
+        )
+        .await
+        .map_err(AppError::Discovery)?;
+        let configured: Vec<ConfiguredSource> = config
+            .configured
+            .iter()
+            .cloned()
+            .chain(discovered.iter().map(|s| ConfiguredSource {
+                name: s.name.clone(),
+                entry: s.name.split('/').next().unwrap_or(&s.name).to_owned(),
+                provider: s.setup.provider.kind().as_str().to_owned(),
+                enabled: true,
+                poll_interval: Some(s.schedule.poll_interval),
+            }))
+            .collect();
+        adopt_and_warn(&store, &configured)
             .await
             .map_err(AppError::AdoptSources)?;
-        let engine = Engine::new(store, &config.http, &config.sources)
+        let sources: Vec<SourceSettings> =
+            config.sources.iter().cloned().chain(discovered).collect();
+        let engine = Engine::new(store, &config.http, &sources)
             .map_err(AppError::HttpClient)?
             .with_replicas(config.replicas.clone());
         Ok(App {

@@ -7,6 +7,7 @@ mod webhooks;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::{HttpSettings, RateQuota, RetryPolicy};
+use crate::provider::directory::AccountDirectory;
 use crate::provider::{self, ProviderKind, ProviderSetup, ProviderTable};
 use crate::secret::SecretRef;
 use crate::store::{
@@ -754,6 +756,40 @@ pub struct SourceSettings {
     pub quota: Option<RateQuota>,
 }
 
+/// A source entry whose accounts are found at the provider (a HighLevel agency): each
+/// account becomes a source `entry/account` with these settings.
+#[derive(Debug, Clone)]
+pub struct DirectorySettings {
+    /// The `[[sources]]` entry's name.
+    pub entry: String,
+    /// Its provider.
+    pub kind: ProviderKind,
+    /// Lists the accounts and builds each one's adapter.
+    pub directory: Arc<dyn AccountDirectory>,
+    /// Each account's schedule.
+    pub schedule: Schedule,
+    /// Each account's sweep guard.
+    pub guard: MassChangeGuard,
+    /// Each account's request quota (explicit or the provider's default).
+    pub quota: Option<RateQuota>,
+}
+
+impl DirectorySettings {
+    /// The source of one account the directory listed, given its adapter.
+    pub fn source(&self, setup: ProviderSetup) -> SourceSettings {
+        let name = expanded_name(&self.entry, setup.name_suffix.as_deref());
+        let mut setup = setup;
+        setup.auth.name_source(&name);
+        SourceSettings {
+            name,
+            setup,
+            schedule: self.schedule.clone(),
+            guard: self.guard,
+            quota: self.quota,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -773,6 +809,9 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// Enabled sources.
     pub sources: Vec<SourceSettings>,
+    /// Enabled entries whose sources are found at the provider at start-up (a HighLevel
+    /// agency's installed locations), by `crate::sync::discovery`.
+    pub directories: Vec<DirectorySettings>,
     /// Names of sources present but disabled.
     pub disabled_sources: Vec<String>,
     /// Every source name the file yields, enabled or not (to tell which of the
@@ -902,6 +941,7 @@ impl Config {
         }
         let mut names = HashSet::new();
         let mut sources = Vec::new();
+        let mut directories = Vec::new();
         let mut disabled = Vec::new();
         for (index, source) in file.sources.iter().enumerate() {
             let key = format!("sources[{index}]");
@@ -920,7 +960,10 @@ impl Config {
                 continue;
             }
             match validate_source(&key, source) {
-                Ok(expanded) => sources.extend(expanded),
+                Ok((expanded, directory)) => {
+                    sources.extend(expanded);
+                    directories.extend(directory);
+                }
                 Err(e) => mistakes.push(e),
             }
         }
@@ -965,6 +1008,7 @@ impl Config {
             history: file.history,
             webhooks,
             sources,
+            directories,
             disabled_sources: disabled,
             configured,
         })
@@ -1020,7 +1064,10 @@ fn display_path(path: &[String]) -> String {
     if out.is_empty() { "(root)".into() } else { out }
 }
 
-fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSettings>, ConfigError> {
+fn validate_source(
+    key: &str,
+    source: &SourceConfig,
+) -> Result<(Vec<SourceSettings>, Option<DirectorySettings>), ConfigError> {
     if source.name.trim().is_empty() || source.name.contains(char::is_whitespace) {
         return Err(ConfigError::new(
             format!("{key}.name"),
@@ -1121,69 +1168,97 @@ fn validate_source(key: &str, source: &SourceConfig) -> Result<Vec<SourceSetting
         Some(r) => Some(validate_quota(&format!("{key}.rate_limit"), r)?),
         None => None,
     };
+    let guard = MassChangeGuard {
+        max_share: source.mass_change_max_share,
+        floor: source.mass_change_floor,
+    };
+    let directory = match tables.iter().find(|table| table.kind() == kind) {
+        Some(table) => table.directory(&ctx, &source.name)?,
+        None => None,
+    };
+    let directory = match directory {
+        Some(directory) => {
+            let defaults = kind.defaults();
+            Some(DirectorySettings {
+                entry: source.name.clone(),
+                kind,
+                directory,
+                schedule: schedule(source, &key, kind, &defaults)?,
+                guard,
+                quota: quota.or(defaults.quota),
+            })
+        }
+        None => None,
+    };
     let mut out = Vec::new();
     for setup in setups {
-        let poll_interval = source.poll_interval.unwrap_or(setup.defaults.poll_interval);
-        if poll_interval < setup.defaults.min_poll_interval {
-            return Err(ConfigError::new(
-                format!("{key}.poll_interval"),
-                format!(
-                    "{} is below the minimum of {} for {kind} ({})",
-                    humantime::format_duration(poll_interval),
-                    humantime::format_duration(setup.defaults.min_poll_interval),
-                    setup.defaults.min_poll_reason
-                ),
-            ));
-        }
-        let lookback = source.lookback.unwrap_or(setup.defaults.lookback);
-        let max_clock_skew = match source.max_clock_skew {
-            // A future-dated record may move the watermark up to now + max_clock_skew;
-            // the next delta starts one lookback before that, so a wider guard would
-            // start it in the future and skip real activity.
-            Some(skew) if skew > lookback => {
-                return Err(ConfigError::new(
-                    format!("{key}.max_clock_skew"),
-                    format!(
-                        "{} is larger than {key}.lookback ({}): a record dated that far ahead moves the watermark past real activity that the next delta, starting one lookback before it, would then skip; set max_clock_skew to at most lookback",
-                        humantime::format_duration(skew),
-                        humantime::format_duration(lookback),
-                    ),
-                ));
-            }
-            Some(skew) => skew,
-            None => DEFAULT_MAX_CLOCK_SKEW.min(lookback),
-        };
         let name = expanded_name(&source.name, setup.name_suffix.as_deref());
         let mut setup = setup;
         setup.auth.name_source(&name);
         out.push(SourceSettings {
             name,
-            schedule: Schedule {
-                poll_interval,
-                poll_jitter: source.poll_jitter,
-                lookback,
-                sweep_interval: source
-                    .sweep_interval
-                    .unwrap_or(setup.defaults.sweep_interval),
-                verify_interval: source.verify_interval,
-                max_pages_per_cycle: source.max_pages_per_cycle,
-                stall_timeout: source.stall_timeout,
-                max_clock_skew,
-                max_follow_ups_per_cycle: source.max_follow_ups_per_cycle,
-                max_raw_bytes: source.max_raw_bytes,
-                max_empty_pages: source.max_empty_pages,
-                once_max_rate_limit_wait: source.once_max_rate_limit_wait,
-                reply_state_horizon: source.reply_state_horizon,
-            },
-            guard: MassChangeGuard {
-                max_share: source.mass_change_max_share,
-                floor: source.mass_change_floor,
-            },
+            schedule: schedule(source, &key, kind, &setup.defaults)?,
+            guard,
             quota: quota.or(setup.defaults.quota),
             setup,
         });
     }
-    Ok(out)
+    Ok((out, directory))
+}
+
+/// A source's schedule: its settings, else the provider's `defaults`, checked against
+/// the provider's minimum interval and the watermark's clock-skew rule.
+fn schedule(
+    source: &SourceConfig,
+    key: &str,
+    kind: ProviderKind,
+    defaults: &provider::ProviderDefaults,
+) -> Result<Schedule, ConfigError> {
+    let poll_interval = source.poll_interval.unwrap_or(defaults.poll_interval);
+    if poll_interval < defaults.min_poll_interval {
+        return Err(ConfigError::new(
+            format!("{key}.poll_interval"),
+            format!(
+                "{} is below the minimum of {} for {kind} ({})",
+                humantime::format_duration(poll_interval),
+                humantime::format_duration(defaults.min_poll_interval),
+                defaults.min_poll_reason
+            ),
+        ));
+    }
+    let lookback = source.lookback.unwrap_or(defaults.lookback);
+    let max_clock_skew = match source.max_clock_skew {
+        // A future-dated record may move the watermark up to now + max_clock_skew;
+        // the next delta starts one lookback before that, so a wider guard would
+        // start it in the future and skip real activity.
+        Some(skew) if skew > lookback => {
+            return Err(ConfigError::new(
+                format!("{key}.max_clock_skew"),
+                format!(
+                    "{} is larger than {key}.lookback ({}): a record dated that far ahead moves the watermark past real activity that the next delta, starting one lookback before it, would then skip; set max_clock_skew to at most lookback",
+                    humantime::format_duration(skew),
+                    humantime::format_duration(lookback),
+                ),
+            ));
+        }
+        Some(skew) => skew,
+        None => DEFAULT_MAX_CLOCK_SKEW.min(lookback),
+    };
+    Ok(Schedule {
+        poll_interval,
+        poll_jitter: source.poll_jitter,
+        lookback,
+        sweep_interval: source.sweep_interval.unwrap_or(defaults.sweep_interval),
+        verify_interval: source.verify_interval,
+        max_pages_per_cycle: source.max_pages_per_cycle,
+        stall_timeout: source.stall_timeout,
+        max_clock_skew,
+        max_follow_ups_per_cycle: source.max_follow_ups_per_cycle,
+        max_raw_bytes: source.max_raw_bytes,
+        max_empty_pages: source.max_empty_pages,
+        once_max_rate_limit_wait: source.once_max_rate_limit_wait,
+        reply_state_horizon: source.reply_state_horizon,
+    })
 }
 
 /// Sources that share one request budget (the provider's rate-limit scope: same account or

@@ -318,6 +318,14 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     humantime::format_duration(s.schedule.poll_interval).to_string(),
                 ]);
             }
+            for d in &config.directories {
+                table.add_row([
+                    format!("{}/*", d.entry),
+                    d.kind.to_string(),
+                    "each installed location, listed at start".to_owned(),
+                    humantime::format_duration(d.schedule.poll_interval).to_string(),
+                ]);
+            }
             println!("{table}");
             Ok(ExitCode::SUCCESS)
         }

@@ -320,7 +320,8 @@ fn store_change(change: &WebhookChange) -> EventChange<'_> {
         },
         WebhookChange::Refetch(detail) => EventChange::Refetch(detail),
         // Installs and uninstalls change which sources run, not the mirror: recorded (so a
-        // retry is a duplicate) and left to the configuration (docs/webhooks.md).
+        // retry is a duplicate); the running set is the configuration's, or an agency's
+        // installed locations as listed at start (docs/webhooks.md).
         WebhookChange::AccountInstalled { .. }
         | WebhookChange::AccountUninstalled { .. }
         | WebhookChange::Unrelated => EventChange::Nothing,

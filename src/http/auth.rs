@@ -1,10 +1,12 @@
 //! Access tokens: fetched on demand, cached, refreshed before they expire and once more
 //! when the provider answers 401.
 //!
-//! Three schemes cover the four providers: a static bearer token (Spruce, HighLevel private
-//! integration tokens), OAuth2 client credentials (Entra for D365, Sinch), and OAuth2 with
+//! Four schemes cover the four providers: a static bearer token (Spruce, HighLevel private
+//! integration tokens), OAuth2 client credentials (Entra for D365, Sinch), OAuth2 with
 //! rotating refresh tokens (HighLevel apps), whose new refresh token is committed to the
-//! database before the access token that came with it is used.
+//! database before the access token that came with it is used, and a token minted with
+//! another credential's token ([`MintedToken`]: a HighLevel location's token, minted with
+//! the agency's).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -280,6 +282,23 @@ pub enum AuthScheme {
     ClientCredentials(ClientCredentials),
     /// OAuth2 refresh token with rotation.
     RotatingRefresh(RotatingRefresh),
+    /// A token minted on demand with another credential's token.
+    Minted(MintedToken),
+}
+
+/// A token minted by posting a form to `mint_url` with the issuer's token as bearer
+/// (HighLevel's `POST /oauth/locationToken` with the agency token). The issuer is shared
+/// with every token it mints, so the agency's rotating refresh token is spent once for all.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    /// The credential whose token authorises the mint.
+    pub issuer: Arc<Authenticator>,
+    /// The endpoint that mints.
+    pub mint_url: Url,
+    /// The form posted (ids only: no secret belongs here).
+    pub form: Vec<(String, String)>,
+    /// Extra headers (HighLevel's `Version`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl AuthScheme {
@@ -311,6 +330,7 @@ impl std::fmt::Debug for Authenticator {
             AuthScheme::Bearer(_) => "bearer",
             AuthScheme::ClientCredentials(_) => "client_credentials",
             AuthScheme::RotatingRefresh(_) => "refresh_token",
+            AuthScheme::Minted(_) => "minted",
         };
         f.debug_struct("Authenticator")
             .field("scheme", &kind)
@@ -359,7 +379,9 @@ impl Authenticator {
         match &self.scheme {
             AuthScheme::None => Ok(None),
             AuthScheme::Bearer(token) => Ok(Some(bearer(token.expose()))),
-            AuthScheme::ClientCredentials(_) | AuthScheme::RotatingRefresh(_) => {
+            AuthScheme::ClientCredentials(_)
+            | AuthScheme::RotatingRefresh(_)
+            | AuthScheme::Minted(_) => {
                 let mut cache = self.cache.lock().await;
                 if let Some(token) = cache.as_ref()
                     && Instant::now() < token.refresh_at
@@ -416,8 +438,50 @@ impl Authenticator {
                 Ok(cache_entry(&response))
             }
             AuthScheme::RotatingRefresh(rr) => self.rotate(client, rr).await,
+            AuthScheme::Minted(minted) => self.mint(client, minted).await,
             AuthScheme::None | AuthScheme::Bearer(_) => {
                 unreachable!("static schemes never fetch tokens")
+            }
+        }
+    }
+
+    /// Mints a token with the issuer's; when the mint endpoint refuses the issuer's token
+    /// (401: expired early, revoked), the issuer's is renewed once and the mint tried again.
+    async fn mint(
+        &self,
+        client: &reqwest::Client,
+        minted: &MintedToken,
+    ) -> Result<CachedToken, AuthError> {
+        let form: Vec<(&str, String)> = minted
+            .form
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let mut renewed = false;
+        loop {
+            // Boxed: the issuer is an Authenticator too (never a minted one, but the
+            // compiler cannot know that).
+            let issuer = Box::pin(minted.issuer.authorization(client))
+                .await?
+                .ok_or_else(|| AuthError::Malformed {
+                    url: minted.mint_url.as_str().to_owned(),
+                    message: "the issuing credential yields no token".to_owned(),
+                })?;
+            let mut request = client
+                .post(minted.mint_url.clone())
+                .header(reqwest::header::AUTHORIZATION, issuer.expose());
+            for (name, value) in &minted.headers {
+                request = request.header(*name, value);
+            }
+            match post_form(request, &form, &minted.mint_url, self.max_response_bytes).await {
+                Err(refused @ AuthError::Rejected { status: 401, .. }) if !renewed => {
+                    // At most one renewal: the loop runs twice at most.
+                    if !minted.issuer.invalidate().await {
+                        return Err(refused);
+                    }
+                    renewed = true;
+                }
+                answer => return answer.map(|response| cache_entry(&response)),
             }
         }
     }

@@ -25,8 +25,8 @@ use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 
 pub use auth::{
-    AuthError, AuthScheme, Authenticator, HeldVaultLock, RefreshRefusal, StoredRefreshToken,
-    TokenUse, TokenVault, VaultError, VaultLock,
+    AuthError, AuthScheme, Authenticator, HeldVaultLock, MintedToken, RefreshRefusal,
+    StoredRefreshToken, TokenUse, TokenVault, VaultError, VaultLock,
 };
 pub use limiter::{Priority, RateLimitSnapshot, RateQuota, RequestBudget};
 pub use policy::{Pause, ResponsePolicy};

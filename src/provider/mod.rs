@@ -22,6 +22,7 @@
 //! its `for_each_provider!`.
 
 pub mod d365;
+pub mod directory;
 pub mod follow_up;
 pub mod highlevel;
 pub mod registry;

@@ -91,6 +91,21 @@ macro_rules! define_registry {
 }
 for_each_provider!(define_registry);
 
+impl ProviderTable<'_> {
+    /// The directory that finds the entry's accounts at the provider, when the table
+    /// configures one instead of listing accounts (only a HighLevel agency does).
+    pub fn directory(
+        &self,
+        ctx: &SetupContext<'_>,
+        entry: &str,
+    ) -> Result<Option<std::sync::Arc<dyn super::directory::AccountDirectory>>, ConfigError> {
+        match self {
+            ProviderTable::Highlevel(table) => super::highlevel::directory(table, ctx, entry),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Ends a `[[sources]]` struct with one optional field per provider (its
 /// `[sources.<name>]` table) and gives it `provider_tables()`, listing those present in
 /// registry order. `config.rs` wraps its `SourceConfig` in it.

@@ -9,6 +9,7 @@
 
 pub mod cursor;
 mod cycle;
+pub mod discovery;
 mod policy;
 pub mod progress;
 mod replica;

@@ -91,6 +91,20 @@ pub struct HighLevelLocation {
     pub user_id: String,
 }
 
+/// The agency (company) that owns the HighLevel locations, with the app's agency-level
+/// installation: its refresh token mints location tokens (`POST /oauth/locationToken`) and
+/// lists the installed locations (`GET /oauth/installedLocations`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HighLevelAgency {
+    /// Agency (company) id.
+    pub company_id: String,
+    /// The marketplace app's id (its client id up to the first `-`).
+    pub app_id: String,
+    /// Initial refresh token of the agency-level installation (`user_type=Company`; single
+    /// use like a location's).
+    pub refresh_token: String,
+}
+
 /// Every simulated account, per provider.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimAccounts {
@@ -102,6 +116,9 @@ pub struct SimAccounts {
     pub sinch: Vec<SinchAccount>,
     /// HighLevel locations.
     pub highlevel: Vec<HighLevelLocation>,
+    /// The agency owning the HighLevel locations (when there are any).
+    #[serde(default)]
+    pub highlevel_agency: Option<HighLevelAgency>,
 }
 
 impl SimAccounts {
@@ -203,6 +220,11 @@ impl SimAccounts {
                     }
                 })
                 .collect(),
+            highlevel_agency: (options.highlevel_locations > 0).then(|| HighLevelAgency {
+                company_id: base62(h(Platform::HighLevel, 0, 2), 20),
+                app_id: hl_client.split('-').next().unwrap_or(&hl_client).to_owned(),
+                refresh_token: format!("rt_agency_{}", secret(Platform::HighLevel, 0, 6)),
+            }),
         }
     }
 

@@ -85,9 +85,11 @@ pub enum Mutation {
         size: u32,
     },
     /// HighLevel: the marketplace app was installed on the location (its webhook
-    /// `INSTALL` event; the location's data is unchanged).
+    /// `INSTALL` event; the location's data is unchanged): the agency's installed-locations
+    /// listing names it again and its tokens can be minted.
     AppInstall,
-    /// HighLevel: the app was uninstalled from the location (`UNINSTALL`).
+    /// HighLevel: the app was uninstalled from the location (`UNINSTALL`): the listing
+    /// leaves it out, no token is minted for it and its access tokens are refused.
     AppUninstall,
 }
 
@@ -150,6 +152,16 @@ pub(crate) fn apply(
     let mut state = shared.lock();
     let world = &mut state.accounts[account];
     let touches = change(shared, world, mutation, skew_us)?;
+    match mutation {
+        Mutation::AppInstall => {
+            state.uninstalled.remove(&account);
+        }
+        Mutation::AppUninstall => {
+            state.uninstalled.insert(account);
+        }
+        _ => {}
+    }
+    let world = &state.accounts[account];
     let affected = touches
         .iter()
         .filter(|(_, touch)| !matches!(touch, Touch::Installed(_)))

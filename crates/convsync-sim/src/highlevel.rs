@@ -15,6 +15,13 @@
 //!   (`--highlevel-no-sort-array` and `--highlevel-no-last-message-date` drop one of the
 //!   two, to show which a client pages by).
 //!
+//! * Agency (Company) credentials: the agency's refresh token (`user_type=Company`) lists
+//!   the locations where the app is installed (`GET /oauth/installedLocations`,
+//!   `companyId` + `appId`, paged by `skip`/`limit`, at most 100) and mints a location's
+//!   access token (`POST /oauth/locationToken`, `companyId` + `locationId`). A location
+//!   the app was uninstalled from (`Mutation::AppUninstall`) is left out of the listing,
+//!   gets no token, and its access tokens are refused until it is installed again.
+//!
 //! Every authenticated search response carries the five `X-RateLimit-*` headers of the
 //! per-location burst (100 / 10 s) and daily (200,000) quotas; exhaustion is a 429.
 //! Errors use the shapes of `common-schemas.json` (400 / 401 / 422 with a message array).
@@ -32,6 +39,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::json;
 
+use super::accounts::HighLevelAgency;
 use super::fake::{self, Person};
 use super::frontend::{self, Ask, FrontEnd};
 use super::ids::guid;
@@ -56,6 +64,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         shared,
         Router::new()
             .route("/oauth/token", post(token))
+            .route("/oauth/locationToken", post(location_token))
+            .route("/oauth/installedLocations", get(installed_locations))
             .route("/conversations/search", get(search)),
     )
 }
@@ -154,25 +164,34 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     if grant_type != "refresh_token" {
         return unauthorized("Invalid grant: authorization code is invalid");
     }
-    if form.get("user_type") == Some("Company") {
-        return status_error(
-            StatusCode::BAD_REQUEST,
-            "This refresh token belongs to a Location; user_type must be Location",
-        );
-    }
+    let wants_company = form.get("user_type") == Some("Company");
     let Some(refresh_token) = form.get("refresh_token").filter(|t| !t.is_empty()) else {
         return unprocessable(&["refresh_token should not be empty".to_owned()]);
     };
     let now = shared.clock.now_us();
     let ttl = shared.token_ttl_us();
     let mut state = shared.lock();
+    // The user type must match the installation the token belongs to; a mismatch spends
+    // nothing.
+    if wants_company
+        != state
+            .tokens
+            .refresh_owner(refresh_token)
+            .map_or(wants_company, |owner| owner == AGENCY)
+    {
+        let message = if wants_company {
+            "This refresh token belongs to a Location; user_type must be Location"
+        } else {
+            "This refresh token belongs to a Company; user_type must be Company"
+        };
+        return status_error(StatusCode::BAD_REQUEST, message);
+    }
     let account = match state.tokens.spend_refresh(refresh_token) {
         Spend::Spent(account) => account,
         Spend::AlreadySpent(account) => {
-            let location = &shared.accounts.highlevel[account].location_id;
             shared
                 .counters
-                .reused_refresh_token(shared.provider, location);
+                .reused_refresh_token(shared.provider, &scope_name(&shared, account));
             return unauthorized("Invalid grant: refresh token is invalid");
         }
         Spend::Unknown => return unauthorized("Invalid grant: refresh token is invalid"),
@@ -180,14 +199,9 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let access_token = state.tokens.issue("hl_at_", account, now, Some(ttl));
     let new_refresh = state.tokens.random_string("hl_rt_");
     state.tokens.add_refresh(new_refresh.clone(), account);
-    let location = &shared.accounts.highlevel[account];
-    wire::json(
-        StatusCode::OK,
-        json!({
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": ttl / 1_000_000,
-            "refresh_token": new_refresh,
+    // The installation the token belongs to: a location's, or the agency's.
+    let installation = match shared.accounts.highlevel.get(account) {
+        Some(location) => json!({
             "scope": "conversations.readonly conversations/message.readonly",
             "userType": "Location",
             "locationId": location.location_id,
@@ -195,12 +209,220 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             "userId": location.user_id,
             "isBulkInstallation": false,
         }),
+        None => json!({
+            "scope": "oauth.readonly oauth.write conversations.readonly",
+            "userType": "Company",
+            "companyId": shared.accounts.highlevel_agency.as_ref().map(|a| &a.company_id),
+            "isBulkInstallation": true,
+        }),
+    };
+    let mut answer = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": ttl / 1_000_000,
+        "refresh_token": new_refresh,
+    });
+    if let (Some(answer), serde_json::Value::Object(installation)) =
+        (answer.as_object_mut(), installation)
+    {
+        answer.extend(installation);
+    }
+    wire::json(StatusCode::OK, answer)
+}
+
+/// The account index of the agency's (Company) tokens: no location's.
+const AGENCY: usize = usize::MAX;
+
+/// The `Version` the OAuth endpoints' spec allows.
+const OAUTH_API_VERSION: &str = "2021-07-28";
+
+/// Most locations one listing page returns.
+const MAX_INSTALLED_PAGE: usize = 100;
+
+/// What a counter names for `account`: its location id, or `agency`.
+fn scope_name(shared: &Shared, account: usize) -> String {
+    shared
+        .accounts
+        .highlevel
+        .get(account)
+        .map_or_else(|| "agency".to_owned(), |l| l.location_id.clone())
+}
+
+/// Admits a request to an agency endpoint: an agency access token, the `Version` of the
+/// OAuth endpoints, the `required` parameters, and the agency's own `companyId`. Returns
+/// the agency, or the answer to send.
+fn admit_agency<'s>(
+    shared: &'s Shared,
+    state: &PlatformState,
+    headers: &HeaderMap,
+    params: &Params,
+    required: [&str; 2],
+) -> Result<&'s HighLevelAgency, Box<Response>> {
+    let refuse = |response: Response| Err(Box::new(response));
+    let Some(token) = wire::bearer(headers) else {
+        return refuse(unauthorized("Invalid token: access token is invalid"));
+    };
+    match state.tokens.validate(token, shared.clock.now_us()) {
+        Ok(AGENCY) => {}
+        Ok(_) => {
+            return refuse(unauthorized(
+                "This route is not yet supported by the IAM Service: it needs an agency (Company) token",
+            ));
+        }
+        Err(TokenRejection::Expired) => {
+            return refuse(unauthorized("Invalid JWT: access token has expired"));
+        }
+        Err(TokenRejection::Unknown) => {
+            return refuse(unauthorized("Invalid token: access token is invalid"));
+        }
+    }
+    match headers.get("version").map(|v| v.as_bytes()) {
+        Some(version) if version == OAUTH_API_VERSION.as_bytes() => {}
+        Some(_) => {
+            return refuse(status_error(
+                StatusCode::BAD_REQUEST,
+                "Version header is invalid",
+            ));
+        }
+        None => {
+            return refuse(status_error(
+                StatusCode::BAD_REQUEST,
+                "Version header was not found",
+            ));
+        }
+    }
+    let problems: Vec<String> = required
+        .iter()
+        .filter(|field| params.get(field).is_none_or(str::is_empty))
+        .map(|field| format!("{field} should not be empty"))
+        .collect();
+    if !problems.is_empty() {
+        return refuse(unprocessable(&problems));
+    }
+    let Some(agency) = shared.accounts.highlevel_agency.as_ref() else {
+        return refuse(unauthorized("Invalid token: access token is invalid"));
+    };
+    if params.get("companyId") != Some(agency.company_id.as_str()) {
+        return refuse(status_error(
+            StatusCode::FORBIDDEN,
+            "The token does not have access to this company",
+        ));
+    }
+    Ok(agency)
+}
+
+/// `POST /oauth/locationToken`: a location's access token, minted with the agency's.
+async fn location_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = Params::parse_form(&body);
+    let now = shared.clock.now_us();
+    let ttl = shared.token_ttl_us();
+    let mut state = shared.lock();
+    let agency = match admit_agency(
+        &shared,
+        &state,
+        &headers,
+        &form,
+        ["companyId", "locationId"],
+    ) {
+        Ok(agency) => agency,
+        Err(refused) => return *refused,
+    };
+    let wanted = form.get("locationId").unwrap_or_default();
+    let Some(account) = shared
+        .accounts
+        .highlevel
+        .iter()
+        .position(|l| l.location_id == wanted)
+    else {
+        return status_error(StatusCode::BAD_REQUEST, "Location not found");
+    };
+    if state.uninstalled.contains(&account) {
+        return status_error(
+            StatusCode::BAD_REQUEST,
+            "The app is not installed in this location",
+        );
+    }
+    let access_token = state.tokens.issue("hl_lt_", account, now, Some(ttl));
+    let location = &shared.accounts.highlevel[account];
+    wire::json(
+        StatusCode::OK,
+        json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": ttl / 1_000_000,
+            "scope": "conversations.readonly conversations/message.readonly",
+            "locationId": location.location_id,
+            "userId": location.user_id,
+            "appId": agency.app_id,
+        }),
+    )
+}
+
+/// `GET /oauth/installedLocations`: the agency's locations, with whether the app is
+/// installed in each (`isInstalled=true`: the installed ones only).
+async fn installed_locations(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let state = shared.lock();
+    let agency = match admit_agency(&shared, &state, &headers, &params, ["companyId", "appId"]) {
+        Ok(agency) => agency,
+        Err(refused) => return *refused,
+    };
+    let number = |name: &str, default: usize| match params.get(name) {
+        None => Some(default),
+        Some(text) => text.parse::<usize>().ok(),
+    };
+    let (Some(skip), Some(limit)) = (number("skip", 0), number("limit", 20)) else {
+        return unprocessable(&["skip and limit must be numbers".to_owned()]);
+    };
+    let installed_only = params.get("isInstalled") == Some("true");
+    let same_app = params.get("appId") == Some(agency.app_id.as_str());
+    let rows: Vec<_> = shared
+        .accounts
+        .highlevel
+        .iter()
+        .enumerate()
+        .map(|(account, location)| (location, same_app && !state.uninstalled.contains(&account)))
+        .filter(|(_, installed)| *installed || !installed_only)
+        .collect();
+    let page: Vec<_> = rows
+        .iter()
+        .skip(skip)
+        .take(limit.clamp(1, MAX_INSTALLED_PAGE))
+        .map(|(location, installed)| {
+            json!({
+                "_id": location.location_id,
+                "name": format!("Location {}", location.location_id),
+                "address": "47 W 13th St, New York, NY 10011, USA",
+                "isInstalled": installed,
+            })
+        })
+        .collect();
+    wire::json(
+        StatusCode::OK,
+        json!({
+            "locations": page,
+            "count": rows.len(),
+            "installToFutureLocations": false,
+        }),
     )
 }
 
 /// Register the initial refresh tokens and the private integration tokens.
 pub(crate) fn register_credentials(shared: &Shared) {
     let mut state = shared.lock();
+    if let Some(agency) = &shared.accounts.highlevel_agency {
+        state
+            .tokens
+            .add_refresh(agency.refresh_token.clone(), AGENCY);
+    }
     for (account, location) in shared.accounts.highlevel.iter().enumerate() {
         state
             .tokens
@@ -319,7 +541,18 @@ fn admit(
     let Some(location) = params.get("locationId").filter(|l| !l.is_empty()) else {
         return Err(Refusal::MissingLocation);
     };
-    if shared.accounts.highlevel[account].location_id != location {
+    if state.uninstalled.contains(&account) {
+        return Err(Refusal::Unauthorized(
+            "Invalid token: the app is not installed in this location",
+        ));
+    }
+    // An agency token reads no location's conversations.
+    if shared
+        .accounts
+        .highlevel
+        .get(account)
+        .is_none_or(|l| l.location_id != location)
+    {
         return Err(Refusal::WrongLocation);
     }
     let options = &shared.options;

@@ -53,7 +53,7 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 pub use self::accounts::{
-    D365Account, HighLevelLocation, SimAccounts, SinchAccount, SpruceAccount,
+    D365Account, HighLevelAgency, HighLevelLocation, SimAccounts, SinchAccount, SpruceAccount,
 };
 pub use self::activity::{Affected, EditField, Mutation, SimError};
 pub use self::client::SimClient;

@@ -1,6 +1,6 @@
 //! State shared by one provider's listener: its accounts, tokens, cursors, faults.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::StatusCode;
@@ -34,6 +34,9 @@ pub(crate) struct PlatformState {
     pub(crate) quotas: HashMap<usize, Quota>,
     /// Randomness for page tokens and request ids.
     pub(crate) rng: StdRng,
+    /// HighLevel: the locations the app has been uninstalled from (every location starts
+    /// installed).
+    pub(crate) uninstalled: HashSet<usize>,
 }
 
 impl PlatformState {
@@ -94,6 +97,7 @@ impl Shared {
                 cursors: CursorStore::default(),
                 quotas: HashMap::new(),
                 rng: StdRng::seed_from_u64(seed ^ 3),
+                uninstalled: HashSet::new(),
             }),
             options,
             accounts,

@@ -137,6 +137,11 @@ impl TokenStore {
         self.refresh.insert(token, account);
     }
 
+    /// The account an unspent refresh token belongs to.
+    pub(crate) fn refresh_owner(&self, token: &str) -> Option<usize> {
+        self.refresh.get(token).copied()
+    }
+
     /// Spend a refresh token: it is valid once.
     pub(crate) fn spend_refresh(&mut self, token: &str) -> Spend {
         if let Some(account) = self.refresh.remove(token) {

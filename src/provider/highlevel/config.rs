@@ -7,6 +7,9 @@
 //! locations, each with its own credential or sharing the source-level one, and becomes
 //! one running source per location (`name/locationId`, also when there is only one), each with
 //! its own cursor and its own request budget.
+//!
+//! In agency mode (`company_id` + `agency_refresh_token`) the source lists no location:
+//! [`directory`] builds the `agency` directory that finds them where the app is installed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,10 +18,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::agency::{AgencySettings, HighLevelAgency};
 use super::{API_VERSION, HighLevel, HighLevelWebhooks};
 use crate::config_error::{ConfigError, validate_base_url};
 use crate::http::auth::RotatingRefresh;
 use crate::http::{AuthScheme, RateQuota};
+use crate::provider::directory::AccountDirectory;
 use crate::provider::{ProviderDefaults, ProviderKind, ProviderSetup, SetupContext};
 use crate::secret::{Secret, SecretRef};
 
@@ -69,6 +74,21 @@ pub struct HighLevelConfig {
     /// OAuth app client secret; required when any location uses a refresh token.
     #[serde(default)]
     pub client_secret: Option<SecretRef>,
+    /// Agency mode: the agency (Company) id. With `agency_refresh_token`, the source lists
+    /// no locations: it mirrors every location where the app is installed, found at
+    /// start-up (`GET /oauth/installedLocations`), each as `name/locationId`.
+    #[serde(default)]
+    pub company_id: Option<String>,
+    /// Agency mode: the OAuth refresh token of the app's agency-level installation
+    /// (`user_type=Company`). Rotated like a location's; used only until the database
+    /// holds a newer one.
+    #[serde(default)]
+    pub agency_refresh_token: Option<SecretRef>,
+    /// Agency mode: the marketplace app's id, which the installed-locations listing asks
+    /// for. Default: `client_id` up to its first `-` (HighLevel's client ids are
+    /// `<appId>-<suffix>`).
+    #[serde(default)]
+    pub app_id: Option<String>,
     /// Path to the PEM public key that verifies the app's webhooks (`x-wh-signature`).
     /// Default: the key HighLevel publishes, built into convsync; set this only when
     /// HighLevel announces a new key before convsync ships it.
@@ -126,10 +146,10 @@ pub(crate) fn defaults() -> ProviderDefaults {
 
 /// HighLevel's refresh tokens die after a year unused (later-findings: "valid for a year
 /// unless used").
-const REFRESH_TOKEN_UNUSED_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(super) const REFRESH_TOKEN_UNUSED_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Rotate at least monthly, so that even an idle location's refresh token stays young.
-const ROTATE_REFRESH_TOKEN_EVERY: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(super) const ROTATE_REFRESH_TOKEN_EVERY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A credential, resolved.
 enum Credential {
@@ -137,18 +157,23 @@ enum Credential {
     RefreshToken(Secret),
 }
 
-/// Validates the settings, resolves the secrets and builds one adapter per location.
-pub fn setup(
-    cfg: &HighLevelConfig,
-    ctx: &SetupContext<'_>,
-) -> Result<Vec<ProviderSetup>, ConfigError> {
-    let key = |field: &str| ctx.key(ProviderKind::Highlevel, field);
+/// The settings every location of a source shares, validated.
+pub(super) struct Common {
+    pub(super) search_url: Url,
+    pub(super) token_url: Url,
+    pub(super) installed_url: Url,
+    pub(super) mint_url: Url,
+    pub(super) page_size: u32,
+    pub(super) api_version: String,
+    pub(super) webhooks: Arc<HighLevelWebhooks>,
+}
+
+fn common(cfg: &HighLevelConfig, key: &dyn Fn(&str) -> String) -> Result<Common, ConfigError> {
     let base_url = validate_base_url(
         &key("base_url"),
         cfg.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
     )?;
-    let search_url = join(&base_url, "conversations/search", &key("base_url"))?;
-    let token_url = join(&base_url, "oauth/token", &key("base_url"))?;
+    let url = |path: &str| join(&base_url, path, &key("base_url"));
     if !(1..=MAX_PAGE_SIZE).contains(&cfg.page_size) {
         return Err(ConfigError::new(
             key("page_size"),
@@ -165,6 +190,40 @@ pub fn setup(
     }
     .map(Arc::new)
     .map_err(|e| ConfigError::new(key("webhook_public_key"), e.to_string()))?;
+    Ok(Common {
+        search_url: url("conversations/search")?,
+        token_url: url("oauth/token")?,
+        installed_url: url("oauth/installedLocations")?,
+        mint_url: url("oauth/locationToken")?,
+        page_size: cfg.page_size,
+        api_version,
+        webhooks,
+    })
+}
+
+/// Whether the source is in agency mode (its locations are found, not listed).
+fn is_agency(cfg: &HighLevelConfig) -> bool {
+    cfg.company_id.is_some() || cfg.agency_refresh_token.is_some()
+}
+
+/// Validates the settings, resolves the secrets and builds one adapter per configured
+/// location (none in agency mode: see [`directory`]).
+pub fn setup(
+    cfg: &HighLevelConfig,
+    ctx: &SetupContext<'_>,
+) -> Result<Vec<ProviderSetup>, ConfigError> {
+    if is_agency(cfg) {
+        return Ok(Vec::new());
+    }
+    let key = |field: &str| ctx.key(ProviderKind::Highlevel, field);
+    let Common {
+        search_url,
+        token_url,
+        page_size,
+        api_version,
+        webhooks,
+        ..
+    } = common(cfg, &key)?;
     let locations = locations(cfg, &key)?;
     let shared_pit = resolve(
         &cfg.private_integration_token,
@@ -261,7 +320,7 @@ pub fn setup(
                 HighLevel::new(
                     location.clone(),
                     search_url.clone(),
-                    cfg.page_size,
+                    page_size,
                     api_version.clone(),
                 )
                 .with_webhooks(Some(webhooks.clone())),
@@ -274,6 +333,85 @@ pub fn setup(
         });
     }
     Ok(setups)
+}
+
+/// Agency mode: validates the agency credential and builds the directory that finds the
+/// source's locations (`None` for a source that lists its locations). `entry` is the
+/// source's name, for the recovery command a refused agency token names.
+pub fn directory(
+    cfg: &HighLevelConfig,
+    ctx: &SetupContext<'_>,
+    entry: &str,
+) -> Result<Option<Arc<dyn AccountDirectory>>, ConfigError> {
+    if !is_agency(cfg) {
+        return Ok(None);
+    }
+    let key = |field: &str| ctx.key(ProviderKind::Highlevel, field);
+    let listed = [
+        ("location_id", cfg.location_id.is_some()),
+        ("locations", !cfg.locations.is_empty()),
+        (
+            "private_integration_token",
+            cfg.private_integration_token.is_some(),
+        ),
+        ("refresh_token", cfg.refresh_token.is_some()),
+    ];
+    if let Some((field, _)) = listed.iter().find(|(_, set)| *set) {
+        return Err(ConfigError::new(
+            key(field),
+            "an agency source (company_id + agency_refresh_token) finds its locations where \
+             the app is installed: remove this key, or configure the locations in a source \
+             of their own",
+        ));
+    }
+    let company_id = cfg
+        .company_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| is_plain_id(id))
+        .ok_or_else(|| {
+            ConfigError::new(
+                key("company_id"),
+                "missing or not an id: an agency source needs the agency's company id \
+                 (letters and digits, e.g. 5DP4iH6HLkQsiKESj6rh)",
+            )
+        })?;
+    let refresh_key = key("agency_refresh_token");
+    let refresh_token = resolve(&cfg.agency_refresh_token, &refresh_key)?.ok_or_else(|| {
+        ConfigError::new(
+            refresh_key,
+            "missing: an agency source needs the refresh token of the app's agency-level \
+             installation (user_type Company)",
+        )
+    })?;
+    let (client_id, client_secret) = oauth_client(cfg, &key)?;
+    let app_id = match cfg.app_id.as_deref().map(str::trim) {
+        Some(app_id) => app_id,
+        None => client_id.split('-').next().unwrap_or(&client_id),
+    };
+    if !is_plain_id(app_id) {
+        return Err(ConfigError::new(
+            key("app_id"),
+            format!(
+                "{app_id:?} is not an app id (expected the marketplace app's id, e.g. 6650f1a2b3c4d5e6f7a8b9c0)"
+            ),
+        ));
+    }
+    let agency = HighLevelAgency::new(AgencySettings {
+        entry: entry.to_owned(),
+        company_id: company_id.to_owned(),
+        app_id: app_id.to_owned(),
+        client_id,
+        client_secret,
+        refresh_token,
+        common: common(cfg, &key)?,
+    });
+    Ok(Some(Arc::new(agency)))
+}
+
+/// An id HighLevel issues: short, letters and digits only (it is sent in queries).
+fn is_plain_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 /// The `Version` header value: the spec's by default, otherwise whatever is configured,
@@ -645,6 +783,124 @@ mod tests {
             config.sources[1].setup.auth,
             AuthScheme::Bearer(_)
         ));
+    }
+
+    /// An agency source lists no location: its directory holds the agency's rotating
+    /// credential (user type Company), lists installed locations of the app named by the
+    /// client id, and mints each location's token with it.
+    #[test]
+    fn an_agency_source_finds_its_locations() {
+        let files = SecretFiles::new();
+        let refresh = files.add("agency", "rt-agency-very-secret");
+        let secret = files.add("secret", "client-very-secret");
+        let cfg = parse(&format!(
+            "base_url = \"http://127.0.0.1:4000\"\ncompany_id = \"comp1\"\n\
+             agency_refresh_token = {refresh}\nclient_id = \"app1-xyz\"\nclient_secret = {secret}"
+        ));
+        assert!(setup(&cfg, &ctx()).unwrap().is_empty());
+        let directory = directory(&cfg, &ctx(), "hl").unwrap().expect("agency mode");
+        match directory.auth() {
+            AuthScheme::RotatingRefresh(rr) => {
+                assert_eq!(
+                    rr.extra_form,
+                    vec![("user_type".to_owned(), "Company".to_owned())]
+                );
+                assert_eq!(rr.source, "hl");
+                assert!(rr.vault_key.contains("comp1") && !rr.vault_key.contains("secret"));
+            }
+            other => panic!("expected the agency's refresh token, got {other:?}"),
+        }
+        let listing = directory.page_request(200).unwrap();
+        assert_eq!(
+            listing.url.as_str(),
+            "http://127.0.0.1:4000/oauth/installedLocations?companyId=comp1&appId=app1&isInstalled=true&skip=200&limit=100"
+        );
+        let issuer = Arc::new(crate::http::Authenticator::new(
+            directory.auth().clone(),
+            None,
+        ));
+        let location = directory.account("locA", issuer);
+        assert_eq!(location.name_suffix.as_deref(), Some("locA"));
+        assert_eq!(location.provider.account(), "locA");
+        match &location.auth {
+            AuthScheme::Minted(minted) => {
+                assert_eq!(
+                    minted.mint_url.as_str(),
+                    "http://127.0.0.1:4000/oauth/locationToken"
+                );
+                assert!(
+                    minted
+                        .form
+                        .contains(&("locationId".to_owned(), "locA".to_owned()))
+                );
+                assert!(
+                    minted
+                        .form
+                        .contains(&("companyId".to_owned(), "comp1".to_owned()))
+                );
+            }
+            other => panic!("expected a minted token, got {other:?}"),
+        }
+        let text = format!("{directory:?} {location:?}");
+        assert!(!text.contains("very-secret"), "{text}");
+    }
+
+    /// Agency mistakes fail at start naming the key.
+    #[test]
+    fn agency_mistakes_name_the_key() {
+        let files = SecretFiles::new();
+        let rt = files.add("rt", "rt");
+        let agency = format!(
+            "company_id = \"comp1\"\nagency_refresh_token = {rt}\nclient_id = \"app-x\"\nclient_secret = {rt}"
+        );
+        let cases = [
+            (
+                format!("company_id = \"comp1\"\nclient_id = \"a\"\nclient_secret = {rt}"),
+                "agency_refresh_token",
+            ),
+            (
+                format!("agency_refresh_token = {rt}\nclient_id = \"a\"\nclient_secret = {rt}"),
+                "company_id",
+            ),
+            (
+                format!(
+                    "company_id = \"comp 1\"\nagency_refresh_token = {rt}\nclient_id = \"a\"\nclient_secret = {rt}"
+                ),
+                "company_id",
+            ),
+            (
+                format!(
+                    "company_id = \"comp1\"\nagency_refresh_token = {rt}\nclient_secret = {rt}"
+                ),
+                "client_id",
+            ),
+            (
+                format!("company_id = \"comp1\"\nagency_refresh_token = {rt}\nclient_id = \"a\""),
+                "client_secret",
+            ),
+            (format!("{agency}\napp_id = \"a/b\""), "app_id"),
+            (format!("{agency}\nlocation_id = \"locA\""), "location_id"),
+            (
+                format!("{agency}\nlocations = [{{ id = \"locA\" }}]"),
+                "locations",
+            ),
+            (
+                format!("{agency}\nprivate_integration_token = {rt}"),
+                "private_integration_token",
+            ),
+            (format!("{agency}\nrefresh_token = {rt}"), "refresh_token"),
+        ];
+        for (text, field) in cases {
+            let e = match directory(&parse(&text), &ctx(), "hl") {
+                Ok(_) => panic!("{text}: expected a config error"),
+                Err(e) => e,
+            };
+            assert_eq!(
+                e.key,
+                format!("sources[hl].highlevel.{field}"),
+                "{text}: {e}"
+            );
+        }
     }
 
     /// The URLs keep a base path and drop a trailing slash or query.

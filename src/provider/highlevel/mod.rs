@@ -19,6 +19,7 @@
 //! authentication (a Private
 //! Integration Token or OAuth with rotating refresh tokens) is configured in `config`.
 
+mod agency;
 mod config;
 pub(crate) use config::{account_suffixes, defaults};
 mod conversation;
@@ -36,7 +37,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use url::Url;
 
-pub use config::{DEFAULT_BASE_URL, HighLevelConfig, LocationConfig, setup};
+pub use agency::MAX_LOCATIONS;
+pub use config::{DEFAULT_BASE_URL, HighLevelConfig, LocationConfig, directory, setup};
 pub use webhook::{HighLevelWebhooks, PUBLISHED_PUBLIC_KEY_PEM, WebhookKeyError};
 
 use self::conversation::DateField;

@@ -90,6 +90,9 @@ impl Bed {
             client_id: Some(accounts[0].client_id.clone()),
             client_secret: Some(self.secret_file("client-secret", &accounts[0].client_secret)),
             webhook_public_key: None,
+            company_id: None,
+            agency_refresh_token: None,
+            app_id: None,
         }
     }
 

@@ -3,5 +3,6 @@
 mod d365;
 mod fuzz_parsers;
 mod highlevel;
+mod highlevel_agency;
 mod sinch;
 pub mod spruce;

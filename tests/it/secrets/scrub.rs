@@ -109,6 +109,9 @@ fn highlevel_sources(
         client_id: Some(account.client_id.clone()),
         client_secret: Some(file("client-secret", &account.client_secret)),
         webhook_public_key: None,
+        company_id: None,
+        agency_refresh_token: None,
+        app_id: None,
     };
     let setups = setup(&config, &SetupContext { key: "sources[hl]" }).unwrap();
     entry_sources("hl", setups, &schedule())

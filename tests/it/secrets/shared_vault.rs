@@ -43,6 +43,9 @@ fn rotating_scheme(sim: &SimHandle, secrets: &std::path::Path) -> AuthScheme {
         client_id: Some(account.client_id.clone()),
         client_secret: Some(file("client-secret", &account.client_secret)),
         webhook_public_key: None,
+        company_id: None,
+        agency_refresh_token: None,
+        app_id: None,
     };
     let key = "sources[hl]";
     let setups = setup(&config, &SetupContext { key }).expect("valid highlevel config");

@@ -110,6 +110,7 @@ impl TestDb {
             history: Default::default(),
             webhooks: Default::default(),
             sources,
+            directories: Vec::new(),
             disabled_sources: Vec::new(),
             configured,
         }

@@ -351,8 +351,9 @@ impl Builder<'_> {
 
     fn highlevel_install(&self, installed: bool, id: u128) -> Outgoing {
         let location = &self.shared.accounts.highlevel[self.account];
+        let app_id = location.client_id.split('-').next().unwrap_or_default();
         let body = json!({
-            "appId": location.client_id,
+            "appId": app_id,
             "companyId": location.company_id,
             "userId": location.user_id,
             "installType": "Location",
