@@ -203,7 +203,7 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
             .map(|scope| {
                 let sources = self
                     .engine
-                    .sources
+                    .sources()
                     .iter()
                     .filter(|s| &s.scope == scope)
                     .map(|s| s.name.clone())
@@ -544,7 +544,7 @@ async fn enforce_deadline(
 /// returns [`EngineError::NoSourceLeft`] naming the stopped sources, as on SQLite.
 pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<(), EngineError> {
     let mut replica: Replica<'_, SourceEnd> =
-        Replica::new(engine, engine.sources.iter().cloned(), shutdown.clone());
+        Replica::new(engine, engine.sources(), shutdown.clone());
     tracing::info!(
         replica = %replica.name(),
         scopes = replica.scopes.len(),
@@ -690,7 +690,7 @@ fn reap_daemon_tasks(replica: &mut Replica<'_, SourceEnd>) {
                 if let Some(source) = replica
                     .task_sources
                     .remove(&id)
-                    .and_then(|name| replica.engine.sources.iter().find(|s| s.name == name))
+                    .and_then(|name| replica.engine.registry.find(&name))
                     && let Some(held) = replica.held.get(&source.scope)
                 {
                     held.lease_lost.store(true, Ordering::Relaxed);
@@ -726,7 +726,7 @@ pub(super) async fn sync_once(
     shutdown: CancellationToken,
 ) -> Result<Vec<OnceResult>, StoreError> {
     let selected: Vec<Arc<Source>> = engine
-        .sources
+        .sources()
         .iter()
         .filter(|s| only.is_none_or(|n| n == s.name))
         .cloned()

@@ -148,6 +148,10 @@ impl AccountDirectory for HighLevelAgency {
         &self.credential_key
     }
 
+    fn owner(&self) -> &str {
+        &self.company_id
+    }
+
     fn quota(&self) -> Option<RateQuota> {
         self.quota
     }

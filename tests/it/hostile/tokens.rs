@@ -255,9 +255,8 @@ async fn a_refresh_that_never_left_is_retried_with_the_same_token() {
     // `/metrics` reads when the rotated token would die unused: a year from now.
     let oauth = app
         .engine()
-        .sources()
-        .iter()
-        .find(|s| s.name == bed.oauth_source())
+        .registry()
+        .find(&bed.oauth_source())
         .unwrap();
     let expires = oauth
         .client
