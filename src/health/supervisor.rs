@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::systemd::Notifier;
-use crate::sync::{Source, SourceRegistry};
 use crate::sync::progress::{TaskPulse, TaskState};
+use crate::sync::{Source, SourceRegistry};
 
 /// Ticks without a beat after which a running source counts as not serviced. Two, so a
 /// tick that lands just before a beat is never mistaken for a stall.

@@ -231,15 +231,7 @@ impl Engine {
         for source in self.sources() {
             run.spawn(source, &self.store, &shutdown);
         }
-        let mut changes = self.registry.listen();
-        let mut relisting = JoinSet::new();
-        for directory in self.registry.directories() {
-            relisting.spawn(relist::run(
-                directory.clone(),
-                self.registry.clone(),
-                shutdown.clone(),
-            ));
-        }
+        let (mut changes, mut relisting) = self.follow_directories(&shutdown);
         loop {
             // A directory entry waits for installs when none of its accounts runs; an
             // engine whose every source stopped on its own ends (NoSourceLeft).
@@ -265,6 +257,43 @@ impl Engine {
         let mut stopped = run.stopped;
         stopped.sort();
         Err(EngineError::NoSourceLeft { stopped })
+    }
+
+    /// Takes the account changes asked of the registry from now on, and starts each
+    /// directory's periodic re-listing; both end with the run (`deafen`, the set's drop).
+    fn follow_directories(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> (tokio::sync::mpsc::Receiver<AccountChange>, JoinSet<()>) {
+        let changes = self.registry.listen();
+        let mut relisting = JoinSet::new();
+        for directory in self.registry.directories() {
+            relisting.spawn(relist::run(
+                directory.clone(),
+                self.registry.clone(),
+                shutdown.clone(),
+            ));
+        }
+        (changes, relisting)
+    }
+
+    /// The source of a directory's `account` when it should start: `None` when the entry
+    /// is no directory or the account runs already.
+    fn installed_source(&self, entry: &str, account: &str) -> Option<Arc<Source>> {
+        let settings = self.registry.directory(entry)?.source(account);
+        if self.registry.find(&settings.name).is_some() {
+            tracing::debug!(source = %settings.name, "already running: install ignored");
+            return None;
+        }
+        let source = self.build_source(&settings);
+        self.registry.add(source.clone()).then_some(source)
+    }
+
+    /// Retires a directory's `account` from the registry; its source when it ran.
+    fn uninstalled_source(&self, entry: &str, account: &str) -> Option<Arc<Source>> {
+        let name = self.registry.directory(entry)?.source_name(account);
+        let source = self.registry.find(&name)?;
+        self.registry.remove(&name).then_some(source)
     }
 
     /// Notes how a source task ended.
@@ -297,28 +326,15 @@ impl Engine {
     fn apply(&self, change: AccountChange, run: &mut RunLoop, shutdown: &CancellationToken) {
         match change {
             AccountChange::Installed { entry, account } => {
-                let Some(directory) = self.registry.directory(&entry) else {
-                    return;
-                };
-                let settings = directory.source(&account);
-                if self.registry.find(&settings.name).is_some() {
-                    tracing::debug!(source = %settings.name, "already running: install ignored");
-                    return;
-                }
-                let source = self.build_source(&settings);
-                if self.registry.add(source.clone()) {
+                if let Some(source) = self.installed_source(&entry, &account) {
                     tracing::info!(source = %source.name, "app installed: the location runs now");
                     run.spawn(source, &self.store, shutdown);
                 }
             }
             AccountChange::Uninstalled { entry, account } => {
-                let Some(directory) = self.registry.directory(&entry) else {
-                    return;
-                };
-                let name = directory.source_name(&account);
-                if self.registry.remove(&name) {
-                    run.retire(&name);
-                    tracing::info!(source = %name, "app uninstalled: the location's source stops; its rows stay");
+                if let Some(source) = self.uninstalled_source(&entry, &account) {
+                    run.retire(&source.name);
+                    tracing::info!(source = %source.name, "app uninstalled: the location's source stops; its rows stay");
                 }
             }
         }

@@ -129,7 +129,11 @@ impl SourceRegistry {
 
     /// Adds `source` unless one of that name runs. False when it already ran.
     pub(super) fn add(&self, source: Arc<Source>) -> bool {
-        let mut running = self.inner.running.write().expect("source registry poisoned");
+        let mut running = self
+            .inner
+            .running
+            .write()
+            .expect("source registry poisoned");
         if running.iter().any(|s| s.name == source.name) {
             return false;
         }
@@ -139,7 +143,11 @@ impl SourceRegistry {
 
     /// Removes the source named `name`; false when none ran.
     pub(super) fn remove(&self, name: &str) -> bool {
-        let mut running = self.inner.running.write().expect("source registry poisoned");
+        let mut running = self
+            .inner
+            .running
+            .write()
+            .expect("source registry poisoned");
         let before = running.len();
         running.retain(|s| s.name != name);
         running.len() != before

@@ -89,7 +89,7 @@ impl AgencyBed {
         std::fs::write(
             &path,
             format!(
-                "[webhooks]\nlisten = \"127.0.0.1:0\"\n\n{agency}webhook_public_key = \"{}\"\n",
+                "[health]\nlisten = \"127.0.0.1:0\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\n\n{agency}webhook_public_key = \"{}\"\n",
                 key.display()
             ),
         )
@@ -350,10 +350,10 @@ fn cycled(app: &TestApp, name: &str, after: Option<Timestamp>) -> bool {
 /// the location with a token minted from the agency's (no restart, no second listing); a
 /// forged install and a repeated one start nothing; an uninstall retires the location's
 /// poller at once (it sends no further request, not even the refused search the sim would
-/// answer) and keeps its rows, while the other locations keep polling.
-#[tokio::test]
-async fn app_installs_and_uninstalls_apply_while_running() {
-    let bed = AgencyBed::start(Backend::Sqlite).await;
+/// answer) and keeps its rows, while the other locations keep polling. On PostgreSQL the
+/// new location's scope is leased like the others.
+async fn app_installs_and_uninstalls_apply_while_running(backend: Backend) {
+    let bed = AgencyBed::start(backend).await;
     let (a, b, c) = (bed.location(0), bed.location(1), bed.location(2));
     let (hl_a, hl_b, hl_c) = (format!("hl/{a}"), format!("hl/{b}"), format!("hl/{c}"));
     bed.uninstall(2);
@@ -386,7 +386,13 @@ async fn app_installs_and_uninstalls_apply_while_running() {
     assert_eq!(bed.count(MINT, 200), 2);
 
     // A forged install (signed with no key HighLevel holds): refused, nothing starts.
-    let company = bed.sim.accounts().highlevel_agency.clone().unwrap().company_id;
+    let company = bed
+        .sim
+        .accounts()
+        .highlevel_agency
+        .clone()
+        .unwrap()
+        .company_id;
     let forged = format!(
         r#"{{"type":"INSTALL","appId":"app","locationId":"{c}","companyId":"{company}","timestamp":{}}}"#,
         Timestamp::now().epoch_millis()
@@ -411,7 +417,10 @@ async fn app_installs_and_uninstalls_apply_while_running() {
         },
     );
     bed.install(2);
-    until("the installed location synced", || cycled(&app, &hl_c, None)).await;
+    until("the installed location synced", || {
+        cycled(&app, &hl_c, None)
+    })
+    .await;
     assert_eq!(
         names(&app),
         sorted(vec![hl_a.clone(), hl_b.clone(), hl_c.clone()])
@@ -421,7 +430,9 @@ async fn app_installs_and_uninstalls_apply_while_running() {
     bed.install(2);
     until("every install event answered", || settled(&bed.sim)).await;
     assert_eq!(
-        bed.sim.webhook_counts().total(HL, WebhookOutcome::Duplicated),
+        bed.sim
+            .webhook_counts()
+            .total(HL, WebhookOutcome::Duplicated),
         1,
         "the first install was delivered twice"
     );
@@ -443,9 +454,20 @@ async fn app_installs_and_uninstalls_apply_while_running() {
     let retired = app.engine().registry().find(&hl_c).unwrap();
     let rows = bed.rows(&app, 2).await;
     bed.uninstall(2);
-    until("c retired", || app.engine().registry().find(&hl_c).is_none()).await;
+    until("c retired", || {
+        app.engine().registry().find(&hl_c).is_none()
+    })
+    .await;
     let requests = retired.client.tally().by_status();
-    let since = [&hl_a, &hl_b].map(|n| app.engine().registry().find(n).unwrap().progress.state().last_success_at);
+    let since = [&hl_a, &hl_b].map(|n| {
+        app.engine()
+            .registry()
+            .find(n)
+            .unwrap()
+            .progress
+            .state()
+            .last_success_at
+    });
     until("a and b polled again", || {
         cycled(&app, &hl_a, since[0]) && cycled(&app, &hl_b, since[1])
     })
@@ -467,4 +489,5 @@ on_both_stores!(
     an_agency_mirrors_its_installed_locations,
     refused_tokens_are_minted_again,
     an_uninstalled_location_stops_and_keeps_its_rows,
+    app_installs_and_uninstalls_apply_while_running,
 );
