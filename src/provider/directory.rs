@@ -36,6 +36,9 @@ pub trait AccountDirectory: ResponsePolicy + Send + Sync + std::fmt::Debug {
     /// uninstall events naming another owner are not this directory's.
     fn owner(&self) -> &str;
 
+    /// How often the accounts are listed again while running (`sync::relist`).
+    fn relist_interval(&self) -> std::time::Duration;
+
     /// The listing's request quota (the provider limits the directory's resource like an
     /// account's).
     fn quota(&self) -> Option<RateQuota>;

@@ -2,13 +2,12 @@
 //! installs and uninstalls whose events were lost (HighLevel drops an event on any
 //! failure but a 429) or arrived while the receiver was down or not configured.
 //!
-//! Every [`RELIST_INTERVAL`] the accounts are listed with the directory's credential
+//! Every `relist_interval` of the directory the accounts are listed with the directory's credential
 //! (bounded like the start-up listing) and the difference with the running accounts is
 //! asked of the run loop as installs and uninstalls, the same changes the events ask for.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -16,19 +15,15 @@ use super::discovery::Directory;
 use super::registry::{AccountChange, SourceRegistry};
 use crate::retry::sleep_unless_cancelled;
 
-/// How often a directory's accounts are listed again: one request per page per quarter
-/// hour is little against HighLevel's limits, and an install whose event was lost is
-/// mirrored within that time.
-pub const RELIST_INTERVAL: Duration = Duration::from_secs(15 * 60);
-
-/// Lists `directory`'s accounts every `RELIST_INTERVAL` until `shutdown`.
+/// Lists `directory`'s accounts every `relist_interval` until `shutdown`.
 pub(super) async fn run(
     directory: Arc<Directory>,
     registry: SourceRegistry,
     shutdown: CancellationToken,
 ) {
     let entry = directory.settings().entry.clone();
-    while sleep_unless_cancelled(RELIST_INTERVAL, &shutdown).await {
+    let interval = directory.settings().directory.relist_interval();
+    while sleep_unless_cancelled(interval, &shutdown).await {
         match directory.list().await {
             Ok(listed) => {
                 for change in differences(&directory, &registry, &listed) {

@@ -93,6 +93,7 @@ impl Bed {
             company_id: None,
             agency_refresh_token: None,
             app_id: None,
+            relist_interval: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! is kept in the vault; a refused location token is minted afresh. On both stores.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use convsync::health::{Notifier, Service};
@@ -76,8 +77,9 @@ impl AgencyBed {
     }
 
     /// The agency configuration with the app's webhooks verified and received on a
-    /// loopback port, and polls `poll_interval` apart.
-    fn config_with_webhooks(&self, poll_interval: &str) -> Config {
+    /// loopback port, polls `poll_interval` apart and the locations listed again every
+    /// `relist_interval`.
+    fn config_with_webhooks(&self, poll_interval: &str, relist_interval: &str) -> Config {
         let key = self.dir.path().join("highlevel-webhook-public-key.pem");
         write_highlevel_public_key(&key).unwrap();
         let agency = std::fs::read_to_string(self.config_file()).unwrap();
@@ -89,7 +91,7 @@ impl AgencyBed {
         std::fs::write(
             &path,
             format!(
-                "[health]\nlisten = \"127.0.0.1:0\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\n\n{agency}webhook_public_key = \"{}\"\n",
+                "[health]\nlisten = \"127.0.0.1:0\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\n\n{agency}webhook_public_key = \"{}\"\nrelist_interval = \"{relist_interval}\"\n",
                 key.display()
             ),
         )
@@ -357,7 +359,7 @@ async fn app_installs_and_uninstalls_apply_while_running(backend: Backend) {
     let (a, b, c) = (bed.location(0), bed.location(1), bed.location(2));
     let (hl_a, hl_b, hl_c) = (format!("hl/{a}"), format!("hl/{b}"), format!("hl/{c}"));
     bed.uninstall(2);
-    let config = bed.config_with_webhooks("10s");
+    let config = bed.config_with_webhooks("10s", "1h");
     let app = spawn_app(&config).await;
     let stop = CancellationToken::new();
     let service = Service::start_with_webhooks(
@@ -440,6 +442,10 @@ async fn app_installs_and_uninstalls_apply_while_running(backend: Backend) {
     assert_eq!(bed.count(MINT, 200), 3, "one more minted token: c's");
     assert_eq!(bed.count(LISTING, 200), 1, "no listing besides the start's");
     assert!(bed.rows(&app, 2).await > 0, "c is mirrored");
+    let held = || app.engine().replica_progress().held.load(Ordering::Relaxed);
+    if backend == Backend::Postgres {
+        assert_eq!(held(), 3, "c's scope is leased like a's and b's");
+    }
     assert_eq!(
         app.store()
             .sql_value::<i64>(&format!(
@@ -479,10 +485,64 @@ async fn app_installs_and_uninstalls_apply_while_running(backend: Backend) {
     );
     assert_eq!(bed.count(MINT, 400), 0, "no mint tried for it");
     assert_eq!(bed.rows(&app, 2).await, rows, "its rows stay");
+    if backend == Backend::Postgres {
+        assert_eq!(held(), 2, "c's lease released");
+    }
 
     stop.cancel();
     running.await.unwrap().unwrap();
     service.stop().await;
+}
+
+/// Installs and uninstalls whose events were lost (here: no receiver at all) are caught by
+/// the periodic re-listing: the installed location starts, the uninstalled one is retired
+/// before it sends another request.
+async fn the_relisting_catches_lost_installs_and_uninstalls(backend: Backend) {
+    let bed = AgencyBed::start(backend).await;
+    let (a, b, c) = (bed.location(0), bed.location(1), bed.location(2));
+    let (hl_a, hl_b, hl_c) = (format!("hl/{a}"), format!("hl/{b}"), format!("hl/{c}"));
+    bed.uninstall(2);
+    let app = spawn_app(&bed.config_with_webhooks("1h", "10s")).await;
+    let stop = CancellationToken::new();
+    let engine = app.engine().clone();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { engine.run(stop).await }
+    });
+    until("both locations synced", || {
+        cycled(&app, &hl_a, None) && cycled(&app, &hl_b, None)
+    })
+    .await;
+
+    bed.install(2);
+    until("the re-listing started c", || cycled(&app, &hl_c, None)).await;
+    assert_eq!(bed.count(MINT, 200), 3, "c's token minted once");
+    assert!(bed.rows(&app, 2).await > 0, "c is mirrored");
+
+    let retired = app.engine().registry().find(&hl_a).unwrap();
+    let requests = retired.client.tally().by_status();
+    let listings = bed.count(LISTING, 200);
+    bed.uninstall(0);
+    until("the re-listing retired a", || {
+        app.engine().registry().find(&hl_a).is_none()
+    })
+    .await;
+    assert!(bed.count(LISTING, 200) > listings);
+    assert_eq!(
+        names(&app),
+        sorted(vec![hl_b.clone(), hl_c.clone()]),
+        "b and c run on"
+    );
+    assert_eq!(
+        retired.client.tally().by_status(),
+        requests,
+        "a sent nothing more"
+    );
+    assert_eq!(bed.count(MINT, 400), 0, "no mint tried for a");
+    assert!(bed.rows(&app, 0).await > 0, "a's rows stay");
+
+    stop.cancel();
+    running.await.unwrap().unwrap();
 }
 
 on_both_stores!(
@@ -490,4 +550,5 @@ on_both_stores!(
     refused_tokens_are_minted_again,
     an_uninstalled_location_stops_and_keeps_its_rows,
     app_installs_and_uninstalls_apply_while_running,
+    the_relisting_catches_lost_installs_and_uninstalls,
 );
