@@ -137,7 +137,9 @@ impl Receiver {
     /// Where an install or uninstall event at a directory entry is recorded (the
     /// account's source name, stable across retries whether or not it runs), and the
     /// change it asks of the engine: none when it names another company (HighLevel's
-    /// `companyId`) than the directory's, which is recorded as unrelated.
+    /// `companyId`) than the directory's, which is recorded as unrelated. An install must
+    /// name the directory's company; an uninstall may name none (HighLevel's documented
+    /// example does not), since it only stops a location the directory runs.
     fn account_change(
         &self,
         entry: &str,
@@ -149,9 +151,15 @@ impl Receiver {
         };
         let directory = registry.directory(entry)?;
         let owner = directory.settings().directory.owner();
-        let (account, company, installed) = match &event.change {
-            WebhookChange::AccountInstalled { account, company } => (account, company, true),
-            WebhookChange::AccountUninstalled { account, company } => (account, company, false),
+        let (account, ours, installed) = match &event.change {
+            WebhookChange::AccountInstalled { account, company } => {
+                (account, company.as_deref() == Some(owner), true)
+            }
+            WebhookChange::AccountUninstalled { account, company } => (
+                account,
+                company.as_deref().is_none_or(|c| c == owner),
+                false,
+            ),
             _ => return None,
         };
         let target = WebhookTarget {
@@ -159,7 +167,7 @@ impl Receiver {
             source: directory.source_name(account),
             provider: first.provider.clone(),
         };
-        let change = (company.as_deref() == Some(owner)).then(|| {
+        let change = ours.then(|| {
             let (entry, account) = (entry.to_owned(), account.clone());
             if installed {
                 AccountChange::Installed { entry, account }

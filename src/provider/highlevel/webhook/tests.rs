@@ -194,8 +194,8 @@ fn installs_add_and_remove_locations() {
     assert_eq!(install.sent_at, None);
     assert!(matches!(
         &accept(UNINSTALL).change,
-        WebhookChange::AccountUninstalled { account, company }
-            if account == "otg8dTQqGLh3Q6iQI55w" && company.as_deref() == Some("otg8dTQqGLh3Q6iQI55w")
+        WebhookChange::AccountUninstalled { account, company: None }
+            if account == "otg8dTQqGLh3Q6iQI55w"
     ));
     let agency = accept(AGENCY_INSTALL);
     assert!(matches!(agency.change, WebhookChange::Unrelated));
