@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use convsync::health::{Notifier, Service};
 use convsync::sim_config::write_highlevel_public_key;
 use convsync::time::Timestamp;
 use convsync_sim::{WebhookFaults, WebhookOutcome};
@@ -23,6 +22,7 @@ use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 use crate::support::truth::{Truth, TruthSource};
 use crate::support::world::start_one_provider_tuned;
+use crate::webhooks::start_service;
 
 const HL: Platform = Platform::HighLevel;
 const SEARCH: &str = "GET /conversations/search";
@@ -331,6 +331,25 @@ async fn until(what: &str, holds: impl Fn() -> bool) {
     panic!("never happened: {what}");
 }
 
+/// Runs the engine as `convsync run` does, until `stop`, and waits until each of `synced`
+/// finished a cycle.
+async fn run_until_synced(
+    app: &TestApp,
+    stop: &CancellationToken,
+    synced: [&str; 2],
+) -> tokio::task::JoinHandle<Result<(), convsync::sync::EngineError>> {
+    let engine = app.engine().clone();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { engine.run(stop).await }
+    });
+    until("the locations synced", || {
+        synced.iter().all(|name| cycled(app, name, None))
+    })
+    .await;
+    running
+}
+
 /// Whether every HighLevel event the simulator generated was answered 2xx.
 fn settled(sim: &SimHandle) -> bool {
     let counts = sim.webhook_counts();
@@ -362,29 +381,13 @@ async fn app_installs_and_uninstalls_apply_while_running(backend: Backend) {
     let config = bed.config_with_webhooks("10s", "1h");
     let app = spawn_app(&config).await;
     let stop = CancellationToken::new();
-    let service = Service::start_with_webhooks(
-        &config.health,
-        &config.webhooks,
-        app.engine(),
-        Notifier::disabled(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let service = start_service(&config, &app, &stop).await;
     let addr = service.webhook_addr().expect("the receiver listens");
     for key in bed.sim.accounts().keys(HL) {
         let url = format!("http://{addr}/webhooks/hl").parse().unwrap();
         bed.sim.set_webhook_target(HL, &key, Some(url)).unwrap();
     }
-    let engine = app.engine().clone();
-    let running = tokio::spawn({
-        let stop = stop.clone();
-        async move { engine.run(stop).await }
-    });
-    until("both locations synced", || {
-        cycled(&app, &hl_a, None) && cycled(&app, &hl_b, None)
-    })
-    .await;
+    let running = run_until_synced(&app, &stop, [&hl_a, &hl_b]).await;
     assert_eq!(bed.count(MINT, 200), 2);
 
     // A forged install (signed with no key HighLevel holds): refused, nothing starts.
@@ -504,15 +507,7 @@ async fn the_relisting_catches_lost_installs_and_uninstalls(backend: Backend) {
     bed.uninstall(2);
     let app = spawn_app(&bed.config_with_webhooks("1h", "10s")).await;
     let stop = CancellationToken::new();
-    let engine = app.engine().clone();
-    let running = tokio::spawn({
-        let stop = stop.clone();
-        async move { engine.run(stop).await }
-    });
-    until("both locations synced", || {
-        cycled(&app, &hl_a, None) && cycled(&app, &hl_b, None)
-    })
-    .await;
+    let running = run_until_synced(&app, &stop, [&hl_a, &hl_b]).await;
 
     bed.install(2);
     until("the re-listing started c", || cycled(&app, &hl_c, None)).await;
