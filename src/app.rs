@@ -100,7 +100,7 @@ impl App {
             .configured
             .iter()
             .cloned()
-            .chain(discovered.iter().map(|s| ConfiguredSource {
+            .chain(discovered.sources.iter().map(|s| ConfiguredSource {
                 name: s.name.clone(),
                 entry: s.name.split('/').next().unwrap_or(&s.name).to_owned(),
                 provider: s.setup.provider.kind().as_str().to_owned(),
@@ -111,11 +111,16 @@ impl App {
         adopt_and_warn(&store, &configured)
             .await
             .map_err(AppError::AdoptSources)?;
-        let sources: Vec<SourceSettings> =
-            config.sources.iter().cloned().chain(discovered).collect();
+        let sources: Vec<SourceSettings> = config
+            .sources
+            .iter()
+            .cloned()
+            .chain(discovered.sources)
+            .collect();
         let engine = Engine::new(store, &config.http, &sources)
             .map_err(AppError::HttpClient)?
-            .with_replicas(config.replicas.clone());
+            .with_replicas(config.replicas.clone())
+            .with_directories(discovered.directories);
         Ok(App {
             engine,
             health: config.health.clone(),

@@ -23,7 +23,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::process::ProcessCollector;
 use super::readiness::{ReadinessRule, assess};
 use crate::store::{Store, VerificationRecord};
-use crate::sync::{ReplicaProgress, Source};
+use crate::sync::{ReplicaProgress, Source, SourceRegistry};
 use crate::time::Timestamp;
 
 /// The `Content-Type` of the body [`encode`] produces.
@@ -31,7 +31,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Builds the registry served at `/metrics`.
 pub fn registry(
-    sources: Vec<Arc<Source>>,
+    sources: SourceRegistry,
     ready_after_intervals: f64,
     started_at: Timestamp,
     store_figures: Arc<StoreFigures>,
@@ -149,7 +149,8 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
 /// Reads every source's figures on each scrape.
 #[derive(Debug)]
 struct SourceCollector {
-    sources: Vec<Arc<Source>>,
+    /// Read on each scrape: the sources running now.
+    sources: SourceRegistry,
     ready_after_intervals: f64,
     started_at: Timestamp,
     store_figures: Arc<StoreFigures>,
@@ -233,9 +234,10 @@ impl Collector for SourceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = Timestamp::now();
-        let states: Vec<_> = self.sources.iter().map(|s| s.progress.state()).collect();
+        let sources = self.sources.snapshot();
+        let states: Vec<_> = sources.iter().map(|s| s.progress.state()).collect();
         let each = |f: &dyn Fn(&Source) -> u64| -> Vec<(Labels<'_>, u64)> {
-            self.sources.iter().map(|s| (labels(s), f(s))).collect()
+            sources.iter().map(|s| (labels(s), f(s))).collect()
         };
         let mut family = Family {
             encoder: &mut encoder,
@@ -251,7 +253,7 @@ impl Collector for SourceCollector {
             "watermark_lag",
             "Now minus the newest delta watermark: how far behind the provider the mirror may be",
             Some(&Unit::Seconds),
-            self.sources
+            sources
                 .iter()
                 .zip(&states)
                 .filter_map(|(s, st)| st.watermark.map(|w| (labels(s), signed_seconds(w, now)))),
@@ -260,7 +262,7 @@ impl Collector for SourceCollector {
             "last_success_timestamp",
             "When the source last completed a cycle (Unix time)",
             Some(&Unit::Seconds),
-            self.sources
+            sources
                 .iter()
                 .zip(&states)
                 .filter_map(|(s, st)| st.last_success_at.map(|t| (labels(s), epoch_seconds(t)))),
@@ -270,7 +272,7 @@ impl Collector for SourceCollector {
             "Now minus when the source last completed a cycle: how stale the mirror can be; \
              compare with poll_interval_seconds",
             Some(&Unit::Seconds),
-            self.sources.iter().zip(&states).filter_map(|(s, st)| {
+            sources.iter().zip(&states).filter_map(|(s, st)| {
                 st.last_success_at
                     .map(|t| (labels(s), signed_seconds(t, now)))
             }),
@@ -279,7 +281,7 @@ impl Collector for SourceCollector {
             "poll_interval",
             "The source's configured poll_interval",
             Some(&Unit::Seconds),
-            self.sources
+            sources
                 .iter()
                 .map(|s| (labels(s), s.schedule.poll_interval.as_secs_f64())),
         )?;
@@ -288,7 +290,7 @@ impl Collector for SourceCollector {
             "When the source's rotating OAuth refresh token dies if unused (Unix time); alert \
              well before it (convsync rotates it at least monthly while it runs)",
             Some(&Unit::Seconds),
-            self.sources.iter().filter_map(|s| {
+            sources.iter().filter_map(|s| {
                 s.client
                     .refresh_token_expires_at()
                     .map(|t| (labels(s), epoch_seconds(t)))
@@ -298,7 +300,7 @@ impl Collector for SourceCollector {
             "source_ready",
             "1 when the source completed a cycle within ready_after_intervals poll intervals",
             None,
-            self.sources.iter().zip(&states).map(|(s, st)| {
+            sources.iter().zip(&states).map(|(s, st)| {
                 let rule = ReadinessRule {
                     poll_interval: s.schedule.poll_interval,
                     ready_after_intervals: self.ready_after_intervals,
@@ -315,7 +317,7 @@ impl Collector for SourceCollector {
             each(&|s| s.progress.cycles.load(Relaxed)),
         )?;
         let mut outcomes = Vec::new();
-        for s in &self.sources {
+        for s in &sources {
             for (outcome, count) in s.progress.outcomes.snapshot() {
                 let mut l = labels(s);
                 l.push(("outcome", outcome));
@@ -334,7 +336,7 @@ impl Collector for SourceCollector {
                 "follow_ups_queued",
                 "Per-conversation follow-up requests waiting in the queue",
                 None,
-                self.sources.iter().map(|s| {
+                sources.iter().map(|s| {
                     let queued = backlog.get(&s.name).copied().unwrap_or(0);
                     (labels(s), queued as f64)
                 }),
@@ -343,7 +345,7 @@ impl Collector for SourceCollector {
         if let Some(verified) = &figures.verifications {
             let last = |s: &Source| verified.get(&s.name);
             let mut drift = Vec::new();
-            for s in &self.sources {
+            for s in &sources {
                 if let Some(v) = last(s) {
                     for (kind, count) in v.drift.by_kind() {
                         let mut l = labels(s);
@@ -363,7 +365,7 @@ impl Collector for SourceCollector {
                 "last_verification_timestamp",
                 "When the source's latest verification finished (Unix time)",
                 Some(&Unit::Seconds),
-                self.sources
+                sources
                     .iter()
                     .filter_map(|s| last(s).map(|v| (labels(s), epoch_seconds(v.finished_at)))),
             )?;
@@ -371,7 +373,7 @@ impl Collector for SourceCollector {
                 "last_verification_age",
                 "Now minus when the source's latest verification finished",
                 Some(&Unit::Seconds),
-                self.sources.iter().filter_map(|s| {
+                sources.iter().filter_map(|s| {
                     last(s).map(|v| (labels(s), signed_seconds(v.finished_at, now)))
                 }),
             )?;
@@ -397,7 +399,7 @@ impl Collector for SourceCollector {
             each(&|s| s.progress.pages.load(Relaxed)),
         )?;
         let mut rows = Vec::new();
-        for s in &self.sources {
+        for s in &sources {
             let p = &s.progress;
             for (change, value) in [
                 ("inserted", p.inserted.load(Relaxed)),
@@ -439,8 +441,7 @@ impl Collector for SourceCollector {
             None,
             each(&|s| s.progress.late.load(Relaxed)),
         )?;
-        let tallies: Vec<_> = self
-            .sources
+        let tallies: Vec<_> = sources
             .iter()
             .map(|s| (s, s.client.tally().by_status()))
             .collect();
@@ -475,7 +476,7 @@ impl Collector for SourceCollector {
             "rate_limit_wait",
             "Time spent waiting for the request budget or a provider's Retry-After",
             Some(&Unit::Seconds),
-            self.sources.iter().map(|s| {
+            sources.iter().map(|s| {
                 (
                     labels(s),
                     s.client.tally().rate_limit_wait_ms.load(Relaxed) as f64 / 1000.0,
@@ -488,7 +489,7 @@ impl Collector for SourceCollector {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for s in &self.sources {
+        for s in &sources {
             s.progress
                 .cycle_durations
                 .histogram()

@@ -46,7 +46,7 @@ pub use self::systemd::{Notifier, NotifyAddress};
 use self::readiness::{DatabaseCheck, Readiness, ReadinessRule, SourceReadiness};
 use crate::config::{HealthConfig, WebhookSettings};
 use crate::store::Store;
-use crate::sync::{Engine, Source};
+use crate::sync::{Engine, SourceRegistry};
 use crate::time::Timestamp;
 
 /// Why the health endpoint could not start.
@@ -94,7 +94,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HealthError> {
 /// the metrics registry. Cheap to clone.
 #[derive(Clone)]
 pub struct HealthApp {
-    sources: Vec<Arc<Source>>,
+    /// The running sources, read per request.
+    sources: SourceRegistry,
     store: Store,
     ready_after_intervals: f64,
     started_at: Timestamp,
@@ -109,7 +110,7 @@ impl HealthApp {
     /// liveness with the verdicts the supervisor records in `liveness`.
     pub fn new(engine: &Engine, ready_after_intervals: f64, liveness: Arc<Liveness>) -> HealthApp {
         let started_at = Timestamp::now();
-        let sources = engine.sources().to_vec();
+        let sources = engine.registry().clone();
         let store_figures = Arc::new(metrics::StoreFigures::default());
         HealthApp {
             registry: Arc::new(metrics::registry(
@@ -183,6 +184,7 @@ impl HealthApp {
         let now = Timestamp::now();
         let sources: Vec<SourceReadiness> = self
             .sources
+            .snapshot()
             .iter()
             .map(|s| {
                 let state = s.progress.state();
@@ -357,10 +359,9 @@ impl Service {
                     addr: wanted,
                     source,
                 })?;
-            let targets = webhooks::targets_of(engine.sources());
-            let entries = targets.len();
-            let receiver = Arc::new(webhooks::Receiver::new(
-                targets,
+            let entries = webhooks::targets_of(&engine.sources()).len();
+            let receiver = Arc::new(webhooks::Receiver::live(
+                engine.registry().clone(),
                 engine.store().clone(),
                 *webhook_settings,
                 Arc::new(webhook_metrics.clone()),
@@ -405,7 +406,7 @@ impl Service {
             );
         }
         tasks.spawn(supervisor::supervise(
-            engine.sources().to_vec(),
+            engine.registry().clone(),
             notifier.clone(),
             liveness,
             shutdown,

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::systemd::Notifier;
-use crate::sync::Source;
 use crate::sync::progress::{TaskPulse, TaskState};
+use crate::sync::{Source, SourceRegistry};
 
 /// Ticks without a beat after which a running source counts as not serviced. Two, so a
 /// tick that lands just before a beat is never mistaken for a stall.
@@ -135,14 +135,14 @@ impl PulseWatch {
 /// supervising while the sources finish their pages), and records each verdict in
 /// `liveness`.
 pub async fn supervise(
-    sources: Vec<Arc<Source>>,
+    sources: SourceRegistry,
     notifier: Arc<Notifier>,
     liveness: Arc<Liveness>,
     shutdown: CancellationToken,
     done: CancellationToken,
 ) {
     let tick = tick_for(notifier.watchdog_timeout());
-    let mut watches: Vec<Watch> = sources.into_iter().map(Watch::new).collect();
+    let mut watches: Vec<Watch> = Vec::new();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping_sent = false;
@@ -159,6 +159,7 @@ pub async fn supervise(
             _ = done.cancelled() => break,
             _ = ticker.tick() => {}
         }
+        follow(&mut watches, &sources);
         let unserviced: Vec<(String, String)> = watches
             .iter_mut()
             .filter_map(|w| w.check(tick).map(|why| (w.source.name.clone(), why)))
@@ -185,6 +186,18 @@ pub async fn supervise(
             tick,
             unserviced,
         });
+    }
+}
+
+/// Watches the sources running now: a retired one no more (its task ended on purpose), an
+/// added one from its first tick.
+fn follow(watches: &mut Vec<Watch>, sources: &SourceRegistry) {
+    let running = sources.snapshot();
+    watches.retain(|w| running.iter().any(|s| Arc::ptr_eq(s, &w.source)));
+    for source in running {
+        if !watches.iter().any(|w| Arc::ptr_eq(&w.source, &source)) {
+            watches.push(Watch::new(source));
+        }
     }
 }
 

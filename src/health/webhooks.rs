@@ -44,7 +44,8 @@ use crate::config::WebhookSettings;
 use crate::provider::webhook::{WebhookChange, WebhookEvent, WebhookRequest};
 use crate::provider::{Provider, ProviderKind};
 use crate::record::Absence;
-use crate::store::{EventChange, EventWrite, Store};
+use crate::store::{EventChange, EventOutcome, EventWrite, Store};
+use crate::sync::{AccountChange, SourceRegistry};
 use crate::time::Timestamp;
 
 /// One source that takes events at its entry's path.
@@ -58,9 +59,18 @@ pub struct WebhookTarget {
     pub provider: Arc<dyn Provider>,
 }
 
+/// Where the receiver finds an entry's sources.
+enum Routes {
+    /// A set fixed when the receiver was built.
+    Fixed(HashMap<String, Vec<WebhookTarget>>),
+    /// The engine's running sources, looked up per request: a location installed while
+    /// running is routed as soon as it runs, a retired one no more.
+    Live(SourceRegistry),
+}
+
 /// The receiver's state: the routes, the store, the bounds and the counters.
 pub struct Receiver {
-    by_entry: HashMap<String, Vec<WebhookTarget>>,
+    routes: Routes,
     store: Store,
     settings: WebhookSettings,
     metrics: Arc<WebhookMetrics>,
@@ -86,12 +96,86 @@ impl Receiver {
             }
         }
         Receiver {
-            by_entry,
+            routes: Routes::Fixed(by_entry),
             store,
             writes: Semaphore::new(settings.max_in_flight.max(1)),
             settings,
             metrics,
         }
+    }
+
+    /// A receiver for the engine's running sources, looked up per request, that asks the
+    /// engine to start or retire an agency's location on its verified install and
+    /// uninstall events.
+    pub fn live(
+        registry: SourceRegistry,
+        store: Store,
+        settings: WebhookSettings,
+        metrics: Arc<WebhookMetrics>,
+    ) -> Receiver {
+        Receiver {
+            routes: Routes::Live(registry),
+            store,
+            writes: Semaphore::new(settings.max_in_flight.max(1)),
+            settings,
+            metrics,
+        }
+    }
+
+    /// The sources at `entry` that take events, at least one.
+    fn targets(&self, entry: &str) -> Option<Vec<WebhookTarget>> {
+        let targets = match &self.routes {
+            Routes::Fixed(by_entry) => by_entry.get(entry)?.clone(),
+            Routes::Live(registry) => targets_of(&registry.snapshot())
+                .into_iter()
+                .filter(|t| t.entry == entry)
+                .collect(),
+        };
+        (!targets.is_empty()).then_some(targets)
+    }
+
+    /// Where an install or uninstall event at a directory entry is recorded (the
+    /// account's source name, stable across retries whether or not it runs), and the
+    /// change it asks of the engine: none when it names another company (HighLevel's
+    /// `companyId`) than the directory's, which is recorded as unrelated. An install must
+    /// name the directory's company; an uninstall may name none (HighLevel's documented
+    /// example does not), since it only stops a location the directory runs.
+    fn account_change(
+        &self,
+        entry: &str,
+        first: &WebhookTarget,
+        event: &WebhookEvent,
+    ) -> Option<(WebhookTarget, Option<AccountChange>)> {
+        let Routes::Live(registry) = &self.routes else {
+            return None;
+        };
+        let directory = registry.directory(entry)?;
+        let owner = directory.settings().directory.owner();
+        let (account, ours, installed) = match &event.change {
+            WebhookChange::AccountInstalled { account, company } => {
+                (account, company.as_deref() == Some(owner), true)
+            }
+            WebhookChange::AccountUninstalled { account, company } => (
+                account,
+                company.as_deref().is_none_or(|c| c == owner),
+                false,
+            ),
+            _ => return None,
+        };
+        let target = WebhookTarget {
+            entry: entry.to_owned(),
+            source: directory.source_name(account),
+            provider: first.provider.clone(),
+        };
+        let change = ours.then(|| {
+            let (entry, account) = (entry.to_owned(), account.clone());
+            if installed {
+                AccountChange::Installed { entry, account }
+            } else {
+                AccountChange::Uninstalled { entry, account }
+            }
+        });
+        Some((target, change))
     }
 
     /// The routes.
@@ -162,7 +246,7 @@ impl Receiver {
         body: Body,
     ) -> StatusCode {
         let received = Instant::now();
-        let Some(targets) = self.by_entry.get(entry) else {
+        let Some(targets) = self.targets(entry) else {
             return StatusCode::NOT_FOUND;
         };
         let first = &targets[0];
@@ -209,10 +293,16 @@ impl Receiver {
             .saturating_add(webhooks.retry_horizon());
         let mut routed = Vec::with_capacity(events.len());
         for event in &events {
-            let Some(target) = pick(targets, event) else {
-                self.metrics.rejected(&first.source, "unknown_account");
-                tracing::warn!(source = %first.source, kind = %event.kind, "webhook refused: its account is none of this entry's sources");
-                return StatusCode::BAD_REQUEST;
+            let (target, change) = match self.account_change(entry, first, event) {
+                Some((target, change)) => (target, change),
+                None => match pick(&targets, event) {
+                    Some(target) => (target.clone(), None),
+                    None => {
+                        self.metrics.rejected(&first.source, "unknown_account");
+                        tracing::warn!(source = %first.source, kind = %event.kind, "webhook refused: its account is none of this entry's sources");
+                        return StatusCode::BAD_REQUEST;
+                    }
+                },
             };
             if let Some(sent_at) = event.sent_at
                 && outside_window(sent_at, now, replay_window)
@@ -221,19 +311,26 @@ impl Receiver {
                 tracing::warn!(source = %target.source, kind = %event.kind, sent_at = %sent_at, "webhook refused: sent outside webhooks.replay_window (and the provider's retry horizon)");
                 return StatusCode::BAD_REQUEST;
             }
-            routed.push((target, event));
+            routed.push((target, event, change));
         }
         let Ok(_slot) = self.writes.try_acquire() else {
             self.metrics.rejected(&first.source, "busy");
             tracing::warn!(source = %first.source, "webhook deferred: webhooks.max_in_flight events are being written");
             return busy(first.provider.kind());
         };
-        for (target, event) in routed {
-            match self.store.apply_event(&event_write(target, event)).await {
+        for (target, event, change) in routed {
+            match self.store.apply_event(&event_write(&target, event)).await {
                 Ok(outcome) => {
                     self.metrics
                         .written(&target.source, outcome, event.sent_at, received);
                     tracing::debug!(source = %target.source, kind = %event.kind, outcome = outcome.as_str(), "webhook event");
+                    // A retried delivery is a duplicate: it asks nothing twice.
+                    if let (Some(change), Routes::Live(registry)) = (change, &self.routes)
+                        && outcome != EventOutcome::Duplicate
+                        && !registry.request(change)
+                    {
+                        tracing::warn!(source = %target.source, kind = %event.kind, "the engine does not take account changes now (a PostgreSQL replica, or stopping): the next start's listing applies it");
+                    }
                 }
                 Err(e) => {
                     self.metrics.rejected(&target.source, "store");
@@ -320,8 +417,8 @@ fn store_change(change: &WebhookChange) -> EventChange<'_> {
         },
         WebhookChange::Refetch(detail) => EventChange::Refetch(detail),
         // Installs and uninstalls change which sources run, not the mirror: recorded (so a
-        // retry is a duplicate); the running set is the configuration's, or an agency's
-        // installed locations as listed at start (docs/webhooks.md).
+        // retry is a duplicate); the receiver asks the engine to start or retire the
+        // location (`Receiver::account_change`, docs/webhooks.md).
         WebhookChange::AccountInstalled { .. }
         | WebhookChange::AccountUninstalled { .. }
         | WebhookChange::Unrelated => EventChange::Nothing,

@@ -32,6 +32,13 @@ pub trait AccountDirectory: ResponsePolicy + Send + Sync + std::fmt::Debug {
     /// Entries with equal keys share one token cache (no secret in it).
     fn credential_key(&self) -> &str;
 
+    /// Who owns the directory at the provider (HighLevel's `companyId`): install and
+    /// uninstall events naming another owner are not this directory's.
+    fn owner(&self) -> &str;
+
+    /// How often the accounts are listed again while running (`sync::relist`).
+    fn relist_interval(&self) -> std::time::Duration;
+
     /// The listing's request quota (the provider limits the directory's resource like an
     /// account's).
     fn quota(&self) -> Option<RateQuota>;

@@ -148,11 +148,15 @@ pub enum WebhookChange {
     AccountInstalled {
         /// The account.
         account: String,
+        /// Who installed it (HighLevel's `companyId`), when the event says.
+        company: Option<String>,
     },
     /// The app was removed from an account (HighLevel `AppUninstall`).
     AccountUninstalled {
         /// The account.
         account: String,
+        /// Who removed it (HighLevel's `companyId`), when the event says.
+        company: Option<String>,
     },
     /// Authentic, but about nothing the mirror keeps (a contact, a typing indicator):
     /// acknowledged and counted, never written.

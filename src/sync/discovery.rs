@@ -1,5 +1,6 @@
 //! Discovery: the sources of an entry that lists no accounts but finds them at the
-//! provider (a HighLevel agency's installed locations), listed once at start-up.
+//! provider (a HighLevel agency's installed locations), listed at start-up and
+//! again periodically while running ([`Directory::list`]).
 //!
 //! The listing is sent with the directory's own credential and budget, page by page, and
 //! distrusted: the page count is bounded, each page must start beyond the last, the ids
@@ -52,18 +53,70 @@ pub enum DiscoveryError {
     Client(#[source] reqwest::Error),
 }
 
+/// A directory entry as the engine keeps it while running: its settings, the
+/// authenticator that mints every account's token (one refresh token chain), and the
+/// client that lists its accounts (for the periodic re-listing).
+pub struct Directory {
+    settings: DirectorySettings,
+    issuer: Arc<Authenticator>,
+    api: ApiClient,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("entry", &self.settings.entry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    /// The entry's settings.
+    pub fn settings(&self) -> &DirectorySettings {
+        &self.settings
+    }
+
+    /// The source of `account`, its token minted with the directory's credential.
+    pub fn source(&self, account: &str) -> SourceSettings {
+        self.settings.source(
+            self.settings
+                .directory
+                .account(account, self.issuer.clone()),
+        )
+    }
+
+    /// The name `account`'s source runs under.
+    pub fn source_name(&self, account: &str) -> String {
+        crate::config::expanded_name(&self.settings.entry, Some(account))
+    }
+
+    /// Every account the provider lists now (bounded like the start-up listing).
+    pub async fn list(&self) -> Result<Vec<String>, DiscoveryError> {
+        list_accounts(&self.api, &self.settings).await
+    }
+}
+
+/// What the start-up listing found: one source per account, and the directories.
+#[derive(Debug, Default)]
+pub struct Discovered {
+    /// One source per listed account, in listing order.
+    pub sources: Vec<SourceSettings>,
+    /// The directories, kept to add and retire accounts while running.
+    pub directories: Vec<Arc<Directory>>,
+}
+
 /// Lists the accounts of every directory and returns one source per account, in listing
 /// order. `vault` keeps each directory's rotating refresh token.
 pub async fn discover_sources(
     http: &HttpSettings,
     vault: Arc<dyn TokenVault>,
     directories: &[DirectorySettings],
-) -> Result<Vec<SourceSettings>, DiscoveryError> {
+) -> Result<Discovered, DiscoveryError> {
+    let mut discovered = Discovered::default();
     if directories.is_empty() {
-        return Ok(Vec::new());
+        return Ok(discovered);
     }
     let client = crate::http::build_client(http).map_err(DiscoveryError::Client)?;
-    let mut sources = Vec::new();
     for settings in directories {
         let directory = &settings.directory;
         let issuer = Arc::new(
@@ -77,19 +130,23 @@ pub async fn discover_sources(
             http.clone(),
             Arc::new(RequestTally::default()),
         );
-        let accounts = list_accounts(&api, settings).await?;
+        let directory = Directory {
+            settings: settings.clone(),
+            issuer,
+            api,
+        };
+        let accounts = directory.list().await?;
         tracing::info!(
             source = %settings.entry,
             accounts = accounts.len(),
             "listed the accounts where the app is installed; each runs as its own source"
         );
-        sources.extend(
-            accounts
-                .iter()
-                .map(|account| settings.source(directory.account(account, issuer.clone()))),
-        );
+        discovered
+            .sources
+            .extend(accounts.iter().map(|account| directory.source(account)));
+        discovered.directories.push(Arc::new(directory));
     }
-    Ok(sources)
+    Ok(discovered)
 }
 
 /// Every account the directory lists, deduplicated, in listing order.

@@ -12,6 +12,8 @@ mod cycle;
 pub mod discovery;
 mod policy;
 pub mod progress;
+mod registry;
+mod relist;
 mod replica;
 mod retention;
 pub mod verify;
@@ -30,6 +32,7 @@ pub use cycle::{CycleOptions, CycleOutcome, Source, SyncError, run_cycle};
 pub use policy::MAX_IDLE_CYCLES;
 use policy::{CycleFacts, Mode, Next, Policy};
 pub use progress::SourceProgress;
+pub use registry::{AccountChange, SourceRegistry};
 pub use replica::{ReplicaProgress, join_window};
 pub use retention::run_retention;
 
@@ -43,7 +46,12 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone)]
 pub struct Engine {
     store: Store,
-    sources: Vec<Arc<Source>>,
+    /// The running sources; a directory entry's accounts are added and retired while
+    /// `run` runs.
+    registry: SourceRegistry,
+    /// The process's HTTP client and settings, for the sources added while running.
+    client: reqwest::Client,
+    http: HttpSettings,
     /// Each rate-limit scope's request budget, by scope: a replica hands its state over
     /// with the scope's lease.
     budgets: HashMap<String, Arc<RequestBudget>>,
@@ -124,19 +132,13 @@ impl Engine {
                 http.clone(),
                 Arc::new(RequestTally::default()),
             );
-            built.push(Arc::new(Source {
-                name: settings.name.clone(),
-                provider: setup.provider.clone(),
-                client: api,
-                scope: setup.budget_key.clone(),
-                schedule: settings.schedule.clone(),
-                guard: settings.guard,
-                progress: Arc::new(SourceProgress::default()),
-            }));
+            built.push(runtime_source(settings, api));
         }
         Ok(Engine {
             store,
-            sources: built,
+            registry: SourceRegistry::new(built, Vec::new()),
+            client,
+            http: http.clone(),
             budgets,
             replicas: ReplicaSettings::default(),
             replica_progress: Arc::default(),
@@ -155,9 +157,23 @@ impl Engine {
         &self.replica_progress
     }
 
-    /// The sources, in config order.
-    pub fn sources(&self) -> &[Arc<Source>] {
-        &self.sources
+    /// The same engine, adding and retiring the accounts of `directories` while it runs
+    /// (HighLevel app installs and uninstalls, and the periodic re-listing).
+    pub fn with_directories(self, directories: Vec<Arc<discovery::Directory>>) -> Engine {
+        let registry = SourceRegistry::new(self.registry.snapshot(), directories);
+        Engine { registry, ..self }
+    }
+
+    /// The sources running now: the configured ones in config order, then the ones
+    /// added while running.
+    pub fn sources(&self) -> Vec<Arc<Source>> {
+        self.registry.snapshot()
+    }
+
+    /// The running sources, for what reads them per request (the webhook receiver,
+    /// `/metrics`, readiness, the watchdog).
+    pub fn registry(&self) -> &SourceRegistry {
+        &self.registry
     }
 
     /// The store.
@@ -175,7 +191,7 @@ impl Engine {
         shutdown: &CancellationToken,
     ) -> Result<(), crate::store::StoreError> {
         let limit = self
-            .sources
+            .sources()
             .iter()
             .map(|s| s.schedule.stall_timeout)
             .max()
@@ -211,42 +227,147 @@ impl Engine {
             return replica::run(self, shutdown).await;
         }
         self.close_interrupted_runs(&shutdown).await?;
-        let mut tasks = JoinSet::new();
-        let mut names = HashMap::new();
-        for source in &self.sources {
-            let task = spawn_source_loop(
-                &mut tasks,
-                source.clone(),
-                self.store.clone(),
-                shutdown.clone(),
-            );
-            names.insert(task, source.name.clone());
+        let mut run = RunLoop::default();
+        for source in self.sources() {
+            run.spawn(source, &self.store, &shutdown);
         }
-        let mut stopped = Vec::new();
-        while let Some(done) = tasks.join_next_with_id().await {
-            match done {
-                Ok((_, SourceEnd::Shutdown | SourceEnd::LeaseLost)) => {}
-                Ok((id, SourceEnd::Stopped(why))) => stopped.push((names[&id].clone(), why)),
-                Err(e) => {
-                    let (id, why) = task_death(e);
-                    let name = &names[&id];
-                    self.note_task_death(name, &why);
-                    stopped.push((name.clone(), why));
+        let (mut changes, mut relisting) = self.follow_directories(&shutdown);
+        loop {
+            // A directory entry waits for installs when none of its accounts runs; an
+            // engine whose every source stopped on its own ends (NoSourceLeft).
+            let waiting = !self.registry.directories().is_empty() && run.stopped.is_empty();
+            if run.tasks.is_empty() && (!waiting || shutdown.is_cancelled()) {
+                break;
+            }
+            tokio::select! {
+                done = run.tasks.join_next_with_id(), if !run.tasks.is_empty() => {
+                    if let Some(done) = done {
+                        self.note_end(&mut run, done);
+                    }
                 }
+                Some(change) = changes.recv() => self.apply(change, &mut run, &shutdown),
+                () = shutdown.cancelled(), if run.tasks.is_empty() => {}
             }
         }
+        self.registry.deafen();
+        relisting.shutdown().await;
         if shutdown.is_cancelled() {
             return Ok(());
         }
+        let mut stopped = run.stopped;
         stopped.sort();
         Err(EngineError::NoSourceLeft { stopped })
+    }
+
+    /// Takes the account changes asked of the registry from now on, and starts each
+    /// directory's periodic re-listing; both end with the run (`deafen`, the set's drop).
+    fn follow_directories(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> (tokio::sync::mpsc::Receiver<AccountChange>, JoinSet<()>) {
+        let changes = self.registry.listen();
+        let mut relisting = JoinSet::new();
+        for directory in self.registry.directories() {
+            relisting.spawn(relist::run(
+                directory.clone(),
+                self.registry.clone(),
+                shutdown.clone(),
+            ));
+        }
+        (changes, relisting)
+    }
+
+    /// The source of a directory's `account` when it should start: `None` when the entry
+    /// is no directory or the account runs already.
+    fn installed_source(&self, entry: &str, account: &str) -> Option<Arc<Source>> {
+        let settings = self.registry.directory(entry)?.source(account);
+        if self.registry.find(&settings.name).is_some() {
+            tracing::debug!(source = %settings.name, "already running: install ignored");
+            return None;
+        }
+        let source = self.build_source(&settings);
+        self.registry.add(source.clone()).then_some(source)
+    }
+
+    /// Retires a directory's `account` from the registry; its source when it ran.
+    fn uninstalled_source(&self, entry: &str, account: &str) -> Option<Arc<Source>> {
+        let name = self.registry.directory(entry)?.source_name(account);
+        let source = self.registry.find(&name)?;
+        self.registry.remove(&name).then_some(source)
+    }
+
+    /// Notes how a source task ended.
+    fn note_end(
+        &self,
+        run: &mut RunLoop,
+        done: Result<(tokio::task::Id, SourceEnd), tokio::task::JoinError>,
+    ) {
+        match done {
+            Ok((id, SourceEnd::Shutdown | SourceEnd::LeaseLost)) => {
+                run.forget(id);
+            }
+            Ok((id, SourceEnd::Stopped(why))) => {
+                if let Some(name) = run.forget(id) {
+                    run.stopped.push((name, why));
+                }
+            }
+            Err(e) => {
+                let (id, why) = task_death(e);
+                if let Some(name) = run.forget(id) {
+                    self.note_task_death(&name, &why);
+                    run.stopped.push((name, why));
+                }
+            }
+        }
+    }
+
+    /// Starts or retires a directory entry's account. Idempotent: an account that runs is
+    /// not started twice, one that does not run is not retired.
+    fn apply(&self, change: AccountChange, run: &mut RunLoop, shutdown: &CancellationToken) {
+        match change {
+            AccountChange::Installed { entry, account } => {
+                if let Some(source) = self.installed_source(&entry, &account) {
+                    tracing::info!(source = %source.name, "app installed: the location runs now");
+                    run.spawn(source, &self.store, shutdown);
+                }
+            }
+            AccountChange::Uninstalled { entry, account } => {
+                if let Some(source) = self.uninstalled_source(&entry, &account) {
+                    run.retire(&source.name);
+                    tracing::info!(source = %source.name, "app uninstalled: the location's source stops; its rows stay");
+                }
+            }
+        }
+    }
+
+    /// A source added while running: its own authenticator (minting with the
+    /// directory's shared issuer) and the budget of its scope.
+    fn build_source(&self, settings: &SourceSettings) -> Arc<Source> {
+        let setup = &settings.setup;
+        let auth = Arc::new(
+            Authenticator::new(setup.auth.clone(), Some(Arc::new(self.store.clone())))
+                .with_max_response_bytes(self.http.max_response_bytes),
+        );
+        let budget = self
+            .budgets
+            .get(&setup.budget_key)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(RequestBudget::new(settings.quota)));
+        let api = ApiClient::new(
+            self.client.clone(),
+            auth,
+            budget,
+            self.http.clone(),
+            Arc::new(RequestTally::default()),
+        );
+        runtime_source(settings, api)
     }
 
     /// Records that the task of the source named `name` died (a panic that escaped its
     /// cycle): logged, and shown by readiness and status as stopped.
     fn note_task_death(&self, name: &str, why: &str) {
         tracing::error!(source = %name, error = %why, "a source task died; it is not restarted until convsync is");
-        if let Some(source) = self.sources.iter().find(|s| s.name == name) {
+        if let Some(source) = self.registry.find(name) {
             source.progress.update(|s| {
                 s.stopped = true;
                 s.last_error = Some(why.to_owned());
@@ -272,7 +393,7 @@ impl Engine {
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for source in self
-            .sources
+            .sources()
             .iter()
             .filter(|s| only.is_none_or(|n| n == s.name))
         {
@@ -402,6 +523,57 @@ async fn drive(
             return (CycleOutcome::Stopped, cycles);
         }
     }
+}
+
+/// The SQLite run loop's tasks: each source's task, and the token that retires it alone.
+#[derive(Default)]
+struct RunLoop {
+    tasks: JoinSet<SourceEnd>,
+    names: HashMap<tokio::task::Id, String>,
+    /// Each running source's task and the token that stops it alone.
+    retire: HashMap<String, (tokio::task::Id, CancellationToken)>,
+    stopped: Vec<(String, String)>,
+}
+
+impl RunLoop {
+    /// Runs `source` until `shutdown` or until it is retired.
+    fn spawn(&mut self, source: Arc<Source>, store: &Store, shutdown: &CancellationToken) {
+        let token = shutdown.child_token();
+        let name = source.name.clone();
+        let id = spawn_source_loop(&mut self.tasks, source, store.clone(), token.clone());
+        self.names.insert(id, name.clone());
+        self.retire.insert(name, (id, token));
+    }
+
+    /// Stops the source named `name`: its task ends after the page in flight.
+    fn retire(&mut self, name: &str) {
+        if let Some((_, token)) = self.retire.remove(name) {
+            token.cancel();
+        }
+    }
+
+    /// The name of the task `id`, which ended.
+    fn forget(&mut self, id: tokio::task::Id) -> Option<String> {
+        let name = self.names.remove(&id)?;
+        // A location retired and installed again runs as a newer task under that name.
+        if self.retire.get(&name).is_some_and(|(task, _)| *task == id) {
+            self.retire.remove(&name);
+        }
+        Some(name)
+    }
+}
+
+/// A source from its settings and its client.
+fn runtime_source(settings: &SourceSettings, client: ApiClient) -> Arc<Source> {
+    Arc::new(Source {
+        name: settings.name.clone(),
+        provider: settings.setup.provider.clone(),
+        client,
+        scope: settings.setup.budget_key.clone(),
+        schedule: settings.schedule.clone(),
+        guard: settings.guard,
+        progress: Arc::new(SourceProgress::default()),
+    })
 }
 
 /// How a source's loop ended.

@@ -47,8 +47,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{
-    CycleOptions, CycleOutcome, Engine, EngineError, OnceResult, Source, SourceEnd, SyncError,
-    source_loop, sync_source_once, task_death,
+    AccountChange, CycleOptions, CycleOutcome, Engine, EngineError, OnceResult, Source, SourceEnd,
+    SyncError, source_loop, sync_source_once, task_death,
 };
 use crate::config::ReplicaSettings;
 use crate::http::RateLimitSnapshot;
@@ -203,7 +203,7 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
             .map(|scope| {
                 let sources = self
                     .engine
-                    .sources
+                    .sources()
                     .iter()
                     .filter(|s| &s.scope == scope)
                     .map(|s| s.name.clone())
@@ -470,11 +470,48 @@ impl<'a, T: Send + 'static> Replica<'a, T> {
     }
 
     /// Whether nothing is left for this replica to run, ever: every scope of its
-    /// configuration was given up here (none while other replicas merely hold them).
+    /// configuration was given up here (none while other replicas merely hold them), and
+    /// no directory may install a location (one waits, as on SQLite, unless a source
+    /// stopped here).
     fn nothing_left(&self) -> bool {
-        self.scopes
-            .keys()
-            .all(|scope| self.given_up.contains(scope))
+        let waiting = !self.engine.registry.directories().is_empty() && self.stopped.is_empty();
+        !waiting
+            && self
+                .scopes
+                .keys()
+                .all(|scope| self.given_up.contains(scope))
+    }
+
+    /// Applies an account change under leases: an installed location's scope joins this
+    /// replica's (true: register the scopes again, then it is claimed like the others);
+    /// an uninstalled one's scope is released and forgotten, its sources stopped first.
+    /// A directory's account is its own scope (HighLevel: one budget per location).
+    async fn apply(&mut self, change: AccountChange) -> bool {
+        match change {
+            AccountChange::Installed { entry, account } => {
+                let Some(source) = self.engine.installed_source(&entry, &account) else {
+                    return false;
+                };
+                tracing::info!(source = %source.name, scope = %source.scope, "app installed: the location's scope is leased like the others");
+                source.progress.update(|s| s.held_elsewhere = true);
+                self.given_up.remove(&source.scope);
+                self.scopes
+                    .entry(source.scope.clone())
+                    .or_default()
+                    .push(source);
+                true
+            }
+            AccountChange::Uninstalled { entry, account } => {
+                let Some(source) = self.engine.uninstalled_source(&entry, &account) else {
+                    return false;
+                };
+                let scope = source.scope.clone();
+                self.release(&scope, "app uninstalled").await;
+                self.scopes.remove(&scope);
+                tracing::info!(source = %source.name, "app uninstalled: the location's source stopped; its rows stay");
+                false
+            }
+        }
     }
 
     /// Releases every lease held (their sources stop first), and leaves.
@@ -544,7 +581,7 @@ async fn enforce_deadline(
 /// returns [`EngineError::NoSourceLeft`] naming the stopped sources, as on SQLite.
 pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<(), EngineError> {
     let mut replica: Replica<'_, SourceEnd> =
-        Replica::new(engine, engine.sources.iter().cloned(), shutdown.clone());
+        Replica::new(engine, engine.sources(), shutdown.clone());
     tracing::info!(
         replica = %replica.name(),
         scopes = replica.scopes.len(),
@@ -558,6 +595,7 @@ pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<
     if let Err(e) = replica.store().heartbeat(replica.name()).await {
         tracing::warn!(error = %e, "could not record this replica's heartbeat");
     }
+    let (mut changes, mut relisting) = engine.follow_directories(&shutdown);
     let mut joining = true;
     let mut registered = false;
     while !shutdown.is_cancelled() {
@@ -589,10 +627,20 @@ pub(super) async fn run(engine: &Engine, shutdown: CancellationToken) -> Result<
         if replica.nothing_left() {
             break;
         }
-        if !sleep_unless_cancelled(period, &shutdown).await {
-            break;
+        // An account change is applied at once; an installed location's new scope is
+        // registered and claimed (fair share permitting) in the turn that follows.
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.cancelled() => break,
+            Some(change) = changes.recv() => {
+                if replica.apply(change).await {
+                    registered = false;
+                }
+            }
         }
     }
+    engine.registry.deafen();
+    relisting.shutdown().await;
     replica.release_all("shutting down").await;
     while let Some(done) = replica.tasks.join_next_with_id().await {
         if let Err(e) = done {
@@ -690,7 +738,7 @@ fn reap_daemon_tasks(replica: &mut Replica<'_, SourceEnd>) {
                 if let Some(source) = replica
                     .task_sources
                     .remove(&id)
-                    .and_then(|name| replica.engine.sources.iter().find(|s| s.name == name))
+                    .and_then(|name| replica.engine.registry.find(&name))
                     && let Some(held) = replica.held.get(&source.scope)
                 {
                     held.lease_lost.store(true, Ordering::Relaxed);
@@ -726,7 +774,7 @@ pub(super) async fn sync_once(
     shutdown: CancellationToken,
 ) -> Result<Vec<OnceResult>, StoreError> {
     let selected: Vec<Arc<Source>> = engine
-        .sources
+        .sources()
         .iter()
         .filter(|s| only.is_none_or(|n| n == s.name))
         .cloned()

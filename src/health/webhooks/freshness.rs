@@ -63,7 +63,7 @@ pub fn read(
     let mut registry = Registry::default();
     metrics.register(
         registry.sub_registry_with_prefix("convsync"),
-        sources.to_vec(),
+        crate::sync::SourceRegistry::of(sources.to_vec()),
     );
     let text = crate::health::metrics::encode(&registry)?;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))

@@ -29,7 +29,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::store::EventOutcome;
-use crate::sync::Source;
+use crate::sync::SourceRegistry;
 use crate::time::Timestamp;
 
 type Labels = Vec<(&'static str, String)>;
@@ -64,7 +64,7 @@ impl Default for WebhookMetrics {
 impl WebhookMetrics {
     /// Adds the series to `registry` (the `convsync` sub-registry); the poll side of
     /// `changes_first_seen` is read from `sources` (those that take events).
-    pub fn register(&self, registry: &mut Registry, sources: Vec<Arc<Source>>) {
+    pub fn register(&self, registry: &mut Registry, sources: SourceRegistry) {
         registry.register(
             "webhook_events",
             "Webhook events received, by outcome (accepted, duplicate, rejected) and reason",
@@ -83,10 +83,7 @@ impl WebhookMetrics {
             self.received_to_commit.clone(),
         );
         registry.register_collector(Box::new(FirstSeen {
-            sources: sources
-                .into_iter()
-                .filter(|s| s.provider.webhooks().is_some())
-                .collect(),
+            sources,
             by_event: self.first_by_event.clone(),
         }));
     }
@@ -145,7 +142,8 @@ impl WebhookMetrics {
 /// `changes_first_seen`: events' counts beside the sources' poll counts, read at scrape.
 #[derive(Debug)]
 struct FirstSeen {
-    sources: Vec<Arc<Source>>,
+    /// Read on each scrape: the sources running now.
+    sources: SourceRegistry,
     by_event: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
@@ -158,7 +156,8 @@ impl Collector for FirstSeen {
             .iter()
             .map(|(source, n)| (source.clone(), (*n, 0)))
             .collect();
-        for source in &self.sources {
+        let sources = self.sources.snapshot();
+        for source in sources.iter().filter(|s| s.provider.webhooks().is_some()) {
             counts.entry(source.name.clone()).or_default().1 =
                 source.progress.poll_changes.load(Ordering::Relaxed);
         }

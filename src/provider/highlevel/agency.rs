@@ -9,6 +9,7 @@
 //! rotates exactly like a location's and is kept in the same vault.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -43,6 +44,8 @@ const MAX_LOCATION_ID_BYTES: usize = 64;
 pub struct HighLevelAgency {
     company_id: String,
     app_id: String,
+    /// How often the installed locations are listed again while running.
+    relist_interval: Duration,
     client_id: String,
     auth: AuthScheme,
     credential_key: String,
@@ -70,6 +73,7 @@ pub(super) struct AgencySettings {
     pub(super) entry: String,
     pub(super) company_id: String,
     pub(super) app_id: String,
+    pub(super) relist_interval: Duration,
     pub(super) client_id: String,
     pub(super) client_secret: Secret,
     pub(super) refresh_token: Secret,
@@ -82,6 +86,7 @@ impl HighLevelAgency {
             entry,
             company_id,
             app_id,
+            relist_interval,
             client_id,
             client_secret,
             refresh_token,
@@ -108,6 +113,7 @@ impl HighLevelAgency {
             quota: super::defaults().quota,
             company_id,
             app_id,
+            relist_interval,
             client_id,
             auth,
             credential_key,
@@ -146,6 +152,14 @@ impl AccountDirectory for HighLevelAgency {
 
     fn credential_key(&self) -> &str {
         &self.credential_key
+    }
+
+    fn owner(&self) -> &str {
+        &self.company_id
+    }
+
+    fn relist_interval(&self) -> Duration {
+        self.relist_interval
     }
 
     fn quota(&self) -> Option<RateQuota> {

@@ -89,6 +89,11 @@ pub struct HighLevelConfig {
     /// `<appId>-<suffix>`).
     #[serde(default)]
     pub app_id: Option<String>,
+    /// Agency mode: how often the installed locations are listed again while running, to
+    /// catch installs and uninstalls whose events were lost. Default 15 minutes, at
+    /// least 10 seconds.
+    #[serde(default, with = "humantime_serde")]
+    pub relist_interval: Option<std::time::Duration>,
     /// Path to the PEM public key that verifies the app's webhooks (`x-wh-signature`).
     /// Default: the key HighLevel publishes, built into convsync; set this only when
     /// HighLevel announces a new key before convsync ships it.
@@ -397,10 +402,21 @@ pub fn directory(
             ),
         ));
     }
+    let relist_interval = cfg.relist_interval.unwrap_or(DEFAULT_RELIST_INTERVAL);
+    if relist_interval < MIN_RELIST_INTERVAL {
+        return Err(ConfigError::new(
+            key("relist_interval"),
+            format!(
+                "at least {}: each re-listing sends the agency's requests",
+                humantime::format_duration(MIN_RELIST_INTERVAL)
+            ),
+        ));
+    }
     let agency = HighLevelAgency::new(AgencySettings {
         entry: entry.to_owned(),
         company_id: company_id.to_owned(),
         app_id: app_id.to_owned(),
+        relist_interval,
         client_id,
         client_secret,
         refresh_token,
@@ -408,6 +424,14 @@ pub fn directory(
     });
     Ok(Some(Arc::new(agency)))
 }
+
+/// How often an agency's installed locations are listed again by default: one request
+/// per 100 locations a quarter hour is little against HighLevel's limits, and an install
+/// whose event was lost is mirrored within that time.
+const DEFAULT_RELIST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The shortest re-listing interval accepted (the shortest poll interval too).
+const MIN_RELIST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An id HighLevel issues: short, letters and digits only (it is sent in queries).
 fn is_plain_id(id: &str) -> bool {
@@ -879,6 +903,10 @@ mod tests {
                 "client_secret",
             ),
             (format!("{agency}\napp_id = \"a/b\""), "app_id"),
+            (
+                format!("{agency}\nrelist_interval = \"5s\""),
+                "relist_interval",
+            ),
             (format!("{agency}\nlocation_id = \"locA\""), "location_id"),
             (
                 format!("{agency}\nlocations = [{{ id = \"locA\" }}]"),

@@ -160,12 +160,14 @@ fn event(body: &[u8]) -> Result<WebhookEvent, WebhookRejection> {
         // An agency-level install names no location: nothing to run until one is added.
         "AppInstall" | "INSTALL" => {
             if let Some(account) = account {
-                event.change = WebhookChange::AccountInstalled { account };
+                let company = fields::id(&object, "companyId")?;
+                event.change = WebhookChange::AccountInstalled { account, company };
             }
         }
         "AppUninstall" | "UNINSTALL" => {
             if let Some(account) = account {
-                event.change = WebhookChange::AccountUninstalled { account };
+                let company = fields::id(&object, "companyId")?;
+                event.change = WebhookChange::AccountUninstalled { account, company };
             }
         }
         _ => {}

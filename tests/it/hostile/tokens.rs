@@ -93,6 +93,7 @@ impl Bed {
             company_id: None,
             agency_refresh_token: None,
             app_id: None,
+            relist_interval: None,
         }
     }
 
@@ -253,12 +254,7 @@ async fn a_refresh_that_never_left_is_retried_with_the_same_token() {
         vec![bed.initial_refresh_token()]
     );
     // `/metrics` reads when the rotated token would die unused: a year from now.
-    let oauth = app
-        .engine()
-        .sources()
-        .iter()
-        .find(|s| s.name == bed.oauth_source())
-        .unwrap();
+    let oauth = app.engine().registry().find(&bed.oauth_source()).unwrap();
     let expires = oauth
         .client
         .refresh_token_expires_at()

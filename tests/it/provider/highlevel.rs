@@ -118,6 +118,7 @@ impl HighLevelBed {
             company_id: None,
             agency_refresh_token: None,
             app_id: None,
+            relist_interval: None,
             api_version: None,
         }
     }

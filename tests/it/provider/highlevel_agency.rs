@@ -5,6 +5,13 @@
 //! is kept in the vault; a refused location token is minted afresh. On both stores.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use convsync::sim_config::write_highlevel_public_key;
+use convsync::time::Timestamp;
+use convsync_sim::{WebhookFaults, WebhookOutcome};
+use tokio_util::sync::CancellationToken;
 
 use convsync::config::Config;
 use convsync::sync::CycleOutcome;
@@ -15,6 +22,7 @@ use crate::support::app::{Sweep, TestApp, spawn_app};
 use crate::support::stores::{Backend, MirrorSql, on_both_stores};
 use crate::support::truth::{Truth, TruthSource};
 use crate::support::world::start_one_provider_tuned;
+use crate::webhooks::start_service;
 
 const HL: Platform = Platform::HighLevel;
 const SEARCH: &str = "GET /conversations/search";
@@ -66,6 +74,29 @@ impl AgencyBed {
     /// app's client, no locations.
     fn config(&self) -> Config {
         self.db.load_config(&self.config_file())
+    }
+
+    /// The agency configuration with the app's webhooks verified and received on a
+    /// loopback port, polls `poll_interval` apart and the locations listed again every
+    /// `relist_interval`.
+    fn config_with_webhooks(&self, poll_interval: &str, relist_interval: &str) -> Config {
+        let key = self.dir.path().join("highlevel-webhook-public-key.pem");
+        write_highlevel_public_key(&key).unwrap();
+        let agency = std::fs::read_to_string(self.config_file()).unwrap();
+        let agency = agency.replace(
+            "provider = \"highlevel\"\n",
+            &format!("provider = \"highlevel\"\npoll_interval = \"{poll_interval}\"\n"),
+        );
+        let path = self.dir.path().join("convsync-webhooks.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[health]\nlisten = \"127.0.0.1:0\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\n\n{agency}webhook_public_key = \"{}\"\nrelist_interval = \"{relist_interval}\"\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        self.db.load_config(&path)
     }
 
     /// The file of [`AgencyBed::config`].
@@ -289,8 +320,230 @@ async fn an_uninstalled_location_stops_and_keeps_its_rows(backend: Backend) {
     assert_eq!(bed.rows(&app, 0).await, rows, "its rows stay");
 }
 
+/// Waits until `what` holds; the test fails after a bound, never on timing alone.
+async fn until(what: &str, holds: impl Fn() -> bool) {
+    for _ in 0..3_000 {
+        if holds() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Runs the engine as `convsync run` does, until `stop`, and waits until each of `synced`
+/// finished a cycle.
+async fn run_until_synced(
+    app: &TestApp,
+    stop: &CancellationToken,
+    synced: [&str; 2],
+) -> tokio::task::JoinHandle<Result<(), convsync::sync::EngineError>> {
+    let engine = app.engine().clone();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { engine.run(stop).await }
+    });
+    until("the locations synced", || {
+        synced.iter().all(|name| cycled(app, name, None))
+    })
+    .await;
+    running
+}
+
+/// Whether every HighLevel event the simulator generated was answered 2xx.
+fn settled(sim: &SimHandle) -> bool {
+    let counts = sim.webhook_counts();
+    let total = |o| counts.total(HL, o);
+    total(WebhookOutcome::Handled) == total(WebhookOutcome::Generated)
+        && total(WebhookOutcome::Delivered) == total(WebhookOutcome::Generated)
+}
+
+/// Whether the running source `name` finished a cycle after `after` (or at all).
+fn cycled(app: &TestApp, name: &str, after: Option<Timestamp>) -> bool {
+    app.engine()
+        .registry()
+        .find(name)
+        .and_then(|s| s.progress.state().last_success_at)
+        .is_some_and(|at| after.is_none_or(|after| at > after))
+}
+
+/// Verified AppInstall and AppUninstall events act while convsync runs: an install starts
+/// the location with a token minted from the agency's (no restart, no second listing); a
+/// forged install and a repeated one start nothing; an uninstall retires the location's
+/// poller at once (it sends no further request, not even the refused search the sim would
+/// answer) and keeps its rows, while the other locations keep polling. On PostgreSQL the
+/// new location's scope is leased like the others.
+async fn app_installs_and_uninstalls_apply_while_running(backend: Backend) {
+    let bed = AgencyBed::start(backend).await;
+    let (a, b, c) = (bed.location(0), bed.location(1), bed.location(2));
+    let (hl_a, hl_b, hl_c) = (format!("hl/{a}"), format!("hl/{b}"), format!("hl/{c}"));
+    bed.uninstall(2);
+    let config = bed.config_with_webhooks("10s", "1h");
+    let app = spawn_app(&config).await;
+    let stop = CancellationToken::new();
+    let service = start_service(&config, &app, &stop).await;
+    let addr = service.webhook_addr().expect("the receiver listens");
+    for key in bed.sim.accounts().keys(HL) {
+        let url = format!("http://{addr}/webhooks/hl").parse().unwrap();
+        bed.sim.set_webhook_target(HL, &key, Some(url)).unwrap();
+    }
+    let running = run_until_synced(&app, &stop, [&hl_a, &hl_b]).await;
+    assert_eq!(bed.count(MINT, 200), 2);
+
+    // A forged install (signed with no key HighLevel holds): refused, nothing starts.
+    let company = bed
+        .sim
+        .accounts()
+        .highlevel_agency
+        .clone()
+        .unwrap()
+        .company_id;
+    let forged = format!(
+        r#"{{"type":"INSTALL","appId":"app","locationId":"{c}","companyId":"{company}","timestamp":{}}}"#,
+        Timestamp::now().epoch_millis()
+    );
+    let status = reqwest::Client::new()
+        .post(format!("http://{addr}/webhooks/hl"))
+        .header("x-wh-signature", "Zm9yZ2Vk")
+        .body(forged)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    assert_eq!(names(&app), sorted(vec![hl_a.clone(), hl_b.clone()]));
+
+    // A genuine install, delivered twice: c runs once, its token minted once.
+    bed.sim.set_webhook_faults(
+        HL,
+        WebhookFaults {
+            duplicate_ratio: 1.0,
+            ..WebhookFaults::default()
+        },
+    );
+    bed.install(2);
+    until("the installed location synced", || {
+        cycled(&app, &hl_c, None)
+    })
+    .await;
+    assert_eq!(
+        names(&app),
+        sorted(vec![hl_a.clone(), hl_b.clone(), hl_c.clone()])
+    );
+    // Another install event for a running location starts nothing.
+    bed.sim.set_webhook_faults(HL, WebhookFaults::default());
+    bed.install(2);
+    until("every install event answered", || settled(&bed.sim)).await;
+    assert_eq!(
+        bed.sim
+            .webhook_counts()
+            .total(HL, WebhookOutcome::Duplicated),
+        1,
+        "the first install was delivered twice"
+    );
+    assert_eq!(names(&app).len(), 3, "no location started twice");
+    assert_eq!(bed.count(MINT, 200), 3, "one more minted token: c's");
+    assert_eq!(bed.count(LISTING, 200), 1, "no listing besides the start's");
+    assert!(bed.rows(&app, 2).await > 0, "c is mirrored");
+    let held = || app.engine().replica_progress().held.load(Ordering::Relaxed);
+    if backend == Backend::Postgres {
+        assert_eq!(held(), 3, "c's scope is leased like a's and b's");
+    }
+    assert_eq!(
+        app.store()
+            .sql_value::<i64>(&format!(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE source = '{hl_c}' AND kind = 'INSTALL'"
+            ))
+            .await,
+        2,
+        "the genuine installs recorded once each (the duplicate deduped)"
+    );
+
+    // Uninstall c: its poller stops at once, its rows stay, a and b keep polling.
+    let retired = app.engine().registry().find(&hl_c).unwrap();
+    let rows = bed.rows(&app, 2).await;
+    bed.uninstall(2);
+    until("c retired", || {
+        app.engine().registry().find(&hl_c).is_none()
+    })
+    .await;
+    let requests = retired.client.tally().by_status();
+    let since = [&hl_a, &hl_b].map(|n| {
+        app.engine()
+            .registry()
+            .find(n)
+            .unwrap()
+            .progress
+            .state()
+            .last_success_at
+    });
+    until("a and b polled again", || {
+        cycled(&app, &hl_a, since[0]) && cycled(&app, &hl_b, since[1])
+    })
+    .await;
+    assert_eq!(
+        retired.client.tally().by_status(),
+        requests,
+        "no request for the retired location"
+    );
+    assert_eq!(bed.count(MINT, 400), 0, "no mint tried for it");
+    assert_eq!(bed.rows(&app, 2).await, rows, "its rows stay");
+    if backend == Backend::Postgres {
+        assert_eq!(held(), 2, "c's lease released");
+    }
+
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    service.stop().await;
+}
+
+/// Installs and uninstalls whose events were lost (here: no receiver at all) are caught by
+/// the periodic re-listing: the installed location starts, the uninstalled one is retired
+/// before it sends another request.
+async fn the_relisting_catches_lost_installs_and_uninstalls(backend: Backend) {
+    let bed = AgencyBed::start(backend).await;
+    let (a, b, c) = (bed.location(0), bed.location(1), bed.location(2));
+    let (hl_a, hl_b, hl_c) = (format!("hl/{a}"), format!("hl/{b}"), format!("hl/{c}"));
+    bed.uninstall(2);
+    let app = spawn_app(&bed.config_with_webhooks("1h", "10s")).await;
+    let stop = CancellationToken::new();
+    let running = run_until_synced(&app, &stop, [&hl_a, &hl_b]).await;
+
+    bed.install(2);
+    until("the re-listing started c", || cycled(&app, &hl_c, None)).await;
+    assert_eq!(bed.count(MINT, 200), 3, "c's token minted once");
+    assert!(bed.rows(&app, 2).await > 0, "c is mirrored");
+
+    let retired = app.engine().registry().find(&hl_a).unwrap();
+    let requests = retired.client.tally().by_status();
+    let listings = bed.count(LISTING, 200);
+    bed.uninstall(0);
+    until("the re-listing retired a", || {
+        app.engine().registry().find(&hl_a).is_none()
+    })
+    .await;
+    assert!(bed.count(LISTING, 200) > listings);
+    assert_eq!(
+        names(&app),
+        sorted(vec![hl_b.clone(), hl_c.clone()]),
+        "b and c run on"
+    );
+    assert_eq!(
+        retired.client.tally().by_status(),
+        requests,
+        "a sent nothing more"
+    );
+    assert_eq!(bed.count(MINT, 400), 0, "no mint tried for a");
+    assert!(bed.rows(&app, 0).await > 0, "a's rows stay");
+
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
 on_both_stores!(
     an_agency_mirrors_its_installed_locations,
     refused_tokens_are_minted_again,
     an_uninstalled_location_stops_and_keeps_its_rows,
+    app_installs_and_uninstalls_apply_while_running,
+    the_relisting_catches_lost_installs_and_uninstalls,
 );

@@ -68,7 +68,7 @@ async fn status_readiness_and_metrics_show_the_leases() {
     assert!(readiness.ready, "{readiness:?}");
 
     let metrics = encode(&registry(
-        engine.sources().to_vec(),
+        engine.registry().clone(),
         3.0,
         Timestamp::now(),
         Arc::new(StoreFigures::default()),

@@ -112,6 +112,7 @@ fn highlevel_sources(
         company_id: None,
         agency_refresh_token: None,
         app_id: None,
+        relist_interval: None,
     };
     let setups = setup(&config, &SetupContext { key: "sources[hl]" }).unwrap();
     entry_sources("hl", setups, &schedule())

@@ -46,6 +46,7 @@ fn rotating_scheme(sim: &SimHandle, secrets: &std::path::Path) -> AuthScheme {
         company_id: None,
         agency_refresh_token: None,
         app_id: None,
+        relist_interval: None,
     };
     let key = "sources[hl]";
     let setups = setup(&config, &SetupContext { key }).expect("valid highlevel config");

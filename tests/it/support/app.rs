@@ -97,12 +97,11 @@ impl TestApp {
     pub async fn cycle(&self, source: &str, sweep: Sweep) -> CycleOutcome {
         let source = self
             .engine()
-            .sources()
-            .iter()
-            .find(|s| s.name == source)
+            .registry()
+            .find(source)
             .unwrap_or_else(|| panic!("no source named {source}"));
         run_cycle(
-            source,
+            &source,
             self.store(),
             sweep.options(),
             &CancellationToken::new(),

@@ -18,7 +18,11 @@ use crate::support::app::TestApp;
 
 /// The receiver (and its start-up replay) beside the health endpoint, as `convsync run`
 /// starts them.
-async fn start_service(config: &Config, app: &TestApp, stop: &CancellationToken) -> Service {
+pub(crate) async fn start_service(
+    config: &Config,
+    app: &TestApp,
+    stop: &CancellationToken,
+) -> Service {
     Service::start_with_webhooks(
         &config.health,
         &config.webhooks,

@@ -194,7 +194,10 @@ async fn signed_events_change_the_mirror_and_refused_ones_nothing(backend: Backe
 
     // The figures, as /metrics shows them.
     let mut registry = Registry::default();
-    metrics.register(registry.sub_registry_with_prefix("convsync"), Vec::new());
+    metrics.register(
+        registry.sub_registry_with_prefix("convsync"),
+        convsync::sync::SourceRegistry::default(),
+    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     for (line, count) in [

@@ -186,14 +186,16 @@ fn installs_add_and_remove_locations() {
     let install = accept(INSTALL);
     assert!(matches!(
         &install.change,
-        WebhookChange::AccountInstalled { account } if account == "otg8dTQqGLh3Q6iQI55w"
+        WebhookChange::AccountInstalled { account, company }
+            if account == "otg8dTQqGLh3Q6iQI55w" && company.as_deref() == Some("otg8dTQqGLh3Q6iQI55w")
     ));
     // No webhookId in the documented example: the body hash.
     assert_eq!(install.event_id, body_hash_id(INSTALL.as_bytes()));
     assert_eq!(install.sent_at, None);
     assert!(matches!(
         &accept(UNINSTALL).change,
-        WebhookChange::AccountUninstalled { account } if account == "otg8dTQqGLh3Q6iQI55w"
+        WebhookChange::AccountUninstalled { account, company: None }
+            if account == "otg8dTQqGLh3Q6iQI55w"
     ));
     let agency = accept(AGENCY_INSTALL);
     assert!(matches!(agency.change, WebhookChange::Unrelated));
